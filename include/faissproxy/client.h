@@ -1,0 +1,145 @@
+/*
+ * faissproxy/client.h - libfaissproxy, the C client of a faiss-proxy server.
+ *
+ * One opaque handle per connection. Every call returns 0 on success and -1 on
+ * failure; the failure's kind and text stay in the handle until the next call
+ * (fpx_client_errtype, fpx_client_errstr), so call sites stay simple:
+ *
+ *     fpx_client *c = fpx_client_new("tcp://127.0.0.1:5555", "key1", NULL);
+ *     if (fpx_client_create_index(c, "docs", 128, "Flat", NULL, NULL) != 0)
+ *         fprintf(stderr, "%s\n", fpx_client_errstr(c));
+ *
+ * A handle is not thread safe: use one per thread. Requests carry a
+ * request_id; a reply that does not match is dropped, and a request that gets
+ * no reply within the timeout fails with errtype "connection_error" and the
+ * socket is rebuilt so the next call starts clean.
+ */
+#ifndef FAISSPROXY_CLIENT_H
+#define FAISSPROXY_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define FPX_API __attribute__((visibility("default")))
+#else
+#define FPX_API
+#endif
+
+typedef struct fpx_client fpx_client;
+
+/* Connects (lazily, as ZeroMQ does) to endpoint, e.g. "tcp://127.0.0.1:5555".
+ * api_key and tenant_id may be NULL. Returns NULL only on allocation failure
+ * or an invalid endpoint. */
+FPX_API fpx_client *fpx_client_new(const char *endpoint, const char *api_key,
+                                   const char *tenant_id);
+FPX_API void fpx_client_free(fpx_client *c);
+
+/* Milliseconds to wait for each reply (default 30000; <= 0 waits forever). */
+FPX_API void fpx_client_set_timeout(fpx_client *c, int timeout_ms);
+
+/* The last error: its wire kind ("validation_error", "not_found", ...,
+ * or "connection_error" when the server did not answer) and its message.
+ * Empty strings after a successful call. Valid until the next call. */
+FPX_API const char *fpx_client_errtype(const fpx_client *c);
+FPX_API const char *fpx_client_errstr(const fpx_client *c);
+
+/* What the server reports about one index. */
+typedef struct fpx_index_info {
+    char index_id[129];
+    char index_type[256];
+    char metric[8]; /* "L2" or "IP" */
+    int64_t dimension;
+    int64_t ntotal;
+    int is_trained;
+} fpx_index_info;
+
+FPX_API int fpx_client_ping(fpx_client *c);
+
+/* index_type: NULL for "IndexFlatL2", or any FAISS factory string.
+ * metric: NULL, "L2" or "IP". info may be NULL. */
+FPX_API int fpx_client_create_index(fpx_client *c, const char *index_id, int64_t dimension,
+                                    const char *index_type, const char *metric,
+                                    fpx_index_info *info);
+FPX_API int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info);
+FPX_API int fpx_client_delete_index(fpx_client *c, const char *index_id);
+/* *infos is malloc'd (free with free()); *count entries. */
+FPX_API int fpx_client_list_indexes(fpx_client *c, fpx_index_info **infos, size_t *count);
+
+/* Trains the index on n vectors of dimension d. */
+FPX_API int fpx_client_train(fpx_client *c, const char *index_id, int64_t n, int64_t d,
+                             const float *x);
+
+/* One vector's caller key and metadata for fpx_client_add. key may be NULL
+ * (no key); metadata is one msgpack-encoded map (or NULL / size 0 for none). */
+typedef struct fpx_item {
+    const char *key;
+    const void *metadata;
+    size_t metadata_size;
+} fpx_item;
+
+/*
+ * Adds n vectors of dimension d. labels (may be NULL) gives each vector's
+ * label, as FAISS add_with_ids; items (may be NULL) gives caller keys and
+ * metadata, with upsert on a key the index already holds. *ntotal (may be
+ * NULL) receives the index's size after the add.
+ */
+FPX_API int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d,
+                           const float *x, const int64_t *labels, const fpx_item *items,
+                           int64_t *ntotal);
+
+/* Options of a search; zero-initialise and set what you need. */
+typedef struct fpx_search_opts {
+    int64_t nprobe;    /* IVF: lists to visit (<= 0: index default) */
+    int64_t ef_search; /* HNSW: efSearch (<= 0: index default) */
+    const void *filter; /* msgpack map of field -> value, all must be equal */
+    size_t filter_size;
+} fpx_search_opts;
+
+/* k-NN search of nq queries of dimension d. D and I are caller-allocated,
+ * nq*k each; exactly what FAISS search returns (label -1 for missing hits).
+ * opts may be NULL. */
+FPX_API int fpx_client_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                              const float *x, int64_t k, const fpx_search_opts *opts, float *D,
+                              int64_t *I);
+
+/* One hit's caller key and metadata, as returned by fpx_client_search_ex. */
+typedef struct fpx_hit {
+    char *key;          /* NUL-terminated key text (an integer key printed in
+                           decimal), or NULL when the vector has no key or the
+                           slot is empty */
+    uint8_t *metadata;  /* msgpack-encoded map, or NULL */
+    size_t metadata_size;
+} fpx_hit;
+
+/* As fpx_client_search, and also returns nq*k hits with keys and metadata in
+ * *hits (free with fpx_hits_free(hits, nq*k)). */
+FPX_API int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                                 const float *x, int64_t k, const fpx_search_opts *opts,
+                                 float *D, int64_t *I, fpx_hit **hits);
+FPX_API void fpx_hits_free(fpx_hit *hits, size_t n);
+
+/* Deletes by caller keys (string keys) or by labels. *deleted (may be NULL)
+ * receives how many vectors were deleted. */
+FPX_API int fpx_client_delete_keys(fpx_client *c, const char *index_id, size_t n,
+                                   const char *const *keys, int64_t *deleted);
+FPX_API int fpx_client_delete_labels(fpx_client *c, const char *index_id, size_t n,
+                                     const int64_t *labels, int64_t *deleted);
+
+/*
+ * Sends one raw request body and returns the raw reply body (malloc'd; free
+ * with free()). For operations and fields this header has no typed call for.
+ * The body must be a complete protocol body; this call adds nothing to it.
+ */
+FPX_API int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t **reply,
+                                   size_t *reply_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,36 @@
+#!/bin/sh
+# deps.sh - installs the Debian packages faiss-proxy needs, and only those missing.
+#
+# Called by `make`, `make run` and `make test` so that a fresh Debian machine
+# needs nothing by hand. Set FPX_SKIP_DEPS=1 to skip (e.g. inside a prepared image).
+set -eu
+
+[ "${FPX_SKIP_DEPS:-0}" = 1 ] && exit 0
+
+PKGS="build-essential cmake pkg-config libfaiss-dev libopenblas-dev libzmq3-dev libmsgpack-dev
+zlib1g-dev python3 python3-numpy python3-zmq python3-msgpack python3-faiss python3-pytest"
+[ "${1:-}" = "--with-clang" ] && PKGS="$PKGS clang libclang-rt-14-dev"
+
+missing=""
+for p in $PKGS; do
+    st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$st" in
+    *"install ok installed"*) ;;
+    *) missing="$missing $p" ;;
+    esac
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps: installing missing Debian packages:$missing" >&2
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+        echo "deps: need root (or sudo) to install:$missing" >&2
+        exit 1
+    }
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,98 @@
+/*
+ * engine.h - the small C interface over FAISS's C++ API (engine.cpp is the
+ * only C++ file of the project).
+ *
+ * The engine owns one FAISS index and speaks only in positions: the i-th
+ * vector ever added has position i, and positions never change (nothing is
+ * ever removed from the FAISS structure; the server keeps its own label and
+ * key tables and hides deleted positions through the `allowed` filter). This
+ * is what makes delete and upsert work on every index type, HNSW included.
+ *
+ * Every function catches every C++ exception and returns -1 with FAISS's
+ * message in err->msg. Nothing here knows the wire format.
+ */
+#ifndef FPX_ENGINE_H
+#define FPX_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/proto.h" /* fpx_err only */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fpx_engine fpx_engine;
+
+typedef enum fpx_metric { FPX_METRIC_L2 = 0, FPX_METRIC_IP = 1 } fpx_metric;
+
+/* Per-search knobs; a value <= 0 means "leave the index's own setting". */
+typedef struct fpx_search_params {
+    int64_t nprobe;
+    int64_t efSearch;
+} fpx_search_params;
+
+/* A set of allowed positions: bit p of words[p / 64] set = position p allowed.
+ * nbits covers positions [0, nbits); positions beyond are not allowed.
+ * count is the number of bits set (the search uses it to know how many hits
+ * are possible). */
+typedef struct fpx_bitset {
+    const uint64_t *words;
+    int64_t nbits;
+    int64_t count;
+} fpx_bitset;
+
+/*
+ * Creates an index from a FAISS index_factory description ("Flat",
+ * "IVF256,Flat", "HNSW32", "PCA64,Flat", "IDMap,Flat", ...). A leading
+ * "IDMap," or "IDMap2," is accepted and dropped: labels are the server's job.
+ * Refuses descriptions holding numbers above 1<<20 before FAISS sees them
+ * (e.g. "IVF100000000,Flat"), as a validation error.
+ * err->type is FPX_E_VALIDATION for a description FAISS refuses.
+ */
+int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, fpx_engine **out,
+                      fpx_err *err);
+void fpx_engine_free(fpx_engine *e);
+
+int64_t fpx_engine_dim(const fpx_engine *e);
+/* Positions used so far (FAISS ntotal, tombstones included). */
+int64_t fpx_engine_ntotal(const fpx_engine *e);
+int fpx_engine_is_trained(const fpx_engine *e);
+fpx_metric fpx_engine_metric(const fpx_engine *e);
+
+/* Trains on n vectors (row-major float32, dim each). */
+int fpx_engine_train(fpx_engine *e, int64_t n, const float *x, fpx_err *err);
+
+/* Appends n vectors at positions [ntotal, ntotal+n). err->type is
+ * FPX_E_NOT_TRAINED when the index needs training first. */
+int fpx_engine_add(fpx_engine *e, int64_t n, const float *x, fpx_err *err);
+
+/*
+ * k-NN search of n queries. D and I are n*k, row-major; I holds positions,
+ * -1 where fewer than k results exist. allowed (may be NULL = all positions)
+ * restricts results: the engine uses FAISS's IDSelector where the index
+ * supports it and over-fetches and filters where it does not (PQ, wrappers),
+ * widening nprobe/efSearch or falling back to an exhaustive pass when an
+ * approximate search returns fewer than min(k, allowed->count) hits, so a
+ * filtered search returns k hits whenever k allowed positions exist.
+ * Single small queries run on one OpenMP thread, batches on all (see the
+ * comment at fpx_engine_search in engine.cpp).
+ */
+int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
+                      const fpx_search_params *params, const fpx_bitset *allowed, float *D,
+                      int64_t *I, fpx_err *err);
+
+/* FAISS's own serialization (write_index to memory). *buf is malloc'd; caller frees. */
+int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
+/* Inverse of fpx_engine_serialize (read_index from memory). */
+int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err);
+
+/* Bytes of memory FAISS holds for the index (approximate; for stats). */
+size_t fpx_engine_memory(const fpx_engine *e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
