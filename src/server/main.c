@@ -1,1 +1,52 @@
-/* placeholder */
+/*
+ * main.c - faiss-proxy-server: configuration, start-up, signals, shutdown.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "net.h"
+#include "server.h"
+#include "util.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+int main(int argc, char **argv) {
+    fpx_config cfg;
+    int rc = fpx_config_load(&cfg, argc, argv);
+    if (rc != 0) {
+        fpx_config_free(&cfg);
+        return rc > 0 ? 0 : 2;
+    }
+    if (cfg.log_debug)
+        fpx_log_level = FPX_LOG_DEBUG;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll must return EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    fpx_server server;
+    fpx_err err = {0};
+    if (fpx_server_init(&server, &cfg, &err) != 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
+        fpx_server_shutdown(&server);
+        fpx_config_free(&cfg);
+        return 1;
+    }
+    rc = fpx_net_run(&server, &stop_requested);
+    fpx_server_shutdown(&server);
+    fpx_config_free(&cfg);
+    if (rc == 0)
+        fpx_log(FPX_LOG_INFO, "stopped");
+    return rc == 0 ? 0 : 1;
+}

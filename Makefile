@@ -1,0 +1,60 @@
+# faiss-proxy - the habits of a C user, over CMake.
+#
+#   make        build everything into build/ (installs missing Debian packages first)
+#   make run    build, then run the server with the embedded defaults
+#   make test   every test: C unit tests, integration tests against the real
+#               server, then all of them again under ASan+UBSan
+#   make fuzz   run the libFuzzer target of the decoder for FUZZ_SECONDS
+#   make format clang-format every C/C++ source in place
+
+BUILD      ?= build
+SAN_BUILD  ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PYTHON     ?= /usr/bin/python3
+FUZZ_SECONDS ?= 60
+SOURCES    := $(shell git ls-files '*.c' '*.h' '*.cpp' 2>/dev/null)
+
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: all deps build run test test-release test-sanitize fuzz format clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	./$(BUILD)/faiss-proxy-server
+
+test: test-release test-sanitize
+	@echo "make test: all suites passed (release and ASan+UBSan)"
+
+test-release: build
+	cd $(BUILD) && ctest --output-on-failure
+	FPX_BUILD_DIR=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test-sanitize: deps
+	@cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=sanitize >/dev/null
+	@cmake --build $(SAN_BUILD) -j$(JOBS)
+	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure
+	$(SAN_ENV) FPX_BUILD_DIR=$(CURDIR)/$(SAN_BUILD) FPX_SANITIZED=1 \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+fuzz:
+	@./scripts/deps.sh --with-clang
+	@cmake -S . -B build-fuzz -DFPX_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
+	@cmake --build build-fuzz --target fuzz_proto -j$(JOBS)
+	mkdir -p build-fuzz/corpus
+	./build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus
+
+format:
+	clang-format -i $(SOURCES)
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD) build-fuzz

@@ -1,0 +1,172 @@
+/*
+ * config.c - defaults < environment < command line.
+ *
+ * The seed names four environment variables (FAISS_BIND_ADDRESS, FAISS_PORT,
+ * FAISS_DATA_DIR, FAISS_PROXY_API_KEYS); the server adds a few FAISS_PROXY_*
+ * ones for its own knobs. Every setting is validated here, at start-up, so a
+ * typo fails loudly instead of running with a surprise.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char usage[] =
+    "usage: faiss-proxy-server [options]\n"
+    "\n"
+    "FAISS vector search over a binary ZeroMQ protocol, with tenants and durable storage.\n"
+    "\n"
+    "options (each overrides its environment variable):\n"
+    "  -b, --bind ADDR            address to bind          FAISS_BIND_ADDRESS   (0.0.0.0)\n"
+    "  -p, --port N               TCP port, 0 = any free   FAISS_PORT           (5555)\n"
+    "  -d, --data-dir DIR         where indexes are stored FAISS_DATA_DIR       (./data)\n"
+    "  -k, --api-keys LIST        key1:tenant1,key2:tenant2; empty = auth off\n"
+    "                                                      FAISS_PROXY_API_KEYS (unset)\n"
+    "  -w, --workers N            worker threads           FAISS_PROXY_WORKERS  (cores)\n"
+    "  -m, --max-message-size N   largest request, bytes   FAISS_PROXY_MAX_MESSAGE_SIZE\n"
+    "                                                      (268435456 = 256 MiB)\n"
+    "  -s, --snapshot-bytes N     write-ahead log size that triggers a snapshot\n"
+    "                                                      FAISS_PROXY_SNAPSHOT_BYTES (67108864)\n"
+    "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
+    "  -h, --help                 this text\n"
+    "  -V, --version              print the version\n";
+
+static int parse_size(const char *name, const char *s, size_t min, size_t max, size_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
+        fprintf(stderr, "faiss-proxy-server: %s must be an integer in [%zu, %zu], got '%s'\n", name,
+                min, max, s);
+        return -1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
+static int set_str(const char *name, char *dst, size_t cap, const char *v) {
+    if (strlen(v) == 0 || strlen(v) >= cap) {
+        fprintf(stderr, "faiss-proxy-server: %s must be 1..%zu characters\n", name, cap - 1);
+        return -1;
+    }
+    strcpy(dst, v);
+    return 0;
+}
+
+static int set_keys(fpx_config *cfg, const char *v) {
+    free(cfg->api_keys);
+    cfg->api_keys = NULL;
+    if (v && *v) {
+        cfg->api_keys = strdup(v);
+        if (!cfg->api_keys)
+            return -1;
+    }
+    return 0;
+}
+
+static int apply(fpx_config *cfg, int opt, const char *v) {
+    size_t n;
+    switch (opt) {
+    case 'b':
+        return set_str("bind address", cfg->bind_address, sizeof cfg->bind_address, v);
+    case 'p':
+        if (parse_size("port", v, 0, 65535, &n))
+            return -1;
+        cfg->port = (int)n;
+        return 0;
+    case 'd':
+        return set_str("data dir", cfg->data_dir, sizeof cfg->data_dir, v);
+    case 'k':
+        return set_keys(cfg, v);
+    case 'w':
+        if (parse_size("workers", v, 1, 256, &n))
+            return -1;
+        cfg->workers = (int)n;
+        return 0;
+    case 'm':
+        /* ZeroMQ's ZMQ_MAXMSGSIZE is an int64; 16 GiB is plenty. */
+        return parse_size("max message size", v, 4096, (size_t)16 << 30, &cfg->max_message_size);
+    case 's':
+        return parse_size("snapshot bytes", v, 1, (size_t)1 << 40, &cfg->snapshot_bytes);
+    case 'v':
+        cfg->log_debug = 1;
+        return 0;
+    }
+    return -1;
+}
+
+int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->bind_address, "0.0.0.0");
+    cfg->port = 5555;
+    strcpy(cfg->data_dir, "./data");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 2;
+    cfg->max_message_size = (size_t)256 << 20;
+    cfg->snapshot_bytes = (size_t)64 << 20;
+
+    static const struct {
+        const char *env;
+        int opt;
+    } envs[] = {
+        {"FAISS_BIND_ADDRESS", 'b'},       {"FAISS_PORT", 'p'},
+        {"FAISS_DATA_DIR", 'd'},           {"FAISS_PROXY_API_KEYS", 'k'},
+        {"FAISS_PROXY_WORKERS", 'w'},      {"FAISS_PROXY_MAX_MESSAGE_SIZE", 'm'},
+        {"FAISS_PROXY_SNAPSHOT_BYTES", 's'},
+    };
+    for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
+        const char *v = getenv(envs[i].env);
+        if (v && (*v || envs[i].opt == 'k') && apply(cfg, envs[i].opt, v) != 0) {
+            fprintf(stderr, "faiss-proxy-server: bad %s\n", envs[i].env);
+            return -1;
+        }
+    }
+    const char *dbg = getenv("FAISS_PROXY_DEBUG");
+    if (dbg && !strcmp(dbg, "1"))
+        cfg->log_debug = 1;
+
+    static const struct option longopts[] = {
+        {"bind", required_argument, 0, 'b'},
+        {"port", required_argument, 0, 'p'},
+        {"data-dir", required_argument, 0, 'd'},
+        {"api-keys", required_argument, 0, 'k'},
+        {"workers", required_argument, 0, 'w'},
+        {"max-message-size", required_argument, 0, 'm'},
+        {"snapshot-bytes", required_argument, 0, 's'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0},
+    };
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "b:p:d:k:w:m:s:vhV", longopts, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (opt == 'V') {
+            printf("faiss-proxy-server %s (protocol 1)\n", FPX_VERSION);
+            return 1;
+        }
+        if (opt == '?' || apply(cfg, opt, optarg) != 0) {
+            fputs(usage, stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "faiss-proxy-server: unexpected argument '%s'\n", argv[optind]);
+        fputs(usage, stderr);
+        return -1;
+    }
+    return 0;
+}
+
+void fpx_config_free(fpx_config *cfg) {
+    free(cfg->api_keys);
+    cfg->api_keys = NULL;
+}

@@ -1,0 +1,30 @@
+/*
+ * config.h - server configuration: the seed's environment variables, with
+ * command-line flags that override them.
+ */
+#ifndef FPX_CONFIG_H
+#define FPX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fpx_config {
+    char bind_address[256];
+    int port; /* 0: an ephemeral port, reported in the start-up line */
+    char data_dir[4096];
+    char *api_keys; /* "key1:tenant1,key2:tenant2", or NULL: auth off */
+    int workers;
+    size_t max_message_size;
+    size_t snapshot_bytes; /* WAL size that triggers a snapshot */
+    int log_debug;
+} fpx_config;
+
+/*
+ * Fills cfg from defaults, then the environment, then argv.
+ * Returns 0 to run, 1 when --help/--version was printed (exit 0),
+ * -1 on a bad setting (message printed to stderr; exit 2).
+ */
+int fpx_config_load(fpx_config *cfg, int argc, char **argv);
+void fpx_config_free(fpx_config *cfg);
+
+#endif

@@ -1,0 +1,888 @@
+/*
+ * index.c - one index in memory: slots, tombstones, labels, keys, metadata,
+ * filtered search and the snapshot encoding of all of it. See index.h.
+ *
+ * Keys and metadata are stored as canonical msgpack (re-packed by msgpack-c,
+ * so every integer and string has its shortest encoding). Two keys are then
+ * equal exactly when their bytes are, and an equality filter compares a
+ * field's encoded bytes with the filter value's encoded bytes without
+ * decoding any stored metadata.
+ */
+#include "index.h"
+
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FPX_KEY_MAX_BYTES 1024
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static int bit_get(const uint64_t *w, int64_t i) {
+    return (int)((w[i >> 6] >> (i & 63)) & 1u);
+}
+static void bit_set(uint64_t *w, int64_t i) {
+    w[i >> 6] |= (uint64_t)1 << (i & 63);
+}
+static void bit_clear(uint64_t *w, int64_t i) {
+    w[i >> 6] &= ~((uint64_t)1 << (i & 63));
+}
+static size_t words_for(int64_t nbits) {
+    return (size_t)((nbits + 63) / 64);
+}
+
+static fpx_blob *blob_new(const void *p, size_t n) {
+    if (n > UINT32_MAX)
+        return NULL;
+    fpx_blob *b = malloc(sizeof *b + (n ? n : 1));
+    if (!b)
+        return NULL;
+    b->len = (uint32_t)n;
+    memcpy(b->data, p, n);
+    return b;
+}
+
+/* Canonical msgpack bytes of an object, as a blob. */
+static fpx_blob *blob_pack(const msgpack_object *o) {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    fpx_blob *b = NULL;
+    if (msgpack_pack_object(&pk, *o) == 0)
+        b = blob_new(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return b;
+}
+
+static int key_eq(const void *ctx, int64_t slot, const void *key, size_t keylen) {
+    const fpx_index *ix = ctx;
+    const fpx_blob *b = ix->keys[slot];
+    return b && b->len == keylen && memcmp(b->data, key, keylen) == 0;
+}
+
+static int label_eq(const void *ctx, int64_t slot, const void *key, size_t keylen) {
+    (void)keylen;
+    const fpx_index *ix = ctx;
+    return ix->labels[slot] == *(const int64_t *)key;
+}
+
+static int64_t find_key(const fpx_index *ix, const fpx_blob *k) {
+    if (!ix->keys)
+        return -1;
+    return fpx_slotmap_get(&ix->keymap, fpx_hash_bytes(k->data, k->len), k->data, k->len, key_eq,
+                           ix);
+}
+
+static int64_t find_label(const fpx_index *ix, int64_t label) {
+    if (!ix->labels) {
+        if (label >= 0 && label < ix->nslots && bit_get(ix->alive, label))
+            return label;
+        return -1;
+    }
+    return fpx_slotmap_get(&ix->labelmap, fpx_hash_i64(label), &label, sizeof label, label_eq, ix);
+}
+
+int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot) {
+    if (slot < 0)
+        return -1;
+    return ix->labels ? ix->labels[slot] : slot;
+}
+
+/* Tombstones a live slot: it stays in FAISS but is never returned again. */
+static void tombstone(fpx_index *ix, int64_t slot) {
+    bit_clear(ix->alive, slot);
+    ix->nlive--;
+    if (ix->keys && ix->keys[slot]) {
+        fpx_blob *k = ix->keys[slot];
+        fpx_slotmap_del(&ix->keymap, fpx_hash_bytes(k->data, k->len), slot);
+        free(k);
+        ix->keys[slot] = NULL;
+        ix->nkeys--;
+    }
+    if (ix->meta && ix->meta[slot]) {
+        free(ix->meta[slot]);
+        ix->meta[slot] = NULL;
+    }
+    if (ix->labels)
+        fpx_slotmap_del(&ix->labelmap, fpx_hash_i64(ix->labels[slot]), slot);
+}
+
+/* ---- creation ----------------------------------------------------------------- */
+
+int fpx_index_resolve_type(const char *index_type, const char *metric, const char **factory,
+                           fpx_metric *out, fpx_err *err) {
+    int fixed = -1; /* metric implied by the type name, or -1 */
+    *factory = index_type;
+    if (!strcmp(index_type, "IndexFlatL2") || !strcmp(index_type, "L2")) {
+        *factory = "Flat";
+        fixed = FPX_METRIC_L2;
+    } else if (!strcmp(index_type, "IndexFlatIP") || !strcmp(index_type, "IP")) {
+        *factory = "Flat";
+        fixed = FPX_METRIC_IP;
+    }
+    int m = fixed >= 0 ? fixed : FPX_METRIC_L2;
+    if (metric) {
+        int given;
+        if (!strcmp(metric, "L2"))
+            given = FPX_METRIC_L2;
+        else if (!strcmp(metric, "IP"))
+            given = FPX_METRIC_IP;
+        else
+            return fpx_err_set(err, FPX_E_VALIDATION, "metric must be \"L2\" or \"IP\", got \"%.40s\"",
+                               metric);
+        if (fixed >= 0 && given != fixed)
+            return fpx_err_set(err, FPX_E_VALIDATION, "index_type %s contradicts metric %s",
+                               index_type, metric);
+        m = given;
+    }
+    *out = (fpx_metric)m;
+    return 0;
+}
+
+int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
+                  const char *metric, fpx_index **out, fpx_err *err) {
+    const char *factory;
+    fpx_metric m;
+    if (fpx_index_resolve_type(index_type, metric, &factory, &m, err))
+        return -1;
+    fpx_engine *eng;
+    if (fpx_engine_create(factory, dim, m, &eng, err))
+        return -1;
+    fpx_index *ix = calloc(1, sizeof *ix);
+    if (!ix || !(ix->index_type = strdup(index_type))) {
+        free(ix);
+        fpx_engine_free(eng);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    }
+    snprintf(ix->tenant, sizeof ix->tenant, "%s", tenant);
+    snprintf(ix->name, sizeof ix->name, "%s", name);
+    ix->metric = m;
+    ix->dim = dim;
+    ix->eng = eng;
+    ix->wal_fd = -1;
+    pthread_rwlock_init(&ix->lock, NULL);
+    atomic_init(&ix->refs, 1);
+    fpx_slotmap_init(&ix->keymap);
+    fpx_slotmap_init(&ix->labelmap);
+    *out = ix;
+    return 0;
+}
+
+void fpx_index_free(fpx_index *ix) {
+    if (!ix)
+        return;
+    for (int64_t s = 0; s < ix->nslots; s++) {
+        if (ix->keys)
+            free(ix->keys[s]);
+        if (ix->meta)
+            free(ix->meta[s]);
+    }
+    free(ix->keys);
+    free(ix->meta);
+    free(ix->labels);
+    free(ix->alive);
+    fpx_slotmap_free(&ix->keymap);
+    fpx_slotmap_free(&ix->labelmap);
+    fpx_engine_free(ix->eng);
+    free(ix->index_type);
+    pthread_rwlock_destroy(&ix->lock);
+    free(ix);
+}
+
+/* ---- capacity ------------------------------------------------------------------ */
+
+static int grow_array(void **p, size_t elem, int64_t oldcap, int64_t newcap) {
+    void *q = realloc(*p, (size_t)newcap * elem);
+    if (!q)
+        return -1;
+    memset((uint8_t *)q + (size_t)oldcap * elem, 0, (size_t)(newcap - oldcap) * elem);
+    *p = q;
+    return 0;
+}
+
+/* Room for `need` slots in every table that exists (and in the ones asked for). */
+static int ensure_cap(fpx_index *ix, int64_t need, int want_keys, int want_meta) {
+    int64_t cap = ix->cap;
+    if (need > cap) {
+        cap = cap ? cap : 64;
+        while (cap < need)
+            cap = cap < ((int64_t)1 << 40) ? cap * 2 : need;
+        cap = (cap + 63) & ~(int64_t)63;
+    }
+    /* alive is sized in whole words; the others by slot. */
+    if (cap > ix->cap || !ix->alive) {
+        void *a = ix->alive;
+        if (grow_array(&a, sizeof(uint64_t), (int64_t)words_for(ix->cap), (int64_t)words_for(cap)))
+            return -1;
+        ix->alive = a;
+    }
+    if (ix->labels && cap > ix->cap) {
+        void *l = ix->labels;
+        if (grow_array(&l, sizeof(int64_t), ix->cap, cap))
+            return -1;
+        ix->labels = l;
+    }
+    if ((ix->keys && cap > ix->cap) || (!ix->keys && want_keys)) {
+        void *k = ix->keys;
+        if (grow_array(&k, sizeof(fpx_blob *), ix->keys ? ix->cap : 0, cap))
+            return -1;
+        ix->keys = k;
+    }
+    if ((ix->meta && cap > ix->cap) || (!ix->meta && want_meta)) {
+        void *m = ix->meta;
+        if (grow_array(&m, sizeof(fpx_blob *), ix->meta ? ix->cap : 0, cap))
+            return -1;
+        ix->meta = m;
+    }
+    ix->cap = cap;
+    return 0;
+}
+
+/* Leaves identity mode: builds the label table and the label map. */
+static int build_label_table(fpx_index *ix, int64_t extra) {
+    int64_t *labels = malloc((size_t)(ix->cap ? ix->cap : 1) * sizeof *labels);
+    if (!labels || fpx_slotmap_reserve(&ix->labelmap, (size_t)(ix->nlive + extra)) != 0) {
+        free(labels);
+        return -1;
+    }
+    for (int64_t s = 0; s < ix->cap; s++)
+        labels[s] = s;
+    ix->labels = labels;
+    for (int64_t s = 0; s < ix->nslots; s++)
+        if (bit_get(ix->alive, s))
+            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(s), s);
+    return 0;
+}
+
+/* ---- add ------------------------------------------------------------------------- */
+
+int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err) {
+    if (!items || items->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (items->type != MSGPACK_OBJECT_ARRAY)
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "metadata must be a list of {\"id\", \"metadata\"} maps, one per vector");
+    if ((int64_t)items->via.array.size != n)
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "metadata has %u entries for %lld vectors; it needs one per vector",
+                           items->via.array.size, (long long)n);
+    for (uint32_t i = 0; i < items->via.array.size; i++) {
+        const msgpack_object *it = &items->via.array.ptr[i];
+        if (it->type == MSGPACK_OBJECT_NIL)
+            continue;
+        if (it->type != MSGPACK_OBJECT_MAP)
+            return fpx_err_set(err, FPX_E_VALIDATION, "metadata[%u] must be a map or nil", i);
+        const msgpack_object *id = fpx_map_get(it, "id");
+        if (id && id->type != MSGPACK_OBJECT_NIL) {
+            if (id->type == MSGPACK_OBJECT_STR) {
+                if (id->via.str.size == 0 || id->via.str.size > FPX_KEY_MAX_BYTES)
+                    return fpx_err_set(err, FPX_E_VALIDATION,
+                                       "metadata[%u].id: string ids are 1..%d bytes", i,
+                                       FPX_KEY_MAX_BYTES);
+            } else if (id->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                       id->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+                return fpx_err_set(err, FPX_E_VALIDATION,
+                                   "metadata[%u].id must be a string or an integer", i);
+            }
+        }
+        const msgpack_object *md = fpx_map_get(it, "metadata");
+        if (md && md->type != MSGPACK_OBJECT_NIL && md->type != MSGPACK_OBJECT_MAP)
+            return fpx_err_set(err, FPX_E_VALIDATION, "metadata[%u].metadata must be a map", i);
+    }
+    return 0;
+}
+
+static void free_blobs(fpx_blob **b, int64_t n) {
+    if (!b)
+        return;
+    for (int64_t i = 0; i < n; i++)
+        free(b[i]);
+    free(b);
+}
+
+/* Canonical key and metadata blobs of every item, made before any change. */
+static int prepare_items(const msgpack_object *items, int64_t n, fpx_blob ***kb, fpx_blob ***mb,
+                         int *any_key, int *any_meta) {
+    *kb = *mb = NULL;
+    *any_key = *any_meta = 0;
+    if (!items || items->type != MSGPACK_OBJECT_ARRAY || n == 0)
+        return 0;
+    *kb = calloc((size_t)n, sizeof **kb);
+    *mb = calloc((size_t)n, sizeof **mb);
+    if (!*kb || !*mb)
+        goto oom;
+    for (int64_t i = 0; i < n; i++) {
+        const msgpack_object *it = &items->via.array.ptr[i];
+        if (it->type != MSGPACK_OBJECT_MAP)
+            continue;
+        const msgpack_object *id = fpx_map_get(it, "id");
+        const msgpack_object *md = fpx_map_get(it, "metadata");
+        if (id && id->type != MSGPACK_OBJECT_NIL) {
+            if (!((*kb)[i] = blob_pack(id)))
+                goto oom;
+            *any_key = 1;
+        }
+        if (md && md->type == MSGPACK_OBJECT_MAP) {
+            if (!((*mb)[i] = blob_pack(md)))
+                goto oom;
+            *any_meta = 1;
+        }
+    }
+    return 0;
+oom:
+    free_blobs(*kb, n);
+    free_blobs(*mb, n);
+    *kb = *mb = NULL;
+    return -1;
+}
+
+int fpx_index_add(fpx_index *ix, int64_t n, const float *x, const int64_t *labels,
+                  const msgpack_object *items, int64_t *added, fpx_err *err) {
+    *added = 0;
+    if (n == 0)
+        return 0;
+    if (!fpx_engine_is_trained(ix->eng))
+        return fpx_err_set(err, FPX_E_NOT_TRAINED,
+                           "index '%s' is not trained: call train before adding vectors", ix->name);
+    for (int64_t i = 0; labels && i < n; i++)
+        if (labels[i] < 0)
+            return fpx_err_set(err, FPX_E_VALIDATION, "labels must be >= 0 (label %lld at row %lld)",
+                               (long long)labels[i], (long long)i);
+
+    /* Phase 1: everything that can fail, with no visible change. */
+    fpx_blob **kb, **mb;
+    int any_key, any_meta;
+    if (prepare_items(items, n, &kb, &mb, &any_key, &any_meta))
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory preparing keys and metadata");
+    int64_t base = ix->nslots;
+    int breaks_identity = 0;
+    for (int64_t i = 0; labels && !ix->labels && i < n; i++)
+        breaks_identity |= labels[i] != base + i;
+    int rc = ensure_cap(ix, base + n, any_key, any_meta);
+    if (rc == 0 && any_key)
+        rc = fpx_slotmap_reserve(&ix->keymap, (size_t)n);
+    if (rc == 0 && breaks_identity)
+        rc = build_label_table(ix, n);
+    else if (rc == 0 && ix->labels)
+        rc = fpx_slotmap_reserve(&ix->labelmap, (size_t)n);
+    if (rc != 0) {
+        free_blobs(kb, n);
+        free_blobs(mb, n);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory growing the tables of '%s'",
+                           ix->name);
+    }
+    if (fpx_engine_add(ix->eng, n, x, err)) {
+        free_blobs(kb, n);
+        free_blobs(mb, n);
+        return -1;
+    }
+
+    /* Phase 2: commit; nothing below can fail. */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t s = base + i;
+        int64_t label = labels ? labels[i] : ix->next_label;
+        if (labels) {
+            int64_t old = find_label(ix, label);
+            if (old >= 0)
+                tombstone(ix, old);
+        }
+        fpx_blob *k = kb ? kb[i] : NULL;
+        if (k) {
+            int64_t old = find_key(ix, k);
+            if (old >= 0)
+                tombstone(ix, old);
+        }
+        bit_set(ix->alive, s);
+        ix->nlive++;
+        ix->nslots = s + 1;
+        if (ix->labels) {
+            ix->labels[s] = label;
+            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(label), s);
+        }
+        if (k) {
+            ix->keys[s] = k;
+            fpx_slotmap_put(&ix->keymap, fpx_hash_bytes(k->data, k->len), s);
+            ix->nkeys++;
+        }
+        if (mb && mb[i])
+            ix->meta[s] = mb[i];
+        if (label >= ix->next_label)
+            ix->next_label = label + 1;
+    }
+    free(kb); /* the blobs now belong to the tables */
+    free(mb);
+    *added = n;
+    return 0;
+}
+
+int fpx_index_train(fpx_index *ix, int64_t n, const float *x, fpx_err *err) {
+    return fpx_engine_train(ix->eng, n, x, err);
+}
+
+/* ---- delete ---------------------------------------------------------------------- */
+
+static int delete_one(fpx_index *ix, const msgpack_object *id, int64_t *deleted, fpx_err *err) {
+    int is_int = id->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                 id->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    if (id->type != MSGPACK_OBJECT_STR && !is_int)
+        return fpx_err_set(err, FPX_E_VALIDATION, "vector ids must be strings or integers");
+    if (ix->keys) {
+        fpx_blob *k = blob_pack(id);
+        if (!k)
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+        int64_t s = find_key(ix, k);
+        free(k);
+        if (s >= 0) {
+            tombstone(ix, s);
+            (*deleted)++;
+            return 0;
+        }
+    }
+    if (is_int) {
+        int64_t label;
+        if (fpx_obj_int(id, &label) == 0) {
+            int64_t s = find_label(ix, label);
+            if (s >= 0) {
+                tombstone(ix, s);
+                (*deleted)++;
+            }
+        }
+    }
+    return 0;
+}
+
+int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted, fpx_err *err) {
+    *deleted = 0;
+    if (ids->type != MSGPACK_OBJECT_ARRAY)
+        return delete_one(ix, ids, deleted, err);
+    /* Validate every id first, so a bad one in the middle changes nothing. */
+    for (uint32_t i = 0; i < ids->via.array.size; i++) {
+        msgpack_object_type t = ids->via.array.ptr[i].type;
+        if (t != MSGPACK_OBJECT_STR && t != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            t != MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "vector_ids[%u] must be a string or an integer", i);
+    }
+    for (uint32_t i = 0; i < ids->via.array.size; i++)
+        if (delete_one(ix, &ids->via.array.ptr[i], deleted, err))
+            return -1; /* only out of memory gets here */
+    return 0;
+}
+
+/* ---- search ---------------------------------------------------------------------- */
+
+typedef struct filter_field {
+    const char *name;
+    size_t name_len;
+    fpx_blob *value; /* canonical encoding */
+} filter_field;
+
+int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err) {
+    if (!filter || filter->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (filter->type != MSGPACK_OBJECT_MAP)
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "the search filter (metadata section) must be a map of field: value");
+    for (uint32_t i = 0; i < filter->via.map.size; i++)
+        if (filter->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR)
+            return fpx_err_set(err, FPX_E_VALIDATION, "filter field names must be strings");
+    return 0;
+}
+
+/* Reads a msgpack string at p; 1 and its bytes, or 0 when p holds no string. */
+static int mp_str(const uint8_t *p, const uint8_t *end, const uint8_t **s, size_t *n) {
+    if (p >= end)
+        return 0;
+    size_t hdr, len;
+    if ((p[0] & 0xe0) == 0xa0) {
+        hdr = 1;
+        len = p[0] & 0x1f;
+    } else if (p[0] == 0xd9 && end - p >= 2) {
+        hdr = 2;
+        len = p[1];
+    } else if (p[0] == 0xda && end - p >= 3) {
+        hdr = 3;
+        len = (size_t)p[1] << 8 | p[2];
+    } else if (p[0] == 0xdb && end - p >= 5) {
+        hdr = 5;
+        len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) - hdr < len)
+        return 0;
+    *s = p + hdr;
+    *n = len;
+    return 1;
+}
+
+/* 1 when the stored metadata map has every filter field equal to its value. */
+static int meta_matches(const fpx_blob *m, const filter_field *f, size_t nf) {
+    if (!m)
+        return 0;
+    const uint8_t *p = m->data, *end = m->data + m->len;
+    size_t count;
+    if ((p[0] & 0xf0) == 0x80) {
+        count = p[0] & 0x0f;
+        p += 1;
+    } else if (p[0] == 0xde && m->len >= 3) {
+        count = (size_t)p[1] << 8 | p[2];
+        p += 3;
+    } else if (p[0] == 0xdf && m->len >= 5) {
+        count = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+        p += 5;
+    } else {
+        return 0;
+    }
+    size_t found = 0;
+    for (size_t e = 0; e < count && p < end; e++) {
+        const uint8_t *ks;
+        size_t kn, used;
+        int is_str = mp_str(p, end, &ks, &kn);
+        if (fpx_msgpack_check(p, (size_t)(end - p), &used, NULL))
+            return 0;
+        p += used;
+        if (fpx_msgpack_check(p, (size_t)(end - p), &used, NULL))
+            return 0;
+        if (is_str) {
+            for (size_t j = 0; j < nf; j++) {
+                if (f[j].name_len == kn && !memcmp(f[j].name, ks, kn)) {
+                    if (f[j].value->len != used || memcmp(f[j].value->data, p, used))
+                        return 0;
+                    found++;
+                }
+            }
+        }
+        p += used;
+    }
+    return found == nf;
+}
+
+/* The allowed set of a filtered search: live slots whose metadata matches. */
+static int build_filter_set(const fpx_index *ix, const msgpack_object *filter, uint64_t **words,
+                            int64_t *count) {
+    size_t nf = filter->via.map.size;
+    filter_field *f = calloc(nf, sizeof *f);
+    uint64_t *w = calloc(words_for(ix->nslots) + 1, sizeof *w);
+    int rc = (f && w) ? 0 : -1;
+    for (size_t j = 0; rc == 0 && j < nf; j++) {
+        const msgpack_object_kv *kv = &filter->via.map.ptr[j];
+        f[j].name = kv->key.via.str.ptr;
+        f[j].name_len = kv->key.via.str.size;
+        if (!(f[j].value = blob_pack(&kv->val)))
+            rc = -1;
+    }
+    int64_t c = 0;
+    for (int64_t s = 0; rc == 0 && ix->meta && s < ix->nslots; s++) {
+        if (bit_get(ix->alive, s) && meta_matches(ix->meta[s], f, nf)) {
+            bit_set(w, s);
+            c++;
+        }
+    }
+    for (size_t j = 0; f && j < nf; j++)
+        free(f[j].value);
+    free(f);
+    if (rc) {
+        free(w);
+        return -1;
+    }
+    *words = w;
+    *count = c;
+    return 0;
+}
+
+int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
+                     const fpx_search_params *params, const msgpack_object *filter, float *D,
+                     int64_t *I, fpx_err *err) {
+    uint64_t *owned = NULL;
+    fpx_bitset set = {0};
+    const fpx_bitset *allowed = NULL;
+    if (filter && filter->type == MSGPACK_OBJECT_MAP && filter->via.map.size > 0) {
+        if (build_filter_set(ix, filter, &owned, &set.count))
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory building the filter");
+        set.words = owned;
+        set.nbits = ix->nslots;
+        allowed = &set;
+    } else if (ix->nlive < ix->nslots) {
+        set.words = ix->alive;
+        set.nbits = ix->nslots;
+        set.count = ix->nlive;
+        allowed = &set;
+    }
+    int rc = 0;
+    if (ix->nslots == 0 || (allowed && allowed->count == 0)) {
+        /* Nothing can match: answer as FAISS does for an empty index. */
+        float none = ix->metric == FPX_METRIC_IP ? -FLT_MAX : FLT_MAX;
+        for (int64_t i = 0; i < nq * k; i++) {
+            D[i] = none;
+            I[i] = -1;
+        }
+    } else {
+        rc = fpx_engine_search(ix->eng, nq, x, k, params, allowed, D, I, err);
+    }
+    free(owned);
+    return rc;
+}
+
+/* Appends raw, already-encoded msgpack bytes to a packer's output. */
+static void pack_raw(msgpack_packer *pk, const void *p, size_t n) {
+    pk->callback(pk->data, (const char *)p, n);
+}
+
+void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
+    if (slot < 0) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    msgpack_pack_map(pk, 2);
+    fpx_pack_cstr(pk, "id");
+    const fpx_blob *k = ix->keys ? ix->keys[slot] : NULL;
+    if (k)
+        pack_raw(pk, k->data, k->len);
+    else
+        msgpack_pack_int64(pk, fpx_index_label_of(ix, slot));
+    fpx_pack_cstr(pk, "metadata");
+    const fpx_blob *m = ix->meta ? ix->meta[slot] : NULL;
+    if (m)
+        pack_raw(pk, m->data, m->len);
+    else
+        msgpack_pack_nil(pk);
+}
+
+void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
+    msgpack_pack_map(pk, 7);
+    fpx_pack_cstr(pk, "index_id");
+    fpx_pack_cstr(pk, ix->name);
+    fpx_pack_cstr(pk, "dimension");
+    msgpack_pack_int64(pk, ix->dim);
+    fpx_pack_cstr(pk, "index_type");
+    fpx_pack_cstr(pk, ix->index_type);
+    fpx_pack_cstr(pk, "metric");
+    fpx_pack_cstr(pk, ix->metric == FPX_METRIC_IP ? "IP" : "L2");
+    fpx_pack_cstr(pk, "ntotal");
+    msgpack_pack_int64(pk, ix->nlive);
+    fpx_pack_cstr(pk, "is_trained");
+    if (fpx_engine_is_trained(ix->eng))
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    fpx_pack_cstr(pk, "has_keys");
+    if (ix->nkeys > 0)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
+/* ---- snapshot encoding -------------------------------------------------------------- */
+
+#define SNAP_FORMAT "faiss-proxy-snapshot"
+#define SNAP_VERSION 1
+
+static void pack_blob_table(msgpack_packer *pk, fpx_blob *const *t, int64_t n) {
+    if (!t) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    msgpack_pack_array(pk, (size_t)n);
+    for (int64_t s = 0; s < n; s++) {
+        if (t[s]) {
+            msgpack_pack_bin(pk, t[s]->len);
+            msgpack_pack_bin_body(pk, t[s]->data, t[s]->len);
+        } else {
+            msgpack_pack_nil(pk);
+        }
+    }
+}
+
+int fpx_index_encode(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *err) {
+    uint8_t *eng;
+    size_t englen;
+    if (fpx_engine_serialize(ix->eng, &eng, &englen, err))
+        return -1;
+    fpx_out o;
+    fpx_out_init(&o);
+    msgpack_packer *h = fpx_out_hdr(&o);
+    msgpack_pack_map(h, 9);
+    fpx_pack_cstr(h, "format");
+    fpx_pack_cstr(h, SNAP_FORMAT);
+    fpx_pack_cstr(h, "version");
+    msgpack_pack_int(h, SNAP_VERSION);
+    fpx_pack_cstr(h, "seq");
+    msgpack_pack_uint64(h, ix->seq);
+    fpx_pack_cstr(h, "index_type");
+    fpx_pack_cstr(h, ix->index_type);
+    fpx_pack_cstr(h, "dimension");
+    msgpack_pack_int64(h, ix->dim);
+    fpx_pack_cstr(h, "metric");
+    msgpack_pack_int(h, (int)ix->metric);
+    fpx_pack_cstr(h, "nslots");
+    msgpack_pack_int64(h, ix->nslots);
+    fpx_pack_cstr(h, "next_label");
+    msgpack_pack_int64(h, ix->next_label);
+    fpx_pack_cstr(h, "nlive");
+    msgpack_pack_int64(h, ix->nlive);
+    uint8_t *d = fpx_out_data(&o, englen);
+    if (d)
+        memcpy(d, eng, englen);
+    free(eng);
+    msgpack_packer *m = fpx_out_meta(&o);
+    msgpack_pack_map(m, 4);
+    fpx_pack_cstr(m, "alive");
+    size_t abytes = words_for(ix->nslots) * sizeof(uint64_t);
+    msgpack_pack_bin(m, abytes);
+    msgpack_pack_bin_body(m, ix->alive, abytes);
+    fpx_pack_cstr(m, "labels");
+    if (ix->labels) {
+        msgpack_pack_bin(m, (size_t)ix->nslots * sizeof(int64_t));
+        msgpack_pack_bin_body(m, ix->labels, (size_t)ix->nslots * sizeof(int64_t));
+    } else {
+        msgpack_pack_nil(m);
+    }
+    fpx_pack_cstr(m, "keys");
+    pack_blob_table(m, ix->keys, ix->nslots);
+    fpx_pack_cstr(m, "meta");
+    pack_blob_table(m, ix->meta, ix->nslots);
+    if (!d || fpx_out_finish(&o, buf, len)) {
+        if (!d)
+            fpx_out_discard(&o);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory encoding the snapshot of '%s'",
+                           ix->name);
+    }
+    return 0;
+}
+
+static int get_i64(const msgpack_object *map, const char *k, int64_t *v) {
+    const msgpack_object *o = fpx_map_get(map, k);
+    return o ? fpx_obj_int(o, v) : -1;
+}
+
+static int load_blob_table(fpx_index *ix, const msgpack_object *t, fpx_blob ***dst, int is_key) {
+    if (!t || t->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (t->type != MSGPACK_OBJECT_ARRAY || (int64_t)t->via.array.size != ix->nslots)
+        return -1;
+    fpx_blob **tab = calloc((size_t)(ix->cap ? ix->cap : 1), sizeof *tab);
+    if (!tab)
+        return -1;
+    *dst = tab;
+    for (int64_t s = 0; s < ix->nslots; s++) {
+        const msgpack_object *e = &t->via.array.ptr[s];
+        if (e->type == MSGPACK_OBJECT_NIL)
+            continue;
+        if (e->type != MSGPACK_OBJECT_BIN || !bit_get(ix->alive, s))
+            return -1;
+        if (!(tab[s] = blob_new(e->via.bin.ptr, e->via.bin.size)))
+            return -1;
+        if (is_key) {
+            if (find_key(ix, tab[s]) >= 0) /* a duplicate key: the file lies */
+                return -1;
+            fpx_slotmap_put(&ix->keymap, fpx_hash_bytes(tab[s]->data, tab[s]->len), s);
+            ix->nkeys++;
+        }
+    }
+    return 0;
+}
+
+int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, size_t len,
+                     fpx_index **out, uint64_t *seq, fpx_err *err) {
+    fpx_msg msg;
+    if (fpx_msg_decode(&msg, buf, len, err))
+        return -1;
+    const msgpack_object *h = msg.header, *m = msg.meta;
+    const msgpack_object *fmt = fpx_map_get(h, "format"), *type = fpx_map_get(h, "index_type");
+    int64_t version, dim, metric, nslots, next_label, nlive, sq;
+    const char *tstr;
+    size_t tlen;
+    fpx_index *ix = NULL;
+    fpx_engine *eng = NULL;
+    if (!fmt || !fpx_obj_str_eq(fmt, SNAP_FORMAT) || get_i64(h, "version", &version) ||
+        version != SNAP_VERSION || get_i64(h, "seq", &sq) || !type ||
+        fpx_obj_str(type, &tstr, &tlen) || get_i64(h, "dimension", &dim) ||
+        get_i64(h, "metric", &metric) || get_i64(h, "nslots", &nslots) ||
+        get_i64(h, "next_label", &next_label) || get_i64(h, "nlive", &nlive) || !m ||
+        m->type != MSGPACK_OBJECT_MAP || nslots < 0 || nlive < 0 || nlive > nslots ||
+        (metric != FPX_METRIC_L2 && metric != FPX_METRIC_IP)) {
+        fpx_err_set(err, FPX_E_INTERNAL, "snapshot header is not valid");
+        goto fail;
+    }
+    if (fpx_engine_deserialize(msg.body.data, msg.body.data_size, &eng, err))
+        goto fail;
+    if (fpx_engine_ntotal(eng) != nslots || fpx_engine_dim(eng) != dim) {
+        fpx_err_set(err, FPX_E_INTERNAL, "snapshot tables do not match its FAISS index");
+        goto fail;
+    }
+    ix = calloc(1, sizeof *ix);
+    if (!ix || !(ix->index_type = strndup(tstr, tlen)))
+        goto oom;
+    snprintf(ix->tenant, sizeof ix->tenant, "%s", tenant);
+    snprintf(ix->name, sizeof ix->name, "%s", name);
+    ix->metric = (fpx_metric)metric;
+    ix->dim = dim;
+    ix->eng = eng;
+    eng = NULL;
+    ix->wal_fd = -1;
+    pthread_rwlock_init(&ix->lock, NULL);
+    atomic_init(&ix->refs, 1);
+    fpx_slotmap_init(&ix->keymap);
+    fpx_slotmap_init(&ix->labelmap);
+    if (ensure_cap(ix, nslots, 0, 0))
+        goto oom;
+    ix->nslots = nslots;
+    ix->next_label = next_label;
+    const msgpack_object *alive = fpx_map_get(m, "alive"), *labels = fpx_map_get(m, "labels");
+    size_t abytes = words_for(nslots) * sizeof(uint64_t);
+    if (!alive || alive->type != MSGPACK_OBJECT_BIN || alive->via.bin.size != abytes)
+        goto bad;
+    memcpy(ix->alive, alive->via.bin.ptr, abytes);
+    int64_t live = 0;
+    for (int64_t s = 0; s < nslots; s++)
+        live += bit_get(ix->alive, s);
+    if (live != nlive)
+        goto bad;
+    ix->nlive = nlive;
+    if (labels && labels->type == MSGPACK_OBJECT_BIN) {
+        if (labels->via.bin.size != (size_t)nslots * sizeof(int64_t))
+            goto bad;
+        ix->labels = malloc((size_t)(ix->cap ? ix->cap : 1) * sizeof(int64_t));
+        if (!ix->labels || fpx_slotmap_reserve(&ix->labelmap, (size_t)nlive))
+            goto oom;
+        memcpy(ix->labels, labels->via.bin.ptr, (size_t)nslots * sizeof(int64_t));
+        for (int64_t s = 0; s < nslots; s++) {
+            if (!bit_get(ix->alive, s))
+                continue;
+            if (find_label(ix, ix->labels[s]) >= 0)
+                goto bad;
+            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(ix->labels[s]), s);
+        }
+    } else if (labels && labels->type != MSGPACK_OBJECT_NIL) {
+        goto bad;
+    }
+    const msgpack_object *keys = fpx_map_get(m, "keys");
+    if (keys && keys->type == MSGPACK_OBJECT_ARRAY &&
+        fpx_slotmap_reserve(&ix->keymap, keys->via.array.size))
+        goto oom;
+    if (load_blob_table(ix, keys, &ix->keys, 1) ||
+        load_blob_table(ix, fpx_map_get(m, "meta"), &ix->meta, 0))
+        goto bad;
+    fpx_msg_destroy(&msg);
+    *seq = (uint64_t)sq;
+    ix->seq = ix->snap_seq = (uint64_t)sq;
+    *out = ix;
+    return 0;
+bad:
+    fpx_err_set(err, FPX_E_INTERNAL, "snapshot tables are not valid");
+    goto fail;
+oom:
+    fpx_err_set(err, FPX_E_INTERNAL, "out of memory loading a snapshot");
+fail:
+    fpx_engine_free(eng);
+    if (ix && !ix->eng) {
+        free(ix->index_type);
+        free(ix);
+    } else {
+        fpx_index_free(ix);
+    }
+    fpx_msg_destroy(&msg);
+    return -1;
+}

@@ -1,0 +1,125 @@
+/*
+ * index.h - one index in memory: the FAISS engine plus the server's own tables.
+ *
+ * FAISS 1.7.3 cannot remove from HNSW, renumbers labels when removing from a
+ * flat index, and its id selectors throw on IndexIDMap and IndexPQ. So the
+ * engine only ever appends, and this module keeps, per position ("slot"):
+ * whether it is alive (tombstones), its label, the caller's key and the
+ * metadata. Deleting or replacing a vector tombstones its slot; searches pass
+ * the live (and filter-matching) slots to the engine as an allowed set.
+ *
+ * Labels: a vector added without an explicit label gets the next value of the
+ * index's label counter, which equals ntotal while nothing was deleted (as
+ * FAISS add). While every slot's label equals the slot ("identity mode", the
+ * common case) no label table exists at all; the first label that differs
+ * builds the table and the label-to-slot map.
+ *
+ * Every mutating function either succeeds or leaves the index unchanged:
+ * everything that can fail (allocation, FAISS) happens before the first
+ * visible change. Callers hold the index's lock: shared for searches and
+ * reads, exclusive for writes.
+ */
+#ifndef FPX_INDEX_H
+#define FPX_INDEX_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "proto/proto.h"
+#include "slotmap.h"
+#include "util.h"
+
+/* A length-prefixed, immutable byte string (canonical msgpack of a key or of
+ * a metadata map). */
+typedef struct fpx_blob {
+    uint32_t len;
+    uint8_t data[];
+} fpx_blob;
+
+typedef struct fpx_index {
+    char tenant[FPX_NAME_MAX + 1];
+    char name[FPX_NAME_MAX + 1];
+    char *index_type; /* as the caller gave it */
+    fpx_metric metric;
+    int64_t dim;
+
+    pthread_rwlock_t lock;
+    atomic_int refs;
+    int dropped; /* deleted; waiting for the last reference */
+
+    fpx_engine *eng;
+    int64_t nslots; /* == engine ntotal */
+    int64_t cap;    /* slots the tables below have room for */
+    uint64_t *alive; /* bitset of live slots */
+    int64_t nlive;
+    int64_t *labels; /* NULL in identity mode (label == slot) */
+    int64_t next_label;
+    fpx_blob **keys; /* NULL until the first key */
+    fpx_blob **meta; /* NULL until the first metadata */
+    int64_t nkeys;   /* live slots holding a key */
+    fpx_slotmap keymap;
+    fpx_slotmap labelmap; /* only outside identity mode */
+
+    /* storage state, owned by store.c */
+    int wal_fd;
+    uint64_t seq;      /* sequence number of the last logged write */
+    uint64_t snap_seq; /* last write covered by the snapshot on disk */
+    uint64_t wal_bytes;
+} fpx_index;
+
+/*
+ * Maps the protocol's index_type and metric to a factory string and metric:
+ * "IndexFlatL2"/"L2" -> Flat, L2; "IndexFlatIP"/"IP" -> Flat, IP; anything
+ * else is a factory string with metric (default L2).
+ */
+int fpx_index_resolve_type(const char *index_type, const char *metric, const char **factory,
+                           fpx_metric *out, fpx_err *err);
+
+/* A new empty index (no storage attached). */
+int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
+                  const char *metric, fpx_index **out, fpx_err *err);
+void fpx_index_free(fpx_index *ix);
+
+/* Checks an add_vectors metadata object (NULL = none) for n vectors:
+ * a list of n maps with an optional "id" (str or int) and "metadata" (map or nil). */
+int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err);
+
+/*
+ * Adds n vectors. labels (NULL = from the label counter) are explicit labels
+ * (>= 0; a label already present replaces that vector); items as checked by
+ * fpx_index_check_items (a key already present replaces that vector).
+ */
+int fpx_index_add(fpx_index *ix, int64_t n, const float *x, const int64_t *labels,
+                  const msgpack_object *items, int64_t *added, fpx_err *err);
+int fpx_index_train(fpx_index *ix, int64_t n, const float *x, fpx_err *err);
+
+/* Deletes by caller keys or labels: ids is one key/label or an array of them.
+ * Each is looked up as a key first, then (when an integer) as a label. */
+int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted, fpx_err *err);
+
+/* Checks a search filter (NULL = none): a map from string field names to values. */
+int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err);
+
+/* k-NN search; I receives slots (-1 = none). Fills D/I fully. */
+int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
+                     const fpx_search_params *params, const msgpack_object *filter, float *D,
+                     int64_t *I, fpx_err *err);
+
+int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot);
+/* Packs a search hit's {"id": key or label, "metadata": map or nil}, or nil. */
+void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk);
+
+/* Packs the info map: index_id, dimension, index_type, metric, ntotal,
+ * is_trained, has_keys. */
+void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk);
+
+/* Snapshot body of the whole state (caller frees *buf). */
+int fpx_index_encode(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *err);
+/* Rebuilds an index from fpx_index_encode's bytes. *seq receives the last
+ * write the snapshot covers. */
+int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, size_t len,
+                     fpx_index **out, uint64_t *seq, fpx_err *err);
+
+#endif

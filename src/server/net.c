@@ -1,0 +1,310 @@
+/*
+ * net.c - ROUTER front, load-balancing broker, worker threads.
+ *
+ *   clients --tcp--> ROUTER "front"  (REQ clients and pipelining DEALERs)
+ *                      | broker loop (this thread)
+ *                    ROUTER "back" --inproc--> DEALER per worker
+ *
+ * The broker hands a request only to a worker that said it is idle, so a slow
+ * operation (training, a huge batch) holds one worker and never queues other
+ * requests behind it; requests wait in ZeroMQ's queues while every worker is
+ * busy. Messages move between sockets as zmq_msg_t without copying, and the
+ * worker decodes the body in place.
+ *
+ * Envelopes: a REQ client, or a DEALER that follows the protocol, sends an
+ * empty delimiter frame before the body; a DEALER that does not is answered
+ * the same way it asked. The broker tells the worker which it was in a
+ * one-byte "mode" frame and puts the delimiter back on the reply:
+ *   broker -> worker: [client id][mode][body]
+ *   worker -> broker: [client id][mode][reply body]   or ["R"] when it starts
+ * mode bit 0: the client sent a delimiter; bit 1: the message did not have
+ * exactly one body frame (the worker answers with a protocol_error).
+ */
+#include "net.h"
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define MODE_DELIM 1
+#define MODE_BADFRAMES 2
+#define BACKEND "inproc://fpx-workers"
+
+typedef struct worker {
+    fpx_server *s;
+    void *ctx;
+    int id;
+    pthread_t thread;
+} worker;
+
+static void free_reply(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static int recv_more(void *sock) {
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
+    return more;
+}
+
+/* Receives and drops the rest of a multipart message. */
+static void drain(void *sock) {
+    while (recv_more(sock)) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        zmq_msg_recv(&m, sock, 0);
+        zmq_msg_close(&m);
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    void *sock = zmq_socket(w->ctx, ZMQ_DEALER);
+    char ident[16];
+    int linger = 0;
+    snprintf(ident, sizeof ident, "w%d", w->id);
+    zmq_setsockopt(sock, ZMQ_ROUTING_ID, ident, strlen(ident));
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(sock, BACKEND) != 0 || zmq_send(sock, "R", 1, 0) != 1) {
+        fpx_log(FPX_LOG_ERROR, "worker %d cannot start: %s", w->id, zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
+    }
+    for (;;) {
+        zmq_msg_t id, mode, body;
+        zmq_msg_init(&id);
+        zmq_msg_init(&mode);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&id, sock, 0) < 0 || !recv_more(sock) ||
+            zmq_msg_recv(&mode, sock, 0) < 0 || !recv_more(sock) ||
+            zmq_msg_recv(&body, sock, 0) < 0) {
+            int e = zmq_errno();
+            zmq_msg_close(&id);
+            zmq_msg_close(&mode);
+            zmq_msg_close(&body);
+            if (e == ETERM)
+                break;
+            drain(sock);
+            continue;
+        }
+        drain(sock);
+        uint8_t m = zmq_msg_size(&mode) == 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
+        uint8_t *reply;
+        size_t rlen;
+        int is_static = 0;
+        if (m & MODE_BADFRAMES) {
+            fpx_err err;
+            fpx_err_set(&err, FPX_E_PROTOCOL,
+                        "a request body must be exactly one frame after the envelope");
+            if (fpx_build_error(&err, NULL, &reply, &rlen) != 0) {
+                reply = NULL;
+                rlen = 0;
+            }
+        } else {
+            fpx_server_handle(w->s, zmq_msg_data(&body), zmq_msg_size(&body), &reply, &rlen,
+                              &is_static);
+        }
+        zmq_msg_close(&body);
+        zmq_msg_t out;
+        if (!reply)
+            zmq_msg_init(&out);
+        else if (is_static)
+            zmq_msg_init_data(&out, reply, rlen, NULL, NULL);
+        else
+            zmq_msg_init_data(&out, reply, rlen, free_reply, NULL);
+        int ok = zmq_msg_send(&id, sock, ZMQ_SNDMORE) >= 0 &&
+                 zmq_msg_send(&mode, sock, ZMQ_SNDMORE) >= 0 && zmq_msg_send(&out, sock, 0) >= 0;
+        if (!ok) {
+            zmq_msg_close(&id);
+            zmq_msg_close(&mode);
+            zmq_msg_close(&out);
+            if (zmq_errno() == ETERM)
+                break;
+        }
+    }
+    zmq_close(sock);
+    return NULL;
+}
+
+/* Client message from front -> an idle worker. */
+static void forward_request(void *front, void *back, zmq_msg_t *wid) {
+    zmq_msg_t id, f1, f2;
+    zmq_msg_init(&id);
+    zmq_msg_init(&f1);
+    zmq_msg_init(&f2);
+    uint8_t mode = 0;
+    if (zmq_msg_recv(&id, front, 0) < 0) {
+        zmq_msg_close(&id);
+        zmq_msg_close(&f1);
+        zmq_msg_close(&f2);
+        return;
+    }
+    int have1 = recv_more(front) && zmq_msg_recv(&f1, front, 0) >= 0;
+    if (!have1) {
+        mode = MODE_BADFRAMES;
+    } else if (zmq_msg_size(&f1) == 0 && recv_more(front)) {
+        mode = MODE_DELIM;
+        zmq_msg_recv(&f2, front, 0);
+        if (recv_more(front))
+            mode |= MODE_BADFRAMES;
+    } else if (zmq_msg_size(&f1) == 0) {
+        mode = MODE_DELIM | MODE_BADFRAMES; /* a delimiter and no body */
+    } else {
+        zmq_msg_move(&f2, &f1); /* a DEALER without the delimiter */
+        if (recv_more(front))
+            mode |= MODE_BADFRAMES;
+    }
+    drain(front);
+    zmq_msg_t mm;
+    zmq_msg_init_size(&mm, 1);
+    *(uint8_t *)zmq_msg_data(&mm) = mode;
+    zmq_msg_send(wid, back, ZMQ_SNDMORE);
+    zmq_msg_send(&id, back, ZMQ_SNDMORE);
+    zmq_msg_send(&mm, back, ZMQ_SNDMORE);
+    zmq_msg_send(&f2, back, 0);
+    zmq_msg_close(&f1);
+}
+
+/* A worker's message from back: ready signal or a reply for a client.
+ * Returns 1 when the worker is now idle, storing its id in *wid. */
+static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid) {
+    if (zmq_msg_recv(wid, back, 0) < 0)
+        return 0;
+    zmq_msg_t id, mode, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&mode);
+    zmq_msg_init(&body);
+    int idle = 0;
+    if (recv_more(back) && zmq_msg_recv(&id, back, 0) >= 0) {
+        if (!recv_more(back)) {
+            idle = 1; /* ["R"]: a worker that just started */
+        } else if (zmq_msg_recv(&mode, back, 0) >= 0 && recv_more(back) &&
+                   zmq_msg_recv(&body, back, 0) >= 0) {
+            idle = 1;
+            uint8_t m = zmq_msg_size(&mode) == 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
+            /* A client that went away makes ROUTER drop the reply: fine. */
+            zmq_msg_send(&id, front, ZMQ_SNDMORE);
+            if (m & MODE_DELIM)
+                zmq_send(front, "", 0, ZMQ_SNDMORE);
+            zmq_msg_send(&body, front, 0);
+        }
+    }
+    drain(back);
+    zmq_msg_close(&id);
+    zmq_msg_close(&mode);
+    zmq_msg_close(&body);
+    return idle;
+}
+
+int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
+    const fpx_config *cfg = s->cfg;
+    /* Worker threads and ZeroMQ's I/O threads must not take SIGINT/SIGTERM:
+     * the broker's zmq_poll has to see EINTR. Block them while creating. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+
+    void *ctx = zmq_ctx_new();
+    void *front = zmq_socket(ctx, ZMQ_ROUTER);
+    void *back = zmq_socket(ctx, ZMQ_ROUTER);
+    int64_t maxmsg = (int64_t)cfg->max_message_size;
+    int linger = 0, hwm = 10000;
+    zmq_setsockopt(front, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zmq_setsockopt(front, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(front, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(front, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(back, ZMQ_LINGER, &linger, sizeof linger);
+
+    char endpoint[300];
+    if (cfg->port == 0)
+        snprintf(endpoint, sizeof endpoint, "tcp://%s:*", cfg->bind_address);
+    else
+        snprintf(endpoint, sizeof endpoint, "tcp://%s:%d", cfg->bind_address, cfg->port);
+    if (zmq_bind(front, endpoint) != 0 || zmq_bind(back, BACKEND) != 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(front);
+        zmq_close(back);
+        zmq_ctx_term(ctx);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return -1;
+    }
+    char bound[300];
+    size_t blen = sizeof bound;
+    zmq_getsockopt(front, ZMQ_LAST_ENDPOINT, bound, &blen);
+
+    int nw = cfg->workers;
+    worker *ws = calloc((size_t)nw, sizeof *ws);
+    int started = 0;
+    for (int i = 0; ws && i < nw; i++) {
+        ws[i] = (worker){s, ctx, i, 0};
+        if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0)
+            break;
+        started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (started == 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot start worker threads");
+        free(ws);
+        zmq_close(front);
+        zmq_close(back);
+        zmq_ctx_term(ctx);
+        return -1;
+    }
+
+    fpx_log(FPX_LOG_INFO,
+            "faiss-proxy-server %s listening on %s, data dir %s, auth %s (%zu tenants), %d "
+            "workers, max message %zu bytes",
+            FPX_VERSION, bound, cfg->data_dir, fpx_auth_enabled(s->auth) ? "on" : "off",
+            fpx_auth_tenant_count(s->auth), started, cfg->max_message_size);
+
+    /* Idle workers, as a stack of their routing ids. */
+    zmq_msg_t *idle = calloc((size_t)started, sizeof *idle);
+    int nidle = 0;
+    while (!*stop && idle) {
+        zmq_pollitem_t items[2] = {{back, 0, ZMQ_POLLIN, 0}, {front, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, nidle > 0 ? 2 : 1, 500);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            fpx_log(FPX_LOG_ERROR, "poll failed: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            zmq_msg_t wid;
+            zmq_msg_init(&wid);
+            if (handle_worker_msg(front, back, &wid) && nidle < started) {
+                zmq_msg_init(&idle[nidle]);
+                zmq_msg_move(&idle[nidle++], &wid);
+            }
+            zmq_msg_close(&wid);
+        }
+        if (nidle > 0 && (items[1].revents & ZMQ_POLLIN)) {
+            nidle--;
+            forward_request(front, back, &idle[nidle]);
+            zmq_msg_close(&idle[nidle]);
+        }
+    }
+    fpx_log(FPX_LOG_INFO, "shutting down");
+    for (int i = 0; i < nidle; i++)
+        zmq_msg_close(&idle[i]);
+    free(idle);
+    zmq_close(front);
+    zmq_close(back);
+    /* Unblocks the workers (ETERM); a worker in the middle of a request
+     * finishes it first, so its write is complete before we snapshot. */
+    zmq_ctx_shutdown(ctx);
+    for (int i = 0; i < started; i++)
+        pthread_join(ws[i].thread, NULL);
+    zmq_ctx_term(ctx);
+    free(ws);
+    return 0;
+}

@@ -1,0 +1,384 @@
+/*
+ * store.c - index folders, the write-ahead log, snapshots and recovery.
+ *
+ * Log record (little-endian), padded with zeros to a multiple of 8 bytes so
+ * the vectors of every record are 8-byte aligned in a buffer holding the file:
+ *
+ *   u32 magic "FPXW" | u32 crc32 of everything after it up to the padding
+ *   u64 seq | u32 op | u32 flags | i64 n | u64 data_len | u64 meta_len
+ *   data_len bytes | meta_len bytes | zero padding
+ *
+ * Snapshot file: the index's snapshot body (index.c) followed by the CRC-32 of
+ * that body as 4 little-endian bytes. It is written as snapshot.tmp, fsync'd,
+ * renamed over snapshot, and the folder fsync'd; only then is the log emptied.
+ * A crash between the rename and the truncation leaves log records the
+ * snapshot already covers: replay skips records whose seq is not newer.
+ *
+ * One fdatasync per write: the index's write lock already serialises writes
+ * to one index, and writes to different indexes go to different files.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define WAL_MAGIC 0x57585046u /* "FPXW" read little-endian */
+#define WAL_HDR 48
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf,
+                        size_t cap) {
+    int n = snprintf(buf, cap, "%s/%s/%s", data_dir, tenant, name);
+    return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+}
+
+static int io_err(fpx_err *err, const char *what, const char *path) {
+    return fpx_err_set(err, FPX_E_INTERNAL, "%s %s: %s", what, path, strerror(errno));
+}
+
+/* Writes the snapshot of ix into dir (tmp file, fsync, rename, fsync dir). */
+static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
+    uint8_t *body;
+    size_t len;
+    if (fpx_index_encode(ix, &body, &len, err))
+        return -1;
+    uint8_t crc[4];
+    put_u32(crc, fpx_crc32(0, body, len));
+    char tmp[4200], fin[4200];
+    snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", dir);
+    snprintf(fin, sizeof fin, "%s/snapshot", dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        free(body);
+        return io_err(err, "cannot create", tmp);
+    }
+    struct iovec iov[2] = {{body, len}, {crc, 4}};
+    int rc = fpx_writev_all(fd, iov, 2);
+    if (rc == 0)
+        rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    free(body);
+    errno = e;
+    if (rc != 0 || rename(tmp, fin) != 0) {
+        io_err(err, "cannot write snapshot", tmp);
+        unlink(tmp);
+        return -1;
+    }
+    if (fpx_fsync_dir(dir) != 0)
+        return io_err(err, "cannot sync", dir);
+    return 0;
+}
+
+static int open_wal(const char *dir, fpx_index *ix, int create, fpx_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/wal", dir);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0640);
+    if (fd < 0)
+        return io_err(err, "cannot open", path);
+    ix->wal_fd = fd;
+    return 0;
+}
+
+int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err) {
+    char tdir[4200], tmp[4300], fin[4200];
+    if (fpx_mkdir_p1(data_dir) != 0)
+        return io_err(err, "cannot create", data_dir);
+    snprintf(tdir, sizeof tdir, "%s/%s", data_dir, ix->tenant);
+    if (fpx_mkdir_p1(tdir) != 0)
+        return io_err(err, "cannot create", tdir);
+    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, fin, sizeof fin))
+        return fpx_err_set(err, FPX_E_VALIDATION, "data path too long");
+    struct stat st;
+    if (lstat(fin, &st) == 0)
+        return fpx_err_set(err, FPX_E_EXISTS,
+                           "index '%s' already exists (its folder is present on disk)", ix->name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.creating.%llu", tdir, ix->name,
+             (unsigned long long)fpx_now_ns());
+    if (mkdir(tmp, 0750) != 0)
+        return io_err(err, "cannot create", tmp);
+    int fd = -1;
+    char wal[4400];
+    snprintf(wal, sizeof wal, "%s/wal", tmp);
+    if (write_snapshot(tmp, ix, err) != 0)
+        goto fail;
+    fd = open(wal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0 || fsync(fd) != 0 || fpx_fsync_dir(tmp) != 0) {
+        io_err(err, "cannot create", wal);
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmp, fin) != 0) {
+        io_err(err, "cannot rename into place", fin);
+        goto fail;
+    }
+    if (fpx_fsync_dir(tdir) != 0) {
+        /* The index is in place, only its durability is in doubt: undo. */
+        io_err(err, "cannot sync", tdir);
+        fpx_rmtree(fin);
+        return -1;
+    }
+    ix->snap_seq = ix->seq;
+    ix->wal_bytes = 0;
+    return open_wal(fin, ix, 0, err);
+fail:
+    if (fd >= 0)
+        close(fd);
+    fpx_rmtree(tmp);
+    return -1;
+}
+
+int fpx_store_log(const char *data_dir, fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
+    (void)data_dir;
+    uint8_t hdr[WAL_HDR], pad[8] = {0};
+    uint64_t seq = ix->seq + 1;
+    put_u32(hdr, WAL_MAGIC);
+    put_u64(hdr + 8, seq);
+    put_u32(hdr + 16, (uint32_t)rec->op);
+    put_u32(hdr + 20, rec->flags);
+    put_u64(hdr + 24, (uint64_t)rec->n);
+    put_u64(hdr + 32, rec->data_len);
+    put_u64(hdr + 40, rec->meta_len);
+    uint32_t crc = fpx_crc32(0, hdr + 8, WAL_HDR - 8);
+    crc = fpx_crc32(crc, rec->data, rec->data_len);
+    crc = fpx_crc32(crc, rec->meta, rec->meta_len);
+    put_u32(hdr + 4, crc);
+    size_t body = WAL_HDR + rec->data_len + rec->meta_len;
+    size_t padn = (8 - body % 8) % 8;
+    struct iovec iov[4] = {{hdr, WAL_HDR},
+                           {(void *)rec->data, rec->data_len},
+                           {(void *)rec->meta, rec->meta_len},
+                           {pad, padn}};
+    if (fpx_writev_all(ix->wal_fd, iov, 4) != 0 || fdatasync(ix->wal_fd) != 0) {
+        int e = errno;
+        /* Cut whatever part reached the file, so the log stays a sequence of
+         * whole records (recovery would drop a torn tail anyway). */
+        if (ftruncate(ix->wal_fd, (off_t)ix->wal_bytes) == 0)
+            (void)fdatasync(ix->wal_fd);
+        return fpx_err_set(err, e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
+                           "cannot write the log of '%s': %s", ix->name, strerror(e));
+    }
+    ix->seq = seq;
+    ix->wal_bytes += body + padn;
+    return 0;
+}
+
+void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before) {
+    if (ftruncate(ix->wal_fd, (off_t)wal_bytes_before) == 0 && fdatasync(ix->wal_fd) == 0) {
+        ix->wal_bytes = wal_bytes_before;
+        ix->seq--;
+    } else {
+        fpx_log(FPX_LOG_ERROR, "cannot take back a log record of %s/%s: %s", ix->tenant, ix->name,
+                strerror(errno));
+    }
+}
+
+int fpx_store_snapshot(const char *data_dir, fpx_index *ix, fpx_err *err) {
+    char dir[4200];
+    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, dir, sizeof dir))
+        return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
+    uint64_t t0 = fpx_now_ns();
+    if (write_snapshot(dir, ix, err) != 0)
+        return -1;
+    ix->snap_seq = ix->seq;
+    if (ftruncate(ix->wal_fd, 0) != 0 || fdatasync(ix->wal_fd) != 0) {
+        /* Harmless: the records left are covered by the snapshot and skipped. */
+        fpx_log(FPX_LOG_WARN, "cannot empty the log of %s/%s: %s", ix->tenant, ix->name,
+                strerror(errno));
+    } else {
+        ix->wal_bytes = 0;
+    }
+    fpx_log(FPX_LOG_DEBUG, "snapshot of %s/%s at seq %llu in %.1f ms", ix->tenant, ix->name,
+            (unsigned long long)ix->seq, (double)(fpx_now_ns() - t0) / 1e6);
+    return 0;
+}
+
+int fpx_store_remove(const char *data_dir, fpx_index *ix, fpx_err *err) {
+    char dir[4200], tdir[4200], gone[4400];
+    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, dir, sizeof dir))
+        return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
+    snprintf(tdir, sizeof tdir, "%s/%s", data_dir, ix->tenant);
+    snprintf(gone, sizeof gone, "%s/.%s.deleted.%llu", tdir, ix->name,
+             (unsigned long long)fpx_now_ns());
+    if (rename(dir, gone) != 0)
+        return io_err(err, "cannot remove", dir);
+    if (fpx_fsync_dir(tdir) != 0)
+        fpx_log(FPX_LOG_WARN, "cannot sync %s: %s", tdir, strerror(errno));
+    fpx_store_close(ix);
+    if (fpx_rmtree(gone) != 0)
+        fpx_log(FPX_LOG_WARN, "could not remove all of %s (removed again at next start)", gone);
+    return 0;
+}
+
+void fpx_store_close(fpx_index *ix) {
+    if (ix->wal_fd >= 0)
+        close(ix->wal_fd);
+    ix->wal_fd = -1;
+}
+
+/* ---- recovery ------------------------------------------------------------------ */
+
+static int load_snapshot(const char *dir, const char *tenant, const char *name, fpx_index **out,
+                         fpx_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/snapshot", dir);
+    uint8_t *buf;
+    size_t len;
+    if (fpx_read_file(path, &buf, &len) != 0)
+        return io_err(err, "cannot read", path);
+    int rc;
+    uint64_t seq;
+    if (len < 4 || get_u32(buf + len - 4) != fpx_crc32(0, buf, len - 4))
+        rc = fpx_err_set(err, FPX_E_INTERNAL, "%s: checksum mismatch", path);
+    else
+        rc = fpx_index_decode(tenant, name, buf, len - 4, out, &seq, err);
+    free(buf);
+    return rc;
+}
+
+/* Replays the log after the snapshot; cuts a torn or corrupt tail. */
+static int replay_wal(const char *dir, fpx_index *ix, fpx_store_apply apply, fpx_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/wal", dir);
+    uint8_t *buf;
+    size_t len;
+    if (fpx_read_file(path, &buf, &len) != 0) {
+        if (errno != ENOENT)
+            return io_err(err, "cannot read", path);
+        buf = NULL;
+        len = 0;
+    }
+    size_t off = 0;
+    uint64_t applied = 0;
+    int rc = 0;
+    while (len - off >= WAL_HDR) {
+        const uint8_t *h = buf + off;
+        uint64_t dl = get_u64(h + 32), ml = get_u64(h + 40);
+        size_t room = len - off - WAL_HDR;
+        if (get_u32(h) != WAL_MAGIC || dl > room || ml > room - dl)
+            break;
+        size_t body = WAL_HDR + (size_t)dl + (size_t)ml;
+        uint32_t crc = fpx_crc32(0, h + 8, body - 8);
+        if (crc != get_u32(h + 4))
+            break;
+        uint64_t seq = get_u64(h + 8);
+        fpx_walrec rec = {(fpx_walop)get_u32(h + 16), get_u32(h + 20), (int64_t)get_u64(h + 24),
+                          h + WAL_HDR, (size_t)dl, h + WAL_HDR + dl, (size_t)ml};
+        if (seq > ix->seq) {
+            if (seq != ix->seq + 1) {
+                rc = fpx_err_set(err, FPX_E_INTERNAL, "%s: record %llu follows %llu", path,
+                                 (unsigned long long)seq, (unsigned long long)ix->seq);
+                break;
+            }
+            if (apply(ix, &rec, err) != 0) {
+                rc = -1;
+                break;
+            }
+            ix->seq = seq;
+            applied++;
+        }
+        size_t padded = body + (8 - body % 8) % 8;
+        off += padded <= len - off ? padded : len - off;
+    }
+    free(buf);
+    if (rc != 0)
+        return -1;
+    if (off < len) {
+        fpx_log(FPX_LOG_WARN,
+                "%s: dropping %zu bytes of torn or corrupt log tail (never acknowledged)", path,
+                len - off);
+        if (truncate(path, (off_t)off) != 0)
+            return io_err(err, "cannot truncate", path);
+    }
+    if (applied)
+        fpx_log(FPX_LOG_INFO, "%s/%s: replayed %llu log records", ix->tenant, ix->name,
+                (unsigned long long)applied);
+    ix->wal_bytes = off;
+    return open_wal(dir, ix, 1, err);
+}
+
+static void load_tenant(const char *data_dir, const char *tenant, fpx_store_apply apply,
+                        fpx_store_found found, void *ctx) {
+    char tdir[4200];
+    snprintf(tdir, sizeof tdir, "%s/%s", data_dir, tenant);
+    DIR *d = opendir(tdir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *name = de->d_name;
+        if (!strcmp(name, ".") || !strcmp(name, ".."))
+            continue;
+        char dir[4400];
+        snprintf(dir, sizeof dir, "%s/%s", tdir, name);
+        if (name[0] == '.') {
+            /* An interrupted create or delete: never acknowledged / already gone. */
+            if (strstr(name, ".creating.") || strstr(name, ".deleted.")) {
+                fpx_log(FPX_LOG_INFO, "removing leftover %s", dir);
+                fpx_rmtree(dir);
+            }
+            continue;
+        }
+        struct stat st;
+        if (!fpx_name_valid(name, strlen(name)) || lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            continue;
+        fpx_index *ix = NULL;
+        fpx_err err = {0};
+        if (load_snapshot(dir, tenant, name, &ix, &err) != 0 ||
+            replay_wal(dir, ix, apply, &err) != 0) {
+            fpx_log(FPX_LOG_ERROR, "cannot load index %s/%s, skipping it: %s", tenant, name,
+                    err.msg);
+            if (ix) {
+                fpx_store_close(ix);
+                fpx_index_free(ix);
+            }
+            continue;
+        }
+        found(ctx, ix);
+    }
+    closedir(d);
+}
+
+int fpx_store_load_all(const char *data_dir, fpx_store_apply apply, fpx_store_found found,
+                       void *ctx, fpx_err *err) {
+    if (fpx_mkdir_p1(data_dir) != 0)
+        return io_err(err, "cannot create data dir", data_dir);
+    DIR *d = opendir(data_dir);
+    if (!d)
+        return io_err(err, "cannot open data dir", data_dir);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!fpx_name_valid(de->d_name, strlen(de->d_name)))
+            continue;
+        load_tenant(data_dir, de->d_name, apply, found, ctx);
+    }
+    closedir(d);
+    return 0;
+}

@@ -1,0 +1,49 @@
+/*
+ * util.h - small helpers shared by the server's modules: logging, name
+ * validation, durable file operations and checksums.
+ *
+ * Durability rules live here so every module follows the same ones: a file
+ * becomes visible only by rename() after its contents were fsync'd, and the
+ * directory holding it is fsync'd after the rename.
+ */
+#ifndef FPX_UTIL_H
+#define FPX_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "proto/proto.h"
+
+#define FPX_NAME_MAX 128
+
+typedef enum fpx_loglevel { FPX_LOG_DEBUG, FPX_LOG_INFO, FPX_LOG_WARN, FPX_LOG_ERROR } fpx_loglevel;
+
+extern fpx_loglevel fpx_log_level;
+void fpx_log(fpx_loglevel lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* 1 when s[0..n) is a valid index or tenant name: 1..128 characters of
+ * [A-Za-z0-9_.-], not starting with '.'. Such a name is safe as a path
+ * component: no '/', no NUL, never "." or "..". */
+int fpx_name_valid(const char *s, size_t n);
+
+/* Writes all of buf to fd, retrying short writes and EINTR. 0 or -1 (errno). */
+int fpx_write_all(int fd, const void *buf, size_t len);
+/* Writes all iovecs, retrying short writes. 0 or -1 (errno). */
+int fpx_writev_all(int fd, struct iovec *iov, int iovcnt);
+/* fsync of a directory by path. 0 or -1 (errno). */
+int fpx_fsync_dir(const char *path);
+/* Reads a whole file into a malloc'd buffer. 0, or -1 with errno. */
+int fpx_read_file(const char *path, uint8_t **buf, size_t *len);
+/* Removes a directory tree (no symlink following). 0 or -1. */
+int fpx_rmtree(const char *path);
+/* mkdir that accepts an existing directory. 0 or -1. */
+int fpx_mkdir_p1(const char *path);
+
+/* CRC-32 (zlib's polynomial) continued from crc (start with 0). */
+uint32_t fpx_crc32(uint32_t crc, const void *buf, size_t len);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t fpx_now_ns(void);
+
+#endif
