@@ -94,8 +94,8 @@ FPX_API int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64
 
 /* Options of a search; zero-initialise and set what you need. */
 typedef struct fpx_search_opts {
-    int64_t nprobe;    /* IVF: lists to visit (<= 0: index default) */
-    int64_t ef_search; /* HNSW: efSearch (<= 0: index default) */
+    int64_t nprobe;     /* IVF: lists to visit (<= 0: index default) */
+    int64_t ef_search;  /* HNSW: efSearch (<= 0: index default) */
     const void *filter; /* msgpack map of field -> value, all must be equal */
     size_t filter_size;
 } fpx_search_opts;
@@ -109,18 +109,18 @@ FPX_API int fpx_client_search(fpx_client *c, const char *index_id, int64_t nq, i
 
 /* One hit's caller key and metadata, as returned by fpx_client_search_ex. */
 typedef struct fpx_hit {
-    char *key;          /* NUL-terminated key text (an integer key printed in
-                           decimal), or NULL when the vector has no key or the
-                           slot is empty */
-    uint8_t *metadata;  /* msgpack-encoded map, or NULL */
+    char *key;         /* NUL-terminated key text (an integer key printed in
+                          decimal), or NULL when the vector has no key or the
+                          slot is empty */
+    uint8_t *metadata; /* msgpack-encoded map, or NULL */
     size_t metadata_size;
 } fpx_hit;
 
 /* As fpx_client_search, and also returns nq*k hits with keys and metadata in
  * *hits (free with fpx_hits_free(hits, nq*k)). */
 FPX_API int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
-                                 const float *x, int64_t k, const fpx_search_opts *opts,
-                                 float *D, int64_t *I, fpx_hit **hits);
+                                 const float *x, int64_t k, const fpx_search_opts *opts, float *D,
+                                 int64_t *I, fpx_hit **hits);
 FPX_API void fpx_hits_free(fpx_hit *hits, size_t n);
 
 /* Deletes by caller keys (string keys) or by labels. *deleted (may be NULL)

@@ -157,7 +157,6 @@ void fpx_pack_str(msgpack_packer *pk, const char *s, size_t n);
  * Builds a complete error reply body: header {"status":"error","error_type":T,
  * "message":M[,"request_id":R]}. request_id may be NULL. Returns 0 or -1.
  */
-int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t **buf,
-                    size_t *len);
+int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t **buf, size_t *len);
 
 #endif

@@ -155,8 +155,8 @@ int fpx_auth_check(const fpx_auth *a, const msgpack_object *api_key,
         return fpx_err_set(err, FPX_E_AUTH, "invalid api_key");
     size_t match = 0; /* index + 1 of the matching key, 0 for none */
     for (size_t i = 0; i < a->nkeys; i++) {
-        size_t eq = ct_equal((const uint8_t *)key, klen, (const uint8_t *)a->keys[i].key,
-                             a->keys[i].len);
+        size_t eq =
+            ct_equal((const uint8_t *)key, klen, (const uint8_t *)a->keys[i].key, a->keys[i].len);
         match |= (i + 1) & ((size_t)0 - eq); /* keys are unique: at most one matches */
     }
     if (!match)

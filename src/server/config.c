@@ -113,9 +113,12 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         const char *env;
         int opt;
     } envs[] = {
-        {"FAISS_BIND_ADDRESS", 'b'},       {"FAISS_PORT", 'p'},
-        {"FAISS_DATA_DIR", 'd'},           {"FAISS_PROXY_API_KEYS", 'k'},
-        {"FAISS_PROXY_WORKERS", 'w'},      {"FAISS_PROXY_MAX_MESSAGE_SIZE", 'm'},
+        {"FAISS_BIND_ADDRESS", 'b'},
+        {"FAISS_PORT", 'p'},
+        {"FAISS_DATA_DIR", 'd'},
+        {"FAISS_PROXY_API_KEYS", 'k'},
+        {"FAISS_PROXY_WORKERS", 'w'},
+        {"FAISS_PROXY_MAX_MESSAGE_SIZE", 'm'},
         {"FAISS_PROXY_SNAPSHOT_BYTES", 's'},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {

@@ -134,8 +134,8 @@ static int lock_index(fpx_req *r, fpx_index *ix, int exclusive) {
  * clients, from dimension d with n = vector_size / (4 d). *copy receives a
  * malloc'd aligned copy only when the section is misaligned in the message.
  */
-static int get_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out,
-                       const float **x, const int64_t **labels, void **copy) {
+static int get_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, const float **x,
+                       const int64_t **labels, void **copy) {
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
     size_t size = r->msg.body.data_size;
     size_t row = (size_t)dim * sizeof(float) + (with_labels ? sizeof(int64_t) : 0);
@@ -143,8 +143,7 @@ static int get_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out,
     *copy = NULL;
     if (shape && shape->type != MSGPACK_OBJECT_NIL) {
         if (shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size != 2 ||
-            fpx_obj_int(&shape->via.array.ptr[0], &n) ||
-            fpx_obj_int(&shape->via.array.ptr[1], &d))
+            fpx_obj_int(&shape->via.array.ptr[0], &n) || fpx_obj_int(&shape->via.array.ptr[1], &d))
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
                                "vector_shape must be [n, d] with two integers");
         if (n < 0 || d < 1)
@@ -435,7 +434,7 @@ static int op_train(fpx_req *r, fpx_out *o) {
         rc = lock_index(r, ix, 1);
     if (rc == 0) {
         fpx_walrec rec = {FPX_WAL_TRAIN, 0, n, (const uint8_t *)x, (size_t)n * (size_t)ix->dim * 4,
-                          NULL, 0};
+                          NULL,          0};
         rc = logged_write(r, ix, &rec);
         if (rc == 0) {
             /* Snapshot now, so recovery never has to train again. */
@@ -472,8 +471,7 @@ static int op_delete_vector(fpx_req *r, fpx_out *o) {
         msgpack_object_type t = (one ? one : &many->via.array.ptr[i])->type;
         if (t != MSGPACK_OBJECT_STR && t != MSGPACK_OBJECT_POSITIVE_INTEGER &&
             t != MSGPACK_OBJECT_NEGATIVE_INTEGER)
-            return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "vector ids must be strings or integers");
+            return fpx_err_set(&r->err, FPX_E_VALIDATION, "vector ids must be strings or integers");
     }
     fpx_index *ix = find_index(r);
     if (!ix)

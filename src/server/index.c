@@ -129,8 +129,8 @@ int fpx_index_resolve_type(const char *index_type, const char *metric, const cha
         else if (!strcmp(metric, "IP"))
             given = FPX_METRIC_IP;
         else
-            return fpx_err_set(err, FPX_E_VALIDATION, "metric must be \"L2\" or \"IP\", got \"%.40s\"",
-                               metric);
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "metric must be \"L2\" or \"IP\", got \"%.40s\"", metric);
         if (fixed >= 0 && given != fixed)
             return fpx_err_set(err, FPX_E_VALIDATION, "index_type %s contradicts metric %s",
                                index_type, metric);
@@ -261,8 +261,9 @@ int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err) 
     if (!items || items->type == MSGPACK_OBJECT_NIL)
         return 0;
     if (items->type != MSGPACK_OBJECT_ARRAY)
-        return fpx_err_set(err, FPX_E_VALIDATION,
-                           "metadata must be a list of {\"id\", \"metadata\"} maps, one per vector");
+        return fpx_err_set(
+            err, FPX_E_VALIDATION,
+            "metadata must be a list of {\"id\", \"metadata\"} maps, one per vector");
     if ((int64_t)items->via.array.size != n)
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "metadata has %u entries for %lld vectors; it needs one per vector",
@@ -347,8 +348,9 @@ int fpx_index_add(fpx_index *ix, int64_t n, const float *x, const int64_t *label
                            "index '%s' is not trained: call train before adding vectors", ix->name);
     for (int64_t i = 0; labels && i < n; i++)
         if (labels[i] < 0)
-            return fpx_err_set(err, FPX_E_VALIDATION, "labels must be >= 0 (label %lld at row %lld)",
-                               (long long)labels[i], (long long)i);
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "labels must be >= 0 (label %lld at row %lld)", (long long)labels[i],
+                               (long long)i);
 
     /* Phase 1: everything that can fail, with no visible change. */
     fpx_blob **kb, **mb;
@@ -423,8 +425,8 @@ int fpx_index_train(fpx_index *ix, int64_t n, const float *x, fpx_err *err) {
 /* ---- delete ---------------------------------------------------------------------- */
 
 static int delete_one(fpx_index *ix, const msgpack_object *id, int64_t *deleted, fpx_err *err) {
-    int is_int = id->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                 id->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    int is_int =
+        id->type == MSGPACK_OBJECT_POSITIVE_INTEGER || id->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
     if (id->type != MSGPACK_OBJECT_STR && !is_int)
         return fpx_err_set(err, FPX_E_VALIDATION, "vector ids must be strings or integers");
     if (ix->keys) {

@@ -50,8 +50,8 @@ typedef struct fpx_index {
     int dropped; /* deleted; waiting for the last reference */
 
     fpx_engine *eng;
-    int64_t nslots; /* == engine ntotal */
-    int64_t cap;    /* slots the tables below have room for */
+    int64_t nslots;  /* == engine ntotal */
+    int64_t cap;     /* slots the tables below have room for */
     uint64_t *alive; /* bitset of live slots */
     int64_t nlive;
     int64_t *labels; /* NULL in identity mode (label == slot) */

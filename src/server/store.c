@@ -289,8 +289,13 @@ static int replay_wal(const char *dir, fpx_index *ix, fpx_store_apply apply, fpx
         if (crc != get_u32(h + 4))
             break;
         uint64_t seq = get_u64(h + 8);
-        fpx_walrec rec = {(fpx_walop)get_u32(h + 16), get_u32(h + 20), (int64_t)get_u64(h + 24),
-                          h + WAL_HDR, (size_t)dl, h + WAL_HDR + dl, (size_t)ml};
+        fpx_walrec rec = {(fpx_walop)get_u32(h + 16),
+                          get_u32(h + 20),
+                          (int64_t)get_u64(h + 24),
+                          h + WAL_HDR,
+                          (size_t)dl,
+                          h + WAL_HDR + dl,
+                          (size_t)ml};
         if (seq > ix->seq) {
             if (seq != ix->seq + 1) {
                 rc = fpx_err_set(err, FPX_E_INTERNAL, "%s: record %llu follows %llu", path,
