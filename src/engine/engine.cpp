@@ -1,1 +1,491 @@
-/* placeholder */
+/*
+ * engine.cpp - the one C++ file of faiss-proxy: a small C interface over
+ * FAISS 1.7.3's C++ API (Debian ships no compiled FAISS C API).
+ *
+ * The engine holds one faiss::Index and only ever appends to it; positions
+ * are FAISS's sequential ids. The server hides deleted positions and applies
+ * metadata filters by passing an allowed set, which this file turns into a
+ * faiss::IDSelector where the index type honours one (Flat, SQ, IVF, HNSW, and
+ * PreTransform chains over those), and into an over-fetch-and-filter pass
+ * where it does not (PQ, LSH, Refine, IVF fast-scan, ...). An approximate
+ * search that comes back with fewer than min(k, allowed) hits for a query is
+ * repeated for that query exhaustively, so filtering never costs results.
+ *
+ * Every entry point catches every exception: nothing C++ crosses into C.
+ * Some FAISS code paths abort() on bad parameters instead of throwing
+ * (e.g. "IVF0,Flat"); fpx_engine_create refuses those descriptions first.
+ */
+#include "engine/engine.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFastScan.h>
+#include <faiss/IndexPreTransform.h>
+#include <faiss/IndexScalarQuantizer.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/HNSW.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_factory.h>
+#include <faiss/index_io.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+using faiss::Index;
+using idx_t = faiss::Index::idx_t;
+
+struct fpx_engine {
+    std::unique_ptr<Index> index;
+};
+
+namespace {
+
+/* Queries below this count run on one OpenMP thread. A single query on a
+ * 2-core machine gains little from fanning out (the fork/join costs about what
+ * it saves) and would steal the core another worker thread is using for
+ * another client; a batch is worth parallelising. */
+constexpr idx_t kParallelMin = 16;
+
+/* Largest number accepted anywhere in a factory description. */
+constexpr long kMaxFactoryNumber = 1L << 20;
+
+/* Over-fetch searches work on at most this many result slots at a time. */
+constexpr size_t kChunkResults = (size_t)1 << 24;
+
+int set_err(fpx_err *err, fpx_errtype type, const char *fmt, ...) {
+    if (!err)
+        return -1;
+    err->type = type;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* FAISS messages start with "Error in <signature> at <file>:<line>: Error: '...'
+ * failed: <text>" -- keep the part a user can act on. */
+std::string faiss_message(const char *what) {
+    std::string s(what ? what : "unknown FAISS error");
+    size_t p = s.rfind(" failed: ");
+    if (p != std::string::npos)
+        return s.substr(p + 9);
+    p = s.find(": Error: ");
+    if (p != std::string::npos)
+        return s.substr(p + 9);
+    return s;
+}
+
+void threads_for(idx_t n) {
+    omp_set_num_threads(n < kParallelMin ? 1 : std::max(1, omp_get_num_procs()));
+}
+
+/* A selector over the server's allowed-position bitset. */
+struct BitsetSelector : faiss::IDSelector {
+    const fpx_bitset *set;
+    explicit BitsetSelector(const fpx_bitset *s) : set(s) {}
+    bool is_member(idx_t id) const override {
+        return id >= 0 && id < set->nbits && ((set->words[id >> 6] >> (id & 63)) & 1);
+    }
+};
+
+bool is_fast_scan(const Index *idx) {
+    return dynamic_cast<const faiss::IndexIVFFastScan *>(idx) != nullptr;
+}
+
+/*
+ * Search parameters for idx carrying sel and the knobs, or nullptr when the
+ * index type takes no SearchParameters in FAISS 1.7.3 (its search throws if
+ * given any). `keep` owns every object built.
+ */
+faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
+                                     const fpx_search_params &kn,
+                                     std::vector<std::unique_ptr<faiss::SearchParameters>> &keep) {
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
+        faiss::SearchParameters *inner = make_params(pt->index, sel, kn, keep);
+        if (!inner)
+            return nullptr;
+        auto p = std::make_unique<faiss::SearchParametersPreTransform>();
+        p->index_params = inner;
+        p->sel = sel;
+        keep.push_back(std::move(p));
+        return keep.back().get();
+    }
+    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
+        if (is_fast_scan(idx))
+            return nullptr;
+        auto p = std::make_unique<faiss::SearchParametersIVF>();
+        p->nprobe = kn.nprobe > 0 ? (size_t)kn.nprobe : ivf->nprobe;
+        p->nprobe = std::min(p->nprobe, ivf->nlist);
+        p->max_codes = ivf->max_codes;
+        p->sel = sel;
+        keep.push_back(std::move(p));
+        return keep.back().get();
+    }
+    if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
+        auto p = std::make_unique<faiss::SearchParametersHNSW>();
+        p->efSearch = kn.efSearch > 0 ? (int)kn.efSearch : h->hnsw.efSearch;
+        p->sel = sel;
+        keep.push_back(std::move(p));
+        return keep.back().get();
+    }
+    if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
+        dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
+        auto p = std::make_unique<faiss::SearchParameters>();
+        p->sel = sel;
+        keep.push_back(std::move(p));
+        return keep.back().get();
+    }
+    return nullptr;
+}
+
+/* True when some knob asks for something this index type cannot take. */
+bool knobs_used(const fpx_search_params &kn) {
+    return kn.nprobe > 0 || kn.efSearch > 0;
+}
+
+float neutral_distance(const Index *idx) {
+    return idx->metric_type == faiss::METRIC_INNER_PRODUCT ? -FLT_MAX : FLT_MAX;
+}
+
+void fill_missing(const Index *idx, idx_t k, float *D, idx_t *I) {
+    for (idx_t j = 0; j < k; j++) {
+        D[j] = neutral_distance(idx);
+        I[j] = -1;
+    }
+}
+
+idx_t valid_hits(idx_t k, const idx_t *I) {
+    idx_t c = 0;
+    for (idx_t j = 0; j < k; j++)
+        c += I[j] >= 0;
+    return c;
+}
+
+/*
+ * Over-fetch and filter, for index types without selector support: search
+ * with k' = k + (positions not allowed), keep the allowed hits in order, and
+ * double k' for queries still short until k' covers the whole index.
+ */
+void search_overfetch(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_bitset *allowed,
+                      float *D, idx_t *I) {
+    BitsetSelector sel(allowed);
+    idx_t ntotal = idx->ntotal;
+    idx_t want = std::min(k, (idx_t)allowed->count);
+    idx_t kp = std::min(ntotal, k + (ntotal - (idx_t)allowed->count));
+    std::vector<idx_t> rows(n);
+    for (idx_t i = 0; i < n; i++)
+        rows[i] = i;
+    std::vector<float> d2;
+    std::vector<idx_t> i2;
+    while (!rows.empty()) {
+        std::vector<idx_t> still;
+        size_t chunk = std::max<size_t>(1, kChunkResults / (size_t)std::max<idx_t>(kp, 1));
+        for (size_t c0 = 0; c0 < rows.size(); c0 += chunk) {
+            size_t cn = std::min(chunk, rows.size() - c0);
+            std::vector<float> xq(cn * (size_t)idx->d);
+            for (size_t r = 0; r < cn; r++)
+                memcpy(&xq[r * idx->d], x + (size_t)rows[c0 + r] * idx->d,
+                       sizeof(float) * (size_t)idx->d);
+            d2.resize(cn * (size_t)kp);
+            i2.resize(cn * (size_t)kp);
+            threads_for((idx_t)cn);
+            idx->search((idx_t)cn, xq.data(), kp, d2.data(), i2.data());
+            for (size_t r = 0; r < cn; r++) {
+                idx_t row = rows[c0 + r];
+                float *Dr = D + row * k;
+                idx_t *Ir = I + row * k;
+                fill_missing(idx, k, Dr, Ir);
+                idx_t got = 0;
+                for (idx_t j = 0; j < kp && got < k; j++) {
+                    idx_t id = i2[r * kp + j];
+                    if (id >= 0 && sel.is_member(id)) {
+                        Dr[got] = d2[r * kp + j];
+                        Ir[got++] = id;
+                    }
+                }
+                if (got < want && kp < ntotal)
+                    still.push_back(row);
+            }
+        }
+        rows.swap(still);
+        kp = std::min(ntotal, kp * 2);
+    }
+}
+
+void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_bitset *allowed,
+                  float *D, idx_t *I);
+
+/* Searches with the allowed set, then repeats short queries exhaustively. */
+void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_search_params &kn,
+                    const fpx_bitset *allowed, float *D, idx_t *I) {
+    BitsetSelector sel(allowed);
+    std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
+    faiss::SearchParameters *p = make_params(idx, &sel, kn, keep);
+    if (!p) {
+        search_overfetch(idx, n, x, k, allowed, D, I);
+        return;
+    }
+    threads_for(n);
+    idx->search(n, x, k, D, I, p);
+    idx_t want = std::min(k, (idx_t)allowed->count);
+    for (idx_t i = 0; i < n; i++)
+        if (valid_hits(k, I + i * k) < want)
+            search_exact(idx, 1, x + i * idx->d, k, allowed, D + i * k, I + i * k);
+}
+
+/* An exhaustive search restricted to the allowed set. */
+void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_bitset *allowed,
+                  float *D, idx_t *I) {
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
+        std::unique_ptr<const float[]> xt(pt->apply_chain(n, x));
+        search_exact(pt->index, n, xt.get(), k, allowed, D, I);
+        return;
+    }
+    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
+        if (!is_fast_scan(idx)) {
+            fpx_search_params all = {(int64_t)ivf->nlist, 0};
+            BitsetSelector sel(allowed);
+            std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
+            faiss::SearchParameters *p = make_params(idx, &sel, all, keep);
+            static_cast<faiss::SearchParametersIVF *>(p)->max_codes = 0;
+            threads_for(n);
+            idx->search(n, x, k, D, I, p);
+            return;
+        }
+    }
+    if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
+        /* The HNSW storage holds the same positions and searches exhaustively. */
+        fpx_search_params none = {0, 0};
+        search_allowed(h->storage, n, x, k, none, allowed, D, I);
+        return;
+    }
+    if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
+        dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
+        fpx_search_params none = {0, 0};
+        search_allowed(idx, n, x, k, none, allowed, D, I);
+        return;
+    }
+    search_overfetch(idx, n, x, k, allowed, D, I);
+}
+
+/* Refuses descriptions that FAISS would abort (not throw) on, or that would
+ * allocate absurd amounts: numbers must be 1..2^20, HNSW needs M >= 2, PQ
+ * codes at most 16 bits. */
+int check_description(const char *desc, fpx_err *err) {
+    size_t len = strlen(desc);
+    if (len == 0 || len > 255)
+        return set_err(err, FPX_E_VALIDATION, "index_type must be 1..255 characters");
+    for (size_t i = 0; i < len;) {
+        if (desc[i] < '0' || desc[i] > '9') {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        long v = 0;
+        while (j < len && desc[j] >= '0' && desc[j] <= '9') {
+            if (v <= kMaxFactoryNumber)
+                v = v * 10 + (desc[j] - '0');
+            j++;
+        }
+        if (v < 1 || v > kMaxFactoryNumber)
+            return set_err(err, FPX_E_VALIDATION,
+                           "index_type \"%s\": every number must be in 1..%ld", desc,
+                           kMaxFactoryNumber);
+        if (i >= 4 && !strncmp(desc + i - 4, "HNSW", 4) && v < 2)
+            return set_err(err, FPX_E_VALIDATION, "index_type \"%s\": HNSW needs M >= 2", desc);
+        if (i >= 1 && desc[i - 1] == 'x' && v > 16)
+            return set_err(err, FPX_E_VALIDATION, "index_type \"%s\": codes are at most 16 bits",
+                           desc);
+        i = j;
+    }
+    return 0;
+}
+
+/* Removes IndexIDMap/IndexIDMap2 wrappers: labels are the server's job, and
+ * the wrappers refuse add() without ids and id selectors. */
+Index *unwrap_idmap(Index *idx) {
+    for (;;) {
+        if (auto m2 = dynamic_cast<faiss::IndexIDMap2 *>(idx)) {
+            Index *inner = m2->index;
+            m2->own_fields = false;
+            delete m2;
+            idx = inner;
+        } else if (auto m = dynamic_cast<faiss::IndexIDMap *>(idx)) {
+            Index *inner = m->index;
+            m->own_fields = false;
+            delete m;
+            idx = inner;
+        } else {
+            return idx;
+        }
+    }
+}
+
+} // namespace
+
+#define FPX_CATCH(err, type)                                                                       \
+    catch (const faiss::FaissException &e) {                                                       \
+        return set_err(err, type, "%s", faiss_message(e.what()).c_str());                          \
+    }                                                                                              \
+    catch (const std::bad_alloc &) {                                                               \
+        return set_err(err, FPX_E_INTERNAL, "out of memory in FAISS");                             \
+    }                                                                                              \
+    catch (const std::exception &e) {                                                              \
+        return set_err(err, type, "%s", e.what());                                                 \
+    }                                                                                              \
+    catch (...) {                                                                                  \
+        return set_err(err, FPX_E_INTERNAL, "unknown exception in FAISS");                         \
+    }
+
+extern "C" {
+
+int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, fpx_engine **out,
+                      fpx_err *err) {
+    if (dim < 1 || dim > 65536)
+        return set_err(err, FPX_E_VALIDATION, "dimension must be in 1..65536, got %lld",
+                       (long long)dim);
+    if (check_description(description, err))
+        return -1;
+    try {
+        Index *raw = faiss::index_factory((int)dim, description,
+                                          metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT
+                                                                  : faiss::METRIC_L2);
+        std::unique_ptr<Index> idx(unwrap_idmap(raw));
+        *out = new fpx_engine{std::move(idx)};
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_VALIDATION)
+}
+
+void fpx_engine_free(fpx_engine *e) {
+    delete e;
+}
+
+int64_t fpx_engine_dim(const fpx_engine *e) {
+    return e->index->d;
+}
+
+int64_t fpx_engine_ntotal(const fpx_engine *e) {
+    return e->index->ntotal;
+}
+
+int fpx_engine_is_trained(const fpx_engine *e) {
+    return e->index->is_trained ? 1 : 0;
+}
+
+fpx_metric fpx_engine_metric(const fpx_engine *e) {
+    return e->index->metric_type == faiss::METRIC_INNER_PRODUCT ? FPX_METRIC_IP : FPX_METRIC_L2;
+}
+
+int fpx_engine_train(fpx_engine *e, int64_t n, const float *x, fpx_err *err) {
+    if (n < 1)
+        return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
+    try {
+        threads_for(n);
+        e->index->train(n, x);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_add(fpx_engine *e, int64_t n, const float *x, fpx_err *err) {
+    if (n == 0)
+        return 0;
+    if (!e->index->is_trained)
+        return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
+    try {
+        threads_for(n);
+        e->index->add(n, x);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
+                      const fpx_search_params *params, const fpx_bitset *allowed, float *D,
+                      int64_t *I, fpx_err *err) {
+    if (n == 0)
+        return 0;
+    if (k < 1)
+        return set_err(err, FPX_E_VALIDATION, "k must be >= 1");
+    fpx_search_params kn = params ? *params : fpx_search_params{0, 0};
+    const Index *idx = e->index.get();
+    try {
+        if (!idx->is_trained)
+            return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before searching");
+        if (idx->ntotal == 0) {
+            for (int64_t i = 0; i < n; i++)
+                fill_missing(idx, k, D + i * k, I + i * k);
+            return 0;
+        }
+        if (allowed) {
+            std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
+            if (knobs_used(kn) && !make_params(idx, nullptr, kn, keep))
+                return set_err(err, FPX_E_UNSUPPORTED,
+                               "this index type takes no per-search parameters");
+            search_allowed(idx, n, x, k, kn, allowed, D, I);
+            return 0;
+        }
+        std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
+        faiss::SearchParameters *p = make_params(idx, nullptr, kn, keep);
+        if (!p && knobs_used(kn))
+            return set_err(err, FPX_E_UNSUPPORTED,
+                           "this index type takes no per-search parameters");
+        threads_for(n);
+        idx->search(n, x, k, D, I, p);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {
+    try {
+        faiss::VectorIOWriter w;
+        faiss::write_index(e->index.get(), &w);
+        uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
+        if (!b)
+            return set_err(err, FPX_E_INTERNAL, "out of memory serializing an index");
+        memcpy(b, w.data.data(), w.data.size());
+        *buf = b;
+        *len = w.data.size();
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err) {
+    try {
+        faiss::VectorIOReader r;
+        r.data.assign(buf, buf + len);
+        std::unique_ptr<Index> idx(unwrap_idmap(faiss::read_index(&r)));
+        *out = new fpx_engine{std::move(idx)};
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_VALIDATION)
+}
+
+size_t fpx_engine_memory(const fpx_engine *e) {
+    const Index *idx = e->index.get();
+    size_t per = sizeof(float) * (size_t)idx->d;
+    if (auto fc = dynamic_cast<const faiss::IndexFlatCodes *>(idx))
+        per = fc->code_size;
+    else if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
+        per = ivf->code_size + sizeof(idx_t);
+    return per * (size_t)idx->ntotal;
+}
+
+} // extern "C"

@@ -288,8 +288,8 @@ static int op_create_index(fpx_req *r, fpx_out *o) {
     if (rc >= 0 && r->err.type == FPX_OK)
         rc = fpx_store_create(s->cfg->data_dir, ix, &r->err);
     if (rc >= 0 && r->err.type == FPX_OK && fpx_server_insert(s, ix) != 0) {
-        char dir[4200];
-        if (fpx_store_index_dir(s->cfg->data_dir, r->tenant, name, dir, sizeof dir) == 0)
+        char dir[FPX_PATH_MAX];
+        if (fpx_store_index_dir(s->cfg->data_dir, r->tenant, name, dir) == 0)
             fpx_rmtree(dir);
         rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     }

@@ -52,10 +52,8 @@ static uint64_t get_u64(const uint8_t *p) {
     return v;
 }
 
-int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf,
-                        size_t cap) {
-    int n = snprintf(buf, cap, "%s/%s/%s", data_dir, tenant, name);
-    return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf) {
+    return fpx_path(buf, "%s/%s/%s", data_dir, tenant, name);
 }
 
 static int io_err(fpx_err *err, const char *what, const char *path) {
@@ -70,9 +68,9 @@ static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
         return -1;
     uint8_t crc[4];
     put_u32(crc, fpx_crc32(0, body, len));
-    char tmp[4200], fin[4200];
-    snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", dir);
-    snprintf(fin, sizeof fin, "%s/snapshot", dir);
+    char tmp[FPX_PATH_MAX], fin[FPX_PATH_MAX];
+    fpx_path(tmp, "%s/snapshot.tmp", dir);
+    fpx_path(fin, "%s/snapshot", dir);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) {
         free(body);
@@ -97,8 +95,8 @@ static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
 }
 
 static int open_wal(const char *dir, fpx_index *ix, int create, fpx_err *err) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/wal", dir);
+    char path[FPX_PATH_MAX];
+    fpx_path(path, "%s/wal", dir);
     int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0640);
     if (fd < 0)
         return io_err(err, "cannot open", path);
@@ -107,25 +105,24 @@ static int open_wal(const char *dir, fpx_index *ix, int create, fpx_err *err) {
 }
 
 int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err) {
-    char tdir[4200], tmp[4300], fin[4200];
+    char tdir[FPX_PATH_MAX], tmp[FPX_PATH_MAX], fin[FPX_PATH_MAX];
     if (fpx_mkdir_p1(data_dir) != 0)
         return io_err(err, "cannot create", data_dir);
-    snprintf(tdir, sizeof tdir, "%s/%s", data_dir, ix->tenant);
+    fpx_path(tdir, "%s/%s", data_dir, ix->tenant);
     if (fpx_mkdir_p1(tdir) != 0)
         return io_err(err, "cannot create", tdir);
-    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, fin, sizeof fin))
+    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, fin))
         return fpx_err_set(err, FPX_E_VALIDATION, "data path too long");
     struct stat st;
     if (lstat(fin, &st) == 0)
         return fpx_err_set(err, FPX_E_EXISTS,
                            "index '%s' already exists (its folder is present on disk)", ix->name);
-    snprintf(tmp, sizeof tmp, "%s/.%s.creating.%llu", tdir, ix->name,
-             (unsigned long long)fpx_now_ns());
+    fpx_path(tmp, "%s/.%s.creating.%llu", tdir, ix->name, (unsigned long long)fpx_now_ns());
     if (mkdir(tmp, 0750) != 0)
         return io_err(err, "cannot create", tmp);
     int fd = -1;
-    char wal[4400];
-    snprintf(wal, sizeof wal, "%s/wal", tmp);
+    char wal[FPX_PATH_MAX];
+    fpx_path(wal, "%s/wal", tmp);
     if (write_snapshot(tmp, ix, err) != 0)
         goto fail;
     fd = open(wal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
@@ -201,8 +198,8 @@ void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before) {
 }
 
 int fpx_store_snapshot(const char *data_dir, fpx_index *ix, fpx_err *err) {
-    char dir[4200];
-    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, dir, sizeof dir))
+    char dir[FPX_PATH_MAX];
+    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, dir))
         return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
     uint64_t t0 = fpx_now_ns();
     if (write_snapshot(dir, ix, err) != 0)
@@ -221,12 +218,11 @@ int fpx_store_snapshot(const char *data_dir, fpx_index *ix, fpx_err *err) {
 }
 
 int fpx_store_remove(const char *data_dir, fpx_index *ix, fpx_err *err) {
-    char dir[4200], tdir[4200], gone[4400];
-    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, dir, sizeof dir))
+    char dir[FPX_PATH_MAX], tdir[FPX_PATH_MAX], gone[FPX_PATH_MAX];
+    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, dir))
         return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
-    snprintf(tdir, sizeof tdir, "%s/%s", data_dir, ix->tenant);
-    snprintf(gone, sizeof gone, "%s/.%s.deleted.%llu", tdir, ix->name,
-             (unsigned long long)fpx_now_ns());
+    fpx_path(tdir, "%s/%s", data_dir, ix->tenant);
+    fpx_path(gone, "%s/.%s.deleted.%llu", tdir, ix->name, (unsigned long long)fpx_now_ns());
     if (rename(dir, gone) != 0)
         return io_err(err, "cannot remove", dir);
     if (fpx_fsync_dir(tdir) != 0)
@@ -247,8 +243,8 @@ void fpx_store_close(fpx_index *ix) {
 
 static int load_snapshot(const char *dir, const char *tenant, const char *name, fpx_index **out,
                          fpx_err *err) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/snapshot", dir);
+    char path[FPX_PATH_MAX];
+    fpx_path(path, "%s/snapshot", dir);
     uint8_t *buf;
     size_t len;
     if (fpx_read_file(path, &buf, &len) != 0)
@@ -265,8 +261,8 @@ static int load_snapshot(const char *dir, const char *tenant, const char *name, 
 
 /* Replays the log after the snapshot; cuts a torn or corrupt tail. */
 static int replay_wal(const char *dir, fpx_index *ix, fpx_store_apply apply, fpx_err *err) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/wal", dir);
+    char path[FPX_PATH_MAX];
+    fpx_path(path, "%s/wal", dir);
     uint8_t *buf;
     size_t len;
     if (fpx_read_file(path, &buf, &len) != 0) {
@@ -331,8 +327,8 @@ static int replay_wal(const char *dir, fpx_index *ix, fpx_store_apply apply, fpx
 
 static void load_tenant(const char *data_dir, const char *tenant, fpx_store_apply apply,
                         fpx_store_found found, void *ctx) {
-    char tdir[4200];
-    snprintf(tdir, sizeof tdir, "%s/%s", data_dir, tenant);
+    char tdir[FPX_PATH_MAX];
+    fpx_path(tdir, "%s/%s", data_dir, tenant);
     DIR *d = opendir(tdir);
     if (!d)
         return;
@@ -341,8 +337,8 @@ static void load_tenant(const char *data_dir, const char *tenant, fpx_store_appl
         const char *name = de->d_name;
         if (!strcmp(name, ".") || !strcmp(name, ".."))
             continue;
-        char dir[4400];
-        snprintf(dir, sizeof dir, "%s/%s", tdir, name);
+        char dir[FPX_PATH_MAX];
+        fpx_path(dir, "%s/%s", tdir, name);
         if (name[0] == '.') {
             /* An interrupted create or delete: never acknowledged / already gone. */
             if (strstr(name, ".creating.") || strstr(name, ".deleted.")) {

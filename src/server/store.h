@@ -37,9 +37,8 @@ typedef struct fpx_walrec {
     size_t meta_len;
 } fpx_walrec;
 
-/* Path of an index folder into buf. */
-int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf,
-                        size_t cap);
+/* Path of an index folder into buf (FPX_PATH_MAX bytes). */
+int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf);
 
 /* Creates the folder of a new index with its first snapshot, atomically
  * (written under a dot-name, then renamed), and opens its log.

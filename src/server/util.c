@@ -58,6 +58,19 @@ int fpx_name_valid(const char *s, size_t n) {
     return 1;
 }
 
+int fpx_path(char *buf, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, FPX_PATH_MAX, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= FPX_PATH_MAX) {
+        buf[0] = 0;
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
 int fpx_write_all(int fd, const void *buf, size_t len) {
     const uint8_t *p = buf;
     while (len > 0) {

@@ -27,6 +27,13 @@ void fpx_log(fpx_loglevel lvl, const char *fmt, ...) __attribute__((format(print
  * component: no '/', no NUL, never "." or "..". */
 int fpx_name_valid(const char *s, size_t n);
 
+/* Room for any path the server builds: the data dir (< 4096) plus names. */
+#define FPX_PATH_MAX 4608
+
+/* snprintf into a path buffer of FPX_PATH_MAX bytes; -1 (ENAMETOOLONG) when
+ * it does not fit, so a truncated path is never used. */
+int fpx_path(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Writes all of buf to fd, retrying short writes and EINTR. 0 or -1 (errno). */
 int fpx_write_all(int fd, const void *buf, size_t len);
 /* Writes all iovecs, retrying short writes. 0 or -1 (errno). */
