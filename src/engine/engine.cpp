@@ -229,9 +229,12 @@ void search_overfetch(const Index *idx, idx_t n, const float *x, idx_t k, const 
 void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_bitset *allowed,
                   float *D, idx_t *I);
 
-/* Searches with the allowed set, then repeats short queries exhaustively. */
+/* Searches with the allowed set; with `complete`, repeats queries that came
+ * back short exhaustively. The exhaustive pass itself runs with complete=0:
+ * it is the last word (FAISS can return fewer hits than allowed, e.g. when
+ * huge components make every distance infinite), so nothing loops. */
 void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_search_params &kn,
-                    const fpx_bitset *allowed, float *D, idx_t *I) {
+                    const fpx_bitset *allowed, int complete, float *D, idx_t *I) {
     BitsetSelector sel(allowed);
     std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
     faiss::SearchParameters *p = make_params(idx, &sel, kn, keep);
@@ -242,7 +245,7 @@ void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fp
     threads_for(n);
     idx->search(n, x, k, D, I, p);
     idx_t want = std::min(k, (idx_t)allowed->count);
-    for (idx_t i = 0; i < n; i++)
+    for (idx_t i = 0; complete && i < n; i++)
         if (valid_hits(k, I + i * k) < want)
             search_exact(idx, 1, x + i * idx->d, k, allowed, D + i * k, I + i * k);
 }
@@ -270,13 +273,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
         fpx_search_params none = {0, 0};
-        search_allowed(h->storage, n, x, k, none, allowed, D, I);
+        search_allowed(h->storage, n, x, k, none, allowed, 0, D, I);
         return;
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
         fpx_search_params none = {0, 0};
-        search_allowed(idx, n, x, k, none, allowed, D, I);
+        search_allowed(idx, n, x, k, none, allowed, 0, D, I);
         return;
     }
     search_overfetch(idx, n, x, k, allowed, D, I);
@@ -437,7 +440,7 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
             if (knobs_used(kn) && !make_params(idx, nullptr, kn, keep))
                 return set_err(err, FPX_E_UNSUPPORTED,
                                "this index type takes no per-search parameters");
-            search_allowed(idx, n, x, k, kn, allowed, D, I);
+            search_allowed(idx, n, x, k, kn, allowed, 1, D, I);
             return 0;
         }
         std::vector<std::unique_ptr<faiss::SearchParameters>> keep;

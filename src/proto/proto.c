@@ -215,6 +215,62 @@ int fpx_obj_str_eq(const msgpack_object *o, const char *s) {
     return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n && !memcmp(o->via.str.ptr, s, n);
 }
 
+int fpx_utf8_valid(const char *s, size_t n) {
+    const uint8_t *p = (const uint8_t *)s, *end = p + n;
+    while (p < end) {
+        uint8_t c = *p;
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if ((size_t)(end - p) < len)
+            return 0;
+        for (size_t i = 1; i < len; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
+int fpx_obj_utf8_valid(const msgpack_object *o) {
+    switch (o->type) {
+    case MSGPACK_OBJECT_STR:
+        return fpx_utf8_valid(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_ARRAY:
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            if (!fpx_obj_utf8_valid(&o->via.array.ptr[i]))
+                return 0;
+        return 1;
+    case MSGPACK_OBJECT_MAP:
+        for (uint32_t i = 0; i < o->via.map.size; i++)
+            if (!fpx_obj_utf8_valid(&o->via.map.ptr[i].key) ||
+                !fpx_obj_utf8_valid(&o->via.map.ptr[i].val))
+                return 0;
+        return 1;
+    default:
+        return 1;
+    }
+}
+
 static int is_int(const msgpack_object *o) {
     return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
 }
@@ -452,8 +508,17 @@ int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t 
     fpx_pack_cstr(pk, "error");
     fpx_pack_cstr(pk, "error_type");
     fpx_pack_cstr(pk, fpx_errtype_name(e->type));
+    /* Messages quote request fields; keep them printable ASCII so that no
+     * client's strict UTF-8 decoder chokes on an error reply. */
+    char msg[sizeof e->msg];
+    size_t n = strnlen(e->msg, sizeof e->msg - 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)e->msg[i];
+        msg[i] = (c < 0x20 || c > 0x7e) ? '?' : (char)c;
+    }
+    msg[n] = 0;
     fpx_pack_cstr(pk, "message");
-    fpx_pack_cstr(pk, e->msg);
+    fpx_pack_cstr(pk, msg);
     if (request_id) {
         fpx_pack_cstr(pk, "request_id");
         msgpack_pack_object(pk, *request_id);

@@ -104,6 +104,11 @@ int fpx_obj_bool(const msgpack_object *o, int *v);
 int fpx_obj_str(const msgpack_object *o, const char **s, size_t *n);
 /* 1 when o is a string equal to s, else 0. */
 int fpx_obj_str_eq(const msgpack_object *o, const char *s);
+/* 1 when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */
+int fpx_utf8_valid(const char *s, size_t n);
+/* 1 when every string in o (keys and values, at any depth) is valid UTF-8. */
+int fpx_obj_utf8_valid(const msgpack_object *o);
+
 /* Deep equality of two msgpack objects (int 1 == uint 1; 1 != 1.0; str != bin). */
 int fpx_obj_equal(const msgpack_object *a, const msgpack_object *b);
 

@@ -709,8 +709,9 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
         r.h = r.msg.header;
         r.rid = fpx_map_get(r.h, "request_id");
         if (r.rid && r.rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
-            r.rid->type != MSGPACK_OBJECT_NEGATIVE_INTEGER && r.rid->type != MSGPACK_OBJECT_STR)
-            r.rid = NULL; /* only ints and strings are echoed */
+            r.rid->type != MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+            !(r.rid->type == MSGPACK_OBJECT_STR && fpx_obj_utf8_valid(r.rid)))
+            r.rid = NULL; /* only integers and UTF-8 strings are echoed */
         const msgpack_object *op = fpx_map_get(r.h, "operation");
         const char *opname;
         size_t oplen;

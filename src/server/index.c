@@ -264,6 +264,10 @@ int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err) 
         return fpx_err_set(
             err, FPX_E_VALIDATION,
             "metadata must be a list of {\"id\", \"metadata\"} maps, one per vector");
+    /* Keys and metadata come back in search replies: only valid UTF-8 strings
+     * may go in, or a strict client could not read its own results. */
+    if (!fpx_obj_utf8_valid(items))
+        return fpx_err_set(err, FPX_E_VALIDATION, "metadata strings must be valid UTF-8");
     if ((int64_t)items->via.array.size != n)
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "metadata has %u entries for %lld vectors; it needs one per vector",
@@ -486,6 +490,8 @@ int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err) {
     if (filter->type != MSGPACK_OBJECT_MAP)
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "the search filter (metadata section) must be a map of field: value");
+    if (!fpx_obj_utf8_valid(filter))
+        return fpx_err_set(err, FPX_E_VALIDATION, "filter strings must be valid UTF-8");
     for (uint32_t i = 0; i < filter->via.map.size; i++)
         if (filter->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR)
             return fpx_err_set(err, FPX_E_VALIDATION, "filter field names must be strings");
