@@ -1,1 +1,649 @@
-/* placeholder */
+/*
+ * client.c - libfaissproxy: one connection to a faiss-proxy server.
+ *
+ * A DEALER socket with an empty delimiter frame before each body (the
+ * protocol's pipelining form, used here one request at a time). Each request
+ * carries an increasing request_id; a reply that carries another id is a
+ * late answer to a request that already timed out, and is dropped. On a
+ * timeout the socket is closed (linger 0) and made anew, so the next call
+ * does not read the late reply.
+ *
+ * The error of the last call lives in the handle (hiredis style): errtype is
+ * the protocol's error_type, or "connection_error" when the server did not
+ * answer, or "protocol_error" when its reply could not be read.
+ */
+#include "faissproxy/client.h"
+#include "proto/proto.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+struct fpx_client {
+    void *ctx;
+    void *sock;
+    char *endpoint;
+    char *api_key;
+    char *tenant_id;
+    int timeout_ms;
+    int64_t next_id;
+    char errtype[32];
+    char errstr[512];
+};
+
+/* A reply received and decoded; owns the received bytes. */
+typedef struct reply {
+    zmq_msg_t msg;
+    fpx_msg m;
+} reply;
+
+static int fail(fpx_client *c, const char *type, const char *fmt, ...) {
+    snprintf(c->errtype, sizeof c->errtype, "%s", type);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static void clear_error(fpx_client *c) {
+    c->errtype[0] = 0;
+    c->errstr[0] = 0;
+}
+
+static int open_socket(fpx_client *c) {
+    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    if (!c->sock)
+        return -1;
+    int linger = 0;
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(c->sock, c->endpoint) != 0) {
+        zmq_close(c->sock);
+        c->sock = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char *tenant_id) {
+    if (!endpoint)
+        return NULL;
+    fpx_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->timeout_ms = 30000;
+    c->next_id = 1;
+    c->endpoint = strdup(endpoint);
+    c->api_key = api_key ? strdup(api_key) : NULL;
+    c->tenant_id = tenant_id ? strdup(tenant_id) : NULL;
+    c->ctx = zmq_ctx_new();
+    if (!c->endpoint || (api_key && !c->api_key) || (tenant_id && !c->tenant_id) || !c->ctx ||
+        open_socket(c) != 0) {
+        fpx_client_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void fpx_client_free(fpx_client *c) {
+    if (!c)
+        return;
+    if (c->sock)
+        zmq_close(c->sock);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
+    free(c->endpoint);
+    free(c->api_key);
+    free(c->tenant_id);
+    free(c);
+}
+
+void fpx_client_set_timeout(fpx_client *c, int timeout_ms) {
+    c->timeout_ms = timeout_ms;
+}
+
+const char *fpx_client_errtype(const fpx_client *c) {
+    return c->errtype;
+}
+
+const char *fpx_client_errstr(const fpx_client *c) {
+    return c->errstr;
+}
+
+/* ---- request plumbing --------------------------------------------------------------- */
+
+/* Starts a request header: operation, credentials, request_id, index_id,
+ * and room for `extra` more keys. */
+static msgpack_packer *begin(fpx_client *c, fpx_out *o, const char *op, const char *index_id,
+                             size_t extra) {
+    fpx_out_init(o);
+    msgpack_packer *pk = fpx_out_hdr(o);
+    msgpack_pack_map(pk, 2 + (c->api_key != NULL) + (c->tenant_id != NULL) + (index_id != NULL) +
+                             extra);
+    fpx_pack_cstr(pk, "operation");
+    fpx_pack_cstr(pk, op);
+    fpx_pack_cstr(pk, "request_id");
+    msgpack_pack_int64(pk, c->next_id);
+    if (c->api_key) {
+        fpx_pack_cstr(pk, "api_key");
+        fpx_pack_cstr(pk, c->api_key);
+    }
+    if (c->tenant_id) {
+        fpx_pack_cstr(pk, "tenant_id");
+        fpx_pack_cstr(pk, c->tenant_id);
+    }
+    if (index_id) {
+        fpx_pack_cstr(pk, "index_id");
+        fpx_pack_cstr(pk, index_id);
+    }
+    return pk;
+}
+
+static void free_buf(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static void reset_socket(fpx_client *c) {
+    if (c->sock)
+        zmq_close(c->sock);
+    c->sock = NULL;
+    open_socket(c);
+}
+
+/* Sends body (taken), waits for the reply with this request's id. */
+static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_msg_t *out) {
+    if (!c->sock && open_socket(c) != 0) {
+        free(body);
+        return fail(c, "connection_error", "cannot connect to %s", c->endpoint);
+    }
+    zmq_msg_t m;
+    zmq_msg_init_data(&m, body, len, free_buf, NULL);
+    if (zmq_send(c->sock, "", 0, ZMQ_SNDMORE) < 0 || zmq_msg_send(&m, c->sock, 0) < 0) {
+        zmq_msg_close(&m);
+        reset_socket(c);
+        return fail(c, "connection_error", "cannot send to %s: %s", c->endpoint,
+                    zmq_strerror(zmq_errno()));
+    }
+    for (;;) {
+        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&it, 1, c->timeout_ms > 0 ? c->timeout_ms : -1);
+        if (rc <= 0) {
+            reset_socket(c);
+            return fail(c, "connection_error", "no reply from %s within %d ms", c->endpoint,
+                        c->timeout_ms);
+        }
+        /* [empty delimiter][body], possibly more frames from a confused peer */
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        zmq_msg_recv(&f, c->sock, 0);
+        int more = zmq_msg_more(&f);
+        if (zmq_msg_size(&f) != 0 || !more) {
+            zmq_msg_close(&f);
+            while (more) {
+                zmq_msg_init(&f);
+                zmq_msg_recv(&f, c->sock, 0);
+                more = zmq_msg_more(&f);
+                zmq_msg_close(&f);
+            }
+            continue;
+        }
+        zmq_msg_close(&f);
+        zmq_msg_init(out);
+        zmq_msg_recv(out, c->sock, 0);
+        while (zmq_msg_more(out)) { /* extra frames: not ours to read */
+            zmq_msg_t x;
+            zmq_msg_init(&x);
+            zmq_msg_recv(&x, c->sock, 0);
+            int xm = zmq_msg_more(&x);
+            zmq_msg_close(&x);
+            if (!xm)
+                break;
+        }
+        /* Match the request id; drop stale replies. */
+        fpx_msg dm;
+        fpx_err err;
+        if (fpx_msg_decode(&dm, zmq_msg_data(out), zmq_msg_size(out), &err) == 0) {
+            const msgpack_object *rid = fpx_map_get(dm.header, "request_id");
+            int64_t got;
+            int match = id == INT64_MIN || (rid && fpx_obj_int(rid, &got) == 0 && got == id);
+            int unmatched = !rid; /* a reply without id: a garbage request's answer */
+            fpx_msg_destroy(&dm);
+            if (match || unmatched)
+                return 0;
+        } else {
+            return 0; /* let the caller report the unreadable reply */
+        }
+        zmq_msg_close(out);
+    }
+}
+
+/* Finishes the body, sends it, decodes the reply and checks its status. */
+static int call(fpx_client *c, fpx_out *o, reply *r) {
+    uint8_t *body;
+    size_t len;
+    int64_t id = c->next_id++;
+    if (fpx_out_finish(o, &body, &len) != 0)
+        return fail(c, "internal_error", "out of memory building the request");
+    if (roundtrip(c, body, len, id, &r->msg) != 0)
+        return -1;
+    fpx_err err;
+    if (fpx_msg_decode(&r->m, zmq_msg_data(&r->msg), zmq_msg_size(&r->msg), &err) != 0) {
+        zmq_msg_close(&r->msg);
+        return fail(c, "protocol_error", "unreadable reply: %s", err.msg);
+    }
+    const msgpack_object *st = fpx_map_get(r->m.header, "status");
+    if (st && fpx_obj_str_eq(st, "ok"))
+        return 0;
+    const msgpack_object *et = fpx_map_get(r->m.header, "error_type");
+    const msgpack_object *msg = fpx_map_get(r->m.header, "message");
+    const char *ts = "internal_error", *ms = "request failed";
+    size_t tn = strlen(ts), mn = strlen(ms);
+    if (et)
+        fpx_obj_str(et, &ts, &tn);
+    if (msg)
+        fpx_obj_str(msg, &ms, &mn);
+    fail(c, "", "%.*s", (int)mn, ms);
+    snprintf(c->errtype, sizeof c->errtype, "%.*s", (int)tn, ts);
+    fpx_msg_destroy(&r->m);
+    zmq_msg_close(&r->msg);
+    return -1;
+}
+
+static void done(reply *r) {
+    fpx_msg_destroy(&r->m);
+    zmq_msg_close(&r->msg);
+}
+
+static int get_int(const msgpack_object *map, const char *key, int64_t *v) {
+    const msgpack_object *o = fpx_map_get(map, key);
+    return o ? fpx_obj_int(o, v) : -1;
+}
+
+static void copy_str(const msgpack_object *map, const char *key, char *dst, size_t cap) {
+    const msgpack_object *o = fpx_map_get(map, key);
+    const char *s;
+    size_t n;
+    dst[0] = 0;
+    if (o && fpx_obj_str(o, &s, &n) == 0)
+        snprintf(dst, cap, "%.*s", (int)n, s);
+}
+
+static int read_info(fpx_client *c, const msgpack_object *m, fpx_index_info *info) {
+    if (!m || m->type != MSGPACK_OBJECT_MAP)
+        return fail(c, "protocol_error", "reply lacks the index info map");
+    memset(info, 0, sizeof *info);
+    copy_str(m, "index_id", info->index_id, sizeof info->index_id);
+    copy_str(m, "index_type", info->index_type, sizeof info->index_type);
+    copy_str(m, "metric", info->metric, sizeof info->metric);
+    get_int(m, "dimension", &info->dimension);
+    get_int(m, "ntotal", &info->ntotal);
+    const msgpack_object *t = fpx_map_get(m, "is_trained");
+    info->is_trained = t && t->type == MSGPACK_OBJECT_BOOLEAN && t->via.boolean;
+    return 0;
+}
+
+static int check_args(fpx_client *c, const char *index_id, int64_t n, int64_t d) {
+    clear_error(c);
+    if (!index_id)
+        return fail(c, "validation_error", "index_id is NULL");
+    if (n < 0)
+        return fail(c, "validation_error", "n must be >= 0");
+    if (d < 0)
+        return fail(c, "validation_error", "d must be >= 0");
+    return 0;
+}
+
+static void pack_shape(msgpack_packer *pk, int64_t n, int64_t d) {
+    fpx_pack_cstr(pk, "vector_shape");
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int64(pk, n);
+    msgpack_pack_int64(pk, d);
+}
+
+/* Reserves the data section and copies the vectors (the one copy). */
+static int put_vectors(fpx_client *c, fpx_out *o, int64_t n, int64_t d, const float *x,
+                       const int64_t *labels) {
+    size_t vb = (size_t)n * (size_t)d * sizeof(float);
+    size_t lb = labels ? (size_t)n * sizeof(int64_t) : 0;
+    uint8_t *p = fpx_out_data(o, vb + lb);
+    if (!p) {
+        fpx_out_discard(o);
+        return fail(c, "internal_error", "out of memory building the request");
+    }
+    if (vb)
+        memcpy(p, x, vb);
+    if (lb)
+        memcpy(p + vb, labels, lb);
+    return 0;
+}
+
+/* Appends pre-encoded msgpack bytes to a packer. */
+static void pack_raw(msgpack_packer *pk, const void *p, size_t n) {
+    pk->callback(pk->data, (const char *)p, n);
+}
+
+/* ---- operations -------------------------------------------------------------------- */
+
+int fpx_client_ping(fpx_client *c) {
+    clear_error(c);
+    fpx_out o;
+    reply r;
+    begin(c, &o, "ping", NULL, 0);
+    if (call(c, &o, &r))
+        return -1;
+    done(&r);
+    return 0;
+}
+
+int fpx_client_create_index(fpx_client *c, const char *index_id, int64_t dimension,
+                            const char *index_type, const char *metric, fpx_index_info *info) {
+    if (check_args(c, index_id, 0, dimension))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "create_index", index_id, 2 + (metric != NULL));
+    fpx_pack_cstr(pk, "dimension");
+    msgpack_pack_int64(pk, dimension);
+    fpx_pack_cstr(pk, "index_type");
+    fpx_pack_cstr(pk, index_type ? index_type : "IndexFlatL2");
+    if (metric) {
+        fpx_pack_cstr(pk, "metric");
+        fpx_pack_cstr(pk, metric);
+    }
+    if (call(c, &o, &r))
+        return -1;
+    int rc = info ? read_info(c, r.m.meta, info) : 0;
+    done(&r);
+    return rc;
+}
+
+int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    fpx_out o;
+    reply r;
+    begin(c, &o, "get_index_info", index_id, 0);
+    if (call(c, &o, &r))
+        return -1;
+    int rc = info ? read_info(c, r.m.meta, info) : 0;
+    done(&r);
+    return rc;
+}
+
+int fpx_client_delete_index(fpx_client *c, const char *index_id) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    fpx_out o;
+    reply r;
+    begin(c, &o, "delete_index", index_id, 0);
+    if (call(c, &o, &r))
+        return -1;
+    done(&r);
+    return 0;
+}
+
+int fpx_client_list_indexes(fpx_client *c, fpx_index_info **infos, size_t *count) {
+    clear_error(c);
+    fpx_out o;
+    reply r;
+    begin(c, &o, "list_indexes", NULL, 0);
+    if (call(c, &o, &r))
+        return -1;
+    const msgpack_object *l = fpx_map_get(r.m.meta, "indexes");
+    int rc = 0;
+    if (!l || l->type != MSGPACK_OBJECT_ARRAY) {
+        rc = fail(c, "protocol_error", "reply lacks the index list");
+    } else {
+        size_t n = l->via.array.size;
+        fpx_index_info *a = calloc(n ? n : 1, sizeof *a);
+        if (!a)
+            rc = fail(c, "internal_error", "out of memory");
+        for (size_t i = 0; a && rc == 0 && i < n; i++)
+            rc = read_info(c, &l->via.array.ptr[i], &a[i]);
+        if (rc == 0) {
+            *infos = a;
+            *count = n;
+        } else {
+            free(a);
+        }
+    }
+    done(&r);
+    return rc;
+}
+
+int fpx_client_train(fpx_client *c, const char *index_id, int64_t n, int64_t d, const float *x) {
+    if (check_args(c, index_id, n, d))
+        return -1;
+    fpx_out o;
+    reply r;
+    pack_shape(begin(c, &o, "train", index_id, 1), n, d);
+    if (put_vectors(c, &o, n, d, x, NULL) || call(c, &o, &r))
+        return -1;
+    done(&r);
+    return 0;
+}
+
+int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d, const float *x,
+                   const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
+    if (check_args(c, index_id, n, d))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "add_vectors", index_id, 1 + (labels != NULL));
+    pack_shape(pk, n, d);
+    if (labels) {
+        fpx_pack_cstr(pk, "with_ids");
+        msgpack_pack_true(pk);
+    }
+    if (put_vectors(c, &o, n, d, x, labels))
+        return -1;
+    if (items) {
+        msgpack_packer *m = fpx_out_meta(&o);
+        msgpack_pack_array(m, (size_t)n);
+        for (int64_t i = 0; i < n; i++) {
+            int has_md = items[i].metadata && items[i].metadata_size;
+            msgpack_pack_map(m, (items[i].key != NULL) + has_md);
+            if (items[i].key) {
+                fpx_pack_cstr(m, "id");
+                fpx_pack_cstr(m, items[i].key);
+            }
+            if (has_md) {
+                fpx_pack_cstr(m, "metadata");
+                pack_raw(m, items[i].metadata, items[i].metadata_size);
+            }
+        }
+    }
+    if (call(c, &o, &r))
+        return -1;
+    if (ntotal && get_int(r.m.meta, "ntotal", ntotal) != 0)
+        *ntotal = -1;
+    done(&r);
+    return 0;
+}
+
+static int hit_key(const msgpack_object *id, char **out) {
+    *out = NULL;
+    if (!id)
+        return 0;
+    if (id->type == MSGPACK_OBJECT_STR) {
+        *out = strndup(id->via.str.ptr, id->via.str.size);
+        return *out ? 0 : -1;
+    }
+    int64_t v;
+    if (fpx_obj_int(id, &v) == 0) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%" PRId64, v);
+        *out = strdup(buf);
+        return *out ? 0 : -1;
+    }
+    return 0;
+}
+
+static int read_hits(fpx_client *c, const msgpack_object *m, int64_t nq, int64_t k,
+                     fpx_hit **hits) {
+    size_t n = (size_t)nq * (size_t)k;
+    fpx_hit *h = calloc(n ? n : 1, sizeof *h);
+    if (!h)
+        return fail(c, "internal_error", "out of memory");
+    *hits = h;
+    if (!m || m->type != MSGPACK_OBJECT_ARRAY || (int64_t)m->via.array.size != nq)
+        return 0; /* no metadata in the reply: no keys */
+    for (int64_t q = 0; q < nq; q++) {
+        const msgpack_object *row = &m->via.array.ptr[q];
+        if (row->type != MSGPACK_OBJECT_ARRAY || (int64_t)row->via.array.size != k)
+            continue;
+        for (int64_t j = 0; j < k; j++) {
+            const msgpack_object *e = &row->via.array.ptr[j];
+            fpx_hit *t = &h[q * k + j];
+            if (e->type != MSGPACK_OBJECT_MAP)
+                continue;
+            if (hit_key(fpx_map_get(e, "id"), &t->key))
+                return fail(c, "internal_error", "out of memory");
+            const msgpack_object *md = fpx_map_get(e, "metadata");
+            if (md && md->type == MSGPACK_OBJECT_MAP) {
+                msgpack_sbuffer sb;
+                msgpack_packer pk;
+                msgpack_sbuffer_init(&sb);
+                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                msgpack_pack_object(&pk, *md);
+                t->metadata = (uint8_t *)sb.data; /* sbuffer memory is malloc'd */
+                t->metadata_size = sb.size;
+            }
+        }
+    }
+    return 0;
+}
+
+int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_t d, const float *x,
+                         int64_t k, const fpx_search_opts *opts, float *D, int64_t *I,
+                         fpx_hit **hits) {
+    if (check_args(c, index_id, nq, d))
+        return -1;
+    if (k < 1)
+        return fail(c, "validation_error", "k must be >= 1");
+    int nparams = opts ? (opts->nprobe > 0) + (opts->ef_search > 0) : 0;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "search", index_id, 2 + (nparams > 0) + (hits != NULL));
+    fpx_pack_cstr(pk, "k");
+    msgpack_pack_int64(pk, k);
+    pack_shape(pk, nq, d);
+    if (nparams) {
+        fpx_pack_cstr(pk, "params");
+        msgpack_pack_map(pk, (size_t)nparams);
+        if (opts->nprobe > 0) {
+            fpx_pack_cstr(pk, "nprobe");
+            msgpack_pack_int64(pk, opts->nprobe);
+        }
+        if (opts->ef_search > 0) {
+            fpx_pack_cstr(pk, "efSearch");
+            msgpack_pack_int64(pk, opts->ef_search);
+        }
+    }
+    if (hits) {
+        fpx_pack_cstr(pk, "include_metadata");
+        msgpack_pack_true(pk);
+    }
+    if (put_vectors(c, &o, nq, d, x, NULL))
+        return -1;
+    if (opts && opts->filter && opts->filter_size)
+        pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
+    if (call(c, &o, &r))
+        return -1;
+    size_t nres = (size_t)nq * (size_t)k;
+    const msgpack_object *shape = fpx_map_get(r.m.header, "shape");
+    int64_t sq, sk;
+    int rc = 0;
+    if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size != 2 ||
+        fpx_obj_int(&shape->via.array.ptr[0], &sq) || fpx_obj_int(&shape->via.array.ptr[1], &sk) ||
+        sq != nq || sk != k || r.m.body.data_size != nres * 12) {
+        rc = fail(c, "protocol_error", "search reply does not hold %lld x %lld results",
+                  (long long)nq, (long long)k);
+    } else {
+        memcpy(D, r.m.body.data, nres * 4);
+        memcpy(I, r.m.body.data + nres * 4, nres * 8);
+        if (hits && read_hits(c, r.m.meta, nq, k, hits) != 0) {
+            fpx_hits_free(*hits, nres);
+            *hits = NULL;
+            rc = -1;
+        }
+    }
+    done(&r);
+    return rc;
+}
+
+int fpx_client_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d, const float *x,
+                      int64_t k, const fpx_search_opts *opts, float *D, int64_t *I) {
+    return fpx_client_search_ex(c, index_id, nq, d, x, k, opts, D, I, NULL);
+}
+
+void fpx_hits_free(fpx_hit *hits, size_t n) {
+    if (!hits)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(hits[i].key);
+        free(hits[i].metadata);
+    }
+    free(hits);
+}
+
+static int delete_ids(fpx_client *c, const char *index_id, size_t n, const char *const *keys,
+                      const int64_t *labels, int64_t *deleted) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "delete_vector", index_id, 1);
+    fpx_pack_cstr(pk, "vector_ids");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        if (keys)
+            fpx_pack_cstr(pk, keys[i]);
+        else
+            msgpack_pack_int64(pk, labels[i]);
+    }
+    if (call(c, &o, &r))
+        return -1;
+    if (deleted && get_int(r.m.meta, "deleted", deleted) != 0)
+        *deleted = -1;
+    done(&r);
+    return 0;
+}
+
+int fpx_client_delete_keys(fpx_client *c, const char *index_id, size_t n, const char *const *keys,
+                           int64_t *deleted) {
+    return delete_ids(c, index_id, n, keys, NULL, deleted);
+}
+
+int fpx_client_delete_labels(fpx_client *c, const char *index_id, size_t n, const int64_t *labels,
+                             int64_t *deleted) {
+    return delete_ids(c, index_id, n, NULL, labels, deleted);
+}
+
+int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t **reply_out,
+                           size_t *reply_len) {
+    clear_error(c);
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return fail(c, "internal_error", "out of memory");
+    memcpy(copy, body, len);
+    zmq_msg_t m;
+    /* Raw bodies carry their own request_id (or none): accept the next reply. */
+    if (roundtrip(c, copy, len, INT64_MIN, &m) != 0)
+        return -1;
+    size_t n = zmq_msg_size(&m);
+    uint8_t *out = malloc(n ? n : 1);
+    if (!out) {
+        zmq_msg_close(&m);
+        return fail(c, "internal_error", "out of memory");
+    }
+    memcpy(out, zmq_msg_data(&m), n);
+    zmq_msg_close(&m);
+    *reply_out = out;
+    *reply_len = n;
+    return 0;
+}
