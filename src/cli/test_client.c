@@ -20,7 +20,9 @@ static const char usage[] =
     "usage: faiss-proxy-test-client [--server tcp://127.0.0.1:5555] [--api-key KEY]\n"
     "                               [--tenant T] [--dim 64] [--count 1000]\n"
     "Creates an index, adds vectors, searches, prints index info, deletes the index.\n"
-    "Defaults come from FAISS_PROXY_SERVER and FAISS_PROXY_API_KEY when set.\n";
+    "Defaults come from FAISS_PROXY_SERVER and FAISS_PROXY_API_KEY when set; the\n"
+    "default key is the server's built-in demo key, key1 (a server without keys\n"
+    "ignores it).\n";
 
 static int fail(fpx_client *c, const char *what) {
     fprintf(stderr, "FAILED: %s: %s: %s\n", what, fpx_client_errtype(c), fpx_client_errstr(c));
@@ -32,6 +34,8 @@ int main(int argc, char **argv) {
     const char *key = getenv("FAISS_PROXY_API_KEY");
     const char *tenant = NULL;
     long dim = 64, count = 1000;
+    if (!key)
+        key = "key1";
     if (!server || !*server)
         server = "tcp://127.0.0.1:5555";
     for (int i = 1; i < argc; i++) {

@@ -23,6 +23,7 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFastScan.h>
 #include <faiss/IndexPreTransform.h>
+#include <faiss/IndexRefine.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
@@ -31,6 +32,8 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/invlists/InvertedLists.h>
+#include <faiss/utils/distances.h>
 
 #include <omp.h>
 
@@ -152,9 +155,15 @@ faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
     return nullptr;
 }
 
-/* True when some knob asks for something this index type cannot take. */
-bool knobs_used(const fpx_search_params &kn) {
-    return kn.nprobe > 0 || kn.efSearch > 0;
+/* Why idx cannot take the knobs asked for, or nullptr when it can. */
+const char *knobs_refused(const Index *idx, const fpx_search_params &kn) {
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    if (kn.nprobe > 0 && (!dynamic_cast<const faiss::IndexIVF *>(idx) || is_fast_scan(idx)))
+        return "nprobe applies to IVF indexes only (not to fast-scan ones)";
+    if (kn.efSearch > 0 && !dynamic_cast<const faiss::IndexHNSW *>(idx))
+        return "efSearch applies to HNSW indexes only";
+    return nullptr;
 }
 
 float neutral_distance(const Index *idx) {
@@ -238,16 +247,69 @@ void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fp
     BitsetSelector sel(allowed);
     std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
     faiss::SearchParameters *p = make_params(idx, &sel, kn, keep);
-    if (!p) {
+    if (p) {
+        threads_for(n);
+        idx->search(n, x, k, D, I, p);
+    } else {
         search_overfetch(idx, n, x, k, allowed, D, I);
-        return;
     }
-    threads_for(n);
-    idx->search(n, x, k, D, I, p);
     idx_t want = std::min(k, (idx_t)allowed->count);
     for (idx_t i = 0; complete && i < n; i++)
         if (valid_hits(k, I + i * k) < want)
             search_exact(idx, 1, x + i * idx->d, k, allowed, D + i * k, I + i * k);
+}
+
+/*
+ * An exhaustive search of an IVF index over its decoded vectors, for the IVF
+ * types whose search takes no parameters (fast-scan: nprobe cannot be raised
+ * per search). Every allowed vector of every list is reconstructed and
+ * compared with the queries; distances are those of the decoded vectors.
+ */
+void search_ivf_decoded(const faiss::IndexIVF *ivf, idx_t n, const float *x, idx_t k,
+                        const fpx_bitset *allowed, float *D, idx_t *I) {
+    BitsetSelector sel(allowed);
+    const bool ip = ivf->metric_type == faiss::METRIC_INNER_PRODUCT;
+    const size_t d = (size_t)ivf->d;
+    /* per query: (score, id) with smaller = better, trimmed to k now and then */
+    std::vector<std::vector<std::pair<float, idx_t>>> best((size_t)n);
+    auto trim = [k](std::vector<std::pair<float, idx_t>> &b) {
+        if ((idx_t)b.size() > k) {
+            std::nth_element(b.begin(), b.begin() + k, b.end());
+            b.resize((size_t)k);
+        }
+    };
+    std::vector<float> v(d);
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        if (ls == 0)
+            continue;
+        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+        for (size_t o = 0; o < ls; o++) {
+            idx_t id = ids[o];
+            if (!sel.is_member(id))
+                continue;
+            ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, v.data());
+            for (idx_t q = 0; q < n; q++) {
+                const float *xq = x + (size_t)q * d;
+                float s = ip ? -faiss::fvec_inner_product(xq, v.data(), d)
+                             : faiss::fvec_L2sqr(xq, v.data(), d);
+                auto &b = best[(size_t)q];
+                b.emplace_back(s, id);
+                if ((idx_t)b.size() >= 2 * k + 64)
+                    trim(b);
+            }
+        }
+    }
+    for (idx_t q = 0; q < n; q++) {
+        auto &b = best[(size_t)q];
+        trim(b);
+        std::sort(b.begin(), b.end());
+        fill_missing(ivf, k, D + q * k, I + q * k);
+        for (size_t j = 0; j < b.size(); j++) {
+            D[q * k + (idx_t)j] = ip ? -b[j].first : b[j].first;
+            I[q * k + (idx_t)j] = b[j].second;
+        }
+    }
 }
 
 /* An exhaustive search restricted to the allowed set. */
@@ -269,6 +331,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
             idx->search(n, x, k, D, I, p);
             return;
         }
+        search_ivf_decoded(ivf, n, x, k, allowed, D, I);
+        return;
+    }
+    if (auto r = dynamic_cast<const faiss::IndexRefine *>(idx)) {
+        /* The refinement index holds the same positions, usually exactly. */
+        search_exact(r->refine_index, n, x, k, allowed, D, I);
+        return;
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
@@ -435,19 +504,14 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
                 fill_missing(idx, k, D + i * k, I + i * k);
             return 0;
         }
+        if (const char *why = knobs_refused(idx, kn))
+            return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
         if (allowed) {
-            std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
-            if (knobs_used(kn) && !make_params(idx, nullptr, kn, keep))
-                return set_err(err, FPX_E_UNSUPPORTED,
-                               "this index type takes no per-search parameters");
             search_allowed(idx, n, x, k, kn, allowed, 1, D, I);
             return 0;
         }
         std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
         faiss::SearchParameters *p = make_params(idx, nullptr, kn, keep);
-        if (!p && knobs_used(kn))
-            return set_err(err, FPX_E_UNSUPPORTED,
-                           "this index type takes no per-search parameters");
         threads_for(n);
         idx->search(n, x, k, D, I, p);
         return 0;

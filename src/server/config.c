@@ -24,8 +24,9 @@ static const char usage[] =
     "  -b, --bind ADDR            address to bind          FAISS_BIND_ADDRESS   (0.0.0.0)\n"
     "  -p, --port N               TCP port, 0 = any free   FAISS_PORT           (5555)\n"
     "  -d, --data-dir DIR         where indexes are stored FAISS_DATA_DIR       (./data)\n"
-    "  -k, --api-keys LIST        key1:tenant1,key2:tenant2; empty = auth off\n"
-    "                                                      FAISS_PROXY_API_KEYS (unset)\n"
+    "  -k, --api-keys LIST        KEY:TENANT,...; empty = auth off\n"
+    "                                                      FAISS_PROXY_API_KEYS\n"
+    "                                                      (key1:tenant1,key2:tenant2)\n"
     "  -w, --workers N            worker threads           FAISS_PROXY_WORKERS  (cores)\n"
     "  -m, --max-message-size N   largest request, bytes   FAISS_PROXY_MAX_MESSAGE_SIZE\n"
     "                                                      (268435456 = 256 MiB)\n"
@@ -81,6 +82,7 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
     case 'd':
         return set_str("data dir", cfg->data_dir, sizeof cfg->data_dir, v);
     case 'k':
+        cfg->default_keys = 0;
         return set_keys(cfg, v);
     case 'w':
         if (parse_size("workers", v, 1, 256, &n))
@@ -104,6 +106,9 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     strcpy(cfg->bind_address, "0.0.0.0");
     cfg->port = 5555;
     strcpy(cfg->data_dir, "./data");
+    if (set_keys(cfg, FPX_DEFAULT_API_KEYS))
+        return -1;
+    cfg->default_keys = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 2;
     cfg->max_message_size = (size_t)256 << 20;

@@ -8,11 +8,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The seed's default keys: auth is on unless FAISS_PROXY_API_KEYS="" (or -k ""). */
+#define FPX_DEFAULT_API_KEYS "key1:tenant1,key2:tenant2"
+
 typedef struct fpx_config {
     char bind_address[256];
     int port; /* 0: an ephemeral port, reported in the start-up line */
     char data_dir[4096];
-    char *api_keys; /* "key1:tenant1,key2:tenant2", or NULL: auth off */
+    char *api_keys;   /* "key1:tenant1,key2:tenant2", or NULL: auth off */
+    int default_keys; /* api_keys are the built-in FPX_DEFAULT_API_KEYS */
     int workers;
     size_t max_message_size;
     size_t snapshot_bytes; /* WAL size that triggers a snapshot */

@@ -265,6 +265,11 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
             "workers, max message %zu bytes",
             FPX_VERSION, bound, cfg->data_dir, fpx_auth_enabled(s->auth) ? "on" : "off",
             fpx_auth_tenant_count(s->auth), started, cfg->max_message_size);
+    if (cfg->default_keys)
+        fpx_log(FPX_LOG_WARN,
+                "auth uses the built-in demo keys (%s): set FAISS_PROXY_API_KEYS "
+                "to your own keys, or to an empty string to turn auth off",
+                FPX_DEFAULT_API_KEYS);
 
     /* Idle workers, as a stack of their routing ids. */
     zmq_msg_t *idle = calloc((size_t)started, sizeof *idle);
