@@ -137,7 +137,12 @@ static int lock_index(fpx_req *r, fpx_index *ix, int exclusive) {
 static int get_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, const float **x,
                        const int64_t **labels, void **copy) {
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
+    const msgpack_object *dtype = fpx_map_get(r->h, "dtype");
     size_t size = r->msg.body.data_size;
+    if (dtype && dtype->type != MSGPACK_OBJECT_NIL && !fpx_obj_str_eq(dtype, "float32"))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "dtype must be \"float32\" for this index (binary \"uint8\" vectors "
+                           "need a binary index)");
     size_t row = (size_t)dim * sizeof(float) + (with_labels ? sizeof(int64_t) : 0);
     int64_t n, d;
     *copy = NULL;

@@ -260,16 +260,19 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
         return -1;
     }
 
-    fpx_log(FPX_LOG_INFO,
-            "faiss-proxy-server %s listening on %s, data dir %s, auth %s (%zu tenants), %d "
-            "workers, max message %zu bytes",
-            FPX_VERSION, bound, cfg->data_dir, fpx_auth_enabled(s->auth) ? "on" : "off",
-            fpx_auth_tenant_count(s->auth), started, cfg->max_message_size);
-    if (cfg->default_keys)
-        fpx_log(FPX_LOG_WARN,
-                "auth uses the built-in demo keys (%s): set FAISS_PROXY_API_KEYS "
-                "to your own keys, or to an empty string to turn auth off",
-                FPX_DEFAULT_API_KEYS);
+    char auth[160];
+    if (!fpx_auth_enabled(s->auth))
+        snprintf(auth, sizeof auth, "off");
+    else if (cfg->default_keys)
+        snprintf(auth, sizeof auth,
+                 "on with the built-in demo keys key1/key2 (set FAISS_PROXY_API_KEYS to your own, "
+                 "or empty for no auth)");
+    else
+        snprintf(auth, sizeof auth, "on (%zu tenants)", fpx_auth_tenant_count(s->auth));
+    fpx_log(cfg->default_keys ? FPX_LOG_WARN : FPX_LOG_INFO,
+            "faiss-proxy-server %s listening on %s, data dir %s, auth %s, %d workers, max message "
+            "%zu bytes",
+            FPX_VERSION, bound, cfg->data_dir, auth, started, cfg->max_message_size);
 
     /* Idle workers, as a stack of their routing ids. */
     zmq_msg_t *idle = calloc((size_t)started, sizeof *idle);

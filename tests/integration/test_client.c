@@ -14,17 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* The call succeeded, or print why not. */
 #define OK(c, call)                                                                                \
@@ -182,7 +172,7 @@ static void test_keys_and_filters(fpx_client *c) {
     /* 40 vectors, keys k0..k39, metadata {"color": "red"|"blue"} (msgpack) */
     static const uint8_t red[] = {0x81, 0xa5, 'c', 'o', 'l', 'o', 'r', 0xa3, 'r', 'e', 'd'};
     static const uint8_t blue[] = {0x81, 0xa5, 'c', 'o', 'l', 'o', 'r', 0xa4, 'b', 'l', 'u', 'e'};
-    char keys[40][8];
+    char keys[40][16];
     fpx_item items[40];
     for (int i = 0; i < 40; i++) {
         snprintf(keys[i], sizeof keys[i], "k%d", i);
@@ -335,6 +325,5 @@ int main(int argc, char **argv) {
     fpx_client_free(dead);
 
     fpx_client_free(c);
-    printf("test_client_c: %d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return CHECK_STATUS("test_client_c");
 }

@@ -12,17 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* ---- helpers: bodies assembled by hand ---------------------------------------- */
 
@@ -616,6 +606,5 @@ int main(void) {
     test_equal();
     test_utf8();
     test_error_reply();
-    printf("test_proto: %d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return CHECK_STATUS("test_proto");
 }
