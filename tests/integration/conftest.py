@@ -1,0 +1,171 @@
+"""Starts the real faiss-proxy-server binary on a free loopback port with a
+temporary data directory, and checks on every stop that it exited cleanly
+(and, in the sanitizer build, that ASan/UBSan/LSan reported nothing).
+
+FPX_BUILD_DIR names the build folder (default: build/ of this checkout);
+FPX_SANITIZED=1 marks an ASan+UBSan build (slower: longer timeouts).
+"""
+import itertools
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from wire import Client
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("FPX_BUILD_DIR", os.path.join(ROOT, "build"))
+SANITIZED = os.environ.get("FPX_SANITIZED") == "1"
+SERVER = os.path.join(BUILD, "faiss-proxy-server")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "SUMMARY: UndefinedBehaviorSanitizer")
+START_TIMEOUT = 120 if SANITIZED else 30
+_names = itertools.count()
+
+
+def unique(prefix="ix"):
+    return "%s%d_%d" % (prefix, os.getpid(), next(_names))
+
+
+class Server:
+    """One server process over one data dir; restartable on the same dir."""
+
+    def __init__(self, data_dir, api_keys="", extra=()):
+        self.data_dir = data_dir
+        self.api_keys = api_keys
+        self.extra = list(extra)
+        self.proc = None
+        self.endpoint = None
+        self.port = None
+        self.log_path = None
+        self.starts = 0
+        self.clients = []
+
+    def start(self, port=0):
+        self.starts += 1
+        self.log_path = os.path.join(self.data_dir + ".logs", "server-%d.log" % self.starts)
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        args = [SERVER, "--bind", "127.0.0.1", "--port", str(port), "--data-dir", self.data_dir,
+                "--workers", "2"] + self.extra
+        if self.api_keys is not None:  # None: the built-in default keys
+            args += ["--api-keys", self.api_keys]
+        env = dict(os.environ)
+        for k in ("FAISS_BIND_ADDRESS", "FAISS_PORT", "FAISS_DATA_DIR", "FAISS_PROXY_API_KEYS"):
+            env.pop(k, None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + START_TIMEOUT
+        while time.time() < deadline:
+            m = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", self.log())
+            if m:
+                self.port = int(m.group(1))
+                self.endpoint = "tcp://127.0.0.1:%d" % self.port
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited at start:\n" + self.log())
+            time.sleep(0.05)
+        raise RuntimeError("server did not start:\n" + self.log())
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def client(self, api_key=None, tenant_id=None):
+        c = Client(self.endpoint, api_key, tenant_id)
+        self.clients.append(c)
+        return c
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _close_clients(self):
+        for c in self.clients:
+            c.close()
+        self.clients = []
+
+    def check_log(self):
+        text = self.log()
+        for mark in SANITIZER_MARKS:
+            assert mark not in text, "sanitizer report in the server log:\n" + text[-20000:]
+
+    def stop(self):
+        """SIGTERM; the server must exit 0 with a clean log."""
+        self._close_clients()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=120)
+        self.proc = None
+        self.check_log()
+        assert rc == 0, "server exit status %d:\n%s" % (rc, self.log()[-5000:])
+
+    def kill9(self):
+        self._close_clients()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=60)
+        self.proc = None
+        self.check_log()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+
+def _make(tmp_path_factory, api_keys="", extra=()):
+    d = str(tmp_path_factory.mktemp("fpx")) + "/data"
+    return Server(d, api_keys, extra).start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A shared server without auth (tests use unique index names)."""
+    s = _make(tmp_path_factory)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()
+
+
+AUTH_KEYS = "k1:alice,k2:bob,k3:alice"
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    s = _make(tmp_path_factory, AUTH_KEYS)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path_factory):
+    """A server of its own, for tests that kill or restart it."""
+    s = _make(tmp_path_factory)
+    yield s
+    if s.proc is not None:
+        s.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path_factory):
+    """Factory for servers with options; all stopped (and checked) at teardown."""
+    made = []
+
+    def make(api_keys="", extra=(), data_dir=None):
+        if data_dir is None:
+            data_dir = str(tmp_path_factory.mktemp("fpx")) + "/data"
+        s = Server(data_dir, api_keys, extra).start()
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        if s.proc is not None:
+            s.stop()

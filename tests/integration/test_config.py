@@ -1,0 +1,132 @@
+"""Configuration: the seed's environment variables, flags that override them,
+--help and --version, refusal of bad values, the start-up line, and a clean
+exit on SIGINT and SIGTERM."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import SERVER, START_TIMEOUT, SANITIZER_MARKS
+from wire import Client
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def clean_env(**kv):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAISS_",))}
+    env.update(kv)
+    return env
+
+
+def start(args, env, log):
+    proc = subprocess.Popen([SERVER] + args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + START_TIMEOUT
+    while time.time() < deadline:
+        with open(log.name) as f:
+            text = f.read()
+        if "listening on" in text:
+            return proc, text
+        if proc.poll() is not None:
+            raise AssertionError("server exited: " + text)
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def stop(proc, log, sig=signal.SIGTERM):
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 0
+    with open(log.name) as f:
+        text = f.read()
+    for mark in SANITIZER_MARKS:
+        assert mark not in text, text
+    return text
+
+
+def test_env_vars(tmp_path):
+    port = free_port()
+    data = tmp_path / "envdata"
+    env = clean_env(FAISS_BIND_ADDRESS="127.0.0.1", FAISS_PORT=str(port),
+                    FAISS_DATA_DIR=str(data), FAISS_PROXY_API_KEYS="secret:team")
+    with open(tmp_path / "log", "w") as log:
+        proc, text = start([], env, log)
+        lines = [l for l in text.splitlines() if "listening on" in l]
+        assert len(lines) == 1
+        assert "tcp://127.0.0.1:%d" % port in lines[0]
+        assert str(data) in lines[0] and "auth on" in lines[0]
+        c = Client("tcp://127.0.0.1:%d" % port, "secret")
+        c.create("i1", 2)
+        c.close()
+        assert (data / "team" / "i1").is_dir()
+        text = stop(proc, log, signal.SIGINT)
+
+
+def test_flags_override_env(tmp_path):
+    port, other = free_port(), free_port()
+    data = tmp_path / "flagdata"
+    env = clean_env(FAISS_BIND_ADDRESS="127.0.0.1", FAISS_PORT=str(other),
+                    FAISS_DATA_DIR=str(tmp_path / "unused"), FAISS_PROXY_API_KEYS="a:b")
+    with open(tmp_path / "log", "w") as log:
+        proc, text = start(["--port", str(port), "--data-dir", str(data), "--api-keys", ""],
+                           env, log)
+        assert "tcp://127.0.0.1:%d" % port in text and "auth off" in text
+        c = Client("tcp://127.0.0.1:%d" % port)
+        c.create("i1", 2)
+        c.close()
+        assert (data / "default" / "i1").is_dir()
+        assert not (tmp_path / "unused").exists()
+        stop(proc, log)
+
+
+def test_help_and_version():
+    r = subprocess.run([SERVER, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for word in ("FAISS_BIND_ADDRESS", "FAISS_PORT", "FAISS_DATA_DIR", "FAISS_PROXY_API_KEYS",
+                 "--port", "--data-dir", "--api-keys"):
+        assert word in r.stdout
+    r = subprocess.run([SERVER, "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and re.search(r"\d+\.\d+\.\d+", r.stdout)
+
+
+@pytest.mark.parametrize("args,env", [
+    (["--port", "70000"], {}),
+    (["--port", "abc"], {}),
+    (["--workers", "0"], {}),
+    (["--max-message-size", "10"], {}),
+    (["--api-keys", "nocolon"], {}),
+    (["--api-keys", "k:../etc"], {}),
+    (["--bogus"], {}),
+    (["extra-arg"], {}),
+    ([], {"FAISS_PORT": "-1"}),
+    ([], {"FAISS_PROXY_WORKERS": "many"}),
+])
+def test_bad_settings_refused(tmp_path, args, env):
+    r = subprocess.run([SERVER, "--data-dir", str(tmp_path / "d")] + args,
+                       env=clean_env(**dict({"FAISS_PORT": "0"}, **env)), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0
+    assert r.stderr.strip()
+
+
+def test_port_in_use(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        r = subprocess.run([SERVER, "--bind", "127.0.0.1", "--port", str(port), "--data-dir",
+                            str(tmp_path / "d"), "--api-keys", ""], env=clean_env(),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "bind" in r.stderr
+    finally:
+        s.close()
