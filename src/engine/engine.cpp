@@ -39,7 +39,6 @@
 
 #include <algorithm>
 #include <cfloat>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -68,16 +67,8 @@ constexpr long kMaxFactoryNumber = 1L << 20;
 /* Over-fetch searches work on at most this many result slots at a time. */
 constexpr size_t kChunkResults = (size_t)1 << 24;
 
-int set_err(fpx_err *err, fpx_errtype type, const char *fmt, ...) {
-    if (!err)
-        return -1;
-    err->type = type;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+/* The proto module's error setter (fpx_err is the one type the engine shares). */
+#define set_err fpx_err_set
 
 /* FAISS messages start with "Error in <signature> at <file>:<line>: Error: '...'
  * failed: <text>" -- keep the part a user can act on. */

@@ -17,6 +17,10 @@
 
 #include <msgpack.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FPX_PROTOCOL_VERSION 1
 
 /* Deepest nesting accepted in a header or metadata object. */
@@ -163,5 +167,9 @@ void fpx_pack_str(msgpack_packer *pk, const char *s, size_t n);
  * "message":M[,"request_id":R]}. request_id may be NULL. Returns 0 or -1.
  */
 int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t **buf, size_t *len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
