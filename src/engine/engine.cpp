@@ -17,7 +17,9 @@
  */
 #include "engine/engine.h"
 
+#include <faiss/AutoTune.h>
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
@@ -44,6 +46,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 using faiss::Index;
@@ -398,6 +401,40 @@ Index *unwrap_idmap(Index *idx) {
     }
 }
 
+/* The IVF index at the core of idx (under pre-transforms), or nullptr. */
+faiss::IndexIVF *core_ivf(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    return dynamic_cast<faiss::IndexIVF *>(idx);
+}
+
+/* Selects the positions that are not live. */
+struct DeadSelector : faiss::IDSelector {
+    const fpx_bitset *live;
+    explicit DeadSelector(const fpx_bitset *l) : live(l) {}
+    bool is_member(idx_t id) const override {
+        return !(id >= 0 && id < live->nbits && ((live->words[id >> 6] >> (id & 63)) & 1));
+    }
+};
+
+/* Rewrites the ids stored in an IVF index's lists: id -> map(id). A direct
+ * map, which indexes by id, is dropped first and rebuilt after. */
+template <class F> void rewrite_ivf_ids(faiss::IndexIVF *ivf, F map) {
+    auto dm = ivf->direct_map.type;
+    if (dm != faiss::DirectMap::NoMap)
+        ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        for (size_t o = 0; o < ls; o++) {
+            faiss::InvertedLists::ScopedCodes code(ivf->invlists, l, o);
+            idx_t id = ivf->invlists->get_single_id(l, o);
+            ivf->invlists->update_entry(l, o, map(id), code.get());
+        }
+    }
+    if (dm != faiss::DirectMap::NoMap)
+        ivf->set_direct_map_type(dm);
+}
+
 } // namespace
 
 #define FPX_CATCH(err, type)                                                                       \
@@ -508,6 +545,270 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_range_search(fpx_engine *e, int64_t n, const float *x, float radius,
+                            const fpx_search_params *params, const fpx_bitset *allowed,
+                            int64_t **lims, float **D, int64_t **I, fpx_err *err) {
+    *lims = nullptr;
+    *D = nullptr;
+    *I = nullptr;
+    fpx_search_params kn = params ? *params : fpx_search_params{0, 0};
+    const Index *idx = e->index.get();
+    try {
+        if (const char *why = knobs_refused(idx, kn))
+            return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
+        BitsetSelector sel(allowed);
+        std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
+        faiss::SearchParameters *p = make_params(idx, allowed ? &sel : nullptr, kn, keep);
+        faiss::RangeSearchResult res((idx_t)n);
+        threads_for(n);
+        idx->range_search(n, x, radius, &res, p);
+        /* Selector-less types get the allowed set applied here. */
+        size_t total = 0;
+        std::vector<int64_t> l((size_t)n + 1, 0);
+        for (idx_t q = 0; q < n; q++) {
+            for (size_t j = res.lims[q]; j < res.lims[q + 1]; j++)
+                total += !allowed || sel.is_member(res.labels[j]);
+            l[(size_t)q + 1] = (int64_t)total;
+        }
+        int64_t *lo = (int64_t *)malloc(sizeof(int64_t) * ((size_t)n + 1));
+        float *Do = (float *)malloc(sizeof(float) * (total ? total : 1));
+        int64_t *Io = (int64_t *)malloc(sizeof(int64_t) * (total ? total : 1));
+        if (!lo || !Do || !Io) {
+            free(lo);
+            free(Do);
+            free(Io);
+            return set_err(err, FPX_E_INTERNAL, "out of memory for range search results");
+        }
+        memcpy(lo, l.data(), sizeof(int64_t) * ((size_t)n + 1));
+        size_t t = 0;
+        for (size_t j = 0; j < res.lims[n]; j++) {
+            if (allowed && !sel.is_member(res.labels[j]))
+                continue;
+            Do[t] = res.distances[j];
+            Io[t++] = res.labels[j];
+        }
+        *lims = lo;
+        *D = Do;
+        *I = Io;
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, float *out, fpx_err *err) {
+    try {
+        e->index->reconstruct(pos, out);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *pos, float *out,
+                                 fpx_err *err) {
+    Index *idx = e->index.get();
+    size_t d = (size_t)idx->d;
+    try {
+        faiss::IndexIVF *ivf = core_ivf(idx);
+        if (!ivf || ivf->direct_map.type != faiss::DirectMap::NoMap) {
+            for (int64_t i = 0; i < n; i++)
+                idx->reconstruct(pos[i], out + (size_t)i * d);
+            return 0;
+        }
+        /* One pass over the lists, as FAISS's IVF reconstruct_n does. */
+        std::unordered_map<idx_t, std::vector<int64_t>> want;
+        for (int64_t i = 0; i < n; i++)
+            want[pos[i]].push_back(i);
+        size_t found = 0;
+        std::vector<float> v(d);
+        bool pre = ivf != idx;
+        for (size_t l = 0; l < ivf->nlist && found < want.size(); l++) {
+            size_t ls = ivf->invlists->list_size(l);
+            faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+            for (size_t o = 0; o < ls; o++) {
+                auto it = want.find(ids[o]);
+                if (it == want.end())
+                    continue;
+                ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, v.data());
+                if (pre) {
+                    /* back through the pre-transforms, as IndexPreTransform does */
+                    auto pt = static_cast<const faiss::IndexPreTransform *>(idx);
+                    std::unique_ptr<float[]> back(new float[d]);
+                    pt->reverse_chain(1, v.data(), back.get());
+                    for (int64_t i : it->second)
+                        memcpy(out + (size_t)i * d, back.get(), sizeof(float) * d);
+                } else {
+                    for (int64_t i : it->second)
+                        memcpy(out + (size_t)i * d, v.data(), sizeof(float) * d);
+                }
+                found++;
+            }
+        }
+        if (found < want.size())
+            return set_err(err, FPX_E_NOT_FOUND, "some positions are not in the index");
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_check_remove(fpx_engine *e, fpx_err *err) {
+    try {
+        /* Removing nothing takes FAISS's own path, errors included. */
+        faiss::IDSelectorRange none(0, 0);
+        e->index->remove_ids(none);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_remove_renumbers(const fpx_engine *e) {
+    const Index *idx = e->index.get();
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    return dynamic_cast<const faiss::IndexFlatCodes *>(idx) != nullptr;
+}
+
+int fpx_engine_reset(fpx_engine *e, fpx_err *err) {
+    try {
+        e->index->reset();
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
+    try {
+        faiss::ParameterSpace ps;
+        ps.set_index_parameters(e->index.get(), params);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_VALIDATION)
+}
+
+int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
+                      uint8_t **buf, size_t *len, fpx_err *err) {
+    const Index *idx = e->index.get();
+    idx_t ntotal = idx->ntotal;
+    try {
+        /* A copy through FAISS's own serialization: clone_index does not
+         * know every type (HNSW among them, in 1.7.3). */
+        faiss::VectorIOWriter cw;
+        faiss::write_index(idx, &cw);
+        faiss::VectorIOReader cr;
+        cr.data.swap(cw.data);
+        std::unique_ptr<Index> c(faiss::read_index(&cr));
+        if (live->count < ntotal) {
+            DeadSelector dead(live);
+            try {
+                c->remove_ids(dead);
+            } catch (const faiss::FaissException &ex) {
+                return set_err(err, FPX_E_FAISS,
+                               "%lld deleted vectors cannot be left out of an export of this "
+                               "index type: FAISS says: %s",
+                               (long long)(ntotal - live->count), faiss_message(ex.what()).c_str());
+            }
+        }
+        /* rank[pos]: the position of each live vector once the dead are gone */
+        std::vector<idx_t> rank((size_t)ntotal, -1), out_labels;
+        out_labels.reserve((size_t)live->count);
+        bool sequential = true;
+        for (idx_t p = 0; p < ntotal; p++) {
+            if ((live->words[p >> 6] >> (p & 63)) & 1) {
+                rank[(size_t)p] = (idx_t)out_labels.size();
+                idx_t lab = labels ? labels[p] : p;
+                sequential &= lab == (idx_t)out_labels.size();
+                out_labels.push_back(lab);
+            }
+        }
+        faiss::IndexIVF *ivf = core_ivf(c.get());
+        bool wrap = idmap || (!ivf && !sequential);
+        if (ivf)
+            rewrite_ivf_ids(ivf, [&](idx_t id) {
+                return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
+            });
+        faiss::VectorIOWriter w;
+        if (wrap) {
+            /* Built by hand: IndexIDMap's constructor wants an empty index. */
+            faiss::IndexIDMap m;
+            m.index = c.get();
+            m.own_fields = false;
+            m.d = c->d;
+            m.metric_type = c->metric_type;
+            m.is_trained = c->is_trained;
+            m.ntotal = c->ntotal;
+            m.id_map = out_labels;
+            faiss::write_index(&m, &w);
+        } else {
+            faiss::write_index(c.get(), &w);
+        }
+        uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
+        if (!b)
+            return set_err(err, FPX_E_INTERNAL, "out of memory exporting an index");
+        memcpy(b, w.data.data(), w.data.size());
+        *buf = b;
+        *len = w.data.size();
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
+                      int *had_idmap, fpx_err *err) {
+    *labels = nullptr;
+    *had_idmap = 0;
+    try {
+        faiss::VectorIOReader r;
+        r.data.assign(buf, buf + len);
+        std::unique_ptr<Index> raw(faiss::read_index(&r));
+        std::vector<idx_t> id_map;
+        if (auto m2 = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()))
+            id_map = m2->id_map;
+        else if (auto m = dynamic_cast<faiss::IndexIDMap *>(raw.get()))
+            id_map = m->id_map;
+        bool wrapped = dynamic_cast<faiss::IndexIDMap *>(raw.get()) != nullptr;
+        std::unique_ptr<Index> idx(unwrap_idmap(raw.release()));
+        idx_t ntotal = idx->ntotal;
+        if (wrapped && (idx_t)id_map.size() != ntotal)
+            return set_err(err, FPX_E_VALIDATION, "the IDMap's ids do not match its index");
+        std::vector<idx_t> lab((size_t)ntotal);
+        bool identity = true;
+        if (faiss::IndexIVF *ivf = core_ivf(idx.get())) {
+            /* IVF lists hold the ids: make them positions 0..n-1, keep the ids as labels. */
+            idx_t next = 0;
+            bool bad = false;
+            rewrite_ivf_ids(ivf, [&](idx_t id) {
+                if (next < ntotal) {
+                    idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
+                    bad |= l < 0;
+                    lab[(size_t)next] = l;
+                    identity &= l == next;
+                }
+                return next++;
+            });
+            if (bad || next != ntotal)
+                return set_err(err, FPX_E_VALIDATION,
+                               "the IVF index holds ids that are not labels");
+        } else {
+            for (idx_t p = 0; p < ntotal; p++) {
+                lab[(size_t)p] = wrapped ? id_map[(size_t)p] : p;
+                if (lab[(size_t)p] < 0)
+                    return set_err(err, FPX_E_VALIDATION, "the index holds negative ids");
+                identity &= lab[(size_t)p] == p;
+            }
+        }
+        if (!identity) {
+            int64_t *l = (int64_t *)malloc(sizeof(int64_t) * (size_t)(ntotal ? ntotal : 1));
+            if (!l)
+                return set_err(err, FPX_E_INTERNAL, "out of memory importing an index");
+            memcpy(l, lab.data(), sizeof(int64_t) * (size_t)ntotal);
+            *labels = l;
+        }
+        *had_idmap = wrapped ? 1 : 0;
+        *out = new fpx_engine{std::move(idx)};
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {

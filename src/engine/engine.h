@@ -83,6 +83,60 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
                       const fpx_search_params *params, const fpx_bitset *allowed, float *D,
                       int64_t *I, fpx_err *err);
 
+/*
+ * Range search: every allowed position within radius of each query (L2:
+ * distance < radius; IP: similarity > radius), as FAISS range_search returns
+ * them. *lims (n+1 entries), *D and *I (lims[n] entries; I holds positions)
+ * are malloc'd; the caller frees them. Types FAISS cannot range-search (HNSW,
+ * PQ fast-scan, ...) fail with FAISS's own message, as FPX_E_FAISS.
+ */
+int fpx_engine_range_search(fpx_engine *e, int64_t n, const float *x, float radius,
+                            const fpx_search_params *params, const fpx_bitset *allowed,
+                            int64_t **lims, float **D, int64_t **I, fpx_err *err);
+
+/* The vector at one position, as FAISS reconstruct does (so an IVF index
+ * without a direct map fails with FAISS's message). out holds dim floats. */
+int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, float *out, fpx_err *err);
+
+/* The vectors at n positions, as FAISS reconstruct_n does: IVF indexes are
+ * scanned without needing a direct map. out holds n*dim floats. */
+int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *pos, float *out,
+                                 fpx_err *err);
+
+/* 0 when FAISS can remove_ids from this index type; else -1 with FAISS's own
+ * error (HNSW: "remove_ids not implemented for this type of index"). */
+int fpx_engine_check_remove(fpx_engine *e, fpx_err *err);
+
+/* 1 when FAISS's remove_ids on this type renumbers the vectors after the
+ * removed ones (flat and other sequential-code indexes), 0 when labels stay. */
+int fpx_engine_remove_renumbers(const fpx_engine *e);
+
+/* Removes every vector, keeping the training (FAISS reset). */
+int fpx_engine_reset(fpx_engine *e, fpx_err *err);
+
+/* Sets index parameters with FAISS's ParameterSpace ("nprobe=16,efSearch=64"). */
+int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err);
+
+/*
+ * The index as a user of FAISS would hold it, in FAISS's serialization:
+ * only the live positions (FAISS remove_ids on a copy; an index type FAISS
+ * cannot remove from fails when some position is dead), with labels[pos] as
+ * the ids (NULL: the position is the label). An IVF index carries the labels
+ * in its lists; other types are wrapped in an IndexIDMap when idmap is set or
+ * the labels are not 0..n-1 in order. *buf is malloc'd.
+ */
+int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
+                      uint8_t **buf, size_t *len, fpx_err *err);
+
+/*
+ * Reads a FAISS-serialized index (as from write_index). IndexIDMap/IDMap2
+ * wrappers are dropped and their ids, or an IVF index's own ids, become
+ * *labels (malloc'd, one per position; NULL when every label equals its
+ * position). *had_idmap tells whether a wrapper was there.
+ */
+int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
+                      int *had_idmap, fpx_err *err);
+
 /* FAISS's own serialization (write_index to memory). *buf is malloc'd; caller frees. */
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
 /* Inverse of fpx_engine_serialize (read_index from memory). */

@@ -8,6 +8,7 @@
  * built. A search reply is built in place: FAISS writes distances and labels
  * straight into the outgoing body.
  */
+#include "request.h"
 #include "server.h"
 #include "store.h"
 #include "util.h"
@@ -17,24 +18,12 @@
 #include <string.h>
 
 #define FPX_DIM_MAX 65536
-#define FPX_K_MAX 100000
 #define FPX_INDEX_TYPE_MAX 255
-
-typedef struct fpx_req {
-    fpx_server *s;
-    fpx_msg msg;
-    const msgpack_object *h;   /* the header map */
-    const msgpack_object *rid; /* request_id, or NULL */
-    const char *tenant;
-    fpx_err err;
-} fpx_req;
-
-typedef int (*fpx_handler)(fpx_req *r, fpx_out *o);
 
 /* ---- reply helpers -------------------------------------------------------------- */
 
 /* Starts an "ok" reply header with room for `extra` more keys. */
-static msgpack_packer *reply_ok(fpx_req *r, fpx_out *o, size_t extra) {
+msgpack_packer *fpx_reply_ok(fpx_req *r, fpx_out *o, size_t extra) {
     msgpack_packer *pk = fpx_out_hdr(o);
     msgpack_pack_map(pk, 1 + (r->rid ? 1 : 0) + extra);
     fpx_pack_cstr(pk, "status");
@@ -46,7 +35,7 @@ static msgpack_packer *reply_ok(fpx_req *r, fpx_out *o, size_t extra) {
     return pk;
 }
 
-static void pack_bool(msgpack_packer *pk, int v) {
+void fpx_pack_bool(msgpack_packer *pk, int v) {
     if (v)
         msgpack_pack_true(pk);
     else
@@ -55,7 +44,7 @@ static void pack_bool(msgpack_packer *pk, int v) {
 
 /* ---- header field helpers -------------------------------------------------------- */
 
-static int get_int(fpx_req *r, const char *key, int required, int64_t *v) {
+int fpx_req_int(fpx_req *r, const char *key, int required, int64_t *v) {
     const msgpack_object *o = fpx_map_get(r->h, key);
     if (!o || o->type == MSGPACK_OBJECT_NIL) {
         if (required)
@@ -68,7 +57,7 @@ static int get_int(fpx_req *r, const char *key, int required, int64_t *v) {
 }
 
 /* An optional string field into a NUL-terminated buffer. 1 when absent. */
-static int get_str(fpx_req *r, const char *key, char *buf, size_t cap) {
+int fpx_req_str(fpx_req *r, const char *key, char *buf, size_t cap) {
     const msgpack_object *o = fpx_map_get(r->h, key);
     const char *s;
     size_t n;
@@ -84,7 +73,7 @@ static int get_str(fpx_req *r, const char *key, char *buf, size_t cap) {
     return 0;
 }
 
-static int get_name(fpx_req *r, int allow_name_synonym, char *name) {
+int fpx_req_name(fpx_req *r, int allow_name_synonym, char *name) {
     const msgpack_object *o = fpx_map_get(r->h, "index_id");
     if ((!o || o->type == MSGPACK_OBJECT_NIL) && allow_name_synonym)
         o = fpx_map_get(r->h, "name");
@@ -105,9 +94,9 @@ static int get_name(fpx_req *r, int allow_name_synonym, char *name) {
 
 /* Looks up the request's index (referenced). A foreign or missing index reads
  * the same: not_found. */
-static fpx_index *find_index(fpx_req *r) {
+fpx_index *fpx_req_index(fpx_req *r) {
     char name[FPX_NAME_MAX + 1];
-    if (get_name(r, 0, name))
+    if (fpx_req_name(r, 0, name))
         return NULL;
     fpx_index *ix = fpx_server_find(r->s, r->tenant, name, strlen(name));
     if (!ix)
@@ -116,7 +105,7 @@ static fpx_index *find_index(fpx_req *r) {
 }
 
 /* Locks ix (shared or exclusive) and checks it was not deleted meanwhile. */
-static int lock_index(fpx_req *r, fpx_index *ix, int exclusive) {
+int fpx_req_lock(fpx_req *r, fpx_index *ix, int exclusive) {
     if (exclusive)
         pthread_rwlock_wrlock(&ix->lock);
     else
@@ -134,8 +123,8 @@ static int lock_index(fpx_req *r, fpx_index *ix, int exclusive) {
  * clients, from dimension d with n = vector_size / (4 d). *copy receives a
  * malloc'd aligned copy only when the section is misaligned in the message.
  */
-static int get_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, const float **x,
-                       const int64_t **labels, void **copy) {
+int fpx_req_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, const float **x,
+                    const int64_t **labels, void **copy) {
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
     const msgpack_object *dtype = fpx_map_get(r->h, "dtype");
     size_t size = r->msg.body.data_size;
@@ -166,7 +155,7 @@ static int get_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out,
                                (uint64_t)n > SIZE_MAX / row ? "more" : "a different number of",
                                size);
     } else {
-        int rc = get_int(r, "dimension", 0, &d);
+        int rc = fpx_req_int(r, "dimension", 0, &d);
         if (rc < 0)
             return -1;
         if (rc == 1)
@@ -208,7 +197,7 @@ static int get_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out,
 }
 
 /* After a write: snapshot when the log has grown past the threshold. */
-static void maybe_snapshot(fpx_req *r, fpx_index *ix, int force) {
+void fpx_req_snapshot(fpx_req *r, fpx_index *ix, int force) {
     if (!force && ix->wal_bytes < r->s->cfg->snapshot_bytes)
         return;
     fpx_err err = {0};
@@ -220,7 +209,7 @@ static void maybe_snapshot(fpx_req *r, fpx_index *ix, int force) {
 /* ---- operations --------------------------------------------------------------------- */
 
 static int op_ping(fpx_req *r, fpx_out *o) {
-    reply_ok(r, o, 0);
+    fpx_reply_ok(r, o, 0);
     msgpack_packer *m = fpx_out_meta(o);
     msgpack_pack_map(m, 2);
     fpx_pack_cstr(m, "version");
@@ -247,7 +236,7 @@ static int op_list_indexes(fpx_req *r, fpx_out *o) {
         if (!strcmp(s->indexes[i]->tenant, r->tenant))
             mine[n++] = s->indexes[i];
     qsort(mine, n, sizeof *mine, cmp_index_name);
-    reply_ok(r, o, 0);
+    fpx_reply_ok(r, o, 0);
     msgpack_packer *m = fpx_out_meta(o);
     msgpack_pack_map(m, 1);
     fpx_pack_cstr(m, "indexes");
@@ -265,62 +254,64 @@ static int op_list_indexes(fpx_req *r, fpx_out *o) {
 static int op_create_index(fpx_req *r, fpx_out *o) {
     char name[FPX_NAME_MAX + 1], type[FPX_INDEX_TYPE_MAX + 1], metric[8];
     int64_t dim;
-    if (get_name(r, 1, name) || get_int(r, "dimension", 1, &dim))
+    if (fpx_req_name(r, 1, name) || fpx_req_int(r, "dimension", 1, &dim))
         return -1;
     if (dim < 1 || dim > FPX_DIM_MAX)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "dimension must be in 1..%d, got %lld",
                            FPX_DIM_MAX, (long long)dim);
-    int rc = get_str(r, "index_type", type, sizeof type);
+    int rc = fpx_req_str(r, "index_type", type, sizeof type);
     if (rc < 0)
         return -1;
     if (rc == 1)
         strcpy(type, "IndexFlatL2");
     if (!type[0])
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "index_type must not be empty");
-    int has_metric = get_str(r, "metric", metric, sizeof metric);
+    int has_metric = fpx_req_str(r, "metric", metric, sizeof metric);
     if (has_metric < 0)
         return -1;
 
-    fpx_server *s = r->s;
-    pthread_rwlock_wrlock(&s->reg_lock);
     fpx_index *ix = NULL;
-    for (size_t i = 0; i < s->nindexes; i++)
-        if (!strcmp(s->indexes[i]->name, name) && !strcmp(s->indexes[i]->tenant, r->tenant))
-            rc = fpx_err_set(&r->err, FPX_E_EXISTS, "index '%s' already exists", name);
-    if (rc >= 0 && r->err.type == FPX_OK)
-        rc = fpx_index_new(r->tenant, name, type, dim, has_metric == 0 ? metric : NULL, &ix,
-                           &r->err);
-    if (rc >= 0 && r->err.type == FPX_OK)
+    if (fpx_index_new(r->tenant, name, type, dim, has_metric == 0 ? metric : NULL, &ix, &r->err))
+        return -1;
+    return fpx_req_register(r, o, ix);
+}
+
+int fpx_req_register(fpx_req *r, fpx_out *o, fpx_index *ix) {
+    fpx_server *s = r->s;
+    int rc = 0;
+    pthread_rwlock_wrlock(&s->reg_lock);
+    for (size_t i = 0; i < s->nindexes && rc == 0; i++)
+        if (!strcmp(s->indexes[i]->name, ix->name) && !strcmp(s->indexes[i]->tenant, r->tenant))
+            rc = fpx_err_set(&r->err, FPX_E_EXISTS, "index '%s' already exists", ix->name);
+    if (rc == 0)
         rc = fpx_store_create(s->cfg->data_dir, ix, &r->err);
-    if (rc >= 0 && r->err.type == FPX_OK && fpx_server_insert(s, ix) != 0) {
+    if (rc == 0 && fpx_server_insert(s, ix) != 0) {
         char dir[FPX_PATH_MAX];
-        if (fpx_store_index_dir(s->cfg->data_dir, r->tenant, name, dir) == 0)
+        if (fpx_store_index_dir(s->cfg->data_dir, r->tenant, ix->name, dir) == 0)
             fpx_rmtree(dir);
         rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     }
-    if (r->err.type != FPX_OK) {
+    if (rc != 0) {
         pthread_rwlock_unlock(&s->reg_lock);
-        if (ix) {
-            fpx_store_close(ix);
-            fpx_index_free(ix);
-        }
+        fpx_store_close(ix);
+        fpx_index_free(ix);
         return -1;
     }
-    reply_ok(r, o, 0);
+    fpx_reply_ok(r, o, 0);
     fpx_index_pack_info(ix, fpx_out_meta(o));
     pthread_rwlock_unlock(&s->reg_lock);
-    fpx_log(FPX_LOG_INFO, "created index %s/%s (%s, d=%lld)", r->tenant, name, type,
-            (long long)dim);
+    fpx_log(FPX_LOG_INFO, "created index %s/%s (%s, d=%lld, %lld vectors)", r->tenant, ix->name,
+            ix->index_type, (long long)ix->dim, (long long)ix->nlive);
     return 0;
 }
 
 static int op_get_index_info(fpx_req *r, fpx_out *o) {
-    fpx_index *ix = find_index(r);
+    fpx_index *ix = fpx_req_index(r);
     if (!ix)
         return -1;
-    int rc = lock_index(r, ix, 0);
+    int rc = fpx_req_lock(r, ix, 0);
     if (rc == 0) {
-        reply_ok(r, o, 0);
+        fpx_reply_ok(r, o, 0);
         fpx_index_pack_info(ix, fpx_out_meta(o));
         pthread_rwlock_unlock(&ix->lock);
     }
@@ -329,12 +320,12 @@ static int op_get_index_info(fpx_req *r, fpx_out *o) {
 }
 
 static int op_delete_index(fpx_req *r, fpx_out *o) {
-    fpx_index *ix = find_index(r);
+    fpx_index *ix = fpx_req_index(r);
     if (!ix)
         return -1;
     fpx_server *s = r->s;
     pthread_rwlock_wrlock(&s->reg_lock);
-    int rc = lock_index(r, ix, 1);
+    int rc = fpx_req_lock(r, ix, 1);
     if (rc == 0) {
         rc = fpx_store_remove(s->cfg->data_dir, ix, &r->err);
         if (rc == 0) {
@@ -347,7 +338,7 @@ static int op_delete_index(fpx_req *r, fpx_out *o) {
     if (rc == 0) {
         fpx_log(FPX_LOG_INFO, "deleted index %s/%s", ix->tenant, ix->name);
         fpx_index_unref(ix); /* the registry's reference */
-        reply_ok(r, o, 0);
+        fpx_reply_ok(r, o, 0);
         msgpack_packer *m = fpx_out_meta(o);
         msgpack_pack_map(m, 1);
         fpx_pack_cstr(m, "deleted");
@@ -358,7 +349,7 @@ static int op_delete_index(fpx_req *r, fpx_out *o) {
 }
 
 /* Logs a write, applies it, takes the record back if applying failed. */
-static int logged_write(fpx_req *r, fpx_index *ix, const fpx_walrec *rec) {
+int fpx_req_write(fpx_req *r, fpx_index *ix, const fpx_walrec *rec) {
     uint64_t before = ix->wal_bytes;
     if (fpx_store_log(r->s->cfg->data_dir, ix, rec, &r->err))
         return -1;
@@ -370,7 +361,7 @@ static int logged_write(fpx_req *r, fpx_index *ix, const fpx_walrec *rec) {
 }
 
 static int op_add_vectors(fpx_req *r, fpx_out *o) {
-    fpx_index *ix = find_index(r);
+    fpx_index *ix = fpx_req_index(r);
     if (!ix)
         return -1;
     int with_ids = 0;
@@ -383,7 +374,7 @@ static int op_add_vectors(fpx_req *r, fpx_out *o) {
     const float *x;
     const int64_t *labels;
     void *copy = NULL;
-    int rc = get_vectors(r, ix->dim, with_ids, &n, &x, &labels, &copy);
+    int rc = fpx_req_vectors(r, ix->dim, with_ids, &n, &x, &labels, &copy);
     if (rc == 0)
         rc = fpx_index_check_items(r->msg.meta, n, &r->err);
     for (int64_t i = 0; rc == 0 && labels && i < n; i++)
@@ -391,7 +382,7 @@ static int op_add_vectors(fpx_req *r, fpx_out *o) {
             rc = fpx_err_set(&r->err, FPX_E_VALIDATION, "labels must be >= 0 (row %lld has %lld)",
                              (long long)i, (long long)labels[i]);
     if (rc == 0)
-        rc = lock_index(r, ix, 1);
+        rc = fpx_req_lock(r, ix, 1);
     if (rc == 0) {
         if (n > 0 && !fpx_engine_is_trained(ix->eng)) {
             rc = fpx_err_set(&r->err, FPX_E_NOT_TRAINED,
@@ -405,12 +396,12 @@ static int op_add_vectors(fpx_req *r, fpx_out *o) {
                               r->msg.body.data_size,
                               r->msg.body.meta,
                               r->msg.body.meta_size};
-            rc = logged_write(r, ix, &rec);
+            rc = fpx_req_write(r, ix, &rec);
             if (rc == 0)
-                maybe_snapshot(r, ix, 0);
+                fpx_req_snapshot(r, ix, 0);
         }
         if (rc == 0) {
-            reply_ok(r, o, 0);
+            fpx_reply_ok(r, o, 0);
             msgpack_packer *m = fpx_out_meta(o);
             msgpack_pack_map(m, 2);
             fpx_pack_cstr(m, "count");
@@ -426,29 +417,29 @@ static int op_add_vectors(fpx_req *r, fpx_out *o) {
 }
 
 static int op_train(fpx_req *r, fpx_out *o) {
-    fpx_index *ix = find_index(r);
+    fpx_index *ix = fpx_req_index(r);
     if (!ix)
         return -1;
     int64_t n = 0;
     const float *x;
     void *copy = NULL;
-    int rc = get_vectors(r, ix->dim, 0, &n, &x, NULL, &copy);
+    int rc = fpx_req_vectors(r, ix->dim, 0, &n, &x, NULL, &copy);
     if (rc == 0 && n == 0)
         rc = fpx_err_set(&r->err, FPX_E_VALIDATION, "train needs at least one vector");
     if (rc == 0)
-        rc = lock_index(r, ix, 1);
+        rc = fpx_req_lock(r, ix, 1);
     if (rc == 0) {
         fpx_walrec rec = {FPX_WAL_TRAIN, 0, n, (const uint8_t *)x, (size_t)n * (size_t)ix->dim * 4,
                           NULL,          0};
-        rc = logged_write(r, ix, &rec);
+        rc = fpx_req_write(r, ix, &rec);
         if (rc == 0) {
             /* Snapshot now, so recovery never has to train again. */
-            maybe_snapshot(r, ix, 1);
-            reply_ok(r, o, 0);
+            fpx_req_snapshot(r, ix, 1);
+            fpx_reply_ok(r, o, 0);
             msgpack_packer *m = fpx_out_meta(o);
             msgpack_pack_map(m, 2);
             fpx_pack_cstr(m, "is_trained");
-            pack_bool(m, fpx_engine_is_trained(ix->eng));
+            fpx_pack_bool(m, fpx_engine_is_trained(ix->eng));
             fpx_pack_cstr(m, "ntotal");
             msgpack_pack_int64(m, ix->nlive);
         }
@@ -478,7 +469,7 @@ static int op_delete_vector(fpx_req *r, fpx_out *o) {
             t != MSGPACK_OBJECT_NEGATIVE_INTEGER)
             return fpx_err_set(&r->err, FPX_E_VALIDATION, "vector ids must be strings or integers");
     }
-    fpx_index *ix = find_index(r);
+    fpx_index *ix = fpx_req_index(r);
     if (!ix)
         return -1;
     msgpack_sbuffer sb;
@@ -489,14 +480,14 @@ static int op_delete_vector(fpx_req *r, fpx_out *o) {
                  ? 0
                  : fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     if (rc == 0)
-        rc = lock_index(r, ix, 1);
+        rc = fpx_req_lock(r, ix, 1);
     if (rc == 0) {
         int64_t before = ix->nlive;
         fpx_walrec rec = {FPX_WAL_DELETE, 0, cnt, NULL, 0, (const uint8_t *)sb.data, sb.size};
-        rc = logged_write(r, ix, &rec);
+        rc = fpx_req_write(r, ix, &rec);
         if (rc == 0) {
-            maybe_snapshot(r, ix, 0);
-            reply_ok(r, o, 0);
+            fpx_req_snapshot(r, ix, 0);
+            fpx_reply_ok(r, o, 0);
             msgpack_packer *m = fpx_out_meta(o);
             msgpack_pack_map(m, 2);
             fpx_pack_cstr(m, "deleted");
@@ -511,7 +502,7 @@ static int op_delete_vector(fpx_req *r, fpx_out *o) {
     return rc;
 }
 
-static int get_search_params(fpx_req *r, fpx_search_params *p) {
+int fpx_req_search_params(fpx_req *r, fpx_search_params *p) {
     memset(p, 0, sizeof *p);
     const msgpack_object *m = fpx_map_get(r->h, "params");
     if (!m || m->type == MSGPACK_OBJECT_NIL)
@@ -541,7 +532,7 @@ static int op_search(fpx_req *r, fpx_out *o) {
     int64_t k;
     fpx_search_params params;
     int include_meta = 0;
-    if (get_int(r, "k", 1, &k))
+    if (fpx_req_int(r, "k", 1, &k))
         return -1;
     if (k < 1)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "k must be >= 1, got %lld", (long long)k);
@@ -551,29 +542,29 @@ static int op_search(fpx_req *r, fpx_out *o) {
     const msgpack_object *im = fpx_map_get(r->h, "include_metadata");
     if (im && im->type != MSGPACK_OBJECT_NIL && fpx_obj_bool(im, &include_meta))
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "include_metadata must be a boolean");
-    if (get_search_params(r, &params) || fpx_index_check_filter(r->msg.meta, &r->err))
+    if (fpx_req_search_params(r, &params) || fpx_index_check_filter(r->msg.meta, &r->err))
         return -1;
-    fpx_index *ix = find_index(r);
+    fpx_index *ix = fpx_req_index(r);
     if (!ix)
         return -1;
     int64_t nq = 0;
     const float *x;
     void *copy = NULL;
     int64_t *Itmp = NULL;
-    int rc = get_vectors(r, ix->dim, 0, &nq, &x, NULL, &copy);
+    int rc = fpx_req_vectors(r, ix->dim, 0, &nq, &x, NULL, &copy);
     if (rc == 0 && (uint64_t)nq * (uint64_t)k > r->s->cfg->max_message_size / 12)
         rc = fpx_err_set(&r->err, FPX_E_LIMIT,
                          "the reply (%lld queries x k=%lld) would exceed the message size limit",
                          (long long)nq, (long long)k);
     if (rc == 0)
-        rc = lock_index(r, ix, 0);
+        rc = fpx_req_lock(r, ix, 0);
     if (rc != 0) {
         free(copy);
         fpx_index_unref(ix);
         return -1;
     }
     size_t nres = (size_t)nq * (size_t)k;
-    msgpack_packer *h = reply_ok(r, o, 1);
+    msgpack_packer *h = fpx_reply_ok(r, o, 1);
     fpx_pack_cstr(h, "shape");
     msgpack_pack_array(h, 2);
     msgpack_pack_int64(h, nq);
@@ -618,8 +609,8 @@ static int op_search(fpx_req *r, fpx_out *o) {
 /* ---- replay ------------------------------------------------------------------------- */
 
 /* Decodes an optional msgpack object stored in a log record. */
-static int unpack_meta(const uint8_t *p, size_t len, msgpack_unpacked *u,
-                       const msgpack_object **obj, fpx_err *err) {
+int fpx_unpack_stored(const uint8_t *p, size_t len, msgpack_unpacked *u, const msgpack_object **obj,
+                      fpx_err *err) {
     *obj = NULL;
     msgpack_unpacked_init(u);
     if (len == 0)
@@ -643,7 +634,7 @@ int fpx_server_replay(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
     }
     msgpack_unpacked u;
     const msgpack_object *meta;
-    if (unpack_meta(rec->meta, rec->meta_len, &u, &meta, err))
+    if (fpx_unpack_stored(rec->meta, rec->meta_len, &u, &meta, err))
         return -1;
     int rc;
     int64_t count;
@@ -663,6 +654,15 @@ int fpx_server_replay(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
     case FPX_WAL_DELETE:
         rc = meta ? fpx_index_delete(ix, meta, &count, err)
                   : fpx_err_set(err, FPX_E_INTERNAL, "delete record without ids");
+        break;
+    case FPX_WAL_REMOVE:
+        rc = fpx_replay_remove(ix, meta, err);
+        break;
+    case FPX_WAL_RESET:
+        rc = fpx_index_reset(ix, err);
+        break;
+    case FPX_WAL_PARAM:
+        rc = fpx_replay_param(ix, meta, err);
         break;
     default:
         rc = fpx_err_set(err, FPX_E_INTERNAL, "unknown log record type %d", (int)rec->op);
@@ -686,6 +686,14 @@ static const struct {
     {"list_indexes", op_list_indexes},
     {"train", op_train},
     {"ping", op_ping},
+    {"range_search", fpx_op_range_search},
+    {"reconstruct", fpx_op_reconstruct},
+    {"reconstruct_n", fpx_op_reconstruct_n},
+    {"remove_ids", fpx_op_remove_ids},
+    {"reset", fpx_op_reset},
+    {"set_params", fpx_op_set_params},
+    {"export_index", fpx_op_export_index},
+    {"import_index", fpx_op_import_index},
 };
 
 /* Prebuilt reply for when even an error reply cannot be allocated. */

@@ -140,6 +140,28 @@ int fpx_index_resolve_type(const char *index_type, const char *metric, const cha
     return 0;
 }
 
+/* A new index around eng (taken, also on failure), with empty tables. */
+static fpx_index *index_alloc(const char *tenant, const char *name, const char *type, size_t tlen,
+                              fpx_engine *eng) {
+    fpx_index *ix = calloc(1, sizeof *ix);
+    if (!ix || !(ix->index_type = strndup(type, tlen))) {
+        free(ix);
+        fpx_engine_free(eng);
+        return NULL;
+    }
+    snprintf(ix->tenant, sizeof ix->tenant, "%s", tenant);
+    snprintf(ix->name, sizeof ix->name, "%s", name);
+    ix->metric = fpx_engine_metric(eng);
+    ix->dim = fpx_engine_dim(eng);
+    ix->eng = eng;
+    ix->wal_fd = -1;
+    pthread_rwlock_init(&ix->lock, NULL);
+    atomic_init(&ix->refs, 1);
+    fpx_slotmap_init(&ix->keymap);
+    fpx_slotmap_init(&ix->labelmap);
+    return ix;
+}
+
 int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
                   const char *metric, fpx_index **out, fpx_err *err) {
     const char *factory;
@@ -149,22 +171,9 @@ int fpx_index_new(const char *tenant, const char *name, const char *index_type, 
     fpx_engine *eng;
     if (fpx_engine_create(factory, dim, m, &eng, err))
         return -1;
-    fpx_index *ix = calloc(1, sizeof *ix);
-    if (!ix || !(ix->index_type = strdup(index_type))) {
-        free(ix);
-        fpx_engine_free(eng);
+    fpx_index *ix = index_alloc(tenant, name, index_type, strlen(index_type), eng);
+    if (!ix)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-    }
-    snprintf(ix->tenant, sizeof ix->tenant, "%s", tenant);
-    snprintf(ix->name, sizeof ix->name, "%s", name);
-    ix->metric = m;
-    ix->dim = dim;
-    ix->eng = eng;
-    ix->wal_fd = -1;
-    pthread_rwlock_init(&ix->lock, NULL);
-    atomic_init(&ix->refs, 1);
-    fpx_slotmap_init(&ix->keymap);
-    fpx_slotmap_init(&ix->labelmap);
     *out = ix;
     return 0;
 }
@@ -252,6 +261,36 @@ static int build_label_table(fpx_index *ix, int64_t extra) {
     for (int64_t s = 0; s < ix->nslots; s++)
         if (bit_get(ix->alive, s))
             fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(s), s);
+    return 0;
+}
+
+int fpx_index_import(const char *tenant, const char *name, const char *index_type, fpx_engine *eng,
+                     const int64_t *labels, fpx_index **out, fpx_err *err) {
+    fpx_index *ix = index_alloc(tenant, name, index_type, strlen(index_type), eng);
+    if (!ix)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    int64_t n = fpx_engine_ntotal(eng);
+    if (ensure_cap(ix, n, 0, 0) || (labels && build_label_table(ix, n))) {
+        fpx_index_free(ix);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory importing an index");
+    }
+    for (int64_t s = 0; s < n; s++) {
+        int64_t label = labels ? labels[s] : s;
+        if (labels) {
+            /* a label names one vector: a repeated one keeps the last */
+            int64_t old = find_label(ix, label);
+            if (old >= 0)
+                tombstone(ix, old);
+            ix->labels[s] = label;
+            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(label), s);
+        }
+        bit_set(ix->alive, s);
+        ix->nlive++;
+        ix->nslots = s + 1;
+        if (label >= ix->next_label)
+            ix->next_label = label + 1;
+    }
+    *out = ix;
     return 0;
 }
 
@@ -476,6 +515,134 @@ int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted,
     return 0;
 }
 
+int64_t fpx_index_slot_of(const fpx_index *ix, int64_t label) {
+    return find_label(ix, label);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* How many of the sorted v[0..n) are below x. */
+static int64_t count_below(const int64_t *v, int64_t n, int64_t x) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo, int64_t hi,
+                     int64_t *removed, fpx_err *err) {
+    *removed = 0;
+    if (fpx_engine_check_remove(ix->eng, err))
+        return -1;
+    int renumber = fpx_engine_remove_renumbers(ix->eng) && strncmp(ix->index_type, "IDMap", 5);
+
+    /* Phase 1: the slots to remove, and (renumbering) the new label table. */
+    int64_t cnt = 0;
+    int64_t *slots = malloc(sizeof(int64_t) * (size_t)(ix->nlive ? ix->nlive : 1));
+    if (!slots)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    if (labels) {
+        for (int64_t i = 0; i < n; i++) {
+            int64_t s = find_label(ix, labels[i]);
+            int seen = 0;
+            for (int64_t j = 0; s >= 0 && j < cnt && !seen; j++)
+                seen = slots[j] == s;
+            if (s >= 0 && !seen)
+                slots[cnt++] = s;
+        }
+    } else {
+        for (int64_t s = 0; s < ix->nslots; s++) {
+            int64_t l = fpx_index_label_of(ix, s);
+            if (bit_get(ix->alive, s) && l >= lo && l < hi)
+                slots[cnt++] = s;
+        }
+    }
+    int64_t *gone = NULL, *newlabels = NULL;
+    fpx_slotmap newmap;
+    fpx_slotmap_init(&newmap);
+    if (renumber && cnt > 0) {
+        gone = malloc(sizeof(int64_t) * (size_t)cnt);
+        newlabels = malloc(sizeof(int64_t) * (size_t)(ix->cap ? ix->cap : 1));
+        if (!gone || !newlabels || fpx_slotmap_reserve(&newmap, (size_t)(ix->nlive - cnt))) {
+            free(slots);
+            free(gone);
+            free(newlabels);
+            fpx_slotmap_free(&newmap);
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+        }
+        for (int64_t j = 0; j < cnt; j++)
+            gone[j] = fpx_index_label_of(ix, slots[j]);
+        qsort(gone, (size_t)cnt, sizeof *gone, cmp_i64);
+    }
+
+    /* Phase 2: commit. */
+    for (int64_t j = 0; j < cnt; j++)
+        tombstone(ix, slots[j]);
+    if (renumber && cnt > 0) {
+        /* FAISS compacts these types: every later vector moves down. */
+        int64_t top = -1;
+        for (int64_t s = 0; s < ix->cap; s++)
+            newlabels[s] = -1;
+        for (int64_t s = 0; s < ix->nslots; s++) {
+            if (!bit_get(ix->alive, s))
+                continue;
+            int64_t l = fpx_index_label_of(ix, s);
+            newlabels[s] = l - count_below(gone, cnt, l);
+            if (newlabels[s] > top)
+                top = newlabels[s];
+        }
+        free(ix->labels);
+        fpx_slotmap_free(&ix->labelmap);
+        ix->labels = newlabels;
+        ix->labelmap = newmap;
+        for (int64_t s = 0; s < ix->nslots; s++)
+            if (bit_get(ix->alive, s))
+                fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(newlabels[s]), s);
+        ix->next_label = top + 1;
+    }
+    free(gone);
+    free(slots);
+    *removed = cnt;
+    return 0;
+}
+
+int fpx_index_reset(fpx_index *ix, fpx_err *err) {
+    if (fpx_engine_reset(ix->eng, err))
+        return -1;
+    for (int64_t s = 0; s < ix->nslots; s++) {
+        if (ix->keys) {
+            free(ix->keys[s]);
+            ix->keys[s] = NULL;
+        }
+        if (ix->meta) {
+            free(ix->meta[s]);
+            ix->meta[s] = NULL;
+        }
+    }
+    memset(ix->alive, 0, words_for(ix->cap) * sizeof(uint64_t));
+    free(ix->labels);
+    ix->labels = NULL;
+    fpx_slotmap_free(&ix->keymap);
+    fpx_slotmap_free(&ix->labelmap);
+    fpx_slotmap_init(&ix->keymap);
+    fpx_slotmap_init(&ix->labelmap);
+    ix->nslots = ix->nlive = ix->nkeys = ix->next_label = 0;
+    return 0;
+}
+
+fpx_bitset fpx_index_live(const fpx_index *ix) {
+    fpx_bitset b = {ix->alive, ix->nslots, ix->nlive};
+    return b;
+}
+
 /* ---- search ---------------------------------------------------------------------- */
 
 typedef struct filter_field {
@@ -600,24 +767,34 @@ static int build_filter_set(const fpx_index *ix, const msgpack_object *filter, u
     return 0;
 }
 
+/* The allowed set of a search: the filter's matches, or the live slots when
+ * some are dead, or NULL (everything). *owned is what to free after. */
+static int allowed_set(const fpx_index *ix, const msgpack_object *filter, fpx_bitset *set,
+                       const fpx_bitset **allowed, uint64_t **owned, fpx_err *err) {
+    *owned = NULL;
+    *allowed = NULL;
+    memset(set, 0, sizeof *set);
+    if (filter && filter->type == MSGPACK_OBJECT_MAP && filter->via.map.size > 0) {
+        if (build_filter_set(ix, filter, owned, &set->count))
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory building the filter");
+        set->words = *owned;
+        set->nbits = ix->nslots;
+        *allowed = set;
+    } else if (ix->nlive < ix->nslots) {
+        *set = fpx_index_live(ix);
+        *allowed = set;
+    }
+    return 0;
+}
+
 int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
                      const fpx_search_params *params, const msgpack_object *filter, float *D,
                      int64_t *I, fpx_err *err) {
-    uint64_t *owned = NULL;
-    fpx_bitset set = {0};
-    const fpx_bitset *allowed = NULL;
-    if (filter && filter->type == MSGPACK_OBJECT_MAP && filter->via.map.size > 0) {
-        if (build_filter_set(ix, filter, &owned, &set.count))
-            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory building the filter");
-        set.words = owned;
-        set.nbits = ix->nslots;
-        allowed = &set;
-    } else if (ix->nlive < ix->nslots) {
-        set.words = ix->alive;
-        set.nbits = ix->nslots;
-        set.count = ix->nlive;
-        allowed = &set;
-    }
+    uint64_t *owned;
+    fpx_bitset set;
+    const fpx_bitset *allowed;
+    if (allowed_set(ix, filter, &set, &allowed, &owned, err))
+        return -1;
     int rc = 0;
     if (ix->nslots == 0 || (allowed && allowed->count == 0)) {
         /* Nothing can match: answer as FAISS does for an empty index. */
@@ -629,6 +806,19 @@ int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
     } else {
         rc = fpx_engine_search(ix->eng, nq, x, k, params, allowed, D, I, err);
     }
+    free(owned);
+    return rc;
+}
+
+int fpx_index_range_search(fpx_index *ix, int64_t nq, const float *x, float radius,
+                           const fpx_search_params *params, const msgpack_object *filter,
+                           int64_t **lims, float **D, int64_t **I, fpx_err *err) {
+    uint64_t *owned;
+    fpx_bitset set;
+    const fpx_bitset *allowed;
+    if (allowed_set(ix, filter, &set, &allowed, &owned, err))
+        return -1;
+    int rc = fpx_engine_range_search(ix->eng, nq, x, radius, params, allowed, lims, D, I, err);
     free(owned);
     return rc;
 }
@@ -820,20 +1010,14 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
         fpx_err_set(err, FPX_E_INTERNAL, "snapshot tables do not match its FAISS index");
         goto fail;
     }
-    ix = calloc(1, sizeof *ix);
-    if (!ix || !(ix->index_type = strndup(tstr, tlen)))
-        goto oom;
-    snprintf(ix->tenant, sizeof ix->tenant, "%s", tenant);
-    snprintf(ix->name, sizeof ix->name, "%s", name);
-    ix->metric = (fpx_metric)metric;
-    ix->dim = dim;
-    ix->eng = eng;
+    if (fpx_engine_metric(eng) != (fpx_metric)metric) {
+        fpx_err_set(err, FPX_E_INTERNAL, "snapshot metric does not match its FAISS index");
+        goto fail;
+    }
+    ix = index_alloc(tenant, name, tstr, tlen, eng);
     eng = NULL;
-    ix->wal_fd = -1;
-    pthread_rwlock_init(&ix->lock, NULL);
-    atomic_init(&ix->refs, 1);
-    fpx_slotmap_init(&ix->keymap);
-    fpx_slotmap_init(&ix->labelmap);
+    if (!ix)
+        goto oom;
     if (ensure_cap(ix, nslots, 0, 0))
         goto oom;
     ix->nslots = nslots;
@@ -885,12 +1069,7 @@ oom:
     fpx_err_set(err, FPX_E_INTERNAL, "out of memory loading a snapshot");
 fail:
     fpx_engine_free(eng);
-    if (ix && !ix->eng) {
-        free(ix->index_type);
-        free(ix);
-    } else {
-        fpx_index_free(ix);
-    }
+    fpx_index_free(ix);
     fpx_msg_destroy(&msg);
     return -1;
 }

@@ -99,6 +99,30 @@ int fpx_index_train(fpx_index *ix, int64_t n, const float *x, fpx_err *err);
  * Each is looked up as a key first, then (when an integer) as a label. */
 int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted, fpx_err *err);
 
+/* The live slot holding a label, or -1. */
+int64_t fpx_index_slot_of(const fpx_index *ix, int64_t label);
+
+/*
+ * FAISS remove_ids: removes the vectors whose label is one of labels[0..n),
+ * or, with labels NULL, in [lo, hi). Fails as FAISS does on types it cannot
+ * remove from (HNSW). On types whose FAISS remove_ids compacts (flat codes,
+ * unless created with an IDMap wrapper) the labels above each removed one
+ * move down, as in FAISS, and the next label is the new count.
+ */
+int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo, int64_t hi,
+                     int64_t *removed, fpx_err *err);
+
+/* FAISS reset: no vectors left (training kept), labels from 0 again. */
+int fpx_index_reset(fpx_index *ix, fpx_err *err);
+
+/* The live slots as an engine bitset (borrowed from ix). */
+fpx_bitset fpx_index_live(const fpx_index *ix);
+
+/* An index around an imported engine (taken, also on failure); labels
+ * (NULL: label = position) as fpx_engine_import returns them. */
+int fpx_index_import(const char *tenant, const char *name, const char *index_type, fpx_engine *eng,
+                     const int64_t *labels, fpx_index **out, fpx_err *err);
+
 /* Checks a search filter (NULL = none): a map from string field names to values. */
 int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err);
 
@@ -106,6 +130,11 @@ int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err);
 int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
                      const fpx_search_params *params, const msgpack_object *filter, float *D,
                      int64_t *I, fpx_err *err);
+
+/* Range search; *lims (nq+1), *D and *I (slots) are malloc'd. */
+int fpx_index_range_search(fpx_index *ix, int64_t nq, const float *x, float radius,
+                           const fpx_search_params *params, const msgpack_object *filter,
+                           int64_t **lims, float **D, int64_t **I, fpx_err *err);
 
 int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot);
 /* Packs a search hit's {"id": key or label, "metadata": map or nil}, or nil. */

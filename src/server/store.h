@@ -19,9 +19,12 @@
 #include "index.h"
 
 typedef enum fpx_walop {
-    FPX_WAL_ADD = 1,   /* data: n*d float32 [+ n int64 labels]; meta: items or none */
-    FPX_WAL_TRAIN = 2, /* data: n*d float32 */
-    FPX_WAL_DELETE = 3 /* meta: the ids (one, or an array) */
+    FPX_WAL_ADD = 1,    /* data: n*d float32 [+ n int64 labels]; meta: items or none */
+    FPX_WAL_TRAIN = 2,  /* data: n*d float32 */
+    FPX_WAL_DELETE = 3, /* meta: the ids (one, or an array) */
+    FPX_WAL_REMOVE = 4, /* meta: {"ids": [labels]} or {"range": [lo, hi]} (FAISS remove_ids) */
+    FPX_WAL_RESET = 5,  /* nothing */
+    FPX_WAL_PARAM = 6   /* meta: {"name": str, "value": number} */
 } fpx_walop;
 
 #define FPX_WAL_LABELS 1u /* flag of FPX_WAL_ADD: labels follow the vectors */

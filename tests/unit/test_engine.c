@@ -289,6 +289,84 @@ out:
     free(xq);
 }
 
+/* range search, reconstruct, remove checks, reset, params, export/import. */
+static void test_faiss_api(void) {
+    const int64_t n = 200, d = 8;
+    float *xb = random_vectors(n, d);
+    fpx_err err = {0};
+    fpx_engine *e = make("Flat", d, FPX_METRIC_L2);
+    CHECK(fpx_engine_add(e, n, xb, &err) == 0);
+
+    /* range search around xb[3] with a radius that takes only itself */
+    int64_t *lims, *I;
+    float *D;
+    CHECK(fpx_engine_range_search(e, 1, xb + 3 * d, 1e-6f, NULL, NULL, &lims, &D, &I, &err) == 0);
+    CHECK(lims[0] == 0 && lims[1] == 1 && I[0] == 3 && D[0] < 1e-6f);
+    free(lims);
+    free(D);
+    free(I);
+    /* a wide radius with an allowed set: only allowed positions */
+    uint64_t words[4] = {0x5555555555555555ull, 0x5555555555555555ull, 0x5555555555555555ull,
+                         0x5555555555555555ull};
+    fpx_bitset even = {words, n, n / 2};
+    CHECK(fpx_engine_range_search(e, 1, xb, 1e9f, NULL, &even, &lims, &D, &I, &err) == 0);
+    int all_even = lims[1] == n / 2;
+    for (int64_t j = 0; j < lims[1]; j++)
+        all_even &= I[j] % 2 == 0;
+    CHECK(all_even);
+    free(lims);
+    free(D);
+    free(I);
+
+    /* reconstruct: exact on Flat */
+    float v[8], batch[3 * 8];
+    int64_t pos[3] = {5, 0, 199};
+    CHECK(fpx_engine_reconstruct(e, 17, v, &err) == 0 && !memcmp(v, xb + 17 * d, sizeof v));
+    CHECK(fpx_engine_reconstruct_batch(e, 3, pos, batch, &err) == 0);
+    CHECK(!memcmp(batch, xb + 5 * d, sizeof v) && !memcmp(batch + 2 * d, xb + 199 * d, sizeof v));
+    CHECK(fpx_engine_check_remove(e, &err) == 0 && fpx_engine_remove_renumbers(e) == 1);
+    CHECK(fpx_engine_ntotal(e) == n);
+
+    /* export with every other position dead, import back: 100 vectors,
+     * labels 1, 3, 5, ... (an IDMap wrapper) */
+    uint8_t *buf;
+    size_t len;
+    fpx_bitset odd_live = {words, n, n / 2};
+    for (int i = 0; i < 4; i++)
+        words[i] = 0xaaaaaaaaaaaaaaaaull;
+    CHECK(fpx_engine_export(e, &odd_live, NULL, 0, &buf, &len, &err) == 0);
+    fpx_engine *back = NULL;
+    int64_t *labels = NULL;
+    int idmap = 0;
+    CHECK(fpx_engine_import(buf, len, &back, &labels, &idmap, &err) == 0);
+    CHECK(back && fpx_engine_ntotal(back) == n / 2 && idmap == 1 && labels);
+    if (labels)
+        CHECK(labels[0] == 1 && labels[n / 2 - 1] == n - 1);
+    free(labels);
+    fpx_engine_free(back);
+    free(buf);
+
+    CHECK(fpx_engine_reset(e, &err) == 0 && fpx_engine_ntotal(e) == 0);
+    fpx_engine_free(e);
+
+    /* HNSW: no remove, FAISS's message; IVF: nprobe through ParameterSpace */
+    e = make("HNSW8", d, FPX_METRIC_L2);
+    CHECK(fpx_engine_check_remove(e, &err) == -1 && err.type == FPX_E_FAISS);
+    CHECK(strstr(err.msg, "not implemented") != NULL);
+    CHECK(fpx_engine_set_params(e, "efSearch=20", &err) == 0);
+    CHECK(fpx_engine_set_params(e, "nprobe=2", &err) == -1 && err.type == FPX_E_VALIDATION);
+    fpx_engine_free(e);
+    e = make("IVF4,Flat", d, FPX_METRIC_L2);
+    CHECK(fpx_engine_train(e, n, xb, &err) == 0 && fpx_engine_add(e, n, xb, &err) == 0);
+    CHECK(fpx_engine_remove_renumbers(e) == 0);
+    CHECK(fpx_engine_set_params(e, "nprobe=4", &err) == 0);
+    CHECK(fpx_engine_reconstruct(e, 3, v, &err) == -1); /* no direct map, as FAISS */
+    CHECK(fpx_engine_reconstruct_batch(e, 3, pos, batch, &err) == 0);
+    CHECK(!memcmp(batch + d, xb, sizeof v));
+    fpx_engine_free(e);
+    free(xb);
+}
+
 int main(void) {
     test_descriptions();
     test_flat_exact(FPX_METRIC_L2);
@@ -301,6 +379,7 @@ int main(void) {
             test_allowed(types[i], FPX_METRIC_IP);
     }
     test_training_and_params();
+    test_faiss_api();
     test_serialize("Flat");
     test_serialize("HNSW8");
     test_serialize("IVF4,Flat");
