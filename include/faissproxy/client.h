@@ -130,6 +130,41 @@ FPX_API int fpx_client_delete_keys(fpx_client *c, const char *index_id, size_t n
 FPX_API int fpx_client_delete_labels(fpx_client *c, const char *index_id, size_t n,
                                      const int64_t *labels, int64_t *deleted);
 
+/* ---- FAISS's index API beyond the seed (docs/protocol.md) ------------------ */
+
+/* Range search of nq queries: results of query i are lims[i]..lims[i+1].
+ * *lims (nq+1), *labels and *distances are malloc'd; free them with free(). */
+FPX_API int fpx_client_range_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                                    const float *x, float radius, const fpx_search_opts *opts,
+                                    int64_t **lims, int64_t **labels, float **distances);
+
+/* The vector of one label (d floats), or of labels i0..i0+n-1 (n*d floats). */
+FPX_API int fpx_client_reconstruct(fpx_client *c, const char *index_id, int64_t label, int64_t d,
+                                   float *out);
+FPX_API int fpx_client_reconstruct_n(fpx_client *c, const char *index_id, int64_t i0, int64_t n,
+                                     int64_t d, float *out);
+
+/* FAISS remove_ids by a list of labels, or by the label range [lo, hi).
+ * *removed (may be NULL) receives the count. */
+FPX_API int fpx_client_remove_ids(fpx_client *c, const char *index_id, size_t n,
+                                  const int64_t *labels, int64_t *removed);
+FPX_API int fpx_client_remove_range(fpx_client *c, const char *index_id, int64_t lo, int64_t hi,
+                                    int64_t *removed);
+
+/* FAISS reset: removes every vector, keeps the training. */
+FPX_API int fpx_client_reset(fpx_client *c, const char *index_id);
+
+/* FAISS ParameterSpace::set_index_parameter, durable on the server. */
+FPX_API int fpx_client_set_param(fpx_client *c, const char *index_id, const char *name,
+                                 double value);
+
+/* The index in FAISS's write_index format; *bytes is malloc'd (free()). */
+FPX_API int fpx_client_export(fpx_client *c, const char *index_id, uint8_t **bytes, size_t *len);
+/* Creates index_id from FAISS write_index bytes; index_type (may be NULL) is
+ * the text reported for it. info may be NULL. */
+FPX_API int fpx_client_import(fpx_client *c, const char *index_id, const char *index_type,
+                              const void *bytes, size_t len, fpx_index_info *info);
+
 /*
  * Sends one raw request body and returns the raw reply body (malloc'd; free
  * with free()). For operations and fields this header has no typed call for.

@@ -465,6 +465,27 @@ int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d, co
     return 0;
 }
 
+/* Packs the per-search parameters of opts as a "params" entry (if any). */
+static size_t count_params(const fpx_search_opts *opts) {
+    return opts ? (size_t)(opts->nprobe > 0) + (size_t)(opts->ef_search > 0) : 0;
+}
+
+static void pack_params(msgpack_packer *pk, const fpx_search_opts *opts) {
+    size_t n = count_params(opts);
+    if (!n)
+        return;
+    fpx_pack_cstr(pk, "params");
+    msgpack_pack_map(pk, n);
+    if (opts->nprobe > 0) {
+        fpx_pack_cstr(pk, "nprobe");
+        msgpack_pack_int64(pk, opts->nprobe);
+    }
+    if (opts->ef_search > 0) {
+        fpx_pack_cstr(pk, "efSearch");
+        msgpack_pack_int64(pk, opts->ef_search);
+    }
+}
+
 static int hit_key(const msgpack_object *id, char **out) {
     *out = NULL;
     if (!id)
@@ -525,25 +546,14 @@ int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_
         return -1;
     if (k < 1)
         return fail(c, "validation_error", "k must be >= 1");
-    int nparams = opts ? (opts->nprobe > 0) + (opts->ef_search > 0) : 0;
+    size_t nparams = count_params(opts);
     fpx_out o;
     reply r;
     msgpack_packer *pk = begin(c, &o, "search", index_id, 2 + (nparams > 0) + (hits != NULL));
     fpx_pack_cstr(pk, "k");
     msgpack_pack_int64(pk, k);
     pack_shape(pk, nq, d);
-    if (nparams) {
-        fpx_pack_cstr(pk, "params");
-        msgpack_pack_map(pk, (size_t)nparams);
-        if (opts->nprobe > 0) {
-            fpx_pack_cstr(pk, "nprobe");
-            msgpack_pack_int64(pk, opts->nprobe);
-        }
-        if (opts->ef_search > 0) {
-            fpx_pack_cstr(pk, "efSearch");
-            msgpack_pack_int64(pk, opts->ef_search);
-        }
-    }
+    pack_params(pk, opts);
     if (hits) {
         fpx_pack_cstr(pk, "include_metadata");
         msgpack_pack_true(pk);
@@ -622,6 +632,215 @@ int fpx_client_delete_keys(fpx_client *c, const char *index_id, size_t n, const 
 int fpx_client_delete_labels(fpx_client *c, const char *index_id, size_t n, const int64_t *labels,
                              int64_t *deleted) {
     return delete_ids(c, index_id, n, NULL, labels, deleted);
+}
+
+int fpx_client_range_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                            const float *x, float radius, const fpx_search_opts *opts,
+                            int64_t **lims, int64_t **labels, float **distances) {
+    *lims = NULL;
+    *labels = NULL;
+    *distances = NULL;
+    if (check_args(c, index_id, nq, d))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "range_search", index_id, 2 + (count_params(opts) > 0));
+    fpx_pack_cstr(pk, "radius");
+    msgpack_pack_float(pk, radius);
+    pack_shape(pk, nq, d);
+    pack_params(pk, opts);
+    if (put_vectors(c, &o, nq, d, x, NULL))
+        return -1;
+    if (opts && opts->filter && opts->filter_size)
+        pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
+    if (call(c, &o, &r))
+        return -1;
+    int64_t rq, nres;
+    size_t lsz = (size_t)(nq + 1) * 8;
+    int rc = 0;
+    if (get_int(r.m.header, "nq", &rq) || get_int(r.m.header, "nres", &nres) || rq != nq ||
+        nres < 0 || r.m.body.data_size != lsz + (size_t)nres * 12) {
+        rc = fail(c, "protocol_error", "range_search reply is not well formed");
+    } else {
+        *lims = malloc(lsz);
+        *labels = malloc((size_t)nres * 8 + 1);
+        *distances = malloc((size_t)nres * 4 + 1);
+        if (!*lims || !*labels || !*distances) {
+            free(*lims);
+            free(*labels);
+            free(*distances);
+            *lims = *labels = NULL;
+            *distances = NULL;
+            rc = fail(c, "internal_error", "out of memory");
+        } else {
+            memcpy(*lims, r.m.body.data, lsz);
+            memcpy(*labels, r.m.body.data + lsz, (size_t)nres * 8);
+            memcpy(*distances, r.m.body.data + lsz + (size_t)nres * 8, (size_t)nres * 4);
+        }
+    }
+    done(&r);
+    return rc;
+}
+
+/* Copies a reply of n x d floats ("shape" [n, d]) into out. */
+static int read_vectors(fpx_client *c, reply *r, int64_t n, int64_t d, float *out) {
+    const msgpack_object *shape = fpx_map_get(r->m.header, "shape");
+    int64_t sn, sd;
+    if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size != 2 ||
+        fpx_obj_int(&shape->via.array.ptr[0], &sn) || fpx_obj_int(&shape->via.array.ptr[1], &sd))
+        return fail(c, "protocol_error", "reply lacks its shape");
+    if (sn != n || sd != d || r->m.body.data_size != (size_t)n * (size_t)d * 4)
+        return fail(c, "validation_error", "the index holds %lld x %lld floats, not %lld x %lld",
+                    (long long)sn, (long long)sd, (long long)n, (long long)d);
+    if (n)
+        memcpy(out, r->m.body.data, r->m.body.data_size);
+    return 0;
+}
+
+int fpx_client_reconstruct(fpx_client *c, const char *index_id, int64_t label, int64_t d,
+                           float *out) {
+    if (check_args(c, index_id, 1, d))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "reconstruct", index_id, 1);
+    fpx_pack_cstr(pk, "label");
+    msgpack_pack_int64(pk, label);
+    if (call(c, &o, &r))
+        return -1;
+    int rc = read_vectors(c, &r, 1, d, out);
+    done(&r);
+    return rc;
+}
+
+int fpx_client_reconstruct_n(fpx_client *c, const char *index_id, int64_t i0, int64_t n, int64_t d,
+                             float *out) {
+    if (check_args(c, index_id, n, d))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "reconstruct_n", index_id, 2);
+    fpx_pack_cstr(pk, "i0");
+    msgpack_pack_int64(pk, i0);
+    fpx_pack_cstr(pk, "n");
+    msgpack_pack_int64(pk, n);
+    if (call(c, &o, &r))
+        return -1;
+    int rc = read_vectors(c, &r, n, d, out);
+    done(&r);
+    return rc;
+}
+
+static int remove_call(fpx_client *c, const char *index_id, size_t n, const int64_t *labels,
+                       int64_t lo, int64_t hi, int64_t *removed) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "remove_ids", index_id, 1);
+    fpx_pack_cstr(pk, labels ? "ids" : "range");
+    msgpack_pack_array(pk, labels ? n : 2);
+    for (size_t i = 0; labels && i < n; i++)
+        msgpack_pack_int64(pk, labels[i]);
+    if (!labels) {
+        msgpack_pack_int64(pk, lo);
+        msgpack_pack_int64(pk, hi);
+    }
+    if (call(c, &o, &r))
+        return -1;
+    if (removed && get_int(r.m.meta, "removed", removed) != 0)
+        *removed = -1;
+    done(&r);
+    return 0;
+}
+
+int fpx_client_remove_ids(fpx_client *c, const char *index_id, size_t n, const int64_t *labels,
+                          int64_t *removed) {
+    static const int64_t none = 0;
+    return remove_call(c, index_id, n, labels ? labels : &none, 0, 0, removed);
+}
+
+int fpx_client_remove_range(fpx_client *c, const char *index_id, int64_t lo, int64_t hi,
+                            int64_t *removed) {
+    return remove_call(c, index_id, 0, NULL, lo, hi, removed);
+}
+
+/* An operation whose request is index_id plus nothing, or name/value. */
+static int simple_write(fpx_client *c, const char *op, const char *index_id, const char *name,
+                        double value) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, op, index_id, name ? 2 : 0);
+    if (name) {
+        fpx_pack_cstr(pk, "name");
+        fpx_pack_cstr(pk, name);
+        fpx_pack_cstr(pk, "value");
+        msgpack_pack_double(pk, value);
+    }
+    if (call(c, &o, &r))
+        return -1;
+    done(&r);
+    return 0;
+}
+
+int fpx_client_reset(fpx_client *c, const char *index_id) {
+    return simple_write(c, "reset", index_id, NULL, 0);
+}
+
+int fpx_client_set_param(fpx_client *c, const char *index_id, const char *name, double value) {
+    if (!name)
+        return fail(c, "validation_error", "name is NULL");
+    return simple_write(c, "set_params", index_id, name, value);
+}
+
+int fpx_client_export(fpx_client *c, const char *index_id, uint8_t **bytes, size_t *len) {
+    *bytes = NULL;
+    *len = 0;
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    fpx_out o;
+    reply r;
+    begin(c, &o, "export_index", index_id, 0);
+    if (call(c, &o, &r))
+        return -1;
+    int rc = 0;
+    size_t n = r.m.body.data_size;
+    if (!(*bytes = malloc(n ? n : 1))) {
+        rc = fail(c, "internal_error", "out of memory");
+    } else {
+        if (n)
+            memcpy(*bytes, r.m.body.data, n);
+        *len = n;
+    }
+    done(&r);
+    return rc;
+}
+
+int fpx_client_import(fpx_client *c, const char *index_id, const char *index_type,
+                      const void *bytes, size_t len, fpx_index_info *info) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "import_index", index_id, index_type ? 1 : 0);
+    if (index_type) {
+        fpx_pack_cstr(pk, "index_type");
+        fpx_pack_cstr(pk, index_type);
+    }
+    uint8_t *p = fpx_out_data(&o, len);
+    if (!p) {
+        fpx_out_discard(&o);
+        return fail(c, "internal_error", "out of memory building the request");
+    }
+    if (len)
+        memcpy(p, bytes, len);
+    if (call(c, &o, &r))
+        return -1;
+    int rc = info ? read_info(c, r.m.meta, info) : 0;
+    done(&r);
+    return rc;
 }
 
 int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t **reply_out,

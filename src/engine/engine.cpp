@@ -686,6 +686,21 @@ int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
+int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {
+    faiss::IndexIVF *ivf = core_ivf(e->index.get());
+    if (!ivf)
+        return set_err(err, FPX_E_VALIDATION, "direct_map applies to IVF indexes only");
+    if (type < 0 || type > 2)
+        return set_err(err, FPX_E_VALIDATION, "direct_map must be 0 (none), 1 (array) or 2 (hash)");
+    try {
+        ivf->set_direct_map_type(type == 0   ? faiss::DirectMap::NoMap
+                                 : type == 1 ? faiss::DirectMap::Array
+                                             : faiss::DirectMap::Hashtable);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
                       uint8_t **buf, size_t *len, fpx_err *err) {
     const Index *idx = e->index.get();

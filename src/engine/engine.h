@@ -117,6 +117,10 @@ int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 /* Sets index parameters with FAISS's ParameterSpace ("nprobe=16,efSearch=64"). */
 int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err);
 
+/* IVF direct map, as FAISS's IndexIVF::set_direct_map_type (0: none, 1: array,
+ * 2: hash table); needed by reconstruct on IVF indexes. */
+int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err);
+
 /*
  * The index as a user of FAISS would hold it, in FAISS's serialization:
  * only the live positions (FAISS remove_ids on a copy; an index type FAISS

@@ -335,6 +335,13 @@ static int param_spec(const msgpack_object *map, char *name, double *value, fpx_
 }
 
 static int apply_param(fpx_index *ix, const char *name, double value, fpx_err *err) {
+    if (!strcmp(name, "direct_map")) /* IndexIVF::make_direct_map, not a ParameterSpace name */
+        return fpx_engine_set_direct_map(ix->eng,
+                                         value == 0   ? 0
+                                         : value == 1 ? 1
+                                         : value == 2 ? 2
+                                                      : -1,
+                                         err);
     char spec[FPX_PARAM_NAME_MAX + 40];
     snprintf(spec, sizeof spec, "%s=%.17g", name, value);
     return fpx_engine_set_params(ix->eng, spec, err);
