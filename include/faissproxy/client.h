@@ -165,6 +165,22 @@ FPX_API int fpx_client_export(fpx_client *c, const char *index_id, uint8_t **byt
 FPX_API int fpx_client_import(fpx_client *c, const char *index_id, const char *index_type,
                               const void *bytes, size_t len, fpx_index_info *info);
 
+/* ---- binary indexes ("BFlat", "BIVF<n>", "BHNSW<M>"; d in bits, vectors of
+ * d/8 bytes, int32 Hamming distances) ---------------------------------------- */
+FPX_API int fpx_client_train_binary(fpx_client *c, const char *index_id, int64_t n, int64_t d,
+                                    const uint8_t *x);
+FPX_API int fpx_client_add_binary(fpx_client *c, const char *index_id, int64_t n, int64_t d,
+                                  const uint8_t *x, const int64_t *labels, int64_t *ntotal);
+FPX_API int fpx_client_search_binary(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                                     const uint8_t *x, int64_t k, int32_t *D, int64_t *I);
+FPX_API int fpx_client_range_search_binary(fpx_client *c, const char *index_id, int64_t nq,
+                                           int64_t d, const uint8_t *x, int radius, int64_t **lims,
+                                           int64_t **labels, float **distances);
+FPX_API int fpx_client_reconstruct_binary(fpx_client *c, const char *index_id, int64_t label,
+                                          int64_t d, uint8_t *out);
+FPX_API int fpx_client_reconstruct_n_binary(fpx_client *c, const char *index_id, int64_t i0,
+                                            int64_t n, int64_t d, uint8_t *out);
+
 /*
  * Sends one raw request body and returns the raw reply body (malloc'd; free
  * with free()). For operations and fields this header has no typed call for.

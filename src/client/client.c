@@ -297,17 +297,28 @@ static int check_args(fpx_client *c, const char *index_id, int64_t n, int64_t d)
     return 0;
 }
 
-static void pack_shape(msgpack_packer *pk, int64_t n, int64_t d) {
+/* Vectors are float32 rows of d components, or (binary) uint8 rows of d/8
+ * bytes for d bits. */
+static size_t row_bytes(int64_t d, int binary) {
+    return binary ? (size_t)d / 8 : (size_t)d * sizeof(float);
+}
+
+/* Packs vector_shape [n, columns], and dtype for binary rows: 1 + binary keys. */
+static void pack_shape(msgpack_packer *pk, int64_t n, int64_t d, int binary) {
     fpx_pack_cstr(pk, "vector_shape");
     msgpack_pack_array(pk, 2);
     msgpack_pack_int64(pk, n);
-    msgpack_pack_int64(pk, d);
+    msgpack_pack_int64(pk, binary ? d / 8 : d);
+    if (binary) {
+        fpx_pack_cstr(pk, "dtype");
+        fpx_pack_cstr(pk, "uint8");
+    }
 }
 
 /* Reserves the data section and copies the vectors (the one copy). */
-static int put_vectors(fpx_client *c, fpx_out *o, int64_t n, int64_t d, const float *x,
+static int put_vectors(fpx_client *c, fpx_out *o, int64_t n, int64_t d, int binary, const void *x,
                        const int64_t *labels) {
-    size_t vb = (size_t)n * (size_t)d * sizeof(float);
+    size_t vb = (size_t)n * row_bytes(d, binary);
     size_t lb = labels ? (size_t)n * sizeof(int64_t) : 0;
     uint8_t *p = fpx_out_data(o, vb + lb);
     if (!p) {
@@ -415,31 +426,42 @@ int fpx_client_list_indexes(fpx_client *c, fpx_index_info **infos, size_t *count
     return rc;
 }
 
-int fpx_client_train(fpx_client *c, const char *index_id, int64_t n, int64_t d, const float *x) {
+static int train_rows(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
+                      const void *x) {
     if (check_args(c, index_id, n, d))
         return -1;
     fpx_out o;
     reply r;
-    pack_shape(begin(c, &o, "train", index_id, 1), n, d);
-    if (put_vectors(c, &o, n, d, x, NULL) || call(c, &o, &r))
+    pack_shape(begin(c, &o, "train", index_id, 1 + (size_t)binary), n, d, binary);
+    if (put_vectors(c, &o, n, d, binary, x, NULL) || call(c, &o, &r))
         return -1;
     done(&r);
     return 0;
 }
 
-int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d, const float *x,
-                   const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
+int fpx_client_train(fpx_client *c, const char *index_id, int64_t n, int64_t d, const float *x) {
+    return train_rows(c, index_id, n, d, 0, x);
+}
+
+int fpx_client_train_binary(fpx_client *c, const char *index_id, int64_t n, int64_t d,
+                            const uint8_t *x) {
+    return train_rows(c, index_id, n, d, 1, x);
+}
+
+static int add_rows(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
+                    const void *x, const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
     if (check_args(c, index_id, n, d))
         return -1;
     fpx_out o;
     reply r;
-    msgpack_packer *pk = begin(c, &o, "add_vectors", index_id, 1 + (labels != NULL));
-    pack_shape(pk, n, d);
+    msgpack_packer *pk =
+        begin(c, &o, "add_vectors", index_id, 1 + (size_t)binary + (labels != NULL));
+    pack_shape(pk, n, d, binary);
     if (labels) {
         fpx_pack_cstr(pk, "with_ids");
         msgpack_pack_true(pk);
     }
-    if (put_vectors(c, &o, n, d, x, labels))
+    if (put_vectors(c, &o, n, d, binary, x, labels))
         return -1;
     if (items) {
         msgpack_packer *m = fpx_out_meta(&o);
@@ -463,6 +485,16 @@ int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d, co
         *ntotal = -1;
     done(&r);
     return 0;
+}
+
+int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d, const float *x,
+                   const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
+    return add_rows(c, index_id, n, d, 0, x, labels, items, ntotal);
+}
+
+int fpx_client_add_binary(fpx_client *c, const char *index_id, int64_t n, int64_t d,
+                          const uint8_t *x, const int64_t *labels, int64_t *ntotal) {
+    return add_rows(c, index_id, n, d, 1, x, labels, NULL, ntotal);
 }
 
 /* Packs the per-search parameters of opts as a "params" entry (if any). */
@@ -539,9 +571,9 @@ static int read_hits(fpx_client *c, const msgpack_object *m, int64_t nq, int64_t
     return 0;
 }
 
-int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_t d, const float *x,
-                         int64_t k, const fpx_search_opts *opts, float *D, int64_t *I,
-                         fpx_hit **hits) {
+static int search_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
+                       const void *x, int64_t k, const fpx_search_opts *opts, void *D, int64_t *I,
+                       fpx_hit **hits) {
     if (check_args(c, index_id, nq, d))
         return -1;
     if (k < 1)
@@ -549,16 +581,17 @@ int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_
     size_t nparams = count_params(opts);
     fpx_out o;
     reply r;
-    msgpack_packer *pk = begin(c, &o, "search", index_id, 2 + (nparams > 0) + (hits != NULL));
+    msgpack_packer *pk =
+        begin(c, &o, "search", index_id, 2 + (size_t)binary + (nparams > 0) + (hits != NULL));
     fpx_pack_cstr(pk, "k");
     msgpack_pack_int64(pk, k);
-    pack_shape(pk, nq, d);
+    pack_shape(pk, nq, d, binary);
     pack_params(pk, opts);
     if (hits) {
         fpx_pack_cstr(pk, "include_metadata");
         msgpack_pack_true(pk);
     }
-    if (put_vectors(c, &o, nq, d, x, NULL))
+    if (put_vectors(c, &o, nq, d, binary, x, NULL))
         return -1;
     if (opts && opts->filter && opts->filter_size)
         pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
@@ -586,9 +619,20 @@ int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_
     return rc;
 }
 
+int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_t d, const float *x,
+                         int64_t k, const fpx_search_opts *opts, float *D, int64_t *I,
+                         fpx_hit **hits) {
+    return search_rows(c, index_id, nq, d, 0, x, k, opts, D, I, hits);
+}
+
 int fpx_client_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d, const float *x,
                       int64_t k, const fpx_search_opts *opts, float *D, int64_t *I) {
-    return fpx_client_search_ex(c, index_id, nq, d, x, k, opts, D, I, NULL);
+    return search_rows(c, index_id, nq, d, 0, x, k, opts, D, I, NULL);
+}
+
+int fpx_client_search_binary(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                             const uint8_t *x, int64_t k, int32_t *D, int64_t *I) {
+    return search_rows(c, index_id, nq, d, 1, x, k, NULL, D, I, NULL);
 }
 
 void fpx_hits_free(fpx_hit *hits, size_t n) {
@@ -634,9 +678,9 @@ int fpx_client_delete_labels(fpx_client *c, const char *index_id, size_t n, cons
     return delete_ids(c, index_id, n, NULL, labels, deleted);
 }
 
-int fpx_client_range_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
-                            const float *x, float radius, const fpx_search_opts *opts,
-                            int64_t **lims, int64_t **labels, float **distances) {
+static int range_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
+                      const void *x, float radius, const fpx_search_opts *opts, int64_t **lims,
+                      int64_t **labels, float **distances) {
     *lims = NULL;
     *labels = NULL;
     *distances = NULL;
@@ -644,12 +688,13 @@ int fpx_client_range_search(fpx_client *c, const char *index_id, int64_t nq, int
         return -1;
     fpx_out o;
     reply r;
-    msgpack_packer *pk = begin(c, &o, "range_search", index_id, 2 + (count_params(opts) > 0));
+    msgpack_packer *pk =
+        begin(c, &o, "range_search", index_id, 2 + (size_t)binary + (count_params(opts) > 0));
     fpx_pack_cstr(pk, "radius");
     msgpack_pack_float(pk, radius);
-    pack_shape(pk, nq, d);
+    pack_shape(pk, nq, d, binary);
     pack_params(pk, opts);
-    if (put_vectors(c, &o, nq, d, x, NULL))
+    if (put_vectors(c, &o, nq, d, binary, x, NULL))
         return -1;
     if (opts && opts->filter && opts->filter_size)
         pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
@@ -682,23 +727,36 @@ int fpx_client_range_search(fpx_client *c, const char *index_id, int64_t nq, int
     return rc;
 }
 
-/* Copies a reply of n x d floats ("shape" [n, d]) into out. */
-static int read_vectors(fpx_client *c, reply *r, int64_t n, int64_t d, float *out) {
+int fpx_client_range_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                            const float *x, float radius, const fpx_search_opts *opts,
+                            int64_t **lims, int64_t **labels, float **distances) {
+    return range_rows(c, index_id, nq, d, 0, x, radius, opts, lims, labels, distances);
+}
+
+int fpx_client_range_search_binary(fpx_client *c, const char *index_id, int64_t nq, int64_t d,
+                                   const uint8_t *x, int radius, int64_t **lims, int64_t **labels,
+                                   float **distances) {
+    return range_rows(c, index_id, nq, d, 1, x, (float)radius, NULL, lims, labels, distances);
+}
+
+/* Copies a reply of n rows ("shape" [n, columns]) into out. */
+static int read_vectors(fpx_client *c, reply *r, int64_t n, int64_t d, int binary, void *out) {
     const msgpack_object *shape = fpx_map_get(r->m.header, "shape");
     int64_t sn, sd;
     if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size != 2 ||
         fpx_obj_int(&shape->via.array.ptr[0], &sn) || fpx_obj_int(&shape->via.array.ptr[1], &sd))
         return fail(c, "protocol_error", "reply lacks its shape");
-    if (sn != n || sd != d || r->m.body.data_size != (size_t)n * (size_t)d * 4)
+    int64_t cols = binary ? d / 8 : d;
+    if (sn != n || sd != cols || r->m.body.data_size != (size_t)n * row_bytes(d, binary))
         return fail(c, "validation_error", "the index holds %lld x %lld floats, not %lld x %lld",
-                    (long long)sn, (long long)sd, (long long)n, (long long)d);
+                    (long long)sn, (long long)sd, (long long)n, (long long)cols);
     if (n)
         memcpy(out, r->m.body.data, r->m.body.data_size);
     return 0;
 }
 
-int fpx_client_reconstruct(fpx_client *c, const char *index_id, int64_t label, int64_t d,
-                           float *out) {
+static int reconstruct_rows(fpx_client *c, const char *index_id, int64_t label, int64_t d,
+                            int binary, void *out) {
     if (check_args(c, index_id, 1, d))
         return -1;
     fpx_out o;
@@ -708,13 +766,23 @@ int fpx_client_reconstruct(fpx_client *c, const char *index_id, int64_t label, i
     msgpack_pack_int64(pk, label);
     if (call(c, &o, &r))
         return -1;
-    int rc = read_vectors(c, &r, 1, d, out);
+    int rc = read_vectors(c, &r, 1, d, binary, out);
     done(&r);
     return rc;
 }
 
-int fpx_client_reconstruct_n(fpx_client *c, const char *index_id, int64_t i0, int64_t n, int64_t d,
-                             float *out) {
+int fpx_client_reconstruct(fpx_client *c, const char *index_id, int64_t label, int64_t d,
+                           float *out) {
+    return reconstruct_rows(c, index_id, label, d, 0, out);
+}
+
+int fpx_client_reconstruct_binary(fpx_client *c, const char *index_id, int64_t label, int64_t d,
+                                  uint8_t *out) {
+    return reconstruct_rows(c, index_id, label, d, 1, out);
+}
+
+static int reconstruct_n_rows(fpx_client *c, const char *index_id, int64_t i0, int64_t n, int64_t d,
+                              int binary, void *out) {
     if (check_args(c, index_id, n, d))
         return -1;
     fpx_out o;
@@ -726,9 +794,19 @@ int fpx_client_reconstruct_n(fpx_client *c, const char *index_id, int64_t i0, in
     msgpack_pack_int64(pk, n);
     if (call(c, &o, &r))
         return -1;
-    int rc = read_vectors(c, &r, n, d, out);
+    int rc = read_vectors(c, &r, n, d, binary, out);
     done(&r);
     return rc;
+}
+
+int fpx_client_reconstruct_n(fpx_client *c, const char *index_id, int64_t i0, int64_t n, int64_t d,
+                             float *out) {
+    return reconstruct_n_rows(c, index_id, i0, n, d, 0, out);
+}
+
+int fpx_client_reconstruct_n_binary(fpx_client *c, const char *index_id, int64_t i0, int64_t n,
+                                    int64_t d, uint8_t *out) {
+    return reconstruct_n_rows(c, index_id, i0, n, d, 1, out);
 }
 
 static int remove_call(fpx_client *c, const char *index_id, size_t n, const int64_t *labels,

@@ -18,6 +18,9 @@
 #include "engine/engine.h"
 
 #include <faiss/AutoTune.h>
+#include <faiss/IndexBinaryFlat.h>
+#include <faiss/IndexBinaryHNSW.h>
+#include <faiss/IndexBinaryIVF.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
@@ -53,7 +56,8 @@ using faiss::Index;
 using idx_t = faiss::Index::idx_t;
 
 struct fpx_engine {
-    std::unique_ptr<Index> index;
+    std::unique_ptr<Index> index;            /* a float index, or */
+    std::unique_ptr<faiss::IndexBinary> bin; /* a binary one */
 };
 
 namespace {
@@ -435,6 +439,122 @@ template <class F> void rewrite_ivf_ids(faiss::IndexIVF *ivf, F map) {
         ivf->set_direct_map_type(dm);
 }
 
+/* ---- binary indexes ------------------------------------------------------------------ */
+
+using BinIndex = faiss::IndexBinary;
+
+/* Calls f(pos, code) for every stored code of a binary index whose storage is
+ * reachable (flat, HNSW's flat storage, IVF lists); false for other types. */
+template <class F> bool for_each_code(const BinIndex *b, F f) {
+    if (auto fl = dynamic_cast<const faiss::IndexBinaryFlat *>(b)) {
+        for (idx_t p = 0; p < fl->ntotal; p++)
+            f(p, fl->xb.data() + (size_t)p * fl->code_size);
+        return true;
+    }
+    if (auto h = dynamic_cast<const faiss::IndexBinaryHNSW *>(b))
+        return for_each_code(h->storage, f);
+    if (auto ivf = dynamic_cast<const faiss::IndexBinaryIVF *>(b)) {
+        for (size_t l = 0; l < ivf->nlist; l++) {
+            size_t ls = ivf->invlists->list_size(l);
+            if (!ls)
+                continue;
+            faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+            faiss::InvertedLists::ScopedCodes codes(ivf->invlists, l);
+            for (size_t o = 0; o < ls; o++)
+                f(ids[o], codes.get() + o * ivf->code_size);
+        }
+        return true;
+    }
+    return false;
+}
+
+int32_t hamming(const uint8_t *a, const uint8_t *b, size_t n) {
+    int32_t d = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        d += __builtin_popcountll(x ^ y);
+    }
+    for (; i < n; i++)
+        d += __builtin_popcount((unsigned)(a[i] ^ b[i]));
+    return d;
+}
+
+/* Exact k-NN over the allowed codes of a binary index (FAISS's binary
+ * searches take no id selector in 1.7.3). Ties go to the smaller position. */
+bool binary_exact(const BinIndex *b, idx_t n, const uint8_t *x, idx_t k, const fpx_bitset *allowed,
+                  int32_t *D, idx_t *I) {
+    BitsetSelector sel(allowed);
+    std::vector<std::vector<std::pair<int32_t, idx_t>>> best((size_t)n);
+    auto trim = [k](std::vector<std::pair<int32_t, idx_t>> &v) {
+        if ((idx_t)v.size() > k) {
+            std::nth_element(v.begin(), v.begin() + k, v.end());
+            v.resize((size_t)k);
+        }
+    };
+    size_t cs = (size_t)b->code_size;
+    bool ok = for_each_code(b, [&](idx_t pos, const uint8_t *code) {
+        if (allowed && !sel.is_member(pos))
+            return;
+        for (idx_t q = 0; q < n; q++) {
+            auto &v = best[(size_t)q];
+            v.emplace_back(hamming(x + (size_t)q * cs, code, cs), pos);
+            if ((idx_t)v.size() >= 2 * k + 64)
+                trim(v);
+        }
+    });
+    if (!ok)
+        return false;
+    for (idx_t q = 0; q < n; q++) {
+        auto &v = best[(size_t)q];
+        trim(v);
+        std::sort(v.begin(), v.end());
+        for (idx_t j = 0; j < k; j++) {
+            bool has = j < (idx_t)v.size();
+            D[q * k + j] = has ? v[(size_t)j].first : INT32_MAX;
+            I[q * k + j] = has ? v[(size_t)j].second : -1;
+        }
+    }
+    return true;
+}
+
+BinIndex *unwrap_binary_idmap(BinIndex *b) {
+    for (;;) {
+        if (auto m2 = dynamic_cast<faiss::IndexBinaryIDMap2 *>(b)) {
+            BinIndex *inner = m2->index;
+            m2->own_fields = false;
+            delete m2;
+            b = inner;
+        } else if (auto m = dynamic_cast<faiss::IndexBinaryIDMap *>(b)) {
+            BinIndex *inner = m->index;
+            m->own_fields = false;
+            delete m;
+            b = inner;
+        } else {
+            return b;
+        }
+    }
+}
+
+/* The ids stored in a binary IVF index's lists: id -> map(id). */
+template <class F> void rewrite_binary_ivf_ids(faiss::IndexBinaryIVF *ivf, F map) {
+    auto dm = ivf->direct_map.type;
+    if (dm != faiss::DirectMap::NoMap)
+        ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        for (size_t o = 0; o < ls; o++) {
+            faiss::InvertedLists::ScopedCodes code(ivf->invlists, l, o);
+            idx_t id = ivf->invlists->get_single_id(l, o);
+            ivf->invlists->update_entry(l, o, map(id), code.get());
+        }
+    }
+    if (dm != faiss::DirectMap::NoMap)
+        ivf->set_direct_map_type(dm);
+}
+
 } // namespace
 
 #define FPX_CATCH(err, type)                                                                       \
@@ -465,7 +585,26 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
                                           metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT
                                                                   : faiss::METRIC_L2);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
-        *out = new fpx_engine{std::move(idx)};
+        *out = new fpx_engine{std::move(idx), nullptr};
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_VALIDATION)
+}
+
+int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **out, fpx_err *err) {
+    if (dim < 8 || dim > 65536 || dim % 8)
+        return set_err(err, FPX_E_VALIDATION,
+                       "a binary index's dimension is in bits: a multiple of 8 in 8..65536, got "
+                       "%lld",
+                       (long long)dim);
+    if (check_description(description, err))
+        return -1;
+    if (description[0] != 'B')
+        return set_err(err, FPX_E_VALIDATION,
+                       "binary index types start with B (BFlat, BIVF<n>, BHNSW<M>, ...)");
+    try {
+        std::unique_ptr<BinIndex> b(faiss::index_binary_factory((int)dim, description));
+        *out = new fpx_engine{nullptr, std::move(b)};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -475,54 +614,96 @@ void fpx_engine_free(fpx_engine *e) {
     delete e;
 }
 
+int fpx_engine_is_binary(const fpx_engine *e) {
+    return e->bin != nullptr;
+}
+
+size_t fpx_engine_row_bytes(const fpx_engine *e) {
+    return e->bin ? (size_t)e->bin->code_size : (size_t)e->index->d * sizeof(float);
+}
+
 int64_t fpx_engine_dim(const fpx_engine *e) {
-    return e->index->d;
+    return e->bin ? e->bin->d : e->index->d;
 }
 
 int64_t fpx_engine_ntotal(const fpx_engine *e) {
-    return e->index->ntotal;
+    return e->bin ? e->bin->ntotal : e->index->ntotal;
 }
 
 int fpx_engine_is_trained(const fpx_engine *e) {
-    return e->index->is_trained ? 1 : 0;
+    return (e->bin ? e->bin->is_trained : e->index->is_trained) ? 1 : 0;
 }
 
 fpx_metric fpx_engine_metric(const fpx_engine *e) {
+    if (e->bin)
+        return FPX_METRIC_HAMMING;
     return e->index->metric_type == faiss::METRIC_INNER_PRODUCT ? FPX_METRIC_IP : FPX_METRIC_L2;
 }
 
-int fpx_engine_train(fpx_engine *e, int64_t n, const float *x, fpx_err *err) {
+int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
     try {
         threads_for(n);
-        e->index->train(n, x);
+        if (e->bin)
+            e->bin->train(n, (const uint8_t *)x);
+        else
+            e->index->train(n, (const float *)x);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_add(fpx_engine *e, int64_t n, const float *x, fpx_err *err) {
+int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n == 0)
         return 0;
-    if (!e->index->is_trained)
+    if (!fpx_engine_is_trained(e))
         return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
     try {
         threads_for(n);
-        e->index->add(n, x);
+        if (e->bin)
+            e->bin->add(n, (const uint8_t *)x);
+        else
+            e->index->add(n, (const float *)x);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
-                      const fpx_search_params *params, const fpx_bitset *allowed, float *D,
+/* Search of a binary index: FAISS's own search, or an exact scan of the
+ * allowed codes (binary searches take no id selector in FAISS 1.7.3). */
+static int binary_search(fpx_engine *e, int64_t n, const uint8_t *x, int64_t k,
+                         const fpx_search_params &kn, const fpx_bitset *allowed, int32_t *D,
+                         int64_t *I, fpx_err *err) {
+    if (kn.nprobe > 0 || kn.efSearch > 0)
+        return set_err(err, FPX_E_UNSUPPORTED,
+                       "binary indexes take nprobe/efSearch through set_params, not per search");
+    try {
+        threads_for(n);
+        if (!allowed) {
+            e->bin->search(n, x, k, D, I);
+            return 0;
+        }
+        if (!binary_exact(e->bin.get(), n, x, k, allowed, D, I))
+            return set_err(err, FPX_E_UNSUPPORTED,
+                           "this binary index type cannot search with deleted vectors or filters");
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
+                      const fpx_search_params *params, const fpx_bitset *allowed, void *Dv,
                       int64_t *I, fpx_err *err) {
     if (n == 0)
         return 0;
     if (k < 1)
         return set_err(err, FPX_E_VALIDATION, "k must be >= 1");
     fpx_search_params kn = params ? *params : fpx_search_params{0, 0};
+    if (e->bin)
+        return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
+    const float *x = (const float *)xv;
+    float *D = (float *)Dv;
     const Index *idx = e->index.get();
     try {
         if (!idx->is_trained)
@@ -547,7 +728,7 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_range_search(fpx_engine *e, int64_t n, const float *x, float radius,
+int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radius,
                             const fpx_search_params *params, const fpx_bitset *allowed,
                             int64_t **lims, float **D, int64_t **I, fpx_err *err) {
     *lims = nullptr;
@@ -556,14 +737,21 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const float *x, float radi
     fpx_search_params kn = params ? *params : fpx_search_params{0, 0};
     const Index *idx = e->index.get();
     try {
-        if (const char *why = knobs_refused(idx, kn))
-            return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
         BitsetSelector sel(allowed);
-        std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
-        faiss::SearchParameters *p = make_params(idx, allowed ? &sel : nullptr, kn, keep);
         faiss::RangeSearchResult res((idx_t)n);
         threads_for(n);
-        idx->range_search(n, x, radius, &res, p);
+        if (e->bin) {
+            if (kn.nprobe > 0 || kn.efSearch > 0)
+                return set_err(err, FPX_E_UNSUPPORTED,
+                               "binary indexes take nprobe/efSearch through set_params");
+            e->bin->range_search(n, (const uint8_t *)x, (int)radius, &res);
+        } else {
+            if (const char *why = knobs_refused(idx, kn))
+                return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
+            std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
+            faiss::SearchParameters *p = make_params(idx, allowed ? &sel : nullptr, kn, keep);
+            idx->range_search(n, (const float *)x, radius, &res, p);
+        }
         /* Selector-less types get the allowed set applied here. */
         size_t total = 0;
         std::vector<int64_t> l((size_t)n + 1, 0);
@@ -597,16 +785,48 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const float *x, float radi
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, float *out, fpx_err *err) {
+int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, void *out, fpx_err *err) {
     try {
-        e->index->reconstruct(pos, out);
+        if (e->bin)
+            e->bin->reconstruct(pos, (uint8_t *)out);
+        else
+            e->index->reconstruct(pos, (float *)out);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *pos, float *out,
+int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *pos, void *outv,
                                  fpx_err *err) {
+    if (e->bin) {
+        /* one pass over the stored codes (binary IVF needs no direct map) */
+        size_t cs = (size_t)e->bin->code_size;
+        std::unordered_map<idx_t, std::vector<int64_t>> want;
+        for (int64_t i = 0; i < n; i++)
+            want[pos[i]].push_back(i);
+        size_t found = 0;
+        uint8_t *out = (uint8_t *)outv;
+        try {
+            bool ok = for_each_code(e->bin.get(), [&](idx_t p, const uint8_t *code) {
+                auto it = want.find(p);
+                if (it == want.end())
+                    return;
+                found++;
+                for (int64_t i : it->second)
+                    memcpy(out + (size_t)i * cs, code, cs);
+            });
+            if (!ok) {
+                for (int64_t i = 0; i < n; i++)
+                    e->bin->reconstruct(pos[i], out + (size_t)i * cs);
+                return 0;
+            }
+        }
+        FPX_CATCH(err, FPX_E_FAISS)
+        if (found < want.size())
+            return set_err(err, FPX_E_NOT_FOUND, "some positions are not in the index");
+        return 0;
+    }
+    float *out = (float *)outv;
     Index *idx = e->index.get();
     size_t d = (size_t)idx->d;
     try {
@@ -656,13 +876,18 @@ int fpx_engine_check_remove(fpx_engine *e, fpx_err *err) {
     try {
         /* Removing nothing takes FAISS's own path, errors included. */
         faiss::IDSelectorRange none(0, 0);
-        e->index->remove_ids(none);
+        if (e->bin)
+            e->bin->remove_ids(none);
+        else
+            e->index->remove_ids(none);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
 int fpx_engine_remove_renumbers(const fpx_engine *e) {
+    if (e->bin)
+        return dynamic_cast<const faiss::IndexBinaryFlat *>(e->bin.get()) != nullptr;
     const Index *idx = e->index.get();
     while (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
         idx = pt->index;
@@ -671,13 +896,37 @@ int fpx_engine_remove_renumbers(const fpx_engine *e) {
 
 int fpx_engine_reset(fpx_engine *e, fpx_err *err) {
     try {
-        e->index->reset();
+        if (e->bin)
+            e->bin->reset();
+        else
+            e->index->reset();
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
 int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
+    if (e->bin) {
+        /* FAISS's ParameterSpace knows no binary index: the two knobs by hand */
+        char name[64];
+        double v;
+        if (sscanf(params, "%63[^=]=%lf", name, &v) != 2 || v < 1 || v > (1 << 20))
+            return set_err(err, FPX_E_VALIDATION, "could not parse parameter %s", params);
+        if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get())) {
+            if (!strcmp(name, "nprobe")) {
+                ivf->nprobe = (size_t)v;
+                return 0;
+            }
+        }
+        if (auto h = dynamic_cast<faiss::IndexBinaryHNSW *>(e->bin.get())) {
+            if (!strcmp(name, "efSearch")) {
+                h->hnsw.efSearch = (int)v;
+                return 0;
+            }
+        }
+        return set_err(err, FPX_E_VALIDATION, "could not set parameter %s for this binary index",
+                       name);
+    }
     try {
         faiss::ParameterSpace ps;
         ps.set_index_parameters(e->index.get(), params);
@@ -687,6 +936,18 @@ int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
 }
 
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {
+    if (e->bin) {
+        auto bivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get());
+        if (!bivf || type < 0 || type > 2)
+            return set_err(err, FPX_E_VALIDATION, "direct_map applies to IVF indexes, as 0..2");
+        try {
+            bivf->set_direct_map_type(type == 0   ? faiss::DirectMap::NoMap
+                                      : type == 1 ? faiss::DirectMap::Array
+                                                  : faiss::DirectMap::Hashtable);
+            return 0;
+        }
+        FPX_CATCH(err, FPX_E_FAISS)
+    }
     faiss::IndexIVF *ivf = core_ivf(e->index.get());
     if (!ivf)
         return set_err(err, FPX_E_VALIDATION, "direct_map applies to IVF indexes only");
@@ -701,8 +962,87 @@ int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
+/* Live positions in order; rank[pos] is each one's place, -1 for the dead.
+ * *sequential: every label equals its rank. */
+static std::vector<idx_t> live_labels(const fpx_bitset *live, idx_t ntotal, const int64_t *labels,
+                                      std::vector<idx_t> &rank, bool *sequential) {
+    std::vector<idx_t> out;
+    rank.assign((size_t)ntotal, -1);
+    out.reserve((size_t)live->count);
+    *sequential = true;
+    for (idx_t p = 0; p < ntotal; p++) {
+        if ((live->words[p >> 6] >> (p & 63)) & 1) {
+            rank[(size_t)p] = (idx_t)out.size();
+            idx_t lab = labels ? labels[p] : p;
+            *sequential &= lab == (idx_t)out.size();
+            out.push_back(lab);
+        }
+    }
+    return out;
+}
+
+static int to_buffer(faiss::VectorIOWriter &w, uint8_t **buf, size_t *len, fpx_err *err) {
+    uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
+    if (!b)
+        return set_err(err, FPX_E_INTERNAL, "out of memory exporting an index");
+    memcpy(b, w.data.data(), w.data.size());
+    *buf = b;
+    *len = w.data.size();
+    return 0;
+}
+
+static int export_binary(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels,
+                         int idmap, uint8_t **buf, size_t *len, fpx_err *err) {
+    idx_t ntotal = e->bin->ntotal;
+    try {
+        faiss::VectorIOWriter cw;
+        faiss::write_index_binary(e->bin.get(), &cw);
+        faiss::VectorIOReader cr;
+        cr.data.swap(cw.data);
+        std::unique_ptr<BinIndex> c(faiss::read_index_binary(&cr));
+        if (live->count < ntotal) {
+            DeadSelector dead(live);
+            try {
+                c->remove_ids(dead);
+            } catch (const faiss::FaissException &ex) {
+                return set_err(err, FPX_E_FAISS,
+                               "%lld deleted vectors cannot be left out of an export of this "
+                               "index type: FAISS says: %s",
+                               (long long)(ntotal - live->count), faiss_message(ex.what()).c_str());
+            }
+        }
+        std::vector<idx_t> rank;
+        bool sequential;
+        std::vector<idx_t> out_labels = live_labels(live, ntotal, labels, rank, &sequential);
+        auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(c.get());
+        bool wrap = idmap || (!ivf && !sequential);
+        if (ivf)
+            rewrite_binary_ivf_ids(ivf, [&](idx_t id) {
+                return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
+            });
+        faiss::VectorIOWriter w;
+        if (wrap) {
+            faiss::IndexBinaryIDMap m;
+            m.index = c.get();
+            m.own_fields = false;
+            m.d = c->d;
+            m.code_size = c->code_size;
+            m.is_trained = c->is_trained;
+            m.ntotal = c->ntotal;
+            m.id_map = out_labels;
+            faiss::write_index_binary(&m, &w);
+        } else {
+            faiss::write_index_binary(c.get(), &w);
+        }
+        return to_buffer(w, buf, len, err);
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
                       uint8_t **buf, size_t *len, fpx_err *err) {
+    if (e->bin)
+        return export_binary(e, live, labels, idmap, buf, len, err);
     const Index *idx = e->index.get();
     idx_t ntotal = idx->ntotal;
     try {
@@ -725,17 +1065,9 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
             }
         }
         /* rank[pos]: the position of each live vector once the dead are gone */
-        std::vector<idx_t> rank((size_t)ntotal, -1), out_labels;
-        out_labels.reserve((size_t)live->count);
-        bool sequential = true;
-        for (idx_t p = 0; p < ntotal; p++) {
-            if ((live->words[p >> 6] >> (p & 63)) & 1) {
-                rank[(size_t)p] = (idx_t)out_labels.size();
-                idx_t lab = labels ? labels[p] : p;
-                sequential &= lab == (idx_t)out_labels.size();
-                out_labels.push_back(lab);
-            }
-        }
+        std::vector<idx_t> rank;
+        bool sequential;
+        std::vector<idx_t> out_labels = live_labels(live, ntotal, labels, rank, &sequential);
         faiss::IndexIVF *ivf = core_ivf(c.get());
         bool wrap = idmap || (!ivf && !sequential);
         if (ivf)
@@ -757,21 +1089,77 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
         } else {
             faiss::write_index(c.get(), &w);
         }
-        uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
-        if (!b)
-            return set_err(err, FPX_E_INTERNAL, "out of memory exporting an index");
-        memcpy(b, w.data.data(), w.data.size());
-        *buf = b;
-        *len = w.data.size();
-        return 0;
+        return to_buffer(w, buf, len, err);
     }
     FPX_CATCH(err, FPX_E_FAISS)
+}
+
+/* Labels of an imported index: NULL when every label is its position. */
+static int take_labels(const std::vector<idx_t> &lab, bool identity, int64_t **labels,
+                       fpx_err *err) {
+    if (identity)
+        return 0;
+    int64_t *l = (int64_t *)malloc(sizeof(int64_t) * (lab.size() ? lab.size() : 1));
+    if (!l)
+        return set_err(err, FPX_E_INTERNAL, "out of memory importing an index");
+    memcpy(l, lab.data(), sizeof(int64_t) * lab.size());
+    *labels = l;
+    return 0;
+}
+
+static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
+                         int *had_idmap, fpx_err *err) {
+    try {
+        faiss::VectorIOReader r;
+        r.data.assign(buf, buf + len);
+        std::unique_ptr<BinIndex> raw(faiss::read_index_binary(&r));
+        std::vector<idx_t> id_map;
+        auto m = dynamic_cast<faiss::IndexBinaryIDMap *>(raw.get());
+        if (m)
+            id_map = m->id_map;
+        bool wrapped = m != nullptr;
+        std::unique_ptr<BinIndex> b(unwrap_binary_idmap(raw.release()));
+        idx_t ntotal = b->ntotal;
+        if (wrapped && (idx_t)id_map.size() != ntotal)
+            return set_err(err, FPX_E_VALIDATION, "the IDMap's ids do not match its index");
+        std::vector<idx_t> lab((size_t)ntotal);
+        bool identity = true, bad = false;
+        if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(b.get())) {
+            idx_t next = 0;
+            rewrite_binary_ivf_ids(ivf, [&](idx_t id) {
+                if (next < ntotal) {
+                    idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
+                    bad |= l < 0;
+                    lab[(size_t)next] = l;
+                    identity &= l == next;
+                }
+                return next++;
+            });
+            bad |= next != ntotal;
+        } else {
+            for (idx_t p = 0; p < ntotal; p++) {
+                lab[(size_t)p] = wrapped ? id_map[(size_t)p] : p;
+                bad |= lab[(size_t)p] < 0;
+                identity &= lab[(size_t)p] == p;
+            }
+        }
+        if (bad)
+            return set_err(err, FPX_E_VALIDATION, "the index holds ids that are not labels");
+        if (take_labels(lab, identity, labels, err))
+            return -1;
+        *had_idmap = wrapped ? 1 : 0;
+        *out = new fpx_engine{nullptr, std::move(b)};
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
 int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                       int *had_idmap, fpx_err *err) {
     *labels = nullptr;
     *had_idmap = 0;
+    if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') /* binary indexes' fourccs */
+        return import_binary(buf, len, out, labels, had_idmap, err);
     try {
         faiss::VectorIOReader r;
         r.data.assign(buf, buf + len);
@@ -812,15 +1200,10 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
                 identity &= lab[(size_t)p] == p;
             }
         }
-        if (!identity) {
-            int64_t *l = (int64_t *)malloc(sizeof(int64_t) * (size_t)(ntotal ? ntotal : 1));
-            if (!l)
-                return set_err(err, FPX_E_INTERNAL, "out of memory importing an index");
-            memcpy(l, lab.data(), sizeof(int64_t) * (size_t)ntotal);
-            *labels = l;
-        }
+        if (take_labels(lab, identity, labels, err))
+            return -1;
         *had_idmap = wrapped ? 1 : 0;
-        *out = new fpx_engine{std::move(idx)};
+        *out = new fpx_engine{std::move(idx), nullptr};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -829,7 +1212,10 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {
     try {
         faiss::VectorIOWriter w;
-        faiss::write_index(e->index.get(), &w);
+        if (e->bin)
+            faiss::write_index_binary(e->bin.get(), &w);
+        else
+            faiss::write_index(e->index.get(), &w);
         uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
         if (!b)
             return set_err(err, FPX_E_INTERNAL, "out of memory serializing an index");
@@ -845,14 +1231,21 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
     try {
         faiss::VectorIOReader r;
         r.data.assign(buf, buf + len);
+        if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') {
+            std::unique_ptr<BinIndex> b(unwrap_binary_idmap(faiss::read_index_binary(&r)));
+            *out = new fpx_engine{nullptr, std::move(b)};
+            return 0;
+        }
         std::unique_ptr<Index> idx(unwrap_idmap(faiss::read_index(&r)));
-        *out = new fpx_engine{std::move(idx)};
+        *out = new fpx_engine{std::move(idx), nullptr};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
 size_t fpx_engine_memory(const fpx_engine *e) {
+    if (e->bin)
+        return (size_t)e->bin->code_size * (size_t)e->bin->ntotal;
     const Index *idx = e->index.get();
     size_t per = sizeof(float) * (size_t)idx->d;
     if (auto fc = dynamic_cast<const faiss::IndexFlatCodes *>(idx))

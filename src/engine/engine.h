@@ -25,7 +25,7 @@ extern "C" {
 
 typedef struct fpx_engine fpx_engine;
 
-typedef enum fpx_metric { FPX_METRIC_L2 = 0, FPX_METRIC_IP = 1 } fpx_metric;
+typedef enum fpx_metric { FPX_METRIC_L2 = 0, FPX_METRIC_IP = 1, FPX_METRIC_HAMMING = 2 } fpx_metric;
 
 /* Per-search knobs; a value <= 0 means "leave the index's own setting". */
 typedef struct fpx_search_params {
@@ -55,6 +55,19 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
                       fpx_err *err);
 void fpx_engine_free(fpx_engine *e);
 
+/*
+ * Binary indexes (FAISS IndexBinary*: "BFlat", "BIVF<n>", "BHNSW<M>", ...,
+ * from index_binary_factory): dim is in bits (a multiple of 8), vectors are
+ * dim/8 bytes, the metric is Hamming and distances are int32 (FPX_METRIC_HAMMING).
+ * Every function below takes either kind: x points to float32 rows or to
+ * byte rows, D to float or int32 distances, as fpx_engine_is_binary says.
+ */
+int fpx_engine_create_binary(const char *description, int64_t dim_bits, fpx_engine **out,
+                             fpx_err *err);
+int fpx_engine_is_binary(const fpx_engine *e);
+/* Bytes of one vector: dim*4, or dim/8 for binary indexes. */
+size_t fpx_engine_row_bytes(const fpx_engine *e);
+
 int64_t fpx_engine_dim(const fpx_engine *e);
 /* Positions used so far (FAISS ntotal, tombstones included). */
 int64_t fpx_engine_ntotal(const fpx_engine *e);
@@ -62,11 +75,11 @@ int fpx_engine_is_trained(const fpx_engine *e);
 fpx_metric fpx_engine_metric(const fpx_engine *e);
 
 /* Trains on n vectors (row-major float32, dim each). */
-int fpx_engine_train(fpx_engine *e, int64_t n, const float *x, fpx_err *err);
+int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err);
 
 /* Appends n vectors at positions [ntotal, ntotal+n). err->type is
  * FPX_E_NOT_TRAINED when the index needs training first. */
-int fpx_engine_add(fpx_engine *e, int64_t n, const float *x, fpx_err *err);
+int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err);
 
 /*
  * k-NN search of n queries. D and I are n*k, row-major; I holds positions,
@@ -79,8 +92,8 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const float *x, fpx_err *err);
  * Single small queries run on one OpenMP thread, batches on all (see the
  * comment at fpx_engine_search in engine.cpp).
  */
-int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
-                      const fpx_search_params *params, const fpx_bitset *allowed, float *D,
+int fpx_engine_search(fpx_engine *e, int64_t n, const void *x, int64_t k,
+                      const fpx_search_params *params, const fpx_bitset *allowed, void *D,
                       int64_t *I, fpx_err *err);
 
 /*
@@ -90,17 +103,17 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const float *x, int64_t k,
  * are malloc'd; the caller frees them. Types FAISS cannot range-search (HNSW,
  * PQ fast-scan, ...) fail with FAISS's own message, as FPX_E_FAISS.
  */
-int fpx_engine_range_search(fpx_engine *e, int64_t n, const float *x, float radius,
+int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radius,
                             const fpx_search_params *params, const fpx_bitset *allowed,
                             int64_t **lims, float **D, int64_t **I, fpx_err *err);
 
 /* The vector at one position, as FAISS reconstruct does (so an IVF index
  * without a direct map fails with FAISS's message). out holds dim floats. */
-int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, float *out, fpx_err *err);
+int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, void *out, fpx_err *err);
 
 /* The vectors at n positions, as FAISS reconstruct_n does: IVF indexes are
  * scanned without needing a direct map. out holds n*dim floats. */
-int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *pos, float *out,
+int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *pos, void *out,
                                  fpx_err *err);
 
 /* 0 when FAISS can remove_ids from this index type; else -1 with FAISS's own

@@ -17,6 +17,7 @@
  * (out of memory here); faiss_get_last_error() gives the message.
  */
 #include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexBinary_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
@@ -420,20 +421,9 @@ struct FaissRangeSearchResult_H {
     size_t buffer_size;
 };
 
-int faiss_Index_range_search(const FaissIndex *ix, idx_t n, const float *x, float radius,
-                             FaissRangeSearchResult *result) {
-    fpx_client *c = NULL;
-    int rc = need(ix, &c);
-    if (rc)
-        return rc;
-    if ((size_t)n != result->nq)
-        return set_error(FAISS_EXCEPT, "the RangeSearchResult is for %zu queries, not %lld",
-                         result->nq, (long long)n);
-    int64_t *lims;
-    int64_t *labels;
-    float *dist;
-    if (fpx_client_range_search(c, ix->name, n, ix->d, x, radius, NULL, &lims, &labels, &dist))
-        return from_client(c);
+/* Moves a range search's arrays (taken) into a RangeSearchResult. */
+static int fill_range_result(FaissRangeSearchResult *result, idx_t n, int64_t *lims,
+                             int64_t *labels, float *dist) {
     if (!result->lims && !(result->lims = calloc((size_t)n + 1, sizeof(size_t)))) {
         free(lims);
         free(labels);
@@ -448,6 +438,23 @@ int faiss_Index_range_search(const FaissIndex *ix, idx_t n, const float *x, floa
     result->distances = dist;
     free(lims);
     return 0;
+}
+
+int faiss_Index_range_search(const FaissIndex *ix, idx_t n, const float *x, float radius,
+                             FaissRangeSearchResult *result) {
+    fpx_client *c = NULL;
+    int rc = need(ix, &c);
+    if (rc)
+        return rc;
+    if ((size_t)n != result->nq)
+        return set_error(FAISS_EXCEPT, "the RangeSearchResult is for %zu queries, not %lld",
+                         result->nq, (long long)n);
+    int64_t *lims;
+    int64_t *labels;
+    float *dist;
+    if (fpx_client_range_search(c, ix->name, n, ix->d, x, radius, NULL, &lims, &labels, &dist))
+        return from_client(c);
+    return fill_range_result(result, n, lims, labels, dist);
 }
 
 int faiss_Index_reset(FaissIndex *ix) {
@@ -1100,8 +1107,8 @@ static int import_bytes(const uint8_t *bytes, size_t len, FaissIndex **p) {
     return 0;
 }
 
-int faiss_read_index(FILE *f, int io_flags, FaissIndex **p_out) {
-    (void)io_flags; /* mmap and read-only do not apply: the index lives on the server */
+/* The whole of f into a malloc'd buffer. */
+static int read_all(FILE *f, uint8_t **out, size_t *out_len) {
     size_t cap = 1 << 16, len = 0;
     uint8_t *buf = malloc(cap);
     if (!buf)
@@ -1123,7 +1130,24 @@ int faiss_read_index(FILE *f, int io_flags, FaissIndex **p_out) {
         free(buf);
         return set_error(STD_EXCEPT, "cannot read the index file");
     }
-    int rc = import_bytes(buf, len, p_out);
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+int faiss_read_index(FILE *f, int io_flags, FaissIndex **p_out) {
+    (void)io_flags; /* mmap and read-only do not apply: the index lives on the server */
+    uint8_t *buf;
+    size_t len;
+    int rc = read_all(f, &buf, &len);
+    if (rc)
+        return rc;
+    if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') {
+        free(buf);
+        return set_error(FAISS_EXCEPT, "this is a binary index: read it with "
+                                       "faiss_read_index_binary");
+    }
+    rc = import_bytes(buf, len, p_out);
     free(buf);
     return rc;
 }
@@ -1158,6 +1182,201 @@ int faiss_clone_index(const FaissIndex *ix, FaissIndex **p_out) {
             (*p_out)->nids = ix->nids;
         }
     }
+    return rc;
+}
+
+/* ---- binary indexes ----------------------------------------------------------------- */
+
+/* A binary index is a handle like the others (d in bits), behind its own type. */
+struct FaissIndexBinary_H {
+    struct FaissIndex_H h;
+    int takes_ids; /* FAISS's add_with_ids works (IVF, IDMap) */
+};
+
+#define BH(b) (&(b)->h)
+
+void faiss_IndexBinary_free(FaissIndexBinary *b) {
+    faiss_Index_free(b ? BH(b) : NULL); /* h is the first member: the same allocation */
+}
+
+int faiss_IndexBinary_d(const FaissIndexBinary *b) {
+    return b->h.d;
+}
+
+int faiss_IndexBinary_is_trained(const FaissIndexBinary *b) {
+    return b->h.is_trained;
+}
+
+idx_t faiss_IndexBinary_ntotal(const FaissIndexBinary *b) {
+    return b->h.ntotal;
+}
+
+FaissMetricType faiss_IndexBinary_metric_type(const FaissIndexBinary *b) {
+    (void)b;
+    return METRIC_L2; /* what FAISS's IndexBinary reports; distances are Hamming */
+}
+
+int faiss_IndexBinary_verbose(const FaissIndexBinary *b) {
+    return b->h.verbose;
+}
+
+void faiss_IndexBinary_set_verbose(FaissIndexBinary *b, int v) {
+    b->h.verbose = v;
+}
+
+int faiss_IndexBinary_train(FaissIndexBinary *b, idx_t n, const uint8_t *x) {
+    fpx_client *c = NULL;
+    int rc = need(BH(b), &c);
+    if (rc)
+        return rc;
+    fpx_index_info info;
+    if (fpx_client_train_binary(c, b->h.name, n, b->h.d, x) != 0 ||
+        fpx_client_get_index_info(c, b->h.name, &info) != 0)
+        return from_client(c);
+    b->h.is_trained = info.is_trained;
+    return 0;
+}
+
+static int add_binary(FaissIndexBinary *b, idx_t n, const uint8_t *x, const idx_t *ids) {
+    fpx_client *c = NULL;
+    int rc = need(BH(b), &c);
+    if (rc)
+        return rc;
+    int64_t ntotal;
+    if (fpx_client_add_binary(c, b->h.name, n, b->h.d, x, ids, &ntotal) != 0)
+        return from_client(c);
+    b->h.ntotal = ntotal;
+    return 0;
+}
+
+int faiss_IndexBinary_add(FaissIndexBinary *b, idx_t n, const uint8_t *x) {
+    if (b && is_idmap(BH(b)))
+        return set_error(FAISS_EXCEPT, "add does not make sense with IndexIDMap, use add_with_ids");
+    return add_binary(b, n, x, NULL);
+}
+
+int faiss_IndexBinary_add_with_ids(FaissIndexBinary *b, idx_t n, const uint8_t *x,
+                                   const idx_t *xids) {
+    if (b && !b->takes_ids)
+        return set_error(FAISS_EXCEPT, "add_with_ids not implemented for this type of index");
+    return add_binary(b, n, x, xids);
+}
+
+int faiss_IndexBinary_search(const FaissIndexBinary *b, idx_t n, const uint8_t *x, idx_t k,
+                             int32_t *distances, idx_t *labels) {
+    fpx_client *c = NULL;
+    int rc = need(BH(b), &c);
+    if (rc)
+        return rc;
+    if (n > 0 && fpx_client_search_binary(c, b->h.name, n, b->h.d, x, k, distances, labels))
+        return from_client(c);
+    return 0;
+}
+
+int faiss_IndexBinary_range_search(const FaissIndexBinary *b, idx_t n, const uint8_t *x, int radius,
+                                   FaissRangeSearchResult *result) {
+    fpx_client *c = NULL;
+    int rc = need(BH(b), &c);
+    if (rc)
+        return rc;
+    int64_t *lims, *labels;
+    float *dist;
+    if ((size_t)n != result->nq)
+        return set_error(FAISS_EXCEPT, "the RangeSearchResult is for %zu queries, not %lld",
+                         result->nq, (long long)n);
+    if (fpx_client_range_search_binary(c, b->h.name, n, b->h.d, x, radius, &lims, &labels, &dist))
+        return from_client(c);
+    return fill_range_result(result, n, lims, labels, dist);
+}
+
+int faiss_IndexBinary_assign(FaissIndexBinary *b, idx_t n, const uint8_t *x, idx_t *labels,
+                             idx_t k) {
+    int32_t *D = malloc(sizeof(int32_t) * (size_t)(n * k > 0 ? n * k : 1));
+    if (!D)
+        return set_error(STD_EXCEPT, "out of memory");
+    int rc = faiss_IndexBinary_search(b, n, x, k, D, labels);
+    free(D);
+    return rc;
+}
+
+int faiss_IndexBinary_reset(FaissIndexBinary *b) {
+    return faiss_Index_reset(BH(b));
+}
+
+int faiss_IndexBinary_remove_ids(FaissIndexBinary *b, const FaissIDSelector *sel,
+                                 size_t *n_removed) {
+    return faiss_Index_remove_ids(BH(b), sel, n_removed);
+}
+
+int faiss_IndexBinary_reconstruct(const FaissIndexBinary *b, idx_t key, uint8_t *recons) {
+    fpx_client *c = NULL;
+    int rc = need(BH(b), &c);
+    if (rc)
+        return rc;
+    if (fpx_client_reconstruct_binary(c, b->h.name, key, b->h.d, recons) != 0)
+        return from_client(c);
+    return 0;
+}
+
+int faiss_IndexBinary_reconstruct_n(const FaissIndexBinary *b, idx_t i0, idx_t ni,
+                                    uint8_t *recons) {
+    fpx_client *c = NULL;
+    int rc = need(BH(b), &c);
+    if (rc)
+        return rc;
+    if (fpx_client_reconstruct_n_binary(c, b->h.name, i0, ni, b->h.d, recons) != 0)
+        return from_client(c);
+    return 0;
+}
+
+int faiss_write_index_binary(const FaissIndexBinary *b, FILE *f) {
+    return faiss_write_index(BH(b), f);
+}
+
+int faiss_write_index_binary_fname(const FaissIndexBinary *b, const char *fname) {
+    return faiss_write_index_fname(BH(b), fname);
+}
+
+int faiss_read_index_binary(FILE *f, int io_flags, FaissIndexBinary **p_out) {
+    (void)io_flags;
+    *p_out = NULL;
+    uint8_t *buf;
+    size_t len;
+    int rc = read_all(f, &buf, &len);
+    if (rc)
+        return rc;
+    if (len < 4 || buf[0] != 'I' || buf[1] != 'B') {
+        free(buf);
+        return set_error(FAISS_EXCEPT, "this is not a binary index: read it with "
+                                       "faiss_read_index");
+    }
+    FaissIndex *ix;
+    rc = import_bytes(buf, len, &ix);
+    if (rc == 0) {
+        FaissIndexBinary *b = calloc(1, sizeof *b);
+        if (!b) {
+            faiss_Index_free(ix);
+            rc = set_error(STD_EXCEPT, "out of memory");
+        } else {
+            b->h = *ix;
+            b->h.cls = !memcmp(buf, "IBM2", 4)   ? CLS_IDMAP2
+                       : !memcmp(buf, "IBMp", 4) ? CLS_IDMAP
+                                                 : CLS_INDEX;
+            b->takes_ids = is_idmap(&b->h) || !memcmp(buf, "IBwF", 4);
+            free(ix); /* its contents moved into b */
+            *p_out = b;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int faiss_read_index_binary_fname(const char *fname, int io_flags, FaissIndexBinary **p_out) {
+    FILE *f = fopen(fname, "rb");
+    if (!f)
+        return set_error(STD_EXCEPT, "cannot open %s", fname);
+    int rc = faiss_read_index_binary(f, io_flags, p_out);
+    fclose(f);
     return rc;
 }
 

@@ -118,21 +118,32 @@ int fpx_req_lock(fpx_req *r, fpx_index *ix, int exclusive) {
 }
 
 /*
- * The vector section as n x dim float32 rows (plus n int64 labels when
- * with_labels). The shape comes from vector_shape [n, d], or, for seed-style
- * clients, from dimension d with n = vector_size / (4 d). *copy receives a
- * malloc'd aligned copy only when the section is misaligned in the message.
+ * The vector section as n rows of the index's vectors (plus n int64 labels
+ * when with_labels): float32 rows of dim components, or for a binary index
+ * uint8 rows of dim/8 bytes (dtype "uint8" required). The shape comes from
+ * vector_shape [n, d] (d = components per row: dim, or dim/8 bytes), or, for
+ * seed-style clients, from dimension (the index's) with n = size / row.
+ * *copy receives a malloc'd aligned copy only when the section is misaligned
+ * in the message.
  */
-int fpx_req_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, const float **x,
-                    const int64_t **labels, void **copy) {
+int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n_out,
+                    const void **x, const int64_t **labels, void **copy) {
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
     const msgpack_object *dtype = fpx_map_get(r->h, "dtype");
     size_t size = r->msg.body.data_size;
-    if (dtype && dtype->type != MSGPACK_OBJECT_NIL && !fpx_obj_str_eq(dtype, "float32"))
+    int binary = fpx_engine_is_binary(ix->eng);
+    if (dtype && dtype->type == MSGPACK_OBJECT_NIL)
+        dtype = NULL;
+    if (binary ? !dtype || !fpx_obj_str_eq(dtype, "uint8")
+               : dtype && !fpx_obj_str_eq(dtype, "float32"))
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "dtype must be \"float32\" for this index (binary \"uint8\" vectors "
-                           "need a binary index)");
-    size_t row = (size_t)dim * sizeof(float) + (with_labels ? sizeof(int64_t) : 0);
+                           binary ? "index '%s' is binary: send dtype \"uint8\" rows of d/8 bytes"
+                                  : "dtype must be \"float32\" for index '%s' (binary \"uint8\" "
+                                    "vectors need a binary index)",
+                           ix->name);
+    size_t vrow = fpx_engine_row_bytes(ix->eng);
+    int64_t cols = binary ? ix->dim / 8 : ix->dim;
+    size_t row = vrow + (with_labels ? sizeof(int64_t) : 0);
     int64_t n, d;
     *copy = NULL;
     if (shape && shape->type != MSGPACK_OBJECT_NIL) {
@@ -144,10 +155,10 @@ int fpx_req_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, co
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
                                "vector_shape [%lld, %lld] is not a valid shape", (long long)n,
                                (long long)d);
-        if (d != dim)
+        if (d != cols)
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "dimension mismatch: vectors have d=%lld, the index has d=%lld",
-                               (long long)d, (long long)dim);
+                               "dimension mismatch: vectors have d=%lld, the index has d=%lld%s",
+                               (long long)d, (long long)cols, binary ? " bytes" : "");
         if ((uint64_t)n > size / row || (size_t)n * row != size)
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
                                "vector_shape [%lld, %lld] needs %s bytes of vector data, got %zu",
@@ -160,39 +171,39 @@ int fpx_req_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, co
             return -1;
         if (rc == 1)
             return fpx_err_set(&r->err, FPX_E_VALIDATION, "missing vector_shape");
-        if (d != dim)
+        if (d != ix->dim)
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
                                "dimension mismatch: vectors have d=%lld, the index has d=%lld",
-                               (long long)d, (long long)dim);
+                               (long long)d, (long long)ix->dim);
         if (size % row)
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "vector data of %zu bytes is not a whole number of %lld-float rows",
-                               size, (long long)dim);
+                               "vector data of %zu bytes is not a whole number of %zu-byte rows",
+                               size, row);
         n = (int64_t)(size / row);
     }
     const uint8_t *p = r->msg.body.data;
-    if (n > 0 && ((uintptr_t)p % (with_labels ? 8 : 4)) != 0) {
+    size_t align = with_labels ? 8 : binary ? 1 : 4;
+    if (n > 0 && ((uintptr_t)p % align) != 0) {
         *copy = malloc(size);
         if (!*copy)
             return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
         memcpy(*copy, p, size);
         p = *copy;
     }
-    const float *v = (const float *)p;
-    size_t nf = (size_t)n * (size_t)dim;
-    for (size_t i = 0; i < nf; i++) {
-        if (!isfinite(v[i])) {
+    size_t nf = (size_t)n * (size_t)ix->dim;
+    for (size_t i = 0; !binary && i < nf; i++) {
+        if (!isfinite(((const float *)p)[i])) {
             free(*copy);
             *copy = NULL;
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "vector %zu component %zu is NaN or infinite", i / (size_t)dim,
-                               i % (size_t)dim);
+                               "vector %zu component %zu is NaN or infinite", i / (size_t)ix->dim,
+                               i % (size_t)ix->dim);
         }
     }
     *n_out = n;
-    *x = n > 0 ? v : NULL;
+    *x = n > 0 ? (const void *)p : NULL;
     if (labels)
-        *labels = with_labels && n > 0 ? (const int64_t *)(p + nf * sizeof(float)) : NULL;
+        *labels = with_labels && n > 0 ? (const int64_t *)(p + (size_t)n * vrow) : NULL;
     return 0;
 }
 
@@ -371,10 +382,10 @@ static int op_add_vectors(fpx_req *r, fpx_out *o) {
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "with_ids must be a boolean");
     }
     int64_t n = 0;
-    const float *x;
+    const void *x;
     const int64_t *labels;
     void *copy = NULL;
-    int rc = fpx_req_vectors(r, ix->dim, with_ids, &n, &x, &labels, &copy);
+    int rc = fpx_req_vectors(r, ix, with_ids, &n, &x, &labels, &copy);
     if (rc == 0)
         rc = fpx_index_check_items(r->msg.meta, n, &r->err);
     for (int64_t i = 0; rc == 0 && labels && i < n; i++)
@@ -421,16 +432,17 @@ static int op_train(fpx_req *r, fpx_out *o) {
     if (!ix)
         return -1;
     int64_t n = 0;
-    const float *x;
+    const void *x;
     void *copy = NULL;
-    int rc = fpx_req_vectors(r, ix->dim, 0, &n, &x, NULL, &copy);
+    int rc = fpx_req_vectors(r, ix, 0, &n, &x, NULL, &copy);
     if (rc == 0 && n == 0)
         rc = fpx_err_set(&r->err, FPX_E_VALIDATION, "train needs at least one vector");
     if (rc == 0)
         rc = fpx_req_lock(r, ix, 1);
     if (rc == 0) {
-        fpx_walrec rec = {FPX_WAL_TRAIN, 0, n, (const uint8_t *)x, (size_t)n * (size_t)ix->dim * 4,
-                          NULL,          0};
+        fpx_walrec rec = {
+            FPX_WAL_TRAIN, 0, n, (const uint8_t *)x, (size_t)n * fpx_engine_row_bytes(ix->eng),
+            NULL,          0};
         rc = fpx_req_write(r, ix, &rec);
         if (rc == 0) {
             /* Snapshot now, so recovery never has to train again. */
@@ -548,10 +560,10 @@ static int op_search(fpx_req *r, fpx_out *o) {
     if (!ix)
         return -1;
     int64_t nq = 0;
-    const float *x;
+    const void *x;
     void *copy = NULL;
     int64_t *Itmp = NULL;
-    int rc = fpx_req_vectors(r, ix->dim, 0, &nq, &x, NULL, &copy);
+    int rc = fpx_req_vectors(r, ix, 0, &nq, &x, NULL, &copy);
     if (rc == 0 && (uint64_t)nq * (uint64_t)k > r->s->cfg->max_message_size / 12)
         rc = fpx_err_set(&r->err, FPX_E_LIMIT,
                          "the reply (%lld queries x k=%lld) would exceed the message size limit",
@@ -564,7 +576,12 @@ static int op_search(fpx_req *r, fpx_out *o) {
         return -1;
     }
     size_t nres = (size_t)nq * (size_t)k;
-    msgpack_packer *h = fpx_reply_ok(r, o, 1);
+    int binary = fpx_engine_is_binary(ix->eng);
+    msgpack_packer *h = fpx_reply_ok(r, o, 1 + binary);
+    if (binary) { /* Hamming distances are int32, the same width */
+        fpx_pack_cstr(h, "distance_dtype");
+        fpx_pack_cstr(h, "int32");
+    }
     fpx_pack_cstr(h, "shape");
     msgpack_pack_array(h, 2);
     msgpack_pack_int64(h, nq);
@@ -624,7 +641,7 @@ int fpx_unpack_stored(const uint8_t *p, size_t len, msgpack_unpacked *u, const m
 }
 
 int fpx_server_replay(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
-    size_t row = (size_t)ix->dim * sizeof(float);
+    size_t row = fpx_engine_row_bytes(ix->eng);
     int with_labels = rec->op == FPX_WAL_ADD && (rec->flags & FPX_WAL_LABELS);
     if (rec->op == FPX_WAL_ADD || rec->op == FPX_WAL_TRAIN) {
         size_t need = row + (with_labels ? 8 : 0);
@@ -638,7 +655,7 @@ int fpx_server_replay(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         return -1;
     int rc;
     int64_t count;
-    const float *x = (const float *)rec->data;
+    const void *x = rec->data;
     switch (rec->op) {
     case FPX_WAL_ADD:
         rc = fpx_index_check_items(meta, rec->n, err);

@@ -162,15 +162,41 @@ static fpx_index *index_alloc(const char *tenant, const char *name, const char *
     return ix;
 }
 
+/* The binary factory description of index_type, or NULL for a float type:
+ * "IndexBinaryFlat" and index_binary_factory's "BFlat", "BIVF<n>", "BHNSW<M>",
+ * "BHash..." (an IDMap prefix is accepted and dropped, as for float types). */
+static const char *binary_factory(const char *t) {
+    if (!strncmp(t, "IDMap2,", 7))
+        t += 7;
+    else if (!strncmp(t, "IDMap,", 6))
+        t += 6;
+    if (!strcmp(t, "IndexBinaryFlat"))
+        return "BFlat";
+    static const char *const prefixes[] = {"BFlat", "BIVF", "BHNSW", "BHash"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (!strncmp(t, prefixes[i], strlen(prefixes[i])))
+            return t;
+    return NULL;
+}
+
 int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
                   const char *metric, fpx_index **out, fpx_err *err) {
-    const char *factory;
+    const char *factory = binary_factory(index_type);
     fpx_metric m;
-    if (fpx_index_resolve_type(index_type, metric, &factory, &m, err))
-        return -1;
     fpx_engine *eng;
-    if (fpx_engine_create(factory, dim, m, &eng, err))
+    if (factory) {
+        if (metric && strcmp(metric, "Hamming"))
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "binary index types use the Hamming metric, not \"%.40s\"", metric);
+        if (fpx_engine_create_binary(factory, dim, &eng, err))
+            return -1;
+    } else if (metric && !strcmp(metric, "Hamming")) {
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "the Hamming metric needs a binary index type (BFlat, BIVF<n>, ...)");
+    } else if (fpx_index_resolve_type(index_type, metric, &factory, &m, err) ||
+               fpx_engine_create(factory, dim, m, &eng, err)) {
         return -1;
+    }
     fpx_index *ix = index_alloc(tenant, name, index_type, strlen(index_type), eng);
     if (!ix)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
@@ -381,7 +407,7 @@ oom:
     return -1;
 }
 
-int fpx_index_add(fpx_index *ix, int64_t n, const float *x, const int64_t *labels,
+int fpx_index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels,
                   const msgpack_object *items, int64_t *added, fpx_err *err) {
     *added = 0;
     if (n == 0)
@@ -461,7 +487,7 @@ int fpx_index_add(fpx_index *ix, int64_t n, const float *x, const int64_t *label
     return 0;
 }
 
-int fpx_index_train(fpx_index *ix, int64_t n, const float *x, fpx_err *err) {
+int fpx_index_train(fpx_index *ix, int64_t n, const void *x, fpx_err *err) {
     return fpx_engine_train(ix->eng, n, x, err);
 }
 
@@ -787,8 +813,8 @@ static int allowed_set(const fpx_index *ix, const msgpack_object *filter, fpx_bi
     return 0;
 }
 
-int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
-                     const fpx_search_params *params, const msgpack_object *filter, float *D,
+int fpx_index_search(fpx_index *ix, int64_t nq, const void *x, int64_t k,
+                     const fpx_search_params *params, const msgpack_object *filter, void *D,
                      int64_t *I, fpx_err *err) {
     uint64_t *owned;
     fpx_bitset set;
@@ -800,7 +826,10 @@ int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
         /* Nothing can match: answer as FAISS does for an empty index. */
         float none = ix->metric == FPX_METRIC_IP ? -FLT_MAX : FLT_MAX;
         for (int64_t i = 0; i < nq * k; i++) {
-            D[i] = none;
+            if (ix->metric == FPX_METRIC_HAMMING)
+                ((int32_t *)D)[i] = INT32_MAX;
+            else
+                ((float *)D)[i] = none;
             I[i] = -1;
         }
     } else {
@@ -810,7 +839,7 @@ int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
     return rc;
 }
 
-int fpx_index_range_search(fpx_index *ix, int64_t nq, const float *x, float radius,
+int fpx_index_range_search(fpx_index *ix, int64_t nq, const void *x, float radius,
                            const fpx_search_params *params, const msgpack_object *filter,
                            int64_t **lims, float **D, int64_t **I, fpx_err *err) {
     uint64_t *owned;
@@ -857,7 +886,9 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
     fpx_pack_cstr(pk, "index_type");
     fpx_pack_cstr(pk, ix->index_type);
     fpx_pack_cstr(pk, "metric");
-    fpx_pack_cstr(pk, ix->metric == FPX_METRIC_IP ? "IP" : "L2");
+    fpx_pack_cstr(pk, ix->metric == FPX_METRIC_IP        ? "IP"
+                      : ix->metric == FPX_METRIC_HAMMING ? "Hamming"
+                                                         : "L2");
     fpx_pack_cstr(pk, "ntotal");
     msgpack_pack_int64(pk, ix->nlive);
     fpx_pack_cstr(pk, "is_trained");
@@ -1000,7 +1031,7 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
         get_i64(h, "metric", &metric) || get_i64(h, "nslots", &nslots) ||
         get_i64(h, "next_label", &next_label) || get_i64(h, "nlive", &nlive) || !m ||
         m->type != MSGPACK_OBJECT_MAP || nslots < 0 || nlive < 0 || nlive > nslots ||
-        (metric != FPX_METRIC_L2 && metric != FPX_METRIC_IP)) {
+        (metric != FPX_METRIC_L2 && metric != FPX_METRIC_IP && metric != FPX_METRIC_HAMMING)) {
         fpx_err_set(err, FPX_E_INTERNAL, "snapshot header is not valid");
         goto fail;
     }

@@ -91,9 +91,9 @@ int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err);
  * (>= 0; a label already present replaces that vector); items as checked by
  * fpx_index_check_items (a key already present replaces that vector).
  */
-int fpx_index_add(fpx_index *ix, int64_t n, const float *x, const int64_t *labels,
+int fpx_index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels,
                   const msgpack_object *items, int64_t *added, fpx_err *err);
-int fpx_index_train(fpx_index *ix, int64_t n, const float *x, fpx_err *err);
+int fpx_index_train(fpx_index *ix, int64_t n, const void *x, fpx_err *err);
 
 /* Deletes by caller keys or labels: ids is one key/label or an array of them.
  * Each is looked up as a key first, then (when an integer) as a label. */
@@ -127,12 +127,12 @@ int fpx_index_import(const char *tenant, const char *name, const char *index_typ
 int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err);
 
 /* k-NN search; I receives slots (-1 = none). Fills D/I fully. */
-int fpx_index_search(fpx_index *ix, int64_t nq, const float *x, int64_t k,
-                     const fpx_search_params *params, const msgpack_object *filter, float *D,
+int fpx_index_search(fpx_index *ix, int64_t nq, const void *x, int64_t k,
+                     const fpx_search_params *params, const msgpack_object *filter, void *D,
                      int64_t *I, fpx_err *err);
 
 /* Range search; *lims (nq+1), *D and *I (slots) are malloc'd. */
-int fpx_index_range_search(fpx_index *ix, int64_t nq, const float *x, float radius,
+int fpx_index_range_search(fpx_index *ix, int64_t nq, const void *x, float radius,
                            const fpx_search_params *params, const msgpack_object *filter,
                            int64_t **lims, float **D, int64_t **I, fpx_err *err);
 

@@ -71,11 +71,11 @@ int fpx_op_range_search(fpx_req *r, fpx_out *o) {
     if (!ix)
         return -1;
     int64_t nq = 0;
-    const float *x;
+    const void *x;
     void *copy = NULL;
     int64_t *lims = NULL, *I = NULL;
     float *D = NULL;
-    int rc = fpx_req_vectors(r, ix->dim, 0, &nq, &x, NULL, &copy);
+    int rc = fpx_req_vectors(r, ix, 0, &nq, &x, NULL, &copy);
     if (rc == 0)
         rc = fpx_req_lock(r, ix, 0);
     if (rc != 0) {
@@ -122,14 +122,18 @@ int fpx_op_range_search(fpx_req *r, fpx_out *o) {
 
 /* ---- reconstruct ------------------------------------------------------------------ */
 
-/* Starts a reply of n vectors; returns where they go. */
-static float *vectors_reply(fpx_req *r, fpx_out *o, const fpx_index *ix, int64_t n) {
-    msgpack_packer *h = fpx_reply_ok(r, o, 1);
+/* Starts a reply of n vectors (float32, or uint8 rows of dim/8 bytes for a
+ * binary index); returns where they go. */
+static void *vectors_reply(fpx_req *r, fpx_out *o, const fpx_index *ix, int64_t n) {
+    int binary = fpx_engine_is_binary(ix->eng);
+    msgpack_packer *h = fpx_reply_ok(r, o, 2);
+    fpx_pack_cstr(h, "dtype");
+    fpx_pack_cstr(h, binary ? "uint8" : "float32");
     fpx_pack_cstr(h, "shape");
     msgpack_pack_array(h, 2);
     msgpack_pack_int64(h, n);
-    msgpack_pack_int64(h, ix->dim);
-    float *v = fpx_out_data(o, (size_t)n * (size_t)ix->dim * sizeof(float));
+    msgpack_pack_int64(h, binary ? ix->dim / 8 : ix->dim);
+    void *v = fpx_out_data(o, (size_t)n * fpx_engine_row_bytes(ix->eng));
     if (!v)
         fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
     return v;
@@ -145,7 +149,7 @@ int fpx_op_reconstruct(fpx_req *r, fpx_out *o) {
     int rc = fpx_req_lock(r, ix, 0);
     if (rc == 0) {
         int64_t slot = fpx_index_slot_of(ix, label);
-        float *v = NULL;
+        void *v = NULL;
         if (slot < 0)
             rc = fpx_err_set(&r->err, FPX_E_NOT_FOUND, "label %lld is not in index '%s'",
                              (long long)label, ix->name);
@@ -169,7 +173,7 @@ int fpx_op_reconstruct_n(fpx_req *r, fpx_out *o) {
     if (!ix)
         return -1;
     int rc = 0;
-    if ((uint64_t)n > r->s->cfg->max_message_size / ((uint64_t)ix->dim * sizeof(float)))
+    if ((uint64_t)n > r->s->cfg->max_message_size / fpx_engine_row_bytes(ix->eng))
         rc = fpx_err_set(&r->err, FPX_E_LIMIT, "%lld vectors would exceed the message size limit",
                          (long long)n);
     if (rc == 0)
@@ -187,7 +191,7 @@ int fpx_op_reconstruct_n(fpx_req *r, fpx_out *o) {
             rc = fpx_err_set(&r->err, FPX_E_NOT_FOUND, "label %lld is not in index '%s'",
                              (long long)(i0 + i), ix->name);
     }
-    float *v = NULL;
+    void *v = NULL;
     if (rc == 0 && !(v = vectors_reply(r, o, ix, n)))
         rc = -1;
     if (rc == 0 && n > 0)

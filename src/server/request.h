@@ -38,10 +38,11 @@ int fpx_req_name(fpx_req *r, int allow_name_synonym, char *name);
 fpx_index *fpx_req_index(fpx_req *r);
 /* Locks ix shared or exclusive; not_found (and unlocked) if it was deleted. */
 int fpx_req_lock(fpx_req *r, fpx_index *ix, int exclusive);
-/* The vector section as n x dim float32 rows [+ n int64 labels]; *copy is
- * a malloc'd aligned copy when the section was misaligned (caller frees). */
-int fpx_req_vectors(fpx_req *r, int64_t dim, int with_labels, int64_t *n_out, const float **x,
-                    const int64_t **labels, void **copy);
+/* The vector section as n rows of ix's vectors (float32, or uint8 for a
+ * binary index) [+ n int64 labels]; *copy is a malloc'd aligned copy when the
+ * section was misaligned (caller frees). */
+int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n_out,
+                    const void **x, const int64_t **labels, void **copy);
 /* The optional per-search "params" map (nprobe, efSearch). */
 int fpx_req_search_params(fpx_req *r, fpx_search_params *p);
 /* Logs a write, applies it through fpx_server_replay, takes it back on failure. */

@@ -11,6 +11,7 @@
  * should have.
  */
 #include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexBinary_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
@@ -202,7 +203,36 @@ int main(int argc, char **argv) {
     TRY(faiss_clone_index(read, &clone));
     print_search("clone", clone, nq, xq, 0);
 
-    /* 10. reset keeps the training */
+    /* 10. a binary flat index in-process FAISS wrote (d = 64 bits) */
+    FaissIndexBinary *bin;
+    snprintf(path, sizeof path, "%s/bflat.index", dir);
+    TRY(faiss_read_index_binary_fname(path, 0, &bin));
+    printf("binary d %d ntotal %lld\n", faiss_IndexBinary_d(bin),
+           (long long)faiss_IndexBinary_ntotal(bin));
+    uint8_t bq[4 * 8];
+    for (int i = 0; i < 32; i++)
+        bq[i] = (uint8_t)(i * 37 + 11);
+    int32_t bD[4 * K];
+    idx_t bI[4 * K];
+    TRY(faiss_IndexBinary_search(bin, 4, bq, K, bD, bI));
+    for (int qi = 0; qi < 4; qi++) {
+        printf("binary q%d", qi);
+        for (int j = 0; j < K; j++)
+            printf(" %lld:%d", (long long)bI[qi * K + j], bD[qi * K + j]);
+        printf("\n");
+    }
+    TRY(faiss_IndexBinary_add(bin, 4, bq));
+    rc = faiss_IndexBinary_add_with_ids(bin, 1, bq, ids);
+    printf("binary add ntotal %lld add_with_ids rc %d\n", (long long)faiss_IndexBinary_ntotal(bin),
+           rc != 0);
+    uint8_t brec[8];
+    TRY(faiss_IndexBinary_reconstruct(bin, faiss_IndexBinary_ntotal(bin) - 1, brec));
+    printf("binary reconstruct %s\n", memcmp(brec, bq + 24, 8) ? "differs" : "equal");
+    snprintf(path, sizeof path, "%s/bflat.out", dir);
+    TRY(faiss_write_index_binary_fname(bin, path));
+    faiss_IndexBinary_free(bin);
+
+    /* 11. reset keeps the training */
     TRY(faiss_Index_reset(ivf));
     printf("reset ntotal %lld trained %d\n", (long long)faiss_Index_ntotal(ivf),
            faiss_Index_is_trained(ivf));

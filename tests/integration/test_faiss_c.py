@@ -78,6 +78,15 @@ def expected(xb, xq, ivf_file):
     out.append("read ntotal %d ivf 1" % read.ntotal)
     out += lines_search("read", read, xq)
     out += lines_search("clone", read, xq)
+    b = faiss.read_index_binary(os.path.join(os.path.dirname(ivf_file), "bflat.index"))
+    out.append("binary d %d ntotal %d" % (b.d, b.ntotal))
+    bq = ((np.arange(32) * 37 + 11) % 256).astype("uint8").reshape(4, 8)
+    bD, bI = b.search(bq, K)
+    for q in range(4):
+        out.append("binary q%d" % q + "".join(" %d:%d" % (bI[q, j], bD[q, j]) for j in range(K)))
+    b.add(bq)
+    out.append("binary add ntotal %d add_with_ids rc 1" % b.ntotal)
+    out.append("binary reconstruct equal")
     out.append("reset ntotal 0 trained 1")
     return out
 
@@ -97,6 +106,9 @@ def test_program_against_faiss(make_server, tmp_path, keys):
     ivf.add(xb[:300])
     ivf.nprobe = 2
     faiss.write_index(ivf, str(tmp_path / "ivf.index"))
+    bflat = faiss.IndexBinaryFlat(64)
+    bflat.add(np.random.default_rng(122).integers(0, 256, (200, 8), dtype="uint8"))
+    faiss.write_index_binary(bflat, str(tmp_path / "bflat.index"))
     env = dict(os.environ, FAISS_PROXY_SERVER=s.endpoint)
     if keys:
         env["FAISS_PROXY_API_KEY"] = "pk"
@@ -113,6 +125,8 @@ def test_program_against_faiss(make_server, tmp_path, keys):
     ref = faiss.IndexFlatL2(d)
     ref.add(xb)
     assert np.array_equal(written.search(xq, K)[1], ref.search(xq, K)[1])
+    out_bin = faiss.read_index_binary(str(tmp_path / "bflat.out"))
+    assert out_bin.ntotal == 204
     # every index the program freed is gone from the server
     c = s.client("pk" if keys else None)
     assert c.list() == []

@@ -367,6 +367,51 @@ static void test_faiss_api(void) {
     free(xb);
 }
 
+/* Binary indexes: Hamming distances; with an allowed set, an exact scan. */
+static void test_binary(void) {
+    static const char *types[] = {"BFlat", "BIVF4", "BHNSW8"};
+    uint8_t xb[300 * 8];
+    for (size_t i = 0; i < sizeof xb; i++)
+        xb[i] = (uint8_t)(frand() * 256);
+    for (size_t t = 0; t < 3; t++) {
+        fpx_engine *e = NULL;
+        fpx_err err = {0};
+        CHECK(fpx_engine_create_binary(types[t], 64, &e, &err) == 0 && e);
+        if (!e)
+            continue;
+        CHECK(fpx_engine_is_binary(e) && fpx_engine_row_bytes(e) == 8);
+        CHECK(fpx_engine_metric(e) == FPX_METRIC_HAMMING && fpx_engine_dim(e) == 64);
+        if (!fpx_engine_is_trained(e))
+            CHECK(fpx_engine_train(e, 300, xb, &err) == 0);
+        CHECK(fpx_engine_add(e, 300, xb, &err) == 0 && fpx_engine_ntotal(e) == 300);
+        int32_t D[5];
+        int64_t I[5];
+        uint64_t words[5] = {0};
+        for (int p = 0; p < 300; p += 3)
+            words[p / 64] |= (uint64_t)1 << (p % 64);
+        fpx_bitset every3 = {words, 300, 100};
+        /* query = vector 9 (allowed): found first at distance 0, all hits allowed */
+        CHECK(fpx_engine_search(e, 1, xb + 9 * 8, 5, NULL, &every3, D, I, &err) == 0);
+        CHECK(I[0] == 9 && D[0] == 0);
+        int ok = 1;
+        for (int j = 0; j < 5; j++)
+            ok &= I[j] >= 0 && I[j] % 3 == 0 && (j == 0 || D[j] >= D[j - 1]);
+        CHECK(ok);
+        /* query = vector 10 (not allowed): never returned */
+        CHECK(fpx_engine_search(e, 1, xb + 10 * 8, 5, NULL, &every3, D, I, &err) == 0);
+        CHECK(I[0] != 10 && I[0] % 3 == 0);
+        uint8_t rec[8];
+        int64_t pos = 42;
+        CHECK(fpx_engine_reconstruct_batch(e, 1, &pos, rec, &err) == 0);
+        CHECK(!memcmp(rec, xb + 42 * 8, 8));
+        fpx_engine_free(e);
+    }
+    fpx_engine *e = NULL;
+    fpx_err err = {0};
+    CHECK(fpx_engine_create_binary("BFlat", 12, &e, &err) == -1 && err.type == FPX_E_VALIDATION);
+    CHECK(fpx_engine_create_binary("Flat", 64, &e, &err) == -1 && err.type == FPX_E_VALIDATION);
+}
+
 int main(void) {
     test_descriptions();
     test_flat_exact(FPX_METRIC_L2);
@@ -380,6 +425,7 @@ int main(void) {
     }
     test_training_and_params();
     test_faiss_api();
+    test_binary();
     test_serialize("Flat");
     test_serialize("HNSW8");
     test_serialize("IVF4,Flat");

@@ -7,6 +7,7 @@
 #define FAISSPROXY_INDEX_IO_C_H
 
 #include <stdio.h>
+#include "IndexBinary_c.h"
 #include "Index_c.h"
 #include "faiss_c.h"
 
@@ -24,6 +25,12 @@ int faiss_write_index_fname(const FaissIndex *idx, const char *fname);
 /* Reads an index FAISS wrote and uploads it as a new server index. */
 int faiss_read_index(FILE *f, int io_flags, FaissIndex **p_out);
 int faiss_read_index_fname(const char *fname, int io_flags, FaissIndex **p_out);
+
+/* The same for binary indexes (FAISS write_index_binary / read_index_binary). */
+int faiss_write_index_binary(const FaissIndexBinary *idx, FILE *f);
+int faiss_write_index_binary_fname(const FaissIndexBinary *idx, const char *fname);
+int faiss_read_index_binary(FILE *f, int io_flags, FaissIndexBinary **p_out);
+int faiss_read_index_binary_fname(const char *fname, int io_flags, FaissIndexBinary **p_out);
 
 #ifdef __cplusplus
 }
