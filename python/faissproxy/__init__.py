@@ -1,0 +1,113 @@
+"""faissproxy: FAISS's Python API, served by a faiss-proxy server.
+
+    import faissproxy as faiss          # the one change
+    index = faiss.IndexFlatL2(64)
+    index.add(xb)
+    D, I = index.search(xq, 10)
+
+The server comes from faissproxy.configure(server=..., api_key=..., tenant_id=...) or from
+FAISS_PROXY_SERVER / FAISS_PROXY_API_KEY / FAISS_PROXY_TENANT. With no server configured and
+the real `faiss` module installed, the FAISS names resolve to local faiss, so the same code
+runs in both places. Beyond FAISS's API, connect() gives named persistent indexes with string
+keys, metadata and filtered search (the seed's vector-database features).
+"""
+import importlib
+
+import numpy as np
+
+from . import _lib
+
+__version__ = "0.1.0"
+
+METRIC_INNER_PRODUCT = 0
+METRIC_L2 = 1
+
+# The names of FAISS's API this package serves from the server.
+_REMOTE = (
+    "Index", "IndexFlat", "IndexFlatL2", "IndexFlatIP", "IndexIVFFlat", "IndexIVFPQ",
+    "IndexHNSWFlat", "IndexPQ", "IndexScalarQuantizer", "ScalarQuantizer", "IndexIDMap",
+    "IndexIDMap2", "IndexBinary", "IndexBinaryFlat", "IDSelectorBatch", "IDSelectorRange",
+    "index_factory", "index_binary_factory", "write_index", "read_index", "serialize_index",
+    "deserialize_index", "write_index_binary", "read_index_binary", "serialize_index_binary",
+    "deserialize_index_binary",
+)
+
+
+def configure(server=None, api_key=None, tenant_id=None, timeout=None):
+    """Sets the server (e.g. "tcp://host:5555"), key, tenant and reply timeout (seconds)
+    for every index made from now on, in every thread."""
+    with _lib.Config.lock:
+        if server is not None:
+            _lib.Config.server = server
+        if api_key is not None:
+            _lib.Config.api_key = api_key
+        if tenant_id is not None:
+            _lib.Config.tenant_id = tenant_id
+        if timeout is not None:
+            _lib.Config.timeout_ms = int(timeout * 1000)
+        _lib.Config.generation += 1
+
+
+def using_server():
+    """True when FAISS's names resolve to server indexes (a server is configured, or the
+    real faiss module is not installed)."""
+    return _lib.configured_server() is not None or _local_faiss() is None
+
+
+def _local_faiss():
+    try:
+        return importlib.import_module("faiss")
+    except ImportError:
+        return None
+
+
+def __getattr__(name):
+    """FAISS's names: the server's classes when a server is configured, else local faiss."""
+    if _lib.configured_server() is None:
+        local = _local_faiss()
+        if local is not None and hasattr(local, name):
+            return getattr(local, name)
+    if name in _REMOTE:
+        from . import _remote
+        return getattr(_remote, name)
+    local = _local_faiss()
+    if local is not None and hasattr(local, name):
+        return getattr(local, name)  # pure-local helpers FAISS has and we do not serve
+    raise AttributeError("module 'faissproxy' has no attribute %r" % name)
+
+
+# ---- pure-local helpers, as faiss has them --------------------------------------------------
+
+
+def normalize_L2(x):
+    """Normalizes the rows of a float32 array in place (faiss.normalize_L2)."""
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
+    norms = np.sqrt((x.astype("float64") ** 2).sum(axis=1, keepdims=True))
+    norms[norms == 0] = 1
+    x /= norms.astype("float32")
+
+
+def knn(xq, xb, k, metric=METRIC_L2):
+    """Exact k nearest neighbours of xq in xb, computed locally (faiss.knn)."""
+    local = _local_faiss()
+    if local is not None:
+        return local.knn(xq, xb, k, metric=metric)
+    xq = np.ascontiguousarray(xq, dtype="float32")
+    xb = np.ascontiguousarray(xb, dtype="float32")
+    if metric == METRIC_INNER_PRODUCT:
+        S = xq @ xb.T
+        I = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    else:
+        S = (xq ** 2).sum(1)[:, None] - 2 * xq @ xb.T + (xb ** 2).sum(1)[None, :]
+        I = np.argsort(S, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(S, I, axis=1).astype("float32"), I.astype("int64")
+
+
+# ---- the vector-database API ---------------------------------------------------------------
+
+
+def connect(server=None, api_key=None, tenant_id=None):
+    """A connection for named, persistent indexes with keys and metadata."""
+    from ._db import Connection
+    configure(server=server, api_key=api_key, tenant_id=tenant_id)
+    return Connection()
