@@ -135,7 +135,10 @@ def flush_deletes(h):
             name = pending_deletes.pop()
         except IndexError:
             break
-        lib.fpx_client_delete_index(h, name.encode())
+        if lib.fpx_client_delete_index(h, name.encode()) != 0 and \
+                lib.fpx_client_errtype(h) == b"connection_error":
+            del pending_deletes[:]  # the server is gone: nothing left to tidy
+            break
 
 
 def client():
@@ -165,9 +168,12 @@ def client():
 
 @atexit.register
 def _delete_pending_at_exit():
+    """Best effort, and quick: a process must not hang on exit for a server that is gone."""
     if pending_deletes:
         try:
-            flush_deletes(client())
+            h = client()
+            lib.fpx_client_set_timeout(h, 2000)
+            flush_deletes(h)
         except Exception:
             pass
 

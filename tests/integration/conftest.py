@@ -23,7 +23,8 @@ SANITIZED = os.environ.get("FPX_SANITIZED") == "1"
 SERVER = os.path.join(BUILD, "faiss-proxy-server")
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "SUMMARY: UndefinedBehaviorSanitizer")
-START_TIMEOUT = 120 if SANITIZED else 30
+START_TIMEOUT = 120 if SANITIZED else 60
+STOP_TIMEOUT = 120 if SANITIZED else 60
 _names = itertools.count()
 
 
@@ -99,26 +100,40 @@ class Server:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=120)
+        rc = self.proc.wait(timeout=STOP_TIMEOUT)
         self.proc = None
         self.check_log()
         assert rc == 0, "server exit status %d:\n%s" % (rc, self.log()[-5000:])
 
     def kill9(self):
+        """SIGKILL: no clean shutdown, no snapshot; the logs must carry every write."""
         self._close_clients()
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=60)
+        rc = self.proc.wait(timeout=STOP_TIMEOUT)
+        assert rc == -signal.SIGKILL, rc  # it was running until the kill
         self.proc = None
         self.check_log()
 
-    def restart(self):
-        self.stop()
+    kill = kill9
+
+    def restart(self, hard=False):
+        """Stops (SIGTERM, or kill -9 when hard) and starts again on the same data dir."""
+        if hard:
+            self.kill9()
+        else:
+            self.stop()
         return self.start()
 
 
 def _make(tmp_path_factory, api_keys="", extra=()):
     d = str(tmp_path_factory.mktemp("fpx")) + "/data"
     return Server(d, api_keys, extra).start()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A fresh data dir (not yet created: the server creates it)."""
+    return str(tmp_path / "data")
 
 
 @pytest.fixture(scope="module")
