@@ -141,7 +141,7 @@ def flush_deletes(h):
             break
 
 
-def client():
+def client(flush=True):
     """This thread's client handle, rebuilt after configure()."""
     with Config.lock:
         gen = Config.generation
@@ -161,7 +161,7 @@ def client():
             raise ConnectionError("faissproxy: cannot create a client for %s" % server)
         lib.fpx_client_set_timeout(h, timeout)
         _local.handle, _local.gen, _local.server = h, gen, server
-    if pending_deletes:
+    if flush and pending_deletes:
         flush_deletes(h)
     return h
 
@@ -171,7 +171,7 @@ def _delete_pending_at_exit():
     """Best effort, and quick: a process must not hang on exit for a server that is gone."""
     if pending_deletes:
         try:
-            h = client()
+            h = client(flush=False)
             lib.fpx_client_set_timeout(h, 2000)
             flush_deletes(h)
         except Exception:
