@@ -276,6 +276,10 @@ class _IVF:
         self._set_param("nprobe", int(v))
         self._nprobe = int(v)
 
+    def make_direct_map(self, new_maintain_direct_map=True):
+        """As IndexIVF.make_direct_map: reconstruct() needs it."""
+        self._set_param("direct_map", 1 if new_maintain_direct_map else 0)
+
 
 class IndexIVFFlat(_IVF, Index):
     def __init__(self, quantizer, d, nlist, metric=METRIC_L2):

@@ -57,7 +57,9 @@ def ivf_program(faiss):
     D1, I1 = index.search(xq, 4)
     index.nprobe = 16
     D2, I2 = index.search(xq, 4)
-    return dict(I1=I1, I2=I2, D2=D2, trained=index.is_trained, ntotal=index.ntotal)
+    index.make_direct_map()
+    rec = index.reconstruct(5)
+    return dict(I1=I1, I2=I2, D2=D2, trained=index.is_trained, ntotal=index.ntotal, rec=rec)
 
 
 def idmap_program(faiss):
