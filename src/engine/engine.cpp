@@ -40,6 +40,7 @@
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/utils/distances.h>
 
+#include <dlfcn.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -58,6 +59,10 @@ using idx_t = faiss::Index::idx_t;
 struct fpx_engine {
     std::unique_ptr<Index> index;            /* a float index, or */
     std::unique_ptr<faiss::IndexBinary> bin; /* a binary one */
+    /* A flat L2 index's squared vector norms, kept as vectors are added: FAISS
+     * 1.7.3 recomputes them in every BLAS search, a whole extra pass over the
+     * vectors that costs as much as the search of a small batch. */
+    std::vector<float> norms;
 };
 
 namespace {
@@ -67,6 +72,11 @@ namespace {
  * it saves) and would steal the core another worker thread is using for
  * another client; a batch is worth parallelising. */
 constexpr idx_t kParallelMin = 16;
+
+/* Pooled batches of at least this many queries are padded up to FAISS's BLAS
+ * threshold: from 3 queries on, one matrix product beats a scan per query
+ * (measured on Debian's generic build, bench/README.md). */
+constexpr idx_t kPooledBlasMin = 3;
 
 /* Largest number accepted anywhere in a factory description. */
 constexpr long kMaxFactoryNumber = 1L << 20;
@@ -92,6 +102,119 @@ std::string faiss_message(const char *what) {
 
 void threads_for(idx_t n) {
     omp_set_num_threads(n < kParallelMin ? 1 : std::max(1, omp_get_num_procs()));
+}
+
+/* The flat L2 index idx is, or nullptr. */
+const faiss::IndexFlat *flat_l2(const Index *idx) {
+    auto f = dynamic_cast<const faiss::IndexFlat *>(idx);
+    return f && f->metric_type == faiss::METRIC_L2 ? f : nullptr;
+}
+
+/* Brings e->norms up to the index's vectors: appends those of added vectors,
+ * recomputes after anything else. Without memory for them, there are none,
+ * and FAISS computes them per search as it always does. */
+void sync_norms(fpx_engine *e) {
+    const faiss::IndexFlat *f = e->index ? flat_l2(e->index.get()) : nullptr;
+    if (!f)
+        return;
+    size_t have = e->norms.size(), n = (size_t)f->ntotal;
+    try {
+        if (have > n)
+            have = 0;
+        e->norms.resize(n);
+        faiss::fvec_norms_L2sqr(e->norms.data() + have, f->get_xb() + have * (size_t)f->d,
+                                (size_t)f->d, n - have);
+    } catch (const std::bad_alloc &) {
+        std::vector<float>().swap(e->norms);
+    }
+}
+
+/* The norms of e's flat L2 index when they are current, or nullptr. */
+const float *current_norms(const fpx_engine *e) {
+    return e->index && !e->norms.empty() && (idx_t)e->norms.size() == e->index->ntotal
+               ? e->norms.data()
+               : nullptr;
+}
+
+/* Set by fpx_engine_set_blas_single: BLAS runs on the calling thread only. */
+bool blas_single = false;
+
+/*
+ * idx->search with the threading rule above. With single-threaded BLAS, a
+ * flat index's batch is cut into one slice per core, searched in parallel:
+ * the BLAS kernel of each slice runs on its own core, where FAISS would
+ * otherwise have left all the parallelism to BLAS's thread pool.
+ */
+/* idx->search; a flat L2 index with known norms is searched as FAISS's
+ * IndexFlat::search does, handing FAISS the norms. */
+void search_once(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
+                 idx_t *I, const faiss::SearchParameters *p) {
+    const faiss::IndexFlat *f = norms ? flat_l2(idx) : nullptr;
+    if (f && !(p && p->sel)) {
+        faiss::float_maxheap_array_t res = {(size_t)n, (size_t)k, I, D};
+        faiss::knn_L2sqr(x, f->get_xb(), (size_t)f->d, (size_t)n, (size_t)f->ntotal, &res, norms,
+                         nullptr);
+    } else {
+        idx->search(n, x, k, D, I, p);
+    }
+}
+
+/*
+ * A pooled batch below FAISS's BLAS threshold, on a flat index: padded with
+ * copies of its last query up to the threshold, so that FAISS computes it as
+ * one matrix product. One pass over the vectors for all the queries, where
+ * FAISS's query-by-query kernel makes one pass per query; the padding rows
+ * cost next to nothing beside that pass. Returns false when not applicable.
+ */
+bool search_padded(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
+                   idx_t *I, const faiss::SearchParameters *p) {
+    idx_t blas = faiss::distance_compute_blas_threshold;
+    if (n < kPooledBlasMin || n >= blas || !dynamic_cast<const faiss::IndexFlat *>(idx))
+        return false;
+    size_t d = (size_t)idx->d;
+    std::vector<float> xp((size_t)blas * d), dp((size_t)(blas * k));
+    std::vector<idx_t> ip((size_t)(blas * k));
+    memcpy(xp.data(), x, (size_t)n * d * sizeof(float));
+    for (idx_t r = n; r < blas; r++)
+        memcpy(&xp[(size_t)r * d], x + (size_t)(n - 1) * d, d * sizeof(float));
+    threads_for(1);
+    search_once(idx, norms, blas, xp.data(), k, dp.data(), ip.data(), p);
+    memcpy(D, dp.data(), (size_t)(n * k) * sizeof(float));
+    memcpy(I, ip.data(), (size_t)(n * k) * sizeof(idx_t));
+    return true;
+}
+
+void run_search(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
+                idx_t *I, const faiss::SearchParameters *p, bool pooled) {
+    if (pooled && search_padded(idx, norms, n, x, k, D, I, p))
+        return;
+    int cores = omp_get_num_procs();
+    if (!blas_single || n < kParallelMin || cores < 2 ||
+        !dynamic_cast<const faiss::IndexFlat *>(idx)) {
+        threads_for(n);
+        search_once(idx, norms, n, x, k, D, I, p);
+        return;
+    }
+    int nt = (int)std::min<idx_t>(cores, n / std::max(1, faiss::distance_compute_blas_threshold));
+    if (nt < 2) {
+        threads_for(n);
+        search_once(idx, norms, n, x, k, D, I, p);
+        return;
+    }
+    std::string failure;
+    omp_set_num_threads(nt);
+#pragma omp parallel for schedule(static, 1)
+    for (int t = 0; t < nt; t++) {
+        idx_t i0 = n * t / nt, i1 = n * (t + 1) / nt;
+        try {
+            search_once(idx, norms, i1 - i0, x + i0 * idx->d, k, D + i0 * k, I + i0 * k, p);
+        } catch (const std::exception &ex) {
+#pragma omp critical(fpx_search_failure)
+            failure = ex.what();
+        }
+    }
+    if (!failure.empty())
+        throw faiss::FaissException(failure);
 }
 
 /* A selector over the server's allowed-position bitset. */
@@ -246,8 +369,7 @@ void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fp
     std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
     faiss::SearchParameters *p = make_params(idx, &sel, kn, keep);
     if (p) {
-        threads_for(n);
-        idx->search(n, x, k, D, I, p);
+        run_search(idx, nullptr, n, x, k, D, I, p, false);
     } else {
         search_overfetch(idx, n, x, k, allowed, D, I);
     }
@@ -320,7 +442,7 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
         if (!is_fast_scan(idx)) {
-            fpx_search_params all = {(int64_t)ivf->nlist, 0};
+            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0};
             BitsetSelector sel(allowed);
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, &sel, all, keep);
@@ -339,13 +461,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
-        fpx_search_params none = {0, 0};
+        fpx_search_params none = {0, 0, 0};
         search_allowed(h->storage, n, x, k, none, allowed, 0, D, I);
         return;
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
-        fpx_search_params none = {0, 0};
+        fpx_search_params none = {0, 0, 0};
         search_allowed(idx, n, x, k, none, allowed, 0, D, I);
         return;
     }
@@ -573,6 +695,17 @@ template <class F> void rewrite_binary_ivf_ids(faiss::IndexBinaryIVF *ivf, F map
 
 extern "C" {
 
+int fpx_engine_set_blas_single(void) {
+    /* OpenBLAS's own call: Debian's FAISS links whichever BLAS the system's
+     * alternatives pick, and only OpenBLAS has a thread pool to turn off. */
+    auto set = (void (*)(int))dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+    if (!set)
+        return -1;
+    set(1);
+    blas_single = true;
+    return 0;
+}
+
 int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, fpx_engine **out,
                       fpx_err *err) {
     if (dim < 1 || dim > 65536)
@@ -585,7 +718,8 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
                                           metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT
                                                                   : faiss::METRIC_L2);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
-        *out = new fpx_engine{std::move(idx), nullptr};
+        *out = new fpx_engine{std::move(idx), nullptr, {}};
+        sync_norms(*out);
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -604,7 +738,7 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
                        "binary index types start with B (BFlat, BIVF<n>, BHNSW<M>, ...)");
     try {
         std::unique_ptr<BinIndex> b(faiss::index_binary_factory((int)dim, description));
-        *out = new fpx_engine{nullptr, std::move(b)};
+        *out = new fpx_engine{nullptr, std::move(b), {}};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -665,6 +799,7 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
             e->bin->add(n, (const uint8_t *)x);
         else
             e->index->add(n, (const float *)x);
+        sync_norms(e);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -699,7 +834,7 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
         return 0;
     if (k < 1)
         return set_err(err, FPX_E_VALIDATION, "k must be >= 1");
-    fpx_search_params kn = params ? *params : fpx_search_params{0, 0};
+    fpx_search_params kn = params ? *params : fpx_search_params{0, 0, 0};
     if (e->bin)
         return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
     const float *x = (const float *)xv;
@@ -721,8 +856,7 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
         }
         std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
         faiss::SearchParameters *p = make_params(idx, nullptr, kn, keep);
-        threads_for(n);
-        idx->search(n, x, k, D, I, p);
+        run_search(idx, current_norms(e), n, x, k, D, I, p, kn.pooled != 0);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -734,7 +868,7 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
     *lims = nullptr;
     *D = nullptr;
     *I = nullptr;
-    fpx_search_params kn = params ? *params : fpx_search_params{0, 0};
+    fpx_search_params kn = params ? *params : fpx_search_params{0, 0, 0};
     const Index *idx = e->index.get();
     try {
         BitsetSelector sel(allowed);
@@ -900,6 +1034,7 @@ int fpx_engine_reset(fpx_engine *e, fpx_err *err) {
             e->bin->reset();
         else
             e->index->reset();
+        sync_norms(e);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -1148,7 +1283,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         if (take_labels(lab, identity, labels, err))
             return -1;
         *had_idmap = wrapped ? 1 : 0;
-        *out = new fpx_engine{nullptr, std::move(b)};
+        *out = new fpx_engine{nullptr, std::move(b), {}};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -1203,7 +1338,8 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         if (take_labels(lab, identity, labels, err))
             return -1;
         *had_idmap = wrapped ? 1 : 0;
-        *out = new fpx_engine{std::move(idx), nullptr};
+        *out = new fpx_engine{std::move(idx), nullptr, {}};
+        sync_norms(*out);
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -1233,11 +1369,12 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
         r.data.assign(buf, buf + len);
         if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') {
             std::unique_ptr<BinIndex> b(unwrap_binary_idmap(faiss::read_index_binary(&r)));
-            *out = new fpx_engine{nullptr, std::move(b)};
+            *out = new fpx_engine{nullptr, std::move(b), {}};
             return 0;
         }
         std::unique_ptr<Index> idx(unwrap_idmap(faiss::read_index(&r)));
-        *out = new fpx_engine{std::move(idx), nullptr};
+        *out = new fpx_engine{std::move(idx), nullptr, {}};
+        sync_norms(*out);
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)

@@ -31,6 +31,11 @@ typedef enum fpx_metric { FPX_METRIC_L2 = 0, FPX_METRIC_IP = 1, FPX_METRIC_HAMMI
 typedef struct fpx_search_params {
     int64_t nprobe;
     int64_t efSearch;
+    /* The queries come from several requests (the server's dynamic batch):
+     * a flat index then computes them as one matrix product even when they
+     * are fewer than FAISS's BLAS threshold, which FAISS applies to one
+     * caller's batch. A caller's own queries keep FAISS's choice. */
+    int pooled;
 } fpx_search_params;
 
 /* A set of allowed positions: bit p of words[p / 64] set = position p allowed.
@@ -42,6 +47,15 @@ typedef struct fpx_bitset {
     int64_t nbits;
     int64_t count;
 } fpx_bitset;
+
+/*
+ * Makes BLAS run on the calling thread only (OpenBLAS; -1 when the BLAS in
+ * use is another). A server runs several FAISS calls at once, one per core;
+ * OpenBLAS's pool, shared by all of them, would make each call's threads
+ * spin (sched_yield) against the others'. The engine then parallelises a
+ * flat index's batches itself, one slice of queries per core.
+ */
+int fpx_engine_set_blas_single(void);
 
 /*
  * Creates an index from a FAISS index_factory description ("Flat",

@@ -27,11 +27,16 @@ static const char usage[] =
     "  -k, --api-keys LIST        KEY:TENANT,...; empty = auth off\n"
     "                                                      FAISS_PROXY_API_KEYS\n"
     "                                                      (key1:tenant1,key2:tenant2)\n"
-    "  -w, --workers N            worker threads           FAISS_PROXY_WORKERS  (cores)\n"
+    "  -w, --workers N            worker threads           FAISS_PROXY_WORKERS\n"
+    "                                                      (8 per core, 16..64)\n"
     "  -m, --max-message-size N   largest request, bytes   FAISS_PROXY_MAX_MESSAGE_SIZE\n"
     "                                                      (268435456 = 256 MiB)\n"
     "  -s, --snapshot-bytes N     write-ahead log size that triggers a snapshot\n"
     "                                                      FAISS_PROXY_SNAPSHOT_BYTES (67108864)\n"
+    "      --batch-wait-us N      longest wait of a search batch for requests on their way\n"
+    "                                                      FAISS_PROXY_BATCH_WAIT_US (200)\n"
+    "      --batch-max N          most queries answered by one FAISS call; 1 = no batching\n"
+    "                                                      FAISS_PROXY_BATCH_MAX (256)\n"
     "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
     "  -h, --help                 this text\n"
     "  -V, --version              print the version\n";
@@ -94,6 +99,16 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return parse_size("max message size", v, 4096, (size_t)16 << 30, &cfg->max_message_size);
     case 's':
         return parse_size("snapshot bytes", v, 1, (size_t)1 << 40, &cfg->snapshot_bytes);
+    case 'W':
+        if (parse_size("batch wait", v, 0, 100000, &n))
+            return -1;
+        cfg->batch_wait_us = (int64_t)n;
+        return 0;
+    case 'B':
+        if (parse_size("batch max", v, 1, 65536, &n))
+            return -1;
+        cfg->batch_max = (int64_t)n;
+        return 0;
     case 'v':
         cfg->log_debug = 1;
         return 0;
@@ -110,7 +125,13 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         return -1;
     cfg->default_keys = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 2;
+    /* Workers mostly wait (for a batch, the disk, the client), so there are
+     * more of them than cores: concurrent searches must reach the server at
+     * the same time to be batched. */
+    cfg->cores = ncpu > 0 ? (int)(ncpu > 256 ? 256 : ncpu) : 2;
+    cfg->workers = cfg->cores * 8 < 16 ? 16 : cfg->cores * 8 > 64 ? 64 : cfg->cores * 8;
+    cfg->batch_wait_us = 200;
+    cfg->batch_max = 256;
     cfg->max_message_size = (size_t)256 << 20;
     cfg->snapshot_bytes = (size_t)64 << 20;
 
@@ -125,6 +146,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_WORKERS", 'w'},
         {"FAISS_PROXY_MAX_MESSAGE_SIZE", 'm'},
         {"FAISS_PROXY_SNAPSHOT_BYTES", 's'},
+        {"FAISS_PROXY_BATCH_WAIT_US", 'W'},
+        {"FAISS_PROXY_BATCH_MAX", 'B'},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -145,6 +168,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"workers", required_argument, 0, 'w'},
         {"max-message-size", required_argument, 0, 'm'},
         {"snapshot-bytes", required_argument, 0, 's'},
+        {"batch-wait-us", required_argument, 0, 'W'},
+        {"batch-max", required_argument, 0, 'B'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},

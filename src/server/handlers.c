@@ -575,6 +575,10 @@ static int op_search(fpx_req *r, fpx_out *o) {
         fpx_index_unref(ix);
         return -1;
     }
+    const msgpack_object *filter = r->msg.meta;
+    int batchable = !filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0;
+    if (batchable)
+        fpx_batch_enter(&ix->batch);
     size_t nres = (size_t)nq * (size_t)k;
     int binary = fpx_engine_is_binary(ix->eng);
     msgpack_packer *h = fpx_reply_ok(r, o, 1 + binary);
@@ -599,8 +603,12 @@ static int op_search(fpx_req *r, fpx_out *o) {
             rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
         }
     }
-    if (rc == 0)
-        rc = fpx_index_search(ix, nq, x, k, &params, r->msg.meta, D, I, &r->err);
+    if (rc == 0 && batchable)
+        rc = fpx_batch_search(ix, nq, x, k, &params, D, I, &r->err);
+    else if (rc == 0)
+        rc = fpx_index_search(ix, nq, x, k, &params, filter, D, I, &r->err);
+    else if (batchable)
+        fpx_batch_cancel(&ix->batch);
     if (rc == 0) {
         if (ix->nkeys > 0 || include_meta) {
             msgpack_packer *m = fpx_out_meta(o);

@@ -156,6 +156,7 @@ static fpx_index *index_alloc(const char *tenant, const char *name, const char *
     ix->eng = eng;
     ix->wal_fd = -1;
     pthread_rwlock_init(&ix->lock, NULL);
+    fpx_batcher_init(&ix->batch);
     atomic_init(&ix->refs, 1);
     fpx_slotmap_init(&ix->keymap);
     fpx_slotmap_init(&ix->labelmap);
@@ -222,6 +223,7 @@ void fpx_index_free(fpx_index *ix) {
     fpx_engine_free(ix->eng);
     free(ix->index_type);
     pthread_rwlock_destroy(&ix->lock);
+    fpx_batcher_destroy(&ix->batch);
     free(ix);
 }
 

@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "batch.h"
 #include "engine/engine.h"
 #include "proto/proto.h"
 #include "slotmap.h"
@@ -47,7 +48,8 @@ typedef struct fpx_index {
 
     pthread_rwlock_t lock;
     atomic_int refs;
-    int dropped; /* deleted; waiting for the last reference */
+    int dropped;       /* deleted; waiting for the last reference */
+    fpx_batcher batch; /* concurrent searches answered together */
 
     fpx_engine *eng;
     int64_t nslots;  /* == engine ntotal */

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "batch.h"
 #include "config.h"
+#include "engine/engine.h"
 #include "net.h"
 #include "server.h"
 #include "util.h"
@@ -34,6 +36,10 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    fpx_batch_configure(cfg.batch_wait_us, cfg.batch_max, cfg.cores);
+    if (fpx_engine_set_blas_single() != 0)
+        fpx_log(FPX_LOG_DEBUG, "the BLAS in use is not OpenBLAS: its threading is left as is");
 
     fpx_server server;
     fpx_err err = {0};

