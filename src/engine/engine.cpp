@@ -104,6 +104,25 @@ void threads_for(idx_t n) {
     omp_set_num_threads(n < kParallelMin ? 1 : std::max(1, omp_get_num_procs()));
 }
 
+/* FAISS's reader over the caller's bytes, where VectorIOReader would first
+ * copy them all into a vector of its own. */
+struct BufReader : faiss::IOReader {
+    const uint8_t *p;
+    size_t len, pos = 0;
+    BufReader(const uint8_t *buf, size_t n) : p(buf), len(n) {}
+    size_t operator()(void *ptr, size_t size, size_t nitems) override {
+        if (size == 0 || nitems == 0)
+            return 0;
+        size_t n = std::min(nitems, (len - pos) / size);
+        memcpy(ptr, p + pos, n * size);
+        pos += n * size;
+        return n;
+    }
+};
+
+/* Set by fpx_engine_tune_for_server. */
+bool server_tuning = false;
+
 /* The flat L2 index idx is, or nullptr. */
 const faiss::IndexFlat *flat_l2(const Index *idx) {
     auto f = dynamic_cast<const faiss::IndexFlat *>(idx);
@@ -114,7 +133,7 @@ const faiss::IndexFlat *flat_l2(const Index *idx) {
  * recomputes after anything else. Without memory for them, there are none,
  * and FAISS computes them per search as it always does. */
 void sync_norms(fpx_engine *e) {
-    const faiss::IndexFlat *f = e->index ? flat_l2(e->index.get()) : nullptr;
+    const faiss::IndexFlat *f = server_tuning && e->index ? flat_l2(e->index.get()) : nullptr;
     if (!f)
         return;
     size_t have = e->norms.size(), n = (size_t)f->ntotal;
@@ -135,9 +154,6 @@ const float *current_norms(const fpx_engine *e) {
                ? e->norms.data()
                : nullptr;
 }
-
-/* Set by fpx_engine_set_blas_single: BLAS runs on the calling thread only. */
-bool blas_single = false;
 
 /*
  * idx->search with the threading rule above. With single-threaded BLAS, a
@@ -186,10 +202,10 @@ bool search_padded(const Index *idx, const float *norms, idx_t n, const float *x
 
 void run_search(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
                 idx_t *I, const faiss::SearchParameters *p, bool pooled) {
-    if (pooled && search_padded(idx, norms, n, x, k, D, I, p))
+    if (pooled && server_tuning && search_padded(idx, norms, n, x, k, D, I, p))
         return;
     int cores = omp_get_num_procs();
-    if (!blas_single || n < kParallelMin || cores < 2 ||
+    if (!server_tuning || n < kParallelMin || cores < 2 ||
         !dynamic_cast<const faiss::IndexFlat *>(idx)) {
         threads_for(n);
         search_once(idx, norms, n, x, k, D, I, p);
@@ -695,14 +711,14 @@ template <class F> void rewrite_binary_ivf_ids(faiss::IndexBinaryIVF *ivf, F map
 
 extern "C" {
 
-int fpx_engine_set_blas_single(void) {
+int fpx_engine_tune_for_server(void) {
+    server_tuning = true;
     /* OpenBLAS's own call: Debian's FAISS links whichever BLAS the system's
      * alternatives pick, and only OpenBLAS has a thread pool to turn off. */
     auto set = (void (*)(int))dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
     if (!set)
         return -1;
     set(1);
-    blas_single = true;
     return 0;
 }
 
@@ -1245,8 +1261,7 @@ static int take_labels(const std::vector<idx_t> &lab, bool identity, int64_t **l
 static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                          int *had_idmap, fpx_err *err) {
     try {
-        faiss::VectorIOReader r;
-        r.data.assign(buf, buf + len);
+        BufReader r(buf, len);
         std::unique_ptr<BinIndex> raw(faiss::read_index_binary(&r));
         std::vector<idx_t> id_map;
         auto m = dynamic_cast<faiss::IndexBinaryIDMap *>(raw.get());
@@ -1296,8 +1311,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
     if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') /* binary indexes' fourccs */
         return import_binary(buf, len, out, labels, had_idmap, err);
     try {
-        faiss::VectorIOReader r;
-        r.data.assign(buf, buf + len);
+        BufReader r(buf, len);
         std::unique_ptr<Index> raw(faiss::read_index(&r));
         std::vector<idx_t> id_map;
         if (auto m2 = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()))
@@ -1345,6 +1359,35 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
+namespace {
+struct CallbackWriter : faiss::IOWriter {
+    fpx_write_fn fn;
+    void *ctx;
+    size_t total = 0;
+    CallbackWriter(fpx_write_fn f, void *c) : fn(f), ctx(c) {}
+    size_t operator()(const void *ptr, size_t size, size_t nitems) override {
+        size_t n = size * nitems;
+        if (fn && n > 0 && fn(ctx, ptr, n) != 0)
+            return 0; /* FAISS throws on a short write */
+        total += n;
+        return nitems;
+    }
+};
+} // namespace
+
+int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *len, fpx_err *err) {
+    try {
+        CallbackWriter w(fn, ctx);
+        if (e->bin)
+            faiss::write_index_binary(e->bin.get(), &w);
+        else
+            faiss::write_index(e->index.get(), &w);
+        *len = w.total;
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {
     try {
         faiss::VectorIOWriter w;
@@ -1365,8 +1408,7 @@ int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_er
 
 int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err) {
     try {
-        faiss::VectorIOReader r;
-        r.data.assign(buf, buf + len);
+        BufReader r(buf, len);
         if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') {
             std::unique_ptr<BinIndex> b(unwrap_binary_idmap(faiss::read_index_binary(&r)));
             *out = new fpx_engine{nullptr, std::move(b), {}};

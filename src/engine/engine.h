@@ -49,13 +49,20 @@ typedef struct fpx_bitset {
 } fpx_bitset;
 
 /*
- * Makes BLAS run on the calling thread only (OpenBLAS; -1 when the BLAS in
- * use is another). A server runs several FAISS calls at once, one per core;
- * OpenBLAS's pool, shared by all of them, would make each call's threads
- * spin (sched_yield) against the others'. The engine then parallelises a
- * flat index's batches itself, one slice of queries per core.
+ * Tunes the engine for a server running several FAISS calls at once, one
+ * per core; call it once, before creating any index. Without it the engine
+ * calls FAISS exactly as an in-process user would (the benchmarks compare
+ * against that). With it:
+ *  - BLAS runs on the calling thread only (OpenBLAS; returns -1 when the
+ *    BLAS in use is another, and the rest still applies). OpenBLAS's pool,
+ *    shared by concurrent calls, makes their threads spin in sched_yield
+ *    against each other; the engine instead cuts a flat index's batch into
+ *    one slice per core.
+ *  - A flat L2 index keeps its vectors' norms, which FAISS 1.7.3 recomputes
+ *    in every BLAS search: a second pass over all the vectors.
+ *  - Pooled batches (fpx_search_params.pooled) use BLAS from 3 queries on.
  */
-int fpx_engine_set_blas_single(void);
+int fpx_engine_tune_for_server(void);
 
 /*
  * Creates an index from a FAISS index_factory description ("Flat",
@@ -168,6 +175,12 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
 int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                       int *had_idmap, fpx_err *err);
 
+/* A sink for streamed bytes: 0, or -1 to stop (the caller keeps the reason). */
+typedef int (*fpx_write_fn)(void *ctx, const void *buf, size_t n);
+/* FAISS's own serialization of e, streamed through fn in pieces (the vectors
+ * in one piece each, straight from the index: no copy); fn NULL only counts.
+ * *len receives the size. A failing fn fails the call. */
+int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *len, fpx_err *err);
 /* FAISS's own serialization (write_index to memory). *buf is malloc'd; caller frees. */
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
 /* Inverse of fpx_engine_serialize (read_index from memory). */

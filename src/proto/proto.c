@@ -478,6 +478,31 @@ int fpx_out_finish(fpx_out *o, uint8_t **buf, size_t *len) {
     return rc;
 }
 
+int fpx_out_frame(fpx_out *o, size_t data_size, uint8_t **prefix, size_t *prefix_len,
+                  uint8_t **meta, size_t *meta_len) {
+    size_t hlen = o->hbuf.size;
+    size_t pad = choose_pad(hlen);
+    size_t pre = preamble_len(pad);
+    size_t mlen = o->has_meta ? o->mbuf.size : 0;
+    int rc = -1;
+    *prefix = NULL;
+    *meta = NULL;
+    if (!o->failed && hlen > 0 && !o->buf && (*prefix = malloc(pre + hlen)) != NULL) {
+        write_preamble(*prefix, pad, hlen, data_size, mlen);
+        memcpy(*prefix + pre, o->hbuf.data, hlen);
+        *prefix_len = pre + hlen;
+        *meta_len = mlen;
+        if (mlen) {
+            *meta = (uint8_t *)o->mbuf.data; /* the sbuffer's own storage, handed over */
+            o->mbuf.data = NULL;
+            o->mbuf.size = o->mbuf.alloc = 0;
+        }
+        rc = 0;
+    }
+    fpx_out_discard(o);
+    return rc;
+}
+
 void fpx_out_discard(fpx_out *o) {
     free(o->buf);
     o->buf = NULL;

@@ -155,6 +155,15 @@ void *fpx_out_data(fpx_out *o, size_t n);
 msgpack_packer *fpx_out_meta(fpx_out *o);
 /* Assembles the body. Returns 0, or -1 on allocation failure. *o is released. */
 int fpx_out_finish(fpx_out *o, uint8_t **buf, size_t *len);
+/*
+ * For a body whose data section is too big to hold in memory twice (a
+ * snapshot): instead of fpx_out_data + fpx_out_finish, after packing the
+ * header and the metadata, hands over *prefix (preamble || header) and *meta,
+ * both malloc'd (free()); the body is prefix || data_size bytes the caller
+ * produces || meta. 0, or -1 on allocation failure. *o is released.
+ */
+int fpx_out_frame(fpx_out *o, size_t data_size, uint8_t **prefix, size_t *prefix_len,
+                  uint8_t **meta, size_t *meta_len);
 /* Releases everything without producing a body. */
 void fpx_out_discard(fpx_out *o);
 

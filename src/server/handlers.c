@@ -209,7 +209,13 @@ int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n
 
 /* After a write: snapshot when the log has grown past the threshold. */
 void fpx_req_snapshot(fpx_req *r, fpx_index *ix, int force) {
-    if (!force && ix->wal_bytes < r->s->cfg->snapshot_bytes)
+    /* The log may grow to the snapshot's own size before the next one: a
+     * snapshot rewrites the whole index, so a fixed threshold would make
+     * loading n bytes write O(n^2 / threshold); this keeps it O(n). */
+    uint64_t threshold = r->s->cfg->snapshot_bytes;
+    if (ix->snap_bytes > threshold)
+        threshold = ix->snap_bytes;
+    if (!force && ix->wal_bytes < threshold)
         return;
     fpx_err err = {0};
     if (fpx_store_snapshot(r->s->cfg->data_dir, ix, &err) != 0)

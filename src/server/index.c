@@ -926,10 +926,9 @@ static void pack_blob_table(msgpack_packer *pk, fpx_blob *const *t, int64_t n) {
     }
 }
 
-int fpx_index_encode(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *err) {
-    uint8_t *eng;
-    size_t englen;
-    if (fpx_engine_serialize(ix->eng, &eng, &englen, err))
+int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *err) {
+    size_t englen, written;
+    if (fpx_engine_write(ix->eng, NULL, NULL, &englen, err)) /* the size, first */
         return -1;
     fpx_out o;
     fpx_out_init(&o);
@@ -953,10 +952,6 @@ int fpx_index_encode(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *e
     msgpack_pack_int64(h, ix->next_label);
     fpx_pack_cstr(h, "nlive");
     msgpack_pack_int64(h, ix->nlive);
-    uint8_t *d = fpx_out_data(&o, englen);
-    if (d)
-        memcpy(d, eng, englen);
-    free(eng);
     msgpack_packer *m = fpx_out_meta(&o);
     msgpack_pack_map(m, 4);
     fpx_pack_cstr(m, "alive");
@@ -974,13 +969,22 @@ int fpx_index_encode(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *e
     pack_blob_table(m, ix->keys, ix->nslots);
     fpx_pack_cstr(m, "meta");
     pack_blob_table(m, ix->meta, ix->nslots);
-    if (!d || fpx_out_finish(&o, buf, len)) {
-        if (!d)
-            fpx_out_discard(&o);
+    uint8_t *prefix, *meta;
+    size_t plen, mlen;
+    if (fpx_out_frame(&o, englen, &prefix, &plen, &meta, &mlen))
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory encoding the snapshot of '%s'",
                            ix->name);
-    }
-    return 0;
+    int rc = fn(ctx, prefix, plen);
+    if (rc == 0)
+        rc = fpx_engine_write(ix->eng, fn, ctx, &written, err);
+    if (rc == 0 && written != englen)
+        rc = fpx_err_set(err, FPX_E_INTERNAL, "the index of '%s' changed while being written",
+                         ix->name);
+    if (rc == 0 && mlen > 0)
+        rc = fn(ctx, meta, mlen);
+    free(prefix);
+    free(meta);
+    return rc;
 }
 
 static int get_i64(const msgpack_object *map, const char *k, int64_t *v) {

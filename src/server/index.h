@@ -69,6 +69,7 @@ typedef struct fpx_index {
     uint64_t seq;      /* sequence number of the last logged write */
     uint64_t snap_seq; /* last write covered by the snapshot on disk */
     uint64_t wal_bytes;
+    uint64_t snap_bytes; /* size of the snapshot on disk */
 } fpx_index;
 
 /*
@@ -146,9 +147,11 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk);
  * is_trained, has_keys. */
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk);
 
-/* Snapshot body of the whole state (caller frees *buf). */
-int fpx_index_encode(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *err);
-/* Rebuilds an index from fpx_index_encode's bytes. *seq receives the last
+/* The snapshot body of the whole state, streamed through fn: the vectors go
+ * from the index to fn without a copy of the index in memory. A failing fn
+ * fails the call (-1; err is set only when the failure is not fn's). */
+int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *err);
+/* Rebuilds an index from fpx_index_write's bytes. *seq receives the last
  * write the snapshot covers. */
 int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, size_t len,
                      fpx_index **out, uint64_t *seq, fpx_err *err);

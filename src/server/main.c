@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     fpx_batch_configure(cfg.batch_wait_us, cfg.batch_max, cfg.cores);
-    if (fpx_engine_set_blas_single() != 0)
+    if (fpx_engine_tune_for_server() != 0)
         fpx_log(FPX_LOG_DEBUG, "the BLAS in use is not OpenBLAS: its threading is left as is");
 
     fpx_server server;

@@ -4,12 +4,16 @@
  * Log record (little-endian), padded with zeros to a multiple of 8 bytes so
  * the vectors of every record are 8-byte aligned in a buffer holding the file:
  *
- *   u32 magic "FPXW" | u32 crc32 of everything after it up to the padding
+ *   u32 magic "FPXC" | u32 CRC-32C of everything after it up to the padding
  *   u64 seq | u32 op | u32 flags | i64 n | u64 data_len | u64 meta_len
  *   data_len bytes | meta_len bytes | zero padding
  *
- * Snapshot file: the index's snapshot body (index.c) followed by the CRC-32 of
- * that body as 4 little-endian bytes. It is written as snapshot.tmp, fsync'd,
+ * (Records with magic "FPXW" carry zlib's CRC-32 instead: written by 0.1.0
+ * before CRC-32C, still read.)
+ *
+ * Snapshot file: the index's snapshot body (index.c), the CRC-32C of that
+ * body as 4 little-endian bytes, then "FPXC". A file without that tag ends
+ * with the body's CRC-32 (0.1.0 before CRC-32C). It is written as snapshot.tmp, fsync'd,
  * renamed over snapshot, and the folder fsync'd; only then is the log emptied.
  * A crash between the rename and the truncation leaves log records the
  * snapshot already covers: replay skips records whose seq is not newer.
@@ -28,7 +32,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define WAL_MAGIC 0x57585046u /* "FPXW" read little-endian */
+#define WAL_MAGIC 0x43585046u     /* "FPXC" read little-endian: CRC-32C */
+#define WAL_MAGIC_OLD 0x57585046u /* "FPXW": zlib's CRC-32 */
+#define SNAP_TAG WAL_MAGIC
 #define WAL_HDR 48
 
 static void put_u32(uint8_t *p, uint32_t v) {
@@ -60,35 +66,89 @@ static int io_err(fpx_err *err, const char *what, const char *path) {
     return fpx_err_set(err, FPX_E_INTERNAL, "%s %s: %s", what, path, strerror(errno));
 }
 
+/* The snapshot file being written: a buffered, checksummed stream to fd. */
+typedef struct snap_out {
+    int fd;
+    uint32_t crc;
+    size_t used;
+    int failed; /* errno of the failed write, or 0 */
+    uint8_t buf[1 << 16];
+} snap_out;
+
+static int snap_flush(snap_out *s) {
+    struct iovec iov = {s->buf, s->used};
+    if (s->used && fpx_writev_all(s->fd, &iov, 1) != 0) {
+        s->failed = errno ? errno : EIO;
+        return -1;
+    }
+    s->used = 0;
+    return 0;
+}
+
+static int snap_write(void *ctx, const void *p, size_t n) {
+    snap_out *s = ctx;
+    if (s->failed)
+        return -1;
+    s->crc = fpx_crc32c(s->crc, p, n);
+    if (n <= sizeof s->buf - s->used) {
+        memcpy(s->buf + s->used, p, n);
+        s->used += n;
+        return 0;
+    }
+    if (snap_flush(s) != 0) /* a big piece (the vectors): straight from the index */
+        return -1;
+    struct iovec iov = {(void *)p, n};
+    if (fpx_writev_all(s->fd, &iov, 1) != 0) {
+        s->failed = errno ? errno : EIO;
+        return -1;
+    }
+    return 0;
+}
+
 /* Writes the snapshot of ix into dir (tmp file, fsync, rename, fsync dir). */
 static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
-    uint8_t *body;
-    size_t len;
-    if (fpx_index_encode(ix, &body, &len, err))
-        return -1;
-    uint8_t crc[4];
-    put_u32(crc, fpx_crc32(0, body, len));
     char tmp[FPX_PATH_MAX], fin[FPX_PATH_MAX];
     fpx_path(tmp, "%s/snapshot.tmp", dir);
     fpx_path(fin, "%s/snapshot", dir);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        free(body);
+    snap_out *s = calloc(1, sizeof *s);
+    if (!s)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory writing a snapshot");
+    s->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (s->fd < 0) {
+        free(s);
         return io_err(err, "cannot create", tmp);
     }
-    struct iovec iov[2] = {{body, len}, {crc, 4}};
-    int rc = fpx_writev_all(fd, iov, 2);
+    fpx_err werr = {0};
+    int rc = fpx_index_write(ix, snap_write, s, &werr);
+    off_t size = 0;
+    if (rc == 0) {
+        uint8_t trailer[8];
+        put_u32(trailer, s->crc);
+        put_u32(trailer + 4, SNAP_TAG);
+        rc = snap_write(s, trailer, sizeof trailer); /* (the crc it adds goes nowhere) */
+    }
     if (rc == 0)
-        rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    free(body);
+        rc = snap_flush(s);
+    if (rc == 0 && (size = lseek(s->fd, 0, SEEK_CUR)) < 0)
+        rc = -1;
+    if (rc == 0)
+        rc = fsync(s->fd);
+    int io_failed = s->failed;
+    int e = io_failed ? io_failed : errno;
+    close(s->fd);
+    free(s);
+    if (rc != 0 && !io_failed && werr.msg[0]) { /* not an I/O failure */
+        unlink(tmp);
+        *err = werr;
+        return -1;
+    }
     errno = e;
     if (rc != 0 || rename(tmp, fin) != 0) {
         io_err(err, "cannot write snapshot", tmp);
         unlink(tmp);
         return -1;
     }
+    ix->snap_bytes = (uint64_t)size;
     if (fpx_fsync_dir(dir) != 0)
         return io_err(err, "cannot sync", dir);
     return 0;
@@ -163,9 +223,9 @@ int fpx_store_log(const char *data_dir, fpx_index *ix, const fpx_walrec *rec, fp
     put_u64(hdr + 24, (uint64_t)rec->n);
     put_u64(hdr + 32, rec->data_len);
     put_u64(hdr + 40, rec->meta_len);
-    uint32_t crc = fpx_crc32(0, hdr + 8, WAL_HDR - 8);
-    crc = fpx_crc32(crc, rec->data, rec->data_len);
-    crc = fpx_crc32(crc, rec->meta, rec->meta_len);
+    uint32_t crc = fpx_crc32c(0, hdr + 8, WAL_HDR - 8);
+    crc = fpx_crc32c(crc, rec->data, rec->data_len);
+    crc = fpx_crc32c(crc, rec->meta, rec->meta_len);
     put_u32(hdr + 4, crc);
     size_t body = WAL_HDR + rec->data_len + rec->meta_len;
     size_t padn = (8 - body % 8) % 8;
@@ -245,17 +305,25 @@ static int load_snapshot(const char *dir, const char *tenant, const char *name, 
                          fpx_err *err) {
     char path[FPX_PATH_MAX];
     fpx_path(path, "%s/snapshot", dir);
-    uint8_t *buf;
+    const uint8_t *buf;
     size_t len;
-    if (fpx_read_file(path, &buf, &len) != 0)
+    if (fpx_map_file(path, &buf, &len) != 0)
         return io_err(err, "cannot read", path);
     int rc;
     uint64_t seq;
-    if (len < 4 || get_u32(buf + len - 4) != fpx_crc32(0, buf, len - 4))
+    size_t body = 0;
+    if (len >= 8 && get_u32(buf + len - 4) == SNAP_TAG &&
+        get_u32(buf + len - 8) == fpx_crc32c(0, buf, len - 8))
+        body = len - 8;
+    else if (len >= 4 && get_u32(buf + len - 4) == fpx_crc32(0, buf, len - 4))
+        body = len - 4; /* written before CRC-32C */
+    if (body == 0)
         rc = fpx_err_set(err, FPX_E_INTERNAL, "%s: checksum mismatch", path);
     else
-        rc = fpx_index_decode(tenant, name, buf, len - 4, out, &seq, err);
-    free(buf);
+        rc = fpx_index_decode(tenant, name, buf, body, out, &seq, err);
+    if (rc == 0)
+        (*out)->snap_bytes = len;
+    fpx_unmap_file(buf, len);
     return rc;
 }
 
@@ -263,9 +331,9 @@ static int load_snapshot(const char *dir, const char *tenant, const char *name, 
 static int replay_wal(const char *dir, fpx_index *ix, fpx_store_apply apply, fpx_err *err) {
     char path[FPX_PATH_MAX];
     fpx_path(path, "%s/wal", dir);
-    uint8_t *buf;
+    const uint8_t *buf;
     size_t len;
-    if (fpx_read_file(path, &buf, &len) != 0) {
+    if (fpx_map_file(path, &buf, &len) != 0) {
         if (errno != ENOENT)
             return io_err(err, "cannot read", path);
         buf = NULL;
@@ -278,10 +346,12 @@ static int replay_wal(const char *dir, fpx_index *ix, fpx_store_apply apply, fpx
         const uint8_t *h = buf + off;
         uint64_t dl = get_u64(h + 32), ml = get_u64(h + 40);
         size_t room = len - off - WAL_HDR;
-        if (get_u32(h) != WAL_MAGIC || dl > room || ml > room - dl)
+        uint32_t magic = get_u32(h);
+        if ((magic != WAL_MAGIC && magic != WAL_MAGIC_OLD) || dl > room || ml > room - dl)
             break;
         size_t body = WAL_HDR + (size_t)dl + (size_t)ml;
-        uint32_t crc = fpx_crc32(0, h + 8, body - 8);
+        uint32_t crc =
+            magic == WAL_MAGIC ? fpx_crc32c(0, h + 8, body - 8) : fpx_crc32(0, h + 8, body - 8);
         if (crc != get_u32(h + 4))
             break;
         uint64_t seq = get_u64(h + 8);
@@ -308,7 +378,7 @@ static int replay_wal(const char *dir, fpx_index *ix, fpx_store_apply apply, fpx
         size_t padded = body + (8 - body % 8) % 8;
         off += padded <= len - off ? padded : len - off;
     }
-    free(buf);
+    fpx_unmap_file(buf, len);
     if (rc != 0)
         return -1;
     if (off < len) {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -119,40 +120,36 @@ int fpx_fsync_dir(const char *path) {
     return rc;
 }
 
-int fpx_read_file(const char *path, uint8_t **buf, size_t *len) {
+int fpx_map_file(const char *path, const uint8_t **buf, size_t *len) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
     struct stat st;
     if (fstat(fd, &st) != 0) {
+        int e = errno;
         close(fd);
+        errno = e;
         return -1;
     }
-    size_t size = (size_t)st.st_size;
-    uint8_t *b = malloc(size ? size : 1);
-    if (!b) {
-        close(fd);
-        errno = ENOMEM;
-        return -1;
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, b + got, size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
+    *len = (size_t)st.st_size;
+    *buf = NULL;
+    if (*len > 0) {
+        void *m = mmap(NULL, *len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+        if (m == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        *buf = m;
     }
     close(fd);
-    if (got != size) {
-        free(b);
-        errno = EIO;
-        return -1;
-    }
-    *buf = b;
-    *len = size;
     return 0;
+}
+
+void fpx_unmap_file(const uint8_t *buf, size_t len) {
+    if (buf && len > 0)
+        munmap((void *)buf, len);
 }
 
 int fpx_rmtree(const char *path) {
@@ -204,6 +201,59 @@ uint32_t fpx_crc32(uint32_t crc, const void *buf, size_t len) {
     }
     return crc;
 }
+
+/* CRC-32C, reflected polynomial 0x82F63B78. */
+static uint32_t crc32c_table[256];
+static int crc32c_hw; /* the CPU has SSE4.2's crc32 instruction */
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+static void crc32c_init(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    crc32c_hw = __builtin_cpu_supports("sse4.2") != 0;
+#endif
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[i] = c;
+    }
+}
+
+uint32_t fpx_crc32c_portable(uint32_t crc, const void *buf, size_t len) {
+    pthread_once(&crc32c_once, crc32c_init);
+    const uint8_t *p = buf;
+    crc = ~crc;
+    while (len--)
+        crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const void *buf,
+                                                               size_t len) {
+    const uint8_t *p = buf;
+    uint64_t c = ~crc;
+    for (; len > 0 && ((uintptr_t)p & 7); len--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    for (; len >= 8; len -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    for (; len > 0; len--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+
+uint32_t fpx_crc32c(uint32_t crc, const void *buf, size_t len) {
+    pthread_once(&crc32c_once, crc32c_init);
+    return crc32c_hw ? crc32c_sse42(crc, buf, len) : fpx_crc32c_portable(crc, buf, len);
+}
+#else
+uint32_t fpx_crc32c(uint32_t crc, const void *buf, size_t len) {
+    return fpx_crc32c_portable(crc, buf, len);
+}
+#endif
 
 uint64_t fpx_now_ns(void) {
     struct timespec ts;

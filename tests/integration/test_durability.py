@@ -265,3 +265,52 @@ def test_disk_full(small_disk, make_server):
     s.kill9()
     s.start()
     assert s.client().info("full")["ntotal"] == acked
+
+
+def _to_crc32_format(index_dir):
+    """Rewrites an index's files as faiss-proxy 0.1.0 wrote them before
+    CRC-32C: snapshot trailer = zlib CRC-32 of the body; log records with
+    magic FPXW and zlib CRC-32."""
+    import struct
+    import zlib
+    snap = os.path.join(index_dir, "snapshot")
+    with open(snap, "rb") as f:
+        data = f.read()
+    assert data[-4:] == b"FPXC"
+    body = data[:-8]
+    assert struct.unpack("<I", data[-8:-4])[0] != zlib.crc32(body)  # really CRC-32C
+    with open(snap, "wb") as f:
+        f.write(body + struct.pack("<I", zlib.crc32(body)))
+    wal = os.path.join(index_dir, "wal")
+    with open(wal, "rb") as f:
+        log = bytearray(f.read())
+    off, records = 0, 0
+    while off + 48 <= len(log):
+        assert log[off:off + 4] == b"FPXC"
+        dl, ml = struct.unpack("<QQ", log[off + 32:off + 48])
+        end = off + 48 + dl + ml
+        log[off:off + 4] = b"FPXW"
+        log[off + 4:off + 8] = struct.pack("<I", zlib.crc32(bytes(log[off + 8:end])))
+        off = end + (8 - (end % 8)) % 8
+        records += 1
+    with open(wal, "wb") as f:
+        f.write(log)
+    return records
+
+
+def test_files_of_the_crc32_format_still_load(fresh_server):
+    """Data dirs written before CRC-32C (snapshot and log) load unchanged."""
+    c = fresh_server.client()
+    x = rand(300, 8, 90)
+    c.create("old", 8)
+    c.add("old", x[:200], [{"id": "o%d" % i, "metadata": {"i": i}} for i in range(200)])
+    fresh_server.restart()  # a clean stop: the snapshot holds the first 200
+    c = fresh_server.client()
+    c.add("old", x[200:])
+    c.delete("old", ["o3", "o4"])
+    want = snapshot_state(c, ["old"], rand(5, 8, 91))
+    fresh_server.kill9()  # the log holds the add and the delete
+    assert _to_crc32_format(os.path.join(fresh_server.data_dir, "default", "old")) == 2
+    fresh_server.start()
+    assert snapshot_state(fresh_server.client(), ["old"], rand(5, 8, 91)) == want
+    assert "checksum" not in fresh_server.log() and "dropping" not in fresh_server.log()

@@ -412,6 +412,59 @@ static void test_binary(void) {
     CHECK(fpx_engine_create_binary("Flat", 64, &e, &err) == -1 && err.type == FPX_E_VALIDATION);
 }
 
+/*
+ * The server's tuning changes how FAISS is called, never what it answers:
+ * the same index searched before and after fpx_engine_tune_for_server, alone
+ * and pooled, and after more vectors (the kept norms must follow), gives the
+ * same labels, with distances equal to float rounding. Runs last: the tuning
+ * is process-wide.
+ */
+static void test_server_tuning(void) {
+    enum { D = 24, N = 3000, NQ = 40, K = 6 };
+    static float xb[2 * N * D], xq[NQ * D], d0[NQ * K], d1[NQ * K];
+    static int64_t i0[NQ * K], i1[NQ * K];
+    uint64_t r = 88172645463325252ull; /* xorshift64: no repeated vectors, no ties */
+    for (int i = 0; i < 2 * N * D + NQ * D; i++) {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        float v = (float)(r >> 40) / (float)(1 << 24);
+        if (i < 2 * N * D)
+            xb[i] = v;
+        else
+            xq[i - 2 * N * D] = v;
+    }
+    fpx_err err = {0};
+    fpx_engine *e = NULL;
+    CHECK(fpx_engine_create("Flat", D, FPX_METRIC_L2, &e, &err) == 0);
+    CHECK(fpx_engine_add(e, N, xb, &err) == 0);
+    static const int64_t counts[] = {1, 2, 5, 19, 20, 40};
+    fpx_search_params plain = {0, 0, 0}, pooled = {0, 0, 1};
+    for (int round = 0; round < 2; round++) {
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+            int64_t nq = counts[c];
+            CHECK(fpx_engine_search(e, nq, xq, K, &plain, NULL, d0, i0, &err) == 0);
+            fpx_engine_tune_for_server();
+            for (int p = 0; p < 2; p++) {
+                CHECK(fpx_engine_search(e, nq, xq, K, p ? &pooled : &plain, NULL, d1, i1, &err) ==
+                      0);
+                for (int64_t j = 0; j < nq * K; j++) {
+                    CHECK(i0[j] == i1[j]);
+                    CHECK(fabsf(d0[j] - d1[j]) <= 1e-4f * (1.0f + fabsf(d0[j])));
+                }
+            }
+        }
+        /* more vectors after tuning: the norms kept must cover them too */
+        CHECK(fpx_engine_add(e, N, xb + (size_t)N * D, &err) == 0);
+    }
+    CHECK(fpx_engine_reset(e, &err) == 0);
+    CHECK(fpx_engine_add(e, 100, xb, &err) == 0);
+    CHECK(fpx_engine_search(e, 5, xq, K, &pooled, NULL, d1, i1, &err) == 0);
+    for (int j = 0; j < 5 * K; j++)
+        CHECK(i1[j] >= 0 && i1[j] < 100);
+    fpx_engine_free(e);
+}
+
 int main(void) {
     test_descriptions();
     test_flat_exact(FPX_METRIC_L2);
@@ -429,5 +482,6 @@ int main(void) {
     test_serialize("Flat");
     test_serialize("HNSW8");
     test_serialize("IVF4,Flat");
+    test_server_tuning();
     return CHECK_STATUS("test_engine");
 }
