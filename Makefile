@@ -4,6 +4,10 @@
 #   make run    build, then run the server with the embedded defaults
 #   make test   every test: C unit tests, integration tests against the real
 #               server, then all of them again under ASan+UBSan
+#   make bench  the benchmark suite, full sizes (about 15 minutes): table and
+#               plot in bench/results/ (bench/README.md)
+#   make bench-short  the same code paths at sizes that take seconds (part of
+#               make test, so the suite cannot rot)
 #   make fuzz   run the libFuzzer target of the decoder for FUZZ_SECONDS
 #   make format clang-format every C/C++ source in place
 
@@ -18,7 +22,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run test test-release test-sanitize fuzz format clean
+.PHONY: all deps build run test test-release test-sanitize bench bench-short fuzz format clean
 
 all: build
 
@@ -32,8 +36,8 @@ build: deps
 run: build
 	./$(BUILD)/faiss-proxy-server
 
-test: test-release test-sanitize
-	@echo "make test: all suites passed (release and ASan+UBSan)"
+test: test-release test-sanitize bench-short
+	@echo "make test: all suites passed (release and ASan+UBSan), benchmarks ran (short)"
 
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure
@@ -45,6 +49,12 @@ test-sanitize: deps
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure
 	$(SAN_ENV) FPX_BUILD_DIR=$(CURDIR)/$(SAN_BUILD) FPX_SANITIZED=1 \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+bench: build
+	./bench/run.sh
+
+bench-short: build
+	./bench/run.sh --short
 
 fuzz:
 	@./scripts/deps.sh --with-clang

@@ -16,6 +16,7 @@ set grid ytics
 set key top left
 set datafile separator "\t"
 set bmargin 16
+set lmargin 16
 if (b eq '') {
     plot a using 2:xtic(1) title la lc rgb "#4878d0", \
          a using 0:3 with points pt 13 ps 2 lc rgb "#d65f5f" title "target"
