@@ -45,11 +45,16 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -122,6 +127,91 @@ struct BufReader : faiss::IOReader {
 
 /* Set by fpx_engine_tune_for_server. */
 bool server_tuning = false;
+
+/*
+ * With server tuning, every FAISS call that runs on more than one OpenMP
+ * thread runs on one dedicated thread, one after the other. libgomp keeps a
+ * team of threads per thread that starts parallel work: called from many
+ * worker threads, the process held many teams, more OpenMP threads than
+ * cores, and libgomp then stops spinning between parallel steps and puts its
+ * threads to sleep and wakes them instead, which made a batch of IVF queries
+ * about 30% slower than the same call in-process. Such a call uses every core
+ * anyway, so running them one at a time costs no throughput. Calls on one
+ * thread (single queries, small batches) still run in their worker, in
+ * parallel with each other.
+ */
+class TeamRunner {
+  public:
+    void run(const std::function<void()> &fn) {
+        Job job;
+        job.fn = &fn;
+        std::unique_lock<std::mutex> lk(mu_);
+        if (!started_) {
+            std::thread(&TeamRunner::loop, this).detach(); /* lives as long as the process */
+            started_ = true;
+        }
+        queue_.push_back(&job);
+        work_.notify_one();
+        done_.wait(lk, [&] { return job.done; });
+        lk.unlock();
+        if (job.error)
+            std::rethrow_exception(job.error);
+    }
+
+    static bool on_runner() {
+        return runner_thread;
+    }
+
+  private:
+    struct Job {
+        const std::function<void()> *fn = nullptr;
+        bool done = false;
+        std::exception_ptr error;
+    };
+    void loop() {
+        runner_thread = true;
+        std::unique_lock<std::mutex> lk(mu_);
+        for (;;) {
+            work_.wait(lk, [&] { return !queue_.empty(); });
+            Job *job = queue_.front();
+            queue_.pop_front();
+            lk.unlock();
+            try {
+                (*job->fn)();
+            } catch (...) {
+                job->error = std::current_exception();
+            }
+            lk.lock();
+            job->done = true;
+            done_.notify_all();
+        }
+    }
+    std::mutex mu_;
+    std::condition_variable work_, done_;
+    std::deque<Job *> queue_;
+    bool started_ = false;
+    static thread_local bool runner_thread;
+};
+thread_local bool TeamRunner::runner_thread = false;
+
+TeamRunner *team_runner() {
+    static TeamRunner *r = new TeamRunner; /* never destroyed: its thread outlives main */
+    return r;
+}
+
+/* Runs fn with the threading rule for n rows: on the calling thread when it
+ * needs one OpenMP thread, on the team runner otherwise (server tuning). */
+void in_team(idx_t n, const std::function<void()> &fn) {
+    if (!server_tuning || n < kParallelMin || TeamRunner::on_runner()) {
+        threads_for(n);
+        fn();
+        return;
+    }
+    team_runner()->run([&] {
+        threads_for(n);
+        fn();
+    });
+}
 
 /* The flat L2 index idx is, or nullptr. */
 const faiss::IndexFlat *flat_l2(const Index *idx) {
@@ -200,20 +290,27 @@ bool search_padded(const Index *idx, const float *norms, idx_t n, const float *x
     return true;
 }
 
+void search_parallel(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k,
+                     float *D, idx_t *I, const faiss::SearchParameters *p);
+
 void run_search(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
                 idx_t *I, const faiss::SearchParameters *p, bool pooled) {
     if (pooled && server_tuning && search_padded(idx, norms, n, x, k, D, I, p))
         return;
+    in_team(n, [&] { search_parallel(idx, norms, n, x, k, D, I, p); });
+}
+
+/* run_search's work, with the threading rule applied by the caller. */
+void search_parallel(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k,
+                     float *D, idx_t *I, const faiss::SearchParameters *p) {
     int cores = omp_get_num_procs();
     if (!server_tuning || n < kParallelMin || cores < 2 ||
         !dynamic_cast<const faiss::IndexFlat *>(idx)) {
-        threads_for(n);
         search_once(idx, norms, n, x, k, D, I, p);
         return;
     }
     int nt = (int)std::min<idx_t>(cores, n / std::max(1, faiss::distance_compute_blas_threshold));
     if (nt < 2) {
-        threads_for(n);
         search_once(idx, norms, n, x, k, D, I, p);
         return;
     }
@@ -794,11 +891,12 @@ int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
     try {
-        threads_for(n);
-        if (e->bin)
-            e->bin->train(n, (const uint8_t *)x);
-        else
-            e->index->train(n, (const float *)x);
+        in_team(n, [&] {
+            if (e->bin)
+                e->bin->train(n, (const uint8_t *)x);
+            else
+                e->index->train(n, (const float *)x);
+        });
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -810,11 +908,12 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (!fpx_engine_is_trained(e))
         return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
     try {
-        threads_for(n);
-        if (e->bin)
-            e->bin->add(n, (const uint8_t *)x);
-        else
-            e->index->add(n, (const float *)x);
+        in_team(n, [&] {
+            if (e->bin)
+                e->bin->add(n, (const uint8_t *)x);
+            else
+                e->index->add(n, (const float *)x);
+        });
         sync_norms(e);
         return 0;
     }
