@@ -8,6 +8,10 @@
 #               plot in bench/results/ (bench/README.md)
 #   make bench-short  the same code paths at sizes that take seconds (part of
 #               make test, so the suite cannot rot)
+#   make faiss-avx2   build FAISS 1.7.3 for AVX2 from Debian's source package
+#               into ~/.cache/faiss-proxy (scripts/faiss-avx2.sh)
+#   make build-avx2   build the project against it, in build-avx2/ (bench/run.sh
+#               then measures both builds)
 #   make fuzz   run the libFuzzer target of the decoder for FUZZ_SECONDS
 #   make format clang-format every C/C++ source in place
 
@@ -15,6 +19,7 @@ BUILD      ?= build
 SAN_BUILD  ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON     ?= /usr/bin/python3
+FAISS_AVX2 ?= $(HOME)/.cache/faiss-proxy/faiss-1.7.3-avx2
 FUZZ_SECONDS ?= 60
 SOURCES    := $(shell git ls-files '*.c' '*.h' '*.cpp' 2>/dev/null)
 
@@ -22,7 +27,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run test test-release test-sanitize bench bench-short fuzz format clean
+.PHONY: all deps build run test test-release test-sanitize bench bench-short faiss-avx2 build-avx2 fuzz format clean
 
 all: build
 
@@ -56,6 +61,13 @@ bench: build
 bench-short: build
 	./bench/run.sh --short
 
+faiss-avx2:
+	FPX_FAISS_AVX2_PREFIX=$(FAISS_AVX2) ./scripts/faiss-avx2.sh
+
+build-avx2: deps faiss-avx2
+	@cmake -S . -B build-avx2 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFPX_FAISS_PREFIX=$(FAISS_AVX2) >/dev/null
+	@cmake --build build-avx2 -j$(JOBS)
+
 fuzz:
 	@./scripts/deps.sh --with-clang
 	@cmake -S . -B build-fuzz -DFPX_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
@@ -67,4 +79,4 @@ format:
 	clang-format -i $(SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(SAN_BUILD) build-fuzz build-avx2
