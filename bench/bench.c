@@ -17,7 +17,12 @@
  * The program starts its own servers (port 0, a fresh data dir under $TMPDIR)
  * and writes results.md (a table) and ratios.dat (for plot.gp) into OUTDIR.
  *
- *   fpx-bench --server PATH --echo PATH --out OUTDIR [--short] [--label NAME]
+ *   fpx-bench --server PATH --echo PATH --out OUTDIR [--short] [--label NAME] [--peer]
+ *
+ * With --peer, PATH is another server that speaks the shared protocol.md and
+ * takes the seed's environment variables (FAISS_PORT, FAISS_DATA_DIR, ...):
+ * the same workloads run against it through libfaissproxy; figures that need
+ * this server's extensions (import_index, --batch-max) are left out.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -261,8 +266,69 @@ static void stop_proc(proc *p) {
 }
 
 static char data_root[4096];
+static int peer; /* server_bin is a peer: configured by the seed's environment variables */
+
+/* A free loopback port (the kernel's pick, released for the peer to bind). */
+static int free_port(void) {
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+    char ep[128];
+    size_t n = sizeof ep;
+    int port = 0;
+    if (zmq_bind(s, "tcp://127.0.0.1:*") == 0 && zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &n) == 0)
+        port = atoi(strrchr(ep, ':') + 1);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    if (port <= 0)
+        die("no free port");
+    return port;
+}
+
+/*
+ * Starts a peer server that follows the shared protocol.md and the seed's
+ * configuration: FAISS_BIND_ADDRESS, FAISS_PORT, FAISS_DATA_DIR and
+ * FAISS_PROXY_API_KEYS. It is ready when it answers a ping.
+ */
+static void start_peer(proc *p, const char *dir) {
+    snprintf(p->log, sizeof p->log, "%s.log", dir);
+    int port = free_port();
+    snprintf(p->endpoint, sizeof p->endpoint, "tcp://127.0.0.1:%d", port);
+    p->pid = fork();
+    if (p->pid < 0)
+        die("fork: %s", strerror(errno));
+    if (p->pid == 0) {
+        char portv[16];
+        snprintf(portv, sizeof portv, "%d", port);
+        setenv("FAISS_BIND_ADDRESS", "127.0.0.1", 1);
+        setenv("FAISS_PORT", portv, 1);
+        setenv("FAISS_DATA_DIR", dir, 1);
+        setenv("FAISS_PROXY_API_KEYS", API_KEY ":bench", 1);
+        int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(server_bin, server_bin, (char *)NULL);
+        _exit(127);
+    }
+    fpx_client *c = fpx_client_new(p->endpoint, API_KEY, NULL);
+    if (!c)
+        die("cannot create a client for %s", p->endpoint);
+    fpx_client_set_timeout(c, 200);
+    for (double until = now() + 600; fpx_client_ping(c) != 0;) {
+        int st;
+        if (waitpid(p->pid, &st, WNOHANG) == p->pid)
+            die("%s exited during start-up; see %s", server_bin, p->log);
+        if (now() > until)
+            die("%s did not answer within 600 s; see %s", server_bin, p->log);
+    }
+    fpx_client_free(c);
+}
 
 static void start_server(proc *p, const char *dir, const char *extra_flag, const char *extra_val) {
+    if (peer) {
+        start_peer(p, dir);
+        return;
+    }
     char log[4200];
     snprintf(log, sizeof log, "%s.log", dir);
     char *argv[16];
@@ -577,11 +643,17 @@ static void bench_batch(const proc *srv) {
     size_t len;
     if (fpx_engine_serialize(ivf, &bytes, &len, &err))
         die("export: %s", err.msg);
-    check(c, fpx_client_import(c, "ivf", S.ivf, bytes, len, NULL), "import ivf");
+    int imported = fpx_client_import(c, "ivf", S.ivf, bytes, len, NULL) == 0;
     free(bytes);
-    batch_pair(c, "ivf", ivf, xq, 16, S.ivf);
+    if (imported) {
+        batch_pair(c, "ivf", ivf, xq, 16, S.ivf);
+        check(c, fpx_client_delete_index(c, "ivf"), "delete ivf");
+    } else if (peer) { /* import_index is faiss-proxy's extension of the protocol */
+        log_line("   the peer cannot import an index (%s): no IVF figure", fpx_client_errstr(c));
+    } else {
+        check(c, -1, "import ivf");
+    }
     fpx_engine_free(ivf);
-    check(c, fpx_client_delete_index(c, "ivf"), "delete ivf");
     fpx_client_free(c);
     free(xq);
     free(xb);
@@ -683,7 +755,7 @@ static void concurrency_series(const proc *srv, const float *xq, int64_t nqs, co
         if (i > 0) {
             snprintf(name, sizeof name, "4 %s: %d clients, QPS / 1 client", title, counts[i]);
             add_result(name, q / q1, "x",
-                       counts[i] == 16 && strstr(title, "batching on") ? ">=" : NULL, 3.0, 1);
+                       counts[i] == 16 && !strstr(title, "batching off") ? ">=" : NULL, 3.0, 1);
         }
     }
 }
@@ -695,8 +767,12 @@ static void bench_concurrency(const proc *srv) {
     float *xq = xmalloc((size_t)nqs * DIM * sizeof *xq);
     fill_random(xq, (size_t)nqs * DIM, 5);
     static const int counts[] = {1, 4, 16, 64};
-    concurrency_series(srv, xq, nqs, "batching on", counts, 4);
+    concurrency_series(srv, xq, nqs, "concurrent", counts, 4);
 
+    if (peer) { /* --batch-max is this server's flag */
+        free(xq);
+        return;
+    }
     /* The same with batching off, for comparison. */
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/nobatch", data_root);
@@ -948,7 +1024,7 @@ static void bench_ingest_memory_restart(const proc *echo) {
 
 static void usage(void) {
     fprintf(stderr, "usage: fpx-bench --server PATH --echo PATH --out DIR [--short] [--label "
-                    "NAME] [--only 1234] [--mixed-seconds S]\n");
+                    "NAME] [--only 1234] [--mixed-seconds S] [--peer]\n");
     exit(2);
 }
 
@@ -969,6 +1045,8 @@ int main(int argc, char **argv) {
             label = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--peer"))
+            peer = 1;
         else if (!strcmp(argv[i], "--mixed-seconds") && i + 1 < argc)
             mixed_seconds = atof(argv[++i]);
         else

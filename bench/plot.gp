@@ -1,6 +1,8 @@
-# plot.gp - the ratios of one or two benchmark runs, with their targets.
-#   gnuplot -e "out='plot.png'; a='results/generic/ratios.dat'; la='generic'; b=''; lb=''" plot.gp
-# A ratio above its target is good for ">=" targets; below it for "<=".
+# plot.gp - the ratios of one or more benchmark runs, with their targets.
+#   gnuplot -e "out='plot.png'; data='joined.dat'; labels='generic avx2'" plot.gp
+# data (tab-separated, from run.sh): name, target, then one ratio per run
+# ("NaN" where a run lacks the figure). A ratio above its target is good for
+# ">=" targets; below it for "<=".
 set terminal pngcairo size 1400,760 noenhanced font ",10"
 set output out
 set title "faiss-proxy: measured ratios (bars) and targets (diamonds), one run on one machine"
@@ -15,13 +17,8 @@ set yrange [0.01:16]
 set grid ytics
 set key top left
 set datafile separator "\t"
+set datafile missing "NaN"
 set bmargin 16
 set lmargin 16
-if (b eq '') {
-    plot a using 2:xtic(1) title la lc rgb "#4878d0", \
-         a using 0:3 with points pt 13 ps 2 lc rgb "#d65f5f" title "target"
-} else {
-    plot a using 2:xtic(1) title la lc rgb "#4878d0", \
-         b using 2 title lb lc rgb "#ee854a", \
-         a using 0:3 with points pt 13 ps 2 lc rgb "#d65f5f" title "target"
-}
+plot for [i=1:words(labels)] data using (column(i + 2)):xtic(1) title word(labels, i), \
+     data using 0:2 with points pt 13 ps 2 lc rgb "#d65f5f" title "target"

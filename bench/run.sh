@@ -8,8 +8,10 @@
 #                          in build/bench-short/
 #
 # When build-avx2/ holds a server built against FAISS compiled for AVX2
-# (make build-avx2), the same run is repeated with it and both land in the
-# table and the plot. See bench/README.md for what each figure means.
+# (make build-avx2), the same run is repeated with it, and with
+# FPX_BENCH_PEER=/path/to/server against another server that speaks the
+# shared protocol.md; all land in the table and the plot. See
+# bench/README.md for what each figure means.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +40,14 @@ if [ -x build-avx2/faiss-proxy-server ] && [ -x build-avx2/bench/fpx-bench ]; th
     labels+=(avx2)
     run avx2 build-avx2
 fi
+# FPX_BENCH_PEER: another server speaking protocol.md, configured by the seed's
+# environment variables; the same workloads run against it.
+if [ -n "${FPX_BENCH_PEER:-}" ]; then
+    labels+=(peer)
+    mkdir -p "$out/peer"
+    build/bench/fpx-bench --server "$FPX_BENCH_PEER" --peer --echo build/bench/fpx-echo \
+        --out "$out/peer" --label "peer: $(basename "$FPX_BENCH_PEER")" "${args[@]}"
+fi
 
 {
     echo "# faiss-proxy benchmark results ($mode run)"
@@ -52,11 +62,19 @@ fi
     echo "![ratios](plot.png)"
 } >"$out/results.md"
 
-b="" lb=""
-if [ "${#labels[@]}" -gt 1 ]; then
-    b="$out/avx2/ratios.dat"
-    lb="avx2"
-fi
-gnuplot -e "out='$out/plot.png'; a='$out/debian-generic/ratios.dat'; la='debian-generic'; b='$b'; lb='$lb'" \
-    bench/plot.gp
+# One row per figure (in the order of the first run), one column per run.
+files=() names=""
+for l in "${labels[@]}"; do
+    files+=("$out/$l/ratios.dat")
+    names="$names $l"
+done
+awk -F'\t' -v runs="${#files[@]}" '
+    FNR == 1 { f++; next }
+    { if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1; target[$1] = $3 }
+      v[$1, f] = $2 }
+    END { for (i = 1; i <= n; i++) {
+            k = order[i]; line = k "\t" target[k]
+            for (j = 1; j <= runs; j++) line = line "\t" ((k, j) in v ? v[k, j] : "NaN")
+            print line } }' "${files[@]}" >"$out/ratios.dat"
+gnuplot -e "out='$out/plot.png'; data='$out/ratios.dat'; labels='${names# }'" bench/plot.gp
 echo "bench: $out/results.md and $out/plot.png"
