@@ -9,17 +9,23 @@
 #   make bench-short  the same code paths at sizes that take seconds (part of
 #               make test, so the suite cannot rot)
 #   make faiss-avx2   build FAISS 1.7.3 for AVX2 from Debian's source package
-#               into ~/.cache/faiss-proxy (scripts/faiss-avx2.sh)
-#   make build-avx2   build the project against it, in build-avx2/ (bench/run.sh
-#               then measures both builds)
+#               into FAISS_AVX2_PREFIX, ~/.cache/faiss-proxy (scripts/faiss-avx2.sh)
+#   make build-avx2   the project against it, in build-avx2/: the same as
+#               make build FAISS_AVX2=1 (bench/run.sh then measures both builds;
+#               docs/faiss-avx2.md)
 #   make fuzz   run the libFuzzer target of the decoder for FUZZ_SECONDS
 #   make format clang-format every C/C++ source in place
 
-BUILD      ?= build
+BUILD      ?= $(if $(AVX2_ON),build-avx2,build)
 SAN_BUILD  ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON     ?= /usr/bin/python3
-FAISS_AVX2 ?= $(HOME)/.cache/faiss-proxy/faiss-1.7.3-avx2
+# FAISS_AVX2=1: build against FAISS compiled for AVX2 (make faiss-avx2, run
+# first if needed) instead of Debian's generic one, by default in build-avx2/.
+# Off, nothing changes: a build folder keeps the FAISS it was configured with.
+FAISS_AVX2 ?= 0
+FAISS_AVX2_PREFIX ?= $(HOME)/.cache/faiss-proxy/faiss-1.7.3-avx2
+AVX2_ON    := $(filter 1,$(FAISS_AVX2))
 FUZZ_SECONDS ?= 60
 SOURCES    := $(shell git ls-files '*.c' '*.h' '*.cpp' 2>/dev/null)
 
@@ -34,8 +40,9 @@ all: build
 deps:
 	@./scripts/deps.sh
 
-build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+build: deps $(if $(AVX2_ON),faiss-avx2)
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    $(if $(AVX2_ON),-DFPX_FAISS_PREFIX=$(FAISS_AVX2_PREFIX)) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
 run: build
@@ -62,11 +69,10 @@ bench-short: build
 	./bench/run.sh --short
 
 faiss-avx2:
-	FPX_FAISS_AVX2_PREFIX=$(FAISS_AVX2) ./scripts/faiss-avx2.sh
+	FPX_FAISS_AVX2_PREFIX=$(FAISS_AVX2_PREFIX) ./scripts/faiss-avx2.sh
 
-build-avx2: deps faiss-avx2
-	@cmake -S . -B build-avx2 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFPX_FAISS_PREFIX=$(FAISS_AVX2) >/dev/null
-	@cmake --build build-avx2 -j$(JOBS)
+build-avx2:
+	@$(MAKE) --no-print-directory build BUILD=build-avx2 FAISS_AVX2=1
 
 fuzz:
 	@./scripts/deps.sh --with-clang

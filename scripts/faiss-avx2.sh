@@ -2,70 +2,175 @@
 # faiss-avx2.sh - builds FAISS 1.7.3 for AVX2 from Debian's source package
 # into a local prefix, outside the repository (make faiss-avx2).
 #
-# Debian's libfaiss-dev is compiled for generic x86-64: no SIMD distance
-# kernels (a flat search spends most of its time in fvec_L2sqr_ref). FAISS's
-# own build option FAISS_OPT_LEVEL=avx2 compiles them with AVX2/FMA. The
-# result goes to $FPX_FAISS_AVX2_PREFIX (default ~/.cache/faiss-proxy/
-# faiss-1.7.3-avx2); `make build-avx2` then builds the project against it in
-# build-avx2/, and bench/run.sh measures both builds.
+# Why: Debian's libfaiss-dev is compiled for generic x86-64, so its distance
+# kernels are the scalar reference loops (fvec_L2sqr_ref is most of a flat
+# search, bench/profile.sh). FAISS's own option FAISS_OPT_LEVEL=avx2 builds,
+# next to the generic libfaiss, a libfaiss_avx2 from the same sources with
+# -mavx2 -mfma -mf16c -mpopcnt, and its CMake package (lib/cmake/faiss/
+# faiss-config.cmake) exports both targets, faiss and faiss_avx2.
+# `make build-avx2` configures the project with -DFPX_FAISS_PREFIX=<prefix>,
+# which links faiss_avx2 (docs/faiss-avx2.md).
 #
-# Needs root for apt-get (a deb-src entry for the machine's own mirror and
-# suite, and the build tools). Idempotent: an existing prefix is kept.
+# Debian's source rather than upstream's: the same 1.7.3 and patches as the
+# libfaiss-dev it is compared with, from the mirror apt already uses. None of
+# Debian's patches touches x86 code; 0004 puts the CMake package in
+# lib/cmake/faiss, where find_package looks under a prefix.
+#
+# Environment:
+#   FPX_FAISS_AVX2_PREFIX  install prefix (~/.cache/faiss-proxy/faiss-1.7.3-avx2)
+#   FPX_FAISS_AVX2_SRC     download and build folder (~/.cache/faiss-proxy/src)
+# Both must be outside the repository's work tree. Needs root (or sudo) for
+# apt-get. Idempotent: an installed prefix is kept; rm -rf it to rebuild.
+# The prefix is the last line printed, for $(scripts/faiss-avx2.sh | tail -1).
 set -euo pipefail
 
 prefix=${FPX_FAISS_AVX2_PREFIX:-$HOME/.cache/faiss-proxy/faiss-1.7.3-avx2}
 work=${FPX_FAISS_AVX2_SRC:-$HOME/.cache/faiss-proxy/src}
-repo=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))
 
-grep -qw avx2 /proc/cpuinfo || {
-    echo "faiss-avx2: this CPU has no AVX2; the generic build is the one to use" >&2
+say() { echo "faiss-avx2: $*" >&2; }
+die() {
+    say "$*"
     exit 1
 }
+
+grep -qw avx2 /proc/cpuinfo ||
+    die "this CPU has no AVX2 (no 'avx2' flag in /proc/cpuinfo); use the default build, Debian's generic FAISS"
+
+# Absolute, symlinks resolved, whether or not the folder exists yet; nothing
+# is created before both are known to be outside the repository.
+prefix=$(realpath -m "$prefix")
+work=$(realpath -m "$work")
+top=$(realpath -m "$top")
 for d in "$prefix" "$work"; do
-    mkdir -p "$d"
-    case "$(cd "$d" && pwd)/" in
-    "$repo"/*)
-        echo "faiss-avx2: $d is inside the repository; choose a folder outside it" >&2
-        exit 1
-        ;;
+    case "$d/" in
+    "$top"/*) die "$d is inside the repository ($top); choose a folder outside it" ;;
     esac
 done
-if [ -f "$prefix/lib/libfaiss_avx2.so" ] && [ -f "$prefix/include/faiss/Index.h" ]; then
-    echo "faiss-avx2: already built in $prefix"
+
+if [ -f "$prefix/lib/libfaiss_avx2.so" ] && [ -f "$prefix/lib/cmake/faiss/faiss-config.cmake" ]; then
+    say "already installed in $prefix (rm -rf it to rebuild)"
+    echo "$prefix"
     exit 0
 fi
+[ -f "$prefix/lib/libfaiss_avx2.so" ] && say "$prefix has no CMake package (an older layout): rebuilding"
 
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO=sudo
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    else
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) for: $*"
+        sudo "$@"
+    fi
+}
 export DEBIAN_FRONTEND=noninteractive
 
-# deb-src for the mirror and suites apt already uses (deb822 or one-line format).
-src=/etc/apt/sources.list.d/faiss-proxy-src.sources
-if [ ! -f "$src" ] && ! grep -rqs '^deb-src\|^Types:.*deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+# --- apt: a deb-src entry for the mirror and suites apt already uses --------
+# A separate file, so that removing it undoes it; written only when no
+# deb-src entry exists yet. deb822 (bookworm's debian.sources): the first
+# stanza of Types deb that is not the security archive, its URIs, Suites,
+# Components and Signed-By copied (continuation lines included). Classic
+# one-line sources.list: its first such deb line, as deb-src.
+src822=/etc/apt/sources.list.d/faiss-proxy-src.sources
+srclist=/etc/apt/sources.list.d/faiss-proxy-src.list
+has_deb_src() {
+    # what apt reads: *.list and *.sources (not e.g. *.disabled)
+    grep -qsE '^[[:space:]]*deb-src[[:space:]]|^Types:.*\<deb-src\>' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources
+}
+added=0
+if ! has_deb_src; then
     if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        awk 'BEGIN{RS=""; ORS="\n\n"} /Types:[^\n]*deb/ && !/security/ {sub(/Types:[^\n]*/, "Types: deb-src"); print; exit}' \
-            /etc/apt/sources.list.d/debian.sources | $SUDO tee "$src" >/dev/null
+        entry=$(awk '
+            function flush() {
+                if (!done && isdeb && !security && stanza != "") { printf "%s", stanza; done = 1 }
+                stanza = ""; isdeb = 0; security = 0; keep = 0
+            }
+            /^[[:space:]]*$/ { flush(); next }
+            /^#/ { next }
+            /^[^[:space:]]/ {
+                keep = 0
+                if ($1 == "Types:") { for (i = 2; i <= NF; i++) if ($i == "deb") isdeb = 1; next }
+                if ($1 == "Suites:" && $0 ~ /-security/) security = 1
+                if ($1 ~ /^(URIs|Suites|Components|Signed-By):$/) keep = 1
+            }
+            keep { stanza = stanza $0 "\n" }
+            END { flush() }' /etc/apt/sources.list.d/debian.sources)
+        [ -n "$entry" ] || die "no deb entry found in /etc/apt/sources.list.d/debian.sources"
+        printf '# faiss-proxy (scripts/faiss-avx2.sh): Debian sources, for apt-get source faiss\nTypes: deb-src\n%s\n' \
+            "$entry" | as_root tee "$src822" >/dev/null
+        say "added $src822"
+    elif [ -f /etc/apt/sources.list ]; then
+        line=$(grep -E '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list | grep -v -- '-security' | head -1 || true)
+        [ -n "$line" ] || die "no deb line found in /etc/apt/sources.list"
+        printf '# faiss-proxy (scripts/faiss-avx2.sh): Debian sources, for apt-get source faiss\n%s\n' \
+            "$(sed -E 's/^[[:space:]]*deb[[:space:]]/deb-src /' <<<"$line")" | as_root tee "$srclist" >/dev/null
+        say "added $srclist"
     else
-        grep -h '^deb ' /etc/apt/sources.list | grep -v security | head -1 | sed 's/^deb /deb-src /' |
-            $SUDO tee /etc/apt/sources.list.d/faiss-proxy-src.list >/dev/null
+        die "no apt sources found to derive a deb-src entry from"
     fi
-    $SUDO apt-get update -q
+    added=1
 fi
-$SUDO apt-get install -y -q --no-install-recommends cmake g++ make libopenblas-dev dpkg-dev >/dev/null
+# apt-get update only for a new entry, or when apt still knows no source
+# package faiss (an entry added by hand, or a run stopped before its update).
+if [ "$added" = 1 ] || ! apt-cache showsrc faiss 2>/dev/null | grep -q '^Package: faiss$'; then
+    as_root apt-get update -q
+fi
 
-cd "$work"
-if ! ls -d faiss-1.7.3* >/dev/null 2>&1; then
-    apt-get source -q faiss
+# Build tools only: no swig, python or CUDA (FAISS_ENABLE_PYTHON/GPU=OFF).
+# libopenblas-dev gives FindBLAS and FindLAPACK their libraries; dpkg-dev
+# has dpkg-source (apt-get source) and dpkg-buildflags.
+as_root apt-get install -y -q --no-install-recommends cmake g++ make libopenblas-dev dpkg-dev >/dev/null
+
+# --- source: the version of the installed libfaiss-dev, Debian's patches applied
+mkdir -p "$work" "$prefix"
+srcdir="$work/faiss-1.7.3"
+if [ ! -f "$srcdir/debian/rules" ]; then
+    ver=$(dpkg-query -W -f='${source:Version}' libfaiss-dev 2>/dev/null || true)
+    case "$ver" in
+    1.7.3*) spec="faiss=$ver" ;;
+    *) spec=faiss ;;
+    esac
+    # As root apt warns that the download is unsandboxed: harmless here.
+    (cd "$work" && apt-get source -q "$spec")
+    [ -f "$srcdir/debian/rules" ] ||
+        die "apt-get source $spec gave no $srcdir (apt's faiss is not 1.7.3?): $(ls "$work")"
 fi
-srcdir=$(ls -d "$work"/faiss-1.7.3*/ | head -1)
-build="$work/build-avx2"
-cmake -S "$srcdir" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFAISS_OPT_LEVEL=avx2 \
-    -DFAISS_ENABLE_GPU=OFF -DFAISS_ENABLE_PYTHON=OFF -DFAISS_ENABLE_C_API=OFF \
-    -DBUILD_TESTING=OFF -DBUILD_SHARED_LIBS=ON -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
-cmake --build "$build" -j"$(nproc)" --target faiss_avx2
-# Only the AVX2 library is built, so install by hand: the library and the
-# headers (FAISS's install rule wants the generic library too).
-mkdir -p "$prefix/lib" "$prefix/include"
-cp "$build/faiss/libfaiss_avx2.so" "$prefix/lib/"
-(cd "$srcdir" && find faiss -name '*.h' -exec install -D -m 644 {} "$prefix/include/{}" \;)
-echo "faiss-avx2: installed in $prefix"
+
+# FAISS 1.7.3 installs faiss_avx2 without "INCLUDES DESTINATION" (faiss has
+# it), so the exported faiss_avx2 target carries no include directory and a
+# consumer linking only it would not find <faiss/...>. Add it, once.
+cml="$srcdir/faiss/CMakeLists.txt"
+if ! grep -q 'faiss-proxy: INCLUDES' "$cml"; then
+    # shellcheck disable=SC2016 # CMake's ${...}, not the shell's
+    sed -i '/install(TARGETS faiss_avx2/,/^ *)/ s|^\( *\)LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}$|&\n\1INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} # faiss-proxy: INCLUDES|' "$cml"
+    grep -q 'faiss-proxy: INCLUDES' "$cml" || die "could not add INCLUDES DESTINATION to faiss_avx2's install in $cml"
+fi
+
+# --- build: Debian's hardening flags (debian/rules: hardening=+all), with
+# CMAKE_BUILD_TYPE=Release's -O3 -DNDEBUG rather than dh's -O2 -g. As dh's
+# cmake build system does, CPPFLAGS go into CFLAGS/CXXFLAGS (CMake reads no
+# CPPFLAGS). Run in the source folder, which its -ffile-prefix-map maps to
+# "." (FAISS's exception messages carry __FILE__). Debian's other options
+# (python, C API, gtest) are not needed.
+eval "$(cd "$srcdir" && DEB_BUILD_MAINT_OPTIONS='hardening=+all' DEB_CFLAGS_MAINT_STRIP='-g -O2' \
+    DEB_CXXFLAGS_MAINT_STRIP='-g -O2' dpkg-buildflags --export=sh)"
+export CFLAGS="$CFLAGS $CPPFLAGS" CXXFLAGS="$CXXFLAGS $CPPFLAGS"
+
+build="$work/faiss-1.7.3-build-avx2"
+cmake -S "$srcdir" -B "$build" \
+    -DFAISS_OPT_LEVEL=avx2 -DFAISS_ENABLE_GPU=OFF -DFAISS_ENABLE_PYTHON=OFF \
+    -DFAISS_ENABLE_C_API=OFF -DBUILD_TESTING=OFF -DBUILD_SHARED_LIBS=ON \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib
+# With FAISS_OPT_LEVEL=avx2 the install rules want both libraries: faiss
+# (generic, same flags: a control for the AVX2 speed-up) and faiss_avx2.
+# Only those two: the demos, benchs and tutorial are not needed.
+cmake --build "$build" -j"$(nproc)" --target faiss faiss_avx2
+cmake --install "$build"
+
+[ -f "$prefix/lib/libfaiss_avx2.so" ] || die "the install gave no $prefix/lib/libfaiss_avx2.so"
+grep -q 'add_library(faiss_avx2 SHARED IMPORTED)' "$prefix/lib/cmake/faiss/faiss-targets.cmake" ||
+    die "$prefix/lib/cmake/faiss exports no faiss_avx2 target"
+say "installed in $prefix: lib/libfaiss_avx2.so (CMake target faiss_avx2), lib/libfaiss.so (faiss), lib/cmake/faiss"
+echo "$prefix"
