@@ -75,12 +75,17 @@ static double now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* One line on stderr: prefix, then the formatted message. */
+static void say(const char *prefix, const char *fmt, va_list ap) {
+    fputs(prefix, stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "fpx-bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    say("fpx-bench: ", fmt, ap);
     va_end(ap);
     exit(1);
 }
@@ -129,9 +134,7 @@ static void fill_random(float *x, size_t n, uint64_t seed) {
 static void log_line(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "[bench] ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    say("[bench] ", fmt, ap);
     va_end(ap);
 }
 

@@ -275,7 +275,10 @@ void search_once(const Index *idx, const float *norms, idx_t n, const float *x, 
 bool search_padded(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
                    idx_t *I, const faiss::SearchParameters *p) {
     idx_t blas = faiss::distance_compute_blas_threshold;
-    if (n < kPooledBlasMin || n >= blas || !dynamic_cast<const faiss::IndexFlat *>(idx))
+    /* With an id selector (deleted vectors) FAISS 1.7.3 scans query by query
+     * whatever the count: padding would only add scans. */
+    if (n < kPooledBlasMin || n >= blas || (p && p->sel) ||
+        !dynamic_cast<const faiss::IndexFlat *>(idx))
         return false;
     size_t d = (size_t)idx->d;
     std::vector<float> xp((size_t)blas * d), dp((size_t)(blas * k));
@@ -290,26 +293,14 @@ bool search_padded(const Index *idx, const float *norms, idx_t n, const float *x
     return true;
 }
 
-void search_parallel(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k,
-                     float *D, idx_t *I, const faiss::SearchParameters *p);
-
-void run_search(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
-                idx_t *I, const faiss::SearchParameters *p, bool pooled) {
-    if (pooled && server_tuning && search_padded(idx, norms, n, x, k, D, I, p))
-        return;
-    in_team(n, [&] { search_parallel(idx, norms, n, x, k, D, I, p); });
-}
-
-/* run_search's work, with the threading rule applied by the caller. */
+/* run_search's work, with the threading rule applied by the caller: a flat
+ * index's batch in slices of at least FAISS's BLAS threshold, one per core. */
 void search_parallel(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k,
                      float *D, idx_t *I, const faiss::SearchParameters *p) {
-    int cores = omp_get_num_procs();
-    if (!server_tuning || n < kParallelMin || cores < 2 ||
-        !dynamic_cast<const faiss::IndexFlat *>(idx)) {
-        search_once(idx, norms, n, x, k, D, I, p);
-        return;
-    }
-    int nt = (int)std::min<idx_t>(cores, n / std::max(1, faiss::distance_compute_blas_threshold));
+    int nt = 1;
+    if (server_tuning && n >= kParallelMin && dynamic_cast<const faiss::IndexFlat *>(idx))
+        nt = (int)std::min<idx_t>(omp_get_num_procs(),
+                                  n / std::max(1, faiss::distance_compute_blas_threshold));
     if (nt < 2) {
         search_once(idx, norms, n, x, k, D, I, p);
         return;
@@ -328,6 +319,13 @@ void search_parallel(const Index *idx, const float *norms, idx_t n, const float 
     }
     if (!failure.empty())
         throw faiss::FaissException(failure);
+}
+
+void run_search(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
+                idx_t *I, const faiss::SearchParameters *p, bool pooled) {
+    if (pooled && server_tuning && search_padded(idx, norms, n, x, k, D, I, p))
+        return;
+    in_team(n, [&] { search_parallel(idx, norms, n, x, k, D, I, p); });
 }
 
 /* A selector over the server's allowed-position bitset. */

@@ -100,15 +100,9 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
     case 's':
         return parse_size("snapshot bytes", v, 1, (size_t)1 << 40, &cfg->snapshot_bytes);
     case 'W':
-        if (parse_size("batch wait", v, 0, 100000, &n))
-            return -1;
-        cfg->batch_wait_us = (int64_t)n;
-        return 0;
+        return parse_size("batch wait", v, 0, 100000, &cfg->batch_wait_us);
     case 'B':
-        if (parse_size("batch max", v, 1, 65536, &n))
-            return -1;
-        cfg->batch_max = (int64_t)n;
-        return 0;
+        return parse_size("batch max", v, 1, 65536, &cfg->batch_max);
     case 'v':
         cfg->log_debug = 1;
         return 0;

@@ -18,9 +18,9 @@ typedef struct fpx_config {
     char *api_keys;   /* "key1:tenant1,key2:tenant2", or NULL: auth off */
     int default_keys; /* api_keys are the built-in FPX_DEFAULT_API_KEYS */
     int workers;
-    int cores;             /* online CPUs: FAISS calls that run at once on one index */
-    int64_t batch_wait_us; /* dynamic batching: longest wait for requests on their way */
-    int64_t batch_max;     /* dynamic batching: most query rows in one call; 1 = off */
+    int cores;            /* online CPUs: FAISS calls that run at once on one index */
+    size_t batch_wait_us; /* dynamic batching: longest wait for requests on their way */
+    size_t batch_max;     /* dynamic batching: most query rows in one call; 1 = off */
     size_t max_message_size;
     size_t snapshot_bytes; /* WAL size that triggers a snapshot */
     int log_debug;

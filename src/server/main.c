@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    fpx_batch_configure(cfg.batch_wait_us, cfg.batch_max, cfg.cores);
+    fpx_batch_configure((int64_t)cfg.batch_wait_us, (int64_t)cfg.batch_max, cfg.cores);
     if (fpx_engine_tune_for_server() != 0)
         fpx_log(FPX_LOG_DEBUG, "the BLAS in use is not OpenBLAS: its threading is left as is");
 

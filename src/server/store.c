@@ -70,6 +70,7 @@ static int io_err(fpx_err *err, const char *what, const char *path) {
 typedef struct snap_out {
     int fd;
     uint32_t crc;
+    uint64_t total; /* bytes handed to snap_put */
     size_t used;
     int failed; /* errno of the failed write, or 0 */
     uint8_t buf[1 << 16];
@@ -85,11 +86,11 @@ static int snap_flush(snap_out *s) {
     return 0;
 }
 
-static int snap_write(void *ctx, const void *p, size_t n) {
-    snap_out *s = ctx;
+/* Appends n bytes to the file, through the buffer unless they are many. */
+static int snap_put(snap_out *s, const void *p, size_t n) {
     if (s->failed)
         return -1;
-    s->crc = fpx_crc32c(s->crc, p, n);
+    s->total += n;
     if (n <= sizeof s->buf - s->used) {
         memcpy(s->buf + s->used, p, n);
         s->used += n;
@@ -103,6 +104,13 @@ static int snap_write(void *ctx, const void *p, size_t n) {
         return -1;
     }
     return 0;
+}
+
+/* The body's sink (fpx_write_fn): checksummed, then appended. */
+static int snap_write(void *ctx, const void *p, size_t n) {
+    snap_out *s = ctx;
+    s->crc = fpx_crc32c(s->crc, p, n);
+    return snap_put(s, p, n);
 }
 
 /* Writes the snapshot of ix into dir (tmp file, fsync, rename, fsync dir). */
@@ -120,19 +128,17 @@ static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
     }
     fpx_err werr = {0};
     int rc = fpx_index_write(ix, snap_write, s, &werr);
-    off_t size = 0;
     if (rc == 0) {
         uint8_t trailer[8];
         put_u32(trailer, s->crc);
         put_u32(trailer + 4, SNAP_TAG);
-        rc = snap_write(s, trailer, sizeof trailer); /* (the crc it adds goes nowhere) */
+        rc = snap_put(s, trailer, sizeof trailer);
     }
     if (rc == 0)
         rc = snap_flush(s);
-    if (rc == 0 && (size = lseek(s->fd, 0, SEEK_CUR)) < 0)
-        rc = -1;
     if (rc == 0)
         rc = fsync(s->fd);
+    uint64_t size = s->total;
     int io_failed = s->failed;
     int e = io_failed ? io_failed : errno;
     close(s->fd);
@@ -148,7 +154,7 @@ static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
         unlink(tmp);
         return -1;
     }
-    ix->snap_bytes = (uint64_t)size;
+    ix->snap_bytes = size;
     if (fpx_fsync_dir(dir) != 0)
         return io_err(err, "cannot sync", dir);
     return 0;
