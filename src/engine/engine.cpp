@@ -1239,68 +1239,64 @@ static int to_buffer(faiss::VectorIOWriter &w, uint8_t **buf, size_t *len, fpx_e
     return 0;
 }
 
-static int export_binary(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels,
-                         int idmap, uint8_t **buf, size_t *len, fpx_err *err) {
-    idx_t ntotal = e->bin->ntotal;
-    try {
-        faiss::VectorIOWriter cw;
-        faiss::write_index_binary(e->bin.get(), &cw);
-        faiss::VectorIOReader cr;
-        cr.data.swap(cw.data);
-        std::unique_ptr<BinIndex> c(faiss::read_index_binary(&cr));
-        if (live->count < ntotal) {
-            DeadSelector dead(live);
-            try {
-                c->remove_ids(dead);
-            } catch (const faiss::FaissException &ex) {
-                return set_err(err, FPX_E_FAISS,
-                               "%lld deleted vectors cannot be left out of an export of this "
-                               "index type: FAISS says: %s",
-                               (long long)(ntotal - live->count), faiss_message(ex.what()).c_str());
-            }
-        }
-        std::vector<idx_t> rank;
-        bool sequential;
-        std::vector<idx_t> out_labels = live_labels(live, ntotal, labels, rank, &sequential);
-        auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(c.get());
-        bool wrap = idmap || (!ivf && !sequential);
-        if (ivf)
-            rewrite_binary_ivf_ids(ivf, [&](idx_t id) {
-                return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
-            });
-        faiss::VectorIOWriter w;
-        if (wrap) {
-            faiss::IndexBinaryIDMap m;
-            m.index = c.get();
-            m.own_fields = false;
-            m.d = c->d;
-            m.code_size = c->code_size;
-            m.is_trained = c->is_trained;
-            m.ntotal = c->ntotal;
-            m.id_map = out_labels;
-            faiss::write_index_binary(&m, &w);
-        } else {
-            faiss::write_index_binary(c.get(), &w);
-        }
-        return to_buffer(w, buf, len, err);
-    }
-    FPX_CATCH(err, FPX_E_FAISS)
-}
+} // extern "C"
 
-int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
-                      uint8_t **buf, size_t *len, fpx_err *err) {
-    if (e->bin)
-        return export_binary(e, live, labels, idmap, buf, len, err);
-    const Index *idx = e->index.get();
+namespace {
+
+/* What an export needs to know of a float or a binary FAISS index. */
+struct FloatKind {
+    using Ix = Index;
+    using IDMap = faiss::IndexIDMap;
+    static void write(const Ix *i, faiss::IOWriter *w) {
+        faiss::write_index(i, w);
+    }
+    static Ix *read(faiss::IOReader *r) {
+        return faiss::read_index(r);
+    }
+    static faiss::IndexIVF *ivf_of(Ix *i) {
+        return core_ivf(i);
+    }
+    template <class F> static void rewrite_ids(faiss::IndexIVF *ivf, F map) {
+        rewrite_ivf_ids(ivf, map);
+    }
+    static void describe(IDMap &m, const Ix *c) {
+        m.metric_type = c->metric_type;
+    }
+};
+
+struct BinaryKind {
+    using Ix = BinIndex;
+    using IDMap = faiss::IndexBinaryIDMap;
+    static void write(const Ix *i, faiss::IOWriter *w) {
+        faiss::write_index_binary(i, w);
+    }
+    static Ix *read(faiss::IOReader *r) {
+        return faiss::read_index_binary(r);
+    }
+    static faiss::IndexBinaryIVF *ivf_of(Ix *i) {
+        return dynamic_cast<faiss::IndexBinaryIVF *>(i);
+    }
+    template <class F> static void rewrite_ids(faiss::IndexBinaryIVF *ivf, F map) {
+        rewrite_binary_ivf_ids(ivf, map);
+    }
+    static void describe(IDMap &m, const Ix *c) {
+        m.code_size = c->code_size;
+    }
+};
+
+/* fpx_engine_export for either kind of index. */
+template <class K>
+int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_t *labels,
+                 int idmap, uint8_t **buf, size_t *len, fpx_err *err) {
     idx_t ntotal = idx->ntotal;
     try {
         /* A copy through FAISS's own serialization: clone_index does not
          * know every type (HNSW among them, in 1.7.3). */
         faiss::VectorIOWriter cw;
-        faiss::write_index(idx, &cw);
+        K::write(idx, &cw);
         faiss::VectorIOReader cr;
         cr.data.swap(cw.data);
-        std::unique_ptr<Index> c(faiss::read_index(&cr));
+        std::unique_ptr<typename K::Ix> c(K::read(&cr));
         if (live->count < ntotal) {
             DeadSelector dead(live);
             try {
@@ -1316,30 +1312,41 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
         std::vector<idx_t> rank;
         bool sequential;
         std::vector<idx_t> out_labels = live_labels(live, ntotal, labels, rank, &sequential);
-        faiss::IndexIVF *ivf = core_ivf(c.get());
+        auto ivf = K::ivf_of(c.get());
         bool wrap = idmap || (!ivf && !sequential);
         if (ivf)
-            rewrite_ivf_ids(ivf, [&](idx_t id) {
+            K::rewrite_ids(ivf, [&](idx_t id) {
                 return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
             });
         faiss::VectorIOWriter w;
         if (wrap) {
             /* Built by hand: IndexIDMap's constructor wants an empty index. */
-            faiss::IndexIDMap m;
+            typename K::IDMap m;
             m.index = c.get();
             m.own_fields = false;
             m.d = c->d;
-            m.metric_type = c->metric_type;
+            K::describe(m, c.get());
             m.is_trained = c->is_trained;
             m.ntotal = c->ntotal;
             m.id_map = out_labels;
-            faiss::write_index(&m, &w);
+            K::write(&m, &w);
         } else {
-            faiss::write_index(c.get(), &w);
+            K::write(c.get(), &w);
         }
         return to_buffer(w, buf, len, err);
     }
     FPX_CATCH(err, FPX_E_FAISS)
+}
+
+} // namespace
+
+extern "C" {
+
+int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
+                      uint8_t **buf, size_t *len, fpx_err *err) {
+    if (e->bin)
+        return export_index<BinaryKind>(e->bin.get(), live, labels, idmap, buf, len, err);
+    return export_index<FloatKind>(e->index.get(), live, labels, idmap, buf, len, err);
 }
 
 /* Labels of an imported index: NULL when every label is its position. */
