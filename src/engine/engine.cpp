@@ -618,24 +618,28 @@ int check_description(const char *desc, fpx_err *err) {
     return 0;
 }
 
-/* Removes IndexIDMap/IndexIDMap2 wrappers: labels are the server's job, and
- * the wrappers refuse add() without ids and id selectors. */
-Index *unwrap_idmap(Index *idx) {
+/* Removes IndexIDMap/IndexIDMap2 wrappers (M2, M: their float or binary
+ * types): labels are the server's job, and the wrappers refuse add() without
+ * ids and id selectors. */
+template <class M2, class M, class Ix> Ix *unwrap_wrappers(Ix *idx) {
     for (;;) {
-        if (auto m2 = dynamic_cast<faiss::IndexIDMap2 *>(idx)) {
-            Index *inner = m2->index;
+        Ix *inner;
+        if (auto m2 = dynamic_cast<M2 *>(idx)) {
+            inner = m2->index;
             m2->own_fields = false;
-            delete m2;
-            idx = inner;
-        } else if (auto m = dynamic_cast<faiss::IndexIDMap *>(idx)) {
-            Index *inner = m->index;
+        } else if (auto m = dynamic_cast<M *>(idx)) {
+            inner = m->index;
             m->own_fields = false;
-            delete m;
-            idx = inner;
         } else {
             return idx;
         }
+        delete idx;
+        idx = inner;
     }
+}
+
+Index *unwrap_idmap(Index *idx) {
+    return unwrap_wrappers<faiss::IndexIDMap2, faiss::IndexIDMap>(idx);
 }
 
 /* The IVF index at the core of idx (under pre-transforms), or nullptr. */
@@ -656,7 +660,7 @@ struct DeadSelector : faiss::IDSelector {
 
 /* Rewrites the ids stored in an IVF index's lists: id -> map(id). A direct
  * map, which indexes by id, is dropped first and rebuilt after. */
-template <class F> void rewrite_ivf_ids(faiss::IndexIVF *ivf, F map) {
+template <class IVF, class F> void rewrite_ivf_ids(IVF *ivf, F map) {
     auto dm = ivf->direct_map.type;
     if (dm != faiss::DirectMap::NoMap)
         ivf->set_direct_map_type(faiss::DirectMap::NoMap);
@@ -754,38 +758,7 @@ bool binary_exact(const BinIndex *b, idx_t n, const uint8_t *x, idx_t k, const f
 }
 
 BinIndex *unwrap_binary_idmap(BinIndex *b) {
-    for (;;) {
-        if (auto m2 = dynamic_cast<faiss::IndexBinaryIDMap2 *>(b)) {
-            BinIndex *inner = m2->index;
-            m2->own_fields = false;
-            delete m2;
-            b = inner;
-        } else if (auto m = dynamic_cast<faiss::IndexBinaryIDMap *>(b)) {
-            BinIndex *inner = m->index;
-            m->own_fields = false;
-            delete m;
-            b = inner;
-        } else {
-            return b;
-        }
-    }
-}
-
-/* The ids stored in a binary IVF index's lists: id -> map(id). */
-template <class F> void rewrite_binary_ivf_ids(faiss::IndexBinaryIVF *ivf, F map) {
-    auto dm = ivf->direct_map.type;
-    if (dm != faiss::DirectMap::NoMap)
-        ivf->set_direct_map_type(faiss::DirectMap::NoMap);
-    for (size_t l = 0; l < ivf->nlist; l++) {
-        size_t ls = ivf->invlists->list_size(l);
-        for (size_t o = 0; o < ls; o++) {
-            faiss::InvertedLists::ScopedCodes code(ivf->invlists, l, o);
-            idx_t id = ivf->invlists->get_single_id(l, o);
-            ivf->invlists->update_entry(l, o, map(id), code.get());
-        }
-    }
-    if (dm != faiss::DirectMap::NoMap)
-        ivf->set_direct_map_type(dm);
+    return unwrap_wrappers<faiss::IndexBinaryIDMap2, faiss::IndexBinaryIDMap>(b);
 }
 
 } // namespace
@@ -1277,7 +1250,7 @@ struct BinaryKind {
         return dynamic_cast<faiss::IndexBinaryIVF *>(i);
     }
     template <class F> static void rewrite_ids(faiss::IndexBinaryIVF *ivf, F map) {
-        rewrite_binary_ivf_ids(ivf, map);
+        rewrite_ivf_ids(ivf, map);
     }
     static void describe(IDMap &m, const Ix *c) {
         m.code_size = c->code_size;
@@ -1380,7 +1353,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         bool identity = true, bad = false;
         if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(b.get())) {
             idx_t next = 0;
-            rewrite_binary_ivf_ids(ivf, [&](idx_t id) {
+            rewrite_ivf_ids(ivf, [&](idx_t id) {
                 if (next < ntotal) {
                     idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
                     bad |= l < 0;
