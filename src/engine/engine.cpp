@@ -1229,9 +1229,6 @@ struct FloatKind {
     static faiss::IndexIVF *ivf_of(Ix *i) {
         return core_ivf(i);
     }
-    template <class F> static void rewrite_ids(faiss::IndexIVF *ivf, F map) {
-        rewrite_ivf_ids(ivf, map);
-    }
     static void describe(IDMap &m, const Ix *c) {
         m.metric_type = c->metric_type;
     }
@@ -1248,9 +1245,6 @@ struct BinaryKind {
     }
     static faiss::IndexBinaryIVF *ivf_of(Ix *i) {
         return dynamic_cast<faiss::IndexBinaryIVF *>(i);
-    }
-    template <class F> static void rewrite_ids(faiss::IndexBinaryIVF *ivf, F map) {
-        rewrite_ivf_ids(ivf, map);
     }
     static void describe(IDMap &m, const Ix *c) {
         m.code_size = c->code_size;
@@ -1288,7 +1282,7 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
         auto ivf = K::ivf_of(c.get());
         bool wrap = idmap || (!ivf && !sequential);
         if (ivf)
-            K::rewrite_ids(ivf, [&](idx_t id) {
+            rewrite_ivf_ids(ivf, [&](idx_t id) {
                 return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
             });
         faiss::VectorIOWriter w;
