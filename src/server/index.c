@@ -155,7 +155,14 @@ static fpx_index *index_alloc(const char *tenant, const char *name, const char *
     ix->dim = fpx_engine_dim(eng);
     ix->eng = eng;
     ix->wal_fd = -1;
-    pthread_rwlock_init(&ix->lock, NULL);
+    /* Writers first: with glibc's default (readers first) a steady stream of
+     * searches could hold an add off for ever. Searches wait only while a
+     * write is queued or running. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ix->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     fpx_batcher_init(&ix->batch);
     atomic_init(&ix->refs, 1);
     fpx_slotmap_init(&ix->keymap);

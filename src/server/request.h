@@ -1,8 +1,10 @@
 /*
- * request.h - one request being handled, and the helpers every operation
- * uses to read its header, find and lock its index, take its vectors, and
- * log its writes. Private to src/server: handlers.c (the seed's operations
- * and the dispatch table) and ops_faiss.c (the rest of FAISS's index API).
+ * request.h - one request being handled, and the helpers operations use to
+ * read its header, take its vectors and build its reply.
+ *
+ * A request passes through the one sequence of dispatch.c (ops.h): the
+ * operation's handlers fill the fields below, the dispatcher finds, locks,
+ * logs, applies and releases. Handlers never lock, log or snapshot.
  */
 #ifndef FPX_REQUEST_H
 #define FPX_REQUEST_H
@@ -11,17 +13,34 @@
 #include "server.h"
 
 #define FPX_K_MAX 100000
+#define FPX_DIM_MAX 65536
+
+struct fpx_opdef;
 
 typedef struct fpx_req {
     fpx_server *s;
+    const struct fpx_opdef *op;
     fpx_msg msg;
     const msgpack_object *h;   /* the header map */
     const msgpack_object *rid; /* request_id, or NULL */
     const char *tenant;
     fpx_err err;
-} fpx_req;
 
-typedef int (*fpx_handler)(fpx_req *r, fpx_out *o);
+    fpx_index *ix;        /* the request's index, referenced (index operations) */
+    fpx_index *made;      /* a new index to register (create_index, import_index) */
+    fpx_walrec rec;       /* the write to log and apply; rec.op 0: nothing to log */
+    int64_t nlive_before; /* live vectors when the lock was taken */
+
+    /* What prepare/bind read from the request, for run. Freed by the dispatcher:
+     * copy (an aligned copy of the vectors) and recmeta (a record's metadata). */
+    int64_t n, k, i0;
+    const void *x;
+    double radius;
+    int include_meta;
+    fpx_search_params params;
+    void *copy;
+    msgpack_sbuffer recmeta;
+} fpx_req;
 
 /* Starts an "ok" reply header with room for `extra` more keys. */
 msgpack_packer *fpx_reply_ok(fpx_req *r, fpx_out *o, size_t extra);
@@ -31,42 +50,23 @@ void fpx_pack_bool(msgpack_packer *pk, int v);
 int fpx_req_int(fpx_req *r, const char *key, int required, int64_t *v);
 /* An optional string field into a NUL-terminated buffer. 1 when absent. */
 int fpx_req_str(fpx_req *r, const char *key, char *buf, size_t cap);
+/* An optional boolean field (absent or nil: 0). */
+int fpx_req_bool(fpx_req *r, const char *key, int *v);
+/* A number field (integer or float) that must be present and finite. */
+int fpx_req_number(fpx_req *r, const char *key, double *v);
 /* The validated index_id (or its synonym "name") into name[FPX_NAME_MAX + 1]. */
 int fpx_req_name(fpx_req *r, int allow_name_synonym, char *name);
 /* The request's index, referenced (release with fpx_index_unref); NULL with
  * not_found for a missing or foreign index. */
 fpx_index *fpx_req_index(fpx_req *r);
-/* Locks ix shared or exclusive; not_found (and unlocked) if it was deleted. */
-int fpx_req_lock(fpx_req *r, fpx_index *ix, int exclusive);
 /* The vector section as n rows of ix's vectors (float32, or uint8 for a
- * binary index) [+ n int64 labels]; *copy is a malloc'd aligned copy when the
- * section was misaligned (caller frees). */
+ * binary index) [+ n int64 labels]; r->copy receives a malloc'd aligned copy
+ * when the section was misaligned. */
 int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n_out,
-                    const void **x, const int64_t **labels, void **copy);
-/* The optional per-search "params" map (nprobe, efSearch). */
-int fpx_req_search_params(fpx_req *r, fpx_search_params *p);
-/* Logs a write, applies it through fpx_server_replay, takes it back on failure. */
-int fpx_req_write(fpx_req *r, fpx_index *ix, const fpx_walrec *rec);
-/* After a write: snapshots when the log outgrew its threshold (or force). */
-void fpx_req_snapshot(fpx_req *r, fpx_index *ix, int force);
-/* Registers a new index (taken): already_exists, or stored durably and
- * answered with its info map. */
-int fpx_req_register(fpx_req *r, fpx_out *o, fpx_index *ix);
-/* Decodes the optional msgpack object of a stored log record. */
-int fpx_unpack_stored(const uint8_t *p, size_t len, msgpack_unpacked *u, const msgpack_object **obj,
-                      fpx_err *err);
-
-/* The operations of ops_faiss.c (FAISS's index API beyond the seed). */
-int fpx_op_range_search(fpx_req *r, fpx_out *o);
-int fpx_op_reconstruct(fpx_req *r, fpx_out *o);
-int fpx_op_reconstruct_n(fpx_req *r, fpx_out *o);
-int fpx_op_remove_ids(fpx_req *r, fpx_out *o);
-int fpx_op_reset(fpx_req *r, fpx_out *o);
-int fpx_op_set_params(fpx_req *r, fpx_out *o);
-int fpx_op_export_index(fpx_req *r, fpx_out *o);
-int fpx_op_import_index(fpx_req *r, fpx_out *o);
-/* Their log records, replayed (meta: the record's decoded metadata). */
-int fpx_replay_remove(fpx_index *ix, const msgpack_object *meta, fpx_err *err);
-int fpx_replay_param(fpx_index *ix, const msgpack_object *meta, fpx_err *err);
+                    const void **x, const int64_t **labels);
+/* The optional per-search "params" map (nprobe, efSearch) into r->params. */
+int fpx_req_search_params(fpx_req *r);
+/* Starts r->recmeta, a record's metadata, and returns its packer in *pk. */
+void fpx_req_recmeta(fpx_req *r, msgpack_packer *pk);
 
 #endif

@@ -1,18 +1,16 @@
 /*
- * server.c - server lifecycle and the registry of open indexes.
- *
- * The registry is a small array under a read/write lock: lookups (every
- * request) share it, create and delete take it exclusively. Each index has
- * its own lock and a reference count, so a request keeps its index alive
- * after leaving the registry lock, and a delete that races with it is seen
- * through ix->dropped.
+ * server.c - server lifecycle: loading the data dir, the background snapshot
+ * writer, and the final snapshots at shutdown.
  */
 #include "server.h"
+#include "apply.h"
 #include "store.h"
 #include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+static int start_snapper(fpx_server *s, fpx_err *err);
 
 static int found_index(void *ctx, fpx_index *ix) {
     fpx_server *s = ctx;
@@ -31,12 +29,112 @@ int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
     pthread_rwlock_init(&s->reg_lock, NULL);
+    pthread_mutex_init(&s->snap.mu, NULL);
+    pthread_cond_init(&s->snap.cv, NULL);
     if (fpx_auth_new(cfg->api_keys, &s->auth, err))
         return -1;
-    return fpx_store_load_all(cfg->data_dir, fpx_server_replay, found_index, s, err);
+    if (fpx_store_load_all(cfg->data_dir, fpx_apply, found_index, s, err) != 0)
+        return -1;
+    return start_snapper(s, err);
+}
+
+/* ---- background snapshots ------------------------------------------------------- */
+
+int fpx_server_snapshot_due(const fpx_server *s, const fpx_index *ix) {
+    /* The log may grow to the snapshot's own size before the next one: a
+     * snapshot rewrites the whole index, so a fixed threshold would make
+     * loading n bytes write O(n^2 / threshold); this keeps it O(n). */
+    uint64_t threshold = s->cfg->snapshot_bytes;
+    if (ix->snap_bytes > threshold)
+        threshold = ix->snap_bytes;
+    return ix->wal_bytes >= threshold;
+}
+
+void fpx_server_snapshot_later(fpx_server *s, fpx_index *ix, int force) {
+    fpx_snapper *q = &s->snap;
+    pthread_mutex_lock(&q->mu);
+    if (force)
+        ix->snap_force = 1;
+    if (!ix->snap_queued && !q->stop) {
+        ix->snap_queued = 1;
+        atomic_fetch_add(&ix->refs, 1);
+        ix->snap_next = NULL;
+        if (q->tail)
+            q->tail->snap_next = ix;
+        else
+            q->head = ix;
+        q->tail = ix;
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Writes one queued snapshot. The shared lock keeps writers out (so the
+ * snapshot and the log it replaces agree) while searches go on. */
+static void snapshot_one(fpx_server *s, fpx_index *ix, int force) {
+    pthread_rwlock_rdlock(&ix->lock);
+    if (!ix->dropped && ix->seq != ix->snap_seq && (force || fpx_server_snapshot_due(s, ix))) {
+        fpx_err err = {0};
+        if (fpx_store_snapshot(s->cfg->data_dir, ix, &err) != 0)
+            fpx_log(FPX_LOG_WARN, "snapshot of %s/%s failed (the log keeps the data): %s",
+                    ix->tenant, ix->name, err.msg);
+    }
+    pthread_rwlock_unlock(&ix->lock);
+}
+
+static void *snapper_main(void *arg) {
+    fpx_server *s = arg;
+    fpx_snapper *q = &s->snap;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->head && !q->stop)
+            pthread_cond_wait(&q->cv, &q->mu);
+        if (q->stop)
+            break;
+        fpx_index *ix = q->head;
+        q->head = ix->snap_next;
+        if (!q->head)
+            q->tail = NULL;
+        int force = ix->snap_force;
+        ix->snap_queued = ix->snap_force = 0; /* a write from now on queues it again */
+        pthread_mutex_unlock(&q->mu);
+        snapshot_one(s, ix, force);
+        fpx_index_unref(ix);
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static int start_snapper(fpx_server *s, fpx_err *err) {
+    if (pthread_create(&s->snap.thread, NULL, snapper_main, s) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the snapshot writer");
+    s->snap.started = 1;
+    return 0;
+}
+
+/* Stops the writer after the snapshot it is writing; drops the queue (the
+ * final snapshots below cover those indexes). */
+static void stop_snapper(fpx_server *s) {
+    fpx_snapper *q = &s->snap;
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    if (q->started)
+        pthread_join(q->thread, NULL);
+    q->started = 0;
+    while (q->head) {
+        fpx_index *ix = q->head;
+        q->head = ix->snap_next;
+        ix->snap_queued = 0;
+        fpx_index_unref(ix);
+    }
+    q->tail = NULL;
 }
 
 void fpx_server_shutdown(fpx_server *s) {
+    stop_snapper(s);
     for (size_t i = 0; i < s->nindexes; i++) {
         fpx_index *ix = s->indexes[i];
         fpx_err err = {0};
@@ -51,50 +149,7 @@ void fpx_server_shutdown(fpx_server *s) {
     s->nindexes = 0;
     fpx_auth_free(s->auth);
     s->auth = NULL;
+    pthread_mutex_destroy(&s->snap.mu);
+    pthread_cond_destroy(&s->snap.cv);
     pthread_rwlock_destroy(&s->reg_lock);
-}
-
-fpx_index *fpx_server_find(fpx_server *s, const char *tenant, const char *name, size_t name_len) {
-    fpx_index *found = NULL;
-    pthread_rwlock_rdlock(&s->reg_lock);
-    for (size_t i = 0; i < s->nindexes; i++) {
-        fpx_index *ix = s->indexes[i];
-        if (strlen(ix->name) == name_len && !memcmp(ix->name, name, name_len) &&
-            !strcmp(ix->tenant, tenant)) {
-            atomic_fetch_add(&ix->refs, 1);
-            found = ix;
-            break;
-        }
-    }
-    pthread_rwlock_unlock(&s->reg_lock);
-    return found;
-}
-
-void fpx_index_unref(fpx_index *ix) {
-    if (ix && atomic_fetch_sub(&ix->refs, 1) == 1) {
-        fpx_store_close(ix);
-        fpx_index_free(ix);
-    }
-}
-
-int fpx_server_insert(fpx_server *s, fpx_index *ix) {
-    if (s->nindexes == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        fpx_index **a = realloc(s->indexes, cap * sizeof *a);
-        if (!a)
-            return -1;
-        s->indexes = a;
-        s->cap = cap;
-    }
-    s->indexes[s->nindexes++] = ix;
-    return 0;
-}
-
-void fpx_server_remove(fpx_server *s, fpx_index *ix) {
-    for (size_t i = 0; i < s->nindexes; i++) {
-        if (s->indexes[i] == ix) {
-            s->indexes[i] = s->indexes[--s->nindexes];
-            return;
-        }
-    }
 }

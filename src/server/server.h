@@ -4,7 +4,7 @@
  * fpx_server owns the configuration, the key table and the registry of open
  * indexes. The network layer (net.c) calls fpx_server_handle from its worker
  * threads with a received body and sends back the body it returns; everything
- * about operations lives behind that call (handlers.c).
+ * about operations lives behind that call (dispatch.c, ops.h).
  */
 #ifndef FPX_SERVER_H
 #define FPX_SERVER_H
@@ -18,15 +18,29 @@
 #include "index.h"
 #include "store.h"
 
+/* The background snapshot writer: indexes whose log outgrew its threshold
+ * (or that were trained or reset) wait here, so that no request waits for a
+ * snapshot and a snapshot holds its index's lock shared, not exclusive:
+ * searches go on while it is written. */
+typedef struct fpx_snapper {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    fpx_index *head, *tail; /* referenced */
+    int started, stop;
+} fpx_snapper;
+
 typedef struct fpx_server {
     const fpx_config *cfg;
     fpx_auth *auth;
     pthread_rwlock_t reg_lock; /* guards the array below, not the indexes */
     fpx_index **indexes;
     size_t nindexes, cap;
+    fpx_snapper snap;
 } fpx_server;
 
-/* Loads every index under cfg->data_dir. */
+/* Loads every index under cfg->data_dir, then starts the background
+ * snapshot writer. */
 int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err);
 /* Snapshots indexes with unsnapshotted writes, then frees everything. */
 void fpx_server_shutdown(fpx_server *s);
@@ -39,14 +53,25 @@ void fpx_server_shutdown(fpx_server *s);
 void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
                        size_t *reply_len, int *is_static);
 
-/* Registry (server.c). fpx_server_find returns a referenced index or NULL. */
+/* Hands ix to the background snapshot writer: written when its log is due
+ * (or always, with force) and the index still exists. */
+void fpx_server_snapshot_later(fpx_server *s, fpx_index *ix, int force);
+/* 1 when ix's log has outgrown its snapshot threshold. */
+int fpx_server_snapshot_due(const fpx_server *s, const fpx_index *ix);
+
+/* Registry (registry.c); each call takes the registry lock only briefly.
+ * fpx_server_find returns a referenced, published index or NULL. */
 fpx_index *fpx_server_find(fpx_server *s, const char *tenant, const char *name, size_t name_len);
 void fpx_index_unref(fpx_index *ix);
-/* Caller holds reg_lock for writing. 0 or -1 (out of memory). */
+/* Inserts a loaded index. 0 or -1 (out of memory). */
 int fpx_server_insert(fpx_server *s, fpx_index *ix);
+/* Takes ix's name for it (already_exists when taken), invisible to lookups
+ * until fpx_server_publish; the registry holds the caller's reference. */
+int fpx_server_reserve(fpx_server *s, fpx_index *ix, fpx_err *err);
+void fpx_server_publish(fpx_server *s, fpx_index *ix);
 void fpx_server_remove(fpx_server *s, fpx_index *ix);
-
-/* Re-applies a log record during recovery (handlers.c). */
-int fpx_server_replay(fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
+/* The tenant's published indexes sorted by name, each referenced; *out is
+ * malloc'd. 0 or -1 (out of memory). */
+int fpx_server_list(fpx_server *s, const char *tenant, fpx_index ***out, size_t *n);
 
 #endif

@@ -1,0 +1,232 @@
+/*
+ * apply.c - applying log records to an index: the one path every write takes,
+ * live (after its record is durable) and at replay.
+ *
+ * A record is checked again here, not trusted: it passed a checksum, but a
+ * record written by an older version, or a setting that was accepted before
+ * its range was checked, must fail cleanly rather than corrupt an index.
+ */
+#include "apply.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Decodes an optional msgpack object stored in a log record. */
+int fpx_unpack_stored(const uint8_t *p, size_t len, msgpack_unpacked *u, const msgpack_object **obj,
+                      fpx_err *err) {
+    *obj = NULL;
+    msgpack_unpacked_init(u);
+    if (len == 0)
+        return 0;
+    size_t used = 0, off = 0;
+    if (fpx_msgpack_check(p, len, &used, err) || used != len ||
+        msgpack_unpack_next(u, (const char *)p, len, &off) != MSGPACK_UNPACK_SUCCESS)
+        return fpx_err_set(err, FPX_E_INTERNAL, "log record metadata is not valid msgpack");
+    *obj = &u->data;
+    return 0;
+}
+
+/* ---- remove_ids ----------------------------------------------------------------- */
+
+/* Reads {"ids": [int...]} or {"range": [lo, hi]} from a map (the request
+ * header or a log record) into a malloc'd label list or a range. */
+int fpx_remove_spec(const msgpack_object *map, int64_t **labels, int64_t *n, int64_t *lo,
+                    int64_t *hi, fpx_err *err) {
+    const msgpack_object *ids = fpx_map_get(map, "ids"), *range = fpx_map_get(map, "range");
+    *labels = NULL;
+    *n = 0;
+    if (ids && ids->type == MSGPACK_OBJECT_NIL)
+        ids = NULL;
+    if (range && range->type == MSGPACK_OBJECT_NIL)
+        range = NULL;
+    if (!ids == !range)
+        return fpx_err_set(err, FPX_E_VALIDATION, "give exactly one of ids, range");
+    if (range) {
+        if (range->type != MSGPACK_OBJECT_ARRAY || range->via.array.size != 2 ||
+            fpx_obj_int(&range->via.array.ptr[0], lo) || fpx_obj_int(&range->via.array.ptr[1], hi))
+            return fpx_err_set(err, FPX_E_VALIDATION, "range must be [lo, hi] integers");
+        return 0;
+    }
+    if (ids->type != MSGPACK_OBJECT_ARRAY)
+        return fpx_err_set(err, FPX_E_VALIDATION, "ids must be a list of integer labels");
+    uint32_t cnt = ids->via.array.size;
+    *labels = malloc(sizeof(int64_t) * (cnt ? cnt : 1));
+    if (!*labels)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    for (uint32_t i = 0; i < cnt; i++) {
+        if (fpx_obj_int(&ids->via.array.ptr[i], &(*labels)[i])) {
+            free(*labels);
+            *labels = NULL;
+            return fpx_err_set(err, FPX_E_VALIDATION, "ids[%u] must be an integer label", i);
+        }
+    }
+    *n = cnt;
+    return 0;
+}
+
+static int apply_remove(fpx_index *ix, const msgpack_object *meta, fpx_err *err) {
+    int64_t *labels, n, lo = 0, hi = 0, removed;
+    if (!meta || fpx_remove_spec(meta, &labels, &n, &lo, &hi, err))
+        return fpx_err_set(err, FPX_E_INTERNAL, "remove record is not valid");
+    int rc = fpx_index_remove(ix, n, labels, lo, hi, &removed, err);
+    free(labels);
+    return rc;
+}
+
+/* ---- set_params ------------------------------------------------------------------ */
+
+/* The parameters set_params accepts, with their ranges. FAISS's
+ * ParameterSpace takes any double and stores it, so nprobe=0 or efSearch=0
+ * would be kept (and logged) and break every later search: each name is
+ * checked here the way per-search params are. "quantizer_" + a name applies
+ * the name's rule to an IVF's quantizer; "verbose" is refused (FAISS would
+ * print on the server's stdout). */
+static const struct {
+    const char *name;
+    double lo, hi;
+    int integer;
+    const char *what;
+} param_rules[] = {
+    {"nprobe", 1, 1 << 20, 1, "lists probed per query"},
+    {"efSearch", 1, 1 << 20, 1, "HNSW search depth"},
+    {"efConstruction", 1, 1 << 20, 1, "HNSW build depth"},
+    {"max_codes", 0, 9007199254740992.0, 1, "codes scanned per query, 0 = no limit"},
+    {"ht", 0, 1 << 20, 1, "polysemous Hamming threshold"},
+    {"k_factor", 1, 1 << 20, 0, "refinement factor"},
+    {"k_factor_rf", 1, 1 << 20, 1, "refinement factor"},
+    {"direct_map", 0, 2, 1, "0 none, 1 array, 2 hash table"},
+};
+
+static int check_param(const char *name, double v, fpx_err *err) {
+    const char *base = name;
+    while (!strncmp(base, "quantizer_", 10))
+        base += 10;
+    for (size_t i = 0; i < sizeof param_rules / sizeof param_rules[0]; i++) {
+        if (strcmp(param_rules[i].name, base))
+            continue;
+        if (!strcmp(base, "direct_map") && base != name)
+            break;
+        if (v < param_rules[i].lo || v > param_rules[i].hi ||
+            (param_rules[i].integer && v != floor(v)))
+            return fpx_err_set(
+                err, FPX_E_VALIDATION, "%s (%s) must be %s in %.17g..%.17g, got %.17g", name,
+                param_rules[i].what, param_rules[i].integer ? "an integer" : "a number",
+                param_rules[i].lo, param_rules[i].hi, v);
+        return 0;
+    }
+    return fpx_err_set(err, FPX_E_VALIDATION,
+                       "set_params does not accept \"%s\" (accepted: nprobe, efSearch, "
+                       "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, and "
+                       "quantizer_ before a search parameter)",
+                       name);
+}
+
+/* name and value of a set_params request or record. */
+int fpx_param_spec(const msgpack_object *map, char *name, double *value, fpx_err *err) {
+    const msgpack_object *n = fpx_map_get(map, "name"), *v = fpx_map_get(map, "value");
+    const char *s;
+    size_t len;
+    int64_t i;
+    if (!n || fpx_obj_str(n, &s, &len) || len == 0 || len > FPX_PARAM_NAME_MAX)
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "name must be a FAISS parameter name (e.g. \"nprobe\")");
+    for (size_t k = 0; k < len; k++)
+        if (!((s[k] >= 'a' && s[k] <= 'z') || (s[k] >= 'A' && s[k] <= 'Z') ||
+              (s[k] >= '0' && s[k] <= '9') || s[k] == '_'))
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "name must hold only letters, digits and '_'");
+    if (v && (v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64))
+        *value = v->via.f64;
+    else if (v && fpx_obj_int(v, &i) == 0)
+        *value = (double)i;
+    else
+        return fpx_err_set(err, FPX_E_VALIDATION, "value must be a number");
+    if (!isfinite(*value))
+        return fpx_err_set(err, FPX_E_VALIDATION, "value must be finite");
+    memcpy(name, s, len);
+    name[len] = 0;
+    return check_param(name, *value, err);
+}
+
+static int set_param(fpx_index *ix, const char *name, double value, fpx_err *err) {
+    if (!strcmp(name, "direct_map")) /* IndexIVF::make_direct_map, not a ParameterSpace name */
+        return fpx_engine_set_direct_map(ix->eng,
+                                         value == 0   ? 0
+                                         : value == 1 ? 1
+                                         : value == 2 ? 2
+                                                      : -1,
+                                         err);
+    char spec[FPX_PARAM_NAME_MAX + 40];
+    snprintf(spec, sizeof spec, "%s=%.17g", name, value);
+    return fpx_engine_set_params(ix->eng, spec, err);
+}
+
+/* A setting whose value is out of range can only come from a log written
+ * before ranges were checked (nprobe=0 made every search fail, for good): it
+ * is skipped, with a warning, and the index keeps its previous value. */
+static int apply_param(fpx_index *ix, const msgpack_object *meta, fpx_err *err) {
+    char name[FPX_PARAM_NAME_MAX + 1];
+    double value;
+    if (!meta)
+        return fpx_err_set(err, FPX_E_INTERNAL, "set_params record is not valid");
+    fpx_err bad = {0};
+    if (fpx_param_spec(meta, name, &value, &bad) != 0) {
+        fpx_log(FPX_LOG_WARN, "%s/%s: skipping a logged setting: %s", ix->tenant, ix->name,
+                bad.msg);
+        return 0;
+    }
+    return set_param(ix, name, value, err);
+}
+
+/* ---- the one apply -------------------------------------------------------------- */
+
+int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
+    size_t row = fpx_engine_row_bytes(ix->eng);
+    int with_labels = rec->op == FPX_WAL_ADD && (rec->flags & FPX_WAL_LABELS);
+    if (rec->op == FPX_WAL_ADD || rec->op == FPX_WAL_TRAIN) {
+        size_t need = row + (with_labels ? 8 : 0);
+        if (rec->n < 0 || (uint64_t)rec->n > rec->data_len / need ||
+            (size_t)rec->n * need != rec->data_len)
+            return fpx_err_set(err, FPX_E_INTERNAL, "log record has a bad vector section");
+    }
+    msgpack_unpacked u;
+    const msgpack_object *meta;
+    if (fpx_unpack_stored(rec->meta, rec->meta_len, &u, &meta, err))
+        return -1;
+    int rc;
+    int64_t count;
+    const void *x = rec->data;
+    switch (rec->op) {
+    case FPX_WAL_ADD:
+        rc = fpx_index_check_items(meta, rec->n, err);
+        if (rc == 0)
+            rc = fpx_index_add(ix, rec->n, x,
+                               with_labels ? (const int64_t *)(rec->data + (size_t)rec->n * row)
+                                           : NULL,
+                               meta, &count, err);
+        break;
+    case FPX_WAL_TRAIN:
+        rc = fpx_index_train(ix, rec->n, x, err);
+        break;
+    case FPX_WAL_DELETE:
+        rc = meta ? fpx_index_delete(ix, meta, &count, err)
+                  : fpx_err_set(err, FPX_E_INTERNAL, "delete record without ids");
+        break;
+    case FPX_WAL_REMOVE:
+        rc = apply_remove(ix, meta, err);
+        break;
+    case FPX_WAL_RESET:
+        rc = fpx_index_reset(ix, err);
+        break;
+    case FPX_WAL_PARAM:
+        rc = apply_param(ix, meta, err);
+        break;
+    default:
+        rc = fpx_err_set(err, FPX_E_INTERNAL, "unknown log record type %d", (int)rec->op);
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}

@@ -1,0 +1,233 @@
+/*
+ * dispatch.c - the operation table and the one sequence every request runs.
+ *
+ * fpx_server_handle decodes the body in place (the vectors stay in the
+ * received message), authenticates, finds the operation in the table and runs
+ * the sequence of ops.h around its handlers: find the index, lock it as the
+ * table says, log and apply a write, reply, unlock, and hand a due snapshot
+ * to the background writer. A reviewer checks the lock policy and the
+ * durability rule here, once, not in every handler.
+ */
+#include "apply.h"
+#include "ops.h"
+#include "store.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const fpx_opdef ops[] = {
+    /* name            lock                flags                       prepare, bind, check, run */
+    {"search", FPX_LOCK_SHARED, FPX_OP_INDEX, fpx_prep_search, fpx_bind_search, NULL,
+     fpx_op_search},
+    {"add_vectors", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, NULL, fpx_bind_add,
+     fpx_check_trained, fpx_op_added},
+    {"create_index", FPX_LOCK_SHARED, FPX_OP_CREATES, fpx_prep_create_index, NULL, NULL,
+     fpx_op_info},
+    {"delete_vector", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_delete_vector,
+     NULL, NULL, fpx_op_deleted_vectors},
+    {"delete_index", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_DROPS, NULL, NULL, NULL,
+     fpx_op_deleted},
+    {"get_index_info", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, NULL, NULL, fpx_op_info},
+    {"list_indexes", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_list_indexes},
+    {"train", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED | FPX_OP_SNAPSHOT, NULL,
+     fpx_bind_train, NULL, fpx_op_trained},
+    {"ping", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_ping},
+    {"range_search", FPX_LOCK_SHARED, FPX_OP_INDEX, fpx_prep_range_search, fpx_bind_range_search,
+     NULL, fpx_op_range_search},
+    {"reconstruct", FPX_LOCK_SHARED, FPX_OP_INDEX, fpx_prep_reconstruct, NULL, NULL,
+     fpx_op_reconstruct},
+    {"reconstruct_n", FPX_LOCK_SHARED, FPX_OP_INDEX, fpx_prep_reconstruct_n, fpx_bind_reconstruct_n,
+     NULL, fpx_op_reconstruct_n},
+    {"remove_ids", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_remove_ids, NULL,
+     fpx_check_remove, fpx_op_removed},
+    {"reset", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED | FPX_OP_SNAPSHOT, fpx_prep_reset,
+     NULL, NULL, fpx_op_ntotal},
+    {"set_params", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_set_params, NULL,
+     NULL, fpx_op_ntotal},
+    {"export_index", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, NULL, NULL, fpx_op_export_index},
+    {"import_index", FPX_LOCK_SHARED, FPX_OP_CREATES, fpx_prep_import_index, NULL, NULL,
+     fpx_op_info},
+};
+
+const fpx_opdef *fpx_op_find(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (strlen(ops[i].name) == len && !memcmp(ops[i].name, name, len))
+            return &ops[i];
+    return NULL;
+}
+
+/* Logs a write, applies it, takes the record back if applying failed. */
+static int log_and_apply(fpx_req *r) {
+    fpx_index *ix = r->ix;
+    uint64_t before = ix->wal_bytes;
+    if (fpx_store_log(r->s->cfg->data_dir, ix, &r->rec, &r->err))
+        return -1;
+    if (fpx_apply(ix, &r->rec, &r->err)) {
+        fpx_store_unlog(ix, before);
+        return -1;
+    }
+    return 0;
+}
+
+/* Stores a new index durably (no lock held: its name is reserved, lookups do
+ * not see it) and publishes it. On success r->ix is the new index,
+ * referenced. */
+static int register_new(fpx_req *r) {
+    fpx_server *s = r->s;
+    fpx_index *ix = r->made;
+    r->made = NULL;
+    atomic_store(&ix->refs, 1); /* the registry's */
+    if (fpx_server_reserve(s, ix, &r->err) != 0) {
+        fpx_index_free(ix);
+        return -1;
+    }
+    if (fpx_store_create(s->cfg->data_dir, ix, &r->err) != 0) {
+        fpx_server_remove(s, ix);
+        fpx_index_unref(ix);
+        return -1;
+    }
+    atomic_fetch_add(&ix->refs, 1); /* the request's */
+    fpx_server_publish(s, ix);
+    r->ix = ix;
+    fpx_log(FPX_LOG_INFO, "created index %s/%s (%s, d=%lld, %lld vectors)", ix->tenant, ix->name,
+            ix->index_type, (long long)ix->dim, (long long)ix->nlive);
+    return 0;
+}
+
+/* Removes the locked index: its folder first (so a failure leaves it served
+ * as before), then its registry entry. The registry's reference goes after
+ * the unlock. */
+static int drop(fpx_req *r) {
+    if (fpx_store_remove(r->s->cfg->data_dir, r->ix, &r->err) != 0)
+        return -1;
+    fpx_server_remove(r->s, r->ix);
+    r->ix->dropped = 1;
+    fpx_log(FPX_LOG_INFO, "deleted index %s/%s", r->ix->tenant, r->ix->name);
+    return 0;
+}
+
+static int lock_index(fpx_req *r, fpx_lockmode mode) {
+    fpx_index *ix = r->ix;
+    if (mode == FPX_LOCK_EXCLUSIVE)
+        pthread_rwlock_wrlock(&ix->lock);
+    else
+        pthread_rwlock_rdlock(&ix->lock);
+    if (ix->dropped) {
+        pthread_rwlock_unlock(&ix->lock);
+        return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", ix->name);
+    }
+    r->nlive_before = ix->nlive;
+    return 0;
+}
+
+/* The sequence of ops.h. */
+static int run_op(fpx_req *r, fpx_out *o) {
+    const fpx_opdef *op = r->op;
+    if (op->prepare && op->prepare(r))
+        return -1;
+    if ((op->flags & FPX_OP_INDEX) && !(r->ix = fpx_req_index(r)))
+        return -1;
+    if (op->bind && op->bind(r))
+        return -1;
+    if ((op->flags & FPX_OP_CREATES) && register_new(r))
+        return -1;
+    if (!r->ix || op->lock == FPX_LOCK_NONE)
+        return op->run(r, o);
+    if (lock_index(r, op->lock))
+        return -1;
+    int rc = op->check ? op->check(r) : 0;
+    int logged = 0;
+    if (rc == 0 && (op->flags & FPX_OP_LOGGED) && r->rec.op) {
+        rc = log_and_apply(r);
+        logged = rc == 0;
+    }
+    int dropped = 0;
+    if (rc == 0 && (op->flags & FPX_OP_DROPS)) {
+        rc = drop(r);
+        dropped = rc == 0;
+    }
+    if (rc == 0)
+        rc = op->run(r, o);
+    int force = logged && (op->flags & FPX_OP_SNAPSHOT);
+    int due = logged && (force || fpx_server_snapshot_due(r->s, r->ix));
+    pthread_rwlock_unlock(&r->ix->lock);
+    if (due)
+        fpx_server_snapshot_later(r->s, r->ix, force);
+    if (dropped)
+        fpx_index_unref(r->ix); /* the registry's reference */
+    return rc;
+}
+
+/* Prebuilt reply for when even an error reply cannot be allocated. */
+static const uint8_t oom_reply[] = {
+    /* preamble {"header_size": 62, "vector_size": 0, "metadata_size": 0} */
+    0x83, 0xab, 'h', 'e', 'a', 'd', 'e', 'r', '_', 's', 'i', 'z', 'e', 0x3e, 0xab, 'v', 'e', 'c',
+    't', 'o', 'r', '_', 's', 'i', 'z', 'e', 0x00, 0xad, 'm', 'e', 't', 'a', 'd', 'a', 't', 'a', '_',
+    's', 'i', 'z', 'e', 0x00,
+    /* header {"status": "error", "error_type": "internal_error", "message": "out of memory"} */
+    0x83, 0xa6, 's', 't', 'a', 't', 'u', 's', 0xa5, 'e', 'r', 'r', 'o', 'r', 0xaa, 'e', 'r', 'r',
+    'o', 'r', '_', 't', 'y', 'p', 'e', 0xae, 'i', 'n', 't', 'e', 'r', 'n', 'a', 'l', '_', 'e', 'r',
+    'r', 'o', 'r', 0xa7, 'm', 'e', 's', 's', 'a', 'g', 'e', 0xad, 'o', 'u', 't', ' ', 'o', 'f', ' ',
+    'm', 'e', 'm', 'o', 'r', 'y'};
+
+/* Authenticates and finds the operation; runs it. */
+static int handle_decoded(fpx_req *r, fpx_out *o) {
+    const msgpack_object *opname = fpx_map_get(r->h, "operation");
+    const char *name;
+    size_t len;
+    if (!opname || fpx_obj_str(opname, &name, &len))
+        return fpx_err_set(&r->err, FPX_E_PROTOCOL, "header needs \"operation\", a string");
+    if (fpx_auth_check(r->s->auth, fpx_map_get(r->h, "api_key"), fpx_map_get(r->h, "tenant_id"),
+                       &r->tenant, &r->err) != 0)
+        return -1;
+    if (!(r->op = fpx_op_find(name, len)))
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED, "unknown operation \"%.*s\"",
+                           (int)(len > 64 ? 64 : len), name);
+    return run_op(r, o);
+}
+
+void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
+                       size_t *reply_len, int *is_static) {
+    fpx_req r;
+    memset(&r, 0, sizeof r);
+    r.s = s;
+    msgpack_sbuffer_init(&r.recmeta);
+    *is_static = 0;
+    fpx_out o;
+    fpx_out_init(&o);
+    int rc = -1, decoded = 0;
+    if (fpx_msg_decode(&r.msg, body, len, &r.err) == 0) {
+        decoded = 1;
+        r.h = r.msg.header;
+        r.rid = fpx_map_get(r.h, "request_id");
+        if (r.rid && r.rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            r.rid->type != MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+            !(r.rid->type == MSGPACK_OBJECT_STR && fpx_obj_utf8_valid(r.rid)))
+            r.rid = NULL; /* only integers and UTF-8 strings are echoed */
+        rc = handle_decoded(&r, &o);
+    }
+    fpx_index_unref(r.ix);
+    if (r.made)
+        fpx_index_free(r.made);
+    free(r.copy);
+    msgpack_sbuffer_destroy(&r.recmeta);
+    if (rc == 0 && fpx_out_finish(&o, reply, reply_len) == 0) {
+        fpx_msg_destroy(&r.msg);
+        return;
+    }
+    if (rc == 0)
+        fpx_err_set(&r.err, FPX_E_INTERNAL, "out of memory building the reply");
+    else
+        fpx_out_discard(&o);
+    if (r.err.type == FPX_OK)
+        fpx_err_set(&r.err, FPX_E_INTERNAL, "request failed");
+    fpx_log(FPX_LOG_DEBUG, "request failed: %s: %s", fpx_errtype_name(r.err.type), r.err.msg);
+    if (fpx_build_error(&r.err, r.rid, reply, reply_len) != 0) {
+        *reply = (uint8_t *)oom_reply;
+        *reply_len = sizeof oom_reply;
+        *is_static = 1;
+    }
+    if (decoded)
+        fpx_msg_destroy(&r.msg);
+}

@@ -1,0 +1,95 @@
+/*
+ * ops.h - the operation table: every operation declared once, with the lock
+ * it needs and whether it writes the log.
+ *
+ * dispatch.c runs one sequence around every operation, so the lock policy and
+ * the durability rule live in one place (as redis's command table and call()):
+ *
+ *   prepare(r)        header checks that need no index (no lock)
+ *   find the index    FPX_OP_INDEX: referenced, not_found for missing/foreign
+ *   bind(r)           checks against the index's fixed shape, vectors (no lock)
+ *   register          FPX_OP_CREATES: r->made is stored and published
+ *   lock              FPX_LOCK_SHARED or FPX_LOCK_EXCLUSIVE on the index
+ *   check(r)          checks against the index's state, before anything is logged
+ *   log and apply     FPX_OP_LOGGED: r->rec is made durable, then applied by
+ *                     fpx_apply (the same function replays the log at start);
+ *                     a failed apply takes the record back
+ *   drop              FPX_OP_DROPS: the index's folder is renamed away and the
+ *                     index leaves the registry
+ *   run(r, o)         the operation itself, or (logged) its reply
+ *   unlock, release   then a due snapshot is handed to the background writer,
+ *                     and a dropped index's files are removed, outside every lock
+ *
+ * Handlers fill r (request.h) and never lock, log, snapshot or register.
+ */
+#ifndef FPX_OPS_H
+#define FPX_OPS_H
+
+#include "request.h"
+
+typedef enum fpx_lockmode {
+    FPX_LOCK_NONE,     /* no index lock (registry operations take their own, briefly) */
+    FPX_LOCK_SHARED,   /* reads: searches, reconstruct, info, export */
+    FPX_LOCK_EXCLUSIVE /* writes, and dropping an index */
+} fpx_lockmode;
+
+#define FPX_OP_INDEX 1u     /* acts on an existing index named by index_id */
+#define FPX_OP_LOGGED 2u    /* writes r->rec to the log, then applies it */
+#define FPX_OP_CREATES 4u   /* registers r->made, a new index */
+#define FPX_OP_DROPS 8u     /* removes the index */
+#define FPX_OP_SNAPSHOT 16u /* a snapshot after it, whatever the log's size (train, reset) */
+
+typedef int (*fpx_step)(fpx_req *r);
+typedef int (*fpx_handler)(fpx_req *r, fpx_out *o);
+
+typedef struct fpx_opdef {
+    const char *name;
+    fpx_lockmode lock;
+    unsigned flags;
+    fpx_step prepare; /* each step optional but run */
+    fpx_step bind;
+    fpx_step check;
+    fpx_handler run;
+} fpx_opdef;
+
+/* The operation named name[0..len), or NULL. */
+const fpx_opdef *fpx_op_find(const char *name, size_t len);
+
+/* ops_index.c: the registry's operations. */
+int fpx_op_ping(fpx_req *r, fpx_out *o);
+int fpx_op_list_indexes(fpx_req *r, fpx_out *o);
+int fpx_prep_create_index(fpx_req *r);
+int fpx_prep_import_index(fpx_req *r);
+int fpx_op_info(fpx_req *r, fpx_out *o);
+int fpx_op_deleted(fpx_req *r, fpx_out *o);
+int fpx_op_export_index(fpx_req *r, fpx_out *o);
+
+/* ops_vectors.c: writes and reads of vectors. */
+int fpx_bind_add(fpx_req *r);
+int fpx_check_trained(fpx_req *r);
+int fpx_op_added(fpx_req *r, fpx_out *o);
+int fpx_bind_train(fpx_req *r);
+int fpx_op_trained(fpx_req *r, fpx_out *o);
+int fpx_prep_delete_vector(fpx_req *r);
+int fpx_op_deleted_vectors(fpx_req *r, fpx_out *o);
+int fpx_prep_remove_ids(fpx_req *r);
+int fpx_check_remove(fpx_req *r);
+int fpx_op_removed(fpx_req *r, fpx_out *o);
+int fpx_prep_reset(fpx_req *r);
+int fpx_prep_set_params(fpx_req *r);
+int fpx_op_ntotal(fpx_req *r, fpx_out *o);
+int fpx_prep_reconstruct(fpx_req *r);
+int fpx_op_reconstruct(fpx_req *r, fpx_out *o);
+int fpx_prep_reconstruct_n(fpx_req *r);
+int fpx_bind_reconstruct_n(fpx_req *r);
+int fpx_op_reconstruct_n(fpx_req *r, fpx_out *o);
+
+/* ops_search.c */
+int fpx_prep_search(fpx_req *r);
+int fpx_bind_search(fpx_req *r);
+int fpx_op_search(fpx_req *r, fpx_out *o);
+int fpx_prep_range_search(fpx_req *r);
+int fpx_bind_range_search(fpx_req *r);
+int fpx_op_range_search(fpx_req *r, fpx_out *o);
+
+#endif

@@ -1,0 +1,156 @@
+/*
+ * ops_search.c - search and range_search.
+ *
+ * A search reply is built in place: FAISS writes distances and labels straight
+ * into the outgoing body. Searches without a filter may be answered together
+ * with other requests' queries in one FAISS call (batch.c).
+ */
+#include "ops.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Packs slot hits (or nil) for the reply metadata. */
+static void pack_hits(const fpx_index *ix, const int64_t *slots, size_t n, msgpack_packer *m) {
+    msgpack_pack_array(m, n);
+    for (size_t i = 0; i < n; i++)
+        fpx_index_pack_hit(ix, slots[i], m);
+}
+
+/* ---- search ------------------------------------------------------------------------ */
+
+int fpx_prep_search(fpx_req *r) {
+    if (fpx_req_int(r, "k", 1, &r->k))
+        return -1;
+    if (r->k < 1)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "k must be >= 1, got %lld", (long long)r->k);
+    if (r->k > FPX_K_MAX)
+        return fpx_err_set(&r->err, FPX_E_LIMIT, "k must be at most %d, got %lld", FPX_K_MAX,
+                           (long long)r->k);
+    return fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
+                   fpx_index_check_filter(r->msg.meta, &r->err)
+               ? -1
+               : 0;
+}
+
+int fpx_bind_search(fpx_req *r) {
+    if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL))
+        return -1;
+    if ((uint64_t)r->n * (uint64_t)r->k > r->s->cfg->max_message_size / 12)
+        return fpx_err_set(&r->err, FPX_E_LIMIT,
+                           "the reply (%lld queries x k=%lld) would exceed the message size limit",
+                           (long long)r->n, (long long)r->k);
+    return 0;
+}
+
+int fpx_op_search(fpx_req *r, fpx_out *o) {
+    fpx_index *ix = r->ix;
+    int64_t nq = r->n, k = r->k;
+    int64_t *Itmp = NULL;
+    int rc = 0;
+    const msgpack_object *filter = r->msg.meta;
+    int batchable = !filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0;
+    if (batchable)
+        fpx_batch_enter(&ix->batch);
+    size_t nres = (size_t)nq * (size_t)k;
+    int binary = fpx_engine_is_binary(ix->eng);
+    msgpack_packer *h = fpx_reply_ok(r, o, 1 + binary);
+    if (binary) { /* Hamming distances are int32, the same width */
+        fpx_pack_cstr(h, "distance_dtype");
+        fpx_pack_cstr(h, "int32");
+    }
+    fpx_pack_cstr(h, "shape");
+    msgpack_pack_array(h, 2);
+    msgpack_pack_int64(h, nq);
+    msgpack_pack_int64(h, k);
+    uint8_t *data = fpx_out_data(o, nres * 12);
+    if (!data)
+        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
+    float *D = (float *)data;
+    int64_t *I = NULL;
+    if (rc == 0) {
+        /* Labels follow nq*k floats: 8-aligned only when nq*k is even. */
+        if (nres % 2 == 0) {
+            I = (int64_t *)(data + nres * 4);
+        } else if (!(I = Itmp = malloc(nres * sizeof *I))) {
+            rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+        }
+    }
+    if (rc == 0 && batchable)
+        rc = fpx_batch_search(ix, nq, r->x, k, &r->params, D, I, &r->err);
+    else if (rc == 0)
+        rc = fpx_index_search(ix, nq, r->x, k, &r->params, filter, D, I, &r->err);
+    else if (batchable)
+        fpx_batch_cancel(&ix->batch);
+    if (rc == 0) {
+        if (ix->nkeys > 0 || r->include_meta) {
+            msgpack_packer *m = fpx_out_meta(o);
+            msgpack_pack_array(m, (size_t)nq);
+            for (int64_t q = 0; q < nq; q++)
+                pack_hits(ix, I + q * k, (size_t)k, m);
+        }
+        for (size_t i = 0; i < nres; i++)
+            I[i] = fpx_index_label_of(ix, I[i]);
+        if (Itmp)
+            memcpy(data + nres * 4, Itmp, nres * sizeof *I);
+    }
+    free(Itmp);
+    return rc;
+}
+
+/* ---- range_search ------------------------------------------------------------------ */
+
+int fpx_prep_range_search(fpx_req *r) {
+    if (fpx_req_number(r, "radius", &r->radius) ||
+        fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
+        fpx_index_check_filter(r->msg.meta, &r->err))
+        return -1;
+    if (fabs(r->radius) > 3.4e38)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "radius must fit a float32");
+    return 0;
+}
+
+int fpx_bind_range_search(fpx_req *r) {
+    return fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL);
+}
+
+int fpx_op_range_search(fpx_req *r, fpx_out *o) {
+    fpx_index *ix = r->ix;
+    int64_t nq = r->n;
+    int64_t *lims = NULL, *I = NULL;
+    float *D = NULL;
+    int rc = fpx_index_range_search(ix, nq, r->x, (float)r->radius, &r->params, r->msg.meta, &lims,
+                                    &D, &I, &r->err);
+    size_t nres = rc == 0 ? (size_t)lims[nq] : 0;
+    if (rc == 0 && (nres * 12 + (size_t)(nq + 1) * 8) > r->s->cfg->max_message_size)
+        rc = fpx_err_set(&r->err, FPX_E_LIMIT,
+                         "%zu results would exceed the message size limit: use a smaller radius",
+                         nres);
+    if (rc == 0) {
+        msgpack_packer *h = fpx_reply_ok(r, o, 2);
+        fpx_pack_cstr(h, "nq");
+        msgpack_pack_int64(h, nq);
+        fpx_pack_cstr(h, "nres");
+        msgpack_pack_uint64(h, nres);
+        size_t lsz = (size_t)(nq + 1) * sizeof(int64_t);
+        uint8_t *data = fpx_out_data(o, lsz + nres * 12);
+        if (!data) {
+            rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
+        } else {
+            /* lims, then labels (both int64, 8-aligned), then distances */
+            memcpy(data, lims, lsz);
+            if (ix->nkeys > 0 || r->include_meta)
+                pack_hits(ix, I, nres, fpx_out_meta(o));
+            for (size_t i = 0; i < nres; i++)
+                I[i] = fpx_index_label_of(ix, I[i]);
+            memcpy(data + lsz, I, nres * sizeof(int64_t));
+            memcpy(data + lsz + nres * sizeof(int64_t), D, nres * sizeof(float));
+        }
+    }
+    free(lims);
+    free(D);
+    free(I);
+    return rc;
+}
