@@ -130,7 +130,8 @@ bool server_tuning = false;
 
 /*
  * With server tuning, every FAISS call that runs on more than one OpenMP
- * thread runs on one dedicated thread, one after the other. libgomp keeps a
+ * thread runs on a dedicated thread (one for searches, one for builds), one
+ * after the other. libgomp keeps a
  * team of threads per thread that starts parallel work: called from many
  * worker threads, the process held many teams, more OpenMP threads than
  * cores, and libgomp then stops spinning between parallel steps and puts its
@@ -194,20 +195,29 @@ class TeamRunner {
 };
 thread_local bool TeamRunner::runner_thread = false;
 
-TeamRunner *team_runner() {
-    static TeamRunner *r = new TeamRunner; /* never destroyed: its thread outlives main */
-    return r;
+/* Two runners: one for searches, one for builds (train, add). A train or an
+ * HNSW add can run for minutes; on one shared runner every batched search of
+ * every other index queued behind it. Two teams on two runners share the
+ * cores while both are busy, which costs a build some speed but keeps
+ * searches answered. */
+enum class Work { search, build };
+
+TeamRunner *team_runner(Work w) {
+    /* never destroyed: their threads outlive main */
+    static TeamRunner *search = new TeamRunner, *build = new TeamRunner;
+    return w == Work::search ? search : build;
 }
 
 /* Runs fn with the threading rule for n rows: on the calling thread when it
- * needs one OpenMP thread, on the team runner otherwise (server tuning). */
-void in_team(idx_t n, const std::function<void()> &fn) {
+ * needs one OpenMP thread, on the runner of its kind of work otherwise
+ * (server tuning). */
+void in_team(idx_t n, const std::function<void()> &fn, Work w = Work::search) {
     if (!server_tuning || n < kParallelMin || TeamRunner::on_runner()) {
         threads_for(n);
         fn();
         return;
     }
-    team_runner()->run([&] {
+    team_runner(w)->run([&] {
         threads_for(n);
         fn();
     });
@@ -862,12 +872,15 @@ int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
     try {
-        in_team(n, [&] {
-            if (e->bin)
-                e->bin->train(n, (const uint8_t *)x);
-            else
-                e->index->train(n, (const float *)x);
-        });
+        in_team(
+            n,
+            [&] {
+                if (e->bin)
+                    e->bin->train(n, (const uint8_t *)x);
+                else
+                    e->index->train(n, (const float *)x);
+            },
+            Work::build);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -879,12 +892,15 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (!fpx_engine_is_trained(e))
         return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
     try {
-        in_team(n, [&] {
-            if (e->bin)
-                e->bin->add(n, (const uint8_t *)x);
-            else
-                e->index->add(n, (const float *)x);
-        });
+        in_team(
+            n,
+            [&] {
+                if (e->bin)
+                    e->bin->add(n, (const uint8_t *)x);
+                else
+                    e->index->add(n, (const float *)x);
+            },
+            Work::build);
         sync_norms(e);
         return 0;
     }
