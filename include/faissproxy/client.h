@@ -9,6 +9,12 @@
  *     if (fpx_client_create_index(c, "docs", 128, "Flat", NULL, NULL) != 0)
  *         fprintf(stderr, "%s\n", fpx_client_errstr(c));
  *
+ * Transport security: when the server runs with CurveZMQ, give the handle the
+ * server's public key (fpx_client_set_server_key, or FAISS_PROXY_SERVER_KEY
+ * in the environment); the connection is then encrypted and the server
+ * authenticated. Without the right key no reply ever comes: the call fails
+ * with "connection_error" after the timeout.
+ *
  * A handle is not thread safe: use one per thread. Requests carry a
  * request_id; a reply that does not match is dropped, and a request that gets
  * no reply within the timeout fails with errtype "connection_error" and the
@@ -33,11 +39,20 @@ extern "C" {
 typedef struct fpx_client fpx_client;
 
 /* Connects (lazily, as ZeroMQ does) to endpoint, e.g. "tcp://127.0.0.1:5555".
- * api_key and tenant_id may be NULL. Returns NULL only on allocation failure
- * or an invalid endpoint. */
+ * api_key and tenant_id may be NULL. When FAISS_PROXY_SERVER_KEY is set it is
+ * used as by fpx_client_set_server_key; if it cannot be used, every call
+ * fails with "connection_error" saying why (never a plain connection).
+ * Returns NULL only on allocation failure or an invalid endpoint. */
 FPX_API fpx_client *fpx_client_new(const char *endpoint, const char *api_key,
                                    const char *tenant_id);
 FPX_API void fpx_client_free(fpx_client *c);
+
+/* CurveZMQ: the server's public key, as 40 Z85 characters or the path of the
+ * server's public key file (made by faiss-proxy-server --curve-keygen, the
+ * .pub file); NULL or "" for a plain connection. The handle makes its own
+ * ephemeral key pair. Reconnects at once. Returns 0, or -1 with errtype
+ * "validation_error" for a key it cannot use (the handle is then unchanged). */
+FPX_API int fpx_client_set_server_key(fpx_client *c, const char *server_key);
 
 /* Milliseconds to wait for each reply (default 30000; <= 0 waits forever). */
 FPX_API void fpx_client_set_timeout(fpx_client *c, int timeout_ms);

@@ -5,8 +5,9 @@
     index.add(xb)
     D, I = index.search(xq, 10)
 
-The server comes from faissproxy.configure(server=..., api_key=..., tenant_id=...) or from
-FAISS_PROXY_SERVER / FAISS_PROXY_API_KEY / FAISS_PROXY_TENANT. With no server configured and
+The server comes from faissproxy.configure(server=..., api_key=..., tenant_id=...,
+server_key=...) or from FAISS_PROXY_SERVER / FAISS_PROXY_API_KEY / FAISS_PROXY_TENANT /
+FAISS_PROXY_SERVER_KEY (a CurveZMQ server's public key). With no server configured and
 the real `faiss` module installed, the FAISS names resolve to local faiss, so the same code
 runs in both places. Beyond FAISS's API, connect() gives named persistent indexes with string
 keys, metadata and filtered search (the seed's vector-database features).
@@ -33,9 +34,10 @@ _REMOTE = (
 )
 
 
-def configure(server=None, api_key=None, tenant_id=None, timeout=None):
-    """Sets the server (e.g. "tcp://host:5555"), key, tenant and reply timeout (seconds)
-    for every index made from now on, in every thread."""
+def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
+    """Sets the server (e.g. "tcp://host:5555"), key, tenant, reply timeout (seconds) and
+    the server's CurveZMQ public key (Z85 text or the path of its .pub file; "" for a plain
+    connection) for every index made from now on, in every thread."""
     with _lib.Config.lock:
         if server is not None:
             _lib.Config.server = server
@@ -45,6 +47,8 @@ def configure(server=None, api_key=None, tenant_id=None, timeout=None):
             _lib.Config.tenant_id = tenant_id
         if timeout is not None:
             _lib.Config.timeout_ms = int(timeout * 1000)
+        if server_key is not None:
+            _lib.Config.server_key = server_key
         _lib.Config.generation += 1
 
 
@@ -106,8 +110,8 @@ def knn(xq, xb, k, metric=METRIC_L2):
 # ---- the vector-database API ---------------------------------------------------------------
 
 
-def connect(server=None, api_key=None, tenant_id=None):
+def connect(server=None, api_key=None, tenant_id=None, server_key=None):
     """A connection for named, persistent indexes with keys and metadata."""
     from ._db import Connection
-    configure(server=server, api_key=api_key, tenant_id=tenant_id)
+    configure(server=server, api_key=api_key, tenant_id=tenant_id, server_key=server_key)
     return Connection()

@@ -67,6 +67,7 @@ _SIGS = {
     "fpx_client_new": (P, [S, S, S]),
     "fpx_client_free": (None, [P]),
     "fpx_client_set_timeout": (None, [P, INT]),
+    "fpx_client_set_server_key": (INT, [P, S]),
     "fpx_client_errtype": (S, [P]),
     "fpx_client_errstr": (S, [P]),
     "fpx_client_ping": (INT, [P]),
@@ -113,6 +114,7 @@ class Config:
     server = None
     api_key = None
     tenant_id = None
+    server_key = None  # None: libfaissproxy reads FAISS_PROXY_SERVER_KEY
     timeout_ms = 300000
     generation = 0
 
@@ -146,8 +148,10 @@ def client(flush=True):
     with Config.lock:
         gen = Config.generation
         server = configured_server() or "tcp://127.0.0.1:5555"
+        # No key unless the program or FAISS_PROXY_API_KEY gives one.
         key = Config.api_key if Config.api_key is not None else os.environ.get(
-            "FAISS_PROXY_API_KEY", "key1")
+            "FAISS_PROXY_API_KEY")
+        server_key = Config.server_key
         tenant = Config.tenant_id if Config.tenant_id is not None else os.environ.get(
             "FAISS_PROXY_TENANT")
         timeout = Config.timeout_ms
@@ -159,6 +163,10 @@ def client(flush=True):
                                tenant.encode() if tenant else None)
         if not h:
             raise ConnectionError("faissproxy: cannot create a client for %s" % server)
+        if server_key is not None and lib.fpx_client_set_server_key(h, server_key.encode()) != 0:
+            msg = (lib.fpx_client_errstr(h) or b"").decode("utf-8", "replace")
+            lib.fpx_client_free(h)
+            raise ValueError("faissproxy: %s" % msg)
         lib.fpx_client_set_timeout(h, timeout)
         _local.handle, _local.gen, _local.server = h, gen, server
     if flush and pending_deletes:

@@ -18,11 +18,12 @@
 
 static const char usage[] =
     "usage: faiss-proxy-test-client [--server tcp://127.0.0.1:5555] [--api-key KEY]\n"
-    "                               [--tenant T] [--dim 64] [--count 1000]\n"
+    "                               [--tenant T] [--server-key KEY|FILE.pub]\n"
+    "                               [--timeout-ms 60000] [--dim 64] [--count 1000]\n"
     "Creates an index, adds vectors, searches, prints index info, deletes the index.\n"
-    "Defaults come from FAISS_PROXY_SERVER and FAISS_PROXY_API_KEY when set; the\n"
-    "default key is the server's built-in demo key, key1 (a server without keys\n"
-    "ignores it).\n";
+    "Defaults come from FAISS_PROXY_SERVER, FAISS_PROXY_API_KEY and\n"
+    "FAISS_PROXY_SERVER_KEY when set; without them: no API key, a plain connection.\n"
+    "--server-key: a CurveZMQ server's public key (Z85) or its .pub key file.\n";
 
 static int fail(fpx_client *c, const char *what) {
     fprintf(stderr, "FAILED: %s: %s: %s\n", what, fpx_client_errtype(c), fpx_client_errstr(c));
@@ -32,10 +33,8 @@ static int fail(fpx_client *c, const char *what) {
 int main(int argc, char **argv) {
     const char *server = getenv("FAISS_PROXY_SERVER");
     const char *key = getenv("FAISS_PROXY_API_KEY");
-    const char *tenant = NULL;
-    long dim = 64, count = 1000;
-    if (!key)
-        key = "key1";
+    const char *tenant = NULL, *server_key = NULL;
+    long dim = 64, count = 1000, timeout_ms = 60000;
     if (!server || !*server)
         server = "tcp://127.0.0.1:5555";
     for (int i = 1; i < argc; i++) {
@@ -50,6 +49,10 @@ int main(int argc, char **argv) {
             key = v;
         } else if (v && !strcmp(a, "--tenant")) {
             tenant = v;
+        } else if (v && !strcmp(a, "--server-key")) {
+            server_key = v;
+        } else if (v && !strcmp(a, "--timeout-ms")) {
+            timeout_ms = strtol(v, NULL, 10);
         } else if (v && !strcmp(a, "--dim")) {
             dim = strtol(v, NULL, 10);
         } else if (v && !strcmp(a, "--count")) {
@@ -60,8 +63,9 @@ int main(int argc, char **argv) {
         }
         i++;
     }
-    if (dim < 1 || dim > 4096 || count < 5 || count > 1000000) {
-        fprintf(stderr, "--dim must be 1..4096 and --count 5..1000000\n");
+    if (dim < 1 || dim > 4096 || count < 5 || count > 1000000 || timeout_ms < 1 ||
+        timeout_ms > 86400000) {
+        fprintf(stderr, "--dim must be 1..4096, --count 5..1000000, --timeout-ms 1..86400000\n");
         return 2;
     }
     fpx_client *c = fpx_client_new(server, key && *key ? key : NULL, tenant);
@@ -69,7 +73,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "FAILED: cannot create a client for %s\n", server);
         return 1;
     }
-    fpx_client_set_timeout(c, 60000);
+    if (server_key && fpx_client_set_server_key(c, server_key) != 0) {
+        fprintf(stderr, "FAILED: %s\n", fpx_client_errstr(c));
+        fpx_client_free(c);
+        return 2;
+    }
+    fpx_client_set_timeout(c, (int)timeout_ms);
     char name[128];
     snprintf(name, sizeof name, "test-client-%ld-%ld", (long)getpid(), (long)time(NULL));
     float *xb = malloc(sizeof(float) * (size_t)dim * (size_t)count);

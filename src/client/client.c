@@ -8,13 +8,22 @@
  * timeout the socket is closed (linger 0) and made anew, so the next call
  * does not read the late reply.
  *
+ * With the server's public key (fpx_client_set_server_key, or the
+ * environment's FAISS_PROXY_SERVER_KEY) the socket is a CurveZMQ client with
+ * an ephemeral key pair of its own, made anew with every socket: the server
+ * is authenticated and everything, API key included, travels encrypted. A
+ * server key that cannot be used is never a reason to fall back to plain
+ * text: the handle then refuses every call, saying why.
+ *
  * The error of the last call lives in the handle (hiredis style): errtype is
  * the protocol's error_type, or "connection_error" when the server did not
  * answer, or "protocol_error" when its reply could not be read.
  */
 #include "faissproxy/client.h"
+#include "proto/keyfile.h"
 #include "proto/proto.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +37,8 @@ struct fpx_client {
     char *endpoint;
     char *api_key;
     char *tenant_id;
+    char server_key[FPX_Z85_KEY_LEN + 1]; /* Z85; empty: a plain connection */
+    char key_error[400];                  /* why the configured server key is unusable */
     int timeout_ms;
     int64_t next_id;
     char errtype[32];
@@ -54,17 +65,104 @@ static void clear_error(fpx_client *c) {
     c->errstr[0] = 0;
 }
 
+/* Makes the socket a CurveZMQ client of the server key, with a fresh key
+ * pair of its own. */
+static int set_curve(fpx_client *c) {
+    char pub[FPX_Z85_KEY_LEN + 1], sec[FPX_Z85_KEY_LEN + 1];
+    int rc = zmq_curve_keypair(pub, sec) != 0 ||
+             zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, c->server_key, sizeof c->server_key) ||
+             zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, pub, sizeof pub) ||
+             zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, sec, sizeof sec);
+    explicit_bzero(sec, sizeof sec);
+    return rc ? -1 : 0;
+}
+
 static int open_socket(fpx_client *c) {
+    if (c->key_error[0])
+        return -1;
     c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
     if (!c->sock)
         return -1;
     int linger = 0;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(c->sock, c->endpoint) != 0) {
+    if ((c->server_key[0] && set_curve(c) != 0) || zmq_connect(c->sock, c->endpoint) != 0) {
         zmq_close(c->sock);
         c->sock = NULL;
         return -1;
     }
+    return 0;
+}
+
+/* A key file is a few lines; anything larger is not one. */
+#define FPX_KEYFILE_MAX 65536
+
+/*
+ * The server's public key from v: 40 Z85 characters, or the path of a key
+ * file with a public-key line (the server's .pub file). 0 with the key in
+ * out, or -1 with the reason in why.
+ */
+static int resolve_server_key(const char *v, char *out, char *why, size_t cap) {
+    uint8_t raw[32];
+    size_t n = strlen(v);
+    if (fpx_z85_key_valid(v, n)) {
+        if (!zmq_z85_decode(raw, v)) {
+            snprintf(why, cap, "'%s' is not a valid Z85 key", v);
+            return -1;
+        }
+        memcpy(out, v, n + 1);
+        return 0;
+    }
+    FILE *f = fopen(v, "rb");
+    if (!f) {
+        snprintf(why, cap,
+                 "'%.200s' is neither a public key (40 Z85 characters) nor a readable key "
+                 "file: %s",
+                 v, strerror(errno));
+        return -1;
+    }
+    char *text = malloc(FPX_KEYFILE_MAX);
+    size_t len = text ? fread(text, 1, FPX_KEYFILE_MAX, f) : 0;
+    int too_big = len == FPX_KEYFILE_MAX, read_err = ferror(f);
+    fclose(f);
+    char key[FPX_Z85_KEY_LEN + 1], secret[FPX_Z85_KEY_LEN + 1];
+    int rc = !text || too_big || read_err ? -2 : fpx_keyfile_find(text, len, "public-key", key);
+    int has_secret = text && rc != -2 && fpx_keyfile_find(text, len, "secret-key", secret) != 1;
+    if (text)
+        explicit_bzero(text, len);
+    explicit_bzero(secret, sizeof secret);
+    free(text);
+    if (rc == -2) {
+        snprintf(why, cap, "cannot read the key file %.200s", v);
+        return -1;
+    }
+    if (has_secret) {
+        /* the server's secret does not belong on a client: give it the .pub */
+        snprintf(why, cap,
+                 "%.200s holds a secret key; clients need only the server's public key file "
+                 "(.pub)",
+                 v);
+        return -1;
+    }
+    if (rc != 0 || !zmq_z85_decode(raw, key)) {
+        snprintf(why, cap, "%.200s has no valid public-key line", v);
+        return -1;
+    }
+    memcpy(out, key, sizeof key);
+    return 0;
+}
+
+int fpx_client_set_server_key(fpx_client *c, const char *server_key) {
+    clear_error(c);
+    char key[FPX_Z85_KEY_LEN + 1] = "", why[300];
+    if (server_key && *server_key && resolve_server_key(server_key, key, why, sizeof why) != 0)
+        return fail(c, "validation_error", "server key: %s", why);
+    memcpy(c->server_key, key, sizeof key);
+    c->key_error[0] = 0;
+    if (c->sock)
+        zmq_close(c->sock);
+    c->sock = NULL;
+    if (open_socket(c) != 0)
+        return fail(c, "connection_error", "cannot connect to %s", c->endpoint);
     return 0;
 }
 
@@ -80,8 +178,14 @@ fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char
     c->api_key = api_key ? strdup(api_key) : NULL;
     c->tenant_id = tenant_id ? strdup(tenant_id) : NULL;
     c->ctx = zmq_ctx_new();
+    const char *env_key = getenv("FAISS_PROXY_SERVER_KEY");
+    if (env_key && *env_key) {
+        char why[300];
+        if (resolve_server_key(env_key, c->server_key, why, sizeof why) != 0)
+            snprintf(c->key_error, sizeof c->key_error, "FAISS_PROXY_SERVER_KEY: %s", why);
+    }
     if (!c->endpoint || (api_key && !c->api_key) || (tenant_id && !c->tenant_id) || !c->ctx ||
-        open_socket(c) != 0) {
+        (!c->key_error[0] && open_socket(c) != 0)) {
         fpx_client_free(c);
         return NULL;
     }
@@ -156,6 +260,10 @@ static void reset_socket(fpx_client *c) {
 
 /* Sends body (taken), waits for the reply with this request's id. */
 static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_msg_t *out) {
+    if (c->key_error[0]) {
+        free(body);
+        return fail(c, "connection_error", "%s", c->key_error);
+    }
     if (!c->sock && open_socket(c) != 0) {
         free(body);
         return fail(c, "connection_error", "cannot connect to %s", c->endpoint);
@@ -173,8 +281,16 @@ static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_m
         int rc = zmq_poll(&it, 1, c->timeout_ms > 0 ? c->timeout_ms : -1);
         if (rc <= 0) {
             reset_socket(c);
-            return fail(c, "connection_error", "no reply from %s within %d ms", c->endpoint,
-                        c->timeout_ms);
+            /* A failed handshake looks exactly like this (ZeroMQ retries it
+             * quietly), so say which handshake it was. */
+            return fail(c, "connection_error", "no reply from %s within %d ms (%s)", c->endpoint,
+                        c->timeout_ms,
+                        c->server_key[0]
+                            ? "CurveZMQ: a server with another key, or without CurveZMQ, "
+                              "never answers"
+                            : "plain connection: a CurveZMQ server answers only clients "
+                              "given its public key, and a server without API keys only "
+                              "loopback clients");
         }
         /* [empty delimiter][body], possibly more frames from a confused peer */
         zmq_msg_t f;

@@ -84,7 +84,7 @@ static void load_config_locked(void) {
     const char *k = getenv("FAISS_PROXY_API_KEY");
     const char *t = getenv("FAISS_PROXY_TENANT");
     snprintf(cfg_server, sizeof cfg_server, "%s", s && *s ? s : "tcp://127.0.0.1:5555");
-    snprintf(cfg_key, sizeof cfg_key, "%s", k ? k : "key1");
+    snprintf(cfg_key, sizeof cfg_key, "%s", k ? k : "");
     snprintf(cfg_tenant, sizeof cfg_tenant, "%s", t ? t : "");
     cfg_loaded = 1;
 }

@@ -7,9 +7,11 @@
  * typo fails loudly instead of running with a surprise.
  */
 #include "config.h"
+#include "curve.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +27,16 @@ static const char usage[] =
     "  -p, --port N               TCP port, 0 = any free   FAISS_PORT           (5555)\n"
     "  -d, --data-dir DIR         where indexes are stored FAISS_DATA_DIR       (./data)\n"
     "  -k, --api-keys LIST        KEY:TENANT,...; empty = auth off\n"
-    "                                                      FAISS_PROXY_API_KEYS\n"
-    "                                                      (key1:tenant1,key2:tenant2)\n"
+    "                                                      FAISS_PROXY_API_KEYS (empty)\n"
+    "      --allow-remote-unauthenticated\n"
+    "                             without API keys, serve every address, not only\n"
+    "                             loopback clients\n"
+    "                                       FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED=1 (off)\n"
+    "      --curve-secret-key-file PATH\n"
+    "                             CurveZMQ: encrypt and authenticate the server with\n"
+    "                             this key file (mode 0600)\n"
+    "                                       FAISS_PROXY_CURVE_SECRET_KEY_FILE (none: plain)\n"
+    "      --curve-keygen PATH    write a new key pair to PATH and PATH.pub, then exit\n"
     "  -w, --workers N            worker threads           FAISS_PROXY_WORKERS\n"
     "                                                      (8 per core, 16..64)\n"
     "  -m, --max-message-size N   largest request, bytes   FAISS_PROXY_MAX_MESSAGE_SIZE\n"
@@ -87,8 +97,17 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
     case 'd':
         return set_str("data dir", cfg->data_dir, sizeof cfg->data_dir, v);
     case 'k':
-        cfg->default_keys = 0;
         return set_keys(cfg, v);
+    case 'R':
+        /* a flag, or the environment's 0/1 */
+        if (v && strcmp(v, "0") && strcmp(v, "1")) {
+            fprintf(stderr, "faiss-proxy-server: allow remote unauthenticated must be 0 or 1\n");
+            return -1;
+        }
+        cfg->allow_remote_unauthenticated = !v || !strcmp(v, "1");
+        return 0;
+    case 'C':
+        return set_str("curve secret key file", cfg->curve_key_file, sizeof cfg->curve_key_file, v);
     case 'w':
         if (parse_size("workers", v, 1, 256, &n))
             return -1;
@@ -110,14 +129,28 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
     return -1;
 }
 
+/* --curve-keygen PATH: 1 (exit 0) when both files were written, else -1. */
+static int keygen(const char *path) {
+    char public_key[FPX_Z85_KEY_LEN + 1];
+    fpx_err err;
+    if (!path || !*path || fpx_curve_keygen(path, public_key, &err) != 0) {
+        fprintf(stderr, "faiss-proxy-server: --curve-keygen: %s\n",
+                path && *path ? err.msg : "a path is needed");
+        return -1;
+    }
+    printf("wrote %s (secret key, mode 0600) and %s.pub (public key)\n"
+           "server public key: %s\n"
+           "start the server with --curve-secret-key-file %s and give clients the public key\n"
+           "(FAISS_PROXY_SERVER_KEY=%s.pub)\n",
+           path, path, public_key, path, path);
+    return 1;
+}
+
 int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     memset(cfg, 0, sizeof *cfg);
     strcpy(cfg->bind_address, "0.0.0.0");
     cfg->port = 5555;
     strcpy(cfg->data_dir, "./data");
-    if (set_keys(cfg, FPX_DEFAULT_API_KEYS))
-        return -1;
-    cfg->default_keys = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     /* Workers mostly wait (for a batch, the disk, the client), so there are
      * more of them than cores: concurrent searches must reach the server at
@@ -142,6 +175,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_SNAPSHOT_BYTES", 's'},
         {"FAISS_PROXY_BATCH_WAIT_US", 'W'},
         {"FAISS_PROXY_BATCH_MAX", 'B'},
+        {"FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED", 'R'},
+        {"FAISS_PROXY_CURVE_SECRET_KEY_FILE", 'C'},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -164,6 +199,9 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"snapshot-bytes", required_argument, 0, 's'},
         {"batch-wait-us", required_argument, 0, 'W'},
         {"batch-max", required_argument, 0, 'B'},
+        {"allow-remote-unauthenticated", no_argument, 0, 'R'},
+        {"curve-secret-key-file", required_argument, 0, 'C'},
+        {"curve-keygen", required_argument, 0, 'G'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
@@ -180,6 +218,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
             printf("faiss-proxy-server %s (protocol 1)\n", FPX_VERSION);
             return 1;
         }
+        if (opt == 'G')
+            return keygen(optarg);
         if (opt == '?' || apply(cfg, opt, optarg) != 0) {
             fputs(usage, stderr);
             return -1;
@@ -190,10 +230,19 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         fputs(usage, stderr);
         return -1;
     }
+    if (cfg->curve_key_file[0]) {
+        fpx_err err;
+        if (fpx_curve_load(cfg->curve_key_file, cfg->curve_public_key, cfg->curve_secret_key,
+                           &err) != 0) {
+            fprintf(stderr, "faiss-proxy-server: --curve-secret-key-file: %s\n", err.msg);
+            return -1;
+        }
+    }
     return 0;
 }
 
 void fpx_config_free(fpx_config *cfg) {
     free(cfg->api_keys);
     cfg->api_keys = NULL;
+    sodium_memzero(cfg->curve_secret_key, sizeof cfg->curve_secret_key);
 }

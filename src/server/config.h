@@ -8,15 +8,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The seed's default keys: auth is on unless FAISS_PROXY_API_KEYS="" (or -k ""). */
-#define FPX_DEFAULT_API_KEYS "key1:tenant1,key2:tenant2"
+#include "proto/keyfile.h"
 
 typedef struct fpx_config {
     char bind_address[256];
     int port; /* 0: an ephemeral port, reported in the start-up line */
     char data_dir[4096];
-    char *api_keys;   /* "key1:tenant1,key2:tenant2", or NULL: auth off */
-    int default_keys; /* api_keys are the built-in FPX_DEFAULT_API_KEYS */
+    char *api_keys; /* "key1:tenant1,key2:tenant2", or NULL (the default): auth off */
+    /* Without keys the server answers loopback clients only (protected mode)
+     * unless this is set. */
+    int allow_remote_unauthenticated;
+    /* CurveZMQ: the key file given, and the keys read from it at start-up
+     * (empty strings: a plain, unencrypted front socket). */
+    char curve_key_file[4096];
+    char curve_public_key[FPX_Z85_KEY_LEN + 1];
+    char curve_secret_key[FPX_Z85_KEY_LEN + 1];
     int workers;
     int cores;            /* online CPUs: FAISS calls that run at once on one index */
     size_t batch_wait_us; /* dynamic batching: longest wait for requests on their way */
@@ -28,7 +34,7 @@ typedef struct fpx_config {
 
 /*
  * Fills cfg from defaults, then the environment, then argv.
- * Returns 0 to run, 1 when --help/--version was printed (exit 0),
+ * Returns 0 to run, 1 when --help/--version/--curve-keygen is done (exit 0),
  * -1 on a bad setting (message printed to stderr; exit 2).
  */
 int fpx_config_load(fpx_config *cfg, int argc, char **argv);

@@ -22,6 +22,7 @@
  */
 #include "net.h"
 #include "util.h"
+#include "zap.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -224,6 +225,30 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     zmq_setsockopt(front, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(back, ZMQ_LINGER, &linger, sizeof linger);
 
+    /* Transport security, before the bind so no connection escapes it:
+     * CurveZMQ when a key was given, and protected mode (loopback clients
+     * only, enforced by the ZAP handler) when there are no API keys. */
+    fpx_zap *zap = NULL;
+    int protected_mode = !fpx_auth_enabled(s->auth) && !cfg->allow_remote_unauthenticated;
+    int curve = cfg->curve_secret_key[0] != 0, as_server = 1, sec_rc = 0;
+    fpx_err zerr = {0};
+    if (curve)
+        sec_rc = zmq_setsockopt(front, ZMQ_CURVE_SERVER, &as_server, sizeof as_server) ||
+                 zmq_setsockopt(front, ZMQ_CURVE_SECRETKEY, cfg->curve_secret_key,
+                                sizeof cfg->curve_secret_key);
+    if (sec_rc == 0 && protected_mode)
+        sec_rc = zmq_setsockopt(front, ZMQ_ZAP_DOMAIN, FPX_ZAP_DOMAIN, strlen(FPX_ZAP_DOMAIN)) ||
+                 fpx_zap_start(ctx, &zap, &zerr);
+    if (sec_rc != 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot secure the front socket: %s",
+                zerr.msg[0] ? zerr.msg : zmq_strerror(zmq_errno()));
+        zmq_close(front);
+        zmq_close(back);
+        zmq_ctx_term(ctx);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return -1;
+    }
+
     char endpoint[300];
     if (cfg->port == 0)
         snprintf(endpoint, sizeof endpoint, "tcp://%s:*", cfg->bind_address);
@@ -233,6 +258,7 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
         fpx_log(FPX_LOG_ERROR, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(front);
         zmq_close(back);
+        fpx_zap_stop(zap);
         zmq_ctx_term(ctx);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         return -1;
@@ -256,23 +282,29 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
         free(ws);
         zmq_close(front);
         zmq_close(back);
+        fpx_zap_stop(zap);
         zmq_ctx_term(ctx);
         return -1;
     }
 
-    char auth[160];
-    if (!fpx_auth_enabled(s->auth))
-        snprintf(auth, sizeof auth, "off");
-    else if (cfg->default_keys)
-        snprintf(auth, sizeof auth,
-                 "on with the built-in demo keys key1/key2 (set FAISS_PROXY_API_KEYS to your own, "
-                 "or empty for no auth)");
-    else
+    char auth[200], transport[120];
+    if (fpx_auth_enabled(s->auth))
         snprintf(auth, sizeof auth, "on (%zu tenants)", fpx_auth_tenant_count(s->auth));
-    fpx_log(cfg->default_keys ? FPX_LOG_WARN : FPX_LOG_INFO,
-            "faiss-proxy-server %s listening on %s, data dir %s, auth %s, %d workers, max message "
-            "%zu bytes",
-            FPX_VERSION, bound, cfg->data_dir, auth, started, cfg->max_message_size);
+    else if (protected_mode)
+        snprintf(auth, sizeof auth,
+                 "off, protected mode: loopback clients only (set FAISS_PROXY_API_KEYS, or "
+                 "--allow-remote-unauthenticated to serve other addresses without auth)");
+    else
+        snprintf(auth, sizeof auth, "off, open to every address (--allow-remote-unauthenticated)");
+    if (curve)
+        snprintf(transport, sizeof transport, "CurveZMQ, server public key %s",
+                 cfg->curve_public_key);
+    else
+        snprintf(transport, sizeof transport, "plain (unencrypted)");
+    fpx_log(!fpx_auth_enabled(s->auth) && !protected_mode ? FPX_LOG_WARN : FPX_LOG_INFO,
+            "faiss-proxy-server %s listening on %s, data dir %s, auth %s, transport %s, %d "
+            "workers, max message %zu bytes",
+            FPX_VERSION, bound, cfg->data_dir, auth, transport, started, cfg->max_message_size);
 
     /* Idle workers, as a stack of their routing ids. */
     zmq_msg_t *idle = calloc((size_t)started, sizeof *idle);
@@ -312,6 +344,7 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     zmq_ctx_shutdown(ctx);
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].thread, NULL);
+    fpx_zap_stop(zap);
     zmq_ctx_term(ctx);
     free(ws);
     return 0;

@@ -52,10 +52,11 @@ class Server:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         args = [SERVER, "--bind", "127.0.0.1", "--port", str(port), "--data-dir", self.data_dir,
                 "--workers", "2"] + self.extra
-        if self.api_keys is not None:  # None: the built-in default keys
+        if self.api_keys is not None:  # None: no --api-keys, the default (no keys)
             args += ["--api-keys", self.api_keys]
         env = dict(os.environ)
-        for k in ("FAISS_BIND_ADDRESS", "FAISS_PORT", "FAISS_DATA_DIR", "FAISS_PROXY_API_KEYS"):
+        for k in ("FAISS_BIND_ADDRESS", "FAISS_PORT", "FAISS_DATA_DIR", "FAISS_PROXY_API_KEYS",
+                  "FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED", "FAISS_PROXY_CURVE_SECRET_KEY_FILE"):
             env.pop(k, None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

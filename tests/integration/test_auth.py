@@ -82,19 +82,21 @@ def test_tenants_in_separate_folders(auth_server):
     assert os.path.isdir(os.path.join(auth_server.data_dir, "bob", name))
 
 
-def test_default_demo_keys(make_server):
-    """Without FAISS_PROXY_API_KEYS the seed's demo keys are on, and said so."""
+def test_no_keys_by_default(make_server):
+    """Without FAISS_PROXY_API_KEYS there are no keys (the seed's demo keys are no
+    default): auth is off, protected mode is on, and key1 is nobody's key."""
     s = make_server(api_keys=None)
-    assert "demo keys" in s.log()
+    line = [l for l in s.log().splitlines() if "listening on" in l][0]
+    assert "auth off, protected mode: loopback clients only" in line
+    assert "demo keys" not in s.log()
     c = s.client()
-    assert c.call({"operation": "ping"})[0]["error_type"] == "authentication_error"
-    assert c.call({"operation": "ping", "api_key": "key1"})[0]["status"] == "ok"
+    assert c.call({"operation": "ping"})[0]["status"] == "ok"
     t1, t2 = s.client("key1"), s.client("key2")
     t1.create("docs", 2)
-    assert t2.call({"operation": "get_index_info",
-                    "index_id": "docs"})[0]["error_type"] == "not_found"
+    assert t2.info("docs")["dimension"] == 2  # one tenant: "default"
     import os
-    assert os.path.isdir(os.path.join(s.data_dir, "tenant1", "docs"))
+    assert os.listdir(s.data_dir) == ["default"]
+    assert os.path.isdir(os.path.join(s.data_dir, "default", "docs"))
 
 
 def test_auth_off_ignores_keys_and_tenant(client):

@@ -16,10 +16,11 @@ extern "C" {
 /*
  * What faiss-proxy adds to the FAISS C API: which server, key and tenant
  * this process uses (by default from FAISS_PROXY_SERVER, FAISS_PROXY_API_KEY
- * and FAISS_PROXY_TENANT, else tcp://127.0.0.1:5555 and the demo key "key1"),
- * and control over the server-side name of an index. Every index a program
- * creates gets a unique server-side name and is deleted from the server when
- * freed, unless the program asked to keep it.
+ * and FAISS_PROXY_TENANT, else tcp://127.0.0.1:5555 and no key; a CurveZMQ
+ * server's public key comes from FAISS_PROXY_SERVER_KEY, read by
+ * libfaissproxy), and control over the server-side name of an index. Every
+ * index a program creates gets a unique server-side name and is deleted from
+ * the server when freed, unless the program asked to keep it.
  */
 
 /* Sets the server, key and tenant (NULL: leave as is) for indexes created
