@@ -5,7 +5,7 @@
 FROM debian:bookworm-slim AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config libfaiss-dev libopenblas-dev libzmq3-dev \
-        libmsgpack-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
+        libmsgpack-dev libsodium-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
@@ -13,7 +13,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
 
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libopenblas0 liblapack3 libgomp1 libzmq5 libmsgpackc2 zlib1g tini && rm -rf /var/lib/apt/lists/*
+        libopenblas0 liblapack3 libgomp1 libzmq5 libmsgpackc2 libsodium23 zlib1g tini && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/faiss-proxy-server /src/build/faiss-proxy-test-client /usr/local/bin/
 COPY --from=build /src/build/libfaissproxy.so* /usr/local/lib/
 RUN ldconfig && useradd --system --home /app faissproxy && mkdir -p /app/data && \
