@@ -14,6 +14,9 @@
 #               make build FAISS_AVX2=1 (bench/run.sh then measures both builds;
 #               docs/faiss-avx2.md)
 #   make fuzz   run the libFuzzer target of the decoder for FUZZ_SECONDS
+#   make fuzz-short  the same for FUZZ_SHORT_SECONDS (part of make test), from
+#               the seed corpus in tests/fuzz/corpus (scripts/fuzz-corpus.py
+#               writes it); inputs found go to a scratch copy, never the repo
 #   make format clang-format every C/C++ source in place
 
 BUILD      ?= $(if $(AVX2_ON),build-avx2,build)
@@ -27,13 +30,15 @@ FAISS_AVX2 ?= 0
 FAISS_AVX2_PREFIX ?= $(HOME)/.cache/faiss-proxy/faiss-1.7.3-avx2
 AVX2_ON    := $(filter 1,$(FAISS_AVX2))
 FUZZ_SECONDS ?= 60
+FUZZ_SHORT_SECONDS ?= 25
+FUZZ_CORPUS := tests/fuzz/corpus
 SOURCES    := $(shell git ls-files '*.c' '*.h' '*.cpp' 2>/dev/null)
 
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run test test-release test-sanitize bench bench-short faiss-avx2 build-avx2 fuzz format clean
+.PHONY: all deps build run test test-release test-sanitize bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short format clean
 
 all: build
 
@@ -48,8 +53,8 @@ build: deps $(if $(AVX2_ON),faiss-avx2)
 run: build
 	./$(BUILD)/faiss-proxy-server
 
-test: test-release test-sanitize bench-short
-	@echo "make test: all suites passed (release and ASan+UBSan), benchmarks ran (short)"
+test: test-release test-sanitize fuzz-short bench-short
+	@echo "make test: all suites passed (release and ASan+UBSan), the decoder fuzzed (short), benchmarks ran (short)"
 
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure
@@ -74,12 +79,22 @@ faiss-avx2:
 build-avx2:
 	@$(MAKE) --no-print-directory build BUILD=build-avx2 FAISS_AVX2=1
 
-fuzz:
+fuzz-build:
 	@./scripts/deps.sh --with-clang
 	@cmake -S . -B build-fuzz -DFPX_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 	@cmake --build build-fuzz --target fuzz_proto -j$(JOBS)
+
+# libFuzzer writes new inputs into its first corpus folder only: a scratch one
+# (kept across long runs, fresh for every short run); the repo's seeds are read.
+fuzz: fuzz-build
 	mkdir -p build-fuzz/corpus
-	./build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus
+	./build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ \
+	    build-fuzz/corpus $(FUZZ_CORPUS)
+
+fuzz-short: fuzz-build
+	rm -rf build-fuzz/corpus-short && mkdir -p build-fuzz/corpus-short
+	./build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SHORT_SECONDS) -artifact_prefix=build-fuzz/ \
+	    -print_final_stats=1 build-fuzz/corpus-short $(FUZZ_CORPUS)
 
 format:
 	clang-format -i $(SOURCES)
