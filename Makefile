@@ -13,6 +13,8 @@
 #   make build-avx2   the project against it, in build-avx2/: the same as
 #               make build FAISS_AVX2=1 (bench/run.sh then measures both builds;
 #               docs/faiss-avx2.md)
+#   make test-tsan  C unit tests and integration tests under ThreadSanitizer
+#               (build-tsan/)
 #   make fuzz   run the libFuzzer target of the decoder for FUZZ_SECONDS
 #   make fuzz-short  the same for FUZZ_SHORT_SECONDS (part of make test), from
 #               the seed corpus in tests/fuzz/corpus (scripts/fuzz-corpus.py
@@ -34,11 +36,21 @@ FUZZ_SHORT_SECONDS ?= 25
 FUZZ_CORPUS := tests/fuzz/corpus
 SOURCES    := $(shell git ls-files '*.c' '*.h' '*.cpp' 2>/dev/null)
 
+TSAN_BUILD ?= build-tsan
+# FAISS, OpenBLAS and libgomp are not built for ThreadSanitizer: tests/tsan.supp
+# silences reports inside them, and the TSan run is pinned to one CPU so that
+# FAISS (which sizes its OpenMP teams by the CPUs it may use) runs every call
+# on the calling thread: libgomp's pool, whose barriers TSan cannot see, then
+# never starts, while our own threads (workers, batcher, store) all still run.
+TSAN_CPU   := $(shell $(PYTHON) -c 'import os; print(min(os.sched_getaffinity(0)))' 2>/dev/null || echo 0)
+TSAN_ENV := TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:halt_on_error=0:second_deadlock_stack=1 \
+            taskset -c $(TSAN_CPU)
+
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run test test-release test-sanitize bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short format clean
+.PHONY: all deps build run test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short format clean
 
 all: build
 
@@ -66,6 +78,13 @@ test-sanitize: deps
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure
 	$(SAN_ENV) FPX_BUILD_DIR=$(CURDIR)/$(SAN_BUILD) FPX_SANITIZED=1 \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test-tsan: deps
+	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=tsan >/dev/null
+	@cmake --build $(TSAN_BUILD) -j$(JOBS)
+	cd $(TSAN_BUILD) && $(TSAN_ENV) ctest --output-on-failure
+	FPX_BUILD_DIR=$(CURDIR)/$(TSAN_BUILD) FPX_SANITIZED=1 \
+	    $(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 bench: build
 	./bench/run.sh
@@ -100,4 +119,4 @@ format:
 	clang-format -i $(SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) build-fuzz build-avx2
+	rm -rf $(BUILD) $(SAN_BUILD) $(TSAN_BUILD) build-fuzz build-avx2

@@ -149,6 +149,7 @@ def resolve_doubt(state, doubt, got):
 
 
 def test_crash_loop(fresh_server):
+    print("crash loop seed %d (FPX_CRASH_SEED reruns it)" % SEED)  # shown on failure
     rng = random.Random(SEED)
     server = fresh_server
     server.client().create(INDEX, D)

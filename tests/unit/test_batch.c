@@ -142,6 +142,12 @@ static void run_rounds(fpx_index *ix, const uint8_t *xq, int64_t nqueries, int n
         }
         fpx_log_level = FPX_LOG_DEBUG;
         dup2(logfd, STDERR_FILENO);
+        /* Every other round, a search announced and never sent keeps every
+         * request from the lone path: leaders wait for more, so batches form
+         * even where the threads do not overlap (one CPU, a slow sanitizer). */
+        int hold = round % 2;
+        if (hold)
+            fpx_batch_enter(&ix->batch);
         pthread_barrier_init(&start, NULL, THREADS);
         pthread_t th[THREADS];
         for (int t = 0; t < THREADS; t++)
@@ -149,6 +155,8 @@ static void run_rounds(fpx_index *ix, const uint8_t *xq, int64_t nqueries, int n
         for (int t = 0; t < THREADS; t++)
             pthread_join(th[t], NULL);
         pthread_barrier_destroy(&start);
+        if (hold)
+            fpx_batch_cancel(&ix->batch);
         dup2(saved, STDERR_FILENO);
         fpx_log_level = FPX_LOG_INFO;
         for (int t = 0; t < THREADS; t++)
