@@ -3,7 +3,7 @@
 #   make        build everything into build/ (installs missing Debian packages first)
 #   make run    build, then run the server with the embedded defaults
 #   make test   every test: C unit tests, integration tests against the real
-#               server, then all of them again under ASan+UBSan
+#               server, then all of them again under ASan+UBSan and under TSan
 #   make bench  the benchmark suite, full sizes (about 15 minutes): table and
 #               plot in bench/results/ (bench/README.md)
 #   make bench-short  the same code paths at sizes that take seconds (part of
@@ -65,8 +65,8 @@ build: deps $(if $(AVX2_ON),faiss-avx2)
 run: build
 	./$(BUILD)/faiss-proxy-server
 
-test: test-release test-sanitize fuzz-short bench-short
-	@echo "make test: all suites passed (release and ASan+UBSan), the decoder fuzzed (short), benchmarks ran (short)"
+test: test-release test-sanitize test-tsan fuzz-short bench-short
+	@echo "make test: all suites passed (release, ASan+UBSan, TSan), the decoder fuzzed (short), benchmarks ran (short)"
 
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure
