@@ -432,7 +432,7 @@ static void test_search_filters(const char *type) {
     float *x = vectors(N, D);
     fpx_index *ix = make(type, D, NULL);
     const char *keys[N];
-    char names[N][8];
+    char names[N][16];
     int g[N];
     for (int i = 0; i < N; i++) {
         snprintf(names[i], sizeof names[i], "v%d", i);
@@ -617,7 +617,7 @@ static void test_snapshot(void) {
 static void test_random_model(void) {
     enum { D = 6, POOL = 16, STEPS = 300 };
     fpx_index *ix = make("Flat", D, NULL);
-    char names[POOL][8];
+    char names[POOL][16];
     float model[POOL][D];
     int present[POOL] = {0};
     for (int i = 0; i < POOL; i++)
