@@ -3,7 +3,7 @@
 #   make        build everything into build/ (installs missing Debian packages first)
 #   make run    build, then run the server with the embedded defaults
 #   make test   every test: C unit tests, integration tests against the real
-#               server, then all of them again under ASan+UBSan
+#               server, then all of them again under ASan+UBSan and under TSan
 #   make bench  the benchmark suite, full sizes (about 15 minutes): table and
 #               plot in bench/results/ (bench/README.md)
 #   make bench-short  the same code paths at sizes that take seconds (part of
@@ -13,7 +13,12 @@
 #   make build-avx2   the project against it, in build-avx2/: the same as
 #               make build FAISS_AVX2=1 (bench/run.sh then measures both builds;
 #               docs/faiss-avx2.md)
+#   make test-tsan  C unit tests and integration tests under ThreadSanitizer
+#               (build-tsan/)
 #   make fuzz   run the libFuzzer target of the decoder for FUZZ_SECONDS
+#   make fuzz-short  the same for FUZZ_SHORT_SECONDS (part of make test), from
+#               the seed corpus in tests/fuzz/corpus (scripts/fuzz-corpus.py
+#               writes it); inputs found go to a scratch copy, never the repo
 #   make format clang-format every C/C++ source in place
 
 BUILD      ?= $(if $(AVX2_ON),build-avx2,build)
@@ -27,13 +32,25 @@ FAISS_AVX2 ?= 0
 FAISS_AVX2_PREFIX ?= $(HOME)/.cache/faiss-proxy/faiss-1.7.3-avx2
 AVX2_ON    := $(filter 1,$(FAISS_AVX2))
 FUZZ_SECONDS ?= 60
+FUZZ_SHORT_SECONDS ?= 25
+FUZZ_CORPUS := tests/fuzz/corpus
 SOURCES    := $(shell git ls-files '*.c' '*.h' '*.cpp' 2>/dev/null)
+
+TSAN_BUILD ?= build-tsan
+# FAISS, OpenBLAS and libgomp are not built for ThreadSanitizer: tests/tsan.supp
+# silences reports inside them, and the TSan run is pinned to one CPU so that
+# FAISS (which sizes its OpenMP teams by the CPUs it may use) runs every call
+# on the calling thread: libgomp's pool, whose barriers TSan cannot see, then
+# never starts, while our own threads (workers, batcher, store) all still run.
+TSAN_CPU   := $(shell $(PYTHON) -c 'import os; print(min(os.sched_getaffinity(0)))' 2>/dev/null || echo 0)
+TSAN_ENV := TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:halt_on_error=0:second_deadlock_stack=1 \
+            taskset -c $(TSAN_CPU)
 
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run test test-release test-sanitize bench bench-short faiss-avx2 build-avx2 fuzz format clean
+.PHONY: all deps build run test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short format clean
 
 all: build
 
@@ -48,8 +65,8 @@ build: deps $(if $(AVX2_ON),faiss-avx2)
 run: build
 	./$(BUILD)/faiss-proxy-server
 
-test: test-release test-sanitize bench-short
-	@echo "make test: all suites passed (release and ASan+UBSan), benchmarks ran (short)"
+test: test-release test-sanitize test-tsan fuzz-short bench-short
+	@echo "make test: all suites passed (release, ASan+UBSan, TSan), the decoder fuzzed (short), benchmarks ran (short)"
 
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure
@@ -61,6 +78,13 @@ test-sanitize: deps
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure
 	$(SAN_ENV) FPX_BUILD_DIR=$(CURDIR)/$(SAN_BUILD) FPX_SANITIZED=1 \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test-tsan: deps
+	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=tsan >/dev/null
+	@cmake --build $(TSAN_BUILD) -j$(JOBS)
+	cd $(TSAN_BUILD) && $(TSAN_ENV) ctest --output-on-failure
+	FPX_BUILD_DIR=$(CURDIR)/$(TSAN_BUILD) FPX_SANITIZED=1 \
+	    $(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 bench: build
 	./bench/run.sh
@@ -74,15 +98,25 @@ faiss-avx2:
 build-avx2:
 	@$(MAKE) --no-print-directory build BUILD=build-avx2 FAISS_AVX2=1
 
-fuzz:
+fuzz-build:
 	@./scripts/deps.sh --with-clang
 	@cmake -S . -B build-fuzz -DFPX_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 	@cmake --build build-fuzz --target fuzz_proto -j$(JOBS)
+
+# libFuzzer writes new inputs into its first corpus folder only: a scratch one
+# (kept across long runs, fresh for every short run); the repo's seeds are read.
+fuzz: fuzz-build
 	mkdir -p build-fuzz/corpus
-	./build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus
+	./build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ \
+	    build-fuzz/corpus $(FUZZ_CORPUS)
+
+fuzz-short: fuzz-build
+	rm -rf build-fuzz/corpus-short && mkdir -p build-fuzz/corpus-short
+	./build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SHORT_SECONDS) -artifact_prefix=build-fuzz/ \
+	    -print_final_stats=1 build-fuzz/corpus-short $(FUZZ_CORPUS)
 
 format:
 	clang-format -i $(SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) build-fuzz build-avx2
+	rm -rf $(BUILD) $(SAN_BUILD) $(TSAN_BUILD) build-fuzz build-avx2

@@ -912,6 +912,67 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
         msgpack_pack_false(pk);
 }
 
+/* ---- invariants ------------------------------------------------------------------- */
+
+int fpx_index_check(const fpx_index *ix, fpx_err *err) {
+    if (ix->nslots != fpx_engine_ntotal(ix->eng) || ix->dim != fpx_engine_dim(ix->eng))
+        return fpx_err_set(err, FPX_E_INTERNAL, "nslots %lld, dim %lld; the engine has %lld, %lld",
+                           (long long)ix->nslots, (long long)ix->dim,
+                           (long long)fpx_engine_ntotal(ix->eng),
+                           (long long)fpx_engine_dim(ix->eng));
+    if (ix->nslots < 0 || ix->nslots > ix->cap || (ix->nslots > 0 && !ix->alive))
+        return fpx_err_set(err, FPX_E_INTERNAL, "nslots %lld does not fit capacity %lld",
+                           (long long)ix->nslots, (long long)ix->cap);
+    /* no bit set past nslots: a later add would find a slot alive already */
+    for (int64_t s = ix->nslots; ix->alive && s < (int64_t)words_for(ix->cap) * 64; s++)
+        if (bit_get(ix->alive, s))
+            return fpx_err_set(err, FPX_E_INTERNAL, "slot %lld beyond nslots is alive",
+                               (long long)s);
+    int64_t live = 0, keyed = 0, top = -1;
+    for (int64_t s = 0; s < ix->nslots; s++) {
+        int64_t label = fpx_index_label_of(ix, s);
+        const fpx_blob *k = ix->keys ? ix->keys[s] : NULL;
+        const fpx_blob *m = ix->meta ? ix->meta[s] : NULL;
+        if (!bit_get(ix->alive, s)) {
+            if (k || m)
+                return fpx_err_set(err, FPX_E_INTERNAL, "dead slot %lld keeps a key or metadata",
+                                   (long long)s);
+            if (ix->labels && find_label(ix, label) == s)
+                return fpx_err_set(err, FPX_E_INTERNAL, "dead slot %lld is reachable by label",
+                                   (long long)s);
+            continue;
+        }
+        live++;
+        if (label < 0)
+            return fpx_err_set(err, FPX_E_INTERNAL, "live slot %lld has label %lld", (long long)s,
+                               (long long)label);
+        if (find_label(ix, label) != s)
+            return fpx_err_set(err, FPX_E_INTERNAL, "label %lld does not map to its slot %lld",
+                               (long long)label, (long long)s);
+        if (label > top)
+            top = label;
+        if (k) {
+            keyed++;
+            if (find_key(ix, k) != s)
+                return fpx_err_set(err, FPX_E_INTERNAL, "the key of slot %lld maps elsewhere",
+                                   (long long)s);
+        }
+    }
+    if (live != ix->nlive)
+        return fpx_err_set(err, FPX_E_INTERNAL, "nlive %lld, but %lld slots are alive",
+                           (long long)ix->nlive, (long long)live);
+    if (keyed != ix->nkeys || ix->keymap.count != (size_t)keyed)
+        return fpx_err_set(err, FPX_E_INTERNAL, "nkeys %lld, key map %zu, keyed live slots %lld",
+                           (long long)ix->nkeys, ix->keymap.count, (long long)keyed);
+    if (ix->labelmap.count != (size_t)(ix->labels ? live : 0))
+        return fpx_err_set(err, FPX_E_INTERNAL, "label map holds %zu entries for %lld live slots",
+                           ix->labelmap.count, (long long)(ix->labels ? live : 0));
+    if (ix->next_label <= top || (!ix->labels && ix->next_label != ix->nslots))
+        return fpx_err_set(err, FPX_E_INTERNAL, "next_label %lld; top live label %lld, %lld slots",
+                           (long long)ix->next_label, (long long)top, (long long)ix->nslots);
+    return 0;
+}
+
 /* ---- snapshot encoding -------------------------------------------------------------- */
 
 #define SNAP_FORMAT "faiss-proxy-snapshot"

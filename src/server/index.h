@@ -160,4 +160,15 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
 int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, size_t len,
                      fpx_index **out, uint64_t *seq, fpx_err *err);
 
+/*
+ * Checks the invariants that tie the tables together: nslots equals the
+ * engine's ntotal, nlive the live bits, nkeys the live slots with a key;
+ * every live key and label maps back to its slot and no dead slot is
+ * reachable or keeps a key or metadata; the label counter is above every live
+ * label (and equals nslots in identity mode). 0, or -1 with the first broken
+ * invariant in err (FPX_E_INTERNAL). Costs a pass over every slot: for tests
+ * and debugging, not for the request path.
+ */
+int fpx_index_check(const fpx_index *ix, fpx_err *err);
+
 #endif

@@ -22,7 +22,7 @@ BUILD = os.environ.get("FPX_BUILD_DIR", os.path.join(ROOT, "build"))
 SANITIZED = os.environ.get("FPX_SANITIZED") == "1"
 SERVER = os.path.join(BUILD, "faiss-proxy-server")
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                   "SUMMARY: UndefinedBehaviorSanitizer")
+                   "SUMMARY: UndefinedBehaviorSanitizer", "WARNING: ThreadSanitizer")
 START_TIMEOUT = 120 if SANITIZED else 60
 STOP_TIMEOUT = 120 if SANITIZED else 60
 _names = itertools.count()

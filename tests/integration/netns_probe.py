@@ -51,9 +51,15 @@ def ask(endpoint, header, wait_ms):
     """The reply's status or error_type, or None when no reply came in wait_ms."""
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    # A refused handshake can leave the REQ socket with no peer to queue to:
+    # a send must not wait for one for ever.
+    sock.setsockopt(zmq.SNDTIMEO, wait_ms)
     sock.connect(endpoint)
     try:
-        sock.send(body(header))
+        try:
+            sock.send(body(header))
+        except zmq.Again:
+            return None
         if sock.poll(wait_ms, zmq.POLLIN) == 0:
             return None
         raw = sock.recv()

@@ -413,16 +413,44 @@ static void test_binary(void) {
 }
 
 /*
- * The server's tuning changes how FAISS is called, never what it answers:
- * the same index searched before and after fpx_engine_tune_for_server, alone
- * and pooled, and after more vectors (the kept norms must follow), gives the
- * same labels, with distances equal to float rounding. Runs last: the tuning
- * is process-wide.
+ * The server's tuning changes how FAISS is called, never what it answers.
+ * Every baseline is taken untuned, before fpx_engine_tune_for_server: one
+ * index of N vectors and one of 2N, each searched with every query count.
+ * Then, tuned, an index built after the tuning (so it keeps its norms) is
+ * searched alone and pooled, at N vectors and again after N more were added
+ * (the kept norms must follow), and the index built before the tuning too;
+ * all give the untuned labels, with distances equal to float rounding. Runs
+ * last: the tuning is process-wide and cannot be undone.
  */
+enum { TUNE_D = 24, TUNE_N = 3000, TUNE_NQ = 40, TUNE_K = 6, TUNE_COUNTS = 6 };
+static const int64_t tune_counts[TUNE_COUNTS] = {1, 2, 5, 19, 20, 40};
+static float tune_d0[2][TUNE_COUNTS][TUNE_NQ * TUNE_K];
+static int64_t tune_i0[2][TUNE_COUNTS][TUNE_NQ * TUNE_K];
+
+/* Searches e with every query count, alone and pooled, against baseline b. */
+static void tune_compare(fpx_engine *e, const float *xq, int b) {
+    static float d1[TUNE_NQ * TUNE_K];
+    static int64_t i1[TUNE_NQ * TUNE_K];
+    fpx_search_params plain = {0, 0, 0}, pooled = {0, 0, 1};
+    fpx_err err = {0};
+    for (int c = 0; c < TUNE_COUNTS; c++) {
+        int64_t nq = tune_counts[c];
+        for (int p = 0; p < 2; p++) {
+            CHECK(fpx_engine_search(e, nq, xq, TUNE_K, p ? &pooled : &plain, NULL, d1, i1, &err) ==
+                  0);
+            for (int64_t j = 0; j < nq * TUNE_K; j++) {
+                const float d0 = tune_d0[b][c][j];
+                CHECK(tune_i0[b][c][j] == i1[j]);
+                CHECK(fabsf(d0 - d1[j]) <= 1e-4f * (1.0f + fabsf(d0)));
+            }
+        }
+    }
+}
+
 static void test_server_tuning(void) {
-    enum { D = 24, N = 3000, NQ = 40, K = 6 };
-    static float xb[2 * N * D], xq[NQ * D], d0[NQ * K], d1[NQ * K];
-    static int64_t i0[NQ * K], i1[NQ * K];
+    enum { D = TUNE_D, N = TUNE_N, NQ = TUNE_NQ, K = TUNE_K };
+    static float xb[2 * N * D], xq[NQ * D], d1[NQ * K];
+    static int64_t i1[NQ * K];
     uint64_t r = 88172645463325252ull; /* xorshift64: no repeated vectors, no ties */
     for (int i = 0; i < 2 * N * D + NQ * D; i++) {
         r ^= r << 13;
@@ -435,28 +463,35 @@ static void test_server_tuning(void) {
             xq[i - 2 * N * D] = v;
     }
     fpx_err err = {0};
+    fpx_search_params plain = {0, 0, 0}, pooled = {0, 0, 1};
+
+    /* Untuned baselines: FAISS as an in-process user calls it. */
+    fpx_engine *before = NULL, *base2 = NULL;
+    CHECK(fpx_engine_create("Flat", D, FPX_METRIC_L2, &before, &err) == 0);
+    CHECK(fpx_engine_create("Flat", D, FPX_METRIC_L2, &base2, &err) == 0);
+    CHECK(fpx_engine_add(before, N, xb, &err) == 0);
+    CHECK(fpx_engine_add(base2, 2 * N, xb, &err) == 0);
+    for (int c = 0; c < TUNE_COUNTS; c++) {
+        CHECK(fpx_engine_search(before, tune_counts[c], xq, K, &plain, NULL, tune_d0[0][c],
+                                tune_i0[0][c], &err) == 0);
+        CHECK(fpx_engine_search(base2, tune_counts[c], xq, K, &plain, NULL, tune_d0[1][c],
+                                tune_i0[1][c], &err) == 0);
+    }
+    fpx_engine_free(base2);
+
+    fpx_engine_tune_for_server();
+    tune_compare(before, xq, 0); /* built untuned, searched tuned */
     fpx_engine *e = NULL;
     CHECK(fpx_engine_create("Flat", D, FPX_METRIC_L2, &e, &err) == 0);
     CHECK(fpx_engine_add(e, N, xb, &err) == 0);
-    static const int64_t counts[] = {1, 2, 5, 19, 20, 40};
-    fpx_search_params plain = {0, 0, 0}, pooled = {0, 0, 1};
-    for (int round = 0; round < 2; round++) {
-        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
-            int64_t nq = counts[c];
-            CHECK(fpx_engine_search(e, nq, xq, K, &plain, NULL, d0, i0, &err) == 0);
-            fpx_engine_tune_for_server();
-            for (int p = 0; p < 2; p++) {
-                CHECK(fpx_engine_search(e, nq, xq, K, p ? &pooled : &plain, NULL, d1, i1, &err) ==
-                      0);
-                for (int64_t j = 0; j < nq * K; j++) {
-                    CHECK(i0[j] == i1[j]);
-                    CHECK(fabsf(d0[j] - d1[j]) <= 1e-4f * (1.0f + fabsf(d0[j])));
-                }
-            }
-        }
-        /* more vectors after tuning: the norms kept must cover them too */
-        CHECK(fpx_engine_add(e, N, xb + (size_t)N * D, &err) == 0);
-    }
+    tune_compare(e, xq, 0);
+    /* more vectors after tuning: the norms kept must cover them too */
+    CHECK(fpx_engine_add(e, N, xb + (size_t)N * D, &err) == 0);
+    tune_compare(e, xq, 1);
+    CHECK(fpx_engine_add(before, N, xb + (size_t)N * D, &err) == 0);
+    tune_compare(before, xq, 1);
+    fpx_engine_free(before);
+
     CHECK(fpx_engine_reset(e, &err) == 0);
     CHECK(fpx_engine_add(e, 100, xb, &err) == 0);
     CHECK(fpx_engine_search(e, 5, xq, K, &pooled, NULL, d1, i1, &err) == 0);
