@@ -99,7 +99,7 @@ fpx_index *fpx_req_index(fpx_req *r) {
     if (fpx_req_name(r, 0, name))
         return NULL;
     fpx_index *ix = fpx_server_find(r->s, r->tenant, name, strlen(name));
-    if (!ix)
+    if (!ix && fpx_server_unavailable(r->s, r->tenant, name, &r->err) == 0)
         fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", name);
     return ix;
 }
@@ -338,8 +338,17 @@ static int op_get_index_info(fpx_req *r, fpx_out *o) {
 
 static int op_delete_index(fpx_req *r, fpx_out *o) {
     fpx_index *ix = fpx_req_index(r);
-    if (!ix)
+    char name[FPX_NAME_MAX + 1];
+    if (!ix && (fpx_req_name(r, 0, name) ||
+                fpx_server_drop_unavailable(r->s, r->tenant, name, &r->err) != 1))
         return -1;
+    if (!ix) { /* refused at start: its folder is gone now, as the owner asked */
+        fpx_reply_ok(r, o, 0);
+        msgpack_pack_map(fpx_out_meta(o), 1);
+        fpx_pack_cstr(fpx_out_meta(o), "deleted");
+        msgpack_pack_true(fpx_out_meta(o));
+        return 0;
+    }
     fpx_server *s = r->s;
     pthread_rwlock_wrlock(&s->reg_lock);
     int rc = fpx_req_lock(r, ix, 1);

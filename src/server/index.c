@@ -154,7 +154,6 @@ static fpx_index *index_alloc(const char *tenant, const char *name, const char *
     ix->metric = fpx_engine_metric(eng);
     ix->dim = fpx_engine_dim(eng);
     ix->eng = eng;
-    ix->wal_fd = -1;
     pthread_rwlock_init(&ix->lock, NULL);
     fpx_batcher_init(&ix->batch);
     atomic_init(&ix->refs, 1);

@@ -269,21 +269,23 @@ def test_disk_full(small_disk, make_server):
 
 def _to_crc32_format(index_dir):
     """Rewrites an index's files as faiss-proxy 0.1.0 wrote them before
-    CRC-32C: snapshot trailer = zlib CRC-32 of the body; log records with
-    magic FPXW and zlib CRC-32."""
+    CRC-32C: no identity headers; snapshot trailer = zlib CRC-32 of the body;
+    log records with magic FPXW and zlib CRC-32."""
     import struct
     import zlib
     snap = os.path.join(index_dir, "snapshot")
     with open(snap, "rb") as f:
         data = f.read()
-    assert data[-4:] == b"FPXC"
-    body = data[:-8]
-    assert struct.unpack("<I", data[-8:-4])[0] != zlib.crc32(body)  # really CRC-32C
+    assert data[:4] == data[-4:] == b"FPXS"
+    body = data[struct.unpack("<I", data[8:12])[0]:-8]
+    assert struct.unpack("<I", data[-8:-4])[0] != zlib.crc32(data[:-8])  # really CRC-32C
     with open(snap, "wb") as f:
         f.write(body + struct.pack("<I", zlib.crc32(body)))
     wal = os.path.join(index_dir, "wal")
     with open(wal, "rb") as f:
         log = bytearray(f.read())
+    assert log[:4] == b"FPXL"
+    log = log[struct.unpack("<I", log[8:12])[0]:]
     off, records = 0, 0
     while off + 48 <= len(log):
         assert log[off:off + 4] == b"FPXC"
