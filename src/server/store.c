@@ -545,8 +545,9 @@ typedef struct wal_scan {
 } wal_scan;
 
 /* 1 when a whole valid record starts at off: *seq and *next (offset after
- * its padding) are set. Bare logs may hold records of both checksums. */
-static int record_at(wal_scan *w, size_t off, uint64_t *seq, size_t *next) {
+ * its padding) are set. Bare logs may hold records of both checksums.
+ * verify 0 skips the checksum: for a record scan_wal already checked. */
+static int record_at(const wal_scan *w, size_t off, int verify, uint64_t *seq, size_t *next) {
     if (w->len - off < WAL_HDR)
         return 0;
     const uint8_t *h = w->buf + off;
@@ -557,9 +558,8 @@ static int record_at(wal_scan *w, size_t off, uint64_t *seq, size_t *next) {
         ml > room - dl)
         return 0;
     size_t body = WAL_HDR + (size_t)dl + (size_t)ml;
-    uint32_t crc =
-        magic == WAL_MAGIC ? fpx_crc32c(0, h + 8, body - 8) : fpx_crc32(0, h + 8, body - 8);
-    if (crc != get_u32(h + 4))
+    if (verify && get_u32(h + 4) != (magic == WAL_MAGIC ? fpx_crc32c(0, h + 8, body - 8)
+                                                        : fpx_crc32(0, h + 8, body - 8)))
         return 0;
     *seq = get_u64(h + 8);
     size_t padded = body + (8 - body % 8) % 8;
@@ -589,7 +589,7 @@ static int find_valid_after(wal_scan *w, size_t off, int have_prev, uint64_t pre
             return -1;
         w->budget -= WAL_HDR + dl + ml;
         size_t next;
-        if (record_at(w, p, &s, &next)) {
+        if (record_at(w, p, 1, &s, &next)) {
             *at = p;
             *seq = s;
             return 1;
@@ -614,7 +614,7 @@ static int scan_wal(wal_scan *w, uint64_t snap_seq, fpx_err *err) {
     while (off < w->len) {
         uint64_t seq;
         size_t next;
-        if (record_at(w, off, &seq, &next)) {
+        if (record_at(w, off, 1, &seq, &next)) {
             if (have_prev && seq != prev + 1)
                 return fpx_err_set(
                     err, FPX_E_INTERNAL, "%s: the record at offset %zu has seq %llu, expected %llu",
@@ -643,8 +643,8 @@ static int scan_wal(wal_scan *w, uint64_t snap_seq, fpx_err *err) {
         /* Count what the damage would lose, for the operator. */
         uint64_t last = found;
         size_t p = at;
-        record_at(w, p, &seq, &p);
-        while (record_at(w, p, &seq, &next) && seq == last + 1) {
+        record_at(w, p, 0, &seq, &p);
+        while (record_at(w, p, 1, &seq, &next) && seq == last + 1) {
             last = seq;
             p = next;
         }
@@ -723,7 +723,7 @@ static int replay_wal(const char *dir, fpx_index *ix, const snap_info *si, fpx_s
     for (size_t off = w.start; rc == 0 && off < w.end;) {
         uint64_t seq;
         size_t next;
-        record_at(&w, off, &seq, &next); /* checked by scan_wal */
+        record_at(&w, off, 0, &seq, &next); /* checked by scan_wal */
         const uint8_t *h = w.buf + off;
         uint64_t dl = get_u64(h + 32), ml = get_u64(h + 40);
         fpx_walrec rec = {(fpx_walop)get_u32(h + 16),

@@ -159,6 +159,43 @@ def test_damaged_early_record_refuses_the_index(fresh_server, where):
     assert files_of(idir(fresh_server, "t")) == before
 
 
+def test_damaged_record_of_a_log_without_header_refuses_the_index(fresh_server):
+    """Files of earlier versions get the same torn-tail-or-damage search."""
+    c = fresh_server.client()
+    c.create("t", 8)
+    fill(c, "t")
+    fresh_server.kill9()
+    d = idir(fresh_server, "t")
+    to_pre_identity_format(d)
+    wal = os.path.join(d, "wal")
+    recs = wal_records(wal)
+    assert recs[0][0] == 0
+    _damage(wal, recs[0], "payload")  # the very first record: no good one before it
+    before = files_of(d)
+    fresh_server.start()
+    assert_refused(fresh_server.client(), "t", d)
+    assert files_of(d) == before
+    assert any("offset 0 " in ln and "seq 2 to 5" in ln for ln in error_lines(fresh_server))
+
+
+def test_record_missing_from_the_middle_is_refused(fresh_server):
+    """Whole records cut out of the log: every one left is valid, but the
+    sequence has a gap."""
+    c = fresh_server.client()
+    c.create("t", 8)
+    fill(c, "t")
+    fresh_server.kill9()
+    d = idir(fresh_server, "t")
+    wal = os.path.join(d, "wal")
+    recs = wal_records(wal)
+    log = read(wal)
+    write(wal, log[:recs[2][0]] + log[recs[3][0]:])  # seq 3 is gone
+    before = files_of(d)
+    fresh_server.start()
+    assert_refused(fresh_server.client(), "t", d)
+    assert files_of(d) == before
+
+
 def test_damaged_last_record_is_a_torn_tail(fresh_server):
     """The last record alone may be cut: it was never acknowledged if the
     crash came while it was written."""
