@@ -107,6 +107,15 @@ static int drop(fpx_req *r) {
     return 0;
 }
 
+/* delete_index of an index refused at start: its folder goes, as its owner
+ * asks. 1 done, 0 no such refused index, -1 error. */
+static int drop_unavailable(fpx_req *r) {
+    char name[FPX_NAME_MAX + 1];
+    if (fpx_req_name(r, 0, name))
+        return -1;
+    return fpx_server_drop_unavailable(r->s, r->tenant, name, &r->err);
+}
+
 static int lock_index(fpx_req *r, fpx_lockmode mode) {
     fpx_index *ix = r->ix;
     if (mode == FPX_LOCK_EXCLUSIVE)
@@ -126,6 +135,11 @@ static int run_op(fpx_req *r, fpx_out *o) {
     const fpx_opdef *op = r->op;
     if (op->prepare && op->prepare(r))
         return -1;
+    if (op->flags & FPX_OP_DROPS) {
+        int gone = drop_unavailable(r);
+        if (gone != 0)
+            return gone < 0 ? -1 : op->run(r, o);
+    }
     if ((op->flags & FPX_OP_INDEX) && !(r->ix = fpx_req_index(r)))
         return -1;
     if (op->bind && op->bind(r))

@@ -154,7 +154,6 @@ static fpx_index *index_alloc(const char *tenant, const char *name, const char *
     ix->metric = fpx_engine_metric(eng);
     ix->dim = fpx_engine_dim(eng);
     ix->eng = eng;
-    ix->wal_fd = -1;
     /* Writers first: with glibc's default (readers first) a steady stream of
      * searches could hold an add off for ever. Searches wait only while a
      * write is queued or running. */

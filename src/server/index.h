@@ -39,6 +39,9 @@ typedef struct fpx_blob {
     uint8_t data[];
 } fpx_blob;
 
+/* Bytes of an index's unique id: random, given at creation, never reused. */
+#define FPX_UID_BYTES 16
+
 typedef struct fpx_index {
     char tenant[FPX_NAME_MAX + 1];
     char name[FPX_NAME_MAX + 1];
@@ -69,7 +72,10 @@ typedef struct fpx_index {
     fpx_slotmap labelmap; /* only outside identity mode */
 
     /* storage state, owned by store.c */
-    int wal_fd;
+    /* borrowed: the server's data dir, which outlives the index */
+    const char *data_dir;
+    /* unique id, named by the snapshot and the log header */
+    uint8_t uid[FPX_UID_BYTES];
     uint64_t seq;      /* sequence number of the last logged write */
     uint64_t snap_seq; /* last write covered by the snapshot on disk */
     uint64_t wal_bytes;

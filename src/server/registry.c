@@ -9,10 +9,15 @@
  * Each index has its own lock and a reference count, so a request keeps its
  * index alive after leaving the registry, and a delete that races with it is
  * seen through ix->dropped.
+ *
+ * Beside it, the indexes whose files were found at start but refused
+ * (store.c says why): known by name so that requests get the reason, not
+ * not_found, and so that their owner can delete them.
  */
 #include "server.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,9 +84,16 @@ int fpx_server_reserve(fpx_server *s, fpx_index *ix, fpx_err *err) {
     return rc;
 }
 
+static fpx_unavailable *find_unavailable(fpx_server *s, const char *tenant, const char *name);
+static void forget(fpx_server *s, fpx_unavailable *u);
+
 void fpx_server_publish(fpx_server *s, fpx_index *ix) {
     pthread_rwlock_wrlock(&s->reg_lock);
     ix->creating = 0;
+    /* Its folder was made anew (a refused one was removed by hand). */
+    fpx_unavailable *u = find_unavailable(s, ix->tenant, ix->name);
+    if (u)
+        forget(s, u);
     pthread_rwlock_unlock(&s->reg_lock);
 }
 
@@ -117,4 +129,80 @@ int fpx_server_list(fpx_server *s, const char *tenant, fpx_index ***out, size_t 
     qsort(mine, *n, sizeof *mine, cmp_index_name);
     *out = mine;
     return 0;
+}
+
+/* ---- indexes refused at start ----------------------------------------------------- */
+
+/* The entry of tenant's refused index name, or NULL. Caller holds reg_lock. */
+static fpx_unavailable *find_unavailable(fpx_server *s, const char *tenant, const char *name) {
+    for (size_t i = 0; i < s->nunavail; i++)
+        if (!strcmp(s->unavail[i].name, name) && !strcmp(s->unavail[i].tenant, tenant))
+            return &s->unavail[i];
+    return NULL;
+}
+
+/* Caller holds reg_lock for writing (or is alone: start-up, shutdown). */
+static void forget(fpx_server *s, fpx_unavailable *u) {
+    free(u->reason);
+    free(u->dir);
+    *u = s->unavail[--s->nunavail];
+}
+
+int fpx_server_note_unavailable(fpx_server *s, const char *tenant, const char *name,
+                                const char *reason, const char *dir) {
+    fpx_unavailable *a = realloc(s->unavail, (s->nunavail + 1) * sizeof *a);
+    if (!a)
+        return -1;
+    s->unavail = a;
+    fpx_unavailable *u = &a[s->nunavail];
+    snprintf(u->tenant, sizeof u->tenant, "%s", tenant);
+    snprintf(u->name, sizeof u->name, "%s", name);
+    u->reason = strdup(reason);
+    u->dir = strdup(dir);
+    if (!u->reason || !u->dir) {
+        free(u->reason);
+        free(u->dir);
+        return -1;
+    }
+    s->nunavail++;
+    return 0;
+}
+
+void fpx_server_forget_unavailable(fpx_server *s) {
+    while (s->nunavail > 0)
+        forget(s, &s->unavail[0]);
+    free(s->unavail);
+    s->unavail = NULL;
+}
+
+int fpx_server_unavailable(fpx_server *s, const char *tenant, const char *name, fpx_err *err) {
+    int rc = 0;
+    pthread_rwlock_rdlock(&s->reg_lock);
+    fpx_unavailable *u = find_unavailable(s, tenant, name);
+    if (u) {
+        /* The reason is cut, never the folder, when the message is long. */
+        int room = (int)sizeof err->msg - 80 - (int)strlen(name) - (int)strlen(u->dir);
+        rc = fpx_err_set(err, FPX_E_INTERNAL,
+                         "index '%s' is unavailable: %.*s; its files are kept as they were in %s",
+                         name, room > 0 ? room : 0, u->reason, u->dir);
+    }
+    pthread_rwlock_unlock(&s->reg_lock);
+    return rc;
+}
+
+int fpx_server_drop_unavailable(fpx_server *s, const char *tenant, const char *name, fpx_err *err) {
+    /* The entry leaves the table under the lock; the folder is removed
+     * without it (a failure is reported, and the next start finds the
+     * folder and refuses it again). */
+    pthread_rwlock_wrlock(&s->reg_lock);
+    fpx_unavailable *u = find_unavailable(s, tenant, name);
+    if (u)
+        forget(s, u);
+    pthread_rwlock_unlock(&s->reg_lock);
+    if (!u)
+        return 0;
+    if (fpx_store_remove_dir(s->cfg->data_dir, tenant, name, err) != 0)
+        return -1;
+    fpx_log(FPX_LOG_INFO, "deleted unavailable index %s/%s", tenant, name);
+    return 1;
 }

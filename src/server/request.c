@@ -87,7 +87,7 @@ fpx_index *fpx_req_index(fpx_req *r) {
     if (fpx_req_name(r, 0, name))
         return NULL;
     fpx_index *ix = fpx_server_find(r->s, r->tenant, name, strlen(name));
-    if (!ix)
+    if (!ix && fpx_server_unavailable(r->s, r->tenant, name, &r->err) == 0)
         fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", name);
     return ix;
 }

@@ -1,12 +1,17 @@
 /*
  * server.c - server lifecycle: loading the data dir, the background snapshot
  * writer, and the final snapshots at shutdown.
+ *
+ * Indexes that could not be loaded stay known (registry.c), with the reason,
+ * so that a request naming one learns it is unavailable instead of being
+ * told it does not exist, and so that its owner can delete it.
  */
 #include "server.h"
 #include "apply.h"
 #include "store.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +30,12 @@ static int found_index(void *ctx, fpx_index *ix) {
     return 0;
 }
 
+static void refused_index(void *ctx, const char *tenant, const char *name, const char *reason,
+                          const char *dir) {
+    if (fpx_server_note_unavailable(ctx, tenant, name, reason, dir) != 0)
+        fpx_log(FPX_LOG_ERROR, "out of memory noting index %s/%s as unavailable", tenant, name);
+}
+
 int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
@@ -33,7 +44,7 @@ int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
     pthread_cond_init(&s->snap.cv, NULL);
     if (fpx_auth_new(cfg->api_keys, &s->auth, err))
         return -1;
-    if (fpx_store_load_all(cfg->data_dir, fpx_apply, found_index, s, err) != 0)
+    if (fpx_store_load_all(cfg->data_dir, fpx_apply, found_index, refused_index, s, err) != 0)
         return -1;
     return start_snapper(s, err);
 }
@@ -147,6 +158,7 @@ void fpx_server_shutdown(fpx_server *s) {
     free(s->indexes);
     s->indexes = NULL;
     s->nindexes = 0;
+    fpx_server_forget_unavailable(s);
     fpx_auth_free(s->auth);
     s->auth = NULL;
     pthread_mutex_destroy(&s->snap.mu);

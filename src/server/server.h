@@ -30,13 +30,24 @@ typedef struct fpx_snapper {
     int started, stop;
 } fpx_snapper;
 
+/* An index whose files were found at start but could not be loaded. */
+typedef struct fpx_unavailable {
+    char tenant[FPX_NAME_MAX + 1];
+    char name[FPX_NAME_MAX + 1];
+    char *reason; /* owned */
+    char *dir;    /* owned: its folder, left as it was */
+} fpx_unavailable;
+
 typedef struct fpx_server {
     const fpx_config *cfg;
     fpx_auth *auth;
-    pthread_rwlock_t reg_lock; /* guards the array below, not the indexes */
+    pthread_rwlock_t reg_lock; /* guards the arrays below, not the indexes */
     fpx_index **indexes;
     size_t nindexes, cap;
     fpx_snapper snap;
+
+    fpx_unavailable *unavail; /* refused at start, until deleted */
+    size_t nunavail;
 } fpx_server;
 
 /* Loads every index under cfg->data_dir, then starts the background
@@ -73,5 +84,16 @@ void fpx_server_remove(fpx_server *s, fpx_index *ix);
 /* The tenant's published indexes sorted by name, each referenced; *out is
  * malloc'd. 0 or -1 (out of memory). */
 int fpx_server_list(fpx_server *s, const char *tenant, fpx_index ***out, size_t *n);
+
+/* Notes an index refused at start (before serving). 0 or -1 (out of memory). */
+int fpx_server_note_unavailable(fpx_server *s, const char *tenant, const char *name,
+                                const char *reason, const char *dir);
+void fpx_server_forget_unavailable(fpx_server *s);
+/* -1 with err set ("index 'X' is unavailable: why; its files are kept as
+ * they were in DIR") when tenant's index name was refused at start; else 0. */
+int fpx_server_unavailable(fpx_server *s, const char *tenant, const char *name, fpx_err *err);
+/* delete_index of a refused index: removes its folder and its entry.
+ * 1 done, 0 no such refused index (err untouched), -1 with err set. */
+int fpx_server_drop_unavailable(fpx_server *s, const char *tenant, const char *name, fpx_err *err);
 
 #endif

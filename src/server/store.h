@@ -4,11 +4,15 @@
  *   DATA_DIR/<tenant>/<index>/snapshot   the whole index (FAISS bytes + tables)
  *   DATA_DIR/<tenant>/<index>/wal        writes since that snapshot
  *
- * A write is logged (one record, checksummed, fdatasync'd) before it is
- * applied and acknowledged. Recovery loads the snapshot and replays the log
- * records after it; a torn or corrupt tail (a write that was never
- * acknowledged) is cut off, never half-applied. Names reaching this module
- * were validated (fpx_name_valid), so they are safe path components.
+ * Both files name the index they belong to (tenant, name, unique id) and the
+ * sequence number that links them. A write is logged (one record,
+ * checksummed, fdatasync'd) before it is applied and acknowledged. Recovery
+ * loads the snapshot, checks that the log belongs to it and chains onto it,
+ * and replays the log records after it; a torn tail (a write that was never
+ * acknowledged) is cut off, never half-applied. Anything else that does not
+ * add up refuses the index and leaves its files as they were. Names reaching
+ * this module were validated (fpx_name_valid), so they are safe path
+ * components.
  */
 #ifndef FPX_STORE_H
 #define FPX_STORE_H
@@ -43,34 +47,45 @@ typedef struct fpx_walrec {
 /* Path of an index folder into buf (FPX_PATH_MAX bytes). */
 int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf);
 
-/* Creates the folder of a new index with its first snapshot, atomically
- * (written under a dot-name, then renamed), and opens its log.
+/* Creates the folder of a new index with a new unique id, its first snapshot
+ * and its log, atomically (written under a dot-name, then renamed).
+ * data_dir is borrowed by ix and must outlive it.
  * err->type FPX_E_EXISTS when the folder already exists. */
 int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err);
 
-/* Appends one record and makes it durable. On failure nothing was logged. */
+/* Appends one record and makes it durable (the log is open only meanwhile).
+ * On failure nothing was logged. */
 int fpx_store_log(const char *data_dir, fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
 
 /* Takes back the last record (its apply failed). */
 void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before);
 
-/* Writes a new snapshot and empties the log. */
+/* Writes a new snapshot and starts a new log after it. */
 int fpx_store_snapshot(const char *data_dir, fpx_index *ix, fpx_err *err);
 
 /* Renames the folder away (durably) and removes it. */
 int fpx_store_remove(const char *data_dir, fpx_index *ix, fpx_err *err);
+/* The same for the folder of an index that is not loaded (refused at start). */
+int fpx_store_remove_dir(const char *data_dir, const char *tenant, const char *name, fpx_err *err);
 
+/* Releases what storage holds for ix between calls (nothing today: no file
+ * stays open). */
 void fpx_store_close(fpx_index *ix);
 
 /* Called for each index found and loaded by fpx_store_load_all. Takes ix. */
 typedef int (*fpx_store_found)(void *ctx, fpx_index *ix);
 /* Applies one replayed record to ix. */
 typedef int (*fpx_store_apply)(fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
+/* Called for each index that was refused: why, and its folder (left as it was). */
+typedef void (*fpx_store_refused)(void *ctx, const char *tenant, const char *name,
+                                  const char *reason, const char *dir);
 
 /* Loads every index under data_dir: snapshot + log replay through apply.
  * Removes leftovers of interrupted creates and deletes. An index that cannot
- * be loaded is logged and skipped (its files are left alone). */
+ * be loaded (unreadable, damaged, not whose its folder says, or not
+ * chaining) is logged as an ERROR, reported to refused, and its files are
+ * left untouched. data_dir is borrowed by every index loaded. */
 int fpx_store_load_all(const char *data_dir, fpx_store_apply apply, fpx_store_found found,
-                       void *ctx, fpx_err *err);
+                       fpx_store_refused refused, void *ctx, fpx_err *err);
 
 #endif

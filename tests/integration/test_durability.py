@@ -222,8 +222,10 @@ def test_unreadable_snapshot_is_skipped_not_fatal(fresh_server):
     fresh_server.start()
     c = fresh_server.client()
     assert c.info("good")["ntotal"] == 3
-    # skipped at start-up (docs/storage.md): the index does not exist for clients
-    assert c.error({"operation": "get_index_info", "index_id": "bad"})["error_type"] == "not_found"
+    # refused at start-up (docs/storage.md): requests learn why, its files stay as they were
+    e = c.error({"operation": "get_index_info", "index_id": "bad"})
+    assert e["error_type"] == "internal_error" and "is unavailable" in e["message"]
+    assert [i["index_id"] for i in c.list()] == ["good"]
     assert os.path.exists(snap)  # left for inspection
     assert "bad" in fresh_server.log()
 
@@ -269,21 +271,23 @@ def test_disk_full(small_disk, make_server):
 
 def _to_crc32_format(index_dir):
     """Rewrites an index's files as faiss-proxy 0.1.0 wrote them before
-    CRC-32C: snapshot trailer = zlib CRC-32 of the body; log records with
-    magic FPXW and zlib CRC-32."""
+    CRC-32C: no identity headers; snapshot trailer = zlib CRC-32 of the body;
+    log records with magic FPXW and zlib CRC-32."""
     import struct
     import zlib
     snap = os.path.join(index_dir, "snapshot")
     with open(snap, "rb") as f:
         data = f.read()
-    assert data[-4:] == b"FPXC"
-    body = data[:-8]
-    assert struct.unpack("<I", data[-8:-4])[0] != zlib.crc32(body)  # really CRC-32C
+    assert data[:4] == data[-4:] == b"FPXS"
+    body = data[struct.unpack("<I", data[8:12])[0]:-8]
+    assert struct.unpack("<I", data[-8:-4])[0] != zlib.crc32(data[:-8])  # really CRC-32C
     with open(snap, "wb") as f:
         f.write(body + struct.pack("<I", zlib.crc32(body)))
     wal = os.path.join(index_dir, "wal")
     with open(wal, "rb") as f:
         log = bytearray(f.read())
+    assert log[:4] == b"FPXL"
+    log = log[struct.unpack("<I", log[8:12])[0]:]
     off, records = 0, 0
     while off + 48 <= len(log):
         assert log[off:off + 4] == b"FPXC"
