@@ -10,6 +10,7 @@
 #include "engine/engine.h"
 #include "net.h"
 #include "server.h"
+#include "slotmap.h"
 #include "util.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -43,6 +44,12 @@ int main(int argc, char **argv) {
 
     fpx_server server;
     fpx_err err = {0};
+    /* Before any index is loaded: every label and key table hashes under it. */
+    if (fpx_hash_seed_random(&err) != 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
+        fpx_config_free(&cfg);
+        return 1;
+    }
     if (fpx_server_init(&server, &cfg, &err) != 0) {
         fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
         fpx_server_shutdown(&server);
