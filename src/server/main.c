@@ -2,6 +2,7 @@
  * main.c - faiss-proxy-server: configuration, start-up, signals, shutdown.
  */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +15,26 @@
 #include "util.h"
 
 static volatile sig_atomic_t stop_requested;
+
+/* Each index keeps its log open and each client connection holds a socket,
+ * so the default soft limit (often 1024) caps indexes plus clients far below
+ * what the machine allows. Raise it to the hard limit; failing is not fatal. */
+static void raise_open_files_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        fpx_log(FPX_LOG_DEBUG, "open files limit: unlimited");
+    else
+        fpx_log(FPX_LOG_DEBUG, "open files limit: %llu (was %llu)", (unsigned long long)rl.rlim_cur,
+                (unsigned long long)before);
+}
 
 static void on_signal(int sig) {
     (void)sig;
@@ -29,6 +50,7 @@ int main(int argc, char **argv) {
     }
     if (cfg.log_debug)
         fpx_log_level = FPX_LOG_DEBUG;
+    raise_open_files_limit();
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -1,6 +1,8 @@
 """The transport: the preamble's three sizes, and messages over the size limit
 (refused by the C client and the Python package before sending; dropped by the
 server's transport without harm to any other connection)."""
+import resource
+
 import msgpack
 import pytest
 
@@ -56,3 +58,27 @@ def test_server_replies_carry_the_three_sizes(server):
         assert sorted(u.unpack()) == sorted(SIZES)
     finally:
         sock.close(0)
+
+
+def open_files_limits(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return soft, hard
+    raise AssertionError("no open files line in /proc/%d/limits" % pid)
+
+
+def test_open_files_soft_limit_is_raised_to_the_hard_limit(make_server):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("the hard limit leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # inherited by the server
+    try:
+        s = make_server(extra=["--verbose"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    assert open_files_limits(s.proc.pid) == (want, want)
+    assert "open files limit: %s" % want in s.log()
+    assert s.client().ping()["protocol"] == 1
