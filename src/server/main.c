@@ -3,6 +3,7 @@
  */
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,8 +37,18 @@ static void raise_open_files_limit(void) {
                 (unsigned long long)before);
 }
 
+/* The first SIGINT/SIGTERM asks for a clean stop (net.c). A second one ends
+ * the process at once: every acknowledged write is already whole and
+ * fsync'd in its index's log, and a torn record at a log's end (a write
+ * never acknowledged) is dropped at the next start, so there is nothing to
+ * wait for. Only async-signal-safe calls here. */
 static void on_signal(int sig) {
-    (void)sig;
+    if (stop_requested) {
+        static const char msg[] = "faiss-proxy-server: second signal, exiting now\n";
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+        _exit(128 + sig);
+    }
     stop_requested = 1;
 }
 
@@ -79,6 +90,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     rc = fpx_net_run(&server, &stop_requested);
+    if (rc == FPX_NET_WORKERS_BUSY) {
+        /* A worker is still inside a FAISS call. Freeing the server (or
+         * running exit()'s destructors of FAISS and OpenMP) under it would be
+         * a use-after-free, so snapshot what is idle, flush, and leave with
+         * _exit: the logs already hold every write. */
+        fpx_server_snapshot_idle(&server);
+        fpx_log(FPX_LOG_INFO, "stopped");
+        fflush(stdout);
+        fflush(stderr);
+        _exit(0);
+    }
     fpx_server_shutdown(&server);
     fpx_config_free(&cfg);
     if (rc == 0)
