@@ -363,7 +363,8 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
          * the busy workers' sockets. Both stay: the process is about to end. */
         fpx_log(FPX_LOG_WARN,
                 "%d request(s) still running after the shutdown timeout of %d s: not waiting for "
-                "them (every write they acknowledged, and any they logged, is in the log)",
+                "them (none was acknowledged; a write among them that reached its log is "
+                "replayed whole at the next start)",
                 inflight, cfg->shutdown_timeout);
         return FPX_NET_WORKERS_BUSY;
     }
