@@ -19,6 +19,12 @@
  * request_id; a reply that does not match is dropped, and a request that gets
  * no reply within the timeout fails with errtype "connection_error" and the
  * socket is rebuilt so the next call starts clean.
+ *
+ * A request larger than the server's max_message_size (which the server
+ * would drop unanswered) fails at once with errtype "limit_exceeded",
+ * without being sent: the handle learns the limit with a ping before its
+ * first request over 4096 bytes, after each reconnection, and at every
+ * fpx_client_ping.
  */
 #ifndef FAISSPROXY_CLIENT_H
 #define FAISSPROXY_CLIENT_H

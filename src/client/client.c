@@ -18,6 +18,13 @@
  * The error of the last call lives in the handle (hiredis style): errtype is
  * the protocol's error_type, or "connection_error" when the server did not
  * answer, or "protocol_error" when its reply could not be read.
+ *
+ * Message size: the server's transport drops a connection that sends a
+ * message over its max_message_size, without a reply, so such a request
+ * would only time out. The handle learns the limit from a ping (the first
+ * request larger than any limit a server can have triggers one, and every
+ * fpx_client_ping refreshes it) and refuses a larger request itself, with
+ * errtype "limit_exceeded", before sending it.
  */
 #include "faissproxy/client.h"
 #include "proto/keyfile.h"
@@ -41,9 +48,14 @@ struct fpx_client {
     char key_error[400];                  /* why the configured server key is unusable */
     int timeout_ms;
     int64_t next_id;
+    size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
     char errtype[32];
     char errstr[512];
 };
+
+/* No server takes a max_message_size below this (its --max-message-size
+ * minimum): smaller requests are sent without knowing the limit. */
+#define SMALLEST_LIMIT 4096
 
 /* A reply received and decoded; owns the received bytes. */
 typedef struct reply {
@@ -255,6 +267,7 @@ static void reset_socket(fpx_client *c) {
     if (c->sock)
         zmq_close(c->sock);
     c->sock = NULL;
+    c->max_msg = 0; /* the server may have been restarted with another limit */
     open_socket(c);
 }
 
@@ -337,6 +350,44 @@ static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_m
     }
 }
 
+static int call(fpx_client *c, fpx_out *o, reply *r);
+static void done(reply *r);
+
+/* Reads max_message_size from a ping reply's metadata. */
+static void note_limit(fpx_client *c, const reply *r) {
+    const msgpack_object *v = fpx_map_get(r->m.meta, "max_message_size");
+    int64_t n;
+    c->max_msg = v && fpx_obj_int(v, &n) == 0 && n > 0 ? (size_t)n : SIZE_MAX;
+}
+
+/* Checks a request of len bytes against the server's limit, asking the
+ * server for it first when it is not known. 0 to send, -1 (error set) not. */
+static int check_size(fpx_client *c, size_t len) {
+    if (len <= SMALLEST_LIMIT)
+        return 0;
+    if (c->max_msg == 0) {
+        fpx_out o;
+        reply r;
+        begin(c, &o, "ping", NULL, 0);
+        if (call(c, &o, &r) != 0) {
+            /* No answer: neither would the request get one. A refused ping
+             * (a wrong key...): send the request, it gets its own answer. */
+            if (!strcmp(c->errtype, "connection_error"))
+                return -1;
+            clear_error(c);
+            return 0;
+        }
+        note_limit(c, &r);
+        done(&r);
+    }
+    if (len > c->max_msg)
+        return fail(c, "limit_exceeded",
+                    "the request is %zu bytes, over the server's max_message_size of %zu bytes "
+                    "(the server would drop it unanswered): send fewer vectors per call",
+                    len, c->max_msg);
+    return 0;
+}
+
 /* Finishes the body, sends it, decodes the reply and checks its status. */
 static int call(fpx_client *c, fpx_out *o, reply *r) {
     uint8_t *body;
@@ -344,6 +395,10 @@ static int call(fpx_client *c, fpx_out *o, reply *r) {
     int64_t id = c->next_id++;
     if (fpx_out_finish(o, &body, &len) != 0)
         return fail(c, "internal_error", "out of memory building the request");
+    if (check_size(c, len) != 0) {
+        free(body);
+        return -1;
+    }
     if (roundtrip(c, body, len, id, &r->msg) != 0)
         return -1;
     fpx_err err;
@@ -462,6 +517,7 @@ int fpx_client_ping(fpx_client *c) {
     begin(c, &o, "ping", NULL, 0);
     if (call(c, &o, &r))
         return -1;
+    note_limit(c, &r);
     done(&r);
     return 0;
 }
@@ -1040,6 +1096,8 @@ int fpx_client_import(fpx_client *c, const char *index_id, const char *index_typ
 int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t **reply_out,
                            size_t *reply_len) {
     clear_error(c);
+    if (check_size(c, len) != 0)
+        return -1;
     uint8_t *copy = malloc(len ? len : 1);
     if (!copy)
         return fail(c, "internal_error", "out of memory");

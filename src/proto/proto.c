@@ -76,15 +76,17 @@ static int unpack_exact(const uint8_t *buf, size_t len, msgpack_unpacked *u, con
     return 0;
 }
 
-static int preamble_size(const msgpack_object *map, const char *key, int required, uint64_t *v,
-                         fpx_err *err) {
+/* The contract's preamble is exactly the three sizes: a map missing one (or
+ * holding anything else) is refused, so every client sends the same form and
+ * a typo in a key cannot silently read as a zero size. */
+static int preamble_size(const msgpack_object *map, const char *key, uint64_t *v, fpx_err *err) {
     const msgpack_object *o = fpx_map_get(map, key);
-    if (!o) {
-        *v = 0;
-        if (required)
-            return fpx_err_set(err, FPX_E_PROTOCOL, "preamble lacks %s", key);
-        return 0;
-    }
+    *v = 0;
+    if (!o)
+        return fpx_err_set(err, FPX_E_PROTOCOL,
+                           "preamble lacks %s (it must hold header_size, vector_size and "
+                           "metadata_size)",
+                           key);
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return fpx_err_set(err, FPX_E_PROTOCOL, "preamble %s must be an unsigned integer", key);
     *v = o->via.u64;
@@ -110,10 +112,15 @@ int fpx_body_split(const void *buf, size_t len, fpx_body *out, fpx_err *err) {
         rc = fpx_err_set(err, FPX_E_PROTOCOL, "preamble: invalid msgpack");
     else if (u.data.type != MSGPACK_OBJECT_MAP)
         rc = fpx_err_set(err, FPX_E_PROTOCOL, "preamble is not a map");
-    else if (preamble_size(&u.data, "header_size", 1, &hs, err) ||
-             preamble_size(&u.data, "vector_size", 0, &vs, err) ||
-             preamble_size(&u.data, "metadata_size", 0, &ms, err))
+    else if (preamble_size(&u.data, "header_size", &hs, err) ||
+             preamble_size(&u.data, "vector_size", &vs, err) ||
+             preamble_size(&u.data, "metadata_size", &ms, err))
         rc = -1;
+    else if (u.data.via.map.size != 3) /* the three sizes, each once, nothing else */
+        rc = fpx_err_set(err, FPX_E_PROTOCOL,
+                         "preamble must hold exactly header_size, vector_size and metadata_size "
+                         "(%u keys given)",
+                         (unsigned)u.data.via.map.size);
     msgpack_unpacked_destroy(&u);
     if (rc)
         return -1;

@@ -47,6 +47,8 @@ static const char usage[] =
     "                                                      FAISS_PROXY_BATCH_WAIT_US (200)\n"
     "      --batch-max N          most queries answered by one FAISS call; 1 = no batching\n"
     "                                                      FAISS_PROXY_BATCH_MAX (256)\n"
+    "      --shutdown-timeout S   seconds requests in flight may still take after SIGINT/SIGTERM\n"
+    "                                                      FAISS_PROXY_SHUTDOWN_TIMEOUT (10)\n"
     "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
     "  -h, --help                 this text\n"
     "  -V, --version              print the version\n";
@@ -122,6 +124,11 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return parse_size("batch wait", v, 0, 100000, &cfg->batch_wait_us);
     case 'B':
         return parse_size("batch max", v, 1, 65536, &cfg->batch_max);
+    case 'S':
+        if (parse_size("shutdown timeout", v, 0, 86400, &n))
+            return -1;
+        cfg->shutdown_timeout = (int)n;
+        return 0;
     case 'v':
         cfg->log_debug = 1;
         return 0;
@@ -161,6 +168,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->batch_max = 256;
     cfg->max_message_size = (size_t)256 << 20;
     cfg->snapshot_bytes = (size_t)64 << 20;
+    cfg->shutdown_timeout = 10;
 
     static const struct {
         const char *env;
@@ -177,6 +185,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_BATCH_MAX", 'B'},
         {"FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED", 'R'},
         {"FAISS_PROXY_CURVE_SECRET_KEY_FILE", 'C'},
+        {"FAISS_PROXY_SHUTDOWN_TIMEOUT", 'S'},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -202,6 +211,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"allow-remote-unauthenticated", no_argument, 0, 'R'},
         {"curve-secret-key-file", required_argument, 0, 'C'},
         {"curve-keygen", required_argument, 0, 'G'},
+        {"shutdown-timeout", required_argument, 0, 'S'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},

@@ -29,6 +29,7 @@ typedef struct fpx_config {
     size_t batch_max;     /* dynamic batching: most query rows in one call; 1 = off */
     size_t max_message_size;
     size_t snapshot_bytes; /* WAL size that triggers a snapshot */
+    int shutdown_timeout;  /* seconds requests in flight get after SIGINT/SIGTERM */
     int log_debug;
 } fpx_config;
 

@@ -2,6 +2,8 @@
  * main.c - faiss-proxy-server: configuration, start-up, signals, shutdown.
  */
 #include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,12 +12,43 @@
 #include "engine/engine.h"
 #include "net.h"
 #include "server.h"
+#include "slotmap.h"
 #include "util.h"
 
 static volatile sig_atomic_t stop_requested;
 
+/* Each index keeps its log open and each client connection holds a socket,
+ * so the default soft limit (often 1024) caps indexes plus clients far below
+ * what the machine allows. Raise it to the hard limit; failing is not fatal. */
+static void raise_open_files_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        fpx_log(FPX_LOG_DEBUG, "open files limit: unlimited");
+    else
+        fpx_log(FPX_LOG_DEBUG, "open files limit: %llu (was %llu)", (unsigned long long)rl.rlim_cur,
+                (unsigned long long)before);
+}
+
+/* The first SIGINT/SIGTERM asks for a clean stop (net.c). A second one ends
+ * the process at once: every acknowledged write is already whole and
+ * fsync'd in its index's log, and a torn record at a log's end (a write
+ * never acknowledged) is dropped at the next start, so there is nothing to
+ * wait for. Only async-signal-safe calls here. */
 static void on_signal(int sig) {
-    (void)sig;
+    if (stop_requested) {
+        static const char msg[] = "faiss-proxy-server: second signal, exiting now\n";
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+        _exit(128 + sig);
+    }
     stop_requested = 1;
 }
 
@@ -28,6 +61,7 @@ int main(int argc, char **argv) {
     }
     if (cfg.log_debug)
         fpx_log_level = FPX_LOG_DEBUG;
+    raise_open_files_limit();
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -43,6 +77,12 @@ int main(int argc, char **argv) {
 
     fpx_server server;
     fpx_err err = {0};
+    /* Before any index is loaded: every label and key table hashes under it. */
+    if (fpx_hash_seed_random(&err) != 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
+        fpx_config_free(&cfg);
+        return 1;
+    }
     if (fpx_server_init(&server, &cfg, &err) != 0) {
         fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
         fpx_server_shutdown(&server);
@@ -50,6 +90,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     rc = fpx_net_run(&server, &stop_requested);
+    if (rc == FPX_NET_WORKERS_BUSY) {
+        /* A worker is still inside a FAISS call. Freeing the server (or
+         * running exit()'s destructors of FAISS and OpenMP) under it would be
+         * a use-after-free, so snapshot what is idle, flush, and leave with
+         * _exit: the logs already hold every write. */
+        fpx_server_snapshot_idle(&server);
+        fpx_log(FPX_LOG_INFO, "stopped");
+        fflush(stdout);
+        fflush(stderr);
+        _exit(0);
+    }
     fpx_server_shutdown(&server);
     fpx_config_free(&cfg);
     if (rc == 0)

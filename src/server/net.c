@@ -19,6 +19,12 @@
  *   worker -> broker: [client id][mode][reply body]   or ["R"] when it starts
  * mode bit 0: the client sent a delimiter; bit 1: the message did not have
  * exactly one body frame (the worker answers with a protocol_error).
+ *
+ * Shutdown: on the first SIGINT/SIGTERM the broker stops reading the front
+ * socket and keeps forwarding replies while requests in flight finish, for
+ * up to the shutdown timeout. A FAISS call cannot be interrupted, so a worker
+ * still busy at the deadline is left running and the caller exits without
+ * freeing what that worker may touch (main.c).
  */
 #include "net.h"
 #include "util.h"
@@ -35,6 +41,8 @@
 #define MODE_DELIM 1
 #define MODE_BADFRAMES 2
 #define BACKEND "inproc://fpx-workers"
+#define WORKER_READY 1
+#define WORKER_REPLIED 2
 
 typedef struct worker {
     fpx_server *s;
@@ -174,7 +182,8 @@ static void forward_request(void *front, void *back, zmq_msg_t *wid) {
 }
 
 /* A worker's message from back: ready signal or a reply for a client.
- * Returns 1 when the worker is now idle, storing its id in *wid. */
+ * Returns WORKER_READY or WORKER_REPLIED when the worker is now idle, its id
+ * in *wid, or 0 for anything else. */
 static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid) {
     if (zmq_msg_recv(wid, back, 0) < 0)
         return 0;
@@ -185,10 +194,10 @@ static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid) {
     int idle = 0;
     if (recv_more(back) && zmq_msg_recv(&id, back, 0) >= 0) {
         if (!recv_more(back)) {
-            idle = 1; /* ["R"]: a worker that just started */
+            idle = WORKER_READY; /* ["R"]: a worker that just started */
         } else if (zmq_msg_recv(&mode, back, 0) >= 0 && recv_more(back) &&
                    zmq_msg_recv(&body, back, 0) >= 0) {
-            idle = 1;
+            idle = WORKER_REPLIED;
             uint8_t m = zmq_msg_size(&mode) == 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
             /* A client that went away makes ROUTER drop the reply: fine. */
             zmq_msg_send(&id, front, ZMQ_SNDMORE);
@@ -202,6 +211,50 @@ static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid) {
     zmq_msg_close(&mode);
     zmq_msg_close(&body);
     return idle;
+}
+
+/* Reads one message from back: a reply goes to its client and the worker
+ * joins the idle stack. */
+static void take_worker_msg(void *front, void *back, zmq_msg_t *idle, int *nidle, int started,
+                            int *inflight) {
+    zmq_msg_t wid;
+    zmq_msg_init(&wid);
+    int r = handle_worker_msg(front, back, &wid);
+    if (r == WORKER_REPLIED)
+        (*inflight)--;
+    if (r && *nidle < started) {
+        zmq_msg_init(&idle[*nidle]);
+        zmq_msg_move(&idle[(*nidle)++], &wid);
+    }
+    zmq_msg_close(&wid);
+}
+
+/* After the stop signal: no more requests are read, but the replies of those
+ * in flight are still delivered, for up to timeout_s seconds. Returns the
+ * number still running at the deadline. A second signal does not come here:
+ * it ends the process at once (main.c). */
+static int finish_in_flight(void *front, void *back, zmq_msg_t *idle, int *nidle, int started,
+                            int *inflight, int timeout_s) {
+    if (*inflight > 0)
+        fpx_log(FPX_LOG_INFO,
+                "shutting down: taking no more requests, waiting up to %d s for %d in flight",
+                timeout_s, *inflight);
+    else
+        fpx_log(FPX_LOG_INFO, "shutting down");
+    uint64_t deadline = fpx_now_ns() + (uint64_t)timeout_s * 1000000000ull;
+    while (*inflight > 0) {
+        uint64_t now = fpx_now_ns();
+        if (now >= deadline)
+            break;
+        uint64_t left_ms = (deadline - now + 999999) / 1000000;
+        zmq_pollitem_t it = {back, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&it, 1, left_ms < 500 ? (long)left_ms : 500);
+        if (rc < 0 && zmq_errno() != EINTR)
+            break;
+        if (rc > 0 && (it.revents & ZMQ_POLLIN))
+            take_worker_msg(front, back, idle, nidle, started, inflight);
+    }
+    return *inflight;
 }
 
 int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
@@ -308,7 +361,7 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
 
     /* Idle workers, as a stack of their routing ids. */
     zmq_msg_t *idle = calloc((size_t)started, sizeof *idle);
-    int nidle = 0;
+    int nidle = 0, inflight = 0;
     while (!*stop && idle) {
         zmq_pollitem_t items[2] = {{back, 0, ZMQ_POLLIN, 0}, {front, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, nidle > 0 ? 2 : 1, 500);
@@ -318,30 +371,35 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
             fpx_log(FPX_LOG_ERROR, "poll failed: %s", zmq_strerror(zmq_errno()));
             break;
         }
-        if (items[0].revents & ZMQ_POLLIN) {
-            zmq_msg_t wid;
-            zmq_msg_init(&wid);
-            if (handle_worker_msg(front, back, &wid) && nidle < started) {
-                zmq_msg_init(&idle[nidle]);
-                zmq_msg_move(&idle[nidle++], &wid);
-            }
-            zmq_msg_close(&wid);
-        }
+        if (items[0].revents & ZMQ_POLLIN)
+            take_worker_msg(front, back, idle, &nidle, started, &inflight);
         if (nidle > 0 && (items[1].revents & ZMQ_POLLIN)) {
             nidle--;
             forward_request(front, back, &idle[nidle]);
             zmq_msg_close(&idle[nidle]);
+            inflight++;
         }
     }
-    fpx_log(FPX_LOG_INFO, "shutting down");
+    int busy = idle ? finish_in_flight(front, back, idle, &nidle, started, &inflight,
+                                       cfg->shutdown_timeout)
+                    : 0;
     for (int i = 0; i < nidle; i++)
         zmq_msg_close(&idle[i]);
     free(idle);
     zmq_close(front);
     zmq_close(back);
-    /* Unblocks the workers (ETERM); a worker in the middle of a request
-     * finishes it first, so its write is complete before we snapshot. */
+    /* Unblocks the idle workers (ETERM). */
     zmq_ctx_shutdown(ctx);
+    if (busy) {
+        /* Joining would wait for the FAISS call; zmq_ctx_term would wait for
+         * the busy workers' sockets. Both stay: the process is about to end. */
+        fpx_log(FPX_LOG_WARN,
+                "%d request(s) still running after the shutdown timeout of %d s: not waiting for "
+                "them (none was acknowledged; a write among them that reached its log is "
+                "replayed whole at the next start)",
+                inflight, cfg->shutdown_timeout);
+        return FPX_NET_WORKERS_BUSY;
+    }
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].thread, NULL);
     fpx_zap_stop(zap);

@@ -22,11 +22,14 @@
 int fpx_op_ping(fpx_req *r, fpx_out *o) {
     fpx_reply_ok(r, o, 0);
     msgpack_packer *m = fpx_out_meta(o);
-    msgpack_pack_map(m, 2);
+    msgpack_pack_map(m, 3);
     fpx_pack_cstr(m, "version");
     fpx_pack_cstr(m, FPX_VERSION);
     fpx_pack_cstr(m, "protocol");
     msgpack_pack_int(m, FPX_PROTOCOL_VERSION);
+    /* Clients size their requests by it: a larger one is dropped unanswered. */
+    fpx_pack_cstr(m, "max_message_size");
+    msgpack_pack_uint64(m, r->s->cfg->max_message_size);
     return 0;
 }
 

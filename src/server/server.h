@@ -55,6 +55,13 @@ typedef struct fpx_server {
 int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err);
 /* Snapshots indexes with unsnapshotted writes, then frees everything. */
 void fpx_server_shutdown(fpx_server *s);
+/*
+ * For a shutdown that cannot wait for every worker: snapshots the indexes
+ * with unsnapshotted writes whose lock is free right now, never waiting on a
+ * busy one (its log holds its writes). The locks it takes are kept, so
+ * nothing changes an index after its snapshot; the process must exit next.
+ */
+void fpx_server_snapshot_idle(fpx_server *s);
 
 /*
  * Handles one request body and returns the reply body. *reply is malloc'd

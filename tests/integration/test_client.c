@@ -272,15 +272,26 @@ static int contains(const uint8_t *p, size_t n, const char *s) {
 }
 
 static void test_raw(fpx_client *c) {
-    /* {"header_size": 20} {"operation": "ping"} */
-    static const uint8_t body[] = {0x81, 0xab, 'h', 'e',  'a',  'd',  'e', 'r', '_', 's',
-                                   'i',  'z',  'e', 0x10, 0x81, 0xa9, 'o', 'p', 'e', 'r',
-                                   'a',  't',  'i', 'o',  'n',  0xa4, 'p', 'i', 'n', 'g'};
+    /* {"header_size": 16, "vector_size": 0, "metadata_size": 0} {"operation": "ping"} */
+    static const uint8_t body[] = {
+        0x83, 0xab, 'h', 'e', 'a', 'd', 'e', 'r', '_',  's', 'i', 'z',  'e',  0x10, 0xab,
+        'v',  'e',  'c', 't', 'o', 'r', '_', 's', 'i',  'z', 'e', 0x00, 0xad, 'm',  'e',
+        't',  'a',  'd', 'a', 't', 'a', '_', 's', 'i',  'z', 'e', 0x00, 0x81, 0xa9, 'o',
+        'p',  'e',  'r', 'a', 't', 'i', 'o', 'n', 0xa4, 'p', 'i', 'n',  'g'};
+    /* {"header_size": 16} {"operation": "ping"}: the other two sizes are required */
+    static const uint8_t partial[] = {0x81, 0xab, 'h', 'e',  'a',  'd',  'e', 'r', '_', 's',
+                                      'i',  'z',  'e', 0x10, 0x81, 0xa9, 'o', 'p', 'e', 'r',
+                                      'a',  't',  'i', 'o',  'n',  0xa4, 'p', 'i', 'n', 'g'};
     uint8_t *reply = NULL;
     size_t len = 0;
     OK(c, fpx_client_request_raw(c, body, sizeof body, &reply, &len));
     /* with keys configured the raw ping has no key: an error reply, still a reply */
-    CHECK(reply && len > 0);
+    CHECK(reply && len > 0 && !contains(reply, len, "protocol_error"));
+    free(reply);
+    reply = NULL;
+    OK(c, fpx_client_request_raw(c, partial, sizeof partial, &reply, &len));
+    CHECK(reply && len > 0 && contains(reply, len, "protocol_error") &&
+          contains(reply, len, "preamble lacks vector_size"));
     free(reply);
     reply = NULL;
     OK(c, fpx_client_request_raw(c, "junk", 4, &reply, &len));

@@ -164,43 +164,107 @@ static void test_round_trip(void) {
     }
 }
 
-/* A plain msgpack decoder reads the server's padded preamble as the contract's map. */
-static void test_preamble_is_plain_msgpack(void) {
-    uint8_t *b = NULL;
-    size_t n = 0;
-    CHECK(build("ping", 3, 24, 1, &b, &n) == 0);
+/* The three sizes of a preamble at the start of b, which must be a map of
+ * exactly those three keys. 0 or -1. */
+static int read_preamble(const uint8_t *b, size_t n, size_t *off, int64_t sizes[3]) {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    size_t off = 0;
-    CHECK(msgpack_unpack_next(&u, (const char *)b, n, &off) == MSGPACK_UNPACK_SUCCESS);
-    CHECK(u.data.type == MSGPACK_OBJECT_MAP && u.data.via.map.size == 3);
-    int64_t hs = -1, vs = -1, ms = -1;
-    CHECK(fpx_obj_int(fpx_map_get(&u.data, "header_size"), &hs) == 0);
-    CHECK(fpx_obj_int(fpx_map_get(&u.data, "vector_size"), &vs) == 0);
-    CHECK(fpx_obj_int(fpx_map_get(&u.data, "metadata_size"), &ms) == 0);
-    CHECK(vs == 24);
-    CHECK(off + (size_t)(hs + vs + ms) == n);
-    CHECK((off + (size_t)hs) % 8 == 0); /* data starts 8-aligned */
+    *off = 0;
+    int rc = -1;
+    if (msgpack_unpack_next(&u, (const char *)b, n, off) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP && u.data.via.map.size == 3 &&
+        fpx_obj_int(fpx_map_get(&u.data, "header_size"), &sizes[0]) == 0 &&
+        fpx_obj_int(fpx_map_get(&u.data, "vector_size"), &sizes[1]) == 0 &&
+        fpx_obj_int(fpx_map_get(&u.data, "metadata_size"), &sizes[2]) == 0)
+        rc = 0;
     msgpack_unpacked_destroy(&u);
-    free(b);
+    return rc;
 }
 
-/* Minimal encodings from other clients: fixint sizes, missing optional sizes. */
+/* A plain msgpack decoder reads the server's padded preamble as the contract's
+ * map, and every encoder (whole bodies and framed replies, with and without
+ * data or metadata) writes all three sizes, zeros included. */
+static void test_preamble_is_plain_msgpack(void) {
+    for (int dsize = 0; dsize <= 24; dsize += 24) {
+        for (int with_meta = 0; with_meta <= 1; with_meta++) {
+            uint8_t *b = NULL;
+            size_t n = 0, off = 0;
+            int64_t sz[3] = {-1, -1, -1};
+            CHECK(build("ping", 3, (size_t)dsize, with_meta, &b, &n) == 0);
+            CHECK(read_preamble(b, n, &off, sz) == 0);
+            CHECK(sz[1] == dsize && (sz[2] > 0) == with_meta);
+            CHECK(off + (size_t)(sz[0] + sz[1] + sz[2]) == n);
+            if (dsize)
+                CHECK((off + (size_t)sz[0]) % 8 == 0); /* data starts 8-aligned */
+            free(b);
+
+            fpx_out o;
+            fpx_out_init(&o);
+            msgpack_packer *pk = fpx_out_hdr(&o);
+            msgpack_pack_map(pk, 1);
+            fpx_pack_cstr(pk, "status");
+            fpx_pack_cstr(pk, "ok");
+            if (with_meta)
+                msgpack_pack_nil(fpx_out_meta(&o));
+            uint8_t *prefix = NULL, *meta = NULL;
+            size_t plen = 0, mlen = 0;
+            CHECK(fpx_out_frame(&o, (size_t)dsize, &prefix, &plen, &meta, &mlen) == 0);
+            CHECK(prefix && read_preamble(prefix, plen, &off, sz) == 0);
+            CHECK(sz[1] == dsize && sz[2] == (int64_t)mlen && off + (size_t)sz[0] == plen);
+            free(prefix);
+            free(meta);
+        }
+    }
+}
+
+/* The preamble must hold the three sizes and nothing else (the contract's
+ * map); any valid msgpack encoding of them and any key order is accepted. */
 static void test_foreign_preambles(void) {
     static const uint8_t hdr[] = {0x81, 0xa9, 'o', 'p',  'e', 'r', 'a', 't',
                                   'i',  'o',  'n', 0xa4, 'p', 'i', 'n', 'g'};
+    static const char *const keys[3] = {"header_size", "vector_size", "metadata_size"};
     buf b;
-    buf_init(&b);
-    msgpack_pack_map(&b.pk, 1);
-    fpx_pack_cstr(&b.pk, "header_size");
-    msgpack_pack_int(&b.pk, (int)sizeof hdr);
-    buf_raw(&b, hdr, sizeof hdr);
     fpx_msg m;
     fpx_err err = {0};
-    CHECK(fpx_msg_decode(&m, b.sb.data, b.sb.size, &err) == 0);
-    CHECK(fpx_obj_str_eq(fpx_map_get(m.header, "operation"), "ping"));
-    CHECK(m.body.data_size == 0 && m.meta == NULL);
-    fpx_msg_destroy(&m);
+    /* a subset of the sizes: each missing one is a protocol_error */
+    for (int mask = 1; mask < 7; mask++) {
+        buf_init(&b);
+        msgpack_pack_map(&b.pk, (size_t)((mask & 1) + (mask >> 1 & 1) + (mask >> 2 & 1)));
+        for (int k = 0; k < 3; k++) {
+            if (!(mask >> k & 1))
+                continue;
+            fpx_pack_cstr(&b.pk, keys[k]);
+            msgpack_pack_int(&b.pk, k == 0 ? (int)sizeof hdr : 0);
+        }
+        buf_raw(&b, hdr, sizeof hdr);
+        expect_protocol_error(b.sb.data, b.sb.size, "a preamble without all three sizes");
+        CHECK(fpx_msg_decode(&m, b.sb.data, b.sb.size, &err) != 0 &&
+              strstr(err.msg, "preamble lacks") != NULL);
+        buf_free(&b);
+    }
+    /* the three sizes and one more key */
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 4);
+    for (int k = 0; k < 3; k++) {
+        fpx_pack_cstr(&b.pk, keys[k]);
+        msgpack_pack_int(&b.pk, k == 0 ? (int)sizeof hdr : 0);
+    }
+    fpx_pack_cstr(&b.pk, "checksum");
+    msgpack_pack_int(&b.pk, 0);
+    buf_raw(&b, hdr, sizeof hdr);
+    expect_protocol_error(b.sb.data, b.sb.size, "a preamble with a fourth key");
+    buf_free(&b);
+    /* a size given twice instead of another: still not the three sizes */
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 3);
+    fpx_pack_cstr(&b.pk, "header_size");
+    msgpack_pack_int(&b.pk, (int)sizeof hdr);
+    fpx_pack_cstr(&b.pk, "vector_size");
+    msgpack_pack_int(&b.pk, 0);
+    fpx_pack_cstr(&b.pk, "vector_size");
+    msgpack_pack_int(&b.pk, 0);
+    buf_raw(&b, hdr, sizeof hdr);
+    expect_protocol_error(b.sb.data, b.sb.size, "a preamble with a repeated key");
     buf_free(&b);
 
     /* explicit zero sizes, uint16 encodings */
