@@ -53,6 +53,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -68,6 +69,12 @@ struct fpx_engine {
      * 1.7.3 recomputes them in every BLAS search, a whole extra pass over the
      * vectors that costs as much as the search of a small batch. */
     std::vector<float> norms;
+    /* FAISS 1.7.3's IndexHNSW::search ignores SearchParametersHNSW::efSearch
+     * and reads hnsw.efSearch: a search asking for another efSearch sets it
+     * for its own call under this lock held exclusively, every other HNSW
+     * search, and every writer of the index's bytes (a snapshot must never
+     * keep a search's own value), holds it shared. */
+    mutable std::shared_mutex knobs;
 };
 
 namespace {
@@ -812,7 +819,7 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
                                           metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT
                                                                   : faiss::METRIC_L2);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
-        *out = new fpx_engine{std::move(idx), nullptr, {}};
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
         sync_norms(*out);
         return 0;
     }
@@ -832,7 +839,7 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
                        "binary index types start with B (BFlat, BIVF<n>, BHNSW<M>, ...)");
     try {
         std::unique_ptr<BinIndex> b(faiss::index_binary_factory((int)dim, description));
-        *out = new fpx_engine{nullptr, std::move(b), {}};
+        *out = new fpx_engine{nullptr, std::move(b), {}, {}};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -929,18 +936,45 @@ static int binary_search(fpx_engine *e, int64_t n, const uint8_t *x, int64_t k,
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
+static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
+                        const fpx_search_params &kn, const fpx_bitset *allowed, float *D,
+                        int64_t *I, fpx_err *err);
+
+/* The HNSW index under idx's transforms, or nullptr. */
+static faiss::IndexHNSW *hnsw_core(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    return dynamic_cast<faiss::IndexHNSW *>(idx);
+}
+
 int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
                       const fpx_search_params *params, const fpx_bitset *allowed, void *Dv,
                       int64_t *I, fpx_err *err) {
     if (n == 0)
         return 0;
-    if (k < 1)
-        return set_err(err, FPX_E_VALIDATION, "k must be >= 1");
     fpx_search_params kn = params ? *params : fpx_search_params{0, 0, 0};
     if (e->bin)
         return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
-    const float *x = (const float *)xv;
-    float *D = (float *)Dv;
+    faiss::IndexHNSW *h = hnsw_core(e->index.get());
+    if (!h)
+        return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
+    if (kn.efSearch <= 0 || kn.efSearch == h->hnsw.efSearch) {
+        std::shared_lock<std::shared_mutex> lk(e->knobs);
+        return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
+    }
+    std::unique_lock<std::shared_mutex> lk(e->knobs);
+    int saved = h->hnsw.efSearch;
+    h->hnsw.efSearch = (int)kn.efSearch;
+    int rc = search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
+    h->hnsw.efSearch = saved;
+    return rc;
+}
+
+static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
+                        const fpx_search_params &kn, const fpx_bitset *allowed, float *D,
+                        int64_t *I, fpx_err *err) {
+    if (k < 1)
+        return set_err(err, FPX_E_VALIDATION, "k must be >= 1");
     const Index *idx = e->index.get();
     try {
         if (!idx->is_trained)
@@ -1327,6 +1361,7 @@ extern "C" {
 
 int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
                       uint8_t **buf, size_t *len, fpx_err *err) {
+    std::shared_lock<std::shared_mutex> knobs(e->knobs); /* hnsw.efSearch as set */
     if (e->bin)
         return export_index<BinaryKind>(e->bin.get(), live, labels, idmap, buf, len, err);
     return export_index<FloatKind>(e->index.get(), live, labels, idmap, buf, len, err);
@@ -1385,7 +1420,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         if (take_labels(lab, identity, labels, err))
             return -1;
         *had_idmap = wrapped ? 1 : 0;
-        *out = new fpx_engine{nullptr, std::move(b), {}};
+        *out = new fpx_engine{nullptr, std::move(b), {}, {}};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -1439,7 +1474,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         if (take_labels(lab, identity, labels, err))
             return -1;
         *had_idmap = wrapped ? 1 : 0;
-        *out = new fpx_engine{std::move(idx), nullptr, {}};
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
         sync_norms(*out);
         return 0;
     }
@@ -1463,6 +1498,7 @@ struct CallbackWriter : faiss::IOWriter {
 } // namespace
 
 int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *len, fpx_err *err) {
+    std::shared_lock<std::shared_mutex> knobs(e->knobs); /* hnsw.efSearch as set */
     try {
         CallbackWriter w(fn, ctx);
         if (e->bin)
@@ -1476,6 +1512,7 @@ int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *le
 }
 
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {
+    std::shared_lock<std::shared_mutex> knobs(e->knobs); /* hnsw.efSearch as set */
     try {
         faiss::VectorIOWriter w;
         if (e->bin)
@@ -1498,11 +1535,11 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
         BufReader r(buf, len);
         if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') {
             std::unique_ptr<BinIndex> b(unwrap_binary_idmap(faiss::read_index_binary(&r)));
-            *out = new fpx_engine{nullptr, std::move(b), {}};
+            *out = new fpx_engine{nullptr, std::move(b), {}, {}};
             return 0;
         }
         std::unique_ptr<Index> idx(unwrap_idmap(faiss::read_index(&r)));
-        *out = new fpx_engine{std::move(idx), nullptr, {}};
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
         sync_norms(*out);
         return 0;
     }

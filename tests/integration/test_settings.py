@@ -77,3 +77,28 @@ def test_good_settings_still_accepted(client):
     _, Ir = ref.search(xb[:10], 5)
     _, I, _ = client.search(name, xb[:10], 5)
     assert np.array_equal(I, Ir)
+
+
+def test_per_search_efsearch_on_hnsw_is_applied(client):
+    """FAISS 1.7.3's IndexHNSW ignores SearchParametersHNSW.efSearch; the server
+    must still answer as the index does with that efSearch set. The reference
+    is the server's own graph (exported), so results must be identical."""
+    d = 16
+    xb, xq = rand(3000, d, 303), rand(50, d, 304)
+    name = unique()
+    client.create(name, d, "HNSW8")
+    client.add(name, xb)
+    _, data, _ = client.ok({"operation": "export_index", "index_id": name})
+    ref = faiss.deserialize_index(np.frombuffer(data, dtype="uint8").copy())
+    _, Idefault = ref.search(xq, 10)
+    seen_difference = False
+    for ef in (1, 16, 256):
+        ref.hnsw.efSearch = ef
+        Dr, Ir = ref.search(xq, 10)
+        seen_difference |= not np.array_equal(Ir, Idefault)
+        D, I, _ = client.search(name, xq, 10, params={"efSearch": ef})
+        assert np.array_equal(I, Ir) and np.array_equal(D, Dr), ef
+    assert seen_difference  # efSearch changes FAISS's answers: the comparison means something
+    # the index's own setting is untouched by per-search values
+    _, I, _ = client.search(name, xq, 10)
+    assert np.array_equal(I, Idefault)
