@@ -49,6 +49,15 @@ static const char usage[] =
     "                                                      FAISS_PROXY_BATCH_MAX (256)\n"
     "      --shutdown-timeout S   seconds requests in flight may still take after SIGINT/SIGTERM\n"
     "                                                      FAISS_PROXY_SHUTDOWN_TIMEOUT (10)\n"
+    "      --tenant-max-indexes N      most indexes per tenant, 0 = no limit\n"
+    "                                       FAISS_PROXY_TENANT_MAX_INDEXES (0)\n"
+    "      --tenant-max-vectors N      most vectors per tenant (deleted ones count until\n"
+    "                             rebuilt), 0 = no limit     FAISS_PROXY_TENANT_MAX_VECTORS (0)\n"
+    "      --tenant-max-disk-bytes N   most bytes on disk per tenant, 0 = no limit\n"
+    "                                       FAISS_PROXY_TENANT_MAX_DISK_BYTES (0)\n"
+    "      --max-inflight-per-client N requests of one connection at the workers at once\n"
+    "                                       FAISS_PROXY_MAX_INFLIGHT_PER_CLIENT\n"
+    "                                       (three quarters of the workers)\n"
     "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
     "  -h, --help                 this text\n"
     "  -V, --version              print the version\n";
@@ -129,6 +138,15 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
             return -1;
         cfg->shutdown_timeout = (int)n;
         return 0;
+    case 'I':
+        return parse_size("tenant max indexes", v, 0, (size_t)1 << 40, &cfg->tenant_max_indexes);
+    case 'N':
+        return parse_size("tenant max vectors", v, 0, (size_t)1 << 50, &cfg->tenant_max_vectors);
+    case 'D':
+        return parse_size("tenant max disk bytes", v, 0, (size_t)1 << 60,
+                          &cfg->tenant_max_disk_bytes);
+    case 'F':
+        return parse_size("max in-flight per client", v, 1, 256, &cfg->max_inflight_per_client);
     case 'v':
         cfg->log_debug = 1;
         return 0;
@@ -186,6 +204,10 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED", 'R'},
         {"FAISS_PROXY_CURVE_SECRET_KEY_FILE", 'C'},
         {"FAISS_PROXY_SHUTDOWN_TIMEOUT", 'S'},
+        {"FAISS_PROXY_TENANT_MAX_INDEXES", 'I'},
+        {"FAISS_PROXY_TENANT_MAX_VECTORS", 'N'},
+        {"FAISS_PROXY_TENANT_MAX_DISK_BYTES", 'D'},
+        {"FAISS_PROXY_MAX_INFLIGHT_PER_CLIENT", 'F'},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -212,6 +234,10 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"curve-secret-key-file", required_argument, 0, 'C'},
         {"curve-keygen", required_argument, 0, 'G'},
         {"shutdown-timeout", required_argument, 0, 'S'},
+        {"tenant-max-indexes", required_argument, 0, 'I'},
+        {"tenant-max-vectors", required_argument, 0, 'N'},
+        {"tenant-max-disk-bytes", required_argument, 0, 'D'},
+        {"max-inflight-per-client", required_argument, 0, 'F'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
@@ -240,6 +266,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         fputs(usage, stderr);
         return -1;
     }
+    if (cfg->max_inflight_per_client == 0) /* a quarter of the workers stays for others */
+        cfg->max_inflight_per_client = (size_t)(cfg->workers - cfg->workers / 4);
     if (cfg->curve_key_file[0]) {
         fpx_err err;
         if (fpx_curve_load(cfg->curve_key_file, cfg->curve_public_key, cfg->curve_secret_key,

@@ -30,6 +30,12 @@ typedef struct fpx_config {
     size_t max_message_size;
     size_t snapshot_bytes; /* WAL size that triggers a snapshot */
     int shutdown_timeout;  /* seconds requests in flight get after SIGINT/SIGTERM */
+    /* Per-tenant quotas, 0 = none: indexes, vectors held (deleted ones count
+     * until the index is rebuilt), bytes on disk (snapshots and logs). */
+    size_t tenant_max_indexes, tenant_max_vectors, tenant_max_disk_bytes;
+    /* Requests one client connection may have at the workers at once, so
+     * that one client cannot occupy every worker. */
+    size_t max_inflight_per_client;
     int log_debug;
 } fpx_config;
 

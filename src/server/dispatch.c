@@ -61,12 +61,17 @@ const fpx_opdef *fpx_op_find(const char *name, size_t len) {
 static int log_and_apply(fpx_req *r) {
     fpx_index *ix = r->ix;
     uint64_t before = ix->wal_bytes;
+    if (r->rec.op == FPX_WAL_ADD &&
+        fpx_server_check_quota(r->s, ix->tenant, r->rec.n, 48 + r->rec.data_len + r->rec.meta_len,
+                               &r->err))
+        return -1;
     if (fpx_store_log(r->s->cfg->data_dir, ix, &r->rec, &r->err))
         return -1;
     if (fpx_apply(ix, &r->rec, &r->err)) {
         fpx_store_unlog(ix, before);
         return -1;
     }
+    fpx_server_sync_usage(ix);
     return 0;
 }
 
@@ -78,7 +83,8 @@ static int register_new(fpx_req *r) {
     fpx_index *ix = r->made;
     r->made = NULL;
     atomic_store(&ix->refs, 1); /* the registry's */
-    if (fpx_server_reserve(s, ix, &r->err) != 0) {
+    if (fpx_server_check_quota(s, ix->tenant, ix->nlive, r->msg.body.data_size, &r->err) != 0 ||
+        fpx_server_reserve(s, ix, &r->err) != 0) {
         fpx_index_free(ix);
         return -1;
     }
@@ -88,6 +94,7 @@ static int register_new(fpx_req *r) {
         return -1;
     }
     atomic_fetch_add(&ix->refs, 1); /* the request's */
+    fpx_server_sync_usage(ix);
     fpx_server_publish(s, ix);
     r->ix = ix;
     fpx_log(FPX_LOG_INFO, "created index %s/%s (%s, d=%lld, %lld vectors)", ix->tenant, ix->name,
@@ -116,12 +123,30 @@ static int drop_unavailable(fpx_req *r) {
     return fpx_server_drop_unavailable(r->s, r->tenant, name, &r->err);
 }
 
+/* Takes the index's lock. When it is busy, at most three quarters of the
+ * workers may wait for it: a long write on one index (an HNSW add, a train)
+ * must not hold every worker, so that other indexes are still served; one
+ * more request for it is answered limit_exceeded at once. */
 static int lock_index(fpx_req *r, fpx_lockmode mode) {
     fpx_index *ix = r->ix;
-    if (mode == FPX_LOCK_EXCLUSIVE)
-        pthread_rwlock_wrlock(&ix->lock);
-    else
-        pthread_rwlock_rdlock(&ix->lock);
+    int excl = mode == FPX_LOCK_EXCLUSIVE;
+    if ((excl ? pthread_rwlock_trywrlock(&ix->lock) : pthread_rwlock_tryrdlock(&ix->lock)) != 0) {
+        int w = r->s->cfg->workers, cap = w - w / 4 - 1; /* and one holding it */
+        if (cap < 1)
+            cap = 1;
+        if (atomic_fetch_add(&ix->waiting, 1) >= cap) {
+            atomic_fetch_sub(&ix->waiting, 1);
+            return fpx_err_set(&r->err, FPX_E_LIMIT,
+                               "index '%s' is busy: %d requests are already waiting for it; "
+                               "retry later",
+                               ix->name, cap);
+        }
+        if (excl)
+            pthread_rwlock_wrlock(&ix->lock);
+        else
+            pthread_rwlock_rdlock(&ix->lock);
+        atomic_fetch_sub(&ix->waiting, 1);
+    }
     if (ix->dropped) {
         pthread_rwlock_unlock(&ix->lock);
         return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", ix->name);
@@ -185,6 +210,31 @@ static const uint8_t oom_reply[] = {
     'r', 'o', 'r', 0xa7, 'm', 'e', 's', 's', 'a', 'g', 'e', 0xad, 'o', 'u', 't', ' ', 'o', 'f', ' ',
     'm', 'e', 'm', 'o', 'r', 'y'};
 
+/* The request_id to echo: only integers and UTF-8 strings are. */
+static const msgpack_object *request_id_of(const msgpack_object *header) {
+    const msgpack_object *rid = fpx_map_get(header, "request_id");
+    if (rid && rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        rid->type != MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+        !(rid->type == MSGPACK_OBJECT_STR && fpx_obj_utf8_valid(rid)))
+        return NULL;
+    return rid;
+}
+
+void fpx_server_refuse(const uint8_t *body, size_t len, const fpx_err *err, uint8_t **reply,
+                       size_t *reply_len, int *is_static) {
+    fpx_msg msg;
+    fpx_err derr = {0};
+    int decoded = fpx_msg_decode(&msg, body, len, &derr) == 0;
+    *is_static = 0;
+    if (fpx_build_error(err, decoded ? request_id_of(msg.header) : NULL, reply, reply_len) != 0) {
+        *reply = (uint8_t *)oom_reply;
+        *reply_len = sizeof oom_reply;
+        *is_static = 1;
+    }
+    if (decoded)
+        fpx_msg_destroy(&msg);
+}
+
 /* Authenticates and finds the operation; runs it. */
 static int handle_decoded(fpx_req *r, fpx_out *o) {
     const msgpack_object *opname = fpx_map_get(r->h, "operation");
@@ -214,11 +264,7 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
     if (fpx_msg_decode(&r.msg, body, len, &r.err) == 0) {
         decoded = 1;
         r.h = r.msg.header;
-        r.rid = fpx_map_get(r.h, "request_id");
-        if (r.rid && r.rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
-            r.rid->type != MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-            !(r.rid->type == MSGPACK_OBJECT_STR && fpx_obj_utf8_valid(r.rid)))
-            r.rid = NULL; /* only integers and UTF-8 strings are echoed */
+        r.rid = request_id_of(r.h);
         rc = handle_decoded(&r, &o);
     }
     fpx_index_unref(r.ix);

@@ -51,10 +51,11 @@ typedef struct fpx_index {
 
     pthread_rwlock_t lock;
     atomic_int refs;
-    int dropped;     /* deleted; waiting for the last reference */
-    int creating;    /* registered, its files not yet durable: invisible to lookups */
-    int snap_queued; /* waiting for the background snapshot writer (server.c) */
-    int snap_force;  /* that snapshot is wanted whatever the log's size */
+    atomic_int waiting; /* requests blocked on lock (dispatch.c caps them) */
+    int dropped;        /* deleted; waiting for the last reference */
+    int creating;       /* registered, its files not yet durable: invisible to lookups */
+    int snap_queued;    /* waiting for the background snapshot writer (server.c) */
+    int snap_force;     /* that snapshot is wanted whatever the log's size */
     struct fpx_index *snap_next;
     fpx_batcher batch; /* concurrent searches answered together */
 
@@ -80,6 +81,9 @@ typedef struct fpx_index {
     uint64_t snap_seq; /* last write covered by the snapshot on disk */
     uint64_t wal_bytes;
     uint64_t snap_bytes; /* size of the snapshot on disk */
+    /* Copies of nlive and snap_bytes + wal_bytes, readable without the lock
+     * (tenant quotas sum them over a tenant's indexes; registry.c). */
+    atomic_llong use_vectors, use_bytes;
 } fpx_index;
 
 /*

@@ -142,8 +142,78 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* Client message from front -> an idle worker. */
-static void forward_request(void *front, void *back, zmq_msg_t *wid) {
+/*
+ * Requests each client connection has at the workers. A connection holding
+ * its limit (--max-inflight-per-client) is answered limit_exceeded for any
+ * more, so one pipelining client cannot occupy every worker. At most one
+ * entry per busy worker, so a small array does.
+ */
+typedef struct client_load {
+    uint8_t id[256]; /* ZeroMQ routing ids are at most 255 bytes */
+    size_t len;
+    int n;
+} client_load;
+
+typedef struct clients {
+    client_load *tab;
+    int cap, used;
+    int limit;
+} clients;
+
+static client_load *client_find(clients *c, zmq_msg_t *id) {
+    size_t len = zmq_msg_size(id);
+    for (int i = 0; i < c->used; i++)
+        if (c->tab[i].len == len && !memcmp(c->tab[i].id, zmq_msg_data(id), len))
+            return &c->tab[i];
+    return NULL;
+}
+
+/* One more request of id at the workers: 0, or -1 when it holds its limit. */
+static int client_take(clients *c, zmq_msg_t *id) {
+    client_load *l = client_find(c, id);
+    if (l && l->n >= c->limit)
+        return -1;
+    if (!l) {
+        if (c->used == c->cap || zmq_msg_size(id) > sizeof l->id)
+            return 0; /* cannot happen: one entry per busy worker */
+        l = &c->tab[c->used++];
+        l->len = zmq_msg_size(id);
+        memcpy(l->id, zmq_msg_data(id), l->len);
+        l->n = 0;
+    }
+    l->n++;
+    return 0;
+}
+
+static void client_release(clients *c, zmq_msg_t *id) {
+    client_load *l = client_find(c, id);
+    if (l && --l->n == 0)
+        *l = c->tab[--c->used];
+}
+
+/* Answers a request at the front without a worker (the client's limit). */
+static void refuse(void *front, zmq_msg_t *id, uint8_t mode, zmq_msg_t *body, int limit) {
+    fpx_err err;
+    fpx_err_set(&err, FPX_E_LIMIT,
+                "this connection already has %d requests being handled "
+                "(--max-inflight-per-client): wait for their replies",
+                limit);
+    uint8_t *reply;
+    size_t len;
+    int is_static;
+    fpx_server_refuse(zmq_msg_data(body), zmq_msg_size(body), &err, &reply, &len, &is_static);
+    zmq_msg_t out;
+    zmq_msg_init_data(&out, reply, len, is_static ? NULL : free_reply, NULL);
+    zmq_msg_send(id, front, ZMQ_SNDMORE);
+    if (mode & MODE_DELIM)
+        zmq_send(front, "", 0, ZMQ_SNDMORE);
+    if (zmq_msg_send(&out, front, 0) < 0)
+        zmq_msg_close(&out);
+}
+
+/* Client message from front -> an idle worker. Returns 1 when the worker
+ * took it, 0 when it was answered here (or was not a message). */
+static int forward_request(void *front, void *back, zmq_msg_t *wid, clients *cl) {
     zmq_msg_t id, f1, f2;
     zmq_msg_init(&id);
     zmq_msg_init(&f1);
@@ -153,7 +223,7 @@ static void forward_request(void *front, void *back, zmq_msg_t *wid) {
         zmq_msg_close(&id);
         zmq_msg_close(&f1);
         zmq_msg_close(&f2);
-        return;
+        return 0;
     }
     int have1 = recv_more(front) && zmq_msg_recv(&f1, front, 0) >= 0;
     if (!have1) {
@@ -171,6 +241,13 @@ static void forward_request(void *front, void *back, zmq_msg_t *wid) {
             mode |= MODE_BADFRAMES;
     }
     drain(front);
+    if (client_take(cl, &id) != 0) {
+        refuse(front, &id, mode, &f2, cl->limit);
+        zmq_msg_close(&id);
+        zmq_msg_close(&f1);
+        zmq_msg_close(&f2);
+        return 0;
+    }
     zmq_msg_t mm;
     zmq_msg_init_size(&mm, 1);
     *(uint8_t *)zmq_msg_data(&mm) = mode;
@@ -179,12 +256,13 @@ static void forward_request(void *front, void *back, zmq_msg_t *wid) {
     zmq_msg_send(&mm, back, ZMQ_SNDMORE);
     zmq_msg_send(&f2, back, 0);
     zmq_msg_close(&f1);
+    return 1;
 }
 
 /* A worker's message from back: ready signal or a reply for a client.
  * Returns WORKER_READY or WORKER_REPLIED when the worker is now idle, its id
  * in *wid, or 0 for anything else. */
-static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid) {
+static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid, clients *cl) {
     if (zmq_msg_recv(wid, back, 0) < 0)
         return 0;
     zmq_msg_t id, mode, body;
@@ -198,6 +276,7 @@ static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid) {
         } else if (zmq_msg_recv(&mode, back, 0) >= 0 && recv_more(back) &&
                    zmq_msg_recv(&body, back, 0) >= 0) {
             idle = WORKER_REPLIED;
+            client_release(cl, &id);
             uint8_t m = zmq_msg_size(&mode) == 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
             /* A client that went away makes ROUTER drop the reply: fine. */
             zmq_msg_send(&id, front, ZMQ_SNDMORE);
@@ -216,10 +295,10 @@ static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid) {
 /* Reads one message from back: a reply goes to its client and the worker
  * joins the idle stack. */
 static void take_worker_msg(void *front, void *back, zmq_msg_t *idle, int *nidle, int started,
-                            int *inflight) {
+                            int *inflight, clients *cl) {
     zmq_msg_t wid;
     zmq_msg_init(&wid);
-    int r = handle_worker_msg(front, back, &wid);
+    int r = handle_worker_msg(front, back, &wid, cl);
     if (r == WORKER_REPLIED)
         (*inflight)--;
     if (r && *nidle < started) {
@@ -234,7 +313,7 @@ static void take_worker_msg(void *front, void *back, zmq_msg_t *idle, int *nidle
  * number still running at the deadline. A second signal does not come here:
  * it ends the process at once (main.c). */
 static int finish_in_flight(void *front, void *back, zmq_msg_t *idle, int *nidle, int started,
-                            int *inflight, int timeout_s) {
+                            clients *cl, int *inflight, int timeout_s) {
     if (*inflight > 0)
         fpx_log(FPX_LOG_INFO,
                 "shutting down: taking no more requests, waiting up to %d s for %d in flight",
@@ -252,7 +331,7 @@ static int finish_in_flight(void *front, void *back, zmq_msg_t *idle, int *nidle
         if (rc < 0 && zmq_errno() != EINTR)
             break;
         if (rc > 0 && (it.revents & ZMQ_POLLIN))
-            take_worker_msg(front, back, idle, nidle, started, inflight);
+            take_worker_msg(front, back, idle, nidle, started, inflight, cl);
     }
     return *inflight;
 }
@@ -362,6 +441,12 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     /* Idle workers, as a stack of their routing ids. */
     zmq_msg_t *idle = calloc((size_t)started, sizeof *idle);
     int nidle = 0, inflight = 0;
+    clients cl = {calloc((size_t)started, sizeof(client_load)), started, 0,
+                  (int)cfg->max_inflight_per_client};
+    if (!cl.tab) {
+        free(idle);
+        idle = NULL;
+    }
     while (!*stop && idle) {
         zmq_pollitem_t items[2] = {{back, 0, ZMQ_POLLIN, 0}, {front, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, nidle > 0 ? 2 : 1, 500);
@@ -372,20 +457,21 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
-            take_worker_msg(front, back, idle, &nidle, started, &inflight);
-        if (nidle > 0 && (items[1].revents & ZMQ_POLLIN)) {
+            take_worker_msg(front, back, idle, &nidle, started, &inflight, &cl);
+        if (nidle > 0 && (items[1].revents & ZMQ_POLLIN) &&
+            forward_request(front, back, &idle[nidle - 1], &cl)) {
             nidle--;
-            forward_request(front, back, &idle[nidle]);
             zmq_msg_close(&idle[nidle]);
             inflight++;
         }
     }
-    int busy = idle ? finish_in_flight(front, back, idle, &nidle, started, &inflight,
+    int busy = idle ? finish_in_flight(front, back, idle, &nidle, started, &cl, &inflight,
                                        cfg->shutdown_timeout)
                     : 0;
     for (int i = 0; i < nidle; i++)
         zmq_msg_close(&idle[i]);
     free(idle);
+    free(cl.tab);
     zmq_close(front);
     zmq_close(back);
     /* Unblocks the idle workers (ETERM). */

@@ -71,10 +71,17 @@ int fpx_server_insert(fpx_server *s, fpx_index *ix) {
 
 int fpx_server_reserve(fpx_server *s, fpx_index *ix, fpx_err *err) {
     int rc = 0;
+    size_t mine = 0, max = s->cfg->tenant_max_indexes;
     pthread_rwlock_wrlock(&s->reg_lock);
-    for (size_t i = 0; i < s->nindexes && rc == 0; i++)
+    for (size_t i = 0; i < s->nindexes && rc == 0; i++) {
         if (same(s->indexes[i], ix->tenant, ix->name, strlen(ix->name)))
             rc = fpx_err_set(err, FPX_E_EXISTS, "index '%s' already exists", ix->name);
+        mine += !strcmp(s->indexes[i]->tenant, ix->tenant);
+    }
+    if (rc == 0 && max && mine >= max)
+        rc = fpx_err_set(err, FPX_E_LIMIT,
+                         "tenant '%s' has %zu indexes, its quota (--tenant-max-indexes)",
+                         ix->tenant, mine);
     if (rc == 0) {
         ix->creating = 1;
         if (insert(s, ix) != 0)
@@ -128,6 +135,43 @@ int fpx_server_list(fpx_server *s, const char *tenant, fpx_index ***out, size_t 
         return -1;
     qsort(mine, *n, sizeof *mine, cmp_index_name);
     *out = mine;
+    return 0;
+}
+
+/* ---- tenant quotas --------------------------------------------------------------- */
+
+void fpx_server_sync_usage(fpx_index *ix) {
+    atomic_store(&ix->use_vectors, (long long)ix->nlive);
+    atomic_store(&ix->use_bytes, (long long)(ix->snap_bytes + ix->wal_bytes));
+}
+
+int fpx_server_check_quota(fpx_server *s, const char *tenant, int64_t more_vectors,
+                           uint64_t more_bytes, fpx_err *err) {
+    const fpx_config *cfg = s->cfg;
+    if (!cfg->tenant_max_vectors && !cfg->tenant_max_disk_bytes)
+        return 0;
+    uint64_t vectors = 0, bytes = 0;
+    pthread_rwlock_rdlock(&s->reg_lock);
+    for (size_t i = 0; i < s->nindexes; i++) {
+        if (strcmp(s->indexes[i]->tenant, tenant))
+            continue;
+        vectors += (uint64_t)atomic_load(&s->indexes[i]->use_vectors);
+        bytes += (uint64_t)atomic_load(&s->indexes[i]->use_bytes);
+    }
+    pthread_rwlock_unlock(&s->reg_lock);
+    if (cfg->tenant_max_vectors && more_vectors > 0 &&
+        vectors + (uint64_t)more_vectors > cfg->tenant_max_vectors)
+        return fpx_err_set(err, FPX_E_LIMIT,
+                           "tenant '%s' holds %llu vectors: %lld more would pass its quota of %zu "
+                           "(--tenant-max-vectors)",
+                           tenant, (unsigned long long)vectors, (long long)more_vectors,
+                           cfg->tenant_max_vectors);
+    if (cfg->tenant_max_disk_bytes && bytes + more_bytes > cfg->tenant_max_disk_bytes)
+        return fpx_err_set(err, FPX_E_LIMIT,
+                           "tenant '%s' uses %llu bytes on disk: %llu more would pass its quota of "
+                           "%zu (--tenant-max-disk-bytes)",
+                           tenant, (unsigned long long)bytes, (unsigned long long)more_bytes,
+                           cfg->tenant_max_disk_bytes);
     return 0;
 }
 

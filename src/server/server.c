@@ -19,6 +19,7 @@ static int start_snapper(fpx_server *s, fpx_err *err);
 
 static int found_index(void *ctx, fpx_index *ix) {
     fpx_server *s = ctx;
+    fpx_server_sync_usage(ix);
     if (fpx_server_insert(s, ix) != 0) {
         fpx_log(FPX_LOG_ERROR, "out of memory registering %s/%s", ix->tenant, ix->name);
         fpx_store_close(ix);
@@ -89,6 +90,7 @@ static void snapshot_one(fpx_server *s, fpx_index *ix, int force) {
         if (fpx_store_snapshot(s->cfg->data_dir, ix, &err) != 0)
             fpx_log(FPX_LOG_WARN, "snapshot of %s/%s failed (the log keeps the data): %s",
                     ix->tenant, ix->name, err.msg);
+        fpx_server_sync_usage(ix);
     }
     pthread_rwlock_unlock(&ix->lock);
 }

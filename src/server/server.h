@@ -77,6 +77,11 @@ void fpx_server_snapshot_later(fpx_server *s, fpx_index *ix, int force);
 /* 1 when ix's log has outgrown its snapshot threshold. */
 int fpx_server_snapshot_due(const fpx_server *s, const fpx_index *ix);
 
+/* An error reply to a request that is not handled (refused before it reaches
+ * a worker), echoing its request_id when it has one; as fpx_server_handle's. */
+void fpx_server_refuse(const uint8_t *body, size_t len, const fpx_err *err, uint8_t **reply,
+                       size_t *reply_len, int *is_static);
+
 /* Registry (registry.c); each call takes the registry lock only briefly.
  * fpx_server_find returns a referenced, published index or NULL. */
 fpx_index *fpx_server_find(fpx_server *s, const char *tenant, const char *name, size_t name_len);
@@ -91,6 +96,16 @@ void fpx_server_remove(fpx_server *s, fpx_index *ix);
 /* The tenant's published indexes sorted by name, each referenced; *out is
  * malloc'd. 0 or -1 (out of memory). */
 int fpx_server_list(fpx_server *s, const char *tenant, fpx_index ***out, size_t *n);
+
+/* Tenant quotas (--tenant-max-*). fpx_server_sync_usage refreshes ix's
+ * counts after a change (its lock held); fpx_server_check_quota fails with
+ * limit_exceeded when tenant's indexes plus more_vectors / more_bytes would
+ * pass a quota. Indexes are counted by fpx_server_reserve. Concurrent writes
+ * of one tenant to different indexes are checked each on its own, so they
+ * can pass a quota by at most one request each. */
+void fpx_server_sync_usage(fpx_index *ix);
+int fpx_server_check_quota(fpx_server *s, const char *tenant, int64_t more_vectors,
+                           uint64_t more_bytes, fpx_err *err);
 
 /* Notes an index refused at start (before serving). 0 or -1 (out of memory). */
 int fpx_server_note_unavailable(fpx_server *s, const char *tenant, const char *name,
