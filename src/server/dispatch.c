@@ -123,29 +123,20 @@ static int drop_unavailable(fpx_req *r) {
     return fpx_server_drop_unavailable(r->s, r->tenant, name, &r->err);
 }
 
-/* Takes the index's lock. When it is busy, at most three quarters of the
- * workers may wait for it: a long write on one index (an HNSW add, a train)
- * must not hold every worker, so that other indexes are still served; one
- * more request for it is answered limit_exceeded at once. */
+/* Takes the index's lock. A request that has to wait for it is counted in
+ * s->blocked: when every worker is busy and some of them only wait for a
+ * busy index (a long HNSW add, a train), the network loop starts more
+ * workers, so that other indexes are still served (net.c). */
 static int lock_index(fpx_req *r, fpx_lockmode mode) {
     fpx_index *ix = r->ix;
     int excl = mode == FPX_LOCK_EXCLUSIVE;
     if ((excl ? pthread_rwlock_trywrlock(&ix->lock) : pthread_rwlock_tryrdlock(&ix->lock)) != 0) {
-        int w = r->s->cfg->workers, cap = w - w / 4 - 1; /* and one holding it */
-        if (cap < 1)
-            cap = 1;
-        if (atomic_fetch_add(&ix->waiting, 1) >= cap) {
-            atomic_fetch_sub(&ix->waiting, 1);
-            return fpx_err_set(&r->err, FPX_E_LIMIT,
-                               "index '%s' is busy: %d requests are already waiting for it; "
-                               "retry later",
-                               ix->name, cap);
-        }
+        atomic_fetch_add(&r->s->blocked, 1);
         if (excl)
             pthread_rwlock_wrlock(&ix->lock);
         else
             pthread_rwlock_rdlock(&ix->lock);
-        atomic_fetch_sub(&ix->waiting, 1);
+        atomic_fetch_sub(&r->s->blocked, 1);
     }
     if (ix->dropped) {
         pthread_rwlock_unlock(&ix->lock);

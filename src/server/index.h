@@ -51,11 +51,10 @@ typedef struct fpx_index {
 
     pthread_rwlock_t lock;
     atomic_int refs;
-    atomic_int waiting; /* requests blocked on lock (dispatch.c caps them) */
-    int dropped;        /* deleted; waiting for the last reference */
-    int creating;       /* registered, its files not yet durable: invisible to lookups */
-    int snap_queued;    /* waiting for the background snapshot writer (server.c) */
-    int snap_force;     /* that snapshot is wanted whatever the log's size */
+    int dropped;     /* deleted; waiting for the last reference */
+    int creating;    /* registered, its files not yet durable: invisible to lookups */
+    int snap_queued; /* waiting for the background snapshot writer (server.c) */
+    int snap_force;  /* that snapshot is wanted whatever the log's size */
     struct fpx_index *snap_next;
     fpx_batcher batch; /* concurrent searches answered together */
 

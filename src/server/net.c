@@ -143,21 +143,38 @@ static void *worker_main(void *arg) {
 }
 
 /*
- * Requests each client connection has at the workers. A connection holding
- * its limit (--max-inflight-per-client) is answered limit_exceeded for any
- * more, so one pipelining client cannot occupy every worker. At most one
- * entry per busy worker, so a small array does.
+ * Fairness between connections. Each connection may have at most
+ * --max-inflight-per-client requests at the workers; more of its requests
+ * wait here, in arrival order, until one of its own is answered, so one
+ * pipelining client cannot occupy every worker while others wait. What waits
+ * here is bounded (per connection, in all, in bytes); past that a request is
+ * answered limit_exceeded at once. The table has at most one entry per busy
+ * worker: a connection with parked requests has its limit at the workers.
  */
+#define PARKED_PER_CLIENT 4096
+#define PARKED_MAX 10000
+#define PARKED_BYTES ((size_t)2 << 30)
+
+typedef struct parked {
+    zmq_msg_t id, body;
+    uint8_t mode;
+    struct parked *next;
+} parked;
+
 typedef struct client_load {
     uint8_t id[256]; /* ZeroMQ routing ids are at most 255 bytes */
     size_t len;
-    int n;
+    int n;      /* at the workers */
+    int parked; /* waiting below */
 } client_load;
 
 typedef struct clients {
     client_load *tab;
     int cap, used;
     int limit;
+    parked *head, *tail;
+    int nparked;
+    size_t parked_bytes;
 } clients;
 
 static client_load *client_find(clients *c, zmq_msg_t *id) {
@@ -179,7 +196,7 @@ static int client_take(clients *c, zmq_msg_t *id) {
         l = &c->tab[c->used++];
         l->len = zmq_msg_size(id);
         memcpy(l->id, zmq_msg_data(id), l->len);
-        l->n = 0;
+        l->n = l->parked = 0;
     }
     l->n++;
     return 0;
@@ -187,76 +204,156 @@ static int client_take(clients *c, zmq_msg_t *id) {
 
 static void client_release(clients *c, zmq_msg_t *id) {
     client_load *l = client_find(c, id);
-    if (l && --l->n == 0)
+    if (l && --l->n == 0 && l->parked == 0)
         *l = c->tab[--c->used];
 }
 
-/* Answers a request at the front without a worker (the client's limit). */
-static void refuse(void *front, zmq_msg_t *id, uint8_t mode, zmq_msg_t *body, int limit) {
+static void parked_free(parked *p) {
+    zmq_msg_close(&p->id);
+    zmq_msg_close(&p->body);
+    free(p);
+}
+
+/* Answers a request at the front without a worker. */
+static void refuse(void *front, parked *req, const char *why) {
     fpx_err err;
-    fpx_err_set(&err, FPX_E_LIMIT,
-                "this connection already has %d requests being handled "
-                "(--max-inflight-per-client): wait for their replies",
-                limit);
+    fpx_err_set(&err, FPX_E_LIMIT, "%s", why);
     uint8_t *reply;
     size_t len;
     int is_static;
-    fpx_server_refuse(zmq_msg_data(body), zmq_msg_size(body), &err, &reply, &len, &is_static);
+    fpx_server_refuse(zmq_msg_data(&req->body), zmq_msg_size(&req->body), &err, &reply, &len,
+                      &is_static);
     zmq_msg_t out;
     zmq_msg_init_data(&out, reply, len, is_static ? NULL : free_reply, NULL);
-    zmq_msg_send(id, front, ZMQ_SNDMORE);
-    if (mode & MODE_DELIM)
+    zmq_msg_send(&req->id, front, ZMQ_SNDMORE);
+    if (req->mode & MODE_DELIM)
         zmq_send(front, "", 0, ZMQ_SNDMORE);
     if (zmq_msg_send(&out, front, 0) < 0)
         zmq_msg_close(&out);
 }
 
-/* Client message from front -> an idle worker. Returns 1 when the worker
- * took it, 0 when it was answered here (or was not a message). */
-static int forward_request(void *front, void *back, zmq_msg_t *wid, clients *cl) {
-    zmq_msg_t id, f1, f2;
-    zmq_msg_init(&id);
+/* Reads one client message from front into *req: its routing id, body and
+ * envelope mode. -1 when there was none. */
+static int read_request(void *front, parked *req) {
+    zmq_msg_t f1;
+    zmq_msg_init(&req->id);
+    zmq_msg_init(&req->body);
     zmq_msg_init(&f1);
-    zmq_msg_init(&f2);
-    uint8_t mode = 0;
-    if (zmq_msg_recv(&id, front, 0) < 0) {
-        zmq_msg_close(&id);
+    req->mode = 0;
+    if (zmq_msg_recv(&req->id, front, 0) < 0) {
+        zmq_msg_close(&req->id);
+        zmq_msg_close(&req->body);
         zmq_msg_close(&f1);
-        zmq_msg_close(&f2);
-        return 0;
+        return -1;
     }
     int have1 = recv_more(front) && zmq_msg_recv(&f1, front, 0) >= 0;
     if (!have1) {
-        mode = MODE_BADFRAMES;
+        req->mode = MODE_BADFRAMES;
     } else if (zmq_msg_size(&f1) == 0 && recv_more(front)) {
-        mode = MODE_DELIM;
-        zmq_msg_recv(&f2, front, 0);
+        req->mode = MODE_DELIM;
+        zmq_msg_recv(&req->body, front, 0);
         if (recv_more(front))
-            mode |= MODE_BADFRAMES;
+            req->mode |= MODE_BADFRAMES;
     } else if (zmq_msg_size(&f1) == 0) {
-        mode = MODE_DELIM | MODE_BADFRAMES; /* a delimiter and no body */
+        req->mode = MODE_DELIM | MODE_BADFRAMES; /* a delimiter and no body */
     } else {
-        zmq_msg_move(&f2, &f1); /* a DEALER without the delimiter */
+        zmq_msg_move(&req->body, &f1); /* a DEALER without the delimiter */
         if (recv_more(front))
-            mode |= MODE_BADFRAMES;
+            req->mode |= MODE_BADFRAMES;
     }
     drain(front);
-    if (client_take(cl, &id) != 0) {
-        refuse(front, &id, mode, &f2, cl->limit);
-        zmq_msg_close(&id);
-        zmq_msg_close(&f1);
-        zmq_msg_close(&f2);
-        return 0;
-    }
+    zmq_msg_close(&f1);
+    return 0;
+}
+
+/* Hands req to the idle worker wid (req's messages are sent, i.e. taken). */
+static void to_worker(void *back, zmq_msg_t *wid, parked *req) {
     zmq_msg_t mm;
     zmq_msg_init_size(&mm, 1);
-    *(uint8_t *)zmq_msg_data(&mm) = mode;
+    *(uint8_t *)zmq_msg_data(&mm) = req->mode;
     zmq_msg_send(wid, back, ZMQ_SNDMORE);
-    zmq_msg_send(&id, back, ZMQ_SNDMORE);
+    zmq_msg_send(&req->id, back, ZMQ_SNDMORE);
     zmq_msg_send(&mm, back, ZMQ_SNDMORE);
-    zmq_msg_send(&f2, back, 0);
-    zmq_msg_close(&f1);
+    zmq_msg_send(&req->body, back, 0);
+}
+
+/* Parks req (its messages move into the queue) behind its connection's
+ * requests at the workers, or refuses it when too much waits already. */
+static void park_or_refuse(void *front, clients *c, parked *req) {
+    client_load *l = client_find(c, &req->id);
+    size_t size = zmq_msg_size(&req->body);
+    parked *p = NULL;
+    if (l && l->parked < PARKED_PER_CLIENT && c->nparked < PARKED_MAX &&
+        c->parked_bytes + size <= PARKED_BYTES)
+        p = malloc(sizeof *p);
+    if (!p) {
+        refuse(front, req,
+               "this connection has too many requests waiting (--max-inflight-per-client are "
+               "being handled, more are queued): wait for their replies");
+        zmq_msg_close(&req->id);
+        zmq_msg_close(&req->body);
+        return;
+    }
+    zmq_msg_init(&p->id);
+    zmq_msg_init(&p->body);
+    zmq_msg_move(&p->id, &req->id);
+    zmq_msg_move(&p->body, &req->body);
+    zmq_msg_close(&req->id);
+    zmq_msg_close(&req->body);
+    p->mode = req->mode;
+    p->next = NULL;
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    l->parked++;
+    c->nparked++;
+    c->parked_bytes += size;
+}
+
+/* Gives the idle worker wid the next request: the oldest parked one whose
+ * connection is under its limit, else one from front (when front_ready).
+ * Returns 1 when the worker took one. */
+static int dispatch_next(void *front, void *back, zmq_msg_t *wid, clients *c, int front_ready) {
+    for (parked **pp = &c->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        parked *p = *pp;
+        client_load *l = client_find(c, &p->id);
+        if (l && l->n >= c->limit)
+            continue;
+        *pp = p->next;
+        if (c->tail == p)
+            c->tail = prev;
+        c->nparked--;
+        c->parked_bytes -= zmq_msg_size(&p->body);
+        if (l)
+            l->parked--;
+        client_take(c, &p->id);
+        to_worker(back, wid, p);
+        parked_free(p);
+        return 1;
+    }
+    parked req;
+    if (!front_ready || read_request(front, &req) != 0)
+        return 0;
+    if (client_take(c, &req.id) != 0) {
+        park_or_refuse(front, c, &req);
+        return 0;
+    }
+    to_worker(back, wid, &req);
+    zmq_msg_close(&req.id);
+    zmq_msg_close(&req.body);
     return 1;
+}
+
+static void drop_parked(clients *c) {
+    while (c->head) {
+        parked *p = c->head;
+        c->head = p->next;
+        parked_free(p);
+    }
+    c->tail = NULL;
+    c->nparked = 0;
 }
 
 /* A worker's message from back: ready signal or a reply for a client.
@@ -306,6 +403,28 @@ static void take_worker_msg(void *front, void *back, zmq_msg_t *idle, int *nidle
         zmq_msg_move(&idle[(*nidle)++], &wid);
     }
     zmq_msg_close(&wid);
+}
+
+/*
+ * Every worker is busy and some only wait for an index's lock: one busy index
+ * (a long add holds it, requests for it pile up) would otherwise hold every
+ * worker while other indexes' requests wait in the queue. One more worker is
+ * started (it announces itself idle); the pool never shrinks. Returns 1 when
+ * it started.
+ */
+static int add_worker(fpx_server *s, void *ctx, worker *ws, int n) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    ws[n] = (worker){s, ctx, n, 0};
+    int ok = pthread_create(&ws[n].thread, NULL, worker_main, &ws[n]) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ok)
+        fpx_log(FPX_LOG_INFO,
+                "all %d workers busy, some waiting for a busy index: started one more", n);
+    return ok;
 }
 
 /* After the stop signal: no more requests are read, but the replies of those
@@ -400,7 +519,10 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     zmq_getsockopt(front, ZMQ_LAST_ENDPOINT, bound, &blen);
 
     int nw = cfg->workers;
-    worker *ws = calloc((size_t)nw, sizeof *ws);
+    /* More workers are started while every one is busy and some of them only
+     * wait for a busy index's lock, up to this many (see below). */
+    int maxw = nw * 4 > 256 ? (nw > 256 ? nw : 256) : nw * 4;
+    worker *ws = calloc((size_t)maxw, sizeof *ws);
     int started = 0;
     for (int i = 0; ws && i < nw; i++) {
         ws[i] = (worker){s, ctx, i, 0};
@@ -439,10 +561,16 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
             FPX_VERSION, bound, cfg->data_dir, auth, transport, started, cfg->max_message_size);
 
     /* Idle workers, as a stack of their routing ids. */
-    zmq_msg_t *idle = calloc((size_t)started, sizeof *idle);
+    zmq_msg_t *idle = calloc((size_t)maxw, sizeof *idle);
     int nidle = 0, inflight = 0;
-    clients cl = {calloc((size_t)started, sizeof(client_load)), started, 0,
-                  (int)cfg->max_inflight_per_client};
+    clients cl = {calloc((size_t)maxw, sizeof(client_load)),
+                  maxw,
+                  0,
+                  (int)cfg->max_inflight_per_client,
+                  NULL,
+                  NULL,
+                  0,
+                  0};
     if (!cl.tab) {
         free(idle);
         idle = NULL;
@@ -458,8 +586,11 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
         }
         if (items[0].revents & ZMQ_POLLIN)
             take_worker_msg(front, back, idle, &nidle, started, &inflight, &cl);
-        if (nidle > 0 && (items[1].revents & ZMQ_POLLIN) &&
-            forward_request(front, back, &idle[nidle - 1], &cl)) {
+        if (nidle == 0 && started < maxw && atomic_load(&s->blocked) > 0)
+            started += add_worker(s, ctx, ws, started);
+        int front_ready = nidle > 0 && (items[1].revents & ZMQ_POLLIN);
+        if (nidle > 0 && (cl.head || front_ready) &&
+            dispatch_next(front, back, &idle[nidle - 1], &cl, front_ready)) {
             nidle--;
             zmq_msg_close(&idle[nidle]);
             inflight++;
@@ -471,6 +602,7 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     for (int i = 0; i < nidle; i++)
         zmq_msg_close(&idle[i]);
     free(idle);
+    drop_parked(&cl); /* never handled: like requests still in ZeroMQ's queue */
     free(cl.tab);
     zmq_close(front);
     zmq_close(back);

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Replies {"ntotal": live vectors}, after `first` other keys the caller packs. */
+/* Starts an ok reply whose metadata map has "ntotal" and `extra` more keys. */
 static msgpack_packer *reply_counts(fpx_req *r, fpx_out *o, size_t extra) {
     fpx_reply_ok(r, o, 0);
     msgpack_packer *m = fpx_out_meta(o);
@@ -114,12 +114,17 @@ int fpx_prep_delete_vector(fpx_req *r) {
     return 0;
 }
 
-int fpx_op_deleted_vectors(fpx_req *r, fpx_out *o) {
+/* Replies {key: vectors gone, "ntotal": live vectors}. */
+static int reply_gone(fpx_req *r, fpx_out *o, const char *key) {
     msgpack_packer *m = reply_counts(r, o, 1);
-    fpx_pack_cstr(m, "deleted");
+    fpx_pack_cstr(m, key);
     msgpack_pack_int64(m, r->nlive_before - r->ix->nlive);
     pack_ntotal(r, m);
     return 0;
+}
+
+int fpx_op_deleted_vectors(fpx_req *r, fpx_out *o) {
+    return reply_gone(r, o, "deleted");
 }
 
 /* ---- remove_ids, reset, set_params -------------------------------------------------- */
@@ -159,11 +164,7 @@ int fpx_check_remove(fpx_req *r) {
 }
 
 int fpx_op_removed(fpx_req *r, fpx_out *o) {
-    msgpack_packer *m = reply_counts(r, o, 1);
-    fpx_pack_cstr(m, "removed");
-    msgpack_pack_int64(m, r->nlive_before - r->ix->nlive);
-    pack_ntotal(r, m);
-    return 0;
+    return reply_gone(r, o, "removed");
 }
 
 int fpx_prep_reset(fpx_req *r) {

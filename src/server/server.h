@@ -45,6 +45,7 @@ typedef struct fpx_server {
     fpx_index **indexes;
     size_t nindexes, cap;
     fpx_snapper snap;
+    atomic_int blocked; /* workers waiting for an index's lock (dispatch.c, net.c) */
 
     fpx_unavailable *unavail; /* refused at start, until deleted */
     size_t nunavail;

@@ -73,32 +73,33 @@ def test_tenant_max_disk_bytes(make_server):
     a.add("x", rand(100, 64, 9))  # a smaller write still fits
 
 
-def test_inflight_per_client_limit(make_server):
-    """A DEALER pipelining more requests than its limit gets limit_exceeded for
-    the excess while its first ones wait (a long HNSW add holds the index);
-    the connection is served again once its requests are answered."""
+def test_inflight_per_client_limit_queues_the_rest(make_server):
+    """A DEALER pipelining more requests than its limit: the excess waits its
+    turn (a long HNSW add holds the index, so all of them wait) while another
+    client is served at once; every request is answered, none refused."""
     s = make_server("", ["--max-inflight-per-client", "2", "--workers", "8"])
     c = s.client()
     c.create("slow", 32, "HNSW32")
+    c.create("other", 4)
+    c.add("other", rand(10, 4, 10))
     adder, probe = _hold_with_add(s, c, "slow")
     d = dealer(s.endpoint)
-    for i in range(5):
+    for i in range(20):
         dealer_send(d, encode({"operation": "get_index_info", "index_id": "slow",
                                "request_id": i}))
-    byid = {h["request_id"]: h for h, _, _ in (dealer_recv(d) for _ in range(5))}
-    assert sorted(byid) == list(range(5))
-    status = [byid[i].get("error_type") or byid[i]["status"] for i in range(5)]
-    # two wait behind the add (and are answered when it is done), three are refused
-    assert status == ["ok", "ok", "limit_exceeded", "limit_exceeded", "limit_exceeded"], status
-    assert "--max-inflight-per-client" in byid[status.index("limit_exceeded")]["message"]
-    dealer_send(d, encode({"operation": "ping", "request_id": 99}))
-    h, _, _ = dealer_recv(d)
-    assert h["status"] == "ok" and h["request_id"] == 99
+    # 2 of them wait for the index at the workers, 18 wait in the broker:
+    # 4 of the 8 workers are busy, so other clients are served meanwhile
+    for _ in range(5):
+        _, I, _ = c.search("other", rand(1, 4, 16), 1)
+        assert I[0, 0] >= 0
+    assert d.poll(0) == 0  # nothing of the pipeline answered yet
+    byid = {h["request_id"]: (h, m) for h, _, m in (dealer_recv(d) for _ in range(20))}
+    assert sorted(byid) == list(range(20))
+    assert all(h["status"] == "ok" and m["ntotal"] == 8000 for h, m in byid.values()), byid
     assert dealer_recv(adder)[0]["status"] == "ok"
     assert dealer_recv(probe)[0]["status"] == "ok"
     for sock in (d, adder, probe):
         sock.close(0)
-    assert c.info("slow")["ntotal"] == 8000
 
 
 def test_inflight_limit_spares_other_clients(make_server):
@@ -131,28 +132,51 @@ def test_inflight_limit_spares_other_clients(make_server):
 
 
 def test_busy_index_cannot_hold_every_worker(make_server):
-    """While a long add holds one index, requests queueing for it take at most
-    three quarters of the workers (less the one working): the others are
-    answered limit_exceeded at once, and another index stays served."""
-    s = make_server("", ["--workers", "4"])  # cap: 4 - 1 - 1 = 2 waiting
+    """While a long add holds one index and requests for it from several
+    clients wait for it on every worker, the server starts more workers, so
+    another index is still served at once; every waiting request is answered
+    once the add is done."""
+    s = make_server("", ["--workers", "2"])
     c = s.client()
     c.create("slow", 32, "HNSW32")
     c.create("other", 4)
     c.add("other", rand(10, 4, 13))
-    adder, probe = _hold_with_add(s, c, "slow")
-    waiters = [dealer(s.endpoint) for _ in range(3)]
+    adder, probe = _hold_with_add(s, c, "slow")  # both workers: the add, the probe
+    waiters = [dealer(s.endpoint) for _ in range(4)]
     for w in waiters:
         dealer_send(w, encode({"operation": "get_index_info", "index_id": "slow"}))
     # another index answers while the slow one is held and waited for
-    _, I, _ = c.search("other", rand(1, 4, 15), 1)
-    assert I[0, 0] >= 0
-    results = []
+    for _ in range(3):
+        _, I, _ = c.search("other", rand(1, 4, 15), 1)
+        assert I[0, 0] >= 0
+    assert "started one more" in s.log()
     for w in waiters + [probe]:
-        h, _, _ = dealer_recv(w)
-        results.append(h.get("error_type") or h["status"])
+        h, _, m = dealer_recv(w)
+        assert h["status"] == "ok" and m["ntotal"] == 8000, h
         w.close(0)
     h, _, _ = dealer_recv(adder)
     adder.close(0)
     assert h["status"] == "ok"
-    # the probe and one more waited (ok); two were refused at once
-    assert sorted(results) == ["limit_exceeded", "limit_exceeded", "ok", "ok"], results
+
+
+def test_queued_requests_are_bounded(make_server):
+    """Past 4096 requests waiting for one connection (docs/protocol.md), more
+    are answered limit_exceeded at once; the queued ones are all served."""
+    s = make_server("", ["--max-inflight-per-client", "1", "--workers", "4"])
+    c = s.client()
+    c.create("slow", 32, "HNSW32")
+    adder, probe = _hold_with_add(s, c, "slow")
+    d = dealer(s.endpoint)
+    total = 1 + 4096 + 50
+    for i in range(total):
+        dealer_send(d, encode({"operation": "get_index_info", "index_id": "slow",
+                               "request_id": i}))
+    status = {}
+    for _ in range(total):
+        h, _, _ = dealer_recv(d)
+        status[h["request_id"]] = h.get("error_type") or h["status"]
+    refused = sorted(i for i, st in status.items() if st == "limit_exceeded")
+    assert refused == list(range(1 + 4096, total)), refused[:5]
+    assert all(status[i] == "ok" for i in range(1 + 4096))
+    for sock in (d, adder, probe):
+        sock.close(0)

@@ -22,14 +22,6 @@
 
 enum { THREADS = 8, REQS = 12, MAXNQ = 3, MAXK = 10, ROUNDS_MIN = 3, ROUNDS_MAX = 30 };
 
-static uint64_t rng_state = 0x853c49e6748fea9bull;
-static uint64_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
 /* One thread's requests and the answers each gets alone. */
 typedef struct request {
     int64_t nq, k;
@@ -126,12 +118,12 @@ static void run_rounds(fpx_index *ix, const uint8_t *xq, int64_t nqueries, int n
             w[t].start = &start;
             for (int r = 0; r < REQS; r++) {
                 request *q = &w[t].req[r];
-                q->nq = 1 + (int64_t)(rnd() % MAXNQ);
-                q->k = (rnd() % 4) ? MAXK : 4; /* mostly one k, so batches can form */
-                q->x = xq + (rnd() % (uint64_t)(nqueries - MAXNQ)) * row;
+                q->nq = 1 + (int64_t)(test_rnd() % MAXNQ);
+                q->k = (test_rnd() % 4) ? MAXK : 4; /* mostly one k, so batches can form */
+                q->x = xq + (test_rnd() % (uint64_t)(nqueries - MAXNQ)) * row;
                 memset(&q->params, 0, sizeof q->params);
                 if (nparams > 1)
-                    q->params.nprobe = 1 + (int64_t)(rnd() % (uint64_t)nparams);
+                    q->params.nprobe = 1 + (int64_t)(test_rnd() % (uint64_t)nparams);
                 fpx_err err = {0};
                 CHECK(fpx_index_search(ix, q->nq, q->x, q->k, &q->params, NULL, q->D0, q->I0,
                                        &err) == 0);
@@ -205,7 +197,7 @@ int main(void) {
     if (!xb)
         return 1;
     for (int64_t i = 0; i < (N + NQ) * D; i++)
-        xb[i] = (float)(rnd() >> 40) / (float)(1u << 24);
+        xb[i] = (float)(test_rnd() >> 40) / (float)(1u << 24);
     fpx_err err = {0};
     int64_t added = 0;
 

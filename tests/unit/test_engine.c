@@ -15,22 +15,6 @@
 #include "check.h"
 
 /* Deterministic uniform floats in [0, 1). */
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static float frand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)(rng_state >> 40) / (float)(1u << 24);
-}
-
-static float *random_vectors(int64_t n, int64_t d) {
-    float *x = malloc((size_t)(n * d) * sizeof *x);
-    if (!x)
-        abort();
-    for (int64_t i = 0; i < n * d; i++)
-        x[i] = frand();
-    return x;
-}
 
 static fpx_engine *make(const char *desc, int64_t d, fpx_metric metric) {
     fpx_engine *e = NULL;
@@ -88,7 +72,7 @@ static void test_descriptions(void) {
  * agree and the distances agree to float rounding. */
 static void test_flat_exact(fpx_metric metric) {
     const int64_t n = 500, d = 24, nq = 7, k = 5;
-    float *xb = random_vectors(n, d), *xq = random_vectors(nq, d);
+    float *xb = test_vectors(n, d), *xq = test_vectors(nq, d);
     fpx_engine *e = make("Flat", d, metric);
     fpx_err err = {0};
     CHECK(e && fpx_engine_is_trained(e));
@@ -145,7 +129,7 @@ static int get_bit(const uint64_t *w, int64_t p) {
  * than k, exactly those come back followed by -1. */
 static void test_allowed(const char *desc, fpx_metric metric) {
     const int64_t n = 600, d = 16, nq = 3, k = 10;
-    float *xb = random_vectors(n, d), *xq = random_vectors(nq, d);
+    float *xb = test_vectors(n, d), *xq = test_vectors(nq, d);
     fpx_engine *e = make(desc, d, metric);
     fpx_err err = {0};
     CHECK(e != NULL);
@@ -213,7 +197,7 @@ out:
 
 static void test_training_and_params(void) {
     const int64_t n = 400, d = 8;
-    float *xb = random_vectors(n, d);
+    float *xb = test_vectors(n, d);
     fpx_err err = {0};
     fpx_engine *e = make("IVF8,Flat", d, FPX_METRIC_L2);
     CHECK(e && !fpx_engine_is_trained(e));
@@ -254,7 +238,7 @@ static void test_training_and_params(void) {
 
 static void test_serialize(const char *desc) {
     const int64_t n = 300, d = 16, nq = 5, k = 4;
-    float *xb = random_vectors(n, d), *xq = random_vectors(nq, d);
+    float *xb = test_vectors(n, d), *xq = test_vectors(nq, d);
     fpx_err err = {0};
     fpx_engine *e = make(desc, d, FPX_METRIC_IP), *r = NULL;
     CHECK(e != NULL);
@@ -292,7 +276,7 @@ out:
 /* range search, reconstruct, remove checks, reset, params, export/import. */
 static void test_faiss_api(void) {
     const int64_t n = 200, d = 8;
-    float *xb = random_vectors(n, d);
+    float *xb = test_vectors(n, d);
     fpx_err err = {0};
     fpx_engine *e = make("Flat", d, FPX_METRIC_L2);
     CHECK(fpx_engine_add(e, n, xb, &err) == 0);
@@ -372,7 +356,7 @@ static void test_binary(void) {
     static const char *types[] = {"BFlat", "BIVF4", "BHNSW8"};
     uint8_t xb[300 * 8];
     for (size_t i = 0; i < sizeof xb; i++)
-        xb[i] = (uint8_t)(frand() * 256);
+        xb[i] = (uint8_t)(test_frand() * 256);
     for (size_t t = 0; t < 3; t++) {
         fpx_engine *e = NULL;
         fpx_err err = {0};

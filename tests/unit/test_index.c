@@ -29,25 +29,6 @@
 
 /* ---- data ---------------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint64_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static float frand(void) {
-    return (float)(rnd() >> 40) / (float)(1u << 24);
-}
-static float *vectors(int64_t n, int64_t d) {
-    float *x = malloc((size_t)(n * d) * sizeof *x);
-    if (!x)
-        abort();
-    for (int64_t i = 0; i < n * d; i++)
-        x[i] = frand();
-    return x;
-}
-
 /* ---- msgpack objects ------------------------------------------------------------- */
 
 /* A msgpack object built with a packer and unpacked into its own zone. */
@@ -211,7 +192,7 @@ static int64_t search_all(fpx_index *ix, const float *q, const msgpack_object *f
 static void test_add_keys_delete(void) {
     enum { D = 8 };
     fpx_index *ix = make("Flat", D, NULL);
-    float *x = vectors(40, D);
+    float *x = test_vectors(40, D);
     mp m;
 
     /* Without keys: labels from the counter, identity mode. */
@@ -306,7 +287,7 @@ static void test_add_keys_delete(void) {
 static void test_explicit_labels(void) {
     enum { D = 4 };
     fpx_index *ix = make("Flat", D, NULL);
-    float *x = vectors(10, D);
+    float *x = test_vectors(10, D);
     int64_t l1[] = {0, 1, 2};
     CHECK(add(ix, 3, x, l1, NULL) == 3 && !ix->labels); /* still identity */
     int64_t l2[] = {100, 7};
@@ -338,7 +319,7 @@ static void test_explicit_labels(void) {
 /* FAISS remove_ids: flat types renumber, IVF and IDMap keep labels, HNSW refuses. */
 static void test_remove(void) {
     enum { D = 8, N = 10 };
-    float *x = vectors(300, D);
+    float *x = test_vectors(300, D);
     int64_t removed = -1, slots[64];
     fpx_err err = {0};
 
@@ -396,7 +377,7 @@ static void test_remove(void) {
 
 static void test_train_reset(void) {
     enum { D = 8 };
-    float *x = vectors(300, D);
+    float *x = test_vectors(300, D);
     fpx_index *ix = make("IVF4,Flat", D, NULL);
     fpx_err err = {0};
     int64_t added = -1;
@@ -429,7 +410,7 @@ static void test_train_reset(void) {
 /* Filters and tombstones, on a flat index and on HNSW (selector or over-fetch). */
 static void test_search_filters(const char *type) {
     enum { D = 8, N = 60 };
-    float *x = vectors(N, D);
+    float *x = test_vectors(N, D);
     fpx_index *ix = make(type, D, NULL);
     const char *keys[N];
     char names[N][16];
@@ -574,7 +555,7 @@ static void roundtrip(fpx_index *ix, const float *q) {
 
 static void test_snapshot(void) {
     enum { D = 8, N = 30 };
-    float *x = vectors(N, D);
+    float *x = test_vectors(N, D);
     /* identity mode, no keys */
     fpx_index *ix = make("Flat", D, NULL);
     roundtrip(ix, x); /* empty */
@@ -624,17 +605,17 @@ static void test_random_model(void) {
         snprintf(names[i], sizeof names[i], "k%d", i);
     mp m;
     for (int step = 0; step < STEPS; step++) {
-        int op = (int)(rnd() % 10);
+        int op = (int)(test_rnd() % 10);
         if (op < 6) { /* upsert 1..3 keys (repeats within a request allowed) */
-            int n = 1 + (int)(rnd() % 3);
+            int n = 1 + (int)(test_rnd() % 3);
             const char *keys[3];
             float xs[3 * D];
             int which[3];
             for (int i = 0; i < n; i++) {
-                which[i] = (int)(rnd() % POOL);
+                which[i] = (int)(test_rnd() % POOL);
                 keys[i] = names[which[i]];
                 for (int t = 0; t < D; t++)
-                    xs[i * D + t] = frand();
+                    xs[i * D + t] = test_frand();
             }
             CHECK(add(ix, n, xs, NULL, items(&m, n, keys, NULL)) == n);
             mp_free(&m);
@@ -643,11 +624,11 @@ static void test_random_model(void) {
                 present[which[i]] = 1;
             }
         } else if (op < 9) { /* delete 1..2 keys */
-            int n = 1 + (int)(rnd() % 2), want = 0;
+            int n = 1 + (int)(test_rnd() % 2), want = 0;
             const char *keys[2];
             int which[2];
             for (int i = 0; i < n; i++) {
-                which[i] = (int)(rnd() % POOL);
+                which[i] = (int)(test_rnd() % POOL);
                 keys[i] = names[which[i]];
             }
             for (int i = 0; i < n; i++) {
@@ -660,7 +641,7 @@ static void test_random_model(void) {
         } else { /* a keyless vector with the next label */
             float xs[D];
             for (int t = 0; t < D; t++)
-                xs[t] = frand();
+                xs[t] = test_frand();
             int64_t next = ix->next_label;
             CHECK(add(ix, 1, xs, NULL, NULL) == 1);
             CHECK(fpx_index_label_of(ix, fpx_index_slot_of(ix, next)) == next);
@@ -682,7 +663,7 @@ static void test_random_model(void) {
 /* The checker is not vacuous: each kind of broken table is reported. */
 static void test_checker_catches(void) {
     enum { D = 4 };
-    float *x = vectors(8, D);
+    float *x = test_vectors(8, D);
     fpx_index *ix = make("Flat", D, NULL);
     mp m;
     static const char *k[] = {"a", "b", "c", "d"};
