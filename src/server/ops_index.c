@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -122,9 +123,11 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o) {
     return rc;
 }
 
-/* Limits of the probe below: the reader gets this much address space beyond
- * twice the bytes (FAISS holds the bytes and the index they describe), and
- * this long (plus a second per 50 MB) before it is killed. */
+/* Limits of the probe below: the reader gets, beyond the address space the
+ * forked child starts with (the whole server's: thread stacks, mapped
+ * snapshots, the received bytes), twice the bytes (FAISS holds the bytes and
+ * the index they describe) and this much more; and this long (plus a second
+ * per 50 MB) before it is killed. */
 #define PROBE_MEM_SLACK ((uint64_t)1 << 30)
 #define PROBE_SECONDS 30
 
@@ -133,6 +136,20 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o) {
 #else
 #define PROBE_LIMIT_MEMORY 1
 #endif
+
+/* The bytes of address space this process has mapped (0 when unknown: then
+ * the cap below is only the reader's own share, and may refuse an index). */
+static uint64_t own_address_space(void) {
+    unsigned long long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    return (uint64_t)pages * (uint64_t)(page > 0 ? page : 4096);
+}
 
 /*
  * Runs FAISS's reader over untrusted bytes in a throwaway child process
@@ -163,7 +180,7 @@ static int probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
             dup2(devnull, STDERR_FILENO);
         if (PROBE_LIMIT_MEMORY) {
             struct rlimit rl;
-            uint64_t cap = 2 * (uint64_t)len + PROBE_MEM_SLACK;
+            uint64_t cap = own_address_space() + 2 * (uint64_t)len + PROBE_MEM_SLACK;
             if (getrlimit(RLIMIT_AS, &rl) == 0 &&
                 (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > cap)) {
                 rl.rlim_cur = (rlim_t)cap;

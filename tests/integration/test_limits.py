@@ -180,3 +180,17 @@ def test_queued_requests_are_bounded(make_server):
     assert all(status[i] == "ok" for i in range(1 + 4096))
     for sock in (d, adder, probe):
         sock.close(0)
+
+
+def test_import_on_a_server_with_a_large_address_space(make_server):
+    """The import probe's memory cap counts on top of what the server already
+    maps (many workers' stacks here): a valid index is accepted."""
+    import faiss
+    s = make_server("", ["--workers", "256"])  # ~2 GB of thread stacks mapped
+    c = s.client()
+    ref = faiss.IndexFlatL2(64)
+    xb = rand(200000, 64, 17)  # 51 MB: more than any free block the server has
+    ref.add(xb)
+    c.ok({"operation": "import_index", "index_id": "imp"}, faiss.serialize_index(ref).tobytes())
+    _, I, _ = c.search("imp", xb[:3], 1)
+    assert list(I[:, 0]) == [0, 1, 2]
