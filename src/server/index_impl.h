@@ -4,9 +4,8 @@
  * making of key and metadata blobs, and the steps that build an index's
  * tables (allocation, capacity, the label table, the key map).
  *
- * These are the table invariants' own tools: the snapshot decoder rebuilds an
- * index with the same steps an add takes, so a loaded index is one that add
- * could have made, and fpx_index_check holds for both.
+ * The snapshot decoder builds its label table and key map with the same
+ * functions add uses, so the two cannot drift apart in how they fill them.
  */
 #ifndef FPX_INDEX_IMPL_H
 #define FPX_INDEX_IMPL_H

@@ -7,9 +7,9 @@
  * the data section, and the tables as the metadata section. Writing streams
  * the FAISS bytes through the caller's sink, so a large index is never held
  * twice in memory. Reading trusts nothing: every count is checked against the
- * others and against the FAISS index, and the tables are rebuilt with the
- * steps an add takes (index_impl.h), so a file that lies fails to load
- * instead of loading an index that breaks its invariants.
+ * others and against the FAISS index, a key or label held by two live slots
+ * or a key on a dead slot fails the load, and the label table and key map are
+ * built by the same functions add uses (index_impl.h).
  */
 #include "snapshot.h"
 
