@@ -1,6 +1,11 @@
 /*
- * index.c - one index in memory: slots, tombstones, labels, keys, metadata,
- * filtered search and the snapshot encoding of all of it. See index.h.
+ * index.c - one index's slot tables: slots, tombstones, labels, keys and
+ * metadata, and the operations that change them (add, delete, remove, reset)
+ * or read them (search, hits, info, the invariant check). See index.h.
+ *
+ * Around it: filter.c turns a search filter into the set of matching slots,
+ * and snapshot.c writes these tables (with the engine's bytes) and rebuilds
+ * them, with the steps index_impl.h lends it.
  *
  * Keys and metadata are stored as canonical msgpack (re-packed by msgpack-c,
  * so every integer and string has its shortest encoding). Two keys are then
@@ -14,24 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index_impl.h"
+
 #define FPX_KEY_MAX_BYTES 1024
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static int bit_get(const uint64_t *w, int64_t i) {
-    return (int)((w[i >> 6] >> (i & 63)) & 1u);
-}
-static void bit_set(uint64_t *w, int64_t i) {
-    w[i >> 6] |= (uint64_t)1 << (i & 63);
-}
-static void bit_clear(uint64_t *w, int64_t i) {
-    w[i >> 6] &= ~((uint64_t)1 << (i & 63));
-}
-static size_t words_for(int64_t nbits) {
-    return (size_t)((nbits + 63) / 64);
-}
-
-static fpx_blob *blob_new(const void *p, size_t n) {
+fpx_blob *fpx_blob_new(const void *p, size_t n) {
     if (n > UINT32_MAX)
         return NULL;
     fpx_blob *b = malloc(sizeof *b + (n ? n : 1));
@@ -42,15 +36,14 @@ static fpx_blob *blob_new(const void *p, size_t n) {
     return b;
 }
 
-/* Canonical msgpack bytes of an object, as a blob. */
-static fpx_blob *blob_pack(const msgpack_object *o) {
+fpx_blob *fpx_blob_pack(const msgpack_object *o) {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     fpx_blob *b = NULL;
     if (msgpack_pack_object(&pk, *o) == 0)
-        b = blob_new(sb.data, sb.size);
+        b = fpx_blob_new(sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     return b;
 }
@@ -67,16 +60,22 @@ static int label_eq(const void *ctx, int64_t slot, const void *key, size_t keyle
     return ix->labels[slot] == *(const int64_t *)key;
 }
 
-static int64_t find_key(const fpx_index *ix, const fpx_blob *k) {
+int64_t fpx_index_find_key(const fpx_index *ix, const fpx_blob *k) {
     if (!ix->keys)
         return -1;
     return fpx_slotmap_get(&ix->keymap, fpx_hash_bytes(k->data, k->len), k->data, k->len, key_eq,
                            ix);
 }
 
+void fpx_index_put_key(fpx_index *ix, int64_t s, fpx_blob *k) {
+    ix->keys[s] = k;
+    fpx_slotmap_put(&ix->keymap, fpx_hash_bytes(k->data, k->len), s);
+    ix->nkeys++;
+}
+
 static int64_t find_label(const fpx_index *ix, int64_t label) {
     if (!ix->labels) {
-        if (label >= 0 && label < ix->nslots && bit_get(ix->alive, label))
+        if (label >= 0 && label < ix->nslots && fpx_bit_get(ix->alive, label))
             return label;
         return -1;
     }
@@ -91,7 +90,7 @@ int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot) {
 
 /* Tombstones a live slot: it stays in FAISS but is never returned again. */
 static void tombstone(fpx_index *ix, int64_t slot) {
-    bit_clear(ix->alive, slot);
+    fpx_bit_clear(ix->alive, slot);
     ix->nlive--;
     if (ix->keys && ix->keys[slot]) {
         fpx_blob *k = ix->keys[slot];
@@ -140,9 +139,8 @@ int fpx_index_resolve_type(const char *index_type, const char *metric, const cha
     return 0;
 }
 
-/* A new index around eng (taken, also on failure), with empty tables. */
-static fpx_index *index_alloc(const char *tenant, const char *name, const char *type, size_t tlen,
-                              fpx_engine *eng) {
+fpx_index *fpx_index_alloc(const char *tenant, const char *name, const char *type, size_t tlen,
+                           fpx_engine *eng) {
     fpx_index *ix = calloc(1, sizeof *ix);
     if (!ix || !(ix->index_type = strndup(type, tlen))) {
         free(ix);
@@ -204,22 +202,31 @@ int fpx_index_new(const char *tenant, const char *name, const char *index_type, 
                fpx_engine_create(factory, dim, m, &eng, err)) {
         return -1;
     }
-    fpx_index *ix = index_alloc(tenant, name, index_type, strlen(index_type), eng);
+    fpx_index *ix = fpx_index_alloc(tenant, name, index_type, strlen(index_type), eng);
     if (!ix)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
     *out = ix;
     return 0;
 }
 
+/* Frees every slot's key and metadata, leaving the tables (if any) empty. */
+static void clear_blobs(fpx_index *ix) {
+    for (int64_t s = 0; s < ix->nslots; s++) {
+        if (ix->keys) {
+            free(ix->keys[s]);
+            ix->keys[s] = NULL;
+        }
+        if (ix->meta) {
+            free(ix->meta[s]);
+            ix->meta[s] = NULL;
+        }
+    }
+}
+
 void fpx_index_free(fpx_index *ix) {
     if (!ix)
         return;
-    for (int64_t s = 0; s < ix->nslots; s++) {
-        if (ix->keys)
-            free(ix->keys[s]);
-        if (ix->meta)
-            free(ix->meta[s]);
-    }
+    clear_blobs(ix);
     free(ix->keys);
     free(ix->meta);
     free(ix->labels);
@@ -235,17 +242,22 @@ void fpx_index_free(fpx_index *ix) {
 
 /* ---- capacity ------------------------------------------------------------------ */
 
-static int grow_array(void **p, size_t elem, int64_t oldcap, int64_t newcap) {
-    void *q = realloc(*p, (size_t)newcap * elem);
+/* Grows the table *t from oldcap elements to cap, the new ones zeroed: when it
+ * exists and cap is larger, or when it does not exist yet and is wanted.
+ * 0, or -1 (out of memory) with *t as it was. */
+static int grow_table(void **t, size_t elem, int64_t oldcap, int64_t cap, int want) {
+    if (*t ? cap <= oldcap : !want)
+        return 0;
+    int64_t from = *t ? oldcap : 0;
+    void *q = realloc(*t, (size_t)cap * elem);
     if (!q)
         return -1;
-    memset((uint8_t *)q + (size_t)oldcap * elem, 0, (size_t)(newcap - oldcap) * elem);
-    *p = q;
+    memset((uint8_t *)q + (size_t)from * elem, 0, (size_t)(cap - from) * elem);
+    *t = q;
     return 0;
 }
 
-/* Room for `need` slots in every table that exists (and in the ones asked for). */
-static int ensure_cap(fpx_index *ix, int64_t need, int want_keys, int want_meta) {
+int fpx_index_reserve(fpx_index *ix, int64_t need, int want_keys, int want_meta) {
     int64_t cap = ix->cap;
     if (need > cap) {
         cap = cap ? cap : 64;
@@ -253,37 +265,28 @@ static int ensure_cap(fpx_index *ix, int64_t need, int want_keys, int want_meta)
             cap = cap < ((int64_t)1 << 40) ? cap * 2 : need;
         cap = (cap + 63) & ~(int64_t)63;
     }
-    /* alive is sized in whole words; the others by slot. */
-    if (cap > ix->cap || !ix->alive) {
-        void *a = ix->alive;
-        if (grow_array(&a, sizeof(uint64_t), (int64_t)words_for(ix->cap), (int64_t)words_for(cap)))
-            return -1;
-        ix->alive = a;
-    }
-    if (ix->labels && cap > ix->cap) {
-        void *l = ix->labels;
-        if (grow_array(&l, sizeof(int64_t), ix->cap, cap))
-            return -1;
-        ix->labels = l;
-    }
-    if ((ix->keys && cap > ix->cap) || (!ix->keys && want_keys)) {
-        void *k = ix->keys;
-        if (grow_array(&k, sizeof(fpx_blob *), ix->keys ? ix->cap : 0, cap))
-            return -1;
-        ix->keys = k;
-    }
-    if ((ix->meta && cap > ix->cap) || (!ix->meta && want_meta)) {
-        void *m = ix->meta;
-        if (grow_array(&m, sizeof(fpx_blob *), ix->meta ? ix->cap : 0, cap))
-            return -1;
-        ix->meta = m;
-    }
+    /* alive is sized in whole words (and always exists); the others by slot.
+     * What grew before a failure is kept: realloc may have moved it. */
+    void *a = ix->alive, *l = ix->labels, *k = ix->keys, *m = ix->meta;
+    int rc = grow_table(&a, sizeof(uint64_t), (int64_t)fpx_words_for(ix->cap),
+                        (int64_t)fpx_words_for(cap), 1);
+    if (rc == 0)
+        rc = grow_table(&l, sizeof(int64_t), ix->cap, cap, 0);
+    if (rc == 0)
+        rc = grow_table(&k, sizeof(fpx_blob *), ix->cap, cap, want_keys);
+    if (rc == 0)
+        rc = grow_table(&m, sizeof(fpx_blob *), ix->cap, cap, want_meta);
+    ix->alive = a;
+    ix->labels = l;
+    ix->keys = k;
+    ix->meta = m;
+    if (rc)
+        return -1;
     ix->cap = cap;
     return 0;
 }
 
-/* Leaves identity mode: builds the label table and the label map. */
-static int build_label_table(fpx_index *ix, int64_t extra) {
+int fpx_index_label_table(fpx_index *ix, const void *given, int64_t extra) {
     int64_t *labels = malloc((size_t)(ix->cap ? ix->cap : 1) * sizeof *labels);
     if (!labels || fpx_slotmap_reserve(&ix->labelmap, (size_t)(ix->nlive + extra)) != 0) {
         free(labels);
@@ -291,39 +294,64 @@ static int build_label_table(fpx_index *ix, int64_t extra) {
     }
     for (int64_t s = 0; s < ix->cap; s++)
         labels[s] = s;
+    if (given)
+        memcpy(labels, given, (size_t)ix->nslots * sizeof *labels);
     ix->labels = labels;
-    for (int64_t s = 0; s < ix->nslots; s++)
-        if (bit_get(ix->alive, s))
-            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(s), s);
+    for (int64_t s = 0; s < ix->nslots; s++) {
+        if (!fpx_bit_get(ix->alive, s))
+            continue;
+        if (given && find_label(ix, labels[s]) >= 0)
+            return 1;
+        fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(labels[s]), s);
+    }
     return 0;
+}
+
+/*
+ * Makes slot s (== nslots, with room in the tables) live under label, taking
+ * its key k and metadata m (NULL: none). The vector that held k, and with
+ * replace the one that held label, is tombstoned first: a key or a label
+ * names one vector. Cannot fail.
+ */
+static void occupy(fpx_index *ix, int64_t s, int64_t label, int replace, fpx_blob *k, fpx_blob *m) {
+    if (replace) {
+        int64_t old = find_label(ix, label);
+        if (old >= 0)
+            tombstone(ix, old);
+    }
+    if (k) {
+        int64_t old = fpx_index_find_key(ix, k);
+        if (old >= 0)
+            tombstone(ix, old);
+    }
+    fpx_bit_set(ix->alive, s);
+    ix->nlive++;
+    ix->nslots = s + 1;
+    if (ix->labels) {
+        ix->labels[s] = label;
+        fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(label), s);
+    }
+    if (k)
+        fpx_index_put_key(ix, s, k);
+    if (m)
+        ix->meta[s] = m;
+    if (label >= ix->next_label)
+        ix->next_label = label + 1;
 }
 
 int fpx_index_import(const char *tenant, const char *name, const char *index_type, fpx_engine *eng,
                      const int64_t *labels, fpx_index **out, fpx_err *err) {
-    fpx_index *ix = index_alloc(tenant, name, index_type, strlen(index_type), eng);
+    fpx_index *ix = fpx_index_alloc(tenant, name, index_type, strlen(index_type), eng);
     if (!ix)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
     int64_t n = fpx_engine_ntotal(eng);
-    if (ensure_cap(ix, n, 0, 0) || (labels && build_label_table(ix, n))) {
+    if (fpx_index_reserve(ix, n, 0, 0) || (labels && fpx_index_label_table(ix, NULL, n))) {
         fpx_index_free(ix);
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory importing an index");
     }
-    for (int64_t s = 0; s < n; s++) {
-        int64_t label = labels ? labels[s] : s;
-        if (labels) {
-            /* a label names one vector: a repeated one keeps the last */
-            int64_t old = find_label(ix, label);
-            if (old >= 0)
-                tombstone(ix, old);
-            ix->labels[s] = label;
-            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(label), s);
-        }
-        bit_set(ix->alive, s);
-        ix->nlive++;
-        ix->nslots = s + 1;
-        if (label >= ix->next_label)
-            ix->next_label = label + 1;
-    }
+    /* a repeated label keeps the last of its vectors */
+    for (int64_t s = 0; s < n; s++)
+        occupy(ix, s, labels ? labels[s] : s, labels != NULL, NULL, NULL);
     *out = ix;
     return 0;
 }
@@ -397,12 +425,12 @@ static int prepare_items(const msgpack_object *items, int64_t n, fpx_blob ***kb,
         const msgpack_object *id = fpx_map_get(it, "id");
         const msgpack_object *md = fpx_map_get(it, "metadata");
         if (id && id->type != MSGPACK_OBJECT_NIL) {
-            if (!((*kb)[i] = blob_pack(id)))
+            if (!((*kb)[i] = fpx_blob_pack(id)))
                 goto oom;
             *any_key = 1;
         }
         if (md && md->type == MSGPACK_OBJECT_MAP) {
-            if (!((*mb)[i] = blob_pack(md)))
+            if (!((*mb)[i] = fpx_blob_pack(md)))
                 goto oom;
             *any_meta = 1;
         }
@@ -438,11 +466,11 @@ int fpx_index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels
     int breaks_identity = 0;
     for (int64_t i = 0; labels && !ix->labels && i < n; i++)
         breaks_identity |= labels[i] != base + i;
-    int rc = ensure_cap(ix, base + n, any_key, any_meta);
+    int rc = fpx_index_reserve(ix, base + n, any_key, any_meta);
     if (rc == 0 && any_key)
         rc = fpx_slotmap_reserve(&ix->keymap, (size_t)n);
     if (rc == 0 && breaks_identity)
-        rc = build_label_table(ix, n);
+        rc = fpx_index_label_table(ix, NULL, n);
     else if (rc == 0 && ix->labels)
         rc = fpx_slotmap_reserve(&ix->labelmap, (size_t)n);
     if (rc != 0) {
@@ -458,37 +486,9 @@ int fpx_index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels
     }
 
     /* Phase 2: commit; nothing below can fail. */
-    for (int64_t i = 0; i < n; i++) {
-        int64_t s = base + i;
-        int64_t label = labels ? labels[i] : ix->next_label;
-        if (labels) {
-            int64_t old = find_label(ix, label);
-            if (old >= 0)
-                tombstone(ix, old);
-        }
-        fpx_blob *k = kb ? kb[i] : NULL;
-        if (k) {
-            int64_t old = find_key(ix, k);
-            if (old >= 0)
-                tombstone(ix, old);
-        }
-        bit_set(ix->alive, s);
-        ix->nlive++;
-        ix->nslots = s + 1;
-        if (ix->labels) {
-            ix->labels[s] = label;
-            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(label), s);
-        }
-        if (k) {
-            ix->keys[s] = k;
-            fpx_slotmap_put(&ix->keymap, fpx_hash_bytes(k->data, k->len), s);
-            ix->nkeys++;
-        }
-        if (mb && mb[i])
-            ix->meta[s] = mb[i];
-        if (label >= ix->next_label)
-            ix->next_label = label + 1;
-    }
+    for (int64_t i = 0; i < n; i++)
+        occupy(ix, base + i, labels ? labels[i] : ix->next_label, labels != NULL, kb ? kb[i] : NULL,
+               mb ? mb[i] : NULL);
     free(kb); /* the blobs now belong to the tables */
     free(mb);
     *added = n;
@@ -507,10 +507,10 @@ static int delete_one(fpx_index *ix, const msgpack_object *id, int64_t *deleted,
     if (id->type != MSGPACK_OBJECT_STR && !is_int)
         return fpx_err_set(err, FPX_E_VALIDATION, "vector ids must be strings or integers");
     if (ix->keys) {
-        fpx_blob *k = blob_pack(id);
+        fpx_blob *k = fpx_blob_pack(id);
         if (!k)
             return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-        int64_t s = find_key(ix, k);
+        int64_t s = fpx_index_find_key(ix, k);
         free(k);
         if (s >= 0) {
             tombstone(ix, s);
@@ -595,7 +595,7 @@ int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo
     } else {
         for (int64_t s = 0; s < ix->nslots; s++) {
             int64_t l = fpx_index_label_of(ix, s);
-            if (bit_get(ix->alive, s) && l >= lo && l < hi)
+            if (fpx_bit_get(ix->alive, s) && l >= lo && l < hi)
                 slots[cnt++] = s;
         }
     }
@@ -626,7 +626,7 @@ int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo
         for (int64_t s = 0; s < ix->cap; s++)
             newlabels[s] = -1;
         for (int64_t s = 0; s < ix->nslots; s++) {
-            if (!bit_get(ix->alive, s))
+            if (!fpx_bit_get(ix->alive, s))
                 continue;
             int64_t l = fpx_index_label_of(ix, s);
             newlabels[s] = l - count_below(gone, cnt, l);
@@ -638,7 +638,7 @@ int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo
         ix->labels = newlabels;
         ix->labelmap = newmap;
         for (int64_t s = 0; s < ix->nslots; s++)
-            if (bit_get(ix->alive, s))
+            if (fpx_bit_get(ix->alive, s))
                 fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(newlabels[s]), s);
         ix->next_label = top + 1;
     }
@@ -651,17 +651,8 @@ int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo
 int fpx_index_reset(fpx_index *ix, fpx_err *err) {
     if (fpx_engine_reset(ix->eng, err))
         return -1;
-    for (int64_t s = 0; s < ix->nslots; s++) {
-        if (ix->keys) {
-            free(ix->keys[s]);
-            ix->keys[s] = NULL;
-        }
-        if (ix->meta) {
-            free(ix->meta[s]);
-            ix->meta[s] = NULL;
-        }
-    }
-    memset(ix->alive, 0, words_for(ix->cap) * sizeof(uint64_t));
+    clear_blobs(ix);
+    memset(ix->alive, 0, fpx_words_for(ix->cap) * sizeof(uint64_t));
     free(ix->labels);
     ix->labels = NULL;
     fpx_slotmap_free(&ix->keymap);
@@ -679,128 +670,6 @@ fpx_bitset fpx_index_live(const fpx_index *ix) {
 
 /* ---- search ---------------------------------------------------------------------- */
 
-typedef struct filter_field {
-    const char *name;
-    size_t name_len;
-    fpx_blob *value; /* canonical encoding */
-} filter_field;
-
-int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err) {
-    if (!filter || filter->type == MSGPACK_OBJECT_NIL)
-        return 0;
-    if (filter->type != MSGPACK_OBJECT_MAP)
-        return fpx_err_set(err, FPX_E_VALIDATION,
-                           "the search filter (metadata section) must be a map of field: value");
-    if (!fpx_obj_utf8_valid(filter))
-        return fpx_err_set(err, FPX_E_VALIDATION, "filter strings must be valid UTF-8");
-    for (uint32_t i = 0; i < filter->via.map.size; i++)
-        if (filter->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR)
-            return fpx_err_set(err, FPX_E_VALIDATION, "filter field names must be strings");
-    return 0;
-}
-
-/* Reads a msgpack string at p; 1 and its bytes, or 0 when p holds no string. */
-static int mp_str(const uint8_t *p, const uint8_t *end, const uint8_t **s, size_t *n) {
-    if (p >= end)
-        return 0;
-    size_t hdr, len;
-    if ((p[0] & 0xe0) == 0xa0) {
-        hdr = 1;
-        len = p[0] & 0x1f;
-    } else if (p[0] == 0xd9 && end - p >= 2) {
-        hdr = 2;
-        len = p[1];
-    } else if (p[0] == 0xda && end - p >= 3) {
-        hdr = 3;
-        len = (size_t)p[1] << 8 | p[2];
-    } else if (p[0] == 0xdb && end - p >= 5) {
-        hdr = 5;
-        len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
-    } else {
-        return 0;
-    }
-    if ((size_t)(end - p) - hdr < len)
-        return 0;
-    *s = p + hdr;
-    *n = len;
-    return 1;
-}
-
-/* 1 when the stored metadata map has every filter field equal to its value. */
-static int meta_matches(const fpx_blob *m, const filter_field *f, size_t nf) {
-    if (!m)
-        return 0;
-    const uint8_t *p = m->data, *end = m->data + m->len;
-    size_t count;
-    if ((p[0] & 0xf0) == 0x80) {
-        count = p[0] & 0x0f;
-        p += 1;
-    } else if (p[0] == 0xde && m->len >= 3) {
-        count = (size_t)p[1] << 8 | p[2];
-        p += 3;
-    } else if (p[0] == 0xdf && m->len >= 5) {
-        count = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
-        p += 5;
-    } else {
-        return 0;
-    }
-    size_t found = 0;
-    for (size_t e = 0; e < count && p < end; e++) {
-        const uint8_t *ks;
-        size_t kn, used;
-        int is_str = mp_str(p, end, &ks, &kn);
-        if (fpx_msgpack_check(p, (size_t)(end - p), &used, NULL))
-            return 0;
-        p += used;
-        if (fpx_msgpack_check(p, (size_t)(end - p), &used, NULL))
-            return 0;
-        if (is_str) {
-            for (size_t j = 0; j < nf; j++) {
-                if (f[j].name_len == kn && !memcmp(f[j].name, ks, kn)) {
-                    if (f[j].value->len != used || memcmp(f[j].value->data, p, used))
-                        return 0;
-                    found++;
-                }
-            }
-        }
-        p += used;
-    }
-    return found == nf;
-}
-
-/* The allowed set of a filtered search: live slots whose metadata matches. */
-static int build_filter_set(const fpx_index *ix, const msgpack_object *filter, uint64_t **words,
-                            int64_t *count) {
-    size_t nf = filter->via.map.size;
-    filter_field *f = calloc(nf, sizeof *f);
-    uint64_t *w = calloc(words_for(ix->nslots) + 1, sizeof *w);
-    int rc = (f && w) ? 0 : -1;
-    for (size_t j = 0; rc == 0 && j < nf; j++) {
-        const msgpack_object_kv *kv = &filter->via.map.ptr[j];
-        f[j].name = kv->key.via.str.ptr;
-        f[j].name_len = kv->key.via.str.size;
-        if (!(f[j].value = blob_pack(&kv->val)))
-            rc = -1;
-    }
-    int64_t c = 0;
-    for (int64_t s = 0; rc == 0 && ix->meta && s < ix->nslots; s++) {
-        if (bit_get(ix->alive, s) && meta_matches(ix->meta[s], f, nf)) {
-            bit_set(w, s);
-            c++;
-        }
-    }
-    for (size_t j = 0; f && j < nf; j++)
-        free(f[j].value);
-    free(f);
-    if (rc) {
-        free(w);
-        return -1;
-    }
-    *words = w;
-    *count = c;
-    return 0;
-}
-
 /* The allowed set of a search: the filter's matches, or the live slots when
  * some are dead, or NULL (everything). *owned is what to free after. */
 static int allowed_set(const fpx_index *ix, const msgpack_object *filter, fpx_bitset *set,
@@ -809,7 +678,7 @@ static int allowed_set(const fpx_index *ix, const msgpack_object *filter, fpx_bi
     *allowed = NULL;
     memset(set, 0, sizeof *set);
     if (filter && filter->type == MSGPACK_OBJECT_MAP && filter->via.map.size > 0) {
-        if (build_filter_set(ix, filter, owned, &set->count))
+        if (fpx_filter_select(ix, filter, owned, &set->count))
             return fpx_err_set(err, FPX_E_INTERNAL, "out of memory building the filter");
         set->words = *owned;
         set->nbits = ix->nslots;
@@ -923,8 +792,8 @@ int fpx_index_check(const fpx_index *ix, fpx_err *err) {
         return fpx_err_set(err, FPX_E_INTERNAL, "nslots %lld does not fit capacity %lld",
                            (long long)ix->nslots, (long long)ix->cap);
     /* no bit set past nslots: a later add would find a slot alive already */
-    for (int64_t s = ix->nslots; ix->alive && s < (int64_t)words_for(ix->cap) * 64; s++)
-        if (bit_get(ix->alive, s))
+    for (int64_t s = ix->nslots; ix->alive && s < (int64_t)fpx_words_for(ix->cap) * 64; s++)
+        if (fpx_bit_get(ix->alive, s))
             return fpx_err_set(err, FPX_E_INTERNAL, "slot %lld beyond nslots is alive",
                                (long long)s);
     int64_t live = 0, keyed = 0, top = -1;
@@ -932,7 +801,7 @@ int fpx_index_check(const fpx_index *ix, fpx_err *err) {
         int64_t label = fpx_index_label_of(ix, s);
         const fpx_blob *k = ix->keys ? ix->keys[s] : NULL;
         const fpx_blob *m = ix->meta ? ix->meta[s] : NULL;
-        if (!bit_get(ix->alive, s)) {
+        if (!fpx_bit_get(ix->alive, s)) {
             if (k || m)
                 return fpx_err_set(err, FPX_E_INTERNAL, "dead slot %lld keeps a key or metadata",
                                    (long long)s);
@@ -952,7 +821,7 @@ int fpx_index_check(const fpx_index *ix, fpx_err *err) {
             top = label;
         if (k) {
             keyed++;
-            if (find_key(ix, k) != s)
+            if (fpx_index_find_key(ix, k) != s)
                 return fpx_err_set(err, FPX_E_INTERNAL, "the key of slot %lld maps elsewhere",
                                    (long long)s);
         }
@@ -970,210 +839,4 @@ int fpx_index_check(const fpx_index *ix, fpx_err *err) {
         return fpx_err_set(err, FPX_E_INTERNAL, "next_label %lld; top live label %lld, %lld slots",
                            (long long)ix->next_label, (long long)top, (long long)ix->nslots);
     return 0;
-}
-
-/* ---- snapshot encoding -------------------------------------------------------------- */
-
-#define SNAP_FORMAT "faiss-proxy-snapshot"
-#define SNAP_VERSION 1
-
-static void pack_blob_table(msgpack_packer *pk, fpx_blob *const *t, int64_t n) {
-    if (!t) {
-        msgpack_pack_nil(pk);
-        return;
-    }
-    msgpack_pack_array(pk, (size_t)n);
-    for (int64_t s = 0; s < n; s++) {
-        if (t[s]) {
-            msgpack_pack_bin(pk, t[s]->len);
-            msgpack_pack_bin_body(pk, t[s]->data, t[s]->len);
-        } else {
-            msgpack_pack_nil(pk);
-        }
-    }
-}
-
-int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *err) {
-    size_t englen, written;
-    if (fpx_engine_write(ix->eng, NULL, NULL, &englen, err)) /* the size, first */
-        return -1;
-    fpx_out o;
-    fpx_out_init(&o);
-    msgpack_packer *h = fpx_out_hdr(&o);
-    msgpack_pack_map(h, 9);
-    fpx_pack_cstr(h, "format");
-    fpx_pack_cstr(h, SNAP_FORMAT);
-    fpx_pack_cstr(h, "version");
-    msgpack_pack_int(h, SNAP_VERSION);
-    fpx_pack_cstr(h, "seq");
-    msgpack_pack_uint64(h, ix->seq);
-    fpx_pack_cstr(h, "index_type");
-    fpx_pack_cstr(h, ix->index_type);
-    fpx_pack_cstr(h, "dimension");
-    msgpack_pack_int64(h, ix->dim);
-    fpx_pack_cstr(h, "metric");
-    msgpack_pack_int(h, (int)ix->metric);
-    fpx_pack_cstr(h, "nslots");
-    msgpack_pack_int64(h, ix->nslots);
-    fpx_pack_cstr(h, "next_label");
-    msgpack_pack_int64(h, ix->next_label);
-    fpx_pack_cstr(h, "nlive");
-    msgpack_pack_int64(h, ix->nlive);
-    msgpack_packer *m = fpx_out_meta(&o);
-    msgpack_pack_map(m, 4);
-    fpx_pack_cstr(m, "alive");
-    size_t abytes = words_for(ix->nslots) * sizeof(uint64_t);
-    msgpack_pack_bin(m, abytes);
-    msgpack_pack_bin_body(m, ix->alive, abytes);
-    fpx_pack_cstr(m, "labels");
-    if (ix->labels) {
-        msgpack_pack_bin(m, (size_t)ix->nslots * sizeof(int64_t));
-        msgpack_pack_bin_body(m, ix->labels, (size_t)ix->nslots * sizeof(int64_t));
-    } else {
-        msgpack_pack_nil(m);
-    }
-    fpx_pack_cstr(m, "keys");
-    pack_blob_table(m, ix->keys, ix->nslots);
-    fpx_pack_cstr(m, "meta");
-    pack_blob_table(m, ix->meta, ix->nslots);
-    uint8_t *prefix, *meta;
-    size_t plen, mlen;
-    if (fpx_out_frame(&o, englen, &prefix, &plen, &meta, &mlen))
-        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory encoding the snapshot of '%s'",
-                           ix->name);
-    int rc = fn(ctx, prefix, plen);
-    if (rc == 0)
-        rc = fpx_engine_write(ix->eng, fn, ctx, &written, err);
-    if (rc == 0 && written != englen)
-        rc = fpx_err_set(err, FPX_E_INTERNAL, "the index of '%s' changed while being written",
-                         ix->name);
-    if (rc == 0 && mlen > 0)
-        rc = fn(ctx, meta, mlen);
-    free(prefix);
-    free(meta);
-    return rc;
-}
-
-static int get_i64(const msgpack_object *map, const char *k, int64_t *v) {
-    const msgpack_object *o = fpx_map_get(map, k);
-    return o ? fpx_obj_int(o, v) : -1;
-}
-
-static int load_blob_table(fpx_index *ix, const msgpack_object *t, fpx_blob ***dst, int is_key) {
-    if (!t || t->type == MSGPACK_OBJECT_NIL)
-        return 0;
-    if (t->type != MSGPACK_OBJECT_ARRAY || (int64_t)t->via.array.size != ix->nslots)
-        return -1;
-    fpx_blob **tab = calloc((size_t)(ix->cap ? ix->cap : 1), sizeof *tab);
-    if (!tab)
-        return -1;
-    *dst = tab;
-    for (int64_t s = 0; s < ix->nslots; s++) {
-        const msgpack_object *e = &t->via.array.ptr[s];
-        if (e->type == MSGPACK_OBJECT_NIL)
-            continue;
-        if (e->type != MSGPACK_OBJECT_BIN || !bit_get(ix->alive, s))
-            return -1;
-        if (!(tab[s] = blob_new(e->via.bin.ptr, e->via.bin.size)))
-            return -1;
-        if (is_key) {
-            if (find_key(ix, tab[s]) >= 0) /* a duplicate key: the file lies */
-                return -1;
-            fpx_slotmap_put(&ix->keymap, fpx_hash_bytes(tab[s]->data, tab[s]->len), s);
-            ix->nkeys++;
-        }
-    }
-    return 0;
-}
-
-int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, size_t len,
-                     fpx_index **out, uint64_t *seq, fpx_err *err) {
-    fpx_msg msg;
-    if (fpx_msg_decode(&msg, buf, len, err))
-        return -1;
-    const msgpack_object *h = msg.header, *m = msg.meta;
-    const msgpack_object *fmt = fpx_map_get(h, "format"), *type = fpx_map_get(h, "index_type");
-    int64_t version, dim, metric, nslots, next_label, nlive, sq;
-    const char *tstr;
-    size_t tlen;
-    fpx_index *ix = NULL;
-    fpx_engine *eng = NULL;
-    if (!fmt || !fpx_obj_str_eq(fmt, SNAP_FORMAT) || get_i64(h, "version", &version) ||
-        version != SNAP_VERSION || get_i64(h, "seq", &sq) || !type ||
-        fpx_obj_str(type, &tstr, &tlen) || get_i64(h, "dimension", &dim) ||
-        get_i64(h, "metric", &metric) || get_i64(h, "nslots", &nslots) ||
-        get_i64(h, "next_label", &next_label) || get_i64(h, "nlive", &nlive) || !m ||
-        m->type != MSGPACK_OBJECT_MAP || nslots < 0 || nlive < 0 || nlive > nslots ||
-        (metric != FPX_METRIC_L2 && metric != FPX_METRIC_IP && metric != FPX_METRIC_HAMMING)) {
-        fpx_err_set(err, FPX_E_INTERNAL, "snapshot header is not valid");
-        goto fail;
-    }
-    if (fpx_engine_deserialize(msg.body.data, msg.body.data_size, &eng, err))
-        goto fail;
-    if (fpx_engine_ntotal(eng) != nslots || fpx_engine_dim(eng) != dim) {
-        fpx_err_set(err, FPX_E_INTERNAL, "snapshot tables do not match its FAISS index");
-        goto fail;
-    }
-    if (fpx_engine_metric(eng) != (fpx_metric)metric) {
-        fpx_err_set(err, FPX_E_INTERNAL, "snapshot metric does not match its FAISS index");
-        goto fail;
-    }
-    ix = index_alloc(tenant, name, tstr, tlen, eng);
-    eng = NULL;
-    if (!ix)
-        goto oom;
-    if (ensure_cap(ix, nslots, 0, 0))
-        goto oom;
-    ix->nslots = nslots;
-    ix->next_label = next_label;
-    const msgpack_object *alive = fpx_map_get(m, "alive"), *labels = fpx_map_get(m, "labels");
-    size_t abytes = words_for(nslots) * sizeof(uint64_t);
-    if (!alive || alive->type != MSGPACK_OBJECT_BIN || alive->via.bin.size != abytes)
-        goto bad;
-    memcpy(ix->alive, alive->via.bin.ptr, abytes);
-    int64_t live = 0;
-    for (int64_t s = 0; s < nslots; s++)
-        live += bit_get(ix->alive, s);
-    if (live != nlive)
-        goto bad;
-    ix->nlive = nlive;
-    if (labels && labels->type == MSGPACK_OBJECT_BIN) {
-        if (labels->via.bin.size != (size_t)nslots * sizeof(int64_t))
-            goto bad;
-        ix->labels = malloc((size_t)(ix->cap ? ix->cap : 1) * sizeof(int64_t));
-        if (!ix->labels || fpx_slotmap_reserve(&ix->labelmap, (size_t)nlive))
-            goto oom;
-        memcpy(ix->labels, labels->via.bin.ptr, (size_t)nslots * sizeof(int64_t));
-        for (int64_t s = 0; s < nslots; s++) {
-            if (!bit_get(ix->alive, s))
-                continue;
-            if (find_label(ix, ix->labels[s]) >= 0)
-                goto bad;
-            fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(ix->labels[s]), s);
-        }
-    } else if (labels && labels->type != MSGPACK_OBJECT_NIL) {
-        goto bad;
-    }
-    const msgpack_object *keys = fpx_map_get(m, "keys");
-    if (keys && keys->type == MSGPACK_OBJECT_ARRAY &&
-        fpx_slotmap_reserve(&ix->keymap, keys->via.array.size))
-        goto oom;
-    if (load_blob_table(ix, keys, &ix->keys, 1) ||
-        load_blob_table(ix, fpx_map_get(m, "meta"), &ix->meta, 0))
-        goto bad;
-    fpx_msg_destroy(&msg);
-    *seq = (uint64_t)sq;
-    ix->seq = ix->snap_seq = (uint64_t)sq;
-    *out = ix;
-    return 0;
-bad:
-    fpx_err_set(err, FPX_E_INTERNAL, "snapshot tables are not valid");
-    goto fail;
-oom:
-    fpx_err_set(err, FPX_E_INTERNAL, "out of memory loading a snapshot");
-fail:
-    fpx_engine_free(eng);
-    fpx_index_free(ix);
-    fpx_msg_destroy(&msg);
-    return -1;
 }

@@ -18,6 +18,11 @@
  * everything that can fail (allocation, FAISS) happens before the first
  * visible change. Callers hold the index's lock: shared for searches and
  * reads, exclusive for writes.
+ *
+ * Three files implement it: index.c the tables and what changes or reads
+ * them, filter.c (filter.h) metadata filters, snapshot.c (snapshot.h) the
+ * snapshot body. Both headers are included here, so this one include gives
+ * an index's whole interface.
  */
 #ifndef FPX_INDEX_H
 #define FPX_INDEX_H
@@ -28,8 +33,10 @@
 
 #include "batch.h"
 #include "engine/engine.h"
+#include "filter.h"
 #include "proto/proto.h"
 #include "slotmap.h"
+#include "snapshot.h"
 #include "util.h"
 
 /* A length-prefixed, immutable byte string (canonical msgpack of a key or of
@@ -139,9 +146,6 @@ fpx_bitset fpx_index_live(const fpx_index *ix);
 int fpx_index_import(const char *tenant, const char *name, const char *index_type, fpx_engine *eng,
                      const int64_t *labels, fpx_index **out, fpx_err *err);
 
-/* Checks a search filter (NULL = none): a map from string field names to values. */
-int fpx_index_check_filter(const msgpack_object *filter, fpx_err *err);
-
 /* k-NN search; I receives slots (-1 = none). Fills D/I fully. */
 int fpx_index_search(fpx_index *ix, int64_t nq, const void *x, int64_t k,
                      const fpx_search_params *params, const msgpack_object *filter, void *D,
@@ -159,15 +163,6 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk);
 /* Packs the info map: index_id, dimension, index_type, metric, ntotal,
  * is_trained, has_keys. */
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk);
-
-/* The snapshot body of the whole state, streamed through fn: the vectors go
- * from the index to fn without a copy of the index in memory. A failing fn
- * fails the call (-1; err is set only when the failure is not fn's). */
-int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *err);
-/* Rebuilds an index from fpx_index_write's bytes. *seq receives the last
- * write the snapshot covers. */
-int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, size_t len,
-                     fpx_index **out, uint64_t *seq, fpx_err *err);
 
 /*
  * Checks the invariants that tie the tables together: nslots equals the

@@ -11,7 +11,7 @@
  *   16 bytes: the index's unique id (random, given at creation)
  *   u16 tenant length | u16 name length | u32 zero | tenant | name | zeros
  *
- * Snapshot file: identity header, the snapshot body (index.c), the CRC-32C
+ * Snapshot file: identity header, the snapshot body (snapshot.c), the CRC-32C
  * of everything before it (4 bytes), then "FPXS". Written as snapshot.tmp,
  * fsync'd, renamed over snapshot, folder fsync'd; then a new log (the header
  * alone) is written as wal.tmp, fsync'd and renamed over wal. A crash between
