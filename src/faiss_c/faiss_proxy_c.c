@@ -8,8 +8,6 @@
 
 #include <faiss/c_api/faiss_proxy_c.h>
 
-#include <stdio.h>
-
 const char *faiss_proxy_Index_name(const FaissIndex *ix) {
     return ix ? ix->name : NULL;
 }

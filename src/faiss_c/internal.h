@@ -189,6 +189,7 @@ int fpx_fc_index_reconstruct(const FaissIndex *ix, idx_t key, void *recons, enum
 int fpx_fc_index_reconstruct_n(const FaissIndex *ix, idx_t i0, idx_t ni, void *recons,
                                enum fpx_fc_vectors v);
 
+/* Whether the handle is an IndexIDMap or IndexIDMap2 (float or binary). */
 static inline int fpx_fc_is_idmap(const FaissIndex *ix) {
     return ix->cls == FPX_CLS_IDMAP || ix->cls == FPX_CLS_IDMAP2;
 }
