@@ -1,30 +1,155 @@
 /*
- * aux_structures.c - the helper structures of FAISS's impl/AuxIndexStructures_c.h
- * that live entirely in the caller's process: BufferList (a list of id and
- * distance buffers), RangeSearchPartialResult and RangeQueryResult (how a
- * range search fills a RangeSearchResult query by query). They hold no index
- * and need no server; they behave as FAISS's do.
+ * AuxIndexStructures_c.c - FAISS's impl/AuxIndexStructures_c.h: the helper
+ * structures that live entirely in the caller's process. RangeSearchResult
+ * (what a range search fills), IDSelector (a label range or a batch of
+ * labels, sent to the server by faiss_Index_remove_ids), BufferList (a list
+ * of id and distance buffers), RangeSearchPartialResult and RangeQueryResult
+ * (how a range search fills a RangeSearchResult query by query). They hold no
+ * index and need no server; they behave as FAISS's do.
  *
  * DistanceComputer is declared by the header but has no constructor in the
  * C API of FAISS 1.7.3; its calls report that.
  */
+#include "internal.h"
+
 #include <faiss/c_api/error_c.h>
-#include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Defined in faiss_c.c: sets the thread's last error, returns code. */
-__attribute__((visibility("hidden"))) int fpx_faiss_c_error(int code, const char *msg);
+/* ---- RangeSearchResult, IDSelector -------------------------------------------------- */
 
-/* The RangeSearchResult layout of faiss_c.c. */
-struct FaissRangeSearchResult_H {
-    size_t nq;
-    size_t *lims;
-    idx_t *labels;
-    float *distances;
-    size_t buffer_size;
-};
+static int cmp_idx(const void *a, const void *b) {
+    idx_t x = *(const idx_t *)a, y = *(const idx_t *)b;
+    return (x > y) - (x < y);
+}
+
+int faiss_IDSelector_is_member(const FaissIDSelector *sel, idx_t id) {
+    if (sel->is_range)
+        return id >= sel->imin && id < sel->imax;
+    return bsearch(&id, sel->ids, sel->n, sizeof id, cmp_idx) != NULL;
+}
+
+int faiss_RangeSearchResult_new_with(FaissRangeSearchResult **p, idx_t nq, int alloc_lims) {
+    FaissRangeSearchResult *r = calloc(1, sizeof *r);
+    if (!r)
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
+    r->nq = (size_t)nq;
+    r->buffer_size = 1024 * 256;
+    if (alloc_lims && !(r->lims = calloc((size_t)nq + 1, sizeof(size_t)))) {
+        free(r);
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
+    }
+    *p = r;
+    return 0;
+}
+
+int faiss_RangeSearchResult_new(FaissRangeSearchResult **p, idx_t nq) {
+    return faiss_RangeSearchResult_new_with(p, nq, 1);
+}
+
+int faiss_RangeSearchResult_do_allocation(FaissRangeSearchResult *r) {
+    /* lims holds per-query counts: turn them into offsets, size the arrays */
+    size_t ofs = 0;
+    for (size_t i = 0; i < r->nq; i++) {
+        size_t n = r->lims[i];
+        r->lims[i] = ofs;
+        ofs += n;
+    }
+    r->lims[r->nq] = ofs;
+    free(r->labels);
+    free(r->distances);
+    r->labels = malloc(sizeof(idx_t) * (ofs ? ofs : 1));
+    r->distances = malloc(sizeof(float) * (ofs ? ofs : 1));
+    return r->labels && r->distances ? 0 : fpx_fc_error(STD_EXCEPT, "out of memory");
+}
+
+void faiss_RangeSearchResult_free(FaissRangeSearchResult *r) {
+    if (!r)
+        return;
+    free(r->lims);
+    free(r->labels);
+    free(r->distances);
+    free(r);
+}
+
+size_t faiss_RangeSearchResult_nq(const FaissRangeSearchResult *r) {
+    return r->nq;
+}
+
+size_t faiss_RangeSearchResult_buffer_size(const FaissRangeSearchResult *r) {
+    return r->buffer_size;
+}
+
+void faiss_RangeSearchResult_lims(FaissRangeSearchResult *r, size_t **lims) {
+    *lims = r->lims;
+}
+
+void faiss_RangeSearchResult_labels(FaissRangeSearchResult *r, idx_t **labels, float **distances) {
+    *labels = r->labels;
+    *distances = r->distances;
+}
+
+void faiss_IDSelector_free(FaissIDSelector *sel) {
+    if (!sel)
+        return;
+    free(sel->ids);
+    free(sel);
+}
+
+void faiss_IDSelectorRange_free(FaissIDSelectorRange *sel) {
+    faiss_IDSelector_free((FaissIDSelector *)sel);
+}
+
+int faiss_IDSelectorRange_new(FaissIDSelectorRange **p, idx_t imin, idx_t imax) {
+    FaissIDSelector *s = calloc(1, sizeof *s);
+    if (!s)
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
+    s->is_range = 1;
+    s->imin = imin;
+    s->imax = imax;
+    *p = (FaissIDSelectorRange *)s;
+    return 0;
+}
+
+idx_t faiss_IDSelectorRange_imin(const FaissIDSelectorRange *sel) {
+    return ((const FaissIDSelector *)sel)->imin;
+}
+
+idx_t faiss_IDSelectorRange_imax(const FaissIDSelectorRange *sel) {
+    return ((const FaissIDSelector *)sel)->imax;
+}
+
+int faiss_IDSelectorBatch_new(FaissIDSelectorBatch **p, size_t n, const idx_t *indices) {
+    FaissIDSelector *s = calloc(1, sizeof *s);
+    if (!s || !(s->ids = malloc(sizeof(idx_t) * (n ? n : 1)))) {
+        free(s);
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
+    }
+    if (n)
+        memcpy(s->ids, indices, sizeof(idx_t) * n);
+    qsort(s->ids, n, sizeof(idx_t), cmp_idx);
+    s->n = n;
+    /* FAISS's bloom-filter geometry, for the getters */
+    int nbits = 0;
+    while (n > ((size_t)1 << nbits))
+        nbits++;
+    nbits += 5;
+    s->nbits = nbits;
+    s->mask = ((idx_t)1 << nbits) - 1;
+    *p = (FaissIDSelectorBatch *)s;
+    return 0;
+}
+
+int faiss_IDSelectorBatch_nbits(const FaissIDSelectorBatch *sel) {
+    return ((const FaissIDSelector *)sel)->nbits;
+}
+
+idx_t faiss_IDSelectorBatch_mask(const FaissIDSelectorBatch *sel) {
+    return ((const FaissIDSelector *)sel)->mask;
+}
+
+/* ---- BufferList, RangeSearchPartialResult, RangeQueryResult --------------------------- */
 
 struct FaissBufferList_H {
     size_t buffer_size;
@@ -36,7 +161,7 @@ struct FaissBufferList_H {
 int faiss_BufferList_new(FaissBufferList **p, size_t buffer_size) {
     FaissBufferList *bl = calloc(1, sizeof *bl);
     if (!bl)
-        return fpx_faiss_c_error(STD_EXCEPT, "out of memory");
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
     bl->buffer_size = buffer_size ? buffer_size : 1;
     bl->wp = bl->buffer_size; /* the first add appends a buffer */
     *p = bl;
@@ -65,14 +190,14 @@ size_t faiss_BufferList_wp(const FaissBufferList *bl) {
 int faiss_BufferList_append_buffer(FaissBufferList *bl) {
     FaissBuffer *b = realloc(bl->buffers, sizeof *b * (bl->nbuf + 1));
     if (!b)
-        return fpx_faiss_c_error(STD_EXCEPT, "out of memory");
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
     bl->buffers = b;
     b[bl->nbuf].ids = malloc(sizeof(idx_t) * bl->buffer_size);
     b[bl->nbuf].dis = malloc(sizeof(float) * bl->buffer_size);
     if (!b[bl->nbuf].ids || !b[bl->nbuf].dis) {
         free(b[bl->nbuf].ids);
         free(b[bl->nbuf].dis);
-        return fpx_faiss_c_error(STD_EXCEPT, "out of memory");
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
     }
     bl->nbuf++;
     bl->wp = 0;
@@ -96,7 +221,7 @@ int faiss_BufferList_copy_range(FaissBufferList *bl, size_t ofs, size_t n, idx_t
                                 float *dest_dis) {
     size_t total = bl->nbuf ? (bl->nbuf - 1) * bl->buffer_size + bl->wp : 0;
     if (ofs + n > total)
-        return fpx_faiss_c_error(FAISS_EXCEPT, "copy_range past the end of the buffers");
+        return fpx_fc_error(FAISS_EXCEPT, "copy_range past the end of the buffers");
     while (n > 0) {
         size_t bno = ofs / bl->buffer_size, o = ofs % bl->buffer_size;
         size_t k = bl->buffer_size - o < n ? bl->buffer_size - o : n;
@@ -128,7 +253,7 @@ int faiss_RangeSearchPartialResult_new(FaissRangeSearchPartialResult **p,
     FaissRangeSearchPartialResult *pr = calloc(1, sizeof *pr);
     if (!pr || faiss_BufferList_new(&pr->bl, res->buffer_size)) {
         free(pr);
-        return fpx_faiss_c_error(STD_EXCEPT, "out of memory");
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
     }
     pr->res = res;
     *p = pr;
@@ -143,7 +268,7 @@ int faiss_RangeSearchPartialResult_new_result(FaissRangeSearchPartialResult *p, 
                                               FaissRangeQueryResult **qr) {
     FaissRangeQueryResult *q = realloc(p->queries, sizeof *q * (p->nqueries + 1));
     if (!q)
-        return fpx_faiss_c_error(STD_EXCEPT, "out of memory");
+        return fpx_fc_error(STD_EXCEPT, "out of memory");
     p->queries = q;
     q[p->nqueries] = (FaissRangeQueryResult){qno, 0, p};
     *qr = &q[p->nqueries++];
@@ -200,8 +325,8 @@ int faiss_RangeSearchPartialResult_finalize(FaissRangeSearchPartialResult *p) {
 }
 
 static int no_distance_computer(void) {
-    return fpx_faiss_c_error(FAISS_EXCEPT, "a DistanceComputer needs the index in this process; "
-                                           "faiss-proxy computes distances on the server");
+    return fpx_fc_error(FAISS_EXCEPT, "a DistanceComputer needs the index in this process; "
+                                      "faiss-proxy computes distances on the server");
 }
 
 int faiss_DistanceComputer_set_query(FaissDistanceComputer *dc, const float *x) {
