@@ -886,7 +886,15 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
 }
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 7);
+    msgpack_pack_map(pk, 7 + (ix->lease_seconds > 0 ? 2 : 0));
+    if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */
+        uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
+        double left = (double)ix->lease_seconds - (now > at ? (double)(now - at) / 1e9 : 0);
+        fpx_pack_cstr(pk, "lease_seconds");
+        msgpack_pack_int64(pk, ix->lease_seconds);
+        fpx_pack_cstr(pk, "lease_remaining");
+        msgpack_pack_double(pk, left > 0 ? left : 0);
+    }
     fpx_pack_cstr(pk, "index_id");
     fpx_pack_cstr(pk, ix->name);
     fpx_pack_cstr(pk, "dimension");
@@ -1000,7 +1008,7 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *h = fpx_out_hdr(&o);
-    msgpack_pack_map(h, 9);
+    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0));
     fpx_pack_cstr(h, "format");
     fpx_pack_cstr(h, SNAP_FORMAT);
     fpx_pack_cstr(h, "version");
@@ -1019,6 +1027,10 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     msgpack_pack_int64(h, ix->next_label);
     fpx_pack_cstr(h, "nlive");
     msgpack_pack_int64(h, ix->nlive);
+    if (ix->lease_seconds > 0) {
+        fpx_pack_cstr(h, "lease_seconds");
+        msgpack_pack_int64(h, ix->lease_seconds);
+    }
     msgpack_packer *m = fpx_out_meta(&o);
     msgpack_pack_map(m, 4);
     fpx_pack_cstr(m, "alive");
@@ -1126,6 +1138,9 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
         goto oom;
     ix->nslots = nslots;
     ix->next_label = next_label;
+    int64_t lease; /* absent in snapshots of indexes without a lease */
+    if (get_i64(h, "lease_seconds", &lease) == 0 && lease > 0)
+        ix->lease_seconds = lease;
     const msgpack_object *alive = fpx_map_get(m, "alive"), *labels = fpx_map_get(m, "labels");
     size_t abytes = words_for(nslots) * sizeof(uint64_t);
     if (!alive || alive->type != MSGPACK_OBJECT_BIN || alive->via.bin.size != abytes)
