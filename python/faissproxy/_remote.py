@@ -112,8 +112,10 @@ class Index:
         h = client()
         name = _unique_name()
         metric_arg = b"Hamming" if self._binary else _metric_name(metric)
-        check(lib.fpx_client_create_index(h, name.encode(), self.d, description.encode(),
-                                          metric_arg, ctypes.byref(info)), h)
+        # generated for the program: leased, so a crash leaves nothing behind
+        check(lib.fpx_client_create_index_leased(h, name.encode(), self.d, description.encode(),
+                                                 metric_arg, _lib.LEASE_FROM_ENV,
+                                                 ctypes.byref(info)), h)
         self._name = name
         self.is_trained = bool(info.is_trained)
 
@@ -442,8 +444,8 @@ def _import(data, binary):
     info = _lib.IndexInfo()
     name = _unique_name()
     h = client()
-    check(lib.fpx_client_import(h, name.encode(), b"imported", _ptr(data), data.nbytes,
-                                ctypes.byref(info)), h)
+    check(lib.fpx_client_import_leased(h, name.encode(), b"imported", _ptr(data), data.nbytes,
+                                       _lib.LEASE_FROM_ENV, ctypes.byref(info)), h)
     if binary:
         return IndexBinary(0, "", _attach=info)
     ix = Index(0, "", _attach=info)

@@ -233,7 +233,7 @@ static int create_on_server(FaissIndex *ix) {
     char name[129];
     make_name(name);
     fpx_index_info info;
-    if (fpx_client_create_index(c, name, ix->d, ix->desc, m, &info) != 0)
+    if (fpx_client_create_index_leased(c, name, ix->d, ix->desc, m, FPX_LEASE_FROM_ENV, &info))
         return from_client(c);
     snprintf(ix->name, sizeof ix->name, "%s", name);
     ix->is_trained = info.is_trained;
@@ -1092,7 +1092,7 @@ static int import_bytes(const uint8_t *bytes, size_t len, FaissIndex **p) {
     char name[129];
     make_name(name);
     fpx_index_info info;
-    if (fpx_client_import(c, name, "imported", bytes, len, &info) != 0)
+    if (fpx_client_import_leased(c, name, "imported", bytes, len, FPX_LEASE_FROM_ENV, &info))
         return from_client(c);
     size_t nlist, nprobe;
     enum cls cls = cls_of_bytes(bytes, len, &nlist, &nprobe);
