@@ -104,6 +104,10 @@ FPX_API int fpx_client_create_index(fpx_client *c, const char *index_id, int64_t
 FPX_API int fpx_client_create_index_leased(fpx_client *c, const char *index_id, int64_t dimension,
                                            const char *index_type, const char *metric,
                                            int64_t lease_seconds, fpx_index_info *info);
+/* Changes index_id's lease on the server: 0 removes it (the index then never
+ * expires: how a program keeps an index it made), else 1..86400 and this
+ * handle renews it from now on. */
+FPX_API int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seconds);
 FPX_API int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info);
 FPX_API int fpx_client_delete_index(fpx_client *c, const char *index_id);
 /* *infos is malloc'd (free with free()); *count entries. */

@@ -76,6 +76,7 @@ _SIGS = {
     "fpx_client_create_index_leased": (INT, [P, S, I64, S, S, I64, ctypes.POINTER(IndexInfo)]),
     "fpx_client_import_leased": (INT, [P, S, S, P, ctypes.c_size_t, I64,
                                        ctypes.POINTER(IndexInfo)]),
+    "fpx_client_set_lease": (INT, [P, S, I64]),
     "fpx_client_get_index_info": (INT, [P, S, ctypes.POINTER(IndexInfo)]),
     "fpx_client_delete_index": (INT, [P, S]),
     "fpx_client_train": (INT, [P, S, I64, I64, P]),
@@ -125,6 +126,15 @@ class Config:
 
 def configured_server():
     return Config.server or os.environ.get("FAISS_PROXY_SERVER") or None
+
+
+def lease_seconds():
+    """The lease of generated indexes (FAISS_PROXY_LEASE_SECONDS; 0: none)."""
+    v = os.environ.get("FAISS_PROXY_LEASE_SECONDS", "")
+    try:
+        return int(v) if v else 60
+    except ValueError:
+        return 60  # the library refuses it, saying why, when an index is made
 
 
 _local = threading.local()

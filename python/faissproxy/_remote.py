@@ -122,7 +122,11 @@ class Index:
     # ---- lifetime --------------------------------------------------------------------
 
     def keep(self, keep=True):
-        """Leave the server index in place when this object goes away."""
+        """Leave the server index in place when this object goes away (and when the
+        program ends: its lease, if it has one, is removed)."""
+        if keep and not self._keep and self._name and _lib.lease_seconds() != 0:
+            h = client()
+            check(lib.fpx_client_set_lease(h, self._name.encode(), 0), h)
         self._keep = bool(keep)
         return self
 

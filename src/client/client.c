@@ -596,6 +596,26 @@ int fpx_client_create_index_leased(fpx_client *c, const char *index_id, int64_t 
     return rc == 0 ? lease_made(c, index_id, lease) : rc;
 }
 
+int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seconds) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    if (lease_seconds < 0)
+        return fail(c, "validation_error", "lease_seconds must be >= 0");
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "set_lease", index_id, 1);
+    fpx_pack_cstr(pk, "lease_seconds");
+    msgpack_pack_int64(pk, lease_seconds);
+    if (call(c, &o, &r))
+        return -1;
+    done(&r);
+    if (lease_seconds == 0) {
+        fpx_leaser_forget(c->leases, index_id);
+        return 0;
+    }
+    return lease_made(c, index_id, lease_seconds);
+}
+
 int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info) {
     if (check_args(c, index_id, 0, 0))
         return -1;

@@ -982,6 +982,16 @@ const char *faiss_proxy_Index_name(const FaissIndex *ix) {
 int faiss_proxy_Index_keep(FaissIndex *ix, int keep) {
     if (!ix)
         return set_error(FAISS_EXCEPT, "index is NULL");
+    /* Kept, it must outlive the program: its lease goes (it has one unless
+     * FAISS_PROXY_LEASE_SECONDS turned leases off). */
+    const char *lease = getenv("FAISS_PROXY_LEASE_SECONDS");
+    if (keep && !ix->keep && ix->name[0] && !(lease && !strcmp(lease, "0"))) {
+        fpx_client *c = client();
+        if (!c)
+            return UNKNOWN_EXCEPT;
+        if (fpx_client_set_lease(c, ix->name, 0) != 0)
+            return from_client(c);
+    }
     ix->keep = keep != 0;
     return 0;
 }

@@ -49,6 +49,8 @@ static const fpx_opdef ops[] = {
     {"import_index", FPX_LOCK_SHARED, FPX_OP_CREATES, fpx_prep_import_index, NULL, NULL,
      fpx_op_info},
     {"renew_leases", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_renew_leases},
+    {"set_lease", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_set_lease, NULL, NULL,
+     fpx_op_info},
 };
 
 const fpx_opdef *fpx_op_find(const char *name, size_t len) {

@@ -65,6 +65,30 @@ int fpx_req_lease(fpx_req *r, int64_t *seconds) {
     return 0;
 }
 
+/* set_lease: a logged write of the index's new lease (0: none), so that a
+ * program can keep an index it made (the drop-ins' keep) or lease one it
+ * made on purpose. */
+int fpx_prep_set_lease(fpx_req *r) {
+    const msgpack_object *o = fpx_map_get(r->h, "lease_seconds");
+    int64_t secs = 0;
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "missing lease_seconds");
+    if (fpx_obj_int(o, &secs) || (secs != 0 && (secs < FPX_LEASE_MIN || secs > FPX_LEASE_MAX)))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "lease_seconds must be 0 (no lease) or an integer in %d..%d",
+                           FPX_LEASE_MIN, FPX_LEASE_MAX);
+    msgpack_packer pk;
+    fpx_req_recmeta(r, &pk);
+    msgpack_pack_map(&pk, 1);
+    fpx_pack_cstr(&pk, "lease_seconds");
+    msgpack_pack_int64(&pk, secs);
+    if (!r->recmeta.data)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+    r->rec = (fpx_walrec){FPX_WAL_LEASE,  0, 0, NULL, 0, (const uint8_t *)r->recmeta.data,
+                          r->recmeta.size};
+    return 0;
+}
+
 int fpx_op_renew_leases(fpx_req *r, fpx_out *o) {
     const msgpack_object *ids = fpx_map_get(r->h, "index_ids");
     if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)

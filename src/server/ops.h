@@ -69,6 +69,7 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o);
 #define FPX_LEASE_MAX 86400
 int fpx_req_lease(fpx_req *r, int64_t *seconds);
 int fpx_op_renew_leases(fpx_req *r, fpx_out *o);
+int fpx_prep_set_lease(fpx_req *r);
 
 /* ops_vectors.c: writes and reads of vectors. */
 int fpx_bind_add(fpx_req *r);

@@ -252,3 +252,27 @@ def test_faiss_c_program_killed_leaves_nothing(server, client, tmp_path):
         kill_program(proc)
     for n in made:
         assert wait_gone(client, n), "a killed program's index %s must go" % n
+
+
+def test_set_lease(fresh_server):
+    c = fresh_server.client()
+    name, plain = unique("lease"), unique("plain")
+    create_leased(c, name)
+    c.create(plain, 4)
+    for bad in (-1, 86401, "5", None):
+        h = c.error({"operation": "set_lease", "index_id": name, "lease_seconds": bad})
+        assert h["error_type"] == "validation_error"
+    assert c.error({"operation": "set_lease", "index_id": "nope",
+                    "lease_seconds": 0})["error_type"] == "not_found"
+    # removed: the index no longer expires, and that is durable (a log record)
+    info = c.ok({"operation": "set_lease", "index_id": name, "lease_seconds": 0})[2]
+    assert "lease_seconds" not in info
+    # given to an index made without one
+    c.ok({"operation": "set_lease", "index_id": plain, "lease_seconds": LEASE})
+    fresh_server.restart(hard=True)
+    c = fresh_server.client()
+    assert "lease_seconds" not in c.info(name)
+    assert c.info(plain)["lease_seconds"] == LEASE
+    assert wait_gone(c, plain)
+    time.sleep(1)
+    assert name in names(c)
