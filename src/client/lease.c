@@ -13,7 +13,7 @@
  * (deleted, or already lapsed) is no longer renewed.
  *
  * fpx_client_free stops the thread (it waits at most for one renewal in
- * flight, bounded by the renewal's timeout) and joins it; the leases then
+ * flight, whose reply it awaits for 5 s at most) and joins it; the leases then
  * lapse on the server unless the indexes were deleted.
  */
 #include "lease.h"
@@ -30,6 +30,7 @@
 #define RENEW_CHUNK 1000
 /* The shortest pause between renewals, whatever the leases. */
 #define MIN_PERIOD_MS 300
+#define RENEW_TIMEOUT_MS 5000
 
 struct fpx_leaser {
     char *endpoint, *api_key, *tenant_id;
@@ -198,8 +199,10 @@ static void *renewer_main(void *arg) {
             fpx_client_free(conn);
             conn = NULL;
         }
+        /* A renewal waits at most RENEW_TIMEOUT_MS for its reply, so that
+         * fpx_client_free never waits longer for a server that is gone. */
         if (!conn)
-            conn = connect_locked(l, (int)period);
+            conn = connect_locked(l, (int)(period < RENEW_TIMEOUT_MS ? period : RENEW_TIMEOUT_MS));
         /* A copy of the names: the program may add and forget meanwhile. */
         size_t n = l->n;
         char **copy = calloc(n ? n : 1, sizeof *copy);

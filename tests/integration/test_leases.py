@@ -18,6 +18,10 @@ LEASE = 2  # seconds: short, so the tests stay quick
 # Bounded waits for a lapse: the lease, the reaper's tick, and a margin for a
 # loaded machine (the sanitizer build is several times slower).
 LAPSE_WAIT = LEASE + (30 if SANITIZED else 15)
+# An ASan-built library cannot be loaded into a Python started without the
+# ASan runtime: with a sanitized server the Python programs use the release
+# build of libfaissproxy (the FAISS C API program runs sanitized).
+PY_LIB = os.path.join(ROOT, "build" if SANITIZED else BUILD, "libfaissproxy.so")
 
 
 def names(c):
@@ -186,7 +190,7 @@ def test_python_dropin_killed_leaves_nothing(server, client, tmp_path):
     ready = str(tmp_path / "ready")
     env = {"PYTHONPATH": os.path.join(ROOT, "python"), "FAISS_PROXY_SERVER": server.endpoint,
            "FAISS_PROXY_LEASE_SECONDS": str(LEASE),
-           "FAISS_PROXY_LIB": os.path.join(BUILD, "libfaissproxy.so")}
+           "FAISS_PROXY_LIB": PY_LIB}
     proc = start_program(["/usr/bin/python3", "-c", PY_PROGRAM, ready], env, ready)
     try:
         made = open(ready).read().split()
@@ -208,7 +212,7 @@ def test_python_dropin_lease_off(server, client, tmp_path):
             "print(a.server_name)\n")
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"),
                FAISS_PROXY_SERVER=server.endpoint, FAISS_PROXY_LEASE_SECONDS="0",
-               FAISS_PROXY_LIB=os.path.join(BUILD, "libfaissproxy.so"))
+               FAISS_PROXY_LIB=PY_LIB)
     r = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
                        env=env, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -223,7 +227,7 @@ def test_python_keep_clears_the_lease(server, client):
             "print(a.server_name)\n")
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"),
                FAISS_PROXY_SERVER=server.endpoint, FAISS_PROXY_LEASE_SECONDS=str(LEASE),
-               FAISS_PROXY_LIB=os.path.join(BUILD, "libfaissproxy.so"))
+               FAISS_PROXY_LIB=PY_LIB)
     r = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
                        env=env, timeout=120)
     assert r.returncode == 0, r.stderr
