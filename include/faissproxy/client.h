@@ -15,7 +15,9 @@
  * authenticated. Without the right key no reply ever comes: the call fails
  * with "connection_error" after the timeout.
  *
- * A handle is not thread safe: use one per thread. Requests carry a
+ * A handle is not thread safe: use one per thread. (A handle that created
+ * leased indexes runs one thread of its own, which renews them over a
+ * connection of its own: it never touches the handle's socket or error.) Requests carry a
  * request_id; a reply that does not match is dropped, and a request that gets
  * no reply within the timeout fails with errtype "connection_error" and the
  * socket is rebuilt so the next call starts clean.
@@ -86,6 +88,26 @@ FPX_API int fpx_client_ping(fpx_client *c);
 FPX_API int fpx_client_create_index(fpx_client *c, const char *index_id, int64_t dimension,
                                     const char *index_type, const char *metric,
                                     fpx_index_info *info);
+/*
+ * Leases: an index created with a lease is deleted by the server once no
+ * request renewed it for lease_seconds (docs/protocol.md). While the handle
+ * lives, a thread of its own renews every lease it created, every third of
+ * the shortest, over a separate connection; fpx_client_free stops it, and
+ * the leases then lapse unless the indexes were deleted. So the indexes a
+ * program makes for itself do not outlive it when it crashes.
+ * lease_seconds: 1..86400; 0 for no lease (as fpx_client_create_index);
+ * FPX_LEASE_FROM_ENV for the environment's FAISS_PROXY_LEASE_SECONDS
+ * (default FPX_LEASE_DEFAULT; 0 turns leases off), as the drop-ins use.
+ */
+#define FPX_LEASE_FROM_ENV (-1)
+#define FPX_LEASE_DEFAULT 60
+FPX_API int fpx_client_create_index_leased(fpx_client *c, const char *index_id, int64_t dimension,
+                                           const char *index_type, const char *metric,
+                                           int64_t lease_seconds, fpx_index_info *info);
+/* Changes index_id's lease on the server: 0 removes it (the index then never
+ * expires: how a program keeps an index it made), else 1..86400 and this
+ * handle renews it from now on. */
+FPX_API int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seconds);
 FPX_API int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info);
 FPX_API int fpx_client_delete_index(fpx_client *c, const char *index_id);
 /* *infos is malloc'd (free with free()); *count entries. */
@@ -185,6 +207,10 @@ FPX_API int fpx_client_export(fpx_client *c, const char *index_id, uint8_t **byt
  * the text reported for it. info may be NULL. */
 FPX_API int fpx_client_import(fpx_client *c, const char *index_id, const char *index_type,
                               const void *bytes, size_t len, fpx_index_info *info);
+/* fpx_client_import with a lease, as fpx_client_create_index_leased. */
+FPX_API int fpx_client_import_leased(fpx_client *c, const char *index_id, const char *index_type,
+                                     const void *bytes, size_t len, int64_t lease_seconds,
+                                     fpx_index_info *info);
 
 /* ---- binary indexes ("BFlat", "BIVF<n>", "BHNSW<M>"; d in bits, vectors of
  * d/8 bytes, int32 Hamming distances) ---------------------------------------- */

@@ -53,6 +53,7 @@ class Hit(ctypes.Structure):
 
 
 P = ctypes.c_void_p
+LEASE_FROM_ENV = -1  # FPX_LEASE_FROM_ENV: FAISS_PROXY_LEASE_SECONDS, default 60, 0 none
 I64 = ctypes.c_int64
 PI64 = ctypes.POINTER(ctypes.c_int64)
 S = ctypes.c_char_p
@@ -72,6 +73,10 @@ _SIGS = {
     "fpx_client_errstr": (S, [P]),
     "fpx_client_ping": (INT, [P]),
     "fpx_client_create_index": (INT, [P, S, I64, S, S, ctypes.POINTER(IndexInfo)]),
+    "fpx_client_create_index_leased": (INT, [P, S, I64, S, S, I64, ctypes.POINTER(IndexInfo)]),
+    "fpx_client_import_leased": (INT, [P, S, S, P, ctypes.c_size_t, I64,
+                                       ctypes.POINTER(IndexInfo)]),
+    "fpx_client_set_lease": (INT, [P, S, I64]),
     "fpx_client_get_index_info": (INT, [P, S, ctypes.POINTER(IndexInfo)]),
     "fpx_client_delete_index": (INT, [P, S]),
     "fpx_client_train": (INT, [P, S, I64, I64, P]),
@@ -121,6 +126,15 @@ class Config:
 
 def configured_server():
     return Config.server or os.environ.get("FAISS_PROXY_SERVER") or None
+
+
+def lease_seconds():
+    """The lease of generated indexes (FAISS_PROXY_LEASE_SECONDS; 0: none)."""
+    v = os.environ.get("FAISS_PROXY_LEASE_SECONDS", "")
+    try:
+        return int(v) if v else 60
+    except ValueError:
+        return 60  # the library refuses it, saying why, when an index is made
 
 
 _local = threading.local()

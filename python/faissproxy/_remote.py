@@ -112,15 +112,21 @@ class Index:
         h = client()
         name = _unique_name()
         metric_arg = b"Hamming" if self._binary else _metric_name(metric)
-        check(lib.fpx_client_create_index(h, name.encode(), self.d, description.encode(),
-                                          metric_arg, ctypes.byref(info)), h)
+        # generated for the program: leased, so a crash leaves nothing behind
+        check(lib.fpx_client_create_index_leased(h, name.encode(), self.d, description.encode(),
+                                                 metric_arg, _lib.LEASE_FROM_ENV,
+                                                 ctypes.byref(info)), h)
         self._name = name
         self.is_trained = bool(info.is_trained)
 
     # ---- lifetime --------------------------------------------------------------------
 
     def keep(self, keep=True):
-        """Leave the server index in place when this object goes away."""
+        """Leave the server index in place when this object goes away (and when the
+        program ends: its lease, if it has one, is removed)."""
+        if keep and not self._keep and self._name and _lib.lease_seconds() != 0:
+            h = client()
+            check(lib.fpx_client_set_lease(h, self._name.encode(), 0), h)
         self._keep = bool(keep)
         return self
 
@@ -442,8 +448,8 @@ def _import(data, binary):
     info = _lib.IndexInfo()
     name = _unique_name()
     h = client()
-    check(lib.fpx_client_import(h, name.encode(), b"imported", _ptr(data), data.nbytes,
-                                ctypes.byref(info)), h)
+    check(lib.fpx_client_import_leased(h, name.encode(), b"imported", _ptr(data), data.nbytes,
+                                       _lib.LEASE_FROM_ENV, ctypes.byref(info)), h)
     if binary:
         return IndexBinary(0, "", _attach=info)
     ix = Index(0, "", _attach=info)

@@ -27,6 +27,7 @@
  * errtype "limit_exceeded", before sending it.
  */
 #include "faissproxy/client.h"
+#include "lease.h"
 #include "proto/keyfile.h"
 #include "proto/proto.h"
 
@@ -51,6 +52,7 @@ struct fpx_client {
     size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
     char errtype[32];
     char errstr[512];
+    fpx_leaser *leases; /* made by the first leased index; lease.c */
 };
 
 /* No server takes a max_message_size below this (its --max-message-size
@@ -170,6 +172,7 @@ int fpx_client_set_server_key(fpx_client *c, const char *server_key) {
         return fail(c, "validation_error", "server key: %s", why);
     memcpy(c->server_key, key, sizeof key);
     c->key_error[0] = 0;
+    fpx_leaser_set_server_key(c->leases, c->server_key);
     if (c->sock)
         zmq_close(c->sock);
     c->sock = NULL;
@@ -207,6 +210,7 @@ fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char
 void fpx_client_free(fpx_client *c) {
     if (!c)
         return;
+    fpx_leaser_free(c->leases); /* first: it stops renewing */
     if (c->sock)
         zmq_close(c->sock);
     if (c->ctx)
@@ -522,13 +526,61 @@ int fpx_client_ping(fpx_client *c) {
     return 0;
 }
 
+/* The lease to ask for: lease_seconds, or with FPX_LEASE_FROM_ENV the
+ * drop-ins' FAISS_PROXY_LEASE_SECONDS (default FPX_LEASE_DEFAULT; 0: none).
+ * 0 or -1 (error set). */
+static int resolve_lease(fpx_client *c, int64_t lease_seconds, int64_t *out) {
+    *out = lease_seconds;
+    if (lease_seconds != FPX_LEASE_FROM_ENV)
+        return lease_seconds < 0 ? fail(c, "validation_error", "lease_seconds must be >= 0") : 0;
+    const char *v = getenv("FAISS_PROXY_LEASE_SECONDS");
+    *out = FPX_LEASE_DEFAULT;
+    if (!v || !*v)
+        return 0;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || *end || n < 0)
+        return fail(c, "validation_error",
+                    "FAISS_PROXY_LEASE_SECONDS must be a whole number of seconds (0: no lease), "
+                    "got '%.40s'",
+                    v);
+    *out = n;
+    return 0;
+}
+
+/* After a leased index was made: renew it from now on. */
+static int lease_made(fpx_client *c, const char *index_id, int64_t lease) {
+    if (lease == 0)
+        return 0;
+    if (!c->leases)
+        c->leases = fpx_leaser_new(c->endpoint, c->api_key, c->tenant_id, c->server_key);
+    if (!c->leases || fpx_leaser_add(c->leases, index_id, lease) != 0) {
+        /* Not renewed, it would lapse under the program: better not to keep it. */
+        fpx_client_delete_index(c, index_id);
+        return fail(c, "internal_error", "cannot start renewing the lease of '%s'", index_id);
+    }
+    return 0;
+}
+
 int fpx_client_create_index(fpx_client *c, const char *index_id, int64_t dimension,
                             const char *index_type, const char *metric, fpx_index_info *info) {
-    if (check_args(c, index_id, 0, dimension))
+    return fpx_client_create_index_leased(c, index_id, dimension, index_type, metric, 0, info);
+}
+
+int fpx_client_create_index_leased(fpx_client *c, const char *index_id, int64_t dimension,
+                                   const char *index_type, const char *metric,
+                                   int64_t lease_seconds, fpx_index_info *info) {
+    int64_t lease;
+    if (check_args(c, index_id, 0, dimension) || resolve_lease(c, lease_seconds, &lease))
         return -1;
     fpx_out o;
     reply r;
-    msgpack_packer *pk = begin(c, &o, "create_index", index_id, 2 + (metric != NULL));
+    msgpack_packer *pk = begin(c, &o, "create_index", index_id, 2 + (metric != NULL) + (lease > 0));
+    if (lease > 0) {
+        fpx_pack_cstr(pk, "lease_seconds");
+        msgpack_pack_int64(pk, lease);
+    }
     fpx_pack_cstr(pk, "dimension");
     msgpack_pack_int64(pk, dimension);
     fpx_pack_cstr(pk, "index_type");
@@ -541,7 +593,27 @@ int fpx_client_create_index(fpx_client *c, const char *index_id, int64_t dimensi
         return -1;
     int rc = info ? read_info(c, r.m.meta, info) : 0;
     done(&r);
-    return rc;
+    return rc == 0 ? lease_made(c, index_id, lease) : rc;
+}
+
+int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seconds) {
+    if (check_args(c, index_id, 0, 0))
+        return -1;
+    if (lease_seconds < 0)
+        return fail(c, "validation_error", "lease_seconds must be >= 0");
+    fpx_out o;
+    reply r;
+    msgpack_packer *pk = begin(c, &o, "set_lease", index_id, 1);
+    fpx_pack_cstr(pk, "lease_seconds");
+    msgpack_pack_int64(pk, lease_seconds);
+    if (call(c, &o, &r))
+        return -1;
+    done(&r);
+    if (lease_seconds == 0) {
+        fpx_leaser_forget(c->leases, index_id);
+        return 0;
+    }
+    return lease_made(c, index_id, lease_seconds);
 }
 
 int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info) {
@@ -563,6 +635,7 @@ int fpx_client_delete_index(fpx_client *c, const char *index_id) {
     fpx_out o;
     reply r;
     begin(c, &o, "delete_index", index_id, 0);
+    fpx_leaser_forget(c->leases, index_id);
     if (call(c, &o, &r))
         return -1;
     done(&r);
@@ -1070,11 +1143,22 @@ int fpx_client_export(fpx_client *c, const char *index_id, uint8_t **bytes, size
 
 int fpx_client_import(fpx_client *c, const char *index_id, const char *index_type,
                       const void *bytes, size_t len, fpx_index_info *info) {
-    if (check_args(c, index_id, 0, 0))
+    return fpx_client_import_leased(c, index_id, index_type, bytes, len, 0, info);
+}
+
+int fpx_client_import_leased(fpx_client *c, const char *index_id, const char *index_type,
+                             const void *bytes, size_t len, int64_t lease_seconds,
+                             fpx_index_info *info) {
+    int64_t lease;
+    if (check_args(c, index_id, 0, 0) || resolve_lease(c, lease_seconds, &lease))
         return -1;
     fpx_out o;
     reply r;
-    msgpack_packer *pk = begin(c, &o, "import_index", index_id, index_type ? 1 : 0);
+    msgpack_packer *pk = begin(c, &o, "import_index", index_id, (index_type ? 1 : 0) + (lease > 0));
+    if (lease > 0) {
+        fpx_pack_cstr(pk, "lease_seconds");
+        msgpack_pack_int64(pk, lease);
+    }
     if (index_type) {
         fpx_pack_cstr(pk, "index_type");
         fpx_pack_cstr(pk, index_type);
@@ -1090,7 +1174,7 @@ int fpx_client_import(fpx_client *c, const char *index_id, const char *index_typ
         return -1;
     int rc = info ? read_info(c, r.m.meta, info) : 0;
     done(&r);
-    return rc;
+    return rc == 0 ? lease_made(c, index_id, lease) : rc;
 }
 
 int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t **reply_out,

@@ -155,7 +155,7 @@ static int create_on_server(FaissIndex *ix) {
     char name[129];
     make_name(name);
     fpx_index_info info;
-    if (fpx_client_create_index(c, name, ix->d, ix->desc, m, &info) != 0)
+    if (fpx_client_create_index_leased(c, name, ix->d, ix->desc, m, FPX_LEASE_FROM_ENV, &info))
         return fpx_fc_from_client(c);
     snprintf(ix->name, sizeof ix->name, "%s", name);
     ix->is_trained = info.is_trained;
@@ -298,7 +298,7 @@ int fpx_fc_import_bytes(const uint8_t *bytes, size_t len, FaissIndex **p) {
     char name[129];
     make_name(name);
     fpx_index_info info;
-    if (fpx_client_import(c, name, "imported", bytes, len, &info) != 0)
+    if (fpx_client_import_leased(c, name, "imported", bytes, len, FPX_LEASE_FROM_ENV, &info))
         return fpx_fc_from_client(c);
     size_t nlist, nprobe;
     enum fpx_fc_cls cls = cls_of_bytes(bytes, len, &nlist, &nprobe);

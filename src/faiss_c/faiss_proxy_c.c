@@ -6,6 +6,9 @@
  */
 #include "internal.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include <faiss/c_api/faiss_proxy_c.h>
 
 const char *faiss_proxy_Index_name(const FaissIndex *ix) {
@@ -15,6 +18,16 @@ const char *faiss_proxy_Index_name(const FaissIndex *ix) {
 int faiss_proxy_Index_keep(FaissIndex *ix, int keep) {
     if (!ix)
         return fpx_fc_error(FAISS_EXCEPT, "index is NULL");
+    /* Kept, it must outlive the program: its lease goes (it has one unless
+     * FAISS_PROXY_LEASE_SECONDS turned leases off). */
+    const char *lease = getenv("FAISS_PROXY_LEASE_SECONDS");
+    if (keep && !ix->keep && ix->name[0] && !(lease && !strcmp(lease, "0"))) {
+        fpx_client *c = fpx_fc_client();
+        if (!c)
+            return UNKNOWN_EXCEPT;
+        if (fpx_client_set_lease(c, ix->name, 0) != 0)
+            return fpx_fc_from_client(c);
+    }
     ix->keep = keep != 0;
     return 0;
 }

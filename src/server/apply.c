@@ -181,6 +181,17 @@ static int apply_param(fpx_index *ix, const msgpack_object *meta, fpx_err *err) 
     return set_param(ix, name, value, err);
 }
 
+/* set_lease: the index's new lease; 0 for none. */
+static int apply_lease(fpx_index *ix, const msgpack_object *meta, fpx_err *err) {
+    const msgpack_object *v = meta ? fpx_map_get(meta, "lease_seconds") : NULL;
+    int64_t secs;
+    if (!v || fpx_obj_int(v, &secs) || secs < 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "lease record without a valid lease_seconds");
+    ix->lease_seconds = secs;
+    atomic_store(&ix->lease_renewed_ns, fpx_now_ns()); /* counted from the change */
+    return 0;
+}
+
 /* ---- the one apply -------------------------------------------------------------- */
 
 int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
@@ -223,6 +234,9 @@ int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         break;
     case FPX_WAL_PARAM:
         rc = apply_param(ix, meta, err);
+        break;
+    case FPX_WAL_LEASE:
+        rc = apply_lease(ix, meta, err);
         break;
     default:
         rc = fpx_err_set(err, FPX_E_INTERNAL, "unknown log record type %d", (int)rec->op);

@@ -48,6 +48,9 @@ static const fpx_opdef ops[] = {
     {"export_index", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, NULL, NULL, fpx_op_export_index},
     {"import_index", FPX_LOCK_SHARED, FPX_OP_CREATES, fpx_prep_import_index, NULL, NULL,
      fpx_op_info},
+    {"renew_leases", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_renew_leases},
+    {"set_lease", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_set_lease, NULL, NULL,
+     fpx_op_info},
 };
 
 const fpx_opdef *fpx_op_find(const char *name, size_t len) {
@@ -95,6 +98,7 @@ static int register_new(fpx_req *r) {
     }
     atomic_fetch_add(&ix->refs, 1); /* the request's */
     fpx_server_sync_usage(ix);
+    fpx_lease_renew(ix);
     fpx_server_publish(s, ix);
     r->ix = ix;
     fpx_log(FPX_LOG_INFO, "created index %s/%s (%s, d=%lld, %lld vectors)", ix->tenant, ix->name,
@@ -106,10 +110,8 @@ static int register_new(fpx_req *r) {
  * as before), then its registry entry. The registry's reference goes after
  * the unlock. */
 static int drop(fpx_req *r) {
-    if (fpx_store_remove(r->s->cfg->data_dir, r->ix, &r->err) != 0)
+    if (fpx_server_drop(r->s, r->ix, &r->err) != 0)
         return -1;
-    fpx_server_remove(r->s, r->ix);
-    r->ix->dropped = 1;
     fpx_log(FPX_LOG_INFO, "deleted index %s/%s", r->ix->tenant, r->ix->name);
     return 0;
 }
@@ -158,6 +160,8 @@ static int run_op(fpx_req *r, fpx_out *o) {
     }
     if ((op->flags & FPX_OP_INDEX) && !(r->ix = fpx_req_index(r)))
         return -1;
+    if (r->ix)
+        fpx_lease_renew(r->ix); /* every request naming an index renews its lease */
     if (op->bind && op->bind(r))
         return -1;
     if ((op->flags & FPX_OP_CREATES) && register_new(r))

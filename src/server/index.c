@@ -755,7 +755,15 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
 }
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 7);
+    msgpack_pack_map(pk, 7 + (ix->lease_seconds > 0 ? 2 : 0));
+    if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */
+        uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
+        double left = (double)ix->lease_seconds - (now > at ? (double)(now - at) / 1e9 : 0);
+        fpx_pack_cstr(pk, "lease_seconds");
+        msgpack_pack_int64(pk, ix->lease_seconds);
+        fpx_pack_cstr(pk, "lease_remaining");
+        msgpack_pack_double(pk, left > 0 ? left : 0);
+    }
     fpx_pack_cstr(pk, "index_id");
     fpx_pack_cstr(pk, ix->name);
     fpx_pack_cstr(pk, "dimension");

@@ -63,7 +63,11 @@ typedef struct fpx_index {
     int snap_queued; /* waiting for the background snapshot writer (server.c) */
     int snap_force;  /* that snapshot is wanted whatever the log's size */
     struct fpx_index *snap_next;
-    fpx_batcher batch; /* concurrent searches answered together */
+    /* Lease (lease.c): 0 never expires; else the index is dropped once no
+     * request renewed it for this many seconds. Kept in the snapshot. */
+    _Atomic int64_t lease_seconds;
+    _Atomic uint64_t lease_renewed_ns; /* fpx_now_ns() of the last renewal */
+    fpx_batcher batch;                 /* concurrent searches answered together */
 
     fpx_engine *eng;
     int64_t nslots;  /* == engine ntotal */
@@ -161,7 +165,8 @@ int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot);
 void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk);
 
 /* Packs the info map: index_id, dimension, index_type, metric, ntotal,
- * is_trained, has_keys. */
+ * is_trained, has_keys, and for a leased index lease_seconds and
+ * lease_remaining (seconds left before it lapses). */
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk);
 
 /*

@@ -64,6 +64,13 @@ int fpx_op_info(fpx_req *r, fpx_out *o);
 int fpx_op_deleted(fpx_req *r, fpx_out *o);
 int fpx_op_export_index(fpx_req *r, fpx_out *o);
 
+/* lease.c: lease_seconds of create_index and import_index (absent: none). */
+#define FPX_LEASE_MIN 1
+#define FPX_LEASE_MAX 86400
+int fpx_req_lease(fpx_req *r, int64_t *seconds);
+int fpx_op_renew_leases(fpx_req *r, fpx_out *o);
+int fpx_prep_set_lease(fpx_req *r);
+
 /* ops_vectors.c: writes and reads of vectors. */
 int fpx_bind_add(fpx_req *r);
 int fpx_check_trained(fpx_req *r);

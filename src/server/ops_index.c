@@ -89,9 +89,15 @@ int fpx_prep_create_index(fpx_req *r) {
     int has_metric = fpx_req_str(r, "metric", metric, sizeof metric);
     if (has_metric < 0)
         return -1;
+    int64_t lease;
+    if (fpx_req_lease(r, &lease))
+        return -1;
 
-    return fpx_index_new(r->tenant, name, type, dim, has_metric == 0 ? metric : NULL, &r->made,
-                         &r->err);
+    if (fpx_index_new(r->tenant, name, type, dim, has_metric == 0 ? metric : NULL, &r->made,
+                      &r->err))
+        return -1;
+    r->made->lease_seconds = lease;
+    return 0;
 }
 
 int fpx_op_export_index(fpx_req *r, fpx_out *o) {
@@ -258,6 +264,9 @@ int fpx_prep_import_index(fpx_req *r) {
         return -1;
     if (rc == 1 || !type[0])
         strcpy(type, "imported");
+    int64_t lease;
+    if (fpx_req_lease(r, &lease))
+        return -1;
     if (r->msg.body.data_size == 0)
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "the data section must hold a FAISS index (write_index bytes)");
@@ -283,5 +292,7 @@ int fpx_prep_import_index(fpx_req *r) {
     }
     rc = fpx_index_import(r->tenant, name, type, eng, labels, &r->made, &r->err);
     free(labels);
+    if (rc == 0)
+        r->made->lease_seconds = lease;
     return rc;
 }

@@ -115,6 +115,14 @@ void fpx_server_remove(fpx_server *s, fpx_index *ix) {
     pthread_rwlock_unlock(&s->reg_lock);
 }
 
+int fpx_server_drop(fpx_server *s, fpx_index *ix, fpx_err *err) {
+    if (fpx_store_remove(s->cfg->data_dir, ix, err) != 0)
+        return -1;
+    fpx_server_remove(s, ix);
+    ix->dropped = 1;
+    return 0;
+}
+
 static int cmp_index_name(const void *a, const void *b) {
     return strcmp((*(fpx_index *const *)a)->name, (*(fpx_index *const *)b)->name);
 }

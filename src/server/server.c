@@ -14,12 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int start_snapper(fpx_server *s, fpx_err *err);
 
 static int found_index(void *ctx, fpx_index *ix) {
     fpx_server *s = ctx;
     fpx_server_sync_usage(ix);
+    fpx_lease_renew(ix); /* after a restart every lease counts from the start */
     if (fpx_server_insert(s, ix) != 0) {
         fpx_log(FPX_LOG_ERROR, "out of memory registering %s/%s", ix->tenant, ix->name);
         fpx_store_close(ix);
@@ -43,11 +45,19 @@ int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
     pthread_rwlock_init(&s->reg_lock, NULL);
     pthread_mutex_init(&s->snap.mu, NULL);
     pthread_cond_init(&s->snap.cv, NULL);
+    pthread_mutex_init(&s->reaper.mu, NULL);
+    pthread_condattr_t ca; /* the reaper's waits ignore wall-clock jumps */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->reaper.cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (fpx_auth_new(cfg->api_keys, &s->auth, err))
         return -1;
     if (fpx_store_load_all(cfg->data_dir, fpx_apply, found_index, refused_index, s, err) != 0)
         return -1;
-    return start_snapper(s, err);
+    if (start_snapper(s, err) != 0)
+        return -1;
+    return fpx_lease_start(s, err);
 }
 
 /* ---- background snapshots ------------------------------------------------------- */
@@ -147,6 +157,7 @@ static void stop_snapper(fpx_server *s) {
 }
 
 void fpx_server_shutdown(fpx_server *s) {
+    fpx_lease_stop(s);
     stop_snapper(s);
     for (size_t i = 0; i < s->nindexes; i++) {
         fpx_index *ix = s->indexes[i];
@@ -165,6 +176,8 @@ void fpx_server_shutdown(fpx_server *s) {
     s->auth = NULL;
     pthread_mutex_destroy(&s->snap.mu);
     pthread_cond_destroy(&s->snap.cv);
+    pthread_mutex_destroy(&s->reaper.mu);
+    pthread_cond_destroy(&s->reaper.cv);
     pthread_rwlock_destroy(&s->reg_lock);
 }
 
@@ -176,6 +189,7 @@ void fpx_server_snapshot_idle(fpx_server *s) {
     pthread_mutex_lock(&s->snap.mu);
     s->snap.stop = 1;
     pthread_mutex_unlock(&s->snap.mu);
+    fpx_lease_halt(s); /* no lease drop starts from now on */
     if (pthread_rwlock_tryrdlock(&s->reg_lock) != 0) {
         fpx_log(FPX_LOG_WARN, "the index registry is busy: no snapshots at shutdown (the logs "
                               "hold every write)");

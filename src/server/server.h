@@ -30,6 +30,15 @@ typedef struct fpx_snapper {
     int started, stop;
 } fpx_snapper;
 
+/* The lease reaper (lease.c): a thread that drops indexes whose lease
+ * lapsed, a bounded number per pass. */
+typedef struct fpx_reaper {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, stop;
+} fpx_reaper;
+
 /* An index whose files were found at start but could not be loaded. */
 typedef struct fpx_unavailable {
     char tenant[FPX_NAME_MAX + 1];
@@ -46,6 +55,7 @@ typedef struct fpx_server {
     size_t nindexes, cap;
     fpx_snapper snap;
     atomic_int blocked; /* workers waiting for an index's lock (dispatch.c, net.c) */
+    fpx_reaper reaper;
 
     fpx_unavailable *unavail; /* refused at start, until deleted */
     size_t nunavail;
@@ -94,6 +104,11 @@ int fpx_server_insert(fpx_server *s, fpx_index *ix);
 int fpx_server_reserve(fpx_server *s, fpx_index *ix, fpx_err *err);
 void fpx_server_publish(fpx_server *s, fpx_index *ix);
 void fpx_server_remove(fpx_server *s, fpx_index *ix);
+/* Deletes ix, whose lock the caller holds exclusively: its folder first (a
+ * failure leaves it served as before), then its registry entry; marks it
+ * dropped. delete_index and a lapsed lease both go this way. The caller
+ * releases the registry's reference after unlocking. */
+int fpx_server_drop(fpx_server *s, fpx_index *ix, fpx_err *err);
 /* The tenant's published indexes sorted by name, each referenced; *out is
  * malloc'd. 0 or -1 (out of memory). */
 int fpx_server_list(fpx_server *s, const char *tenant, fpx_index ***out, size_t *n);
@@ -107,6 +122,15 @@ int fpx_server_list(fpx_server *s, const char *tenant, fpx_index ***out, size_t 
 void fpx_server_sync_usage(fpx_index *ix);
 int fpx_server_check_quota(fpx_server *s, const char *tenant, int64_t more_vectors,
                            uint64_t more_bytes, fpx_err *err);
+
+/* Leases (lease.c). The reaper starts after loading and stops first at
+ * shutdown (fpx_lease_stop waits for it; fpx_lease_halt only tells it to
+ * stop, for a shutdown that cannot wait). */
+int fpx_lease_start(fpx_server *s, fpx_err *err);
+void fpx_lease_stop(fpx_server *s);
+void fpx_lease_halt(fpx_server *s);
+/* A request named ix: its lease counts from now. */
+void fpx_lease_renew(fpx_index *ix);
 
 /* Notes an index refused at start (before serving). 0 or -1 (out of memory). */
 int fpx_server_note_unavailable(fpx_server *s, const char *tenant, const char *name,

@@ -44,7 +44,7 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *h = fpx_out_hdr(&o);
-    msgpack_pack_map(h, 9);
+    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0));
     fpx_pack_cstr(h, "format");
     fpx_pack_cstr(h, SNAP_FORMAT);
     fpx_pack_cstr(h, "version");
@@ -63,6 +63,10 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     msgpack_pack_int64(h, ix->next_label);
     fpx_pack_cstr(h, "nlive");
     msgpack_pack_int64(h, ix->nlive);
+    if (ix->lease_seconds > 0) {
+        fpx_pack_cstr(h, "lease_seconds");
+        msgpack_pack_int64(h, ix->lease_seconds);
+    }
     msgpack_packer *m = fpx_out_meta(&o);
     msgpack_pack_map(m, 4);
     fpx_pack_cstr(m, "alive");
@@ -169,6 +173,9 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
         goto oom;
     ix->nslots = nslots;
     ix->next_label = next_label;
+    int64_t lease; /* absent in snapshots of indexes without a lease */
+    if (get_i64(h, "lease_seconds", &lease) == 0 && lease > 0)
+        ix->lease_seconds = lease;
     const msgpack_object *alive = fpx_map_get(m, "alive"), *labels = fpx_map_get(m, "labels");
     size_t abytes = fpx_words_for(nslots) * sizeof(uint64_t);
     if (!alive || alive->type != MSGPACK_OBJECT_BIN || alive->via.bin.size != abytes)

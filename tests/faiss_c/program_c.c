@@ -9,6 +9,10 @@
  *                         writes flat.index there)
  * Prints one line per result; exit status 0 when every call succeeded that
  * should have.
+ *
+ *        program_c --lease-wait READY   makes two indexes, creates the file
+ *                                       READY, then waits to be killed (the
+ *                                       test of leases: test_leases.py)
  */
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/IndexBinary_c.h>
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define K 5
 
@@ -69,7 +74,26 @@ static void print_search(const char *tag, FaissIndex *ix, int nq, const float *x
     }
 }
 
+/* Makes indexes the way a program does, says so, and waits to be killed:
+ * what it made must go once it is dead and its leases lapse. */
+static int lease_wait(const char *ready) {
+    FaissIndexFlatL2 *flat = NULL;
+    FaissIndex *hnsw = NULL;
+    float x[2 * 4] = {1, 2, 3, 4, 5, 6, 7, 8};
+    TRY(faiss_IndexFlatL2_new_with(&flat, 4));
+    TRY(faiss_Index_add(flat, 2, x));
+    TRY(faiss_index_factory(&hnsw, 4, "HNSW8", METRIC_L2));
+    FILE *f = fopen(ready, "w");
+    if (!f || fclose(f) != 0)
+        return 2;
+    for (int i = 0; i < 600; i++) /* bounded: the test kills it long before */
+        sleep(1);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--lease-wait"))
+        return lease_wait(argv[2]);
     if (argc != 2) {
         fprintf(stderr, "usage: program_c DIR\n");
         return 2;

@@ -9,9 +9,14 @@ from wire import Client, dealer, dealer_recv, dealer_send, encode, rand
 KEYS = "ka:alice,kb:bob"
 
 
-def _hold_with_add(s, c, name, n=8000):
-    """Starts a long HNSW add on name; returns (its dealer, a probe dealer
-    whose get_index_info is now waiting behind the add)."""
+HOLD_N = 10000
+
+
+def _hold_with_add(s, c, name, n=HOLD_N):
+    """Starts a long HNSW add on name (an HNSW32 index) and returns (its
+    dealer, a probe dealer whose get_index_info now waits behind the add).
+    A deep efConstruction makes the add take seconds on an idle machine."""
+    c.ok({"operation": "set_params", "index_id": name, "name": "efConstruction", "value": 1000})
     adder = dealer(s.endpoint)
     dealer_send(adder, encode({"operation": "add_vectors", "index_id": name,
                                "vector_shape": [n, 32]}, rand(n, 32, 14).tobytes()))
@@ -95,7 +100,7 @@ def test_inflight_per_client_limit_queues_the_rest(make_server):
     assert d.poll(0) == 0  # nothing of the pipeline answered yet
     byid = {h["request_id"]: (h, m) for h, _, m in (dealer_recv(d) for _ in range(20))}
     assert sorted(byid) == list(range(20))
-    assert all(h["status"] == "ok" and m["ntotal"] == 8000 for h, m in byid.values()), byid
+    assert all(h["status"] == "ok" and m["ntotal"] == HOLD_N for h, m in byid.values()), byid
     assert dealer_recv(adder)[0]["status"] == "ok"
     assert dealer_recv(probe)[0]["status"] == "ok"
     for sock in (d, adder, probe):
@@ -152,7 +157,7 @@ def test_busy_index_cannot_hold_every_worker(make_server):
     assert "started one more" in s.log()
     for w in waiters + [probe]:
         h, _, m = dealer_recv(w)
-        assert h["status"] == "ok" and m["ntotal"] == 8000, h
+        assert h["status"] == "ok" and m["ntotal"] == HOLD_N, h
         w.close(0)
     h, _, _ = dealer_recv(adder)
     adder.close(0)
