@@ -11,6 +11,8 @@
  *   4 concurrency  QPS of 1/4/16/64 clients sending single queries
  *   5 memory       server RSS over the vectors it holds; growth under load
  *   6 restart      time to read the data dir's files over time to reopen it
+ *   7 stall        search latency of one tenant during another's heavy work
+ *                  (train, HNSW add, import, drop) over its idle latency
  *
  * In-process FAISS is the same FAISS library through the server's own engine
  * (src/engine), with the same threading rule; the echo is fpx-echo (echo.c).
@@ -30,6 +32,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1023,18 +1026,288 @@ static void bench_ingest_memory_restart(const proc *echo) {
     free(x);
 }
 
+/* ---- 7: stalls under another tenant's heavy work ---------------------------------- */
+
+/*
+ * One client of tenant A sends single k=10 searches to a small idle index in
+ * a loop; a second client, of tenant B, does one heavy operation after the
+ * other on indexes of its own. Each search is counted in the phase it
+ * started in: first the idle baseline, then one phase per heavy operation.
+ * The figure is the p50 and p99 of each phase over the idle p99. Between
+ * phases the prober pauses and the server is left to go quiet (a background
+ * snapshot of the last phase's index would otherwise count against the next).
+ */
+#define STALL_DIM 64
+#define STALL_KEY_B "bench-key-b"
+#define STALL_MAX_MESSAGE "1073741824" /* the import is 512 MB: over the 256 MiB default */
+enum { STALL_PAUSED = -1, STALL_STOP = -2, STALL_PHASES = 5 };
+
+typedef struct stall_sizes {
+    int64_t small_n;  /* tenant A's idle flat index, STALL_DIM wide */
+    double idle_s;    /* the idle baseline's length */
+    const char *ivf;  /* trained on train_n vectors */
+    int64_t train_n;  /* vectors the IVF index is trained on */
+    int64_t hnsw_n;   /* added to HNSW32 in batches of 10,000 (200k: over 10 minutes) */
+    int64_t import_n; /* rows of the imported flat index (x DIM x 4 bytes) */
+    double quiet_s;   /* most time to wait for the server to go quiet */
+} stall_sizes;
+
+static const stall_sizes stall_full = {10000, 10.0, "IVF1024,Flat", 100000, 20000, 1000000, 120};
+static const stall_sizes stall_short = {1000, 0.5, "IVF16,Flat", 2000, 2000, 10000, 5};
+static stall_sizes ST;
+
+typedef struct stall_probe {
+    const proc *srv;
+    const float *xq;
+    int64_t nqs;
+    _Atomic int phase; /* where samples go; STALL_PAUSED or STALL_STOP */
+    _Atomic int ready; /* warmed up */
+    double *lat[STALL_PHASES];
+    size_t n[STALL_PHASES], cap[STALL_PHASES];
+} stall_probe;
+
+static void *stall_probe_main(void *arg) {
+    stall_probe *t = arg;
+    fpx_client *c = client(t->srv);
+    float D[K];
+    int64_t I[K];
+    /* Unmeasured: the connection's first round trips, first touches. */
+    for (int i = 0; i < 200; i++)
+        check(c, fpx_client_search(c, "small", 1, STALL_DIM, t->xq, K, NULL, D, I), "warm-up");
+    atomic_store(&t->ready, 1);
+    for (size_t i = 0;; i++) {
+        int p = atomic_load(&t->phase);
+        if (p == STALL_STOP)
+            break;
+        if (p < 0) {
+            usleep(1000);
+            continue;
+        }
+        const float *q = t->xq + (i % (size_t)t->nqs) * STALL_DIM;
+        double t0 = now();
+        check(c, fpx_client_search(c, "small", 1, STALL_DIM, q, K, NULL, D, I), "stall search");
+        double dt = now() - t0;
+        if (t->n[p] == t->cap[p]) {
+            t->cap[p] = t->cap[p] ? t->cap[p] * 2 : 4096;
+            t->lat[p] = realloc(t->lat[p], t->cap[p] * sizeof *t->lat[p]);
+            if (!t->lat[p])
+                die("out of memory");
+        }
+        t->lat[p][t->n[p]++] = dt;
+    }
+    fpx_client_free(c);
+    return NULL;
+}
+
+/* CPU seconds the process has used (user + system). */
+static double cpu_seconds(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return NAN;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Waits (at most ST.quiet_s) until the server uses under 5% of a core over
+ * half a second: the last operation's background work is done. */
+static void stall_quiet(const proc *srv) {
+    for (double until = now() + ST.quiet_s; now() < until;) {
+        double c0 = cpu_seconds(srv->pid), t0 = now();
+        usleep(500000);
+        if ((cpu_seconds(srv->pid) - c0) / (now() - t0) < 0.05)
+            return;
+    }
+    log_line("   the server did not go quiet within %.0f s", ST.quiet_s);
+}
+
+/* Adds phase p's figures: its length, searches, and p50 and p99 over idle p99. */
+static void stall_report(stall_probe *t, int p, const char *title, double seconds,
+                         double idle_p99) {
+    char name[96];
+    snprintf(name, sizeof name, "7 stall, %s: duration", title);
+    add_result(name, seconds, "s", NULL, 0, 0);
+    snprintf(name, sizeof name, "7 stall, %s: searches", title);
+    add_result(name, (double)t->n[p], "", NULL, 0, 0);
+    double p50 = NAN, p99 = NAN;
+    if (t->n[p]) {
+        p50 = percentile(t->lat[p], t->n[p], 50);
+        p99 = percentile(t->lat[p], t->n[p], 99);
+    }
+    snprintf(name, sizeof name, "7 stall, %s: search p50 / idle p99", title);
+    add_result(name, p50 / idle_p99, "x", NULL, 0, 1);
+    snprintf(name, sizeof name, "7 stall, %s: search p99 / idle p99", title);
+    add_result(name, p99 / idle_p99, "x", t->n[p] ? "<=" : NULL, 2.0, 1);
+    /* A stall of seconds is a handful of searches: beyond the p99 of a phase
+     * that holds thousands, so the longest is reported too. */
+    snprintf(name, sizeof name, "7 stall, %s: longest search", title);
+    add_result(name, t->n[p] ? t->lat[p][t->n[p] - 1] * 1e3 : NAN, "ms", NULL, 0, 0);
+}
+
+static void bench_stall(void) {
+    if (peer) { /* two tenants and import_index: this server's configuration */
+        log_line("7. stalls: not run against a peer");
+        return;
+    }
+    log_line("7. stalls: single searches of tenant A (%lld x %d flat) while tenant B trains %s "
+             "on %lld, adds %lld to HNSW32, imports and drops a %.0f MB flat index",
+             (long long)ST.small_n, STALL_DIM, ST.ivf, (long long)ST.train_n, (long long)ST.hnsw_n,
+             (double)ST.import_n * DIM * sizeof(float) / 1e6);
+    /* Every input is made before the baseline, so the benchmark's own work
+     * never overlaps a measured phase. */
+    int64_t nqs = 1000;
+    float *xs = xmalloc((size_t)ST.small_n * STALL_DIM * sizeof *xs);
+    float *xq = xmalloc((size_t)nqs * STALL_DIM * sizeof *xq);
+    float *xt = xmalloc((size_t)ST.train_n * DIM * sizeof *xt);
+    float *xh = xmalloc((size_t)ST.hnsw_n * DIM * sizeof *xh);
+    fill_random(xs, (size_t)ST.small_n * STALL_DIM, 71);
+    fill_random(xq, (size_t)nqs * STALL_DIM, 72);
+    fill_random(xt, (size_t)ST.train_n * DIM, 73);
+    fill_random(xh, (size_t)ST.hnsw_n * DIM, 74);
+    uint8_t *big;
+    size_t big_len;
+    {
+        float *xb = xmalloc((size_t)ST.import_n * DIM * sizeof *xb);
+        fill_random(xb, (size_t)ST.import_n * DIM, 75);
+        fpx_engine *e = local_engine("Flat");
+        local_add(e, ST.import_n, xb);
+        free(xb);
+        fpx_err err = {0};
+        if (fpx_engine_serialize(e, &big, &big_len, &err))
+            die("export: %s", err.msg);
+        fpx_engine_free(e);
+    }
+
+    char dir[4200], log[4300];
+    snprintf(dir, sizeof dir, "%s/stall", data_root);
+    snprintf(log, sizeof log, "%s.log", dir);
+    char *argv[] = {(char *)server_bin,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--data-dir",
+                    dir,
+                    "--api-keys",
+                    API_KEY ":bench," STALL_KEY_B ":bench-b",
+                    "--max-message-size",
+                    STALL_MAX_MESSAGE,
+                    NULL};
+    proc srv = {0};
+    spawn(&srv, argv, log, 600);
+    fpx_client *a = client(&srv);
+    check(a, fpx_client_create_index(a, "small", STALL_DIM, "IndexFlatL2", NULL, NULL),
+          "create small");
+    check(a, fpx_client_add(a, "small", ST.small_n, STALL_DIM, xs, NULL, NULL, NULL), "add small");
+    fpx_client_free(a);
+    fpx_client *b = fpx_client_new(srv.endpoint, STALL_KEY_B, NULL);
+    if (!b)
+        die("cannot create a client for %s", srv.endpoint);
+    fpx_client_set_timeout(b, 600000);
+    check(b, fpx_client_ping(b), "ping as tenant B");
+
+    stall_probe t = {.srv = &srv, .xq = xq, .nqs = nqs};
+    atomic_init(&t.phase, STALL_PAUSED);
+    atomic_init(&t.ready, 0);
+    pthread_t th;
+    if (pthread_create(&th, NULL, stall_probe_main, &t))
+        die("pthread_create");
+    for (double until = now() + 60; !atomic_load(&t.ready);) {
+        if (now() > until)
+            die("the stall prober did not warm up within 60 s");
+        usleep(1000);
+    }
+    stall_quiet(&srv);
+
+    /* 0: idle, first alone, then again before each heavy operation: the
+     * baseline spans the run, as the machine's other load comes and goes. */
+    atomic_store(&t.phase, 0);
+    usleep((useconds_t)(ST.idle_s * 1e6));
+    atomic_store(&t.phase, STALL_PAUSED);
+
+    double took[STALL_PHASES];
+    char titles[STALL_PHASES][64], refused[512] = "";
+    for (int p = 1; p < STALL_PHASES; p++) {
+        stall_quiet(&srv);
+        atomic_store(&t.phase, 0);
+        usleep((useconds_t)(ST.idle_s * 1e6 / 2));
+        atomic_store(&t.phase, p);
+        double t0 = now();
+        /* The import and the drop first, on a fresh server: import_index's
+         * probe caps its child's address space at twice the bytes plus
+         * 1 GiB, and the child inherits the server's whole address space,
+         * which the train and the HNSW add grow (bench/README.md). */
+        if (p == 1) {
+            snprintf(titles[p], sizeof titles[p], "import a %.0f MB index", (double)big_len / 1e6);
+            if (fpx_client_import(b, "big", "IndexFlatL2", big, big_len, NULL) != 0) {
+                snprintf(refused, sizeof refused, "%s", fpx_client_errstr(b));
+                log_line("   the import was refused: %s", refused);
+            }
+        } else if (p == 2) {
+            snprintf(titles[p], sizeof titles[p], "drop the %.0f MB index", (double)big_len / 1e6);
+            if (!refused[0])
+                check(b, fpx_client_delete_index(b, "big"), "delete big");
+        } else if (p == 3) {
+            snprintf(titles[p], sizeof titles[p], "train %s on %lldk", ST.ivf,
+                     (long long)(ST.train_n / 1000));
+            check(b, fpx_client_create_index(b, "ivf", DIM, ST.ivf, NULL, NULL), "create ivf");
+            check(b, fpx_client_train(b, "ivf", ST.train_n, DIM, xt), "train");
+        } else {
+            snprintf(titles[p], sizeof titles[p], "add %lldk to HNSW32",
+                     (long long)(ST.hnsw_n / 1000));
+            check(b, fpx_client_create_index(b, "hnsw", DIM, "HNSW32", NULL, NULL), "create hnsw");
+            server_add(b, "hnsw", ST.hnsw_n, xh, 10000);
+        }
+        took[p] = now() - t0;
+        atomic_store(&t.phase, STALL_PAUSED);
+        log_line("   %s: %.1f s, %zu searches", titles[p], took[p], t.n[p]);
+    }
+    atomic_store(&t.phase, STALL_STOP);
+    pthread_join(th, NULL);
+    if (!t.n[0])
+        die("no search answered in the idle baseline");
+    double idle_p50 = percentile(t.lat[0], t.n[0], 50);
+    double idle_p99 = percentile(t.lat[0], t.n[0], 99);
+
+    add_result("7 stall: idle searches", (double)t.n[0], "", NULL, 0, 0);
+    add_result("7 stall: idle search p50", idle_p50 * 1e6, "us", NULL, 0, 0);
+    add_result("7 stall: idle search p99", idle_p99 * 1e6, "us", NULL, 0, 0);
+    for (int p = 1; p < STALL_PHASES; p++)
+        stall_report(&t, p, titles[p], took[p], idle_p99);
+    if (refused[0]) /* no import, nothing to drop: those two figures measure nothing */
+        add_result("7 stall: the import was refused (see the log)", 1, "", NULL, 0, 0);
+
+    check(b, fpx_client_delete_index(b, "ivf"), "delete ivf");
+    check(b, fpx_client_delete_index(b, "hnsw"), "delete hnsw");
+    fpx_client_free(b);
+    stop_proc(&srv);
+    for (int p = 0; p < STALL_PHASES; p++)
+        free(t.lat[p]);
+    free(big);
+    free(xs);
+    free(xq);
+    free(xt);
+    free(xh);
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 static void usage(void) {
     fprintf(stderr, "usage: fpx-bench --server PATH --echo PATH --out DIR [--short] [--label "
-                    "NAME] [--only 1234] [--mixed-seconds S] [--peer]\n");
+                    "NAME] [--only 12347] [--mixed-seconds S] [--peer]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     int is_short = 0;
     double mixed_seconds = 0;
-    const char *only = "1234";
+    const char *only = "12347";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--short"))
             is_short = 1;
@@ -1058,6 +1331,7 @@ int main(int argc, char **argv) {
     if (!server_bin || !echo_bin || !out_dir)
         usage();
     S = is_short ? short_sizes : full_sizes;
+    ST = is_short ? stall_short : stall_full;
     if (mixed_seconds > 0)
         S.mixed_seconds = mixed_seconds;
     signal(SIGPIPE, SIG_IGN);
@@ -1094,6 +1368,8 @@ int main(int argc, char **argv) {
     }
     if (strchr(only, '3'))
         bench_ingest_memory_restart(&echo);
+    if (strchr(only, '7'))
+        bench_stall();
     stop_proc(&echo);
     write_results();
     char cmd[4200 + 16];
