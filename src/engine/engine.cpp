@@ -226,6 +226,11 @@ void in_team(idx_t n, const std::function<void()> &fn, Work w = Work::search) {
     }
     team_runner(w)->run([&] {
         threads_for(n);
+        /* A build leaves one core to the searches: on a shared server a
+         * tenant's HNSW add or train must not take every core from another
+         * tenant's queries (bench/README.md, figure 7). */
+        if (w == Work::build && omp_get_num_procs() > 1)
+            omp_set_num_threads(omp_get_num_procs() - 1);
         fn();
     });
 }
