@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int failures;
 static int checks;
@@ -25,6 +26,15 @@ static int checks;
 /* Prints the tally; the exit status of a test program. */
 #define CHECK_STATUS(name)                                                                         \
     (printf("%s: %d checks, %d failed\n", name, checks, failures), failures ? 1 : 0)
+
+/* 1 when the string s occurs in the n bytes at p (a reply body, say). */
+static inline int test_contains(const uint8_t *p, size_t n, const char *s) {
+    size_t m = strlen(s);
+    for (size_t i = 0; i + m <= n; i++)
+        if (!memcmp(p + i, s, m))
+            return 1;
+    return 0;
+}
 
 /* Test data: xorshift64, so every run sees the same numbers. */
 static uint64_t test_rng_state = 0x9e3779b97f4a7c15ull;

@@ -263,14 +263,6 @@ static void test_training(fpx_client *c) {
     OK(c, fpx_client_delete_index(c, idx));
 }
 
-static int contains(const uint8_t *p, size_t n, const char *s) {
-    size_t m = strlen(s);
-    for (size_t i = 0; i + m <= n; i++)
-        if (!memcmp(p + i, s, m))
-            return 1;
-    return 0;
-}
-
 static void test_raw(fpx_client *c) {
     /* {"header_size": 16, "vector_size": 0, "metadata_size": 0} {"operation": "ping"} */
     static const uint8_t body[] = {
@@ -286,16 +278,16 @@ static void test_raw(fpx_client *c) {
     size_t len = 0;
     OK(c, fpx_client_request_raw(c, body, sizeof body, &reply, &len));
     /* with keys configured the raw ping has no key: an error reply, still a reply */
-    CHECK(reply && len > 0 && !contains(reply, len, "protocol_error"));
+    CHECK(reply && len > 0 && !test_contains(reply, len, "protocol_error"));
     free(reply);
     reply = NULL;
     OK(c, fpx_client_request_raw(c, partial, sizeof partial, &reply, &len));
-    CHECK(reply && len > 0 && contains(reply, len, "protocol_error") &&
-          contains(reply, len, "preamble lacks vector_size"));
+    CHECK(reply && len > 0 && test_contains(reply, len, "protocol_error") &&
+          test_contains(reply, len, "preamble lacks vector_size"));
     free(reply);
     reply = NULL;
     OK(c, fpx_client_request_raw(c, "junk", 4, &reply, &len));
-    CHECK(reply && len > 0 && contains(reply, len, "protocol_error"));
+    CHECK(reply && len > 0 && test_contains(reply, len, "protocol_error"));
     free(reply);
 }
 

@@ -30,14 +30,6 @@
 
 enum { D = 64 };
 
-static int contains(const uint8_t *p, size_t n, const char *s) {
-    size_t m = strlen(s);
-    for (size_t i = 0; i + m <= n; i++)
-        if (!memcmp(p + i, s, m))
-            return 1;
-    return 0;
-}
-
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: test_client_limits ENDPOINT LIMIT\n");
@@ -87,7 +79,7 @@ int main(int argc, char **argv) {
      * (here: garbage, answered with a protocol_error). */
     EXPECT(c, fpx_client_ping(c), "");
     EXPECT(c, fpx_client_request_raw(c, x, limit, &reply, &rlen), "");
-    CHECK(reply && rlen > 0 && contains(reply, rlen, "protocol_error"));
+    CHECK(reply && rlen > 0 && test_contains(reply, rlen, "protocol_error"));
     free(reply);
 
     EXPECT(c, fpx_client_get_index_info(c, "lim", &info), "");

@@ -192,12 +192,31 @@ def test_python_dropin_killed_leaves_nothing(server, client, tmp_path):
            "FAISS_PROXY_LEASE_SECONDS": str(LEASE),
            "FAISS_PROXY_LIB": PY_LIB}
     proc = start_program(["/usr/bin/python3", "-c", PY_PROGRAM, ready], env, ready)
+    _leases_follow_the_program(client, proc, open(ready).read().split())
+
+
+def _kept_index_of_a_program(server, lease_env):
+    """The server name of an index a Python drop-in program kept (keep()) and
+    then exited, with FAISS_PROXY_LEASE_SECONDS=lease_env."""
+    code = ("import faissproxy as faiss\n"
+            "a = faiss.IndexFlatL2(4).keep()\n"
+            "print(a.server_name)\n")
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"),
+               FAISS_PROXY_SERVER=server.endpoint, FAISS_PROXY_LEASE_SECONDS=lease_env,
+               FAISS_PROXY_LIB=PY_LIB)
+    r = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def _leases_follow_the_program(client, proc, made):
+    """made (a program's indexes, leased) stay while the program lives and
+    renews them, and go once it is killed."""
     try:
-        made = open(ready).read().split()
         assert len(made) == 2
         for n in made:
             assert client.info(n)["lease_seconds"] == LEASE
-        # alive: the program's handle renews the leases
         time.sleep(2.5 * LEASE)
         assert set(made) <= names(client), "a live program's indexes must stay"
     finally:
@@ -207,31 +226,13 @@ def test_python_dropin_killed_leaves_nothing(server, client, tmp_path):
 
 
 def test_python_dropin_lease_off(server, client, tmp_path):
-    code = ("import faissproxy as faiss\n"
-            "a = faiss.IndexFlatL2(4).keep()\n"
-            "print(a.server_name)\n")
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"),
-               FAISS_PROXY_SERVER=server.endpoint, FAISS_PROXY_LEASE_SECONDS="0",
-               FAISS_PROXY_LIB=PY_LIB)
-    r = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
-                       env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
-    name = r.stdout.strip()
+    name = _kept_index_of_a_program(server, "0")
     assert "lease_seconds" not in client.info(name)
     client.drop(name)
 
 
 def test_python_keep_clears_the_lease(server, client):
-    code = ("import faissproxy as faiss\n"
-            "a = faiss.IndexFlatL2(4).keep()\n"
-            "print(a.server_name)\n")
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"),
-               FAISS_PROXY_SERVER=server.endpoint, FAISS_PROXY_LEASE_SECONDS=str(LEASE),
-               FAISS_PROXY_LIB=PY_LIB)
-    r = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
-                       env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
-    name = r.stdout.strip()
+    name = _kept_index_of_a_program(server, str(LEASE))
     # kept on purpose: no lease, it outlives the program
     assert "lease_seconds" not in client.info(name)
     time.sleep(LEASE + 1)
@@ -245,17 +246,8 @@ def test_faiss_c_program_killed_leaves_nothing(server, client, tmp_path):
     env = {"FAISS_PROXY_SERVER": server.endpoint, "FAISS_PROXY_LEASE_SECONDS": str(LEASE)}
     before = names(client)
     proc = start_program([prog, "--lease-wait", ready], env, ready)
-    try:
-        made = names(client) - before  # the program does not know the names it made
-        assert len(made) == 2
-        for n in made:
-            assert client.info(n)["lease_seconds"] == LEASE
-        time.sleep(2.5 * LEASE)
-        assert set(made) <= names(client), "a live program's indexes must stay"
-    finally:
-        kill_program(proc)
-    for n in made:
-        assert wait_gone(client, n), "a killed program's index %s must go" % n
+    # the program does not know the names it made
+    _leases_follow_the_program(client, proc, names(client) - before)
 
 
 def test_set_lease(fresh_server):
