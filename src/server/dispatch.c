@@ -68,7 +68,7 @@ static int log_and_apply(fpx_req *r) {
         fpx_server_check_quota(r->s, ix->tenant, r->rec.n, 48 + r->rec.data_len + r->rec.meta_len,
                                &r->err))
         return -1;
-    if (fpx_store_log(r->s->cfg->data_dir, ix, &r->rec, &r->err))
+    if (fpx_store_log(ix, &r->rec, &r->err))
         return -1;
     if (fpx_apply(ix, &r->rec, &r->err)) {
         fpx_store_unlog(ix, before);

@@ -43,7 +43,6 @@ fpx_index *fpx_server_find(fpx_server *s, const char *tenant, const char *name, 
 
 void fpx_index_unref(fpx_index *ix) {
     if (ix && atomic_fetch_sub(&ix->refs, 1) == 1) {
-        fpx_store_close(ix);
         fpx_index_free(ix);
     }
 }
@@ -116,7 +115,7 @@ void fpx_server_remove(fpx_server *s, fpx_index *ix) {
 }
 
 int fpx_server_drop(fpx_server *s, fpx_index *ix, fpx_err *err) {
-    if (fpx_store_remove(s->cfg->data_dir, ix, err) != 0)
+    if (fpx_store_remove(ix, err) != 0)
         return -1;
     fpx_server_remove(s, ix);
     ix->dropped = 1;

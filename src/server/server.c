@@ -24,7 +24,6 @@ static int found_index(void *ctx, fpx_index *ix) {
     fpx_lease_renew(ix); /* after a restart every lease counts from the start */
     if (fpx_server_insert(s, ix) != 0) {
         fpx_log(FPX_LOG_ERROR, "out of memory registering %s/%s", ix->tenant, ix->name);
-        fpx_store_close(ix);
         fpx_index_free(ix);
         return -1;
     }
@@ -97,7 +96,7 @@ static void snapshot_one(fpx_server *s, fpx_index *ix, int force) {
     pthread_rwlock_rdlock(&ix->lock);
     if (!ix->dropped && ix->seq != ix->snap_seq && (force || fpx_server_snapshot_due(s, ix))) {
         fpx_err err = {0};
-        if (fpx_store_snapshot(s->cfg->data_dir, ix, &err) != 0)
+        if (fpx_store_snapshot(ix, &err) != 0)
             fpx_log(FPX_LOG_WARN, "snapshot of %s/%s failed (the log keeps the data): %s",
                     ix->tenant, ix->name, err.msg);
         fpx_server_sync_usage(ix);
@@ -162,10 +161,9 @@ void fpx_server_shutdown(fpx_server *s) {
     for (size_t i = 0; i < s->nindexes; i++) {
         fpx_index *ix = s->indexes[i];
         fpx_err err = {0};
-        if (ix->seq != ix->snap_seq && fpx_store_snapshot(s->cfg->data_dir, ix, &err) != 0)
+        if (ix->seq != ix->snap_seq && fpx_store_snapshot(ix, &err) != 0)
             fpx_log(FPX_LOG_WARN, "snapshot of %s/%s at shutdown failed (its log is kept): %s",
                     ix->tenant, ix->name, err.msg);
-        fpx_store_close(ix);
         fpx_index_unref(ix);
     }
     free(s->indexes);
@@ -207,7 +205,7 @@ void fpx_server_snapshot_idle(fpx_server *s) {
         fpx_err err = {0};
         if (ix->dropped || ix->seq == ix->snap_seq)
             continue;
-        if (fpx_store_snapshot(s->cfg->data_dir, ix, &err) != 0)
+        if (fpx_store_snapshot(ix, &err) != 0)
             fpx_log(FPX_LOG_WARN, "snapshot of %s/%s at shutdown failed (its log is kept): %s",
                     ix->tenant, ix->name, err.msg);
         else

@@ -205,6 +205,10 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
     if (load_blob_table(ix, keys, &ix->keys, 1) ||
         load_blob_table(ix, fpx_map_get(m, "meta"), &ix->meta, 0))
         goto bad;
+    /* Everything the tables must agree on (next_label above every live
+     * label, one slot per key and label, ...), as after every mutation. */
+    if (fpx_index_check(ix, err) != 0)
+        goto fail;
     fpx_msg_destroy(&msg);
     *seq = (uint64_t)sq;
     ix->seq = ix->snap_seq = (uint64_t)sq;

@@ -360,8 +360,7 @@ fail:
     return -1;
 }
 
-int fpx_store_log(const char *data_dir, fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
-    (void)data_dir; /* ix->data_dir, set when the index was created or loaded */
+int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
     char path[FPX_PATH_MAX];
     if (wal_path(ix, path) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
@@ -390,6 +389,17 @@ int fpx_store_log(const char *data_dir, fpx_index *ix, const fpx_walrec *rec, fp
         int e = errno;
         return fpx_err_set(err, e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
                            "cannot open the log of '%s': %s", ix->name, strerror(e));
+    }
+    /* A write that failed before may have left part of a record behind (its
+     * cut failed too): cut it now, or the next record would follow garbage
+     * and recovery would refuse the whole index. */
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end != (off_t)ix->wal_bytes &&
+        (end < 0 || ftruncate(fd, (off_t)ix->wal_bytes) != 0 || fdatasync(fd) != 0)) {
+        int e = errno;
+        close(fd);
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot cut a failed write off the log of '%s': %s",
+                           ix->name, strerror(e));
     }
     if (fpx_writev_all(fd, iov, 4) != 0 || fdatasync(fd) != 0) {
         int e = errno;
@@ -421,9 +431,9 @@ void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before) {
         close(fd);
 }
 
-int fpx_store_snapshot(const char *data_dir, fpx_index *ix, fpx_err *err) {
+int fpx_store_snapshot(fpx_index *ix, fpx_err *err) {
     char dir[FPX_PATH_MAX];
-    if (fpx_store_index_dir(data_dir, ix->tenant, ix->name, dir))
+    if (fpx_store_index_dir(ix->data_dir, ix->tenant, ix->name, dir))
         return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
     uint64_t t0 = fpx_now_ns();
     if (write_snapshot(dir, ix, err) != 0)
@@ -456,15 +466,8 @@ int fpx_store_remove_dir(const char *data_dir, const char *tenant, const char *n
     return 0;
 }
 
-int fpx_store_remove(const char *data_dir, fpx_index *ix, fpx_err *err) {
-    if (fpx_store_remove_dir(data_dir, ix->tenant, ix->name, err) != 0)
-        return -1;
-    fpx_store_close(ix);
-    return 0;
-}
-
-void fpx_store_close(fpx_index *ix) {
-    (void)ix; /* no file stays open between calls (see the top of this file) */
+int fpx_store_remove(fpx_index *ix, fpx_err *err) {
+    return fpx_store_remove_dir(ix->data_dir, ix->tenant, ix->name, err);
 }
 
 /* ---- recovery ------------------------------------------------------------------ */
@@ -793,10 +796,7 @@ static void load_tenant(const char *data_dir, const char *tenant, fpx_store_appl
             fpx_log(FPX_LOG_ERROR,
                     "refusing to load index %s/%s: %s; its files are left as they were in %s",
                     tenant, name, err.msg, dir);
-            if (ix) {
-                fpx_store_close(ix);
-                fpx_index_free(ix);
-            }
+            fpx_index_free(ix);
             refused(ctx, tenant, name, err.msg, dir);
             continue;
         }

@@ -56,22 +56,18 @@ int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err);
 
 /* Appends one record and makes it durable (the log is open only meanwhile).
  * On failure nothing was logged. */
-int fpx_store_log(const char *data_dir, fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
+int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
 
 /* Takes back the last record (its apply failed). */
 void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before);
 
 /* Writes a new snapshot and starts a new log after it. */
-int fpx_store_snapshot(const char *data_dir, fpx_index *ix, fpx_err *err);
+int fpx_store_snapshot(fpx_index *ix, fpx_err *err);
 
 /* Renames the folder away (durably) and removes it. */
-int fpx_store_remove(const char *data_dir, fpx_index *ix, fpx_err *err);
+int fpx_store_remove(fpx_index *ix, fpx_err *err);
 /* The same for the folder of an index that is not loaded (refused at start). */
 int fpx_store_remove_dir(const char *data_dir, const char *tenant, const char *name, fpx_err *err);
-
-/* Releases what storage holds for ix between calls (nothing today: no file
- * stays open). */
-void fpx_store_close(fpx_index *ix);
 
 /* Called for each index found and loaded by fpx_store_load_all. Takes ix. */
 typedef int (*fpx_store_found)(void *ctx, fpx_index *ix);
