@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 int fpx_fc_export(const FaissIndex *ix, uint8_t **bytes, size_t *len) {
@@ -34,13 +35,24 @@ int faiss_write_index(const FaissIndex *ix, FILE *f) {
     return 0;
 }
 
+/* Written as fname.tmp, synced, then renamed over fname: a server that is
+ * gone or refuses, or a full disk, leaves an existing file as it was. */
 int faiss_write_index_fname(const FaissIndex *ix, const char *fname) {
-    FILE *f = fopen(fname, "wb");
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", fname) >= (int)sizeof tmp)
+        return fpx_fc_error(STD_EXCEPT, "file name too long: %s", fname);
+    FILE *f = fopen(tmp, "wb");
     if (!f)
-        return fpx_fc_error(STD_EXCEPT, "cannot open %s for writing", fname);
+        return fpx_fc_error(STD_EXCEPT, "cannot open %s for writing", tmp);
     int rc = faiss_write_index(ix, f);
+    if (rc == 0 && (fflush(f) != 0 || fsync(fileno(f)) != 0))
+        rc = fpx_fc_error(STD_EXCEPT, "cannot write %s", tmp);
     if (fclose(f) != 0 && rc == 0)
-        rc = fpx_fc_error(STD_EXCEPT, "cannot write %s", fname);
+        rc = fpx_fc_error(STD_EXCEPT, "cannot write %s", tmp);
+    if (rc == 0 && rename(tmp, fname) != 0)
+        rc = fpx_fc_error(STD_EXCEPT, "cannot rename %s to %s", tmp, fname);
+    if (rc != 0)
+        unlink(tmp);
     return rc;
 }
 
