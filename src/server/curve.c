@@ -84,7 +84,9 @@ int fpx_curve_load(const char *path, char public_key[FPX_Z85_KEY_LEN + 1],
     sodium_memzero(text, len);
     free(text);
     uint8_t raw[32];
-    if (s != 0 || p < 0 || !zmq_z85_decode(raw, secret_key)) {
+    int decoded = s == 0 && p >= 0 && zmq_z85_decode(raw, secret_key) != NULL;
+    sodium_memzero(raw, sizeof raw); /* only the check was wanted, also on failure */
+    if (!decoded) {
         sodium_memzero(secret_key, FPX_Z85_KEY_LEN + 1);
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "%s is not a CurveZMQ secret key file: it needs one line "
@@ -92,7 +94,6 @@ int fpx_curve_load(const char *path, char public_key[FPX_Z85_KEY_LEN + 1],
                            "faiss-proxy-server --curve-keygen PATH)",
                            path);
     }
-    sodium_memzero(raw, sizeof raw);
     if (zmq_curve_public(public_key, secret_key) != 0) {
         sodium_memzero(secret_key, FPX_Z85_KEY_LEN + 1);
         return fpx_err_set(err, FPX_E_VALIDATION, "%s: cannot derive the public key: %s", path,
@@ -161,5 +162,12 @@ int fpx_curve_keygen(const char *path, char public_key[FPX_Z85_KEY_LEN + 1], fpx
         unlink(path);
         return -1;
     }
+    /* Both names durable before "wrote" is printed. */
+    char dir[FPX_PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (fpx_path(dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".") == 0 &&
+        fpx_fsync_dir(slash == path ? "/" : dir) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot sync the folder of %s: %s", path,
+                           strerror(errno));
     return 0;
 }

@@ -17,8 +17,8 @@
 
 static volatile sig_atomic_t stop_requested;
 
-/* Each index keeps its log open and each client connection holds a socket,
- * so the default soft limit (often 1024) caps indexes plus clients far below
+/* Each client connection holds a socket (and a log is open while it is
+ * written), so the default soft limit (often 1024) caps clients far below
  * what the machine allows. Raise it to the hard limit; failing is not fatal. */
 static void raise_open_files_limit(void) {
     struct rlimit rl;

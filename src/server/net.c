@@ -405,14 +405,9 @@ static void take_worker_msg(void *front, void *back, zmq_msg_t *idle, int *nidle
     zmq_msg_close(&wid);
 }
 
-/*
- * Every worker is busy and some only wait for an index's lock: one busy index
- * (a long add holds it, requests for it pile up) would otherwise hold every
- * worker while other indexes' requests wait in the queue. One more worker is
- * started (it announces itself idle); the pool never shrinks. Returns 1 when
- * it started.
- */
-static int add_worker(fpx_server *s, void *ctx, worker *ws, int n) {
+/* Starts worker n, with SIGINT/SIGTERM blocked in it (the broker's zmq_poll
+ * must be the one to see EINTR). 1 when it started. */
+static int start_worker(fpx_server *s, void *ctx, worker *ws, int n) {
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
@@ -421,6 +416,18 @@ static int add_worker(fpx_server *s, void *ctx, worker *ws, int n) {
     ws[n] = (worker){s, ctx, n, 0};
     int ok = pthread_create(&ws[n].thread, NULL, worker_main, &ws[n]) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ok;
+}
+
+/*
+ * Every worker is busy and some only wait for an index's lock: one busy index
+ * (a long add holds it, requests for it pile up) would otherwise hold every
+ * worker while other indexes' requests wait in the queue. One more worker is
+ * started (it announces itself idle); the pool never shrinks. Returns 1 when
+ * it started.
+ */
+static int add_worker(fpx_server *s, void *ctx, worker *ws, int n) {
+    int ok = start_worker(s, ctx, ws, n);
     if (ok)
         fpx_log(FPX_LOG_INFO,
                 "all %d workers busy, some waiting for a busy index: started one more", n);
@@ -521,15 +528,11 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     int nw = cfg->workers;
     /* More workers are started while every one is busy and some of them only
      * wait for a busy index's lock, up to this many (see below). */
-    int maxw = nw * 4 > 256 ? (nw > 256 ? nw : 256) : nw * 4;
+    int maxw = nw * 4 < 256 ? nw * 4 : 256; /* --workers is at most 256 */
     worker *ws = calloc((size_t)maxw, sizeof *ws);
     int started = 0;
-    for (int i = 0; ws && i < nw; i++) {
-        ws[i] = (worker){s, ctx, i, 0};
-        if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0)
-            break;
+    while (ws && started < nw && start_worker(s, ctx, ws, started))
         started++;
-    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (started == 0) {
         fpx_log(FPX_LOG_ERROR, "cannot start worker threads");
@@ -571,7 +574,9 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
                   NULL,
                   0,
                   0};
-    if (!cl.tab) {
+    int failed = !idle || !cl.tab;
+    if (failed) {
+        fpx_log(FPX_LOG_ERROR, "out of memory starting the network loop");
         free(idle);
         idle = NULL;
     }
@@ -623,5 +628,5 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     fpx_zap_stop(zap);
     zmq_ctx_term(ctx);
     free(ws);
-    return 0;
+    return failed ? -1 : 0;
 }
