@@ -43,6 +43,7 @@
 #define BACKEND "inproc://fpx-workers"
 #define WORKER_READY 1
 #define WORKER_REPLIED 2
+#define WORKER_RESTARTED 3
 
 typedef struct worker {
     fpx_server *s;
@@ -150,6 +151,8 @@ static void *worker_main(void *arg) {
  * here is bounded (per connection, in all, in bytes); past that a request is
  * answered limit_exceeded at once. The table has at most one entry per busy
  * worker: a connection with parked requests has its limit at the workers.
+ * Each entry holds its connection's parked requests: only a reply of its own
+ * lets one of them go, so the worker that sent the reply takes it at once.
  */
 #define PARKED_PER_CLIENT 4096
 #define PARKED_MAX 10000
@@ -164,17 +167,18 @@ typedef struct parked {
 typedef struct client_load {
     uint8_t id[256]; /* ZeroMQ routing ids are at most 255 bytes */
     size_t len;
-    int n;      /* at the workers */
-    int parked; /* waiting below */
+    int n;               /* at the workers */
+    int parked;          /* waiting in the list below */
+    parked *head, *tail; /* oldest first */
 } client_load;
 
 typedef struct clients {
     client_load *tab;
     int cap, used;
     int limit;
-    parked *head, *tail;
-    int nparked;
+    int nparked; /* over all connections */
     size_t parked_bytes;
+    int draining; /* stopping: parked requests are not started any more */
 } clients;
 
 static client_load *client_find(clients *c, zmq_msg_t *id) {
@@ -197,15 +201,23 @@ static int client_take(clients *c, zmq_msg_t *id) {
         l->len = zmq_msg_size(id);
         memcpy(l->id, zmq_msg_data(id), l->len);
         l->n = l->parked = 0;
+        l->head = l->tail = NULL;
     }
     l->n++;
     return 0;
 }
 
-static void client_release(clients *c, zmq_msg_t *id) {
+/* One request of id is answered. Returns its entry while it has parked
+ * requests, else NULL. */
+static client_load *client_release(clients *c, zmq_msg_t *id) {
     client_load *l = client_find(c, id);
-    if (l && --l->n == 0 && l->parked == 0)
+    if (!l)
+        return NULL;
+    if (--l->n == 0 && l->parked == 0) {
         *l = c->tab[--c->used];
+        return NULL;
+    }
+    return l->parked ? l : NULL;
 }
 
 static void parked_free(parked *p) {
@@ -302,39 +314,35 @@ static void park_or_refuse(void *front, clients *c, parked *req) {
     zmq_msg_close(&req->body);
     p->mode = req->mode;
     p->next = NULL;
-    if (c->tail)
-        c->tail->next = p;
+    if (l->tail)
+        l->tail->next = p;
     else
-        c->head = p;
-    c->tail = p;
+        l->head = p;
+    l->tail = p;
     l->parked++;
     c->nparked++;
     c->parked_bytes += size;
 }
 
-/* Gives the idle worker wid the next request: the oldest parked one whose
- * connection is under its limit, else one from front (when front_ready).
- * Returns 1 when the worker took one. */
-static int dispatch_next(void *front, void *back, zmq_msg_t *wid, clients *c, int front_ready) {
-    for (parked **pp = &c->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-        parked *p = *pp;
-        client_load *l = client_find(c, &p->id);
-        if (l && l->n >= c->limit)
-            continue;
-        *pp = p->next;
-        if (c->tail == p)
-            c->tail = prev;
-        c->nparked--;
-        c->parked_bytes -= zmq_msg_size(&p->body);
-        if (l)
-            l->parked--;
-        client_take(c, &p->id);
-        to_worker(back, wid, p);
-        parked_free(p);
-        return 1;
-    }
+/* Hands l's oldest parked request to the worker wid. */
+static void start_parked(void *back, zmq_msg_t *wid, clients *c, client_load *l) {
+    parked *p = l->head;
+    l->head = p->next;
+    if (!l->head)
+        l->tail = NULL;
+    l->parked--;
+    l->n++;
+    c->nparked--;
+    c->parked_bytes -= zmq_msg_size(&p->body);
+    to_worker(back, wid, p);
+    parked_free(p);
+}
+
+/* Gives the idle worker wid a request from front. Returns 1 when the worker
+ * took one, 0 when there was none or it was parked or answered here. */
+static int dispatch_next(void *front, void *back, zmq_msg_t *wid, clients *c) {
     parked req;
-    if (!front_ready || read_request(front, &req) != 0)
+    if (read_request(front, &req) != 0)
         return 0;
     if (client_take(c, &req.id) != 0) {
         park_or_refuse(front, c, &req);
@@ -347,18 +355,20 @@ static int dispatch_next(void *front, void *back, zmq_msg_t *wid, clients *c, in
 }
 
 static void drop_parked(clients *c) {
-    while (c->head) {
-        parked *p = c->head;
-        c->head = p->next;
-        parked_free(p);
+    for (int i = 0; i < c->used; i++) {
+        while (c->tab[i].head) {
+            parked *p = c->tab[i].head;
+            c->tab[i].head = p->next;
+            parked_free(p);
+        }
     }
-    c->tail = NULL;
     c->nparked = 0;
 }
 
 /* A worker's message from back: ready signal or a reply for a client.
  * Returns WORKER_READY or WORKER_REPLIED when the worker is now idle, its id
- * in *wid, or 0 for anything else. */
+ * in *wid; WORKER_RESTARTED when it replied and took a parked request of the
+ * same connection at once; 0 for anything else. */
 static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid, clients *cl) {
     if (zmq_msg_recv(wid, back, 0) < 0)
         return 0;
@@ -373,13 +383,17 @@ static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid, clients *c
         } else if (zmq_msg_recv(&mode, back, 0) >= 0 && recv_more(back) &&
                    zmq_msg_recv(&body, back, 0) >= 0) {
             idle = WORKER_REPLIED;
-            client_release(cl, &id);
+            client_load *waiting = client_release(cl, &id);
             uint8_t m = zmq_msg_size(&mode) == 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
             /* A client that went away makes ROUTER drop the reply: fine. */
             zmq_msg_send(&id, front, ZMQ_SNDMORE);
             if (m & MODE_DELIM)
                 zmq_send(front, "", 0, ZMQ_SNDMORE);
             zmq_msg_send(&body, front, 0);
+            if (waiting && !cl->draining) {
+                start_parked(back, wid, cl, waiting);
+                idle = WORKER_RESTARTED;
+            }
         }
     }
     drain(back);
@@ -398,7 +412,7 @@ static void take_worker_msg(void *front, void *back, zmq_msg_t *idle, int *nidle
     int r = handle_worker_msg(front, back, &wid, cl);
     if (r == WORKER_REPLIED)
         (*inflight)--;
-    if (r && *nidle < started) {
+    if ((r == WORKER_READY || r == WORKER_REPLIED) && *nidle < started) {
         zmq_msg_init(&idle[*nidle]);
         zmq_msg_move(&idle[(*nidle)++], &wid);
     }
@@ -570,8 +584,7 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
                   maxw,
                   0,
                   (int)cfg->max_inflight_per_client,
-                  NULL,
-                  NULL,
+                  0,
                   0,
                   0};
     int failed = !idle || !cl.tab;
@@ -594,13 +607,13 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
         if (nidle == 0 && started < maxw && atomic_load(&s->blocked) > 0)
             started += add_worker(s, ctx, ws, started);
         int front_ready = nidle > 0 && (items[1].revents & ZMQ_POLLIN);
-        if (nidle > 0 && (cl.head || front_ready) &&
-            dispatch_next(front, back, &idle[nidle - 1], &cl, front_ready)) {
+        if (front_ready && dispatch_next(front, back, &idle[nidle - 1], &cl)) {
             nidle--;
             zmq_msg_close(&idle[nidle]);
             inflight++;
         }
     }
+    cl.draining = 1;
     int busy = idle ? finish_in_flight(front, back, idle, &nidle, started, &cl, &inflight,
                                        cfg->shutdown_timeout)
                     : 0;
