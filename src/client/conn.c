@@ -1,0 +1,447 @@
+/*
+ * conn.c - libfaissproxy: one connection to a faiss-proxy server; the
+ * handle, its last error, its socket, and the sending of one request (the
+ * typed operations built on it are in calls.c).
+ *
+ * A DEALER socket with an empty delimiter frame before each body (the
+ * protocol's pipelining form, used here one request at a time). Each request
+ * carries an increasing request_id; a reply that carries another id is a
+ * late answer to a request that already timed out, and is dropped. On a
+ * timeout the socket is closed (linger 0) and made anew, so the next call
+ * does not read the late reply.
+ *
+ * With the server's public key (fpx_client_set_server_key, or the
+ * environment's FAISS_PROXY_SERVER_KEY) the socket is a CurveZMQ client with
+ * an ephemeral key pair of its own, made anew with every socket: the server
+ * is authenticated and everything, API key included, travels encrypted. A
+ * server key that cannot be used is never a reason to fall back to plain
+ * text: the handle then refuses every call, saying why.
+ *
+ * The error of the last call lives in the handle (hiredis style): errtype is
+ * the protocol's error_type, or "connection_error" when the server did not
+ * answer, or "protocol_error" when its reply could not be read.
+ *
+ * Message size: the server's transport drops a connection that sends a
+ * message over its max_message_size, without a reply, so such a request
+ * would only time out. The handle learns the limit from a ping (the first
+ * request larger than any limit a server can have triggers one, and every
+ * fpx_client_ping refreshes it) and refuses a larger request itself, with
+ * errtype "limit_exceeded", before sending it.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* No server takes a max_message_size below this (its --max-message-size
+ * minimum): smaller requests are sent without knowing the limit. */
+#define SMALLEST_LIMIT 4096
+
+int fpx_c_fail(fpx_client *c, const char *type, const char *fmt, ...) {
+    snprintf(c->errtype, sizeof c->errtype, "%s", type);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void fpx_c_clear_error(fpx_client *c) {
+    c->errtype[0] = 0;
+    c->errstr[0] = 0;
+}
+
+/* Makes the socket a CurveZMQ client of the server key, with a fresh key
+ * pair of its own. */
+static int set_curve(fpx_client *c) {
+    char pub[FPX_Z85_KEY_LEN + 1], sec[FPX_Z85_KEY_LEN + 1];
+    int rc = zmq_curve_keypair(pub, sec) != 0 ||
+             zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, c->server_key, sizeof c->server_key) ||
+             zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, pub, sizeof pub) ||
+             zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, sec, sizeof sec);
+    explicit_bzero(sec, sizeof sec);
+    return rc ? -1 : 0;
+}
+
+static int open_socket(fpx_client *c) {
+    if (c->key_error[0])
+        return -1;
+    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    if (!c->sock)
+        return -1;
+    int linger = 0;
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if ((c->server_key[0] && set_curve(c) != 0) || zmq_connect(c->sock, c->endpoint) != 0) {
+        zmq_close(c->sock);
+        c->sock = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* A key file is a few lines; anything larger is not one. */
+#define FPX_KEYFILE_MAX 65536
+
+/*
+ * The server's public key from v: 40 Z85 characters, or the path of a key
+ * file with a public-key line (the server's .pub file). 0 with the key in
+ * out, or -1 with the reason in why.
+ */
+static int resolve_server_key(const char *v, char *out, char *why, size_t cap) {
+    uint8_t raw[32];
+    size_t n = strlen(v);
+    if (fpx_z85_key_valid(v, n)) {
+        if (!zmq_z85_decode(raw, v)) {
+            snprintf(why, cap, "'%s' is not a valid Z85 key", v);
+            return -1;
+        }
+        memcpy(out, v, n + 1);
+        return 0;
+    }
+    FILE *f = fopen(v, "rb");
+    if (!f) {
+        snprintf(why, cap,
+                 "'%.200s' is neither a public key (40 Z85 characters) nor a readable key "
+                 "file: %s",
+                 v, strerror(errno));
+        return -1;
+    }
+    char *text = malloc(FPX_KEYFILE_MAX);
+    size_t len = text ? fread(text, 1, FPX_KEYFILE_MAX, f) : 0;
+    int too_big = len == FPX_KEYFILE_MAX, read_err = ferror(f);
+    fclose(f);
+    char key[FPX_Z85_KEY_LEN + 1], secret[FPX_Z85_KEY_LEN + 1];
+    int rc = !text || too_big || read_err ? -2 : fpx_keyfile_find(text, len, "public-key", key);
+    int has_secret = text && rc != -2 && fpx_keyfile_find(text, len, "secret-key", secret) != 1;
+    if (text)
+        explicit_bzero(text, len);
+    explicit_bzero(secret, sizeof secret);
+    free(text);
+    if (rc == -2) {
+        snprintf(why, cap, "cannot read the key file %.200s", v);
+        return -1;
+    }
+    if (has_secret) {
+        /* the server's secret does not belong on a client: give it the .pub */
+        snprintf(why, cap,
+                 "%.200s holds a secret key; clients need only the server's public key file "
+                 "(.pub)",
+                 v);
+        return -1;
+    }
+    if (rc != 0 || !zmq_z85_decode(raw, key)) {
+        snprintf(why, cap, "%.200s has no valid public-key line", v);
+        return -1;
+    }
+    memcpy(out, key, sizeof key);
+    return 0;
+}
+
+int fpx_client_set_server_key(fpx_client *c, const char *server_key) {
+    fpx_c_clear_error(c);
+    char key[FPX_Z85_KEY_LEN + 1] = "", why[300];
+    if (server_key && *server_key && resolve_server_key(server_key, key, why, sizeof why) != 0)
+        return fpx_c_fail(c, "validation_error", "server key: %s", why);
+    memcpy(c->server_key, key, sizeof key);
+    c->key_error[0] = 0;
+    fpx_leaser_set_server_key(c->leases, c->server_key);
+    if (c->sock)
+        zmq_close(c->sock);
+    c->sock = NULL;
+    if (open_socket(c) != 0)
+        return fpx_c_fail(c, "connection_error", "cannot connect to %s", c->endpoint);
+    return 0;
+}
+
+fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char *tenant_id) {
+    if (!endpoint)
+        return NULL;
+    fpx_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->timeout_ms = 30000;
+    c->next_id = 1;
+    c->endpoint = strdup(endpoint);
+    c->api_key = api_key ? strdup(api_key) : NULL;
+    c->tenant_id = tenant_id ? strdup(tenant_id) : NULL;
+    c->ctx = zmq_ctx_new();
+    const char *env_key = getenv("FAISS_PROXY_SERVER_KEY");
+    if (env_key && *env_key) {
+        char why[300];
+        if (resolve_server_key(env_key, c->server_key, why, sizeof why) != 0)
+            snprintf(c->key_error, sizeof c->key_error, "FAISS_PROXY_SERVER_KEY: %s", why);
+    }
+    if (!c->endpoint || (api_key && !c->api_key) || (tenant_id && !c->tenant_id) || !c->ctx ||
+        (!c->key_error[0] && open_socket(c) != 0)) {
+        fpx_client_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void fpx_client_free(fpx_client *c) {
+    if (!c)
+        return;
+    fpx_leaser_free(c->leases); /* first: it stops renewing */
+    if (c->sock)
+        zmq_close(c->sock);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
+    free(c->endpoint);
+    free(c->api_key);
+    free(c->tenant_id);
+    free(c);
+}
+
+void fpx_client_set_timeout(fpx_client *c, int timeout_ms) {
+    c->timeout_ms = timeout_ms;
+}
+
+const char *fpx_client_errtype(const fpx_client *c) {
+    return c->errtype;
+}
+
+const char *fpx_client_errstr(const fpx_client *c) {
+    return c->errstr;
+}
+
+/* ---- request plumbing --------------------------------------------------------------- */
+
+/* Starts a request header: operation, credentials, request_id, index_id,
+ * and room for `extra` more keys. */
+msgpack_packer *fpx_c_begin(fpx_client *c, fpx_out *o, const char *op, const char *index_id,
+                            size_t extra) {
+    fpx_out_init(o);
+    msgpack_packer *pk = fpx_out_hdr(o);
+    msgpack_pack_map(pk, 2 + (c->api_key != NULL) + (c->tenant_id != NULL) + (index_id != NULL) +
+                             extra);
+    fpx_pack_cstr(pk, "operation");
+    fpx_pack_cstr(pk, op);
+    fpx_pack_cstr(pk, "request_id");
+    msgpack_pack_int64(pk, c->next_id);
+    if (c->api_key) {
+        fpx_pack_cstr(pk, "api_key");
+        fpx_pack_cstr(pk, c->api_key);
+    }
+    if (c->tenant_id) {
+        fpx_pack_cstr(pk, "tenant_id");
+        fpx_pack_cstr(pk, c->tenant_id);
+    }
+    if (index_id) {
+        fpx_pack_cstr(pk, "index_id");
+        fpx_pack_cstr(pk, index_id);
+    }
+    return pk;
+}
+
+static void free_buf(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static void reset_socket(fpx_client *c) {
+    if (c->sock)
+        zmq_close(c->sock);
+    c->sock = NULL;
+    c->max_msg = 0; /* the server may have been restarted with another limit */
+    open_socket(c);
+}
+
+/* Sends body (taken), waits for the reply with this request's id. */
+static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_msg_t *out) {
+    if (c->key_error[0]) {
+        free(body);
+        return fpx_c_fail(c, "connection_error", "%s", c->key_error);
+    }
+    if (!c->sock && open_socket(c) != 0) {
+        free(body);
+        return fpx_c_fail(c, "connection_error", "cannot connect to %s", c->endpoint);
+    }
+    zmq_msg_t m;
+    zmq_msg_init_data(&m, body, len, free_buf, NULL);
+    if (zmq_send(c->sock, "", 0, ZMQ_SNDMORE) < 0 || zmq_msg_send(&m, c->sock, 0) < 0) {
+        zmq_msg_close(&m);
+        reset_socket(c);
+        return fpx_c_fail(c, "connection_error", "cannot send to %s: %s", c->endpoint,
+                          zmq_strerror(zmq_errno()));
+    }
+    for (;;) {
+        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&it, 1, c->timeout_ms > 0 ? c->timeout_ms : -1);
+        if (rc <= 0) {
+            reset_socket(c);
+            /* A failed handshake looks exactly like this (ZeroMQ retries it
+             * quietly), so say which handshake it was. */
+            return fpx_c_fail(c, "connection_error", "no reply from %s within %d ms (%s)",
+                              c->endpoint, c->timeout_ms,
+                              c->server_key[0]
+                                  ? "CurveZMQ: a server with another key, or without CurveZMQ, "
+                                    "never answers"
+                                  : "plain connection: a CurveZMQ server answers only clients "
+                                    "given its public key, and a server without API keys only "
+                                    "loopback clients");
+        }
+        /* [empty delimiter][body], possibly more frames from a confused peer */
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        zmq_msg_recv(&f, c->sock, 0);
+        int more = zmq_msg_more(&f);
+        if (zmq_msg_size(&f) != 0 || !more) {
+            zmq_msg_close(&f);
+            while (more) {
+                zmq_msg_init(&f);
+                zmq_msg_recv(&f, c->sock, 0);
+                more = zmq_msg_more(&f);
+                zmq_msg_close(&f);
+            }
+            continue;
+        }
+        zmq_msg_close(&f);
+        zmq_msg_init(out);
+        zmq_msg_recv(out, c->sock, 0);
+        while (zmq_msg_more(out)) { /* extra frames: not ours to read */
+            zmq_msg_t x;
+            zmq_msg_init(&x);
+            zmq_msg_recv(&x, c->sock, 0);
+            int xm = zmq_msg_more(&x);
+            zmq_msg_close(&x);
+            if (!xm)
+                break;
+        }
+        /* Match the request id; drop stale replies. */
+        fpx_msg dm;
+        fpx_err err;
+        if (fpx_msg_decode(&dm, zmq_msg_data(out), zmq_msg_size(out), &err) == 0) {
+            const msgpack_object *rid = fpx_map_get(dm.header, "request_id");
+            int64_t got;
+            int match = id == INT64_MIN || (rid && fpx_obj_int(rid, &got) == 0 && got == id);
+            int unmatched = !rid; /* a reply without id: a garbage request's answer */
+            fpx_msg_destroy(&dm);
+            if (match || unmatched)
+                return 0;
+        } else {
+            return 0; /* let the caller report the unreadable reply */
+        }
+        zmq_msg_close(out);
+    }
+}
+
+/* Reads max_message_size from a ping reply's metadata. */
+static void note_limit(fpx_client *c, const reply *r) {
+    const msgpack_object *v = fpx_map_get(r->m.meta, "max_message_size");
+    int64_t n;
+    c->max_msg = v && fpx_obj_int(v, &n) == 0 && n > 0 ? (size_t)n : SIZE_MAX;
+}
+
+/* Checks a request of len bytes against the server's limit, asking the
+ * server for it first when it is not known. 0 to send, -1 (error set) not. */
+static int check_size(fpx_client *c, size_t len) {
+    if (len <= SMALLEST_LIMIT)
+        return 0;
+    if (c->max_msg == 0) {
+        fpx_out o;
+        reply r;
+        fpx_c_begin(c, &o, "ping", NULL, 0);
+        if (fpx_c_call(c, &o, &r) != 0) {
+            /* No answer: neither would the request get one. A refused ping
+             * (a wrong key...): send the request, it gets its own answer. */
+            if (!strcmp(c->errtype, "connection_error"))
+                return -1;
+            fpx_c_clear_error(c);
+            return 0;
+        }
+        note_limit(c, &r);
+        fpx_c_done(&r);
+    }
+    if (len > c->max_msg)
+        return fpx_c_fail(
+            c, "limit_exceeded",
+            "the request is %zu bytes, over the server's max_message_size of %zu bytes "
+            "(the server would drop it unanswered): send fewer vectors per call",
+            len, c->max_msg);
+    return 0;
+}
+
+/* Finishes the body, sends it, decodes the reply and checks its status. */
+int fpx_c_call(fpx_client *c, fpx_out *o, reply *r) {
+    uint8_t *body;
+    size_t len;
+    int64_t id = c->next_id++;
+    if (fpx_out_finish(o, &body, &len) != 0)
+        return fpx_c_fail(c, "internal_error", "out of memory building the request");
+    if (check_size(c, len) != 0) {
+        free(body);
+        return -1;
+    }
+    if (roundtrip(c, body, len, id, &r->msg) != 0)
+        return -1;
+    fpx_err err;
+    if (fpx_msg_decode(&r->m, zmq_msg_data(&r->msg), zmq_msg_size(&r->msg), &err) != 0) {
+        zmq_msg_close(&r->msg);
+        return fpx_c_fail(c, "protocol_error", "unreadable reply: %s", err.msg);
+    }
+    const msgpack_object *st = fpx_map_get(r->m.header, "status");
+    if (st && fpx_obj_str_eq(st, "ok"))
+        return 0;
+    const msgpack_object *et = fpx_map_get(r->m.header, "error_type");
+    const msgpack_object *msg = fpx_map_get(r->m.header, "message");
+    const char *ts = "internal_error", *ms = "request failed";
+    size_t tn = strlen(ts), mn = strlen(ms);
+    if (et)
+        fpx_obj_str(et, &ts, &tn);
+    if (msg)
+        fpx_obj_str(msg, &ms, &mn);
+    fpx_c_fail(c, "", "%.*s", (int)mn, ms);
+    snprintf(c->errtype, sizeof c->errtype, "%.*s", (int)tn, ts);
+    fpx_msg_destroy(&r->m);
+    zmq_msg_close(&r->msg);
+    return -1;
+}
+
+void fpx_c_done(reply *r) {
+    fpx_msg_destroy(&r->m);
+    zmq_msg_close(&r->msg);
+}
+
+/* ---- connection-level operations ---------------------------------------------------- */
+
+int fpx_client_ping(fpx_client *c) {
+    fpx_c_clear_error(c);
+    fpx_out o;
+    reply r;
+    fpx_c_begin(c, &o, "ping", NULL, 0);
+    if (fpx_c_call(c, &o, &r))
+        return -1;
+    note_limit(c, &r);
+    fpx_c_done(&r);
+    return 0;
+}
+
+int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t **reply_out,
+                           size_t *reply_len) {
+    fpx_c_clear_error(c);
+    if (check_size(c, len) != 0)
+        return -1;
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    memcpy(copy, body, len);
+    zmq_msg_t m;
+    /* Raw bodies carry their own request_id (or none): accept the next reply. */
+    if (roundtrip(c, copy, len, INT64_MIN, &m) != 0)
+        return -1;
+    size_t n = zmq_msg_size(&m);
+    uint8_t *out = malloc(n ? n : 1);
+    if (!out) {
+        zmq_msg_close(&m);
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    }
+    memcpy(out, zmq_msg_data(&m), n);
+    zmq_msg_close(&m);
+    *reply_out = out;
+    *reply_len = n;
+    return 0;
+}

@@ -1,0 +1,68 @@
+/*
+ * internal.h - what the two halves of libfaissproxy's handle share: the
+ * connection (conn.c) and the typed operations (calls.c); not a public header.
+ *
+ * The handle's layout, the decoded reply, and the request plumbing the
+ * operations are written with: start a request (fpx_c_begin), send it and
+ * read the answer (fpx_c_call), release the answer (fpx_c_done), and the
+ * handle's last error (fpx_c_fail, fpx_c_clear_error). These functions are
+ * hidden: only the FPX_API functions of faissproxy/client.h are exported.
+ */
+#ifndef FPX_CLIENT_INTERNAL_H
+#define FPX_CLIENT_INTERNAL_H
+
+#include "faissproxy/client.h"
+#include "lease.h"
+#include "proto/keyfile.h"
+#include "proto/proto.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FPX_HIDDEN __attribute__((visibility("hidden")))
+#define FPX_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define FPX_HIDDEN
+#define FPX_PRINTF(f, a)
+#endif
+
+struct fpx_client {
+    void *ctx;
+    void *sock;
+    char *endpoint;
+    char *api_key;
+    char *tenant_id;
+    char server_key[FPX_Z85_KEY_LEN + 1]; /* Z85; empty: a plain connection */
+    char key_error[400];                  /* why the configured server key is unusable */
+    int timeout_ms;
+    int64_t next_id;
+    size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
+    char errtype[32];
+    char errstr[512];
+    fpx_leaser *leases; /* made by the first leased index; lease.c */
+};
+
+/* A reply received and decoded; owns the received bytes. */
+typedef struct reply {
+    zmq_msg_t msg;
+    fpx_msg m;
+} reply;
+
+/* Sets the handle's last error (errtype type, errstr from fmt); returns -1. */
+FPX_HIDDEN int fpx_c_fail(fpx_client *c, const char *type, const char *fmt, ...) FPX_PRINTF(3, 4);
+/* Clears the handle's last error, as a call starts. */
+FPX_HIDDEN void fpx_c_clear_error(fpx_client *c);
+/* Starts a request header: operation, credentials, request_id, index_id,
+ * and room for `extra` more keys. */
+FPX_HIDDEN msgpack_packer *fpx_c_begin(fpx_client *c, fpx_out *o, const char *op,
+                                       const char *index_id, size_t extra);
+/* Finishes the body, sends it, decodes the reply and checks its status.
+ * 0 with the reply in r (release it with fpx_c_done), or -1 (error set,
+ * nothing to release). */
+FPX_HIDDEN int fpx_c_call(fpx_client *c, fpx_out *o, reply *r);
+/* Releases a reply fpx_c_call returned. */
+FPX_HIDDEN void fpx_c_done(reply *r);
+
+#endif
