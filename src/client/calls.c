@@ -122,14 +122,19 @@ static int resolve_lease(fpx_client *c, int64_t lease_seconds, int64_t *out) {
 }
 
 /* After a leased index was made: renew it from now on. */
-static int lease_made(fpx_client *c, const char *index_id, int64_t lease) {
+/* Starts renewing index_id's lease. When renewal cannot start, the lease
+ * would lapse under the program: an index this call created is deleted
+ * again; an index that was there before loses its lease instead. */
+static int lease_made(fpx_client *c, const char *index_id, int64_t lease, int created) {
     if (lease == 0)
         return 0;
     if (!c->leases)
         c->leases = fpx_leaser_new(c->endpoint, c->api_key, c->tenant_id, c->server_key);
     if (!c->leases || fpx_leaser_add(c->leases, index_id, lease) != 0) {
-        /* Not renewed, it would lapse under the program: better not to keep it. */
-        fpx_client_delete_index(c, index_id);
+        if (created)
+            fpx_client_delete_index(c, index_id);
+        else
+            fpx_client_set_lease(c, index_id, 0);
         return fpx_c_fail(c, "internal_error", "cannot start renewing the lease of '%s'", index_id);
     }
     return 0;
@@ -166,7 +171,7 @@ int fpx_client_create_index_leased(fpx_client *c, const char *index_id, int64_t 
         return -1;
     int rc = info ? read_info(c, r.m.meta, info) : 0;
     fpx_c_done(&r);
-    return rc == 0 ? lease_made(c, index_id, lease) : rc;
+    return rc == 0 ? lease_made(c, index_id, lease, 1) : rc;
 }
 
 int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seconds) {
@@ -186,7 +191,7 @@ int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seco
         fpx_leaser_forget(c->leases, index_id);
         return 0;
     }
-    return lease_made(c, index_id, lease_seconds);
+    return lease_made(c, index_id, lease_seconds, 0);
 }
 
 int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info) {
@@ -749,5 +754,5 @@ int fpx_client_import_leased(fpx_client *c, const char *index_id, const char *in
         return -1;
     int rc = info ? read_info(c, r.m.meta, info) : 0;
     fpx_c_done(&r);
-    return rc == 0 ? lease_made(c, index_id, lease) : rc;
+    return rc == 0 ? lease_made(c, index_id, lease, 1) : rc;
 }

@@ -107,8 +107,10 @@ static uint64_t period_ms(const fpx_leaser *l) {
 }
 
 /* One renew_leases request for names[0..n) over conn; the names the server
- * did not know are forgotten. Failures are left to the next renewal. */
-static void renew_chunk(fpx_leaser *l, fpx_client *conn, char **names, size_t n) {
+ * did not know are forgotten. Failures are left to the next renewal.
+ * Returns 0 when the next chunk may follow, -1 when the server did not
+ * answer (the other chunks would only wait as long). */
+static int renew_chunk(fpx_leaser *l, fpx_client *conn, char **names, size_t n) {
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *pk = fpx_out_hdr(&o);
@@ -130,11 +132,11 @@ static void renew_chunk(fpx_leaser *l, fpx_client *conn, char **names, size_t n)
     uint8_t *body, *rep;
     size_t len, rlen;
     if (fpx_out_finish(&o, &body, &len) != 0)
-        return;
+        return 0;
     int rc = fpx_client_request_raw(conn, body, len, &rep, &rlen);
     free(body);
     if (rc != 0)
-        return;
+        return strcmp(fpx_client_errtype(conn), "connection_error") == 0 ? -1 : 0;
     fpx_msg m;
     fpx_err err;
     if (fpx_msg_decode(&m, rep, rlen, &err) == 0) {
@@ -160,13 +162,23 @@ static void renew_chunk(fpx_leaser *l, fpx_client *conn, char **names, size_t n)
         fpx_msg_destroy(&m);
     }
     free(rep);
+    return 0;
+}
+
+static int stopping(fpx_leaser *l) {
+    pthread_mutex_lock(&l->mu);
+    int stop = l->stop;
+    pthread_mutex_unlock(&l->mu);
+    return stop;
 }
 
 /* A private connection with the current server key; NULL when it cannot be
  * made (tried again at the next renewal). Caller holds l->mu. */
 static fpx_client *connect_locked(fpx_leaser *l, int timeout_ms) {
     fpx_client *c = fpx_client_new(l->endpoint, l->api_key, l->tenant_id);
-    if (c && l->server_key[0] && fpx_client_set_server_key(c, l->server_key) != 0) {
+    /* Always the handle's key, "" included: the program may have chosen a plain
+     * connection over FAISS_PROXY_SERVER_KEY, which fpx_client_new reads. */
+    if (c && fpx_client_set_server_key(c, l->server_key) != 0) {
         fpx_client_free(c);
         return NULL;
     }
@@ -210,8 +222,9 @@ static void *renewer_main(void *arg) {
             if (!(copy[i] = strdup(l->names[i])))
                 n = i;
         pthread_mutex_unlock(&l->mu);
-        for (size_t i = 0; conn && copy && i < n; i += RENEW_CHUNK)
-            renew_chunk(l, conn, copy + i, n - i < RENEW_CHUNK ? n - i : RENEW_CHUNK);
+        for (size_t i = 0; conn && copy && i < n && !stopping(l); i += RENEW_CHUNK)
+            if (renew_chunk(l, conn, copy + i, n - i < RENEW_CHUNK ? n - i : RENEW_CHUNK) != 0)
+                break;
         for (size_t i = 0; copy && i < n; i++)
             free(copy[i]);
         free(copy);
@@ -227,6 +240,15 @@ int fpx_leaser_add(fpx_leaser *l, const char *index_id, int64_t lease_seconds) {
     if (!name)
         return -1;
     pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->n; i++) {
+        if (!strcmp(l->names[i], index_id)) { /* already renewed: its new length */
+            l->secs[i] = lease_seconds;
+            pthread_cond_signal(&l->cv);
+            pthread_mutex_unlock(&l->mu);
+            free(name);
+            return 0;
+        }
+    }
     int rc = 0;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
