@@ -142,7 +142,7 @@ int fpx_body_split(const void *buf, size_t len, fpx_body *out, fpx_err *err) {
     return 0;
 }
 
-int fpx_msg_decode(fpx_msg *m, const void *buf, size_t len, fpx_err *err) {
+static int decode(fpx_msg *m, const void *buf, size_t len, int with_meta, fpx_err *err) {
     memset(m, 0, sizeof *m);
     msgpack_unpacked_init(&m->header_u);
     msgpack_unpacked_init(&m->meta_u);
@@ -154,7 +154,7 @@ int fpx_msg_decode(fpx_msg *m, const void *buf, size_t len, fpx_err *err) {
         goto fail;
     }
     m->header = &m->header_u.data;
-    if (m->body.meta_size) {
+    if (with_meta && m->body.meta_size) {
         if (unpack_exact(m->body.meta, m->body.meta_size, &m->meta_u, "metadata", err))
             goto fail;
         m->meta = &m->meta_u.data;
@@ -163,6 +163,14 @@ int fpx_msg_decode(fpx_msg *m, const void *buf, size_t len, fpx_err *err) {
 fail:
     fpx_msg_destroy(m);
     return -1;
+}
+
+int fpx_msg_decode(fpx_msg *m, const void *buf, size_t len, fpx_err *err) {
+    return decode(m, buf, len, 1, err);
+}
+
+int fpx_msg_decode_header(fpx_msg *m, const void *buf, size_t len, fpx_err *err) {
+    return decode(m, buf, len, 0, err);
 }
 
 void fpx_msg_destroy(fpx_msg *m) {

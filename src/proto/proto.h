@@ -93,6 +93,9 @@ typedef struct fpx_msg {
 
 /* Splits and decodes buf. On failure *m is left destroyed (no need to free). */
 int fpx_msg_decode(fpx_msg *m, const void *buf, size_t len, fpx_err *err);
+/* fpx_msg_decode without the metadata (m->meta stays NULL): for a reply to
+ * a request that is not handled, which needs only its request_id. */
+int fpx_msg_decode_header(fpx_msg *m, const void *buf, size_t len, fpx_err *err);
 void fpx_msg_destroy(fpx_msg *m);
 
 /* ---- reading msgpack objects ---------------------------------------------- */

@@ -219,7 +219,7 @@ void fpx_server_refuse(const uint8_t *body, size_t len, const fpx_err *err, uint
                        size_t *reply_len, int *is_static) {
     fpx_msg msg;
     fpx_err derr = {0};
-    int decoded = fpx_msg_decode(&msg, body, len, &derr) == 0;
+    int decoded = fpx_msg_decode_header(&msg, body, len, &derr) == 0;
     *is_static = 0;
     if (fpx_build_error(err, decoded ? request_id_of(msg.header) : NULL, reply, reply_len) != 0) {
         *reply = (uint8_t *)oom_reply;
