@@ -89,6 +89,26 @@ int fpx_prep_set_lease(fpx_req *r) {
     return 0;
 }
 
+/* The index named name[0..len) in ix[0..n), sorted by name, or NULL. */
+static fpx_index *find_sorted(fpx_index **ix, size_t n, const char *name, size_t len) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *m = ix[mid]->name;
+        size_t ml = strlen(m);
+        int c = memcmp(m, name, ml < len ? ml : len);
+        if (c == 0)
+            c = ml < len ? -1 : ml > len ? 1 : 0;
+        if (c == 0)
+            return ix[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
 int fpx_op_renew_leases(fpx_req *r, fpx_out *o) {
     const msgpack_object *ids = fpx_map_get(r->h, "index_ids");
     if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)
@@ -108,23 +128,30 @@ int fpx_op_renew_leases(fpx_req *r, fpx_out *o) {
                                "[A-Za-z0-9_.-], not starting with '.')",
                                i);
     }
+    /* One pass over the registry for the whole list: the caller's own
+     * indexes (another tenant's index of the same name is not_found, and is
+     * not renewed), sorted by name, then one binary search per name. */
+    fpx_index **mine = NULL;
+    size_t nmine = 0;
     uint8_t *found = malloc(n ? n : 1);
-    if (!found)
+    if (!found || fpx_server_list(r->s, r->tenant, &mine, &nmine) != 0) {
+        free(found);
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+    }
     uint32_t nfound = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const char *s;
+        const char *name;
         size_t len;
-        fpx_obj_str(&a[i], &s, &len);
-        /* Only the caller's own tenant is searched: another tenant's index of
-         * the same name is not_found, and is not renewed. */
-        fpx_index *ix = fpx_server_find(r->s, r->tenant, s, len);
+        fpx_obj_str(&a[i], &name, &len);
+        fpx_index *ix = find_sorted(mine, nmine, name, len);
         found[i] = ix != NULL;
         nfound += found[i];
         if (ix)
             fpx_lease_renew(ix);
-        fpx_index_unref(ix);
     }
+    for (size_t i = 0; i < nmine; i++)
+        fpx_index_unref(mine[i]);
+    free(mine);
     fpx_reply_ok(r, o, 0);
     msgpack_packer *m = fpx_out_meta(o);
     msgpack_pack_map(m, 2);
