@@ -60,26 +60,35 @@ static int label_eq(const void *ctx, int64_t slot, const void *key, size_t keyle
     return ix->labels[slot] == *(const int64_t *)key;
 }
 
-int64_t fpx_index_find_key(const fpx_index *ix, const fpx_blob *k) {
-    if (!ix->keys)
-        return -1;
-    return fpx_slotmap_get(&ix->keymap, fpx_hash_bytes(k->data, k->len), k->data, k->len, key_eq,
-                           ix);
+uint64_t fpx_key_hash(const fpx_blob *k) {
+    return fpx_hash_bytes(k->data, k->len);
 }
 
-void fpx_index_put_key(fpx_index *ix, int64_t s, fpx_blob *k) {
+int64_t fpx_index_find_key(const fpx_index *ix, const fpx_blob *k, uint64_t h) {
+    if (!ix->keys)
+        return -1;
+    return fpx_slotmap_get(&ix->keymap, h, k->data, k->len, key_eq, ix);
+}
+
+void fpx_index_put_key(fpx_index *ix, int64_t s, fpx_blob *k, uint64_t h) {
     ix->keys[s] = k;
-    fpx_slotmap_put(&ix->keymap, fpx_hash_bytes(k->data, k->len), s);
+    fpx_slotmap_put(&ix->keymap, h, s);
     ix->nkeys++;
 }
 
-static int64_t find_label(const fpx_index *ix, int64_t label) {
+/* The live slot holding label, whose hash is h (read only outside identity
+ * mode), or -1. */
+static int64_t find_label_h(const fpx_index *ix, int64_t label, uint64_t h) {
     if (!ix->labels) {
         if (label >= 0 && label < ix->nslots && fpx_bit_get(ix->alive, label))
             return label;
         return -1;
     }
-    return fpx_slotmap_get(&ix->labelmap, fpx_hash_i64(label), &label, sizeof label, label_eq, ix);
+    return fpx_slotmap_get(&ix->labelmap, h, &label, sizeof label, label_eq, ix);
+}
+
+static int64_t find_label(const fpx_index *ix, int64_t label) {
+    return find_label_h(ix, label, ix->labels ? fpx_hash_i64(label) : 0);
 }
 
 int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot) {
@@ -300,9 +309,10 @@ int fpx_index_label_table(fpx_index *ix, const void *given, int64_t extra) {
     for (int64_t s = 0; s < ix->nslots; s++) {
         if (!fpx_bit_get(ix->alive, s))
             continue;
-        if (given && find_label(ix, labels[s]) >= 0)
+        uint64_t h = fpx_hash_i64(labels[s]);
+        if (given && find_label_h(ix, labels[s], h) >= 0)
             return 1;
-        fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(labels[s]), s);
+        fpx_slotmap_put(&ix->labelmap, h, s);
     }
     return 0;
 }
@@ -314,13 +324,15 @@ int fpx_index_label_table(fpx_index *ix, const void *given, int64_t extra) {
  * names one vector. Cannot fail.
  */
 static void occupy(fpx_index *ix, int64_t s, int64_t label, int replace, fpx_blob *k, fpx_blob *m) {
+    /* Each hash once, for the lookup and the insert. */
+    uint64_t hl = ix->labels ? fpx_hash_i64(label) : 0, hk = k ? fpx_key_hash(k) : 0;
     if (replace) {
-        int64_t old = find_label(ix, label);
+        int64_t old = find_label_h(ix, label, hl);
         if (old >= 0)
             tombstone(ix, old);
     }
     if (k) {
-        int64_t old = fpx_index_find_key(ix, k);
+        int64_t old = fpx_index_find_key(ix, k, hk);
         if (old >= 0)
             tombstone(ix, old);
     }
@@ -329,10 +341,10 @@ static void occupy(fpx_index *ix, int64_t s, int64_t label, int replace, fpx_blo
     ix->nslots = s + 1;
     if (ix->labels) {
         ix->labels[s] = label;
-        fpx_slotmap_put(&ix->labelmap, fpx_hash_i64(label), s);
+        fpx_slotmap_put(&ix->labelmap, hl, s);
     }
     if (k)
-        fpx_index_put_key(ix, s, k);
+        fpx_index_put_key(ix, s, k, hk);
     if (m)
         ix->meta[s] = m;
     if (label >= ix->next_label)
@@ -510,7 +522,7 @@ static int delete_one(fpx_index *ix, const msgpack_object *id, int64_t *deleted,
         fpx_blob *k = fpx_blob_pack(id);
         if (!k)
             return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-        int64_t s = fpx_index_find_key(ix, k);
+        int64_t s = fpx_index_find_key(ix, k, fpx_key_hash(k));
         free(k);
         if (s >= 0) {
             tombstone(ix, s);
@@ -829,7 +841,7 @@ int fpx_index_check(const fpx_index *ix, fpx_err *err) {
             top = label;
         if (k) {
             keyed++;
-            if (fpx_index_find_key(ix, k) != s)
+            if (fpx_index_find_key(ix, k, fpx_key_hash(k)) != s)
                 return fpx_err_set(err, FPX_E_INTERNAL, "the key of slot %lld maps elsewhere",
                                    (long long)s);
         }

@@ -46,9 +46,13 @@ int fpx_index_reserve(fpx_index *ix, int64_t need, int want_keys, int want_meta)
  * labels can). The index is consistent only on 0.
  */
 int fpx_index_label_table(fpx_index *ix, const void *labels, int64_t extra);
-/* The live slot holding key k, or -1. */
-int64_t fpx_index_find_key(const fpx_index *ix, const fpx_blob *k);
-/* Gives slot s the key k (taken): the key table must exist and k be free. */
-void fpx_index_put_key(fpx_index *ix, int64_t s, fpx_blob *k);
+/* The live slot holding key k, or -1. h is k's hash (fpx_key_hash): keys are
+ * hashed once per request even when they are looked up and then stored. */
+int64_t fpx_index_find_key(const fpx_index *ix, const fpx_blob *k, uint64_t h);
+/* Gives slot s the key k (taken), whose hash is h: the key table must exist
+ * and k be free. */
+void fpx_index_put_key(fpx_index *ix, int64_t s, fpx_blob *k, uint64_t h);
+/* The hash of key k in the key table. */
+uint64_t fpx_key_hash(const fpx_blob *k);
 
 #endif

@@ -125,9 +125,10 @@ static int load_blob_table(fpx_index *ix, const msgpack_object *t, fpx_blob ***d
         if (!(tab[s] = fpx_blob_new(e->via.bin.ptr, e->via.bin.size)))
             return -1;
         if (is_key) {
-            if (fpx_index_find_key(ix, tab[s]) >= 0) /* a duplicate key: the file lies */
+            uint64_t h = fpx_key_hash(tab[s]);
+            if (fpx_index_find_key(ix, tab[s], h) >= 0) /* a duplicate key: the file lies */
                 return -1;
-            fpx_index_put_key(ix, s, tab[s]);
+            fpx_index_put_key(ix, s, tab[s], h);
         }
     }
     return 0;
