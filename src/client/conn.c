@@ -31,10 +31,12 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* No server takes a max_message_size below this (its --max-message-size
  * minimum): smaller requests are sent without knowing the limit. */
@@ -82,9 +84,6 @@ static int open_socket(fpx_client *c) {
     return 0;
 }
 
-/* A key file is a few lines; anything larger is not one. */
-#define FPX_KEYFILE_MAX 65536
-
 /*
  * The server's public key from v: 40 Z85 characters, or the path of a key
  * file with a public-key line (the server's .pub file). 0 with the key in
@@ -101,20 +100,20 @@ static int resolve_server_key(const char *v, char *out, char *why, size_t cap) {
         memcpy(out, v, n + 1);
         return 0;
     }
-    FILE *f = fopen(v, "rb");
-    if (!f) {
+    int fd = open(v, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(why, cap,
                  "'%.200s' is neither a public key (40 Z85 characters) nor a readable key "
                  "file: %s",
                  v, strerror(errno));
         return -1;
     }
-    char *text = malloc(FPX_KEYFILE_MAX);
-    size_t len = text ? fread(text, 1, FPX_KEYFILE_MAX, f) : 0;
-    int too_big = len == FPX_KEYFILE_MAX, read_err = ferror(f);
-    fclose(f);
+    char *text = NULL;
+    size_t len = 0;
+    int read_err = fpx_keyfile_read(fd, &text, &len);
+    close(fd);
     char key[FPX_Z85_KEY_LEN + 1], secret[FPX_Z85_KEY_LEN + 1];
-    int rc = !text || too_big || read_err ? -2 : fpx_keyfile_find(text, len, "public-key", key);
+    int rc = read_err ? -2 : fpx_keyfile_find(text, len, "public-key", key);
     int has_secret = text && rc != -2 && fpx_keyfile_find(text, len, "secret-key", secret) != 1;
     if (text)
         explicit_bzero(text, len);

@@ -9,6 +9,12 @@
  */
 #include "keyfile.h"
 
+#include <unistd.h>
+
+#include <stdlib.h>
+
+#include <errno.h>
+
 #include <string.h>
 
 static const char z85_alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -87,4 +93,30 @@ int fpx_keyfile_find(const char *text, size_t len, const char *name,
         pos = end + 1;
     }
     return found ? 0 : 1;
+}
+
+int fpx_keyfile_read(int fd, char **text, size_t *len) {
+    char *buf = malloc(FPX_KEYFILE_MAX);
+    size_t n = 0;
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    for (;;) {
+        ssize_t r = read(fd, buf + n, FPX_KEYFILE_MAX - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (r > 0 && n + (size_t)r == FPX_KEYFILE_MAX)) {
+            int e = r < 0 ? errno : EFBIG;
+            free(buf);
+            errno = e;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    *text = buf;
+    *len = n;
+    return 0;
 }

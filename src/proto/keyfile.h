@@ -27,4 +27,12 @@ int fpx_z85_key_valid(const char *s, size_t n);
  */
 int fpx_keyfile_find(const char *text, size_t len, const char *name, char out[FPX_Z85_KEY_LEN + 1]);
 
+/* A key file is a few lines; anything larger is not one. */
+#define FPX_KEYFILE_MAX 65536
+
+/* Reads the whole of fd, at most FPX_KEYFILE_MAX bytes, into *text
+ * (malloc'd; wipe and free it). 0, or -1 with errno (EFBIG: too large to be a
+ * key file). */
+int fpx_keyfile_read(int fd, char **text, size_t *len);
+
 #endif

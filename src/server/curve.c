@@ -19,34 +19,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
-/* A key file is a few lines; anything larger is not one. */
-#define FPX_KEYFILE_MAX 65536
-
 static int no_curve(fpx_err *err) {
     return fpx_err_set(err, FPX_E_INTERNAL,
                        "this libzmq was built without CURVE security (zmq_has(\"curve\") is "
                        "false)");
-}
-
-/* Reads the whole file (fd, at most FPX_KEYFILE_MAX bytes) into buf. */
-static int read_small(int fd, char *buf, size_t cap, size_t *len) {
-    size_t n = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n == cap) {
-            errno = EFBIG;
-            return -1;
-        }
-    }
-    *len = n;
-    return 0;
 }
 
 int fpx_curve_load(const char *path, char public_key[FPX_Z85_KEY_LEN + 1],
@@ -68,13 +44,12 @@ int fpx_curve_load(const char *path, char public_key[FPX_Z85_KEY_LEN + 1],
                            "%04o): chmod 600 it",
                            path, (unsigned)(st.st_mode & 07777));
     }
-    char *text = malloc(FPX_KEYFILE_MAX);
+    char *text = NULL;
     size_t len = 0;
-    int rc = text ? read_small(fd, text, FPX_KEYFILE_MAX, &len) : -1;
+    int rc = fpx_keyfile_read(fd, &text, &len);
     int e = errno;
     close(fd);
     if (rc != 0) {
-        free(text);
         return fpx_err_set(err, FPX_E_VALIDATION, "cannot read %s: %s", path,
                            e == EFBIG ? "larger than a key file can be" : strerror(e));
     }
