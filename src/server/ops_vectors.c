@@ -131,8 +131,6 @@ int fpx_op_deleted_vectors(fpx_req *r, fpx_out *o) {
 
 /* A record of op whose metadata is r->recmeta (or none). */
 static int meta_record(fpx_req *r, fpx_walop op) {
-    if (r->recmeta.size && !r->recmeta.data)
-        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     r->rec = (fpx_walrec){op, 0, 0, NULL, 0, (const uint8_t *)r->recmeta.data, r->recmeta.size};
     return 0;
 }

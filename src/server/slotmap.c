@@ -2,6 +2,7 @@
  * slotmap.c - see slotmap.h.
  */
 #include "slotmap.h"
+#include "util.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -23,26 +24,17 @@ void fpx_hash_seed(const uint8_t seed[FPX_HASH_SEED_BYTES]) {
     memcpy(hash_key, seed, sizeof hash_key);
 }
 
-static uint64_t load_le64(const uint8_t *b) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | b[i];
-    return v;
-}
-
 uint64_t fpx_hash_bytes(const void *p, size_t n) {
     uint8_t out[crypto_shorthash_BYTES];
     crypto_shorthash(out, p, n, hash_key);
-    return load_le64(out);
+    return fpx_get_u64(out);
 }
 
 uint64_t fpx_hash_i64(int64_t v) {
     /* Hashed as its 8 little-endian bytes, so the value is the same on
      * every host; SipHash of 8 bytes costs about 20 ns. */
     uint8_t b[8];
-    uint64_t u = (uint64_t)v;
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(u >> (8 * i));
+    fpx_put_u64(b, (uint64_t)v);
     return fpx_hash_bytes(b, sizeof b);
 }
 

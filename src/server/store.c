@@ -77,34 +77,6 @@
  * budget the log is treated as damaged (refused, never cut). */
 #define SCAN_BUDGET_EXTRA (64ull << 20)
 
-static void put_u16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get_u16(const uint8_t *p) {
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-static uint32_t get_u32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf) {
     return fpx_path(buf, "%s/%s/%s", data_dir, tenant, name);
 }
@@ -151,16 +123,16 @@ static size_t ident_pack(uint8_t *buf, uint32_t magic, const fpx_index *ix, uint
     size_t len = ID_FIXED + tl + nl;
     len += (8 - len % 8) % 8;
     memset(buf, 0, len);
-    put_u32(buf, magic);
-    put_u32(buf + 8, (uint32_t)len);
-    put_u32(buf + 12, ID_VERSION);
-    put_u64(buf + 16, seq);
+    fpx_put_u32(buf, magic);
+    fpx_put_u32(buf + 8, (uint32_t)len);
+    fpx_put_u32(buf + 12, ID_VERSION);
+    fpx_put_u64(buf + 16, seq);
     memcpy(buf + 24, ix->uid, FPX_UID_BYTES);
-    put_u16(buf + 40, (uint16_t)tl);
-    put_u16(buf + 42, (uint16_t)nl);
+    fpx_put_u16(buf + 40, (uint16_t)tl);
+    fpx_put_u16(buf + 42, (uint16_t)nl);
     memcpy(buf + ID_FIXED, ix->tenant, tl);
     memcpy(buf + ID_FIXED + tl, ix->name, nl);
-    put_u32(buf + 4, fpx_crc32c(0, buf + 8, len - 8));
+    fpx_put_u32(buf + 4, fpx_crc32c(0, buf + 8, len - 8));
     return len;
 }
 
@@ -170,18 +142,18 @@ static int ident_parse(const uint8_t *buf, size_t len, const char *path, ident *
                        fpx_err *err) {
     if (len < ID_FIXED)
         return fpx_err_set(err, FPX_E_INTERNAL, "%s: identity header is cut short", path);
-    size_t hl = get_u32(buf + 8);
-    size_t tl = get_u16(buf + 40), nl = get_u16(buf + 42);
+    size_t hl = fpx_get_u32(buf + 8);
+    size_t tl = fpx_get_u16(buf + 40), nl = fpx_get_u16(buf + 42);
     if (hl < ID_FIXED || hl > ID_MAX || hl > len || hl % 8 ||
-        get_u32(buf + 4) != fpx_crc32c(0, buf + 8, hl - 8))
+        fpx_get_u32(buf + 4) != fpx_crc32c(0, buf + 8, hl - 8))
         return fpx_err_set(err, FPX_E_INTERNAL, "%s: identity header is damaged (checksum)", path);
-    if (get_u32(buf + 12) != ID_VERSION)
+    if (fpx_get_u32(buf + 12) != ID_VERSION)
         return fpx_err_set(err, FPX_E_INTERNAL, "%s: unknown format version %u", path,
-                           get_u32(buf + 12));
+                           fpx_get_u32(buf + 12));
     const char *t = (const char *)buf + ID_FIXED, *n = t + tl;
     if (ID_FIXED + tl + nl > hl || !fpx_name_valid(t, tl) || !fpx_name_valid(n, nl))
         return fpx_err_set(err, FPX_E_INTERNAL, "%s: identity header names no valid index", path);
-    out->seq = get_u64(buf + 16);
+    out->seq = fpx_get_u64(buf + 16);
     memcpy(out->uid, buf + 24, FPX_UID_BYTES);
     memcpy(out->tenant, t, tl);
     out->tenant[tl] = 0;
@@ -260,8 +232,8 @@ static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
         rc = fpx_index_write(ix, snap_write, s, &werr);
     if (rc == 0) {
         uint8_t trailer[8];
-        put_u32(trailer, s->crc);
-        put_u32(trailer + 4, SNAP_MAGIC);
+        fpx_put_u32(trailer, s->crc);
+        fpx_put_u32(trailer + 4, SNAP_MAGIC);
         rc = snap_put(s, trailer, sizeof trailer);
     }
     if (rc == 0)
@@ -366,17 +338,17 @@ int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
     uint8_t hdr[WAL_HDR], pad[8] = {0};
     uint64_t seq = ix->seq + 1;
-    put_u32(hdr, WAL_MAGIC);
-    put_u64(hdr + 8, seq);
-    put_u32(hdr + 16, (uint32_t)rec->op);
-    put_u32(hdr + 20, rec->flags);
-    put_u64(hdr + 24, (uint64_t)rec->n);
-    put_u64(hdr + 32, rec->data_len);
-    put_u64(hdr + 40, rec->meta_len);
+    fpx_put_u32(hdr, WAL_MAGIC);
+    fpx_put_u64(hdr + 8, seq);
+    fpx_put_u32(hdr + 16, (uint32_t)rec->op);
+    fpx_put_u32(hdr + 20, rec->flags);
+    fpx_put_u64(hdr + 24, (uint64_t)rec->n);
+    fpx_put_u64(hdr + 32, rec->data_len);
+    fpx_put_u64(hdr + 40, rec->meta_len);
     uint32_t crc = fpx_crc32c(0, hdr + 8, WAL_HDR - 8);
     crc = fpx_crc32c(crc, rec->data, rec->data_len);
     crc = fpx_crc32c(crc, rec->meta, rec->meta_len);
-    put_u32(hdr + 4, crc);
+    fpx_put_u32(hdr + 4, crc);
     size_t body = WAL_HDR + rec->data_len + rec->meta_len;
     size_t padn = (8 - body % 8) % 8;
     struct iovec iov[4] = {{hdr, WAL_HDR},
@@ -490,10 +462,10 @@ static int load_snapshot(const char *dir, const char *tenant, const char *name, 
     uint64_t seq;
     size_t start = 0, body = 0;
     memset(si, 0, sizeof *si);
-    if (len >= 4 && get_u32(buf) == SNAP_MAGIC) {
+    if (len >= 4 && fpx_get_u32(buf) == SNAP_MAGIC) {
         si->has_id = 1;
-        if (len < 8 + ID_FIXED || get_u32(buf + len - 4) != SNAP_MAGIC ||
-            get_u32(buf + len - 8) != fpx_crc32c(0, buf, len - 8))
+        if (len < 8 + ID_FIXED || fpx_get_u32(buf + len - 4) != SNAP_MAGIC ||
+            fpx_get_u32(buf + len - 8) != fpx_crc32c(0, buf, len - 8))
             rc = fpx_err_set(err, FPX_E_INTERNAL, "%s: checksum mismatch", path);
         else if (ident_parse(buf, len - 8, path, &si->id, &start, err) != 0)
             rc = -1;
@@ -502,10 +474,10 @@ static int load_snapshot(const char *dir, const char *tenant, const char *name, 
                              "%s belongs to index %s/%s, not to the folder %s/%s it is in", path,
                              si->id.tenant, si->id.name, tenant, name);
         body = len - 8;
-    } else if (len >= 8 && get_u32(buf + len - 4) == SNAP_TAG_OLD &&
-               get_u32(buf + len - 8) == fpx_crc32c(0, buf, len - 8)) {
+    } else if (len >= 8 && fpx_get_u32(buf + len - 4) == SNAP_TAG_OLD &&
+               fpx_get_u32(buf + len - 8) == fpx_crc32c(0, buf, len - 8)) {
         body = len - 8; /* CRC-32C, no identity */
-    } else if (len >= 4 && get_u32(buf + len - 4) == fpx_crc32(0, buf, len - 4)) {
+    } else if (len >= 4 && fpx_get_u32(buf + len - 4) == fpx_crc32(0, buf, len - 4)) {
         body = len - 4; /* written before CRC-32C */
     } else {
         rc = fpx_err_set(err, FPX_E_INTERNAL, "%s: checksum mismatch", path);
@@ -554,17 +526,17 @@ static int record_at(const wal_scan *w, size_t off, int verify, uint64_t *seq, s
     if (w->len - off < WAL_HDR)
         return 0;
     const uint8_t *h = w->buf + off;
-    uint32_t magic = get_u32(h);
-    uint64_t dl = get_u64(h + 32), ml = get_u64(h + 40);
+    uint32_t magic = fpx_get_u32(h);
+    uint64_t dl = fpx_get_u64(h + 32), ml = fpx_get_u64(h + 40);
     size_t room = w->len - off - WAL_HDR;
     if ((magic != WAL_MAGIC && (magic != WAL_MAGIC_OLD || w->has_id)) || dl > room ||
         ml > room - dl)
         return 0;
     size_t body = WAL_HDR + (size_t)dl + (size_t)ml;
-    if (verify && get_u32(h + 4) != (magic == WAL_MAGIC ? fpx_crc32c(0, h + 8, body - 8)
-                                                        : fpx_crc32(0, h + 8, body - 8)))
+    if (verify && fpx_get_u32(h + 4) != (magic == WAL_MAGIC ? fpx_crc32c(0, h + 8, body - 8)
+                                                            : fpx_crc32(0, h + 8, body - 8)))
         return 0;
-    *seq = get_u64(h + 8);
+    *seq = fpx_get_u64(h + 8);
     size_t padded = body + (8 - body % 8) % 8;
     /* The padding of the last record may be missing: it carries nothing. */
     *next = off + (padded <= w->len - off ? padded : w->len - off);
@@ -578,14 +550,14 @@ static int find_valid_after(wal_scan *w, size_t off, int have_prev, uint64_t pre
                             uint64_t snap_seq, size_t *at, uint64_t *seq) {
     for (size_t p = off + 8; p < w->len && w->len - p >= WAL_HDR; p += 8) {
         const uint8_t *h = w->buf + p;
-        uint32_t magic = get_u32(h);
+        uint32_t magic = fpx_get_u32(h);
         if (magic != WAL_MAGIC && magic != WAL_MAGIC_OLD)
             continue;
-        uint64_t s = get_u64(h + 8), lo = have_prev ? prev + 1 : 1;
+        uint64_t s = fpx_get_u64(h + 8), lo = have_prev ? prev + 1 : 1;
         uint64_t hi = (have_prev ? prev : snap_seq) + 1 + (p - off) / WAL_HDR;
         if (s < lo || s > hi)
             continue;
-        uint64_t dl = get_u64(h + 32), ml = get_u64(h + 40), room = w->len - p - WAL_HDR;
+        uint64_t dl = fpx_get_u64(h + 32), ml = fpx_get_u64(h + 40), room = w->len - p - WAL_HDR;
         if (dl > room || ml > room - dl)
             continue;
         if (w->budget < WAL_HDR + dl + ml)
@@ -605,7 +577,7 @@ static int find_valid_after(wal_scan *w, size_t off, int have_prev, uint64_t pre
  * checksum and sequence, and whether a failing record is a torn tail. */
 static int scan_wal(wal_scan *w, uint64_t snap_seq, fpx_err *err) {
     w->start = 0;
-    if (w->len >= 4 && get_u32(w->buf) == LOG_MAGIC) {
+    if (w->len >= 4 && fpx_get_u32(w->buf) == LOG_MAGIC) {
         if (ident_parse(w->buf, w->len, w->path, &w->id, &w->start, err) != 0)
             return -1;
         w->has_id = 1;
@@ -728,10 +700,10 @@ static int replay_wal(const char *dir, fpx_index *ix, const snap_info *si, fpx_s
         size_t next;
         record_at(&w, off, 0, &seq, &next); /* checked by scan_wal */
         const uint8_t *h = w.buf + off;
-        uint64_t dl = get_u64(h + 32), ml = get_u64(h + 40);
-        fpx_walrec rec = {(fpx_walop)get_u32(h + 16),
-                          get_u32(h + 20),
-                          (int64_t)get_u64(h + 24),
+        uint64_t dl = fpx_get_u64(h + 32), ml = fpx_get_u64(h + 40);
+        fpx_walrec rec = {(fpx_walop)fpx_get_u32(h + 16),
+                          fpx_get_u32(h + 20),
+                          (int64_t)fpx_get_u64(h + 24),
                           h + WAL_HDR,
                           (size_t)dl,
                           h + WAL_HDR + dl,

@@ -60,6 +60,36 @@ uint32_t fpx_crc32c(uint32_t crc, const void *buf, size_t len);
 /* The portable table-driven CRC-32C (the fallback; exposed for tests). */
 uint32_t fpx_crc32c_portable(uint32_t crc, const void *buf, size_t len);
 
+/* Little-endian integers in byte buffers (the on-disk formats, hashes), the
+ * same on every host. */
+static inline void fpx_put_u16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static inline void fpx_put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void fpx_put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t fpx_get_u16(const uint8_t *p) {
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+static inline uint32_t fpx_get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+static inline uint64_t fpx_get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
 /* Monotonic clock in nanoseconds. */
 uint64_t fpx_now_ns(void);
 
