@@ -1372,6 +1372,101 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
     return export_index<FloatKind>(e->index.get(), live, labels, idmap, buf, len, err);
 }
 
+} // extern "C"
+
+namespace {
+
+/* fpx_engine_compact's copy for either kind of index: 1 when FAISS cannot
+ * remove from this type (nothing made), 0 with *out holding the live
+ * positions in order. */
+template <class K>
+int compact_copy(const typename K::Ix *idx, const fpx_bitset *live,
+                 std::unique_ptr<typename K::Ix> &out) {
+    idx_t ntotal = idx->ntotal;
+    faiss::VectorIOWriter cw; /* a copy through FAISS's own serialization, as an export */
+    K::write(idx, &cw);
+    faiss::VectorIOReader cr;
+    cr.data.swap(cw.data);
+    std::unique_ptr<typename K::Ix> c(K::read(&cr));
+    auto ivf = K::ivf_of(c.get());
+    /* FAISS removes nothing from an array direct map: it goes for the
+     * removal and comes back with the ids rewritten (rewrite_ivf_ids). */
+    auto dm = ivf ? ivf->direct_map.type : faiss::DirectMap::NoMap;
+    if (dm != faiss::DirectMap::NoMap)
+        ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+    try {
+        DeadSelector dead(live);
+        c->remove_ids(dead);
+    } catch (const faiss::FaissException &) {
+        return 1;
+    }
+    if (c->ntotal != live->count)
+        return 1; /* a type that kept some dead position: not a compaction */
+    if (ivf) {
+        /* The lists keep the old positions as ids; each becomes its rank. */
+        std::vector<idx_t> rank((size_t)ntotal, -1);
+        idx_t next = 0;
+        for (idx_t p = 0; p < ntotal; p++)
+            if ((live->words[p >> 6] >> (p & 63)) & 1)
+                rank[(size_t)p] = next++;
+        rewrite_ivf_ids(ivf, [&](idx_t id) { return rank[(size_t)id]; });
+        if (dm != faiss::DirectMap::NoMap)
+            ivf->set_direct_map_type(dm);
+    }
+    out = std::move(c);
+    return 0;
+}
+
+/* An HNSW index over flat storage holds its vectors exactly: the live ones,
+ * added again in order to an emptied copy, make the graph FAISS would have
+ * built from them. nullptr for every other type. */
+Index *rebuild_hnsw_flat(const Index *idx, const fpx_bitset *live) {
+    auto h = dynamic_cast<const faiss::IndexHNSWFlat *>(idx);
+    if (!h)
+        return nullptr;
+    std::vector<float> x((size_t)live->count * (size_t)h->d);
+    idx_t n = 0;
+    for (idx_t p = 0; p < h->ntotal; p++)
+        if ((live->words[p >> 6] >> (p & 63)) & 1)
+            h->storage->reconstruct(p, x.data() + (size_t)(n++) * (size_t)h->d);
+    faiss::VectorIOWriter cw;
+    faiss::write_index(h, &cw);
+    faiss::VectorIOReader cr;
+    cr.data.swap(cw.data);
+    std::unique_ptr<Index> c(faiss::read_index(&cr));
+    c->reset();
+    in_team(n, [&] { c->add(n, x.data()); }, Work::build);
+    return c.release();
+}
+
+} // namespace
+
+extern "C" {
+
+int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine **out,
+                       fpx_err *err) {
+    std::shared_lock<std::shared_mutex> knobs(e->knobs); /* hnsw.efSearch as set */
+    try {
+        if (e->bin) {
+            std::unique_ptr<BinIndex> b;
+            if (compact_copy<BinaryKind>(e->bin.get(), live, b))
+                return 1;
+            *out = new fpx_engine{nullptr, std::move(b), {}, {}};
+            return 0;
+        }
+        std::unique_ptr<Index> idx;
+        if (compact_copy<FloatKind>(e->index.get(), live, idx)) {
+            idx.reset(rebuild_hnsw_flat(e->index.get(), live));
+            if (!idx)
+                return 1;
+        }
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
+        sync_norms(*out);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 /* Labels of an imported index: NULL when every label is its position. */
 static int take_labels(const std::vector<idx_t> &lab, bool identity, int64_t **labels,
                        fpx_err *err) {

@@ -167,6 +167,16 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
                       uint8_t **buf, size_t *len, fpx_err *err);
 
 /*
+ * A new engine holding e's live positions only, in order: position p of the
+ * copy is e's p-th live position, with the same codes and the same settings.
+ * FAISS remove_ids on a copy (an IVF index's list ids then renumbered); an
+ * HNSW index over flat storage is rebuilt from its exact vectors instead.
+ * 0; 1 when this type cannot leave positions out (nothing made); -1 on error.
+ */
+int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine **out,
+                       fpx_err *err);
+
+/*
  * Reads a FAISS-serialized index (as from write_index). IndexIDMap/IDMap2
  * wrappers are dropped and their ids, or an IVF index's own ids, become
  * *labels (malloc'd, one per position; NULL when every label equals its

@@ -43,6 +43,9 @@ static const char usage[] =
     "                                                      (268435456 = 256 MiB)\n"
     "  -s, --snapshot-bytes N     write-ahead log size that triggers a snapshot\n"
     "                                                      FAISS_PROXY_SNAPSHOT_BYTES (67108864)\n"
+    "      --compact-min-dead N   compact an index once it has this many deleted vectors,\n"
+    "                             a quarter of all; 0 = never\n"
+    "                                       FAISS_PROXY_COMPACT_MIN_DEAD (1024)\n"
     "      --batch-wait-us N      longest wait of a search batch for requests on their way\n"
     "                                                      FAISS_PROXY_BATCH_WAIT_US (200)\n"
     "      --batch-max N          most queries answered by one FAISS call; 1 = no batching\n"
@@ -51,8 +54,8 @@ static const char usage[] =
     "                                                      FAISS_PROXY_SHUTDOWN_TIMEOUT (10)\n"
     "      --tenant-max-indexes N      most indexes per tenant, 0 = no limit\n"
     "                                       FAISS_PROXY_TENANT_MAX_INDEXES (0)\n"
-    "      --tenant-max-vectors N      most vectors per tenant (deleted ones count until\n"
-    "                             rebuilt), 0 = no limit     FAISS_PROXY_TENANT_MAX_VECTORS (0)\n"
+    "      --tenant-max-vectors N      most live vectors per tenant, 0 = no limit\n"
+    "                                       FAISS_PROXY_TENANT_MAX_VECTORS (0)\n"
     "      --tenant-max-disk-bytes N   most bytes on disk per tenant, 0 = no limit\n"
     "                                       FAISS_PROXY_TENANT_MAX_DISK_BYTES (0)\n"
     "      --max-inflight-per-client N requests of one connection at the workers at once\n"
@@ -129,6 +132,8 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return parse_size("max message size", v, 4096, (size_t)16 << 30, &cfg->max_message_size);
     case 's':
         return parse_size("snapshot bytes", v, 1, (size_t)1 << 40, &cfg->snapshot_bytes);
+    case 'K':
+        return parse_size("compact min dead", v, 0, (size_t)1 << 40, &cfg->compact_min_dead);
     case 'W':
         return parse_size("batch wait", v, 0, 100000, &cfg->batch_wait_us);
     case 'B':
@@ -187,6 +192,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->max_message_size = (size_t)256 << 20;
     cfg->snapshot_bytes = (size_t)64 << 20;
     cfg->shutdown_timeout = 10;
+    cfg->compact_min_dead = 1024;
 
     static const struct {
         const char *env;
@@ -199,6 +205,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_WORKERS", 'w'},
         {"FAISS_PROXY_MAX_MESSAGE_SIZE", 'm'},
         {"FAISS_PROXY_SNAPSHOT_BYTES", 's'},
+        {"FAISS_PROXY_COMPACT_MIN_DEAD", 'K'},
         {"FAISS_PROXY_BATCH_WAIT_US", 'W'},
         {"FAISS_PROXY_BATCH_MAX", 'B'},
         {"FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED", 'R'},
@@ -228,6 +235,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"workers", required_argument, 0, 'w'},
         {"max-message-size", required_argument, 0, 'm'},
         {"snapshot-bytes", required_argument, 0, 's'},
+        {"compact-min-dead", required_argument, 0, 'K'},
         {"batch-wait-us", required_argument, 0, 'W'},
         {"batch-max", required_argument, 0, 'B'},
         {"allow-remote-unauthenticated", no_argument, 0, 'R'},

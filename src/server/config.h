@@ -30,8 +30,11 @@ typedef struct fpx_config {
     size_t max_message_size;
     size_t snapshot_bytes; /* WAL size that triggers a snapshot */
     int shutdown_timeout;  /* seconds requests in flight get after SIGINT/SIGTERM */
-    /* Per-tenant quotas, 0 = none: indexes, vectors held (deleted ones count
-     * until the index is rebuilt), bytes on disk (snapshots and logs). */
+    /* Deleted vectors that make an index due for compaction (with a quarter
+     * of its slots dead); 0: never compacted. */
+    size_t compact_min_dead;
+    /* Per-tenant quotas, 0 = none: indexes, live vectors, bytes on disk
+     * (snapshots and logs). */
     size_t tenant_max_indexes, tenant_max_vectors, tenant_max_disk_bytes;
     /* Requests one client connection may have at the workers at once, so
      * that one client cannot occupy every worker. */

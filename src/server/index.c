@@ -675,6 +675,99 @@ int fpx_index_reset(fpx_index *ix, fpx_err *err) {
     return 0;
 }
 
+/* ---- compaction -------------------------------------------------------------------- */
+
+int fpx_index_compact_due(const fpx_index *ix, int64_t min_dead) {
+    int64_t dead = ix->nslots - ix->nlive;
+    return min_dead > 0 && dead >= min_dead && dead * 4 >= ix->nslots;
+}
+
+/* Frees an index made by fpx_index_compact_build or left by _commit: its
+ * key and metadata blobs are the live index's, so only the tables go. */
+void fpx_index_compact_free(fpx_index *c) {
+    if (!c)
+        return;
+    c->nslots = 0; /* clear_blobs then frees no blob */
+    fpx_index_free(c);
+}
+
+int fpx_index_compact_build(const fpx_index *ix, fpx_index **out, fpx_err *err) {
+    *out = NULL;
+    fpx_bitset live = fpx_index_live(ix);
+    fpx_engine *eng;
+    int rc = fpx_engine_compact(ix->eng, &live, &eng, err);
+    if (rc != 0)
+        return rc;
+    fpx_index *c = fpx_index_alloc(ix->tenant, ix->name, "", 0, eng);
+    int64_t n = ix->nlive, *labels = NULL;
+    if (!c || fpx_index_reserve(c, n, ix->keys != NULL, ix->meta != NULL) ||
+        (ix->keys && fpx_slotmap_reserve(&c->keymap, (size_t)ix->nkeys)) ||
+        !(labels = malloc(sizeof(int64_t) * (size_t)(n ? n : 1)))) {
+        fpx_index_compact_free(c);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory compacting an index");
+    }
+    /* Identity mode again only when it would hold for a fresh index: labels
+     * 0..n-1 in order and the counter at n. */
+    int identity = ix->next_label == n;
+    int64_t t = 0;
+    for (int64_t s = 0; s < ix->nslots; s++) {
+        if (!fpx_bit_get(ix->alive, s))
+            continue;
+        labels[t] = fpx_index_label_of(ix, s);
+        identity &= labels[t] == t;
+        fpx_bit_set(c->alive, t);
+        if (ix->meta)
+            c->meta[t] = ix->meta[s];
+        if (ix->keys && ix->keys[s])
+            fpx_index_put_key(c, t, ix->keys[s], fpx_key_hash(ix->keys[s]));
+        t++;
+    }
+    c->nslots = c->nlive = n;
+    c->next_label = ix->next_label;
+    rc = identity ? 0 : fpx_index_label_table(c, labels, 0);
+    free(labels);
+    if (rc != 0) { /* 1 (a repeated label) cannot happen: the live labels are distinct */
+        fpx_index_compact_free(c);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory compacting an index");
+    }
+    *out = c;
+    return 0;
+}
+
+static void swap_i64(int64_t *a, int64_t *b) {
+    int64_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+void fpx_index_compact_commit(fpx_index *ix, fpx_index *c) {
+    /* The engine and the slot tables change hands; everything else (name,
+     * lock, lease, storage state, label counter) stays with ix. */
+    fpx_engine *e = ix->eng;
+    ix->eng = c->eng;
+    c->eng = e;
+    uint64_t *alive = ix->alive;
+    ix->alive = c->alive;
+    c->alive = alive;
+    int64_t *labels = ix->labels;
+    ix->labels = c->labels;
+    c->labels = labels;
+    fpx_blob **keys = ix->keys, **meta = ix->meta;
+    ix->keys = c->keys;
+    ix->meta = c->meta;
+    c->keys = keys;
+    c->meta = meta;
+    fpx_slotmap keymap = ix->keymap, labelmap = ix->labelmap;
+    ix->keymap = c->keymap;
+    ix->labelmap = c->labelmap;
+    c->keymap = keymap;
+    c->labelmap = labelmap;
+    swap_i64(&ix->nslots, &c->nslots);
+    swap_i64(&ix->cap, &c->cap);
+    swap_i64(&ix->nlive, &c->nlive);
+    swap_i64(&ix->nkeys, &c->nkeys);
+}
+
 fpx_bitset fpx_index_live(const fpx_index *ix) {
     fpx_bitset b = {ix->alive, ix->nslots, ix->nlive};
     return b;
@@ -767,7 +860,7 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
 }
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 7 + (ix->lease_seconds > 0 ? 2 : 0));
+    msgpack_pack_map(pk, 8 + (ix->lease_seconds > 0 ? 2 : 0));
     if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */
         uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
         double left = (double)ix->lease_seconds - (now > at ? (double)(now - at) / 1e9 : 0);
@@ -788,6 +881,8 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
                                                          : "L2");
     fpx_pack_cstr(pk, "ntotal");
     msgpack_pack_int64(pk, ix->nlive);
+    fpx_pack_cstr(pk, "tombstones"); /* deleted, still held until compacted */
+    msgpack_pack_int64(pk, ix->nslots - ix->nlive);
     fpx_pack_cstr(pk, "is_trained");
     if (fpx_engine_is_trained(ix->eng))
         msgpack_pack_true(pk);

@@ -62,6 +62,9 @@ typedef struct fpx_index {
     int creating;    /* registered, its files not yet durable: invisible to lookups */
     int snap_queued; /* waiting for the background snapshot writer (server.c) */
     int snap_force;  /* that snapshot is wanted whatever the log's size */
+    /* The engine's type cannot be compacted (set once, by the snapshot
+     * writer, on the first try; read by every writer). */
+    atomic_int compact_off;
     struct fpx_index *snap_next;
     /* Lease (lease.c): 0 never expires; else the index is dropped once no
      * request renewed it for this many seconds. Kept in the snapshot. */
@@ -142,6 +145,25 @@ int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo
 /* FAISS reset: no vectors left (training kept), labels from 0 again. */
 int fpx_index_reset(fpx_index *ix, fpx_err *err);
 
+/*
+ * Compaction: tombstoned slots leave the engine and the tables. Whether it is
+ * due: at least min_dead dead slots (0: never) making a quarter of all.
+ */
+int fpx_index_compact_due(const fpx_index *ix, int64_t min_dead);
+/*
+ * Builds, beside ix and without changing it (the caller holds ix's lock
+ * shared), an index holding only ix's live slots, in order, with their
+ * labels, keys and metadata (the blobs are shared with ix, not copied). 0;
+ * 1 when the index type cannot be compacted (nothing made); -1 on error.
+ */
+int fpx_index_compact_build(const fpx_index *ix, fpx_index **out, fpx_err *err);
+/* Moves c's engine and tables into ix and ix's old ones into c (the caller
+ * holds ix's lock exclusive, and ix is unchanged since c was built). Cannot
+ * fail; labels, keys and metadata answer as before, from fewer slots. */
+void fpx_index_compact_commit(fpx_index *ix, fpx_index *c);
+/* Frees what _build made or _commit left in c, never the shared blobs. */
+void fpx_index_compact_free(fpx_index *c);
+
 /* The live slots as an engine bitset (borrowed from ix). */
 fpx_bitset fpx_index_live(const fpx_index *ix);
 
@@ -165,7 +187,8 @@ int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot);
 void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk);
 
 /* Packs the info map: index_id, dimension, index_type, metric, ntotal,
- * is_trained, has_keys, and for a leased index lease_seconds and
+ * is_trained, has_keys, tombstones (deleted vectors still held), and for a
+ * leased index lease_seconds and
  * lease_remaining (seconds left before it lapses). */
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk);
 

@@ -68,7 +68,9 @@ int fpx_server_snapshot_due(const fpx_server *s, const fpx_index *ix) {
     uint64_t threshold = s->cfg->snapshot_bytes;
     if (ix->snap_bytes > threshold)
         threshold = ix->snap_bytes;
-    return ix->wal_bytes >= threshold;
+    if (ix->wal_bytes >= threshold)
+        return 1;
+    return !atomic_load(&ix->compact_off) && fpx_index_compact_due(ix, s->cfg->compact_min_dead);
 }
 
 void fpx_server_snapshot_later(fpx_server *s, fpx_index *ix, int force) {
@@ -90,9 +92,55 @@ void fpx_server_snapshot_later(fpx_server *s, fpx_index *ix, int force) {
     pthread_mutex_unlock(&q->mu);
 }
 
-/* Writes one queued snapshot. The shared lock keeps writers out (so the
- * snapshot and the log it replaces agree) while searches go on. */
+/*
+ * Compacts ix when due. The copy without the deleted vectors is built under
+ * the shared lock, so searches go on, and swapped in under a brief exclusive
+ * one if no write came in meanwhile; otherwise it is thrown away, and the
+ * write that came in has queued the index again. The old engine is freed
+ * outside the lock. 1 when ix was compacted.
+ */
+static int compact_one(fpx_server *s, fpx_index *ix) {
+    pthread_rwlock_rdlock(&ix->lock);
+    if (ix->dropped || atomic_load(&ix->compact_off) ||
+        !fpx_index_compact_due(ix, s->cfg->compact_min_dead)) {
+        pthread_rwlock_unlock(&ix->lock);
+        return 0;
+    }
+    uint64_t seq = ix->seq;
+    int64_t before = ix->nslots, live = ix->nlive;
+    fpx_index *c = NULL;
+    fpx_err err = {0};
+    int rc = fpx_index_compact_build(ix, &c, &err);
+    pthread_rwlock_unlock(&ix->lock);
+    if (rc == 1) {
+        atomic_store(&ix->compact_off, 1);
+        fpx_log(FPX_LOG_INFO, "index %s/%s: its type keeps deleted vectors (searches skip them)",
+                ix->tenant, ix->name);
+        return 0;
+    }
+    if (rc != 0) {
+        fpx_log(FPX_LOG_WARN, "compaction of %s/%s failed (it keeps its deleted vectors): %s",
+                ix->tenant, ix->name, err.msg);
+        return 0;
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    int fresh = !ix->dropped && ix->seq == seq;
+    if (fresh)
+        fpx_index_compact_commit(ix, c);
+    pthread_rwlock_unlock(&ix->lock);
+    fpx_index_compact_free(c);
+    if (fresh)
+        fpx_log(FPX_LOG_INFO, "compacted %s/%s: %lld deleted vectors gone, %lld live", ix->tenant,
+                ix->name, (long long)(before - live), (long long)live);
+    return fresh;
+}
+
+/* Writes one queued snapshot, after a compaction when one is due. The
+ * shared lock keeps writers out (so the snapshot and the log it replaces
+ * agree) while searches go on. */
 static void snapshot_one(fpx_server *s, fpx_index *ix, int force) {
+    if (compact_one(s, ix))
+        force = 1; /* the files shrink with the index */
     pthread_rwlock_rdlock(&ix->lock);
     if (!ix->dropped && ix->seq != ix->snap_seq && (force || fpx_server_snapshot_due(s, ix))) {
         fpx_err err = {0};
