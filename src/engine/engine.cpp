@@ -1435,7 +1435,8 @@ Index *rebuild_hnsw_flat(const Index *idx, const fpx_bitset *live) {
     cr.data.swap(cw.data);
     std::unique_ptr<Index> c(faiss::read_index(&cr));
     c->reset();
-    in_team(n, [&] { c->add(n, x.data()); }, Work::build);
+    in_team(
+        n, [&] { c->add(n, x.data()); }, Work::build);
     return c.release();
 }
 

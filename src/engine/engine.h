@@ -173,8 +173,7 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
  * HNSW index over flat storage is rebuilt from its exact vectors instead.
  * 0; 1 when this type cannot leave positions out (nothing made); -1 on error.
  */
-int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine **out,
-                       fpx_err *err);
+int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine **out, fpx_err *err);
 
 /*
  * Reads a FAISS-serialized index (as from write_index). IndexIDMap/IDMap2
