@@ -42,6 +42,8 @@
 
 #include <dlfcn.h>
 #include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -850,7 +852,60 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
+} // extern "C"
+
+namespace {
+
+/* Buffers at least this large give their pages back before they are freed. */
+constexpr size_t kReleaseMin = (size_t)64 << 20;
+
+/* Gives the whole pages inside buf[0..n) back to the kernel, 16 MB at a
+ * time, ahead of the free. Freeing 500 MB in one munmap holds the process's
+ * memory map locked for writing while every page is zapped, and every other
+ * thread's page fault (a search's fresh buffer, a reply) waits that long;
+ * madvise(MADV_DONTNEED) takes that lock for reading only. The pages read as
+ * zeros afterwards, and the allocator's own words around the buffer are not
+ * in a whole page of it. */
+void release_pages(const void *buf, size_t n) {
+    if (n < kReleaseMin)
+        return;
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096;
+    uintptr_t a = ((uintptr_t)buf + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)buf + n) & ~(page - 1);
+    for (; a < end; a += (uintptr_t)16 << 20) {
+        size_t len = std::min((uintptr_t)16 << 20, end - a);
+        madvise((void *)a, len, MADV_DONTNEED);
+    }
+}
+
+/* release_pages for the large buffers of the index types that hold them:
+ * flat codes, and the lists of an IVF index. */
+void release_index_pages(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    if (auto fc = dynamic_cast<faiss::IndexFlatCodes *>(idx)) {
+        release_pages(fc->codes.data(), fc->codes.size());
+    } else if (auto ivf = dynamic_cast<faiss::IndexIVF *>(idx)) {
+        if (auto al = dynamic_cast<faiss::ArrayInvertedLists *>(ivf->invlists))
+            for (auto &codes : al->codes)
+                release_pages(codes.data(), codes.size());
+    } else if (auto h = dynamic_cast<faiss::IndexHNSW *>(idx)) {
+        if (h->storage)
+            release_index_pages(h->storage);
+    }
+}
+
+} // namespace
+
+extern "C" {
+
 void fpx_engine_free(fpx_engine *e) {
+    if (e && e->index)
+        release_index_pages(e->index.get());
+    else if (e && e->bin)
+        if (auto bf = dynamic_cast<faiss::IndexBinaryFlat *>(e->bin.get()))
+            release_pages(bf->xb.data(), bf->xb.size());
     delete e;
 }
 

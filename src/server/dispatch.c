@@ -188,8 +188,11 @@ static int run_op(fpx_req *r, fpx_out *o) {
     pthread_rwlock_unlock(&r->ix->lock);
     if (due)
         fpx_server_snapshot_later(r->s, r->ix, force);
-    if (dropped)
-        fpx_index_unref(r->ix); /* the registry's reference */
+    if (dropped) { /* the registry's reference and the request's: the last frees it there */
+        fpx_server_reclaim_later(r->s, r->ix, NULL);
+        fpx_server_reclaim_later(r->s, r->ix, NULL);
+        r->ix = NULL;
+    }
     return rc;
 }
 

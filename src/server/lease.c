@@ -191,7 +191,7 @@ static void reap_one(fpx_server *s, fpx_index *ix) {
     }
     pthread_rwlock_unlock(&ix->lock);
     if (dropped)
-        fpx_index_unref(ix); /* the registry's reference */
+        fpx_server_reclaim_later(s, ix, NULL); /* the registry's reference */
 }
 
 /* One pass: drops at most FPX_LEASE_BATCH lapsed indexes. 1 when more may be

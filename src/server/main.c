@@ -11,6 +11,7 @@
 #include "config.h"
 #include "engine/engine.h"
 #include "net.h"
+#include "probe.h"
 #include "server.h"
 #include "slotmap.h"
 #include "util.h"
@@ -53,6 +54,8 @@ static void on_signal(int sig) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[1], FPX_PROBE_ARG))
+        return fpx_probe_main(); /* started by the server itself (probe.c) */
     fpx_config cfg;
     int rc = fpx_config_load(&cfg, argc, argv);
     if (rc != 0) {

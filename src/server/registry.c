@@ -115,10 +115,13 @@ void fpx_server_remove(fpx_server *s, fpx_index *ix) {
 }
 
 int fpx_server_drop(fpx_server *s, fpx_index *ix, fpx_err *err) {
-    if (fpx_store_remove(ix, err) != 0)
+    char *gone = NULL;
+    if (fpx_store_retire(ix, &gone, err) != 0)
         return -1;
     fpx_server_remove(s, ix);
     ix->dropped = 1;
+    if (gone)
+        fpx_server_reclaim_later(s, NULL, gone);
     return 0;
 }
 

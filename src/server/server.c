@@ -14,9 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static int start_snapper(fpx_server *s, fpx_err *err);
+static int start_reclaimer(fpx_server *s, fpx_err *err);
+static void stop_reclaimer(fpx_server *s);
 
 static int found_index(void *ctx, fpx_index *ix) {
     fpx_server *s = ctx;
@@ -44,6 +49,8 @@ int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
     pthread_rwlock_init(&s->reg_lock, NULL);
     pthread_mutex_init(&s->snap.mu, NULL);
     pthread_cond_init(&s->snap.cv, NULL);
+    pthread_mutex_init(&s->reclaim.mu, NULL);
+    pthread_cond_init(&s->reclaim.cv, NULL);
     pthread_mutex_init(&s->reaper.mu, NULL);
     pthread_condattr_t ca; /* the reaper's waits ignore wall-clock jumps */
     pthread_condattr_init(&ca);
@@ -54,7 +61,7 @@ int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
         return -1;
     if (fpx_store_load_all(cfg->data_dir, fpx_apply, found_index, refused_index, s, err) != 0)
         return -1;
-    if (start_snapper(s, err) != 0)
+    if (start_snapper(s, err) != 0 || start_reclaimer(s, err) != 0)
         return -1;
     return fpx_lease_start(s, err);
 }
@@ -203,9 +210,87 @@ static void stop_snapper(fpx_server *s) {
     q->tail = NULL;
 }
 
+/* ---- the reclaimer ---------------------------------------------------------- */
+
+static void reclaim(fpx_index *ix, char *dir) {
+    if (dir && fpx_rmtree(dir) != 0)
+        fpx_log(FPX_LOG_WARN, "could not remove all of %s (removed again at next start)", dir);
+    fpx_index_unref(ix);
+    free(dir);
+}
+
+void fpx_server_reclaim_later(fpx_server *s, fpx_index *ix, char *dir) {
+    fpx_reclaimer *q = &s->reclaim;
+    fpx_reclaim_job *j = malloc(sizeof *j);
+    pthread_mutex_lock(&q->mu);
+    if (!j || !q->started || q->stop) { /* the work is done here, then */
+        pthread_mutex_unlock(&q->mu);
+        free(j);
+        reclaim(ix, dir);
+        return;
+    }
+    j->ix = ix;
+    j->dir = dir;
+    j->next = NULL;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void *reclaimer_main(void *arg) {
+    fpx_reclaimer *q = arg;
+    /* Linux nices threads one by one: this one only, at the lowest priority
+     * that still always progresses (SCHED_IDLE could starve it on a busy
+     * server, keeping a deleted index's memory). */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
+        fpx_log(FPX_LOG_DEBUG, "the reclaimer keeps the normal priority");
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->head && !q->stop)
+            pthread_cond_wait(&q->cv, &q->mu);
+        fpx_reclaim_job *j = q->head;
+        if (!j)
+            break; /* stopping, and nothing left */
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        pthread_mutex_unlock(&q->mu);
+        reclaim(j->ix, j->dir);
+        free(j);
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static int start_reclaimer(fpx_server *s, fpx_err *err) {
+    if (pthread_create(&s->reclaim.thread, NULL, reclaimer_main, &s->reclaim) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the reclaimer");
+    s->reclaim.started = 1;
+    return 0;
+}
+
+/* Finishes the queued work (it was acknowledged: deleted indexes' files go
+ * now rather than at the next start), then stops the thread. */
+static void stop_reclaimer(fpx_server *s) {
+    fpx_reclaimer *q = &s->reclaim;
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    if (q->started)
+        pthread_join(q->thread, NULL);
+    q->started = 0;
+}
+
 void fpx_server_shutdown(fpx_server *s) {
     fpx_lease_stop(s);
     stop_snapper(s);
+    stop_reclaimer(s);
     for (size_t i = 0; i < s->nindexes; i++) {
         fpx_index *ix = s->indexes[i];
         fpx_err err = {0};
@@ -222,6 +307,8 @@ void fpx_server_shutdown(fpx_server *s) {
     s->auth = NULL;
     pthread_mutex_destroy(&s->snap.mu);
     pthread_cond_destroy(&s->snap.cv);
+    pthread_mutex_destroy(&s->reclaim.mu);
+    pthread_cond_destroy(&s->reclaim.cv);
     pthread_mutex_destroy(&s->reaper.mu);
     pthread_cond_destroy(&s->reaper.cv);
     pthread_rwlock_destroy(&s->reg_lock);

@@ -39,6 +39,24 @@ typedef struct fpx_reaper {
     int started, stop;
 } fpx_reaper;
 
+/* The reclaimer: a low-priority thread that removes the files of deleted
+ * indexes and frees their memory, after the delete was answered (server.c).
+ * Unlinking a 500 MB file and returning 500 MB to the kernel are work for a
+ * core; at nice 19 it yields that core to every request. */
+typedef struct fpx_reclaim_job {
+    fpx_index *ix; /* a reference to release, or NULL */
+    char *dir;     /* a retired folder to remove, or NULL; owned */
+    struct fpx_reclaim_job *next;
+} fpx_reclaim_job;
+
+typedef struct fpx_reclaimer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    fpx_reclaim_job *head, *tail;
+    int started, stop;
+} fpx_reclaimer;
+
 /* An index whose files were found at start but could not be loaded. */
 typedef struct fpx_unavailable {
     char tenant[FPX_NAME_MAX + 1];
@@ -56,6 +74,7 @@ typedef struct fpx_server {
     fpx_snapper snap;
     atomic_int blocked; /* workers waiting for an index's lock (dispatch.c, net.c) */
     fpx_reaper reaper;
+    fpx_reclaimer reclaim;
 
     fpx_unavailable *unavail; /* refused at start, until deleted */
     size_t nunavail;
@@ -82,6 +101,12 @@ void fpx_server_snapshot_idle(fpx_server *s);
 void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
                        size_t *reply_len, int *is_static);
 
+/* Hands the reclaimer a reference to ix (released there, so that the last
+ * one frees the index off the request path) and/or a retired folder (dir,
+ * taken) to remove. Without a running reclaimer (at start or shutdown) the
+ * work is done at once. */
+void fpx_server_reclaim_later(fpx_server *s, fpx_index *ix, char *dir);
+
 /* Hands ix to the background snapshot writer: written when its log is due
  * (or always, with force) and the index still exists. */
 void fpx_server_snapshot_later(fpx_server *s, fpx_index *ix, int force);
@@ -105,9 +130,11 @@ int fpx_server_reserve(fpx_server *s, fpx_index *ix, fpx_err *err);
 void fpx_server_publish(fpx_server *s, fpx_index *ix);
 void fpx_server_remove(fpx_server *s, fpx_index *ix);
 /* Deletes ix, whose lock the caller holds exclusively: its folder first (a
- * failure leaves it served as before), then its registry entry; marks it
+ * failure leaves it served as before; once renamed away, durably, the rest
+ * of it is removed by the reclaimer), then its registry entry; marks it
  * dropped. delete_index and a lapsed lease both go this way. The caller
- * releases the registry's reference after unlocking. */
+ * hands the registry's reference to fpx_server_reclaim_later after
+ * unlocking. */
 int fpx_server_drop(fpx_server *s, fpx_index *ix, fpx_err *err);
 /* The tenant's published indexes sorted by name, each referenced; *out is
  * malloc'd. 0 or -1 (out of memory). */

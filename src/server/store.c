@@ -423,8 +423,10 @@ int fpx_store_snapshot(fpx_index *ix, fpx_err *err) {
     return 0;
 }
 
-int fpx_store_remove_dir(const char *data_dir, const char *tenant, const char *name, fpx_err *err) {
-    char dir[FPX_PATH_MAX], tdir[FPX_PATH_MAX], gone[FPX_PATH_MAX];
+/* Renames the folder of tenant's index name to a ".deleted." name, durably. */
+static int retire_dir(const char *data_dir, const char *tenant, const char *name,
+                      char gone[FPX_PATH_MAX], fpx_err *err) {
+    char dir[FPX_PATH_MAX], tdir[FPX_PATH_MAX];
     if (fpx_store_index_dir(data_dir, tenant, name, dir))
         return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
     fpx_path(tdir, "%s/%s", data_dir, tenant);
@@ -433,13 +435,27 @@ int fpx_store_remove_dir(const char *data_dir, const char *tenant, const char *n
         return io_err(err, "cannot remove", dir);
     if (fpx_fsync_dir(tdir) != 0)
         fpx_log(FPX_LOG_WARN, "cannot sync %s: %s", tdir, strerror(errno));
+    return 0;
+}
+
+int fpx_store_remove_dir(const char *data_dir, const char *tenant, const char *name, fpx_err *err) {
+    char gone[FPX_PATH_MAX];
+    if (retire_dir(data_dir, tenant, name, gone, err) != 0)
+        return -1;
     if (fpx_rmtree(gone) != 0)
         fpx_log(FPX_LOG_WARN, "could not remove all of %s (removed again at next start)", gone);
     return 0;
 }
 
-int fpx_store_remove(fpx_index *ix, fpx_err *err) {
-    return fpx_store_remove_dir(ix->data_dir, ix->tenant, ix->name, err);
+int fpx_store_retire(fpx_index *ix, char **gone, fpx_err *err) {
+    char path[FPX_PATH_MAX];
+    if (retire_dir(ix->data_dir, ix->tenant, ix->name, path, err) != 0)
+        return -1;
+    if (!(*gone = strdup(path))) {
+        /* gone from disk already; what is left goes at the next start */
+        fpx_log(FPX_LOG_WARN, "out of memory: %s is removed at the next start", path);
+    }
+    return 0;
 }
 
 /* ---- recovery ------------------------------------------------------------------ */

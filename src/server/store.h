@@ -64,9 +64,12 @@ void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before);
 /* Writes a new snapshot and starts a new log after it. */
 int fpx_store_snapshot(fpx_index *ix, fpx_err *err);
 
-/* Renames the folder away (durably) and removes it. */
-int fpx_store_remove(fpx_index *ix, fpx_err *err);
-/* The same for the folder of an index that is not loaded (refused at start). */
+/* Renames the index's folder away, durably: from here on the index is gone
+ * from disk (a start removes whatever is left of such a folder). *gone
+ * receives the new path, malloc'd, for the caller to remove. */
+int fpx_store_retire(fpx_index *ix, char **gone, fpx_err *err);
+/* Renames away and removes the folder of an index that is not loaded
+ * (refused at start). */
 int fpx_store_remove_dir(const char *data_dir, const char *tenant, const char *name, fpx_err *err);
 
 /* Called for each index found and loaded by fpx_store_load_all. Takes ix. */

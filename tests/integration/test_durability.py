@@ -318,3 +318,29 @@ def test_files_of_the_crc32_format_still_load(fresh_server):
     fresh_server.start()
     assert snapshot_state(fresh_server.client(), ["old"], rand(5, 8, 91)) == want
     assert "checksum" not in fresh_server.log() and "dropping" not in fresh_server.log()
+
+
+def test_delete_index_files_go_after_the_reply(fresh_server):
+    """delete_index renames the folder away (durably) before it answers, and
+    the reclaimer removes the rest and frees the index; a name can be reused
+    at once, and a stop finishes what is queued."""
+    import time
+    c = fresh_server.client()
+    tenant = os.path.join(fresh_server.data_dir, "default")
+    xb = rand(2000, 32, 901)
+    for round_ in range(3):
+        c.create("big", 32)
+        c.add("big", xb)
+        c.drop("big")
+        assert "big" not in os.listdir(tenant)  # gone under its name before the reply
+        e = c.error({"operation": "get_index_info", "index_id": "big"})
+        assert e["error_type"] == "not_found"
+    end = time.time() + 30
+    while os.listdir(tenant) and time.time() < end:
+        time.sleep(0.02)
+    assert os.listdir(tenant) == []  # the renamed folders are removed too
+    c.create("big", 32)  # the name is free
+    c.add("big", xb[:10])
+    c.drop("big")
+    fresh_server.stop()  # whatever the reclaimer still had is done before exit
+    assert os.listdir(tenant) == []

@@ -1,0 +1,230 @@
+/*
+ * probe.c - runs FAISS's reader over untrusted bytes in a throwaway process.
+ *
+ * FAISS 1.7.3's read_index leaks what it built when the bytes turn out
+ * truncated or inconsistent, and it sizes vectors from the bytes before
+ * checking them (a few bytes can claim gigabytes). In a child process a leak,
+ * a huge allocation or a crash costs nothing; the server reads the bytes
+ * itself only once they are known to be good.
+ *
+ * The child is a new image of this same binary (FPX_PROBE_ARG), started with
+ * posix_spawn, not a fork of the server: glibc's posix_spawn shares the
+ * address space until the exec, so nothing of the server is copied. A fork
+ * copied the page tables of a process holding its indexes and the received
+ * bytes while every other thread's page faults waited, and then made each
+ * page the server wrote while the reader ran a copy-on-write fault: searches
+ * of other tenants felt an import. The bytes reach the child through a memfd;
+ * its address space and its time are bounded, and FAISS's message comes back
+ * on a pipe.
+ */
+#define _GNU_SOURCE
+#include "probe.h"
+
+#include "engine/engine.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* The child's limits: beyond the address space it has once started (the
+ * binary and its libraries), twice the bytes (FAISS holds the bytes and the
+ * index they describe) and this much more; and this long (plus a second per
+ * 50 MB) before it is killed. */
+#define PROBE_MEM_SLACK ((uint64_t)1 << 30)
+#define PROBE_SECONDS 30
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PROBE_LIMIT_MEMORY 0 /* the sanitizers reserve terabytes of address space */
+#else
+#define PROBE_LIMIT_MEMORY 1
+#endif
+
+/* The child's descriptors: the bytes, and the message pipe. */
+#define PROBE_FD_BYTES 3
+#define PROBE_FD_MSG 4
+
+/* The bytes of address space this process has mapped (0 when unknown). */
+static uint64_t own_address_space(void) {
+    unsigned long long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    return (uint64_t)pages * (uint64_t)(page > 0 ? page : 4096);
+}
+
+int fpx_probe_main(void) {
+    struct stat st;
+    if (fstat(PROBE_FD_BYTES, &st) != 0 || st.st_size <= 0)
+        return 2;
+    size_t len = (size_t)st.st_size;
+    if (PROBE_LIMIT_MEMORY) {
+        struct rlimit rl;
+        uint64_t cap = own_address_space() + 3 * (uint64_t)len + PROBE_MEM_SLACK;
+        if (getrlimit(RLIMIT_AS, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > cap)) {
+            rl.rlim_cur = (rlim_t)cap;
+            setrlimit(RLIMIT_AS, &rl);
+        }
+    }
+    const uint8_t *buf = mmap(NULL, len, PROT_READ, MAP_PRIVATE, PROBE_FD_BYTES, 0);
+    if (buf == MAP_FAILED)
+        return 2;
+    fpx_engine *eng;
+    int64_t *labels;
+    int had;
+    fpx_err e = {0};
+    int rc = fpx_engine_import(buf, len, &eng, &labels, &had, &e);
+    if (rc != 0) {
+        ssize_t w = write(PROBE_FD_MSG, e.msg, strnlen(e.msg, sizeof e.msg));
+        (void)w; /* the parent has a fallback message */
+    }
+    return rc == 0 ? 0 : 1; /* no cleanup: the process is thrown away */
+}
+
+/* Writes all of buf to fd. 0, or -1 with errno. */
+static int write_all(int fd, const uint8_t *buf, size_t len) {
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len > ((size_t)1 << 30) ? (size_t)1 << 30 : len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* fd moved above the child's fixed descriptors (a dup2 onto itself would
+ * keep close-on-exec set), close-on-exec. -1 on error (fd closed). */
+static int above_fixed(int fd) {
+    if (fd > PROBE_FD_MSG)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, PROBE_FD_MSG + 1);
+    close(fd);
+    return moved;
+}
+
+/* Starts the probe over memfd, its messages to msg_w. 0 with *pid, or -1. */
+static int spawn_probe(int memfd, int msg_w, pid_t *pid, fpx_err *err) {
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory starting the import probe");
+    /* FAISS's (or a sanitizer's) complaints go to the pipe's reader as the
+     * message, not to the server's log. */
+    int rc = posix_spawn_file_actions_adddup2(&fa, memfd, PROBE_FD_BYTES);
+    if (rc == 0)
+        rc = posix_spawn_file_actions_adddup2(&fa, msg_w, PROBE_FD_MSG);
+    if (rc == 0)
+        rc = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    char arg0[] = "faiss-proxy-server", arg1[] = FPX_PROBE_ARG;
+    char *argv[] = {arg0, arg1, NULL};
+    if (rc == 0)
+        rc = posix_spawn(pid, "/proc/self/exe", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the import probe: %s", strerror(rc));
+    return 0;
+}
+
+/* Reads the child's message until it closes the pipe or the deadline passes.
+ * 1 when the deadline passed. */
+static int read_message(int fd, uint64_t deadline, char *msg, size_t cap) {
+    size_t got = 0;
+    int timed_out = 0;
+    for (;;) {
+        uint64_t now = fpx_now_ns();
+        if (now >= deadline) {
+            timed_out = 1;
+            break;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        uint64_t left_ms = (deadline - now) / 1000000u + 1;
+        int p = poll(&pfd, 1, left_ms > 1000 ? 1000 : (int)left_ms);
+        if (p < 0 && errno == EINTR)
+            continue;
+        if (p < 0)
+            break;
+        if (p == 0)
+            continue;
+        ssize_t k = read(fd, msg + got, cap - 1 - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break; /* end of file: the child is done */
+        got += (size_t)k;
+        if (got == cap - 1)
+            break;
+    }
+    msg[got] = 0;
+    return timed_out;
+}
+
+int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
+    int memfd = memfd_create("faiss-proxy-import", MFD_CLOEXEC);
+    if (memfd < 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "memfd_create: %s", strerror(errno));
+    int fds[2] = {-1, -1};
+    if ((memfd = above_fixed(memfd)) < 0 || write_all(memfd, buf, len) != 0 ||
+        pipe2(fds, O_CLOEXEC) != 0 || (fds[0] = above_fixed(fds[0])) < 0 ||
+        (fds[1] = above_fixed(fds[1])) < 0) {
+        int e = errno;
+        if (memfd >= 0)
+            close(memfd);
+        if (fds[0] >= 0)
+            close(fds[0]);
+        if (fds[1] >= 0)
+            close(fds[1]);
+        return fpx_err_set(err, e == ENOMEM || e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
+                           "cannot hand the index to the import probe: %s", strerror(e));
+    }
+    pid_t pid;
+    int rc = spawn_probe(memfd, fds[1], &pid, err);
+    close(memfd);
+    close(fds[1]);
+    if (rc != 0) {
+        close(fds[0]);
+        return -1;
+    }
+    char msg[sizeof err->msg];
+    uint64_t seconds = PROBE_SECONDS + len / 50000000u;
+    int timed_out = read_message(fds[0], fpx_now_ns() + seconds * 1000000000u, msg, sizeof msg);
+    close(fds[0]);
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (timed_out)
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "FAISS cannot read the index: its reader took longer than %llu s",
+                           (unsigned long long)seconds);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 1)
+        return fpx_err_set(err, FPX_E_VALIDATION, "FAISS cannot read the index: %s",
+                           msg[0] ? msg : "invalid data");
+    if (WIFEXITED(status))
+        return fpx_err_set(err, FPX_E_INTERNAL, "the import probe failed (exit status %d)",
+                           WEXITSTATUS(status));
+    return fpx_err_set(err, FPX_E_VALIDATION,
+                       "FAISS cannot read the index: its reader died on these bytes (signal %d%s)",
+                       WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                       PROBE_LIMIT_MEMORY ? ", or needed more memory than the bytes justify" : "");
+}
