@@ -69,10 +69,12 @@ test: test-release test-sanitize test-tsan fuzz-short bench-short
 	@echo "make test: all suites passed (release, ASan+UBSan, TSan), the decoder fuzzed (short), benchmarks ran (short)"
 
 test-release: build
+	@./scripts/deps.sh --with-test
 	cd $(BUILD) && ctest --output-on-failure
 	FPX_BUILD_DIR=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 test-sanitize: deps
+	@./scripts/deps.sh --with-test
 	@cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=sanitize >/dev/null
 	@cmake --build $(SAN_BUILD) -j$(JOBS)
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure
@@ -80,6 +82,7 @@ test-sanitize: deps
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 test-tsan: deps
+	@./scripts/deps.sh --with-test
 	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=tsan >/dev/null
 	@cmake --build $(TSAN_BUILD) -j$(JOBS)
 	cd $(TSAN_BUILD) && $(TSAN_ENV) ctest --output-on-failure

@@ -8,9 +8,15 @@ set -eu
 [ "${FPX_SKIP_DEPS:-0}" = 1 ] && exit 0
 
 PKGS="build-essential cmake pkg-config libfaiss-dev libopenblas-dev libzmq3-dev libmsgpack-dev
-libsodium-dev zlib1g-dev python3 python3-numpy python3-zmq python3-msgpack python3-faiss python3-pytest"
-[ "${1:-}" = "--with-clang" ] && PKGS="$PKGS clang libclang-rt-14-dev"
-[ "${1:-}" = "--with-bench" ] && PKGS="$PKGS gnuplot-nox"
+libsodium-dev libmicrohttpd-dev zlib1g-dev python3 python3-numpy python3-zmq python3-msgpack python3-faiss python3-pytest"
+for opt in "$@"; do
+    case "$opt" in
+    --with-clang) PKGS="$PKGS clang libclang-rt-14-dev" ;;
+    --with-bench) PKGS="$PKGS gnuplot-nox" ;;
+    --with-test) PKGS="$PKGS prometheus" ;; # promtool and a real scraper for the metrics tests
+    *) echo "deps: unknown option $opt" >&2; exit 2 ;;
+    esac
+done
 
 missing=""
 for p in $PKGS; do

@@ -9,6 +9,7 @@
  */
 #include "batch.h"
 #include "index.h"
+#include "stats.h"
 #include "util.h"
 
 #include <errno.h>
@@ -24,6 +25,7 @@ struct fpx_batch_member {
     int64_t *I;
     int done, rc;
     fpx_err err;
+    uint64_t since; /* fpx_now_ns() when it joined the queue */
     fpx_batch_member *next;
 };
 
@@ -99,6 +101,10 @@ static fpx_batch_member *take_batch(fpx_batcher *b) {
 /* Answers every member of the list with one FAISS call (each on its own
  * when the batch buffers cannot be allocated). Without b->mu. */
 static void run_batch(struct fpx_index *ix, fpx_batch_member *list) {
+    int64_t searches = 0, queries = 0;
+    for (fpx_batch_member *m = list; m; m = m->next, searches++)
+        queries += m->nq;
+    fpx_stats_batch(searches, queries, fpx_now_ns() - list->since);
     if (!list->next) {
         list->rc = fpx_index_search(ix, list->nq, list->x, list->k, &list->params, NULL, list->D,
                                     list->I, &list->err);
@@ -162,6 +168,7 @@ int fpx_batch_search(struct fpx_index *ix, int64_t nq, const void *x, int64_t k,
     fpx_batcher *b = &ix->batch;
     if (cfg_max_rows <= 1 || nq * 2 > cfg_max_rows) { /* off, or a batch of its own already */
         fpx_batch_cancel(b);
+        fpx_stats_batch(1, nq, 0);
         return fpx_index_search(ix, nq, x, k, params, NULL, D, I, err);
     }
 
@@ -174,6 +181,7 @@ int fpx_batch_search(struct fpx_index *ix, int64_t nq, const void *x, int64_t k,
         /* Alone: search now, as if there were no batching. */
         b->running++;
         pthread_mutex_unlock(&b->mu);
+        fpx_stats_batch(1, nq, 0);
         int rc = fpx_index_search(ix, nq, x, k, params, NULL, D, I, err);
         pthread_mutex_lock(&b->mu);
         b->running--;
@@ -181,6 +189,7 @@ int fpx_batch_search(struct fpx_index *ix, int64_t nq, const void *x, int64_t k,
         pthread_mutex_unlock(&b->mu);
         return rc;
     }
+    me.since = fpx_now_ns();
     if (b->tail)
         b->tail->next = &me;
     else

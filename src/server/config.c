@@ -61,6 +61,10 @@ static const char usage[] =
     "      --max-inflight-per-client N requests of one connection at the workers at once\n"
     "                                       FAISS_PROXY_MAX_INFLIGHT_PER_CLIENT\n"
     "                                       (three quarters of the workers)\n"
+    "      --metrics-port N       serve /metrics, /healthz, /readyz over HTTP on this port;\n"
+    "                             0 = any free port       FAISS_PROXY_METRICS_PORT (off)\n"
+    "      --metrics-bind ADDR    address of the metrics port\n"
+    "                                       FAISS_PROXY_METRICS_BIND (127.0.0.1)\n"
     "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
     "  -h, --help                 this text\n"
     "  -V, --version              print the version\n";
@@ -132,6 +136,13 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return parse_size("max message size", v, 4096, (size_t)16 << 30, &cfg->max_message_size);
     case 's':
         return parse_size("snapshot bytes", v, 1, (size_t)1 << 40, &cfg->snapshot_bytes);
+    case 'M':
+        if (parse_size("metrics port", v, 0, 65535, &n))
+            return -1;
+        cfg->metrics_port = (int)n;
+        return 0;
+    case 'A':
+        return set_str("metrics bind address", cfg->metrics_bind, sizeof cfg->metrics_bind, v);
     case 'K':
         return parse_size("compact min dead", v, 0, (size_t)1 << 40, &cfg->compact_min_dead);
     case 'W':
@@ -193,6 +204,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->snapshot_bytes = (size_t)64 << 20;
     cfg->shutdown_timeout = 10;
     cfg->compact_min_dead = 1024;
+    cfg->metrics_port = -1;
+    strcpy(cfg->metrics_bind, "127.0.0.1");
 
     static const struct {
         const char *env;
@@ -206,6 +219,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_MAX_MESSAGE_SIZE", 'm'},
         {"FAISS_PROXY_SNAPSHOT_BYTES", 's'},
         {"FAISS_PROXY_COMPACT_MIN_DEAD", 'K'},
+        {"FAISS_PROXY_METRICS_PORT", 'M'},
+        {"FAISS_PROXY_METRICS_BIND", 'A'},
         {"FAISS_PROXY_BATCH_WAIT_US", 'W'},
         {"FAISS_PROXY_BATCH_MAX", 'B'},
         {"FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED", 'R'},
@@ -236,6 +251,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"max-message-size", required_argument, 0, 'm'},
         {"snapshot-bytes", required_argument, 0, 's'},
         {"compact-min-dead", required_argument, 0, 'K'},
+        {"metrics-port", required_argument, 0, 'M'},
+        {"metrics-bind", required_argument, 0, 'A'},
         {"batch-wait-us", required_argument, 0, 'W'},
         {"batch-max", required_argument, 0, 'B'},
         {"allow-remote-unauthenticated", no_argument, 0, 'R'},

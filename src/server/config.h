@@ -33,6 +33,10 @@ typedef struct fpx_config {
     /* Deleted vectors that make an index due for compaction (with a quarter
      * of its slots dead); 0: never compacted. */
     size_t compact_min_dead;
+    /* The HTTP metrics endpoint: its port (-1: off, 0: any free port) and
+     * address (loopback unless told: it names tenants and indexes). */
+    int metrics_port;
+    char metrics_bind[256];
     /* Per-tenant quotas, 0 = none: indexes, live vectors, bytes on disk
      * (snapshots and logs). */
     size_t tenant_max_indexes, tenant_max_vectors, tenant_max_disk_bytes;

@@ -9,6 +9,7 @@
  * durability rule here, once, not in every handler.
  */
 #include "apply.h"
+#include "stats.h"
 #include "ops.h"
 #include "store.h"
 #include "util.h"
@@ -58,6 +59,18 @@ const fpx_opdef *fpx_op_find(const char *name, size_t len) {
         if (strlen(ops[i].name) == len && !memcmp(ops[i].name, name, len))
             return &ops[i];
     return NULL;
+}
+
+size_t fpx_op_count(void) {
+    return sizeof ops / sizeof ops[0];
+}
+
+const char *fpx_op_name(size_t i) {
+    return i < fpx_op_count() ? ops[i].name : "unknown";
+}
+
+int fpx_op_index(const fpx_opdef *op) {
+    return op ? (int)(op - ops) : -1;
 }
 
 /* Logs a write, applies it, takes the record back if applying failed. */
@@ -251,6 +264,7 @@ static int handle_decoded(fpx_req *r, fpx_out *o) {
 
 void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
                        size_t *reply_len, int *is_static) {
+    uint64_t t0 = fpx_now_ns();
     fpx_req r;
     memset(&r, 0, sizeof r);
     r.s = s;
@@ -272,6 +286,7 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
     msgpack_sbuffer_destroy(&r.recmeta);
     if (rc == 0 && fpx_out_finish(&o, reply, reply_len) == 0) {
         fpx_msg_destroy(&r.msg);
+        fpx_stats_request(fpx_op_index(r.op), FPX_OK, fpx_now_ns() - t0);
         return;
     }
     if (rc == 0)
@@ -281,6 +296,7 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
     if (r.err.type == FPX_OK)
         fpx_err_set(&r.err, FPX_E_INTERNAL, "request failed");
     fpx_log(FPX_LOG_DEBUG, "request failed: %s: %s", fpx_errtype_name(r.err.type), r.err.msg);
+    fpx_stats_request(fpx_op_index(r.op), r.err.type, fpx_now_ns() - t0);
     if (fpx_build_error(&r.err, r.rid, reply, reply_len) != 0) {
         *reply = (uint8_t *)oom_reply;
         *reply_len = sizeof oom_reply;

@@ -10,6 +10,7 @@
 #include "batch.h"
 #include "config.h"
 #include "engine/engine.h"
+#include "metrics.h"
 #include "net.h"
 #include "probe.h"
 #include "server.h"
@@ -80,6 +81,14 @@ int main(int argc, char **argv) {
 
     fpx_server server;
     fpx_err err = {0};
+    /* Before loading, so that /healthz answers (and /readyz says "loading")
+     * while a large data dir loads. */
+    if (cfg.metrics_port >= 0 &&
+        fpx_metrics_start(&server, cfg.metrics_bind, cfg.metrics_port, &err) != 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
+        fpx_config_free(&cfg);
+        return 1;
+    }
     /* Before any index is loaded: every label and key table hashes under it. */
     if (fpx_hash_seed_random(&err) != 0) {
         fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
@@ -88,11 +97,13 @@ int main(int argc, char **argv) {
     }
     if (fpx_server_init(&server, &cfg, &err) != 0) {
         fpx_log(FPX_LOG_ERROR, "cannot start: %s", err.msg);
+        fpx_metrics_stop();
         fpx_server_shutdown(&server);
         fpx_config_free(&cfg);
         return 1;
     }
     rc = fpx_net_run(&server, &stop_requested);
+    fpx_metrics_stop(); /* reads the registry: stopped before it goes */
     if (rc == FPX_NET_WORKERS_BUSY) {
         /* A worker is still inside a FAISS call. Freeing the server (or
          * running exit()'s destructors of FAISS and OpenMP) under it would be

@@ -27,6 +27,7 @@
  * freeing what that worker may touch (main.c).
  */
 #include "net.h"
+#include "stats.h"
 #include "util.h"
 #include "zap.h"
 
@@ -41,6 +42,7 @@
 #define MODE_DELIM 1
 #define MODE_BADFRAMES 2
 #define BACKEND "inproc://fpx-workers"
+#define MONITOR "inproc://fpx-front-monitor"
 #define WORKER_READY 1
 #define WORKER_REPLIED 2
 #define WORKER_RESTARTED 3
@@ -476,6 +478,43 @@ static int finish_in_flight(void *front, void *back, zmq_msg_t *idle, int *nidle
     return *inflight;
 }
 
+/* A socket that reports the front socket's connections opening and closing
+ * (for the connections gauge), or NULL. */
+static void *monitor_front(void *ctx, void *front) {
+    if (zmq_socket_monitor(front, MONITOR, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0)
+        return NULL;
+    void *mon = zmq_socket(ctx, ZMQ_PAIR);
+    if (mon && zmq_connect(mon, MONITOR) == 0)
+        return mon;
+    if (mon)
+        zmq_close(mon);
+    zmq_socket_monitor(front, NULL, 0);
+    return NULL;
+}
+
+/* Reads one monitor event (two frames: its id and value, then the
+ * endpoint) and counts it. */
+static void take_monitor_event(void *mon) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return;
+    }
+    if (zmq_msg_size(&m) >= 2) {
+        uint16_t ev;
+        memcpy(&ev, zmq_msg_data(&m), sizeof ev);
+        if (ev == ZMQ_EVENT_ACCEPTED)
+            fpx_stats_connection(1);
+        else if (ev == ZMQ_EVENT_DISCONNECTED)
+            fpx_stats_connection(-1);
+    }
+    int more = zmq_msg_more(&m);
+    zmq_msg_close(&m);
+    if (more)
+        drain(mon);
+}
+
 int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     const fpx_config *cfg = s->cfg;
     /* Worker threads and ZeroMQ's I/O threads must not take SIGINT/SIGTERM:
@@ -538,6 +577,7 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     char bound[300];
     size_t blen = sizeof bound;
     zmq_getsockopt(front, ZMQ_LAST_ENDPOINT, bound, &blen);
+    void *mon = cfg->metrics_port >= 0 ? monitor_front(ctx, front) : NULL;
 
     int nw = cfg->workers;
     /* More workers are started while every one is busy and some of them only
@@ -593,9 +633,16 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
         free(idle);
         idle = NULL;
     }
+    fpx_stats_set_ready(idle != NULL);
     while (!*stop && idle) {
-        zmq_pollitem_t items[2] = {{back, 0, ZMQ_POLLIN, 0}, {front, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, nidle > 0 ? 2 : 1, 500);
+        /* the workers, the connection monitor, and the clients while a worker is idle */
+        zmq_pollitem_t items[3] = {{back, 0, ZMQ_POLLIN, 0}, {front, 0, ZMQ_POLLIN, 0}};
+        int nitems = nidle > 0 ? 2 : 1, mi = -1;
+        if (mon) {
+            mi = nitems++;
+            items[mi] = (zmq_pollitem_t){mon, 0, ZMQ_POLLIN, 0};
+        }
+        int rc = zmq_poll(items, nitems, 500);
         if (rc < 0) {
             if (zmq_errno() == EINTR)
                 continue;
@@ -606,12 +653,20 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
             take_worker_msg(front, back, idle, &nidle, started, &inflight, &cl);
         if (nidle == 0 && started < maxw && atomic_load(&s->blocked) > 0)
             started += add_worker(s, ctx, ws, started);
+        if (mi >= 0 && (items[mi].revents & ZMQ_POLLIN))
+            take_monitor_event(mon);
         int front_ready = nidle > 0 && (items[1].revents & ZMQ_POLLIN);
         if (front_ready && dispatch_next(front, back, &idle[nidle - 1], &cl)) {
             nidle--;
             zmq_msg_close(&idle[nidle]);
             inflight++;
         }
+        fpx_stats_workers(started, started - nidle);
+    }
+    fpx_stats_set_ready(0); /* stopping: no new work, please */
+    if (mon) {
+        zmq_socket_monitor(front, NULL, 0);
+        zmq_close(mon);
     }
     cl.draining = 1;
     int busy = idle ? finish_in_flight(front, back, idle, &nidle, started, &cl, &inflight,

@@ -54,6 +54,10 @@ typedef struct fpx_opdef {
 
 /* The operation named name[0..len), or NULL. */
 const fpx_opdef *fpx_op_find(const char *name, size_t len);
+/* The table's size, the name of its i-th operation, and an operation's place. */
+size_t fpx_op_count(void);
+const char *fpx_op_name(size_t i);
+int fpx_op_index(const fpx_opdef *op);
 
 /* ops_index.c: the registry's operations. */
 int fpx_op_ping(fpx_req *r, fpx_out *o);

@@ -50,6 +50,7 @@
  * and writes to different indexes go to different files.
  */
 #include "store.h"
+#include "stats.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -373,7 +374,9 @@ int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         return fpx_err_set(err, FPX_E_INTERNAL, "cannot cut a failed write off the log of '%s': %s",
                            ix->name, strerror(e));
     }
-    if (fpx_writev_all(fd, iov, 4) != 0 || fdatasync(fd) != 0) {
+    int wrote = fpx_writev_all(fd, iov, 4) == 0;
+    uint64_t t_sync = fpx_now_ns();
+    if (!wrote || fdatasync(fd) != 0) {
         int e = errno;
         /* Cut whatever part reached the file, so the log stays a sequence of
          * whole records (recovery would drop a torn tail anyway). */
@@ -383,6 +386,7 @@ int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         return fpx_err_set(err, e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
                            "cannot write the log of '%s': %s", ix->name, strerror(e));
     }
+    fpx_stats_fsync(fpx_now_ns() - t_sync);
     close(fd); /* after fdatasync succeeded, close reports nothing more to act on */
     ix->seq = seq;
     ix->wal_bytes += body + padn;
@@ -418,8 +422,10 @@ int fpx_store_snapshot(fpx_index *ix, fpx_err *err) {
         fpx_log(FPX_LOG_WARN, "cannot start a new log for %s/%s (the old one is kept): %s",
                 ix->tenant, ix->name, lerr.msg);
     }
+    uint64_t took = fpx_now_ns() - t0;
+    fpx_stats_snapshot(took, ix->snap_bytes);
     fpx_log(FPX_LOG_DEBUG, "snapshot of %s/%s at seq %llu in %.1f ms", ix->tenant, ix->name,
-            (unsigned long long)ix->seq, (double)(fpx_now_ns() - t0) / 1e6);
+            (unsigned long long)ix->seq, (double)took / 1e6);
     return 0;
 }
 
