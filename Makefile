@@ -50,7 +50,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short format clean
+.PHONY: all deps build run install test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short format clean
 
 all: build
 
@@ -64,6 +64,11 @@ build: deps $(if $(AVX2_ON),faiss-avx2)
 
 run: build
 	./$(BUILD)/faiss-proxy-server
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: see README.md, "Installing".
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 test: test-release test-sanitize test-tsan fuzz-short bench-short
 	@echo "make test: all suites passed (release, ASan+UBSan, TSan), the decoder fuzzed (short), benchmarks ran (short)"

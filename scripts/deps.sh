@@ -13,7 +13,8 @@ for opt in "$@"; do
     case "$opt" in
     --with-clang) PKGS="$PKGS clang libclang-rt-14-dev" ;;
     --with-bench) PKGS="$PKGS gnuplot-nox" ;;
-    --with-test) PKGS="$PKGS prometheus" ;; # promtool and a real scraper for the metrics tests
+    # promtool and a real scraper for the metrics tests; pip and venv for the install test
+    --with-test) PKGS="$PKGS prometheus python3-pip python3-venv python3-setuptools binutils man-db" ;;
     *) echo "deps: unknown option $opt" >&2; exit 2 ;;
     esac
 done

@@ -21,12 +21,14 @@ def _find_library():
                   os.path.join(_HERE, "..", "..", "build")):
         if build:
             candidates.append(os.path.join(build, "libfaissproxy.so"))
-    found = ctypes.util.find_library("faissproxy")
-    if found:
-        candidates.append(found)
     for c in candidates:
         if c and os.path.exists(c):
             return c
+    # An installed library (make install), by its soname: the dynamic
+    # loader's own search finds it (ld.so.cache, LD_LIBRARY_PATH).
+    found = ctypes.util.find_library("faissproxy")
+    if found:
+        return found
     raise ImportError("faissproxy: libfaissproxy.so not found (build it with `make`, or set "
                       "FAISS_PROXY_LIB to its path)")
 
