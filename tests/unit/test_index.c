@@ -643,7 +643,7 @@ static void test_compact(void) {
         if (!strcmp(types[t], "IVF4,Flat"))
             CHECK(fpx_engine_set_direct_map(ix->eng, 1, &err) == 0);
         /* keys and metadata on even vectors, labels from the counter on the rest */
-        char names[N][8];
+        char names[N][16];
         const char *keys[N];
         int g[N];
         for (int i = 0; i < N; i++) {
@@ -726,7 +726,7 @@ static void test_compact(void) {
             CHECK(fpx_index_train(ix, 300, bx, &err) == 0);
         add(ix, N, (const float *)(const void *)bx, NULL, NULL);
         const char *gone[N / 2];
-        char names[N / 2][8];
+        char names[N / 2][16];
         for (int i = 0; i < N / 2; i++) {
             snprintf(names[i], sizeof names[i], "#%d", 2 * i + 1);
             gone[i] = names[i];
