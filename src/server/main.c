@@ -55,8 +55,11 @@ static void on_signal(int sig) {
 }
 
 int main(int argc, char **argv) {
+    /* Started by the server itself (probe.c). _exit: the process is thrown
+     * away, with what FAISS built or leaked (no exit handlers, no leak
+     * report). */
     if (argc == 2 && !strcmp(argv[1], FPX_PROBE_ARG))
-        return fpx_probe_main(); /* started by the server itself (probe.c) */
+        _exit(fpx_probe_main());
     fpx_config cfg;
     int rc = fpx_config_load(&cfg, argc, argv);
     if (rc != 0) {
