@@ -82,6 +82,15 @@ static int parse_size(const char *name, const char *s, size_t min, size_t max, s
     return 0;
 }
 
+/* parse_size for a setting held as an int. */
+static int parse_int(const char *name, const char *s, int min, int max, int *out) {
+    size_t n;
+    if (parse_size(name, s, (size_t)min, (size_t)max, &n))
+        return -1;
+    *out = (int)n;
+    return 0;
+}
+
 static int set_str(const char *name, char *dst, size_t cap, const char *v) {
     if (strlen(v) == 0 || strlen(v) >= cap) {
         fprintf(stderr, "faiss-proxy-server: %s must be 1..%zu characters\n", name, cap - 1);
@@ -103,15 +112,11 @@ static int set_keys(fpx_config *cfg, const char *v) {
 }
 
 static int apply(fpx_config *cfg, int opt, const char *v) {
-    size_t n;
     switch (opt) {
     case 'b':
         return set_str("bind address", cfg->bind_address, sizeof cfg->bind_address, v);
     case 'p':
-        if (parse_size("port", v, 0, 65535, &n))
-            return -1;
-        cfg->port = (int)n;
-        return 0;
+        return parse_int("port", v, 0, 65535, &cfg->port);
     case 'd':
         return set_str("data dir", cfg->data_dir, sizeof cfg->data_dir, v);
     case 'k':
@@ -127,20 +132,14 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
     case 'C':
         return set_str("curve secret key file", cfg->curve_key_file, sizeof cfg->curve_key_file, v);
     case 'w':
-        if (parse_size("workers", v, 1, 256, &n))
-            return -1;
-        cfg->workers = (int)n;
-        return 0;
+        return parse_int("workers", v, 1, 256, &cfg->workers);
     case 'm':
         /* ZeroMQ's ZMQ_MAXMSGSIZE is an int64; 16 GiB is plenty. */
         return parse_size("max message size", v, 4096, (size_t)16 << 30, &cfg->max_message_size);
     case 's':
         return parse_size("snapshot bytes", v, 1, (size_t)1 << 40, &cfg->snapshot_bytes);
     case 'M':
-        if (parse_size("metrics port", v, 0, 65535, &n))
-            return -1;
-        cfg->metrics_port = (int)n;
-        return 0;
+        return parse_int("metrics port", v, 0, 65535, &cfg->metrics_port);
     case 'A':
         return set_str("metrics bind address", cfg->metrics_bind, sizeof cfg->metrics_bind, v);
     case 'K':
@@ -150,10 +149,7 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
     case 'B':
         return parse_size("batch max", v, 1, 65536, &cfg->batch_max);
     case 'S':
-        if (parse_size("shutdown timeout", v, 0, 86400, &n))
-            return -1;
-        cfg->shutdown_timeout = (int)n;
-        return 0;
+        return parse_int("shutdown timeout", v, 0, 86400, &cfg->shutdown_timeout);
     case 'I':
         return parse_size("tenant max indexes", v, 0, (size_t)1 << 40, &cfg->tenant_max_indexes);
     case 'N':

@@ -183,24 +183,36 @@ static void *snapper_main(void *arg) {
     return NULL;
 }
 
-static int start_snapper(fpx_server *s, fpx_err *err) {
-    if (pthread_create(&s->snap.thread, NULL, snapper_main, s) != 0)
-        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the snapshot writer");
-    s->snap.started = 1;
+/* The background threads' start and stop: a thread, its started flag, and
+ * the mutex, condition and stop flag its loop waits on. */
+static int start_thread(pthread_t *t, int *started, void *(*fn)(void *), void *arg,
+                        const char *what, fpx_err *err) {
+    if (pthread_create(t, NULL, fn, arg) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the %s", what);
+    *started = 1;
     return 0;
+}
+
+static void stop_thread(pthread_t t, int *started, pthread_mutex_t *mu, pthread_cond_t *cv,
+                        int *stop) {
+    pthread_mutex_lock(mu);
+    *stop = 1;
+    pthread_cond_signal(cv);
+    pthread_mutex_unlock(mu);
+    if (*started)
+        pthread_join(t, NULL);
+    *started = 0;
+}
+
+static int start_snapper(fpx_server *s, fpx_err *err) {
+    return start_thread(&s->snap.thread, &s->snap.started, snapper_main, s, "snapshot writer", err);
 }
 
 /* Stops the writer after the snapshot it is writing; drops the queue (the
  * final snapshots below cover those indexes). */
 static void stop_snapper(fpx_server *s) {
     fpx_snapper *q = &s->snap;
-    pthread_mutex_lock(&q->mu);
-    q->stop = 1;
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-    if (q->started)
-        pthread_join(q->thread, NULL);
-    q->started = 0;
+    stop_thread(q->thread, &q->started, &q->mu, &q->cv, &q->stop);
     while (q->head) {
         fpx_index *ix = q->head;
         q->head = ix->snap_next;
@@ -268,23 +280,15 @@ static void *reclaimer_main(void *arg) {
 }
 
 static int start_reclaimer(fpx_server *s, fpx_err *err) {
-    if (pthread_create(&s->reclaim.thread, NULL, reclaimer_main, &s->reclaim) != 0)
-        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the reclaimer");
-    s->reclaim.started = 1;
-    return 0;
+    return start_thread(&s->reclaim.thread, &s->reclaim.started, reclaimer_main, &s->reclaim,
+                        "reclaimer", err);
 }
 
 /* Finishes the queued work (it was acknowledged: deleted indexes' files go
  * now rather than at the next start), then stops the thread. */
 static void stop_reclaimer(fpx_server *s) {
     fpx_reclaimer *q = &s->reclaim;
-    pthread_mutex_lock(&q->mu);
-    q->stop = 1;
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-    if (q->started)
-        pthread_join(q->thread, NULL);
-    q->started = 0;
+    stop_thread(q->thread, &q->started, &q->mu, &q->cv, &q->stop);
 }
 
 void fpx_server_shutdown(fpx_server *s) {
