@@ -45,10 +45,13 @@ int fpx_fc_index_add(FaissIndex *ix, idx_t n, const void *x, const idx_t *ids,
     int rc = fpx_fc_need(ix, &c);
     if (rc)
         return rc;
-    int64_t ntotal;
+    int64_t ntotal = -1;
     if ((v == FPX_FC_BINARY ? fpx_client_add_binary(c, ix->name, n, ix->d, x, ids, &ntotal)
-                            : fpx_client_add(c, ix->name, n, ix->d, x, ids, NULL, &ntotal)) != 0)
+                            : fpx_client_add(c, ix->name, n, ix->d, x, ids, NULL, &ntotal)) != 0) {
+        if (ntotal >= 0) /* an add sent in parts failed midway: what went in */
+            ix->ntotal = ntotal;
         return fpx_fc_from_client(c);
+    }
     ix->ntotal = ntotal;
     drop_caches(ix);
     return 0;
