@@ -12,7 +12,11 @@ import numpy as np
 import conftest
 
 LIMIT = 65536
-PY_LIB = os.path.join(conftest.BUILD, "libfaissproxy.so")
+# An ASan-built library cannot be loaded into a Python not started with the
+# ASan runtime: the Python package uses the release build's library (the C
+# client's splitting runs under ASan in test_client_limits).
+PY_LIB = os.path.join(conftest.ROOT, "build", "libfaissproxy.so") if conftest.SANITIZED \
+    else os.path.join(conftest.BUILD, "libfaissproxy.so")
 ENV = dict(os.environ, FAISS_PROXY_LIB=PY_LIB, PYTHONPATH=os.path.join(conftest.ROOT, "python"))
 
 
