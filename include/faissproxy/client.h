@@ -23,10 +23,13 @@
  * socket is rebuilt so the next call starts clean.
  *
  * A request larger than the server's max_message_size (which the server
- * would drop unanswered) fails at once with errtype "limit_exceeded",
- * without being sent: the handle learns the limit with a ping before its
- * first request over 4096 bytes, after each reconnection, and at every
- * fpx_client_ping.
+ * would drop unanswered) is never sent: the handle learns the limit with a
+ * ping before its first request over 4096 bytes, after each reconnection,
+ * and at every fpx_client_ping. Adds (with labels, keys and metadata too),
+ * searches and range searches over it are sent as consecutive requests of
+ * whole rows under it, in order, and their results joined; a split add is
+ * not atomic (see fpx_client_add). What cannot be cut (a train, an import,
+ * one vector over the limit) fails at once with errtype "limit_exceeded".
  */
 #ifndef FAISSPROXY_CLIENT_H
 #define FAISSPROXY_CLIENT_H
@@ -130,6 +133,11 @@ typedef struct fpx_item {
  * label, as FAISS add_with_ids; items (may be NULL) gives caller keys and
  * metadata, with upsert on a key the index already holds. *ntotal (may be
  * NULL) receives the index's size after the add.
+ *
+ * An add over the server's max_message_size goes in parts, in order. When a
+ * part fails, the parts before it stay added: the error message says how
+ * many vectors went in, and *ntotal holds the index's size after the last
+ * part that succeeded (it is left as it was when none did).
  */
 FPX_API int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d,
                            const float *x, const int64_t *labels, const fpx_item *items,

@@ -174,12 +174,15 @@ class Index:
 
     def _add(self, x, ids):
         x, n = _rows(x, self.d)
-        total = ctypes.c_int64()
+        total = ctypes.c_int64(-1)
         h = client()
-        check(lib.fpx_client_add(h, self._name.encode(), n, self.d, _ptr(x),
-                                 _ptr(ids) if ids is not None else None, None,
-                                 ctypes.byref(total)), h)
-        self._ntotal = int(total.value)
+        try:
+            check(lib.fpx_client_add(h, self._name.encode(), n, self.d, _ptr(x),
+                                     _ptr(ids) if ids is not None else None, None,
+                                     ctypes.byref(total)), h)
+        finally:  # an add sent in parts that failed midway: what went in
+            if total.value >= 0:
+                self._ntotal = int(total.value)
 
     def search(self, x, k, *, params=None, D=None, I=None):
         x, n = _rows(x, self.d)

@@ -271,10 +271,60 @@ int fpx_client_train_binary(fpx_client *c, const char *index_id, int64_t n, int6
     return train_rows(c, index_id, n, d, 1, x);
 }
 
-static int add_rows(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
+/* ---- requests cut to the server's message size limit --------------------------------- */
+
+/* A request over the server's max_message_size would be dropped unanswered,
+ * so the calls that carry rows (add, search, range search) are cut into
+ * consecutive requests of whole rows, each under the limit, sent in order.
+ * A cut add is not atomic: when a later part fails, the earlier parts stay
+ * added, and the error says how many vectors went in. */
+
+/* Bytes of a request besides its rows: the header's fixed keys, the names
+ * and keys it carries, and a filter; generous, as the limit is a hard one. */
+static size_t request_overhead(const fpx_client *c, const char *index_id, size_t extra) {
+    return 512 + strlen(index_id) + (c->api_key ? strlen(c->api_key) : 0) +
+           (c->tenant_id ? strlen(c->tenant_id) : 0) + extra;
+}
+
+/* What one add row adds to a request: its vector, its label, its key and
+ * metadata. */
+static size_t add_row_bytes(size_t row, const int64_t *labels, const fpx_item *items, int64_t i) {
+    size_t b = row + (labels ? sizeof(int64_t) : 0);
+    if (items)
+        b += 16 + (items[i].key ? strlen(items[i].key) : 0) +
+             (items[i].metadata ? items[i].metadata_size : 0);
+    return b;
+}
+
+/* How many rows from `from` on fit in one request under limit (at least one:
+ * a single row over the limit is then refused by name, never sent). */
+static int64_t rows_that_fit(int64_t from, int64_t n, size_t head, size_t limit, size_t row,
+                             const int64_t *labels, const fpx_item *items) {
+    if (limit == SIZE_MAX)
+        return n - from;
+    size_t used = head;
+    int64_t m = 0;
+    while (from + m < n) {
+        size_t b = add_row_bytes(row, labels, items, from + m);
+        if (m > 0 && (used + b > limit || used + b < used))
+            break;
+        used += b;
+        m++;
+    }
+    return m;
+}
+
+/* The server's limit for a call of n rows of `per_row` bytes after head
+ * bytes; SIZE_MAX when there is none to respect. */
+static int call_limit(fpx_client *c, size_t head, int64_t n, size_t per_row, size_t *limit) {
+    size_t total = (size_t)n > (SIZE_MAX - head) / (per_row ? per_row : 1)
+                       ? SIZE_MAX
+                       : head + (size_t)n * per_row;
+    return fpx_c_limit(c, total, limit);
+}
+
+static int add_once(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
                     const void *x, const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
-    if (check_args(c, index_id, n, d))
-        return -1;
     fpx_out o;
     reply r;
     msgpack_packer *pk =
@@ -307,6 +357,35 @@ static int add_rows(fpx_client *c, const char *index_id, int64_t n, int64_t d, i
     if (ntotal && get_int(r.m.meta, "ntotal", ntotal) != 0)
         *ntotal = -1;
     fpx_c_done(&r);
+    return 0;
+}
+
+static int add_rows(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
+                    const void *x, const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
+    if (check_args(c, index_id, n, d))
+        return -1;
+    size_t row = row_bytes(d, binary);
+    size_t head = request_overhead(c, index_id, 0);
+    size_t limit;
+    if (call_limit(c, head, n, add_row_bytes(row, labels, NULL, 0), &limit) != 0)
+        return -1;
+    int64_t done = 0;
+    do {
+        int64_t m = rows_that_fit(done, n, head, limit, row, labels, items);
+        if (add_once(c, index_id, m, d, binary, (const uint8_t *)x + (size_t)done * row,
+                     labels ? labels + done : NULL, items ? items + done : NULL, ntotal) != 0) {
+            if (done > 0) {
+                char why[sizeof c->errstr];
+                snprintf(why, sizeof why, "%s", c->errstr);
+                snprintf(c->errstr, sizeof c->errstr,
+                         "the add was sent in parts under the server's max_message_size: the "
+                         "first %lld of %lld vectors were added, the rest were not: %.300s",
+                         (long long)done, (long long)n, why);
+            }
+            return -1;
+        }
+        done += m;
+    } while (done < n);
     return 0;
 }
 
@@ -394,13 +473,9 @@ static int read_hits(fpx_client *c, const msgpack_object *m, int64_t nq, int64_t
     return 0;
 }
 
-static int search_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
+static int search_once(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
                        const void *x, int64_t k, const fpx_search_opts *opts, void *D, int64_t *I,
                        fpx_hit **hits) {
-    if (check_args(c, index_id, nq, d))
-        return -1;
-    if (k < 1)
-        return fpx_c_fail(c, "validation_error", "k must be >= 1");
     size_t nparams = count_params(opts);
     fpx_out o;
     reply r;
@@ -440,6 +515,54 @@ static int search_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t 
     }
     fpx_c_done(&r);
     return rc;
+}
+
+/* The filter a search sends with every part. */
+static size_t filter_bytes(const fpx_search_opts *opts) {
+    return opts && opts->filter ? opts->filter_size : 0;
+}
+
+/* A search cut into parts of whole queries: each part's request, and its
+ * reply of k results a query (12 bytes each), stay under the limit; the
+ * results are written in place, hits moved into one array. */
+static int search_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
+                       const void *x, int64_t k, const fpx_search_opts *opts, void *D, int64_t *I,
+                       fpx_hit **hits) {
+    if (check_args(c, index_id, nq, d))
+        return -1;
+    if (k < 1)
+        return fpx_c_fail(c, "validation_error", "k must be >= 1");
+    size_t row = row_bytes(d, binary);
+    size_t per = row > (size_t)k * 12 ? row : (size_t)k * 12;
+    size_t head = request_overhead(c, index_id, filter_bytes(opts));
+    size_t limit;
+    if (call_limit(c, head, nq, per, &limit) != 0)
+        return -1;
+    int64_t step = limit == SIZE_MAX || limit <= head ? nq : (int64_t)((limit - head) / per);
+    if (step >= nq || nq == 0)
+        return search_once(c, index_id, nq, d, binary, x, k, opts, D, I, hits);
+    if (step < 1)
+        step = 1; /* one query over the limit: refused by name below */
+    fpx_hit *all = NULL;
+    if (hits && !(all = calloc((size_t)nq * (size_t)k, sizeof *all)))
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    for (int64_t q = 0; q < nq; q += step) {
+        int64_t m = nq - q < step ? nq - q : step;
+        fpx_hit *part = NULL;
+        size_t off = (size_t)q * (size_t)k;
+        if (search_once(c, index_id, m, d, binary, (const uint8_t *)x + (size_t)q * row, k, opts,
+                        (uint8_t *)D + off * 4, I + off, hits ? &part : NULL) != 0) {
+            fpx_hits_free(all, (size_t)nq * (size_t)k);
+            return -1;
+        }
+        if (part) {
+            memcpy(all + off, part, sizeof *part * (size_t)m * (size_t)k);
+            free(part); /* its keys and metadata now belong to all */
+        }
+    }
+    if (hits)
+        *hits = all;
+    return 0;
 }
 
 int fpx_client_search_ex(fpx_client *c, const char *index_id, int64_t nq, int64_t d, const float *x,
@@ -501,14 +624,12 @@ int fpx_client_delete_labels(fpx_client *c, const char *index_id, size_t n, cons
     return delete_ids(c, index_id, n, NULL, labels, deleted);
 }
 
-static int range_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
+static int range_once(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
                       const void *x, float radius, const fpx_search_opts *opts, int64_t **lims,
                       int64_t **labels, float **distances) {
     *lims = NULL;
     *labels = NULL;
     *distances = NULL;
-    if (check_args(c, index_id, nq, d))
-        return -1;
     fpx_out o;
     reply r;
     msgpack_packer *pk =
@@ -548,6 +669,72 @@ static int range_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d
     }
     fpx_c_done(&r);
     return rc;
+}
+
+/* A range search cut into parts of whole queries under the request limit
+ * (a part whose reply is over the limit is refused by the server), the
+ * parts' results joined with lims shifted. */
+static int range_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
+                      const void *x, float radius, const fpx_search_opts *opts, int64_t **lims,
+                      int64_t **labels, float **distances) {
+    *lims = NULL;
+    *labels = NULL;
+    *distances = NULL;
+    if (check_args(c, index_id, nq, d))
+        return -1;
+    size_t row = row_bytes(d, binary);
+    size_t head = request_overhead(c, index_id, filter_bytes(opts));
+    size_t limit;
+    if (call_limit(c, head, nq, row, &limit) != 0)
+        return -1;
+    int64_t step =
+        limit == SIZE_MAX || limit <= head || row == 0 ? nq : (int64_t)((limit - head) / row);
+    if (step >= nq || nq == 0)
+        return range_once(c, index_id, nq, d, binary, x, radius, opts, lims, labels, distances);
+    if (step < 1)
+        step = 1;
+    int64_t *L = calloc((size_t)nq + 1, sizeof *L), *lab = NULL;
+    float *dis = NULL;
+    if (!L)
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    int rc = 0;
+    for (int64_t q = 0; q < nq && rc == 0; q += step) {
+        int64_t m = nq - q < step ? nq - q : step;
+        int64_t *pl, *plab;
+        float *pd;
+        rc = range_once(c, index_id, m, d, binary, (const uint8_t *)x + (size_t)q * row, radius,
+                        opts, &pl, &plab, &pd);
+        if (rc)
+            break;
+        size_t have = (size_t)L[q], add = (size_t)pl[m];
+        int64_t *nl = realloc(lab, (have + add + 1) * sizeof *nl);
+        float *nd = nl ? realloc(dis, (have + add + 1) * sizeof *nd) : NULL;
+        if (nl)
+            lab = nl;
+        if (nd)
+            dis = nd;
+        if (!nl || !nd) {
+            rc = fpx_c_fail(c, "internal_error", "out of memory");
+        } else {
+            memcpy(lab + have, plab, add * sizeof *lab);
+            memcpy(dis + have, pd, add * sizeof *dis);
+            for (int64_t i = 1; i <= m; i++)
+                L[q + i] = (int64_t)have + pl[i];
+        }
+        free(pl);
+        free(plab);
+        free(pd);
+    }
+    if (rc) {
+        free(L);
+        free(lab);
+        free(dis);
+        return -1;
+    }
+    *lims = L;
+    *labels = lab;
+    *distances = dis;
+    return 0;
 }
 
 int fpx_client_range_search(fpx_client *c, const char *index_id, int64_t nq, int64_t d,

@@ -26,7 +26,9 @@
  * would only time out. The handle learns the limit from a ping (the first
  * request larger than any limit a server can have triggers one, and every
  * fpx_client_ping refreshes it) and refuses a larger request itself, with
- * errtype "limit_exceeded", before sending it.
+ * errtype "limit_exceeded", before sending it. The calls that carry rows
+ * (add, search, range search) ask fpx_c_limit first and cut themselves into
+ * requests under it (calls.c).
  */
 #include "internal.h"
 
@@ -335,9 +337,8 @@ static void note_limit(fpx_client *c, const reply *r) {
     c->max_msg = v && fpx_obj_int(v, &n) == 0 && n > 0 ? (size_t)n : SIZE_MAX;
 }
 
-/* Checks a request of len bytes against the server's limit, asking the
- * server for it first when it is not known. 0 to send, -1 (error set) not. */
-static int check_size(fpx_client *c, size_t len) {
+int fpx_c_limit(fpx_client *c, size_t len, size_t *limit) {
+    *limit = SIZE_MAX;
     if (len <= SMALLEST_LIMIT)
         return 0;
     if (c->max_msg == 0) {
@@ -355,7 +356,17 @@ static int check_size(fpx_client *c, size_t len) {
         note_limit(c, &r);
         fpx_c_done(&r);
     }
-    if (len > c->max_msg)
+    *limit = c->max_msg;
+    return 0;
+}
+
+/* Checks a request of len bytes against the server's limit, asking the
+ * server for it first when it is not known. 0 to send, -1 (error set) not. */
+static int check_size(fpx_client *c, size_t len) {
+    size_t limit;
+    if (fpx_c_limit(c, len, &limit) != 0)
+        return -1;
+    if (len > limit)
         return fpx_c_fail(
             c, "limit_exceeded",
             "the request is %zu bytes, over the server's max_message_size of %zu bytes "

@@ -62,6 +62,11 @@ FPX_HIDDEN msgpack_packer *fpx_c_begin(fpx_client *c, fpx_out *o, const char *op
  * 0 with the reply in r (release it with fpx_c_done), or -1 (error set,
  * nothing to release). */
 FPX_HIDDEN int fpx_c_call(fpx_client *c, fpx_out *o, reply *r);
+/* The largest request the server takes (its max_message_size; SIZE_MAX when
+ * it gives none), learnt with a ping when a request of len bytes could be
+ * over it and it is not known yet. SIZE_MAX without asking for a len no
+ * server refuses. 0, or -1 (error set) when the server does not answer. */
+FPX_HIDDEN int fpx_c_limit(fpx_client *c, size_t len, size_t *limit);
 /* Releases a reply fpx_c_call returned. */
 FPX_HIDDEN void fpx_c_done(reply *r);
 

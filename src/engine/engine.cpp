@@ -27,6 +27,7 @@
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFastScan.h>
+#include <faiss/IndexLSH.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -785,6 +786,54 @@ BinIndex *unwrap_binary_idmap(BinIndex *b) {
     return unwrap_wrappers<faiss::IndexBinaryIDMap2, faiss::IndexBinaryIDMap>(b);
 }
 
+/* Index types FAISS 1.7.3's C API constructs but its index_factory cannot
+ * name: the scalar quantizers QT_8bit_uniform, QT_4bit_uniform and
+ * QT_8bit_direct (alone or as IVF<n>'s lists, with the coarse quantizer and
+ * residual encoding the factory gives its own SQ types), and IndexLSH with a
+ * number of bits other than d. The names follow the factory's spelling so a
+ * description stays one string everywhere (log, snapshot, index_type);
+ * nullptr: not one of them, the factory decides. */
+Index *build_extension(const char *description, int dim, faiss::MetricType mt) {
+    using QT = faiss::ScalarQuantizer::QuantizerType;
+    static const struct {
+        const char *name;
+        QT qt;
+    } kSqExtra[] = {{"SQ8_uniform", faiss::ScalarQuantizer::QT_8bit_uniform},
+                    {"SQ4_uniform", faiss::ScalarQuantizer::QT_4bit_uniform},
+                    {"SQ8_direct", faiss::ScalarQuantizer::QT_8bit_direct}};
+    const char *sq = description;
+    unsigned long nlist = 0;
+    int used = 0;
+    if (sscanf(description, "IVF%lu,%n", &nlist, &used) == 1 && used > 0)
+        sq = description + used;
+    for (const auto &e : kSqExtra) {
+        if (strcmp(sq, e.name) != 0)
+            continue;
+        if (sq == description)
+            return new faiss::IndexScalarQuantizer(dim, e.qt, mt);
+        std::unique_ptr<faiss::IndexFlat> q(new faiss::IndexFlat(dim, mt));
+        auto *ivf = new faiss::IndexIVFScalarQuantizer(q.get(), dim, (size_t)nlist, e.qt, mt, true);
+        q.release();
+        ivf->own_fields = true;
+        return ivf;
+    }
+    /* LSH<nbits>, then r (rotate the data) and t (train thresholds), as the
+     * factory's LSH[r][t] */
+    if (!strncmp(description, "LSH", 3) && description[3] >= '1' && description[3] <= '9') {
+        char *end;
+        long nbits = strtol(description + 3, &end, 10);
+        bool rotate = *end == 'r';
+        end += rotate;
+        bool thresholds = *end == 't';
+        end += thresholds;
+        if (*end)
+            return nullptr;
+        FAISS_THROW_IF_NOT_MSG(mt == faiss::METRIC_L2, "IndexLSH is for the L2 metric only");
+        return new faiss::IndexLSH(dim, (int)nbits, rotate, thresholds);
+    }
+    return nullptr;
+}
+
 } // namespace
 
 #define FPX_CATCH(err, type)                                                                       \
@@ -822,9 +871,11 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
     if (check_description(description, err))
         return -1;
     try {
-        Index *raw = faiss::index_factory((int)dim, description,
-                                          metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT
-                                                                  : faiss::METRIC_L2);
+        faiss::MetricType mt =
+            metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT : faiss::METRIC_L2;
+        Index *raw = build_extension(description, (int)dim, mt);
+        if (!raw)
+            raw = faiss::index_factory((int)dim, description, mt);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
         sync_norms(*out);

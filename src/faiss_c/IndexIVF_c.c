@@ -10,7 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-FPX_FC_CAST(IndexIVF, ix->cls == FPX_CLS_IVF || ix->cls == FPX_CLS_IVFFLAT)
+FPX_FC_CAST(IndexIVF,
+            ix->cls == FPX_CLS_IVF || ix->cls == FPX_CLS_IVFFLAT || ix->cls == FPX_CLS_IVFSQ)
 
 FPX_FC_FREE_AS_INDEX(IndexIVF)
 

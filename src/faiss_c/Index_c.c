@@ -45,10 +45,13 @@ int fpx_fc_index_add(FaissIndex *ix, idx_t n, const void *x, const idx_t *ids,
     int rc = fpx_fc_need(ix, &c);
     if (rc)
         return rc;
-    int64_t ntotal;
+    int64_t ntotal = -1;
     if ((v == FPX_FC_BINARY ? fpx_client_add_binary(c, ix->name, n, ix->d, x, ids, &ntotal)
-                            : fpx_client_add(c, ix->name, n, ix->d, x, ids, NULL, &ntotal)) != 0)
+                            : fpx_client_add(c, ix->name, n, ix->d, x, ids, NULL, &ntotal)) != 0) {
+        if (ntotal >= 0) /* an add sent in parts failed midway: what went in */
+            ix->ntotal = ntotal;
         return fpx_fc_from_client(c);
+    }
     ix->ntotal = ntotal;
     drop_caches(ix);
     return 0;
@@ -56,6 +59,8 @@ int fpx_fc_index_add(FaissIndex *ix, idx_t n, const void *x, const idx_t *ids,
 
 int fpx_fc_index_search(const FaissIndex *ix, idx_t n, const void *x, idx_t k, void *distances,
                         idx_t *labels, enum fpx_fc_vectors v) {
+    if (fpx_fc_is_multi(ix) && v == FPX_FC_FLOAT)
+        return fpx_fc_multi_search(ix, n, x, k, distances, labels);
     fpx_client *c = NULL;
     int rc = fpx_fc_need(ix, &c);
     if (rc)
@@ -154,6 +159,14 @@ void faiss_Index_free(FaissIndex *ix) {
     }
     if (ix->own_fields)
         faiss_Index_free(ix->sub);
+    /* FAISS's IndexPreTransform frees its transforms, and the containers
+     * their members, only when they own them */
+    for (size_t i = 0; ix->own_fields && i < ix->nchain; i++)
+        faiss_VectorTransform_free(ix->chain[i]);
+    for (size_t i = 0; ix->own_fields && i < ix->nsubs; i++)
+        faiss_Index_free(ix->subs[i]);
+    free(ix->chain);
+    free(ix->subs);
     free(ix->xb);
     free(ix->ids);
     free(ix);
@@ -191,6 +204,8 @@ static int takes_ids(const FaissIndex *ix) {
 }
 
 int faiss_Index_train(FaissIndex *ix, idx_t n, const float *x) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_train(ix, n, x);
     return fpx_fc_index_train(ix, n, x, FPX_FC_FLOAT);
 }
 
@@ -210,6 +225,8 @@ static int add(FaissIndex *ix, idx_t n, const float *x, const idx_t *ids) {
 }
 
 int faiss_Index_add(FaissIndex *ix, idx_t n, const float *x) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_add(ix, n, x, NULL);
     if (ix && fpx_fc_is_idmap(ix))
         return fpx_fc_error(FAISS_EXCEPT,
                             "add does not make sense with IndexIDMap, use add_with_ids");
@@ -217,6 +234,8 @@ int faiss_Index_add(FaissIndex *ix, idx_t n, const float *x) {
 }
 
 int faiss_Index_add_with_ids(FaissIndex *ix, idx_t n, const float *x, const idx_t *xids) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_add(ix, n, x, xids);
     if (ix && !takes_ids(ix))
         return fpx_fc_error(FAISS_EXCEPT, "add_with_ids not implemented for this type of index");
     return add(ix, n, x, xids);
@@ -233,10 +252,14 @@ int faiss_Index_assign(FaissIndex *ix, idx_t n, const float *x, idx_t *labels, i
 
 int faiss_Index_range_search(const FaissIndex *ix, idx_t n, const float *x, float radius,
                              FaissRangeSearchResult *result) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_refuse(ix, "range search not implemented");
     return fpx_fc_index_range_search(ix, n, x, radius, result, FPX_FC_FLOAT);
 }
 
 int faiss_Index_reset(FaissIndex *ix) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_reset(ix);
     fpx_client *c = NULL;
     int rc = fpx_fc_need(ix, &c);
     if (rc)
@@ -250,6 +273,8 @@ int faiss_Index_reset(FaissIndex *ix) {
 }
 
 int faiss_Index_remove_ids(FaissIndex *ix, const FaissIDSelector *sel, size_t *n_removed) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_refuse(ix, "remove_ids not implemented for this type of index");
     fpx_client *c = NULL;
     int rc = fpx_fc_need(ix, &c);
     if (rc)
@@ -271,10 +296,14 @@ int faiss_Index_remove_ids(FaissIndex *ix, const FaissIDSelector *sel, size_t *n
 }
 
 int faiss_Index_reconstruct(const FaissIndex *ix, idx_t key, float *recons) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_reconstruct_n(ix, key, 1, recons);
     return fpx_fc_index_reconstruct(ix, key, recons, FPX_FC_FLOAT);
 }
 
 int faiss_Index_reconstruct_n(const FaissIndex *ix, idx_t i0, idx_t ni, float *recons) {
+    if (fpx_fc_is_multi(ix))
+        return fpx_fc_multi_reconstruct_n(ix, i0, ni, recons);
     return fpx_fc_index_reconstruct_n(ix, i0, ni, recons, FPX_FC_FLOAT);
 }
 

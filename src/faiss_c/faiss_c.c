@@ -205,8 +205,20 @@ enum fpx_fc_cls fpx_fc_cls_of_desc(const char *desc, size_t *nlist) {
     if (!strncmp(desc, "IVF", 3)) {
         char *end;
         *nlist = strtoul(desc + 3, &end, 10);
+        if (!strncmp(end, ",SQ", 3) && !strchr(end + 1, ','))
+            return FPX_CLS_IVFSQ;
         return !strcmp(end, ",Flat") ? FPX_CLS_IVFFLAT : FPX_CLS_IVF;
     }
+    if (!strncmp(desc, "LSH", 3))
+        return FPX_CLS_LSH;
+    if (!strncmp(desc, "SQ", 2))
+        return FPX_CLS_SQ;
+    /* a transform first: what the factory wraps in an IndexPreTransform */
+    static const char *const transforms[] = {"PCA", "OPQ", "RR", "ITQ", "L2norm", "L2Norm", "Pad"};
+    for (size_t i = 0; i < sizeof transforms / sizeof *transforms; i++)
+        if (!strncmp(desc, transforms[i], strlen(transforms[i])) && strchr(desc, ',') &&
+            !strstr(desc, ",SH"))
+            return FPX_CLS_PRETRANSFORM;
     return FPX_CLS_INDEX;
 }
 
@@ -269,6 +281,12 @@ static enum fpx_fc_cls cls_of_bytes(const uint8_t *b, size_t len, size_t *nlist,
         return FPX_CLS_IDMAP2;
     if (!memcmp(b, "IxRF", 4))
         return FPX_CLS_REFINEFLAT;
+    if (!memcmp(b, "IxSQ", 4))
+        return FPX_CLS_SQ;
+    if (!memcmp(b, "IxHe", 4))
+        return FPX_CLS_LSH;
+    if (!memcmp(b, "IxPT", 4))
+        return FPX_CLS_PRETRANSFORM;
     if (b[0] == 'I' && b[1] == 'w') {
         /* fourcc, d (i32), ntotal, 2 dummies (i64), is_trained (u8), metric
          * (i32) [+ metric_arg (f32) past L2], then nlist and nprobe (u64) */
@@ -285,7 +303,9 @@ static enum fpx_fc_cls cls_of_bytes(const uint8_t *b, size_t len, size_t *nlist,
                 *nprobe = (size_t)np;
             }
         }
-        return !memcmp(b, "IwFl", 4) ? FPX_CLS_IVFFLAT : FPX_CLS_IVF;
+        return !memcmp(b, "IwFl", 4)   ? FPX_CLS_IVFFLAT
+               : !memcmp(b, "IwSq", 4) ? FPX_CLS_IVFSQ
+                                       : FPX_CLS_IVF;
     }
     return FPX_CLS_INDEX;
 }

@@ -15,6 +15,7 @@
 #include <faiss/c_api/IndexBinary_c.h>
 #include <faiss/c_api/error_c.h>
 #include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/VectorTransform_c.h>
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
 #include <faissproxy/client.h>
@@ -49,6 +50,12 @@ enum fpx_fc_cls {
     FPX_CLS_IDMAP,
     FPX_CLS_IDMAP2,
     FPX_CLS_REFINEFLAT,
+    FPX_CLS_LSH,
+    FPX_CLS_SQ,
+    FPX_CLS_IVFSQ,
+    FPX_CLS_PRETRANSFORM,
+    FPX_CLS_SHARDS,   /* no server index: sub-indexes in subs */
+    FPX_CLS_REPLICAS, /* likewise */
 };
 
 /* Every FaissIndex (and every subclass: FAISS_DECLARE_CLASS_INHERITED makes
@@ -70,6 +77,42 @@ struct FaissIndex_H {
     float *xb;  /* faiss_IndexFlat_xb's copy */
     idx_t *ids; /* faiss_IndexIDMap_id_map's copy */
     size_t nids;
+    int nbits, lsh_flags;         /* IndexLSH: bits, FPX_LSH_* */
+    FaissVectorTransform **chain; /* IndexPreTransform's transforms, first applied first */
+    size_t nchain;
+    FaissIndex **subs; /* IndexShards / IndexReplicas members, in order */
+    size_t nsubs;
+    int successive_ids; /* IndexShards */
+};
+
+#define FPX_LSH_ROTATE 1
+#define FPX_LSH_THRESHOLDS 2
+
+/* The kinds of VectorTransform FAISS 1.7.3's C API constructs. */
+enum fpx_fc_vt {
+    FPX_VT_PCA,
+    FPX_VT_RR,
+    FPX_VT_ITQ_MATRIX,
+    FPX_VT_ITQ,
+    FPX_VT_OPQ,
+    FPX_VT_REMAP,
+    FPX_VT_NORM,
+    FPX_VT_CENTER,
+};
+
+/* A VectorTransform is its parameters only: it is trained and applied on the
+ * server, inside the IndexPreTransform whose description it becomes. */
+struct FaissVectorTransform_H {
+    enum fpx_fc_vt kind;
+    int d_in, d_out;
+    int is_trained;
+    float eigen_power; /* PCA */
+    int random_rotation;
+    int do_pca; /* ITQTransform */
+    int M;      /* OPQ */
+    int niter, niter_pq, verbose;
+    float norm;  /* NormalizationTransform */
+    int uniform; /* RemapDimensionsTransform */
 };
 
 /* RangeSearchResult: as FAISS lays it out. */
@@ -188,6 +231,36 @@ int fpx_fc_index_range_search(const FaissIndex *ix, idx_t n, const void *x, doub
 int fpx_fc_index_reconstruct(const FaissIndex *ix, idx_t key, void *recons, enum fpx_fc_vectors v);
 int fpx_fc_index_reconstruct_n(const FaissIndex *ix, idx_t i0, idx_t ni, void *recons,
                                enum fpx_fc_vectors v);
+
+/* The factory description of a transform over its d_in, in out (cap bytes),
+ * or FAISS_EXCEPT saying why the server cannot build it (VectorTransform_c.c). */
+int fpx_fc_vt_desc(const FaissVectorTransform *vt, char *out, size_t cap);
+
+/* ---- IndexShards and IndexReplicas: no server index of their own ------------------ */
+
+static inline int fpx_fc_is_multi(const FaissIndex *ix) {
+    return ix && (ix->cls == FPX_CLS_SHARDS || ix->cls == FPX_CLS_REPLICAS);
+}
+
+/* FaissIndex calls on a shards or replicas handle (IndexShards_c.c). */
+int fpx_fc_multi_train(FaissIndex *ix, idx_t n, const float *x);
+int fpx_fc_multi_add(FaissIndex *ix, idx_t n, const float *x, const idx_t *ids);
+int fpx_fc_multi_search(const FaissIndex *ix, idx_t n, const float *x, idx_t k, float *distances,
+                        idx_t *labels);
+int fpx_fc_multi_reset(FaissIndex *ix);
+int fpx_fc_multi_reconstruct_n(const FaissIndex *ix, idx_t i0, idx_t ni, float *recons);
+/* Takes ntotal, is_trained and the metric from the members where FAISS does
+ * (after adding or removing a member, a train, an add), with its checks. */
+int fpx_fc_multi_sync(FaissIndex *ix);
+/* A member joins or leaves, with FAISS's checks (IndexShards_c.c). */
+int fpx_fc_multi_add_member(FaissIndex *ix, FaissIndex *sub);
+int fpx_fc_multi_remove_member(FaissIndex *ix, FaissIndex *sub);
+/* IndexReplicas's own add and search (IndexReplicas_c.c). */
+int fpx_fc_replicas_add(FaissIndex *ix, idx_t n, const float *x, const idx_t *ids);
+int fpx_fc_replicas_search(const FaissIndex *ix, idx_t n, const float *x, idx_t k, float *distances,
+                           idx_t *labels);
+/* What FAISS's Index refuses for these classes, in its words. */
+int fpx_fc_multi_refuse(const FaissIndex *ix, const char *what);
 
 /* Whether the handle is an IndexIDMap or IndexIDMap2 (float or binary). */
 static inline int fpx_fc_is_idmap(const FaissIndex *ix) {

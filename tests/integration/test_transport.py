@@ -118,7 +118,9 @@ def test_c_client_refuses_oversized_requests(small_server):
     assert small_server.client().ping()["protocol"] == 1
 
 
-def test_python_package_refuses_oversized_requests(small_server):
+def test_python_package_splits_oversized_adds(small_server):
+    """An add over the limit goes in parts; one vector over it is refused by
+    name, unsent."""
     env = dict(os.environ, FAISS_PROXY_LIB=PY_LIB,
                PYTHONPATH=os.path.join(conftest.ROOT, "python"))
     code = (
@@ -126,17 +128,19 @@ def test_python_package_refuses_oversized_requests(small_server):
         "faiss.configure(server=%r, api_key='', timeout=20)\n"
         "index = faiss.IndexFlatL2(64)\n"
         "x = np.ones((%d, 64), dtype='float32')\n"
+        "index.add(x)\n"
+        "assert index.ntotal == len(x), index.ntotal\n"
+        "wide = faiss.IndexFlatL2(%d)\n"
         "try:\n"
-        "    index.add(x)\n"
+        "    wide.add(np.ones((1, wide.d), dtype='float32'))\n"
         "except RuntimeError as e:\n"
         "    assert e.error_type == 'limit_exceeded', e\n"
         "    assert 'max_message_size' in str(e), e\n"
         "    print('refused:', e)\n"
         "else:\n"
-        "    raise SystemExit('an oversized add was not refused')\n"
-        "index.add(x[:100])\n"
-        "assert index.ntotal == 100\n"
-        % (small_server.endpoint, LIMIT // 256 + 1))
+        "    raise SystemExit('a vector over the limit was not refused')\n"
+        "assert wide.ntotal == 0\n"
+        % (small_server.endpoint, 3 * LIMIT // 256 + 1, LIMIT // 4 + 1))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
