@@ -24,8 +24,10 @@ def snapshot_state(c, names, queries, exact_hnsw=True):
             # An HNSW graph built by parallel inserts differs from run to run
             # (FAISS's own behaviour), so a replayed log gives the same vectors
             # in a slightly different graph: compare the vectors, not the walk.
+            # efSearch far above ntotal: the walk reaches every live vector
+            # whatever the graph, so the set compared does not depend on it.
             _, I, meta = c.search(n, queries[:1, :info["dimension"]], info["ntotal"],
-                                  include_metadata=True)
+                                  include_metadata=True, params={"efSearch": 4096})
             state[n + "/all"] = sorted(zip(I[0].tolist(), [repr(m) for m in meta[0]]))
         elif info["ntotal"]:
             k = min(10, info["ntotal"])
