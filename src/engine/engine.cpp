@@ -40,7 +40,9 @@
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/utils/distances.h>
 
+#include <cxxabi.h>
 #include <dlfcn.h>
+#include <typeinfo>
 #include <omp.h>
 
 #include <algorithm>
@@ -387,7 +389,9 @@ faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
         auto p = std::make_unique<faiss::SearchParametersIVF>();
         p->nprobe = kn.nprobe > 0 ? (size_t)kn.nprobe : ivf->nprobe;
         p->nprobe = std::min(p->nprobe, ivf->nlist);
-        p->max_codes = ivf->max_codes;
+        p->max_codes = kn.max_codes > 0   ? (size_t)kn.max_codes
+                       : kn.max_codes < 0 ? 0
+                                          : ivf->max_codes;
         p->sel = sel;
         keep.push_back(std::move(p));
         return keep.back().get();
@@ -415,6 +419,8 @@ const char *knobs_refused(const Index *idx, const fpx_search_params &kn) {
         idx = pt->index;
     if (kn.nprobe > 0 && (!dynamic_cast<const faiss::IndexIVF *>(idx) || is_fast_scan(idx)))
         return "nprobe applies to IVF indexes only (not to fast-scan ones)";
+    if (kn.max_codes != 0 && (!dynamic_cast<const faiss::IndexIVF *>(idx) || is_fast_scan(idx)))
+        return "max_codes applies to IVF indexes only (not to fast-scan ones)";
     if (kn.efSearch > 0 && !dynamic_cast<const faiss::IndexHNSW *>(idx))
         return "efSearch applies to HNSW indexes only";
     return nullptr;
@@ -506,6 +512,8 @@ void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fp
     } else {
         search_overfetch(idx, n, x, k, allowed, D, I);
     }
+    if (p && kn.as_faiss)
+        return; /* FAISS's own answer with the caller's selector, as it is */
     idx_t want = std::min(k, (idx_t)allowed->count);
     for (idx_t i = 0; complete && i < n; i++)
         if (valid_hits(k, I + i * k) < want)
@@ -575,7 +583,7 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
         if (!is_fast_scan(idx)) {
-            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0};
+            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0, 0, 0};
             BitsetSelector sel(allowed);
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, &sel, all, keep);
@@ -594,13 +602,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
-        fpx_search_params none = {0, 0, 0};
+        fpx_search_params none = {0, 0, 0, 0, 0};
         search_allowed(h->storage, n, x, k, none, allowed, 0, D, I);
         return;
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
-        fpx_search_params none = {0, 0, 0};
+        fpx_search_params none = {0, 0, 0, 0, 0};
         search_allowed(idx, n, x, k, none, allowed, 0, D, I);
         return;
     }
@@ -924,7 +932,7 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
 static int binary_search(fpx_engine *e, int64_t n, const uint8_t *x, int64_t k,
                          const fpx_search_params &kn, const fpx_bitset *allowed, int32_t *D,
                          int64_t *I, fpx_err *err) {
-    if (kn.nprobe > 0 || kn.efSearch > 0)
+    if (kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0)
         return set_err(err, FPX_E_UNSUPPORTED,
                        "binary indexes take nprobe/efSearch through set_params, not per search");
     try {
@@ -957,13 +965,15 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
                       int64_t *I, fpx_err *err) {
     if (n == 0)
         return 0;
-    fpx_search_params kn = params ? *params : fpx_search_params{0, 0, 0};
+    fpx_search_params kn = params ? *params : fpx_search_params{};
     if (e->bin)
         return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
     faiss::IndexHNSW *h = hnsw_core(e->index.get());
     if (!h)
         return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
-    if (kn.efSearch <= 0 || kn.efSearch == h->hnsw.efSearch) {
+    /* FAISS 1.7.3's HNSW sizes its candidate queue by the index's efSearch and only
+     * then runs with the search's: a caller's selector search gets exactly that. */
+    if (kn.efSearch <= 0 || kn.efSearch == h->hnsw.efSearch || kn.as_faiss) {
         std::shared_lock<std::shared_mutex> lk(e->knobs);
         return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
     }
@@ -1009,14 +1019,14 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
     *lims = nullptr;
     *D = nullptr;
     *I = nullptr;
-    fpx_search_params kn = params ? *params : fpx_search_params{0, 0, 0};
+    fpx_search_params kn = params ? *params : fpx_search_params{};
     const Index *idx = e->index.get();
     try {
         BitsetSelector sel(allowed);
         faiss::RangeSearchResult res((idx_t)n);
         threads_for(n);
         if (e->bin) {
-            if (kn.nprobe > 0 || kn.efSearch > 0)
+            if (kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0)
                 return set_err(err, FPX_E_UNSUPPORTED,
                                "binary indexes take nprobe/efSearch through set_params");
             e->bin->range_search(n, (const uint8_t *)x, (int)radius, &res);
@@ -1549,6 +1559,42 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
+}
+
+/* FAISS's name of an object's class ("IndexIVFFlat"), as a FAISS user's
+ * downcast sees it. */
+static std::string class_name(const std::type_info &t) {
+    int status = 0;
+    char *dm = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
+    std::string n = dm && status == 0 ? dm : t.name();
+    free(dm);
+    if (n.rfind("faiss::", 0) == 0)
+        n = n.substr(7);
+    /* The factory makes an IndexFlat, read_index its L2/IP subclass: one class to FAISS */
+    return n == "IndexFlatL2" || n == "IndexFlatIP" ? "IndexFlat" : n;
+}
+
+size_t fpx_engine_classes(const fpx_engine *e, char *buf, size_t cap) {
+    std::string out;
+    if (e->bin) {
+        out = class_name(typeid(*e->bin));
+    } else {
+        for (const Index *idx = e->index.get(); idx;) {
+            out += (out.empty() ? "" : ",") + class_name(typeid(*idx));
+            if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+                idx = pt->index;
+            else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+                idx = rf->base_index;
+            else
+                idx = nullptr;
+        }
+    }
+    if (cap > 0) {
+        size_t n = std::min(out.size(), cap - 1);
+        memcpy(buf, out.data(), n);
+        buf[n] = 0;
+    }
+    return out.size();
 }
 
 size_t fpx_engine_memory(const fpx_engine *e) {

@@ -36,6 +36,12 @@ typedef struct fpx_search_params {
      * are fewer than FAISS's BLAS threshold, which FAISS applies to one
      * caller's batch. A caller's own queries keep FAISS's choice. */
     int pooled;
+    /* IVF max_codes for this search: > 0 a limit, < 0 none, 0 the index's. */
+    int64_t max_codes;
+    /* The search carries the caller's id selector: the answer must be the one
+     * FAISS's search with that selector gives, so a search that returns fewer
+     * than k hits is not widened where FAISS takes the selector itself. */
+    int as_faiss;
 } fpx_search_params;
 
 /* A set of allowed positions: bit p of words[p / 64] set = position p allowed.
@@ -185,6 +191,15 @@ int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *le
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
 /* Inverse of fpx_engine_serialize (read_index from memory). */
 int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err);
+
+/*
+ * The FAISS classes of the index as a FAISS user holds it (the IDMap wrapper
+ * aside), outermost first along its main path (an IndexPreTransform's index,
+ * an IndexRefine's base index), joined by ',': "IndexIVFFlat",
+ * "IndexPreTransform,IndexIVFPQ", "IndexBinaryIVF". Writes at most cap bytes,
+ * NUL included; returns the full length.
+ */
+size_t fpx_engine_classes(const fpx_engine *e, char *buf, size_t cap);
 
 /* Bytes of memory FAISS holds for the index (approximate; for stats). */
 size_t fpx_engine_memory(const fpx_engine *e);
