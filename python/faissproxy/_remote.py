@@ -903,7 +903,10 @@ class _View:
         reconstruct = reconstruct_n = _not_served
 
     def _set_param(self, name, value):
-        self._not_served()
+        # FAISS's ParameterSpace reaches a sub-index through its IDMap, and an IVF's
+        # quantizer under the "quantizer_" prefix: the composed index takes them so
+        prefix = "quantizer_" if self._view_role == "quantizer" else ""
+        self._view_owner._set_param(prefix + name, value)
 
 
 def _make_view(obj, owner, role):

@@ -323,3 +323,41 @@ def test_idmap_over_a_trained_ivf_keeps_its_training(fp):
     _, Ir = ref.search(xq, 5)
     _, I = ix.search(xq, 5)
     np.testing.assert_array_equal(I, Ir)
+
+
+# ---- the wire: id_selector ----------------------------------------------------------------
+
+
+def test_id_selector_on_the_wire(server, client):
+    from conftest import unique
+    name = unique("sel")
+    client.create(name, 4)
+    x = np.random.default_rng(11).random((50, 4), dtype="float32")
+    client.add(name, x)
+    q = x[:2]
+    base = {"operation": "search", "index_id": name, "k": 5, "vector_shape": [2, 4]}
+    for sel, want in [({"ids": [7, 9, 1000]}, {7, 9, -1}),
+                      ({"range": [10, 12]}, {10, 11, -1}),
+                      ({"and": [{"range": [0, 20]}, {"not": {"range": [2, 19]}}]}, {0, 1, 19, -1}),
+                      ({"xor": [{"range": [0, 3]}, {"ids": [2, 3]}]}, {0, 1, 3, -1}),
+                      ({"or": [{"ids": [4]}, {"ids": [5]}]}, {4, 5, -1}),
+                      ({"all": True}, None)]:
+        h, d, _ = client.ok(dict(base, id_selector=sel), q.tobytes())
+        labels = set(np.frombuffer(d, "int64", 10, offset=40).tolist())
+        if want is not None:
+            assert labels == want, sel
+    deep = {"all": True}
+    for _ in range(20):
+        deep = {"not": deep}
+    for bad in [{"range": [1]}, {"range": [1, "x"]}, {"ids": ["a"]}, {"foo": 1}, [1, 2],
+                {"and": [{"all": True}]}, {"all": False}, {"ids": [1], "range": [0, 1]}, deep]:
+        h, _, _ = client.call(dict(base, id_selector=bad), q.tobytes())
+        assert h["status"] == "error" and h["error_type"] == "validation_error", bad
+        assert "id_selector" in h["message"]
+    h, _, _ = client.call(dict(base, operation="range_search", radius=0.5,
+                               id_selector={"ids": "no"}), q.tobytes())
+    assert h["error_type"] == "validation_error"
+    # params max_codes: an integer >= 0, on IVF indexes only
+    h, _, _ = client.call(dict(base, params={"max_codes": -1}), q.tobytes())
+    assert h["error_type"] == "validation_error"
+    assert client.ping()  # still serving
