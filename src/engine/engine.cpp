@@ -1285,6 +1285,7 @@ namespace {
 struct FloatKind {
     using Ix = Index;
     using IDMap = faiss::IndexIDMap;
+    using IDMap2 = faiss::IndexIDMap2;
     static void write(const Ix *i, faiss::IOWriter *w) {
         faiss::write_index(i, w);
     }
@@ -1294,7 +1295,7 @@ struct FloatKind {
     static faiss::IndexIVF *ivf_of(Ix *i) {
         return core_ivf(i);
     }
-    static void describe(IDMap &m, const Ix *c) {
+    template <class M> static void describe(M &m, const Ix *c) {
         m.metric_type = c->metric_type;
     }
 };
@@ -1302,6 +1303,7 @@ struct FloatKind {
 struct BinaryKind {
     using Ix = BinIndex;
     using IDMap = faiss::IndexBinaryIDMap;
+    using IDMap2 = faiss::IndexBinaryIDMap2;
     static void write(const Ix *i, faiss::IOWriter *w) {
         faiss::write_index_binary(i, w);
     }
@@ -1311,10 +1313,25 @@ struct BinaryKind {
     static faiss::IndexBinaryIVF *ivf_of(Ix *i) {
         return dynamic_cast<faiss::IndexBinaryIVF *>(i);
     }
-    static void describe(IDMap &m, const Ix *c) {
+    template <class M> static void describe(M &m, const Ix *c) {
         m.code_size = c->code_size;
     }
 };
+
+/* Writes c wrapped in an IDMap of type M with the given ids. Built by hand:
+ * the wrapper's constructor wants an empty index. */
+template <class K, class M>
+void write_wrapped(typename K::Ix *c, const std::vector<idx_t> &ids, faiss::IOWriter *w) {
+    M m;
+    m.index = c;
+    m.own_fields = false;
+    m.d = c->d;
+    K::describe(m, c);
+    m.is_trained = c->is_trained;
+    m.ntotal = c->ntotal;
+    m.id_map = ids;
+    K::write(&m, w);
+}
 
 /* fpx_engine_export for either kind of index. */
 template <class K>
@@ -1351,17 +1368,10 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
                 return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
             });
         faiss::VectorIOWriter w;
-        if (wrap) {
-            /* Built by hand: IndexIDMap's constructor wants an empty index. */
-            typename K::IDMap m;
-            m.index = c.get();
-            m.own_fields = false;
-            m.d = c->d;
-            K::describe(m, c.get());
-            m.is_trained = c->is_trained;
-            m.ntotal = c->ntotal;
-            m.id_map = out_labels;
-            K::write(&m, &w);
+        if (wrap && idmap == 2)
+            write_wrapped<K, typename K::IDMap2>(c.get(), out_labels, &w);
+        else if (wrap) {
+            write_wrapped<K, typename K::IDMap>(c.get(), out_labels, &w);
         } else {
             K::write(c.get(), &w);
         }
@@ -1405,6 +1415,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         if (m)
             id_map = m->id_map;
         bool wrapped = m != nullptr;
+        int wrapper = dynamic_cast<faiss::IndexBinaryIDMap2 *>(m) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<BinIndex> b(unwrap_binary_idmap(raw.release()));
         idx_t ntotal = b->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)
@@ -1434,7 +1445,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
             return set_err(err, FPX_E_VALIDATION, "the index holds ids that are not labels");
         if (take_labels(lab, identity, labels, err))
             return -1;
-        *had_idmap = wrapped ? 1 : 0;
+        *had_idmap = wrapper;
         *out = new fpx_engine{nullptr, std::move(b), {}, {}};
         return 0;
     }
@@ -1456,6 +1467,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         else if (auto m = dynamic_cast<faiss::IndexIDMap *>(raw.get()))
             id_map = m->id_map;
         bool wrapped = dynamic_cast<faiss::IndexIDMap *>(raw.get()) != nullptr;
+        int wrapper = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<Index> idx(unwrap_idmap(raw.release()));
         idx_t ntotal = idx->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)
@@ -1488,7 +1500,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         }
         if (take_labels(lab, identity, labels, err))
             return -1;
-        *had_idmap = wrapped ? 1 : 0;
+        *had_idmap = wrapper;
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
         sync_norms(*out);
         return 0;

@@ -167,7 +167,8 @@ int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err);
  * cannot remove from fails when some position is dead), with labels[pos] as
  * the ids (NULL: the position is the label). An IVF index carries the labels
  * in its lists; other types are wrapped in an IndexIDMap when idmap is set or
- * the labels are not 0..n-1 in order. *buf is malloc'd.
+ * the labels are not 0..n-1 in order. idmap 2 asks for an IndexIDMap2 (which
+ * FAISS can reconstruct from), 1 for an IndexIDMap. *buf is malloc'd.
  */
 int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
                       uint8_t **buf, size_t *len, fpx_err *err);
@@ -176,7 +177,8 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
  * Reads a FAISS-serialized index (as from write_index). IndexIDMap/IDMap2
  * wrappers are dropped and their ids, or an IVF index's own ids, become
  * *labels (malloc'd, one per position; NULL when every label equals its
- * position). *had_idmap tells whether a wrapper was there.
+ * position). *had_idmap tells which wrapper was there: 0 none, 1 IndexIDMap,
+ * 2 IndexIDMap2.
  */
 int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                       int *had_idmap, fpx_err *err);

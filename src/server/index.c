@@ -565,8 +565,9 @@ int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted,
 int fpx_index_type_has_idmap(const char *t) {
     /* FAISS's factory takes the wrapper as a prefix or as a suffix */
     size_t n = strlen(t);
-    return !strncmp(t, "IDMap,", 6) || !strncmp(t, "IDMap2,", 7) ||
-           (n > 6 && !strcmp(t + n - 6, ",IDMap")) || (n > 7 && !strcmp(t + n - 7, ",IDMap2"));
+    if (!strncmp(t, "IDMap2,", 7) || (n > 7 && !strcmp(t + n - 7, ",IDMap2")))
+        return 2;
+    return !strncmp(t, "IDMap,", 6) || (n > 6 && !strcmp(t + n - 6, ",IDMap"));
 }
 
 int64_t fpx_index_slot_of(const fpx_index *ix, int64_t label) {

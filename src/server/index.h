@@ -126,9 +126,10 @@ int fpx_index_train(fpx_index *ix, int64_t n, const void *x, fpx_err *err);
  * Each is looked up as a key first, then (when an integer) as a label. */
 int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted, fpx_err *err);
 
-/* 1 when an index_type asks for FAISS's IndexIDMap or IndexIDMap2 wrapper,
- * as a prefix ("IDMap2,Flat") or a suffix ("Flat,IDMap2"): labels then stay
- * as given when vectors are removed, whatever the index type. */
+/* 1 when an index_type asks for FAISS's IndexIDMap wrapper, 2 for its
+ * IndexIDMap2, as a prefix ("IDMap2,Flat") or a suffix ("Flat,IDMap2"), else
+ * 0. With a wrapper, labels stay as given when vectors are removed, whatever
+ * the index type, and an export is wrapped the same way. */
 int fpx_index_type_has_idmap(const char *index_type);
 
 /* The live slot holding a label, or -1. */

@@ -285,10 +285,11 @@ int fpx_prep_import_index(fpx_req *r) {
                            (long long)dim);
     }
     size_t tl = strlen(type);
-    if (had_idmap && !fpx_index_type_has_idmap(type) && tl + 6 < sizeof type) {
+    size_t wl = had_idmap == 2 ? 7 : 6;
+    if (had_idmap && !fpx_index_type_has_idmap(type) && tl + wl < sizeof type) {
         /* remember the wrapper, so an export gives it back */
-        memmove(type + 6, type, tl + 1);
-        memcpy(type, "IDMap,", 6);
+        memmove(type + wl, type, tl + 1);
+        memcpy(type, had_idmap == 2 ? "IDMap2," : "IDMap,", wl);
     }
     rc = fpx_index_import(r->tenant, name, type, eng, labels, &r->made, &r->err);
     free(labels);

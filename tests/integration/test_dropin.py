@@ -248,6 +248,10 @@ def test_idmap_suffix_keeps_labels_after_remove(fp, desc):
     if "IDMap2" in desc:
         np.testing.assert_array_equal(ix.reconstruct(104), ref.reconstruct(104))
         np.testing.assert_array_equal(ix.reconstruct(104), x[4])
+    # the bytes carry the same wrapper both ways (only IndexIDMap2 can reconstruct)
+    back = real.deserialize_index(fp.serialize_index(ix))
+    assert type(back) is type(ref)
+    assert type(fp.deserialize_index(real.serialize_index(ref))).__name__ == type(ref).__name__
 
 
 # ---- 4. compositions ----------------------------------------------------------------------
