@@ -990,7 +990,30 @@ class IndexIVFFlat(_IVF, Index):
         self._quantizer = _make_view(quantizer, self, "quantizer")
 
 
-class IndexIVFPQ(_IVF, Index):
+class _Residual:
+    """by_residual of IVF-PQ and IVF scalar quantizer indexes: set on the server before
+    training (training and encoding follow it); after training FAISS would keep codes
+    that no longer decode, so that is not served."""
+
+    _by_residual = True  # FAISS's default
+
+    @property
+    def by_residual(self):
+        if self._by_residual is None:
+            raise NotImplementedError("faissproxy: by_residual of an index read from bytes "
+                                      "is not known here")
+        return self._by_residual
+
+    @by_residual.setter
+    def by_residual(self, v):
+        if self.is_trained or self.ntotal:
+            raise NotImplementedError("faissproxy: setting %s.by_residual after training is "
+                                      "not served" % type(self).__name__)
+        self._set_param("by_residual", 1 if v else 0)
+        self._by_residual = bool(v)
+
+
+class IndexIVFPQ(_Residual, _IVF, Index):
     _classes = ("IndexIVFPQ",)
 
     def __init__(self, quantizer, d, nlist, M, nbits, metric=METRIC_L2):
@@ -1004,10 +1027,6 @@ class IndexIVFPQ(_IVF, Index):
         # faiss's constructor trains no polysemous codes: "np", as for IndexPQ
         super().__init__(d, "IVF%d,PQ%dx%dnp" % (nlist, M, nbits), metric)
         self._quantizer = _make_view(quantizer, self, "quantizer")
-
-    @property
-    def by_residual(self):
-        return True  # FAISS's default; setting it is not served
 
     @property
     def polysemous_ht(self):
@@ -1185,6 +1204,8 @@ def _class_for(classes, idmap, binary):
         bases = (IndexBinary,) if binary else (Index,)
         if not idmap and (top.startswith("IndexIVF") or top.startswith("IndexBinaryIVF")):
             bases = (_IVF,) + bases
+        if not idmap and top in ("IndexIVFPQ", "IndexIVFScalarQuantizer"):
+            bases = (_Residual,) + bases
         cls = type(top, bases, {"_classes": tuple(classes)})
         if not idmap and (top.startswith("IndexHNSW") or top.startswith("IndexBinaryHNSW")):
             cls.hnsw = property(lambda self: self._hnsw)
@@ -1206,6 +1227,8 @@ def _described(info, binary, nprobe=1):
     if isinstance(ix, _IVF):
         ix._nlist = _nlist_of(description)
         ix._nprobe = nprobe
+    if isinstance(ix, _Residual) and description == "imported":
+        ix._by_residual = None  # the bytes' value, not read here
     if "hnsw" in cls.__dict__:
         ix._hnsw = _HNSWParams(ix)
     return ix

@@ -27,6 +27,7 @@
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFastScan.h>
+#include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -1219,6 +1220,24 @@ int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
+}
+
+int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err) {
+    faiss::IndexIVF *ivf = e->bin ? nullptr : core_ivf(e->index.get());
+    auto pq = dynamic_cast<faiss::IndexIVFPQ *>(ivf);
+    auto sq = dynamic_cast<faiss::IndexIVFScalarQuantizer *>(ivf);
+    if (!pq && !sq)
+        return set_err(err, FPX_E_VALIDATION,
+                       "by_residual applies to IVF-PQ and IVF scalar quantizer indexes only");
+    /* Training and the stored codes follow it: a change after either would
+     * leave codes that no longer decode. */
+    if (ivf->is_trained || ivf->ntotal > 0)
+        return set_err(err, FPX_E_VALIDATION, "by_residual can only be set before training");
+    if (pq)
+        pq->by_residual = on != 0;
+    else
+        sq->by_residual = on != 0;
+    return 0;
 }
 
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {

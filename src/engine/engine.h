@@ -157,6 +157,10 @@ int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 /* Sets index parameters with FAISS's ParameterSpace ("nprobe=16,efSearch=64"). */
 int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err);
 
+/* by_residual of an IVF-PQ or IVF scalar quantizer index (FAISS's member,
+ * which training and encoding follow): only before training, while empty. */
+int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err);
+
 /* IVF direct map, as FAISS's IndexIVF::set_direct_map_type (0: none, 1: array,
  * 2: hash table); needed by reconstruct on IVF indexes. */
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err);

@@ -74,10 +74,11 @@ def test_binary_ivf_nprobe_reaches_the_server(fp):
 
 
 def test_attribute_writes_that_are_not_served_raise(fp):
-    q = fp.IndexFlatL2(16)
-    ivfpq = fp.IndexIVFPQ(q, 16, 8, 4, 8)
+    xb, _ = data(1000, 16, 1, 12)
+    ivfpq = fp.IndexIVFPQ(fp.IndexFlatL2(16), 16, 8, 4, 8)
+    ivfpq.train(xb)
     with pytest.raises(NotImplementedError, match="by_residual"):
-        ivfpq.by_residual = False
+        ivfpq.by_residual = False  # after training: codes would no longer decode
     flat = fp.IndexFlatL2(16)
     with pytest.raises(NotImplementedError, match="metric_type"):
         flat.metric_type = fp.METRIC_INNER_PRODUCT
@@ -92,6 +93,25 @@ def test_attribute_writes_that_are_not_served_raise(fp):
     hnsw.hnsw.efConstruction = 80  # served: set_params
     assert hnsw.hnsw.efConstruction == 80
     flat.verbose = True  # only prints in faiss: kept here, changes no result
+
+
+def test_by_residual_before_training_reaches_the_server(fp):
+    xb, xq = data(2000, 16, 40, 13)
+    out = []
+    for faiss in (real, fp):
+        ix = faiss.IndexIVFPQ(faiss.IndexFlatL2(16), 16, 8, 4, 8)
+        ix.by_residual = False
+        ix.train(xb)
+        ix.add(xb)
+        ix.nprobe = 8
+        out.append(ix.search(xq, 5))
+        assert ix.by_residual is False
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    sq = fp.index_factory(16, "IVF8,SQ8")
+    sq.by_residual = False
+    assert sq.by_residual is False
+    with pytest.raises(NotImplementedError, match="by_residual"):
+        fp.index_factory(16, "IVF8,Flat").by_residual = False
 
 
 def test_nprobe_under_a_transform_raises_and_extract_index_ivf_serves_it(fp):
