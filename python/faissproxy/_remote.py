@@ -1017,15 +1017,32 @@ class IndexIVFPQ(_Residual, _IVF, Index):
     _classes = ("IndexIVFPQ",)
 
     def __init__(self, quantizer, d, nlist, M, nbits, metric=METRIC_L2):
+        self._name, self._keep, self._verbose = None, False, False
         _served_index(quantizer, "the quantizer")
-        if quantizer.ntotal != 0 or quantizer.d != int(d) or \
-                quantizer.metric_type != metric or _family(quantizer._classes) != "flat":
-            raise NotImplementedError("faissproxy: IndexIVFPQ is served over an empty flat "
-                                      "quantizer of the same dimension and metric (the server "
-                                      "trains it)")
+        if quantizer.d != int(d) or quantizer.metric_type != metric or \
+                _family(quantizer._classes) != "flat" or quantizer._idmap:
+            raise NotImplementedError("faissproxy: IndexIVFPQ is served over a flat quantizer "
+                                      "of the same dimension and metric")
         self._nlist = int(nlist)
-        # faiss's constructor trains no polysemous codes: "np", as for IndexPQ
-        super().__init__(d, "IVF%d,PQ%dx%dnp" % (nlist, M, nbits), metric)
+        description = "IVF%d,PQ%dx%dnp" % (nlist, M, nbits)
+        if quantizer.ntotal == 0:
+            # faiss's constructor trains no polysemous codes: "np", as for IndexPQ
+            Index.__init__(self, d, description, metric)
+        elif quantizer.ntotal == self._nlist:
+            # FAISS's IVF-PQ over these very centroids, its product quantizer untrained
+            d, M, nbits = int(d), int(M), int(nbits)
+            code_size = (M * nbits + 7) // 8
+            body = b"IwPQ" + _index_header(d, False, metric)
+            body += struct.pack("<QQ", self._nlist, 1) + serialize_index(quantizer).tobytes()
+            body += b"\x00" + struct.pack("<Q", 0)  # no direct map
+            body += struct.pack("<?QQQQQ", True, code_size, d, M, nbits, d << nbits)
+            body += bytes(4 * (d << nbits))  # centroids, set by training
+            body += _empty_invlists(self._nlist, code_size)
+            _compose(self, body, description)
+        else:
+            raise NotImplementedError("faissproxy: an IndexIVFPQ over a quantizer holding %d "
+                                      "vectors for %d lists (FAISS would re-cluster it) is not "
+                                      "served" % (quantizer.ntotal, self._nlist))
         self._quantizer = _make_view(quantizer, self, "quantizer")
 
     @property

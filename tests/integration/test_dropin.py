@@ -296,6 +296,24 @@ def test_ivf_over_a_trained_quantizer(fp):
     assert q.ntotal == qr.ntotal == 16
 
 
+def test_ivfpq_over_a_trained_quantizer(fp):
+    xb, xq = data(3000, 16, 50, 14)
+    cent = xb[:8].copy()
+    out = []
+    for faiss in (real, fp):
+        q = faiss.IndexFlatL2(16)
+        q.add(cent)
+        ix = faiss.IndexIVFPQ(q, 16, 8, 4, 8)
+        assert ix.is_trained is False  # the product quantizer still needs training
+        ix.train(xb)
+        assert q.ntotal == 8 and ix.is_trained
+        ix.add(xb)
+        ix.nprobe = 4
+        out.append(ix.search(xq, 5))
+    np.testing.assert_array_equal(out[1][1], out[0][1])
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-5)
+
+
 def test_quantizer_follows_the_ivf_it_was_given_to(fp):
     xb, _ = data(1000, 16, 1, 8)
     qr = real.IndexFlatL2(16)
