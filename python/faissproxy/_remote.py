@@ -1230,7 +1230,7 @@ def _class_for(classes, idmap, binary):
     return cls
 
 
-def _described(info, binary, nprobe=1):
+def _described(info, binary, nprobe=1, hnsw=None):
     """The object for a server index whose info (an IndexInfo) was just returned."""
     meta = _index_meta(info.index_id.decode())
     description = info.index_type.decode()
@@ -1247,7 +1247,7 @@ def _described(info, binary, nprobe=1):
     if isinstance(ix, _Residual) and description == "imported":
         ix._by_residual = None  # the bytes' value, not read here
     if "hnsw" in cls.__dict__:
-        ix._hnsw = _HNSWParams(ix)
+        ix._hnsw = _HNSWParams(ix, *(hnsw or (16, 40)))
     return ix
 
 
@@ -1316,6 +1316,26 @@ def _ivf_nprobe(data):
     return 1
 
 
+def _hnsw_settings(data):
+    """(efSearch, efConstruction) of FAISS-serialized HNSW bytes ("IHN." float, "IBHf"
+    binary), after FAISS's HNSW graph (write_HNSW), or None."""
+    try:
+        if bytes(data[:3]) == b"IHN":
+            metric = struct.unpack_from("<i", data, 33)[0]
+            off = 37 + (4 if metric > 1 else 0)
+        elif bytes(data[:4]) == b"IBHf":
+            off = 25
+        else:
+            return None
+        for width in (8, 4, 4, 8, 4):  # assign_probas .. neighbors
+            n = struct.unpack_from("<Q", data, off)[0]
+            off += 8 + n * width
+        _, _, ef_construction, ef_search = struct.unpack_from("<iiii", data, off)
+        return ef_search, ef_construction
+    except struct.error:
+        return None
+
+
 def _import(data, binary):
     data = np.ascontiguousarray(np.frombuffer(bytes(data), dtype="uint8") if isinstance(
         data, (bytes, bytearray)) else data, dtype="uint8")
@@ -1325,7 +1345,7 @@ def _import(data, binary):
     check(lib.fpx_client_import_leased(h, name.encode(), b"imported", _ptr(data), data.nbytes,
                                        _lib.LEASE_FROM_ENV, ctypes.byref(info)), h)
     try:
-        return _described(info, binary, _ivf_nprobe(data))
+        return _described(info, binary, _ivf_nprobe(data), _hnsw_settings(data))
     except BaseException:
         _lib.pending_deletes.append(name)
         raise

@@ -225,6 +225,11 @@ def test_hnsw_params_with_selector_give_faiss_answer(fp):
         return ix
 
     ref, ix = both(fp, build)
+    assert ix.hnsw.efSearch == ref.hnsw.efSearch and ix.hnsw.efConstruction == 40
+    other = build(real)
+    other.hnsw.efSearch = 77
+    again = fp.deserialize_index(real.serialize_index(other))
+    assert again.hnsw.efSearch == 77  # what the bytes carry, as FAISS reads it
     Dr, Ir = ref.search(xq, 10, params=real.SearchParametersHNSW(
         efSearch=40, sel=real.IDSelectorRange(100, 800)))
     D, I = ix.search(xq, 10, params=fp.SearchParametersHNSW(
