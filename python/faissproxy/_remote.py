@@ -796,15 +796,24 @@ class _IVFView:
     FAISS's ParameterSpace, which reaches that IVF."""
 
     def __init__(self, owner):
+        # FAISS's defaults for an index made here; an index read from bytes has the values
+        # its bytes carried, which are not read here
+        known = "imported" not in owner._description
         object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_nprobe", 1)
-        object.__setattr__(self, "_max_codes", 0)
+        object.__setattr__(self, "_nprobe", 1 if known else None)
+        object.__setattr__(self, "_max_codes", 0 if known else None)
 
     __setattr__ = _set_served
 
+    def _known(self, value, name):
+        if value is None:
+            raise NotImplementedError("faissproxy: the %s of an IVF inside an index read from "
+                                      "bytes is not known here (set it to know it)" % name)
+        return value
+
     @property
     def nprobe(self):
-        return self._nprobe
+        return self._known(self._nprobe, "nprobe")
 
     @nprobe.setter
     def nprobe(self, v):
@@ -813,7 +822,7 @@ class _IVFView:
 
     @property
     def max_codes(self):
-        return self._max_codes
+        return self._known(self._max_codes, "max_codes")
 
     @max_codes.setter
     def max_codes(self, v):
@@ -844,6 +853,9 @@ def extract_index_ivf(index):
     """faiss.extract_index_ivf: the IVF index in a composition."""
     if isinstance(index, _IVF):
         return index
+    sub = getattr(index, "_sub", None)
+    if sub is not None:  # an IDMap made here over this very object
+        return extract_index_ivf(sub)
     if isinstance(index, Index) and any(c.startswith("IndexIVF") for c in index._classes):
         view = getattr(index, "_ivf_view", None)
         if view is None:

@@ -408,3 +408,27 @@ def test_id_selector_on_the_wire(server, client):
     h, _, _ = client.call(dict(base, params={"max_codes": -1}), q.tobytes())
     assert h["error_type"] == "validation_error"
     assert client.ping()  # still serving
+
+
+def test_idmap_over_an_untrained_ivf_keeps_its_settings(fp):
+    xb, xq = data(1000, 16, 10, 20)
+    ids = np.arange(1000, dtype="int64") * 2
+    out = []
+    for faiss in (real, fp):
+        q = faiss.IndexFlatL2(16)
+        sub = faiss.IndexIVFFlat(q, 16, 8)
+        sub.nprobe = 8
+        ix = faiss.IndexIDMap(sub)
+        assert not ix.is_trained
+        ix.train(xb)
+        ix.add_with_ids(xb, ids)
+        assert q.ntotal == 8 and sub.ntotal == ix.ntotal == 1000
+        assert faiss.extract_index_ivf(ix).nprobe == 8
+        out.append(ix.search(xq, 4)[1])
+        faiss.extract_index_ivf(ix).nprobe = 1
+        out.append(ix.search(xq, 4)[1])
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[1], out[3])
+    imported = fp.deserialize_index(real.serialize_index(real.index_factory(8, "PCA4,IVF4,Flat")))
+    with pytest.raises(NotImplementedError, match="nprobe"):
+        fp.extract_index_ivf(imported).nprobe  # the bytes' value is not read here
