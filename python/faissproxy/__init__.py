@@ -30,7 +30,10 @@ _REMOTE = (
     "IndexIDMap2", "IndexBinary", "IndexBinaryFlat", "IDSelectorBatch", "IDSelectorRange",
     "index_factory", "index_binary_factory", "write_index", "read_index", "serialize_index",
     "deserialize_index", "write_index_binary", "read_index_binary", "serialize_index_binary",
-    "deserialize_index_binary",
+    "deserialize_index_binary", "IDSelector", "IDSelectorArray", "IDSelectorBitmap",
+    "IDSelectorNot", "IDSelectorAll", "IDSelectorAnd", "IDSelectorOr", "IDSelectorXOr",
+    "SearchParameters", "SearchParametersIVF", "SearchParametersHNSW", "IVFSearchParameters",
+    "swig_ptr", "extract_index_ivf", "ParameterSpace", "downcast_index", "downcast_IndexBinary",
 )
 
 

@@ -5,13 +5,20 @@ object is garbage-collected (unless `keep()` was called). Methods take and
 return numpy arrays as faiss's do: vectors go to the library as the array's
 own buffer (made contiguous float32 first, as faiss does), results land in
 arrays allocated here.
+
+Every attribute a program sets on a served object either reaches the server or raises,
+naming it: nothing is kept on the Python object where it would change no result (see
+docs/python.md for what is served).
 """
 import ctypes
 import itertools
 import os
+import re
 import socket
+import struct
 import time
 
+import msgpack
 import numpy as np
 
 from . import _lib
@@ -47,36 +54,407 @@ def _rows(x, d, dtype="float32"):
     return x, n
 
 
-class _IDSelector:
-    pass
+# ---- requests built here ------------------------------------------------------------------
+# For the fields libfaissproxy has no typed call for (search params and id selectors, the
+# info map's faiss_classes): the body is built here and sent with fpx_client_request_raw.
+
+_raw = lib.fpx_client_request_raw
+_raw.restype = ctypes.c_int
+_raw.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                 ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
 
 
-class IDSelectorRange(_IDSelector):
-    def __init__(self, imin, imax):
-        self.imin, self.imax = int(imin), int(imax)
+def _call(header, data=b"", meta=None):
+    """Sends one request (header map, data bytes, metadata); returns the reply's header,
+    data bytes and metadata, or raises as the typed calls do."""
+    header = dict(header)
+    with _lib.Config.lock:
+        key = _lib.Config.api_key if _lib.Config.api_key is not None else os.environ.get(
+            "FAISS_PROXY_API_KEY")
+        tenant = _lib.Config.tenant_id if _lib.Config.tenant_id is not None else \
+            os.environ.get("FAISS_PROXY_TENANT")
+    if key:
+        header["api_key"] = key
+    if tenant:
+        header["tenant_id"] = tenant
+    hb = msgpack.packb(header, use_bin_type=True)
+    mb = b"" if meta is None else msgpack.packb(meta, use_bin_type=True)
+    pre = msgpack.packb({"header_size": len(hb), "vector_size": len(data),
+                         "metadata_size": len(mb)})
+    body = b"".join((pre, hb, data, mb))
+    out = ctypes.POINTER(ctypes.c_uint8)()
+    n = ctypes.c_size_t()
+    h = client()
+    check(_raw(h, body, len(body), ctypes.byref(out), ctypes.byref(n)), h)
+    reply = ctypes.string_at(out, n.value)
+    _lib.libc.free(out)
+    u = msgpack.Unpacker(raw=False, strict_map_key=False)
+    u.feed(reply)
+    sizes = u.unpack()
+    off = u.tell()
+    hs, vs = sizes["header_size"], sizes.get("vector_size", 0)
+    rh = msgpack.unpackb(reply[off:off + hs], raw=False, strict_map_key=False)
+    rd = reply[off + hs:off + hs + vs]
+    rm = reply[off + hs + vs:]
+    rm = msgpack.unpackb(rm, raw=False, strict_map_key=False) if rm else None
+    if rh.get("status") != "ok":
+        raise _lib.ServerError(rh.get("error_type", ""), rh.get("message", ""))
+    return rh, rd, rm
+
+
+def _index_meta(name):
+    """The server's info map of an index."""
+    return _call({"operation": "get_index_info", "index_id": name})[2] or {}
+
+
+# ---- pointers, id selectors and search parameters ---------------------------------------
+
+
+class _Ptr:
+    """What swig_ptr returns without local faiss: the array's address, holding the array."""
+
+    def __init__(self, a):
+        self.array = a
+        self.dtype = a.dtype
+
+    def __int__(self):
+        return self.array.ctypes.data
+
+
+def swig_ptr(a):
+    """faiss.swig_ptr: a pointer to a numpy array's data. With local faiss installed it is
+    faiss's own (so local helpers take it too); selectors read the ids it points to."""
+    from . import _local_faiss
+    local = _local_faiss()
+    if local is not None:
+        return local.swig_ptr(a)
+    if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+        raise TypeError("swig_ptr takes a contiguous numpy array")
+    return _Ptr(a)
+
+
+def _ptr_ints(ptr, n, what):
+    """n int64 ids at ptr (a swig_ptr of an int64 array), copied, as FAISS reads them."""
+    if isinstance(ptr, _Ptr):
+        if ptr.dtype != np.int64:
+            raise TypeError("%s takes a pointer to int64 ids, not %s" % (what, ptr.dtype))
+    elif "long *" not in repr(ptr) and "int64" not in repr(ptr):
+        raise TypeError("%s takes a pointer to int64 ids (swig_ptr of an int64 array), not %r"
+                        % (what, ptr))
+    n = int(n)
+    if n <= 0:
+        return np.empty(0, "int64")
+    return np.ctypeslib.as_array((ctypes.c_int64 * n).from_address(int(ptr))).copy()
+
+
+def _subset(args, what):
+    """The ids of IDSelectorBatch/Array(n, ptr) or (array), as FAISS's Python accepts them."""
+    if len(args) == 1:
+        ids = np.ascontiguousarray(args[0], dtype="int64").ravel()
+        return ids
+    if len(args) != 2:
+        raise TypeError("%s takes (ids) or (n, swig_ptr(ids))" % what)
+    n, ptr = args
+    if isinstance(ptr, np.ndarray):  # an array where FAISS wants its pointer: take n of it
+        return np.ascontiguousarray(ptr, dtype="int64").ravel()[:int(n)]
+    return _ptr_ints(ptr, n, what)
+
+
+class IDSelector:
+    """FAISS's id selectors, sent to the server with the search (docs/protocol.md,
+    id_selector) or remove_ids that uses them."""
+
+    def _wire(self):
+        raise NotImplementedError("faissproxy: %s is not served" % type(self).__name__)
+
+    def is_member(self, i):
+        raise NotImplementedError
+
+
+class IDSelectorRange(IDSelector):
+    def __init__(self, imin, imax, assume_sorted=False):
+        # assume_sorted only speeds FAISS up on sorted ids: the selection is the same
+        self.imin, self.imax, self.assume_sorted = int(imin), int(imax), bool(assume_sorted)
 
     def is_member(self, i):
         return self.imin <= i < self.imax
 
+    def _wire(self):
+        return {"range": [self.imin, self.imax]}
 
-class IDSelectorBatch(_IDSelector):
+
+class IDSelectorBatch(IDSelector):
+    """The ids are copied when the selector is made, as FAISS's IDSelectorBatch does."""
+
     def __init__(self, *args):
-        # faiss accepts IDSelectorBatch(n, ptr) from SWIG; here an array, or (n, array)
-        ids = args[-1]
-        self.ids = np.ascontiguousarray(np.asarray(ids, dtype="int64").ravel())
-        if len(args) == 2:
-            self.ids = self.ids[:int(args[0])]
+        self.ids = _subset(args, "IDSelectorBatch")
 
     def is_member(self, i):
         return bool(np.any(self.ids == i))
 
+    def _wire(self):
+        return {"ids": self.ids.tolist()}
+
+
+class IDSelectorArray(IDSelector):
+    """FAISS's IDSelectorArray reads the caller's ids when it is used: so does this one."""
+
+    def __init__(self, *args):
+        if len(args) == 1:
+            self._array = np.ascontiguousarray(args[0], dtype="int64").ravel()
+            self._ptr, self.n = None, len(self._array)
+        elif len(args) == 2:
+            self.n, self._ptr = int(args[0]), args[1]
+            self._array = None
+            if isinstance(self._ptr, np.ndarray):
+                self._array = np.ascontiguousarray(self._ptr, dtype="int64").ravel()[:self.n]
+                self._ptr = None
+            else:
+                _ptr_ints(self._ptr, 0, "IDSelectorArray")  # type check now, as FAISS
+        else:
+            raise TypeError("IDSelectorArray takes (ids) or (n, swig_ptr(ids))")
+
+    @property
+    def ids(self):
+        if self._array is not None:
+            return self._array
+        return _ptr_ints(self._ptr, self.n, "IDSelectorArray")
+
+    def is_member(self, i):
+        return bool(np.any(self.ids == i))
+
+    def _wire(self):
+        return {"ids": self.ids.tolist()}
+
+
+class IDSelectorBitmap(IDSelector):
+    """Bit i of the n-byte bitmap (bit i % 8 of byte i // 8) selects id i, as in FAISS."""
+
+    def __init__(self, *args):
+        if len(args) == 1:
+            self._bits = np.ascontiguousarray(args[0], dtype="uint8").ravel()
+        elif len(args) == 2:
+            n, ptr = int(args[0]), args[1]
+            if isinstance(ptr, np.ndarray):
+                self._bits = np.ascontiguousarray(ptr, dtype="uint8").ravel()[:n]
+            elif isinstance(ptr, _Ptr) and ptr.dtype == np.uint8 or \
+                    "unsigned char *" in repr(ptr):
+                self._bits = np.ctypeslib.as_array(
+                    (ctypes.c_uint8 * n).from_address(int(ptr))).copy() if n > 0 else \
+                    np.empty(0, "uint8")
+            else:
+                raise TypeError("IDSelectorBitmap takes (n, swig_ptr(uint8 bitmap))")
+        else:
+            raise TypeError("IDSelectorBitmap takes (bitmap) or (n, swig_ptr(bitmap))")
+
+    def is_member(self, i):
+        return 0 <= i < 8 * len(self._bits) and bool((self._bits[i >> 3] >> (i & 7)) & 1)
+
+    def _wire(self):
+        return {"ids": np.flatnonzero(np.unpackbits(self._bits, bitorder="little")).tolist()}
+
+
+class IDSelectorNot(IDSelector):
+    def __init__(self, sel):
+        self.sel = _check_selector(sel)
+
+    def is_member(self, i):
+        return not self.sel.is_member(i)
+
+    def _wire(self):
+        return {"not": self.sel._wire()}
+
+
+class IDSelectorAll(IDSelector):
+    def is_member(self, i):
+        return True
+
+    def _wire(self):
+        return {"all": True}
+
+
+class _IDSelectorPair(IDSelector):
+    _op = None
+
+    def __init__(self, lhs, rhs):
+        self.lhs, self.rhs = _check_selector(lhs), _check_selector(rhs)
+
+    def _wire(self):
+        return {self._op: [self.lhs._wire(), self.rhs._wire()]}
+
+
+class IDSelectorAnd(_IDSelectorPair):
+    _op = "and"
+
+    def is_member(self, i):
+        return self.lhs.is_member(i) and self.rhs.is_member(i)
+
+
+class IDSelectorOr(_IDSelectorPair):
+    _op = "or"
+
+    def is_member(self, i):
+        return self.lhs.is_member(i) or self.rhs.is_member(i)
+
+
+class IDSelectorXOr(_IDSelectorPair):
+    _op = "xor"
+
+    def is_member(self, i):
+        return self.lhs.is_member(i) != self.rhs.is_member(i)
+
+
+def _check_selector(sel):
+    if not isinstance(sel, IDSelector):
+        raise TypeError("faissproxy: a selector must be one of faissproxy's IDSelector classes "
+                        "(IDSelectorRange, IDSelectorBatch, IDSelectorArray, IDSelectorBitmap, "
+                        "IDSelectorNot, IDSelectorAll), not %r" % (sel,))
+    return sel
+
+
+class SearchParameters:
+    """faiss.SearchParameters: `sel` restricts a search to the ids it selects."""
+
+    _fields = {"sel": None}
+
+    def __init__(self, **kwargs):
+        for k, v in self._fields.items():
+            object.__setattr__(self, k, v)
+        for k, v in kwargs.items():
+            assert hasattr(self, k), k  # as FAISS's constructor
+            setattr(self, k, v)
+
+    def __setattr__(self, name, value):
+        if name not in self._fields:
+            raise AttributeError("faissproxy: %s has no field %r" % (type(self).__name__, name))
+        if name == "sel" and value is not None:
+            _check_selector(value)
+        object.__setattr__(self, name, value)
+
+
+class SearchParametersIVF(SearchParameters):
+    # FAISS's defaults: nprobe 1 and max_codes 0 (no limit) replace the index's own values
+    _fields = {"sel": None, "nprobe": 1, "max_codes": 0, "quantizer_params": None}
+
+
+class SearchParametersHNSW(SearchParameters):
+    _fields = {"sel": None, "efSearch": 16, "check_relative_distance": True}
+
+
+IVFSearchParameters = SearchParametersIVF
+
+
+def _family(classes):
+    """What FAISS's search does with params, by the index's class (its top one first)."""
+    top = classes[0] if classes else ""
+    if top == "IndexPreTransform":
+        return _family(classes[1:])  # FAISS hands the params to the transformed index
+    if "FastScan" in top:
+        return "plain"
+    if top.startswith("IndexIVF"):
+        return "ivf"
+    if top.startswith("IndexHNSW"):
+        return "hnsw"
+    if top in ("IndexFlat", "IndexFlatL2", "IndexFlatIP", "IndexScalarQuantizer"):
+        return "flat"
+    if top.startswith("IndexPQ"):
+        return "pq"
+    return "other"
+
+
+def _wire_params(index, params):
+    """(params map, id_selector) that make the server search as FAISS's search with params
+    does on this index; raises as FAISS does, or NotImplementedError for what is not served."""
+    name = type(params).__name__
+    if not isinstance(params, SearchParameters):
+        raise TypeError("faissproxy: params must be faissproxy's SearchParameters, "
+                        "SearchParametersIVF or SearchParametersHNSW, not %r" % (params,))
+    if index._idmap:
+        raise RuntimeError("search params not supported for this index")  # FAISS's IndexIDMap
+    fam = _family(index._classes)
+    wire = {}
+    if fam == "ivf":
+        if not isinstance(params, SearchParametersIVF):
+            raise RuntimeError("IndexIVF params have incorrect type")
+        if params.quantizer_params is not None:
+            raise NotImplementedError("faissproxy: SearchParametersIVF.quantizer_params is not "
+                                      "served")
+        if int(params.nprobe) < 1:
+            raise RuntimeError("Error: 'nprobe > 0' failed")
+        wire["nprobe"] = min(int(params.nprobe), 1 << 20)
+        wire["max_codes"] = int(params.max_codes)
+    elif fam == "hnsw":
+        if not isinstance(params, SearchParametersHNSW):
+            raise RuntimeError("params type invalid")
+        if not params.check_relative_distance:
+            raise NotImplementedError("faissproxy: SearchParametersHNSW."
+                                      "check_relative_distance=False is not served")
+        if not 1 <= int(params.efSearch) <= 1 << 20:
+            raise NotImplementedError("faissproxy: SearchParametersHNSW.efSearch is served in "
+                                      "1..1048576")
+        wire["efSearch"] = int(params.efSearch)
+    elif fam == "pq":
+        raise RuntimeError("invalid search params")  # FAISS's IndexPQ wants SearchParametersPQ
+    elif fam == "plain":
+        raise RuntimeError("search params not supported for this index")
+    elif fam != "flat":
+        raise NotImplementedError("faissproxy: search params on %s are not served (%s)"
+                                  % (type(index).__name__, name))
+    # A search carrying a selector is answered as FAISS's search with these params is,
+    # never widened: with no selector of the program's, the one that selects everything.
+    sel = params.sel._wire() if params.sel is not None else {"all": True}
+    return wire, sel
+
+
+# ---- attributes ---------------------------------------------------------------------------
+
+# Attributes FAISS's objects have that a program may set, but that the server's index does not
+# take from here: writing one raises instead of being kept on the Python object, where it
+# would change nothing (a silently different result).
+_UNSERVED = frozenset((
+    "d", "ntotal", "is_trained", "metric_type", "metric_arg", "by_residual", "code_size",
+    "parallel_mode", "use_precomputed_table", "scan_table_threshold", "quantizer_trains_alone",
+    "own_fields", "own_invlists", "cp", "clustering_index", "direct_map", "invlists", "nlist",
+    "quantizer", "pq", "sq", "do_polysemous_training", "polysemous_training", "search_type",
+    "polysemous_ht", "encode_signs", "xb", "codes", "storage", "hnsw", "index", "id_map",
+    "rev_map", "nprobe", "max_codes", "efSearch", "efConstruction", "k_factor", "base_index",
+    "refine_index", "chain", "prefix_len", "ksub", "M", "nbits", "upper_beam",
+    "search_bounded_queue", "check_relative_distance",
+))
+
+
+def _set_served(obj, name, value):
+    """__setattr__ of served objects: private names are the object's own; a FAISS attribute
+    with a setter here reaches the server; any other write raises, naming the attribute."""
+    if name.startswith("_"):
+        object.__setattr__(obj, name, value)
+        return
+    attr = getattr(type(obj), name, None)
+    if isinstance(attr, property) and attr.fset is not None:
+        attr.fset(obj, value)
+        return
+    what = "%s.%s" % (type(obj).__name__, name)
+    if name in _UNSERVED or attr is not None:
+        hint = ""
+        if name in ("nprobe", "max_codes") and not isinstance(obj, (_IVF, _IVFView)):
+            hint = (" (this index is not an IVF at its top: use faiss.extract_index_ivf(index)."
+                    "%s or faiss.ParameterSpace().set_index_parameter(index, %r, value))"
+                    % (name, name))
+        raise NotImplementedError("faissproxy: setting %s is not served: the server's index "
+                                  "would not use it%s" % (what, hint))
+    raise AttributeError("faissproxy: %s is not an attribute FAISS has; a served index keeps "
+                         "no local attributes" % what)
+
 
 class _HNSWParams:
-    """index.hnsw: efSearch and efConstruction as attributes, as in faiss."""
+    """index.hnsw: efSearch and efConstruction as attributes that reach the server."""
 
-    def __init__(self, index):
+    def __init__(self, index, ef_search=16, ef_construction=40):
         object.__setattr__(self, "_index", index)
-        object.__setattr__(self, "_ef", 16)
+        object.__setattr__(self, "_ef", ef_search)
+        object.__setattr__(self, "_efc", ef_construction)
+
+    __setattr__ = _set_served
 
     @property
     def efSearch(self):
@@ -87,25 +465,51 @@ class _HNSWParams:
         self._index._set_param("efSearch", int(v))
         object.__setattr__(self, "_ef", int(v))
 
+    @property
+    def efConstruction(self):
+        return self._efc
+
+    @efConstruction.setter
+    def efConstruction(self, v):
+        self._index._set_param("efConstruction", int(v))
+        object.__setattr__(self, "_efc", int(v))
+
+
+def _nlist_of(description):
+    """The number of lists an index_factory description gives its IVF, or None."""
+    m = re.search(r"(?:^|,|_)IVF(\d+)", description)
+    if m:
+        return int(m.group(1))
+    m = re.search(r"(?:^|,)IMI(\d+)x(\d+)", description)
+    if m:
+        return (1 << int(m.group(2))) ** int(m.group(1))
+    return None
+
+
+def _has_idmap(description):
+    """As the server's test: an IDMap/IDMap2 wrapper as a prefix or a suffix."""
+    for w in ("IDMap2", "IDMap"):
+        if description.startswith(w + ",") or description.endswith("," + w):
+            return w
+    return None
+
 
 class Index:
     """A server index behind FAISS's Index methods."""
 
     _binary = False
+    _classes = ("Index",)
+    _idmap = None
 
     def __init__(self, d, description, metric=METRIC_L2, _attach=None):
         self._name = None
         self._keep = False
-        self.metric_type = metric
+        self._metric = metric
+        self._verbose = False
         if _attach is not None:
-            info = _attach
-            self._name = info.index_id.decode()
-            self.d = int(info.dimension)
-            self._ntotal = int(info.ntotal)
-            self.is_trained = bool(info.is_trained)
-            self._description = info.index_type.decode()
+            self._attach(_attach)
             return
-        self.d = int(d)
+        self._d = int(d)
         self._description = description
         self._ntotal = 0
         info = _lib.IndexInfo()
@@ -113,11 +517,21 @@ class Index:
         name = _unique_name()
         metric_arg = b"Hamming" if self._binary else _metric_name(metric)
         # generated for the program: leased, so a crash leaves nothing behind
-        check(lib.fpx_client_create_index_leased(h, name.encode(), self.d, description.encode(),
+        check(lib.fpx_client_create_index_leased(h, name.encode(), self._d, description.encode(),
                                                  metric_arg, _lib.LEASE_FROM_ENV,
                                                  ctypes.byref(info)), h)
         self._name = name
-        self.is_trained = bool(info.is_trained)
+        self._is_trained = bool(info.is_trained)
+
+    def _attach(self, info):
+        self._name = info.index_id.decode()
+        self._d = int(info.dimension)
+        self._ntotal = int(info.ntotal)
+        self._is_trained = bool(info.is_trained)
+        self._description = info.index_type.decode()
+        self._metric = METRIC_INNER_PRODUCT if info.metric == b"IP" else METRIC_L2
+
+    __setattr__ = _set_served
 
     # ---- lifetime --------------------------------------------------------------------
 
@@ -142,15 +556,37 @@ class Index:
     # ---- attributes ------------------------------------------------------------------
 
     @property
+    def d(self):
+        return self._d
+
+    @property
     def ntotal(self):
         return self._ntotal
+
+    @property
+    def is_trained(self):
+        return self._is_trained
+
+    @property
+    def metric_type(self):
+        return self._metric
+
+    @property
+    def verbose(self):
+        return self._verbose
+
+    @verbose.setter
+    def verbose(self, v):
+        # Kept here: FAISS's verbose only prints, and the server refuses to print (its
+        # set_params refuses "verbose"), so no result depends on it.
+        self._verbose = bool(v)
 
     def _refresh(self):
         info = _lib.IndexInfo()
         h = client()
         check(lib.fpx_client_get_index_info(h, self._name.encode(), ctypes.byref(info)), h)
         self._ntotal = int(info.ntotal)
-        self.is_trained = bool(info.is_trained)
+        self._is_trained = bool(info.is_trained)
 
     def _set_param(self, name, value):
         h = client()
@@ -165,6 +601,8 @@ class Index:
         self._refresh()
 
     def add(self, x):
+        if self._idmap:
+            raise RuntimeError("add does not make sense with IndexIDMap, use add_with_ids")
         self._add(x, None)
 
     def add_with_ids(self, x, ids):
@@ -196,6 +634,15 @@ class Index:
             I = np.empty((n, k), dtype="int64")
         else:
             assert I.shape == (n, k)
+        if params is not None:
+            wire, sel = _wire_params(self, params)
+            if n:
+                header = {"operation": "search", "index_id": self._name, "k": k,
+                          "vector_shape": [n, self.d], "params": wire, "id_selector": sel}
+                _, data, _ = _call(header, x.tobytes())
+                D[:] = np.frombuffer(data, "float32", n * k).reshape(n, k)
+                I[:] = np.frombuffer(data, "int64", n * k, offset=4 * n * k).reshape(n, k)
+            return D, I
         if n:
             h = client()
             check(lib.fpx_client_search(h, self._name.encode(), n, self.d, _ptr(x), k, None,
@@ -207,6 +654,17 @@ class Index:
 
     def range_search(self, x, thresh, *, params=None):
         x, n = _rows(x, self.d)
+        if params is not None:
+            wire, sel = _wire_params(self, params)
+            header = {"operation": "range_search", "index_id": self._name,
+                      "radius": float(thresh), "vector_shape": [n, self.d], "params": wire,
+                      "id_selector": sel}
+            rh, data, _ = _call(header, x.tobytes())
+            nres = int(rh["nres"])
+            L = np.frombuffer(data, "int64", n + 1).astype("uint64")
+            I = np.frombuffer(data, "int64", nres, offset=8 * (n + 1)).copy()
+            D = np.frombuffer(data, "float32", nres, offset=8 * (n + 1 + nres)).copy()
+            return L, D, I
         lims = ctypes.POINTER(ctypes.c_int64)()
         labels = ctypes.POINTER(ctypes.c_int64)()
         dist = ctypes.POINTER(ctypes.c_float)()
@@ -229,9 +687,24 @@ class Index:
         if isinstance(x, IDSelectorRange):
             rc = lib.fpx_client_remove_range(h, self._name.encode(), x.imin, x.imax,
                                              ctypes.byref(removed))
+        elif isinstance(x, IDSelectorAll):
+            n = self.ntotal
+            self.reset()
+            return n
+        elif isinstance(x, IDSelector) and not isinstance(
+                x, (IDSelectorBatch, IDSelectorArray, IDSelectorBitmap)):
+            raise NotImplementedError("faissproxy: remove_ids with %s is not served (it takes "
+                                      "an id array, IDSelectorRange, IDSelectorBatch, "
+                                      "IDSelectorArray, IDSelectorBitmap or IDSelectorAll)"
+                                      % type(x).__name__)
         else:
-            ids = x.ids if isinstance(x, IDSelectorBatch) else np.ascontiguousarray(
-                x, dtype="int64").ravel()
+            if isinstance(x, IDSelector):
+                ids = np.ascontiguousarray(x._wire()["ids"], dtype="int64")
+            elif hasattr(x, "is_member") and not isinstance(x, np.ndarray):
+                raise TypeError("faissproxy: remove_ids takes an id array or one of "
+                                "faissproxy's selectors, not %r" % (x,))
+            else:
+                ids = np.ascontiguousarray(x, dtype="int64").ravel()
             rc = lib.fpx_client_remove_ids(h, self._name.encode(), len(ids), _ptr(ids),
                                            ctypes.byref(removed))
         check(rc, h)
@@ -259,6 +732,8 @@ class Index:
 
 
 class IndexFlat(Index):
+    _classes = ("IndexFlat",)
+
     def __init__(self, d, metric=METRIC_L2):
         super().__init__(d, "Flat", metric)
 
@@ -274,42 +749,342 @@ class IndexFlatIP(IndexFlat):
 
 
 class _IVF:
-    """nprobe as an attribute that takes effect on the server."""
+    """An IVF index's attributes that take effect on the server."""
+
+    _nlist = None
+    _nprobe = 1
+    _max_codes = 0
+    _quantizer = None
 
     @property
     def nprobe(self):
-        return getattr(self, "_nprobe", 1)
+        return self._nprobe
 
     @nprobe.setter
     def nprobe(self, v):
         self._set_param("nprobe", int(v))
         self._nprobe = int(v)
 
+    @property
+    def max_codes(self):
+        return self._max_codes
+
+    @max_codes.setter
+    def max_codes(self, v):
+        self._set_param("max_codes", int(v))
+        self._max_codes = int(v)
+
+    @property
+    def nlist(self):
+        if self._nlist is None:
+            raise AttributeError("faissproxy: the number of lists of %r is not known here"
+                                 % self._description)
+        return self._nlist
+
+    @property
+    def quantizer(self):
+        if self._quantizer is None:
+            raise NotImplementedError("faissproxy: the quantizer of an IVF index made by "
+                                      "index_factory or read from bytes is not served")
+        return self._quantizer
+
     def make_direct_map(self, new_maintain_direct_map=True):
         """As IndexIVF.make_direct_map: reconstruct() needs it."""
         self._set_param("direct_map", 1 if new_maintain_direct_map else 0)
 
 
+class _IVFView:
+    """What faiss.extract_index_ivf gives for an IVF inside a composition (under a
+    transform, a refinement or an IDMap): its search knobs, set on the whole index with
+    FAISS's ParameterSpace, which reaches that IVF."""
+
+    def __init__(self, owner):
+        # FAISS's defaults for an index made here; an index read from bytes has the values
+        # its bytes carried, which are not read here
+        known = "imported" not in owner._description
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_nprobe", 1 if known else None)
+        object.__setattr__(self, "_max_codes", 0 if known else None)
+
+    __setattr__ = _set_served
+
+    def _known(self, value, name):
+        if value is None:
+            raise NotImplementedError("faissproxy: the %s of an IVF inside an index read from "
+                                      "bytes is not known here (set it to know it)" % name)
+        return value
+
+    @property
+    def nprobe(self):
+        return self._known(self._nprobe, "nprobe")
+
+    @nprobe.setter
+    def nprobe(self, v):
+        self._owner._set_param("nprobe", int(v))
+        object.__setattr__(self, "_nprobe", int(v))
+
+    @property
+    def max_codes(self):
+        return self._known(self._max_codes, "max_codes")
+
+    @max_codes.setter
+    def max_codes(self, v):
+        self._owner._set_param("max_codes", int(v))
+        object.__setattr__(self, "_max_codes", int(v))
+
+    @property
+    def nlist(self):
+        n = _nlist_of(self._owner._description)
+        if n is None:
+            raise AttributeError("faissproxy: the number of lists is not known here")
+        return n
+
+    @property
+    def ntotal(self):
+        return self._owner.ntotal
+
+    @property
+    def is_trained(self):
+        return self._owner.is_trained
+
+    @property
+    def d(self):
+        return self._owner.d
+
+
+def extract_index_ivf(index):
+    """faiss.extract_index_ivf: the IVF index in a composition."""
+    if isinstance(index, _IVF):
+        return index
+    sub = getattr(index, "_sub", None)
+    if sub is not None:  # an IDMap made here over this very object
+        return extract_index_ivf(sub)
+    if isinstance(index, Index) and any(c.startswith("IndexIVF") for c in index._classes):
+        view = getattr(index, "_ivf_view", None)
+        if view is None:
+            view = _IVFView(index)
+            index._ivf_view = view
+        return view
+    raise RuntimeError("Error in extract_index_ivf: 'ivf' failed (no IVF index in %r)"
+                       % (index,))
+
+
+class ParameterSpace:
+    """faiss.ParameterSpace's set_index_parameter(s): on the server, where FAISS's own
+    ParameterSpace applies them (through transforms, refinements and IDMaps)."""
+
+    def set_index_parameter(self, index, name, value):
+        index._set_param(name, value)
+        ivf = extract_index_ivf(index) if name in ("nprobe", "max_codes") else None
+        if ivf is not None:  # what the Python objects report follows
+            object.__setattr__(ivf, "_" + name, int(value))
+        if name in ("efSearch", "efConstruction") and getattr(index, "hnsw", None) is not None:
+            object.__setattr__(index.hnsw, "_ef" if name == "efSearch" else "_efc", int(value))
+
+    def set_index_parameters(self, index, description):
+        for tok in description.replace(" ", ",").split(","):
+            if tok:
+                name, _, value = tok.partition("=")
+                self.set_index_parameter(index, name, float(value))
+
+
+class _View:
+    """A quantizer or sub-index given to a composed index's constructor. FAISS's composed
+    index holds that very object; here the server holds the composition, and this object
+    reports what FAISS's would (ntotal, is_trained) from it. What cannot be answered from
+    the composed index raises, rather than answer from a stale copy."""
+
+    @property
+    def ntotal(self):
+        return self._view_ntotal()
+
+    @property
+    def is_trained(self):
+        return True if self._view_role == "quantizer" else self._view_owner.is_trained
+
+    def _view_ntotal(self):
+        owner = self._view_owner
+        if self._view_role == "quantizer":
+            return owner.nlist if owner.is_trained else self._ntotal
+        return owner.ntotal
+
+    def _not_served(self, *args, **kwargs):
+        raise RuntimeError("faissproxy: this %s is the %s of a %s held by the server; it is "
+                           "served through that index only" % (
+                               type(self).__bases__[-1].__name__, self._view_role,
+                               type(self._view_owner).__name__))
+
+    train = add = add_with_ids = search = assign = range_search = reset = remove_ids = \
+        reconstruct = reconstruct_n = _not_served
+
+    def _set_param(self, name, value):
+        # FAISS's ParameterSpace reaches a sub-index through its IDMap, and an IVF's
+        # quantizer under the "quantizer_" prefix: the composed index takes them so
+        prefix = "quantizer_" if self._view_role == "quantizer" else ""
+        self._view_owner._set_param(prefix + name, value)
+
+
+def _make_view(obj, owner, role):
+    """Turns obj (a served index given to owner's constructor) into a view of owner; its
+    own server index goes, since owner's holds what FAISS's composition would share."""
+    cls = type(obj)
+    obj.__class__ = type(cls.__name__, (_View, cls), {})
+    obj._view_owner, obj._view_role = owner, role
+    if obj._name and not obj._keep:
+        _lib.pending_deletes.append(obj._name)
+    obj._name = None
+    return obj
+
+
+def _settings_of(index):
+    """The search settings a program gave a served index: (name, value, FAISS's default)."""
+    out = []
+    if isinstance(index, _IVF):
+        out += [("nprobe", index._nprobe, 1), ("max_codes", index._max_codes, 0)]
+    hnsw = getattr(index, "_hnsw", None)
+    if hnsw is not None:
+        out += [("efSearch", hnsw._ef, 16), ("efConstruction", hnsw._efc, 40)]
+    return out
+
+
+def _served_index(x, what):
+    if not isinstance(x, Index) or isinstance(x, _View) or x._binary:
+        raise NotImplementedError("faissproxy: %s must be a served float index of its own "
+                                  "(not a view of another index), got %r" % (what, x))
+    return x
+
+
+# FAISS's serialization, for the compositions built here: the header of every index
+# (write_index_header in FAISS's index_write.cpp), then what each type adds.
+def _index_header(d, is_trained, metric):
+    return struct.pack("<iqqq?i", int(d), 0, 1 << 20, 1 << 20, bool(is_trained), int(metric))
+
+
+def _empty_invlists(nlist, code_size):
+    # ArrayInvertedLists with no entries: "ilar", nlist, code_size, the sparse format, no sizes
+    return b"ilar" + struct.pack("<QQ", nlist, code_size) + b"sprs" + struct.pack("<Q", 0)
+
+
+def _compose(obj, data, index_type):
+    """obj becomes the server index read from FAISS-serialized data."""
+    data = np.frombuffer(data, dtype="uint8")
+    info = _lib.IndexInfo()
+    name = _unique_name()
+    h = client()
+    check(lib.fpx_client_import_leased(h, name.encode(), index_type.encode(), _ptr(data),
+                                       data.nbytes, _lib.LEASE_FROM_ENV, ctypes.byref(info)), h)
+    obj._attach(info)
+
+
 class IndexIVFFlat(_IVF, Index):
+    _classes = ("IndexIVFFlat",)
+
     def __init__(self, quantizer, d, nlist, metric=METRIC_L2):
-        self.quantizer, self.nlist = quantizer, int(nlist)
-        super().__init__(d, "IVF%d,Flat" % nlist, metric)
+        self._name, self._keep, self._verbose = None, False, False
+        _served_index(quantizer, "the quantizer")
+        if quantizer.d != int(d) or quantizer.metric_type != metric or \
+                _family(quantizer._classes) != "flat" or quantizer._idmap:
+            raise NotImplementedError("faissproxy: IndexIVFFlat is served over a flat quantizer "
+                                      "of the same dimension and metric")
+        self._nlist = int(nlist)
+        if quantizer.ntotal == 0:
+            # the server's factory makes FAISS's IVF over an empty flat quantizer, with the
+            # constructor's clustering settings (read_index would give other ones)
+            Index.__init__(self, d, "IVF%d,Flat" % self._nlist, metric)
+        elif quantizer.ntotal == self._nlist:
+            # FAISS's IVF over these very centroids (trained: no clustering will run)
+            body = b"IwFl" + _index_header(d, True, metric)
+            body += struct.pack("<QQ", self._nlist, 1) + serialize_index(quantizer).tobytes()
+            body += b"\x00" + struct.pack("<Q", 0)  # no direct map
+            body += _empty_invlists(self._nlist, 4 * int(d))
+            _compose(self, body, "IVF%d,Flat" % self._nlist)
+        else:
+            raise NotImplementedError("faissproxy: an IndexIVFFlat over a quantizer holding %d "
+                                      "vectors for %d lists (FAISS would re-cluster it) is not "
+                                      "served" % (quantizer.ntotal, self._nlist))
+        self._quantizer = _make_view(quantizer, self, "quantizer")
 
 
-class IndexIVFPQ(_IVF, Index):
+class _Residual:
+    """by_residual of IVF-PQ and IVF scalar quantizer indexes: set on the server before
+    training (training and encoding follow it); after training FAISS would keep codes
+    that no longer decode, so that is not served."""
+
+    _by_residual = True  # FAISS's default
+
+    @property
+    def by_residual(self):
+        if self._by_residual is None:
+            raise NotImplementedError("faissproxy: by_residual of an index read from bytes "
+                                      "is not known here")
+        return self._by_residual
+
+    @by_residual.setter
+    def by_residual(self, v):
+        if self.is_trained or self.ntotal:
+            raise NotImplementedError("faissproxy: setting %s.by_residual after training is "
+                                      "not served" % type(self).__name__)
+        self._set_param("by_residual", 1 if v else 0)
+        self._by_residual = bool(v)
+
+
+class IndexIVFPQ(_Residual, _IVF, Index):
+    _classes = ("IndexIVFPQ",)
+
     def __init__(self, quantizer, d, nlist, M, nbits, metric=METRIC_L2):
-        self.quantizer, self.nlist = quantizer, int(nlist)
-        # faiss's constructor trains no polysemous codes: "np", as for IndexPQ
-        super().__init__(d, "IVF%d,PQ%dx%dnp" % (nlist, M, nbits), metric)
+        self._name, self._keep, self._verbose = None, False, False
+        _served_index(quantizer, "the quantizer")
+        if quantizer.d != int(d) or quantizer.metric_type != metric or \
+                _family(quantizer._classes) != "flat" or quantizer._idmap:
+            raise NotImplementedError("faissproxy: IndexIVFPQ is served over a flat quantizer "
+                                      "of the same dimension and metric")
+        self._nlist = int(nlist)
+        description = "IVF%d,PQ%dx%dnp" % (nlist, M, nbits)
+        if quantizer.ntotal == 0:
+            # faiss's constructor trains no polysemous codes: "np", as for IndexPQ
+            Index.__init__(self, d, description, metric)
+        elif quantizer.ntotal == self._nlist:
+            # FAISS's IVF-PQ over these very centroids, its product quantizer untrained
+            d, M, nbits = int(d), int(M), int(nbits)
+            code_size = (M * nbits + 7) // 8
+            body = b"IwPQ" + _index_header(d, False, metric)
+            body += struct.pack("<QQ", self._nlist, 1) + serialize_index(quantizer).tobytes()
+            body += b"\x00" + struct.pack("<Q", 0)  # no direct map
+            body += struct.pack("<?QQQQQ", True, code_size, d, M, nbits, d << nbits)
+            body += bytes(4 * (d << nbits))  # centroids, set by training
+            body += _empty_invlists(self._nlist, code_size)
+            _compose(self, body, description)
+        else:
+            raise NotImplementedError("faissproxy: an IndexIVFPQ over a quantizer holding %d "
+                                      "vectors for %d lists (FAISS would re-cluster it) is not "
+                                      "served" % (quantizer.ntotal, self._nlist))
+        self._quantizer = _make_view(quantizer, self, "quantizer")
+
+    @property
+    def polysemous_ht(self):
+        return getattr(self, "_ht", 0)
+
+    @polysemous_ht.setter
+    def polysemous_ht(self, v):
+        self._set_param("ht", int(v))
+        self._ht = int(v)
 
 
 class IndexHNSWFlat(Index):
+    _classes = ("IndexHNSWFlat",)
+
     def __init__(self, d, M=32, metric=METRIC_L2):
         super().__init__(d, "HNSW%d" % M, metric)
-        self.hnsw = _HNSWParams(self)
+        self._hnsw = _HNSWParams(self)
+
+    @property
+    def hnsw(self):
+        return self._hnsw
 
 
 class IndexPQ(Index):
+    _classes = ("IndexPQ",)
+
     def __init__(self, d, M, nbits, metric=METRIC_L2):
         # faiss's constructor makes a plain (non-polysemous) PQ, as "PQ<M>x<nbits>np"
         super().__init__(d, "PQ%dx%dnp" % (M, nbits), metric)
@@ -325,31 +1100,55 @@ _SQ_NAMES = {0: "SQ8", 1: "SQ4", 2: "SQ8_uniform", 3: "SQ4_uniform", 4: "SQfp16"
 
 
 class IndexScalarQuantizer(Index):
+    _classes = ("IndexScalarQuantizer",)
+
     def __init__(self, d, qtype=ScalarQuantizer.QT_8bit, metric=METRIC_L2):
         super().__init__(d, _SQ_NAMES[qtype], metric)
 
 
 class IndexIDMap(Index):
-    _prefix = "IDMap"
+    _idmap = "IDMap"
 
     def __init__(self, index):
+        self._name, self._keep, self._verbose = None, False, False
+        _served_index(index, "the sub-index")
         assert index.ntotal == 0, "index must be empty on input"
-        self.index = index
-        super().__init__(index.d, "%s,%s" % (self._prefix, index._description),
-                         index.metric_type)
+        description = "%s,%s" % (self._idmap, index._description)
+        if index.is_trained or index._description == "imported":
+            # FAISS's wrapper around this very sub-index, its training and settings kept:
+            # IndexIDMap's serialization is a header, the sub-index and its (empty) ids.
+            fourcc = b"IxM2" if self._idmap == "IDMap2" else b"IxMp"
+            body = fourcc + _index_header(index.d, index.is_trained, index.metric_type)
+            body += serialize_index(index).tobytes() + struct.pack("<Q", 0)
+            _compose(self, body, description)
+        else:
+            # untrained, from the factory: the factory's wrapper, so that training runs
+            # with the constructor's settings, then the settings given to the sub-index
+            Index.__init__(self, index.d, description, index.metric_type)
+            for name, value, default in _settings_of(index):
+                if value != default:
+                    self._set_param(name, value)
+        self._classes = index._classes
+        self._sub = _make_view(index, self, "sub-index")
 
-    def add(self, x):
-        raise RuntimeError("add does not make sense with IndexIDMap, use add_with_ids")
+    @property
+    def index(self):
+        sub = getattr(self, "_sub", None)
+        if sub is None:
+            raise NotImplementedError("faissproxy: the sub-index of an IDMap made by "
+                                      "index_factory or read from bytes is not served")
+        return sub
 
 
 class IndexIDMap2(IndexIDMap):
-    _prefix = "IDMap2"
+    _idmap = "IDMap2"
 
 
 class IndexBinary(Index):
     """Binary indexes: d in bits, vectors as uint8 arrays of d/8 columns."""
 
     _binary = True
+    _classes = ("IndexBinary",)
 
     def __init__(self, d, description, _attach=None):
         super().__init__(d, description, METRIC_L2, _attach=_attach)
@@ -370,6 +1169,8 @@ class IndexBinary(Index):
         self._ntotal = int(total.value)
 
     def search(self, x, k, *, params=None, D=None, I=None):
+        if params is not None:
+            raise TypeError("faissproxy: FAISS 1.7.3's binary indexes take no search params")
         x, n = _rows(x, self.d // 8, "uint8")
         D = np.empty((n, k), dtype="int32") if D is None else D
         I = np.empty((n, k), dtype="int64") if I is None else I
@@ -380,6 +1181,8 @@ class IndexBinary(Index):
         return D, I
 
     def range_search(self, x, thresh, *, params=None):
+        if params is not None:
+            raise TypeError("faissproxy: FAISS 1.7.3's binary indexes take no search params")
         x, n = _rows(x, self.d // 8, "uint8")
         lims = ctypes.POINTER(ctypes.c_int64)()
         labels = ctypes.POINTER(ctypes.c_int64)()
@@ -410,21 +1213,87 @@ class IndexBinary(Index):
 
 
 class IndexBinaryFlat(IndexBinary):
+    _classes = ("IndexBinaryFlat",)
+
     def __init__(self, d):
         super().__init__(d, "BFlat")
 
 
-def index_factory(d, description, metric=METRIC_L2):
-    ix = Index(d, description, metric)
-    if description.startswith("IVF"):
-        ix.__class__ = type("IndexIVF", (_IVF, Index), {})
-    elif description.startswith("HNSW"):
-        ix.hnsw = _HNSWParams(ix)
+# ---- objects for indexes described by the server (index_factory, read_index) -------------
+
+_MADE = {}
+
+
+def _class_for(classes, idmap, binary):
+    """The Python class FAISS's downcast would give an index of these FAISS classes: its
+    name, and the attributes (nprobe, hnsw) that reach the server."""
+    top = classes[0] if classes else ("IndexBinary" if binary else "Index")
+    if idmap:
+        top = "IndexBinary" + idmap if binary else "Index" + idmap
+    key = (top, binary, tuple(classes), idmap)
+    cls = _MADE.get(key)
+    if cls is None:
+        bases = (IndexBinary,) if binary else (Index,)
+        if not idmap and (top.startswith("IndexIVF") or top.startswith("IndexBinaryIVF")):
+            bases = (_IVF,) + bases
+        if not idmap and top in ("IndexIVFPQ", "IndexIVFScalarQuantizer"):
+            bases = (_Residual,) + bases
+        cls = type(top, bases, {"_classes": tuple(classes)})
+        if not idmap and (top.startswith("IndexHNSW") or top.startswith("IndexBinaryHNSW")):
+            cls.hnsw = property(lambda self: self._hnsw)
+        _MADE[key] = cls
+    return cls
+
+
+def _described(info, binary, nprobe=1, hnsw=None):
+    """The object for a server index whose info (an IndexInfo) was just returned."""
+    meta = _index_meta(info.index_id.decode())
+    description = info.index_type.decode()
+    classes = list(meta.get("faiss_classes") or [])
+    idmap = _has_idmap(description)
+    cls = _class_for(classes, idmap, binary)
+    ix = object.__new__(cls)
+    ix._keep, ix._verbose = False, False
+    Index._attach(ix, info)
+    ix._idmap = idmap
+    if isinstance(ix, _IVF):
+        ix._nlist = _nlist_of(description)
+        ix._nprobe = nprobe
+    if isinstance(ix, _Residual) and description == "imported":
+        ix._by_residual = None  # the bytes' value, not read here
+    if "hnsw" in cls.__dict__:
+        ix._hnsw = _HNSWParams(ix, *(hnsw or (16, 40)))
     return ix
 
 
+def _create(d, description, metric, binary):
+    info = _lib.IndexInfo()
+    h = client()
+    name = _unique_name()
+    check(lib.fpx_client_create_index_leased(
+        h, name.encode(), int(d), description.encode(),
+        b"Hamming" if binary else _metric_name(metric), _lib.LEASE_FROM_ENV,
+        ctypes.byref(info)), h)
+    try:
+        return _described(info, binary)
+    except BaseException:
+        _lib.pending_deletes.append(name)
+        raise
+
+
+def index_factory(d, description, metric=METRIC_L2):
+    return _create(d, description, metric, False)
+
+
 def index_binary_factory(d, description):
-    return IndexBinary(d, description)
+    return _create(d, description, METRIC_L2, True)
+
+
+def downcast_index(index):
+    return index
+
+
+downcast_IndexBinary = downcast_index
 
 
 # ---- serialization ------------------------------------------------------------------------
@@ -432,6 +1301,8 @@ def index_binary_factory(d, description):
 
 def serialize_index(index):
     """FAISS's write_index bytes of the index, as a uint8 array (faiss.serialize_index)."""
+    if isinstance(index, _View):
+        index._not_served()
     buf = ctypes.POINTER(ctypes.c_uint8)()
     n = ctypes.c_size_t()
     h = client()
@@ -445,6 +1316,41 @@ def serialize_index(index):
 serialize_index_binary = serialize_index
 
 
+def _ivf_nprobe(data):
+    """nprobe of FAISS-serialized IVF bytes ("Iw.." and "IBw." fourccs): the reader sets
+    it from there, so the object must report it."""
+    try:
+        if bytes(data[:2]) == b"Iw":
+            metric = struct.unpack_from("<i", data, 33)[0]
+            return struct.unpack_from("<QQ", data, 37 + (4 if metric > 1 else 0))[1]
+        if bytes(data[:3]) == b"IBw":
+            # binary header: d, code_size, ntotal, is_trained, metric_type
+            return struct.unpack_from("<QQ", data, 4 + 4 + 4 + 8 + 1 + 4)[1]
+    except struct.error:
+        pass
+    return 1
+
+
+def _hnsw_settings(data):
+    """(efSearch, efConstruction) of FAISS-serialized HNSW bytes ("IHN." float, "IBHf"
+    binary), after FAISS's HNSW graph (write_HNSW), or None."""
+    try:
+        if bytes(data[:3]) == b"IHN":
+            metric = struct.unpack_from("<i", data, 33)[0]
+            off = 37 + (4 if metric > 1 else 0)
+        elif bytes(data[:4]) == b"IBHf":
+            off = 25
+        else:
+            return None
+        for width in (8, 4, 4, 8, 4):  # assign_probas .. neighbors
+            n = struct.unpack_from("<Q", data, off)[0]
+            off += 8 + n * width
+        _, _, ef_construction, ef_search = struct.unpack_from("<iiii", data, off)
+        return ef_search, ef_construction
+    except struct.error:
+        return None
+
+
 def _import(data, binary):
     data = np.ascontiguousarray(np.frombuffer(bytes(data), dtype="uint8") if isinstance(
         data, (bytes, bytearray)) else data, dtype="uint8")
@@ -453,16 +1359,11 @@ def _import(data, binary):
     h = client()
     check(lib.fpx_client_import_leased(h, name.encode(), b"imported", _ptr(data), data.nbytes,
                                        _lib.LEASE_FROM_ENV, ctypes.byref(info)), h)
-    if binary:
-        return IndexBinary(0, "", _attach=info)
-    ix = Index(0, "", _attach=info)
-    ix.metric_type = METRIC_INNER_PRODUCT if info.metric == b"IP" else METRIC_L2
-    fourcc = bytes(data[:4])
-    if fourcc.startswith(b"Iw"):
-        ix.__class__ = type("IndexIVF", (_IVF, Index), {})
-    elif fourcc.startswith(b"IH"):
-        ix.hnsw = _HNSWParams(ix)
-    return ix
+    try:
+        return _described(info, binary, _ivf_nprobe(data), _hnsw_settings(data))
+    except BaseException:
+        _lib.pending_deletes.append(name)
+        raise
 
 
 def deserialize_index(data):

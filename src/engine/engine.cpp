@@ -27,6 +27,7 @@
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFastScan.h>
+#include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexLSH.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
@@ -41,7 +42,9 @@
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/utils/distances.h>
 
+#include <cxxabi.h>
 #include <dlfcn.h>
+#include <typeinfo>
 #include <omp.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -390,7 +393,9 @@ faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
         auto p = std::make_unique<faiss::SearchParametersIVF>();
         p->nprobe = kn.nprobe > 0 ? (size_t)kn.nprobe : ivf->nprobe;
         p->nprobe = std::min(p->nprobe, ivf->nlist);
-        p->max_codes = ivf->max_codes;
+        p->max_codes = kn.max_codes > 0   ? (size_t)kn.max_codes
+                       : kn.max_codes < 0 ? 0
+                                          : ivf->max_codes;
         p->sel = sel;
         keep.push_back(std::move(p));
         return keep.back().get();
@@ -418,6 +423,8 @@ const char *knobs_refused(const Index *idx, const fpx_search_params &kn) {
         idx = pt->index;
     if (kn.nprobe > 0 && (!dynamic_cast<const faiss::IndexIVF *>(idx) || is_fast_scan(idx)))
         return "nprobe applies to IVF indexes only (not to fast-scan ones)";
+    if (kn.max_codes != 0 && (!dynamic_cast<const faiss::IndexIVF *>(idx) || is_fast_scan(idx)))
+        return "max_codes applies to IVF indexes only (not to fast-scan ones)";
     if (kn.efSearch > 0 && !dynamic_cast<const faiss::IndexHNSW *>(idx))
         return "efSearch applies to HNSW indexes only";
     return nullptr;
@@ -509,6 +516,8 @@ void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fp
     } else {
         search_overfetch(idx, n, x, k, allowed, D, I);
     }
+    if (p && kn.as_faiss)
+        return; /* FAISS's own answer with the caller's selector, as it is */
     idx_t want = std::min(k, (idx_t)allowed->count);
     for (idx_t i = 0; complete && i < n; i++)
         if (valid_hits(k, I + i * k) < want)
@@ -578,7 +587,7 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
         if (!is_fast_scan(idx)) {
-            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0};
+            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0, 0, 0};
             BitsetSelector sel(allowed);
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, &sel, all, keep);
@@ -597,13 +606,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
-        fpx_search_params none = {0, 0, 0};
+        fpx_search_params none = {0, 0, 0, 0, 0};
         search_allowed(h->storage, n, x, k, none, allowed, 0, D, I);
         return;
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
-        fpx_search_params none = {0, 0, 0};
+        fpx_search_params none = {0, 0, 0, 0, 0};
         search_allowed(idx, n, x, k, none, allowed, 0, D, I);
         return;
     }
@@ -1030,7 +1039,7 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
 static int binary_search(fpx_engine *e, int64_t n, const uint8_t *x, int64_t k,
                          const fpx_search_params &kn, const fpx_bitset *allowed, int32_t *D,
                          int64_t *I, fpx_err *err) {
-    if (kn.nprobe > 0 || kn.efSearch > 0)
+    if (kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0)
         return set_err(err, FPX_E_UNSUPPORTED,
                        "binary indexes take nprobe/efSearch through set_params, not per search");
     try {
@@ -1063,13 +1072,15 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
                       int64_t *I, fpx_err *err) {
     if (n == 0)
         return 0;
-    fpx_search_params kn = params ? *params : fpx_search_params{0, 0, 0};
+    fpx_search_params kn = params ? *params : fpx_search_params{};
     if (e->bin)
         return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
     faiss::IndexHNSW *h = hnsw_core(e->index.get());
     if (!h)
         return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
-    if (kn.efSearch <= 0 || kn.efSearch == h->hnsw.efSearch) {
+    /* FAISS 1.7.3's HNSW sizes its candidate queue by the index's efSearch and only
+     * then runs with the search's: a caller's selector search gets exactly that. */
+    if (kn.efSearch <= 0 || kn.efSearch == h->hnsw.efSearch || kn.as_faiss) {
         std::shared_lock<std::shared_mutex> lk(e->knobs);
         return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
     }
@@ -1115,14 +1126,14 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
     *lims = nullptr;
     *D = nullptr;
     *I = nullptr;
-    fpx_search_params kn = params ? *params : fpx_search_params{0, 0, 0};
+    fpx_search_params kn = params ? *params : fpx_search_params{};
     const Index *idx = e->index.get();
     try {
         BitsetSelector sel(allowed);
         faiss::RangeSearchResult res((idx_t)n);
         threads_for(n);
         if (e->bin) {
-            if (kn.nprobe > 0 || kn.efSearch > 0)
+            if (kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0)
                 return set_err(err, FPX_E_UNSUPPORTED,
                                "binary indexes take nprobe/efSearch through set_params");
             e->bin->range_search(n, (const uint8_t *)x, (int)radius, &res);
@@ -1317,6 +1328,24 @@ int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
+int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err) {
+    faiss::IndexIVF *ivf = e->bin ? nullptr : core_ivf(e->index.get());
+    auto pq = dynamic_cast<faiss::IndexIVFPQ *>(ivf);
+    auto sq = dynamic_cast<faiss::IndexIVFScalarQuantizer *>(ivf);
+    if (!pq && !sq)
+        return set_err(err, FPX_E_VALIDATION,
+                       "by_residual applies to IVF-PQ and IVF scalar quantizer indexes only");
+    /* Training and the stored codes follow it: a change after either would
+     * leave codes that no longer decode. */
+    if (ivf->is_trained || ivf->ntotal > 0)
+        return set_err(err, FPX_E_VALIDATION, "by_residual can only be set before training");
+    if (pq)
+        pq->by_residual = on != 0;
+    else
+        sq->by_residual = on != 0;
+    return 0;
+}
+
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {
     if (e->bin) {
         auto bivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get());
@@ -1381,6 +1410,7 @@ namespace {
 struct FloatKind {
     using Ix = Index;
     using IDMap = faiss::IndexIDMap;
+    using IDMap2 = faiss::IndexIDMap2;
     static void write(const Ix *i, faiss::IOWriter *w) {
         faiss::write_index(i, w);
     }
@@ -1390,7 +1420,7 @@ struct FloatKind {
     static faiss::IndexIVF *ivf_of(Ix *i) {
         return core_ivf(i);
     }
-    static void describe(IDMap &m, const Ix *c) {
+    template <class M> static void describe(M &m, const Ix *c) {
         m.metric_type = c->metric_type;
     }
 };
@@ -1398,6 +1428,7 @@ struct FloatKind {
 struct BinaryKind {
     using Ix = BinIndex;
     using IDMap = faiss::IndexBinaryIDMap;
+    using IDMap2 = faiss::IndexBinaryIDMap2;
     static void write(const Ix *i, faiss::IOWriter *w) {
         faiss::write_index_binary(i, w);
     }
@@ -1407,10 +1438,25 @@ struct BinaryKind {
     static faiss::IndexBinaryIVF *ivf_of(Ix *i) {
         return dynamic_cast<faiss::IndexBinaryIVF *>(i);
     }
-    static void describe(IDMap &m, const Ix *c) {
+    template <class M> static void describe(M &m, const Ix *c) {
         m.code_size = c->code_size;
     }
 };
+
+/* Writes c wrapped in an IDMap of type M with the given ids. Built by hand:
+ * the wrapper's constructor wants an empty index. */
+template <class K, class M>
+void write_wrapped(typename K::Ix *c, const std::vector<idx_t> &ids, faiss::IOWriter *w) {
+    M m;
+    m.index = c;
+    m.own_fields = false;
+    m.d = c->d;
+    K::describe(m, c);
+    m.is_trained = c->is_trained;
+    m.ntotal = c->ntotal;
+    m.id_map = ids;
+    K::write(&m, w);
+}
 
 /* fpx_engine_export for either kind of index. */
 template <class K>
@@ -1447,17 +1493,10 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
                 return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
             });
         faiss::VectorIOWriter w;
-        if (wrap) {
-            /* Built by hand: IndexIDMap's constructor wants an empty index. */
-            typename K::IDMap m;
-            m.index = c.get();
-            m.own_fields = false;
-            m.d = c->d;
-            K::describe(m, c.get());
-            m.is_trained = c->is_trained;
-            m.ntotal = c->ntotal;
-            m.id_map = out_labels;
-            K::write(&m, &w);
+        if (wrap && idmap == 2)
+            write_wrapped<K, typename K::IDMap2>(c.get(), out_labels, &w);
+        else if (wrap) {
+            write_wrapped<K, typename K::IDMap>(c.get(), out_labels, &w);
         } else {
             K::write(c.get(), &w);
         }
@@ -1597,6 +1636,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         if (m)
             id_map = m->id_map;
         bool wrapped = m != nullptr;
+        int wrapper = dynamic_cast<faiss::IndexBinaryIDMap2 *>(m) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<BinIndex> b(unwrap_binary_idmap(raw.release()));
         idx_t ntotal = b->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)
@@ -1626,7 +1666,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
             return set_err(err, FPX_E_VALIDATION, "the index holds ids that are not labels");
         if (take_labels(lab, identity, labels, err))
             return -1;
-        *had_idmap = wrapped ? 1 : 0;
+        *had_idmap = wrapper;
         *out = new fpx_engine{nullptr, std::move(b), {}, {}};
         return 0;
     }
@@ -1648,6 +1688,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         else if (auto m = dynamic_cast<faiss::IndexIDMap *>(raw.get()))
             id_map = m->id_map;
         bool wrapped = dynamic_cast<faiss::IndexIDMap *>(raw.get()) != nullptr;
+        int wrapper = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<Index> idx(unwrap_idmap(raw.release()));
         idx_t ntotal = idx->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)
@@ -1680,7 +1721,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         }
         if (take_labels(lab, identity, labels, err))
             return -1;
-        *had_idmap = wrapped ? 1 : 0;
+        *had_idmap = wrapper;
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
         sync_norms(*out);
         return 0;
@@ -1751,6 +1792,42 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
+}
+
+/* FAISS's name of an object's class ("IndexIVFFlat"), as a FAISS user's
+ * downcast sees it. */
+static std::string class_name(const std::type_info &t) {
+    int status = 0;
+    char *dm = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
+    std::string n = dm && status == 0 ? dm : t.name();
+    free(dm);
+    if (n.rfind("faiss::", 0) == 0)
+        n = n.substr(7);
+    /* The factory makes an IndexFlat, read_index its L2/IP subclass: one class to FAISS */
+    return n == "IndexFlatL2" || n == "IndexFlatIP" ? "IndexFlat" : n;
+}
+
+size_t fpx_engine_classes(const fpx_engine *e, char *buf, size_t cap) {
+    std::string out;
+    if (e->bin) {
+        out = class_name(typeid(*e->bin));
+    } else {
+        for (const Index *idx = e->index.get(); idx;) {
+            out += (out.empty() ? "" : ",") + class_name(typeid(*idx));
+            if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+                idx = pt->index;
+            else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+                idx = rf->base_index;
+            else
+                idx = nullptr;
+        }
+    }
+    if (cap > 0) {
+        size_t n = std::min(out.size(), cap - 1);
+        memcpy(buf, out.data(), n);
+        buf[n] = 0;
+    }
+    return out.size();
 }
 
 size_t fpx_engine_memory(const fpx_engine *e) {

@@ -36,6 +36,12 @@ typedef struct fpx_search_params {
      * are fewer than FAISS's BLAS threshold, which FAISS applies to one
      * caller's batch. A caller's own queries keep FAISS's choice. */
     int pooled;
+    /* IVF max_codes for this search: > 0 a limit, < 0 none, 0 the index's. */
+    int64_t max_codes;
+    /* The search carries the caller's id selector: the answer must be the one
+     * FAISS's search with that selector gives, so a search that returns fewer
+     * than k hits is not widened where FAISS takes the selector itself. */
+    int as_faiss;
 } fpx_search_params;
 
 /* A set of allowed positions: bit p of words[p / 64] set = position p allowed.
@@ -151,6 +157,10 @@ int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 /* Sets index parameters with FAISS's ParameterSpace ("nprobe=16,efSearch=64"). */
 int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err);
 
+/* by_residual of an IVF-PQ or IVF scalar quantizer index (FAISS's member,
+ * which training and encoding follow): only before training, while empty. */
+int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err);
+
 /* IVF direct map, as FAISS's IndexIVF::set_direct_map_type (0: none, 1: array,
  * 2: hash table); needed by reconstruct on IVF indexes. */
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err);
@@ -161,7 +171,8 @@ int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err);
  * cannot remove from fails when some position is dead), with labels[pos] as
  * the ids (NULL: the position is the label). An IVF index carries the labels
  * in its lists; other types are wrapped in an IndexIDMap when idmap is set or
- * the labels are not 0..n-1 in order. *buf is malloc'd.
+ * the labels are not 0..n-1 in order. idmap 2 asks for an IndexIDMap2 (which
+ * FAISS can reconstruct from), 1 for an IndexIDMap. *buf is malloc'd.
  */
 int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t *labels, int idmap,
                       uint8_t **buf, size_t *len, fpx_err *err);
@@ -179,7 +190,8 @@ int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine *
  * Reads a FAISS-serialized index (as from write_index). IndexIDMap/IDMap2
  * wrappers are dropped and their ids, or an IVF index's own ids, become
  * *labels (malloc'd, one per position; NULL when every label equals its
- * position). *had_idmap tells whether a wrapper was there.
+ * position). *had_idmap tells which wrapper was there: 0 none, 1 IndexIDMap,
+ * 2 IndexIDMap2.
  */
 int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                       int *had_idmap, fpx_err *err);
@@ -194,6 +206,15 @@ int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *le
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
 /* Inverse of fpx_engine_serialize (read_index from memory). */
 int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err);
+
+/*
+ * The FAISS classes of the index as a FAISS user holds it (the IDMap wrapper
+ * aside), outermost first along its main path (an IndexPreTransform's index,
+ * an IndexRefine's base index), joined by ',': "IndexIVFFlat",
+ * "IndexPreTransform,IndexIVFPQ", "IndexBinaryIVF". Writes at most cap bytes,
+ * NUL included; returns the full length.
+ */
+size_t fpx_engine_classes(const fpx_engine *e, char *buf, size_t cap);
 
 /* Bytes of memory FAISS holds for the index (approximate; for stats). */
 size_t fpx_engine_memory(const fpx_engine *e);

@@ -98,6 +98,7 @@ static const struct {
     {"k_factor", 1, 1 << 20, 0, "refinement factor"},
     {"k_factor_rf", 1, 1 << 20, 1, "refinement factor"},
     {"direct_map", 0, 2, 1, "0 none, 1 array, 2 hash table"},
+    {"by_residual", 0, 1, 1, "IVF-PQ/SQ residual encoding, before training"},
 };
 
 static int check_param(const char *name, double v, fpx_err *err) {
@@ -107,7 +108,7 @@ static int check_param(const char *name, double v, fpx_err *err) {
     for (size_t i = 0; i < sizeof param_rules / sizeof param_rules[0]; i++) {
         if (strcmp(param_rules[i].name, base))
             continue;
-        if (!strcmp(base, "direct_map") && base != name)
+        if ((!strcmp(base, "direct_map") || !strcmp(base, "by_residual")) && base != name)
             break;
         if (v < param_rules[i].lo || v > param_rules[i].hi ||
             (param_rules[i].integer && v != floor(v)))
@@ -119,8 +120,8 @@ static int check_param(const char *name, double v, fpx_err *err) {
     }
     return fpx_err_set(err, FPX_E_VALIDATION,
                        "set_params does not accept \"%s\" (accepted: nprobe, efSearch, "
-                       "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, and "
-                       "quantizer_ before a search parameter)",
+                       "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, "
+                       "by_residual, and quantizer_ before a search parameter)",
                        name);
 }
 
@@ -159,6 +160,8 @@ static int set_param(fpx_index *ix, const char *name, double value, fpx_err *err
                                          : value == 2 ? 2
                                                       : -1,
                                          err);
+    if (!strcmp(name, "by_residual")) /* a member FAISS's ParameterSpace does not know */
+        return fpx_engine_set_by_residual(ix->eng, value != 0, err);
     char spec[FPX_PARAM_NAME_MAX + 40];
     snprintf(spec, sizeof spec, "%s=%.17g", name, value);
     return fpx_engine_set_params(ix->eng, spec, err);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "idsel.h"
 #include "index_impl.h"
 
 #define FPX_KEY_MAX_BYTES 1024
@@ -561,6 +562,14 @@ int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted,
     return 0;
 }
 
+int fpx_index_type_has_idmap(const char *t) {
+    /* FAISS's factory takes the wrapper as a prefix or as a suffix */
+    size_t n = strlen(t);
+    if (!strncmp(t, "IDMap2,", 7) || (n > 7 && !strcmp(t + n - 7, ",IDMap2")))
+        return 2;
+    return !strncmp(t, "IDMap,", 6) || (n > 6 && !strcmp(t + n - 6, ",IDMap"));
+}
+
 int64_t fpx_index_slot_of(const fpx_index *ix, int64_t label) {
     return find_label(ix, label);
 }
@@ -588,7 +597,8 @@ int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo
     *removed = 0;
     if (fpx_engine_check_remove(ix->eng, err))
         return -1;
-    int renumber = fpx_engine_remove_renumbers(ix->eng) && strncmp(ix->index_type, "IDMap", 5);
+    int renumber =
+        fpx_engine_remove_renumbers(ix->eng) && !fpx_index_type_has_idmap(ix->index_type);
 
     /* Phase 1: the slots to remove, and (renumbering) the new label table. */
     int64_t cnt = 0;
@@ -776,9 +786,11 @@ fpx_bitset fpx_index_live(const fpx_index *ix) {
 /* ---- search ---------------------------------------------------------------------- */
 
 /* The allowed set of a search: the filter's matches, or the live slots when
- * some are dead, or NULL (everything). *owned is what to free after. */
-static int allowed_set(const fpx_index *ix, const msgpack_object *filter, fpx_bitset *set,
-                       const fpx_bitset **allowed, uint64_t **owned, fpx_err *err) {
+ * some are dead, or NULL (everything); then only the slots whose label the id
+ * selector sel (may be NULL) selects. *owned is what to free after. */
+static int allowed_set(const fpx_index *ix, const msgpack_object *filter, const msgpack_object *sel,
+                       fpx_bitset *set, const fpx_bitset **allowed, uint64_t **owned,
+                       fpx_err *err) {
     *owned = NULL;
     *allowed = NULL;
     memset(set, 0, sizeof *set);
@@ -788,9 +800,23 @@ static int allowed_set(const fpx_index *ix, const msgpack_object *filter, fpx_bi
         set->words = *owned;
         set->nbits = ix->nslots;
         *allowed = set;
+    } else if (fpx_idsel_present(sel)) {
+        size_t nw = fpx_words_for(ix->nslots);
+        if (!(*owned = malloc((nw ? nw : 1) * sizeof **owned)))
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory building the id selector");
+        if (nw)
+            memcpy(*owned, ix->alive, nw * sizeof **owned);
+        *set = fpx_index_live(ix);
+        set->words = *owned;
+        *allowed = set;
     } else if (ix->nlive < ix->nslots) {
         *set = fpx_index_live(ix);
         *allowed = set;
+    }
+    if (fpx_idsel_present(sel) && fpx_idsel_apply(ix, sel, *owned, &set->count)) {
+        free(*owned);
+        *owned = NULL;
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory applying the id selector");
     }
     return 0;
 }
@@ -798,10 +824,16 @@ static int allowed_set(const fpx_index *ix, const msgpack_object *filter, fpx_bi
 int fpx_index_search(fpx_index *ix, int64_t nq, const void *x, int64_t k,
                      const fpx_search_params *params, const msgpack_object *filter, void *D,
                      int64_t *I, fpx_err *err) {
+    return fpx_index_search_sel(ix, nq, x, k, params, filter, NULL, D, I, err);
+}
+
+int fpx_index_search_sel(fpx_index *ix, int64_t nq, const void *x, int64_t k,
+                         const fpx_search_params *params, const msgpack_object *filter,
+                         const msgpack_object *sel, void *D, int64_t *I, fpx_err *err) {
     uint64_t *owned;
     fpx_bitset set;
     const fpx_bitset *allowed;
-    if (allowed_set(ix, filter, &set, &allowed, &owned, err))
+    if (allowed_set(ix, filter, sel, &set, &allowed, &owned, err))
         return -1;
     int rc = 0;
     if (ix->nslots == 0 || (allowed && allowed->count == 0)) {
@@ -824,10 +856,17 @@ int fpx_index_search(fpx_index *ix, int64_t nq, const void *x, int64_t k,
 int fpx_index_range_search(fpx_index *ix, int64_t nq, const void *x, float radius,
                            const fpx_search_params *params, const msgpack_object *filter,
                            int64_t **lims, float **D, int64_t **I, fpx_err *err) {
+    return fpx_index_range_search_sel(ix, nq, x, radius, params, filter, NULL, lims, D, I, err);
+}
+
+int fpx_index_range_search_sel(fpx_index *ix, int64_t nq, const void *x, float radius,
+                               const fpx_search_params *params, const msgpack_object *filter,
+                               const msgpack_object *sel, int64_t **lims, float **D, int64_t **I,
+                               fpx_err *err) {
     uint64_t *owned;
     fpx_bitset set;
     const fpx_bitset *allowed;
-    if (allowed_set(ix, filter, &set, &allowed, &owned, err))
+    if (allowed_set(ix, filter, sel, &set, &allowed, &owned, err))
         return -1;
     int rc = fpx_engine_range_search(ix->eng, nq, x, radius, params, allowed, lims, D, I, err);
     free(owned);
@@ -893,6 +932,24 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
         msgpack_pack_true(pk);
     else
         msgpack_pack_false(pk);
+    /* FAISS's classes, so that a drop-in gives the program the object FAISS's
+     * factory would (an IVF's nprobe, an HNSW's efSearch) */
+    char classes[256];
+    fpx_engine_classes(ix->eng, classes, sizeof classes);
+    size_t n = 1;
+    for (const char *c = classes; *c; c++)
+        n += *c == ',';
+    fpx_pack_cstr(pk, "faiss_classes");
+    msgpack_pack_array(pk, n);
+    for (const char *c = classes;;) {
+        const char *end = strchr(c, ',');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        msgpack_pack_str(pk, len);
+        msgpack_pack_str_body(pk, c, len);
+        if (!end)
+            break;
+        c = end + 1;
+    }
 }
 
 /* ---- invariants ------------------------------------------------------------------- */

@@ -129,6 +129,12 @@ int fpx_index_train(fpx_index *ix, int64_t n, const void *x, fpx_err *err);
  * Each is looked up as a key first, then (when an integer) as a label. */
 int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted, fpx_err *err);
 
+/* 1 when an index_type asks for FAISS's IndexIDMap wrapper, 2 for its
+ * IndexIDMap2, as a prefix ("IDMap2,Flat") or a suffix ("Flat,IDMap2"), else
+ * 0. With a wrapper, labels stay as given when vectors are removed, whatever
+ * the index type, and an export is wrapped the same way. */
+int fpx_index_type_has_idmap(const char *index_type);
+
 /* The live slot holding a label, or -1. */
 int64_t fpx_index_slot_of(const fpx_index *ix, int64_t label);
 
@@ -181,6 +187,16 @@ int fpx_index_search(fpx_index *ix, int64_t nq, const void *x, int64_t k,
 int fpx_index_range_search(fpx_index *ix, int64_t nq, const void *x, float radius,
                            const fpx_search_params *params, const msgpack_object *filter,
                            int64_t **lims, float **D, int64_t **I, fpx_err *err);
+
+/* The two searches restricted further to the labels an id selector picks
+ * (sel: checked by fpx_idsel_check; NULL or nil: none). */
+int fpx_index_search_sel(fpx_index *ix, int64_t nq, const void *x, int64_t k,
+                         const fpx_search_params *params, const msgpack_object *filter,
+                         const msgpack_object *sel, void *D, int64_t *I, fpx_err *err);
+int fpx_index_range_search_sel(fpx_index *ix, int64_t nq, const void *x, float radius,
+                               const fpx_search_params *params, const msgpack_object *filter,
+                               const msgpack_object *sel, int64_t **lims, float **D, int64_t **I,
+                               fpx_err *err);
 
 int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot);
 /* Packs a search hit's {"id": key or label, "metadata": map or nil}, or nil. */

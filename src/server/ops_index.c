@@ -101,7 +101,7 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o) {
         uint8_t *buf = NULL;
         size_t len = 0;
         fpx_bitset live = fpx_index_live(ix);
-        rc = fpx_engine_export(ix->eng, &live, ix->labels, strncmp(ix->index_type, "IDMap", 5) == 0,
+        rc = fpx_engine_export(ix->eng, &live, ix->labels, fpx_index_type_has_idmap(ix->index_type),
                                &buf, &len, &r->err);
         if (rc == 0 && len > r->s->cfg->max_message_size)
             rc = fpx_err_set(&r->err, FPX_E_LIMIT,
@@ -153,10 +153,11 @@ int fpx_prep_import_index(fpx_req *r) {
                            (long long)dim);
     }
     size_t tl = strlen(type);
-    if (had_idmap && strncmp(type, "IDMap", 5) && tl + 6 < sizeof type) {
+    size_t wl = had_idmap == 2 ? 7 : 6;
+    if (had_idmap && !fpx_index_type_has_idmap(type) && tl + wl < sizeof type) {
         /* remember the wrapper, so an export gives it back */
-        memmove(type + 6, type, tl + 1);
-        memcpy(type, "IDMap,", 6);
+        memmove(type + wl, type, tl + 1);
+        memcpy(type, had_idmap == 2 ? "IDMap2," : "IDMap,", wl);
     }
     rc = fpx_index_import(r->tenant, name, type, eng, labels, &r->made, &r->err);
     free(labels);

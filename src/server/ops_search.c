@@ -5,6 +5,7 @@
  * into the outgoing body. Searches without a filter may be answered together
  * with other requests' queries in one FAISS call (batch.c).
  */
+#include "idsel.h"
 #include "ops.h"
 #include "util.h"
 
@@ -21,6 +22,16 @@ static void pack_hits(const fpx_index *ix, const int64_t *slots, size_t n, msgpa
 
 /* ---- search ------------------------------------------------------------------------ */
 
+/* The optional id_selector (FAISS's IDSelector* of a search's params): a
+ * search carrying one answers as FAISS's search with that selector does. */
+static int prep_id_selector(fpx_req *r) {
+    const msgpack_object *sel = fpx_map_get(r->h, "id_selector");
+    if (fpx_idsel_check(sel, &r->err))
+        return -1;
+    r->params.as_faiss = fpx_idsel_present(sel);
+    return 0;
+}
+
 int fpx_prep_search(fpx_req *r) {
     if (fpx_req_int(r, "k", 1, &r->k))
         return -1;
@@ -30,7 +41,7 @@ int fpx_prep_search(fpx_req *r) {
         return fpx_err_set(&r->err, FPX_E_LIMIT, "k must be at most %d, got %lld", FPX_K_MAX,
                            (long long)r->k);
     return fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
-                   fpx_index_check_filter(r->msg.meta, &r->err)
+                   fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r)
                ? -1
                : 0;
 }
@@ -51,7 +62,9 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
     int64_t *Itmp = NULL;
     int rc = 0;
     const msgpack_object *filter = r->msg.meta;
-    int batchable = !filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0;
+    const msgpack_object *sel = fpx_map_get(r->h, "id_selector");
+    int batchable = (!filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0) &&
+                    !fpx_idsel_present(sel);
     if (batchable)
         fpx_batch_enter(&ix->batch);
     size_t nres = (size_t)nq * (size_t)k;
@@ -81,7 +94,7 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
     if (rc == 0 && batchable)
         rc = fpx_batch_search(ix, nq, r->x, k, &r->params, D, I, &r->err);
     else if (rc == 0)
-        rc = fpx_index_search(ix, nq, r->x, k, &r->params, filter, D, I, &r->err);
+        rc = fpx_index_search_sel(ix, nq, r->x, k, &r->params, filter, sel, D, I, &r->err);
     else if (batchable)
         fpx_batch_cancel(&ix->batch);
     if (rc == 0) {
@@ -105,7 +118,7 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
 int fpx_prep_range_search(fpx_req *r) {
     if (fpx_req_number(r, "radius", &r->radius) ||
         fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
-        fpx_index_check_filter(r->msg.meta, &r->err))
+        fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r))
         return -1;
     if (fabs(r->radius) > 3.4e38)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "radius must fit a float32");
@@ -121,8 +134,8 @@ int fpx_op_range_search(fpx_req *r, fpx_out *o) {
     int64_t nq = r->n;
     int64_t *lims = NULL, *I = NULL;
     float *D = NULL;
-    int rc = fpx_index_range_search(ix, nq, r->x, (float)r->radius, &r->params, r->msg.meta, &lims,
-                                    &D, &I, &r->err);
+    int rc = fpx_index_range_search_sel(ix, nq, r->x, (float)r->radius, &r->params, r->msg.meta,
+                                        fpx_map_get(r->h, "id_selector"), &lims, &D, &I, &r->err);
     size_t nres = rc == 0 ? (size_t)lims[nq] : 0;
     if (rc == 0 && (nres * 12 + (size_t)(nq + 1) * 8) > r->s->cfg->max_message_size)
         rc = fpx_err_set(&r->err, FPX_E_LIMIT,

@@ -228,9 +228,17 @@ int fpx_req_search_params(fpx_req *r) {
             dst = &p->nprobe;
         else if (fpx_obj_str_eq(&kv->key, "efSearch"))
             dst = &p->efSearch;
+        if (fpx_obj_str_eq(&kv->key, "max_codes")) {
+            /* FAISS's SearchParametersIVF.max_codes: 0 is no limit */
+            if (fpx_obj_int(&kv->val, &v) || v < 0 || v > ((int64_t)1 << 53))
+                return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                                   "max_codes must be an integer in 0..2^53 (0: no limit)");
+            p->max_codes = v > 0 ? v : -1;
+            continue;
+        }
         if (!dst)
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "unknown search parameter (known: nprobe, efSearch)");
+                               "unknown search parameter (known: nprobe, efSearch, max_codes)");
         if (fpx_obj_int(&kv->val, &v) || v < 1 || v > (1 << 20))
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
                                "search parameters must be integers in 1..1048576");
