@@ -899,7 +899,7 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
 }
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 8 + (ix->lease_seconds > 0 ? 2 : 0));
+    msgpack_pack_map(pk, 9 + (ix->lease_seconds > 0 ? 2 : 0));
     if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */
         uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
         double left = (double)ix->lease_seconds - (now > at ? (double)(now - at) / 1e9 : 0);
