@@ -75,7 +75,8 @@ def _pkg(prefix, name, *what):
 
 
 def test_files_in_place(prefix):
-    for f in ("bin/faiss-proxy-server", "bin/faiss-proxy-test-client", "include/faissproxy/client.h",
+    for f in ("bin/faiss-proxy-server", "bin/faiss-proxy-test-client", "bin/faiss-proxy",
+              "share/man/man1/faiss-proxy.1", "include/faissproxy/client.h",
               "include/faiss-proxy/faiss/c_api/Index_c.h", "lib/faiss-proxy/libfaiss_c.so",
               "lib/pkgconfig/faissproxy.pc", "lib/pkgconfig/faiss-proxy-c.pc",
               "share/man/man1/faiss-proxy-server.1", "lib/systemd/system/faiss-proxy.service"):
@@ -132,6 +133,12 @@ def test_installed_server_and_test_client_run(prefix, tmp_path):
         out = _run([os.path.join(prefix, "bin", "faiss-proxy-test-client"), "--server", endpoint,
                     "--count", "50", "--dim", "8"])
         assert out.strip().endswith("OK")
+        # the installed CLI finds the installed libfaissproxy through its rpath
+        env = dict(os.environ)
+        env.pop("LD_LIBRARY_PATH", None)
+        out = _run([os.path.join(prefix, "bin", "faiss-proxy"), "--server", endpoint, "ping"],
+                   env=env)
+        assert out.startswith("pong from " + endpoint)
     finally:
         p.terminate()
         p.wait(timeout=60)
