@@ -1,20 +1,25 @@
 # faiss-proxy server image. Debian ships FAISS as a static library (libfaiss.a),
-# so the runtime stage needs only BLAS/LAPACK, OpenMP, ZeroMQ and msgpack-c.
+# so the runtime stage needs only BLAS/LAPACK, OpenMP, ZeroMQ, msgpack-c,
+# libsodium, libmicrohttpd (metrics) and jansson (the CLI).
 #   docker build -t faiss-proxy .
 #   docker run -p 5555:5555 -v "$PWD/data:/app/data" faiss-proxy
 FROM debian:bookworm-slim AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config libfaiss-dev libopenblas-dev libzmq3-dev \
-        libmsgpack-dev libsodium-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
+        libmsgpack-dev libsodium-dev libmicrohttpd-dev libjansson-dev zlib1g-dev && \
+    rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
-    cmake --build build -j"$(nproc)" --target faiss-proxy-server faiss-proxy-test-client faissproxy
+    cmake --build build -j"$(nproc)" --target faiss-proxy-server faiss-proxy-test-client \
+        faiss-proxy faissproxy
 
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libopenblas0 liblapack3 libgomp1 libzmq5 libmsgpackc2 libsodium23 zlib1g tini && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/build/faiss-proxy-server /src/build/faiss-proxy-test-client /usr/local/bin/
+        libopenblas0 liblapack3 libgomp1 libzmq5 libmsgpackc2 libsodium23 libmicrohttpd12 \
+        libjansson4 zlib1g tini && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/build/faiss-proxy-server /src/build/faiss-proxy-test-client \
+     /src/build/faiss-proxy /usr/local/bin/
 COPY --from=build /src/build/libfaissproxy.so* /usr/local/lib/
 RUN ldconfig && useradd --system --home /app faissproxy && mkdir -p /app/data && \
     chown faissproxy /app/data
