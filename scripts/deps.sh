@@ -11,6 +11,9 @@ PKGS="build-essential cmake pkg-config libfaiss-dev libopenblas-dev libzmq3-dev 
 libsodium-dev zlib1g-dev python3 python3-numpy python3-zmq python3-msgpack python3-faiss python3-pytest"
 [ "${1:-}" = "--with-clang" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 [ "${1:-}" = "--with-bench" ] && PKGS="$PKGS gnuplot-nox"
+# FAISS's own Python tests (make faiss-suite): scipy for two of their files,
+# dpkg-dev's dpkg-source for apt-get source.
+[ "${1:-}" = "--with-faiss-suite" ] && PKGS="$PKGS python3-scipy dpkg-dev"
 
 missing=""
 for p in $PKGS; do

@@ -462,7 +462,7 @@ def measure(args, src_root, server_bin, keep_logs):
                            "seconds": (ft, pt)}
         print("faiss-suite: %-40s %3d tests, %3d through the server (%.0f s + %.0f s)%s"
               % (rel + ("::" + selector if selector else ""), len(ids), n_server, ft, pt,
-                 "; " + "; ".join(fnotes + pnotes) if fnotes or pnotes else ""),
+                 "".join("; " + n for k in ("faiss", "proxy") for n in file_notes[rel][k])),
               file=sys.stderr, flush=True)
     return tests, file_notes, time.time() - t_start
 
