@@ -628,9 +628,11 @@ def _faiss_version():
         return "?"
 
 
-def check(tests):
-    """The failures of --check: tests passing with faiss that do not pass through the server."""
-    bad = []
+def check(tests, file_notes):
+    """The failures of --check: tests passing with faiss that do not pass through the server,
+    and a server that died, hung at stop or exited badly."""
+    bad = ["%s: %s" % (rel, n) for rel, notes in file_notes.items() for n in notes["proxy"]
+           if n.startswith("the server")]
     for t in tests:
         if not t["faiss_ok"]:
             continue
@@ -699,7 +701,7 @@ def main():
           "through the server; report in %s" % (_ratio(c["base_server"], c["base"]), args.out),
           file=sys.stderr)
     if args.check:
-        bad = check(tests)
+        bad = check(tests, file_notes)
         for b in bad:
             print("faiss-suite: FAIL " + b, file=sys.stderr)
         if bad:
