@@ -103,7 +103,7 @@ bench-short: build
 # (tests/test_io.py tutorial/python/1-Flat.py ...; empty: all of tests/test_*.py
 # and tutorials 1-3); FAISS_SUITE_TIMEOUT: seconds each run of one file may take.
 FAISS_SUITE_FILES ?=
-FAISS_SUITE_TIMEOUT ?= 300
+FAISS_SUITE_TIMEOUT ?= 450
 FAISS_SUITE_OUT ?= docs/faiss-suite.md
 # Chosen among the tests that pass through the server: a few seconds in all.
 FAISS_SUITE_SHORT ?= tests/test_index.py::TestIndexFlat tests/test_contrib.py::TestExhaustiveSearch \

@@ -366,6 +366,10 @@ def run_file(src_root, rel, selector, mode, timeout, env_extra, keep_logs):
                 proc.wait()
                 rc = None
                 notes.append("stopped after the per-file timeout of %d s" % timeout)
+            except BaseException:  # interrupted: leave no test process behind
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
         elapsed = time.time() - t0
         if rc is not None and rc < 0:
             notes.append("pytest was killed by signal %d" % -rc)
@@ -645,6 +649,10 @@ def check(tests, file_notes):
     return bad
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -652,8 +660,8 @@ def main():
                     help="files relative to the FAISS source folder (tests/test_io.py, "
                          "tutorial/python/1-Flat.py), optionally ::Class or ::Class::test; "
                          "default: every tests/test_*.py and tutorials 1-3")
-    ap.add_argument("--timeout", type=int, default=300,
-                    help="seconds each run of one file may take (default 300)")
+    ap.add_argument("--timeout", type=int, default=450,
+                    help="seconds each run of one file may take (default 450)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "faiss-suite.md"),
                     help="the Markdown report (default docs/faiss-suite.md)")
     ap.add_argument("--json", help="also write every test's record here")
@@ -667,6 +675,8 @@ def main():
                     help="exit 1 unless every test that passes with faiss passes through "
                          "the server")
     args = ap.parse_args()
+    # SIGTERM as Ctrl-C: the running file's processes and server are stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     src = args.src
     if not src:
@@ -688,7 +698,10 @@ def main():
     if not os.access(server_bin, os.X_OK):
         sys.exit("faiss-suite: no %s (make build)" % server_bin)
 
-    tests, file_notes, elapsed = measure(args, src, server_bin, args.logs)
+    try:
+        tests, file_notes, elapsed = measure(args, src, server_bin, args.logs)
+    except KeyboardInterrupt:
+        sys.exit("faiss-suite: interrupted; no report written")
     text = report(tests, file_notes, elapsed, args)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
