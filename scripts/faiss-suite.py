@@ -335,7 +335,7 @@ def _stage(src_root, rel, mode, tmp):
 
 
 def run_file(src_root, rel, selector, mode, timeout, env_extra, keep_logs):
-    """Runs one file under pytest; returns (records by display id, notes)."""
+    """Runs one file under pytest; returns (records by display id, notes, seconds)."""
     tmp = tempfile.mkdtemp(prefix="fpx-suite-%s-" % mode)
     try:
         target = _stage(src_root, rel, mode, tmp)
@@ -403,10 +403,10 @@ def run_file(src_root, rel, selector, mode, timeout, env_extra, keep_logs):
 # ---- classification and the report ---------------------------------------------------------
 
 
-def classify(faiss_rec, proxy_rec, collect_error):
+def classify(faiss_rec, proxy_rec, missing):
     """The proxy run's class of a test: server, local, failed, skipped."""
     if proxy_rec is None:
-        return "failed", collect_error or "not run through the server"
+        return "failed", missing or "not run through the server"
     out = proxy_rec["outcome"]
     if out == "passed":
         return ("server" if proxy_rec["requests"] > 0 else "local"), ""
@@ -449,7 +449,9 @@ def measure(args, src_root, server_bin, keep_logs):
         n_server = 0
         for key in ids:
             f, p = faiss_recs.get(key), proxy_recs.get(key)
-            cls, reason = classify(f, p, collect[0] if collect else "")
+            # A test the run never reached: why (the file's collection error or timeout).
+            missing = collect[0] if collect else "not run: " + pnotes[-1] if pnotes else ""
+            cls, reason = classify(f, p, missing)
             test_name = re.sub(r"\[.*\]$", "", key.split("::", 1)[1]) if "::" in key else ""
             internals = module.internals_of_script() if rel.startswith("tutorial/") \
                 else module.internals(test_name)
