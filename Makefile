@@ -19,6 +19,12 @@
 #   make fuzz-short  the same for FUZZ_SHORT_SECONDS (part of make test), from
 #               the seed corpus in tests/fuzz/corpus (scripts/fuzz-corpus.py
 #               writes it); inputs found go to a scratch copy, never the repo
+#   make faiss-suite  FAISS 1.7.3's own Python tests, with real faiss and through
+#               the drop-in (python/faissproxy) against a server of their own:
+#               rewrites docs/faiss-suite.md (scripts/faiss-suite.py, docs/python.md)
+#   make faiss-suite-short  a few of them that pass through the server (part of
+#               make test): fails when one that passes with faiss no longer does
+#               through the server, or no longer sends it a request
 #   make format clang-format every C/C++ source in place
 
 BUILD      ?= $(if $(AVX2_ON),build-avx2,build)
@@ -50,7 +56,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run install test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short format clean
+.PHONY: all deps build run install test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short faiss-suite faiss-suite-short format clean
 
 all: build
 
@@ -70,8 +76,8 @@ PREFIX ?= /usr/local
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
-test: test-release test-sanitize test-tsan fuzz-short bench-short
-	@echo "make test: all suites passed (release, ASan+UBSan, TSan), the decoder fuzzed (short), benchmarks ran (short)"
+test: test-release test-sanitize test-tsan fuzz-short bench-short faiss-suite-short
+	@echo "make test: all suites passed (release, ASan+UBSan, TSan), the decoder fuzzed (short), benchmarks ran (short), FAISS's own tests passed through the server (short)"
 
 test-release: build
 	@./scripts/deps.sh --with-test
@@ -99,6 +105,28 @@ bench: build
 
 bench-short: build
 	./bench/run.sh --short
+
+# FAISS's sources come from Debian's source package (scripts/faiss-source.sh),
+# cached in ~/.cache/faiss-proxy/src. FAISS_SUITE_FILES: files of it to run
+# (tests/test_io.py tutorial/python/1-Flat.py ...; empty: all of tests/test_*.py
+# and tutorials 1-3); FAISS_SUITE_TIMEOUT: seconds each run of one file may take.
+FAISS_SUITE_FILES ?=
+FAISS_SUITE_TIMEOUT ?= 450
+FAISS_SUITE_OUT ?= docs/faiss-suite.md
+# Chosen among the tests that pass through the server: a few seconds in all.
+FAISS_SUITE_SHORT ?= tests/test_index.py::TestIndexFlat tests/test_contrib.py::TestExhaustiveSearch \
+    tests/test_index_binary.py::TestBinaryFlat tests/test_meta_index.py::IDRemap \
+    tutorial/python/2-IVFFlat.py
+
+faiss-suite: build
+	@./scripts/deps.sh --with-faiss-suite
+	$(PYTHON) scripts/faiss-suite.py --build $(BUILD) --timeout $(FAISS_SUITE_TIMEOUT) \
+	    --out $(FAISS_SUITE_OUT) $(if $(strip $(FAISS_SUITE_FILES)),--files $(FAISS_SUITE_FILES))
+
+faiss-suite-short: build
+	@./scripts/deps.sh --with-faiss-suite
+	$(PYTHON) scripts/faiss-suite.py --build $(BUILD) --timeout 120 --check \
+	    --out $(BUILD)/faiss-suite-short.md --files $(FAISS_SUITE_SHORT)
 
 faiss-avx2:
 	FPX_FAISS_AVX2_PREFIX=$(FAISS_AVX2_PREFIX) ./scripts/faiss-avx2.sh

@@ -15,6 +15,9 @@ for opt in "$@"; do
     --with-bench) PKGS="$PKGS gnuplot-nox" ;;
     # promtool and a real scraper for the metrics tests; pip and venv for the install test
     --with-test) PKGS="$PKGS prometheus python3-pip python3-venv python3-setuptools binutils man-db" ;;
+    # FAISS's own Python tests (make faiss-suite): scipy for two of their files,
+    # dpkg-dev's dpkg-source for apt-get source.
+    --with-faiss-suite) PKGS="$PKGS python3-scipy dpkg-dev" ;;
     *) echo "deps: unknown option $opt" >&2; exit 2 ;;
     esac
 done

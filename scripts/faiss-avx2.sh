@@ -66,77 +66,15 @@ as_root() {
 }
 export DEBIAN_FRONTEND=noninteractive
 
-# --- apt: a deb-src entry for the mirror and suites apt already uses --------
-# A separate file, so that removing it undoes it; written only when no
-# deb-src entry exists yet. deb822 (bookworm's debian.sources): the first
-# stanza of Types deb that is not the security archive, its URIs, Suites,
-# Components and Signed-By copied (continuation lines included). Classic
-# one-line sources.list: its first such deb line, as deb-src.
-src822=/etc/apt/sources.list.d/faiss-proxy-src.sources
-srclist=/etc/apt/sources.list.d/faiss-proxy-src.list
-has_deb_src() {
-    # what apt reads: *.list and *.sources (not e.g. *.disabled)
-    grep -qsE '^[[:space:]]*deb-src[[:space:]]|^Types:.*\<deb-src\>' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources
-}
-added=0
-if ! has_deb_src; then
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        entry=$(awk '
-            function flush() {
-                if (!done && isdeb && !security && stanza != "") { printf "%s", stanza; done = 1 }
-                stanza = ""; isdeb = 0; security = 0; keep = 0
-            }
-            /^[[:space:]]*$/ { flush(); next }
-            /^#/ { next }
-            /^[^[:space:]]/ {
-                keep = 0
-                if ($1 == "Types:") { for (i = 2; i <= NF; i++) if ($i == "deb") isdeb = 1; next }
-                if ($1 == "Suites:" && $0 ~ /-security/) security = 1
-                if ($1 ~ /^(URIs|Suites|Components|Signed-By):$/) keep = 1
-            }
-            keep { stanza = stanza $0 "\n" }
-            END { flush() }' /etc/apt/sources.list.d/debian.sources)
-        [ -n "$entry" ] || die "no deb entry found in /etc/apt/sources.list.d/debian.sources"
-        printf '# faiss-proxy (scripts/faiss-avx2.sh): Debian sources, for apt-get source faiss\nTypes: deb-src\n%s\n' \
-            "$entry" | as_root tee "$src822" >/dev/null
-        say "added $src822"
-    elif [ -f /etc/apt/sources.list ]; then
-        line=$(grep -E '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list | grep -v -- '-security' | head -1 || true)
-        [ -n "$line" ] || die "no deb line found in /etc/apt/sources.list"
-        printf '# faiss-proxy (scripts/faiss-avx2.sh): Debian sources, for apt-get source faiss\n%s\n' \
-            "$(sed -E 's/^[[:space:]]*deb[[:space:]]/deb-src /' <<<"$line")" | as_root tee "$srclist" >/dev/null
-        say "added $srclist"
-    else
-        die "no apt sources found to derive a deb-src entry from"
-    fi
-    added=1
-fi
-# apt-get update only for a new entry, or when apt still knows no source
-# package faiss (an entry added by hand, or a run stopped before its update).
-if [ "$added" = 1 ] || ! apt-cache showsrc faiss 2>/dev/null | grep -q '^Package: faiss$'; then
-    as_root apt-get update -q
-fi
-
 # Build tools only: no swig, python or CUDA (FAISS_ENABLE_PYTHON/GPU=OFF).
 # libopenblas-dev gives FindBLAS and FindLAPACK their libraries; dpkg-dev
 # has dpkg-source (apt-get source) and dpkg-buildflags.
 as_root apt-get install -y -q --no-install-recommends cmake g++ make libopenblas-dev dpkg-dev >/dev/null
 
-# --- source: the version of the installed libfaiss-dev, Debian's patches applied
-mkdir -p "$work" "$prefix"
-srcdir="$work/faiss-1.7.3"
-if [ ! -f "$srcdir/debian/rules" ]; then
-    ver=$(dpkg-query -W -f='${source:Version}' libfaiss-dev 2>/dev/null || true)
-    case "$ver" in
-    1.7.3*) spec="faiss=$ver" ;;
-    *) spec=faiss ;;
-    esac
-    # As root apt warns that the download is unsandboxed: harmless here.
-    (cd "$work" && apt-get source -q "$spec")
-    [ -f "$srcdir/debian/rules" ] ||
-        die "apt-get source $spec gave no $srcdir (apt's faiss is not 1.7.3?): $(ls "$work")"
-fi
+# --- source: the version of the installed libfaiss-dev, Debian's patches
+# applied (scripts/faiss-source.sh adds a deb-src entry when apt has none)
+mkdir -p "$prefix"
+srcdir=$(FPX_FAISS_SRC_CACHE="$work" "$here/faiss-source.sh" | tail -1)
 
 # FAISS 1.7.3 installs faiss_avx2 without "INCLUDES DESTINATION" (faiss has
 # it), so the exported faiss_avx2 target carries no include directory and a

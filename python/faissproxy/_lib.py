@@ -116,6 +116,36 @@ for _name, (_res, _args) in _SIGS.items():
     _f.argtypes = _args
 
 
+# Requests sent by this process: every call of the library that talks to the
+# server goes through a counting wrapper, so that a program (or a test run,
+# scripts/faiss-suite.py) can tell work the server did from work that stayed
+# in local faiss. The calls below only touch the handle.
+_LOCAL_CALLS = ("fpx_client_new", "fpx_client_free", "fpx_client_set_timeout",
+                "fpx_client_set_server_key", "fpx_client_errtype", "fpx_client_errstr",
+                "fpx_hits_free")
+_sent = [0]
+_sent_lock = threading.Lock()
+
+
+def requests_sent():
+    """How many requests this process has sent to a server (attempted, failed ones too)."""
+    return _sent[0]
+
+
+def _counting(f):
+    def call(*args):
+        with _sent_lock:
+            _sent[0] += 1
+        return f(*args)
+    call.__name__ = f.__name__
+    return call
+
+
+for _name in _SIGS:
+    if _name not in _LOCAL_CALLS:
+        setattr(lib, _name, _counting(getattr(lib, _name)))
+
+
 class Config:
     lock = threading.RLock()
     server = None
