@@ -1865,17 +1865,19 @@ int fpx_faissx_detect(const uint8_t *body, size_t len) {
     if (len == 0 || fpx_msgpack_check(body, len, &used, &err) != 0 || used != len)
         return 0;
     /* one whole object: ours is a preamble map followed by a header, so
-     * never exactly one object, unless a lone preamble, which stays ours */
+     * never exactly one object, unless a lone (or broken) preamble, which
+     * stays ours: a map with any of the preamble's keys */
     uint8_t t = body[0];
     int is_map = (t & 0xf0) == 0x80 || t == 0xde || t == 0xdf;
-    if (!is_map)
-        return 1;
+    if (!is_map) /* a lone number, string, list: a broken request of ours */
+        return 0;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
     int faissx = 1;
     if (msgpack_unpack_next(&u, (const char *)body, len, &off) == MSGPACK_UNPACK_SUCCESS &&
-        fpx_map_get(&u.data, "header_size"))
+        (fpx_map_get(&u.data, "header_size") || fpx_map_get(&u.data, "vector_size") ||
+         fpx_map_get(&u.data, "metadata_size")))
         faissx = 0;
     msgpack_unpacked_destroy(&u);
     return faissx;

@@ -16,8 +16,9 @@
 
 #include "server.h"
 
-/* 1 when body is one whole msgpack object that is not our preamble (a map
- * holding "header_size"): a FAISSx request, well formed or not. */
+/* 1 when body is one whole msgpack map that is not our preamble (one holding
+ * "header_size", "vector_size" or "metadata_size"): a FAISSx request, with
+ * or without a usable "action". */
 int fpx_faissx_detect(const uint8_t *body, size_t len);
 
 /* Answers a FAISSx request with a FAISSx reply map; as fpx_server_handle. */
