@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 
 #include <faiss/AutoTune.h>
+#include <faiss/Clustering.h>
 #include <faiss/IndexBinaryFlat.h>
 #include <faiss/IndexBinaryHNSW.h>
 #include <faiss/IndexBinaryIVF.h>
@@ -1840,6 +1841,63 @@ size_t fpx_engine_memory(const fpx_engine *e) {
     else if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
         per = ivf->code_size + sizeof(idx_t);
     return per * (size_t)idx->ntotal;
+}
+
+int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
+    if (e->bin) {
+        auto bivf = dynamic_cast<const faiss::IndexBinaryIVF *>(e->bin.get());
+        auto bh = dynamic_cast<const faiss::IndexBinaryHNSW *>(e->bin.get());
+        if (bivf && !strcmp(name, "nprobe"))
+            return *v = (double)bivf->nprobe, 0;
+        if (bh && !strcmp(name, "efSearch"))
+            return *v = bh->hnsw.efSearch, 0;
+        if (bh && !strcmp(name, "efConstruction"))
+            return *v = bh->hnsw.efConstruction, 0;
+        return -1;
+    }
+    Index *idx = e->index.get();
+    if (faiss::IndexIVF *ivf = core_ivf(idx)) {
+        if (!strcmp(name, "nprobe"))
+            return *v = (double)ivf->nprobe, 0;
+        if (!strcmp(name, "nlist"))
+            return *v = (double)ivf->nlist, 0;
+    }
+    if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
+        std::shared_lock<std::shared_mutex> lk(e->knobs);
+        if (!strcmp(name, "efSearch"))
+            return *v = h->hnsw.efSearch, 0;
+        if (!strcmp(name, "efConstruction"))
+            return *v = h->hnsw.efConstruction, 0;
+    }
+    return -1;
+}
+
+int fpx_engine_kmeans(int64_t n, int64_t d, const float *x, int64_t k, int niter, float *centroids,
+                      int64_t *assign, float *obj, fpx_err *err) {
+    if (n < 1 || d < 1 || k < 1 || niter < 1)
+        return set_err(err, FPX_E_VALIDATION, "k-means needs n, d, k and niter >= 1");
+    if (n < k)
+        return set_err(err, FPX_E_VALIDATION,
+                       "k-means needs at least as many vectors (%lld) as "
+                       "clusters (%lld)",
+                       (long long)n, (long long)k);
+    try {
+        faiss::ClusteringParameters cp;
+        cp.niter = niter;
+        cp.verbose = false;
+        /* FAISS samples 256 points per centroid by default: keep every point,
+         * the caller already chose what to cluster */
+        cp.max_points_per_centroid = (int)std::min<int64_t>(INT32_MAX, (n + k - 1) / k);
+        faiss::Clustering clus((int)d, (int)k, cp);
+        faiss::IndexFlatL2 q((idx_t)d);
+        clus.train((idx_t)n, x, q);
+        memcpy(centroids, clus.centroids.data(), sizeof(float) * (size_t)(k * d));
+        std::vector<float> dist((size_t)n);
+        q.search((idx_t)n, x, 1, dist.data(), assign);
+        *obj = clus.iteration_stats.empty() ? 0.0f : clus.iteration_stats.back().obj;
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
 }
 
 } // extern "C"

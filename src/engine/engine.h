@@ -219,6 +219,17 @@ size_t fpx_engine_classes(const fpx_engine *e, char *buf, size_t cap);
 /* Bytes of memory FAISS holds for the index (approximate; for stats). */
 size_t fpx_engine_memory(const fpx_engine *e);
 
+/* The current value of a search or build knob ("nprobe", "nlist" of an IVF
+ * index; "efSearch", "efConstruction" of an HNSW one) in *v. 0, or -1 when
+ * the index has no such knob. */
+int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v);
+
+/* k-means (FAISS Clustering, L2) of n vectors of d floats into k centroids:
+ * fills centroids (k*d floats), assign (n cluster numbers) and *obj (the
+ * final objective, the sum of squared distances). */
+int fpx_engine_kmeans(int64_t n, int64_t d, const float *x, int64_t k, int niter, float *centroids,
+                      int64_t *assign, float *obj, fpx_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
  * durability rule here, once, not in every handler.
  */
 #include "apply.h"
+#include "faissx.h"
 #include "stats.h"
 #include "ops.h"
 #include "store.h"
@@ -264,6 +265,10 @@ static int handle_decoded(fpx_req *r, fpx_out *o) {
 
 void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
                        size_t *reply_len, int *is_static) {
+    if (fpx_faissx_detect(body, len)) { /* FAISSx's format: its adapter calls back here */
+        fpx_faissx_handle(s, body, len, reply, reply_len, is_static);
+        return;
+    }
     uint64_t t0 = fpx_now_ns();
     fpx_req r;
     memset(&r, 0, sizeof r);

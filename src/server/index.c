@@ -898,8 +898,27 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
         msgpack_pack_nil(pk);
 }
 
+/* The search and build knobs the index has, with their current values
+ * ("params": {"nprobe": 1, ...}): what a per-search params map or set_params
+ * changes, readable back. */
+static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
+    static const char *const names[] = {"nlist", "nprobe", "efSearch", "efConstruction"};
+    double v[4];
+    int have[4], n = 0;
+    for (int i = 0; i < 4; i++)
+        n += have[i] = fpx_engine_get_param(ix->eng, names[i], &v[i]) == 0;
+    msgpack_pack_map(pk, (size_t)n);
+    for (int i = 0; i < 4; i++)
+        if (have[i]) {
+            fpx_pack_cstr(pk, names[i]);
+            msgpack_pack_int64(pk, (int64_t)v[i]);
+        }
+}
+
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 9 + (ix->lease_seconds > 0 ? 2 : 0));
+    msgpack_pack_map(pk, 10 + (ix->lease_seconds > 0 ? 2 : 0));
+    fpx_pack_cstr(pk, "params");
+    pack_knobs(ix, pk);
     if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */
         uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
         double left = (double)ix->lease_seconds - (now > at ? (double)(now - at) / 1e9 : 0);
