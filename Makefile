@@ -114,9 +114,12 @@ FAISS_SUITE_FILES ?=
 FAISS_SUITE_TIMEOUT ?= 450
 FAISS_SUITE_OUT ?= docs/faiss-suite.md
 # Chosen among the tests that pass through the server: a few seconds in all.
+# (TestBinaryFlat::test_empty_flat sets use_heap, and IDRemap::test_id_remap_ivf builds an
+# L2 IVF over an inner-product quantizer: neither is served, both raise; docs/faiss-suite.md.)
 FAISS_SUITE_SHORT ?= tests/test_index.py::TestIndexFlat tests/test_contrib.py::TestExhaustiveSearch \
-    tests/test_index_binary.py::TestBinaryFlat tests/test_meta_index.py::IDRemap \
-    tutorial/python/2-IVFFlat.py
+    tests/test_index_binary.py::TestBinaryFlat::test_flat \
+    tests/test_index_binary.py::TestBinaryFlat::test_range_search \
+    tests/test_meta_index.py::IDRemap::test_id_remap_idmap tutorial/python/2-IVFFlat.py
 
 faiss-suite: build
 	@./scripts/deps.sh --with-faiss-suite

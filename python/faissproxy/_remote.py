@@ -419,7 +419,7 @@ _UNSERVED = frozenset((
     "polysemous_ht", "encode_signs", "xb", "codes", "storage", "hnsw", "index", "id_map",
     "rev_map", "nprobe", "max_codes", "efSearch", "efConstruction", "k_factor", "base_index",
     "refine_index", "chain", "prefix_len", "ksub", "M", "nbits", "upper_beam",
-    "search_bounded_queue", "check_relative_distance",
+    "search_bounded_queue", "check_relative_distance", "use_heap", "query_batch_size",
 ))
 
 
