@@ -1251,8 +1251,18 @@ static void bench_stall(void) {
             }
         } else if (p == 2) {
             snprintf(titles[p], sizeof titles[p], "drop the %.0f MB index", (double)big_len / 1e6);
+            double rss0 = rss_bytes(srv.pid);
             if (!refused[0])
                 check(b, fpx_client_delete_index(b, "big"), "delete big");
+            /* delete_index answers once the folder is renamed away; the
+             * server then unlinks it and frees the index in the background
+             * (its files go before its memory). The phase lasts until the
+             * memory is back, so that work counts against it. */
+            for (double until = now() + 30; !refused[0] && now() < until;) {
+                if (rss_bytes(srv.pid) < rss0 - (double)big_len / 2)
+                    break;
+                usleep(2000);
+            }
         } else if (p == 3) {
             snprintf(titles[p], sizeof titles[p], "train %s on %lldk", ST.ivf,
                      (long long)(ST.train_n / 1000));

@@ -70,6 +70,11 @@ static uint64_t own_address_space(void) {
 }
 
 int fpx_probe_main(void) {
+    /* The reader is the import's longest piece of work: at the lowest
+     * priority it takes a core only when requests leave one free. */
+    if (setpriority(PRIO_PROCESS, 0, 19) != 0) {
+        /* not fatal: the probe runs at the server's priority */
+    }
     struct stat st;
     if (fstat(PROBE_FD_BYTES, &st) != 0 || st.st_size <= 0)
         return 2;
