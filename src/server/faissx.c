@@ -717,7 +717,8 @@ static int create(fx *c, const char *id, int64_t dim, const char *factory, int i
     return rc;
 }
 
-static int act_create_index(fx *c) {
+static int act_create_index(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1], factory[2 * FX_TYPE_MAX + 80], base_id[FX_ID_MAX + 1] = "";
     int64_t dim;
     if (need_id(c, "index_id", id))
@@ -821,7 +822,7 @@ static int add(fx *c, const fx_info *in, const float *x, int64_t n, const int64_
 
 /* add_vectors, add_with_ids, batch_add_with_ids: vectors, and ids (which our
  * server takes on every index type) when given or required. */
-static int act_add(fx *c, int ids_required, int full_reply) {
+static int add_vectors(fx *c, int ids_required, int full_reply) {
     char id[FX_ID_MAX + 1];
     fx_info in;
     if (need_id(c, "index_id", id) || need_index(c, id, &in, "Index %s does not exist"))
@@ -1011,6 +1012,12 @@ static int search_common(fx *c, fx_info *in, int64_t *n, int64_t *k, float **x) 
     return apply_search_params(c, in);
 }
 
+/* add_vectors (arg 0), add_with_ids (1: ids required), batch_add_with_ids (3: ids
+ * required, the fuller reply). */
+static int act_add(fx *c, int arg) {
+    return add_vectors(c, arg & 1, arg == 0 || (arg & 2));
+}
+
 static int act_search(fx *c, int hybrid) {
     fx_info in;
     int64_t n, k;
@@ -1085,7 +1092,8 @@ static int reconstruct(fx *c, const fx_info *in, int64_t label, uint8_t *out, fp
     return rc;
 }
 
-static int act_search_and_reconstruct(fx *c) {
+static int act_search_and_reconstruct(fx *c, int arg) {
+    (void)arg;
     fx_info in;
     int64_t n, k;
     float *x;
@@ -1140,7 +1148,8 @@ static int act_search_and_reconstruct(fx *c) {
     return rc;
 }
 
-static int act_range_search(fx *c) {
+static int act_range_search(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1];
     fx_info in;
     int64_t n;
@@ -1220,7 +1229,8 @@ static int act_range_search(fx *c) {
     return rc;
 }
 
-static int act_reconstruct(fx *c) {
+static int act_reconstruct(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1];
     fx_info in;
     int64_t label;
@@ -1308,7 +1318,8 @@ static int act_reconstruct_n(fx *c, int get_vectors) {
     return rc;
 }
 
-static int act_train(fx *c) {
+static int act_train(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1];
     fx_info in;
     int64_t n, d;
@@ -1386,7 +1397,8 @@ static int drop(fx *c, const char *id) {
     return rc;
 }
 
-static int act_delete_index(fx *c) {
+static int act_delete_index(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1], msg[FX_ID_MAX + 64];
     if (need_id(c, "index_id", id) || drop(c, id))
         return -1;
@@ -1396,7 +1408,8 @@ static int act_delete_index(fx *c) {
     return 0;
 }
 
-static int act_list(fx *c) {
+static int act_list(fx *c, int arg) {
+    (void)arg;
     fpx_out o;
     fx_res r;
     begin(c, &o, "list_indexes", NULL, 0);
@@ -1574,7 +1587,8 @@ static int act_parameter(fx *c, int set) {
     return 0;
 }
 
-static int act_reset(fx *c) {
+static int act_reset(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1], msg[FX_ID_MAX + 64];
     fx_info in;
     if (need_id(c, "index_id", id) || need_index(c, id, &in, "Index %s not found"))
@@ -1595,7 +1609,8 @@ static int act_reset(fx *c) {
 
 /* clear: the index deleted and made again as a flat L2 index, whatever it
  * was, as FAISSx does; the reply is create_index's. */
-static int act_clear(fx *c) {
+static int act_clear(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1];
     fx_info in, made;
     if (need_id(c, "index_id", id) || need_index(c, id, &in, "Index %s not found") || drop(c, id) ||
@@ -1605,7 +1620,8 @@ static int act_clear(fx *c) {
     return 0;
 }
 
-static int act_merge(fx *c) {
+static int act_merge(fx *c, int arg) {
+    (void)arg;
     char target[FX_ID_MAX + 1];
     fx_info tin;
     if (need_id(c, "target_index_id", target))
@@ -1693,7 +1709,8 @@ static int act_merge(fx *c) {
     return rc;
 }
 
-static int act_optimize(fx *c) {
+static int act_optimize(fx *c, int arg) {
+    (void)arg;
     char id[FX_ID_MAX + 1];
     fx_info in;
     int64_t level;
@@ -1731,7 +1748,8 @@ static int act_optimize(fx *c) {
 
 /* k-means over the request's vectors: no index involved, the engine's
  * FAISS Clustering (L2, as FAISSx: metric_type is read and ignored). */
-static int act_clustering(fx *c) {
+static int act_clustering(fx *c, int arg) {
+    (void)arg;
     int64_t n, d, k, niter;
     float *x;
     if (opt_int(c, "n_clusters", -1, &k) || opt_int(c, "niter", 25, &niter))
@@ -1787,76 +1805,62 @@ static int act_clustering(fx *c) {
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
+/* FAISSx's actions, each a handler of this file with its argument. */
+static const struct {
+    const char *name;
+    int (*run)(fx *c, int arg);
+    int arg;
+} actions[] = {
+    {"create_index", act_create_index, 0},
+    {"add_vectors", act_add, 0},
+    {"add_with_ids", act_add, 1},
+    {"batch_add_with_ids", act_add, 3},
+    {"search", act_search, 0},
+    {"hybrid_search", act_search, 1},
+    {"search_and_reconstruct", act_search_and_reconstruct, 0},
+    {"range_search", act_range_search, 0},
+    {"reconstruct", act_reconstruct, 0},
+    {"reconstruct_n", act_reconstruct_n, 0},
+    {"get_vectors", act_reconstruct_n, 1},
+    {"train_index", act_train, 0},
+    {"delete_index", act_delete_index, 0},
+    {"list_indices", act_list, 0},
+    {"list_indexes", act_list, 0},
+    {"get_index_stats", act_index_stats, 0},
+    {"get_index_status", act_index_stats, 1},
+    {"get_index_info", act_index_stats, 2},
+    {"set_parameter", act_parameter, 1},
+    {"get_parameter", act_parameter, 0},
+    {"reset", act_reset, 0},
+    {"clear", act_clear, 0},
+    {"merge_indices", act_merge, 0},
+    {"optimize_index", act_optimize, 0},
+    {"compute_clustering", act_clustering, 0},
+};
+
 /* FAISSx's actions this server does not serve, named as such. */
 static const char *const not_served[] = {"recluster_index", "apply_transform", "get_transform_info",
                                          "replace_vector", "remove_ids"};
 
 static void run_action(fx *c, const char *a, size_t an) {
-#define IS(s) (an == sizeof(s) - 1 && !memcmp(a, s, an))
-    if (IS("ping")) {
+    if (an == 4 && !memcmp(a, "ping", 4)) { /* no key needed */
         put_str(c, "message", "pong");
         msgpack_pack_double(key(c, "time"), now_s());
         return;
     }
     if (authenticate(c))
         return;
-    if (IS("create_index"))
-        act_create_index(c);
-    else if (IS("add_vectors"))
-        act_add(c, 0, 1);
-    else if (IS("add_with_ids"))
-        act_add(c, 1, 0);
-    else if (IS("batch_add_with_ids"))
-        act_add(c, 1, 1);
-    else if (IS("search"))
-        act_search(c, 0);
-    else if (IS("hybrid_search"))
-        act_search(c, 1);
-    else if (IS("search_and_reconstruct"))
-        act_search_and_reconstruct(c);
-    else if (IS("range_search"))
-        act_range_search(c);
-    else if (IS("reconstruct"))
-        act_reconstruct(c);
-    else if (IS("reconstruct_n"))
-        act_reconstruct_n(c, 0);
-    else if (IS("get_vectors"))
-        act_reconstruct_n(c, 1);
-    else if (IS("train_index"))
-        act_train(c);
-    else if (IS("delete_index"))
-        act_delete_index(c);
-    else if (IS("list_indices") || IS("list_indexes"))
-        act_list(c);
-    else if (IS("get_index_stats"))
-        act_index_stats(c, 0);
-    else if (IS("get_index_status"))
-        act_index_stats(c, 1);
-    else if (IS("get_index_info"))
-        act_index_stats(c, 2);
-    else if (IS("set_parameter"))
-        act_parameter(c, 1);
-    else if (IS("get_parameter"))
-        act_parameter(c, 0);
-    else if (IS("reset"))
-        act_reset(c);
-    else if (IS("clear"))
-        act_clear(c);
-    else if (IS("merge_indices"))
-        act_merge(c);
-    else if (IS("optimize_index"))
-        act_optimize(c);
-    else if (IS("compute_clustering"))
-        act_clustering(c);
-    else {
-        for (size_t i = 0; i < sizeof not_served / sizeof not_served[0]; i++)
-            if (an == strlen(not_served[i]) && !memcmp(a, not_served[i], an)) {
-                fail(c, "NOT_SERVED", "Action %s is not served by faiss-proxy", not_served[i]);
-                return;
-            }
-        fail(c, NULL, "Unknown action");
-    }
-#undef IS
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (an == strlen(actions[i].name) && !memcmp(a, actions[i].name, an)) {
+            actions[i].run(c, actions[i].arg);
+            return;
+        }
+    for (size_t i = 0; i < sizeof not_served / sizeof not_served[0]; i++)
+        if (an == strlen(not_served[i]) && !memcmp(a, not_served[i], an)) {
+            fail(c, "NOT_SERVED", "Action %s is not served by faiss-proxy", not_served[i]);
+            return;
+        }
+    fail(c, NULL, "Unknown action");
 }
 
 int fpx_faissx_detect(const uint8_t *body, size_t len) {
