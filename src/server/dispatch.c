@@ -92,6 +92,18 @@ static int log_and_apply(fpx_req *r) {
     return 0;
 }
 
+/* The first snapshot of a new index (an import's can be hundreds of MB): on a
+ * low-priority thread, as bulk work of one tenant. */
+typedef struct store_job {
+    fpx_req *r;
+    fpx_index *ix;
+} store_job;
+
+static int store_new(void *p) {
+    store_job *j = p;
+    return fpx_store_create(j->r->s->cfg->data_dir, j->ix, &j->r->err);
+}
+
 /* Stores a new index durably (no lock held: its name is reserved, lookups do
  * not see it) and publishes it. On success r->ix is the new index,
  * referenced. */
@@ -105,7 +117,8 @@ static int register_new(fpx_req *r) {
         fpx_index_free(ix);
         return -1;
     }
-    if (fpx_store_create(s->cfg->data_dir, ix, &r->err) != 0) {
+    store_job job = {r, ix};
+    if (fpx_run_low_priority(store_new, &job) != 0) {
         fpx_server_remove(s, ix);
         fpx_index_unref(ix);
         return -1;

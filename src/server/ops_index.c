@@ -123,6 +123,27 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o) {
     return rc;
 }
 
+/* The import's reading: the probe, then the server's own read of the bytes
+ * (hundreds of MB copied into FAISS's structures), on a low-priority thread
+ * (fpx_run_low_priority): one tenant's import leaves the cores to the other
+ * tenants' searches. */
+typedef struct import_job {
+    fpx_req *r;
+    fpx_engine *eng;
+    int64_t *labels;
+    int had_idmap;
+} import_job;
+
+static int read_import(void *p) {
+    import_job *j = p;
+    fpx_req *r = j->r;
+    if (fpx_probe_import(r->msg.body.data, r->msg.body.data_size, &r->err) ||
+        fpx_engine_import(r->msg.body.data, r->msg.body.data_size, &j->eng, &j->labels,
+                          &j->had_idmap, &r->err))
+        return -1;
+    return 0;
+}
+
 int fpx_prep_import_index(fpx_req *r) {
     char name[FPX_NAME_MAX + 1], type[256];
     if (fpx_req_name(r, 1, name))
@@ -138,13 +159,12 @@ int fpx_prep_import_index(fpx_req *r) {
     if (r->msg.body.data_size == 0)
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "the data section must hold a FAISS index (write_index bytes)");
-    fpx_engine *eng;
-    int64_t *labels;
-    int had_idmap;
-    if (fpx_probe_import(r->msg.body.data, r->msg.body.data_size, &r->err) ||
-        fpx_engine_import(r->msg.body.data, r->msg.body.data_size, &eng, &labels, &had_idmap,
-                          &r->err))
+    import_job j = {r, NULL, NULL, 0};
+    if (fpx_run_low_priority(read_import, &j) != 0)
         return -1;
+    fpx_engine *eng = j.eng;
+    int64_t *labels = j.labels;
+    int had_idmap = j.had_idmap;
     int64_t dim = fpx_engine_dim(eng);
     if (dim < 1 || dim > 65536) {
         fpx_engine_free(eng);

@@ -14,8 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -255,11 +253,9 @@ void fpx_server_reclaim_later(fpx_server *s, fpx_index *ix, char *dir) {
 
 static void *reclaimer_main(void *arg) {
     fpx_reclaimer *q = arg;
-    /* Linux nices threads one by one: this one only, at the lowest priority
-     * that still always progresses (SCHED_IDLE could starve it on a busy
-     * server, keeping a deleted index's memory). */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
-        fpx_log(FPX_LOG_DEBUG, "the reclaimer keeps the normal priority");
+    /* The lowest priority that still always progresses (SCHED_IDLE could
+     * starve it on a busy server, keeping a deleted index's memory). */
+    fpx_thread_lower_priority();
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!q->head && !q->stop)

@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -259,4 +261,31 @@ uint64_t fpx_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void fpx_thread_lower_priority(void) {
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
+        fpx_log(FPX_LOG_DEBUG, "cannot lower a thread's priority: %s", strerror(errno));
+}
+
+typedef struct low_job {
+    int (*fn)(void *);
+    void *arg;
+    int rc;
+} low_job;
+
+static void *low_main(void *p) {
+    low_job *j = p;
+    fpx_thread_lower_priority();
+    j->rc = j->fn(j->arg);
+    return NULL;
+}
+
+int fpx_run_low_priority(int (*fn)(void *), void *arg) {
+    low_job j = {fn, arg, -1};
+    pthread_t t;
+    if (pthread_create(&t, NULL, low_main, &j) != 0)
+        return fn(arg);
+    pthread_join(t, NULL);
+    return j.rc;
 }
