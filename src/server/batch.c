@@ -110,7 +110,7 @@ static void run_batch(struct fpx_index *ix, fpx_batch_member *list) {
                                     list->I, &list->err);
         return;
     }
-    size_t row = fpx_engine_row_bytes(ix->eng);
+    size_t row = ix->row_bytes;
     int64_t k = list->k, rows = 0;
     int count = 0;
     for (fpx_batch_member *m = list; m; m = m->next, count++)

@@ -161,6 +161,8 @@ fpx_index *fpx_index_alloc(const char *tenant, const char *name, const char *typ
     snprintf(ix->name, sizeof ix->name, "%s", name);
     ix->metric = fpx_engine_metric(eng);
     ix->dim = fpx_engine_dim(eng);
+    ix->binary = fpx_engine_is_binary(eng);
+    ix->row_bytes = fpx_engine_row_bytes(eng);
     ix->eng = eng;
     /* Writers first: with glibc's default (readers first) a steady stream of
      * searches could hold an add off for ever. Searches wait only while a

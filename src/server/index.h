@@ -55,6 +55,10 @@ typedef struct fpx_index {
     char *index_type; /* as the caller gave it */
     fpx_metric metric;
     int64_t dim;
+    /* Fixed with the engine's type: requests read them before taking the
+     * lock (a compaction swaps ix->eng under the exclusive lock). */
+    int binary;
+    size_t row_bytes;
 
     pthread_rwlock_t lock;
     atomic_int refs;

@@ -68,7 +68,7 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
     if (batchable)
         fpx_batch_enter(&ix->batch);
     size_t nres = (size_t)nq * (size_t)k;
-    int binary = fpx_engine_is_binary(ix->eng);
+    int binary = ix->binary;
     msgpack_packer *h = fpx_reply_ok(r, o, 1 + binary);
     if (binary) { /* Hamming distances are int32, the same width */
         fpx_pack_cstr(h, "distance_dtype");

@@ -71,8 +71,7 @@ int fpx_bind_train(fpx_req *r) {
         return -1;
     if (r->n == 0)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "train needs at least one vector");
-    r->rec = (fpx_walrec){
-        FPX_WAL_TRAIN, 0, r->n, r->x, (size_t)r->n * fpx_engine_row_bytes(r->ix->eng), NULL, 0};
+    r->rec = (fpx_walrec){FPX_WAL_TRAIN, 0, r->n, r->x, (size_t)r->n * r->ix->row_bytes, NULL, 0};
     return 0;
 }
 
@@ -196,7 +195,7 @@ int fpx_op_ntotal(fpx_req *r, fpx_out *o) {
 /* Starts a reply of n vectors (float32, or uint8 rows of dim/8 bytes for a
  * binary index); returns where they go. */
 static void *vectors_reply(fpx_req *r, fpx_out *o, const fpx_index *ix, int64_t n) {
-    int binary = fpx_engine_is_binary(ix->eng);
+    int binary = ix->binary;
     msgpack_packer *h = fpx_reply_ok(r, o, 2);
     fpx_pack_cstr(h, "dtype");
     fpx_pack_cstr(h, binary ? "uint8" : "float32");
@@ -204,7 +203,7 @@ static void *vectors_reply(fpx_req *r, fpx_out *o, const fpx_index *ix, int64_t 
     msgpack_pack_array(h, 2);
     msgpack_pack_int64(h, n);
     msgpack_pack_int64(h, binary ? ix->dim / 8 : ix->dim);
-    void *v = fpx_out_data(o, (size_t)n * fpx_engine_row_bytes(ix->eng));
+    void *v = fpx_out_data(o, (size_t)n * ix->row_bytes);
     if (!v)
         fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
     return v;
@@ -233,7 +232,7 @@ int fpx_prep_reconstruct_n(fpx_req *r) {
 }
 
 int fpx_bind_reconstruct_n(fpx_req *r) {
-    if ((uint64_t)r->n > r->s->cfg->max_message_size / fpx_engine_row_bytes(r->ix->eng))
+    if ((uint64_t)r->n > r->s->cfg->max_message_size / r->ix->row_bytes)
         return fpx_err_set(&r->err, FPX_E_LIMIT, "%lld vectors would exceed the message size limit",
                            (long long)r->n);
     return 0;

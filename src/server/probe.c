@@ -225,11 +225,13 @@ int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
     if (WIFEXITED(status) && WEXITSTATUS(status) == 1)
         return fpx_err_set(err, FPX_E_VALIDATION, "FAISS cannot read the index: %s",
                            msg[0] ? msg : "invalid data");
-    if (WIFEXITED(status))
-        return fpx_err_set(err, FPX_E_INTERNAL, "the import probe failed (exit status %d)",
-                           WEXITSTATUS(status));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+        return fpx_err_set(err, FPX_E_INTERNAL, "the import probe could not read its input");
+    /* Any other end is the reader's on these bytes: a signal, or a runtime
+     * (a sanitizer's allocator, say) ending it with its own status. */
     return fpx_err_set(err, FPX_E_VALIDATION,
-                       "FAISS cannot read the index: its reader died on these bytes (signal %d%s)",
-                       WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                       "FAISS cannot read the index: its reader died on these bytes (%s %d%s)",
+                       WIFSIGNALED(status) ? "signal" : "exit status",
+                       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
                        PROBE_LIMIT_MEMORY ? ", or needed more memory than the bytes justify" : "");
 }

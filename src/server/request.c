@@ -138,7 +138,7 @@ int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
     const msgpack_object *dtype = fpx_map_get(r->h, "dtype");
     size_t size = r->msg.body.data_size;
-    int binary = fpx_engine_is_binary(ix->eng);
+    int binary = ix->binary;
     if (dtype && dtype->type == MSGPACK_OBJECT_NIL)
         dtype = NULL;
     if (binary ? !dtype || !fpx_obj_str_eq(dtype, "uint8")
@@ -148,7 +148,7 @@ int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n
                                   : "dtype must be \"float32\" for index '%s' (binary \"uint8\" "
                                     "vectors need a binary index)",
                            ix->name);
-    size_t vrow = fpx_engine_row_bytes(ix->eng);
+    size_t vrow = ix->row_bytes;
     int64_t cols = binary ? ix->dim / 8 : ix->dim;
     size_t row = vrow + (with_labels ? sizeof(int64_t) : 0);
     int64_t n, d;

@@ -85,16 +85,21 @@ def check_against(ref, q, k, Dv, Iv):
 def test_concurrent_single_queries_are_batched_and_exact(bserver, flat):
     name, ref = flat
     before = len(batched_calls(bserver))
-    qs = rand(96, D, 2)
-    ks = [5 if i % 3 else 10 for i in range(len(qs))]  # two kinds: batched apart
-    replies = pipelined(bserver, [search_body(name, q.reshape(1, -1), k, i)
-                                  for i, (q, k) in enumerate(zip(qs, ks))])
-    for i, (q, k) in enumerate(zip(qs, ks)):
-        h, data, _ = replies[i]
-        assert h["shape"] == [1, k]
-        Dv, Iv = unpack(h, data)
-        check_against(ref, q, k, Dv, Iv)
-    calls = batched_calls(bserver)[before:]
+    # Whether searches meet in one call depends on the scheduler (one CPU under
+    # ThreadSanitizer): up to five rounds, every answer checked in each.
+    for round_ in range(5):
+        qs = rand(96, D, 2 + round_)
+        ks = [5 if i % 3 else 10 for i in range(len(qs))]  # two kinds: batched apart
+        replies = pipelined(bserver, [search_body(name, q.reshape(1, -1), k, i)
+                                      for i, (q, k) in enumerate(zip(qs, ks))])
+        for i, (q, k) in enumerate(zip(qs, ks)):
+            h, data, _ = replies[i]
+            assert h["shape"] == [1, k]
+            Dv, Iv = unpack(h, data)
+            check_against(ref, q, k, Dv, Iv)
+        calls = batched_calls(bserver)[before:]
+        if calls:
+            break
     assert calls, "no FAISS call answered more than one search:\n" + bserver.log()[-3000:]
     assert all(n >= 2 and rows >= n for n, rows in calls)
 
