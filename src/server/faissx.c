@@ -998,6 +998,20 @@ static void pack_hit_dist(msgpack_packer *p, const fx_info *in, double v) {
         msgpack_pack_double(p, v);
 }
 
+/* Query q's "distances" and "indices" (k of each) from a search reply's data
+ * of n queries. */
+static void pack_query_hits(msgpack_packer *p, const fx_info *in, const uint8_t *d, int64_t n,
+                            int64_t k, int64_t q) {
+    fpx_pack_cstr(p, "distances");
+    msgpack_pack_array(p, (size_t)k);
+    for (int64_t j = 0; j < k; j++)
+        pack_hit_dist(p, in, hit_dist(in, d, q * k + j));
+    fpx_pack_cstr(p, "indices");
+    msgpack_pack_array(p, (size_t)k);
+    for (int64_t j = 0; j < k; j++)
+        msgpack_pack_int64(p, hit_label(d, n * k, q * k + j));
+}
+
 /* Reads k and runs the shared start of search, hybrid_search and
  * search_and_reconstruct. */
 static int search_common(fx *c, fx_info *in, int64_t *n, int64_t *k, float **x) {
@@ -1038,14 +1052,7 @@ static int act_search(fx *c, int hybrid) {
         msgpack_pack_array(p, (size_t)n);
         for (int64_t q = 0; q < n; q++) {
             msgpack_pack_map(p, 2);
-            fpx_pack_cstr(p, "distances");
-            msgpack_pack_array(p, (size_t)k);
-            for (int64_t j = 0; j < k; j++)
-                pack_hit_dist(p, &in, hit_dist(&in, d, q * k + j));
-            fpx_pack_cstr(p, "indices");
-            msgpack_pack_array(p, (size_t)k);
-            for (int64_t j = 0; j < k; j++)
-                msgpack_pack_int64(p, hit_label(d, n * k, q * k + j));
+            pack_query_hits(p, &in, d, n, k, q);
         }
         put_int(c, "num_queries", n);
         put_int(c, "k", k);
@@ -1113,14 +1120,7 @@ static int act_search_and_reconstruct(fx *c, int arg) {
         msgpack_pack_array(p, (size_t)n);
         for (int64_t q = 0; q < n && rc == 0; q++) {
             msgpack_pack_map(p, 3);
-            fpx_pack_cstr(p, "distances");
-            msgpack_pack_array(p, (size_t)k);
-            for (int64_t j = 0; j < k; j++)
-                pack_hit_dist(p, &in, hit_dist(&in, d, q * k + j));
-            fpx_pack_cstr(p, "indices");
-            msgpack_pack_array(p, (size_t)k);
-            for (int64_t j = 0; j < k; j++)
-                msgpack_pack_int64(p, hit_label(d, n * k, q * k + j));
+            pack_query_hits(p, &in, d, n, k, q);
             fpx_pack_cstr(p, "vectors");
             msgpack_pack_array(p, (size_t)k);
             for (int64_t j = 0; j < k && rc == 0; j++) {

@@ -185,3 +185,16 @@ def make_server(tmp_path_factory):
     for s in made:
         if s.proc is not None:
             s.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (needs root, as in CI); skipped where mounting is not allowed."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.decode(errors="replace"))
+    yield str(mnt)
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

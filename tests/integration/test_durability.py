@@ -232,19 +232,6 @@ def test_unreadable_snapshot_is_skipped_not_fatal(fresh_server):
     assert "bad" in fresh_server.log()
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MiB tmpfs (needs root, as in CI); skipped where mounting is not allowed."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-                       capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.decode(errors="replace"))
-    yield str(mnt)
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_disk_full(small_disk, make_server):
     s = make_server(data_dir=os.path.join(small_disk, "data"))
     c = s.client()

@@ -40,18 +40,6 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                       capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.decode(errors="replace"))
-    yield str(mnt)
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_write_index_fname_is_all_or_nothing(server, small_disk, tmp_path):
     src = tmp_path / "w.c"
     src.write_text(PROGRAM)
@@ -69,7 +57,7 @@ def test_write_index_fname_is_all_or_nothing(server, small_disk, tmp_path):
         assert p.returncode == 0, p.stderr
         return p.stdout.decode()
 
-    out = write(20000)  # 5 MB: the disk is full long before
+    out = write(20000)  # 5 MB: the 3 MiB disk is full long before
     assert not out.startswith("0 "), out
     assert "cannot write" in out
     with open(target, "rb") as f:
