@@ -4,7 +4,6 @@ included. FPX_SOAK=N sets the number of kill -9 cycles of the soak test
 (default 3 for CI; run e.g. FPX_SOAK=200 for a long one)."""
 import os
 import random
-import subprocess
 
 import numpy as np
 import pytest
