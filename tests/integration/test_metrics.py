@@ -3,7 +3,6 @@ format, checked by promtool and scraped by a real Prometheus server, with
 counters that follow the requests made; /healthz and /readyz; bounded label
 sets; and bad HTTP that leaves the vector service undisturbed."""
 import json
-import os
 import re
 import shutil
 import socket
