@@ -50,6 +50,7 @@ static const fpx_opdef ops[] = {
     {"export_index", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, NULL, NULL, fpx_op_export_index},
     {"import_index", FPX_LOCK_SHARED, FPX_OP_CREATES, fpx_prep_import_index, NULL, NULL,
      fpx_op_info},
+    {"list_keys", FPX_LOCK_SHARED, FPX_OP_INDEX, fpx_prep_list_keys, NULL, NULL, fpx_op_list_keys},
     {"renew_leases", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_renew_leases},
     {"set_lease", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_set_lease, NULL, NULL,
      fpx_op_info},

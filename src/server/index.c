@@ -373,6 +373,29 @@ int fpx_index_import(const char *tenant, const char *name, const char *index_typ
 
 /* ---- add ------------------------------------------------------------------------- */
 
+int fpx_index_check_item(const msgpack_object *it, const char *what, uint32_t i, fpx_err *err) {
+    if (it->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (it->type != MSGPACK_OBJECT_MAP)
+        return fpx_err_set(err, FPX_E_VALIDATION, "%s[%u] must be a map or nil", what, i);
+    const msgpack_object *id = fpx_map_get(it, "id");
+    if (id && id->type != MSGPACK_OBJECT_NIL) {
+        if (id->type == MSGPACK_OBJECT_STR) {
+            if (id->via.str.size == 0 || id->via.str.size > FPX_KEY_MAX_BYTES)
+                return fpx_err_set(err, FPX_E_VALIDATION, "%s[%u].id: string ids are 1..%d bytes",
+                                   what, i, FPX_KEY_MAX_BYTES);
+        } else if (id->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                   id->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+            return fpx_err_set(err, FPX_E_VALIDATION, "%s[%u].id must be a string or an integer",
+                               what, i);
+        }
+    }
+    const msgpack_object *md = fpx_map_get(it, "metadata");
+    if (md && md->type != MSGPACK_OBJECT_NIL && md->type != MSGPACK_OBJECT_MAP)
+        return fpx_err_set(err, FPX_E_VALIDATION, "%s[%u].metadata must be a map", what, i);
+    return 0;
+}
+
 int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err) {
     if (!items || items->type == MSGPACK_OBJECT_NIL)
         return 0;
@@ -388,29 +411,9 @@ int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err) 
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "metadata has %u entries for %lld vectors; it needs one per vector",
                            items->via.array.size, (long long)n);
-    for (uint32_t i = 0; i < items->via.array.size; i++) {
-        const msgpack_object *it = &items->via.array.ptr[i];
-        if (it->type == MSGPACK_OBJECT_NIL)
-            continue;
-        if (it->type != MSGPACK_OBJECT_MAP)
-            return fpx_err_set(err, FPX_E_VALIDATION, "metadata[%u] must be a map or nil", i);
-        const msgpack_object *id = fpx_map_get(it, "id");
-        if (id && id->type != MSGPACK_OBJECT_NIL) {
-            if (id->type == MSGPACK_OBJECT_STR) {
-                if (id->via.str.size == 0 || id->via.str.size > FPX_KEY_MAX_BYTES)
-                    return fpx_err_set(err, FPX_E_VALIDATION,
-                                       "metadata[%u].id: string ids are 1..%d bytes", i,
-                                       FPX_KEY_MAX_BYTES);
-            } else if (id->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
-                       id->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-                return fpx_err_set(err, FPX_E_VALIDATION,
-                                   "metadata[%u].id must be a string or an integer", i);
-            }
-        }
-        const msgpack_object *md = fpx_map_get(it, "metadata");
-        if (md && md->type != MSGPACK_OBJECT_NIL && md->type != MSGPACK_OBJECT_MAP)
-            return fpx_err_set(err, FPX_E_VALIDATION, "metadata[%u].metadata must be a map", i);
-    }
+    for (uint32_t i = 0; i < items->via.array.size; i++)
+        if (fpx_index_check_item(&items->via.array.ptr[i], "metadata", i, err))
+            return -1;
     return 0;
 }
 
@@ -778,6 +781,7 @@ void fpx_index_compact_commit(fpx_index *ix, fpx_index *c) {
     swap_i64(&ix->cap, &c->cap);
     swap_i64(&ix->nlive, &c->nlive);
     swap_i64(&ix->nkeys, &c->nkeys);
+    ix->compactions++;
 }
 
 fpx_bitset fpx_index_live(const fpx_index *ix) {
@@ -918,7 +922,7 @@ static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
 }
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 10 + (ix->lease_seconds > 0 ? 2 : 0));
+    msgpack_pack_map(pk, 11 + (ix->lease_seconds > 0 ? 2 : 0));
     fpx_pack_cstr(pk, "params");
     pack_knobs(ix, pk);
     if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */
@@ -943,6 +947,8 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
     msgpack_pack_int64(pk, ix->nlive);
     fpx_pack_cstr(pk, "tombstones"); /* deleted, still held until compacted */
     msgpack_pack_int64(pk, ix->nslots - ix->nlive);
+    fpx_pack_cstr(pk, "write_seq"); /* changes with every write: a reader's version */
+    msgpack_pack_uint64(pk, ix->seq);
     fpx_pack_cstr(pk, "is_trained");
     if (fpx_engine_is_trained(ix->eng))
         msgpack_pack_true(pk);

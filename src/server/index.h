@@ -88,6 +88,9 @@ typedef struct fpx_index {
     int64_t nkeys;   /* live slots holding a key */
     fpx_slotmap keymap;
     fpx_slotmap labelmap; /* only outside identity mode */
+    /* Compactions so far (since load): they renumber slots, so a list_keys
+     * cursor (a slot) names the count it was given under. */
+    uint32_t compactions;
 
     /* storage state, owned by store.c */
     /* borrowed: the server's data dir, which outlives the index */
@@ -116,6 +119,10 @@ int fpx_index_new(const char *tenant, const char *name, const char *index_type, 
                   const char *metric, fpx_index **out, fpx_err *err);
 void fpx_index_free(fpx_index *ix);
 
+/* One entry of a key/metadata list (nil, or a map with an optional "id"
+ * and an optional "metadata"), entry i of the list called `what` in the
+ * message. */
+int fpx_index_check_item(const msgpack_object *it, const char *what, uint32_t i, fpx_err *err);
 /* Checks an add_vectors metadata object (NULL = none) for n vectors:
  * a list of n maps with an optional "id" (str or int) and "metadata" (map or nil). */
 int fpx_index_check_items(const msgpack_object *items, int64_t n, fpx_err *err);
@@ -205,6 +212,18 @@ int fpx_index_range_search_sel(fpx_index *ix, int64_t nq, const void *x, float r
 int64_t fpx_index_label_of(const fpx_index *ix, int64_t slot);
 /* Packs a search hit's {"id": key or label, "metadata": map or nil}, or nil. */
 void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk);
+
+/* keys.c. Packs one page of the live vectors that have a key or metadata,
+ * from cursor (0: the start) in slot order: {"items": [{"label", "id"?,
+ * "metadata"?}...], "next": cursor or nil}, at most limit entries and about
+ * max_bytes (one entry at least). validation_error for a cursor from before a
+ * compaction, or one list_keys did not give. */
+int fpx_index_list_keys(const fpx_index *ix, uint64_t cursor, int64_t limit, size_t max_bytes,
+                        msgpack_packer *pk, fpx_err *err);
+/* Gives the vectors of ix, a new index not yet shared, the keys and metadata
+ * of items (list_keys' entries). Every label must be in ix, and labels and
+ * keys be listed once. On failure the caller discards ix. */
+int fpx_index_attach_keys(fpx_index *ix, const msgpack_object *items, fpx_err *err);
 
 /* Packs the info map: index_id, dimension, index_type, metric, ntotal,
  * is_trained, has_keys, tombstones (deleted vectors still held), and for a

@@ -91,6 +91,10 @@ int fpx_prep_set_params(fpx_req *r);
 int fpx_op_ntotal(fpx_req *r, fpx_out *o);
 int fpx_prep_reconstruct(fpx_req *r);
 int fpx_op_reconstruct(fpx_req *r, fpx_out *o);
+/* list_keys: entries per page unless the request's limit says otherwise */
+#define FPX_LIST_KEYS_DEFAULT 10000
+int fpx_prep_list_keys(fpx_req *r);
+int fpx_op_list_keys(fpx_req *r, fpx_out *o);
 int fpx_prep_reconstruct_n(fpx_req *r);
 int fpx_bind_reconstruct_n(fpx_req *r);
 int fpx_op_reconstruct_n(fpx_req *r, fpx_out *o);

@@ -183,5 +183,12 @@ int fpx_prep_import_index(fpx_req *r) {
     free(labels);
     if (rc == 0)
         r->made->lease_seconds = lease;
+    /* A backup's keys and metadata (list_keys' entries) come with the index,
+     * in its first snapshot: the index appears whole or not at all. */
+    const msgpack_object *items = r->msg.meta ? fpx_map_get(r->msg.meta, "items") : NULL;
+    if (rc == 0 && r->msg.meta && r->msg.meta->type != MSGPACK_OBJECT_MAP)
+        rc = fpx_err_set(&r->err, FPX_E_VALIDATION, "the metadata section must be a map");
+    else if (rc == 0 && items && items->type != MSGPACK_OBJECT_NIL)
+        rc = fpx_index_attach_keys(r->made, items, &r->err);
     return rc;
 }

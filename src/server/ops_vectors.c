@@ -223,6 +223,26 @@ int fpx_op_reconstruct(fpx_req *r, fpx_out *o) {
     return v ? fpx_engine_reconstruct(ix->eng, slot, v, &r->err) : -1;
 }
 
+int fpx_prep_list_keys(fpx_req *r) {
+    r->i0 = 0;
+    r->n = FPX_LIST_KEYS_DEFAULT;
+    if (fpx_req_int(r, "cursor", 0, &r->i0) < 0 || fpx_req_int(r, "limit", 0, &r->n) < 0)
+        return -1;
+    if (r->i0 < 0)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "cursor must be one list_keys gave");
+    if (r->n < 1 || r->n > FPX_K_MAX)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "limit must be 1..%d", FPX_K_MAX);
+    return 0;
+}
+
+int fpx_op_list_keys(fpx_req *r, fpx_out *o) {
+    /* a page's entries stay well inside the reply size limit */
+    size_t budget = r->s->cfg->max_message_size / 2;
+    msgpack_packer *pk = fpx_reply_ok(r, o, 0);
+    (void)pk;
+    return fpx_index_list_keys(r->ix, (uint64_t)r->i0, r->n, budget, fpx_out_meta(o), &r->err);
+}
+
 int fpx_prep_reconstruct_n(fpx_req *r) {
     if (fpx_req_int(r, "i0", 1, &r->i0) || fpx_req_int(r, "n", 1, &r->n))
         return -1;
