@@ -5,14 +5,14 @@
  * each index's info map (type, metric, dimension, ntotal, ...) and its files;
  * NAME.index holds FAISS write_index bytes from export_index (labels
  * included), and NAME.keys.jsonl, when the index has caller keys or
- * metadata, one {"label", "id", "metadata"} line per such vector.
+ * metadata, one {"label", "id", "metadata"} line per such vector, as
+ * list_keys gives them page by page.
  *
- * The wire has no call that lists keys, so the backup asks one search of
- * k = ntotal with include_metadata: the server returns k hits whenever k
- * vectors are live, every hit with its key and metadata. Restore imports the
- * bytes (so training, labels and the vectors' codes come back as they were)
- * and then re-adds each keyed vector under its own label with its key and
- * metadata: a label the index holds is replaced, which attaches the key.
+ * An index is saved whole or tried again: its write_seq is read before the
+ * export and after the last page of keys, and a write in between (the two
+ * differ) starts that index over. Restore hands the bytes and the keys to one
+ * import_index, so the index comes back as it was, keys and lease included,
+ * or not at all.
  */
 #include "cli.h"
 
@@ -21,12 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FPX_BACKUP_FORMAT "faiss-proxy-backup"
 #define FPX_BACKUP_VERSION 1
-#define FPX_KEYS_MAX 100000 /* the server's largest k: the most keyed vectors listed */
-#define FPX_RESTORE_CHUNK 1000
+#define FPX_BACKUP_TRIES 5 /* an index written to during its backup is saved again */
 
 static char *path_join(const char *dir, const char *name, const char *suffix) {
     size_t n = strlen(dir) + strlen(name) + strlen(suffix) + 2;
@@ -99,102 +99,137 @@ static int list_infos(fpx_cli *cli, json_t **out) {
     return 0;
 }
 
-/* Writes NAME.keys.jsonl from one search of k = ntotal; *written says
- * whether any vector had a key or metadata (else no file is kept). */
-static int save_keys(fpx_cli *cli, const char *name, const char *type, int64_t d, int64_t ntotal,
-                     const char *path, int *written) {
-    *written = 0;
-    float *q = calloc((size_t)d, sizeof *q);
-    if (!q)
-        return fpx_cli_say(FPX_EXIT_INPUT, "out of memory");
+/* The info map of one index, as JSON; NULL with a message printed. */
+static json_t *index_info(fpx_cli *cli, const char *name, int *rc) {
     fpx_rawreq rq;
-    /* an approximate index visits everything: all IVF lists (FAISS caps nprobe
-     * at nlist), an HNSW candidate list as long as the index */
-    int ivf = strstr(type, "IVF") != NULL, hnsw = strstr(type, "HNSW") != NULL;
-    fpx_rawreq_begin(cli, &rq, "search", name, 3 + (ivf || hnsw));
-    if (ivf || hnsw) {
-        fpx_mp_pack_str(&rq.hp, "params");
-        msgpack_pack_map(&rq.hp, (uint32_t)(ivf + hnsw));
-        if (ivf) {
-            fpx_mp_pack_str(&rq.hp, "nprobe");
-            msgpack_pack_int64(&rq.hp, 1048576);
-        }
-        if (hnsw) {
-            fpx_mp_pack_str(&rq.hp, "efSearch");
-            msgpack_pack_int64(&rq.hp, ntotal < 1048576 ? (ntotal > 16 ? ntotal : 16) : 1048576);
-        }
-    }
-    fpx_mp_pack_str(&rq.hp, "k");
-    msgpack_pack_int64(&rq.hp, ntotal);
-    fpx_mp_pack_str(&rq.hp, "vector_shape");
-    msgpack_pack_array(&rq.hp, 2);
-    msgpack_pack_int64(&rq.hp, 1);
-    msgpack_pack_int64(&rq.hp, d);
-    fpx_mp_pack_str(&rq.hp, "include_metadata");
-    msgpack_pack_true(&rq.hp);
+    fpx_rawreq_begin(cli, &rq, "get_index_info", name, 0);
     fpx_rawrep rep;
-    int rc = fpx_rawreq_send(cli, &rq, q, (size_t)d * sizeof *q, NULL, 0, 0, &rep);
+    *rc = fpx_rawreq_send(cli, &rq, NULL, 0, NULL, 0, 0, &rep);
     fpx_rawreq_free(&rq);
-    free(q);
-    if (rc != 0)
-        return fpx_cli_raw_fail(cli, "backup: listing keys");
-    size_t k = (size_t)ntotal;
-    const msgpack_object *rows = rep.meta;
-    const msgpack_object *row =
-        rows && rows->type == MSGPACK_OBJECT_ARRAY && rows->via.array.size == 1
-            ? &rows->via.array.ptr[0]
-            : NULL;
-    if (rep.data_len != k * 12 || !row || row->type != MSGPACK_OBJECT_ARRAY ||
-        row->via.array.size != k) {
-        fpx_rawrep_free(&rep);
-        return fpx_cli_say(FPX_EXIT_SERVER,
-                           "backup: %s: the server's reply does not list every "
-                           "vector's key",
-                           name);
+    if (*rc != 0) {
+        *rc = fpx_cli_raw_fail(cli, name);
+        return NULL;
     }
-    const uint8_t *labels = rep.data + k * 4;
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fpx_rawrep_free(&rep);
-        return fpx_cli_say(FPX_EXIT_INPUT, "%s: %s", path, strerror(errno));
-    }
-    int64_t seen = 0;
-    for (size_t i = 0; i < k; i++) {
-        int64_t label;
-        memcpy(&label, labels + i * 8, 8);
-        const msgpack_object *e = &row->via.array.ptr[i];
-        if (label < 0 || e->type != MSGPACK_OBJECT_MAP)
-            continue;
-        seen++;
-        const msgpack_object *id = fpx_mp_get(e, "id");
-        const msgpack_object *md = fpx_mp_get(e, "metadata");
-        /* a vector without a key is reported with its label as id */
-        int keyless = !id || id->type == MSGPACK_OBJECT_NIL ||
-                      (id->type == MSGPACK_OBJECT_POSITIVE_INTEGER && label >= 0 &&
-                       id->via.u64 == (uint64_t)label);
-        int nomd = !md || md->type == MSGPACK_OBJECT_NIL;
-        if (keyless && nomd)
-            continue;
-        json_t *line = json_pack("{s:I}", "label", (json_int_t)label);
-        if (!keyless)
-            json_object_set_new(line, "id", fpx_mp_to_json(id));
-        if (!nomd)
-            json_object_set_new(line, "metadata", fpx_mp_to_json(md));
-        if (json_dumpf(line, f, JSON_COMPACT) != 0 || fputc('\n', f) == EOF)
-            rc = fpx_cli_say(FPX_EXIT_INPUT, "%s: cannot write", path);
-        json_decref(line);
-        *written = 1;
-        if (rc)
-            break;
-    }
+    json_t *j = rep.meta && rep.meta->type == MSGPACK_OBJECT_MAP ? fpx_mp_to_json(rep.meta) : NULL;
     fpx_rawrep_free(&rep);
-    if ((fflush(f) != 0 || fsync(fileno(f)) != 0) && !rc)
-        rc = fpx_cli_say(FPX_EXIT_INPUT, "%s: %s", path, strerror(errno));
-    fclose(f);
-    if (!rc && seen != ntotal)
-        rc = fpx_cli_say(FPX_EXIT_SERVER,
-                         "backup: %s: the search listed %lld of its %lld vectors' keys", name,
-                         (long long)seen, (long long)ntotal);
+    if (!j)
+        *rc = fpx_cli_say(FPX_EXIT_SERVER, "backup: %s: the server sent no info map", name);
+    return j;
+}
+
+/* Writes every list_keys entry of an index to f, one JSON line each; *count
+ * receives how many. */
+static int save_keys(fpx_cli *cli, const char *name, FILE *f, int64_t *count) {
+    uint64_t cursor = 0;
+    *count = 0;
+    for (;;) {
+        fpx_rawreq rq;
+        fpx_rawreq_begin(cli, &rq, "list_keys", name, cursor ? 1 : 0);
+        if (cursor) {
+            fpx_mp_pack_str(&rq.hp, "cursor");
+            msgpack_pack_uint64(&rq.hp, cursor);
+        }
+        fpx_rawrep rep;
+        int rc = fpx_rawreq_send(cli, &rq, NULL, 0, NULL, 0, 0, &rep);
+        fpx_rawreq_free(&rq);
+        if (rc != 0)
+            return fpx_cli_raw_fail(cli, name);
+        const msgpack_object *items = fpx_mp_get(rep.meta, "items");
+        const msgpack_object *next = fpx_mp_get(rep.meta, "next");
+        if (!items || items->type != MSGPACK_OBJECT_ARRAY || !next ||
+            (next->type != MSGPACK_OBJECT_NIL && next->type != MSGPACK_OBJECT_POSITIVE_INTEGER)) {
+            fpx_rawrep_free(&rep);
+            return fpx_cli_say(FPX_EXIT_SERVER, "backup: %s: malformed list_keys reply", name);
+        }
+        for (uint32_t i = 0; i < items->via.array.size && !rc; i++) {
+            json_t *line = fpx_mp_to_json(&items->via.array.ptr[i]);
+            if (!line || json_dumpf(line, f, JSON_COMPACT) != 0 || fputc('\n', f) == EOF)
+                rc = fpx_cli_say(FPX_EXIT_INPUT, "backup: %s: cannot write its keys", name);
+            json_decref(line);
+        }
+        *count += items->via.array.size;
+        cursor = next->type == MSGPACK_OBJECT_NIL ? 0 : next->via.u64;
+        fpx_rawrep_free(&rep);
+        if (rc || !cursor)
+            return rc;
+    }
+}
+
+/* One try at saving an index: its info before, its bytes, its keys, its info
+ * after. *same says whether no write came in between; *after is the info. */
+static int save_once(fpx_cli *cli, const char *name, const char *ipath, const char *kpath,
+                     int64_t *nkeys, json_t **after, int *same) {
+    int rc;
+    *after = NULL;
+    json_t *before = index_info(cli, name, &rc);
+    if (!before)
+        return rc;
+    uint8_t *bytes;
+    size_t len;
+    if (fpx_client_export(cli->c, name, &bytes, &len) != 0) {
+        json_decref(before);
+        return fpx_cli_client_fail(cli, name);
+    }
+    rc = write_file(ipath, bytes, len);
+    free(bytes);
+    FILE *f = rc ? NULL : fopen(kpath, "w");
+    if (!rc && !f)
+        rc = fpx_cli_say(FPX_EXIT_INPUT, "%s: %s", kpath, strerror(errno));
+    if (!rc)
+        rc = save_keys(cli, name, f, nkeys);
+    if (f && (fflush(f) != 0 || fsync(fileno(f)) != 0) && !rc)
+        rc = fpx_cli_say(FPX_EXIT_INPUT, "%s: %s", kpath, strerror(errno));
+    if (f)
+        fclose(f);
+    if (!rc && !(*after = index_info(cli, name, &rc)))
+        rc = rc ? rc : FPX_EXIT_SERVER;
+    *same = !rc &&
+            json_equal(json_object_get(before, "write_seq"), json_object_get(*after, "write_seq"));
+    json_decref(before);
+    return rc;
+}
+
+/* Saves one index into dir and returns its manifest entry in *entry. */
+static int save_index(fpx_cli *cli, const char *dir, const char *name, json_t **entry) {
+    char *ipath = path_join(dir, name, ".index");
+    char *kpath = path_join(dir, name, ".keys.jsonl");
+    int rc = ipath && kpath ? 0 : fpx_cli_say(FPX_EXIT_INPUT, "out of memory");
+    int64_t nkeys = 0;
+    json_t *info = NULL;
+    for (int t = 0; !rc; t++) {
+        int same = 0;
+        json_decref(info);
+        rc = save_once(cli, name, ipath, kpath, &nkeys, &info, &same);
+        if (rc || same)
+            break;
+        if (t + 1 == FPX_BACKUP_TRIES)
+            rc = fpx_cli_say(FPX_EXIT_SERVER,
+                             "backup: %s was written to during each of %d tries; "
+                             "pause its writers and back up again",
+                             name, FPX_BACKUP_TRIES);
+        else {
+            /* a burst of writes may be ending: wait longer each time (0.2 s .. 1.6 s) */
+            struct timespec pause = {(200 << t) / 1000, (long)((200 << t) % 1000) * 1000000};
+            fprintf(stderr, "backup: %s changed while it was saved; saving it again\n", name);
+            nanosleep(&pause, NULL);
+        }
+    }
+    if (!rc && nkeys == 0)
+        unlink(kpath);
+    if (!rc) {
+        char file[160];
+        *entry = json_deep_copy(info);
+        snprintf(file, sizeof file, "%s.index", name);
+        json_object_set_new(*entry, "file", json_string(file));
+        snprintf(file, sizeof file, "%s.keys.jsonl", name);
+        json_object_set_new(*entry, "keys", nkeys ? json_string(file) : json_null());
+        json_object_del(*entry, "lease_remaining");
+        fprintf(stderr, "backup: %s (%lld vectors, %lld with keys or metadata)\n", name,
+                (long long)json_integer_value(json_object_get(info, "ntotal")), (long long)nkeys);
+    }
+    json_decref(info);
+    free(ipath);
+    free(kpath);
     return rc;
 }
 
@@ -212,53 +247,14 @@ int fpx_cli_backup(fpx_cli *cli, const char *dir) {
     json_t *info;
     json_array_foreach(infos, i, info) {
         const char *name = json_string_value(json_object_get(info, "index_id"));
-        const char *metric = json_string_value(json_object_get(info, "metric"));
-        int64_t d = json_integer_value(json_object_get(info, "dimension"));
-        int64_t ntotal = json_integer_value(json_object_get(info, "ntotal"));
-        int has_keys = json_is_true(json_object_get(info, "has_keys"));
-        if (!name || !metric) {
+        json_t *e = NULL;
+        if (!name) {
             rc = fpx_cli_say(FPX_EXIT_SERVER, "backup: the server's index list is malformed");
             break;
         }
-        uint8_t *bytes;
-        size_t len;
-        if (fpx_client_export(cli->c, name, &bytes, &len) != 0) {
-            rc = fpx_cli_client_fail(cli, name);
+        if ((rc = save_index(cli, dir, name, &e)) != 0)
             break;
-        }
-        char *ipath = path_join(dir, name, ".index");
-        char *kpath = path_join(dir, name, ".keys.jsonl");
-        rc = ipath && kpath ? write_file(ipath, bytes, len) : FPX_EXIT_INPUT;
-        free(bytes);
-        int keys_written = 0;
-        if (!rc && ntotal > 0 && strcmp(metric, "Hamming") != 0) {
-            if (ntotal <= FPX_KEYS_MAX)
-                rc = save_keys(cli, name, fpx_str_or(json_object_get(info, "index_type"), ""), d,
-                               ntotal, kpath, &keys_written);
-            else if (has_keys)
-                rc = fpx_cli_say(FPX_EXIT_SERVER,
-                                 "backup: %s has caller keys and %lld vectors: "
-                                 "a backup lists the keys of at most %d",
-                                 name, (long long)ntotal, FPX_KEYS_MAX);
-            if (!rc && !keys_written)
-                unlink(kpath);
-        }
-        if (!rc) {
-            json_t *e = json_deep_copy(info);
-            char file[160];
-            snprintf(file, sizeof file, "%s.index", name);
-            json_object_set_new(e, "file", json_string(file));
-            snprintf(file, sizeof file, "%s.keys.jsonl", name);
-            json_object_set_new(e, "keys", keys_written ? json_string(file) : json_null());
-            json_object_del(e, "lease_remaining");
-            json_array_append_new(list, e);
-            fprintf(stderr, "backup: %s (%lld vectors%s)\n", name, (long long)ntotal,
-                    keys_written ? ", keys/metadata" : "");
-        }
-        free(ipath);
-        free(kpath);
-        if (rc)
-            break;
+        json_array_append_new(list, e);
     }
     if (!rc) {
         json_t *m = json_pack("{s:s, s:i, s:o}", "format", FPX_BACKUP_FORMAT, "version",
@@ -278,69 +274,71 @@ int fpx_cli_backup(fpx_cli *cli, const char *dir) {
     return rc;
 }
 
-/* Re-adds the keyed vectors of one index under their labels, with keys. */
-static int restore_keys(fpx_cli *cli, const char *name, int64_t d, const char *type,
-                        const char *path) {
+/* Packs a keys file (one list_keys entry a line) as import_index's
+ * metadata section, {"items": [...]}, into rq's metadata. */
+static int pack_keys(fpx_rawreq *rq, const char *path) {
     FILE *f = fopen(path, "r");
     if (!f)
         return fpx_cli_say(FPX_EXIT_INPUT, "%s: %s", path, strerror(errno));
-    float *x = malloc((size_t)FPX_RESTORE_CHUNK * (size_t)d * sizeof *x);
-    int64_t *labels = malloc(FPX_RESTORE_CHUNK * sizeof *labels);
-    json_t **ids = calloc(FPX_RESTORE_CHUNK, sizeof *ids);
+    json_t *items = json_array();
     char *line = NULL;
     size_t cap = 0, lineno = 0;
-    int rc = 0, n = 0, direct_map = 0;
-    if (!x || !labels || !ids)
-        rc = fpx_cli_say(FPX_EXIT_INPUT, "out of memory");
-    for (int eof = 0; !rc && !eof;) {
-        eof = getline(&line, &cap, f) < 0;
-        if (!eof) {
-            lineno++;
-            json_error_t je;
-            json_t *j = json_loads(line, 0, &je);
-            json_t *lb = j ? json_object_get(j, "label") : NULL;
-            if (!json_is_integer(lb)) {
-                json_decref(j);
-                rc = fpx_cli_say(FPX_EXIT_INPUT, "%s line %zu: %s", path, lineno,
-                                 j ? "no integer \"label\"" : je.text);
-                break;
-            }
-            labels[n] = json_integer_value(lb);
-            json_object_del(j, "label");
-            ids[n++] = j;
-            int r = fpx_client_reconstruct(cli->c, name, labels[n - 1], d, x + (size_t)(n - 1) * d);
-            /* IVF indexes reconstruct one label only with a direct map */
-            if (r != 0 && !direct_map && strstr(type, "IVF") &&
-                !strcmp(fpx_client_errtype(cli->c), "faiss_error")) {
-                if (fpx_client_set_param(cli->c, name, "direct_map", 1) != 0) {
-                    rc = fpx_cli_client_fail(cli, name);
-                    break;
-                }
-                direct_map = 1;
-                r = fpx_client_reconstruct(cli->c, name, labels[n - 1], d, x + (size_t)(n - 1) * d);
-            }
-            if (r != 0) {
-                rc = fpx_cli_client_fail(cli, name);
-                break;
-            }
-        }
-        if (n == FPX_RESTORE_CHUNK || (eof && n > 0)) {
-            if (fpx_cli_add(cli, name, n, d, x, labels, ids, NULL) != 0)
-                rc = fpx_cli_raw_fail(cli, name);
-            for (int i = 0; i < n; i++)
-                json_decref(ids[i]);
-            n = 0;
-        }
+    int rc = 0;
+    while (!rc && getline(&line, &cap, f) >= 0) {
+        lineno++;
+        json_error_t je;
+        json_t *j = json_loads(line, 0, &je);
+        if (!j || !json_is_integer(json_object_get(j, "label")))
+            rc = fpx_cli_say(FPX_EXIT_INPUT, "%s line %zu: %s", path, lineno,
+                             j ? "no integer \"label\"" : je.text);
+        else
+            json_array_append(items, j);
+        json_decref(j);
     }
-    for (int i = 0; i < n; i++)
-        json_decref(ids[i]);
-    if (direct_map && !rc && fpx_client_set_param(cli->c, name, "direct_map", 0) != 0)
-        rc = fpx_cli_client_fail(cli, name);
     free(line);
-    free(x);
-    free(labels);
-    free(ids);
     fclose(f);
+    if (!rc) {
+        msgpack_pack_map(&rq->mp, 1);
+        fpx_mp_pack_str(&rq->mp, "items");
+        if (fpx_json_to_mp(&rq->mp, items) != 0)
+            rc = fpx_cli_say(FPX_EXIT_INPUT, "%s: a value has no msgpack form", path);
+    }
+    json_decref(items);
+    return rc;
+}
+
+/* One import_index of the saved bytes with the index's keys and lease. */
+static int restore_index(fpx_cli *cli, const char *dir, const json_t *e) {
+    const char *name = json_string_value(json_object_get(e, "index_id"));
+    const char *type = fpx_str_or(json_object_get(e, "index_type"), "imported");
+    const char *keys = json_string_value(json_object_get(e, "keys"));
+    json_int_t lease = json_integer_value(json_object_get(e, "lease_seconds"));
+    char *ipath = path_join(dir, json_string_value(json_object_get(e, "file")), "");
+    char *kpath = keys && !strchr(keys, '/') ? path_join(dir, keys, "") : NULL;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int rc = ipath ? read_file(ipath, &bytes, &len) : FPX_EXIT_INPUT;
+    if (!rc && keys && !kpath)
+        rc = fpx_cli_say(FPX_EXIT_INPUT, "%s: bad keys file name", dir);
+    fpx_rawreq rq;
+    fpx_rawreq_begin(cli, &rq, "import_index", name, 1 + (lease > 0));
+    fpx_mp_pack_str(&rq.hp, "index_type");
+    fpx_mp_pack_str(&rq.hp, type);
+    if (lease > 0) {
+        fpx_mp_pack_str(&rq.hp, "lease_seconds");
+        msgpack_pack_int64(&rq.hp, lease);
+    }
+    if (!rc && kpath)
+        rc = pack_keys(&rq, kpath);
+    fpx_rawrep rep;
+    if (!rc && fpx_rawreq_send(cli, &rq, bytes, len, NULL, 0, kpath != NULL, &rep) != 0)
+        rc = fpx_cli_raw_fail(cli, name);
+    else if (!rc)
+        fpx_rawrep_free(&rep);
+    fpx_rawreq_free(&rq);
+    free(bytes);
+    free(ipath);
+    free(kpath);
     return rc;
 }
 
@@ -393,24 +391,10 @@ int fpx_cli_restore(fpx_cli *cli, const char *dir) {
         if (rc)
             break;
         const char *name = json_string_value(json_object_get(e, "index_id"));
-        const char *type = fpx_str_or(json_object_get(e, "index_type"), "imported");
         const char *keys = json_string_value(json_object_get(e, "keys"));
         int64_t ntotal = json_integer_value(json_object_get(e, "ntotal"));
-        char *ipath = path_join(dir, json_string_value(json_object_get(e, "file")), "");
-        uint8_t *bytes = NULL;
-        size_t len = 0;
         fpx_index_info in;
-        rc = ipath ? read_file(ipath, &bytes, &len) : FPX_EXIT_INPUT;
-        free(ipath);
-        if (!rc && fpx_client_import(cli->c, name, type, bytes, len, &in) != 0)
-            rc = fpx_cli_client_fail(cli, name);
-        free(bytes);
-        if (!rc && keys) {
-            char *kpath = strchr(keys, '/') ? NULL : path_join(dir, keys, "");
-            rc = kpath ? restore_keys(cli, name, in.dimension, type, kpath)
-                       : fpx_cli_say(FPX_EXIT_INPUT, "%s: bad keys file name", dir);
-            free(kpath);
-        }
+        rc = restore_index(cli, dir, e);
         if (!rc && fpx_client_get_index_info(cli->c, name, &in) != 0)
             rc = fpx_cli_client_fail(cli, name);
         if (!rc && in.ntotal != ntotal)
