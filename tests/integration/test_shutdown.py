@@ -20,7 +20,7 @@ import pytest
 import conftest
 from wire import dealer, dealer_send, decode, encode, rand
 
-SLACK = 30  # seconds allowed on top of the shutdown timeout: a noisy machine
+SLACK = 10  # seconds allowed on top of the shutdown timeout: a noisy machine
 TIMEOUT = 2  # the shutdown timeout of the tests that exceed it
 LONG = 1.5 * (TIMEOUT + SLACK)  # what a long operation is sized to take, seconds
 
