@@ -102,10 +102,12 @@ int fpx_probe_main(void) {
     return rc == 0 ? 0 : 1; /* no cleanup: the process is thrown away */
 }
 
-/* Writes all of buf to fd. 0, or -1 with errno. */
+/* Writes all of buf to fd, 8 MB a call: a kernel without preemption copies
+ * a whole write before it schedules again, and a search of another tenant
+ * would wait for 512 MB to be copied. 0, or -1 with errno. */
 static int write_all(int fd, const uint8_t *buf, size_t len) {
     while (len > 0) {
-        ssize_t w = write(fd, buf, len > ((size_t)1 << 30) ? (size_t)1 << 30 : len);
+        ssize_t w = write(fd, buf, len > ((size_t)8 << 20) ? (size_t)8 << 20 : len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
