@@ -36,7 +36,7 @@ _REMOTE = (
     "swig_ptr", "extract_index_ivf", "ParameterSpace", "downcast_index", "downcast_IndexBinary",
 )
 # ... and from _views: the parts of served indexes, and indexes made from whole ones.
-_VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap")
+_VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap", "IndexRefine", "IndexRefineFlat")
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):

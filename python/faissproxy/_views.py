@@ -260,3 +260,112 @@ class IndexBinaryIVF(_IVF, IndexBinary):
         else:
             self._quantizer = _remote._make_view(quantizer, self, "quantizer")
 
+
+
+# ---- IndexRefine, IndexRefineFlat ---------------------------------------------------------
+
+
+def _refine_body(d, ntotal, is_trained, metric, base, refine, k_factor=1.0):
+    # FAISS's serialization of an IndexRefine: "IxRF", the header, both indexes, k_factor
+    # (FAISS's reader makes an IndexRefineFlat of it when the refine index is flat)
+    head = struct.pack("<iqqq?i", int(d), int(ntotal), 1 << 20, 1 << 20, bool(is_trained),
+                       int(metric))
+    return b"IxRF" + head + bytes(base) + bytes(refine) + struct.pack("<f", k_factor)
+
+
+def _empty_flat(d, metric):
+    # write_index of an empty IndexFlatL2/IndexFlatIP: fourcc, header, no codes
+    fourcc = b"IxF2" if metric == _remote.METRIC_L2 else b"IxFI"
+    return fourcc + _remote._index_header(d, True, metric) + struct.pack("<Q", 0)
+
+
+class _Refine:
+    """k_factor of a refinement, which reaches the server (set_params "k_factor_rf")."""
+
+    _k_factor = 1.0
+
+    @property
+    def k_factor(self):
+        return self._k_factor
+
+    @k_factor.setter
+    def k_factor(self, v):
+        # FAISS's ParameterSpace names an IndexRefine's k_factor "k_factor_rf"; the server
+        # takes it as an integer (docs/protocol.md, set_params)
+        if float(v) != int(v):
+            raise NotImplementedError("faissproxy: a k_factor that is not an integer is not "
+                                      "served")
+        self._set_param("k_factor_rf", int(v))
+        self._k_factor = float(v)
+
+    def _part(self, attr, what):
+        part = self.__dict__.get(attr)
+        if part is None:
+            raise NotImplementedError("faissproxy: the %s of an IndexRefine made by "
+                                      "index_factory or read from bytes is not served" % what)
+        return part
+
+    @property
+    def base_index(self):
+        return self._part("_base", "base index")
+
+    @property
+    def refine_index(self):
+        return self._part("_refine_part", "refine index")
+
+
+def _check_part(x, what):
+    _remote._served_index(x, what)
+    if x._idmap:
+        raise NotImplementedError("faissproxy: an IndexRefine over an IDMap is not served")
+    return x
+
+
+class IndexRefine(_Refine, Index):
+    _classes = ("IndexRefine",)
+
+    def __init__(self, base_index, refine_index):
+        self._name, self._keep, self._verbose = None, False, False
+        base, refine = _check_part(base_index, "the base index"), \
+            _check_part(refine_index, "the refine index")
+        # FAISS's constructor's checks, with its messages
+        if base.d != refine.d:
+            raise RuntimeError("Error: 'base_index->d == refine_index->d' failed")
+        if base.metric_type != refine.metric_type:
+            raise RuntimeError("Error: 'base_index->metric_type == refine_index->metric_type' "
+                               "failed")
+        if base.ntotal != refine.ntotal:
+            raise RuntimeError("Error: 'base_index->ntotal == refine_index->ntotal' failed")
+        body = _refine_body(base.d, base.ntotal, base.is_trained and refine.is_trained,
+                            base.metric_type, _remote.serialize_index(base).tobytes(),
+                            _remote.serialize_index(refine).tobytes())
+        _remote._compose(self, body, "%s,Refine(%s)" % (base._description,
+                                                       refine._description))
+        self._metric = base.metric_type
+        self._base = _remote._make_view(base, self, "base index")
+        self._refine_part = _remote._make_view(refine, self, "refine index")
+
+
+class IndexRefineFlat(_Refine, Index):
+    _classes = ("IndexRefineFlat",)
+
+    def __init__(self, base_index):
+        self._name, self._keep, self._verbose = None, False, False
+        base = _check_part(base_index, "the base index")
+        if base.ntotal != 0:
+            raise RuntimeError("Error: 'base_index->ntotal == 0' failed: base_index should be "
+                               "empty in the beginning")
+        if not base.is_trained and base._description != "imported":
+            # untrained, from the factory: the factory's refinement, so that training runs
+            # with the constructor's settings, then the settings given to the base index
+            Index.__init__(self, base.d, base._description + ",RFlat", base.metric_type)
+            for name, value, default in _remote._settings_of(base):
+                if value != default:
+                    self._set_param(name, value)
+        else:
+            body = _refine_body(base.d, 0, base.is_trained, base.metric_type,
+                                _remote.serialize_index(base).tobytes(),
+                                _empty_flat(base.d, base.metric_type))
+            _remote._compose(self, body, base._description + ",RFlat")
+        self._metric = base.metric_type
+        self._base = _remote._make_view(base, self, "base index")

@@ -227,3 +227,67 @@ def test_export_part_is_checked_and_the_server_keeps_serving(fp):
                               "part": bad})
     flat.add(np.ones((2, 8), dtype="float32"))
     assert flat.ntotal == 2
+
+
+def test_refine_flat_over_a_trained_base(fp):
+    xb, xq = data(2000, 16, 40, 8)
+    pq = fp.IndexPQ(16, 4, 6)
+    pq.train(xb)
+    rq = fp.IndexRefineFlat(pq)  # trained and empty: FAISS's refinement over it
+    assert rq.is_trained and type(rq).__name__ == "IndexRefineFlat"
+    rq.add(xb)
+    rq.k_factor = 4
+    assert (rq.ntotal, pq.ntotal, rq.k_factor) == (2000, 2000, 4)
+    D, I = rq.search(xq, 5)
+    loc = local_copy(fp, rq)
+    assert isinstance(loc, real.IndexRefineFlat) and loc.k_factor == 4
+    Dr, Ir = loc.search(xq, 5)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    # the flat refinement's distances are exact
+    np.testing.assert_allclose(D[:, 0], ((xq - xb[I[:, 0]]) ** 2).sum(1), rtol=1e-4)
+    assert rq.base_index is pq
+    with pytest.raises(RuntimeError, match="base index"):
+        pq.search(xq, 1)  # its content lives in the refinement
+    with pytest.raises(RuntimeError, match="empty"):
+        full = fp.IndexFlatL2(16)
+        full.add(xb[:3])
+        fp.IndexRefineFlat(full)
+
+
+def test_refine_flat_over_an_untrained_base_trains_it(fp):
+    xb, xq = data(2000, 16, 40, 9)
+    rq = fp.IndexRefineFlat(fp.index_factory(16, "PQ4x6np"))
+    assert not rq.is_trained
+    rq.train(xb)
+    rq.add(xb)
+    D, I = rq.search(xq, 5)
+    loc = local_copy(fp, rq)
+    Dr, Ir = loc.search(xq, 5)
+    np.testing.assert_array_equal(I, Ir)
+
+
+@pytest.mark.parametrize("metric", ["L2", "IP"])
+def test_refine_of_two_filled_indexes(fp, metric):
+    m = fp.METRIC_L2 if metric == "L2" else fp.METRIC_INNER_PRODUCT
+    xb, xq = data(1000, 16, 50, 10)
+    base = fp.index_factory(16, "PQ4x4np", m)
+    base.train(xb)
+    base.add(xb)
+    _, I1 = base.search(xq, 100)
+    flat = fp.IndexFlat(16, m)
+    flat.add(xb)
+    _, gt = real.knn(xq, xb, 1, real.METRIC_L2 if metric == "L2" else real.METRIC_INNER_PRODUCT)
+    ix = fp.IndexRefine(base, flat)
+    ix.k_factor = 10.0
+    assert ix.ntotal == 1000 and base.ntotal == 1000 and flat.ntotal == 1000
+    D, I = ix.search(xq, 10)
+    # FAISS's check: the refined recall@10 is the base's recall@100
+    assert (I == gt[:, :1]).sum() == (I1 == gt[:, :1]).sum()
+    loc = local_copy(fp, ix)
+    Dr, Ir = loc.search(xq, 10)
+    np.testing.assert_array_equal(I, Ir)
+    with pytest.raises(RuntimeError, match="ntotal"):
+        other = fp.IndexFlat(16, m)
+        other.add(xb[:5])
+        fp.IndexRefine(fp.index_factory(16, "PQ4x4np", m), other)
