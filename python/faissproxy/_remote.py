@@ -1265,6 +1265,9 @@ def _class_for(classes, idmap, binary):
             bases = (_IVF,) + bases
         if not idmap and top in ("IndexIVFPQ", "IndexIVFScalarQuantizer"):
             bases = (_Residual,) + bases
+        if not idmap and top in ("IndexRefine", "IndexRefineFlat"):
+            from . import _views
+            bases = (_views._Refine,) + bases  # k_factor
         cls = type(top, bases, {"_classes": tuple(classes)})
         if not idmap and (top.startswith("IndexHNSW") or top.startswith("IndexBinaryHNSW")):
             cls.hnsw = property(lambda self: self._hnsw)

@@ -291,3 +291,18 @@ def test_refine_of_two_filled_indexes(fp, metric):
         other = fp.IndexFlat(16, m)
         other.add(xb[:5])
         fp.IndexRefine(fp.index_factory(16, "PQ4x4np", m), other)
+
+
+def test_factory_refinement_k_factor_reaches_the_server(fp):
+    xb, xq = data(2000, 16, 40, 11)
+    ix = fp.index_factory(16, "PQ4x4np,RFlat")
+    assert ix.k_factor == 1
+    ix.train(xb)
+    ix.add(xb)
+    ix.k_factor = 8
+    D, I = ix.search(xq, 5)
+    loc = local_copy(fp, ix)
+    assert loc.k_factor == 8  # the server's index took it
+    np.testing.assert_array_equal(I, loc.search(xq, 5)[1])
+    with pytest.raises(NotImplementedError, match="base index"):
+        ix.base_index
