@@ -35,6 +35,8 @@ _REMOTE = (
     "SearchParameters", "SearchParametersIVF", "SearchParametersHNSW", "IVFSearchParameters",
     "swig_ptr", "extract_index_ivf", "ParameterSpace", "downcast_index", "downcast_IndexBinary",
 )
+# ... and from _views: the parts of served indexes, and indexes made from whole ones.
+_VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap", "IndexRefine", "IndexRefineFlat")
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -77,6 +79,9 @@ def __getattr__(name):
     if name in _REMOTE:
         from . import _remote
         return getattr(_remote, name)
+    if name in _VIEWS:
+        from . import _views
+        return getattr(_views, name)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve

@@ -777,20 +777,29 @@ class _IVF:
     @property
     def nlist(self):
         if self._nlist is None:
-            raise AttributeError("faissproxy: the number of lists of %r is not known here"
-                                 % self._description)
+            from . import _views
+            self._nlist = _views.nlist_of(self)
         return self._nlist
 
     @property
     def quantizer(self):
-        if self._quantizer is None:
-            raise NotImplementedError("faissproxy: the quantizer of an IVF index made by "
-                                      "index_factory or read from bytes is not served")
+        if self._quantizer is None:  # made by index_factory or read from bytes
+            from . import _views
+            return _views.quantizer_view(self)
         return self._quantizer
+
+    @property
+    def cp(self):
+        from . import _views
+        return _views.clustering_parameters(self)
 
     def make_direct_map(self, new_maintain_direct_map=True):
         """As IndexIVF.make_direct_map: reconstruct() needs it."""
         self._set_param("direct_map", 1 if new_maintain_direct_map else 0)
+
+    def set_direct_map_type(self, type):
+        """As IndexIVF.set_direct_map_type (faiss.DirectMap.NoMap, Array, Hashtable)."""
+        self._set_param("direct_map", int(type))
 
 
 class _IVFView:
@@ -836,8 +845,14 @@ class _IVFView:
     def nlist(self):
         n = _nlist_of(self._owner._description)
         if n is None:
-            raise AttributeError("faissproxy: the number of lists is not known here")
+            from . import _views
+            n = _views.nlist_of(self._owner)
         return n
+
+    @property
+    def quantizer(self):
+        from . import _views
+        return _views.quantizer_view(self)
 
     @property
     def ntotal(self):
@@ -914,8 +929,20 @@ class _View:
                                type(self).__bases__[-1].__name__, self._view_role,
                                type(self._view_owner).__name__))
 
-    train = add = add_with_ids = search = assign = range_search = reset = remove_ids = \
-        reconstruct = reconstruct_n = _not_served
+    train = add = add_with_ids = reset = remove_ids = _not_served
+
+    def _read(name):
+        # a quantizer's reads are answered from the IVF's quantizer as the server holds it
+        def read(self, *args, **kwargs):
+            if self._view_role != "quantizer":
+                self._not_served()
+            from . import _views
+            return getattr(_views.quantizer_view(self._view_owner), name)(*args, **kwargs)
+        read.__name__ = name
+        return read
+
+    search, assign, range_search, reconstruct, reconstruct_n = map(
+        _read, ("search", "assign", "range_search", "reconstruct", "reconstruct_n"))
 
     def _set_param(self, name, value):
         # FAISS's ParameterSpace reaches a sub-index through its IDMap, and an IVF's
@@ -1238,6 +1265,9 @@ def _class_for(classes, idmap, binary):
             bases = (_IVF,) + bases
         if not idmap and top in ("IndexIVFPQ", "IndexIVFScalarQuantizer"):
             bases = (_Residual,) + bases
+        if not idmap and top in ("IndexRefine", "IndexRefineFlat"):
+            from . import _views
+            bases = (_views._Refine,) + bases  # k_factor
         cls = type(top, bases, {"_classes": tuple(classes)})
         if not idmap and (top.startswith("IndexHNSW") or top.startswith("IndexBinaryHNSW")):
             cls.hnsw = property(lambda self: self._hnsw)
@@ -1301,6 +1331,9 @@ downcast_IndexBinary = downcast_index
 
 def serialize_index(index):
     """FAISS's write_index bytes of the index, as a uint8 array (faiss.serialize_index)."""
+    from . import _views
+    if _views.is_quantizer(index):
+        return np.frombuffer(_views.serialized_quantizer(index), dtype="uint8").copy()
     if isinstance(index, _View):
         index._not_served()
     buf = ctypes.POINTER(ctypes.c_uint8)()

@@ -1779,6 +1779,41 @@ int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_er
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
+int fpx_engine_serialize_quantizer(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {
+    std::shared_lock<std::shared_mutex> knobs(e->knobs); /* a quantizer's efSearch as set */
+    try {
+        faiss::VectorIOWriter w;
+        if (e->bin) {
+            auto bivf = dynamic_cast<const faiss::IndexBinaryIVF *>(e->bin.get());
+            if (!bivf)
+                return set_err(err, FPX_E_VALIDATION, "the index has no IVF quantizer");
+            faiss::write_index_binary(bivf->quantizer, &w);
+        } else {
+            /* the IVF along the main path, as fpx_engine_classes walks it */
+            const Index *idx = e->index.get();
+            while (idx && !dynamic_cast<const faiss::IndexIVF *>(idx)) {
+                if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+                    idx = pt->index;
+                else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+                    idx = rf->base_index;
+                else
+                    idx = nullptr;
+            }
+            if (!idx)
+                return set_err(err, FPX_E_VALIDATION, "the index has no IVF quantizer");
+            faiss::write_index(static_cast<const faiss::IndexIVF *>(idx)->quantizer, &w);
+        }
+        uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
+        if (!b)
+            return set_err(err, FPX_E_INTERNAL, "out of memory serializing a quantizer");
+        memcpy(b, w.data.data(), w.data.size());
+        *buf = b;
+        *len = w.data.size();
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err) {
     try {
         BufReader r(buf, len);
@@ -1849,6 +1884,8 @@ int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
         auto bh = dynamic_cast<const faiss::IndexBinaryHNSW *>(e->bin.get());
         if (bivf && !strcmp(name, "nprobe"))
             return *v = (double)bivf->nprobe, 0;
+        if (bivf && !strcmp(name, "nlist"))
+            return *v = (double)bivf->nlist, 0;
         if (bh && !strcmp(name, "efSearch"))
             return *v = bh->hnsw.efSearch, 0;
         if (bh && !strcmp(name, "efConstruction"))

@@ -204,6 +204,11 @@ typedef int (*fpx_write_fn)(void *ctx, const void *buf, size_t n);
 int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *len, fpx_err *err);
 /* FAISS's own serialization (write_index to memory). *buf is malloc'd; caller frees. */
 int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
+/* FAISS's serialization of the coarse quantizer of the IVF index in e (under
+ * pre-transforms and refinements; a binary IVF's binary quantizer): what a
+ * FAISS program reads as index.quantizer. A validation error when e holds no
+ * IVF index. *buf is malloc'd; caller frees. */
+int fpx_engine_serialize_quantizer(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
 /* Inverse of fpx_engine_serialize (read_index from memory). */
 int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err);
 

@@ -100,9 +100,21 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o) {
     {
         uint8_t *buf = NULL;
         size_t len = 0;
-        fpx_bitset live = fpx_index_live(ix);
-        rc = fpx_engine_export(ix->eng, &live, ix->labels, fpx_index_type_has_idmap(ix->index_type),
-                               &buf, &len, &r->err);
+        /* part "quantizer": the IVF's coarse quantizer alone (its centroids hold no
+         * vectors of the index, so neither the live set nor the labels apply) */
+        char part[16];
+        int prc = fpx_req_str(r, "part", part, sizeof part);
+        if (prc < 0)
+            return -1;
+        if (prc == 0 && strcmp(part, "quantizer") != 0)
+            return fpx_err_set(&r->err, FPX_E_VALIDATION, "part must be \"quantizer\" or absent");
+        if (prc == 0) {
+            rc = fpx_engine_serialize_quantizer(ix->eng, &buf, &len, &r->err);
+        } else {
+            fpx_bitset live = fpx_index_live(ix);
+            rc = fpx_engine_export(ix->eng, &live, ix->labels,
+                                   fpx_index_type_has_idmap(ix->index_type), &buf, &len, &r->err);
+        }
         if (rc == 0 && len > r->s->cfg->max_message_size)
             rc = fpx_err_set(&r->err, FPX_E_LIMIT,
                              "the exported index (%zu bytes) exceeds the message size limit", len);

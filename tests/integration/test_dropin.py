@@ -329,8 +329,11 @@ def test_quantizer_follows_the_ivf_it_was_given_to(fp):
     ref.train(xb)
     ix.train(xb)
     assert q.ntotal == qr.ntotal == 8
+    # the centroids live in the server's IVF: reads of them are answered from there
+    loc = real.deserialize_index(faissproxy.serialize_index(ix))
+    np.testing.assert_array_equal(q.search(xb[:5], 2)[1], loc.quantizer.search(xb[:5], 2)[1])
     with pytest.raises(RuntimeError, match="quantizer"):
-        q.search(xb[:2], 1)  # the centroids live in the server's IVF: not served here
+        q.add(xb[:2])  # its content is trained with the IVF, on the server
 
 
 def test_idmap2_sub_index_follows_the_wrapper(fp):
