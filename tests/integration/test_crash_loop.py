@@ -126,14 +126,17 @@ def live_keys(c):
 
 
 def check_vectors(c, got):
-    """Each live key holds its write's vector: an exact search finds it at 0."""
+    """Each live key holds its write's vector: an exact search finds it at 0
+    (to rounding: FAISS computes a batch's L2 distances as |x|^2 + |y|^2 - 2xy,
+    so a vector's distance to itself can come out as 1e-7 rather than 0; any
+    other version of the vector is far away)."""
     keys = sorted(got)
     if not keys:
         return
     q = np.stack([vector(k, got[k]) for k in keys])
     D_, _, meta = c.search(INDEX, q, 1)
     for i, k in enumerate(keys):
-        assert meta[i][0]["id"] == k and D_[i, 0] == 0.0, (k, meta[i][0], D_[i, 0])
+        assert meta[i][0]["id"] == k and abs(D_[i, 0]) < 1e-4, (k, meta[i][0], D_[i, 0])
 
 
 def resolve_doubt(state, doubt, got):
