@@ -419,8 +419,10 @@ static void *beat_main(void *arg) {
         kvStore_PutString(&rev, c->nodes, me, "live");
         applied_note notes[64];
         size_t n = 0;
-        pthread_mutex_lock(&c->mu);
-        for (fpx_replica *r = c->reps; r && n < 64; r = r->next) {
+        /* Never waits for the replica list (opening a replica may take
+         * seconds): the heartbeat must not lapse meanwhile. */
+        int locked = pthread_mutex_trylock(&c->mu) == 0;
+        for (fpx_replica *r = locked ? c->reps : NULL; r && n < 64; r = r->next) {
             if (pthread_rwlock_tryrdlock(&r->ix->lock) != 0)
                 continue;
             uint64_t seq = r->ix->seq;
@@ -433,7 +435,8 @@ static void *beat_main(void *arg) {
             snprintf(notes[n].key, sizeof notes[n].key, "%s.%s", me, hex);
             notes[n++].seq = seq;
         }
-        pthread_mutex_unlock(&c->mu);
+        if (locked)
+            pthread_mutex_unlock(&c->mu);
         for (size_t i = 0; i < n; i++) {
             char v[24];
             snprintf(v, sizeof v, "%llu", (unsigned long long)notes[i].seq);

@@ -37,7 +37,7 @@ def clients(cl):
     return [node.client() for node in cl.nodes if node.proc is not None]
 
 
-def quick_client(endpoint, ms=3000):
+def quick_client(endpoint, ms):
     """A client that gives up after ms: a killed node must not hang a writer."""
     c = Client(endpoint)
     c.sock.setsockopt(zmq.RCVTIMEO, ms)
@@ -201,14 +201,15 @@ def test_restart_with_empty_data_dir(cl):
     c.drop(name)
 
 
-def keyed_writers(endpoints, name, d, per_writer, retry_unavailable, stop_on_error):
+def keyed_writers(endpoints, name, d, per_writer, retry_unavailable, stop_on_error, ms):
     """One writer thread per endpoint, each adding one keyed vector per request;
-    returns {key: vector} of the acknowledged writes."""
+    returns {key: vector} of the acknowledged writes, the errors, and how many
+    writes were sent again after an unavailable answer."""
     acked, lock = {}, threading.Lock()
-    errors = []
+    errors, retried = [], []
 
     def run(t, ep):
-        c = quick_client(ep)
+        c = quick_client(ep, ms)
         rng = np.random.default_rng(1000 + t)
         try:
             for i in range(per_writer):
@@ -224,6 +225,7 @@ def keyed_writers(endpoints, name, d, per_writer, retry_unavailable, stop_on_err
                     except ServerError as e:
                         if retry_unavailable and e.error_type == "unavailable" \
                                 and time.time() < deadline:
+                            retried.append(key)
                             time.sleep(0.1)
                             continue
                         errors.append((key, e))
@@ -236,7 +238,7 @@ def keyed_writers(endpoints, name, d, per_writer, retry_unavailable, stop_on_err
             c.close()
 
     threads = [threading.Thread(target=run, args=(t, ep)) for t, ep in enumerate(endpoints)]
-    return threads, acked, errors
+    return threads, acked, errors, retried
 
 
 def missing(c, name, acked):
@@ -254,10 +256,10 @@ def test_node_killed_during_ingest(cl):
     back (it catches up from its own files and the stream before it serves)."""
     cs = clients(cl)
     d, name = 8, unique("kill")
-    cs[0].create(name, d)
+    assert sorted(cs[0].create(name, d)["replicas"]) == ["node1", "node2", "node3"]
     victim = cl.nodes[1]
-    threads, acked, errors = keyed_writers([n.endpoint for n in cl.nodes], name, d, 60,
-                                           False, True)
+    threads, acked, errors, _ = keyed_writers([n.endpoint for n in cl.nodes], name, d, 60,
+                                           False, True, 10000)
     for t in threads:
         t.start()
     deadline = time.time() + 20
@@ -286,9 +288,9 @@ def test_nats_server_killed_during_ingest(cl):
     nothing acknowledged is lost, nothing is applied twice."""
     cs = clients(cl)
     d, name = 8, unique("natskill")
-    cs[0].create(name, d)
-    threads, acked, errors = keyed_writers([n.endpoint for n in cl.nodes], name, d, 50,
-                                           True, False)
+    assert sorted(cs[0].create(name, d)["replicas"]) == ["node1", "node2", "node3"]
+    threads, acked, errors, retried = keyed_writers([n.endpoint for n in cl.nodes], name, d, 50,
+                                           True, False, 30000)
     for t in threads:
         t.start()
     deadline = time.time() + 20
@@ -304,7 +306,12 @@ def test_nats_server_killed_during_ingest(cl):
     synced(cs, name)
     for c in cs:
         info = c.info(name)
-        # one vector per key, and no key written twice (a replayed add would
-        # have replaced its vector and left a tombstone)
-        assert info["ntotal"] == 150 and info["tombstones"] == 0, info
+        # One vector per key. The cluster applied no record twice: every record
+        # of the stream is one request a client sent. A node that answered
+        # unavailable may have stored the write anyway (its outcome is unknown,
+        # docs/cluster.md), and the writer's retry of it then replaced the
+        # vector (a tombstone); nothing else may.
+        assert info["ntotal"] == 150, info
+        assert info["tombstones"] <= len(retried), (info, retried)
+        assert info["applied_seq"] == 150 + info["tombstones"], info
         assert missing(c, name, acked) == []
