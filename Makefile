@@ -25,6 +25,9 @@
 #   make faiss-suite-short  a few of them that pass through the server (part of
 #               make test): fails when one that passes with faiss no longer does
 #               through the server, or no longer sends it a request
+#   make cluster  a cluster on this machine: 3 nats-server + 3 nodes on loopback,
+#               data in ./cluster-data; prints the endpoints, Ctrl-C stops all
+#               (scripts/cluster.sh, docs/cluster.md)
 #   make format clang-format every C/C++ source in place
 
 BUILD      ?= $(if $(AVX2_ON),build-avx2,build)
@@ -56,7 +59,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build run install test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short faiss-suite faiss-suite-short format clean
+.PHONY: all deps build run cluster install test test-release test-sanitize test-tsan bench bench-short faiss-avx2 build-avx2 fuzz fuzz-build fuzz-short faiss-suite faiss-suite-short format clean
 
 all: build
 
@@ -70,6 +73,9 @@ build: deps $(if $(AVX2_ON),faiss-avx2)
 
 run: build
 	./$(BUILD)/faiss-proxy-server
+
+cluster: build
+	BUILD=$(BUILD) ./scripts/cluster.sh
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: see README.md, "Installing".
 PREFIX ?= /usr/local

@@ -8,7 +8,7 @@ set -eu
 [ "${FPX_SKIP_DEPS:-0}" = 1 ] && exit 0
 
 PKGS="build-essential cmake pkg-config libfaiss-dev libopenblas-dev libzmq3-dev libmsgpack-dev
-libsodium-dev libmicrohttpd-dev libjansson-dev zlib1g-dev python3 python3-numpy python3-zmq python3-msgpack python3-faiss python3-pytest"
+libsodium-dev libmicrohttpd-dev libjansson-dev zlib1g-dev libnats-dev nats-server python3 python3-numpy python3-zmq python3-msgpack python3-faiss python3-pytest"
 for opt in "$@"; do
     case "$opt" in
     --with-clang) PKGS="$PKGS clang libclang-rt-14-dev" ;;

@@ -27,6 +27,7 @@ static const char *const errnames[] = {
     "limit_exceeded",
     "faiss_error",
     "internal_error",
+    "unavailable",
 };
 
 const char *fpx_errtype_name(fpx_errtype t) {

@@ -39,6 +39,7 @@ typedef enum fpx_errtype {
     FPX_E_LIMIT,
     FPX_E_FAISS,
     FPX_E_INTERNAL,
+    FPX_E_UNAVAILABLE, /* a cluster node that cannot reach its cluster right now */
 } fpx_errtype;
 
 /* Wire name of an error kind ("protocol_error", ...); "ok" for FPX_OK. */

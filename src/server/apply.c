@@ -195,6 +195,29 @@ static int apply_lease(fpx_index *ix, const msgpack_object *meta, fpx_err *err) 
     return 0;
 }
 
+/* ---- a trained index (cluster mode) ----------------------------------------------- */
+
+/* FAISS's k-means is not bit-reproducible across machines and thread counts,
+ * so in a cluster one node trains and the record carries the trained index:
+ * every replica replaces its engine with the same bytes. The engine it
+ * replaces held the same vectors (the record was trained from a copy of it
+ * at this very sequence), so the slot tables stay as they are. */
+static int apply_trained(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
+    fpx_engine *e;
+    if (fpx_engine_deserialize(rec->data, rec->data_len, &e, err))
+        return -1;
+    if (fpx_engine_dim(e) != ix->dim || fpx_engine_ntotal(e) != ix->nslots ||
+        fpx_engine_row_bytes(e) != ix->row_bytes) {
+        fpx_engine_free(e);
+        return fpx_err_set(err, FPX_E_INTERNAL,
+                           "trained index record does not match the index (d=%lld, %lld vectors)",
+                           (long long)ix->dim, (long long)ix->nslots);
+    }
+    fpx_engine_free(ix->eng);
+    ix->eng = e;
+    return 0;
+}
+
 /* ---- the one apply -------------------------------------------------------------- */
 
 int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
@@ -240,6 +263,12 @@ int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         break;
     case FPX_WAL_LEASE:
         rc = apply_lease(ix, meta, err);
+        break;
+    case FPX_WAL_TRAINED:
+        rc = apply_trained(ix, rec, err);
+        break;
+    case FPX_WAL_SKIP:
+        rc = 0;
         break;
     default:
         rc = fpx_err_set(err, FPX_E_INTERNAL, "unknown log record type %d", (int)rec->op);

@@ -65,6 +65,11 @@ static const char usage[] =
     "                             0 = any free port       FAISS_PROXY_METRICS_PORT (off)\n"
     "      --metrics-bind ADDR    address of the metrics port\n"
     "                                       FAISS_PROXY_METRICS_BIND (127.0.0.1)\n"
+    "      --cluster URLS         join a cluster whose metadata and write logs live in NATS\n"
+    "                             JetStream: nats://HOST:PORT[,nats://HOST:PORT...]\n"
+    "                                       FAISS_PROXY_CLUSTER (none: a single server)\n"
+    "      --node-id NAME         this node's name in the cluster (letters, digits, '-', '_')\n"
+    "                                       FAISS_PROXY_NODE_ID (the host name)\n"
     "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
     "  -h, --help                 this text\n"
     "  -V, --version              print the version\n";
@@ -162,8 +167,39 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
     case 'v':
         cfg->log_debug = 1;
         return 0;
+    case 'X':
+        return set_str("cluster", cfg->cluster_urls, sizeof cfg->cluster_urls, v);
+    case 'Y':
+        return set_str("node id", cfg->node_id, sizeof cfg->node_id, v);
     }
     return -1;
+}
+
+/* A node id is a key of the cluster's buckets and part of message ids:
+ * letters, digits, '-' and '_' only. */
+static int node_char_ok(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+}
+
+static int node_id_valid(const char *s) {
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!node_char_ok(*s))
+            return 0;
+    return 1;
+}
+
+/* The default node id: the host name, with every other character made '-'. */
+static void default_node_id(char *out, size_t cap) {
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        strcpy(host, "node");
+    size_t i = 0;
+    for (; host[i] && i + 1 < cap; i++)
+        out[i] = node_char_ok(host[i]) ? host[i] : '-';
+    out[i] = 0;
 }
 
 /* --curve-keygen PATH: 1 (exit 0) when both files were written, else -1. */
@@ -226,6 +262,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_TENANT_MAX_VECTORS", 'N'},
         {"FAISS_PROXY_TENANT_MAX_DISK_BYTES", 'D'},
         {"FAISS_PROXY_MAX_INFLIGHT_PER_CLIENT", 'F'},
+        {"FAISS_PROXY_CLUSTER", 'X'},
+        {"FAISS_PROXY_NODE_ID", 'Y'},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -259,6 +297,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"tenant-max-vectors", required_argument, 0, 'N'},
         {"tenant-max-disk-bytes", required_argument, 0, 'D'},
         {"max-inflight-per-client", required_argument, 0, 'F'},
+        {"cluster", required_argument, 0, 'X'},
+        {"node-id", required_argument, 0, 'Y'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
@@ -285,6 +325,15 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     if (optind < argc) {
         fprintf(stderr, "faiss-proxy-server: unexpected argument '%s'\n", argv[optind]);
         fputs(usage, stderr);
+        return -1;
+    }
+    if (!cfg->node_id[0])
+        default_node_id(cfg->node_id, sizeof cfg->node_id);
+    if (cfg->cluster_urls[0] && !node_id_valid(cfg->node_id)) {
+        fprintf(stderr,
+                "faiss-proxy-server: node id '%s' may hold only letters, digits, '-' and "
+                "'_'\n",
+                cfg->node_id);
         return -1;
     }
     if (cfg->max_inflight_per_client == 0) /* a quarter of the workers stays for others */

@@ -10,6 +10,9 @@
 
 #include "proto/keyfile.h"
 
+/* Longest node name of a cluster (--node-id). */
+#define FPX_NODE_ID_MAX 64
+
 typedef struct fpx_config {
     char bind_address[256];
     int port; /* 0: an ephemeral port, reported in the start-up line */
@@ -44,6 +47,11 @@ typedef struct fpx_config {
      * that one client cannot occupy every worker. */
     size_t max_inflight_per_client;
     int log_debug;
+    /* Cluster mode (docs/cluster.md): the NATS servers' URLs, comma-separated
+     * ("" = a single server, the default), and this node's name in the
+     * cluster (default: the host name). */
+    char cluster_urls[4096];
+    char node_id[FPX_NODE_ID_MAX + 1];
 } fpx_config;
 
 /*

@@ -6,9 +6,13 @@
  * the sequence of ops.h around its handlers: find the index, lock it as the
  * table says, log and apply a write, reply, unlock, and hand a due snapshot
  * to the background writer. A reviewer checks the lock policy and the
- * durability rule here, once, not in every handler.
+ * durability rule here, once, not in every handler. In a cluster the same
+ * sequence runs, with four steps handed to src/cluster/ (admitting the
+ * request, finding an index, creating, and logging a write, which there
+ * means publishing it to the index's stream and applying it in stream order).
  */
 #include "apply.h"
+#include "cluster/cluster.h"
 #include "faissx.h"
 #include "stats.h"
 #include "ops.h"
@@ -176,9 +180,21 @@ static int lock_index(fpx_req *r, fpx_lockmode mode) {
     return 0;
 }
 
+/* The request's index: in a cluster, one defined a moment ago through
+ * another node may not be open here yet. */
+static fpx_index *index_of(fpx_req *r) {
+    fpx_index *ix = fpx_req_index(r);
+    if (!ix && r->s->cluster && r->err.type == FPX_E_NOT_FOUND)
+        ix = fpx_cluster_index(r);
+    return ix;
+}
+
 /* The sequence of ops.h. */
 static int run_op(fpx_req *r, fpx_out *o) {
     const fpx_opdef *op = r->op;
+    fpx_server *s = r->s;
+    if (s->cluster && fpx_cluster_admit(r))
+        return -1;
     if (op->prepare && op->prepare(r))
         return -1;
     if (op->flags & FPX_OP_DROPS) {
@@ -186,13 +202,13 @@ static int run_op(fpx_req *r, fpx_out *o) {
         if (gone != 0)
             return gone < 0 ? -1 : op->run(r, o);
     }
-    if ((op->flags & FPX_OP_INDEX) && !(r->ix = fpx_req_index(r)))
+    if ((op->flags & FPX_OP_INDEX) && !(r->ix = index_of(r)))
         return -1;
     if (r->ix)
         fpx_lease_renew(r->ix); /* every request naming an index renews its lease */
     if (op->bind && op->bind(r))
         return -1;
-    if ((op->flags & FPX_OP_CREATES) && register_new(r))
+    if ((op->flags & FPX_OP_CREATES) && (s->cluster ? fpx_cluster_create(r) : register_new(r)))
         return -1;
     if (!r->ix || op->lock == FPX_LOCK_NONE)
         return op->run(r, o);
@@ -201,12 +217,12 @@ static int run_op(fpx_req *r, fpx_out *o) {
     int rc = op->check ? op->check(r) : 0;
     int logged = 0;
     if (rc == 0 && (op->flags & FPX_OP_LOGGED) && r->rec.op) {
-        rc = log_and_apply(r);
+        rc = s->cluster ? fpx_cluster_write(r) : log_and_apply(r);
         logged = rc == 0;
     }
     int dropped = 0;
     if (rc == 0 && (op->flags & FPX_OP_DROPS)) {
-        rc = drop(r);
+        rc = s->cluster ? fpx_cluster_drop(r) : drop(r);
         dropped = rc == 0;
     }
     if (rc == 0)

@@ -247,6 +247,7 @@ void fpx_index_free(fpx_index *ix) {
     fpx_slotmap_free(&ix->labelmap);
     fpx_engine_free(ix->eng);
     free(ix->index_type);
+    free(ix->placement);
     pthread_rwlock_destroy(&ix->lock);
     fpx_batcher_destroy(&ix->batch);
     free(ix);
@@ -828,7 +829,25 @@ static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
 }
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 11 + (ix->lease_seconds > 0 ? 2 : 0));
+    msgpack_pack_map(pk, 11 + (ix->lease_seconds > 0 ? 2 : 0) + (ix->placement ? 2 : 0));
+    if (ix->placement) { /* cluster mode */
+        fpx_pack_cstr(pk, "replicas");
+        size_t nr = 1;
+        for (const char *c = ix->placement; *c; c++)
+            nr += *c == ',';
+        msgpack_pack_array(pk, nr);
+        for (const char *c = ix->placement;;) {
+            const char *end = strchr(c, ',');
+            size_t len = end ? (size_t)(end - c) : strlen(c);
+            msgpack_pack_str(pk, len);
+            msgpack_pack_str_body(pk, c, len);
+            if (!end)
+                break;
+            c = end + 1;
+        }
+        fpx_pack_cstr(pk, "applied_seq");
+        msgpack_pack_uint64(pk, ix->seq);
+    }
     fpx_pack_cstr(pk, "params");
     pack_knobs(ix, pk);
     if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */

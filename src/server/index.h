@@ -102,6 +102,10 @@ typedef struct fpx_index {
     uint64_t snap_seq; /* last write covered by the snapshot on disk */
     uint64_t wal_bytes;
     uint64_t snap_bytes; /* size of the snapshot on disk */
+    /* Cluster mode: the ids of the nodes holding a replica, comma-separated
+     * (owned; NULL on a single server). ix->seq is then the sequence of the
+     * last record of the index's stream applied here (docs/cluster.md). */
+    char *placement;
     /* Copies of nlive and snap_bytes + wal_bytes, readable without the lock
      * (tenant quotas sum them over a tenant's indexes; registry.c). */
     atomic_llong use_vectors, use_bytes;
@@ -229,7 +233,8 @@ int fpx_index_attach_keys(fpx_index *ix, const msgpack_object *items, fpx_err *e
 /* Packs the info map: index_id, dimension, index_type, metric, ntotal,
  * is_trained, has_keys, tombstones (deleted vectors still held), and for a
  * leased index lease_seconds and
- * lease_remaining (seconds left before it lapses). */
+ * lease_remaining (seconds left before it lapses); in a cluster, replicas
+ * (node ids) and applied_seq (the last stream record applied here). */
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk);
 
 /*

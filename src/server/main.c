@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "cluster/cluster.h"
 #include "config.h"
 #include "engine/engine.h"
 #include "metrics.h"
@@ -105,6 +106,15 @@ int main(int argc, char **argv) {
         fpx_config_free(&cfg);
         return 1;
     }
+    /* A cluster node catches up with the cluster before it serves. */
+    if (fpx_cluster_start(&server, &err) != 0) {
+        fpx_log(FPX_LOG_ERROR, "cannot join the cluster: %s", err.msg);
+        fpx_cluster_stop(&server);
+        fpx_metrics_stop();
+        fpx_server_shutdown(&server);
+        fpx_config_free(&cfg);
+        return 1;
+    }
     rc = fpx_net_run(&server, &stop_requested);
     fpx_metrics_stop(); /* reads the registry: stopped before it goes */
     if (rc == FPX_NET_WORKERS_BUSY) {
@@ -118,6 +128,7 @@ int main(int argc, char **argv) {
         fflush(stderr);
         _exit(0);
     }
+    fpx_cluster_stop(&server); /* no record is applied after this */
     fpx_server_shutdown(&server);
     fpx_config_free(&cfg);
     if (rc == 0)

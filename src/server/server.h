@@ -78,6 +78,8 @@ typedef struct fpx_server {
 
     fpx_unavailable *unavail; /* refused at start, until deleted */
     size_t nunavail;
+
+    struct fpx_cluster *cluster; /* cluster mode (src/cluster/); NULL: a single server */
 } fpx_server;
 
 /* Loads every index under cfg->data_dir, then starts the background

@@ -308,7 +308,8 @@ int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err) {
     if (lstat(fin, &st) == 0)
         return fpx_err_set(err, FPX_E_EXISTS,
                            "index '%s' already exists (its folder is present on disk)", ix->name);
-    if (new_uid(ix->uid, err) != 0)
+    static const uint8_t zero[FPX_UID_BYTES];
+    if (!memcmp(ix->uid, zero, FPX_UID_BYTES) && new_uid(ix->uid, err) != 0)
         return -1;
     fpx_path(tmp, "%s/.%s.creating.%llu", tdir, ix->name, (unsigned long long)fpx_now_ns());
     if (mkdir(tmp, 0750) != 0)

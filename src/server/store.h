@@ -29,7 +29,10 @@ typedef enum fpx_walop {
     FPX_WAL_REMOVE = 4, /* meta: {"ids": [labels]} or {"range": [lo, hi]} (FAISS remove_ids) */
     FPX_WAL_RESET = 5,  /* nothing */
     FPX_WAL_PARAM = 6,  /* meta: {"name": str, "value": number} */
-    FPX_WAL_LEASE = 7   /* meta: {"lease_seconds": int}, 0: no lease (set_lease) */
+    FPX_WAL_LEASE = 7,  /* meta: {"lease_seconds": int}, 0: no lease (set_lease) */
+    /* Cluster mode only (docs/cluster.md): */
+    FPX_WAL_TRAINED = 8, /* data: the trained index as FAISS serializes it; replaces the engine */
+    FPX_WAL_SKIP = 9     /* nothing: a stream record that failed to apply on every replica */
 } fpx_walop;
 
 #define FPX_WAL_LABELS 1u /* flag of FPX_WAL_ADD: labels follow the vectors */
@@ -48,7 +51,8 @@ typedef struct fpx_walrec {
 /* Path of an index folder into buf (FPX_PATH_MAX bytes). */
 int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *name, char *buf);
 
-/* Creates the folder of a new index with a new unique id, its first snapshot
+/* Creates the folder of a new index with a new unique id (or the one ix
+ * already has, when not all zero: a cluster replica takes its index's id), its first snapshot
  * and its log, atomically (written under a dot-name, then renamed).
  * data_dir is borrowed by ix and must outlive it.
  * err->type FPX_E_EXISTS when the folder already exists. */

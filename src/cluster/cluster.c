@@ -1,0 +1,904 @@
+/*
+ * cluster.c - joining a cluster: the NATS connection, the key-value buckets,
+ * membership, and the replicas of the indexes this node holds.
+ *
+ *   fpx_indexes  tenant/name -> the index's definition (msgpack: tenant, name,
+ *                dimension, metric, index_type, shards, replicas, uid, the
+ *                node ids placed), created with a KV create, so one create
+ *                wins across nodes and the others get already_exists
+ *   fpx_nodes    node id -> a heartbeat every second; entries expire after
+ *                FPX_NODE_TTL_MS, so the live nodes are the bucket's keys
+ *   fpx_applied  node.uid -> the last stream sequence that node applied
+ *
+ * Every bucket and stream is replicated by JetStream (R = min(3, NATS
+ * servers)); nothing here elects, votes or replicates on its own. A watcher
+ * on fpx_indexes opens a replica when an index placed here is defined and
+ * drops it when the definition goes. A key is the tenant and the index name
+ * joined by '/', with '.' (NATS's token separator) written '=': neither
+ * character can be in a name.
+ */
+#include "internal.h"
+
+#include "server/apply.h"
+#include "server/ops.h"
+#include "server/util.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PLACEMENT_MAX 16
+#define PLACEMENT_LEN (PLACEMENT_MAX * (FPX_NODE_ID_MAX + 1))
+#define TYPE_MAX 256
+
+/* An index's definition, as stored in fpx_indexes. */
+typedef struct fpx_def {
+    char tenant[FPX_NAME_MAX + 1];
+    char name[FPX_NAME_MAX + 1];
+    char index_type[TYPE_MAX];
+    char metric[16]; /* "" when the request gave none */
+    int64_t dim, replicas;
+    uint8_t uid[FPX_UID_BYTES];
+    char placement[PLACEMENT_LEN]; /* node ids, comma-separated */
+} fpx_def;
+
+void fpx_cluster_uid_hex(const uint8_t *uid, char *out) {
+    for (int i = 0; i < FPX_UID_BYTES; i++)
+        snprintf(out + 2 * i, 3, "%02x", uid[i]);
+}
+
+void fpx_cluster_stream_names(const uint8_t *uid, char *stream, char *subject) {
+    char hex[FPX_UID_HEX];
+    fpx_cluster_uid_hex(uid, hex);
+    snprintf(stream, 8 + FPX_UID_HEX, "FPX_%s", hex);
+    snprintf(subject, 8 + FPX_UID_HEX, "fpx.log.%s", hex);
+}
+
+int fpx_cluster_fail(fpx_err *err, const char *what, natsStatus st) {
+    natsStatus last = NATS_OK;
+    const char *text = nats_GetLastError(&last);
+    return fpx_err_set(err, FPX_E_UNAVAILABLE, "%s: the cluster's NATS servers answered: %s%s%s",
+                       what, natsStatus_GetText(st), text && *text ? ": " : "", text ? text : "");
+}
+
+/* ---- keys and definitions ---------------------------------------------------------- */
+
+static void key_part(const char *s, char *out) {
+    for (; *s; s++)
+        *out++ = *s == '.' ? '=' : *s;
+    *out = 0;
+}
+
+static void def_key(const char *tenant, const char *name, char *out /* 2 * FPX_NAME_MAX + 2 */) {
+    key_part(tenant, out);
+    size_t n = strlen(out);
+    out[n] = '/';
+    key_part(name, out + n + 1);
+}
+
+/* tenant and name from a key; -1 when it is not one of ours. */
+static int key_parse(const char *key, char *tenant, char *name) {
+    const char *slash = strchr(key, '/');
+    if (!slash || slash == key || (size_t)(slash - key) > FPX_NAME_MAX ||
+        strlen(slash + 1) > FPX_NAME_MAX || !slash[1])
+        return -1;
+    size_t i = 0;
+    for (const char *p = key; p < slash; p++)
+        tenant[i++] = *p == '=' ? '.' : *p;
+    tenant[i] = 0;
+    i = 0;
+    for (const char *p = slash + 1; *p; p++)
+        name[i++] = *p == '=' ? '.' : *p;
+    name[i] = 0;
+    return 0;
+}
+
+static void pack_str(msgpack_packer *pk, const char *k, const char *v) {
+    fpx_pack_cstr(pk, k);
+    fpx_pack_cstr(pk, v);
+}
+
+static int def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    char hex[FPX_UID_HEX];
+    fpx_cluster_uid_hex(d->uid, hex);
+    msgpack_pack_map(&pk, 9);
+    pack_str(&pk, "tenant", d->tenant);
+    pack_str(&pk, "name", d->name);
+    fpx_pack_cstr(&pk, "dimension");
+    msgpack_pack_int64(&pk, d->dim);
+    fpx_pack_cstr(&pk, "metric");
+    if (d->metric[0])
+        fpx_pack_cstr(&pk, d->metric);
+    else
+        msgpack_pack_nil(&pk);
+    pack_str(&pk, "index_type", d->index_type);
+    fpx_pack_cstr(&pk, "shards");
+    msgpack_pack_int64(&pk, 1);
+    fpx_pack_cstr(&pk, "replicas");
+    msgpack_pack_int64(&pk, d->replicas);
+    pack_str(&pk, "uid", hex);
+    size_t n = 1;
+    for (const char *p = d->placement; *p; p++)
+        n += *p == ',';
+    fpx_pack_cstr(&pk, "placement");
+    msgpack_pack_array(&pk, n);
+    for (const char *p = d->placement;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        msgpack_pack_str(&pk, len);
+        msgpack_pack_str_body(&pk, p, len);
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return sb->data ? 0 : -1;
+}
+
+/* A string field into buf[cap]; an absent or nil one is "" when optional. */
+static int get_str(const msgpack_object *m, const char *k, char *buf, size_t cap, int optional) {
+    const msgpack_object *o = fpx_map_get(m, k);
+    const char *s;
+    size_t n;
+    if ((!o || o->type == MSGPACK_OBJECT_NIL) && optional) {
+        buf[0] = 0;
+        return 0;
+    }
+    if (!o || fpx_obj_str(o, &s, &n) || n >= cap)
+        return -1;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    return 0;
+}
+
+static int def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
+    memset(d, 0, sizeof *d);
+    msgpack_unpacked u;
+    const msgpack_object *m;
+    if (len <= 0 || fpx_unpack_stored(data, (size_t)len, &u, &m, err) != 0 || !m ||
+        m->type != MSGPACK_OBJECT_MAP) {
+        if (len > 0)
+            msgpack_unpacked_destroy(&u);
+        return fpx_err_set(err, FPX_E_INTERNAL, "an index definition that is not a map");
+    }
+    char hex[FPX_UID_HEX];
+    const msgpack_object *pl = fpx_map_get(m, "placement");
+    int rc = get_str(m, "tenant", d->tenant, sizeof d->tenant, 0) ||
+             get_str(m, "name", d->name, sizeof d->name, 0) ||
+             get_str(m, "index_type", d->index_type, sizeof d->index_type, 0) ||
+             get_str(m, "metric", d->metric, sizeof d->metric, 1) ||
+             get_str(m, "uid", hex, sizeof hex, 0) || strlen(hex) != 2 * FPX_UID_BYTES ||
+             !fpx_map_get(m, "dimension") || fpx_obj_int(fpx_map_get(m, "dimension"), &d->dim) ||
+             !fpx_map_get(m, "replicas") || fpx_obj_int(fpx_map_get(m, "replicas"), &d->replicas) ||
+             !pl || pl->type != MSGPACK_OBJECT_ARRAY || pl->via.array.size == 0 ||
+             pl->via.array.size > PLACEMENT_MAX;
+    for (int i = 0; rc == 0 && i < FPX_UID_BYTES; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            rc = 1;
+        d->uid[i] = (uint8_t)v;
+    }
+    for (uint32_t i = 0; rc == 0 && i < pl->via.array.size; i++) {
+        const char *s;
+        size_t n, at = strlen(d->placement);
+        if (fpx_obj_str(&pl->via.array.ptr[i], &s, &n) || n == 0 || n > FPX_NODE_ID_MAX)
+            rc = 1;
+        else
+            snprintf(d->placement + at, sizeof d->placement - at, "%s%.*s", i ? "," : "", (int)n,
+                     s);
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc ? fpx_err_set(err, FPX_E_INTERNAL, "an index definition with a bad field") : 0;
+}
+
+static int placed_here(const fpx_cluster *c, const fpx_def *d) {
+    const char *me = c->s->cfg->node_id;
+    size_t n = strlen(me);
+    for (const char *p = d->placement; p;) {
+        if (!strncmp(p, me, n) && (p[n] == ',' || p[n] == 0))
+            return 1;
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    return 0;
+}
+
+/* ---- replicas -------------------------------------------------------------------- */
+
+static fpx_replica *replica_find(fpx_cluster *c, const char *key) {
+    for (fpx_replica *r = c->reps; r; r = r->next)
+        if (!strcmp(r->key, key))
+            return r;
+    return NULL;
+}
+
+/* Deletes the local index ix (referenced by the caller), unless gone already. */
+static void drop_local(fpx_server *s, fpx_index *ix, const char *why) {
+    fpx_err err = {0};
+    int dropped = 0;
+    pthread_rwlock_wrlock(&ix->lock);
+    if (!ix->dropped) {
+        if (fpx_server_drop(s, ix, &err) == 0)
+            dropped = 1;
+        else
+            fpx_log(FPX_LOG_WARN, "cannot drop %s/%s: %s", ix->tenant, ix->name, err.msg);
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    if (dropped) {
+        fpx_log(FPX_LOG_INFO, "dropped the replica of %s/%s: %s", ix->tenant, ix->name, why);
+        fpx_server_reclaim_later(s, ix, NULL); /* the registry's reference */
+    }
+}
+
+/* Stops following rep and unlinks it (c->mu held); the replica itself goes
+ * when its subscription is done (log.c). */
+static void forget_locked(fpx_cluster *c, fpx_replica *rep) {
+    for (fpx_replica **p = &c->reps; *p; p = &(*p)->next)
+        if (*p == rep) {
+            *p = rep->next;
+            break;
+        }
+    if (rep->sub) {
+        natsSubscription *sub = rep->sub;
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+    } else {
+        fpx_index_unref(rep->ix);
+        free(rep);
+    }
+}
+
+/* A new, empty local index for d, durable and registered; referenced. */
+static fpx_index *create_local(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err) {
+    fpx_server *s = c->s;
+    fpx_index *ix = NULL;
+    if (made && *made) {
+        ix = *made;
+        *made = NULL;
+    } else if (fpx_index_new(d->tenant, d->name, d->index_type, d->dim,
+                             d->metric[0] ? d->metric : NULL, &ix, err) != 0) {
+        return NULL;
+    }
+    memcpy(ix->uid, d->uid, FPX_UID_BYTES);
+    atomic_store(&ix->refs, 1); /* the registry's */
+    if (fpx_server_reserve(s, ix, err) != 0) {
+        fpx_index_free(ix);
+        return NULL;
+    }
+    if (fpx_store_create(s->cfg->data_dir, ix, err) != 0) {
+        fpx_server_remove(s, ix);
+        fpx_index_unref(ix);
+        return NULL;
+    }
+    atomic_fetch_add(&ix->refs, 1); /* the caller's */
+    fpx_server_sync_usage(ix);
+    fpx_server_publish(s, ix);
+    fpx_log(FPX_LOG_INFO, "created the replica of %s/%s (%s, d=%lld)", ix->tenant, ix->name,
+            ix->index_type, (long long)ix->dim);
+    return ix;
+}
+
+/*
+ * The replica of d on this node (c->mu held): the one open already, or the
+ * local index of the same unique id (kept from before a restart) followed
+ * from its next sequence, or a new empty one followed from the stream's
+ * start. A local index of that name with another id belonged to an index
+ * deleted and created again while this node was away: it goes.
+ */
+static fpx_replica *replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err) {
+    fpx_server *s = c->s;
+    char key[2 * FPX_NAME_MAX + 2];
+    def_key(d->tenant, d->name, key);
+    fpx_replica *rep = replica_find(c, key);
+    if (rep && !memcmp(rep->ix->uid, d->uid, FPX_UID_BYTES))
+        return rep;
+    if (rep) {
+        fpx_index *old = rep->ix;
+        atomic_fetch_add(&old->refs, 1);
+        forget_locked(c, rep);
+        drop_local(s, old, "its index was deleted and created again");
+        fpx_index_unref(old);
+    }
+    fpx_index *ix = fpx_server_find(s, d->tenant, d->name, strlen(d->name));
+    if (ix && memcmp(ix->uid, d->uid, FPX_UID_BYTES)) {
+        drop_local(s, ix, "its index was deleted and created again");
+        fpx_index_unref(ix);
+        ix = NULL;
+    }
+    if (!ix && (fpx_server_drop_unavailable(s, d->tenant, d->name, err) < 0 ||
+                !(ix = create_local(c, d, made, err))))
+        return NULL;
+    char *placement = strdup(d->placement);
+    rep = calloc(1, sizeof *rep);
+    if (!placement || !rep) {
+        free(placement);
+        free(rep);
+        fpx_index_unref(ix);
+        fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    free(ix->placement);
+    ix->placement = placement;
+    pthread_rwlock_unlock(&ix->lock);
+    rep->c = c;
+    rep->ix = ix; /* our reference */
+    snprintf(rep->key, sizeof rep->key, "%s", key);
+    fpx_cluster_stream_names(d->uid, rep->stream, rep->subject);
+    if (fpx_log_follow(c, rep, err) != 0) {
+        fpx_index_unref(ix);
+        free(rep);
+        return NULL;
+    }
+    rep->next = c->reps;
+    c->reps = rep;
+    return rep;
+}
+
+/* The definition of key went (deleted): stop following, drop the replica. */
+static void replica_gone(fpx_cluster *c, const char *key) {
+    char tenant[FPX_NAME_MAX + 1], name[FPX_NAME_MAX + 1];
+    if (key_parse(key, tenant, name) != 0)
+        return;
+    pthread_mutex_lock(&c->mu);
+    fpx_replica *rep = replica_find(c, key);
+    fpx_index *ix = NULL;
+    if (rep) {
+        ix = rep->ix;
+        atomic_fetch_add(&ix->refs, 1);
+        forget_locked(c, rep);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!ix)
+        ix = fpx_server_find(c->s, tenant, name, strlen(name));
+    if (ix) {
+        drop_local(c->s, ix, "its index was deleted");
+        fpx_index_unref(ix);
+    }
+}
+
+/* One entry of the definitions bucket, as the watcher delivers it. */
+static void on_definition(fpx_cluster *c, kvEntry *e) {
+    const char *key = kvEntry_Key(e);
+    if (kvEntry_Operation(e) != kvOp_Put) {
+        replica_gone(c, key);
+        return;
+    }
+    fpx_def d;
+    fpx_err err = {0};
+    if (def_decode(kvEntry_Value(e), kvEntry_ValueLen(e), &d, &err) != 0) {
+        fpx_log(FPX_LOG_WARN, "ignoring the cluster's definition %s: %s", key, err.msg);
+        return;
+    }
+    if (!placed_here(c, &d)) {
+        replica_gone(c, key); /* not ours (any more) */
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    fpx_replica *rep = replica_open(c, &d, NULL, &err);
+    pthread_mutex_unlock(&c->mu);
+    if (!rep)
+        fpx_log(FPX_LOG_WARN, "cannot open the replica of %s/%s: %s", d.tenant, d.name, err.msg);
+}
+
+/* ---- threads: heartbeat and watcher -------------------------------------------------- */
+
+/* Waits ms on the stop condition; 1 when asked to stop. */
+static int wait_stop(fpx_cluster *c, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->stop_mu);
+    if (!c->stop)
+        pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &ts);
+    int stop = c->stop;
+    pthread_mutex_unlock(&c->stop_mu);
+    return stop;
+}
+
+typedef struct applied_note {
+    char key[FPX_NODE_ID_MAX + FPX_UID_HEX + 2];
+    uint64_t seq;
+} applied_note;
+
+/* Every second: this node is live; and the sequences its replicas applied
+ * (those that moved), for operators and tests. */
+static void *beat_main(void *arg) {
+    fpx_cluster *c = arg;
+    const char *me = c->s->cfg->node_id;
+    do {
+        uint64_t rev;
+        kvStore_PutString(&rev, c->nodes, me, "live");
+        applied_note notes[64];
+        size_t n = 0;
+        /* Never waits for the replica list (opening a replica may take
+         * seconds): the heartbeat must not lapse meanwhile. */
+        int locked = pthread_mutex_trylock(&c->mu) == 0;
+        for (fpx_replica *r = locked ? c->reps : NULL; r && n < 64; r = r->next) {
+            if (pthread_rwlock_tryrdlock(&r->ix->lock) != 0)
+                continue;
+            uint64_t seq = r->ix->seq;
+            pthread_rwlock_unlock(&r->ix->lock);
+            if (seq == r->reported)
+                continue;
+            r->reported = seq;
+            char hex[FPX_UID_HEX];
+            fpx_cluster_uid_hex(r->ix->uid, hex);
+            snprintf(notes[n].key, sizeof notes[n].key, "%s.%s", me, hex);
+            notes[n++].seq = seq;
+        }
+        if (locked)
+            pthread_mutex_unlock(&c->mu);
+        for (size_t i = 0; i < n; i++) {
+            char v[24];
+            snprintf(v, sizeof v, "%llu", (unsigned long long)notes[i].seq);
+            kvStore_PutString(&rev, c->applied, notes[i].key, v);
+        }
+    } while (!wait_stop(c, FPX_HEARTBEAT_MS));
+    return NULL;
+}
+
+static void *watch_main(void *arg) {
+    fpx_cluster *c = arg;
+    while (!wait_stop(c, 0)) {
+        kvEntry *e = NULL;
+        natsStatus st = kvWatcher_Next(&e, c->watcher, 250);
+        if (st == NATS_OK && e) {
+            on_definition(c, e);
+            kvEntry_Destroy(e);
+        } else if (st != NATS_OK && st != NATS_TIMEOUT) {
+            wait_stop(c, 100); /* the watcher resumes by itself after a reconnection */
+        }
+    }
+    return NULL;
+}
+
+/* ---- start and stop --------------------------------------------------------------- */
+
+static int connect_nats(fpx_cluster *c, fpx_err *err) {
+    const fpx_config *cfg = c->s->cfg;
+    char urls[sizeof cfg->cluster_urls];
+    const char *list[64];
+    int n = 0;
+    snprintf(urls, sizeof urls, "%s", cfg->cluster_urls);
+    for (char *save = NULL, *t = strtok_r(urls, ",", &save); t && n < 64;
+         t = strtok_r(NULL, ",", &save))
+        list[n++] = t;
+    if (n == 0)
+        return fpx_err_set(err, FPX_E_VALIDATION, "--cluster names no NATS server");
+    natsOptions *o = NULL;
+    natsStatus st = natsOptions_Create(&o);
+    if (st == NATS_OK)
+        st = natsOptions_SetServers(o, list, n);
+    if (st == NATS_OK)
+        st = natsOptions_SetName(o, cfg->node_id);
+    if (st == NATS_OK) /* never give up on the cluster: unavailable until it is back */
+        st = natsOptions_SetMaxReconnect(o, -1);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectWait(o, 250);
+    if (st == NATS_OK)
+        st = natsOptions_SetTimeout(o, 2000);
+    for (int attempt = 0; st == NATS_OK && attempt < 60; attempt++) {
+        st = natsConnection_Connect(&c->nc, o);
+        if (st == NATS_OK || wait_stop(c, 500))
+            break;
+        st = NATS_OK;
+        c->nc = NULL;
+    }
+    natsOptions_Destroy(o);
+    if (!c->nc)
+        return fpx_cluster_fail(err, "cannot connect to the cluster", st ? st : NATS_NO_SERVER);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    if ((st = natsConnection_JetStream(&c->js, c->nc, &jo)) != NATS_OK)
+        return fpx_cluster_fail(err, "no JetStream on the cluster's NATS servers", st);
+    char **servers = NULL;
+    int count = 0;
+    if (natsConnection_GetServers(c->nc, &servers, &count) == NATS_OK) {
+        for (int i = 0; i < count; i++)
+            free(servers[i]);
+        free(servers);
+    }
+    c->replicas = count < 1 ? 1 : count > 3 ? 3 : count;
+    return 0;
+}
+
+static natsStatus bucket(fpx_cluster *c, const char *name, int64_t ttl_ms, kvStore **out) {
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = name;
+    kc.History = 1;
+    kc.TTL = ttl_ms * 1000000; /* libnats 3.4 takes it in nanoseconds */
+    kc.Replicas = c->replicas;
+    kc.StorageType = js_FileStorage;
+    natsStatus st = js_CreateKeyValue(out, c->js, &kc);
+    if (st != NATS_OK) { /* made by another node, or by an older configuration */
+        natsStatus last;
+        const char *text = nats_GetLastError(&last);
+        fpx_log(FPX_LOG_DEBUG, "creating bucket %s: %s %s", name, natsStatus_GetText(st),
+                text ? text : "");
+        st = js_KeyValue(out, c->js, name);
+    }
+    return st;
+}
+
+/* Binds the buckets, making them when missing, and announces this node.
+ * JetStream needs a few seconds after its servers start (or after a bucket
+ * is made) to elect its leaders: retried. */
+static int buckets(fpx_cluster *c, fpx_err *err) {
+    natsStatus st = NATS_OK;
+    for (int attempt = 0; attempt < 60; attempt++) {
+        st = NATS_OK;
+        if (!c->indexes)
+            st = bucket(c, FPX_BUCKET_INDEXES, 0, &c->indexes);
+        if (st == NATS_OK && !c->nodes)
+            st = bucket(c, FPX_BUCKET_NODES, FPX_NODE_TTL_MS, &c->nodes);
+        if (st == NATS_OK && !c->applied)
+            st = bucket(c, FPX_BUCKET_APPLIED, 0, &c->applied);
+        uint64_t rev;
+        if (st == NATS_OK) /* announced: this node is live from here on */
+            st = kvStore_PutString(&rev, c->nodes, c->s->cfg->node_id, "live");
+        if (st == NATS_OK)
+            break;
+        fpx_log(FPX_LOG_INFO, "waiting for JetStream's buckets: %s", natsStatus_GetText(st));
+        if (wait_stop(c, 500))
+            break;
+    }
+    return st == NATS_OK ? 0 : fpx_cluster_fail(err, "cannot open the cluster's buckets", st);
+}
+
+/* Local indexes the cluster does not place here (deleted while this node
+ * was away, or placed elsewhere) go: the cluster is the truth. */
+static void drop_strays(fpx_cluster *c) {
+    fpx_server *s = c->s;
+    fpx_index **stray = NULL;
+    size_t n = 0;
+    pthread_rwlock_rdlock(&s->reg_lock);
+    stray = malloc((s->nindexes ? s->nindexes : 1) * sizeof *stray);
+    for (size_t i = 0; stray && i < s->nindexes; i++) {
+        fpx_index *ix = s->indexes[i];
+        int mine = 0;
+        for (fpx_replica *r = c->reps; r && !mine; r = r->next)
+            mine = r->ix == ix;
+        if (!mine) {
+            atomic_fetch_add(&ix->refs, 1);
+            stray[n++] = ix;
+        }
+    }
+    pthread_rwlock_unlock(&s->reg_lock);
+    for (size_t i = 0; i < n; i++) {
+        drop_local(s, stray[i], "the cluster does not place it on this node");
+        fpx_index_unref(stray[i]);
+    }
+    free(stray);
+}
+
+/* Applies every record the streams hold now, before this node serves. */
+static int catch_up_all(fpx_cluster *c, fpx_err *err) {
+    uint64_t deadline = fpx_now_ns() + (uint64_t)FPX_CATCHUP_DEADLINE_MS * 1000000u;
+    pthread_mutex_lock(&c->mu);
+    int rc = 0;
+    for (fpx_replica *r = c->reps; r && rc == 0; r = r->next) {
+        uint64_t last = 0;
+        rc = fpx_log_last_seq(c, r->ix->uid, &last, err);
+        pthread_rwlock_wrlock(&r->ix->lock);
+        uint64_t had = r->ix->seq;
+        if (rc == 0)
+            rc = fpx_log_catch_up(c, r->ix, last, err);
+        uint64_t now = r->ix->seq;
+        pthread_rwlock_unlock(&r->ix->lock);
+        if (now > had)
+            fpx_log(FPX_LOG_INFO, "%s/%s: applied stream records %llu to %llu", r->ix->tenant,
+                    r->ix->name, (unsigned long long)had + 1, (unsigned long long)now);
+        if (rc == 0 && fpx_now_ns() > deadline)
+            rc = fpx_err_set(err, FPX_E_UNAVAILABLE, "catching up with the cluster took too long");
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int fpx_cluster_start(fpx_server *s, fpx_err *err) {
+    if (!s->cfg->cluster_urls[0])
+        return 0;
+    fpx_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    c->s = s;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->stop_mu, NULL);
+    pthread_cond_init(&c->stop_cv, NULL);
+    uint8_t boot[8];
+    randombytes_buf(boot, sizeof boot);
+    for (int i = 0; i < 8; i++)
+        snprintf(c->boot + 2 * i, 3, "%02x", boot[i]);
+    s->cluster = c;
+    if (connect_nats(c, err) != 0 || buckets(c, err) != 0)
+        return -1;
+    natsStatus st;
+    if (pthread_create(&c->beat, NULL, beat_main, c) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the heartbeat");
+    c->beat_started = 1;
+    /* The definitions as they are now (the watcher's first values, up to
+     * its empty entry), then the changes, on the watcher's thread. */
+    kvWatchOptions wo;
+    kvWatchOptions_Init(&wo);
+    if ((st = kvStore_WatchAll(&c->watcher, c->indexes, &wo)) != NATS_OK)
+        return fpx_cluster_fail(err, "cannot watch the index definitions", st);
+    for (int i = 0; i < 1000000; i++) {
+        kvEntry *e = NULL;
+        if ((st = kvWatcher_Next(&e, c->watcher, 10000)) != NATS_OK)
+            return fpx_cluster_fail(err, "cannot read the index definitions", st);
+        if (!e)
+            break;
+        on_definition(c, e);
+        kvEntry_Destroy(e);
+    }
+    drop_strays(c);
+    if (catch_up_all(c, err) != 0)
+        return -1;
+    if (pthread_create(&c->watch, NULL, watch_main, c) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the definitions watcher");
+    c->watch_started = 1;
+    fpx_log(FPX_LOG_INFO, "joined the cluster as node %s (NATS %s, R=%d)", s->cfg->node_id,
+            s->cfg->cluster_urls, c->replicas);
+    return 0;
+}
+
+void fpx_cluster_stop(fpx_server *s) {
+    fpx_cluster *c = s->cluster;
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->stop_mu);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->stop_cv);
+    pthread_mutex_unlock(&c->stop_mu);
+    if (c->beat_started)
+        pthread_join(c->beat, NULL);
+    if (c->watch_started)
+        pthread_join(c->watch, NULL);
+    if (c->watcher) {
+        kvWatcher_Stop(c->watcher);
+        kvWatcher_Destroy(c->watcher);
+    }
+    pthread_mutex_lock(&c->mu);
+    while (c->reps)
+        forget_locked(c, c->reps);
+    pthread_mutex_unlock(&c->mu);
+    if (c->nodes) /* leaving: not live from now on, without waiting for the expiry */
+        kvStore_Delete(c->nodes, s->cfg->node_id);
+    kvStore_Destroy(c->indexes);
+    kvStore_Destroy(c->nodes);
+    kvStore_Destroy(c->applied);
+    jsCtx_Destroy(c->js);
+    if (c->nc) {
+        natsConnection_Close(c->nc);
+        natsConnection_Destroy(c->nc);
+    }
+    /* Waits for the library's threads, and so for every subscription's end
+     * (each releases its replica's index). */
+    nats_CloseAndWait(10000);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->stop_mu);
+    pthread_cond_destroy(&c->stop_cv);
+    free(c);
+    s->cluster = NULL;
+}
+
+/* ---- the dispatcher's hooks -------------------------------------------------------- */
+
+/* Operations a cluster does not serve in this version (docs/cluster.md). */
+static const char *const not_served[] = {"import_index", "set_lease", "renew_leases"};
+
+int fpx_cluster_admit(fpx_req *r) {
+    fpx_cluster *c = r->s->cluster;
+    const char *op = r->op->name;
+    for (size_t i = 0; i < sizeof not_served / sizeof not_served[0]; i++)
+        if (!strcmp(op, not_served[i]))
+            return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                               "%s is not served by a cluster in this version", op);
+    if (!strcmp(op, "ping"))
+        return 0;
+    if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
+        return fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
+                           "node %s cannot reach the cluster's NATS servers right now: its data "
+                           "may be stale; try again, or through another node",
+                           r->s->cfg->node_id);
+    return 0;
+}
+
+/* d's definition from the bucket: 1 found, 0 none, -1 error. */
+static int def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err) {
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->indexes, key);
+    if (st == NATS_NOT_FOUND)
+        return 0;
+    if (st != NATS_OK)
+        return fpx_cluster_fail(err, "cannot read the index definitions", st);
+    int rc = def_decode(kvEntry_Value(e), kvEntry_ValueLen(e), d, err);
+    kvEntry_Destroy(e);
+    return rc == 0 ? 1 : -1;
+}
+
+fpx_index *fpx_cluster_index(fpx_req *r) {
+    fpx_cluster *c = r->s->cluster;
+    char name[FPX_NAME_MAX + 1], key[2 * FPX_NAME_MAX + 2];
+    fpx_err err = {0};
+    fpx_def d;
+    if (fpx_req_name(r, 0, name))
+        return NULL;
+    def_key(r->tenant, name, key);
+    int found = def_get(c, key, &d, &err);
+    if (found <= 0) { /* not defined: the not_found already in r->err stands */
+        if (found < 0)
+            r->err = err;
+        return NULL;
+    }
+    if (!placed_here(c, &d)) {
+        fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
+                    "index '%s' has no replica on node %s (its replicas: %s): send the request "
+                    "to one of those nodes",
+                    name, r->s->cfg->node_id, d.placement);
+        return NULL;
+    }
+    pthread_mutex_lock(&c->mu);
+    fpx_replica *rep = replica_open(c, &d, NULL, &err);
+    fpx_index *ix = rep ? rep->ix : NULL;
+    if (ix)
+        atomic_fetch_add(&ix->refs, 1);
+    pthread_mutex_unlock(&c->mu);
+    r->err = err;
+    return ix;
+}
+
+/* The live data nodes, this one first, at most max, comma-separated. */
+static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fpx_err *err) {
+    const char *me = c->s->cfg->node_id;
+    snprintf(out, cap, "%s", me);
+    *n = 1;
+    kvKeysList keys = {0};
+    natsStatus st = kvStore_Keys(&keys, c->nodes, NULL);
+    if (st == NATS_NOT_FOUND)
+        return 0;
+    if (st != NATS_OK)
+        return fpx_cluster_fail(err, "cannot list the cluster's nodes", st);
+    for (int i = 0; i < keys.Count && *n < max && *n < PLACEMENT_MAX; i++) {
+        if (!strcmp(keys.Keys[i], me))
+            continue;
+        size_t at = strlen(out);
+        snprintf(out + at, cap - at, ",%s", keys.Keys[i]);
+        (*n)++;
+    }
+    kvKeysList_Destroy(&keys);
+    return 0;
+}
+
+int fpx_cluster_create(fpx_req *r) {
+    fpx_cluster *c = r->s->cluster;
+    fpx_index *m = r->made;
+    if (m->lease_seconds)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "lease_seconds is not served by a cluster in this version");
+    int64_t shards = 1, replicas = 0;
+    if (fpx_req_int(r, "shards", 0, &shards) < 0)
+        return -1;
+    if (shards != 1)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "shards must be 1: this version serves every index as one shard "
+                           "(sharding is not served yet), got %lld",
+                           (long long)shards);
+    int has_replicas = fpx_req_int(r, "replicas", 0, &replicas);
+    if (has_replicas < 0)
+        return -1;
+    if (has_replicas == 0 && (replicas < 1 || replicas > PLACEMENT_MAX))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "replicas must be in 1..%d, got %lld",
+                           PLACEMENT_MAX, (long long)replicas);
+    fpx_def d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.tenant, sizeof d.tenant, "%s", m->tenant);
+    snprintf(d.name, sizeof d.name, "%s", m->name);
+    snprintf(d.index_type, sizeof d.index_type, "%s", m->index_type);
+    if (fpx_req_str(r, "metric", d.metric, sizeof d.metric) != 0)
+        d.metric[0] = 0;
+    d.dim = m->dim;
+    int live = 0;
+    if (live_nodes(c, d.placement, sizeof d.placement, PLACEMENT_MAX, &live, &r->err) != 0)
+        return -1;
+    if (has_replicas != 0)
+        replicas = live < 3 ? live : 3;
+    if (replicas > live)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "replicas is %lld, but %d data nodes are live", (long long)replicas,
+                           live);
+    d.replicas = replicas;
+    char *cut = d.placement; /* this node first, then the others, up to replicas */
+    for (int64_t i = 0; i < replicas && cut; i++) {
+        cut = strchr(cut, ',');
+        if (cut && i + 1 < replicas)
+            cut++;
+    }
+    if (cut)
+        *cut = 0;
+    randombytes_buf(d.uid, sizeof d.uid);
+
+    char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    def_key(d.tenant, d.name, key);
+    fpx_cluster_stream_names(d.uid, stream, subject);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (def_encode(&d, &sb) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+    }
+    /* The stream first (its name is the new unique id, so it collides with
+     * nothing), then the definition: a node that sees the definition finds
+     * the stream. */
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[1] = {subject};
+    sc.Name = stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = c->replicas;
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    natsStatus st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    if (st != NATS_OK) {
+        msgpack_sbuffer_destroy(&sb);
+        return fpx_cluster_fail(&r->err, "cannot create the index's log", st);
+    }
+    jsStreamInfo_Destroy(si);
+    pthread_mutex_lock(&c->mu);
+    uint64_t rev;
+    st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    int rc = 0;
+    if (st != NATS_OK) {
+        fpx_def other;
+        fpx_err gerr = {0};
+        rc = def_get(c, key, &other, &gerr) == 1
+                 ? fpx_err_set(&r->err, FPX_E_EXISTS, "index '%s' already exists", d.name)
+                 : fpx_cluster_fail(&r->err, "cannot define the index", st);
+    }
+    fpx_replica *rep = NULL;
+    if (rc == 0 && !(rep = replica_open(c, &d, &r->made, &r->err))) {
+        kvStore_Delete(c->indexes, key);
+        rc = -1;
+    }
+    if (rep) {
+        r->ix = rep->ix;
+        atomic_fetch_add(&r->ix->refs, 1);
+        fpx_log(FPX_LOG_INFO, "defined index %s/%s in the cluster (replicas: %s)", d.tenant, d.name,
+                d.placement);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0)
+        js_DeleteStream(c->js, stream, NULL, &jerr);
+    return rc;
+}
+
+int fpx_cluster_drop(fpx_req *r) {
+    fpx_cluster *c = r->s->cluster;
+    fpx_index *ix = r->ix;
+    char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    def_key(ix->tenant, ix->name, key);
+    fpx_cluster_stream_names(ix->uid, stream, subject);
+    natsStatus st = kvStore_Delete(c->indexes, key);
+    if (st != NATS_OK)
+        return fpx_cluster_fail(&r->err, "cannot delete the index's definition", st);
+    jsErrCode jerr = 0;
+    js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
+    if (fpx_server_drop(r->s, ix, &r->err) != 0)
+        return -1;
+    fpx_log(FPX_LOG_INFO, "deleted index %s/%s from the cluster", ix->tenant, ix->name);
+    return 0;
+}

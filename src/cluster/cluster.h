@@ -1,0 +1,49 @@
+/*
+ * cluster.h - faiss-proxy as a cluster over NATS JetStream: what the server
+ * calls (docs/cluster.md says how it works).
+ *
+ * Without --cluster none of this runs and s->cluster is NULL. With it, the
+ * consensus and the replication are JetStream's: index definitions and
+ * membership live in key-value buckets, every index's writes in a stream of
+ * its own. What is ours is the routing of a request to its index, applying
+ * the stream's records in order through fpx_apply (the function that also
+ * replays the local log), and the local snapshots at a sequence.
+ *
+ * The dispatcher (dispatch.c) calls the fpx_cluster_* hooks from the one
+ * sequence every request runs, so no handler knows it runs in a cluster.
+ * Lock order: the cluster's own mutex may be held while taking an index's
+ * lock, never the other way round.
+ */
+#ifndef FPX_CLUSTER_H
+#define FPX_CLUSTER_H
+
+#include "server/request.h"
+
+/* Joins the cluster named by s->cfg->cluster_urls (nothing without one):
+ * connects, binds or creates the buckets, announces this node, opens a
+ * replica of every index placed here and catches each up with its stream
+ * before returning, then keeps following. After fpx_server_init. */
+int fpx_cluster_start(fpx_server *s, fpx_err *err);
+/* Stops following and leaves the cluster (this node's heartbeat lapses). */
+void fpx_cluster_stop(fpx_server *s);
+
+/* Before any step of a request: unsupported for operations a cluster does
+ * not serve yet, unavailable while this node cannot reach NATS. */
+int fpx_cluster_admit(fpx_req *r);
+/* The request's index when the cluster defines it but this node has not
+ * opened its replica yet (a create through another node a moment ago);
+ * NULL with r->err set otherwise. Referenced. */
+fpx_index *fpx_cluster_index(fpx_req *r);
+/* create_index: defines r->made cluster-wide (already_exists when its name
+ * is taken, on any node), creates its stream and opens the replica here,
+ * which becomes r->ix (referenced). */
+int fpx_cluster_create(fpx_req *r);
+/* A logged write, r->ix locked exclusively: publishes r->rec to the index's
+ * stream and applies every record up to it here, in order; 0 once both the
+ * stream and this replica hold it. */
+int fpx_cluster_write(fpx_req *r);
+/* delete_index, r->ix locked exclusively: removes the definition and the
+ * stream, then the replica here; the other nodes drop theirs. */
+int fpx_cluster_drop(fpx_req *r);
+
+#endif

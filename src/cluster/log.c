@@ -1,0 +1,334 @@
+/*
+ * log.c - an index's write log in a cluster: one JetStream stream per index
+ * (subject fpx.log.<unique id>), published by the node a write arrives at,
+ * followed by every node holding a replica.
+ *
+ * A stream record is a write-ahead record of store.h in a payload of its own:
+ *
+ *   u32 magic "FPXR" | u32 op | u32 flags | u32 zero | i64 n
+ *   u64 data_len | u64 meta_len | data | meta           (little-endian)
+ *
+ * Replicas apply the records strictly in stream order, each exactly once:
+ * under the index's exclusive lock, a record is applied only when its
+ * sequence is the one after ix->seq. Each is first logged in the local log
+ * (so a restarted node resumes from its snapshot and log, then from the
+ * stream at ix->seq + 1), then applied by fpx_apply, the function that
+ * replays local logs. ix->seq is thus the stream's sequence: a record that
+ * fails to apply fails on every replica alike (apply is deterministic), and
+ * is logged here as FPX_WAL_SKIP so that the numbering stays the stream's.
+ *
+ * Two paths reach the same function: an ordered consumer per replica
+ * (JetStream redelivers from a sequence after any gap or reconnection) for
+ * other nodes' writes, and the writing request itself, which after the
+ * PubAck applies everything up to its own record before it answers: the
+ * reply carries the same fields as on one server, and a read through this
+ * node sees the write.
+ */
+#include "internal.h"
+
+#include "server/apply.h"
+#include "server/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REC_MAGIC 0x52585046u /* "FPXR" */
+#define REC_HDR 40
+
+/* ---- records ------------------------------------------------------------------- */
+
+/* The payload of rec, malloc'd. */
+static int rec_encode(const fpx_walrec *rec, uint8_t **out, size_t *len, fpx_err *err) {
+    size_t n = REC_HDR + rec->data_len + rec->meta_len;
+    uint8_t *p = malloc(n);
+    if (!p)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory for a log record of %zu bytes", n);
+    fpx_put_u32(p, REC_MAGIC);
+    fpx_put_u32(p + 4, (uint32_t)rec->op);
+    fpx_put_u32(p + 8, rec->flags);
+    fpx_put_u32(p + 12, 0);
+    fpx_put_u64(p + 16, (uint64_t)rec->n);
+    fpx_put_u64(p + 24, rec->data_len);
+    fpx_put_u64(p + 32, rec->meta_len);
+    if (rec->data_len)
+        memcpy(p + REC_HDR, rec->data, rec->data_len);
+    if (rec->meta_len)
+        memcpy(p + REC_HDR + rec->data_len, rec->meta, rec->meta_len);
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+/* rec from a payload; the vectors are 8-byte aligned (the apply path reads
+ * labels as int64): *copy receives a malloc'd aligned copy when needed. */
+static int rec_decode(const uint8_t *p, size_t len, fpx_walrec *rec, void **copy, fpx_err *err) {
+    *copy = NULL;
+    if (len < REC_HDR || fpx_get_u32(p) != REC_MAGIC)
+        return fpx_err_set(err, FPX_E_INTERNAL, "a stream record without its header");
+    uint64_t dl = fpx_get_u64(p + 24), ml = fpx_get_u64(p + 32);
+    if (dl > len - REC_HDR || ml != len - REC_HDR - dl)
+        return fpx_err_set(err, FPX_E_INTERNAL, "a stream record whose sizes do not add up");
+    const uint8_t *data = p + REC_HDR;
+    if (dl && ((uintptr_t)data % 8) != 0) {
+        if (!(*copy = malloc(dl)))
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+        memcpy(*copy, data, dl);
+        data = *copy;
+    }
+    *rec = (fpx_walrec){(fpx_walop)fpx_get_u32(p + 4),
+                        fpx_get_u32(p + 8),
+                        (int64_t)fpx_get_u64(p + 16),
+                        dl ? data : NULL,
+                        (size_t)dl,
+                        ml ? p + REC_HDR + dl : NULL,
+                        (size_t)ml};
+    return 0;
+}
+
+/* ---- applying, in order ----------------------------------------------------------- */
+
+/* Logs and applies the record after ix->seq (the lock held exclusively).
+ * 0 applied; 1 it failed to apply (as it does on every replica: logged as
+ * skipped, *why says why); -1 not logged (the local disk failed: nothing
+ * changed, it is tried again). */
+static int apply_next(fpx_index *ix, const fpx_walrec *rec, fpx_err *why, fpx_err *err) {
+    uint64_t before = ix->wal_bytes;
+    if (fpx_store_log(ix, rec, err) != 0)
+        return -1;
+    if (fpx_apply(ix, rec, why) == 0) {
+        fpx_server_sync_usage(ix);
+        return 0;
+    }
+    fpx_store_unlog(ix, before);
+    static const fpx_walrec skip = {FPX_WAL_SKIP, 0, 0, NULL, 0, NULL, 0};
+    if (fpx_store_log(ix, &skip, err) != 0)
+        return -1;
+    fpx_log(FPX_LOG_WARN, "%s/%s: stream record %llu did not apply (on any replica): %s",
+            ix->tenant, ix->name, (unsigned long long)ix->seq, why->msg);
+    return 1;
+}
+
+/* Applies a received payload as record seq, when it is the next one. */
+static int apply_payload(fpx_index *ix, uint64_t seq, const uint8_t *p, size_t len, fpx_err *err) {
+    if (seq != ix->seq + 1)
+        return 0;
+    fpx_walrec rec;
+    void *copy;
+    fpx_err why = {0};
+    if (rec_decode(p, len, &rec, &copy, err) != 0)
+        return -1;
+    int rc = apply_next(ix, &rec, &why, err);
+    free(copy);
+    return rc < 0 ? -1 : 0;
+}
+
+int fpx_log_catch_up(fpx_cluster *c, fpx_index *ix, uint64_t seq, fpx_err *err) {
+    char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    fpx_cluster_stream_names(ix->uid, stream, subject);
+    while (ix->seq < seq) {
+        natsMsg *m = NULL;
+        jsErrCode jerr = 0;
+        natsStatus st = js_GetMsg(&m, c->js, stream, ix->seq + 1, NULL, &jerr);
+        if (st != NATS_OK)
+            return fpx_cluster_fail(err, "reading the index's log", st);
+        int rc = apply_payload(ix, ix->seq + 1, (const uint8_t *)natsMsg_GetData(m),
+                               (size_t)natsMsg_GetDataLength(m), err);
+        natsMsg_Destroy(m);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err) {
+    char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    fpx_cluster_stream_names(uid, stream, subject);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, c->js, stream, NULL, &jerr);
+    if (st != NATS_OK)
+        return fpx_cluster_fail(err, "reading the index's log", st);
+    *seq = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return 0;
+}
+
+/* ---- following a stream ----------------------------------------------------------- */
+
+/* A record delivered by the replica's ordered consumer. Records at or below
+ * ix->seq were applied already (by the writing request, or before a
+ * restart); a gap is filled from the stream first. */
+static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure) {
+    (void)nc;
+    (void)sub;
+    fpx_replica *rep = closure;
+    fpx_index *ix = rep->ix;
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
+        natsMsg_Destroy(m);
+        return;
+    }
+    uint64_t seq = md->Sequence.Stream;
+    jsMsgMetaData_Destroy(md);
+    fpx_err err = {0};
+    int rc = 0, force = 0, due = 0;
+    pthread_rwlock_wrlock(&ix->lock);
+    if (!ix->dropped && seq > ix->seq) {
+        if (seq > ix->seq + 1)
+            rc = fpx_log_catch_up(rep->c, ix, seq - 1, &err);
+        if (rc == 0) {
+            fpx_walrec peek;
+            void *copy = NULL;
+            const uint8_t *p = (const uint8_t *)natsMsg_GetData(m);
+            size_t len = (size_t)natsMsg_GetDataLength(m);
+            if (rec_decode(p, len, &peek, &copy, &err) == 0)
+                force = peek.op == FPX_WAL_TRAINED || peek.op == FPX_WAL_RESET;
+            free(copy);
+            rc = apply_payload(ix, seq, p, len, &err);
+        }
+        due = rc == 0 && (force || fpx_server_snapshot_due(rep->c->s, ix));
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    if (rc != 0)
+        fpx_log(FPX_LOG_WARN, "%s/%s: stream record %llu not applied yet: %s", ix->tenant, ix->name,
+                (unsigned long long)seq, err.msg);
+    if (due)
+        fpx_server_snapshot_later(rep->c->s, ix, force);
+    natsMsg_Destroy(m);
+}
+
+/* The subscription is over and its handler done: the replica goes. */
+static void on_sub_done(void *closure) {
+    fpx_replica *rep = closure;
+    fpx_index_unref(rep->ix);
+    free(rep);
+}
+
+int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err) {
+    pthread_rwlock_rdlock(&rep->ix->lock);
+    uint64_t from = rep->ix->seq + 1;
+    pthread_rwlock_unlock(&rep->ix->lock);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Ordered = true;
+    so.Stream = rep->stream;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from;
+    jsErrCode jerr = 0;
+    natsStatus st = js_Subscribe(&rep->sub, c->js, rep->subject, on_record, rep, NULL, &so, &jerr);
+    if (st != NATS_OK) {
+        rep->sub = NULL;
+        return fpx_cluster_fail(err, "following the index's log", st);
+    }
+    natsSubscription_SetOnCompleteCB(rep->sub, on_sub_done, rep);
+    return 0;
+}
+
+/* ---- writing ------------------------------------------------------------------- */
+
+/* train, in a cluster: one node trains a copy of the index and the record
+ * carries the trained index (FAISS's k-means differs across machines and
+ * thread counts, so replicas must not each train). *buf is malloc'd. */
+static int train_copy(fpx_index *ix, const fpx_walrec *train, uint8_t **buf, size_t *len,
+                      fpx_err *err) {
+    uint8_t *cur;
+    size_t curlen;
+    fpx_engine *e;
+    if (fpx_engine_serialize(ix->eng, &cur, &curlen, err) != 0)
+        return -1;
+    int rc = fpx_engine_deserialize(cur, curlen, &e, err);
+    free(cur);
+    if (rc != 0)
+        return -1;
+    rc = fpx_engine_train(e, train->n, train->data, err);
+    if (rc == 0)
+        rc = fpx_engine_serialize(e, buf, len, err);
+    fpx_engine_free(e);
+    return rc;
+}
+
+/* Publishes payload with a message id, retrying (the same id: JetStream
+ * stores it once) until FPX_PUBLISH_DEADLINE_MS passed. expect_last: the
+ * stream's last sequence the record was built against (0: any). */
+static int publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_t len,
+                   uint64_t expect_last, uint64_t *seq, fpx_err *err) {
+    char msgid[FPX_NODE_ID_MAX + 48];
+    snprintf(msgid, sizeof msgid, "%s-%s-%llu", c->s->cfg->node_id, c->boot,
+             (unsigned long long)atomic_fetch_add(&c->next_msg, 1));
+    int64_t max = natsConnection_GetMaxPayload(c->nc);
+    if (max > 0 && len > (size_t)max)
+        return fpx_err_set(err, FPX_E_LIMIT,
+                           "this write's log record is %zu bytes, more than the NATS servers' "
+                           "max_payload (%lld bytes): send fewer vectors per request",
+                           len, (long long)max);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msgid;
+    po.MaxWait = 2000;
+    po.ExpectLastSeq = expect_last;
+    uint64_t deadline = fpx_now_ns() + (uint64_t)FPX_PUBLISH_DEADLINE_MS * 1000000u;
+    natsStatus st;
+    for (int attempt = 0;; attempt++) {
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        st = js_Publish(&pa, c->js, subject, p, (int)len, &po, &jerr);
+        if (st == NATS_OK) {
+            *seq = pa->Sequence;
+            jsPubAck_Destroy(pa);
+            return 0;
+        }
+        if (jerr == JSStreamWrongLastSequenceErr)
+            return fpx_err_set(err, FPX_E_UNAVAILABLE,
+                               "another write reached the index while it was being trained: "
+                               "train again");
+        if (fpx_now_ns() > deadline || attempt > 100)
+            break;
+        nats_Sleep(100);
+    }
+    return fpx_cluster_fail(err, "writing to the index's log", st);
+}
+
+int fpx_cluster_write(fpx_req *r) {
+    fpx_cluster *c = r->s->cluster;
+    fpx_index *ix = r->ix;
+    fpx_walrec rec = r->rec;
+    if (rec.op == FPX_WAL_ADD &&
+        fpx_server_check_quota(r->s, ix->tenant, rec.n, 48 + rec.data_len + rec.meta_len, &r->err))
+        return -1;
+    char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    fpx_cluster_stream_names(ix->uid, stream, subject);
+    uint8_t *trained = NULL, *payload = NULL;
+    size_t len = 0;
+    uint64_t expect = 0, seq = 0;
+    int rc = 0;
+    if (rec.op == FPX_WAL_TRAIN) {
+        /* Trained against the stream's latest state, and published only if
+         * that is still the latest. */
+        rc = fpx_log_last_seq(c, ix->uid, &expect, &r->err);
+        if (rc == 0)
+            rc = fpx_log_catch_up(c, ix, expect, &r->err);
+        if (rc == 0)
+            rc = train_copy(ix, &rec, &trained, &len, &r->err);
+        if (rc == 0)
+            rec = (fpx_walrec){FPX_WAL_TRAINED, 0, 0, trained, len, NULL, 0};
+    }
+    if (rc == 0)
+        rc = rec_encode(&rec, &payload, &len, &r->err);
+    if (rc == 0)
+        rc = publish(c, subject, payload, len, expect, &seq, &r->err);
+    free(payload);
+    /* The records before ours, then ours (from this request's own bytes). */
+    if (rc == 0)
+        rc = fpx_log_catch_up(c, ix, seq - 1, &r->err);
+    if (rc == 0 && ix->seq < seq) {
+        r->nlive_before = ix->nlive; /* the reply counts what this write did */
+        fpx_err why = {0};
+        int a = apply_next(ix, &rec, &why, &r->err);
+        if (a > 0)
+            r->err = why;
+        rc = a == 0 ? 0 : -1;
+    }
+    free(trained);
+    return rc;
+}

@@ -1,0 +1,114 @@
+"""A real faiss-proxy cluster on loopback for the tests: three nats-server
+processes (JetStream on, routed to each other, each with its own store) and
+three faiss-proxy nodes, each with its own data dir, all on free ports and all
+stopped by PID.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import STOP_TIMEOUT, Server
+
+NATS_SERVER = shutil.which("nats-server") or (
+    "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
+# Stream records carry whole requests (and a trained index): the tests raise
+# NATS's max_payload from its 1 MB default, as docs/cluster.md tells operators.
+MAX_PAYLOAD = 64 << 20
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("nats-server exited at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nats-server did not listen on %d" % port)
+
+
+class Nats:
+    """One nats-server of the cluster."""
+
+    def __init__(self, root, name, port, cport, routes):
+        self.name, self.port = name, port
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.conf = os.path.join(self.dir, "nats.conf")
+        self.log_path = os.path.join(self.dir, "nats.log")
+        with open(self.conf, "w") as f:
+            f.write("server_name: %s\nlisten: 127.0.0.1:%d\nmax_payload: %d\n"
+                    "jetstream { store_dir: \"%s\" }\n"
+                    "cluster { name: fpxtest, listen: 127.0.0.1:%d, routes: [%s] }\n"
+                    % (name, port, MAX_PAYLOAD, os.path.join(self.dir, "js"), cport,
+                       ", ".join("nats-route://127.0.0.1:%d" % r for r in routes)))
+        self.proc = None
+
+    @property
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([NATS_SERVER, "-c", self.conf], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=STOP_TIMEOUT)
+        self.proc = None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        self.proc = None
+
+
+class Cluster:
+    """3 nats-server + 3 faiss-proxy nodes (node1..node3)."""
+
+    def __init__(self, root, size=3):
+        ports = [free_port() for _ in range(2 * size)]
+        cports = ports[size:]
+        self.nats = [Nats(root, "n%d" % (i + 1), ports[i], cports[i],
+                          [p for j, p in enumerate(cports) if j != i]) for i in range(size)]
+        self.urls = ",".join(n.url for n in self.nats)
+        self.nodes = [Server(os.path.join(root, "node%d" % (i + 1), "data"), "",
+                             ["--cluster", self.urls, "--node-id", "node%d" % (i + 1)])
+                      for i in range(size)]
+
+    def start(self):
+        for n in self.nats:
+            n.start()
+        for n in self.nats:
+            wait_port(n.port, n.proc)
+        for node in self.nodes:
+            os.makedirs(os.path.dirname(node.data_dir), exist_ok=True)
+            node.start()
+        return self
+
+    def stop(self):
+        try:
+            for node in self.nodes:
+                if node.proc is not None:
+                    node.stop()
+        finally:
+            for n in self.nats:
+                n.stop()
