@@ -54,12 +54,24 @@ int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *na
  * err->type FPX_E_EXISTS when the folder already exists. */
 int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err);
 
-/* Appends one record and makes it durable (the log is open only meanwhile).
+/* Appends one record (ix->seq is then its seq), under the index's exclusive
+ * lock. It is not durable yet: the caller applies it, then calls
+ * fpx_store_logged (or fpx_store_unlog when applying failed), and after
+ * releasing the lock waits for fpx_store_sync before acknowledging it.
  * On failure nothing was logged. */
 int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
 
+/* The record just appended was applied: the next fdatasync covers it. */
+void fpx_store_logged(fpx_index *ix);
+
 /* Takes back the last record (its apply failed). */
 void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before);
+
+/* Waits until the record seq is durable: one fdatasync serves every record
+ * appended before it began (group commit), and a snapshot covering it does
+ * too. Called without the index's lock. -1 (err set) when the fdatasync
+ * failed: the index then refuses writes until a restart. */
+int fpx_store_sync(fpx_index *ix, uint64_t seq, fpx_err *err);
 
 /* Writes a new snapshot and starts a new log after it. */
 int fpx_store_snapshot(fpx_index *ix, fpx_err *err);
