@@ -513,3 +513,35 @@ int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t 
     *reply_len = n;
     return 0;
 }
+
+int fpx_client_send_raw(fpx_client *c, const void *body, size_t len) {
+    fpx_c_clear_error(c);
+    if (check_size(c, len) != 0)
+        return -1;
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    memcpy(copy, body, len);
+    return send_body(c, copy, len);
+}
+
+int fpx_client_recv_raw(fpx_client *c, uint8_t **reply_out, size_t *reply_len) {
+    fpx_c_clear_error(c);
+    if (!c->sock)
+        return fpx_c_fail(c, "connection_error", "no request in flight to %s", c->endpoint);
+    zmq_msg_t m;
+    int64_t id;
+    if (recv_reply(c, &id, &m) != 0)
+        return -1;
+    size_t n = zmq_msg_size(&m);
+    uint8_t *out = malloc(n ? n : 1);
+    if (!out) {
+        zmq_msg_close(&m);
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    }
+    memcpy(out, zmq_msg_data(&m), n);
+    zmq_msg_close(&m);
+    *reply_out = out;
+    *reply_len = n;
+    return 0;
+}

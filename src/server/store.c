@@ -348,8 +348,8 @@ static void close_if_idle(fpx_index *ix) {
 }
 
 /* The open log for one more writer (released by fpx_store_logged or
- * fpx_store_unlog). */
-static int log_acquire(fpx_index *ix, int *fd, fpx_err *err) {
+ * fpx_store_unlog), and the last seq known durable. */
+static int log_acquire(fpx_index *ix, int *fd, uint64_t *synced, fpx_err *err) {
     char path[FPX_PATH_MAX];
     if (wal_path(ix, path) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
@@ -372,6 +372,7 @@ static int log_acquire(fpx_index *ix, int *fd, fpx_err *err) {
     if (rc == 0) {
         ix->log_users++;
         *fd = ix->log_fd;
+        *synced = ix->synced_seq;
     }
     pthread_mutex_unlock(&ix->sync_mu);
     return rc;
@@ -387,12 +388,23 @@ static void log_release(fpx_index *ix, int applied) {
 }
 
 int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
+    int fd;
+    uint64_t synced;
+    if (log_acquire(ix, &fd, &synced, err) != 0)
+        return -1;
     uint8_t hdr[WAL_HDR], pad[8] = {0};
     uint64_t seq = ix->seq + 1;
+    /* How many records before this one are not durable yet (their sync is
+     * under way or to come): recovery tells a crash's torn group from damage
+     * by it. Capped: a smaller horizon only makes recovery stricter. */
+    uint64_t horizon = seq - 1 > synced ? seq - 1 - synced : 0;
+    if (horizon > FPX_WAL_HORIZON_MAX)
+        horizon = FPX_WAL_HORIZON_MAX;
     fpx_put_u32(hdr, WAL_MAGIC);
     fpx_put_u64(hdr + 8, seq);
     fpx_put_u32(hdr + 16, (uint32_t)rec->op);
-    fpx_put_u32(hdr + 20, rec->flags);
+    fpx_put_u32(hdr + 20,
+                (rec->flags & ~FPX_WAL_HORIZON_MASK) | (uint32_t)horizon << FPX_WAL_HORIZON_SHIFT);
     fpx_put_u64(hdr + 24, (uint64_t)rec->n);
     fpx_put_u64(hdr + 32, rec->data_len);
     fpx_put_u64(hdr + 40, rec->meta_len);
@@ -406,9 +418,6 @@ int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
                            {(void *)rec->data, rec->data_len},
                            {(void *)rec->meta, rec->meta_len},
                            {pad, padn}};
-    int fd;
-    if (log_acquire(ix, &fd, err) != 0)
-        return -1;
     /* A write that failed before may have left part of a record behind (its
      * cut failed too): cut it now, or the next record would follow garbage
      * and recovery would refuse the whole index. */
@@ -749,11 +758,20 @@ static int scan_wal(wal_scan *w, uint64_t snap_seq, fpx_err *err) {
             off = next;
             continue;
         }
-        size_t at;
-        uint64_t found;
+        size_t at = 0;
+        uint64_t found = 0;
         int f = find_valid_after(w, off, have_prev, prev, snap_seq, &at, &found);
         if (f == 0)
             break; /* a torn tail: nothing valid follows */
+        /* A valid record appended while the failing one still waited for its
+         * fdatasync (its horizon reaches back to it): a crash cut a group
+         * commit that never completed, and the page cache reached the disk
+         * out of order. A record is acknowledged only after a fdatasync
+         * that covers every record before it, so nothing from the failing
+         * record on was acknowledged: a torn tail as well. */
+        uint32_t horizon = fpx_get_u32(w->buf + at + 20) >> FPX_WAL_HORIZON_SHIFT;
+        if (have_prev && found > prev && found - prev - 1 <= horizon)
+            break;
         char after[64] = "";
         if (have_prev)
             snprintf(after, sizeof after, " (seq %llu expected, after seq %llu)",
@@ -850,7 +868,7 @@ static int replay_wal(const char *dir, fpx_index *ix, const snap_info *si, fpx_s
         const uint8_t *h = w.buf + off;
         uint64_t dl = fpx_get_u64(h + 32), ml = fpx_get_u64(h + 40);
         fpx_walrec rec = {(fpx_walop)fpx_get_u32(h + 16),
-                          fpx_get_u32(h + 20),
+                          fpx_get_u32(h + 20) & ~FPX_WAL_HORIZON_MASK,
                           (int64_t)fpx_get_u64(h + 24),
                           h + WAL_HDR,
                           (size_t)dl,

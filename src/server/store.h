@@ -33,6 +33,11 @@ typedef enum fpx_walop {
 } fpx_walop;
 
 #define FPX_WAL_LABELS 1u /* flag of FPX_WAL_ADD: labels follow the vectors */
+/* The high 16 bits of a record's flags: its horizon, how many records right
+ * before it were not yet durable when it was appended (group commit). */
+#define FPX_WAL_HORIZON_SHIFT 16
+#define FPX_WAL_HORIZON_MASK 0xffff0000u
+#define FPX_WAL_HORIZON_MAX 0xffffu
 
 /* A decoded log record handed to the replay callback. */
 typedef struct fpx_walrec {
