@@ -658,7 +658,7 @@ static int verb_import(fpx_cli *cli, fpx_opts *o) {
         fpx_rawrep_free(&rp);
         while (inflight > 0 && slots[first].state != 1) {
             chunk_slot *sl = &slots[first];
-            if (sl->state == 2 && failed_at < 0) {
+            if (sl->state == 2 && (failed_at < 0 || sl->from < failed_at)) {
                 done = sl->from + sl->n;
                 ntotal = sl->ntotal;
                 progress(&pg, done, 0);
