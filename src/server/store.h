@@ -6,7 +6,8 @@
  *
  * Both files name the index they belong to (tenant, name, unique id) and the
  * sequence number that links them. A write is logged (one record,
- * checksummed, fdatasync'd) before it is applied and acknowledged. Recovery
+ * checksummed) and applied, and acknowledged once a fdatasync shared with
+ * the writes logged meanwhile covers it (group commit). Recovery
  * loads the snapshot, checks that the log belongs to it and chains onto it,
  * and replays the log records after it; a torn tail (a write that was never
  * acknowledged) is cut off, never half-applied. Anything else that does not
