@@ -451,24 +451,27 @@ static int add_result(fpx_client *c, const add_tally *t, int64_t n) {
         snprintf(unknown, sizeof unknown,
                  "; rows %lld..%lld got no reply: whether they were added is unknown",
                  (long long)t->unknown_from, (long long)t->unknown_to - 1);
+    /* Composed apart, then cut to the handle's buffer: the parts may be long. */
+    char msg[1400];
     if (t->fail_from >= 0) {
         snprintf(c->errtype, sizeof c->errtype, "%s", t->errtype);
-        char why[sizeof t->errstr];
-        snprintf(why, sizeof why, "%s", t->errstr);
-        snprintf(c->errstr, sizeof c->errstr,
+        snprintf(msg, sizeof msg,
                  "the add was sent in parts: the first %lld of %lld vectors were added, rows "
                  "%lld..%lld failed: %.200s%s%s; the rest were not added",
                  (long long)t->added, (long long)n, (long long)t->fail_from,
-                 (long long)t->fail_to - 1, why, extra, unknown);
+                 (long long)t->fail_to - 1, t->errstr, extra, unknown);
     } else {
         /* no part failed: the connection was lost (errtype connection_error) */
-        char why[sizeof c->errstr];
-        snprintf(why, sizeof why, "%s", c->errstr);
-        snprintf(c->errstr, sizeof c->errstr,
+        snprintf(msg, sizeof msg,
                  "the add was sent in parts: the first %lld of %lld vectors were added%s%s; the "
                  "rest were not: %.200s",
-                 (long long)t->added, (long long)n, extra, unknown, why);
+                 (long long)t->added, (long long)n, extra, unknown, c->errstr);
     }
+    size_t len = strlen(msg);
+    if (len >= sizeof c->errstr)
+        len = sizeof c->errstr - 1;
+    memcpy(c->errstr, msg, len);
+    c->errstr[len] = 0;
     return -1;
 }
 
