@@ -1306,18 +1306,124 @@ static void bench_stall(void) {
     free(xh);
 }
 
+/* ---- 8: durable ingest, pipelined --------------------------------------------------- */
+
+/* libfaissproxy sends an add over 4 MiB as parts of 4 MiB, several in flight
+ * (src/client/internal.h): the floor writes the same bytes in the same
+ * pieces, each followed by fdatasync, as a log that syncs every request. */
+#define PART_BYTES ((size_t)4 << 20)
+
+/* Seconds to append x (n rows) to a file on the data dir's file system in
+ * PART_BYTES pieces, each followed by fdatasync. */
+static double disk_floor(const float *x, int64_t n) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/disk-floor", data_root);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        die("cannot create %s: %s", path, strerror(errno));
+    size_t total = (size_t)n * DIM * sizeof(float);
+    const char *p = (const char *)x;
+    double t0 = now();
+    for (size_t off = 0; off < total;) {
+        size_t piece = total - off < PART_BYTES ? total - off : PART_BYTES;
+        for (size_t done = 0; done < piece;) {
+            ssize_t w = write(fd, p + off + done, piece - done);
+            if (w <= 0)
+                die("write %s: %s", path, strerror(errno));
+            done += (size_t)w;
+        }
+        if (fdatasync(fd) != 0)
+            die("fdatasync: %s", strerror(errno));
+        off += piece;
+    }
+    double t = now() - t0;
+    close(fd);
+    unlink(path);
+    return t;
+}
+
+typedef struct writer_job {
+    const proc *srv;
+    const float *x;
+    int64_t n;
+} writer_job;
+
+static void *writer_main(void *p) {
+    writer_job *j = p;
+    fpx_client *c = client(j->srv);
+    check(c, fpx_client_add(c, "durable", j->n, DIM, j->x, NULL, NULL, NULL), "writer add");
+    fpx_client_free(c);
+    return NULL;
+}
+
+#define WRITERS 8
+
+static void bench_durable_ingest(void) {
+    int64_t n = S.ingest_n;
+    log_line("8. durable ingest, pipelined: %lld x %d (%.0f MB) by one client in one add, then "
+             "by %d clients at once, against write+fdatasync of the same bytes",
+             (long long)n, DIM, (double)n * DIM * sizeof(float) / 1e6, WRITERS);
+    float *x = xmalloc((size_t)n * DIM * sizeof *x);
+    fill_random(x, (size_t)n * DIM, 8);
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/durable", data_root);
+    proc srv = {0};
+    start_server(&srv, dir, NULL, NULL);
+    fpx_client *c = client(&srv);
+
+    /* one client: one add of the whole array, its parts pipelined */
+    check(c, fpx_client_create_index(c, "durable", DIM, "IndexFlatL2", NULL, NULL), "create");
+    double floor1 = disk_floor(x, n);
+    double t0 = now();
+    check(c, fpx_client_add(c, "durable", n, DIM, x, NULL, NULL, NULL), "add");
+    double t_one = now() - t0;
+    check(c, fpx_client_delete_index(c, "durable"), "drop");
+
+    /* WRITERS clients at once, each adding its share to the same index */
+    check(c, fpx_client_create_index(c, "durable", DIM, "IndexFlatL2", NULL, NULL), "create");
+    double floor2 = disk_floor(x, n);
+    pthread_t th[WRITERS];
+    writer_job jobs[WRITERS];
+    int64_t share = n / WRITERS;
+    t0 = now();
+    for (int i = 0; i < WRITERS; i++) {
+        jobs[i] = (writer_job){&srv, x + (size_t)(i * share) * DIM,
+                               i == WRITERS - 1 ? n - i * share : share};
+        pthread_create(&th[i], NULL, writer_main, &jobs[i]);
+    }
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(th[i], NULL);
+    double t_many = now() - t0;
+    fpx_index_info info;
+    check(c, fpx_client_get_index_info(c, "durable", &info), "info");
+    if (info.ntotal != n)
+        die("durable ingest: %lld vectors in the index, %lld sent", (long long)info.ntotal,
+            (long long)n);
+    fpx_client_free(c);
+    stop_proc(&srv);
+    free(x);
+    add_result("8 durable ingest: write+fdatasync of the same bytes", (double)n / floor1, "vec/s",
+               NULL, 0, 0);
+    add_result("8 durable ingest: one client, pipelined add", (double)n / t_one, "vec/s", NULL, 0,
+               0);
+    add_result("8 durable ingest: one client / disk floor", floor1 / t_one, "x", ">=", 0.8, 1);
+    add_result("8 durable ingest: 8 clients at once, in all", (double)n / t_many, "vec/s", NULL, 0,
+               0);
+    add_result("8 durable ingest: 8 clients / disk floor", floor2 / t_many, "x", ">=", 0.8, 1);
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 static void usage(void) {
     fprintf(stderr, "usage: fpx-bench --server PATH --echo PATH --out DIR [--short] [--label "
-                    "NAME] [--only 12347] [--mixed-seconds S] [--peer]\n");
+                    "NAME] [--only 123478] [--mixed-seconds S] [--peer]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     int is_short = 0;
     double mixed_seconds = 0;
-    const char *only = "12347";
+    const char *only = "123478";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--short"))
             is_short = 1;
@@ -1380,6 +1486,8 @@ int main(int argc, char **argv) {
         bench_ingest_memory_restart(&echo);
     if (strchr(only, '7'))
         bench_stall();
+    if (strchr(only, '8'))
+        bench_durable_ingest();
     stop_proc(&echo);
     write_results();
     char cmd[4200 + 16];

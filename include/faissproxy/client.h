@@ -134,10 +134,16 @@ typedef struct fpx_item {
  * metadata, with upsert on a key the index already holds. *ntotal (may be
  * NULL) receives the index's size after the add.
  *
- * An add over the server's max_message_size goes in parts, in order. When a
- * part fails, the parts before it stay added: the error message says how
- * many vectors went in, and *ntotal holds the index's size after the last
- * part that succeeded (it is left as it was when none did).
+ * An add over 4 MiB (or over the server's max_message_size, if smaller)
+ * goes in parts of about that size, several in flight at once (8, or
+ * FAISS_PROXY_ADD_WINDOW, 1..64), applied by the server in the order sent,
+ * so unkeyed vectors get the labels FAISS's add would give. Each part is
+ * added whole and acknowledged once durable. When a part fails, no more are
+ * sent and those in flight are waited for: the error message says exactly
+ * which rows were added (the first N of M, plus any part in flight after the
+ * failed one that succeeded; a part without a reply is named as unknown),
+ * and *ntotal holds the index's size after the last part that succeeded (it
+ * is left as it was when none did).
  */
 FPX_API int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d,
                            const float *x, const int64_t *labels, const fpx_item *items,
@@ -243,6 +249,18 @@ FPX_API int fpx_client_reconstruct_n_binary(fpx_client *c, const char *index_id,
  */
 FPX_API int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t **reply,
                                    size_t *reply_len);
+
+/*
+ * Pipelined raw requests: fpx_client_send_raw sends a complete body (copied)
+ * without waiting; fpx_client_recv_raw returns the next reply of any request
+ * in flight (malloc'd; free with free()), in whatever order they come: give
+ * each body its own request_id to match them. The server locks one
+ * connection's requests in the order they were sent, so writes to an index
+ * are applied in that order. A timeout (connection_error) rebuilds the
+ * socket: the replies still due are then lost.
+ */
+FPX_API int fpx_client_send_raw(fpx_client *c, const void *body, size_t len);
+FPX_API int fpx_client_recv_raw(fpx_client *c, uint8_t **reply, size_t *reply_len);
 
 #ifdef __cplusplus
 }

@@ -79,6 +79,15 @@ void fpx_rawreq_free(fpx_rawreq *rq);
 int fpx_rawreq_send(fpx_cli *cli, fpx_rawreq *rq, const void *a, size_t alen, const void *b,
                     size_t blen, int has_meta, fpx_rawrep *rep);
 void fpx_rawrep_free(fpx_rawrep *rep);
+/* Pipelining: sends the request without waiting for its reply (give it a
+ * request_id to match). 0, or -1 with cli->errtype/errstr set. */
+int fpx_rawreq_post(fpx_cli *cli, fpx_rawreq *rq, const void *a, size_t alen, const void *b,
+                    size_t blen, int has_meta);
+/* The next reply of the requests in flight, whichever it is; release it with
+ * fpx_rawrep_free in every case. 0 ok; -1 an error reply or an unreadable
+ * one (cli's error set; rep->header, when set, holds its request_id); -2 no
+ * reply came (connection_error). */
+int fpx_rawrep_next(fpx_cli *cli, fpx_rawrep *rep);
 /* The value of key in a msgpack map, or NULL. */
 const msgpack_object *fpx_mp_get(const msgpack_object *map, const char *key);
 void fpx_mp_pack_str(msgpack_packer *pk, const char *s);

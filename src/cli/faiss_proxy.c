@@ -23,13 +23,15 @@
 #define FPX_DEFAULT_SERVER "tcp://127.0.0.1:5555"
 #define FPX_CHUNK_BYTES (16u << 20) /* largest vector section one add request carries */
 #define FPX_TRAIN_MAX 65536         /* vectors an import trains an untrained index on */
+#define FPX_WINDOW_DEFAULT 4        /* import chunks in flight at once */
+#define FPX_WINDOW_MAX 64
 
 typedef struct fpx_opts {
     const char *server, *api_key, *tenant, *server_key;
     long timeout_ms;
     int json, help, create, resume, quiet;
     const char *type, *metric, *index, *keys, *query;
-    long long dim, k, chunk;
+    long long dim, k, chunk, window;
     const char *pos[4];
     int npos;
 } fpx_opts;
@@ -408,6 +410,59 @@ static void free_keys(json_t **k, int64_t n) {
     }
 }
 
+/* ---- import: chunks pipelined ------------------------------------------------ */
+
+/* One chunk of an import in flight: its rows of FILE, and how it ended. */
+typedef struct chunk_slot {
+    int64_t from, n;
+    int state; /* 1 sent, 2 added, 3 failed */
+    int64_t ntotal;
+} chunk_slot;
+
+/* Sends rows [from, from+n) as one add_vectors with request_id `id`, without
+ * waiting: float or (bin) uint8 rows of d columns, labels (may be NULL) and
+ * keys (may be NULL). */
+static int post_chunk(fpx_cli *cli, const char *index, int64_t id, int64_t n, int64_t d, int bin,
+                      const void *x, const int64_t *labels, json_t *const *keys) {
+    fpx_rawreq rq;
+    fpx_rawreq_begin(cli, &rq, "add_vectors", index, 2 + (labels != NULL) + bin);
+    fpx_mp_pack_str(&rq.hp, "request_id");
+    msgpack_pack_int64(&rq.hp, id);
+    fpx_mp_pack_str(&rq.hp, "vector_shape");
+    msgpack_pack_array(&rq.hp, 2);
+    msgpack_pack_int64(&rq.hp, n);
+    msgpack_pack_int64(&rq.hp, d);
+    if (bin) {
+        fpx_mp_pack_str(&rq.hp, "dtype");
+        fpx_mp_pack_str(&rq.hp, "uint8");
+    }
+    if (labels) {
+        fpx_mp_pack_str(&rq.hp, "with_ids");
+        msgpack_pack_true(&rq.hp);
+    }
+    if (keys) {
+        msgpack_pack_array(&rq.mp, (size_t)n);
+        for (int64_t i = 0; i < n; i++)
+            fpx_json_to_mp(&rq.mp, keys[i] ? keys[i] : json_null());
+    }
+    size_t xb = (size_t)n * (size_t)d * (bin ? 1 : sizeof(float));
+    int rc = fpx_rawreq_post(cli, &rq, x, xb, labels, labels ? (size_t)n * sizeof(int64_t) : 0,
+                             keys != NULL);
+    fpx_rawreq_free(&rq);
+    return rc;
+}
+
+/* Where a resumed import starts: the index holds `ntotal` of FILE's rows,
+ * as labels 0.. (the rows' own numbers). Chunks are added whole and in
+ * order, but after a refused chunk up to window-1 later ones in flight may
+ * have been added: the first missing row is at most that many chunks before
+ * ntotal. Starting there re-sends some rows the index holds, which replaces
+ * them with themselves (same label, same vector, same key). */
+static int64_t resume_point(int64_t ntotal, int64_t chunk, int window) {
+    int64_t c = ntotal / chunk - (window - 1);
+    return c > 0 ? c * chunk : 0;
+}
+
 static int verb_import(fpx_cli *cli, fpx_opts *o) {
     if (!o->index)
         return fpx_cli_say(FPX_EXIT_USAGE, "import needs --index NAME");
@@ -418,6 +473,8 @@ static int verb_import(fpx_cli *cli, fpx_opts *o) {
     FILE *kf = NULL;
     json_t **keys = NULL;
     void *x = NULL;
+    int64_t *labels = NULL;
+    chunk_slot *slots = NULL;
     int rc = 0;
     size_t lineno = 0;
     if (o->keys) {
@@ -482,13 +539,25 @@ static int verb_import(fpx_cli *cli, fpx_opts *o) {
         goto out;
     }
     int64_t start = 0;
+    int64_t row_bytes = bin ? vf.d : vf.d * 4;
+    int64_t chunk = o->chunk > 0 ? o->chunk : 10000;
+    if ((uint64_t)chunk * (uint64_t)row_bytes > FPX_CHUNK_BYTES)
+        chunk = (int64_t)(FPX_CHUNK_BYTES / (uint64_t)row_bytes);
+    if (chunk < 1)
+        chunk = 1;
+    int window = o->window > 0 ? (int)o->window : FPX_WINDOW_DEFAULT;
+    /* Rows carry their own numbers as labels when the index starts empty
+     * (the labels FAISS's add would give them), so a resumed import can
+     * send a row again and it replaces itself. Into an index that holds
+     * other vectors, rows get the index's next labels, in order. */
+    int numbered = o->resume || in.ntotal == 0;
     if (o->resume) {
         if (in.ntotal > vf.n) {
             rc = fpx_cli_say(FPX_EXIT_INPUT, "cannot resume: %s holds %lld vectors, %s only %lld",
                              o->index, (long long)in.ntotal, vf.path, (long long)vf.n);
             goto out;
         }
-        start = in.ntotal;
+        start = resume_point(in.ntotal, chunk, window);
         if ((rc = fpx_vf_seek(&vf, start, err, sizeof err)) != 0) {
             rc = fpx_cli_say(FPX_EXIT_INPUT, "%s", err);
             goto out;
@@ -501,49 +570,113 @@ static int verb_import(fpx_cli *cli, fpx_opts *o) {
             free(line);
         }
     }
-    int64_t row_bytes = bin ? vf.d : vf.d * 4;
     if (!in.is_trained && start < vf.n && (rc = train_from(cli, o->index, &vf, bin, row_bytes)))
         goto out;
-    int64_t chunk = o->chunk > 0 ? o->chunk : 10000;
-    if ((uint64_t)chunk * (uint64_t)row_bytes > FPX_CHUNK_BYTES)
-        chunk = (int64_t)(FPX_CHUNK_BYTES / (uint64_t)row_bytes);
-    if (chunk < 1)
-        chunk = 1;
     x = malloc((size_t)(chunk * row_bytes));
+    labels = numbered ? malloc((size_t)chunk * sizeof *labels) : NULL;
+    slots = calloc((size_t)window, sizeof *slots);
     keys = kf ? calloc((size_t)chunk, sizeof *keys) : NULL;
-    if (!x || (kf && !keys)) {
+    if (!x || (numbered && !labels) || !slots || (kf && !keys)) {
         rc = fpx_cli_say(FPX_EXIT_INPUT, "out of memory");
         goto out;
     }
     fpx_progress pg = {isatty(2), o->quiet, now_s(), 0, vf.n, start, -1};
     int64_t done = start, ntotal = in.ntotal;
-    if (start && !o->quiet)
-        fprintf(stderr, "import: resuming at vector %lld of %lld\n", (long long)start,
-                (long long)vf.n);
-    for (;;) {
-        int64_t got;
-        if (fpx_vf_read(&vf, chunk, bin, x, &got, err, sizeof err) != 0) {
-            rc = fpx_cli_say(FPX_EXIT_INPUT, "%s; %lld vectors were imported before it", err,
-                             (long long)(done - start));
+    if (o->resume && !o->quiet)
+        fprintf(stderr,
+                "import: %s holds %lld of the %lld vectors; resuming at vector %lld (the "
+                "vectors from there on are sent again, and replace themselves where present)\n",
+                o->index, (long long)in.ntotal, (long long)vf.n, (long long)start);
+    /* Up to `window` chunks in flight: the file is read and the next chunk
+     * sent while the server logs and adds the previous ones. Replies are
+     * taken as they come and counted in the order the chunks were sent. */
+    int first = 0, inflight = 0, stop = 0, eof = 0, read_failed = 0;
+    int64_t sent = start, failed_at = -1, lost_at = -1;
+    char why_type[64] = "", why[1024] = "";
+    while (inflight > 0 || (!stop && !eof)) {
+        while (!stop && !eof && inflight < window) {
+            int64_t got;
+            if (fpx_vf_read(&vf, chunk, bin, x, &got, err, sizeof err) != 0) {
+                read_failed = stop = 1; /* said once the chunks in flight are answered */
+                break;
+            }
+            if (!got) {
+                eof = 1;
+                break;
+            }
+            if (kf && (rc = read_keys(kf, o->keys, &lineno, got, keys)) != 0) {
+                stop = 1;
+                break;
+            }
+            for (int64_t i = 0; labels && i < got; i++)
+                labels[i] = sent + i;
+            chunk_slot *sl = &slots[(first + inflight) % window];
+            int64_t id = sent / chunk; /* the chunk's number in the file */
+            int r = post_chunk(cli, o->index, id, got, vf.d, bin, x, labels, kf ? keys : NULL);
+            if (kf)
+                free_keys(keys, got);
+            if (r != 0) {
+                snprintf(why_type, sizeof why_type, "%s", cli->errtype);
+                snprintf(why, sizeof why, "%s", cli->errstr);
+                failed_at = sent;
+                stop = 1;
+                break;
+            }
+            *sl = (chunk_slot){sent, got, 1, -1};
+            inflight++;
+            sent += got;
+        }
+        if (inflight == 0)
+            break;
+        fpx_rawrep rp;
+        int r = fpx_rawrep_next(cli, &rp);
+        if (r == -2) { /* no reply: what is in flight is unknown */
+            snprintf(why_type, sizeof why_type, "%s", cli->errtype);
+            snprintf(why, sizeof why, "%s", cli->errstr);
+            lost_at = slots[first].from;
+            stop = 1;
+            fpx_rawrep_free(&rp);
             break;
         }
-        if (!got)
-            break;
-        if (kf && (rc = read_keys(kf, o->keys, &lineno, got, keys)) != 0)
-            break;
-        int r = bin ? fpx_client_add_binary(cli->c, o->index, got, vf.d * 8, x, NULL, &ntotal)
-                    : fpx_cli_add(cli, o->index, got, vf.d, x, NULL, kf ? keys : NULL, &ntotal);
-        if (kf)
-            free_keys(keys, got);
-        if (r != 0) {
-            char what[160];
-            snprintf(what, sizeof what, "import stopped at vector %lld (resume with --resume)",
-                     (long long)done);
-            rc = bin ? fpx_cli_client_fail(cli, what) : fpx_cli_raw_fail(cli, what);
-            break;
+        const msgpack_object *ro = rp.header ? fpx_mp_get(rp.header, "request_id") : NULL;
+        for (int i = 0; ro && ro->type == MSGPACK_OBJECT_POSITIVE_INTEGER && i < inflight; i++) {
+            chunk_slot *sl = &slots[(first + i) % window];
+            if (sl->state != 1 || (uint64_t)(sl->from / chunk) != ro->via.u64)
+                continue;
+            sl->state = r == 0 ? 2 : 3;
+            if (r == 0) {
+                const msgpack_object *nt = fpx_mp_get(rp.meta, "ntotal");
+                sl->ntotal =
+                    nt && nt->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)nt->via.u64 : -1;
+            } else if (failed_at < 0 || sl->from < failed_at) {
+                snprintf(why_type, sizeof why_type, "%s", cli->errtype);
+                snprintf(why, sizeof why, "%s", cli->errstr);
+                failed_at = sl->from;
+                stop = 1;
+            }
         }
-        done += got;
-        progress(&pg, done, 0);
+        fpx_rawrep_free(&rp);
+        while (inflight > 0 && slots[first].state != 1) {
+            chunk_slot *sl = &slots[first];
+            if (sl->state == 2 && (failed_at < 0 || sl->from < failed_at)) {
+                done = sl->from + sl->n;
+                ntotal = sl->ntotal;
+                progress(&pg, done, 0);
+            }
+            first = (first + 1) % window;
+            inflight--;
+        }
+    }
+    if (!rc && (failed_at >= 0 || lost_at >= 0)) {
+        char what[200];
+        snprintf(what, sizeof what,
+                 "import stopped at vector %lld: the vectors before it were added (resume "
+                 "with --resume)",
+                 (long long)done);
+        rc = fpx_cli_fail_with(what, why_type, why);
+    } else if (!rc && read_failed) {
+        rc = fpx_cli_say(FPX_EXIT_INPUT, "%s; %lld vectors were imported before it", err,
+                         (long long)(done - start));
     }
     if (!rc) {
         progress(&pg, done, 1);
@@ -554,6 +687,8 @@ static int verb_import(fpx_cli *cli, fpx_opts *o) {
 out:
     free(keys);
     free(x);
+    free(labels);
+    free(slots);
     if (kf)
         fclose(kf);
     fpx_vf_close(&vf);
@@ -702,13 +837,14 @@ static const fpx_verb verbs[] = {
      "\"BFlat\"/\"BIVF<n>\"/\"BHNSW<M>\" for binary indexes with D in bits)."},
     {"import", verb_import, 1,
      "import FILE --index NAME [--create [--type FACTORY] [--metric L2|IP]]\n"
-     "                   [--keys FILE.jsonl] [--resume] [--chunk N] [--quiet]",
+     "                   [--keys FILE.jsonl] [--resume] [--chunk N] [--window W] [--quiet]",
      "Adds the vectors of FILE (.npy float32/float64/uint8, .fvecs, .bvecs, .ivecs) in\n"
-     "chunks of N (default 10000, at most 16 MiB each). --create makes the index from\n"
+     "chunks of N (default 10000, at most 16 MiB each), W of them in flight at once\n"
+     "(default 4). --create makes the index from\n"
      "the file's dimension when it does not exist; an untrained index is trained on the\n"
      "file's first vectors. --keys: one JSON object per vector,\n"
-     "{\"id\": \"key\" or 7, \"metadata\": {...}} (or null). --resume skips as many\n"
-     "vectors as the index holds (docs/cli.md says when that is safe)."},
+     "{\"id\": \"key\" or 7, \"metadata\": {...}} (or null). --resume continues an\n"
+     "interrupted import into an index that was empty (docs/cli.md says when that is safe)."},
     {"search", verb_search, 1, "search NAME [--query FILE|-] [-k K] [--json]",
      "Searches the k (default 10) nearest neighbours of each query: from FILE (vector\n"
      "formats as for import) or standard input (whitespace-separated floats, one query\n"
@@ -760,9 +896,10 @@ static int parse_ll(const char *flag, const char *v, long long *out) {
     return 0;
 }
 
-static const char *const value_flags[] = {
-    "--server", "--api-key", "--tenant",     "--server-key", "--type", "--metric", "--index",
-    "--keys",   "--query",   "--timeout-ms", "--dim",        "-k",     "--k",      "--chunk"};
+static const char *const value_flags[] = {"--server", "--api-key",    "--tenant", "--server-key",
+                                          "--type",   "--metric",     "--index",  "--keys",
+                                          "--query",  "--timeout-ms", "--dim",    "-k",
+                                          "--k",      "--chunk",      "--window"};
 
 static int parse_args(int argc, char **argv, fpx_opts *o, const fpx_verb **verb) {
     *verb = NULL;
@@ -812,6 +949,10 @@ static int parse_args(int argc, char **argv, fpx_opts *o, const fpx_verb **verb)
         } else if (FPX_FLAG("-k") || FPX_FLAG("--k")) {
             if (parse_ll(a, v, &o->k) || o->k < 1)
                 return fpx_cli_say(FPX_EXIT_USAGE, "-k must be an integer >= 1");
+        } else if (FPX_FLAG("--window")) {
+            if (parse_ll(a, v, &o->window) || o->window < 1 || o->window > FPX_WINDOW_MAX)
+                return fpx_cli_say(FPX_EXIT_USAGE, "--window must be an integer from 1 to %d",
+                                   FPX_WINDOW_MAX);
         } else if (FPX_FLAG("--chunk")) {
             if (parse_ll(a, v, &o->chunk) || o->chunk < 1)
                 return fpx_cli_say(FPX_EXIT_USAGE, "--chunk must be an integer >= 1");

@@ -130,11 +130,9 @@ static int decode_reply(fpx_cli *cli, fpx_rawrep *rep, size_t len) {
     return -1;
 }
 
-int fpx_rawreq_send(fpx_cli *cli, fpx_rawreq *rq, const void *a, size_t alen, const void *b,
-                    size_t blen, int has_meta, fpx_rawrep *rep) {
-    memset(rep, 0, sizeof *rep);
-    msgpack_unpacked_init(&rep->hu);
-    msgpack_unpacked_init(&rep->mu);
+/* The request's body (malloc'd) into *body, *len. */
+static int build_body(fpx_cli *cli, fpx_rawreq *rq, const void *a, size_t alen, const void *b,
+                      size_t blen, int has_meta, uint8_t **out, size_t *out_len) {
     size_t mlen = has_meta ? rq->meta.size : 0;
     msgpack_sbuffer pre;
     msgpack_sbuffer_init(&pre);
@@ -163,6 +161,20 @@ int fpx_rawreq_send(fpx_cli *cli, fpx_rawreq *rq, const void *a, size_t alen, co
     if (mlen)
         memcpy(p, rq->meta.data, mlen);
     msgpack_sbuffer_destroy(&pre);
+    *out = body;
+    *out_len = len;
+    return 0;
+}
+
+int fpx_rawreq_send(fpx_cli *cli, fpx_rawreq *rq, const void *a, size_t alen, const void *b,
+                    size_t blen, int has_meta, fpx_rawrep *rep) {
+    memset(rep, 0, sizeof *rep);
+    msgpack_unpacked_init(&rep->hu);
+    msgpack_unpacked_init(&rep->mu);
+    uint8_t *body;
+    size_t len;
+    if (build_body(cli, rq, a, alen, b, blen, has_meta, &body, &len) != 0)
+        return -1;
     size_t rlen = 0;
     int rc = fpx_client_request_raw(cli->c, body, len, &rep->body, &rlen);
     free(body);
@@ -312,4 +324,29 @@ int fpx_cli_add(fpx_cli *cli, const char *index, int64_t n, int64_t d, const flo
         *ntotal = nt && nt->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)nt->via.u64 : -1;
     fpx_rawrep_free(&rep);
     return 0;
+}
+
+int fpx_rawreq_post(fpx_cli *cli, fpx_rawreq *rq, const void *a, size_t alen, const void *b,
+                    size_t blen, int has_meta) {
+    uint8_t *body;
+    size_t len;
+    if (build_body(cli, rq, a, alen, b, blen, has_meta, &body, &len) != 0)
+        return -1;
+    int rc = fpx_client_send_raw(cli->c, body, len);
+    free(body);
+    if (rc != 0)
+        return raw_error(cli, fpx_client_errtype(cli->c), "%s", fpx_client_errstr(cli->c));
+    return 0;
+}
+
+int fpx_rawrep_next(fpx_cli *cli, fpx_rawrep *rep) {
+    memset(rep, 0, sizeof *rep);
+    msgpack_unpacked_init(&rep->hu);
+    msgpack_unpacked_init(&rep->mu);
+    size_t rlen = 0;
+    if (fpx_client_recv_raw(cli->c, &rep->body, &rlen) != 0) {
+        raw_error(cli, fpx_client_errtype(cli->c), "%s", fpx_client_errstr(cli->c));
+        return -2;
+    }
+    return decode_reply(cli, rep, rlen) != 0 ? -1 : 0;
 }

@@ -4,7 +4,8 @@
  * typed operations built on it are in calls.c).
  *
  * A DEALER socket with an empty delimiter frame before each body (the
- * protocol's pipelining form, used here one request at a time). Each request
+ * protocol's pipelining form: one request at a time, except the parts of a
+ * large add, which go several at once, fpx_c_send/fpx_c_recv). Each request
  * carries an increasing request_id; a reply that carries another id is a
  * late answer to a request that already timed out, and is dropped. On a
  * timeout the socket is closed (linger 0) and made anew, so the next call
@@ -165,6 +166,14 @@ fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char
         return NULL;
     c->timeout_ms = 30000;
     c->next_id = 1;
+    c->add_window = FPX_ADD_WINDOW_DEFAULT;
+    const char *win = getenv("FAISS_PROXY_ADD_WINDOW");
+    if (win && *win) {
+        char *end;
+        long w = strtol(win, &end, 10);
+        if (!*end && w >= 1 && w <= FPX_ADD_WINDOW_MAX)
+            c->add_window = (int)w;
+    }
     c->endpoint = strdup(endpoint);
     c->api_key = api_key ? strdup(api_key) : NULL;
     c->tenant_id = tenant_id ? strdup(tenant_id) : NULL;
@@ -251,8 +260,8 @@ static void reset_socket(fpx_client *c) {
     open_socket(c);
 }
 
-/* Sends body (taken), waits for the reply with this request's id. */
-static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_msg_t *out) {
+/* Sends body (taken) without waiting for its reply. */
+static int send_body(fpx_client *c, uint8_t *body, size_t len) {
     if (c->key_error[0]) {
         free(body);
         return fpx_c_fail(c, "connection_error", "%s", c->key_error);
@@ -269,9 +278,17 @@ static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_m
         return fpx_c_fail(c, "connection_error", "cannot send to %s: %s", c->endpoint,
                           zmq_strerror(zmq_errno()));
     }
+    return 0;
+}
+
+/* Waits for the next reply body into out. *rid receives its request_id, or
+ * INT64_MIN when it has none or cannot be read (a garbage request's answer,
+ * or an unreadable reply for the caller to report). On a timeout the socket
+ * is rebuilt (the replies still due are lost with it). */
+static int recv_reply(fpx_client *c, int64_t *rid, zmq_msg_t *out) {
     for (;;) {
         zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&it, 1, c->timeout_ms > 0 ? c->timeout_ms : -1);
+        int rc = c->sock ? zmq_poll(&it, 1, c->timeout_ms > 0 ? c->timeout_ms : -1) : 0;
         if (rc <= 0) {
             reset_socket(c);
             /* A failed handshake looks exactly like this (ZeroMQ retries it
@@ -312,20 +329,33 @@ static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_m
             if (!xm)
                 break;
         }
-        /* Match the request id; drop stale replies. */
         fpx_msg dm;
         fpx_err err;
+        *rid = INT64_MIN;
         if (fpx_msg_decode(&dm, zmq_msg_data(out), zmq_msg_size(out), &err) == 0) {
-            const msgpack_object *rid = fpx_map_get(dm.header, "request_id");
+            const msgpack_object *ro = fpx_map_get(dm.header, "request_id");
             int64_t got;
-            int match = id == INT64_MIN || (rid && fpx_obj_int(rid, &got) == 0 && got == id);
-            int unmatched = !rid; /* a reply without id: a garbage request's answer */
+            if (ro && fpx_obj_int(ro, &got) == 0)
+                *rid = got;
             fpx_msg_destroy(&dm);
-            if (match || unmatched)
-                return 0;
-        } else {
-            return 0; /* let the caller report the unreadable reply */
         }
+        return 0;
+    }
+}
+
+/* Sends body (taken), waits for the reply with this request's id. */
+static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_msg_t *out) {
+    if (send_body(c, body, len) != 0)
+        return -1;
+    for (;;) {
+        int64_t got;
+        if (recv_reply(c, &got, out) != 0)
+            return -1;
+        /* Match the request id; drop stale replies (late answers to requests
+         * that timed out). A reply without id (a garbage request's answer,
+         * or one that cannot be read) is the caller's to report. */
+        if (id == INT64_MIN || got == id || got == INT64_MIN)
+            return 0;
         zmq_msg_close(out);
     }
 }
@@ -375,19 +405,9 @@ static int check_size(fpx_client *c, size_t len) {
     return 0;
 }
 
-/* Finishes the body, sends it, decodes the reply and checks its status. */
-int fpx_c_call(fpx_client *c, fpx_out *o, reply *r) {
-    uint8_t *body;
-    size_t len;
-    int64_t id = c->next_id++;
-    if (fpx_out_finish(o, &body, &len) != 0)
-        return fpx_c_fail(c, "internal_error", "out of memory building the request");
-    if (check_size(c, len) != 0) {
-        free(body);
-        return -1;
-    }
-    if (roundtrip(c, body, len, id, &r->msg) != 0)
-        return -1;
+/* Decodes a received reply (r->msg) and checks its status: 0 with r to
+ * release, or -1 (error set, nothing to release). */
+static int read_reply(fpx_client *c, reply *r) {
     fpx_err err;
     if (fpx_msg_decode(&r->m, zmq_msg_data(&r->msg), zmq_msg_size(&r->msg), &err) != 0) {
         zmq_msg_close(&r->msg);
@@ -409,6 +429,44 @@ int fpx_c_call(fpx_client *c, fpx_out *o, reply *r) {
     fpx_msg_destroy(&r->m);
     zmq_msg_close(&r->msg);
     return -1;
+}
+
+/* Finishes the body, sends it, decodes the reply and checks its status. */
+int fpx_c_call(fpx_client *c, fpx_out *o, reply *r) {
+    uint8_t *body;
+    size_t len;
+    int64_t id = c->next_id++;
+    if (fpx_out_finish(o, &body, &len) != 0)
+        return fpx_c_fail(c, "internal_error", "out of memory building the request");
+    if (check_size(c, len) != 0) {
+        free(body);
+        return -1;
+    }
+    if (roundtrip(c, body, len, id, &r->msg) != 0)
+        return -1;
+    return read_reply(c, r);
+}
+
+int fpx_c_send(fpx_client *c, fpx_out *o, int64_t *id) {
+    uint8_t *body;
+    size_t len;
+    *id = c->next_id++;
+    if (fpx_out_finish(o, &body, &len) != 0)
+        return fpx_c_fail(c, "internal_error", "out of memory building the request");
+    if (check_size(c, len) != 0) {
+        free(body);
+        return -1;
+    }
+    return send_body(c, body, len);
+}
+
+int fpx_c_recv(fpx_client *c, int64_t *id, reply *r, int *failed) {
+    *failed = 0;
+    if (recv_reply(c, id, &r->msg) != 0)
+        return -1;
+    if (read_reply(c, r) != 0)
+        *failed = 1;
+    return 0;
 }
 
 void fpx_c_done(reply *r) {
@@ -442,6 +500,38 @@ int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t 
     zmq_msg_t m;
     /* Raw bodies carry their own request_id (or none): accept the next reply. */
     if (roundtrip(c, copy, len, INT64_MIN, &m) != 0)
+        return -1;
+    size_t n = zmq_msg_size(&m);
+    uint8_t *out = malloc(n ? n : 1);
+    if (!out) {
+        zmq_msg_close(&m);
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    }
+    memcpy(out, zmq_msg_data(&m), n);
+    zmq_msg_close(&m);
+    *reply_out = out;
+    *reply_len = n;
+    return 0;
+}
+
+int fpx_client_send_raw(fpx_client *c, const void *body, size_t len) {
+    fpx_c_clear_error(c);
+    if (check_size(c, len) != 0)
+        return -1;
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    memcpy(copy, body, len);
+    return send_body(c, copy, len);
+}
+
+int fpx_client_recv_raw(fpx_client *c, uint8_t **reply_out, size_t *reply_len) {
+    fpx_c_clear_error(c);
+    if (!c->sock)
+        return fpx_c_fail(c, "connection_error", "no request in flight to %s", c->endpoint);
+    zmq_msg_t m;
+    int64_t id;
+    if (recv_reply(c, &id, &m) != 0)
         return -1;
     size_t n = zmq_msg_size(&m);
     uint8_t *out = malloc(n ? n : 1);

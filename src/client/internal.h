@@ -28,6 +28,15 @@
 #define FPX_PRINTF(f, a)
 #endif
 
+/* An add larger than FPX_ADD_PART_BYTES goes as parts of about that size
+ * (fewer under a smaller max_message_size), up to add_window of them in
+ * flight at once, so that sending, the server's checks, its log and FAISS
+ * work at the same time; the memory an add takes beyond its caller's array
+ * is window x part (32 MiB by default). */
+#define FPX_ADD_PART_BYTES ((size_t)4 << 20)
+#define FPX_ADD_WINDOW_DEFAULT 8
+#define FPX_ADD_WINDOW_MAX 64
+
 struct fpx_client {
     void *ctx;
     void *sock;
@@ -38,6 +47,7 @@ struct fpx_client {
     char key_error[400];                  /* why the configured server key is unusable */
     int timeout_ms;
     int64_t next_id;
+    int add_window; /* parts of one add in flight at once (FAISS_PROXY_ADD_WINDOW) */
     size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
     char errtype[32];
     char errstr[512];
@@ -67,6 +77,16 @@ FPX_HIDDEN int fpx_c_call(fpx_client *c, fpx_out *o, reply *r);
  * over it and it is not known yet. SIZE_MAX without asking for a len no
  * server refuses. 0, or -1 (error set) when the server does not answer. */
 FPX_HIDDEN int fpx_c_limit(fpx_client *c, size_t len, size_t *limit);
+/* Pipelining: sends a finished request without waiting (its request_id in
+ * *id). 0, or -1 (error set). */
+FPX_HIDDEN int fpx_c_send(fpx_client *c, fpx_out *o, int64_t *id);
+/* Receives the next reply of the requests in flight, whichever it is: its
+ * request_id in *id (INT64_MIN when it has none). 0 with *failed 0 and the
+ * reply in r (release it with fpx_c_done); 0 with *failed 1 when it is an
+ * error reply (the handle's error says which; nothing to release); -1 when
+ * no reply came within the timeout (connection_error: the socket was rebuilt
+ * and the replies still due are lost). */
+FPX_HIDDEN int fpx_c_recv(fpx_client *c, int64_t *id, reply *r, int *failed);
 /* Releases a reply fpx_c_call returned. */
 FPX_HIDDEN void fpx_c_done(reply *r);
 

@@ -16,6 +16,7 @@
 #include "faissx.h"
 #include "stats.h"
 #include "ops.h"
+#include "order.h"
 #include "store.h"
 #include "util.h"
 
@@ -93,6 +94,8 @@ static int log_and_apply(fpx_req *r) {
         fpx_store_unlog(ix, before);
         return -1;
     }
+    fpx_store_logged(ix);
+    r->logged_seq = ix->seq;
     fpx_server_sync_usage(ix);
     return 0;
 }
@@ -164,6 +167,9 @@ static int drop_unavailable(fpx_req *r) {
 static int lock_index(fpx_req *r, fpx_lockmode mode) {
     fpx_index *ix = r->ix;
     int excl = mode == FPX_LOCK_EXCLUSIVE;
+    /* One connection's requests lock in the order they came (order.h): its
+     * pipelined adds are applied, and get their labels, in that order. */
+    fpx_order_wait(&r->s->blocked);
     if ((excl ? pthread_rwlock_trywrlock(&ix->lock) : pthread_rwlock_tryrdlock(&ix->lock)) != 0) {
         atomic_fetch_add(&r->s->blocked, 1);
         if (excl)
@@ -172,6 +178,7 @@ static int lock_index(fpx_req *r, fpx_lockmode mode) {
             pthread_rwlock_rdlock(&ix->lock);
         atomic_fetch_sub(&r->s->blocked, 1);
     }
+    fpx_order_pass();
     if (ix->dropped) {
         pthread_rwlock_unlock(&ix->lock);
         return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", ix->name);
@@ -230,6 +237,11 @@ static int run_op(fpx_req *r, fpx_out *o) {
     int force = logged && (op->flags & FPX_OP_SNAPSHOT);
     int due = logged && (force || fpx_server_snapshot_due(r->s, r->ix));
     pthread_rwlock_unlock(&r->ix->lock);
+    /* Durable before acknowledged; the fdatasync runs without the lock, so
+     * the next writes to the index are appended meanwhile and share the
+     * next one (store.c). */
+    if (logged && fpx_store_sync(r->ix, r->logged_seq, &r->err) != 0)
+        rc = -1;
     if (due)
         fpx_server_snapshot_later(r->s, r->ix, force);
     if (dropped) { /* the registry's reference and the request's: the last frees it there */

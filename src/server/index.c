@@ -18,6 +18,7 @@
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "idsel.h"
 #include "index_impl.h"
@@ -173,6 +174,9 @@ fpx_index *fpx_index_alloc(const char *tenant, const char *name, const char *typ
     pthread_rwlock_init(&ix->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
     fpx_batcher_init(&ix->batch);
+    pthread_mutex_init(&ix->sync_mu, NULL);
+    pthread_cond_init(&ix->sync_cv, NULL);
+    ix->log_fd = -1;
     atomic_init(&ix->refs, 1);
     fpx_slotmap_init(&ix->keymap);
     fpx_slotmap_init(&ix->labelmap);
@@ -250,6 +254,10 @@ void fpx_index_free(fpx_index *ix) {
     free(ix->placement);
     pthread_rwlock_destroy(&ix->lock);
     fpx_batcher_destroy(&ix->batch);
+    if (ix->log_fd >= 0)
+        close(ix->log_fd);
+    pthread_mutex_destroy(&ix->sync_mu);
+    pthread_cond_destroy(&ix->sync_cv);
     free(ix);
 }
 

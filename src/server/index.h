@@ -106,6 +106,18 @@ typedef struct fpx_index {
      * (owned; NULL on a single server). ix->seq is then the sequence of the
      * last record of the index's stream applied here (docs/cluster.md). */
     char *placement;
+    /* Group commit (store.c): a write is appended and applied under the
+     * index's exclusive lock, then waits, without the lock, for an fdatasync
+     * that covers it; one fdatasync serves every write appended before it
+     * began. Guarded by sync_mu, not by the index's lock. */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    int log_fd;           /* the log, open while writes wait for their sync; else -1 */
+    int log_users;        /* writers between appending and applying their record */
+    int syncing;          /* one waiter is in fdatasync for all */
+    uint64_t written_seq; /* last record appended and applied */
+    uint64_t synced_seq;  /* last record known durable (by a fdatasync or a snapshot) */
+    char log_broken[256]; /* why a fdatasync failed: writes are refused from then on */
     /* Copies of nlive and snap_bytes + wal_bytes, readable without the lock
      * (tenant quotas sum them over a tenant's indexes; registry.c). */
     atomic_llong use_vectors, use_bytes;

@@ -18,7 +18,11 @@
  *   broker -> worker: [client id][mode][body]
  *   worker -> broker: [client id][mode][reply body]   or ["R"] when it starts
  * mode bit 0: the client sent a delimiter; bit 1: the message did not have
- * exactly one body frame (the worker answers with a protocol_error).
+ * exactly one body frame (the worker answers with a protocol_error). After
+ * the mode byte, the mode frame carries the request's place in its
+ * connection's order (order.h): the connection's fpx_order and the request's
+ * ticket, so that one connection's requests lock their indexes in the order
+ * they came.
  *
  * Shutdown: on the first SIGINT/SIGTERM the broker stops reading the front
  * socket and keeps forwarding replies while requests in flight finish, for
@@ -27,6 +31,7 @@
  * freeing what that worker may touch (main.c).
  */
 #include "net.h"
+#include "order.h"
 #include "stats.h"
 #include "util.h"
 #include "zap.h"
@@ -41,6 +46,8 @@
 
 #define MODE_DELIM 1
 #define MODE_BADFRAMES 2
+/* mode byte, the connection's fpx_order, the request's ticket */
+#define MODE_FRAME (1 + sizeof(fpx_order *) + sizeof(uint64_t))
 #define BACKEND "inproc://fpx-workers"
 #define MONITOR "inproc://fpx-front-monitor"
 #define WORKER_READY 1
@@ -107,7 +114,14 @@ static void *worker_main(void *arg) {
             continue;
         }
         drain(sock);
-        uint8_t m = zmq_msg_size(&mode) == 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
+        uint8_t m = zmq_msg_size(&mode) >= 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
+        fpx_order *order = NULL;
+        uint64_t ticket = 0;
+        if (zmq_msg_size(&mode) == MODE_FRAME) {
+            memcpy(&order, (uint8_t *)zmq_msg_data(&mode) + 1, sizeof order);
+            memcpy(&ticket, (uint8_t *)zmq_msg_data(&mode) + 1 + sizeof order, sizeof ticket);
+        }
+        fpx_order_enter(order, ticket);
         uint8_t *reply;
         size_t rlen;
         int is_static = 0;
@@ -123,6 +137,7 @@ static void *worker_main(void *arg) {
             fpx_server_handle(w->s, zmq_msg_data(&body), zmq_msg_size(&body), &reply, &rlen,
                               &is_static);
         }
+        fpx_order_leave(); /* before the reply: the broker may free order then */
         zmq_msg_close(&body);
         zmq_msg_t out;
         if (!reply)
@@ -172,6 +187,8 @@ typedef struct client_load {
     int n;               /* at the workers */
     int parked;          /* waiting in the list below */
     parked *head, *tail; /* oldest first */
+    fpx_order *order;    /* the order its requests lock in (order.h); freed with the entry */
+    uint64_t tickets;    /* requests handed to the workers so far */
 } client_load;
 
 typedef struct clients {
@@ -204,6 +221,8 @@ static int client_take(clients *c, zmq_msg_t *id) {
         memcpy(l->id, zmq_msg_data(id), l->len);
         l->n = l->parked = 0;
         l->head = l->tail = NULL;
+        l->order = fpx_order_new();
+        l->tickets = 0;
     }
     l->n++;
     return 0;
@@ -216,6 +235,7 @@ static client_load *client_release(clients *c, zmq_msg_t *id) {
     if (!l)
         return NULL;
     if (--l->n == 0 && l->parked == 0) {
+        fpx_order_free(l->order); /* its requests have all left their workers */
         *l = c->tab[--c->used];
         return NULL;
     }
@@ -280,11 +300,17 @@ static int read_request(void *front, parked *req) {
     return 0;
 }
 
-/* Hands req to the idle worker wid (req's messages are sent, i.e. taken). */
-static void to_worker(void *back, zmq_msg_t *wid, parked *req) {
+/* Hands req to the idle worker wid (req's messages are sent, i.e. taken),
+ * with the next ticket of its connection l. */
+static void to_worker(void *back, zmq_msg_t *wid, parked *req, client_load *l) {
     zmq_msg_t mm;
-    zmq_msg_init_size(&mm, 1);
-    *(uint8_t *)zmq_msg_data(&mm) = req->mode;
+    fpx_order *order = l ? l->order : NULL;
+    uint64_t ticket = order ? l->tickets++ : 0;
+    zmq_msg_init_size(&mm, MODE_FRAME);
+    uint8_t *mp = zmq_msg_data(&mm);
+    mp[0] = req->mode;
+    memcpy(mp + 1, &order, sizeof order);
+    memcpy(mp + 1 + sizeof order, &ticket, sizeof ticket);
     zmq_msg_send(wid, back, ZMQ_SNDMORE);
     zmq_msg_send(&req->id, back, ZMQ_SNDMORE);
     zmq_msg_send(&mm, back, ZMQ_SNDMORE);
@@ -336,7 +362,7 @@ static void start_parked(void *back, zmq_msg_t *wid, clients *c, client_load *l)
     l->n++;
     c->nparked--;
     c->parked_bytes -= zmq_msg_size(&p->body);
-    to_worker(back, wid, p);
+    to_worker(back, wid, p, l);
     parked_free(p);
 }
 
@@ -350,7 +376,7 @@ static int dispatch_next(void *front, void *back, zmq_msg_t *wid, clients *c) {
         park_or_refuse(front, c, &req);
         return 0;
     }
-    to_worker(back, wid, &req);
+    to_worker(back, wid, &req, client_find(c, &req.id));
     zmq_msg_close(&req.id);
     zmq_msg_close(&req.body);
     return 1;
@@ -363,6 +389,8 @@ static void drop_parked(clients *c) {
             c->tab[i].head = p->next;
             parked_free(p);
         }
+        if (c->tab[i].n == 0) /* else a worker still running may read it */
+            fpx_order_free(c->tab[i].order);
     }
     c->nparked = 0;
 }
@@ -386,7 +414,7 @@ static int handle_worker_msg(void *front, void *back, zmq_msg_t *wid, clients *c
                    zmq_msg_recv(&body, back, 0) >= 0) {
             idle = WORKER_REPLIED;
             client_load *waiting = client_release(cl, &id);
-            uint8_t m = zmq_msg_size(&mode) == 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
+            uint8_t m = zmq_msg_size(&mode) >= 1 ? *(uint8_t *)zmq_msg_data(&mode) : 0;
             /* A client that went away makes ROUTER drop the reply: fine. */
             zmq_msg_send(&id, front, ZMQ_SNDMORE);
             if (m & MODE_DELIM)

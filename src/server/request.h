@@ -30,6 +30,7 @@ typedef struct fpx_req {
     fpx_index *made;      /* a new index to register (create_index, import_index) */
     fpx_walrec rec;       /* the write to log and apply; rec.op 0: nothing to log */
     int64_t nlive_before; /* live vectors when the lock was taken */
+    uint64_t logged_seq;  /* the seq of the record logged, which must be synced */
 
     /* What prepare/bind read from the request, for run. Freed by the dispatcher:
      * copy (an aligned copy of the vectors) and recmeta (a record's metadata). */

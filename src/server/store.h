@@ -6,7 +6,8 @@
  *
  * Both files name the index they belong to (tenant, name, unique id) and the
  * sequence number that links them. A write is logged (one record,
- * checksummed, fdatasync'd) before it is applied and acknowledged. Recovery
+ * checksummed) and applied, and acknowledged once a fdatasync shared with
+ * the writes logged meanwhile covers it (group commit). Recovery
  * loads the snapshot, checks that the log belongs to it and chains onto it,
  * and replays the log records after it; a torn tail (a write that was never
  * acknowledged) is cut off, never half-applied. Anything else that does not
@@ -36,6 +37,11 @@ typedef enum fpx_walop {
 } fpx_walop;
 
 #define FPX_WAL_LABELS 1u /* flag of FPX_WAL_ADD: labels follow the vectors */
+/* The high 16 bits of a record's flags: its horizon, how many records right
+ * before it were not yet durable when it was appended (group commit). */
+#define FPX_WAL_HORIZON_SHIFT 16
+#define FPX_WAL_HORIZON_MASK 0xffff0000u
+#define FPX_WAL_HORIZON_MAX 0xffffu
 
 /* A decoded log record handed to the replay callback. */
 typedef struct fpx_walrec {
@@ -58,12 +64,24 @@ int fpx_store_index_dir(const char *data_dir, const char *tenant, const char *na
  * err->type FPX_E_EXISTS when the folder already exists. */
 int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err);
 
-/* Appends one record and makes it durable (the log is open only meanwhile).
+/* Appends one record (ix->seq is then its seq), under the index's exclusive
+ * lock. It is not durable yet: the caller applies it, then calls
+ * fpx_store_logged (or fpx_store_unlog when applying failed), and after
+ * releasing the lock waits for fpx_store_sync before acknowledging it.
  * On failure nothing was logged. */
 int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
 
+/* The record just appended was applied: the next fdatasync covers it. */
+void fpx_store_logged(fpx_index *ix);
+
 /* Takes back the last record (its apply failed). */
 void fpx_store_unlog(fpx_index *ix, uint64_t wal_bytes_before);
+
+/* Waits until the record seq is durable: one fdatasync serves every record
+ * appended before it began (group commit), and a snapshot covering it does
+ * too. Called without the index's lock. -1 (err set) when the fdatasync
+ * failed: the index then refuses writes until a restart. */
+int fpx_store_sync(fpx_index *ix, uint64_t seq, fpx_err *err);
 
 /* Writes a new snapshot and starts a new log after it. */
 int fpx_store_snapshot(fpx_index *ix, fpx_err *err);

@@ -127,16 +127,18 @@ def live_keys(c):
 
 def check_vectors(c, got):
     """Each live key holds its write's vector: an exact search finds it at 0
-    (to rounding: FAISS computes a batch's L2 distances as |x|^2 + |y|^2 - 2xy,
-    so a vector's distance to itself can come out as 1e-7 rather than 0; any
-    other version of the vector is far away)."""
+    (up to float rounding: once enough writes replaced vectors for a
+    compaction to remove every tombstone, FAISS answers a batch of 20 or more
+    queries with its BLAS kernel, |x|^2 + |y|^2 - 2xy, which leaves about 1e-7
+    where the per-query kernel gives 0; another version of a key's vector, 8
+    random components in [0, 1), lies orders of magnitude further)."""
     keys = sorted(got)
     if not keys:
         return
     q = np.stack([vector(k, got[k]) for k in keys])
     D_, _, meta = c.search(INDEX, q, 1)
     for i, k in enumerate(keys):
-        assert meta[i][0]["id"] == k and abs(D_[i, 0]) < 1e-4, (k, meta[i][0], D_[i, 0])
+        assert meta[i][0]["id"] == k and D_[i, 0] <= 1e-5, (k, meta[i][0], D_[i, 0])
 
 
 def resolve_doubt(state, doubt, got):

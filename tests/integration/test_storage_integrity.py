@@ -217,6 +217,47 @@ def test_damaged_last_record_is_a_torn_tail(fresh_server):
     assert fresh_server.client().info("t")["ntotal"] == 41
 
 
+def set_horizon(path, rec, horizon):
+    """Rewrites a record's group-commit horizon (the high 16 bits of its
+    flags) and its checksum, as if it had been appended while `horizon`
+    records before it still waited for their fdatasync."""
+    off, _, end = rec
+    data = bytearray(read(path))
+    flags = struct.unpack("<I", data[off + 20:off + 24])[0] & 0xFFFF
+    data[off + 20:off + 24] = struct.pack("<I", flags | horizon << 16)
+    data[off + 4:off + 8] = struct.pack("<I", crc32c(bytes(data[off + 8:end])))
+    write(path, bytes(data))
+
+
+@pytest.mark.parametrize("horizon", [0, 1])
+def test_torn_group_commit_is_a_torn_tail(fresh_server, horizon):
+    """After a power loss, records of a group commit that never completed
+    may reach the disk out of order: a record cut, a later one whole. The
+    later one was appended while the cut one waited for its fdatasync (its
+    horizon reaches back to it), so neither was acknowledged: the log is cut
+    there. Without that horizon the same bytes are damage: refused."""
+    c = fresh_server.client()
+    c.create("t", 8)
+    fill(c, "t")
+    fresh_server.kill9()
+    d = idir(fresh_server, "t")
+    wal = os.path.join(d, "wal")
+    recs = wal_records(wal)
+    set_horizon(wal, recs[3], horizon)
+    set_horizon(wal, recs[4], 2 * horizon)
+    flip(wal, recs[2][0] + WAL_HDR + 9)  # seq 3 cut
+    before = files_of(d)
+    fresh_server.start()
+    c = fresh_server.client()
+    if horizon:
+        assert c.info("t")["ntotal"] == 20
+        assert "dropping" in fresh_server.log()
+        assert os.path.getsize(wal) == recs[2][0]
+    else:
+        assert_refused(c, "t", d)
+        assert files_of(d) == before
+
+
 # ---- 2. identity and chaining -------------------------------------------------------
 
 def test_snapshot_of_another_index_is_refused(fresh_server):
