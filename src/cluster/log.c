@@ -97,12 +97,19 @@ static int apply_next(fpx_index *ix, const fpx_walrec *rec, fpx_err *why, fpx_er
     if (fpx_store_log(ix, rec, err) != 0)
         return -1;
     if (fpx_apply(ix, rec, why) == 0) {
+        fpx_store_logged(ix);
         fpx_server_sync_usage(ix);
-        return 0;
+        /* The replica's log is synced record by record: the stream, not this
+         * log, is what a write's acknowledgement rests on, but a replica
+         * resumes from what its own log holds. */
+        return fpx_store_sync(ix, ix->seq, err) == 0 ? 0 : -1;
     }
     fpx_store_unlog(ix, before);
     static const fpx_walrec skip = {FPX_WAL_SKIP, 0, 0, NULL, 0, NULL, 0};
     if (fpx_store_log(ix, &skip, err) != 0)
+        return -1;
+    fpx_store_logged(ix);
+    if (fpx_store_sync(ix, ix->seq, err) != 0)
         return -1;
     fpx_log(FPX_LOG_WARN, "%s/%s: stream record %llu did not apply (on any replica): %s",
             ix->tenant, ix->name, (unsigned long long)ix->seq, why->msg);
