@@ -234,27 +234,6 @@ int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err) {
 
 /* ---- writing ------------------------------------------------------------------- */
 
-/* train, in a cluster: one node trains a copy of the index and the record
- * carries the trained index (FAISS's k-means differs across machines and
- * thread counts, so replicas must not each train). *buf is malloc'd. */
-static int train_copy(fpx_index *ix, const fpx_walrec *train, uint8_t **buf, size_t *len,
-                      fpx_err *err) {
-    uint8_t *cur;
-    size_t curlen;
-    fpx_engine *e;
-    if (fpx_engine_serialize(ix->eng, &cur, &curlen, err) != 0)
-        return -1;
-    int rc = fpx_engine_deserialize(cur, curlen, &e, err);
-    free(cur);
-    if (rc != 0)
-        return -1;
-    rc = fpx_engine_train(e, train->n, train->data, err);
-    if (rc == 0)
-        rc = fpx_engine_serialize(e, buf, len, err);
-    fpx_engine_free(e);
-    return rc;
-}
-
 /* Publishes payload with a message id, retrying (the same id: JetStream
  * stores it once) until FPX_PUBLISH_DEADLINE_MS passed. expect_last: the
  * stream's last sequence the record was built against (0: any). */
@@ -316,9 +295,7 @@ int fpx_cluster_write(fpx_req *r) {
         if (rc == 0)
             rc = fpx_log_catch_up(c, ix, expect, &r->err);
         if (rc == 0)
-            rc = train_copy(ix, &rec, &trained, &len, &r->err);
-        if (rc == 0)
-            rec = (fpx_walrec){FPX_WAL_TRAINED, 0, 0, trained, len, NULL, 0};
+            rc = fpx_train_record(ix, &rec, &trained, &r->err);
     }
     if (rc == 0)
         rc = rec_encode(&rec, &payload, &len, &r->err);

@@ -1830,6 +1830,75 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
+/* The training settings FAISS's serialization leaves out, copied along the
+ * main paths of two indexes of the same build: read_index gives an IVF the
+ * default ClusteringParameters (25 k-means iterations) where its constructor
+ * set 10, and forgets that an IMI or HNSW quantizer trains alone, so an index
+ * read back would train differently from the one written. */
+static void copy_train_params(Index *d, const Index *s) {
+    for (;;) {
+        if (auto dp = dynamic_cast<faiss::IndexPreTransform *>(d)) {
+            auto sp = dynamic_cast<const faiss::IndexPreTransform *>(s);
+            if (!sp)
+                return;
+            d = dp->index, s = sp->index;
+        } else if (auto dm = dynamic_cast<faiss::IndexIDMap *>(d)) {
+            auto sm = dynamic_cast<const faiss::IndexIDMap *>(s);
+            if (!sm)
+                return;
+            d = dm->index, s = sm->index;
+        } else if (auto dr = dynamic_cast<faiss::IndexRefine *>(d)) {
+            auto sr = dynamic_cast<const faiss::IndexRefine *>(s);
+            if (!sr)
+                return;
+            d = dr->base_index, s = sr->base_index;
+        } else {
+            break;
+        }
+    }
+    auto di = dynamic_cast<faiss::IndexIVF *>(d);
+    auto si = dynamic_cast<const faiss::IndexIVF *>(s);
+    if (di && si) {
+        di->cp = si->cp;
+        di->quantizer_trains_alone = si->quantizer_trains_alone;
+    }
+    auto dq = dynamic_cast<faiss::IndexIVFPQ *>(d);
+    auto sq = dynamic_cast<const faiss::IndexIVFPQ *>(s);
+    if (dq && sq) {
+        dq->pq.cp = sq->pq.cp;
+        dq->do_polysemous_training = sq->do_polysemous_training;
+    }
+    auto dpq = dynamic_cast<faiss::IndexPQ *>(d);
+    auto spq = dynamic_cast<const faiss::IndexPQ *>(s);
+    if (dpq && spq) {
+        dpq->pq.cp = spq->pq.cp;
+        dpq->do_polysemous_training = spq->do_polysemous_training;
+    }
+}
+
+void fpx_engine_copy_train_params(fpx_engine *dst, const fpx_engine *src) {
+    if (dst->index && src->index) {
+        copy_train_params(dst->index.get(), src->index.get());
+    } else if (dst->bin && src->bin) {
+        auto d = dynamic_cast<faiss::IndexBinaryIVF *>(dst->bin.get());
+        auto s = dynamic_cast<const faiss::IndexBinaryIVF *>(src->bin.get());
+        if (d && s)
+            d->cp = s->cp;
+    }
+}
+
+int fpx_engine_copy(const fpx_engine *e, fpx_engine **out, fpx_err *err) {
+    uint8_t *buf;
+    size_t len;
+    if (fpx_engine_serialize(e, &buf, &len, err) != 0)
+        return -1;
+    int rc = fpx_engine_deserialize(buf, len, out, err);
+    free(buf);
+    if (rc == 0)
+        fpx_engine_copy_train_params(*out, e);
+    return rc;
+}
+
 /* FAISS's name of an object's class ("IndexIVFFlat"), as a FAISS user's
  * downcast sees it. */
 static std::string class_name(const std::type_info &t) {

@@ -211,6 +211,14 @@ int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_er
 int fpx_engine_serialize_quantizer(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err);
 /* Inverse of fpx_engine_serialize (read_index from memory). */
 int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx_err *err);
+/* Copies from src to dst (two indexes of the same build) the training
+ * settings FAISS's serialization leaves out: an IVF's k-means parameters and
+ * whether its quantizer trains alone, a PQ's k-means parameters. An index read
+ * from bytes trains as FAISS's read_index leaves it, not as its factory made
+ * it. Parts whose types differ are left alone. */
+void fpx_engine_copy_train_params(fpx_engine *dst, const fpx_engine *src);
+/* A deep copy of e (its bytes read back, with the settings above). */
+int fpx_engine_copy(const fpx_engine *e, fpx_engine **out, fpx_err *err);
 
 /*
  * The FAISS classes of the index as a FAISS user holds it (the IDMap wrapper

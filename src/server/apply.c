@@ -195,13 +195,14 @@ static int apply_lease(fpx_index *ix, const msgpack_object *meta, fpx_err *err) 
     return 0;
 }
 
-/* ---- a trained index (cluster mode) ----------------------------------------------- */
+/* ---- a trained index --------------------------------------------------------------- */
 
-/* FAISS's k-means is not bit-reproducible across machines and thread counts,
- * so in a cluster one node trains and the record carries the trained index:
- * every replica replaces its engine with the same bytes. The engine it
- * replaces held the same vectors (the record was trained from a copy of it
- * at this very sequence), so the slot tables stay as they are. */
+/* FAISS's k-means is not bit-reproducible across runs, machines and thread
+ * counts, so the record of a train carries the trained index
+ * (fpx_train_record): a replay after a crash, and every replica of a
+ * cluster, replaces its engine with the same bytes. The engine it replaces
+ * held the same vectors (the record was trained from a copy of it at this
+ * very sequence), so the slot tables stay as they are. */
 static int apply_trained(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
     fpx_engine *e;
     if (fpx_engine_deserialize(rec->data, rec->data_len, &e, err))
@@ -213,9 +214,25 @@ static int apply_trained(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
                            "trained index record does not match the index (d=%lld, %lld vectors)",
                            (long long)ix->dim, (long long)ix->nslots);
     }
+    fpx_engine_copy_train_params(e, ix->eng); /* a later train trains as this one did */
     fpx_engine_free(ix->eng);
     ix->eng = e;
     return 0;
+}
+
+int fpx_train_record(const fpx_index *ix, fpx_walrec *rec, uint8_t **buf, fpx_err *err) {
+    size_t len;
+    fpx_engine *e;
+    *buf = NULL;
+    if (fpx_engine_copy(ix->eng, &e, err) != 0)
+        return -1;
+    int rc = fpx_engine_train(e, rec->n, rec->data, err);
+    if (rc == 0)
+        rc = fpx_engine_serialize(e, buf, &len, err);
+    fpx_engine_free(e);
+    if (rc == 0)
+        *rec = (fpx_walrec){FPX_WAL_TRAINED, 0, 0, *buf, len, NULL, 0};
+    return rc;
 }
 
 /* ---- the one apply -------------------------------------------------------------- */

@@ -19,6 +19,12 @@
 /* Applies rec to ix (the index's lock held exclusively, or ix not yet shared). */
 int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
 
+/* Turns a train record (FPX_WAL_TRAIN, the training vectors) into the record
+ * of its result: ix's engine copied and trained, as FPX_WAL_TRAINED whose
+ * data is the trained index in *buf (malloc'd, the caller frees it after the
+ * record is logged and applied). ix is only read. */
+int fpx_train_record(const fpx_index *ix, fpx_walrec *rec, uint8_t **buf, fpx_err *err);
+
 /* Decodes the optional msgpack object of a stored log record. */
 int fpx_unpack_stored(const uint8_t *p, size_t len, msgpack_unpacked *u, const msgpack_object **obj,
                       fpx_err *err);

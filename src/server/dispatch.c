@@ -37,8 +37,8 @@ static const fpx_opdef ops[] = {
      fpx_op_deleted},
     {"get_index_info", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, NULL, NULL, fpx_op_info},
     {"list_indexes", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_list_indexes},
-    {"train", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED | FPX_OP_SNAPSHOT, NULL,
-     fpx_bind_train, NULL, fpx_op_trained},
+    {"train", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, NULL, fpx_bind_train, NULL,
+     fpx_op_trained},
     {"ping", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_ping},
     {"range_search", FPX_LOCK_SHARED, FPX_OP_INDEX, fpx_prep_range_search, fpx_bind_range_search,
      NULL, fpx_op_range_search},
@@ -88,12 +88,22 @@ static int log_and_apply(fpx_req *r) {
         fpx_server_check_quota(r->s, ix->tenant, r->rec.n, 48 + r->rec.data_len + r->rec.meta_len,
                                &r->err))
         return -1;
-    if (fpx_store_log(ix, &r->rec, &r->err))
+    /* A train of an empty index is logged as its result, not its input: a
+     * replay must not train again (k-means differs from run to run). On an
+     * index holding vectors (a trained Flat or HNSW, where train changes
+     * nothing) the training vectors are logged, not a copy of every vector. */
+    uint8_t *trained = NULL;
+    if (r->rec.op == FPX_WAL_TRAIN && ix->nslots == 0 &&
+        fpx_train_record(ix, &r->rec, &trained, &r->err))
         return -1;
-    if (fpx_apply(ix, &r->rec, &r->err)) {
+    int rc = fpx_store_log(ix, &r->rec, &r->err);
+    if (rc == 0 && fpx_apply(ix, &r->rec, &r->err)) {
         fpx_store_unlog(ix, before);
-        return -1;
+        rc = -1;
     }
+    free(trained);
+    if (rc != 0)
+        return -1;
     fpx_store_logged(ix);
     r->logged_seq = ix->seq;
     fpx_server_sync_usage(ix);

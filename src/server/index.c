@@ -200,24 +200,44 @@ static const char *binary_factory(const char *t) {
     return NULL;
 }
 
-int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
-                  const char *metric, fpx_index **out, fpx_err *err) {
+/* The engine index_type and metric describe, new and empty. */
+static int make_engine(const char *index_type, int64_t dim, const char *metric, fpx_engine **eng,
+                       fpx_err *err) {
     const char *factory = binary_factory(index_type);
     fpx_metric m;
-    fpx_engine *eng;
     if (factory) {
         if (metric && strcmp(metric, "Hamming"))
             return fpx_err_set(err, FPX_E_VALIDATION,
                                "binary index types use the Hamming metric, not \"%.40s\"", metric);
-        if (fpx_engine_create_binary(factory, dim, &eng, err))
-            return -1;
-    } else if (metric && !strcmp(metric, "Hamming")) {
+        return fpx_engine_create_binary(factory, dim, eng, err);
+    }
+    if (metric && !strcmp(metric, "Hamming"))
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "the Hamming metric needs a binary index type (BFlat, BIVF<n>, ...)");
-    } else if (fpx_index_resolve_type(index_type, metric, &factory, &m, err) ||
-               fpx_engine_create(factory, dim, m, &eng, err)) {
+    if (fpx_index_resolve_type(index_type, metric, &factory, &m, err))
         return -1;
+    return fpx_engine_create(factory, dim, m, eng, err);
+}
+
+void fpx_index_factory_train_params(fpx_index *ix) {
+    if (fpx_engine_is_trained(ix->eng))
+        return;
+    const char *metric = ix->metric == FPX_METRIC_IP        ? "IP"
+                         : ix->metric == FPX_METRIC_HAMMING ? "Hamming"
+                                                            : "L2";
+    fpx_engine *fresh;
+    fpx_err e;
+    if (make_engine(ix->index_type, ix->dim, metric, &fresh, &e) == 0) {
+        fpx_engine_copy_train_params(ix->eng, fresh);
+        fpx_engine_free(fresh);
     }
+}
+
+int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
+                  const char *metric, fpx_index **out, fpx_err *err) {
+    fpx_engine *eng;
+    if (make_engine(index_type, dim, metric, &eng, err))
+        return -1;
     fpx_index *ix = fpx_index_alloc(tenant, name, index_type, strlen(index_type), eng);
     if (!ix)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
@@ -376,6 +396,7 @@ int fpx_index_import(const char *tenant, const char *name, const char *index_typ
     /* a repeated label keeps the last of its vectors */
     for (int64_t s = 0; s < n; s++)
         occupy(ix, s, labels ? labels[s] : s, labels != NULL, NULL, NULL);
+    fpx_index_factory_train_params(ix);
     *out = ix;
     return 0;
 }

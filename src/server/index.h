@@ -134,6 +134,12 @@ int fpx_index_resolve_type(const char *index_type, const char *metric, const cha
 /* A new empty index (no storage attached). */
 int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
                   const char *metric, fpx_index **out, fpx_err *err);
+/* An index read from FAISS's bytes (a snapshot, an import) trains as FAISS's
+ * read_index leaves it, which is not as its factory string builds it (k-means
+ * iterations, a quantizer that trains alone): an untrained index whose type
+ * is a factory string the server builds takes those settings from a new
+ * build of it. Nothing changes for other types or trained indexes. */
+void fpx_index_factory_train_params(fpx_index *ix);
 void fpx_index_free(fpx_index *ix);
 
 /* One entry of a key/metadata list (nil, or a map with an optional "id"

@@ -37,7 +37,7 @@ typedef enum fpx_lockmode {
 #define FPX_OP_LOGGED 2u    /* writes r->rec to the log, then applies it */
 #define FPX_OP_CREATES 4u   /* registers r->made, a new index */
 #define FPX_OP_DROPS 8u     /* removes the index */
-#define FPX_OP_SNAPSHOT 16u /* a snapshot after it, whatever the log's size (train, reset) */
+#define FPX_OP_SNAPSHOT 16u /* a snapshot after it, whatever the log's size (reset) */
 
 typedef int (*fpx_step)(fpx_req *r);
 typedef int (*fpx_handler)(fpx_req *r, fpx_out *o);

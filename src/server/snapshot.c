@@ -170,6 +170,7 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
     eng = NULL;
     if (!ix)
         goto oom;
+    fpx_index_factory_train_params(ix);
     if (fpx_index_reserve(ix, nslots, 0, 0))
         goto oom;
     ix->nslots = nslots;

@@ -4,10 +4,13 @@ included. FPX_SOAK=N sets the number of kill -9 cycles of the soak test
 (default 3 for CI; run e.g. FPX_SOAK=200 for a long one)."""
 import os
 import random
+import struct
 
+import faiss
 import numpy as np
 import pytest
 
+from test_storage_integrity import read, wal_records
 from wire import rand
 
 SOAK = int(os.environ.get("FPX_SOAK", "3"))
@@ -83,6 +86,27 @@ def test_kill9_keeps_acknowledged_writes(fresh_server):
     fresh_server.start()
     c = fresh_server.client()
     assert snapshot_state(c, names, q, exact_hnsw=False) == before
+
+
+@pytest.mark.parametrize("kind", ["IVF16,Flat", "IVF8,PQ4x4", "PCA8,Flat", "PQ4x4"])
+def test_a_train_replays_as_its_result(fresh_server, monkeypatch, kind):
+    """A train is logged as the index it trained, so a replay after kill -9 gives
+    the same quantizer bit for bit, even with another thread count (FAISS's
+    k-means is not reproducible from run to run)."""
+    c = fresh_server.client()
+    x = rand(3000, 16, 79)
+    c.create("t", 16, kind)
+    c.train("t", x)
+    c.add("t", x[:500])
+    _, before, _ = c.ok({"operation": "export_index", "index_id": "t"})
+    fresh_server.kill9()
+    path = wal_path(fresh_server, "t")
+    ops = [struct.unpack("<I", read(path)[off + 16:off + 20])[0] for off, _, _ in wal_records(path)]
+    assert ops == [8, 1], ops  # the trained index, then the add; no training vectors
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    fresh_server.start()
+    _, after, _ = fresh_server.client().ok({"operation": "export_index", "index_id": "t"})
+    assert after == before
 
 
 def wal_path(server, name, tenant="default"):
@@ -332,3 +356,64 @@ def test_delete_index_files_go_after_the_reply(fresh_server):
     c.drop("big")
     fresh_server.stop()  # whatever the reclaimer still had is done before exit
     assert os.listdir(tenant) == []
+
+
+@pytest.mark.parametrize("kind", ["IVF16,Flat", "IMI2x3,Flat", "IVF8,PQ4x4", "PCA8,IVF8,Flat"])
+def test_restart_before_train_trains_as_faiss(fresh_server, kind):
+    """A snapshot holds FAISS's bytes, and FAISS's reader does not keep how the
+    factory set up training (an IVF's 10 k-means iterations, an IMI quantizer
+    that trains alone): an index restarted before its train trains as the
+    factory's index does, as in-process FAISS."""
+    c = fresh_server.client()
+    c.create("t", 16, kind)
+    fresh_server.restart()
+    c = fresh_server.client()
+    x, q = rand(3000, 16, 80), rand(20, 16, 81)
+    c.train("t", x)
+    c.add("t", x)
+    ref = faiss.index_factory(16, kind)
+    ref.train(x)
+    ref.add(x)
+    D, I, _ = c.search("t", q, 5)
+    Dr, Ir = ref.search(q, 5)
+    assert np.array_equal(I, Ir)
+    np.testing.assert_allclose(D, Dr, rtol=1e-5)
+
+
+def test_binary_ivf_restart_before_train_trains_as_faiss(fresh_server):
+    c = fresh_server.client()
+    c.create("b", 64, "BIVF8")
+    fresh_server.restart()
+    c = fresh_server.client()
+    x = np.random.default_rng(82).integers(0, 256, (2000, 8), dtype="uint8")
+    h = {"index_id": "b", "dtype": "uint8", "vector_shape": [2000, 8]}
+    c.ok(dict(h, operation="train"), x.tobytes())
+    c.ok(dict(h, operation="add_vectors"), x.tobytes())
+    ref = faiss.index_binary_factory(64, "BIVF8")
+    ref.train(x)
+    ref.add(x)
+    _, d, _ = c.ok({"operation": "search", "index_id": "b", "k": 5, "dtype": "uint8",
+                    "vector_shape": [20, 8]}, x[:20].tobytes())
+    Dr, Ir = ref.search(x[:20], 5)
+    assert np.frombuffer(d[20 * 5 * 4:], dtype="<i8").reshape(20, 5).tolist() == Ir.tolist()
+
+
+@pytest.mark.parametrize("index_type,like_factory", [("IVF16,Flat", True), (None, False)])
+def test_imported_untrained_index_trains_as_its_type_says(client, index_type, like_factory):
+    """An untrained index imported under a factory string trains as that
+    factory's index; one imported without a type trains as FAISS's read_index
+    gives it (what faiss.deserialize_index would do in-process)."""
+    x, q = rand(3000, 16, 83), rand(20, 16, 84)
+    fresh = faiss.index_factory(16, "IVF16,Flat")
+    name = "imp%d" % like_factory
+    h = {"operation": "import_index", "index_id": name}
+    if index_type:
+        h["index_type"] = index_type
+    client.ok(h, faiss.serialize_index(fresh).tobytes())
+    client.train(name, x)
+    client.add(name, x)
+    ref = fresh if like_factory else faiss.deserialize_index(faiss.serialize_index(fresh))
+    ref.train(x)
+    ref.add(x)
+    _, I, _ = client.search(name, q, 5)
+    assert np.array_equal(I, ref.search(q, 5)[1])
