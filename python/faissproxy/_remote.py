@@ -726,6 +726,10 @@ class Index:
                                            _ptr(out)), h)
         return out
 
+    def merge_from(self, other, *add_id):
+        from . import _merge
+        _merge.merge_from(self, other, *add_id)
+
     def __repr__(self):
         return "<faissproxy %s %r d=%d ntotal=%d>" % (type(self).__name__, self._description,
                                                       self.d, self.ntotal)
@@ -1170,6 +1174,10 @@ class IndexIDMap(Index):
 class IndexIDMap2(IndexIDMap):
     _idmap = "IDMap2"
 
+    def check_consistency(self):
+        from . import _merge
+        _merge.check_consistency(self)
+
 
 class IndexBinary(Index):
     """Binary indexes: d in bits, vectors as uint8 arrays of d/8 columns."""
@@ -1269,6 +1277,8 @@ def _class_for(classes, idmap, binary):
             from . import _views
             bases = (_views._Refine,) + bases  # k_factor
         cls = type(top, bases, {"_classes": tuple(classes)})
+        if idmap == "IDMap2":
+            cls.check_consistency = IndexIDMap2.check_consistency
         if not idmap and (top.startswith("IndexHNSW") or top.startswith("IndexBinaryHNSW")):
             cls.hnsw = property(lambda self: self._hnsw)
         _MADE[key] = cls

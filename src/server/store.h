@@ -29,7 +29,8 @@ typedef enum fpx_walop {
     FPX_WAL_REMOVE = 4, /* meta: {"ids": [labels]} or {"range": [lo, hi]} (FAISS remove_ids) */
     FPX_WAL_RESET = 5,  /* nothing */
     FPX_WAL_PARAM = 6,  /* meta: {"name": str, "value": number} */
-    FPX_WAL_LEASE = 7   /* meta: {"lease_seconds": int}, 0: no lease (set_lease) */
+    FPX_WAL_LEASE = 7,  /* meta: {"lease_seconds": int}, 0: no lease (set_lease) */
+    FPX_WAL_MERGE = 8   /* data: the other index's export; meta: {"add_id": int, "from": name} */
 } fpx_walop;
 
 #define FPX_WAL_LABELS 1u /* flag of FPX_WAL_ADD: labels follow the vectors */
