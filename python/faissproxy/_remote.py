@@ -726,6 +726,18 @@ class Index:
                                            _ptr(out)), h)
         return out
 
+    def sa_code_size(self):
+        from . import _codec
+        return _codec.sa_code_size(self)
+
+    def sa_encode(self, x, codes=None):
+        from . import _codec
+        return _codec.sa_encode(self, x, codes)
+
+    def sa_decode(self, codes, x=None):
+        from . import _codec
+        return _codec.sa_decode(self, codes, x)
+
     def merge_from(self, other, *add_id):
         from . import _merge
         _merge.merge_from(self, other, *add_id)
@@ -1187,6 +1199,12 @@ class IndexBinary(Index):
 
     def __init__(self, d, description, _attach=None):
         super().__init__(d, description, METRIC_L2, _attach=_attach)
+
+    @property
+    def sa_encode(self):  # FAISS 1.7.3's binary indexes have no standalone codec
+        raise AttributeError("'%s' object has no attribute 'sa_encode'" % type(self).__name__)
+
+    sa_decode = sa_code_size = sa_encode
 
     def train(self, x):
         x, n = _rows(x, self.d // 8, "uint8")

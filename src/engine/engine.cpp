@@ -1373,6 +1373,41 @@ int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
+int fpx_engine_sa_code_size(const fpx_engine *e, size_t *size, fpx_err *err) {
+    if (e->bin)
+        return set_err(err, FPX_E_VALIDATION,
+                       "binary indexes have no standalone codec in FAISS 1.7.3");
+    try {
+        *size = e->index->sa_code_size();
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_sa_encode(const fpx_engine *e, int64_t n, const float *x, uint8_t *codes,
+                         fpx_err *err) {
+    if (e->bin)
+        return set_err(err, FPX_E_VALIDATION,
+                       "binary indexes have no standalone codec in FAISS 1.7.3");
+    try {
+        in_team(n, [&] { e->index->sa_encode(n, x, codes); });
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_sa_decode(const fpx_engine *e, int64_t n, const uint8_t *codes, float *x,
+                         fpx_err *err) {
+    if (e->bin)
+        return set_err(err, FPX_E_VALIDATION,
+                       "binary indexes have no standalone codec in FAISS 1.7.3");
+    try {
+        in_team(n, [&] { e->index->sa_decode(n, codes, x); });
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 int fpx_engine_reset(fpx_engine *e, fpx_err *err) {
     try {
         if (e->bin)

@@ -163,6 +163,18 @@ int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err);
  * first), changing neither index. */
 int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err);
 
+/*
+ * FAISS's standalone codec of the index (sa_code_size, sa_encode, sa_decode):
+ * the bytes the index's encoding gives n vectors, and the vectors decoded from
+ * such bytes, the index itself unchanged. Types without one fail with FAISS's
+ * message; binary indexes have none.
+ */
+int fpx_engine_sa_code_size(const fpx_engine *e, size_t *size, fpx_err *err);
+int fpx_engine_sa_encode(const fpx_engine *e, int64_t n, const float *x, uint8_t *codes,
+                         fpx_err *err);
+int fpx_engine_sa_decode(const fpx_engine *e, int64_t n, const uint8_t *codes, float *x,
+                         fpx_err *err);
+
 /* Removes every vector, keeping the training (FAISS reset). */
 int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 

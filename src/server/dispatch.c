@@ -54,6 +54,8 @@ static const fpx_opdef ops[] = {
     {"renew_leases", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_renew_leases},
     {"set_lease", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_set_lease, NULL, NULL,
      fpx_op_info},
+    {"sa_encode", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, fpx_bind_sa_encode, NULL, fpx_op_sa_encode},
+    {"sa_decode", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, fpx_bind_sa_decode, NULL, fpx_op_sa_decode},
     {"merge_from", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_merge, fpx_bind_merge,
      fpx_check_merge, fpx_op_merged},
 };

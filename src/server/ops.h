@@ -108,6 +108,12 @@ int fpx_op_merged(fpx_req *r, fpx_out *o);
  * already released), then lets the next merge run. Any request may call it. */
 void fpx_merge_release(fpx_req *r);
 
+/* ops_codec.c: FAISS's standalone codec (sa_encode, sa_decode), as reads. */
+int fpx_bind_sa_encode(fpx_req *r);
+int fpx_op_sa_encode(fpx_req *r, fpx_out *o);
+int fpx_bind_sa_decode(fpx_req *r);
+int fpx_op_sa_decode(fpx_req *r, fpx_out *o);
+
 /* ops_search.c */
 int fpx_prep_search(fpx_req *r);
 int fpx_bind_search(fpx_req *r);
