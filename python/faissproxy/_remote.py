@@ -32,7 +32,9 @@ _seq = itertools.count()
 
 def _unique_name():
     host = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())[:40]
-    return "fpxpy-%s-%d-%x-%d" % (host, os.getpid(), int(time.time()), next(_seq))
+    name = "fpxpy-%s-%d-%x-%d" % (host, os.getpid(), int(time.time()), next(_seq))
+    _lib.generated[name] = _lib.configured_server()  # deleted at exit unless kept
+    return name
 
 
 def _metric_name(metric):
@@ -542,7 +544,16 @@ class Index:
             h = client()
             check(lib.fpx_client_set_lease(h, self._name.encode(), 0), h)
         self._keep = bool(keep)
+        if self._name:
+            if self._keep:
+                _lib.generated.pop(self._name, None)
+            else:
+                _lib.generated[self._name] = _lib.configured_server()
         return self
+
+    def __reduce__(self):
+        from . import _life
+        return _life.reduce(self)
 
     @property
     def server_name(self):
