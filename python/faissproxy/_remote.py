@@ -1035,28 +1035,22 @@ class IndexIVFFlat(_IVF, Index):
 
     def __init__(self, quantizer, d, nlist, metric=METRIC_L2):
         self._name, self._keep, self._verbose = None, False, False
-        _served_index(quantizer, "the quantizer")
-        if quantizer.d != int(d) or quantizer.metric_type != metric or \
-                _family(quantizer._classes) != "flat" or quantizer._idmap:
-            raise NotImplementedError("faissproxy: IndexIVFFlat is served over a flat quantizer "
-                                      "of the same dimension and metric")
+        from . import _composed  # the quantizer: a served flat index, or another IVF's
+        centroids = _composed.quantizer_centroids(quantizer, int(d), int(nlist), metric,
+                                                  "IndexIVFFlat")
         self._nlist = int(nlist)
-        if quantizer.ntotal == 0:
+        if centroids is None:
             # the server's factory makes FAISS's IVF over an empty flat quantizer, with the
             # constructor's clustering settings (read_index would give other ones)
             Index.__init__(self, d, "IVF%d,Flat" % self._nlist, metric)
-        elif quantizer.ntotal == self._nlist:
+        else:
             # FAISS's IVF over these very centroids (trained: no clustering will run)
             body = b"IwFl" + _index_header(d, True, metric)
-            body += struct.pack("<QQ", self._nlist, 1) + serialize_index(quantizer).tobytes()
+            body += struct.pack("<QQ", self._nlist, 1) + centroids
             body += b"\x00" + struct.pack("<Q", 0)  # no direct map
             body += _empty_invlists(self._nlist, 4 * int(d))
             _compose(self, body, "IVF%d,Flat" % self._nlist)
-        else:
-            raise NotImplementedError("faissproxy: an IndexIVFFlat over a quantizer holding %d "
-                                      "vectors for %d lists (FAISS would re-cluster it) is not "
-                                      "served" % (quantizer.ntotal, self._nlist))
-        self._quantizer = _make_view(quantizer, self, "quantizer")
+        _composed.attach_quantizer(self, quantizer)
 
 
 class _Residual:
@@ -1087,32 +1081,26 @@ class IndexIVFPQ(_Residual, _IVF, Index):
 
     def __init__(self, quantizer, d, nlist, M, nbits, metric=METRIC_L2):
         self._name, self._keep, self._verbose = None, False, False
-        _served_index(quantizer, "the quantizer")
-        if quantizer.d != int(d) or quantizer.metric_type != metric or \
-                _family(quantizer._classes) != "flat" or quantizer._idmap:
-            raise NotImplementedError("faissproxy: IndexIVFPQ is served over a flat quantizer "
-                                      "of the same dimension and metric")
+        from . import _composed  # the quantizer: a served flat index, or another IVF's
+        centroids = _composed.quantizer_centroids(quantizer, int(d), int(nlist), metric,
+                                                  "IndexIVFPQ")
         self._nlist = int(nlist)
         description = "IVF%d,PQ%dx%dnp" % (nlist, M, nbits)
-        if quantizer.ntotal == 0:
+        if centroids is None:
             # faiss's constructor trains no polysemous codes: "np", as for IndexPQ
             Index.__init__(self, d, description, metric)
-        elif quantizer.ntotal == self._nlist:
+        else:
             # FAISS's IVF-PQ over these very centroids, its product quantizer untrained
             d, M, nbits = int(d), int(M), int(nbits)
             code_size = (M * nbits + 7) // 8
             body = b"IwPQ" + _index_header(d, False, metric)
-            body += struct.pack("<QQ", self._nlist, 1) + serialize_index(quantizer).tobytes()
+            body += struct.pack("<QQ", self._nlist, 1) + centroids
             body += b"\x00" + struct.pack("<Q", 0)  # no direct map
             body += struct.pack("<?QQQQQ", True, code_size, d, M, nbits, d << nbits)
             body += bytes(4 * (d << nbits))  # centroids, set by training
             body += _empty_invlists(self._nlist, code_size)
             _compose(self, body, description)
-        else:
-            raise NotImplementedError("faissproxy: an IndexIVFPQ over a quantizer holding %d "
-                                      "vectors for %d lists (FAISS would re-cluster it) is not "
-                                      "served" % (quantizer.ntotal, self._nlist))
-        self._quantizer = _make_view(quantizer, self, "quantizer")
+        _composed.attach_quantizer(self, quantizer)
 
     @property
     def polysemous_ht(self):
