@@ -37,6 +37,8 @@ _REMOTE = (
 )
 # ... and from _views: the parts of served indexes, and indexes made from whole ones.
 _VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap", "IndexRefine", "IndexRefineFlat")
+# ... and from _composed: more IVF indexes composed over a served quantizer.
+_COMPOSED = ("IndexIVFScalarQuantizer",)
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -82,6 +84,9 @@ def __getattr__(name):
     if name in _VIEWS:
         from . import _views
         return getattr(_views, name)
+    if name in _COMPOSED:
+        from . import _composed
+        return getattr(_composed, name)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve

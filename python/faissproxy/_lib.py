@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
+import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -177,12 +178,18 @@ _local = threading.local()
 pending_deletes = []
 
 
+# The indexes this process generated and has not kept nor deleted (name: the server it
+# was configured with): deleted at a normal exit, even when their objects are still alive.
+generated = {}
+
+
 def flush_deletes(h):
     while pending_deletes:
         try:
             name = pending_deletes.pop()
         except IndexError:
             break
+        generated.pop(name, None)
         if lib.fpx_client_delete_index(h, name.encode()) != 0 and \
                 lib.fpx_client_errtype(h) == b"connection_error":
             del pending_deletes[:]  # the server is gone: nothing left to tidy
@@ -220,16 +227,32 @@ def client(flush=True):
     return h
 
 
+EXIT_DELETE_SECONDS = 10
+
+
 @atexit.register
 def _delete_pending_at_exit():
-    """Best effort, and quick: a process must not hang on exit for a server that is gone."""
-    if pending_deletes:
-        try:
-            h = client(flush=False)
-            lib.fpx_client_set_timeout(h, 2000)
-            flush_deletes(h)
-        except Exception:
-            pass
+    """The indexes of objects gone, and those this process generated and did not keep
+    (on the server configured now: others are left to their lease). Best effort, and
+    bounded: a request waits at most 2 s, the first connection error ends it, and it
+    stops after EXIT_DELETE_SECONDS."""
+    server = configured_server()
+    pending_deletes.extend(n for n, s in list(generated.items()) if s == server)
+    generated.clear()
+    if not pending_deletes:
+        return
+    try:
+        h = client(flush=False)
+        lib.fpx_client_set_timeout(h, 2000)
+        deadline = time.monotonic() + EXIT_DELETE_SECONDS
+        while pending_deletes and time.monotonic() < deadline:
+            name = pending_deletes.pop()
+            if lib.fpx_client_delete_index(h, name.encode()) != 0 and \
+                    lib.fpx_client_errtype(h) == b"connection_error":
+                break
+        del pending_deletes[:]
+    except Exception:
+        pass
 
 
 class ServerError(RuntimeError):

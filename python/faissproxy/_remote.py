@@ -32,7 +32,9 @@ _seq = itertools.count()
 
 def _unique_name():
     host = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())[:40]
-    return "fpxpy-%s-%d-%x-%d" % (host, os.getpid(), int(time.time()), next(_seq))
+    name = "fpxpy-%s-%d-%x-%d" % (host, os.getpid(), int(time.time()), next(_seq))
+    _lib.generated[name] = _lib.configured_server()  # deleted at exit unless kept
+    return name
 
 
 def _metric_name(metric):
@@ -542,7 +544,16 @@ class Index:
             h = client()
             check(lib.fpx_client_set_lease(h, self._name.encode(), 0), h)
         self._keep = bool(keep)
+        if self._name:
+            if self._keep:
+                _lib.generated.pop(self._name, None)
+            else:
+                _lib.generated[self._name] = _lib.configured_server()
         return self
+
+    def __reduce__(self):
+        from . import _life
+        return _life.reduce(self)
 
     @property
     def server_name(self):
@@ -725,6 +736,22 @@ class Index:
         check(lib.fpx_client_reconstruct_n(h, self._name.encode(), int(n0), int(ni), self.d,
                                            _ptr(out)), h)
         return out
+
+    def sa_code_size(self):
+        from . import _codec
+        return _codec.sa_code_size(self)
+
+    def sa_encode(self, x, codes=None):
+        from . import _codec
+        return _codec.sa_encode(self, x, codes)
+
+    def sa_decode(self, codes, x=None):
+        from . import _codec
+        return _codec.sa_decode(self, codes, x)
+
+    def merge_from(self, other, *add_id):
+        from . import _merge
+        _merge.merge_from(self, other, *add_id)
 
     def __repr__(self):
         return "<faissproxy %s %r d=%d ntotal=%d>" % (type(self).__name__, self._description,
@@ -1008,28 +1035,22 @@ class IndexIVFFlat(_IVF, Index):
 
     def __init__(self, quantizer, d, nlist, metric=METRIC_L2):
         self._name, self._keep, self._verbose = None, False, False
-        _served_index(quantizer, "the quantizer")
-        if quantizer.d != int(d) or quantizer.metric_type != metric or \
-                _family(quantizer._classes) != "flat" or quantizer._idmap:
-            raise NotImplementedError("faissproxy: IndexIVFFlat is served over a flat quantizer "
-                                      "of the same dimension and metric")
+        from . import _composed  # the quantizer: a served flat index, or another IVF's
+        centroids = _composed.quantizer_centroids(quantizer, int(d), int(nlist), metric,
+                                                  "IndexIVFFlat")
         self._nlist = int(nlist)
-        if quantizer.ntotal == 0:
+        if centroids is None:
             # the server's factory makes FAISS's IVF over an empty flat quantizer, with the
             # constructor's clustering settings (read_index would give other ones)
             Index.__init__(self, d, "IVF%d,Flat" % self._nlist, metric)
-        elif quantizer.ntotal == self._nlist:
+        else:
             # FAISS's IVF over these very centroids (trained: no clustering will run)
             body = b"IwFl" + _index_header(d, True, metric)
-            body += struct.pack("<QQ", self._nlist, 1) + serialize_index(quantizer).tobytes()
+            body += struct.pack("<QQ", self._nlist, 1) + centroids
             body += b"\x00" + struct.pack("<Q", 0)  # no direct map
             body += _empty_invlists(self._nlist, 4 * int(d))
             _compose(self, body, "IVF%d,Flat" % self._nlist)
-        else:
-            raise NotImplementedError("faissproxy: an IndexIVFFlat over a quantizer holding %d "
-                                      "vectors for %d lists (FAISS would re-cluster it) is not "
-                                      "served" % (quantizer.ntotal, self._nlist))
-        self._quantizer = _make_view(quantizer, self, "quantizer")
+        _composed.attach_quantizer(self, quantizer)
 
 
 class _Residual:
@@ -1060,32 +1081,26 @@ class IndexIVFPQ(_Residual, _IVF, Index):
 
     def __init__(self, quantizer, d, nlist, M, nbits, metric=METRIC_L2):
         self._name, self._keep, self._verbose = None, False, False
-        _served_index(quantizer, "the quantizer")
-        if quantizer.d != int(d) or quantizer.metric_type != metric or \
-                _family(quantizer._classes) != "flat" or quantizer._idmap:
-            raise NotImplementedError("faissproxy: IndexIVFPQ is served over a flat quantizer "
-                                      "of the same dimension and metric")
+        from . import _composed  # the quantizer: a served flat index, or another IVF's
+        centroids = _composed.quantizer_centroids(quantizer, int(d), int(nlist), metric,
+                                                  "IndexIVFPQ")
         self._nlist = int(nlist)
         description = "IVF%d,PQ%dx%dnp" % (nlist, M, nbits)
-        if quantizer.ntotal == 0:
+        if centroids is None:
             # faiss's constructor trains no polysemous codes: "np", as for IndexPQ
             Index.__init__(self, d, description, metric)
-        elif quantizer.ntotal == self._nlist:
+        else:
             # FAISS's IVF-PQ over these very centroids, its product quantizer untrained
             d, M, nbits = int(d), int(M), int(nbits)
             code_size = (M * nbits + 7) // 8
             body = b"IwPQ" + _index_header(d, False, metric)
-            body += struct.pack("<QQ", self._nlist, 1) + serialize_index(quantizer).tobytes()
+            body += struct.pack("<QQ", self._nlist, 1) + centroids
             body += b"\x00" + struct.pack("<Q", 0)  # no direct map
             body += struct.pack("<?QQQQQ", True, code_size, d, M, nbits, d << nbits)
             body += bytes(4 * (d << nbits))  # centroids, set by training
             body += _empty_invlists(self._nlist, code_size)
             _compose(self, body, description)
-        else:
-            raise NotImplementedError("faissproxy: an IndexIVFPQ over a quantizer holding %d "
-                                      "vectors for %d lists (FAISS would re-cluster it) is not "
-                                      "served" % (quantizer.ntotal, self._nlist))
-        self._quantizer = _make_view(quantizer, self, "quantizer")
+        _composed.attach_quantizer(self, quantizer)
 
     @property
     def polysemous_ht(self):
@@ -1170,6 +1185,10 @@ class IndexIDMap(Index):
 class IndexIDMap2(IndexIDMap):
     _idmap = "IDMap2"
 
+    def check_consistency(self):
+        from . import _merge
+        _merge.check_consistency(self)
+
 
 class IndexBinary(Index):
     """Binary indexes: d in bits, vectors as uint8 arrays of d/8 columns."""
@@ -1179,6 +1198,12 @@ class IndexBinary(Index):
 
     def __init__(self, d, description, _attach=None):
         super().__init__(d, description, METRIC_L2, _attach=_attach)
+
+    @property
+    def sa_encode(self):  # FAISS 1.7.3's binary indexes have no standalone codec
+        raise AttributeError("'%s' object has no attribute 'sa_encode'" % type(self).__name__)
+
+    sa_decode = sa_code_size = sa_encode
 
     def train(self, x):
         x, n = _rows(x, self.d // 8, "uint8")
@@ -1269,6 +1294,8 @@ def _class_for(classes, idmap, binary):
             from . import _views
             bases = (_views._Refine,) + bases  # k_factor
         cls = type(top, bases, {"_classes": tuple(classes)})
+        if idmap == "IDMap2":
+            cls.check_consistency = IndexIDMap2.check_consistency
         if not idmap and (top.startswith("IndexHNSW") or top.startswith("IndexBinaryHNSW")):
             cls.hnsw = property(lambda self: self._hnsw)
         _MADE[key] = cls

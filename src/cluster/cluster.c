@@ -696,7 +696,7 @@ void fpx_cluster_stop(fpx_server *s) {
 /* ---- the dispatcher's hooks -------------------------------------------------------- */
 
 /* Operations a cluster does not serve in this version (docs/cluster.md). */
-static const char *const not_served[] = {"import_index", "set_lease", "renew_leases"};
+static const char *const not_served[] = {"import_index", "set_lease", "renew_leases", "merge_from"};
 
 int fpx_cluster_admit(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;

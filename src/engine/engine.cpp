@@ -1287,6 +1287,127 @@ int fpx_engine_remove_renumbers(const fpx_engine *e) {
     return dynamic_cast<const faiss::IndexFlatCodes *>(idx) != nullptr;
 }
 
+/* FAISS's reader makes an IndexFlatL2 or IndexFlatIP of every flat index (one
+ * serialization for the three), where the factory makes an IndexFlat: a flat
+ * index read back from an export takes the class of the flat it merges into
+ * (under the same pre-transforms), so that merge_from's same-type check
+ * compares the classes the programs made. */
+static void match_flat_class(Index *t, std::unique_ptr<Index> &o) {
+    Index *oi = o.get();
+    Index **slot = nullptr;
+    while (auto tp = dynamic_cast<faiss::IndexPreTransform *>(t)) {
+        auto op = dynamic_cast<faiss::IndexPreTransform *>(oi);
+        if (!op)
+            return;
+        t = tp->index;
+        slot = &op->index;
+        oi = op->index;
+    }
+    auto tf = dynamic_cast<faiss::IndexFlat *>(t);
+    auto of = dynamic_cast<faiss::IndexFlat *>(oi);
+    if (!tf || !of || typeid(*tf) == typeid(*of) || tf->metric_type != of->metric_type ||
+        tf->d != of->d)
+        return;
+    faiss::IndexFlat *f;
+    if (dynamic_cast<faiss::IndexFlatL2 *>(t))
+        f = new faiss::IndexFlatL2(of->d);
+    else if (dynamic_cast<faiss::IndexFlatIP *>(t))
+        f = new faiss::IndexFlatIP(of->d);
+    else if (typeid(*t) == typeid(faiss::IndexFlat))
+        f = new faiss::IndexFlat(of->d, of->metric_type);
+    else
+        return;
+    f->metric_arg = of->metric_arg;
+    f->codes.swap(of->codes);
+    f->ntotal = of->ntotal;
+    if (slot) { /* the pre-transform owns its index */
+        delete *slot;
+        *slot = f;
+    } else {
+        o.reset(f);
+    }
+}
+
+int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
+    if (!e->bin != !other->bin)
+        return set_err(err, FPX_E_VALIDATION, "a binary index and a float index cannot be merged");
+    try {
+        std::string refused;
+        try {
+            if (e->bin) {
+                e->bin->check_compatible_for_merge(*other->bin);
+            } else {
+                match_flat_class(e->index.get(), other->index);
+                e->index->check_compatible_for_merge(*other->index);
+            }
+        } catch (const faiss::FaissException &ex) {
+            refused = faiss_message(ex.what());
+        }
+        if (refused.empty())
+            return 0;
+        /* a type without merge_from has no check either: FAISS's merge_from says so */
+        if (refused.find("check_compatible_for_merge() not implemented") != std::string::npos)
+            refused = "merge_from() not implemented";
+        return set_err(err, FPX_E_FAISS, "%s", refused.c_str());
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err) {
+    if (!e->bin != !other->bin)
+        return set_err(err, FPX_E_VALIDATION, "a binary index and a float index cannot be merged");
+    try {
+        /* The lists of an IVF hold positions: the other's positions 0..m-1 go
+         * after this one's. Other types number by place, and refuse an offset. */
+        if (e->bin) {
+            bool ivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get()) != nullptr;
+            e->bin->merge_from(*other->bin, ivf ? e->bin->ntotal : 0);
+        } else {
+            match_flat_class(e->index.get(), other->index);
+            e->index->merge_from(*other->index, core_ivf(e->index.get()) ? e->index->ntotal : 0);
+        }
+        sync_norms(e);
+        sync_norms(other);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_sa_code_size(const fpx_engine *e, size_t *size, fpx_err *err) {
+    if (e->bin)
+        return set_err(err, FPX_E_VALIDATION,
+                       "binary indexes have no standalone codec in FAISS 1.7.3");
+    try {
+        *size = e->index->sa_code_size();
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_sa_encode(const fpx_engine *e, int64_t n, const float *x, uint8_t *codes,
+                         fpx_err *err) {
+    if (e->bin)
+        return set_err(err, FPX_E_VALIDATION,
+                       "binary indexes have no standalone codec in FAISS 1.7.3");
+    try {
+        in_team(n, [&] { e->index->sa_encode(n, x, codes); });
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_sa_decode(const fpx_engine *e, int64_t n, const uint8_t *codes, float *x,
+                         fpx_err *err) {
+    if (e->bin)
+        return set_err(err, FPX_E_VALIDATION,
+                       "binary indexes have no standalone codec in FAISS 1.7.3");
+    try {
+        in_team(n, [&] { e->index->sa_decode(n, codes, x); });
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 int fpx_engine_reset(fpx_engine *e, fpx_err *err) {
     try {
         if (e->bin)

@@ -151,6 +151,30 @@ int fpx_engine_check_remove(fpx_engine *e, fpx_err *err);
  * removed ones (flat and other sequential-code indexes), 0 when labels stay. */
 int fpx_engine_remove_renumbers(const fpx_engine *e);
 
+/*
+ * FAISS merge_from: other's vectors go after e's, at positions [ntotal,
+ * ntotal + other's ntotal), in FAISS's order (an IVF's list by list), and
+ * other is left empty, as FAISS leaves it. FAISS's checks and messages
+ * (same type, same quantizer, no direct map, types that cannot merge); the
+ * checks run before anything changes.
+ */
+int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err);
+/* FAISS's check_compatible_for_merge alone (what fpx_engine_merge checks
+ * first), changing neither index. */
+int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err);
+
+/*
+ * FAISS's standalone codec of the index (sa_code_size, sa_encode, sa_decode):
+ * the bytes the index's encoding gives n vectors, and the vectors decoded from
+ * such bytes, the index itself unchanged. Types without one fail with FAISS's
+ * message; binary indexes have none.
+ */
+int fpx_engine_sa_code_size(const fpx_engine *e, size_t *size, fpx_err *err);
+int fpx_engine_sa_encode(const fpx_engine *e, int64_t n, const float *x, uint8_t *codes,
+                         fpx_err *err);
+int fpx_engine_sa_decode(const fpx_engine *e, int64_t n, const uint8_t *codes, float *x,
+                         fpx_err *err);
+
 /* Removes every vector, keeping the training (FAISS reset). */
 int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 

@@ -235,6 +235,27 @@ int fpx_train_record(const fpx_index *ix, fpx_walrec *rec, uint8_t **buf, fpx_er
     return rc;
 }
 
+/* ---- merge_from ----------------------------------------------------------------- */
+
+/* The other index's export, read back and merged: the record holds all the
+ * merge needs, so replay does not depend on the other index. */
+static int apply_merge(fpx_index *ix, const fpx_walrec *rec, const msgpack_object *meta,
+                       fpx_err *err) {
+    const msgpack_object *a = meta ? fpx_map_get(meta, "add_id") : NULL;
+    int64_t add_id;
+    if (!a || fpx_obj_int(a, &add_id))
+        return fpx_err_set(err, FPX_E_INTERNAL, "merge record without a valid add_id");
+    fpx_engine *other;
+    int64_t *labels;
+    int wrapper;
+    if (fpx_engine_import(rec->data, rec->data_len, &other, &labels, &wrapper, err))
+        return -1;
+    int rc = fpx_index_merge(ix, other, labels, add_id, err);
+    free(labels);
+    fpx_engine_free(other);
+    return rc;
+}
+
 /* ---- the one apply -------------------------------------------------------------- */
 
 int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
@@ -286,6 +307,9 @@ int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         break;
     case FPX_WAL_SKIP:
         rc = 0;
+        break;
+    case FPX_WAL_MERGE:
+        rc = apply_merge(ix, rec, meta, err);
         break;
     default:
         rc = fpx_err_set(err, FPX_E_INTERNAL, "unknown log record type %d", (int)rec->op);

@@ -59,6 +59,10 @@ static const fpx_opdef ops[] = {
     {"renew_leases", FPX_LOCK_NONE, 0, NULL, NULL, NULL, fpx_op_renew_leases},
     {"set_lease", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_set_lease, NULL, NULL,
      fpx_op_info},
+    {"sa_encode", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, fpx_bind_sa_encode, NULL, fpx_op_sa_encode},
+    {"sa_decode", FPX_LOCK_SHARED, FPX_OP_INDEX, NULL, fpx_bind_sa_decode, NULL, fpx_op_sa_decode},
+    {"merge_from", FPX_LOCK_EXCLUSIVE, FPX_OP_INDEX | FPX_OP_LOGGED, fpx_prep_merge, fpx_bind_merge,
+     fpx_check_merge, fpx_op_merged},
 };
 
 const fpx_opdef *fpx_op_find(const char *name, size_t len) {
@@ -336,6 +340,7 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
         r.rid = request_id_of(r.h);
         rc = handle_decoded(&r, &o);
     }
+    fpx_merge_release(&r);
     fpx_index_unref(r.ix);
     if (r.made)
         fpx_index_free(r.made);

@@ -383,6 +383,10 @@ static void occupy(fpx_index *ix, int64_t s, int64_t label, int replace, fpx_blo
         ix->next_label = label + 1;
 }
 
+void fpx_index_occupy(fpx_index *ix, int64_t s, int64_t label) {
+    occupy(ix, s, label, 0, NULL, NULL);
+}
+
 int fpx_index_import(const char *tenant, const char *name, const char *index_type, fpx_engine *eng,
                      const int64_t *labels, fpx_index **out, fpx_err *err) {
     fpx_index *ix = fpx_index_alloc(tenant, name, index_type, strlen(index_type), eng);

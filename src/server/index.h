@@ -182,6 +182,18 @@ int64_t fpx_index_slot_of(const fpx_index *ix, int64_t label);
 int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo, int64_t hi,
                      int64_t *removed, fpx_err *err);
 
+/*
+ * FAISS merge_from (merge.c): the vectors of other (an engine read from the
+ * other index's export, emptied here; olabels its labels, NULL: label =
+ * position) go after ix's. On IVF indexes and indexes made with an IDMap
+ * wrapper they keep their labels plus add_id (a label ix already holds is a
+ * validation error: a label names one vector here, where FAISS would hold
+ * both); on flat-code indexes they take the next labels, and add_id must be 0,
+ * as FAISS says. Succeeds whole or changes nothing.
+ */
+int fpx_index_merge(fpx_index *ix, fpx_engine *other, const int64_t *olabels, int64_t add_id,
+                    fpx_err *err);
+
 /* FAISS reset: no vectors left (training kept), labels from 0 again. */
 int fpx_index_reset(fpx_index *ix, fpx_err *err);
 

@@ -46,6 +46,9 @@ int fpx_index_reserve(fpx_index *ix, int64_t need, int want_keys, int want_meta)
  * labels can). The index is consistent only on 0.
  */
 int fpx_index_label_table(fpx_index *ix, const void *labels, int64_t extra);
+/* Makes slot s (== nslots, with room in the tables) live under label, which
+ * no live slot holds, without key or metadata (a merge's vectors). */
+void fpx_index_occupy(fpx_index *ix, int64_t s, int64_t label);
 /* The live slot holding key k, or -1. h is k's hash (fpx_key_hash): keys are
  * hashed once per request even when they are looked up and then stored. */
 int64_t fpx_index_find_key(const fpx_index *ix, const fpx_blob *k, uint64_t h);

@@ -99,6 +99,21 @@ int fpx_prep_reconstruct_n(fpx_req *r);
 int fpx_bind_reconstruct_n(fpx_req *r);
 int fpx_op_reconstruct_n(fpx_req *r, fpx_out *o);
 
+/* merge.c: FAISS merge_from between two indexes of a tenant. */
+int fpx_prep_merge(fpx_req *r);
+int fpx_bind_merge(fpx_req *r);
+int fpx_check_merge(fpx_req *r);
+int fpx_op_merged(fpx_req *r, fpx_out *o);
+/* Unlocks and releases the other index of a merge_from (the target's lock is
+ * already released), then lets the next merge run. Any request may call it. */
+void fpx_merge_release(fpx_req *r);
+
+/* ops_codec.c: FAISS's standalone codec (sa_encode, sa_decode), as reads. */
+int fpx_bind_sa_encode(fpx_req *r);
+int fpx_op_sa_encode(fpx_req *r, fpx_out *o);
+int fpx_bind_sa_decode(fpx_req *r);
+int fpx_op_sa_decode(fpx_req *r, fpx_out *o);
+
 /* ops_search.c */
 int fpx_prep_search(fpx_req *r);
 int fpx_bind_search(fpx_req *r);

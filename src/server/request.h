@@ -31,6 +31,10 @@ typedef struct fpx_req {
     fpx_walrec rec;       /* the write to log and apply; rec.op 0: nothing to log */
     int64_t nlive_before; /* live vectors when the lock was taken */
     uint64_t logged_seq;  /* the seq of the record logged, which must be synced */
+    /* merge_from: the other index, referenced and locked exclusive from bind
+     * until fpx_merge_release (merge.c), with the server's merge lock held */
+    fpx_index *other;
+    int other_emptied; /* its reset was logged: a snapshot is due */
 
     /* What prepare/bind read from the request, for run. Freed by the dispatcher:
      * copy (an aligned copy of the vectors) and recmeta (a record's metadata). */

@@ -24,16 +24,16 @@
 #include "index.h"
 
 typedef enum fpx_walop {
-    FPX_WAL_ADD = 1,    /* data: n*d float32 [+ n int64 labels]; meta: items or none */
-    FPX_WAL_TRAIN = 2,  /* data: n*d float32 */
-    FPX_WAL_DELETE = 3, /* meta: the ids (one, or an array) */
-    FPX_WAL_REMOVE = 4, /* meta: {"ids": [labels]} or {"range": [lo, hi]} (FAISS remove_ids) */
-    FPX_WAL_RESET = 5,  /* nothing */
-    FPX_WAL_PARAM = 6,  /* meta: {"name": str, "value": number} */
-    FPX_WAL_LEASE = 7,  /* meta: {"lease_seconds": int}, 0: no lease (set_lease) */
-    /* Cluster mode only (docs/cluster.md): */
+    FPX_WAL_ADD = 1,     /* data: n*d float32 [+ n int64 labels]; meta: items or none */
+    FPX_WAL_TRAIN = 2,   /* data: n*d float32 */
+    FPX_WAL_DELETE = 3,  /* meta: the ids (one, or an array) */
+    FPX_WAL_REMOVE = 4,  /* meta: {"ids": [labels]} or {"range": [lo, hi]} (FAISS remove_ids) */
+    FPX_WAL_RESET = 5,   /* nothing */
+    FPX_WAL_PARAM = 6,   /* meta: {"name": str, "value": number} */
+    FPX_WAL_LEASE = 7,   /* meta: {"lease_seconds": int}, 0: no lease (set_lease) */
     FPX_WAL_TRAINED = 8, /* data: the trained index as FAISS serializes it; replaces the engine */
-    FPX_WAL_SKIP = 9     /* nothing: a stream record that failed to apply on every replica */
+    FPX_WAL_SKIP = 9,    /* cluster mode: a stream record that failed to apply on every replica */
+    FPX_WAL_MERGE = 10   /* data: the other index's export; meta: {"add_id": int, "from": name} */
 } fpx_walop;
 
 #define FPX_WAL_LABELS 1u /* flag of FPX_WAL_ADD: labels follow the vectors */

@@ -79,7 +79,7 @@ import numpy as np
 import faissproxy
 faissproxy.configure(server=sys.argv[1], api_key="", timeout=20)
 x = np.random.default_rng(3).random((3000, 64), dtype="float32")
-index = faissproxy.IndexFlatL2(64)
+index = faissproxy.IndexFlatL2(64).keep()  # kept: read by the test after the program's exit
 try:
     index.add(x)
 except RuntimeError as e:

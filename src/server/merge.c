@@ -1,0 +1,226 @@
+/*
+ * merge.c - FAISS merge_from between two indexes of one tenant: the vectors of
+ * the other index move into the request's index, and the other is left empty,
+ * as FAISS leaves it.
+ *
+ * The move is two logged writes: the target's merge record carries the other
+ * index's FAISS export (its live vectors and labels), so replaying the target's
+ * log alone gives the same index whatever became of the other; then the other
+ * index logs a reset. Both indexes are held exclusive across the two, so no
+ * write slips in between the export and the reset. Merges take one server-wide
+ * lock before the other index's, so two merges in opposite directions cannot
+ * wait for each other; every other operation holds one index lock at a time,
+ * so a merge waiting for its target only waits for them to end.
+ */
+#include "apply.h"
+#include "index_impl.h"
+#include "ops.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static pthread_mutex_t merge_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- the index side ---------------------------------------------------------------- */
+
+int fpx_index_merge(fpx_index *ix, fpx_engine *other, const int64_t *olabels, int64_t add_id,
+                    fpx_err *err) {
+    int64_t m = fpx_engine_ntotal(other), base = ix->nslots;
+    /* FAISS keeps the other's ids (plus add_id) in IVF lists and IDMaps; the
+     * other types number their vectors by place (flat codes refuse an add_id,
+     * fast-scan indexes ignore it) */
+    double nlist;
+    int keep = fpx_engine_get_param(ix->eng, "nlist", &nlist) == 0 ||
+               fpx_index_type_has_idmap(ix->index_type);
+    if (!keep && add_id != 0 && !ix->binary && fpx_engine_remove_renumbers(ix->eng))
+        return fpx_err_set(err, FPX_E_FAISS, "cannot set ids in FlatCodes index");
+    if (fpx_engine_merge_check(ix->eng, other, err))
+        return -1;
+    int64_t *lab = NULL;
+    int breaks_identity = 0;
+    if (keep && m > 0) {
+        lab = malloc(sizeof *lab * (size_t)m);
+        if (!lab)
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+        for (int64_t i = 0; i < m; i++) {
+            int64_t l = olabels ? olabels[i] : i;
+            if ((add_id > 0 && l > INT64_MAX - add_id) || l + add_id < 0) {
+                free(lab);
+                return fpx_err_set(err, FPX_E_VALIDATION,
+                                   "label %lld + add_id %lld is not a label (0..2^63-1)",
+                                   (long long)l, (long long)add_id);
+            }
+            lab[i] = l + add_id;
+            if (fpx_index_slot_of(ix, l + add_id) >= 0) {
+                free(lab);
+                return fpx_err_set(err, FPX_E_VALIDATION,
+                                   "label %lld would be in the index twice: a label names one "
+                                   "vector on this server (FAISS would keep both)",
+                                   (long long)(l + add_id));
+            }
+            breaks_identity |= lab[i] != base + i;
+        }
+    }
+    /* everything that can fail before the engine changes */
+    int rc = fpx_index_reserve(ix, base + m, 0, 0);
+    if (rc == 0 && breaks_identity && !ix->labels)
+        rc = fpx_index_label_table(ix, NULL, m);
+    else if (rc == 0 && ix->labels)
+        rc = fpx_slotmap_reserve(&ix->labelmap, (size_t)m);
+    if (rc != 0) {
+        free(lab);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory growing the tables of '%s'",
+                           ix->name);
+    }
+    if (fpx_engine_merge(ix->eng, other, err)) {
+        free(lab);
+        return -1;
+    }
+    for (int64_t i = 0; i < m; i++)
+        fpx_index_occupy(ix, base + i, lab ? lab[i] : ix->next_label);
+    free(lab);
+    return 0;
+}
+
+/* ---- the operation ------------------------------------------------------------------ */
+
+int fpx_prep_merge(fpx_req *r) {
+    int64_t add_id = 0;
+    if (fpx_req_int(r, "add_id", 0, &add_id) < 0)
+        return -1;
+    r->i0 = add_id;
+    const msgpack_object *o = fpx_map_get(r->h, "other");
+    const char *name;
+    size_t len;
+    if (!o || fpx_obj_str(o, &name, &len) || !fpx_name_valid(name, len))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "other must be the name of an index of the tenant");
+    return 0;
+}
+
+/* The other index's live vectors with a key or metadata: FAISS has neither,
+ * and the merge would have to move them. */
+static int has_keys(const fpx_index *ix) {
+    for (int64_t s = 0; s < ix->nslots; s++)
+        if (fpx_bit_get(ix->alive, s) && ((ix->keys && ix->keys[s]) || (ix->meta && ix->meta[s])))
+            return 1;
+    return 0;
+}
+
+int fpx_bind_merge(fpx_req *r) {
+    const msgpack_object *o = fpx_map_get(r->h, "other");
+    const char *name;
+    size_t len;
+    fpx_obj_str(o, &name, &len); /* checked by prepare */
+    fpx_index *other = fpx_server_find(r->s, r->tenant, name, len);
+    if (!other) {
+        char nm[FPX_NAME_MAX + 1];
+        memcpy(nm, name, len);
+        nm[len] = 0;
+        if (fpx_server_unavailable(r->s, r->tenant, nm, &r->err) == 0)
+            fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", nm);
+        return -1;
+    }
+    if (other == r->ix) {
+        fpx_index_unref(other);
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "an index cannot be merged into itself");
+    }
+    fpx_lease_renew(other);
+    pthread_mutex_lock(&merge_lock);
+    pthread_rwlock_wrlock(&other->lock);
+    r->other = other; /* fpx_merge_release undoes the three */
+    if (other->dropped)
+        return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", other->name);
+    if (other->binary != r->ix->binary)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "a binary index and a float index cannot be merged");
+    if (has_keys(other))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "index '%s' holds caller keys or metadata, which merge_from does not "
+                           "move",
+                           other->name);
+    fpx_bitset live = fpx_index_live(other);
+    uint8_t *buf = NULL;
+    size_t blen = 0;
+    if (fpx_engine_export(other->eng, &live, other->labels,
+                          fpx_index_type_has_idmap(other->index_type), &buf, &blen, &r->err))
+        return -1;
+    r->copy = buf; /* freed by the dispatcher */
+    msgpack_packer pk;
+    fpx_req_recmeta(r, &pk);
+    msgpack_pack_map(&pk, 2);
+    fpx_pack_cstr(&pk, "add_id");
+    msgpack_pack_int64(&pk, r->i0);
+    fpx_pack_cstr(&pk, "from");
+    fpx_pack_cstr(&pk, other->name);
+    if (!r->recmeta.data)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+    r->rec =
+        (fpx_walrec){FPX_WAL_MERGE,  0, other->nlive, buf, blen, (const uint8_t *)r->recmeta.data,
+                     r->recmeta.size};
+    return 0;
+}
+
+/* FAISS's IDMap merges only with an IDMap, and a bare index only with a bare
+ * one: its dynamic_cast of the other fails, with this message. */
+int fpx_check_merge(fpx_req *r) {
+    if (!fpx_index_type_has_idmap(r->ix->index_type) !=
+        !fpx_index_type_has_idmap(r->other->index_type))
+        return fpx_err_set(&r->err, FPX_E_FAISS,
+                           "Error: 'other' failed (an IDMap index merges only with an IDMap "
+                           "index)");
+    return 0;
+}
+
+/* The target has merged (logged and applied): the other is emptied, as
+ * FAISS's merge_from leaves it, by a reset of its own log. */
+int fpx_op_merged(fpx_req *r, fpx_out *o) {
+    fpx_index *other = r->other;
+    int64_t moved = other->nlive;
+    fpx_walrec rec = {FPX_WAL_RESET, 0, 0, NULL, 0, NULL, 0};
+    uint64_t before = other->wal_bytes;
+    fpx_err e = {0};
+    if (fpx_store_log(other, &rec, &e) != 0)
+        return fpx_err_set(&r->err, e.type,
+                           "the vectors of '%s' were merged into '%s', but '%s' could not be "
+                           "emptied: %s",
+                           other->name, r->ix->name, other->name, e.msg);
+    if (fpx_apply(other, &rec, &e) != 0) {
+        fpx_store_unlog(other, before);
+        return fpx_err_set(&r->err, e.type,
+                           "the vectors of '%s' were merged into '%s', but '%s' could not be "
+                           "emptied: %s",
+                           other->name, r->ix->name, other->name, e.msg);
+    }
+    fpx_store_logged(other);
+    r->other_emptied = 1;
+    /* durable before the reply, as the target's record is (run_op) */
+    if (fpx_store_sync(other, other->seq, &e) != 0)
+        return fpx_err_set(&r->err, e.type,
+                           "the vectors of '%s' were merged into '%s', but emptying '%s' could "
+                           "not be made durable: %s",
+                           other->name, r->ix->name, other->name, e.msg);
+    fpx_server_sync_usage(other);
+    fpx_reply_ok(r, o, 0);
+    msgpack_packer *m = fpx_out_meta(o);
+    msgpack_pack_map(m, 2);
+    fpx_pack_cstr(m, "merged");
+    msgpack_pack_int64(m, moved);
+    fpx_pack_cstr(m, "ntotal");
+    msgpack_pack_int64(m, r->ix->nlive);
+    return 0;
+}
+
+void fpx_merge_release(fpx_req *r) {
+    fpx_index *other = r->other;
+    if (!other)
+        return;
+    r->other = NULL;
+    pthread_rwlock_unlock(&other->lock);
+    if (r->other_emptied) /* as after any reset */
+        fpx_server_snapshot_later(r->s, other, 1);
+    fpx_index_unref(other);
+    pthread_mutex_unlock(&merge_lock);
+}

@@ -1,0 +1,203 @@
+"""merge_from: FAISS's Index::merge_from between two indexes of a tenant, through the Python
+drop-in and on the wire. Every answer is compared with in-process faiss doing the same merge
+on the same indexes (read from the server's exports before the merge), the other index is
+left empty as FAISS leaves it, refusals are FAISS's (or name what the server does not hold)
+and change nothing, and the merge survives kill -9 (it is replayed from the log)."""
+import os
+import sys
+
+import faiss as real
+import numpy as np
+import pytest
+
+from conftest import BUILD, ROOT, SANITIZED, unique
+
+sys.path.insert(0, os.path.join(ROOT, "python"))
+_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
+os.environ.setdefault("FAISS_PROXY_LIB", os.path.join(_LIB_BUILD, "libfaissproxy.so"))
+import faissproxy  # noqa: E402
+
+
+@pytest.fixture
+def fp(server):
+    faissproxy.configure(server=server.endpoint, api_key="")
+    yield faissproxy
+    faissproxy._lib.Config.server = None
+    faissproxy.configure()
+
+
+def data(n, d, seed):
+    return np.random.default_rng(seed).random((n, d), dtype="float32")
+
+
+def local(fp, index):
+    """In-process faiss's copy of a served index, from the server's export."""
+    return real.deserialize_index(fp.serialize_index(index))
+
+
+def same_search(served, ref, xq, k=10):
+    D, I = served.search(xq, k)
+    Dr, Ir = ref.search(xq, k)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
+
+
+@pytest.mark.parametrize("key", ["Flat", "PQ4", "SQ8", "PCA8,SQ8", "LSHr", "PQ4x4fs"])
+def test_merge_by_place_matches_faiss(fp, key):
+    xb, xq = data(900, 16, 1), data(30, 16, 2)
+    a = fp.index_factory(16, key)
+    a.train(xb)
+    b = fp.clone_index(a)
+    a.add(xb[:300])
+    b.add(xb[300:])
+    ra, rb = local(fp, a), local(fp, b)
+    a.merge_from(b)
+    ra.merge_from(rb)
+    assert (a.ntotal, b.ntotal) == (900, 0)
+    assert fp._remote._index_meta(b.server_name)["ntotal"] == 0  # emptied on the server
+    same_search(a, ra, xq)
+    b.add(xb[:5])  # the emptied index is still usable, numbered from 0 again
+    assert b.search(xb[:1], 1)[1][0, 0] == 0
+
+
+def test_merge_ivf_with_add_id_matches_faiss(fp):
+    xb, xq = data(2000, 16, 3), data(40, 16, 4)
+    a = fp.index_factory(16, "IVF16,Flat")
+    a.train(xb)
+    b = fp.clone_index(a)  # the same coarse quantizer, as FAISS requires
+    a.add(xb[:700])
+    b.add(xb[700:])
+    ra, rb = local(fp, a), local(fp, b)
+    a.merge_from(b, 700)
+    ra.merge_from(rb, 700)
+    assert (a.ntotal, b.ntotal) == (2000, 0)
+    a.nprobe = ra.nprobe = 4
+    same_search(a, ra, xq)
+    # and the labels are FAISS's: every vector found under its own label
+    np.testing.assert_array_equal(a.search(xb[1500:1510], 1)[1].ravel(), np.arange(1500, 1510))
+
+
+def test_merge_idmap_keeps_ids_plus_add_id(fp):
+    xb, xq = data(400, 8, 5), data(20, 8, 6)
+    ids = np.random.default_rng(7).choice(100000, 400, replace=False).astype("int64")
+    a = fp.index_factory(8, "Flat,IDMap2")
+    b = fp.index_factory(8, "Flat,IDMap2")
+    a.add_with_ids(xb[:100], ids[:100])
+    b.add_with_ids(xb[100:], ids[100:])
+    ra, rb = local(fp, a), local(fp, b)
+    a.merge_from(b, 1000000)
+    ra.merge_from(rb, 1000000)
+    same_search(a, ra, xq)
+    a.check_consistency()
+    np.testing.assert_array_equal(a.reconstruct(int(ids[250]) + 1000000), xb[250])
+
+
+def faiss_error(fn):
+    with pytest.raises(RuntimeError) as e:
+        fn()
+    return str(e.value)
+
+
+def test_refusals_are_faiss_and_change_nothing(fp):
+    xb = data(600, 16, 8)
+    flat, other = fp.IndexFlatL2(16), fp.IndexFlatL2(16)
+    flat.add(xb[:10])
+    other.add(xb[10:30])
+    ivf = fp.index_factory(16, "IVF8,Flat")
+    ivf.train(xb)
+    ivf.add(xb[:50])
+    ivf2 = fp.index_factory(16, "IVF8,Flat")  # trained apart: other centroids
+    ivf2.train(xb[::-1].copy())
+    ivf2.add(xb[:40])
+    hnsw, hnsw2 = fp.IndexHNSWFlat(16, 8), fp.IndexHNSWFlat(16, 8)
+    hnsw.add(xb[:20])
+    hnsw2.add(xb[:20])
+    # each refusal with the message in-process faiss gives for the same merge
+    rflat, rother, rivf, rivf2 = (local(fp, x) for x in (flat, other, ivf, ivf2))
+    cases = [
+        (lambda: flat.merge_from(other, 5), lambda: rflat.merge_from(rother, 5)),
+        (lambda: flat.merge_from(ivf), lambda: rflat.merge_from(rivf)),
+        (lambda: ivf.merge_from(ivf2, 0), lambda: rivf.merge_from(rivf2, 0)),
+        (lambda: hnsw.merge_from(hnsw2), lambda: real.IndexHNSWFlat(16, 8).merge_from(
+            real.IndexHNSWFlat(16, 8))),
+    ]
+    for served, ref in cases:
+        msg, ref_msg = faiss_error(served), faiss_error(ref)
+        # FAISS's message text (without its source location) is in the server's
+        key = [w for w in ("cannot set ids in FlatCodes index", "'other' failed",
+                           "coarse quantizers should be the same", "not implemented")
+               if w in ref_msg]
+        assert key and key[0] in msg, (msg, ref_msg)
+    assert (flat.ntotal, other.ntotal, ivf.ntotal, ivf2.ntotal) == (10, 20, 50, 40)
+    assert fp._remote._index_meta(other.server_name)["ntotal"] == 20
+    assert "itself" in faiss_error(lambda: flat.merge_from(flat))
+    with pytest.raises(TypeError):  # FAISS's IndexIVF.merge_from has no default add_id
+        ivf.merge_from(ivf2)
+    # an IDMap merges only with an IDMap, as in FAISS
+    idm = fp.IndexIDMap(fp.IndexFlatL2(16))
+    idm.add_with_ids(xb[:3], np.arange(3, dtype="int64") + 100)
+    assert "'other' failed" in faiss_error(lambda: idm.merge_from(other))
+    # a label both indexes hold: FAISS would keep two vectors under it, the server one
+    idm2 = fp.IndexIDMap(fp.IndexFlatL2(16))
+    idm2.add_with_ids(xb[3:5], np.array([100, 7], dtype="int64"))
+    assert "twice" in faiss_error(lambda: idm.merge_from(idm2))
+    assert (idm.ntotal, idm2.ntotal) == (3, 2)
+    np.testing.assert_array_equal(idm.search(xb[:3], 1)[1].ravel(), [100, 101, 102])
+    with pytest.raises(TypeError):
+        flat.merge_from(rother)  # a local faiss index is not served
+
+
+def test_wire_refusals(client):
+    a, b, hn = unique("ma"), unique("mb"), unique("mh")
+    client.create(a, 4)
+    client.create(b, 4)
+    client.add(b, data(5, 4, 9), items=[{"id": "k%d" % i} for i in range(5)])
+    assert client.error({"operation": "merge_from", "index_id": a,
+                         "other": "nope"})["error_type"] == "not_found"
+    assert client.error({"operation": "merge_from", "index_id": a,
+                         "other": 3})["error_type"] == "validation_error"
+    assert client.error({"operation": "merge_from", "index_id": a, "other": b,
+                         "add_id": "x"})["error_type"] == "validation_error"
+    # caller keys have no place in FAISS's merge: refused, b unchanged
+    h = client.error({"operation": "merge_from", "index_id": a, "other": b})
+    assert h["error_type"] == "validation_error" and "keys" in h["message"]
+    assert client.info(b)["ntotal"] == 5 and client.info(a)["ntotal"] == 0
+    client.ok({"operation": "create_index", "index_id": hn, "dimension": 16,
+               "index_type": "BFlat"})
+    assert client.error({"operation": "merge_from", "index_id": a,
+                         "other": hn})["error_type"] == "validation_error"
+    for n in (a, b, hn):
+        client.drop(n)
+
+
+def test_merge_survives_kill9_and_replays_the_same(fresh_server):
+    c = fresh_server.client()
+    a, b = unique("ka"), unique("kb")
+    xb, xq = data(1200, 16, 10), data(25, 16, 11)
+    for n in (a, b):
+        c.create(n, 16, "IVF8,Flat")
+    c.train(a, xb)
+    exported = c.ok({"operation": "export_index", "index_id": a})[1]
+    c.drop(b)
+    c.ok({"operation": "import_index", "index_id": b}, exported)  # a's quantizer
+    c.add(a, xb[:500])
+    c.add(b, xb[500:])
+    c.ok({"operation": "set_params", "index_id": a, "name": "nprobe", "value": 8})
+    m = c.ok({"operation": "merge_from", "index_id": a, "other": b, "add_id": 500})[2]
+    assert m == {"merged": 700, "ntotal": 1200}
+    before = c.search(a, xq, 10)
+    fresh_server.restart(hard=True)
+    c = fresh_server.client()
+    assert c.info(a)["ntotal"] == 1200 and c.info(b)["ntotal"] == 0
+    after = c.search(a, xq, 10)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    # FAISS's merge of the same two indexes gives the same answers
+    ra = real.deserialize_index(np.frombuffer(exported, "uint8"))
+    rb = real.deserialize_index(np.frombuffer(exported, "uint8"))
+    ra.add(xb[:500])
+    rb.add(xb[500:])
+    ra.merge_from(rb, 500)
+    ra.nprobe = 8
+    D, I = ra.search(xq, 10)
+    np.testing.assert_array_equal(I, after[1])
