@@ -235,6 +235,7 @@ faissproxy.configure(server=sys.argv[1], api_key="", timeout=30)
 x = np.random.default_rng(4).random((4000, 64), dtype="float32")
 x[2100, 5] = np.nan   # one part is refused (validation_error)
 index = faissproxy.IndexFlatL2(64)
+index.keep()  # the test reads it from the server after this process ends
 try:
     index.add(x)
 except RuntimeError as e:
