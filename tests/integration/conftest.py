@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -198,3 +197,23 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.decode(errors="replace"))
     yield str(mnt)
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _configured_dropin(server):
+    from dropin import faissproxy  # loaded by the tests that use it only
+    faissproxy.configure(server=server.endpoint, api_key="")
+    yield faissproxy
+    faissproxy._lib.Config.server = None
+    faissproxy.configure()
+
+
+@pytest.fixture
+def fp(server):
+    """The Python drop-in (faissproxy) configured for the shared server."""
+    yield from _configured_dropin(server)
+
+
+@pytest.fixture(name="proxy")
+def proxy_fixture(server):
+    """fp under the name the older drop-in tests use."""
+    yield from _configured_dropin(server)

@@ -2,27 +2,14 @@
 with the index's own encoding. Codes and decoded vectors are compared byte for byte with
 in-process faiss on the same index (the server's export of it), refusals are FAISS's, and
 the index is left unchanged (a read)."""
-import os
-import sys
 
 import faiss as real
 import numpy as np
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZED, unique
-
-sys.path.insert(0, os.path.join(ROOT, "python"))
-_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
-os.environ.setdefault("FAISS_PROXY_LIB", os.path.join(_LIB_BUILD, "libfaissproxy.so"))
-import faissproxy  # noqa: E402
+from conftest import unique
 
 
-@pytest.fixture
-def fp(server):
-    faissproxy.configure(server=server.endpoint, api_key="")
-    yield faissproxy
-    faissproxy._lib.Config.server = None
-    faissproxy.configure()
 
 
 def data(n, d, seed):

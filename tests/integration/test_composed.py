@@ -1,27 +1,13 @@
 """IndexIVFScalarQuantizer(quantizer, d, nlist, qtype[, metric, by_residual]) through the
 Python drop-in, and IVF constructors given the quantizer of another IVF (FAISS's indexes
 would share it): each index is compared with in-process faiss building the same one."""
-import os
-import sys
 
 import faiss as real
 import numpy as np
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZED
-
-sys.path.insert(0, os.path.join(ROOT, "python"))
-_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
-os.environ.setdefault("FAISS_PROXY_LIB", os.path.join(_LIB_BUILD, "libfaissproxy.so"))
-import faissproxy  # noqa: E402
 
 
-@pytest.fixture
-def fp(server):
-    faissproxy.configure(server=server.endpoint, api_key="")
-    yield faissproxy
-    faissproxy._lib.Config.server = None
-    faissproxy.configure()
 
 
 def data(n, d, seed):

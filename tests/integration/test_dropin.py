@@ -3,29 +3,14 @@ writes reach the server or raise, search parameters and id selectors are served,
 wrappers keep their labels, and indexes composed from a quantizer or a sub-index behave as
 FAISS's compositions. Each program runs against in-process faiss and against the real
 server, on the same data."""
-import os
-import sys
 
 import faiss as real
 import numpy as np
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZED
-
-sys.path.insert(0, os.path.join(ROOT, "python"))
-# An ASan-built library cannot be loaded into a Python not started with the ASan runtime:
-# with a sanitized server the package uses the release build of libfaissproxy.
-_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
-os.environ.setdefault("FAISS_PROXY_LIB", os.path.join(_LIB_BUILD, "libfaissproxy.so"))
-import faissproxy  # noqa: E402
+from dropin import faissproxy
 
 
-@pytest.fixture
-def fp(server):
-    faissproxy.configure(server=server.endpoint, api_key="")
-    yield faissproxy
-    faissproxy._lib.Config.server = None
-    faissproxy.configure()
 
 
 def data(n=2000, d=16, nq=50, seed=0):

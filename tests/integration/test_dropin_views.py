@@ -3,27 +3,13 @@ index's quantizer (served by the server from the IVF's own quantizer, whatever m
 index), its nlist and clustering parameters, faiss.clone_index, and IndexBinaryIVF over a
 binary quantizer. Each answer is compared with in-process faiss on the same index (the
 server's export of it read by faiss), or with faiss building the same index."""
-import os
-import sys
 
 import faiss as real
 import numpy as np
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZED
-
-sys.path.insert(0, os.path.join(ROOT, "python"))
-_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
-os.environ.setdefault("FAISS_PROXY_LIB", os.path.join(_LIB_BUILD, "libfaissproxy.so"))
-import faissproxy  # noqa: E402
 
 
-@pytest.fixture
-def fp(server):
-    faissproxy.configure(server=server.endpoint, api_key="")
-    yield faissproxy
-    faissproxy._lib.Config.server = None
-    faissproxy.configure()
 
 
 def data(n=2000, d=16, nq=50, seed=0):

@@ -5,27 +5,15 @@ pickle through serialize_index), never a second name for the same server index."
 import os
 import pickle
 import subprocess
-import sys
 
 import faiss as real
 import numpy as np
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZED
-
-sys.path.insert(0, os.path.join(ROOT, "python"))
-_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
-PY_LIB = os.path.join(_LIB_BUILD, "libfaissproxy.so")
-os.environ.setdefault("FAISS_PROXY_LIB", PY_LIB)
-import faissproxy  # noqa: E402
+from conftest import ROOT
+from dropin import PY_LIB
 
 
-@pytest.fixture
-def fp(server):
-    faissproxy.configure(server=server.endpoint, api_key="")
-    yield faissproxy
-    faissproxy._lib.Config.server = None
-    faissproxy.configure()
 
 
 def names(client):

@@ -3,27 +3,14 @@ drop-in and on the wire. Every answer is compared with in-process faiss doing th
 on the same indexes (read from the server's exports before the merge), the other index is
 left empty as FAISS leaves it, refusals are FAISS's (or name what the server does not hold)
 and change nothing, and the merge survives kill -9 (it is replayed from the log)."""
-import os
-import sys
 
 import faiss as real
 import numpy as np
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZED, unique
-
-sys.path.insert(0, os.path.join(ROOT, "python"))
-_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
-os.environ.setdefault("FAISS_PROXY_LIB", os.path.join(_LIB_BUILD, "libfaissproxy.so"))
-import faissproxy  # noqa: E402
+from conftest import unique
 
 
-@pytest.fixture
-def fp(server):
-    faissproxy.configure(server=server.endpoint, api_key="")
-    yield faissproxy
-    faissproxy._lib.Config.server = None
-    faissproxy.configure()
 
 
 def data(n, d, seed):

@@ -8,23 +8,10 @@ import faiss as real
 import numpy as np
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZED
-
-sys.path.insert(0, os.path.join(ROOT, "python"))
-# An ASan-built library cannot be loaded into a Python that was not started
-# with the ASan runtime: with a sanitized server, the package uses the release
-# build of libfaissproxy (the C tests cover the library under ASan).
-_LIB_BUILD = os.path.join(ROOT, "build") if SANITIZED else BUILD
-os.environ.setdefault("FAISS_PROXY_LIB", os.path.join(_LIB_BUILD, "libfaissproxy.so"))
-import faissproxy  # noqa: E402
+from conftest import ROOT
+from dropin import faissproxy
 
 
-@pytest.fixture
-def proxy(server):
-    faissproxy.configure(server=server.endpoint, api_key="")
-    yield faissproxy
-    faissproxy._lib.Config.server = None
-    faissproxy.configure()
 
 
 def data(n=500, d=16, nq=8, seed=0):
