@@ -474,6 +474,21 @@ void fpx_c_done(reply *r) {
     zmq_msg_close(&r->msg);
 }
 
+/* A received reply as a malloc'd copy for the caller; m is closed. */
+static int take_reply(fpx_client *c, zmq_msg_t *m, uint8_t **reply_out, size_t *reply_len) {
+    size_t n = zmq_msg_size(m);
+    uint8_t *out = malloc(n ? n : 1);
+    if (!out) {
+        zmq_msg_close(m);
+        return fpx_c_fail(c, "internal_error", "out of memory");
+    }
+    memcpy(out, zmq_msg_data(m), n);
+    zmq_msg_close(m);
+    *reply_out = out;
+    *reply_len = n;
+    return 0;
+}
+
 /* ---- connection-level operations ---------------------------------------------------- */
 
 int fpx_client_ping(fpx_client *c) {
@@ -501,17 +516,7 @@ int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t 
     /* Raw bodies carry their own request_id (or none): accept the next reply. */
     if (roundtrip(c, copy, len, INT64_MIN, &m) != 0)
         return -1;
-    size_t n = zmq_msg_size(&m);
-    uint8_t *out = malloc(n ? n : 1);
-    if (!out) {
-        zmq_msg_close(&m);
-        return fpx_c_fail(c, "internal_error", "out of memory");
-    }
-    memcpy(out, zmq_msg_data(&m), n);
-    zmq_msg_close(&m);
-    *reply_out = out;
-    *reply_len = n;
-    return 0;
+    return take_reply(c, &m, reply_out, reply_len);
 }
 
 int fpx_client_send_raw(fpx_client *c, const void *body, size_t len) {
@@ -533,15 +538,5 @@ int fpx_client_recv_raw(fpx_client *c, uint8_t **reply_out, size_t *reply_len) {
     int64_t id;
     if (recv_reply(c, &id, &m) != 0)
         return -1;
-    size_t n = zmq_msg_size(&m);
-    uint8_t *out = malloc(n ? n : 1);
-    if (!out) {
-        zmq_msg_close(&m);
-        return fpx_c_fail(c, "internal_error", "out of memory");
-    }
-    memcpy(out, zmq_msg_data(&m), n);
-    zmq_msg_close(&m);
-    *reply_out = out;
-    *reply_len = n;
-    return 0;
+    return take_reply(c, &m, reply_out, reply_len);
 }

@@ -1373,39 +1373,31 @@ int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_sa_code_size(const fpx_engine *e, size_t *size, fpx_err *err) {
+/* Runs fn, a call of FAISS's standalone codec, on a float index: binary ones
+ * have none in FAISS 1.7.3. */
+static int codec_call(const fpx_engine *e, fpx_err *err, const std::function<void()> &fn) {
     if (e->bin)
         return set_err(err, FPX_E_VALIDATION,
                        "binary indexes have no standalone codec in FAISS 1.7.3");
     try {
-        *size = e->index->sa_code_size();
+        fn();
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
+}
+
+int fpx_engine_sa_code_size(const fpx_engine *e, size_t *size, fpx_err *err) {
+    return codec_call(e, err, [&] { *size = e->index->sa_code_size(); });
 }
 
 int fpx_engine_sa_encode(const fpx_engine *e, int64_t n, const float *x, uint8_t *codes,
                          fpx_err *err) {
-    if (e->bin)
-        return set_err(err, FPX_E_VALIDATION,
-                       "binary indexes have no standalone codec in FAISS 1.7.3");
-    try {
-        in_team(n, [&] { e->index->sa_encode(n, x, codes); });
-        return 0;
-    }
-    FPX_CATCH(err, FPX_E_FAISS)
+    return codec_call(e, err, [&] { in_team(n, [&] { e->index->sa_encode(n, x, codes); }); });
 }
 
 int fpx_engine_sa_decode(const fpx_engine *e, int64_t n, const uint8_t *codes, float *x,
                          fpx_err *err) {
-    if (e->bin)
-        return set_err(err, FPX_E_VALIDATION,
-                       "binary indexes have no standalone codec in FAISS 1.7.3");
-    try {
-        in_team(n, [&] { e->index->sa_decode(n, codes, x); });
-        return 0;
-    }
-    FPX_CATCH(err, FPX_E_FAISS)
+    return codec_call(e, err, [&] { in_team(n, [&] { e->index->sa_decode(n, codes, x); }); });
 }
 
 int fpx_engine_reset(fpx_engine *e, fpx_err *err) {
