@@ -157,9 +157,16 @@ int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 /* Sets index parameters with FAISS's ParameterSpace ("nprobe=16,efSearch=64"). */
 int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err);
 
-/* by_residual of an IVF-PQ or IVF scalar quantizer index (FAISS's member,
- * which training and encoding follow): only before training, while empty. */
+/* by_residual of an IVF-PQ, IVF scalar quantizer, IVF additive quantizer or
+ * IVF fast-scan index (FAISS's member, which training and encoding follow):
+ * only before training, while empty. */
 int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err);
+
+/* A fast-scan index's members that FAISS's ParameterSpace does not know:
+ * "implem" (the search implementation), "qbs" (query block sizes) and, on
+ * additive quantizer fast-scan indexes, "norm_scale". The value is checked by
+ * the caller; FAISS's search refuses an implementation it does not have. */
+int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
 
 /* IVF direct map, as FAISS's IndexIVF::set_direct_map_type (0: none, 1: array,
  * 2: hash table); needed by reconstruct on IVF indexes. */
