@@ -35,6 +35,11 @@ _REMOTE = (
     "SearchParameters", "SearchParametersIVF", "SearchParametersHNSW", "IVFSearchParameters",
     "swig_ptr", "extract_index_ivf", "ParameterSpace", "downcast_index", "downcast_IndexBinary",
 )
+# ... and these from its fast-scan and additive-quantizer module.
+_FASTSCAN = (
+    "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
+    "IndexAdditiveQuantizerFastScan", "IndexIVFAdditiveQuantizerFastScan",
+)
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -77,6 +82,9 @@ def __getattr__(name):
     if name in _REMOTE:
         from . import _remote
         return getattr(_remote, name)
+    if name in _FASTSCAN:
+        from . import _fastscan
+        return getattr(_fastscan, name)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve
