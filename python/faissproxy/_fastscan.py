@@ -321,8 +321,13 @@ class IndexIVFPQFastScan(_FastScan, _remote._Residual, _IVF, Index):
         r.header()
         r.vector(4)
         ivf_header = data[start:r.off]  # header, nlist, nprobe, the quantizer
-        r.take(1)
-        r.vector(8)  # the direct map, which FAISS's constructor does not copy
+        # the direct map (write_direct_map: type, array, hash table), which FAISS's
+        # constructor does not copy
+        if r.take(1) == b"\x02":
+            r.vector(8)
+            r.vector(16)
+        else:
+            r.vector(8)
         by_residual = r.take(1) != b"\x00"
         r.u64()  # code_size
         M, nbits, pq = r.pq()
