@@ -366,6 +366,7 @@ class IndexIVFResidualQuantizer(_remote._Residual, _IVF, Index):
     FAISS's default search type)."""
 
     _classes = ("IndexIVFResidualQuantizer",)
+    rq, aq = _Internal("rq"), _Internal("aq")
 
     def __init__(self, quantizer, d, nlist, M, nbits, metric=METRIC_L2, search_type=0):
         self._name, self._keep, self._verbose = None, False, False

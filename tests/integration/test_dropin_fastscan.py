@@ -255,6 +255,8 @@ def test_ivf_residual_quantizer_constructor(fp):
     assert type(local).__name__ == "IndexIVFResidualQuantizer"
     assert (local.nlist, local.rq.M, local.by_residual) == (8, 2, False)
     np.testing.assert_array_equal(ix.search(xq, 3)[1], local.search(xq, 3)[1])
+    with pytest.raises(NotImplementedError, match="rq"):
+        ix.rq
     q = fp.IndexFlatL2(8)
     q.add(xb[:8])
     with pytest.raises(NotImplementedError, match="empty flat quantizer"):
