@@ -39,6 +39,11 @@ _REMOTE = (
 _VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap", "IndexRefine", "IndexRefineFlat")
 # ... and from _composed: more IVF indexes composed over a served quantizer.
 _COMPOSED = ("IndexIVFScalarQuantizer",)
+# ... and these from its fast-scan and additive-quantizer module.
+_FASTSCAN = (
+    "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
+    "IndexAdditiveQuantizerFastScan", "IndexIVFAdditiveQuantizerFastScan",
+)
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -87,6 +92,9 @@ def __getattr__(name):
     if name in _COMPOSED:
         from . import _composed
         return getattr(_composed, name)
+    if name in _FASTSCAN:
+        from . import _fastscan
+        return getattr(_fastscan, name)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve

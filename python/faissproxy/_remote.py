@@ -1069,6 +1069,8 @@ class _Residual:
 
     @by_residual.setter
     def by_residual(self, v):
+        if self._by_residual is not None and bool(v) == self._by_residual:
+            return  # FAISS's index is unchanged by its own value
         if self.is_trained or self.ntotal:
             raise NotImplementedError("faissproxy: setting %s.by_residual after training is "
                                       "not served" % type(self).__name__)
@@ -1290,10 +1292,14 @@ def _class_for(classes, idmap, binary):
             bases = (_IVF,) + bases
         if not idmap and top in ("IndexIVFPQ", "IndexIVFScalarQuantizer"):
             bases = (_Residual,) + bases
+        attrs = {"_classes": tuple(classes)}
         if not idmap and top in ("IndexRefine", "IndexRefineFlat"):
             from . import _views
             bases = (_views._Refine,) + bases  # k_factor
-        cls = type(top, bases, {"_classes": tuple(classes)})
+        if not idmap and not binary:  # fast-scan and additive-quantizer attributes
+            from . import _fastscan
+            bases = _fastscan.specialize(top, bases, attrs)
+        cls = type(top, bases, attrs)
         if idmap == "IDMap2":
             cls.check_consistency = IndexIDMap2.check_consistency
         if not idmap and (top.startswith("IndexHNSW") or top.startswith("IndexBinaryHNSW")):
@@ -1302,8 +1308,9 @@ def _class_for(classes, idmap, binary):
     return cls
 
 
-def _described(info, binary, nprobe=1, hnsw=None):
-    """The object for a server index whose info (an IndexInfo) was just returned."""
+def _described(info, binary, nprobe=1, hnsw=None, data=None):
+    """The object for a server index whose info (an IndexInfo) was just returned (data: the
+    FAISS bytes it was read from)."""
     meta = _index_meta(info.index_id.decode())
     description = info.index_type.decode()
     classes = list(meta.get("faiss_classes") or [])
@@ -1320,6 +1327,9 @@ def _described(info, binary, nprobe=1, hnsw=None):
         ix._by_residual = None  # the bytes' value, not read here
     if "hnsw" in cls.__dict__:
         ix._hnsw = _HNSWParams(ix, *(hnsw or (16, 40)))
+    if not idmap and not binary:
+        from . import _fastscan
+        _fastscan.describe(ix, description, data)
     return ix
 
 
@@ -1420,7 +1430,7 @@ def _import(data, binary):
     check(lib.fpx_client_import_leased(h, name.encode(), b"imported", _ptr(data), data.nbytes,
                                        _lib.LEASE_FROM_ENV, ctypes.byref(info)), h)
     try:
-        return _described(info, binary, _ivf_nprobe(data), _hnsw_settings(data))
+        return _described(info, binary, _ivf_nprobe(data), _hnsw_settings(data), data)
     except BaseException:
         _lib.pending_deletes.append(name)
         raise

@@ -294,6 +294,11 @@ int fpx_cluster_write(fpx_req *r) {
         rc = fpx_log_last_seq(c, ix->uid, &expect, &r->err);
         if (rc == 0)
             rc = fpx_log_catch_up(c, ix, expect, &r->err);
+        if (rc == 0 && !fpx_engine_round_trips(ix->eng))
+            rc = fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                             "training an additive-quantizer index (RQ, LSQ) is not served by a "
+                             "cluster in this version: FAISS 1.7.3 cannot read such a trained "
+                             "index back faithfully");
         if (rc == 0)
             rc = fpx_train_record(ix, &rec, &trained, &r->err);
     }

@@ -18,15 +18,22 @@
 #include "engine/engine.h"
 
 #include <faiss/AutoTune.h>
+#include <faiss/impl/ResidualQuantizer.h>
+#include <faiss/impl/ProductAdditiveQuantizer.h>
+#include <faiss/IndexAdditiveQuantizer.h>
+#include <faiss/IndexAdditiveQuantizerFastScan.h>
 #include <faiss/Clustering.h>
 #include <faiss/IndexBinaryFlat.h>
 #include <faiss/IndexBinaryHNSW.h>
 #include <faiss/IndexBinaryIVF.h>
+#include <faiss/IndexFastScan.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFAdditiveQuantizer.h>
+#include <faiss/IndexIVFAdditiveQuantizerFastScan.h>
 #include <faiss/IndexIVFFastScan.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexLSH.h>
@@ -40,6 +47,7 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/invlists/BlockInvertedLists.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/utils/distances.h>
 
@@ -82,9 +90,111 @@ struct fpx_engine {
      * search, and every writer of the index's bytes (a snapshot must never
      * keep a search's own value), holds it shared. */
     mutable std::shared_mutex knobs;
+    /* FAISS's fast-scan implementations 2-4 (IndexFastScan) and 1-2
+     * (IndexIVFFastScan) read the codes unpacked, through orig_codes or
+     * orig_invlists: pointers into the IndexPQ or IndexIVFPQ the fast-scan
+     * index was made from. The server keeps no such index; while one of those
+     * implementations is selected, these hold the index's own codes unpacked
+     * and FAISS's pointer is set to them (sync_orig_codes). */
+    std::vector<uint8_t> orig_codes;
+    std::unique_ptr<faiss::InvertedLists> orig_invlists;
 };
 
 namespace {
+
+/* FAISS 1.7.3 reads a residual quantizer back by computing its codebook
+ * tables, from codebooks an untrained one does not have: it crashes, so an
+ * IVF-RQ index created and not yet trained could not be loaded from its
+ * snapshot, copied or exported. Its writer and reader leave that step out
+ * when the quantizer's train_type holds Skip_codebook_tables, so the server
+ * writes untrained residual quantizers with that flag and clears it when it
+ * reads one back (an untrained quantizer has no tables to compute; training
+ * computes them). */
+void additive_quantizers(const Index *idx, std::vector<faiss::AdditiveQuantizer *> &out) {
+    if (!idx)
+        return;
+    if (auto p = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        return additive_quantizers(p->index, out);
+    if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
+        return additive_quantizers(m->index, out);
+    if (auto r = dynamic_cast<const faiss::IndexRefine *>(idx)) {
+        additive_quantizers(r->base_index, out);
+        return additive_quantizers(r->refine_index, out);
+    }
+    if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx))
+        return additive_quantizers(h->storage, out);
+    faiss::AdditiveQuantizer *aq = nullptr;
+    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
+        additive_quantizers(ivf->quantizer, out);
+    if (auto a = dynamic_cast<const faiss::IndexAdditiveQuantizer *>(idx))
+        aq = a->aq;
+    else if (auto a = dynamic_cast<const faiss::IndexIVFAdditiveQuantizer *>(idx))
+        aq = a->aq;
+    else if (auto a = dynamic_cast<const faiss::IndexAdditiveQuantizerFastScan *>(idx))
+        aq = a->aq;
+    else if (auto a = dynamic_cast<const faiss::AdditiveCoarseQuantizer *>(idx))
+        aq = a->aq;
+    else if (auto a = dynamic_cast<const faiss::IndexIVFAdditiveQuantizerFastScan *>(idx))
+        aq = a->aq;
+    if (!aq)
+        return;
+    out.push_back(aq);
+    if (auto pq = dynamic_cast<faiss::ProductAdditiveQuantizer *>(aq))
+        for (auto q : pq->quantizers)
+            out.push_back(q);
+}
+
+/* The residual quantizers among them. */
+std::vector<faiss::ResidualQuantizer *> residual_quantizers(const Index *idx) {
+    std::vector<faiss::AdditiveQuantizer *> aqs;
+    std::vector<faiss::ResidualQuantizer *> out;
+    additive_quantizers(idx, aqs);
+    for (auto aq : aqs)
+        if (auto rq = dynamic_cast<faiss::ResidualQuantizer *>(aq))
+            out.push_back(rq);
+    return out;
+}
+
+/* faiss::write_index, untrained residual quantizers flagged (above). */
+void write_float(const Index *idx, faiss::IOWriter *w) {
+    std::vector<faiss::ResidualQuantizer *> rqs = residual_quantizers(idx), flagged;
+    if (rqs.empty())
+        return faiss::write_index(idx, w);
+    /* two writers of one index (a snapshot and an export hold its lock
+     * shared) must not flag and unflag it under each other */
+    static std::mutex flag_mu;
+    std::lock_guard<std::mutex> hold(flag_mu);
+    for (auto rq : rqs)
+        if (!rq->is_trained && !(rq->train_type & faiss::ResidualQuantizer::Skip_codebook_tables)) {
+            rq->train_type |= faiss::ResidualQuantizer::Skip_codebook_tables;
+            flagged.push_back(rq);
+        }
+    struct Unflag {
+        std::vector<faiss::ResidualQuantizer *> &v;
+        ~Unflag() {
+            for (auto rq : v)
+                rq->train_type &= ~faiss::ResidualQuantizer::Skip_codebook_tables;
+        }
+    } unflag{flagged};
+    faiss::write_index(idx, w);
+}
+
+/* faiss::read_index, the flag of untrained residual quantizers cleared. */
+Index *read_float(faiss::IOReader *r) {
+    Index *idx = faiss::read_index(r);
+    for (auto rq : residual_quantizers(idx))
+        if (!rq->is_trained)
+            rq->train_type &= ~faiss::ResidualQuantizer::Skip_codebook_tables;
+    /* FAISS 1.7.3 reads a norm quantizer's codes (qnorm, an IndexFlat1D) but
+     * not the sort order its search walks: an index read back crashed at its
+     * first add. The order follows from the codes. */
+    std::vector<faiss::AdditiveQuantizer *> aqs;
+    additive_quantizers(idx, aqs);
+    for (auto aq : aqs)
+        if (aq->qnorm.ntotal > 0 && aq->qnorm.perm.size() != (size_t)aq->qnorm.ntotal)
+            aq->qnorm.update_permutation();
+    return idx;
+}
 
 /* Queries below this count run on one OpenMP thread. A single query on a
  * 2-core machine gains little from fanning out (the fork/join costs about what
@@ -248,10 +358,88 @@ const faiss::IndexFlat *flat_l2(const Index *idx) {
     return f && f->metric_type == faiss::METRIC_L2 ? f : nullptr;
 }
 
+/* The fast-scan index at the core of idx (under pre-transforms), flat or
+ * IVF, or nullptr. */
+faiss::IndexFastScan *core_fast_scan(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    return dynamic_cast<faiss::IndexFastScan *>(idx);
+}
+
+faiss::IndexIVFFastScan *core_ivf_fast_scan(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    return dynamic_cast<faiss::IndexIVFFastScan *>(idx);
+}
+
+/* The 4-bit code m of vector i in FAISS's fast-scan layout (pq4_pack_codes:
+ * blocks of bbs vectors; in a block, per pair of codes, groups of 32 vectors
+ * in 32 bytes). FAISS 1.7.3's own pq4_get_packed_element ignores the group
+ * (and wraps the offset in a byte), so it misreads blocks of more than 32. */
+uint8_t packed_code(const uint8_t *codes, size_t bbs, size_t M2, size_t i, size_t m) {
+    size_t in = i % bbs, r = in % 32;
+    size_t a = (r & 15) < 8 ? 2 * (r & 15) : 2 * ((r & 15) - 8) + 1;
+    const uint8_t *blk = codes + (i / bbs) * (bbs * M2 / 2);
+    uint8_t byte = blk[((m / 2) * (bbs / 32) + in / 32) * 32 + a + (m & 1) * 16];
+    return r >= 16 ? byte >> 4 : byte & 15;
+}
+
+/* n vectors' codes unpacked as FAISS's encoders write them (M codes of 4
+ * bits, lowest first), code_size bytes each, into out. */
+void unpack_codes(const uint8_t *codes, size_t n, size_t bbs, size_t M, size_t M2, size_t code_size,
+                  uint8_t *out) {
+    memset(out, 0, n * code_size);
+    for (size_t i = 0; i < n; i++)
+        for (size_t m = 0; m < M; m++)
+            out[i * code_size + m / 2] |=
+                (uint8_t)(packed_code(codes, bbs, M2, i, m) << (4 * (m & 1)));
+}
+
+/* Rebuilds (or drops) e->orig_codes / e->orig_invlists after the codes or
+ * the implementation changed: the unpacked copy exists only while the
+ * selected implementation reads it, and always matches the packed codes. */
+void sync_orig_codes(fpx_engine *e) {
+    Index *idx = e->index ? e->index.get() : nullptr;
+    if (faiss::IndexFastScan *fs = idx ? core_fast_scan(idx) : nullptr) {
+        fs->orig_codes = nullptr;
+        std::vector<uint8_t>().swap(e->orig_codes);
+        if (fs->implem < 2 || fs->implem > 4 || fs->nbits != 4)
+            return;
+        e->orig_codes.resize((size_t)fs->ntotal * fs->code_size);
+        unpack_codes(fs->codes.data(), (size_t)fs->ntotal, (size_t)fs->bbs, fs->M, fs->M2,
+                     fs->code_size, e->orig_codes.data());
+        fs->orig_codes = e->orig_codes.data();
+        return;
+    }
+    faiss::IndexIVFFastScan *ivf = idx ? core_ivf_fast_scan(idx) : nullptr;
+    if (!ivf)
+        return;
+    ivf->orig_invlists = nullptr;
+    e->orig_invlists.reset();
+    if ((ivf->implem != 1 && ivf->implem != 2) || ivf->nbits != 4)
+        return;
+    auto *orig = new faiss::ArrayInvertedLists(ivf->nlist, ivf->code_size);
+    e->orig_invlists.reset(orig);
+    std::vector<uint8_t> codes;
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        if (!ls)
+            continue;
+        faiss::InvertedLists::ScopedCodes packed(ivf->invlists, l);
+        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+        codes.resize(ls * ivf->code_size);
+        unpack_codes(packed.get(), ls, (size_t)ivf->bbs, ivf->M, ivf->M2, ivf->code_size,
+                     codes.data());
+        orig->add_entries(l, ls, ids.get(), codes.data());
+    }
+    ivf->orig_invlists = orig;
+}
+
 /* Brings e->norms up to the index's vectors: appends those of added vectors,
  * recomputes after anything else. Without memory for them, there are none,
  * and FAISS computes them per search as it always does. */
 void sync_norms(fpx_engine *e) {
+    sync_orig_codes(e); /* the other copy kept beside the codes */
     const faiss::IndexFlat *f = server_tuning && e->index ? flat_l2(e->index.get()) : nullptr;
     if (!f)
         return;
@@ -282,6 +470,41 @@ const float *current_norms(const fpx_engine *e) {
  */
 /* idx->search; a flat L2 index with known norms is searched as FAISS's
  * IndexFlat::search does, handing FAISS the norms. */
+/*
+ * FAISS 1.7.3's fast-scan searches throw for the combinations they have no
+ * kernel for (IndexFastScan: a block of queries with a bbs, such as its own
+ * default of 4 queries with bbs 64; IndexIVFFastScan: implementations 12 and
+ * 13 with a bbs other than 32), some from inside FAISS's own OpenMP regions,
+ * where an exception ends the process. A flat fast-scan search runs with one
+ * OpenMP thread, which keeps FAISS out of its region (it slices the queries
+ * over threads only when it has two; the server slices them itself); the IVF
+ * combination is refused before the search.
+ */
+bool search_fast_scan(const Index *idx, idx_t n, const float *x, idx_t k, float *D, idx_t *I,
+                      const faiss::SearchParameters *p) {
+    const Index *core = idx;
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(core))
+        core = pt->index;
+    if (auto ivf = dynamic_cast<const faiss::IndexIVFFastScan *>(core)) {
+        if ((ivf->implem == 12 || ivf->implem == 13) && ivf->bbs != 32)
+            FAISS_THROW_FMT("fast-scan implem %d needs bbs 32 (this index's bbs is %d)",
+                            ivf->implem, ivf->bbs);
+        return false;
+    }
+    if (!dynamic_cast<const faiss::IndexFastScan *>(core))
+        return false;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    try {
+        idx->search(n, x, k, D, I, p);
+    } catch (...) {
+        omp_set_num_threads(saved);
+        throw;
+    }
+    omp_set_num_threads(saved);
+    return true;
+}
+
 void search_once(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
                  idx_t *I, const faiss::SearchParameters *p) {
     const faiss::IndexFlat *f = norms ? flat_l2(idx) : nullptr;
@@ -289,7 +512,7 @@ void search_once(const Index *idx, const float *norms, idx_t n, const float *x, 
         faiss::float_maxheap_array_t res = {(size_t)n, (size_t)k, I, D};
         faiss::knn_L2sqr(x, f->get_xb(), (size_t)f->d, (size_t)n, (size_t)f->ntotal, &res, norms,
                          nullptr);
-    } else {
+    } else if (!search_fast_scan(idx, n, x, k, D, I, p)) {
         idx->search(n, x, k, D, I, p);
     }
 }
@@ -477,7 +700,8 @@ void search_overfetch(const Index *idx, idx_t n, const float *x, idx_t k, const 
             d2.resize(cn * (size_t)kp);
             i2.resize(cn * (size_t)kp);
             threads_for((idx_t)cn);
-            idx->search((idx_t)cn, xq.data(), kp, d2.data(), i2.data());
+            if (!search_fast_scan(idx, (idx_t)cn, xq.data(), kp, d2.data(), i2.data(), nullptr))
+                idx->search((idx_t)cn, xq.data(), kp, d2.data(), i2.data());
             for (size_t r = 0; r < cn; r++) {
                 idx_t row = rows[c0 + r];
                 float *Dr = D + row * k;
@@ -694,17 +918,26 @@ struct DeadSelector : faiss::IDSelector {
 };
 
 /* Rewrites the ids stored in an IVF index's lists: id -> map(id). A direct
- * map, which indexes by id, is dropped first and rebuilt after. */
+ * map, which indexes by id, is dropped first and rebuilt after. A fast-scan
+ * IVF's BlockInvertedLists cannot update an entry (FAISS 1.7.3 throws): its
+ * ids, apart from the packed codes, are rewritten in place. */
 template <class IVF, class F> void rewrite_ivf_ids(IVF *ivf, F map) {
     auto dm = ivf->direct_map.type;
     if (dm != faiss::DirectMap::NoMap)
         ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+    auto *blocks = dynamic_cast<faiss::BlockInvertedLists *>(ivf->invlists);
     for (size_t l = 0; l < ivf->nlist; l++) {
         size_t ls = ivf->invlists->list_size(l);
         for (size_t o = 0; o < ls; o++) {
+            idx_t id = ivf->invlists->get_single_id(l, o), to = map(id);
+            if (to == id)
+                continue;
+            if (blocks) {
+                blocks->ids[l][o] = to;
+                continue;
+            }
             faiss::InvertedLists::ScopedCodes code(ivf->invlists, l, o);
-            idx_t id = ivf->invlists->get_single_id(l, o);
-            ivf->invlists->update_entry(l, o, map(id), code.get());
+            ivf->invlists->update_entry(l, o, to, code.get());
         }
     }
     if (dm != faiss::DirectMap::NoMap)
@@ -887,7 +1120,7 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
         if (!raw)
             raw = faiss::index_factory((int)dim, description, mt);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
-        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
     }
@@ -907,7 +1140,7 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
                        "binary index types start with B (BFlat, BIVF<n>, BHNSW<M>, ...)");
     try {
         std::unique_ptr<BinIndex> b(faiss::index_binary_factory((int)dim, description));
-        *out = new fpx_engine{nullptr, std::move(b), {}, {}};
+        *out = new fpx_engine{nullptr, std::move(b), {}, {}, {}, {}};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -1446,18 +1679,65 @@ int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err) {
     faiss::IndexIVF *ivf = e->bin ? nullptr : core_ivf(e->index.get());
     auto pq = dynamic_cast<faiss::IndexIVFPQ *>(ivf);
     auto sq = dynamic_cast<faiss::IndexIVFScalarQuantizer *>(ivf);
-    if (!pq && !sq)
+    /* each FAISS class has a by_residual member of its own */
+    auto aq = dynamic_cast<faiss::IndexIVFAdditiveQuantizer *>(ivf);
+    auto fs = dynamic_cast<faiss::IndexIVFFastScan *>(ivf);
+    if (!pq && !sq && !aq && !fs)
         return set_err(err, FPX_E_VALIDATION,
-                       "by_residual applies to IVF-PQ and IVF scalar quantizer indexes only");
+                       "by_residual applies to IVF-PQ, IVF scalar quantizer, IVF additive "
+                       "quantizer and IVF fast-scan indexes only");
     /* Training and the stored codes follow it: a change after either would
      * leave codes that no longer decode. */
     if (ivf->is_trained || ivf->ntotal > 0)
         return set_err(err, FPX_E_VALIDATION, "by_residual can only be set before training");
     if (pq)
         pq->by_residual = on != 0;
-    else
+    else if (sq)
         sq->by_residual = on != 0;
+    else if (aq)
+        aq->by_residual = on != 0;
+    else
+        fs->by_residual = on != 0;
     return 0;
+}
+
+int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx_err *err) {
+    Index *idx = e->bin ? nullptr : e->index.get();
+    faiss::IndexFastScan *fs = idx ? core_fast_scan(idx) : nullptr;
+    faiss::IndexIVFFastScan *ivf = idx ? core_ivf_fast_scan(idx) : nullptr;
+    if (!fs && !ivf)
+        return set_err(err, FPX_E_VALIDATION, "%s applies to fast-scan indexes only", name);
+    try {
+        if (!strcmp(name, "implem")) {
+            if (fs)
+                fs->implem = (int)value;
+            else
+                ivf->implem = (int)value;
+            sync_orig_codes(e);
+            return 0;
+        }
+        if (!strcmp(name, "qbs")) {
+            if (fs)
+                fs->qbs = (int)value;
+            else
+                ivf->qbs = (int)value;
+            return 0;
+        }
+        if (!strcmp(name, "norm_scale")) {
+            if (auto a = dynamic_cast<faiss::IndexAdditiveQuantizerFastScan *>(fs)) {
+                a->norm_scale = (int)value;
+                return 0;
+            }
+            if (auto a = dynamic_cast<faiss::IndexIVFAdditiveQuantizerFastScan *>(ivf)) {
+                a->norm_scale = (int)value;
+                return 0;
+            }
+            return set_err(err, FPX_E_VALIDATION,
+                           "norm_scale applies to additive quantizer fast-scan indexes only");
+        }
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+    return set_err(err, FPX_E_VALIDATION, "%s is not a fast-scan setting", name);
 }
 
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {
@@ -1526,10 +1806,10 @@ struct FloatKind {
     using IDMap = faiss::IndexIDMap;
     using IDMap2 = faiss::IndexIDMap2;
     static void write(const Ix *i, faiss::IOWriter *w) {
-        faiss::write_index(i, w);
+        write_float(i, w);
     }
     static Ix *read(faiss::IOReader *r) {
-        return faiss::read_index(r);
+        return read_float(r);
     }
     static faiss::IndexIVF *ivf_of(Ix *i) {
         return core_ivf(i);
@@ -1689,10 +1969,10 @@ Index *rebuild_hnsw_flat(const Index *idx, const fpx_bitset *live) {
         if ((live->words[p >> 6] >> (p & 63)) & 1)
             h->storage->reconstruct(p, x.data() + (size_t)(n++) * (size_t)h->d);
     faiss::VectorIOWriter cw;
-    faiss::write_index(h, &cw);
+    write_float(h, &cw);
     faiss::VectorIOReader cr;
     cr.data.swap(cw.data);
-    std::unique_ptr<Index> c(faiss::read_index(&cr));
+    std::unique_ptr<Index> c(read_float(&cr));
     c->reset();
     in_team(
         n, [&] { c->add(n, x.data()); }, Work::build);
@@ -1711,7 +1991,7 @@ int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine *
             std::unique_ptr<BinIndex> b;
             if (compact_copy<BinaryKind>(e->bin.get(), live, b))
                 return 1;
-            *out = new fpx_engine{nullptr, std::move(b), {}, {}};
+            *out = new fpx_engine{nullptr, std::move(b), {}, {}, {}, {}};
             return 0;
         }
         std::unique_ptr<Index> idx;
@@ -1720,7 +2000,7 @@ int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine *
             if (!idx)
                 return 1;
         }
-        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
     }
@@ -1781,7 +2061,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         if (take_labels(lab, identity, labels, err))
             return -1;
         *had_idmap = wrapper;
-        *out = new fpx_engine{nullptr, std::move(b), {}, {}};
+        *out = new fpx_engine{nullptr, std::move(b), {}, {}, {}, {}};
         return 0;
     }
     FPX_CATCH(err, FPX_E_VALIDATION)
@@ -1795,7 +2075,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         return import_binary(buf, len, out, labels, had_idmap, err);
     try {
         BufReader r(buf, len);
-        std::unique_ptr<Index> raw(faiss::read_index(&r));
+        std::unique_ptr<Index> raw(read_float(&r));
         std::vector<idx_t> id_map;
         if (auto m2 = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()))
             id_map = m2->id_map;
@@ -1836,7 +2116,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         if (take_labels(lab, identity, labels, err))
             return -1;
         *had_idmap = wrapper;
-        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
     }
@@ -1866,7 +2146,7 @@ int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *le
         if (e->bin)
             faiss::write_index_binary(e->bin.get(), &w);
         else
-            faiss::write_index(e->index.get(), &w);
+            write_float(e->index.get(), &w);
         *len = w.total;
         return 0;
     }
@@ -1880,7 +2160,7 @@ int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_er
         if (e->bin)
             faiss::write_index_binary(e->bin.get(), &w);
         else
-            faiss::write_index(e->index.get(), &w);
+            write_float(e->index.get(), &w);
         uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
         if (!b)
             return set_err(err, FPX_E_INTERNAL, "out of memory serializing an index");
@@ -1914,7 +2194,7 @@ int fpx_engine_serialize_quantizer(const fpx_engine *e, uint8_t **buf, size_t *l
             }
             if (!idx)
                 return set_err(err, FPX_E_VALIDATION, "the index has no IVF quantizer");
-            faiss::write_index(static_cast<const faiss::IndexIVF *>(idx)->quantizer, &w);
+            write_float(static_cast<const faiss::IndexIVF *>(idx)->quantizer, &w);
         }
         uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
         if (!b)
@@ -1932,11 +2212,11 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
         BufReader r(buf, len);
         if (len >= 2 && buf[0] == 'I' && buf[1] == 'B') {
             std::unique_ptr<BinIndex> b(unwrap_binary_idmap(faiss::read_index_binary(&r)));
-            *out = new fpx_engine{nullptr, std::move(b), {}, {}};
+            *out = new fpx_engine{nullptr, std::move(b), {}, {}, {}, {}};
             return 0;
         }
-        std::unique_ptr<Index> idx(unwrap_idmap(faiss::read_index(&r)));
-        *out = new fpx_engine{std::move(idx), nullptr, {}, {}};
+        std::unique_ptr<Index> idx(unwrap_idmap(read_float(&r)));
+        *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
     }
@@ -1998,6 +2278,14 @@ void fpx_engine_copy_train_params(fpx_engine *dst, const fpx_engine *src) {
         if (d && s)
             d->cp = s->cp;
     }
+}
+
+int fpx_engine_round_trips(const fpx_engine *e) {
+    if (!e->index)
+        return 1;
+    std::vector<faiss::AdditiveQuantizer *> aqs;
+    additive_quantizers(e->index.get(), aqs);
+    return aqs.empty();
 }
 
 int fpx_engine_copy(const fpx_engine *e, fpx_engine **out, fpx_err *err) {

@@ -181,9 +181,16 @@ int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 /* Sets index parameters with FAISS's ParameterSpace ("nprobe=16,efSearch=64"). */
 int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err);
 
-/* by_residual of an IVF-PQ or IVF scalar quantizer index (FAISS's member,
- * which training and encoding follow): only before training, while empty. */
+/* by_residual of an IVF-PQ, IVF scalar quantizer, IVF additive quantizer or
+ * IVF fast-scan index (FAISS's member, which training and encoding follow):
+ * only before training, while empty. */
 int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err);
+
+/* A fast-scan index's members that FAISS's ParameterSpace does not know:
+ * "implem" (the search implementation), "qbs" (query block sizes) and, on
+ * additive quantizer fast-scan indexes, "norm_scale". The value is checked by
+ * the caller; FAISS's search refuses an implementation it does not have. */
+int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
 
 /* IVF direct map, as FAISS's IndexIVF::set_direct_map_type (0: none, 1: array,
  * 2: hash table); needed by reconstruct on IVF indexes. */
@@ -241,6 +248,11 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
  * from bytes trains as FAISS's read_index leaves it, not as its factory made
  * it. Parts whose types differ are left alone. */
 void fpx_engine_copy_train_params(fpx_engine *dst, const fpx_engine *src);
+/* 1 when e's FAISS bytes read back into an index that trains and adds as e
+ * does; 0 for additive quantizers (RQ, LSQ and their fast-scan forms), whose
+ * reading FAISS 1.7.3 gets wrong in places (their training is then not
+ * logged as its result). */
+int fpx_engine_round_trips(const fpx_engine *e);
 /* A deep copy of e (its bytes read back, with the settings above). */
 int fpx_engine_copy(const fpx_engine *e, fpx_engine **out, fpx_err *err);
 

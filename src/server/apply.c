@@ -98,8 +98,30 @@ static const struct {
     {"k_factor", 1, 1 << 20, 0, "refinement factor"},
     {"k_factor_rf", 1, 1 << 20, 1, "refinement factor"},
     {"direct_map", 0, 2, 1, "0 none, 1 array, 2 hash table"},
-    {"by_residual", 0, 1, 1, "IVF-PQ/SQ residual encoding, before training"},
+    {"by_residual", 0, 1, 1, "IVF-PQ/SQ/AQ/fast-scan residual encoding, before training"},
+    {"implem", 0, 15, 1, "fast-scan search implementation"},
+    {"qbs", 0, 0x44444444, 1, "fast-scan query block sizes, one hex digit 1..4 each"},
+    {"norm_scale", 1, 1 << 16, 1, "additive fast-scan norm scale"},
 };
+
+/* Settings of the index itself, never of its quantizer. */
+static int own_only(const char *base) {
+    static const char *const own[] = {"direct_map", "by_residual", "implem", "qbs", "norm_scale"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (!strcmp(base, own[i]))
+            return 1;
+    return 0;
+}
+
+/* FAISS's fast-scan search reads qbs one hex digit at a time, from the
+ * lowest, as the number of queries (1..4) of each block; any other digit
+ * below the highest set one makes it throw, and inside a parallel region. */
+static int qbs_valid(double v) {
+    for (uint64_t q = (uint64_t)v; q; q >>= 4)
+        if ((q & 15) < 1 || (q & 15) > 4)
+            return 0;
+    return 1;
+}
 
 static int check_param(const char *name, double v, fpx_err *err) {
     const char *base = name;
@@ -108,10 +130,10 @@ static int check_param(const char *name, double v, fpx_err *err) {
     for (size_t i = 0; i < sizeof param_rules / sizeof param_rules[0]; i++) {
         if (strcmp(param_rules[i].name, base))
             continue;
-        if ((!strcmp(base, "direct_map") || !strcmp(base, "by_residual")) && base != name)
+        if (own_only(base) && base != name)
             break;
         if (v < param_rules[i].lo || v > param_rules[i].hi ||
-            (param_rules[i].integer && v != floor(v)))
+            (param_rules[i].integer && v != floor(v)) || (!strcmp(base, "qbs") && !qbs_valid(v)))
             return fpx_err_set(
                 err, FPX_E_VALIDATION, "%s (%s) must be %s in %.17g..%.17g, got %.17g", name,
                 param_rules[i].what, param_rules[i].integer ? "an integer" : "a number",
@@ -121,7 +143,8 @@ static int check_param(const char *name, double v, fpx_err *err) {
     return fpx_err_set(err, FPX_E_VALIDATION,
                        "set_params does not accept \"%s\" (accepted: nprobe, efSearch, "
                        "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, "
-                       "by_residual, and quantizer_ before a search parameter)",
+                       "by_residual, implem, qbs, norm_scale, and quantizer_ before a search "
+                       "parameter)",
                        name);
 }
 
@@ -162,6 +185,8 @@ static int set_param(fpx_index *ix, const char *name, double value, fpx_err *err
                                          err);
     if (!strcmp(name, "by_residual")) /* a member FAISS's ParameterSpace does not know */
         return fpx_engine_set_by_residual(ix->eng, value != 0, err);
+    if (!strcmp(name, "implem") || !strcmp(name, "qbs") || !strcmp(name, "norm_scale"))
+        return fpx_engine_set_fast_scan(ix->eng, name, (int64_t)value, err);
     char spec[FPX_PARAM_NAME_MAX + 40];
     snprintf(spec, sizeof spec, "%s=%.17g", name, value);
     return fpx_engine_set_params(ix->eng, spec, err);

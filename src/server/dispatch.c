@@ -95,9 +95,10 @@ static int log_and_apply(fpx_req *r) {
     /* A train of an empty index is logged as its result, not its input: a
      * replay must not train again (k-means differs from run to run). On an
      * index holding vectors (a trained Flat or HNSW, where train changes
-     * nothing) the training vectors are logged, not a copy of every vector. */
+     * nothing) the training vectors are logged, not a copy of every vector,
+     * and so they are for additive quantizers (fpx_engine_round_trips). */
     uint8_t *trained = NULL;
-    if (r->rec.op == FPX_WAL_TRAIN && ix->nslots == 0 &&
+    if (r->rec.op == FPX_WAL_TRAIN && ix->nslots == 0 && fpx_engine_round_trips(ix->eng) &&
         fpx_train_record(ix, &r->rec, &trained, &r->err))
         return -1;
     int rc = fpx_store_log(ix, &r->rec, &r->err);

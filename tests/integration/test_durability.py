@@ -417,3 +417,28 @@ def test_imported_untrained_index_trains_as_its_type_says(client, index_type, li
     ref.add(x)
     _, I, _ = client.search(name, q, 5)
     assert np.array_equal(I, ref.search(q, 5)[1])
+
+
+def test_untrained_residual_quantizers_survive_a_restart(fresh_server):
+    """FAISS 1.7.3 crashes reading back an untrained residual quantizer (it
+    computes tables from codebooks it does not have): indexes created and not
+    yet trained load from their snapshots, then train as FAISS's own."""
+    kinds = {"t": "IVF8,RQ3x4_Nqint8", "u": "RQ3x4", "v": "IVF8,RQ3x4fs_32_Nrq2x4",
+             "w": "PRQ2x2x4"}
+    c = fresh_server.client()
+    for n, t in kinds.items():
+        c.create(n, 8, t)
+    fresh_server.restart()
+    c = fresh_server.client()
+    assert sorted(i["index_id"] for i in c.list()) == sorted(kinds)
+    x = rand(2000, 8, 85)
+    for n in ("t", "u", "w"):
+        c.train(n, x)
+        c.add(n, x)
+        ref = faiss.index_factory(8, kinds[n])
+        ref.train(x)
+        ref.add(x)
+        _, I, _ = c.search(n, x[:10], 3)
+        assert np.array_equal(I, ref.search(x[:10], 3)[1]), n
+    fresh_server.restart()  # trained, they load as well
+    assert fresh_server.client().info("t")["ntotal"] == 2000
