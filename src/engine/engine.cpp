@@ -1789,7 +1789,7 @@ static std::vector<idx_t> live_labels(const fpx_bitset *live, idx_t ntotal, cons
 static int to_buffer(faiss::VectorIOWriter &w, uint8_t **buf, size_t *len, fpx_err *err) {
     uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
     if (!b)
-        return set_err(err, FPX_E_INTERNAL, "out of memory exporting an index");
+        return set_err(err, FPX_E_INTERNAL, "out of memory for an index's bytes");
     memcpy(b, w.data.data(), w.data.size());
     *buf = b;
     *len = w.data.size();
@@ -2161,13 +2161,7 @@ int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_er
             faiss::write_index_binary(e->bin.get(), &w);
         else
             write_float(e->index.get(), &w);
-        uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
-        if (!b)
-            return set_err(err, FPX_E_INTERNAL, "out of memory serializing an index");
-        memcpy(b, w.data.data(), w.data.size());
-        *buf = b;
-        *len = w.data.size();
-        return 0;
+        return to_buffer(w, buf, len, err);
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
@@ -2196,13 +2190,7 @@ int fpx_engine_serialize_quantizer(const fpx_engine *e, uint8_t **buf, size_t *l
                 return set_err(err, FPX_E_VALIDATION, "the index has no IVF quantizer");
             write_float(static_cast<const faiss::IndexIVF *>(idx)->quantizer, &w);
         }
-        uint8_t *b = (uint8_t *)malloc(w.data.size() ? w.data.size() : 1);
-        if (!b)
-            return set_err(err, FPX_E_INTERNAL, "out of memory serializing a quantizer");
-        memcpy(b, w.data.data(), w.data.size());
-        *buf = b;
-        *len = w.data.size();
-        return 0;
+        return to_buffer(w, buf, len, err);
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }

@@ -861,23 +861,28 @@ static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
         }
 }
 
+/* A comma-separated list as a msgpack array of its items. */
+static void pack_list(msgpack_packer *pk, const char *list) {
+    size_t n = 1;
+    for (const char *c = list; *c; c++)
+        n += *c == ',';
+    msgpack_pack_array(pk, n);
+    for (const char *c = list;;) {
+        const char *end = strchr(c, ',');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        msgpack_pack_str(pk, len);
+        msgpack_pack_str_body(pk, c, len);
+        if (!end)
+            break;
+        c = end + 1;
+    }
+}
+
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
     msgpack_pack_map(pk, 11 + (ix->lease_seconds > 0 ? 2 : 0) + (ix->placement ? 2 : 0));
     if (ix->placement) { /* cluster mode */
         fpx_pack_cstr(pk, "replicas");
-        size_t nr = 1;
-        for (const char *c = ix->placement; *c; c++)
-            nr += *c == ',';
-        msgpack_pack_array(pk, nr);
-        for (const char *c = ix->placement;;) {
-            const char *end = strchr(c, ',');
-            size_t len = end ? (size_t)(end - c) : strlen(c);
-            msgpack_pack_str(pk, len);
-            msgpack_pack_str_body(pk, c, len);
-            if (!end)
-                break;
-            c = end + 1;
-        }
+        pack_list(pk, ix->placement);
         fpx_pack_cstr(pk, "applied_seq");
         msgpack_pack_uint64(pk, ix->seq);
     }
@@ -921,20 +926,8 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
      * factory would (an IVF's nprobe, an HNSW's efSearch) */
     char classes[256];
     fpx_engine_classes(ix->eng, classes, sizeof classes);
-    size_t n = 1;
-    for (const char *c = classes; *c; c++)
-        n += *c == ',';
     fpx_pack_cstr(pk, "faiss_classes");
-    msgpack_pack_array(pk, n);
-    for (const char *c = classes;;) {
-        const char *end = strchr(c, ',');
-        size_t len = end ? (size_t)(end - c) : strlen(c);
-        msgpack_pack_str(pk, len);
-        msgpack_pack_str_body(pk, c, len);
-        if (!end)
-            break;
-        c = end + 1;
-    }
+    pack_list(pk, classes);
 }
 
 /* ---- invariants ------------------------------------------------------------------- */
