@@ -404,6 +404,11 @@ static int wait_stop(fpx_cluster *c, int ms) {
     return stop;
 }
 
+/* The heartbeat's catching up: records a replica may apply in one beat, and
+ * how many beats apart every replica is checked against its stream. */
+#define FPX_REPAIR_MAX 512
+#define FPX_REPAIR_EVERY 10
+
 typedef struct applied_note {
     char key[FPX_NODE_ID_MAX + FPX_UID_HEX + 2];
     uint64_t seq;
@@ -414,6 +419,7 @@ typedef struct applied_note {
 static void *beat_main(void *arg) {
     fpx_cluster *c = arg;
     const char *me = c->s->cfg->node_id;
+    unsigned beats = 0;
     do {
         uint64_t rev;
         kvStore_PutString(&rev, c->nodes, me, "live");
@@ -434,6 +440,22 @@ static void *beat_main(void *arg) {
             fpx_cluster_uid_hex(r->ix->uid, hex);
             snprintf(notes[n].key, sizeof notes[n].key, "%s.%s", me, hex);
             notes[n++].seq = seq;
+        }
+        /* A replica whose delivered record did not apply (NATS unreachable
+         * for a moment) is behind until the next record comes, which may be
+         * never: catch it up here, a bounded number of records a beat, and
+         * check every replica against its stream now and then. */
+        int all = ++beats % FPX_REPAIR_EVERY == 0;
+        for (fpx_replica *r = locked ? c->reps : NULL; r; r = r->next) {
+            if (!all && !atomic_exchange(&r->behind, 0))
+                continue;
+            fpx_err err = {0};
+            if (fpx_log_repair(c, r, FPX_REPAIR_MAX, &err) != 0) {
+                atomic_store(&r->behind, 1);
+                if (err.msg[0])
+                    fpx_log(FPX_LOG_WARN, "%s/%s: not caught up with the stream yet: %s",
+                            r->ix->tenant, r->ix->name, err.msg);
+            }
         }
         if (locked)
             pthread_mutex_unlock(&c->mu);

@@ -35,6 +35,7 @@ typedef struct fpx_replica {
     char subject[8 + FPX_UID_HEX]; /* fpx.log.<uid hex> */
     natsSubscription *sub;
     uint64_t reported; /* applied sequence last written to the applied bucket */
+    atomic_int behind; /* a delivered record did not apply: the heartbeat catches up */
     struct fpx_replica *next;
 } fpx_replica;
 
@@ -66,6 +67,10 @@ int fpx_cluster_fail(fpx_err *err, const char *what, natsStatus st);
 int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err);
 /* Applies the stream's records up to seq to ix (its lock held exclusively). */
 int fpx_log_catch_up(fpx_cluster *c, fpx_index *ix, uint64_t seq, fpx_err *err);
+/* Catches rep up with its stream, by at most max records: 1 when records
+ * are left (or could not be applied), 0 when none, -1 when the stream could
+ * not be read. Takes the index's lock; called by the heartbeat. */
+int fpx_log_repair(fpx_cluster *c, fpx_replica *rep, uint64_t max, fpx_err *err);
 /* The stream's last sequence. */
 int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err);
 

@@ -148,6 +148,24 @@ int fpx_log_catch_up(fpx_cluster *c, fpx_index *ix, uint64_t seq, fpx_err *err) 
     return 0;
 }
 
+int fpx_log_repair(fpx_cluster *c, fpx_replica *rep, uint64_t max, fpx_err *err) {
+    fpx_index *ix = rep->ix;
+    uint64_t last = 0;
+    if (fpx_log_last_seq(c, ix->uid, &last, err) != 0)
+        return -1;
+    pthread_rwlock_wrlock(&ix->lock);
+    uint64_t had = ix->seq;
+    int rc = 0;
+    if (!ix->dropped && last > had)
+        rc = fpx_log_catch_up(c, ix, last - had > max ? had + max : last, err);
+    uint64_t now = ix->seq;
+    pthread_rwlock_unlock(&ix->lock);
+    if (now > had)
+        fpx_log(FPX_LOG_INFO, "%s/%s: caught up with stream records %llu to %llu", ix->tenant,
+                ix->name, (unsigned long long)had + 1, (unsigned long long)now);
+    return rc != 0 ? -1 : now < last;
+}
+
 int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err) {
     char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     fpx_cluster_stream_names(uid, stream, subject);
@@ -197,9 +215,12 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         due = rc == 0 && (force || fpx_server_snapshot_due(rep->c->s, ix));
     }
     pthread_rwlock_unlock(&ix->lock);
-    if (rc != 0)
+    if (rc != 0) {
+        /* Not lost: the next delivery, or the heartbeat, reads it again. */
+        atomic_store(&rep->behind, 1);
         fpx_log(FPX_LOG_WARN, "%s/%s: stream record %llu not applied yet: %s", ix->tenant, ix->name,
                 (unsigned long long)seq, err.msg);
+    }
     if (due)
         fpx_server_snapshot_later(rep->c->s, ix, force);
     natsMsg_Destroy(m);

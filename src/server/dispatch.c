@@ -211,6 +211,15 @@ static fpx_index *index_of(fpx_req *r) {
     return ix;
 }
 
+/* A search counted as arriving at its index's batcher that failed before
+ * its handler searched: counted off, so that no batch waits for it. */
+static void cancel_batching(fpx_req *r) {
+    if (r->batching) {
+        r->batching = 0;
+        fpx_batch_cancel(&r->ix->batch);
+    }
+}
+
 /* The sequence of ops.h. */
 static int run_op(fpx_req *r, fpx_out *o) {
     const fpx_opdef *op = r->op;
@@ -234,8 +243,10 @@ static int run_op(fpx_req *r, fpx_out *o) {
         return -1;
     if (!r->ix || op->lock == FPX_LOCK_NONE)
         return op->run(r, o);
-    if (lock_index(r, op->lock))
+    if (lock_index(r, op->lock)) {
+        cancel_batching(r);
         return -1;
+    }
     int rc = op->check ? op->check(r) : 0;
     int logged = 0;
     if (rc == 0 && (op->flags & FPX_OP_LOGGED) && r->rec.op) {
@@ -249,6 +260,7 @@ static int run_op(fpx_req *r, fpx_out *o) {
     }
     if (rc == 0)
         rc = op->run(r, o);
+    cancel_batching(r);
     int force = logged && (op->flags & FPX_OP_SNAPSHOT);
     int due = logged && (force || fpx_server_snapshot_due(r->s, r->ix));
     pthread_rwlock_unlock(&r->ix->lock);

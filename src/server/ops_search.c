@@ -46,6 +46,13 @@ int fpx_prep_search(fpx_req *r) {
                : 0;
 }
 
+/* Searches without a filter or selector may share one FAISS call (batch.c). */
+static int batchable(const fpx_req *r) {
+    const msgpack_object *filter = r->msg.meta;
+    return (!filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0) &&
+           !fpx_idsel_present(fpx_map_get(r->h, "id_selector"));
+}
+
 int fpx_bind_search(fpx_req *r) {
     if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL))
         return -1;
@@ -53,6 +60,12 @@ int fpx_bind_search(fpx_req *r) {
         return fpx_err_set(&r->err, FPX_E_LIMIT,
                            "the reply (%lld queries x k=%lld) would exceed the message size limit",
                            (long long)r->n, (long long)r->k);
+    /* Arriving from now: a search of the same connection holding its lock
+     * already waits for this one to join its batch (dispatch.c). */
+    if (batchable(r)) {
+        fpx_batch_enter(&r->ix->batch);
+        r->batching = 1;
+    }
     return 0;
 }
 
@@ -63,10 +76,8 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
     int rc = 0;
     const msgpack_object *filter = r->msg.meta;
     const msgpack_object *sel = fpx_map_get(r->h, "id_selector");
-    int batchable = (!filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0) &&
-                    !fpx_idsel_present(sel);
-    if (batchable)
-        fpx_batch_enter(&ix->batch);
+    int batching = r->batching;
+    r->batching = 0; /* taken off below, by the search or by cancelling */
     size_t nres = (size_t)nq * (size_t)k;
     int binary = ix->binary;
     msgpack_packer *h = fpx_reply_ok(r, o, 1 + binary);
@@ -91,11 +102,11 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
             rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
         }
     }
-    if (rc == 0 && batchable)
+    if (rc == 0 && batching)
         rc = fpx_batch_search(ix, nq, r->x, k, &r->params, D, I, &r->err);
     else if (rc == 0)
         rc = fpx_index_search_sel(ix, nq, r->x, k, &r->params, filter, sel, D, I, &r->err);
-    else if (batchable)
+    else if (batching)
         fpx_batch_cancel(&ix->batch);
     if (rc == 0) {
         if (ix->nkeys > 0 || r->include_meta) {

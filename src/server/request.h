@@ -35,6 +35,11 @@ typedef struct fpx_req {
      * until fpx_merge_release (merge.c), with the server's merge lock held */
     fpx_index *other;
     int other_emptied; /* its reset was logged: a snapshot is due */
+    /* A search counted among those arriving at ix's batcher (batch.h) from
+     * bind, before its lock: the one before it on its connection, already
+     * searching, waits for it. The search handler, or the dispatcher on an
+     * earlier failure, takes it off again. */
+    int batching;
 
     /* What prepare/bind read from the request, for run. Freed by the dispatcher:
      * copy (an aligned copy of the vectors) and recmeta (a record's metadata). */

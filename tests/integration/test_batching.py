@@ -2,8 +2,8 @@
 answered by one FAISS call, and every client still gets exactly its own
 results, as in-process FAISS gives them.
 
-A pipelining DEALER sends many searches at once, so they reach the server's
-workers together and must be batched; the server's debug log says when a
+Several pipelining DEALERs send many searches at once, so they reach the
+server's workers together and must be batched; the server's debug log says when a
 FAISS call answered several searches.
 """
 import re
@@ -41,20 +41,24 @@ def search_body(name, q, k, rid, params=None, filt=None):
     return encode(h, np.ascontiguousarray(q, dtype="float32").tobytes(), filt)
 
 
-def pipelined(server, bodies):
-    """Sends every body before reading any reply; replies by request_id."""
-    s = dealer(server.endpoint)
+def pipelined(server, bodies, conns=4):
+    """Sends every body before reading any reply, spread over `conns`
+    connections (one connection's requests take the index lock one after the
+    other, in order: concurrent searches come from several clients); replies
+    by request_id."""
+    socks = [dealer(server.endpoint) for _ in range(conns)]
     try:
-        for b in bodies:
-            dealer_send(s, b)
+        for i, b in enumerate(bodies):
+            dealer_send(socks[i % conns], b)
         out = {}
-        for _ in bodies:
-            h, data, meta = dealer_recv(s)
+        for i in range(len(bodies)):
+            h, data, meta = dealer_recv(socks[i % conns])
             assert h["status"] == "ok", h
             out[h["request_id"]] = (h, data, meta)
         return out
     finally:
-        s.close()
+        for s in socks:
+            s.close()
 
 
 def unpack(h, data):
@@ -82,7 +86,11 @@ def check_against(ref, q, k, Dv, Iv):
     np.testing.assert_allclose(Dv[0], Dr[0], rtol=1e-4, atol=1e-4)
 
 
-def test_concurrent_single_queries_are_batched_and_exact(bserver, flat):
+@pytest.mark.parametrize("conns", [1, 4])
+def test_concurrent_single_queries_are_batched_and_exact(bserver, flat, conns):
+    """One connection's pipelined searches, or several connections', share
+    FAISS calls: one connection's take their lock one after the other, and the
+    one searching waits briefly for the next to join."""
     name, ref = flat
     before = len(batched_calls(bserver))
     # Whether searches meet in one call depends on the scheduler (one CPU under
@@ -91,7 +99,7 @@ def test_concurrent_single_queries_are_batched_and_exact(bserver, flat):
         qs = rand(96, D, 2 + round_)
         ks = [5 if i % 3 else 10 for i in range(len(qs))]  # two kinds: batched apart
         replies = pipelined(bserver, [search_body(name, q.reshape(1, -1), k, i)
-                                      for i, (q, k) in enumerate(zip(qs, ks))])
+                                      for i, (q, k) in enumerate(zip(qs, ks))], conns)
         for i, (q, k) in enumerate(zip(qs, ks)):
             h, data, _ = replies[i]
             assert h["shape"] == [1, k]
