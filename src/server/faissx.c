@@ -449,11 +449,13 @@ static const struct {
     {"merge_indices", fx_act_merge, 0},
     {"optimize_index", fx_act_optimize, 0},
     {"compute_clustering", fx_act_clustering, 0},
+    {"remove_ids", fx_act_remove_ids, 0},
+    {"replace_vector", fx_act_replace_vector, 0},
 };
 
 /* FAISSx's actions this server does not serve, named as such. */
-static const char *const not_served[] = {"recluster_index", "apply_transform", "get_transform_info",
-                                         "replace_vector", "remove_ids"};
+static const char *const not_served[] = {"recluster_index", "apply_transform",
+                                         "get_transform_info"};
 
 static void run_action(fx *c, const char *a, size_t an) {
     if (an == 4 && !memcmp(a, "ping", 4)) { /* no key needed */

@@ -123,5 +123,7 @@ int fx_act_search_and_reconstruct(fx *c, int arg);
 int fx_act_range_search(fx *c, int arg);
 int fx_act_reconstruct(fx *c, int arg);
 int fx_act_reconstruct_n(fx *c, int get_vectors);
+int fx_act_remove_ids(fx *c, int arg);
+int fx_act_replace_vector(fx *c, int arg);
 
 #endif

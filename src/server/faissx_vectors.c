@@ -1,6 +1,7 @@
 /*
  * faissx_vectors.c - FAISSx's actions on vectors (add, search, hybrid search,
- * search_and_reconstruct, range_search, reconstruct, reconstruct_n), each run
+ * search_and_reconstruct, range_search, reconstruct, reconstruct_n,
+ * remove_ids, replace_vector), each run
  * as requests of our own through fpx_server_handle.
  */
 #include "faissx_internal.h"
@@ -49,6 +50,17 @@ int fx_add(fx *c, const fx_info *in, const float *x, int64_t n, const int64_t *i
     return rc;
 }
 
+/* The integers of the list io (an array), as a malloc'd array. */
+static int read_ids(fx *c, const msgpack_object *io, int64_t **ids) {
+    uint32_t n = io->via.array.size;
+    if (!(*ids = malloc((n ? n : 1) * sizeof **ids)))
+        return fx_fail(c, NULL, "Server error: out of memory");
+    for (uint32_t i = 0; i < n; i++)
+        if (fx_num_int(&io->via.array.ptr[i], &(*ids)[i]))
+            return fx_fail(c, NULL, "Invalid ids: must be integers");
+    return 0;
+}
+
 /* add_vectors, add_with_ids, batch_add_with_ids: vectors, and ids (which our
  * server takes on every index type) when given or required. */
 static int add_vectors(fx *c, int ids_required, int full_reply) {
@@ -77,15 +89,8 @@ static int add_vectors(fx *c, int ids_required, int full_reply) {
                     io->type == MSGPACK_OBJECT_ARRAY ? io->via.array.size : 0, (long long)n);
             goto out;
         }
-        if (!(ids = malloc((size_t)n * sizeof *ids))) {
-            fx_fail(c, NULL, "Server error: out of memory");
+        if (read_ids(c, io, &ids))
             goto out;
-        }
-        for (int64_t i = 0; i < n; i++)
-            if (fx_num_int(&io->via.array.ptr[i], &ids[i])) {
-                fx_fail(c, NULL, "Invalid ids: must be integers");
-                goto out;
-            }
     }
     if (fx_add(c, &in, x, n, ids, &ntotal))
         goto out;
@@ -545,4 +550,90 @@ int fx_act_reconstruct_n(fx *c, int get_vectors) {
     }
     fx_res_free(&r);
     return rc;
+}
+
+/* remove_ids: FAISS's remove_ids of the labels in `ids`, as our remove_ids
+ * (FAISS's semantics: labels of a plain flat index move down, IVF and IDMap
+ * ones stay; types that cannot remove fail with FAISS's message). */
+int fx_act_remove_ids(fx *c, int arg) {
+    (void)arg;
+    char id[FX_ID_MAX + 1];
+    fx_info in;
+    if (fx_need_id(c, "index_id", id))
+        return -1;
+    const msgpack_object *io = fx_field(c, "ids");
+    if (!io)
+        return fx_fail(c, NULL, "Missing ids");
+    if (io->type != MSGPACK_OBJECT_ARRAY)
+        return fx_fail(c, NULL, "Invalid ids: must be a list of integers");
+    int64_t *ids = NULL;
+    if (read_ids(c, io, &ids) || fx_need_index(c, id, &in, "Index %s not found")) {
+        free(ids);
+        return -1;
+    }
+    fpx_out o;
+    fx_res r;
+    msgpack_packer *p = fx_begin(c, &o, "remove_ids", id, 1);
+    fpx_pack_cstr(p, "ids");
+    msgpack_pack_array(p, io->via.array.size);
+    for (uint32_t i = 0; i < io->via.array.size; i++)
+        msgpack_pack_int64(p, ids[i]);
+    free(ids);
+    int64_t removed = 0, ntotal = 0;
+    int rc = fx_call(c, &o, &r);
+    if (rc == 0 &&
+        (fx_get_i(r.m.meta, "removed", &removed) || fx_get_i(r.m.meta, "ntotal", &ntotal)))
+        rc = fx_fail(c, NULL, "Error removing ids: malformed reply");
+    else if (rc)
+        fx_fail_from(c, &r.err, "Error removing ids: ");
+    fx_res_free(&r);
+    if (rc)
+        return -1;
+    char msg[FX_ID_MAX + 64];
+    snprintf(msg, sizeof msg, "Removed %lld vectors from index %s", (long long)removed, id);
+    fx_put_str(c, "message", msg);
+    fx_put_str(c, "index_id", id);
+    fx_put_int(c, "count", removed);
+    fx_put_int(c, "removed", removed);
+    fx_put_int(c, "ntotal", ntotal);
+    return 0;
+}
+
+/* replace_vector: the vector of label `id` becomes `vector` (one add with
+ * that label: a label names one vector, so the old one goes, as IndexIDMap2's
+ * add_with_ids of an existing id would leave it in FAISS; a label not held
+ * yet is added). */
+int fx_act_replace_vector(fx *c, int arg) {
+    (void)arg;
+    char id[FX_ID_MAX + 1];
+    fx_info in;
+    int64_t label, n, d, ntotal = 0;
+    float *x = NULL;
+    const msgpack_object *lo = fx_field(c, "id");
+    if (fx_need_id(c, "index_id", id))
+        return -1;
+    if (!lo)
+        return fx_fail(c, NULL, "Missing id");
+    if (fx_num_int(lo, &label) || label < 0)
+        return fx_fail(c, NULL, "Invalid id: must be an integer >= 0");
+    if (fx_need_index(c, id, &in, "Index %s not found") || fx_need_matrix(c, "vector", &n, &d, &x))
+        return -1;
+    int rc = -1;
+    if (n != 1)
+        fx_fail(c, NULL, "Invalid vector: one vector expected, got %lld", (long long)n);
+    else if (d != in.dim)
+        fx_fail(c, NULL, "Vector dimension mismatch: expected %lld, got %lld", (long long)in.dim,
+                (long long)d);
+    else
+        rc = fx_add(c, &in, x, 1, &label, &ntotal);
+    free(x);
+    if (rc)
+        return -1;
+    char msg[FX_ID_MAX + 64];
+    snprintf(msg, sizeof msg, "Replaced vector %lld in index %s", (long long)label, id);
+    fx_put_str(c, "message", msg);
+    fx_put_str(c, "index_id", id);
+    fx_put_int(c, "id", label);
+    fx_put_int(c, "ntotal", ntotal);
+    return 0;
 }

@@ -265,6 +265,52 @@ def test_idmap_ids_reconstruct_and_range(fx):
     assert r["is_idmap2"] is True
 
 
+def test_remove_ids_and_replace_vector_as_faiss(fx):
+    """The two actions FAISSx's IDMap client sends that its own server does not
+    dispatch: served with FAISS's semantics, compared with IndexIDMap2."""
+    d = 8
+    x = rand(40, d, 21)
+    name = unique("fx-rm")
+    fx.ok("create_index", index_id=name, dimension=d, index_type="IDMap2:L2")
+    ids = np.arange(40, dtype=np.int64) * 3 + 7
+    fx.ok("add_with_ids", index_id=name, vectors=vl(x), ids=ids.tolist())
+    ref = faiss.IndexIDMap2(faiss.IndexFlatL2(d))
+    ref.add_with_ids(x, ids)
+    gone = [int(ids[2]), int(ids[5]), 999999]  # the last is not held: not counted
+    r = fx.ok("remove_ids", index_id=name, ids=gone)
+    assert r["count"] == ref.remove_ids(np.array(gone, dtype=np.int64)) == 2
+    assert r["ntotal"] == ref.ntotal == 38
+    new = rand(1, d, 22)[0]
+    r = fx.ok("replace_vector", index_id=name, id=int(ids[9]), vector=vl(new))
+    assert r["ntotal"] == 38
+    ref.remove_ids(np.array([ids[9]], dtype=np.int64))
+    ref.add_with_ids(new.reshape(1, -1), np.array([ids[9]], dtype=np.int64))
+    np.testing.assert_allclose(fx.ok("reconstruct", index_id=name, id=int(ids[9]))["vector"], new,
+                               rtol=1e-6)
+    q = np.vstack([x[:6], new.reshape(1, -1)])
+    Dr, Ir = ref.search(q, 5)
+    Dv, Iv = results(fx.ok("search", index_id=name, query_vectors=vl(q), k=5))
+    assert Iv.tolist() == Ir.tolist()
+    np.testing.assert_allclose(Dv, Dr, rtol=1e-5, atol=1e-5)
+    # bad input: a clear error, nothing changed
+    assert fx.err("remove_ids", index_id=name)["error"] == "Missing ids"
+    assert "Invalid ids" in fx.err("remove_ids", index_id=name, ids="x")["error"]
+    assert "Invalid ids" in fx.err("remove_ids", index_id=name, ids=[1, "a"])["error"]
+    assert fx.err("remove_ids", index_id="missing-ix", ids=[1])["error"] == \
+        "Index missing-ix not found"
+    assert "dimension mismatch" in fx.err("replace_vector", index_id=name, id=7,
+                                          vector=[1.0] * 3)["error"]
+    assert "Invalid id" in fx.err("replace_vector", index_id=name, id=-1, vector=[1.0] * d)["error"]
+    assert "Missing id" == fx.err("replace_vector", index_id=name, vector=[1.0] * d)["error"]
+    assert fx.ok("get_index_stats", index_id=name)["ntotal"] == 38
+    # a type that cannot remove says so, as FAISS does
+    h = unique("fx-hnsw")
+    fx.ok("create_index", index_id=h, dimension=d, index_type="HNSW16")
+    fx.ok("add_vectors", index_id=h, vectors=vl(x[:5]))
+    assert "Error removing ids" in fx.err("remove_ids", index_id=h, ids=[0])["error"]
+    assert fx.ok("get_index_stats", index_id=h)["ntotal"] == 5
+
+
 def test_reconstruct_n_and_search_and_reconstruct(fx):
     name, d = unique("fx-rn"), 8
     x = rand(30, d, 9)
@@ -487,6 +533,21 @@ D, I = idx.search(x[:5], 3)
 assert I[:, 0].tolist() == [0, 1, 2, 3, 4], I
 v = idx.reconstruct(7)
 assert np.allclose(v, x[7]), v
+# IDMap2: ids, remove_ids and replace_vector, the last two sent as actions
+# FAISSx's own server does not dispatch
+m = faiss.IndexIDMap2(faiss.IndexFlatL2(d))
+ids = np.arange(100, dtype="int64") * 10 + 5
+m.add_with_ids(x, ids)
+D, I = m.search(x[:3], 1)
+assert I[:, 0].tolist() == ids[:3].tolist(), I
+m.remove_ids(np.array([ids[0], ids[1]], dtype="int64"))
+assert m.ntotal == 98, m.ntotal
+D, I = m.search(x[:1], 1)
+assert I[0, 0] not in (ids[0], ids[1]), I
+new = rng.random(d).astype("float32")
+m.replace_vector(int(ids[50]), new)
+D, I = m.search(new.reshape(1, -1), 1)
+assert I[0, 0] == ids[50] and D[0, 0] < 1e-6, (D, I)
 print("FAISSX-CLIENT-OK")
 """
 
