@@ -66,10 +66,14 @@ static int read_file(const char *path, uint8_t **out, size_t *len) {
     return 0;
 }
 
-/* DIR must be new or empty: a backup never mixes with older files. */
-static int prepare_dir(const char *dir) {
-    if (mkdir(dir, 0755) == 0)
+/* DIR must be new or empty: a backup never mixes with older files. *made
+ * says whether it was created here. */
+static int prepare_dir(const char *dir, int *made) {
+    *made = 0;
+    if (mkdir(dir, 0755) == 0) {
+        *made = 1;
         return 0;
+    }
     if (errno != EEXIST)
         return fpx_cli_say(FPX_EXIT_INPUT, "%s: %s", dir, strerror(errno));
     DIR *d = opendir(dir);
@@ -82,6 +86,27 @@ static int prepare_dir(const char *dir) {
             empty = 0;
     closedir(d);
     return empty ? 0 : fpx_cli_say(FPX_EXIT_INPUT, "%s is not empty", dir);
+}
+
+/* A failed backup leaves nothing behind: DIR was empty (prepare_dir), so
+ * every file in it is one this backup wrote; DIR itself goes when it was
+ * made here. */
+static void discard_dir(const char *dir, int made) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                char *p = path_join(dir, e->d_name, "");
+                if (p)
+                    unlink(p);
+                free(p);
+            }
+        closedir(d);
+    }
+    if (made)
+        rmdir(dir);
+    fprintf(stderr, "backup: failed; the files it had written in %s were removed\n", dir);
 }
 
 /* The tenant's info maps, as JSON (list_indexes with every field). */
@@ -238,7 +263,8 @@ int fpx_cli_backup(fpx_cli *cli, const char *dir) {
     int rc = list_infos(cli, &infos);
     if (rc)
         return rc;
-    if ((rc = prepare_dir(dir)) != 0) {
+    int made;
+    if ((rc = prepare_dir(dir, &made)) != 0) {
         json_decref(infos);
         return rc;
     }
@@ -271,6 +297,8 @@ int fpx_cli_backup(fpx_cli *cli, const char *dir) {
     }
     json_decref(list);
     json_decref(infos);
+    if (rc)
+        discard_dir(dir, made);
     return rc;
 }
 

@@ -608,6 +608,32 @@ def test_backup_during_writes_is_consistent_or_refused(make_server, tmp_path):
     assert other.client().info("busy")["ntotal"] == entry["ntotal"]
 
 
+def test_a_failed_backup_leaves_nothing(make_server, tmp_path):
+    """The server dies (kill -9) once the backup has written its first file:
+    the backup exits 3 and removes what it wrote, and the directory it made."""
+    srv = make_server()
+    c = srv.client()
+    rng = np.random.default_rng(4)
+    names = ["bk%02d" % i for i in range(12)]
+    for n in names:
+        c.create(n, 64)
+        c.add(n, rng.standard_normal((20000, 64)).astype("float32"))
+    bdir = tmp_path / "bk"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAISS_PROXY_")}
+    env["FAISS_PROXY_SERVER"] = srv.endpoint
+    p = subprocess.Popen([CLI, "backup", str(bdir), "--timeout-ms", "3000"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and p.poll() is None and \
+            not (bdir.is_dir() and any(bdir.iterdir())):
+        time.sleep(0.002)
+    srv.kill9()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 3, (p.returncode, out, err)
+    assert "were removed" in err, err
+    assert not bdir.exists()
+
+
 def test_restore_of_a_damaged_backup_exits_4(server, tmp_path):
     d = tmp_path / "bk"
     d.mkdir()
