@@ -253,8 +253,7 @@ void fpx_server_reclaim_later(fpx_server *s, fpx_index *ix, char *dir) {
 
 static void *reclaimer_main(void *arg) {
     fpx_reclaimer *q = arg;
-    /* The lowest priority that still always progresses (SCHED_IDLE could
-     * starve it on a busy server, keeping a deleted index's memory). */
+    /* The lowest priority, which still always progresses (util.c). */
     fpx_thread_lower_priority();
     pthread_mutex_lock(&q->mu);
     for (;;) {

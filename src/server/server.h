@@ -42,7 +42,7 @@ typedef struct fpx_reaper {
 /* The reclaimer: a low-priority thread that removes the files of deleted
  * indexes and frees their memory, after the delete was answered (server.c).
  * Unlinking a 500 MB file and returning 500 MB to the kernel are work for a
- * core; at nice 19 it yields that core to every request. */
+ * core; at the idle scheduling policy it yields that core to every request. */
 typedef struct fpx_reclaim_job {
     fpx_index *ix; /* a reference to release, or NULL */
     char *dir;     /* a retired folder to remove, or NULL; owned */

@@ -5,6 +5,7 @@
  * timestamp; the server runs under a supervisor (systemd, Docker) that keeps
  * stderr, so there is no log file of our own to rotate.
  */
+#define _GNU_SOURCE /* SCHED_IDLE */
 #include "util.h"
 
 #include <dirent.h>
@@ -12,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,6 +266,16 @@ uint64_t fpx_now_ns(void) {
 }
 
 void fpx_thread_lower_priority(void) {
+    /* SCHED_IDLE rather than nice 19 alone: Linux's fair scheduler lets a
+     * waking thread of normal policy preempt an idle-policy thread at once,
+     * and counts a core that runs only such threads as idle when it places a
+     * waking thread, where a nice-19 thread may finish its time slice (a few
+     * ms) before a search gets the core. It still progresses (a small weight,
+     * not a strict priority), so a busy server cannot starve it for good. */
+    struct sched_param sp = {.sched_priority = 0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+    if (rc != 0)
+        fpx_log(FPX_LOG_DEBUG, "cannot give a thread the idle policy: %s", strerror(rc));
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
         fpx_log(FPX_LOG_DEBUG, "cannot lower a thread's priority: %s", strerror(errno));
 }

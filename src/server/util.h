@@ -48,14 +48,15 @@ void fpx_unmap_file(const uint8_t *buf, size_t len);
 /* Removes a directory tree (no symlink following). 0 or -1. */
 int fpx_rmtree(const char *path);
 
-/* Runs fn(arg) on a thread of its own at the lowest priority (nice 19) and
+/* Runs fn(arg) on a thread of its own at the lowest priority (SCHED_IDLE) and
  * returns its result, for bulk work a request does for one tenant (an
  * import's reading and copying of hundreds of MB, writing its snapshot) that
  * must not take a core from other tenants' searches. Runs it here when no
  * thread can be started. */
 int fpx_run_low_priority(int (*fn)(void *), void *arg);
 
-/* Lowers the calling thread to nice 19 (Linux nices threads one by one). */
+/* Gives the calling thread the idle scheduling policy (SCHED_IDLE), and nice
+ * 19 where that is refused (Linux sets both thread by thread). */
 void fpx_thread_lower_priority(void);
 /* mkdir that accepts an existing directory. 0 or -1. */
 int fpx_mkdir_p1(const char *path);
