@@ -278,6 +278,22 @@ static int apply_merge(fpx_index *ix, const fpx_walrec *rec, const msgpack_objec
     int rc = fpx_index_merge(ix, other, labels, add_id, err);
     free(labels);
     fpx_engine_free(other);
+    /* Which index gave the vectors, and its last sequence then: its reset
+     * comes next in its own log (merge.c). Records of earlier versions do
+     * not say. */
+    const msgpack_object *u = meta ? fpx_map_get(meta, "from_uid") : NULL;
+    const msgpack_object *q = meta ? fpx_map_get(meta, "from_seq") : NULL;
+    int64_t seq;
+    if (rc == 0 && u && q && u->type == MSGPACK_OBJECT_BIN && u->via.bin.size == FPX_UID_BYTES &&
+        fpx_obj_int(q, &seq) == 0 && seq >= 0) {
+        fpx_merge_todo *t = malloc(sizeof *t);
+        if (!t)
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+        memcpy(t->uid, u->via.bin.ptr, FPX_UID_BYTES);
+        t->seq = (uint64_t)seq;
+        t->next = ix->merge_todo;
+        ix->merge_todo = t;
+    }
     return rc;
 }
 

@@ -259,6 +259,14 @@ static void clear_blobs(fpx_index *ix) {
     }
 }
 
+void fpx_index_merge_todo_clear(fpx_index *ix) {
+    for (fpx_merge_todo *t = ix->merge_todo, *next; t; t = next) {
+        next = t->next;
+        free(t);
+    }
+    ix->merge_todo = NULL;
+}
+
 void fpx_index_free(fpx_index *ix) {
     if (!ix)
         return;
@@ -272,6 +280,7 @@ void fpx_index_free(fpx_index *ix) {
     fpx_engine_free(ix->eng);
     free(ix->index_type);
     free(ix->placement);
+    fpx_index_merge_todo_clear(ix);
     pthread_rwlock_destroy(&ix->lock);
     fpx_batcher_destroy(&ix->batch);
     if (ix->log_fd >= 0)

@@ -118,10 +118,24 @@ typedef struct fpx_index {
     uint64_t written_seq; /* last record appended and applied */
     uint64_t synced_seq;  /* last record known durable (by a fdatasync or a snapshot) */
     char log_broken[256]; /* why a fdatasync failed: writes are refused from then on */
+    /* merge_from records replayed at start: the other index (by unique id)
+     * and its last sequence when the merge was logged. When a crash came
+     * between the merge record and the other's reset, the start finishes
+     * the merge (merge.c). Owned; NULL when none. */
+    struct fpx_merge_todo *merge_todo;
     /* Copies of nlive and snap_bytes + wal_bytes, readable without the lock
      * (tenant quotas sum them over a tenant's indexes; registry.c). */
     atomic_llong use_vectors, use_bytes;
 } fpx_index;
+
+typedef struct fpx_merge_todo {
+    uint8_t uid[FPX_UID_BYTES];
+    uint64_t seq;
+    struct fpx_merge_todo *next;
+} fpx_merge_todo;
+
+/* Frees ix's merge_todo list. */
+void fpx_index_merge_todo_clear(fpx_index *ix);
 
 /*
  * Maps the protocol's index_type and metric to a factory string and metric:

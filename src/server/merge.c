@@ -150,11 +150,16 @@ int fpx_bind_merge(fpx_req *r) {
     r->copy = buf; /* freed by the dispatcher */
     msgpack_packer pk;
     fpx_req_recmeta(r, &pk);
-    msgpack_pack_map(&pk, 2);
+    msgpack_pack_map(&pk, 4);
     fpx_pack_cstr(&pk, "add_id");
     msgpack_pack_int64(&pk, r->i0);
     fpx_pack_cstr(&pk, "from");
     fpx_pack_cstr(&pk, other->name);
+    fpx_pack_cstr(&pk, "from_uid");
+    msgpack_pack_bin(&pk, FPX_UID_BYTES);
+    msgpack_pack_bin_body(&pk, other->uid, FPX_UID_BYTES);
+    fpx_pack_cstr(&pk, "from_seq");
+    msgpack_pack_uint64(&pk, other->seq);
     if (!r->recmeta.data)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     r->rec =
@@ -174,35 +179,44 @@ int fpx_check_merge(fpx_req *r) {
     return 0;
 }
 
+/* Empties other by a reset of its own log, durable on return. */
+static int empty_other(fpx_index *other, fpx_err *err) {
+    fpx_walrec rec = {FPX_WAL_RESET, 0, 0, NULL, 0, NULL, 0};
+    uint64_t before = other->wal_bytes;
+    if (fpx_store_log(other, &rec, err) != 0)
+        return -1;
+    if (fpx_apply(other, &rec, err) != 0) {
+        fpx_store_unlog(other, before);
+        return -1;
+    }
+    fpx_store_logged(other);
+    fpx_server_sync_usage(other);
+    return fpx_store_sync(other, other->seq, err);
+}
+
 /* The target has merged (logged and applied): the other is emptied, as
- * FAISS's merge_from leaves it, by a reset of its own log. */
+ * FAISS's merge_from leaves it, by a reset of its own log, once the target's
+ * record is durable. Before that, a power loss could keep the reset and lose
+ * the record, and with it the vectors; after it, a crash before the reset
+ * leaves the reset to the next start (fpx_merge_finish). */
 int fpx_op_merged(fpx_req *r, fpx_out *o) {
     fpx_index *other = r->other;
     int64_t moved = other->nlive;
-    fpx_walrec rec = {FPX_WAL_RESET, 0, 0, NULL, 0, NULL, 0};
-    uint64_t before = other->wal_bytes;
     fpx_err e = {0};
-    if (fpx_store_log(other, &rec, &e) != 0)
+    fpx_index_merge_todo_clear(r->ix); /* its apply noted the reset to come: it comes now */
+    if (fpx_store_sync(r->ix, r->logged_seq, &e) != 0)
+        return fpx_err_set(&r->err, e.type,
+                           "the vectors of '%s' were merged into '%s', but the merge could not "
+                           "be made durable (and '%s' was not emptied): %s",
+                           other->name, r->ix->name, other->name, e.msg);
+    uint64_t seq0 = other->seq;
+    int rc = empty_other(other, &e);
+    r->other_emptied = other->seq > seq0;
+    if (rc != 0)
         return fpx_err_set(&r->err, e.type,
                            "the vectors of '%s' were merged into '%s', but '%s' could not be "
-                           "emptied: %s",
+                           "emptied (the next start empties it): %s",
                            other->name, r->ix->name, other->name, e.msg);
-    if (fpx_apply(other, &rec, &e) != 0) {
-        fpx_store_unlog(other, before);
-        return fpx_err_set(&r->err, e.type,
-                           "the vectors of '%s' were merged into '%s', but '%s' could not be "
-                           "emptied: %s",
-                           other->name, r->ix->name, other->name, e.msg);
-    }
-    fpx_store_logged(other);
-    r->other_emptied = 1;
-    /* durable before the reply, as the target's record is (run_op) */
-    if (fpx_store_sync(other, other->seq, &e) != 0)
-        return fpx_err_set(&r->err, e.type,
-                           "the vectors of '%s' were merged into '%s', but emptying '%s' could "
-                           "not be made durable: %s",
-                           other->name, r->ix->name, other->name, e.msg);
-    fpx_server_sync_usage(other);
     fpx_reply_ok(r, o, 0);
     msgpack_packer *m = fpx_out_meta(o);
     msgpack_pack_map(m, 2);
@@ -211,6 +225,41 @@ int fpx_op_merged(fpx_req *r, fpx_out *o) {
     fpx_pack_cstr(m, "ntotal");
     msgpack_pack_int64(m, r->ix->nlive);
     return 0;
+}
+
+/* The index of tenant with unique id uid, or NULL (s->indexes at start, no
+ * lock needed: nothing serves yet). */
+static fpx_index *by_uid(fpx_server *s, const char *tenant, const uint8_t *uid) {
+    for (size_t i = 0; i < s->nindexes; i++)
+        if (!strcmp(s->indexes[i]->tenant, tenant) &&
+            !memcmp(s->indexes[i]->uid, uid, FPX_UID_BYTES))
+            return s->indexes[i];
+    return NULL;
+}
+
+void fpx_merge_finish(fpx_server *s) {
+    for (size_t i = 0; i < s->nindexes; i++) {
+        fpx_index *ix = s->indexes[i];
+        for (fpx_merge_todo *t = ix->merge_todo; t; t = t->next) {
+            fpx_index *other = by_uid(s, ix->tenant, t->uid);
+            /* the reset would have been record t->seq + 1 of the other's log;
+             * a later sequence means it (or more) is there */
+            if (!other || other->seq != t->seq)
+                continue;
+            fpx_err e = {0};
+            if (empty_other(other, &e) == 0)
+                fpx_log(FPX_LOG_WARN,
+                        "%s/%s: finished a merge_from into '%s' that a crash interrupted: its "
+                        "vectors, which the merge had moved, are removed",
+                        other->tenant, other->name, ix->name);
+            else
+                fpx_log(FPX_LOG_ERROR,
+                        "%s/%s: cannot finish a merge_from into '%s' that a crash interrupted "
+                        "(it still holds the vectors it gave): %s",
+                        other->tenant, other->name, ix->name, e.msg);
+        }
+        fpx_index_merge_todo_clear(ix);
+    }
 }
 
 void fpx_merge_release(fpx_req *r) {

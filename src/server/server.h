@@ -85,6 +85,11 @@ typedef struct fpx_server {
 /* Loads every index under cfg->data_dir, then starts the background
  * snapshot writer. */
 int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err);
+/* merge.c: at start, before anything is served, empties the other index of
+ * each merge_from whose target logged the merge but whose other index had
+ * not logged its reset when the server stopped (a crash between the two). */
+void fpx_merge_finish(fpx_server *s);
+
 /* Snapshots indexes with unsnapshotted writes, then frees everything. */
 void fpx_server_shutdown(fpx_server *s);
 /*

@@ -4,6 +4,8 @@ on the same indexes (read from the server's exports before the merge), the other
 left empty as FAISS leaves it, refusals are FAISS's (or name what the server does not hold)
 and change nothing, and the merge survives kill -9 (it is replayed from the log)."""
 
+import os
+
 import faiss as real
 import numpy as np
 import pytest
@@ -188,3 +190,44 @@ def test_merge_survives_kill9_and_replays_the_same(fresh_server):
     ra.nprobe = 8
     D, I = ra.search(xq, 10)
     np.testing.assert_array_equal(I, after[1])
+
+
+def test_a_merge_interrupted_before_the_others_reset_is_finished_at_start(make_server):
+    """A crash after the target logged the merge but before the other index
+    logged its reset: the next start empties the other (the merge's vectors
+    are in the target), rather than serving them from both indexes. The state
+    is made on disk: the other's folder from before the merge is put back
+    after a kill -9 that follows the merge."""
+    import shutil
+    s = make_server(extra=["--snapshot-bytes", "1000000000"])  # no snapshot but forced ones
+    c = s.client()
+    a, b = unique("ia"), unique("ib")
+    xb, xq = data(900, 16, 30), data(10, 16, 31)
+    for n in (a, b):
+        c.create(n, 16, "Flat")
+    c.add(a, xb[:400])
+    c.add(b, xb[400:])
+    s.stop()  # both snapshotted: b's folder as it is before the merge
+    bdir = os.path.join(s.data_dir, "default", b)
+    shutil.copytree(bdir, bdir + ".before")
+    s.start()
+    c = s.client()
+    m = c.ok({"operation": "merge_from", "index_id": a, "other": b})[2]
+    assert m == {"merged": 500, "ntotal": 900}
+    s.kill9()
+    shutil.rmtree(bdir)
+    os.rename(bdir + ".before", bdir)  # b never logged its reset
+    s.start()
+    c = s.client()
+    assert c.info(a)["ntotal"] == 900
+    assert c.info(b)["ntotal"] == 0
+    assert "finished a merge_from into '%s' that a crash interrupted" % a in s.log()
+    ref = real.IndexFlatL2(16)
+    ref.add(xb)
+    D, I = c.search(a, xq, 5)[:2]
+    Dr, Ir = ref.search(xq, 5)
+    np.testing.assert_array_equal(I, Ir)
+    # and it stays finished: a restart changes nothing
+    s.restart(hard=True)
+    c = s.client()
+    assert c.info(a)["ntotal"] == 900 and c.info(b)["ntotal"] == 0
