@@ -2153,14 +2153,19 @@ int fpx_engine_write(const fpx_engine *e, fpx_write_fn fn, void *ctx, size_t *le
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {
+/* FAISS's serialization of e into w (throws as FAISS does). */
+static void serialize_into(const fpx_engine *e, faiss::VectorIOWriter &w) {
     std::shared_lock<std::shared_mutex> knobs(e->knobs); /* hnsw.efSearch as set */
+    if (e->bin)
+        faiss::write_index_binary(e->bin.get(), &w);
+    else
+        write_float(e->index.get(), &w);
+}
+
+int fpx_engine_serialize(const fpx_engine *e, uint8_t **buf, size_t *len, fpx_err *err) {
     try {
         faiss::VectorIOWriter w;
-        if (e->bin)
-            faiss::write_index_binary(e->bin.get(), &w);
-        else
-            write_float(e->index.get(), &w);
+        serialize_into(e, w);
         return to_buffer(w, buf, len, err);
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -2277,12 +2282,12 @@ int fpx_engine_round_trips(const fpx_engine *e) {
 }
 
 int fpx_engine_copy(const fpx_engine *e, fpx_engine **out, fpx_err *err) {
-    uint8_t *buf;
-    size_t len;
-    if (fpx_engine_serialize(e, &buf, &len, err) != 0)
-        return -1;
-    int rc = fpx_engine_deserialize(buf, len, out, err);
-    free(buf);
+    faiss::VectorIOWriter w; /* read back from where FAISS wrote it: no copy of the bytes */
+    try {
+        serialize_into(e, w);
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+    int rc = fpx_engine_deserialize(w.data.data(), w.data.size(), out, err);
     if (rc == 0)
         fpx_engine_copy_train_params(*out, e);
     return rc;
