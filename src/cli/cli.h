@@ -2,10 +2,10 @@
  * cli.h - what the files of the faiss-proxy command-line tool share.
  *
  * The tool is a thin shell over libfaissproxy: faiss_proxy.c parses the
- * command line and runs the verbs, vecfile.c reads vector files (.npy, TEXMEX
- * .fvecs/.bvecs/.ivecs, text), rawreq.c builds the few requests the typed
- * client calls cannot express (keys of either msgpack type, metadata taken
- * from JSON, ping's reply fields), and backup.c saves and restores a tenant.
+ * command line and runs the verbs, import.c streams a vector file in, vecfile.c reads vector files
+ * (.npy, TEXMEX .fvecs/.bvecs/.ivecs, text), rawreq.c builds the few requests the typed client
+ * calls cannot express (keys of either msgpack type, metadata taken from JSON, ping's reply
+ * fields), and backup.c saves and restores a tenant.
  *
  * Exit statuses are part of the interface (docs/cli.md): scripts test them.
  */
@@ -36,6 +36,25 @@ typedef struct fpx_cli {
     char errtype[64];    /* the last failure of a raw request */
     char errstr[1024];
 } fpx_cli;
+
+/* The command line, parsed (faiss_proxy.c). */
+typedef struct fpx_opts {
+    const char *server, *api_key, *tenant, *server_key;
+    long timeout_ms;
+    int json, help, create, resume, quiet;
+    const char *type, *metric, *index, *keys, *query;
+    long long dim, k, chunk, window;
+    const char *pos[4];
+    int npos;
+} fpx_opts;
+
+/* Seconds on the monotonic clock. */
+double fpx_cli_now_s(void);
+/* A binary index (its metric is Hamming). */
+int fpx_cli_is_binary(const fpx_index_info *in);
+
+/* import.c: `import FILE --index NAME [...]`; an exit status. */
+int fpx_cli_import(fpx_cli *cli, fpx_opts *o);
 
 /* Prints "faiss-proxy: WHAT: TYPE: MESSAGE" for the client's last error and
  * returns FPX_EXIT_CONN for a connection_error, else FPX_EXIT_SERVER. */
