@@ -46,4 +46,25 @@ int fpx_cluster_write(fpx_req *r);
  * stream, then the replica here; the other nodes drop theirs. */
 int fpx_cluster_drop(fpx_req *r);
 
+/* The routing ids of the sockets that forward requests to another node
+ * start with this: net.c marks such requests forwarded (never forwarded
+ * again). */
+#define FPX_FORWARD_ID_PREFIX "fpx-fwd:"
+
+/* The network loop is listening on bound (ZMQ_LAST_ENDPOINT): the endpoint
+ * this node advertises in its heartbeat (--advertise, or bound with a
+ * wildcard address replaced by the host name) from now on. */
+void fpx_cluster_listening(fpx_server *s, const char *bound);
+/* list_indexes: every index of the tenant the cluster defines, those held
+ * here from the local replicas, the others from a node holding each. */
+int fpx_cluster_list(fpx_req *r, fpx_out *o);
+/* Sends body, as it is, to node_id's advertised endpoint, marked forwarded,
+ * and waits up to --forward-timeout-ms for the reply. 0 with *reply
+ * (malloc'd, the caller frees) or -1 with err (unavailable, naming the
+ * node); *sent says whether the body left this node (0: the node is not
+ * live, advertises no endpoint, or could not be connected to in time, so it
+ * cannot have acted on the request). Safe from any thread. */
+int fpx_cluster_forward(fpx_server *s, const char *node_id, const uint8_t *body, size_t len,
+                        uint8_t **reply, size_t *reply_len, int *sent, fpx_err *err);
+
 #endif
