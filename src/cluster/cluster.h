@@ -7,7 +7,9 @@
  * membership live in key-value buckets, every index's writes in a stream of
  * its own. What is ours is the routing of a request to its index, applying
  * the stream's records in order through fpx_apply (the function that also
- * replays the local log), and the local snapshots at a sequence.
+ * replays the local log), and the local snapshots at a sequence. A node
+ * answers for every index: one it holds no replica of is served by
+ * forwarding the request to a node that holds one (forward.c).
  *
  * The dispatcher (dispatch.c) calls the fpx_cluster_* hooks from the one
  * sequence every request runs, so no handler knows it runs in a cluster.

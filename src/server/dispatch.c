@@ -10,6 +10,8 @@
  * sequence runs, with four steps handed to src/cluster/ (admitting the
  * request, finding an index, creating, and logging a write, which there
  * means publishing it to the index's stream and applying it in stream order).
+ * An index this node holds no replica of is found on another node: the
+ * request is forwarded there and its reply (r->relay) is this one's.
  */
 #include "apply.h"
 #include "cluster/cluster.h"
