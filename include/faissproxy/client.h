@@ -20,7 +20,9 @@
  * connection of its own: it never touches the handle's socket or error.) Requests carry a
  * request_id; a reply that does not match is dropped, and a request that gets
  * no reply within the timeout fails with errtype "connection_error" and the
- * socket is rebuilt so the next call starts clean.
+ * socket is rebuilt so the next call starts clean. Requests also carry the
+ * handle's client_id (random, per handle): a cluster stores a write whose
+ * client_id and request_id it has already seen only once (docs/protocol.md).
  *
  * A request larger than the server's max_message_size (which the server
  * would drop unanswered) is never sent: the handle learns the limit with a

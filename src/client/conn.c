@@ -38,7 +38,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 /* No server takes a max_message_size below this (its --max-message-size
@@ -158,6 +161,20 @@ int fpx_client_set_server_key(fpx_client *c, const char *server_key) {
     return 0;
 }
 
+/* 32 random hex digits (128 bits: two handles never share one). */
+static void new_client_id(char *out /* 33 */) {
+    uint8_t b[16];
+    ssize_t got = getrandom(b, sizeof b, 0);
+    if (got != (ssize_t)sizeof b) { /* no entropy source: still distinct per handle */
+        static _Atomic uint64_t seq;
+        uint64_t v[2] = {(uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32),
+                         (uint64_t)(uintptr_t)out ^ atomic_fetch_add(&seq, 1)};
+        memcpy(b, v, sizeof b);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
 fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char *tenant_id) {
     if (!endpoint)
         return NULL;
@@ -166,6 +183,7 @@ fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char
         return NULL;
     c->timeout_ms = 30000;
     c->next_id = 1;
+    new_client_id(c->client_id);
     c->add_window = FPX_ADD_WINDOW_DEFAULT;
     const char *win = getenv("FAISS_PROXY_ADD_WINDOW");
     if (win && *win) {
@@ -226,12 +244,14 @@ msgpack_packer *fpx_c_begin(fpx_client *c, fpx_out *o, const char *op, const cha
                             size_t extra) {
     fpx_out_init(o);
     msgpack_packer *pk = fpx_out_hdr(o);
-    msgpack_pack_map(pk, 2 + (c->api_key != NULL) + (c->tenant_id != NULL) + (index_id != NULL) +
+    msgpack_pack_map(pk, 3 + (c->api_key != NULL) + (c->tenant_id != NULL) + (index_id != NULL) +
                              extra);
     fpx_pack_cstr(pk, "operation");
     fpx_pack_cstr(pk, op);
     fpx_pack_cstr(pk, "request_id");
     msgpack_pack_int64(pk, c->next_id);
+    fpx_pack_cstr(pk, "client_id");
+    fpx_pack_cstr(pk, c->client_id);
     if (c->api_key) {
         fpx_pack_cstr(pk, "api_key");
         fpx_pack_cstr(pk, c->api_key);

@@ -47,6 +47,9 @@ struct fpx_client {
     char key_error[400];                  /* why the configured server key is unusable */
     int timeout_ms;
     int64_t next_id;
+    /* Random, per handle: with request_id it names each write uniquely, so a
+     * cluster stores a write sent twice once (docs/protocol.md, client_id). */
+    char client_id[33];
     int add_window; /* parts of one add in flight at once (FAISS_PROXY_ADD_WINDOW) */
     size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
     char errtype[32];

@@ -21,6 +21,7 @@
 
 #include "server/apply.h"
 #include "server/ops.h"
+#include "server/order.h"
 #include "server/util.h"
 
 #include <sodium.h>
@@ -28,8 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PLACEMENT_MAX 16
-#define PLACEMENT_LEN (PLACEMENT_MAX * (FPX_NODE_ID_MAX + 1))
+#define PLACEMENT_MAX FPX_PLACEMENT_MAX
+#define PLACEMENT_LEN FPX_PLACEMENT_LEN
 #define TYPE_MAX 256
 
 /* An index's definition, as stored in fpx_indexes. */
@@ -422,7 +423,9 @@ static void *beat_main(void *arg) {
     unsigned beats = 0;
     do {
         uint64_t rev;
-        kvStore_PutString(&rev, c->nodes, me, "live");
+        char rec[400];
+        fpx_node_record(c, rec, sizeof rec);
+        kvStore_PutString(&rev, c->nodes, me, rec);
         applied_note notes[64];
         size_t n = 0;
         /* Never waits for the replica list (opening a replica may take
@@ -567,8 +570,10 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
         if (st == NATS_OK && !c->applied)
             st = bucket(c, FPX_BUCKET_APPLIED, 0, &c->applied);
         uint64_t rev;
+        char rec[400];
+        fpx_node_record(c, rec, sizeof rec);
         if (st == NATS_OK) /* announced: this node is live from here on */
-            st = kvStore_PutString(&rev, c->nodes, c->s->cfg->node_id, "live");
+            st = kvStore_PutString(&rev, c->nodes, c->s->cfg->node_id, rec);
         if (st == NATS_OK)
             break;
         fpx_log(FPX_LOG_INFO, "waiting for JetStream's buckets: %s", natsStatus_GetText(st));
@@ -638,6 +643,8 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->stop_mu, NULL);
     pthread_cond_init(&c->stop_cv, NULL);
+    pthread_mutex_init(&c->ep_mu, NULL);
+    pthread_mutex_init(&c->fwd_mu, NULL);
     uint8_t boot[8];
     randombytes_buf(boot, sizeof boot);
     for (int i = 0; i < 8; i++)
@@ -695,7 +702,8 @@ void fpx_cluster_stop(fpx_server *s) {
     while (c->reps)
         forget_locked(c, c->reps);
     pthread_mutex_unlock(&c->mu);
-    if (c->nodes) /* leaving: not live from now on, without waiting for the expiry */
+    fpx_forward_stop(c); /* the workers are gone: no socket is in use */
+    if (c->nodes)        /* leaving: not live from now on, without waiting for the expiry */
         kvStore_Delete(c->nodes, s->cfg->node_id);
     kvStore_Destroy(c->indexes);
     kvStore_Destroy(c->nodes);
@@ -711,6 +719,8 @@ void fpx_cluster_stop(fpx_server *s) {
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->stop_mu);
     pthread_cond_destroy(&c->stop_cv);
+    pthread_mutex_destroy(&c->ep_mu);
+    pthread_mutex_destroy(&c->fwd_mu);
     free(c);
     s->cluster = NULL;
 }
@@ -764,11 +774,8 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
             r->err = err;
         return NULL;
     }
-    if (!placed_here(c, &d)) {
-        fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
-                    "index '%s' has no replica on node %s (its replicas: %s): send the request "
-                    "to one of those nodes",
-                    name, r->s->cfg->node_id, d.placement);
+    if (!placed_here(c, &d)) { /* answered by a node that holds it: r->relay */
+        fpx_forward_to_holders(c, r, d.placement);
         return NULL;
     }
     pthread_mutex_lock(&c->mu);
@@ -781,11 +788,13 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
     return ix;
 }
 
-/* The live data nodes, this one first, at most max, comma-separated. */
+/* The live data nodes, this one first (unless it is router-only: routers
+ * hold no replica), at most max, comma-separated. */
 static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fpx_err *err) {
     const char *me = c->s->cfg->node_id;
-    snprintf(out, cap, "%s", me);
-    *n = 1;
+    int router_only = c->s->cfg->router_only;
+    snprintf(out, cap, "%s", router_only ? "" : me);
+    *n = !router_only;
     kvKeysList keys = {0};
     natsStatus st = kvStore_Keys(&keys, c->nodes, NULL);
     if (st == NATS_NOT_FOUND)
@@ -793,10 +802,14 @@ static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fp
     if (st != NATS_OK)
         return fpx_cluster_fail(err, "cannot list the cluster's nodes", st);
     for (int i = 0; i < keys.Count && *n < max && *n < PLACEMENT_MAX; i++) {
-        if (!strcmp(keys.Keys[i], me))
+        char ep[320];
+        int router = 0;
+        fpx_err lerr = {0};
+        if (!strcmp(keys.Keys[i], me) ||
+            fpx_node_lookup(c, keys.Keys[i], ep, sizeof ep, &router, &lerr) != 1 || router)
             continue;
         size_t at = strlen(out);
-        snprintf(out + at, cap - at, ",%s", keys.Keys[i]);
+        snprintf(out + at, cap - at, "%s%s", *n ? "," : "", keys.Keys[i]);
         (*n)++;
     }
     kvKeysList_Destroy(&keys);
@@ -809,6 +822,17 @@ int fpx_cluster_create(fpx_req *r) {
     if (m->lease_seconds)
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "lease_seconds is not served by a cluster in this version");
+    if (c->s->cfg->router_only) { /* placed by a data node, which holds a replica */
+        char nodes[PLACEMENT_LEN];
+        int live = 0;
+        if (live_nodes(c, nodes, sizeof nodes, PLACEMENT_MAX, &live, &r->err) != 0)
+            return -1;
+        if (live == 0)
+            return fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
+                               "no data node is live: node %s is router-only and holds no index",
+                               c->s->cfg->node_id);
+        return fpx_forward_to_holders(c, r, nodes);
+    }
     int64_t shards = 1, replicas = 0;
     if (fpx_req_int(r, "shards", 0, &shards) < 0)
         return -1;
@@ -917,10 +941,145 @@ int fpx_cluster_drop(fpx_req *r) {
     natsStatus st = kvStore_Delete(c->indexes, key);
     if (st != NATS_OK)
         return fpx_cluster_fail(&r->err, "cannot delete the index's definition", st);
+    r->published = 1;
     jsErrCode jerr = 0;
     js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
     if (fpx_server_drop(r->s, ix, &r->err) != 0)
         return -1;
     fpx_log(FPX_LOG_INFO, "deleted index %s/%s from the cluster", ix->tenant, ix->name);
     return 0;
+}
+
+/* ---- list_indexes ----------------------------------------------------------------- */
+
+/* One node's answer to a forwarded list_indexes: its own replicas. */
+typedef struct node_list {
+    char node[FPX_NODE_ID_MAX + 1];
+    uint8_t *reply; /* NULL: it did not answer */
+    fpx_msg m;
+    const msgpack_object *indexes; /* an array of info maps, or NULL */
+} node_list;
+
+/* The info map of index name from node's list (asked once per node). */
+static const msgpack_object *listed_by(fpx_req *r, node_list *lists, size_t *nlists, size_t cap,
+                                       const char *node, const char *name, int *answered) {
+    node_list *l = NULL;
+    for (size_t i = 0; i < *nlists && !l; i++)
+        if (!strcmp(lists[i].node, node))
+            l = &lists[i];
+    if (!l) {
+        if (*nlists == cap)
+            return NULL;
+        l = &lists[(*nlists)++];
+        memset(l, 0, sizeof *l);
+        snprintf(l->node, sizeof l->node, "%s", node);
+        size_t len;
+        int sent;
+        fpx_err err = {0};
+        if (fpx_cluster_forward(r->s, node, r->body, r->body_len, &l->reply, &len, &sent, &err) ==
+            0) {
+            const msgpack_object *st;
+            const char *str;
+            size_t n;
+            if (fpx_msg_decode(&l->m, l->reply, len, &err) != 0) {
+                free(l->reply);
+                l->reply = NULL;
+            } else if (!(st = fpx_map_get(l->m.header, "status")) ||
+                       fpx_obj_str(st, &str, &n) != 0 || n != 2 || memcmp(str, "ok", 2) ||
+                       !l->m.meta || !(l->indexes = fpx_map_get(l->m.meta, "indexes")) ||
+                       l->indexes->type != MSGPACK_OBJECT_ARRAY) {
+                l->indexes = NULL;
+            }
+        }
+    }
+    *answered = l->indexes != NULL;
+    for (uint32_t i = 0; l->indexes && i < l->indexes->via.array.size; i++) {
+        const msgpack_object *info = &l->indexes->via.array.ptr[i];
+        const msgpack_object *id =
+            info->type == MSGPACK_OBJECT_MAP ? fpx_map_get(info, "index_id") : NULL;
+        const char *str;
+        size_t n;
+        if (id && fpx_obj_str(id, &str, &n) == 0 && n == strlen(name) && !memcmp(str, name, n))
+            return info;
+    }
+    return NULL;
+}
+
+int fpx_cluster_list(fpx_req *r, fpx_out *o) {
+    fpx_cluster *c = r->s->cluster;
+    const char *me = c->s->cfg->node_id;
+    fpx_index **mine = NULL;
+    size_t nmine = 0, nremote = 0, nlists = 0;
+    kvKeysList keys = {0};
+    const msgpack_object **remote = NULL;
+    node_list lists[PLACEMENT_MAX * 4];
+    int rc = 0;
+    fpx_order_wait(&r->s->blocked); /* in its connection's order, as forward.c says */
+    natsStatus st = kvStore_Keys(&keys, c->indexes, NULL);
+    if (st != NATS_OK && st != NATS_NOT_FOUND)
+        return fpx_cluster_fail(&r->err, "cannot list the index definitions", st);
+    if (fpx_server_list(r->s, r->tenant, &mine, &nmine) != 0 ||
+        !(remote = calloc((size_t)(keys.Count > 0 ? keys.Count : 1), sizeof *remote))) {
+        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+        goto done;
+    }
+    /* The tenant's indexes held elsewhere, each from the first of its nodes
+     * that answers (one forwarded list_indexes per node). */
+    for (int i = 0; rc == 0 && i < keys.Count; i++) {
+        char tenant[FPX_NAME_MAX + 1], name[FPX_NAME_MAX + 1];
+        fpx_def d;
+        if (key_parse(keys.Keys[i], tenant, name) != 0 || strcmp(tenant, r->tenant))
+            continue;
+        int local = 0;
+        for (size_t j = 0; j < nmine && !local; j++)
+            local = !strcmp(mine[j]->name, name);
+        if (local || def_get(c, keys.Keys[i], &d, &r->err) != 1) {
+            r->err = (fpx_err){0}; /* deleted meanwhile: not listed */
+            continue;
+        }
+        int answered = 0;
+        const msgpack_object *info = NULL;
+        char list[PLACEMENT_LEN];
+        snprintf(list, sizeof list, "%s", d.placement);
+        for (char *save = NULL, *node = strtok_r(list, ",", &save); node && !info;
+             node = strtok_r(NULL, ",", &save)) {
+            int ok = 0;
+            if (strcmp(node, me))
+                info =
+                    listed_by(r, lists, &nlists, sizeof lists / sizeof lists[0], node, name, &ok);
+            answered |= ok;
+        }
+        if (info)
+            remote[nremote++] = info;
+        else if (!answered) /* not listing it would say it does not exist */
+            rc = fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
+                             "cannot list index '%s': none of the nodes holding it (%s) answered",
+                             name, d.placement);
+    }
+    if (rc == 0) {
+        fpx_reply_ok(r, o, 0);
+        msgpack_packer *m = fpx_out_meta(o);
+        msgpack_pack_map(m, 1);
+        fpx_pack_cstr(m, "indexes");
+        msgpack_pack_array(m, nmine + nremote);
+        for (size_t i = 0; i < nmine; i++) {
+            pthread_rwlock_rdlock(&mine[i]->lock);
+            fpx_index_pack_info(mine[i], m);
+            pthread_rwlock_unlock(&mine[i]->lock);
+        }
+        for (size_t i = 0; i < nremote; i++)
+            msgpack_pack_object(m, *remote[i]);
+    }
+done:
+    for (size_t i = 0; i < nmine; i++)
+        fpx_index_unref(mine[i]);
+    free(mine);
+    free(remote);
+    for (size_t i = 0; i < nlists; i++)
+        if (lists[i].reply) {
+            fpx_msg_destroy(&lists[i].m);
+            free(lists[i].reply);
+        }
+    kvKeysList_Destroy(&keys);
+    return rc;
 }

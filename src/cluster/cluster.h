@@ -7,7 +7,9 @@
  * membership live in key-value buckets, every index's writes in a stream of
  * its own. What is ours is the routing of a request to its index, applying
  * the stream's records in order through fpx_apply (the function that also
- * replays the local log), and the local snapshots at a sequence.
+ * replays the local log), and the local snapshots at a sequence. A node
+ * answers for every index: one it holds no replica of is served by
+ * forwarding the request to a node that holds one (forward.c).
  *
  * The dispatcher (dispatch.c) calls the fpx_cluster_* hooks from the one
  * sequence every request runs, so no handler knows it runs in a cluster.
@@ -45,5 +47,26 @@ int fpx_cluster_write(fpx_req *r);
 /* delete_index, r->ix locked exclusively: removes the definition and the
  * stream, then the replica here; the other nodes drop theirs. */
 int fpx_cluster_drop(fpx_req *r);
+
+/* The routing ids of the sockets that forward requests to another node
+ * start with this: net.c marks such requests forwarded (never forwarded
+ * again). */
+#define FPX_FORWARD_ID_PREFIX "fpx-fwd:"
+
+/* The network loop is listening on bound (ZMQ_LAST_ENDPOINT): the endpoint
+ * this node advertises in its heartbeat (--advertise, or bound with a
+ * wildcard address replaced by the host name) from now on. */
+void fpx_cluster_listening(fpx_server *s, const char *bound);
+/* list_indexes: every index of the tenant the cluster defines, those held
+ * here from the local replicas, the others from a node holding each. */
+int fpx_cluster_list(fpx_req *r, fpx_out *o);
+/* Sends body, as it is, to node_id's advertised endpoint, marked forwarded,
+ * and waits up to --forward-timeout-ms for the reply. 0 with *reply
+ * (malloc'd, the caller frees) or -1 with err (unavailable, naming the
+ * node); *sent says whether the body left this node (0: the node is not
+ * live, advertises no endpoint, or could not be connected to in time, so it
+ * cannot have acted on the request). Safe from any thread. */
+int fpx_cluster_forward(fpx_server *s, const char *node_id, const uint8_t *body, size_t len,
+                        uint8_t **reply, size_t *reply_len, int *sent, fpx_err *err);
 
 #endif

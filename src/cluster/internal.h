@@ -25,6 +25,9 @@
 #define FPX_CATCHUP_DEADLINE_MS 120000
 
 #define FPX_UID_HEX (2 * FPX_UID_BYTES + 1)
+/* Most nodes an index is placed on, and its placement as text. */
+#define FPX_PLACEMENT_MAX 16
+#define FPX_PLACEMENT_LEN (FPX_PLACEMENT_MAX * (FPX_NODE_ID_MAX + 1))
 
 /* A replica of an index on this node, following the index's stream. */
 typedef struct fpx_replica {
@@ -55,7 +58,31 @@ typedef struct fpx_cluster {
     int stop;
     char boot[17]; /* random, per start: message ids of two starts never collide */
     atomic_ullong next_msg;
+    /* Forwarding (forward.c): the endpoint advertised in the heartbeat ("" until
+     * the network loop listens), and the sockets to other nodes. */
+    pthread_mutex_t ep_mu;
+    char endpoint[320];
+    void *zctx;
+    pthread_mutex_t fwd_mu;
+    struct fpx_peer *peers;
+    atomic_ullong next_sock;
 } fpx_cluster;
+
+/* forward.c: this node's heartbeat value ("live", then key=value words:
+ * endpoint=tcp://HOST:PORT once listening, role=data or role=router). */
+void fpx_node_record(fpx_cluster *c, char *out, size_t cap);
+/* node's heartbeat: 1 live (*router set, endpoint "" when it advertises
+ * none, as a node of an older version), 0 not live, -1 error. */
+int fpx_node_lookup(fpx_cluster *c, const char *node, char *endpoint, size_t cap, int *router,
+                    fpx_err *err);
+/* Forwards r's body to the first live node of placement (comma-separated)
+ * that answers: r->relay is its reply (0), or r->err (-1). A read goes on to
+ * the next node after an unavailable reply or a timeout; a write only when
+ * the reply says it was not published, or when its message id makes a
+ * second publish harmless (client_id and request_id). */
+int fpx_forward_to_holders(fpx_cluster *c, fpx_req *r, const char *placement);
+/* Closes every forwarding socket (no request in flight any more). */
+void fpx_forward_stop(fpx_cluster *c);
 
 /* Names of an index's stream and subject from its unique id. */
 void fpx_cluster_uid_hex(const uint8_t *uid, char *out);

@@ -29,6 +29,7 @@
 #include "server/apply.h"
 #include "server/util.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,14 +256,56 @@ int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err) {
 
 /* ---- writing ------------------------------------------------------------------- */
 
-/* Publishes payload with a message id, retrying (the same id: JetStream
+#define MSGID_MAX (FPX_NAME_MAX + 64 + 2 * 32 + 4)
+
+/*
+ * A write's message id. With the client's client_id and request_id it is
+ * <tenant>/<client_id>/<request_id>, the same whichever node publishes it
+ * and however often the client sends it: JetStream's duplicate window (2
+ * minutes by default) stores it once, so a write retried after an
+ * unavailable reply, or forwarded to a second replica, is never applied
+ * twice. Without them it is unique to this publish (node, start, counter),
+ * and a retry is a new write. A request_id that is not a short printable
+ * string is represented by its hash.
+ */
+static void message_id(fpx_cluster *c, const fpx_req *r, char *out /* MSGID_MAX */) {
+    const msgpack_object *rid = r->rid;
+    if (!r->client_id[0] || !rid) {
+        snprintf(out, MSGID_MAX, "%s-%s-%llu", c->s->cfg->node_id, c->boot,
+                 (unsigned long long)atomic_fetch_add(&c->next_msg, 1));
+        return;
+    }
+    int n = snprintf(out, MSGID_MAX, "%s/%s/", r->tenant, r->client_id);
+    if (rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        snprintf(out + n, MSGID_MAX - (size_t)n, "%llu", (unsigned long long)rid->via.u64);
+        return;
+    }
+    if (rid->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        snprintf(out + n, MSGID_MAX - (size_t)n, "%lld", (long long)rid->via.i64);
+        return;
+    }
+    const char *str = rid->via.str.ptr;
+    size_t len = rid->via.str.size;
+    int plain = len > 0 && len <= 64;
+    for (size_t i = 0; plain && i < len; i++)
+        plain = str[i] > 0x20 && str[i] < 0x7f;
+    if (plain) { /* "s:" keeps the string "12" apart from the integer 12 */
+        snprintf(out + n, MSGID_MAX - (size_t)n, "s:%.*s", (int)len, str);
+        return;
+    }
+    unsigned char h[32];
+    crypto_generichash(h, sizeof h, (const unsigned char *)str, len, NULL, 0);
+    memcpy(out + n, "h:", 2);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + n + 2 + 2 * i, 3, "%02x", h[i]);
+}
+
+/* Publishes payload with message id msgid, retrying (the same id: JetStream
  * stores it once) until FPX_PUBLISH_DEADLINE_MS passed. expect_last: the
- * stream's last sequence the record was built against (0: any). */
+ * stream's last sequence the record was built against (0: any). *dup: the
+ * stream held that id already (its sequence is *seq). */
 static int publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_t len,
-                   uint64_t expect_last, uint64_t *seq, fpx_err *err) {
-    char msgid[FPX_NODE_ID_MAX + 48];
-    snprintf(msgid, sizeof msgid, "%s-%s-%llu", c->s->cfg->node_id, c->boot,
-             (unsigned long long)atomic_fetch_add(&c->next_msg, 1));
+                   const char *msgid, uint64_t expect_last, uint64_t *seq, int *dup, fpx_err *err) {
     int64_t max = natsConnection_GetMaxPayload(c->nc);
     if (max > 0 && len > (size_t)max)
         return fpx_err_set(err, FPX_E_LIMIT,
@@ -282,6 +325,7 @@ static int publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_t
         st = js_Publish(&pa, c->js, subject, p, (int)len, &po, &jerr);
         if (st == NATS_OK) {
             *seq = pa->Sequence;
+            *dup = pa->Duplicate;
             jsPubAck_Destroy(pa);
             return 0;
         }
@@ -308,7 +352,9 @@ int fpx_cluster_write(fpx_req *r) {
     uint8_t *trained = NULL, *payload = NULL;
     size_t len = 0;
     uint64_t expect = 0, seq = 0;
-    int rc = 0;
+    int rc = 0, dup = 0;
+    char msgid[MSGID_MAX];
+    message_id(c, r, msgid);
     if (rec.op == FPX_WAL_TRAIN) {
         /* Trained against the stream's latest state, and published only if
          * that is still the latest. */
@@ -325,13 +371,23 @@ int fpx_cluster_write(fpx_req *r) {
     }
     if (rc == 0)
         rc = rec_encode(&rec, &payload, &len, &r->err);
-    if (rc == 0)
-        rc = publish(c, subject, payload, len, expect, &seq, &r->err);
+    if (rc == 0) {
+        r->published = 1; /* from here, the write may be stored whatever the reply */
+        rc = publish(c, subject, payload, len, msgid, expect, &seq, &dup, &r->err);
+    }
     free(payload);
     /* The records before ours, then ours (from this request's own bytes). */
     if (rc == 0)
         rc = fpx_log_catch_up(c, ix, seq - 1, &r->err);
-    if (rc == 0 && ix->seq < seq) {
+    if (rc == 0 && dup) {
+        /* A retry of a write the stream holds already (published through
+         * this node or another): answered as the first was, once this
+         * replica applied that record (the stream's, which a trained index
+         * must be: a new train would differ). */
+        r->nlive_before = ix->nlive;
+        if (ix->seq < seq)
+            rc = fpx_log_catch_up(c, ix, seq, &r->err);
+    } else if (rc == 0 && ix->seq < seq) {
         r->nlive_before = ix->nlive; /* the reply counts what this write did */
         fpx_err why = {0};
         int a = apply_next(ix, &rec, &why, &r->err);

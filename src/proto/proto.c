@@ -541,10 +541,15 @@ void fpx_pack_str(msgpack_packer *pk, const char *s, size_t n) {
 
 int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t **buf,
                     size_t *len) {
+    return fpx_build_error_flagged(e, request_id, NULL, buf, len);
+}
+
+int fpx_build_error_flagged(const fpx_err *e, const msgpack_object *request_id, const char *flag,
+                            uint8_t **buf, size_t *len) {
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *pk = fpx_out_hdr(&o);
-    msgpack_pack_map(pk, request_id ? 4 : 3);
+    msgpack_pack_map(pk, 3 + (request_id != NULL) + (flag != NULL));
     fpx_pack_cstr(pk, "status");
     fpx_pack_cstr(pk, "error");
     fpx_pack_cstr(pk, "error_type");
@@ -563,6 +568,10 @@ int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t 
     if (request_id) {
         fpx_pack_cstr(pk, "request_id");
         msgpack_pack_object(pk, *request_id);
+    }
+    if (flag) {
+        fpx_pack_cstr(pk, flag);
+        msgpack_pack_false(pk);
     }
     return fpx_out_finish(&o, buf, len);
 }

@@ -180,6 +180,9 @@ void fpx_pack_str(msgpack_packer *pk, const char *s, size_t n);
  * "message":M[,"request_id":R]}. request_id may be NULL. Returns 0 or -1.
  */
 int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t **buf, size_t *len);
+/* fpx_build_error with one more header field, flag: false (flag NULL: none). */
+int fpx_build_error_flagged(const fpx_err *e, const msgpack_object *request_id, const char *flag,
+                            uint8_t **buf, size_t *len);
 
 #ifdef __cplusplus
 }

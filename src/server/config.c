@@ -64,15 +64,30 @@ static const char usage[] =
     "      --metrics-port N       serve /metrics, /healthz, /readyz over HTTP on this port;\n"
     "                             0 = any free port       FAISS_PROXY_METRICS_PORT (off)\n"
     "      --metrics-bind ADDR    address of the metrics port\n"
-    "                                       FAISS_PROXY_METRICS_BIND (127.0.0.1)\n"
+    "                                       FAISS_PROXY_METRICS_BIND (127.0.0.1)\n";
+
+/* The rest of the usage (one string literal would be over C's 4095 bytes). */
+static const char usage_more[] =
     "      --cluster URLS         join a cluster whose metadata and write logs live in NATS\n"
     "                             JetStream: nats://HOST:PORT[,nats://HOST:PORT...]\n"
     "                                       FAISS_PROXY_CLUSTER (none: a single server)\n"
     "      --node-id NAME         this node's name in the cluster (letters, digits, '-', '_')\n"
     "                                       FAISS_PROXY_NODE_ID (the host name)\n"
+    "      --advertise tcp://HOST:PORT  the endpoint other nodes forward requests to\n"
+    "                                       FAISS_PROXY_ADVERTISE (the bound address and port,\n"
+    "                                       a wildcard address replaced by the host name)\n"
+    "      --router-only          hold no replica: forward every index's requests to the\n"
+    "                             nodes holding it        FAISS_PROXY_ROUTER_ONLY=1 (off)\n"
+    "      --forward-timeout-ms N longest wait for a forwarded request's reply\n"
+    "                                       FAISS_PROXY_FORWARD_TIMEOUT_MS (30000)\n"
     "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
     "  -h, --help                 this text\n"
     "  -V, --version              print the version\n";
+
+static void print_usage(FILE *f) {
+    fputs(usage, f);
+    fputs(usage_more, f);
+}
 
 static int parse_size(const char *name, const char *s, size_t min, size_t max, size_t *out) {
     char *end;
@@ -171,6 +186,21 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return set_str("cluster", cfg->cluster_urls, sizeof cfg->cluster_urls, v);
     case 'Y':
         return set_str("node id", cfg->node_id, sizeof cfg->node_id, v);
+    case 'E':
+        if (strncmp(v, "tcp://", 6) != 0 || !strchr(v + 6, ':') || strchr(v, ' ')) {
+            fprintf(stderr, "faiss-proxy-server: advertise must be tcp://HOST:PORT, got '%s'\n", v);
+            return -1;
+        }
+        return set_str("advertise", cfg->advertise, sizeof cfg->advertise, v);
+    case 'O':
+        if (v && strcmp(v, "0") && strcmp(v, "1")) {
+            fprintf(stderr, "faiss-proxy-server: router only must be 0 or 1\n");
+            return -1;
+        }
+        cfg->router_only = !v || !strcmp(v, "1");
+        return 0;
+    case 'T':
+        return parse_int("forward timeout", v, 100, 3600000, &cfg->forward_timeout_ms);
     }
     return -1;
 }
@@ -238,6 +268,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->compact_min_dead = 1024;
     cfg->metrics_port = -1;
     strcpy(cfg->metrics_bind, "127.0.0.1");
+    cfg->forward_timeout_ms = 30000;
 
     static const struct {
         const char *env;
@@ -264,6 +295,9 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_MAX_INFLIGHT_PER_CLIENT", 'F'},
         {"FAISS_PROXY_CLUSTER", 'X'},
         {"FAISS_PROXY_NODE_ID", 'Y'},
+        {"FAISS_PROXY_ADVERTISE", 'E'},
+        {"FAISS_PROXY_ROUTER_ONLY", 'O'},
+        {"FAISS_PROXY_FORWARD_TIMEOUT_MS", 'T'},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -299,6 +333,9 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"max-inflight-per-client", required_argument, 0, 'F'},
         {"cluster", required_argument, 0, 'X'},
         {"node-id", required_argument, 0, 'Y'},
+        {"advertise", required_argument, 0, 'E'},
+        {"router-only", no_argument, 0, 'O'},
+        {"forward-timeout-ms", required_argument, 0, 'T'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
@@ -308,7 +345,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     optind = 1;
     while ((opt = getopt_long(argc, argv, "b:p:d:k:w:m:s:vhV", longopts, NULL)) != -1) {
         if (opt == 'h') {
-            fputs(usage, stdout);
+            print_usage(stdout);
             return 1;
         }
         if (opt == 'V') {
@@ -318,13 +355,13 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         if (opt == 'G')
             return keygen(optarg);
         if (opt == '?' || apply(cfg, opt, optarg) != 0) {
-            fputs(usage, stderr);
+            print_usage(stderr);
             return -1;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "faiss-proxy-server: unexpected argument '%s'\n", argv[optind]);
-        fputs(usage, stderr);
+        print_usage(stderr);
         return -1;
     }
     if (!cfg->node_id[0])

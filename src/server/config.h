@@ -52,6 +52,13 @@ typedef struct fpx_config {
      * cluster (default: the host name). */
     char cluster_urls[4096];
     char node_id[FPX_NODE_ID_MAX + 1];
+    /* The endpoint other nodes forward clients' requests to ("" = the bound
+     * one, a wildcard address replaced by the host name); a router-only node
+     * holds no replica and forwards every index's requests; how long a
+     * forwarded request may wait for its reply. */
+    char advertise[300];
+    int router_only;
+    int forward_timeout_ms;
 } fpx_config;
 
 /*

@@ -10,6 +10,8 @@
  * sequence runs, with four steps handed to src/cluster/ (admitting the
  * request, finding an index, creating, and logging a write, which there
  * means publishing it to the index's stream and applying it in stream order).
+ * An index this node holds no replica of is found on another node: the
+ * request is forwarded there and its reply (r->relay) is this one's.
  */
 #include "apply.h"
 #include "cluster/cluster.h"
@@ -233,14 +235,20 @@ static int run_op(fpx_req *r, fpx_out *o) {
         if (gone != 0)
             return gone < 0 ? -1 : op->run(r, o);
     }
+    /* An index held on other nodes only: the request was forwarded to one
+     * of them, whose reply is r->relay. */
     if ((op->flags & FPX_OP_INDEX) && !(r->ix = index_of(r)))
-        return -1;
+        return r->relay ? 0 : -1;
+    if (s->cluster && op->run == fpx_op_list_indexes && !r->forwarded)
+        return fpx_cluster_list(r, o);
     if (r->ix)
         fpx_lease_renew(r->ix); /* every request naming an index renews its lease */
     if (op->bind && op->bind(r))
         return -1;
     if ((op->flags & FPX_OP_CREATES) && (s->cluster ? fpx_cluster_create(r) : register_new(r)))
         return -1;
+    if (r->relay) /* created through a data node (a router-only node holds nothing) */
+        return 0;
     if (!r->ix || op->lock == FPX_LOCK_NONE)
         return op->run(r, o);
     if (lock_index(r, op->lock)) {
@@ -316,6 +324,26 @@ void fpx_server_refuse(const uint8_t *body, size_t len, const fpx_err *err, uint
         fpx_msg_destroy(&msg);
 }
 
+/* The optional client_id: 8..64 printable ASCII characters, no '/' (it
+ * becomes part of a write's message id in a cluster, docs/protocol.md). */
+static int read_client_id(fpx_req *r) {
+    const msgpack_object *v = fpx_map_get(r->h, "client_id");
+    const char *str;
+    size_t n;
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    int ok = fpx_obj_str(v, &str, &n) == 0 && n >= 8 && n < sizeof r->client_id;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = str[i] > 0x20 && str[i] < 0x7f && str[i] != '/';
+    if (!ok)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "client_id must be a string of 8..64 printable ASCII characters "
+                           "without spaces or '/'");
+    memcpy(r->client_id, str, n);
+    r->client_id[n] = 0;
+    return 0;
+}
+
 /* Authenticates and finds the operation; runs it. */
 static int handle_decoded(fpx_req *r, fpx_out *o) {
     const msgpack_object *opname = fpx_map_get(r->h, "operation");
@@ -329,11 +357,18 @@ static int handle_decoded(fpx_req *r, fpx_out *o) {
     if (!(r->op = fpx_op_find(name, len)))
         return fpx_err_set(&r->err, FPX_E_UNSUPPORTED, "unknown operation \"%.*s\"",
                            (int)(len > 64 ? 64 : len), name);
+    if (read_client_id(r))
+        return -1;
     return run_op(r, o);
 }
 
 void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
                        size_t *reply_len, int *is_static) {
+    fpx_server_handle_from(s, body, len, 0, reply, reply_len, is_static);
+}
+
+void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int forwarded,
+                            uint8_t **reply, size_t *reply_len, int *is_static) {
     if (fpx_faissx_detect(body, len)) { /* FAISSx's format: its adapter calls back here */
         fpx_faissx_handle(s, body, len, reply, reply_len, is_static);
         return;
@@ -342,6 +377,9 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
     fpx_req r;
     memset(&r, 0, sizeof r);
     r.s = s;
+    r.body = body;
+    r.body_len = len;
+    r.forwarded = forwarded;
     msgpack_sbuffer_init(&r.recmeta);
     *is_static = 0;
     fpx_out o;
@@ -359,6 +397,15 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
         fpx_index_free(r.made);
     free(r.copy);
     msgpack_sbuffer_destroy(&r.recmeta);
+    if (rc == 0 && r.relay) { /* another node's reply, as it is */
+        fpx_out_discard(&o);
+        *reply = r.relay;
+        *reply_len = r.relay_len;
+        fpx_msg_destroy(&r.msg);
+        fpx_stats_request(fpx_op_index(r.op), FPX_OK, fpx_now_ns() - t0);
+        return;
+    }
+    free(r.relay);
     if (rc == 0 && fpx_out_finish(&o, reply, reply_len) == 0) {
         fpx_msg_destroy(&r.msg);
         fpx_stats_request(fpx_op_index(r.op), FPX_OK, fpx_now_ns() - t0);
@@ -372,7 +419,11 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
         fpx_err_set(&r.err, FPX_E_INTERNAL, "request failed");
     fpx_log(FPX_LOG_DEBUG, "request failed: %s: %s", fpx_errtype_name(r.err.type), r.err.msg);
     fpx_stats_request(fpx_op_index(r.op), r.err.type, fpx_now_ns() - t0);
-    if (fpx_build_error(&r.err, r.rid, reply, reply_len) != 0) {
+    /* A forwarded write that is unavailable before it was published changed
+     * nothing: the forwarding node may try another replica (forward.c). */
+    int unpublished = forwarded && r.err.type == FPX_E_UNAVAILABLE && !r.published;
+    if (fpx_build_error_flagged(&r.err, r.rid, unpublished ? "published" : NULL, reply,
+                                reply_len) != 0) {
         *reply = (uint8_t *)oom_reply;
         *reply_len = sizeof oom_reply;
         *is_static = 1;

@@ -18,7 +18,8 @@
  *   broker -> worker: [client id][mode][body]
  *   worker -> broker: [client id][mode][reply body]   or ["R"] when it starts
  * mode bit 0: the client sent a delimiter; bit 1: the message did not have
- * exactly one body frame (the worker answers with a protocol_error). After
+ * exactly one body frame (the worker answers with a protocol_error); bit 2:
+ * it came from another node of the cluster (MODE_FORWARDED). After
  * the mode byte, the mode frame carries the request's place in its
  * connection's order (order.h): the connection's fpx_order and the request's
  * ticket, so that one connection's requests lock their indexes in the order
@@ -31,6 +32,7 @@
  * freeing what that worker may touch (main.c).
  */
 #include "net.h"
+#include "cluster/cluster.h"
 #include "order.h"
 #include "stats.h"
 #include "util.h"
@@ -46,6 +48,11 @@
 
 #define MODE_DELIM 1
 #define MODE_BADFRAMES 2
+/* From another node of the cluster (src/cluster/forward.c), whose sockets'
+ * routing ids start with FPX_FORWARD_ID_PREFIX: never forwarded again. A
+ * client that takes such an id gains nothing: its requests are only
+ * answered unavailable instead of forwarded. */
+#define MODE_FORWARDED 4
 /* mode byte, the connection's fpx_order, the request's ticket */
 #define MODE_FRAME (1 + sizeof(fpx_order *) + sizeof(uint64_t))
 #define BACKEND "inproc://fpx-workers"
@@ -134,8 +141,8 @@ static void *worker_main(void *arg) {
                 rlen = 0;
             }
         } else {
-            fpx_server_handle(w->s, zmq_msg_data(&body), zmq_msg_size(&body), &reply, &rlen,
-                              &is_static);
+            fpx_server_handle_from(w->s, zmq_msg_data(&body), zmq_msg_size(&body),
+                                   (m & MODE_FORWARDED) != 0, &reply, &rlen, &is_static);
         }
         fpx_order_leave(); /* before the reply: the broker may free order then */
         zmq_msg_close(&body);
@@ -297,6 +304,10 @@ static int read_request(void *front, parked *req) {
     }
     drain(front);
     zmq_msg_close(&f1);
+    size_t plen = strlen(FPX_FORWARD_ID_PREFIX);
+    if (zmq_msg_size(&req->id) > plen &&
+        !memcmp(zmq_msg_data(&req->id), FPX_FORWARD_ID_PREFIX, plen))
+        req->mode |= MODE_FORWARDED;
     return 0;
 }
 
@@ -605,6 +616,8 @@ int fpx_net_run(fpx_server *s, volatile sig_atomic_t *stop) {
     char bound[300];
     size_t blen = sizeof bound;
     zmq_getsockopt(front, ZMQ_LAST_ENDPOINT, bound, &blen);
+    if (s->cluster) /* what the other nodes forward requests to, from now on */
+        fpx_cluster_listening(s, bound);
     void *mon = cfg->metrics_port >= 0 ? monitor_front(ctx, front) : NULL;
 
     int nw = cfg->workers;

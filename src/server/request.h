@@ -50,6 +50,20 @@ typedef struct fpx_req {
     fpx_search_params params;
     void *copy;
     msgpack_sbuffer recmeta;
+
+    /* Cluster mode. The body as received (forwarding sends it on unchanged);
+     * whether another node forwarded it here (it is then never forwarded
+     * again); client_id, validated ("" when absent); whether a write reached
+     * the publish step (an error before it changed nothing anywhere); and the
+     * reply of the node the request was forwarded to, malloc'd, relayed to
+     * the client as it is. */
+    const uint8_t *body;
+    size_t body_len;
+    int forwarded;
+    char client_id[65];
+    int published;
+    uint8_t *relay;
+    size_t relay_len;
 } fpx_req;
 
 /* Starts an "ok" reply header with room for `extra` more keys. */

@@ -107,6 +107,10 @@ void fpx_server_snapshot_idle(fpx_server *s);
  */
 void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
                        size_t *reply_len, int *is_static);
+/* fpx_server_handle for a body another node of the cluster forwarded here
+ * (forwarded 1): such a request is never forwarded again. */
+void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int forwarded,
+                            uint8_t **reply, size_t *reply_len, int *is_static);
 
 /* Hands the reclaimer a reference to ix (released there, so that the last
  * one frees the index off the request path) and/or a retired folder (dir,
