@@ -304,6 +304,11 @@ int fpx_cluster_forward(fpx_server *s, const char *node_id, const uint8_t *body,
                            node_id, ep, zmq_strerror(zmq_errno()));
     }
     uint64_t deadline = fpx_now_ns() + (uint64_t)s->cfg->forward_timeout_ms * 1000000u;
+    /* Waiting for another node, as for a lock: counted, so that while every
+     * worker is busy and some only wait, the pool grows (net.c) and a slow
+     * holder does not take every worker of this node. */
+    atomic_fetch_add(&s->blocked, 1);
+    int answered = 0;
     for (;;) {
         uint64_t now = fpx_now_ns();
         if (now >= deadline)
@@ -314,9 +319,14 @@ int fpx_cluster_forward(fpx_server *s, const char *node_id, const uint8_t *body,
         if (rc < 0 && zmq_errno() != EINTR)
             break;
         if (rc > 0 && recv_reply(sock, reply, reply_len) == 0) {
-            sock_give(c, peer, sock, 1);
-            return 0;
+            answered = 1;
+            break;
         }
+    }
+    atomic_fetch_sub(&s->blocked, 1);
+    if (answered) {
+        sock_give(c, peer, sock, 1);
+        return 0;
     }
     sock_give(c, peer, sock, 0); /* a late reply must not answer the next request */
     return fpx_err_set(err, FPX_E_UNAVAILABLE,

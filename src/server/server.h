@@ -72,7 +72,8 @@ typedef struct fpx_server {
     fpx_index **indexes;
     size_t nindexes, cap;
     fpx_snapper snap;
-    atomic_int blocked; /* workers waiting for an index's lock (dispatch.c, net.c) */
+    atomic_int blocked; /* workers waiting: for an index's lock or turn (dispatch.c), for another
+                           node (forward.c) */
     fpx_reaper reaper;
     fpx_reclaimer reclaim;
 
