@@ -112,3 +112,19 @@ class Cluster:
         finally:
             for n in self.nats:
                 n.stop()
+
+
+# How long replicas may take to apply the same last record (loaded machines, sanitizers).
+SYNC_TIMEOUT = 30
+
+
+def synced(cs, name):
+    """Waits (bounded) until every node applied the same last stream record;
+    returns that sequence."""
+    deadline = time.time() + SYNC_TIMEOUT
+    while True:
+        seqs = [c.info(name)["applied_seq"] for c in cs]
+        if len(set(seqs)) == 1:
+            return seqs[0]
+        assert time.time() < deadline, "replicas did not converge: %s" % seqs
+        time.sleep(0.05)

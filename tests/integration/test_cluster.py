@@ -16,14 +16,12 @@ import numpy as np
 import pytest
 import zmq
 
-from cluster import NATS_SERVER, Cluster
+from cluster import NATS_SERVER, SYNC_TIMEOUT, Cluster, synced
 from conftest import unique
 from wire import Client, ServerError, rand
 
 pytestmark = pytest.mark.skipif(
     NATS_SERVER is None, reason="nats-server is not installed (make build installs it)")
-
-SYNC_TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +41,6 @@ def quick_client(endpoint, ms):
     c.sock.setsockopt(zmq.RCVTIMEO, ms)
     c.sock.setsockopt(zmq.SNDTIMEO, ms)
     return c
-
-
-def synced(cs, name):
-    """Waits (bounded) until every node applied the same last stream record;
-    returns that sequence."""
-    deadline = time.time() + SYNC_TIMEOUT
-    while True:
-        seqs = [c.info(name)["applied_seq"] for c in cs]
-        if len(set(seqs)) == 1:
-            return seqs[0]
-        assert time.time() < deadline, "replicas did not converge: %s" % seqs
-        time.sleep(0.05)
 
 
 def strip(info):

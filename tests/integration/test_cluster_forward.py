@@ -18,14 +18,12 @@ import numpy as np
 import pytest
 import zmq
 
-from cluster import NATS_SERVER, Cluster
+from cluster import NATS_SERVER, SYNC_TIMEOUT, Cluster, synced
 from conftest import Server, unique
 from wire import dealer, dealer_recv, dealer_send, decode, encode, rand
 
 pytestmark = pytest.mark.skipif(
     NATS_SERVER is None, reason="nats-server is not installed (make build installs it)")
-
-SYNC_TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +46,6 @@ def cl(tmp_path_factory):
 
 def by_id(cl):
     return {"node%d" % (i + 1): n for i, n in enumerate(cl.nodes)}
-
-
-def synced(cs, name):
-    deadline = time.time() + SYNC_TIMEOUT
-    while True:
-        seqs = [c.info(name)["applied_seq"] for c in cs]
-        if len(set(seqs)) == 1:
-            return seqs[0]
-        assert time.time() < deadline, "replicas did not converge: %s" % seqs
-        time.sleep(0.05)
 
 
 def gone(cs, name):
