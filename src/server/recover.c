@@ -5,6 +5,7 @@
  * a torn tail told from damage). An index that does not add up is refused
  * with its files left as they were.
  */
+#include "probe.h"
 #include "stats.h"
 #include "store.h"
 #include "store_impl.h"
@@ -57,6 +58,46 @@ typedef struct snap_info {
     fpx_store_ident id;
 } snap_info;
 
+/*
+ * Earlier versions of the server wrote an untrained residual
+ * or local-search quantizer (RQ, LSQ, PRQ, PLSQ, in any composition) in the
+ * form FAISS 1.7.3 itself writes, and FAISS 1.7.3's reader crashes on it (a
+ * segmentation fault, as in-process). Such a snapshot is read in the import
+ * probe first (probe.c), and refused when the probe dies, so that one empty
+ * index refuses itself rather than take the whole server down at every
+ * start. Only snapshots of such types holding no vector are concerned.
+ */
+static int readable_by_faiss(const char *path, const uint8_t *body, size_t len, fpx_err *err) {
+    fpx_msg m;
+    fpx_err derr = {0};
+    if (fpx_msg_decode(&m, body, len, &derr) != 0)
+        return 0; /* fpx_index_decode says what is wrong with it */
+    const msgpack_object *t = fpx_map_get(m.header, "index_type");
+    const msgpack_object *n = fpx_map_get(m.header, "nslots");
+    const char *ts;
+    size_t tl;
+    char type[256];
+    int64_t nslots = -1;
+    int concerned = t && n && fpx_obj_str(t, &ts, &tl) == 0 && tl < sizeof type &&
+                    fpx_obj_int(n, &nslots) == 0 && nslots == 0;
+    if (concerned) {
+        memcpy(type, ts, tl);
+        type[tl] = 0;
+        concerned = strstr(type, "RQ") || strstr(type, "LSQ");
+    }
+    int rc = 0;
+    fpx_err perr = {0};
+    if (concerned && fpx_probe_import(m.body.data, m.body.data_size, &perr) != 0) {
+        fpx_log(FPX_LOG_WARN, "%s: %s", path, perr.msg);
+        rc = fpx_err_set(err, FPX_E_INTERNAL,
+                         "an untrained RQ/LSQ quantizer as earlier versions wrote it, which FAISS "
+                         "cannot read back; the index holds no vectors: delete it and create it "
+                         "again");
+    }
+    fpx_msg_destroy(&m);
+    return rc;
+}
+
 static int load_snapshot(const char *dir, const char *tenant, const char *name, fpx_index **out,
                          snap_info *si, fpx_err *err) {
     char path[FPX_PATH_MAX];
@@ -89,6 +130,8 @@ static int load_snapshot(const char *dir, const char *tenant, const char *name, 
     } else {
         rc = fpx_err_set(err, FPX_E_INTERNAL, "%s: checksum mismatch", path);
     }
+    if (rc == 0)
+        rc = readable_by_faiss(path, buf + start, body - start, err);
     if (rc == 0)
         rc = fpx_index_decode(tenant, name, buf + start, body - start, out, &seq, err);
     if (rc == 0 && si->has_id && seq != si->id.seq) {

@@ -515,3 +515,33 @@ def test_many_indexes_under_a_small_fd_limit(make_server, monkeypatch):
     _start_limited(s, monkeypatch)
     assert s.client().info("i000")["ntotal"] == 2
     assert not error_lines(s)
+
+
+def test_an_old_untrained_rq_snapshot_refuses_itself_not_the_server(fresh_server):
+    """Earlier versions wrote an untrained residual quantizer as FAISS 1.7.3
+    writes it, and FAISS 1.7.3's reader crashes on those bytes (as in-process
+    faiss does). Such a snapshot must refuse its own index, with a message
+    saying what to do, and the server must start and serve the others."""
+    import faiss
+    c = fresh_server.client()
+    c.create("oldrq", 8, "RQ2x4")
+    c.create("fine", 8)
+    c.add("fine", rand(3, 8, 5))
+    ours = c.ok({"operation": "export_index", "index_id": "oldrq"})[1]
+    fresh_server.stop()  # snapshots both
+    theirs = faiss.serialize_index(faiss.index_factory(8, "RQ2x4")).tobytes()
+    assert len(theirs) == len(ours) and theirs != ours  # only the train_type flag differs
+    path = os.path.join(fresh_server.data_dir, "default", "oldrq", "snapshot")
+    data = read(path)
+    assert data.count(ours) == 1
+    data = data.replace(ours, theirs)
+    data = data[:-8] + struct.pack("<I", crc32c(data[:-8])) + data[-4:]
+    write(path, data)
+    fresh_server.start()
+    c = fresh_server.client()
+    assert c.info("fine")["ntotal"] == 3
+    e = c.error({"operation": "get_index_info", "index_id": "oldrq"})
+    assert "is unavailable" in e["message"] and "delete it and create it again" in e["message"]
+    c.ok({"operation": "delete_index", "index_id": "oldrq"})
+    c.create("oldrq", 8, "RQ2x4")  # and it can be made again
+    assert c.info("oldrq")["is_trained"] is False
