@@ -367,6 +367,23 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
     fpx_server_handle_from(s, body, len, 0, reply, reply_len, is_static);
 }
 
+/* The outcome another node's reply reports, for the metrics. */
+static fpx_errtype relayed_status(const uint8_t *reply, size_t len) {
+    fpx_msg m;
+    fpx_err err = {0};
+    if (fpx_msg_decode_header(&m, reply, len, &err) != 0)
+        return FPX_E_INTERNAL;
+    fpx_errtype t = FPX_OK;
+    const msgpack_object *st = fpx_map_get(m.header, "status");
+    const msgpack_object *et = fpx_map_get(m.header, "error_type");
+    const char *p;
+    size_t n;
+    if (!st || !fpx_obj_str_eq(st, "ok"))
+        t = et && fpx_obj_str(et, &p, &n) == 0 ? fpx_errtype_from_name(p, n) : FPX_E_INTERNAL;
+    fpx_msg_destroy(&m);
+    return t;
+}
+
 void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int forwarded,
                             uint8_t **reply, size_t *reply_len, int *is_static) {
     if (fpx_faissx_detect(body, len)) { /* FAISSx's format: its adapter calls back here */
@@ -402,7 +419,8 @@ void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int 
         *reply = r.relay;
         *reply_len = r.relay_len;
         fpx_msg_destroy(&r.msg);
-        fpx_stats_request(fpx_op_index(r.op), FPX_OK, fpx_now_ns() - t0);
+        fpx_stats_request(fpx_op_index(r.op), relayed_status(r.relay, r.relay_len),
+                          fpx_now_ns() - t0);
         return;
     }
     free(r.relay);

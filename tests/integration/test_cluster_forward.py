@@ -12,7 +12,9 @@ client_id and request_id is applied once, and that a forwarded request is
 never forwarded again.
 """
 import os
+import re
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -31,7 +33,8 @@ def cl(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("fwdcluster"))
     c = Cluster(root).start()
     c.router = Server(os.path.join(root, "router", "data"), "",
-                      ["--cluster", c.urls, "--node-id", "router", "--router-only"])
+                      ["--cluster", c.urls, "--node-id", "router", "--router-only",
+                       "--metrics-port", "0"])
     try:
         os.makedirs(os.path.dirname(c.router.data_dir), exist_ok=True)
         c.router.start()
@@ -172,6 +175,16 @@ def test_router_only_serves_flat_and_ivf(cl):
         assert "router" not in rc.info(name)["replicas"]
         rr = rc.ok({"operation": "remove_ids", "index_id": name, "ids": [0, 1]})[2]
         assert rr["removed"] == 2 and rr["ntotal"] == 198
+    # an error only the holder can tell (the dimension) comes back as the
+    # holder gave it, and the router's metrics count it as that error
+    e = rc.error({"operation": "search", "index_id": flat, "k": 1, "vector_shape": [1, d + 1]},
+                 rand(1, d + 1, 9).tobytes())
+    assert e["error_type"] == "validation_error" and "dimension" in e["message"]
+    m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", cl.router.log())
+    text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % m.group(1), timeout=10).read()
+    assert re.search(rb'faiss_proxy_requests_total\{operation="search",status="validation_error"\} 1\b',
+                     text), text
+    assert re.search(rb'faiss_proxy_requests_total\{operation="search",status="ok"\} 2\b', text)
     listed = {i["index_id"]: i for i in rc.list()}
     assert listed[flat]["ntotal"] == 198 and listed[ivf]["ntotal"] == 198
     assert listed[ivf]["is_trained"] is True
