@@ -185,6 +185,14 @@ fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char
     c->next_id = 1;
     new_client_id(c->client_id);
     c->add_window = FPX_ADD_WINDOW_DEFAULT;
+    c->retries = FPX_RETRIES_DEFAULT;
+    const char *rt = getenv("FAISS_PROXY_RETRIES");
+    if (rt && *rt) {
+        char *end;
+        long n = strtol(rt, &end, 10);
+        if (!*end && n >= 0 && n <= FPX_RETRIES_MAX)
+            c->retries = (int)n;
+    }
     const char *win = getenv("FAISS_PROXY_ADD_WINDOW");
     if (win && *win) {
         char *end;
@@ -243,6 +251,9 @@ const char *fpx_client_errstr(const fpx_client *c) {
 msgpack_packer *fpx_c_begin(fpx_client *c, fpx_out *o, const char *op, const char *index_id,
                             size_t extra) {
     fpx_out_init(o);
+    /* KV operations of a cluster, not records of a stream: not deduplicated */
+    c->retry_safe =
+        strcmp(op, "create_index") && strcmp(op, "delete_index") && strcmp(op, "import_index");
     msgpack_packer *pk = fpx_out_hdr(o);
     msgpack_pack_map(pk, 3 + (c->api_key != NULL) + (c->tenant_id != NULL) + (index_id != NULL) +
                              extra);
@@ -280,25 +291,30 @@ static void reset_socket(fpx_client *c) {
     open_socket(c);
 }
 
-/* Sends body (taken) without waiting for its reply. */
-static int send_body(fpx_client *c, uint8_t *body, size_t len) {
+/* Sends the message m (taken) without waiting for its reply. */
+static int send_msg(fpx_client *c, zmq_msg_t *m) {
     if (c->key_error[0]) {
-        free(body);
+        zmq_msg_close(m);
         return fpx_c_fail(c, "connection_error", "%s", c->key_error);
     }
     if (!c->sock && open_socket(c) != 0) {
-        free(body);
+        zmq_msg_close(m);
         return fpx_c_fail(c, "connection_error", "cannot connect to %s", c->endpoint);
     }
-    zmq_msg_t m;
-    zmq_msg_init_data(&m, body, len, free_buf, NULL);
-    if (zmq_send(c->sock, "", 0, ZMQ_SNDMORE) < 0 || zmq_msg_send(&m, c->sock, 0) < 0) {
-        zmq_msg_close(&m);
+    if (zmq_send(c->sock, "", 0, ZMQ_SNDMORE) < 0 || zmq_msg_send(m, c->sock, 0) < 0) {
+        zmq_msg_close(m);
         reset_socket(c);
         return fpx_c_fail(c, "connection_error", "cannot send to %s: %s", c->endpoint,
                           zmq_strerror(zmq_errno()));
     }
     return 0;
+}
+
+/* Sends body (taken) without waiting for its reply. */
+static int send_body(fpx_client *c, uint8_t *body, size_t len) {
+    zmq_msg_t m;
+    zmq_msg_init_data(&m, body, len, free_buf, NULL);
+    return send_msg(c, &m);
 }
 
 /* Waits for the next reply body into out. *rid receives its request_id, or
@@ -363,9 +379,9 @@ static int recv_reply(fpx_client *c, int64_t *rid, zmq_msg_t *out) {
     }
 }
 
-/* Sends body (taken), waits for the reply with this request's id. */
-static int roundtrip(fpx_client *c, uint8_t *body, size_t len, int64_t id, zmq_msg_t *out) {
-    if (send_body(c, body, len) != 0)
+/* Sends m (taken), waits for the reply with this request's id. */
+static int roundtrip(fpx_client *c, zmq_msg_t *m, int64_t id, zmq_msg_t *out) {
+    if (send_msg(c, m) != 0)
         return -1;
     for (;;) {
         int64_t got;
@@ -436,6 +452,8 @@ static int read_reply(fpx_client *c, reply *r) {
     const msgpack_object *st = fpx_map_get(r->m.header, "status");
     if (st && fpx_obj_str_eq(st, "ok"))
         return 0;
+    const msgpack_object *pub = fpx_map_get(r->m.header, "published");
+    c->unpublished = pub && pub->type == MSGPACK_OBJECT_BOOLEAN && !pub->via.boolean;
     const msgpack_object *et = fpx_map_get(r->m.header, "error_type");
     const msgpack_object *msg = fpx_map_get(r->m.header, "message");
     const char *ts = "internal_error", *ms = "request failed";
@@ -462,9 +480,34 @@ int fpx_c_call(fpx_client *c, fpx_out *o, reply *r) {
         free(body);
         return -1;
     }
-    if (roundtrip(c, body, len, id, &r->msg) != 0)
-        return -1;
-    return read_reply(c, r);
+    /* The bytes stay referenced by `keep` while a copy of the message (which
+     * shares them) is sent: a retry sends them again without copying. */
+    zmq_msg_t keep;
+    zmq_msg_init_data(&keep, body, len, free_buf, NULL);
+    int retry_safe = c->retry_safe;
+    for (int attempt = 0;; attempt++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        zmq_msg_copy(&m, &keep);
+        if (roundtrip(c, &m, id, &r->msg) != 0)
+            break;
+        if (read_reply(c, r) == 0) {
+            zmq_msg_close(&keep);
+            return 0;
+        }
+        if (attempt >= c->retries || strcmp(c->errtype, "unavailable") ||
+            !(retry_safe || c->unpublished))
+            break;
+        /* the cluster may be electing a leader, or a node restarting */
+        struct timespec pause = {0, (long)(FPX_RETRY_PAUSE_MS << attempt) * 1000000L};
+        while (pause.tv_nsec >= 1000000000L) {
+            pause.tv_sec++;
+            pause.tv_nsec -= 1000000000L;
+        }
+        nanosleep(&pause, NULL);
+    }
+    zmq_msg_close(&keep);
+    return -1;
 }
 
 int fpx_c_send(fpx_client *c, fpx_out *o, int64_t *id) {
@@ -532,11 +575,12 @@ int fpx_client_request_raw(fpx_client *c, const void *body, size_t len, uint8_t 
     if (!copy)
         return fpx_c_fail(c, "internal_error", "out of memory");
     memcpy(copy, body, len);
-    zmq_msg_t m;
+    zmq_msg_t m, out;
+    zmq_msg_init_data(&m, copy, len, free_buf, NULL);
     /* Raw bodies carry their own request_id (or none): accept the next reply. */
-    if (roundtrip(c, copy, len, INT64_MIN, &m) != 0)
+    if (roundtrip(c, &m, INT64_MIN, &out) != 0)
         return -1;
-    return take_reply(c, &m, reply_out, reply_len);
+    return take_reply(c, &out, reply_out, reply_len);
 }
 
 int fpx_client_send_raw(fpx_client *c, const void *body, size_t len) {

@@ -36,6 +36,11 @@
 #define FPX_ADD_PART_BYTES ((size_t)4 << 20)
 #define FPX_ADD_WINDOW_DEFAULT 8
 #define FPX_ADD_WINDOW_MAX 64
+/* Calls answered `unavailable` sent again (FAISS_PROXY_RETRIES), after
+ * pauses of 200, 400, 800 ms ... */
+#define FPX_RETRIES_DEFAULT 3
+#define FPX_RETRIES_MAX 10
+#define FPX_RETRY_PAUSE_MS 200L
 
 struct fpx_client {
     void *ctx;
@@ -51,7 +56,17 @@ struct fpx_client {
      * cluster stores a write sent twice once (docs/protocol.md, client_id). */
     char client_id[33];
     int add_window; /* parts of one add in flight at once (FAISS_PROXY_ADD_WINDOW) */
-    size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
+    /* A call answered `unavailable` (a cluster node that could not reach its
+     * cluster, or a holder) is sent again, the same bytes with the same
+     * request_id, up to `retries` times (FAISS_PROXY_RETRIES): the cluster
+     * stores a write sent twice once (client_id + request_id), so only an
+     * operation without that guarantee (retry_safe 0: create_index,
+     * delete_index, import_index) is sent again only when the reply says
+     * nothing was published. */
+    int retries;
+    int retry_safe;  /* of the request fpx_c_begin started last */
+    int unpublished; /* the last error reply said "published": false */
+    size_t max_msg;  /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
     char errtype[32];
     char errstr[512];
     fpx_leaser *leases; /* made by the first leased index; lease.c */

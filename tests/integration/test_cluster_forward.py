@@ -11,6 +11,7 @@ the first is killed with SIGKILL, that a write sent twice with the same
 client_id and request_id is applied once, and that a forwarded request is
 never forwarded again.
 """
+import json
 import os
 import re
 import time
@@ -274,3 +275,52 @@ def test_first_holder_killed_reads_go_on(cl):
     finally:
         first.start()
     far.drop(name)
+
+
+def test_libfaissproxy_sends_again_after_unavailable(cl):
+    """Every NATS server is killed: the nodes answer `unavailable`. A call of
+    libfaissproxy (here through the CLI's search) made meanwhile is sent again,
+    the same request, until the servers are back (FAISS_PROXY_RETRIES), and
+    then answers; with no retries, it fails with the node's `unavailable`."""
+    import subprocess
+    from conftest import BUILD
+    cli = os.path.join(BUILD, "faiss-proxy")
+    node = cl.nodes[0]
+    c = node.client()
+    d, name = 8, unique("retry")
+    c.create(name, d)
+    x = rand(20, d, 10)
+    c.add(name, x)
+    qfile = os.path.join(os.path.dirname(node.data_dir), "q.npy")
+    np.save(qfile, x[:2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAISS_PROXY_")}
+    env["FAISS_PROXY_SERVER"] = node.endpoint
+
+    def search(retries):
+        return subprocess.Popen([cli, "search", name, "--query", qfile, "-k", "1", "--json"],
+                                env=dict(env, FAISS_PROXY_RETRIES=str(retries)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    for n in cl.nats:
+        n.kill9()
+    try:
+        deadline = time.time() + 30
+        while c.call({"operation": "get_index_info", "index_id": name})[0].get(
+                "error_type") != "unavailable":
+            assert time.time() < deadline, "the node never noticed NATS was gone"
+            time.sleep(0.1)
+        out, err = search(0).communicate(timeout=60)
+        assert "unavailable" in err, (out, err)
+        p = search(8)  # pauses 0.2 s, 0.4 s, ... up to 51 s in all
+        time.sleep(1.0)
+    finally:
+        for n in cl.nats:
+            n.start()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, (out, err)
+    got = json.loads(out)
+    assert [q["results"][0]["label"] for q in got] == [0, 1]  # each query's own vector
+    deadline = time.time() + 60  # JetStream elects its leaders again after the restart
+    while c.call({"operation": "delete_index", "index_id": name})[0]["status"] != "ok":
+        assert time.time() < deadline, "the index could not be deleted after the restart"
+        time.sleep(0.2)
