@@ -108,7 +108,7 @@ def test_flat_answers_as_one_server(cl, fresh_server):
         c.drop(bare)
 
 
-@pytest.mark.parametrize("index_type", ["IVF4,Flat", "PQ4"])
+@pytest.mark.parametrize("index_type", ["IVF4,Flat", "PQ4np"])  # np: no polysemous annealing (30 s)
 def test_trained_once(cl, index_type):
     """train through one node: every replica holds the same trained index (the
     export of each is the same bytes), and searches answer as FAISS itself

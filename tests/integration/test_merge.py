@@ -31,7 +31,7 @@ def same_search(served, ref, xq, k=10):
     np.testing.assert_array_equal(D, Dr)
 
 
-@pytest.mark.parametrize("key", ["Flat", "PQ4", "SQ8", "PCA8,SQ8", "LSHr", "PQ4x4fs"])
+@pytest.mark.parametrize("key", ["Flat", "PQ4np", "SQ8", "PCA8,SQ8", "LSHr", "PQ4x4fs"])
 def test_merge_by_place_matches_faiss(fp, key):
     xb, xq = data(900, 16, 1), data(30, 16, 2)
     a = fp.index_factory(16, key)
