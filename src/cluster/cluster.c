@@ -31,18 +31,6 @@
 
 #define PLACEMENT_MAX FPX_PLACEMENT_MAX
 #define PLACEMENT_LEN FPX_PLACEMENT_LEN
-#define TYPE_MAX 256
-
-/* An index's definition, as stored in fpx_indexes. */
-typedef struct fpx_def {
-    char tenant[FPX_NAME_MAX + 1];
-    char name[FPX_NAME_MAX + 1];
-    char index_type[TYPE_MAX];
-    char metric[16]; /* "" when the request gave none */
-    int64_t dim, replicas;
-    uint8_t uid[FPX_UID_BYTES];
-    char placement[PLACEMENT_LEN]; /* node ids, comma-separated */
-} fpx_def;
 
 void fpx_cluster_uid_hex(const uint8_t *uid, char *out) {
     for (int i = 0; i < FPX_UID_BYTES; i++)
@@ -105,7 +93,7 @@ static int def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     char hex[FPX_UID_HEX];
     fpx_cluster_uid_hex(d->uid, hex);
-    msgpack_pack_map(&pk, 9);
+    msgpack_pack_map(&pk, 9 + (d->shards > 1));
     pack_str(&pk, "tenant", d->tenant);
     pack_str(&pk, "name", d->name);
     fpx_pack_cstr(&pk, "dimension");
@@ -117,7 +105,7 @@ static int def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
         msgpack_pack_nil(&pk);
     pack_str(&pk, "index_type", d->index_type);
     fpx_pack_cstr(&pk, "shards");
-    msgpack_pack_int64(&pk, 1);
+    msgpack_pack_int64(&pk, d->shards > 1 ? d->shards : 1);
     fpx_pack_cstr(&pk, "replicas");
     msgpack_pack_int64(&pk, d->replicas);
     pack_str(&pk, "uid", hex);
@@ -135,7 +123,67 @@ static int def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
             break;
         p = end + 1;
     }
+    if (d->shards > 1) { /* per shard, its nodes: [["n1", "n2"], ["n2", "n3"], ...] */
+        fpx_pack_cstr(&pk, "shard_map");
+        msgpack_pack_array(&pk, (size_t)d->shards);
+        for (int64_t i = 0; i < d->shards; i++) {
+            char nodes[PLACEMENT_LEN];
+            fpx_def_shard_nodes(d, i, nodes, sizeof nodes);
+            size_t n = 1;
+            for (const char *p = nodes; *p; p++)
+                n += *p == ',';
+            msgpack_pack_array(&pk, n);
+            for (char *save = NULL, *t = strtok_r(nodes, ",", &save); t;
+                 t = strtok_r(NULL, ",", &save))
+                fpx_pack_cstr(&pk, t);
+        }
+    }
     return sb->data ? 0 : -1;
+}
+
+void fpx_def_shard_nodes(const fpx_def *d, int64_t i, char *out, size_t cap) {
+    const char *p = d->shard_map ? d->shard_map : "";
+    for (int64_t j = 0; j < i && p; j++) {
+        p = strchr(p, ';');
+        if (p)
+            p++;
+    }
+    const char *end = p ? strchr(p, ';') : NULL;
+    size_t n = !p ? 0 : end ? (size_t)(end - p) : strlen(p);
+    snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p ? p : "");
+}
+
+void fpx_def_clear(fpx_def *d) {
+    free(d->shard_map);
+    d->shard_map = NULL;
+}
+
+/* The shard map of a definition ("shard_map": one array of node ids per
+ * shard) as text, shards separated by ';' and nodes by ','. */
+static int shard_map_decode(const msgpack_object *sm, fpx_def *d) {
+    if (d->shards == 1)
+        return sm != NULL;
+    if (d->shards < 1 || d->shards > FPX_SHARDS_MAX || !sm || sm->type != MSGPACK_OBJECT_ARRAY ||
+        sm->via.array.size != (uint32_t)d->shards)
+        return 1;
+    size_t cap = (size_t)d->shards * PLACEMENT_LEN, at = 0;
+    if (!(d->shard_map = calloc(1, cap)))
+        return 1;
+    for (uint32_t i = 0; i < sm->via.array.size; i++) {
+        const msgpack_object *a = &sm->via.array.ptr[i];
+        if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0 ||
+            a->via.array.size > PLACEMENT_MAX)
+            return 1;
+        for (uint32_t j = 0; j < a->via.array.size; j++) {
+            const char *s;
+            size_t n;
+            if (fpx_obj_str(&a->via.array.ptr[j], &s, &n) || n == 0 || n > FPX_NODE_ID_MAX)
+                return 1;
+            at += (size_t)snprintf(d->shard_map + at, cap - at, "%s%.*s", j ? "," : (i ? ";" : ""),
+                                   (int)n, s);
+        }
+    }
+    return 0;
 }
 
 /* A string field into buf[cap]; an absent or nil one is "" when optional. */
@@ -175,6 +223,12 @@ static int def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
              !fpx_map_get(m, "replicas") || fpx_obj_int(fpx_map_get(m, "replicas"), &d->replicas) ||
              !pl || pl->type != MSGPACK_OBJECT_ARRAY || pl->via.array.size == 0 ||
              pl->via.array.size > PLACEMENT_MAX;
+    const msgpack_object *sh = fpx_map_get(m, "shards");
+    d->shards = 1; /* definitions of earlier versions say 1, or nothing */
+    if (rc == 0 && sh && fpx_obj_int(sh, &d->shards))
+        rc = 1;
+    if (rc == 0)
+        rc = shard_map_decode(fpx_map_get(m, "shard_map"), d);
     for (int i = 0; rc == 0 && i < FPX_UID_BYTES; i++) {
         unsigned v;
         if (sscanf(hex + 2 * i, "%2x", &v) != 1)
@@ -191,13 +245,15 @@ static int def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
                      s);
     }
     msgpack_unpacked_destroy(&u);
+    if (rc)
+        fpx_def_clear(d);
     return rc ? fpx_err_set(err, FPX_E_INTERNAL, "an index definition with a bad field") : 0;
 }
 
-static int placed_here(const fpx_cluster *c, const fpx_def *d) {
+int fpx_node_listed(const fpx_cluster *c, const char *list) {
     const char *me = c->s->cfg->node_id;
     size_t n = strlen(me);
-    for (const char *p = d->placement; p;) {
+    for (const char *p = list; p;) {
         if (!strncmp(p, me, n) && (p[n] == ',' || p[n] == 0))
             return 1;
         p = strchr(p, ',');
@@ -205,6 +261,12 @@ static int placed_here(const fpx_cluster *c, const fpx_def *d) {
             p++;
     }
     return 0;
+}
+
+/* A sharded index is held by no node as a whole: its shards are the
+ * indexes placed (shard.c). */
+static int placed_here(const fpx_cluster *c, const fpx_def *d) {
+    return d->shards <= 1 && fpx_node_listed(c, d->placement);
 }
 
 /* ---- replicas -------------------------------------------------------------------- */
@@ -374,6 +436,7 @@ static void on_definition(fpx_cluster *c, kvEntry *e) {
         fpx_log(FPX_LOG_WARN, "ignoring the cluster's definition %s: %s", key, err.msg);
         return;
     }
+    fpx_def_clear(&d); /* a sharded index's map is read when it is asked for */
     if (!placed_here(c, &d)) {
         replica_gone(c, key); /* not ours (any more) */
         return;
@@ -569,6 +632,8 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
             st = bucket(c, FPX_BUCKET_NODES, FPX_NODE_TTL_MS, &c->nodes);
         if (st == NATS_OK && !c->applied)
             st = bucket(c, FPX_BUCKET_APPLIED, 0, &c->applied);
+        if (st == NATS_OK && !c->labels)
+            st = bucket(c, FPX_BUCKET_LABELS, 0, &c->labels);
         uint64_t rev;
         char rec[400];
         fpx_node_record(c, rec, sizeof rec);
@@ -708,6 +773,7 @@ void fpx_cluster_stop(fpx_server *s) {
     kvStore_Destroy(c->indexes);
     kvStore_Destroy(c->nodes);
     kvStore_Destroy(c->applied);
+    kvStore_Destroy(c->labels);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_Close(c->nc);
@@ -760,6 +826,13 @@ static int def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err) {
     return rc == 0 ? 1 : -1;
 }
 
+int fpx_cluster_def(fpx_cluster *c, const char *tenant, const char *name, fpx_def *d,
+                    fpx_err *err) {
+    char key[2 * FPX_NAME_MAX + 2];
+    def_key(tenant, name, key);
+    return def_get(c, key, d, err);
+}
+
 fpx_index *fpx_cluster_index(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     char name[FPX_NAME_MAX + 1], key[2 * FPX_NAME_MAX + 2];
@@ -772,6 +845,12 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
     if (found <= 0) { /* not defined: the not_found already in r->err stands */
         if (found < 0)
             r->err = err;
+        return NULL;
+    }
+    if (d.shards > 1) { /* answered from its shards: r->relay */
+        r->err = (fpx_err){0};
+        fpx_shard_serve(c, r, &d);
+        fpx_def_clear(&d);
         return NULL;
     }
     if (!placed_here(c, &d)) { /* answered by a node that holds it: r->relay */
@@ -816,6 +895,157 @@ static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fp
     return 0;
 }
 
+/*
+ * Defines d: its stream first (its name is the new unique id, so it collides
+ * with nothing), then the definition, with a key-value create (when two
+ * nodes define one name, one wins and the other gets already_exists). When
+ * d is placed here, the replica is opened before this returns: *rep, its
+ * index referenced for the caller.
+ */
+static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_err *err) {
+    char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    *rep = NULL;
+    def_key(d->tenant, d->name, key);
+    fpx_cluster_stream_names(d->uid, stream, subject);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (def_encode(d, &sb) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    }
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[1] = {subject};
+    sc.Name = stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = c->replicas;
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    natsStatus st = d->shards > 1 ? NATS_OK : js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    if (st != NATS_OK) {
+        msgpack_sbuffer_destroy(&sb);
+        return fpx_cluster_fail(err, "cannot create the index's log", st);
+    }
+    jsStreamInfo_Destroy(si);
+    pthread_mutex_lock(&c->mu);
+    uint64_t rev;
+    st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    int rc = 0;
+    if (st != NATS_OK) {
+        fpx_def other;
+        fpx_err gerr = {0};
+        int found = def_get(c, key, &other, &gerr);
+        if (found == 1)
+            fpx_def_clear(&other);
+        rc = found == 1 ? fpx_err_set(err, FPX_E_EXISTS, "index '%s' already exists", d->name)
+                        : fpx_cluster_fail(err, "cannot define the index", st);
+    }
+    if (rc == 0 && placed_here(c, d) && !(*rep = replica_open(c, d, made, err))) {
+        kvStore_Delete(c->indexes, key);
+        rc = -1;
+    }
+    if (*rep)
+        atomic_fetch_add(&(*rep)->ix->refs, 1);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0 && d->shards <= 1)
+        js_DeleteStream(c->js, stream, NULL, &jerr);
+    return rc;
+}
+
+int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err) {
+    fpx_replica *rep = NULL;
+    if (define(c, d, NULL, &rep, err) != 0)
+        return -1;
+    if (rep)
+        fpx_index_unref(rep->ix);
+    return 0;
+}
+
+int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err) {
+    char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    fpx_def d;
+    def_key(tenant, name, key);
+    int found = def_get(c, key, &d, err);
+    if (found <= 0)
+        return found;
+    fpx_def_clear(&d);
+    natsStatus st = kvStore_Delete(c->indexes, key);
+    if (st != NATS_OK)
+        return fpx_cluster_fail(err, "cannot delete the index's definition", st);
+    fpx_cluster_stream_names(d.uid, stream, subject);
+    jsErrCode jerr = 0;
+    js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
+    replica_gone(c, key);
+    return 0;
+}
+
+/*
+ * A sharded index: shard i is placed on replicas nodes of the live ones,
+ * starting at the i-th (this node first), so that shards spread over the
+ * nodes; each shard is defined as an index of its own (".shard-<uid>-<i>",
+ * a name no user's index can have), with a stream of its own. The index
+ * itself is defined last, with its shard map: until then nothing names it,
+ * and a create that loses the race takes its shards away again.
+ */
+static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards, int live) {
+    if (r->made->binary)
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                           "sharding a binary index is not served in this version");
+    char nodes[PLACEMENT_MAX][FPX_NODE_ID_MAX + 1];
+    int n = 0;
+    char list[PLACEMENT_LEN];
+    /* every live data node this time, not just replicas of them */
+    int all = 0;
+    if (live_nodes(c, list, sizeof list, PLACEMENT_MAX, &all, &r->err) != 0)
+        return -1;
+    (void)live;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t && n < PLACEMENT_MAX;
+         t = strtok_r(NULL, ",", &save))
+        snprintf(nodes[n++], sizeof nodes[0], "%s", t);
+    if (n == 0 || d->replicas > n)
+        return fpx_err_set(&r->err, FPX_E_UNAVAILABLE, "too few live data nodes (%d)", n);
+    size_t cap = (size_t)shards * PLACEMENT_LEN, at = 0;
+    if (!(d->shard_map = calloc(1, cap)))
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+    for (int64_t i = 0; i < shards; i++)
+        for (int64_t j = 0; j < d->replicas; j++)
+            at += (size_t)snprintf(d->shard_map + at, cap - at, "%s%s", j ? "," : (i ? ";" : ""),
+                                   nodes[(i + j) % n]);
+    d->shards = shards;
+    int rc = 0;
+    int64_t made = 0;
+    for (; rc == 0 && made < shards; made++) {
+        fpx_def sd = *d;
+        sd.shards = 1;
+        sd.shard_map = NULL;
+        fpx_shard_name(d->uid, made, sd.name);
+        randombytes_buf(sd.uid, sizeof sd.uid);
+        fpx_def_shard_nodes(d, made, sd.placement, sizeof sd.placement);
+        rc = fpx_cluster_define(c, &sd, &r->err);
+    }
+    fpx_replica *rep = NULL;
+    if (rc == 0)
+        rc = define(c, d, NULL, &rep, &r->err);
+    if (rc != 0) { /* its shards go again */
+        for (int64_t i = 0; i < made; i++) {
+            char name[FPX_NAME_MAX + 1];
+            fpx_err e2 = {0};
+            fpx_shard_name(d->uid, i, name);
+            fpx_cluster_undefine(c, d->tenant, name, &e2);
+        }
+        fpx_def_clear(d);
+        return -1;
+    }
+    fpx_log(FPX_LOG_INFO, "defined index %s/%s in the cluster: %lld shards (%s)", d->tenant,
+            d->name, (long long)shards, d->shard_map);
+    int served = fpx_shard_serve(c, r, d); /* the info map, as get_index_info gives it */
+    fpx_def_clear(d);
+    return served;
+}
+
 int fpx_cluster_create(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     fpx_index *m = r->made;
@@ -836,11 +1066,9 @@ int fpx_cluster_create(fpx_req *r) {
     int64_t shards = 1, replicas = 0;
     if (fpx_req_int(r, "shards", 0, &shards) < 0)
         return -1;
-    if (shards != 1)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "shards must be 1: this version serves every index as one shard "
-                           "(sharding is not served yet), got %lld",
-                           (long long)shards);
+    if (shards < 1 || shards > FPX_SHARDS_MAX)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "shards must be in 1..%d, got %lld",
+                           FPX_SHARDS_MAX, (long long)shards);
     int has_replicas = fpx_req_int(r, "replicas", 0, &replicas);
     if (has_replicas < 0)
         return -1;
@@ -874,62 +1102,17 @@ int fpx_cluster_create(fpx_req *r) {
     if (cut)
         *cut = 0;
     randombytes_buf(d.uid, sizeof d.uid);
-
-    char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
-    def_key(d.tenant, d.name, key);
-    fpx_cluster_stream_names(d.uid, stream, subject);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    if (def_encode(&d, &sb) != 0) {
-        msgpack_sbuffer_destroy(&sb);
-        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    }
-    /* The stream first (its name is the new unique id, so it collides with
-     * nothing), then the definition: a node that sees the definition finds
-     * the stream. */
-    jsStreamConfig sc;
-    jsStreamConfig_Init(&sc);
-    const char *subjects[1] = {subject};
-    sc.Name = stream;
-    sc.Subjects = subjects;
-    sc.SubjectsLen = 1;
-    sc.Storage = js_FileStorage;
-    sc.Replicas = c->replicas;
-    jsErrCode jerr = 0;
-    jsStreamInfo *si = NULL;
-    natsStatus st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
-    if (st != NATS_OK) {
-        msgpack_sbuffer_destroy(&sb);
-        return fpx_cluster_fail(&r->err, "cannot create the index's log", st);
-    }
-    jsStreamInfo_Destroy(si);
-    pthread_mutex_lock(&c->mu);
-    uint64_t rev;
-    st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    int rc = 0;
-    if (st != NATS_OK) {
-        fpx_def other;
-        fpx_err gerr = {0};
-        rc = def_get(c, key, &other, &gerr) == 1
-                 ? fpx_err_set(&r->err, FPX_E_EXISTS, "index '%s' already exists", d.name)
-                 : fpx_cluster_fail(&r->err, "cannot define the index", st);
-    }
+    if (shards > 1)
+        return create_sharded(c, r, &d, shards, live);
     fpx_replica *rep = NULL;
-    if (rc == 0 && !(rep = replica_open(c, &d, &r->made, &r->err))) {
-        kvStore_Delete(c->indexes, key);
-        rc = -1;
-    }
+    if (define(c, &d, &r->made, &rep, &r->err) != 0)
+        return -1;
     if (rep) {
-        r->ix = rep->ix;
-        atomic_fetch_add(&r->ix->refs, 1);
+        r->ix = rep->ix; /* referenced by define */
         fpx_log(FPX_LOG_INFO, "defined index %s/%s in the cluster (replicas: %s)", d.tenant, d.name,
                 d.placement);
     }
-    pthread_mutex_unlock(&c->mu);
-    if (rc != 0)
-        js_DeleteStream(c->js, stream, NULL, &jerr);
-    return rc;
+    return 0;
 }
 
 int fpx_cluster_drop(fpx_req *r) {
@@ -1013,13 +1196,16 @@ int fpx_cluster_list(fpx_req *r, fpx_out *o) {
     kvKeysList keys = {0};
     const msgpack_object **remote = NULL;
     node_list lists[PLACEMENT_MAX * 4];
+    msgpack_sbuffer *sharded = NULL; /* the info maps of sharded indexes */
+    size_t nsharded = 0;
     int rc = 0;
     fpx_order_wait(&r->s->blocked); /* in its connection's order, as forward.c says */
     natsStatus st = kvStore_Keys(&keys, c->indexes, NULL);
     if (st != NATS_OK && st != NATS_NOT_FOUND)
         return fpx_cluster_fail(&r->err, "cannot list the index definitions", st);
     if (fpx_server_list(r->s, r->tenant, &mine, &nmine) != 0 ||
-        !(remote = calloc((size_t)(keys.Count > 0 ? keys.Count : 1), sizeof *remote))) {
+        !(remote = calloc((size_t)(keys.Count > 0 ? keys.Count : 1), sizeof *remote)) ||
+        !(sharded = calloc((size_t)(keys.Count > 0 ? keys.Count : 1), sizeof *sharded))) {
         rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
         goto done;
     }
@@ -1033,8 +1219,18 @@ int fpx_cluster_list(fpx_req *r, fpx_out *o) {
         int local = 0;
         for (size_t j = 0; j < nmine && !local; j++)
             local = !strcmp(mine[j]->name, name);
+        if (name[0] == '.') /* a shard: listed as part of its index */
+            continue;
         if (local || def_get(c, keys.Keys[i], &d, &r->err) != 1) {
             r->err = (fpx_err){0}; /* deleted meanwhile: not listed */
+            continue;
+        }
+        if (d.shards > 1) {
+            msgpack_sbuffer *sb = &sharded[nsharded];
+            msgpack_sbuffer_init(sb);
+            nsharded++;
+            rc = fpx_shard_info(c, r, &d, sb);
+            fpx_def_clear(&d);
             continue;
         }
         int answered = 0;
@@ -1061,16 +1257,26 @@ int fpx_cluster_list(fpx_req *r, fpx_out *o) {
         msgpack_packer *m = fpx_out_meta(o);
         msgpack_pack_map(m, 1);
         fpx_pack_cstr(m, "indexes");
-        msgpack_pack_array(m, nmine + nremote);
+        size_t nshown = 0;
+        for (size_t i = 0; i < nmine; i++)
+            nshown += mine[i]->name[0] != '.';
+        msgpack_pack_array(m, nshown + nremote + nsharded);
         for (size_t i = 0; i < nmine; i++) {
+            if (mine[i]->name[0] == '.') /* a shard held here */
+                continue;
             pthread_rwlock_rdlock(&mine[i]->lock);
             fpx_index_pack_info(mine[i], m);
             pthread_rwlock_unlock(&mine[i]->lock);
         }
         for (size_t i = 0; i < nremote; i++)
             msgpack_pack_object(m, *remote[i]);
+        for (size_t i = 0; i < nsharded; i++) /* packed already: appended as they are */
+            m->callback(m->data, sharded[i].data, sharded[i].size);
     }
 done:
+    for (size_t i = 0; i < nsharded; i++)
+        msgpack_sbuffer_destroy(&sharded[i]);
+    free(sharded);
     for (size_t i = 0; i < nmine; i++)
         fpx_index_unref(mine[i]);
     free(mine);

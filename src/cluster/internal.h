@@ -16,6 +16,7 @@
 #define FPX_BUCKET_INDEXES "fpx_indexes" /* tenant/name -> the index's definition */
 #define FPX_BUCKET_NODES "fpx_nodes"     /* node id -> heartbeat, expiring */
 #define FPX_BUCKET_APPLIED "fpx_applied" /* node.uid -> last stream sequence applied there */
+#define FPX_BUCKET_LABELS "fpx_labels"   /* uid of a sharded index -> its next unkeyed label */
 #define FPX_NODE_TTL_MS 5000             /* a node missing this long is not live */
 #define FPX_HEARTBEAT_MS 1000
 /* How long a write waits for JetStream (a leader election takes seconds)
@@ -28,6 +29,29 @@
 /* Most nodes an index is placed on, and its placement as text. */
 #define FPX_PLACEMENT_MAX 16
 #define FPX_PLACEMENT_LEN (FPX_PLACEMENT_MAX * (FPX_NODE_ID_MAX + 1))
+
+/* Most shards an index may have. */
+#define FPX_SHARDS_MAX 64
+#define FPX_TYPE_MAX 256
+
+/* An index's definition, as stored in fpx_indexes. A sharded index (shards
+ * > 1) is defined once under its own name, with its shard map, and each of
+ * its shards once more as an index of its own (fpx_shard_name), which is
+ * what nodes hold and streams log. */
+typedef struct fpx_def {
+    char tenant[FPX_NAME_MAX + 1];
+    char name[FPX_NAME_MAX + 1];
+    char index_type[FPX_TYPE_MAX];
+    char metric[16]; /* "" when the request gave none */
+    int64_t dim, replicas, shards;
+    uint8_t uid[FPX_UID_BYTES];
+    char placement[FPX_PLACEMENT_LEN]; /* node ids, comma-separated */
+    char *shard_map; /* shards > 1: per shard its node ids, ';' between shards; malloc'd */
+} fpx_def;
+
+/* Shard i's node ids (comma-separated) into out[cap]. */
+void fpx_def_shard_nodes(const fpx_def *d, int64_t i, char *out, size_t cap);
+void fpx_def_clear(fpx_def *d);
 
 /* A replica of an index on this node, following the index's stream. */
 typedef struct fpx_replica {
@@ -46,7 +70,7 @@ typedef struct fpx_cluster {
     fpx_server *s;
     natsConnection *nc;
     jsCtx *js;
-    kvStore *indexes, *nodes, *applied;
+    kvStore *indexes, *nodes, *applied, *labels;
     int replicas;       /* of buckets and streams: min(3, NATS servers) */
     pthread_mutex_t mu; /* the replica list; opening and forgetting replicas */
     fpx_replica *reps;
@@ -90,6 +114,28 @@ void fpx_cluster_stream_names(const uint8_t *uid, char *stream, char *subject);
 /* natsStatus as an fpx_err: unavailable, with what failed. */
 int fpx_cluster_fail(fpx_err *err, const char *what, natsStatus st);
 
+/* 1 when this node is one of list (node ids, comma-separated). */
+int fpx_node_listed(const fpx_cluster *c, const char *list);
+/* The definition of tenant/name: 1 found, 0 none, -1 error. */
+int fpx_cluster_def(fpx_cluster *c, const char *tenant, const char *name, fpx_def *d, fpx_err *err);
+/* Removes the definition and the stream of the index tenant/name (a shard),
+ * and its replica here; the other nodes drop theirs when they see it go. */
+int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err);
+/* Defines an index (a shard of a sharded index) on the nodes of placement:
+ * its stream, then its definition (a KV create); opened here when placed
+ * here. */
+int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err);
+
+/* shard.c: the name of shard i of the sharded index of unique id uid,
+ * ".shard-<uid hex>-<i>" (a leading '.' no user's index name has). */
+void fpx_shard_name(const uint8_t *uid, int64_t i, char *out /* FPX_NAME_MAX + 1 */);
+/* Serves request r naming the sharded index d: r->relay is the reply (0),
+ * or r->err (-1). */
+int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d);
+/* The info map of the sharded index d, as get_index_info answers it, packed
+ * into sb (r is the request asking, for its credentials). */
+int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer *sb);
+
 /* log.c: follows rep's stream from rep->ix->seq + 1 (the caller holds c->mu). */
 int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err);
 /* Applies the stream's records up to seq to ix (its lock held exclusively). */
@@ -98,6 +144,11 @@ int fpx_log_catch_up(fpx_cluster *c, fpx_index *ix, uint64_t seq, fpx_err *err);
  * are left (or could not be applied), 0 when none, -1 when the stream could
  * not be read. Takes the index's lock; called by the heartbeat. */
 int fpx_log_repair(fpx_cluster *c, fpx_replica *rep, uint64_t max, fpx_err *err);
+/* Publishes a trained index (FAISS's bytes, as fpx_train_record makes them)
+ * as the next record of the stream of uid, only if no other record reached
+ * it meanwhile; each replica replaces its untrained engine with it. */
+int fpx_log_publish_trained(fpx_cluster *c, fpx_req *r, const uint8_t *uid, const uint8_t *bytes,
+                            size_t n, fpx_err *err);
 /* The stream's last sequence. */
 int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err);
 

@@ -398,3 +398,23 @@ int fpx_cluster_write(fpx_req *r) {
     free(trained);
     return rc;
 }
+
+int fpx_log_publish_trained(fpx_cluster *c, fpx_req *r, const uint8_t *uid, const uint8_t *bytes,
+                            size_t n, fpx_err *err) {
+    char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX], msgid[MSGID_MAX];
+    fpx_cluster_stream_names(uid, stream, subject);
+    fpx_walrec rec = {FPX_WAL_TRAINED, 0, 0, bytes, n, NULL, 0};
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    uint64_t expect = 0, seq = 0;
+    int dup = 0;
+    message_id(c, r, msgid);
+    /* One record per shard: the message ids of the shards' streams never meet. */
+    int rc = fpx_log_last_seq(c, uid, &expect, err);
+    if (rc == 0)
+        rc = rec_encode(&rec, &payload, &len, err);
+    if (rc == 0)
+        rc = publish(c, subject, payload, len, msgid, expect, &seq, &dup, err);
+    free(payload);
+    return rc;
+}

@@ -40,7 +40,8 @@ static int ident_parse(const uint8_t *buf, size_t len, const char *path, fpx_sto
         return fpx_err_set(err, FPX_E_INTERNAL, "%s: unknown format version %u", path,
                            fpx_get_u32(buf + 12));
     const char *t = (const char *)buf + ID_FIXED, *n = t + tl;
-    if (ID_FIXED + tl + nl > hl || !fpx_name_valid(t, tl) || !fpx_name_valid(n, nl))
+    if (ID_FIXED + tl + nl > hl || !fpx_name_valid(t, tl) ||
+        !(fpx_name_valid(n, nl) || fpx_name_shard(n, nl)))
         return fpx_err_set(err, FPX_E_INTERNAL, "%s: identity header names no valid index", path);
     out->seq = fpx_get_u64(buf + 16);
     memcpy(out->uid, buf + 24, FPX_UID_BYTES);
@@ -408,7 +409,7 @@ static void load_tenant(const char *data_dir, const char *tenant, fpx_store_appl
             continue;
         char dir[FPX_PATH_MAX];
         fpx_path(dir, "%s/%s", tdir, name);
-        if (name[0] == '.') {
+        if (name[0] == '.' && !fpx_name_shard(name, strlen(name))) {
             /* An interrupted create or delete: never acknowledged / already gone. */
             if (strstr(name, ".creating.") || strstr(name, ".deleted.")) {
                 fpx_log(FPX_LOG_INFO, "removing leftover %s", dir);
@@ -417,7 +418,8 @@ static void load_tenant(const char *data_dir, const char *tenant, fpx_store_appl
             continue;
         }
         struct stat st;
-        if (!fpx_name_valid(name, strlen(name)) || lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        if (!(fpx_name_valid(name, strlen(name)) || fpx_name_shard(name, strlen(name))) ||
+            lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
             continue;
         fpx_index *ix = NULL;
         fpx_err err = {0};

@@ -71,7 +71,8 @@ int fpx_req_name(fpx_req *r, int allow_name_synonym, char *name) {
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "missing index_id");
     if (fpx_obj_str(o, &s, &n))
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "index_id must be a string");
-    if (!fpx_name_valid(s, n))
+    /* A shard's name comes from the node serving its sharded index only. */
+    if (!fpx_name_valid(s, n) && !(r->forwarded && r->s->cluster && fpx_name_shard(s, n)))
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "index_id must be 1-128 characters of [A-Za-z0-9_.-], not starting "
                            "with '.'");

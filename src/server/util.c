@@ -63,6 +63,22 @@ int fpx_name_valid(const char *s, size_t n) {
     return 1;
 }
 
+int fpx_name_shard(const char *s, size_t n) {
+    static const char prefix[] = ".shard-"; /* then the 32 hex digits of a 16-byte uid */
+    size_t p = sizeof prefix - 1, i = p;
+    if (n < p + 32 + 2 || n > p + 32 + 3 || memcmp(s, prefix, p))
+        return 0;
+    for (; i < p + 32; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    if (s[i++] != '-')
+        return 0;
+    for (; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
 int fpx_path(char *buf, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

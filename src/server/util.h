@@ -26,6 +26,10 @@ void fpx_log(fpx_loglevel lvl, const char *fmt, ...) __attribute__((format(print
  * [A-Za-z0-9_.-], not starting with '.'. Such a name is safe as a path
  * component: no '/', no NUL, never "." or "..". */
 int fpx_name_valid(const char *s, size_t n);
+/* 1 when s[0..n) names a shard of a sharded index in a cluster,
+ * ".shard-<32 hex digits of its index's uid>-<shard number>": a name no
+ * user's index can have (it starts with '.'), held and stored as an index. */
+int fpx_name_shard(const char *s, size_t n);
 
 /* Room for any path the server builds: the data dir (< 4096) plus names. */
 #define FPX_PATH_MAX 4608

@@ -146,7 +146,7 @@ def test_names_and_options_cluster_wide(cl):
     r = cs[1].error({"operation": "create_index", "index_id": name, "dimension": 4})
     assert r["error_type"] == "already_exists"
     r = cs[2].error({"operation": "create_index", "index_id": unique(), "dimension": 4,
-                     "shards": 2})
+                     "shards": 0})
     assert r["error_type"] == "validation_error" and "shard" in r["message"]
     r = cs[2].error({"operation": "create_index", "index_id": unique(), "dimension": 4,
                      "replicas": 4})

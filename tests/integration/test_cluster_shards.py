@@ -1,0 +1,190 @@
+"""Sharded indexes in a cluster (docs/cluster.md, "Sharding"): three real
+nats-server processes and three nodes on loopback.
+
+Proves that an index of S shards answers add, search (filtered, keyed and
+unkeyed), range_search, delete_vector and reconstruct exactly as one plain
+server given the same requests, whatever node each request goes through;
+that unkeyed labels are FAISS's numbering; that ntotal sums over the shards
+and the shard map spreads shards over nodes; that an IVF is trained once
+(every shard shares the quantizer) and answers as one server; that
+operations not served on a sharded index say so; and that a node restarted
+on an empty data dir rebuilds its shards from the streams.
+"""
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from cluster import NATS_SERVER, Cluster
+from conftest import unique
+from wire import rand
+
+pytestmark = pytest.mark.skipif(
+    NATS_SERVER is None, reason="nats-server is not installed (make build installs it)")
+
+
+@pytest.fixture(scope="module")
+def cl(tmp_path_factory):
+    c = Cluster(str(tmp_path_factory.mktemp("shards"))).start()
+    yield c
+    c.stop()
+
+
+def clients(cl):
+    return [node.client() for node in cl.nodes if node.proc is not None]
+
+
+def sorted_range(reply):
+    """range_search results per query as sorted (label, distance) lists."""
+    h, d, _ = reply
+    nq, nres = h["nq"], h["nres"]
+    lims = np.frombuffer(d[:(nq + 1) * 8], dtype="<i8")
+    lab = np.frombuffer(d[(nq + 1) * 8:(nq + 1) * 8 + nres * 8], dtype="<i8")
+    dist = np.frombuffer(d[(nq + 1) * 8 + nres * 8:], dtype="<f4")
+    return [sorted(zip(lab[lims[q]:lims[q + 1]].tolist(), dist[lims[q]:lims[q + 1]].tolist()))
+            for q in range(nq)]
+
+
+def run_same(cs, plain, name, index_type, shards, d, train=None):
+    """The same requests to the cluster (rotating nodes) and to one server."""
+    h = {"operation": "create_index", "index_id": name, "dimension": d,
+         "index_type": index_type}
+    info = cs[0].ok(dict(h, shards=shards))[2]
+    plain.ok(h)
+    assert info["shards"] == shards and len(info["shard_map"]) == shards
+    assert len({tuple(n) for n in info["shard_map"]}) == min(shards, 3)  # spread
+    if train is not None:
+        assert cs[1].train(name, train)["is_trained"]
+        plain.train(name, train)
+    writes = []
+    for i in range(4):
+        x = rand(30, d, 100 + i)
+        writes.append(({"operation": "add_vectors", "index_id": name, "vector_shape": [30, d]},
+                       x.tobytes(), None))
+        items = [{"id": "k%d" % (i * 30 + j),
+                  "metadata": {"color": "red" if j % 3 == 0 else "blue"}} for j in range(30)]
+        writes.append(({"operation": "add_vectors", "index_id": name, "vector_shape": [30, d]},
+                       rand(30, d, 200 + i).tobytes(), items))
+    writes.append(({"operation": "delete_vector", "index_id": name,
+                    "vector_ids": ["k1", "k5", 3, 64]}, b"", None))
+    for i, (hd, data, meta) in enumerate(writes):
+        want = plain.call(hd, data, meta)
+        got = cs[i % len(cs)].call(hd, data, meta)
+        assert want[0]["status"] == "ok", want
+        assert got == want, (hd, got, want)
+    q = rand(5, d, 999)
+    for c in cs:
+        assert c.info(name)["ntotal"] == plain.info(name)["ntotal"] == 236
+        for extra, filt in (({}, None), ({"include_metadata": True}, None), ({}, {"color": "red"})):
+            hd = dict({"operation": "search", "index_id": name, "k": 7, "vector_shape": [5, d]},
+                      **extra)
+            assert c.call(hd, q.tobytes(), filt) == plain.call(hd, q.tobytes(), filt)
+        hd = {"operation": "range_search", "index_id": name, "radius": 1.2,
+              "vector_shape": [5, d]}
+        got, want = c.call(hd, q.tobytes()), plain.call(hd, q.tobytes())
+        assert got[0] == want[0] and sorted_range(got) == sorted_range(want)
+        for label in (0, 7, 45, 119, 200):
+            hd = {"operation": "reconstruct", "index_id": name, "label": label}
+            assert c.call(hd) == plain.call(hd)
+        hd = {"operation": "reconstruct_n", "index_id": name, "i0": 4, "n": 6}
+        assert c.call(hd) == plain.call(hd)
+    return q
+
+
+def test_flat_answers_as_one_server_and_faiss(cl, fresh_server):
+    import faiss
+    plain = fresh_server.client()
+    cs = clients(cl)
+    d = 8
+    for shards in (3, 2):
+        name = unique("flat")
+        q = run_same(cs, plain, name, "Flat", shards, d)
+        # unkeyed labels are FAISS's numbering: the first add is labels 0..29
+        # (label 3 was deleted since)
+        ref = faiss.IndexIDMap(faiss.IndexFlatL2(d))
+        keep = np.array([i for i in range(30) if i != 3], dtype="int64")
+        ref.add_with_ids(rand(30, d, 100)[keep], keep)
+        D, I = ref.search(q, 3)
+        hd = {"operation": "search", "index_id": name, "k": 3, "vector_shape": [5, d],
+              "id_selector": {"range": [0, 30]}}
+        h, data, _ = cs[2].ok(hd, q.tobytes())
+        assert np.array_equal(np.frombuffer(data[5 * 3 * 4:], dtype="<i8").reshape(5, 3), I)
+        assert np.allclose(np.frombuffer(data[:5 * 3 * 4], dtype="<f4").reshape(5, 3), D,
+                           rtol=1e-5)
+        listed = [i for i in cs[1].list() if i["index_id"] == name]
+        assert len(listed) == 1 and listed[0]["ntotal"] == 236 and listed[0]["shards"] == shards
+        assert not any(i["index_id"].startswith(".") for i in cs[0].list())
+        cs[0].drop(name)
+        plain.drop(name)
+        assert all(i["index_id"] != name for i in cs[2].list())
+
+
+@pytest.mark.parametrize("index_type", ["IVF4,Flat", "PQ4"])
+def test_trained_once_answers_as_one_server(cl, fresh_server, index_type):
+    plain = fresh_server.client()
+    cs = clients(cl)
+    d = 8
+    name = unique("trained")
+    train = rand(400, d, 5)
+    # One server's training differs from run to run: it is given the
+    # cluster's trained quantizer instead, through export/import.
+    cs[0].ok({"operation": "create_index", "index_id": name, "dimension": d,
+              "index_type": index_type, "shards": 3})
+    assert cs[1].train(name, train)["is_trained"]
+    assert all(not i["index_id"].startswith(".") for i in cs[0].list())  # shards unlisted
+    x = rand(300, d, 6)
+    assert cs[2].add(name, x)["ntotal"] == 300
+    # Every shard holds the one trained index: a search probing every list
+    # of the IVF is exact, as FAISS's flat search of the same vectors.
+    import faiss
+    ref = faiss.IndexFlatL2(d)
+    ref.add(x)
+    q = rand(4, d, 7)
+    D, I = ref.search(q, 5)
+    for c in cs:
+        info = c.info(name)
+        assert info["is_trained"] and info["ntotal"] == 300
+        if index_type.startswith("IVF"):
+            _, got, _ = c.search(name, q, 5, params={"nprobe": 4})
+            assert np.array_equal(got, I)
+    cs[0].drop(name)
+
+
+def test_unsupported_and_bad_shards(cl):
+    c = clients(cl)[0]
+    name = unique("bad")
+    h = c.error({"operation": "create_index", "index_id": name, "dimension": 4, "shards": 65})
+    assert h["error_type"] == "validation_error"
+    c.ok({"operation": "create_index", "index_id": name, "dimension": 4, "shards": 2})
+    h = c.error({"operation": "export_index", "index_id": name})
+    assert h["error_type"] == "unsupported" and "sharded" in h["message"]
+    h = c.error({"operation": "remove_ids", "index_id": name, "ids": [1]})
+    assert h["error_type"] == "unsupported"
+    h = c.error({"operation": "get_index_info", "index_id": ".shard-" + "0" * 32 + "-0"})
+    assert h["error_type"] == "validation_error"
+    c.drop(name)
+
+
+def test_restart_empty_rebuilds_shards(cl):
+    cs = clients(cl)
+    d = 4
+    name = unique("rebuild")
+    cs[0].ok({"operation": "create_index", "index_id": name, "dimension": d, "shards": 3,
+              "replicas": 2})
+    x = rand(50, d, 3)
+    cs[0].add(name, x)
+    q = rand(3, d, 4)
+    hd = {"operation": "search", "index_id": name, "k": 5, "vector_shape": [3, d]}
+    want = cs[0].call(hd, q.tobytes())
+    node = cl.nodes[2]
+    node.stop()
+    shutil.rmtree(node.data_dir)
+    node.start()
+    c = node.client()
+    deadline = time.time() + 30
+    while c.info(name)["ntotal"] != 50:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert c.call(hd, q.tobytes()) == want
+    cs[0].drop(name)
