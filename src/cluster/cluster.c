@@ -634,6 +634,8 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
             st = bucket(c, FPX_BUCKET_APPLIED, 0, &c->applied);
         if (st == NATS_OK && !c->labels)
             st = bucket(c, FPX_BUCKET_LABELS, 0, &c->labels);
+        if (st == NATS_OK && !c->label_reqs)
+            st = bucket(c, FPX_BUCKET_LABEL_REQS, FPX_DEDUP_WINDOW_MS, &c->label_reqs);
         uint64_t rev;
         char rec[400];
         fpx_node_record(c, rec, sizeof rec);
@@ -774,6 +776,7 @@ void fpx_cluster_stop(fpx_server *s) {
     kvStore_Destroy(c->nodes);
     kvStore_Destroy(c->applied);
     kvStore_Destroy(c->labels);
+    kvStore_Destroy(c->label_reqs);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_Close(c->nc);

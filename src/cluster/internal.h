@@ -17,7 +17,14 @@
 #define FPX_BUCKET_NODES "fpx_nodes"     /* node id -> heartbeat, expiring */
 #define FPX_BUCKET_APPLIED "fpx_applied" /* node.uid -> last stream sequence applied there */
 #define FPX_BUCKET_LABELS "fpx_labels"   /* uid of a sharded index -> its next unkeyed label */
-#define FPX_NODE_TTL_MS 5000             /* a node missing this long is not live */
+/* uid.hash of (tenant, client_id, request_id) -> "first n": the labels an
+ * unkeyed add to a sharded index reserved, so that the same add sent again
+ * takes the same labels, goes to the same shards, and JetStream drops its
+ * records there as duplicates. Entries live as long as JetStream's duplicate
+ * window (2 minutes), past which a repeat is a new write anyway. */
+#define FPX_BUCKET_LABEL_REQS "fpx_label_reqs"
+#define FPX_DEDUP_WINDOW_MS 120000
+#define FPX_NODE_TTL_MS 5000 /* a node missing this long is not live */
 #define FPX_HEARTBEAT_MS 1000
 /* How long a write waits for JetStream (a leader election takes seconds)
  * before this node answers unavailable. */
@@ -70,7 +77,7 @@ typedef struct fpx_cluster {
     fpx_server *s;
     natsConnection *nc;
     jsCtx *js;
-    kvStore *indexes, *nodes, *applied, *labels;
+    kvStore *indexes, *nodes, *applied, *labels, *label_reqs;
     int replicas;       /* of buckets and streams: min(3, NATS servers) */
     pthread_mutex_t mu; /* the replica list; opening and forgetting replicas */
     fpx_replica *reps;

@@ -345,6 +345,73 @@ static int reserve_labels(fpx_cluster *c, const fpx_def *d, int64_t n, int64_t *
     return fpx_err_set(err, FPX_E_UNAVAILABLE, "cannot reserve labels: too many concurrent adds");
 }
 
+/* "first n" of a reservation entry. */
+static int parse_range(kvEntry *e, int64_t *first, int64_t *n) {
+    char v[64];
+    int len = kvEntry_ValueLen(e);
+    snprintf(v, sizeof v, "%.*s", len < 63 ? len : 63, (const char *)kvEntry_Value(e));
+    long long a, b;
+    if (sscanf(v, "%lld %lld", &a, &b) != 2)
+        return -1;
+    *first = a;
+    *n = b;
+    return 0;
+}
+
+/* The labels of an unkeyed add of n vectors: with client_id and request_id,
+ * the ones this same add reserved when it was sent before (within the
+ * duplicate window), else new ones (FPX_BUCKET_LABEL_REQS). */
+static int reserve_for(fpx_cluster *c, const fpx_req *r, const fpx_def *d, int64_t n,
+                       int64_t *first, fpx_err *err) {
+    if (!r->client_id[0] || !r->rid)
+        return reserve_labels(c, d, n, first, err);
+    msgpack_sbuffer sb;
+    msgpack_packer p;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&p, *r->rid);
+    uint64_t h = 14695981039346656037ull;
+    const char *parts[] = {r->tenant, "/", r->client_id, "/"};
+    for (size_t k = 0; k < 4; k++)
+        for (const char *q = parts[k]; *q; q++)
+            h = (h ^ (uint8_t)*q) * 1099511628211ull;
+    for (size_t i = 0; i < sb.size; i++)
+        h = (h ^ (uint8_t)sb.data[i]) * 1099511628211ull;
+    msgpack_sbuffer_destroy(&sb);
+    char key[FPX_UID_HEX + 24];
+    fpx_cluster_uid_hex(d->uid, key);
+    snprintf(key + strlen(key), sizeof key - strlen(key), ".%016llx", (unsigned long long)h);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        kvEntry *e = NULL;
+        natsStatus st = kvStore_Get(&e, c->label_reqs, key);
+        if (st == NATS_OK) {
+            int64_t m = 0;
+            int bad = parse_range(e, first, &m) != 0;
+            kvEntry_Destroy(e);
+            if (bad || m != n)
+                return fpx_err_set(err, FPX_E_VALIDATION,
+                                   "request_id was used for another add of this client_id within "
+                                   "the last 2 minutes (an add sent again must be the same add)");
+            return 0;
+        }
+        if (st != NATS_NOT_FOUND)
+            return fpx_cluster_fail(err, "cannot read the index's label reservations", st);
+        if (attempt > 0)
+            break;
+        if (reserve_labels(c, d, n, first, err) != 0)
+            return -1;
+        char v[48];
+        uint64_t rev;
+        snprintf(v, sizeof v, "%lld %lld", (long long)*first, (long long)n);
+        st = kvStore_CreateString(&rev, c->label_reqs, key, v);
+        if (st == NATS_OK)
+            return 0;
+        /* the same add, sent again meanwhile, reserved first: take its labels
+         * (those just reserved stay unused, a gap) */
+    }
+    return fpx_err_set(err, FPX_E_UNAVAILABLE, "cannot record the add's label reservation");
+}
+
 static int set_labels(fpx_cluster *c, const fpx_def *d, int64_t next, fpx_err *err) {
     char key[FPX_UID_HEX], v[32];
     uint64_t rev;
@@ -413,7 +480,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     } else if (n > 0) {
         /* The labels of one connection's adds are taken in the order sent. */
         int64_t first = 0;
-        rc = reserve_labels(c, d, n, &first, &r->err);
+        rc = reserve_for(c, r, d, n, &first, &r->err);
         for (int64_t i = 0; rc == 0 && i < n; i++)
             labels[i] = first + i;
     }

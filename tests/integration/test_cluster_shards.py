@@ -120,7 +120,7 @@ def test_flat_answers_as_one_server_and_faiss(cl, fresh_server):
         assert all(i["index_id"] != name for i in cs[2].list())
 
 
-@pytest.mark.parametrize("index_type", ["IVF4,Flat", "PQ4"])
+@pytest.mark.parametrize("index_type", ["IVF4,Flat", "PQ4np"])  # np: no polysemous annealing
 def test_trained_once_answers_as_one_server(cl, fresh_server, index_type):
     plain = fresh_server.client()
     cs = clients(cl)
@@ -142,12 +142,43 @@ def test_trained_once_answers_as_one_server(cl, fresh_server, index_type):
     ref.add(x)
     q = rand(4, d, 7)
     D, I = ref.search(q, 5)
+    answers = []
     for c in cs:
         info = c.info(name)
         assert info["is_trained"] and info["ntotal"] == 300
         if index_type.startswith("IVF"):
             _, got, _ = c.search(name, q, 5, params={"nprobe": 4})
             assert np.array_equal(got, I)
+        answers.append(c.search(name, q, 5)[:2])
+    # every node gives the same answer: one quantizer, the same shards
+    for Dv, Iv in answers[1:]:
+        assert np.array_equal(Dv, answers[0][0]) and np.array_equal(Iv, answers[0][1])
+    cs[0].drop(name)
+
+
+def test_unkeyed_add_sent_again_is_applied_once(cl):
+    """An unkeyed add sent again with the same client_id and request_id (a
+    retry after unavailable, through any node) takes the labels it took the
+    first time, so each shard drops it as a duplicate: applied once."""
+    cs = clients(cl)
+    d, name = 8, unique("again")
+    cs[0].ok({"operation": "create_index", "index_id": name, "dimension": d, "shards": 3})
+    x = rand(30, d, 11)
+    h = {"operation": "add_vectors", "index_id": name, "vector_shape": [30, d],
+         "client_id": "shard-retry-client", "request_id": 7}
+    first = cs[0].call(h, x.tobytes())
+    assert first[0]["status"] == "ok" and first[2]["ntotal"] == 30
+    for c in cs:
+        assert c.call(h, x.tobytes())[0]["status"] == "ok"
+    for c in cs:
+        assert c.info(name)["ntotal"] == 30
+        _, I, _ = c.search(name, x, 1)
+        assert I[:, 0].tolist() == list(range(30))  # the first labels, each vector once
+    # another request_id is another add; the same request_id for another add is refused
+    assert cs[1].call(dict(h, request_id=8), x.tobytes())[2]["ntotal"] == 60
+    e = cs[2].error(dict(h, vector_shape=[5, d]), x[:5].tobytes())
+    assert e["error_type"] == "validation_error" and "request_id" in e["message"]
+    assert cs[0].info(name)["ntotal"] == 60
     cs[0].drop(name)
 
 
