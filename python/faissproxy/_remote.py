@@ -42,7 +42,8 @@ def _metric_name(metric):
         return b"L2"
     if metric == METRIC_INNER_PRODUCT:
         return b"IP"
-    raise RuntimeError("faissproxy serves METRIC_L2 and METRIC_INNER_PRODUCT only")
+    raise RuntimeError("faissproxy: metric %r is not one of FAISS 1.7.3's metric types "
+                       "(the extra ones are created by faissproxy._metrics)" % (metric,))
 
 
 def _ptr(a):
@@ -517,11 +518,16 @@ class Index:
         info = _lib.IndexInfo()
         h = client()
         name = _unique_name()
-        metric_arg = b"Hamming" if self._binary else _metric_name(metric)
-        # generated for the program: leased, so a crash leaves nothing behind
-        check(lib.fpx_client_create_index_leased(h, name.encode(), self._d, description.encode(),
-                                                 metric_arg, _lib.LEASE_FROM_ENV,
-                                                 ctypes.byref(info)), h)
+        from . import _metrics
+        if not self._binary and _metrics.is_extra(metric):  # L1, Linf, Lp, ...
+            info = _metrics.create(name, self._d, description, metric, 0.0)
+        else:
+            metric_arg = b"Hamming" if self._binary else _metric_name(metric)
+            # generated for the program: leased, so a crash leaves nothing behind
+            check(lib.fpx_client_create_index_leased(h, name.encode(), self._d,
+                                                     description.encode(), metric_arg,
+                                                     _lib.LEASE_FROM_ENV, ctypes.byref(info)),
+                  h)
         self._name = name
         self._is_trained = bool(info.is_trained)
 
@@ -531,7 +537,9 @@ class Index:
         self._ntotal = int(info.ntotal)
         self._is_trained = bool(info.is_trained)
         self._description = info.index_type.decode()
-        self._metric = METRIC_INNER_PRODUCT if info.metric == b"IP" else METRIC_L2
+        from . import _metrics
+        self._metric = _metrics.number_of(info.metric)
+        self._metric_arg = None  # asked of the server when read (extra metrics only)
 
     __setattr__ = _set_served
 
@@ -581,6 +589,16 @@ class Index:
     @property
     def metric_type(self):
         return self._metric
+
+    @property
+    def metric_arg(self):
+        from . import _metrics
+        return _metrics.metric_arg_of(self)
+
+    @metric_arg.setter
+    def metric_arg(self, v):
+        from . import _metrics
+        _metrics.set_metric_arg(self, v)
 
     @property
     def verbose(self):
@@ -1011,7 +1029,9 @@ def _served_index(x, what):
 # FAISS's serialization, for the compositions built here: the header of every index
 # (write_index_header in FAISS's index_write.cpp), then what each type adds.
 def _index_header(d, is_trained, metric):
-    return struct.pack("<iqqq?i", int(d), 0, 1 << 20, 1 << 20, bool(is_trained), int(metric))
+    # FAISS writes metric_arg past L2 (the constructors set it to 0)
+    return struct.pack("<iqqq?i", int(d), 0, 1 << 20, 1 << 20, bool(is_trained), int(metric)) \
+        + (struct.pack("<f", 0.0) if int(metric) > 1 else b"")
 
 
 def _empty_invlists(nlist, code_size):
@@ -1337,10 +1357,14 @@ def _create(d, description, metric, binary):
     info = _lib.IndexInfo()
     h = client()
     name = _unique_name()
-    check(lib.fpx_client_create_index_leased(
-        h, name.encode(), int(d), description.encode(),
-        b"Hamming" if binary else _metric_name(metric), _lib.LEASE_FROM_ENV,
-        ctypes.byref(info)), h)
+    from . import _metrics
+    if not binary and _metrics.is_extra(metric):  # L1, Linf, Lp, ...
+        info = _metrics.create(name, d, description, metric, 0.0)
+    else:
+        check(lib.fpx_client_create_index_leased(
+            h, name.encode(), int(d), description.encode(),
+            b"Hamming" if binary else _metric_name(metric), _lib.LEASE_FROM_ENV,
+            ctypes.byref(info)), h)
     try:
         return _described(info, binary)
     except BaseException:

@@ -60,6 +60,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -633,6 +634,13 @@ faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
+        /* FAISS 1.7.3's flat search refuses a selector with the extra metrics
+         * (L1, Linf, ...): the server's own selections (deleted vectors,
+         * filters) are then applied by over-fetching; a caller's selector
+         * goes to FAISS, which throws as it does for a FAISS program. */
+        if (sel && !kn.as_faiss && idx->metric_type != faiss::METRIC_L2 &&
+            idx->metric_type != faiss::METRIC_INNER_PRODUCT)
+            return nullptr;
         auto p = std::make_unique<faiss::SearchParameters>();
         p->sel = sel;
         keep.push_back(std::move(p));
@@ -1106,20 +1114,98 @@ int fpx_engine_tune_for_server(void) {
     return 0;
 }
 
+/* The server's metrics and FAISS's MetricType numbers, with their protocol
+ * names. */
+static const struct {
+    fpx_metric m;
+    faiss::MetricType f;
+    const char *name;
+} metric_table[] = {
+    {FPX_METRIC_L2, faiss::METRIC_L2, "L2"},
+    {FPX_METRIC_IP, faiss::METRIC_INNER_PRODUCT, "IP"},
+    {FPX_METRIC_HAMMING, faiss::METRIC_L2, "Hamming"},
+    {FPX_METRIC_L1, faiss::METRIC_L1, "L1"},
+    {FPX_METRIC_LINF, faiss::METRIC_Linf, "Linf"},
+    {FPX_METRIC_LP, faiss::METRIC_Lp, "Lp"},
+    {FPX_METRIC_CANBERRA, faiss::METRIC_Canberra, "Canberra"},
+    {FPX_METRIC_BRAYCURTIS, faiss::METRIC_BrayCurtis, "BrayCurtis"},
+    {FPX_METRIC_JENSENSHANNON, faiss::METRIC_JensenShannon, "JensenShannon"},
+};
+
+const char *fpx_metric_name(fpx_metric m) {
+    for (const auto &t : metric_table)
+        if (t.m == m)
+            return t.name;
+    return "L2";
+}
+
+int fpx_metric_parse(const char *name, fpx_metric *out) {
+    for (const auto &t : metric_table)
+        if (!strcmp(t.name, name)) {
+            *out = t.m;
+            return 0;
+        }
+    return -1;
+}
+
+/* FAISS's MetricType of a float metric; -1 for one FAISS's float indexes lack. */
+static int faiss_metric_of(fpx_metric m) {
+    for (const auto &t : metric_table)
+        if (t.m == m && m != FPX_METRIC_HAMMING)
+            return (int)t.f;
+    return -1;
+}
+
+/* True for FAISS 1.7.3's metrics past L2 and inner product. */
+static bool extra_metric(faiss::MetricType mt) {
+    return mt != faiss::METRIC_L2 && mt != faiss::METRIC_INNER_PRODUCT;
+}
+
+/* The index whose metric_arg FAISS's search reads for idx (its flat index,
+ * an HNSW's flat storage, under pre-transforms), or nullptr when idx is of a
+ * type FAISS 1.7.3 computes the extra metrics for nowhere. */
+static Index *extra_metric_core(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    if (auto h = dynamic_cast<faiss::IndexHNSW *>(idx))
+        idx = h->storage;
+    return dynamic_cast<faiss::IndexFlat *>(idx);
+}
+
 int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, fpx_engine **out,
                       fpx_err *err) {
+    return fpx_engine_create_metric(description, dim, metric, 0, out, err);
+}
+
+int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric metric,
+                             double metric_arg, fpx_engine **out, fpx_err *err) {
     if (dim < 1 || dim > 65536)
         return set_err(err, FPX_E_VALIDATION, "dimension must be in 1..65536, got %lld",
                        (long long)dim);
     if (check_description(description, err))
         return -1;
+    int fm = faiss_metric_of(metric);
+    if (fm < 0)
+        return set_err(err, FPX_E_VALIDATION, "the %s metric needs a binary index type",
+                       fpx_metric_name(metric));
+    if (!std::isfinite(metric_arg))
+        return set_err(err, FPX_E_VALIDATION, "metric_arg must be finite");
     try {
-        faiss::MetricType mt =
-            metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT : faiss::METRIC_L2;
+        faiss::MetricType mt = (faiss::MetricType)fm;
         Index *raw = build_extension(description, (int)dim, mt);
         if (!raw)
             raw = faiss::index_factory((int)dim, description, mt);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
+        if (extra_metric(mt)) {
+            Index *core = extra_metric_core(idx.get());
+            if (!core)
+                return set_err(err, FPX_E_VALIDATION,
+                               "the %s metric is served on flat indexes (\"Flat\") and HNSW "
+                               "over flat storage (\"HNSW<M>\") only: FAISS 1.7.3 computes it "
+                               "nowhere else, and \"%s\" is neither",
+                               fpx_metric_name(metric), description);
+            core->metric_arg = (float)metric_arg;
+        }
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
@@ -1226,7 +1312,14 @@ int fpx_engine_is_trained(const fpx_engine *e) {
 fpx_metric fpx_engine_metric(const fpx_engine *e) {
     if (e->bin)
         return FPX_METRIC_HAMMING;
-    return e->index->metric_type == faiss::METRIC_INNER_PRODUCT ? FPX_METRIC_IP : FPX_METRIC_L2;
+    for (const auto &t : metric_table)
+        if (t.f == e->index->metric_type && t.m != FPX_METRIC_HAMMING)
+            return t.m;
+    return FPX_METRIC_L2; /* fpx_engine_deserialize refuses any other */
+}
+
+double fpx_engine_metric_arg(const fpx_engine *e) {
+    return e->bin ? 0 : (double)e->index->metric_arg;
 }
 
 int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
@@ -2209,6 +2302,15 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
             return 0;
         }
         std::unique_ptr<Index> idx(unwrap_idmap(read_float(&r)));
+        /* FAISS's reader takes any number as the metric: one of its own only */
+        bool known = false;
+        for (const auto &t : metric_table)
+            known = known || (t.f == idx->metric_type && t.m != FPX_METRIC_HAMMING);
+        if (!known)
+            return set_err(err, FPX_E_VALIDATION,
+                           "the index's metric_type %d is not one of "
+                           "FAISS 1.7.3's",
+                           (int)idx->metric_type);
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
