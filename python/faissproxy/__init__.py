@@ -48,6 +48,8 @@ _VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap", "IndexRefine", "IndexRef
 _COMPOSED = ("IndexIVFScalarQuantizer",)
 # ... and from _metrics: FAISS's HNSW over a given flat storage (of any metric).
 _METRICS = ("IndexHNSW",)
+# ... and from _binary: more binary index types.
+_BINARY = ("IndexBinaryHNSW", "IndexBinaryHash", "IndexBinaryMultiHash")
 # ... and these from its fast-scan and additive-quantizer module.
 _FASTSCAN = (
     "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
@@ -107,6 +109,9 @@ def __getattr__(name):
     if name in _METRICS:
         from . import _metrics
         return getattr(_metrics, name)
+    if name in _BINARY:
+        from . import _binary
+        return getattr(_binary, name)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve

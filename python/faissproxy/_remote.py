@@ -1222,6 +1222,10 @@ class IndexBinary(Index):
         super().__init__(d, description, METRIC_L2, _attach=_attach)
 
     @property
+    def code_size(self):
+        return self.d // 8  # FAISS's: d / 8 bytes per vector
+
+    @property
     def sa_encode(self):  # FAISS 1.7.3's binary indexes have no standalone codec
         raise AttributeError("'%s' object has no attribute 'sa_encode'" % type(self).__name__)
 
@@ -1316,6 +1320,11 @@ def _class_for(classes, idmap, binary):
         if not idmap and top in ("IndexRefine", "IndexRefineFlat"):
             from . import _views
             bases = (_views._Refine,) + bases  # k_factor
+        if not idmap and binary and top in ("IndexBinaryHash", "IndexBinaryMultiHash"):
+            from . import _binary  # b, nhash, nflip
+            bases = (_binary._Hash,) + bases
+            if top == "IndexBinaryMultiHash":
+                attrs["nhash"] = _binary.IndexBinaryMultiHash.nhash
         if not idmap and not binary:  # fast-scan and additive-quantizer attributes
             from . import _fastscan
             bases = _fastscan.specialize(top, bases, attrs)
@@ -1345,6 +1354,11 @@ def _described(info, binary, nprobe=1, hnsw=None, data=None):
         ix._nprobe = nprobe
     if isinstance(ix, _Residual) and description == "imported":
         ix._by_residual = None  # the bytes' value, not read here
+    if "nflip" in (meta.get("params") or {}):
+        ix._nflip = int(meta["params"]["nflip"])  # a hash index's, as its bytes carried
+        if data is not None:
+            from . import _binary
+            ix._read = _binary.read_params(data)
     if "hnsw" in cls.__dict__:
         ix._hnsw = _HNSWParams(ix, *(hnsw or (16, 40)))
     if not idmap and not binary:

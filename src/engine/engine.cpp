@@ -25,6 +25,7 @@
 #include <faiss/Clustering.h>
 #include <faiss/IndexBinaryFlat.h>
 #include <faiss/IndexBinaryHNSW.h>
+#include <faiss/IndexBinaryHash.h>
 #include <faiss/IndexBinaryIVF.h>
 #include <faiss/IndexFastScan.h>
 #include <faiss/IndexFlat.h>
@@ -1743,6 +1744,15 @@ int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
         /* FAISS's ParameterSpace knows no binary index: the two knobs by hand */
         char name[64];
         double v;
+        if (sscanf(params, "%63[^=]=%lf", name, &v) == 2 && !strcmp(name, "nflip")) {
+            /* the bits a hash index's search flips; FAISS serializes it */
+            if (auto hh = dynamic_cast<faiss::IndexBinaryHash *>(e->bin.get()))
+                return hh->nflip = (int)v, 0;
+            if (auto mh = dynamic_cast<faiss::IndexBinaryMultiHash *>(e->bin.get()))
+                return mh->nflip = (int)v, 0;
+            return set_err(err, FPX_E_VALIDATION,
+                           "nflip applies to binary hash indexes (BHash...) only");
+        }
         if (sscanf(params, "%63[^=]=%lf", name, &v) != 2 || v < 1 || v > (1 << 20))
             return set_err(err, FPX_E_VALIDATION, "could not parse parameter %s", params);
         if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get())) {
@@ -2113,6 +2123,24 @@ static int take_labels(const std::vector<idx_t> &lab, bool identity, int64_t **l
     return 0;
 }
 
+/* The positions an imported IVF's entries get, in list order: the ranks of
+ * their ids (ties in list order). FAISS's result heaps break equal distances
+ * by id, so positions must sort as the ids they replace, or a search of the
+ * import would order equal hits differently from FAISS's search of its bytes. */
+extern "C++" template <class IVF> std::vector<idx_t> ranks_of_ids(const IVF *ivf) {
+    std::vector<std::pair<idx_t, idx_t>> ids; /* (id, list order) */
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        for (size_t o = 0; o < ls; o++)
+            ids.emplace_back(ivf->invlists->get_single_id(l, o), (idx_t)ids.size());
+    }
+    std::sort(ids.begin(), ids.end());
+    std::vector<idx_t> rank(ids.size());
+    for (size_t r = 0; r < ids.size(); r++)
+        rank[(size_t)ids[r].second] = (idx_t)r;
+    return rank;
+}
+
 static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                          int *had_idmap, fpx_err *err) {
     try {
@@ -2132,14 +2160,17 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         bool identity = true, bad = false;
         if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(b.get())) {
             idx_t next = 0;
+            std::vector<idx_t> rank = ranks_of_ids(ivf);
             rewrite_ivf_ids(ivf, [&](idx_t id) {
-                if (next < ntotal) {
-                    idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
-                    bad |= l < 0;
-                    lab[(size_t)next] = l;
-                    identity &= l == next;
-                }
-                return next++;
+                if (next >= ntotal || next >= (idx_t)rank.size())
+                    return next++;
+                idx_t pos = rank[(size_t)next++];
+                idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
+                bad |= l < 0 || pos >= ntotal;
+                if (pos < ntotal)
+                    lab[(size_t)pos] = l;
+                identity &= l == pos;
+                return pos;
             });
             bad |= next != ntotal;
         } else {
@@ -2186,14 +2217,17 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
             /* IVF lists hold the ids: make them positions 0..n-1, keep the ids as labels. */
             idx_t next = 0;
             bool bad = false;
+            std::vector<idx_t> rank = ranks_of_ids(ivf);
             rewrite_ivf_ids(ivf, [&](idx_t id) {
-                if (next < ntotal) {
-                    idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
-                    bad |= l < 0;
-                    lab[(size_t)next] = l;
-                    identity &= l == next;
-                }
-                return next++;
+                if (next >= ntotal || next >= (idx_t)rank.size())
+                    return next++;
+                idx_t pos = rank[(size_t)next++];
+                idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
+                bad |= l < 0 || pos >= ntotal;
+                if (pos < ntotal)
+                    lab[(size_t)pos] = l;
+                identity &= l == pos;
+                return pos;
             });
             if (bad || next != ntotal)
                 return set_err(err, FPX_E_VALIDATION,
@@ -2455,6 +2489,10 @@ int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
             return *v = bh->hnsw.efSearch, 0;
         if (bh && !strcmp(name, "efConstruction"))
             return *v = bh->hnsw.efConstruction, 0;
+        auto hh = dynamic_cast<const faiss::IndexBinaryHash *>(e->bin.get());
+        auto mh = dynamic_cast<const faiss::IndexBinaryMultiHash *>(e->bin.get());
+        if ((hh || mh) && !strcmp(name, "nflip"))
+            return *v = hh ? hh->nflip : mh->nflip, 0;
         return -1;
     }
     Index *idx = e->index.get();

@@ -866,13 +866,13 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
  * ("params": {"nprobe": 1, ...}): what a per-search params map or set_params
  * changes, readable back. */
 static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
-    static const char *const names[] = {"nlist", "nprobe", "efSearch", "efConstruction"};
-    double v[4];
-    int have[4], n = 0;
-    for (int i = 0; i < 4; i++)
+    static const char *const names[] = {"nlist", "nprobe", "efSearch", "efConstruction", "nflip"};
+    double v[5];
+    int have[5], n = 0;
+    for (int i = 0; i < 5; i++)
         n += have[i] = fpx_engine_get_param(ix->eng, names[i], &v[i]) == 0;
     msgpack_pack_map(pk, (size_t)n);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (have[i]) {
             fpx_pack_cstr(pk, names[i]);
             msgpack_pack_int64(pk, (int64_t)v[i]);
