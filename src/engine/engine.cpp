@@ -1746,12 +1746,29 @@ int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
         double v;
         if (sscanf(params, "%63[^=]=%lf", name, &v) == 2 && !strcmp(name, "nflip")) {
             /* the bits a hash index's search flips; FAISS serializes it */
-            if (auto hh = dynamic_cast<faiss::IndexBinaryHash *>(e->bin.get()))
-                return hh->nflip = (int)v, 0;
-            if (auto mh = dynamic_cast<faiss::IndexBinaryMultiHash *>(e->bin.get()))
-                return mh->nflip = (int)v, 0;
-            return set_err(err, FPX_E_VALIDATION,
-                           "nflip applies to binary hash indexes (BHash...) only");
+            auto hh = dynamic_cast<faiss::IndexBinaryHash *>(e->bin.get());
+            auto mh = dynamic_cast<faiss::IndexBinaryMultiHash *>(e->bin.get());
+            if (!hh && !mh)
+                return set_err(err, FPX_E_VALIDATION,
+                               "nflip applies to binary hash indexes (BHash...) only");
+            /* A search probes sum over i <= nflip of C(b, i) buckets per query
+             * and table: bounded, so that no setting stalls the server. */
+            int b = hh ? hh->b : mh->b;
+            double buckets = 0, c = 1;
+            for (int i = 0; i <= (int)v && i <= b; i++) {
+                buckets += c;
+                c = c * (b - i) / (i + 1);
+            }
+            if (buckets > (double)(1 << 20))
+                return set_err(err, FPX_E_VALIDATION,
+                               "nflip %d would probe %.3g buckets per query (b = %d); at most "
+                               "1048576 are served",
+                               (int)v, buckets, b);
+            if (hh)
+                hh->nflip = (int)v;
+            else
+                mh->nflip = (int)v;
+            return 0;
         }
         if (sscanf(params, "%63[^=]=%lf", name, &v) != 2 || v < 1 || v > (1 << 20))
             return set_err(err, FPX_E_VALIDATION, "could not parse parameter %s", params);

@@ -102,7 +102,7 @@ static const struct {
     {"implem", 0, 15, 1, "fast-scan search implementation"},
     {"qbs", 0, 0x44444444, 1, "fast-scan query block sizes, one hex digit 1..4 each"},
     {"norm_scale", 1, 1 << 16, 1, "additive fast-scan norm scale"},
-    {"nflip", 0, 8, 1, "bits a binary hash index's search flips"},
+    {"nflip", 0, 64, 1, "bits a binary hash index's search flips"},
 };
 
 /* Settings of the index itself, never of its quantizer. */

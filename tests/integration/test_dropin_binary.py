@@ -108,5 +108,9 @@ def test_hash_indexes_with_nflip_answer_as_faiss(fp, nhash):
     np.testing.assert_array_equal(I2, Ir)
     factory = fp.index_binary_factory(128, "BHash5x6" if nhash else "BHash6")
     assert factory.b == 6
-    with pytest.raises(RuntimeError, match="nflip"):
-        served.nflip = 9
+    served.nflip = 6  # every bucket: as FAISS, whatever nflip beyond b
+    local.nflip = 6
+    np.testing.assert_array_equal(served.search(xq, 10)[1], local.search(xq, 10)[1])
+    big = fp.IndexBinaryHash(128, 40)  # C(40, 20) buckets: refused, naming it
+    with pytest.raises(RuntimeError, match="nflip 20 would probe"):
+        big.nflip = 20
