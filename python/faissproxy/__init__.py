@@ -22,6 +22,13 @@ __version__ = "0.1.0"
 
 METRIC_INNER_PRODUCT = 0
 METRIC_L2 = 1
+# FAISS's extra metrics, served on flat indexes and HNSW over flat storage (_metrics)
+METRIC_L1 = 2
+METRIC_Linf = 3
+METRIC_Lp = 4
+METRIC_Canberra = 20
+METRIC_BrayCurtis = 21
+METRIC_JensenShannon = 22
 
 # The names of FAISS's API this package serves from the server.
 _REMOTE = (
@@ -39,6 +46,10 @@ _REMOTE = (
 _VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap", "IndexRefine", "IndexRefineFlat")
 # ... and from _composed: more IVF indexes composed over a served quantizer.
 _COMPOSED = ("IndexIVFScalarQuantizer",)
+# ... and from _metrics: FAISS's HNSW over a given flat storage (of any metric).
+_METRICS = ("IndexHNSW",)
+# ... and from _binary: more binary index types.
+_BINARY = ("IndexBinaryHNSW", "IndexBinaryHash", "IndexBinaryMultiHash")
 # ... and these from its fast-scan and additive-quantizer module.
 _FASTSCAN = (
     "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
@@ -95,6 +106,12 @@ def __getattr__(name):
     if name in _FASTSCAN:
         from . import _fastscan
         return getattr(_fastscan, name)
+    if name in _METRICS:
+        from . import _metrics
+        return getattr(_metrics, name)
+    if name in _BINARY:
+        from . import _binary
+        return getattr(_binary, name)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve

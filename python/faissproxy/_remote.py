@@ -42,7 +42,8 @@ def _metric_name(metric):
         return b"L2"
     if metric == METRIC_INNER_PRODUCT:
         return b"IP"
-    raise RuntimeError("faissproxy serves METRIC_L2 and METRIC_INNER_PRODUCT only")
+    raise RuntimeError("faissproxy: metric %r is not one of FAISS 1.7.3's metric types "
+                       "(the extra ones are created by faissproxy._metrics)" % (metric,))
 
 
 def _ptr(a):
@@ -517,11 +518,16 @@ class Index:
         info = _lib.IndexInfo()
         h = client()
         name = _unique_name()
-        metric_arg = b"Hamming" if self._binary else _metric_name(metric)
-        # generated for the program: leased, so a crash leaves nothing behind
-        check(lib.fpx_client_create_index_leased(h, name.encode(), self._d, description.encode(),
-                                                 metric_arg, _lib.LEASE_FROM_ENV,
-                                                 ctypes.byref(info)), h)
+        from . import _metrics
+        if not self._binary and _metrics.is_extra(metric):  # L1, Linf, Lp, ...
+            info = _metrics.create(name, self._d, description, metric, 0.0)
+        else:
+            metric_arg = b"Hamming" if self._binary else _metric_name(metric)
+            # generated for the program: leased, so a crash leaves nothing behind
+            check(lib.fpx_client_create_index_leased(h, name.encode(), self._d,
+                                                     description.encode(), metric_arg,
+                                                     _lib.LEASE_FROM_ENV, ctypes.byref(info)),
+                  h)
         self._name = name
         self._is_trained = bool(info.is_trained)
 
@@ -531,7 +537,9 @@ class Index:
         self._ntotal = int(info.ntotal)
         self._is_trained = bool(info.is_trained)
         self._description = info.index_type.decode()
-        self._metric = METRIC_INNER_PRODUCT if info.metric == b"IP" else METRIC_L2
+        from . import _metrics
+        self._metric = _metrics.number_of(info.metric)
+        self._metric_arg = None  # asked of the server when read (extra metrics only)
 
     __setattr__ = _set_served
 
@@ -581,6 +589,16 @@ class Index:
     @property
     def metric_type(self):
         return self._metric
+
+    @property
+    def metric_arg(self):
+        from . import _metrics
+        return _metrics.metric_arg_of(self)
+
+    @metric_arg.setter
+    def metric_arg(self, v):
+        from . import _metrics
+        _metrics.set_metric_arg(self, v)
 
     @property
     def verbose(self):
@@ -1011,7 +1029,9 @@ def _served_index(x, what):
 # FAISS's serialization, for the compositions built here: the header of every index
 # (write_index_header in FAISS's index_write.cpp), then what each type adds.
 def _index_header(d, is_trained, metric):
-    return struct.pack("<iqqq?i", int(d), 0, 1 << 20, 1 << 20, bool(is_trained), int(metric))
+    # FAISS writes metric_arg past L2 (the constructors set it to 0)
+    return struct.pack("<iqqq?i", int(d), 0, 1 << 20, 1 << 20, bool(is_trained), int(metric)) \
+        + (struct.pack("<f", 0.0) if int(metric) > 1 else b"")
 
 
 def _empty_invlists(nlist, code_size):
@@ -1202,6 +1222,10 @@ class IndexBinary(Index):
         super().__init__(d, description, METRIC_L2, _attach=_attach)
 
     @property
+    def code_size(self):
+        return self.d // 8  # FAISS's: d / 8 bytes per vector
+
+    @property
     def sa_encode(self):  # FAISS 1.7.3's binary indexes have no standalone codec
         raise AttributeError("'%s' object has no attribute 'sa_encode'" % type(self).__name__)
 
@@ -1296,6 +1320,11 @@ def _class_for(classes, idmap, binary):
         if not idmap and top in ("IndexRefine", "IndexRefineFlat"):
             from . import _views
             bases = (_views._Refine,) + bases  # k_factor
+        if not idmap and binary and top in ("IndexBinaryHash", "IndexBinaryMultiHash"):
+            from . import _binary  # b, nhash, nflip
+            bases = (_binary._Hash,) + bases
+            if top == "IndexBinaryMultiHash":
+                attrs["nhash"] = _binary.IndexBinaryMultiHash.nhash
         if not idmap and not binary:  # fast-scan and additive-quantizer attributes
             from . import _fastscan
             bases = _fastscan.specialize(top, bases, attrs)
@@ -1325,6 +1354,11 @@ def _described(info, binary, nprobe=1, hnsw=None, data=None):
         ix._nprobe = nprobe
     if isinstance(ix, _Residual) and description == "imported":
         ix._by_residual = None  # the bytes' value, not read here
+    if "nflip" in (meta.get("params") or {}):
+        ix._nflip = int(meta["params"]["nflip"])  # a hash index's, as its bytes carried
+        if data is not None:
+            from . import _binary
+            ix._read = _binary.read_params(data)
     if "hnsw" in cls.__dict__:
         ix._hnsw = _HNSWParams(ix, *(hnsw or (16, 40)))
     if not idmap and not binary:
@@ -1337,10 +1371,14 @@ def _create(d, description, metric, binary):
     info = _lib.IndexInfo()
     h = client()
     name = _unique_name()
-    check(lib.fpx_client_create_index_leased(
-        h, name.encode(), int(d), description.encode(),
-        b"Hamming" if binary else _metric_name(metric), _lib.LEASE_FROM_ENV,
-        ctypes.byref(info)), h)
+    from . import _metrics
+    if not binary and _metrics.is_extra(metric):  # L1, Linf, Lp, ...
+        info = _metrics.create(name, d, description, metric, 0.0)
+    else:
+        check(lib.fpx_client_create_index_leased(
+            h, name.encode(), int(d), description.encode(),
+            b"Hamming" if binary else _metric_name(metric), _lib.LEASE_FROM_ENV,
+            ctypes.byref(info)), h)
     try:
         return _described(info, binary)
     except BaseException:

@@ -231,6 +231,12 @@ class IndexBinaryIVF(_IVF, IndexBinary):
                                           "flat quantizer")
             qdata, qtotal, qd = serialized_quantizer(quantizer), quantizer.ntotal, quantizer.d
         else:
+            from . import _binary
+            hnsw_m = _binary.hnsw_m(quantizer)  # an empty binary HNSW: the factory's
+            if hnsw_m is not None and quantizer.ntotal == 0 and quantizer.d == int(d):
+                IndexBinary.__init__(self, d, "BIVF%d_HNSW%d" % (self._nlist, hnsw_m))
+                self._quantizer = _remote._make_view(quantizer, self, "quantizer")
+                return
             if not isinstance(quantizer, IndexBinary) or isinstance(quantizer, _View) or \
                     quantizer._classes[0] != "IndexBinaryFlat" or quantizer._idmap:
                 raise NotImplementedError("faissproxy: IndexBinaryIVF is served over a served "

@@ -1085,6 +1085,12 @@ int fpx_cluster_create(fpx_req *r) {
     snprintf(d.index_type, sizeof d.index_type, "%s", m->index_type);
     if (fpx_req_str(r, "metric", d.metric, sizeof d.metric) != 0)
         d.metric[0] = 0;
+    /* the definition carries no metric_arg: replicas would build Lp with p = 0 */
+    const msgpack_object *arg = fpx_map_get(r->h, "metric_arg");
+    if (arg && arg->type != MSGPACK_OBJECT_NIL)
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                           "metric_arg is not served in cluster mode (the index's replicas "
+                           "would not build with it)");
     d.dim = m->dim;
     int live = 0;
     if (live_nodes(c, d.placement, sizeof d.placement, PLACEMENT_MAX, &live, &r->err) != 0)

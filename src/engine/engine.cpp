@@ -25,6 +25,7 @@
 #include <faiss/Clustering.h>
 #include <faiss/IndexBinaryFlat.h>
 #include <faiss/IndexBinaryHNSW.h>
+#include <faiss/IndexBinaryHash.h>
 #include <faiss/IndexBinaryIVF.h>
 #include <faiss/IndexFastScan.h>
 #include <faiss/IndexFlat.h>
@@ -60,6 +61,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -633,6 +635,13 @@ faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
+        /* FAISS 1.7.3's flat search refuses a selector with the extra metrics
+         * (L1, Linf, ...): the server's own selections (deleted vectors,
+         * filters) are then applied by over-fetching; a caller's selector
+         * goes to FAISS, which throws as it does for a FAISS program. */
+        if (sel && !kn.as_faiss && idx->metric_type != faiss::METRIC_L2 &&
+            idx->metric_type != faiss::METRIC_INNER_PRODUCT)
+            return nullptr;
         auto p = std::make_unique<faiss::SearchParameters>();
         p->sel = sel;
         keep.push_back(std::move(p));
@@ -1106,20 +1115,98 @@ int fpx_engine_tune_for_server(void) {
     return 0;
 }
 
+/* The server's metrics and FAISS's MetricType numbers, with their protocol
+ * names. */
+static const struct {
+    fpx_metric m;
+    faiss::MetricType f;
+    const char *name;
+} metric_table[] = {
+    {FPX_METRIC_L2, faiss::METRIC_L2, "L2"},
+    {FPX_METRIC_IP, faiss::METRIC_INNER_PRODUCT, "IP"},
+    {FPX_METRIC_HAMMING, faiss::METRIC_L2, "Hamming"},
+    {FPX_METRIC_L1, faiss::METRIC_L1, "L1"},
+    {FPX_METRIC_LINF, faiss::METRIC_Linf, "Linf"},
+    {FPX_METRIC_LP, faiss::METRIC_Lp, "Lp"},
+    {FPX_METRIC_CANBERRA, faiss::METRIC_Canberra, "Canberra"},
+    {FPX_METRIC_BRAYCURTIS, faiss::METRIC_BrayCurtis, "BrayCurtis"},
+    {FPX_METRIC_JENSENSHANNON, faiss::METRIC_JensenShannon, "JensenShannon"},
+};
+
+const char *fpx_metric_name(fpx_metric m) {
+    for (const auto &t : metric_table)
+        if (t.m == m)
+            return t.name;
+    return "L2";
+}
+
+int fpx_metric_parse(const char *name, fpx_metric *out) {
+    for (const auto &t : metric_table)
+        if (!strcmp(t.name, name)) {
+            *out = t.m;
+            return 0;
+        }
+    return -1;
+}
+
+/* FAISS's MetricType of a float metric; -1 for one FAISS's float indexes lack. */
+static int faiss_metric_of(fpx_metric m) {
+    for (const auto &t : metric_table)
+        if (t.m == m && m != FPX_METRIC_HAMMING)
+            return (int)t.f;
+    return -1;
+}
+
+/* True for FAISS 1.7.3's metrics past L2 and inner product. */
+static bool extra_metric(faiss::MetricType mt) {
+    return mt != faiss::METRIC_L2 && mt != faiss::METRIC_INNER_PRODUCT;
+}
+
+/* The index whose metric_arg FAISS's search reads for idx (its flat index,
+ * an HNSW's flat storage, under pre-transforms), or nullptr when idx is of a
+ * type FAISS 1.7.3 computes the extra metrics for nowhere. */
+static Index *extra_metric_core(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    if (auto h = dynamic_cast<faiss::IndexHNSW *>(idx))
+        idx = h->storage;
+    return dynamic_cast<faiss::IndexFlat *>(idx);
+}
+
 int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, fpx_engine **out,
                       fpx_err *err) {
+    return fpx_engine_create_metric(description, dim, metric, 0, out, err);
+}
+
+int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric metric,
+                             double metric_arg, fpx_engine **out, fpx_err *err) {
     if (dim < 1 || dim > 65536)
         return set_err(err, FPX_E_VALIDATION, "dimension must be in 1..65536, got %lld",
                        (long long)dim);
     if (check_description(description, err))
         return -1;
+    int fm = faiss_metric_of(metric);
+    if (fm < 0)
+        return set_err(err, FPX_E_VALIDATION, "the %s metric needs a binary index type",
+                       fpx_metric_name(metric));
+    if (!std::isfinite(metric_arg))
+        return set_err(err, FPX_E_VALIDATION, "metric_arg must be finite");
     try {
-        faiss::MetricType mt =
-            metric == FPX_METRIC_IP ? faiss::METRIC_INNER_PRODUCT : faiss::METRIC_L2;
+        faiss::MetricType mt = (faiss::MetricType)fm;
         Index *raw = build_extension(description, (int)dim, mt);
         if (!raw)
             raw = faiss::index_factory((int)dim, description, mt);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
+        if (extra_metric(mt)) {
+            Index *core = extra_metric_core(idx.get());
+            if (!core)
+                return set_err(err, FPX_E_VALIDATION,
+                               "the %s metric is served on flat indexes (\"Flat\") and HNSW "
+                               "over flat storage (\"HNSW<M>\") only: FAISS 1.7.3 computes it "
+                               "nowhere else, and \"%s\" is neither",
+                               fpx_metric_name(metric), description);
+            core->metric_arg = (float)metric_arg;
+        }
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
@@ -1226,7 +1313,14 @@ int fpx_engine_is_trained(const fpx_engine *e) {
 fpx_metric fpx_engine_metric(const fpx_engine *e) {
     if (e->bin)
         return FPX_METRIC_HAMMING;
-    return e->index->metric_type == faiss::METRIC_INNER_PRODUCT ? FPX_METRIC_IP : FPX_METRIC_L2;
+    for (const auto &t : metric_table)
+        if (t.f == e->index->metric_type && t.m != FPX_METRIC_HAMMING)
+            return t.m;
+    return FPX_METRIC_L2; /* fpx_engine_deserialize refuses any other */
+}
+
+double fpx_engine_metric_arg(const fpx_engine *e) {
+    return e->bin ? 0 : (double)e->index->metric_arg;
 }
 
 int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
@@ -1650,6 +1744,32 @@ int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err) {
         /* FAISS's ParameterSpace knows no binary index: the two knobs by hand */
         char name[64];
         double v;
+        if (sscanf(params, "%63[^=]=%lf", name, &v) == 2 && !strcmp(name, "nflip")) {
+            /* the bits a hash index's search flips; FAISS serializes it */
+            auto hh = dynamic_cast<faiss::IndexBinaryHash *>(e->bin.get());
+            auto mh = dynamic_cast<faiss::IndexBinaryMultiHash *>(e->bin.get());
+            if (!hh && !mh)
+                return set_err(err, FPX_E_VALIDATION,
+                               "nflip applies to binary hash indexes (BHash...) only");
+            /* A search probes sum over i <= nflip of C(b, i) buckets per query
+             * and table: bounded, so that no setting stalls the server. */
+            int b = hh ? hh->b : mh->b;
+            double buckets = 0, c = 1;
+            for (int i = 0; i <= (int)v && i <= b; i++) {
+                buckets += c;
+                c = c * (b - i) / (i + 1);
+            }
+            if (buckets > (double)(1 << 20))
+                return set_err(err, FPX_E_VALIDATION,
+                               "nflip %d would probe %.3g buckets per query (b = %d); at most "
+                               "1048576 are served",
+                               (int)v, buckets, b);
+            if (hh)
+                hh->nflip = (int)v;
+            else
+                mh->nflip = (int)v;
+            return 0;
+        }
         if (sscanf(params, "%63[^=]=%lf", name, &v) != 2 || v < 1 || v > (1 << 20))
             return set_err(err, FPX_E_VALIDATION, "could not parse parameter %s", params);
         if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get())) {
@@ -2020,6 +2140,24 @@ static int take_labels(const std::vector<idx_t> &lab, bool identity, int64_t **l
     return 0;
 }
 
+/* The positions an imported IVF's entries get, in list order: the ranks of
+ * their ids (ties in list order). FAISS's result heaps break equal distances
+ * by id, so positions must sort as the ids they replace, or a search of the
+ * import would order equal hits differently from FAISS's search of its bytes. */
+extern "C++" template <class IVF> std::vector<idx_t> ranks_of_ids(const IVF *ivf) {
+    std::vector<std::pair<idx_t, idx_t>> ids; /* (id, list order) */
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        for (size_t o = 0; o < ls; o++)
+            ids.emplace_back(ivf->invlists->get_single_id(l, o), (idx_t)ids.size());
+    }
+    std::sort(ids.begin(), ids.end());
+    std::vector<idx_t> rank(ids.size());
+    for (size_t r = 0; r < ids.size(); r++)
+        rank[(size_t)ids[r].second] = (idx_t)r;
+    return rank;
+}
+
 static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                          int *had_idmap, fpx_err *err) {
     try {
@@ -2039,14 +2177,17 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         bool identity = true, bad = false;
         if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(b.get())) {
             idx_t next = 0;
+            std::vector<idx_t> rank = ranks_of_ids(ivf);
             rewrite_ivf_ids(ivf, [&](idx_t id) {
-                if (next < ntotal) {
-                    idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
-                    bad |= l < 0;
-                    lab[(size_t)next] = l;
-                    identity &= l == next;
-                }
-                return next++;
+                if (next >= ntotal || next >= (idx_t)rank.size())
+                    return next++;
+                idx_t pos = rank[(size_t)next++];
+                idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
+                bad |= l < 0 || pos >= ntotal;
+                if (pos < ntotal)
+                    lab[(size_t)pos] = l;
+                identity &= l == pos;
+                return pos;
             });
             bad |= next != ntotal;
         } else {
@@ -2093,14 +2234,17 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
             /* IVF lists hold the ids: make them positions 0..n-1, keep the ids as labels. */
             idx_t next = 0;
             bool bad = false;
+            std::vector<idx_t> rank = ranks_of_ids(ivf);
             rewrite_ivf_ids(ivf, [&](idx_t id) {
-                if (next < ntotal) {
-                    idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
-                    bad |= l < 0;
-                    lab[(size_t)next] = l;
-                    identity &= l == next;
-                }
-                return next++;
+                if (next >= ntotal || next >= (idx_t)rank.size())
+                    return next++;
+                idx_t pos = rank[(size_t)next++];
+                idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
+                bad |= l < 0 || pos >= ntotal;
+                if (pos < ntotal)
+                    lab[(size_t)pos] = l;
+                identity &= l == pos;
+                return pos;
             });
             if (bad || next != ntotal)
                 return set_err(err, FPX_E_VALIDATION,
@@ -2209,6 +2353,15 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
             return 0;
         }
         std::unique_ptr<Index> idx(unwrap_idmap(read_float(&r)));
+        /* FAISS's reader takes any number as the metric: one of its own only */
+        bool known = false;
+        for (const auto &t : metric_table)
+            known = known || (t.f == idx->metric_type && t.m != FPX_METRIC_HAMMING);
+        if (!known)
+            return set_err(err, FPX_E_VALIDATION,
+                           "the index's metric_type %d is not one of "
+                           "FAISS 1.7.3's",
+                           (int)idx->metric_type);
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
         sync_norms(*out);
         return 0;
@@ -2353,6 +2506,10 @@ int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
             return *v = bh->hnsw.efSearch, 0;
         if (bh && !strcmp(name, "efConstruction"))
             return *v = bh->hnsw.efConstruction, 0;
+        auto hh = dynamic_cast<const faiss::IndexBinaryHash *>(e->bin.get());
+        auto mh = dynamic_cast<const faiss::IndexBinaryMultiHash *>(e->bin.get());
+        if ((hh || mh) && !strcmp(name, "nflip"))
+            return *v = hh ? hh->nflip : mh->nflip, 0;
         return -1;
     }
     Index *idx = e->index.get();

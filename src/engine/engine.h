@@ -25,7 +25,26 @@ extern "C" {
 
 typedef struct fpx_engine fpx_engine;
 
-typedef enum fpx_metric { FPX_METRIC_L2 = 0, FPX_METRIC_IP = 1, FPX_METRIC_HAMMING = 2 } fpx_metric;
+/* The server's metric numbers (kept in snapshot headers; not FAISS's own
+ * MetricType numbers). Past Hamming: FAISS's extra metrics, which its flat
+ * index (and an HNSW over one) computes; Lp takes its p from metric_arg. */
+typedef enum fpx_metric {
+    FPX_METRIC_L2 = 0,
+    FPX_METRIC_IP = 1,
+    FPX_METRIC_HAMMING = 2,
+    FPX_METRIC_L1 = 3,
+    FPX_METRIC_LINF = 4,
+    FPX_METRIC_LP = 5,
+    FPX_METRIC_CANBERRA = 6,
+    FPX_METRIC_BRAYCURTIS = 7,
+    FPX_METRIC_JENSENSHANNON = 8,
+} fpx_metric;
+
+/* The protocol's name of a metric ("L2", "IP", "Hamming", "L1", "Linf", "Lp",
+ * "Canberra", "BrayCurtis", "JensenShannon"). */
+const char *fpx_metric_name(fpx_metric m);
+/* The metric a protocol name gives; -1 for a name that is none of them. */
+int fpx_metric_parse(const char *name, fpx_metric *out);
 
 /* Per-search knobs; a value <= 0 means "leave the index's own setting". */
 typedef struct fpx_search_params {
@@ -80,6 +99,16 @@ int fpx_engine_tune_for_server(void);
  */
 int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, fpx_engine **out,
                       fpx_err *err);
+/*
+ * As fpx_engine_create, with metric_arg (FAISS's Index::metric_arg, the p of
+ * Lp) set where FAISS's search reads it: the flat index, or the flat storage
+ * of an HNSW (FAISS's IndexHNSW keeps its own at 0). The extra metrics (L1 ..
+ * JensenShannon) are served on flat indexes and HNSW over flat storage only,
+ * optionally under pre-transforms: other types are refused (FAISS 1.7.3
+ * computes them nowhere else, or fails at search time).
+ */
+int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric metric,
+                             double metric_arg, fpx_engine **out, fpx_err *err);
 void fpx_engine_free(fpx_engine *e);
 
 /*
@@ -100,6 +129,8 @@ int64_t fpx_engine_dim(const fpx_engine *e);
 int64_t fpx_engine_ntotal(const fpx_engine *e);
 int fpx_engine_is_trained(const fpx_engine *e);
 fpx_metric fpx_engine_metric(const fpx_engine *e);
+/* FAISS's metric_arg of the index (the outermost one, as FAISS reports it). */
+double fpx_engine_metric_arg(const fpx_engine *e);
 
 /* Trains on n vectors (row-major float32, dim each). */
 int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err);

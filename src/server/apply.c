@@ -102,11 +102,13 @@ static const struct {
     {"implem", 0, 15, 1, "fast-scan search implementation"},
     {"qbs", 0, 0x44444444, 1, "fast-scan query block sizes, one hex digit 1..4 each"},
     {"norm_scale", 1, 1 << 16, 1, "additive fast-scan norm scale"},
+    {"nflip", 0, 64, 1, "bits a binary hash index's search flips"},
 };
 
 /* Settings of the index itself, never of its quantizer. */
 static int own_only(const char *base) {
-    static const char *const own[] = {"direct_map", "by_residual", "implem", "qbs", "norm_scale"};
+    static const char *const own[] = {"direct_map", "by_residual", "implem",
+                                      "qbs",        "norm_scale",  "nflip"};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (!strcmp(base, own[i]))
             return 1;
@@ -143,7 +145,8 @@ static int check_param(const char *name, double v, fpx_err *err) {
     return fpx_err_set(err, FPX_E_VALIDATION,
                        "set_params does not accept \"%s\" (accepted: nprobe, efSearch, "
                        "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, "
-                       "by_residual, implem, qbs, norm_scale, and quantizer_ before a search "
+                       "by_residual, implem, qbs, norm_scale, nflip, and quantizer_ before a "
+                       "search "
                        "parameter)",
                        name);
 }

@@ -133,18 +133,17 @@ int fpx_index_resolve_type(const char *index_type, const char *metric, const cha
     }
     int m = fixed >= 0 ? fixed : FPX_METRIC_L2;
     if (metric) {
-        int given;
-        if (!strcmp(metric, "L2"))
-            given = FPX_METRIC_L2;
-        else if (!strcmp(metric, "IP"))
-            given = FPX_METRIC_IP;
-        else
+        fpx_metric given;
+        if (fpx_metric_parse(metric, &given) || given == FPX_METRIC_HAMMING)
             return fpx_err_set(err, FPX_E_VALIDATION,
-                               "metric must be \"L2\" or \"IP\", got \"%.40s\"", metric);
-        if (fixed >= 0 && given != fixed)
+                               "metric must be \"L2\", \"IP\", \"L1\", \"Linf\", \"Lp\", "
+                               "\"Canberra\", \"BrayCurtis\" or \"JensenShannon\", got "
+                               "\"%.40s\"",
+                               metric);
+        if (fixed >= 0 && (int)given != fixed)
             return fpx_err_set(err, FPX_E_VALIDATION, "index_type %s contradicts metric %s",
                                index_type, metric);
-        m = given;
+        m = (int)given;
     }
     *out = (fpx_metric)m;
     return 0;
@@ -200,9 +199,10 @@ static const char *binary_factory(const char *t) {
     return NULL;
 }
 
-/* The engine index_type and metric describe, new and empty. */
-static int make_engine(const char *index_type, int64_t dim, const char *metric, fpx_engine **eng,
-                       fpx_err *err) {
+/* The engine index_type and metric describe, new and empty; metric_arg
+ * (NULL: none given) only with the metrics past L2 and IP. */
+static int make_engine(const char *index_type, int64_t dim, const char *metric,
+                       const double *metric_arg, fpx_engine **eng, fpx_err *err) {
     const char *factory = binary_factory(index_type);
     fpx_metric m;
     if (factory) {
@@ -216,18 +216,21 @@ static int make_engine(const char *index_type, int64_t dim, const char *metric, 
                            "the Hamming metric needs a binary index type (BFlat, BIVF<n>, ...)");
     if (fpx_index_resolve_type(index_type, metric, &factory, &m, err))
         return -1;
-    return fpx_engine_create(factory, dim, m, eng, err);
+    if (metric_arg && (m == FPX_METRIC_L2 || m == FPX_METRIC_IP))
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "metric_arg applies to the metrics L1, Linf, Lp, Canberra, "
+                           "BrayCurtis and JensenShannon (FAISS does not keep it with %s)",
+                           fpx_metric_name(m));
+    return fpx_engine_create_metric(factory, dim, m, metric_arg ? *metric_arg : 0, eng, err);
 }
 
 void fpx_index_factory_train_params(fpx_index *ix) {
     if (fpx_engine_is_trained(ix->eng))
         return;
-    const char *metric = ix->metric == FPX_METRIC_IP        ? "IP"
-                         : ix->metric == FPX_METRIC_HAMMING ? "Hamming"
-                                                            : "L2";
+    const char *metric = fpx_metric_name(ix->metric);
     fpx_engine *fresh;
     fpx_err e;
-    if (make_engine(ix->index_type, ix->dim, metric, &fresh, &e) == 0) {
+    if (make_engine(ix->index_type, ix->dim, metric, NULL, &fresh, &e) == 0) {
         fpx_engine_copy_train_params(ix->eng, fresh);
         fpx_engine_free(fresh);
     }
@@ -235,8 +238,14 @@ void fpx_index_factory_train_params(fpx_index *ix) {
 
 int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
                   const char *metric, fpx_index **out, fpx_err *err) {
+    return fpx_index_new_metric(tenant, name, index_type, dim, metric, NULL, out, err);
+}
+
+int fpx_index_new_metric(const char *tenant, const char *name, const char *index_type, int64_t dim,
+                         const char *metric, const double *metric_arg, fpx_index **out,
+                         fpx_err *err) {
     fpx_engine *eng;
-    if (make_engine(index_type, dim, metric, &eng, err))
+    if (make_engine(index_type, dim, metric, metric_arg, &eng, err))
         return -1;
     fpx_index *ix = fpx_index_alloc(tenant, name, index_type, strlen(index_type), eng);
     if (!ix)
@@ -857,13 +866,13 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
  * ("params": {"nprobe": 1, ...}): what a per-search params map or set_params
  * changes, readable back. */
 static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
-    static const char *const names[] = {"nlist", "nprobe", "efSearch", "efConstruction"};
-    double v[4];
-    int have[4], n = 0;
-    for (int i = 0; i < 4; i++)
+    static const char *const names[] = {"nlist", "nprobe", "efSearch", "efConstruction", "nflip"};
+    double v[5];
+    int have[5], n = 0;
+    for (int i = 0; i < 5; i++)
         n += have[i] = fpx_engine_get_param(ix->eng, names[i], &v[i]) == 0;
     msgpack_pack_map(pk, (size_t)n);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (have[i]) {
             fpx_pack_cstr(pk, names[i]);
             msgpack_pack_int64(pk, (int64_t)v[i]);
@@ -888,7 +897,8 @@ static void pack_list(msgpack_packer *pk, const char *list) {
 }
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
-    msgpack_pack_map(pk, 11 + (ix->lease_seconds > 0 ? 2 : 0) + (ix->placement ? 2 : 0));
+    int extra = ix->metric >= FPX_METRIC_L1;
+    msgpack_pack_map(pk, 11 + extra + (ix->lease_seconds > 0 ? 2 : 0) + (ix->placement ? 2 : 0));
     if (ix->placement) { /* cluster mode */
         fpx_pack_cstr(pk, "replicas");
         pack_list(pk, ix->placement);
@@ -912,9 +922,11 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
     fpx_pack_cstr(pk, "index_type");
     fpx_pack_cstr(pk, ix->index_type);
     fpx_pack_cstr(pk, "metric");
-    fpx_pack_cstr(pk, ix->metric == FPX_METRIC_IP        ? "IP"
-                      : ix->metric == FPX_METRIC_HAMMING ? "Hamming"
-                                                         : "L2");
+    fpx_pack_cstr(pk, fpx_metric_name(ix->metric));
+    if (extra) { /* FAISS keeps (and serializes) it with these metrics only */
+        fpx_pack_cstr(pk, "metric_arg");
+        msgpack_pack_double(pk, fpx_engine_metric_arg(ix->eng));
+    }
     fpx_pack_cstr(pk, "ntotal");
     msgpack_pack_int64(pk, ix->nlive);
     fpx_pack_cstr(pk, "tombstones"); /* deleted, still held until compacted */

@@ -148,6 +148,11 @@ int fpx_index_resolve_type(const char *index_type, const char *metric, const cha
 /* A new empty index (no storage attached). */
 int fpx_index_new(const char *tenant, const char *name, const char *index_type, int64_t dim,
                   const char *metric, fpx_index **out, fpx_err *err);
+/* The same, with FAISS's metric_arg (NULL: none given; refused with L2 and IP,
+ * where FAISS does not keep it). */
+int fpx_index_new_metric(const char *tenant, const char *name, const char *index_type, int64_t dim,
+                         const char *metric, const double *metric_arg, fpx_index **out,
+                         fpx_err *err);
 /* An index read from FAISS's bytes (a snapshot, an import) trains as FAISS's
  * read_index leaves it, which is not as its factory string builds it (k-means
  * iterations, a quantizer that trains alone): an untrained index whose type

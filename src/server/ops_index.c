@@ -66,7 +66,7 @@ int fpx_op_deleted(fpx_req *r, fpx_out *o) {
 }
 
 int fpx_prep_create_index(fpx_req *r) {
-    char name[FPX_NAME_MAX + 1], type[FPX_INDEX_TYPE_MAX + 1], metric[8];
+    char name[FPX_NAME_MAX + 1], type[FPX_INDEX_TYPE_MAX + 1], metric[16];
     int64_t dim;
     if (fpx_req_name(r, 1, name) || fpx_req_int(r, "dimension", 1, &dim))
         return -1;
@@ -83,12 +83,18 @@ int fpx_prep_create_index(fpx_req *r) {
     int has_metric = fpx_req_str(r, "metric", metric, sizeof metric);
     if (has_metric < 0)
         return -1;
+    /* FAISS's metric_arg (the p of Lp), with the metrics past L2 and IP */
+    double metric_arg;
+    const msgpack_object *arg = fpx_map_get(r->h, "metric_arg");
+    int has_arg = arg && arg->type != MSGPACK_OBJECT_NIL;
+    if (has_arg && fpx_req_number(r, "metric_arg", &metric_arg))
+        return -1;
     int64_t lease;
     if (fpx_req_lease(r, &lease))
         return -1;
 
-    if (fpx_index_new(r->tenant, name, type, dim, has_metric == 0 ? metric : NULL, &r->made,
-                      &r->err))
+    if (fpx_index_new_metric(r->tenant, name, type, dim, has_metric == 0 ? metric : NULL,
+                             has_arg ? &metric_arg : NULL, &r->made, &r->err))
         return -1;
     r->made->lease_seconds = lease;
     return 0;

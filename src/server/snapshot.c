@@ -152,7 +152,7 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
         get_i64(h, "metric", &metric) || get_i64(h, "nslots", &nslots) ||
         get_i64(h, "next_label", &next_label) || get_i64(h, "nlive", &nlive) || !m ||
         m->type != MSGPACK_OBJECT_MAP || nslots < 0 || nlive < 0 || nlive > nslots ||
-        (metric != FPX_METRIC_L2 && metric != FPX_METRIC_IP && metric != FPX_METRIC_HAMMING)) {
+        metric < FPX_METRIC_L2 || metric > FPX_METRIC_JENSENSHANNON) {
         fpx_err_set(err, FPX_E_INTERNAL, "snapshot header is not valid");
         goto fail;
     }

@@ -195,7 +195,7 @@ def test_binary_ivf_constructor(fp):
     np.testing.assert_array_equal(D, Dref)
 
     with pytest.raises(NotImplementedError, match="IndexBinaryFlat"):
-        fp.IndexBinaryIVF(fp.index_binary_factory(64, "BHNSW8"), 64, 8)
+        fp.IndexBinaryIVF(fp.index_binary_factory(64, "BHash8"), 64, 8)
     with pytest.raises(NotImplementedError, match="re-cluster"):
         small = fp.IndexBinaryFlat(64)
         small.add(xb[:5])
