@@ -619,6 +619,42 @@ static natsStatus bucket(fpx_cluster *c, const char *name, int64_t ttl_ms, kvSto
     return st;
 }
 
+/* The cluster's forwarding token: the one in the bucket, or a new one made
+ * here when this is the first node (a node that loses the race reads the
+ * winner's). */
+static natsStatus forward_token(fpx_cluster *c) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        kvEntry *e = NULL;
+        natsStatus st = kvStore_Get(&e, c->meta, "forward_token");
+        if (st == NATS_OK) {
+            int len = kvEntry_ValueLen(e);
+            if (len == FPX_FORWARD_TOKEN_LEN)
+                memcpy(c->fwd_token, kvEntry_Value(e), FPX_FORWARD_TOKEN_LEN);
+            kvEntry_Destroy(e);
+            return len == FPX_FORWARD_TOKEN_LEN ? NATS_OK : NATS_ERR;
+        }
+        if (st != NATS_NOT_FOUND || attempt > 0)
+            return st;
+        uint8_t raw[FPX_FORWARD_TOKEN_LEN / 2];
+        char hex[FPX_FORWARD_TOKEN_LEN + 1];
+        randombytes_buf(raw, sizeof raw);
+        for (size_t i = 0; i < sizeof raw; i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        uint64_t rev;
+        kvStore_CreateString(&rev, c->meta, "forward_token", hex); /* or another node's won */
+    }
+    return NATS_ERR;
+}
+
+int fpx_cluster_forwarded_id(const fpx_server *s, const void *id, size_t len) {
+    const fpx_cluster *c = s->cluster;
+    size_t plen = strlen(FPX_FORWARD_ID_PREFIX);
+    return c && c->fwd_token[0] && len > plen + FPX_FORWARD_TOKEN_LEN &&
+           !memcmp(id, FPX_FORWARD_ID_PREFIX, plen) &&
+           !memcmp((const char *)id + plen, c->fwd_token, FPX_FORWARD_TOKEN_LEN) &&
+           ((const char *)id)[plen + FPX_FORWARD_TOKEN_LEN] == ':';
+}
+
 /* Binds the buckets, making them when missing, and announces this node.
  * JetStream needs a few seconds after its servers start (or after a bucket
  * is made) to elect its leaders: retried. */
@@ -636,6 +672,10 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
             st = bucket(c, FPX_BUCKET_LABELS, 0, &c->labels);
         if (st == NATS_OK && !c->label_reqs)
             st = bucket(c, FPX_BUCKET_LABEL_REQS, FPX_DEDUP_WINDOW_MS, &c->label_reqs);
+        if (st == NATS_OK && !c->meta)
+            st = bucket(c, FPX_BUCKET_CLUSTER, 0, &c->meta);
+        if (st == NATS_OK && !c->fwd_token[0])
+            st = forward_token(c);
         uint64_t rev;
         char rec[400];
         fpx_node_record(c, rec, sizeof rec);
@@ -777,6 +817,7 @@ void fpx_cluster_stop(fpx_server *s) {
     kvStore_Destroy(c->applied);
     kvStore_Destroy(c->labels);
     kvStore_Destroy(c->label_reqs);
+    kvStore_Destroy(c->meta);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_Close(c->nc);

@@ -52,6 +52,10 @@ int fpx_cluster_drop(fpx_req *r);
  * start with this: net.c marks such requests forwarded (never forwarded
  * again). */
 #define FPX_FORWARD_ID_PREFIX "fpx-fwd:"
+/* Whether a connection's routing id is a forwarding socket's of this
+ * cluster: the prefix, then the cluster's forwarding token (a secret kept in
+ * NATS, so that a client cannot pass itself off as a node), then ':'. */
+int fpx_cluster_forwarded_id(const fpx_server *s, const void *id, size_t len);
 
 /* The network loop is listening on bound (ZMQ_LAST_ENDPOINT): the endpoint
  * this node advertises in its heartbeat (--advertise, or bound with a

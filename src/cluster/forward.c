@@ -23,8 +23,9 @@
  * a thread of its own matching replies to requests; the pool needs none.)
  *
  * A forwarded request is marked by its socket's routing id
- * (FPX_FORWARD_ID_PREFIX, seen by net.c), not by its body, which travels as
- * it is. A node never forwards a request that was forwarded to it, so no
+ * (FPX_FORWARD_ID_PREFIX and the cluster's forwarding token, a secret kept in
+ * NATS: checked by the worker, net.c), not by its body, which travels as it
+ * is. A node never forwards a request that was forwarded to it, so no
  * loop is possible: it answers unavailable instead.
  */
 #include "internal.h"
@@ -136,9 +137,9 @@ static void *sock_new(fpx_cluster *c, const char *endpoint) {
     void *sock = zmq_socket(c->zctx, ZMQ_DEALER);
     if (!sock)
         return NULL;
-    char id[sizeof FPX_FORWARD_ID_PREFIX + FPX_NODE_ID_MAX + 48];
-    snprintf(id, sizeof id, "%s%s:%s:%llu", FPX_FORWARD_ID_PREFIX, cfg->node_id, c->boot,
-             (unsigned long long)atomic_fetch_add(&c->next_sock, 1));
+    char id[sizeof FPX_FORWARD_ID_PREFIX + FPX_FORWARD_TOKEN_LEN + FPX_NODE_ID_MAX + 48];
+    snprintf(id, sizeof id, "%s%s:%s:%s:%llu", FPX_FORWARD_ID_PREFIX, c->fwd_token, cfg->node_id,
+             c->boot, (unsigned long long)atomic_fetch_add(&c->next_sock, 1));
     int zero = 0, one = 1,
         wait = cfg->forward_timeout_ms < FPX_CONNECT_WAIT_MS ? cfg->forward_timeout_ms
                                                              : FPX_CONNECT_WAIT_MS;

@@ -23,6 +23,10 @@
  * records there as duplicates. Entries live as long as JetStream's duplicate
  * window (2 minutes), past which a repeat is a new write anyway. */
 #define FPX_BUCKET_LABEL_REQS "fpx_label_reqs"
+/* The cluster's own settings: "forward_token", a random secret made by the
+ * first node, which the routing ids of forwarding sockets carry (forward.c). */
+#define FPX_BUCKET_CLUSTER "fpx_cluster"
+#define FPX_FORWARD_TOKEN_LEN 32
 #define FPX_DEDUP_WINDOW_MS 120000
 #define FPX_NODE_TTL_MS 5000 /* a node missing this long is not live */
 #define FPX_HEARTBEAT_MS 1000
@@ -77,8 +81,9 @@ typedef struct fpx_cluster {
     fpx_server *s;
     natsConnection *nc;
     jsCtx *js;
-    kvStore *indexes, *nodes, *applied, *labels, *label_reqs;
-    int replicas;       /* of buckets and streams: min(3, NATS servers) */
+    kvStore *indexes, *nodes, *applied, *labels, *label_reqs, *meta;
+    char fwd_token[FPX_FORWARD_TOKEN_LEN + 1]; /* immutable once started */
+    int replicas;                              /* of buckets and streams: min(3, NATS servers) */
     pthread_mutex_t mu; /* the replica list; opening and forgetting replicas */
     fpx_replica *reps;
     pthread_t beat, watch;

@@ -49,9 +49,10 @@
 #define MODE_DELIM 1
 #define MODE_BADFRAMES 2
 /* From another node of the cluster (src/cluster/forward.c), whose sockets'
- * routing ids start with FPX_FORWARD_ID_PREFIX: never forwarded again. A
- * client that takes such an id gains nothing: its requests are only
- * answered unavailable instead of forwarded. */
+ * routing ids start with FPX_FORWARD_ID_PREFIX: the worker checks the
+ * cluster's token that follows (fpx_cluster_forwarded_id) before it treats
+ * the request as forwarded (never forwarded again, shard names allowed); a
+ * client that takes such an id without the token is a client. */
 #define MODE_FORWARDED 4
 /* mode byte, the connection's fpx_order, the request's ticket */
 #define MODE_FRAME (1 + sizeof(fpx_order *) + sizeof(uint64_t))
@@ -141,8 +142,10 @@ static void *worker_main(void *arg) {
                 rlen = 0;
             }
         } else {
-            fpx_server_handle_from(w->s, zmq_msg_data(&body), zmq_msg_size(&body),
-                                   (m & MODE_FORWARDED) != 0, &reply, &rlen, &is_static);
+            int fwd = (m & MODE_FORWARDED) &&
+                      fpx_cluster_forwarded_id(w->s, zmq_msg_data(&id), zmq_msg_size(&id));
+            fpx_server_handle_from(w->s, zmq_msg_data(&body), zmq_msg_size(&body), fwd, &reply,
+                                   &rlen, &is_static);
         }
         fpx_order_leave(); /* before the reply: the broker may free order then */
         zmq_msg_close(&body);

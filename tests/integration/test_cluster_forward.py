@@ -229,12 +229,57 @@ def test_write_sent_twice_is_applied_once(cl):
     cs[0].drop(name)
 
 
+def kv_get(port, bucket, key):
+    """A value of a JetStream key-value bucket, read with NATS's own text
+    protocol (a direct message get on the bucket's stream)."""
+    import base64
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        f = s.makefile("rb")
+        f.readline()  # INFO
+        req = json.dumps({"last_by_subj": "$KV.%s.%s" % (bucket, key)}).encode()
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.kv 1\r\n'
+                  b"PUB $JS.API.STREAM.MSG.GET.KV_%s _INBOX.kv %d\r\n%s\r\n"
+                  % (bucket.encode(), len(req), req))
+        while True:
+            line = f.readline()
+            assert line, "NATS closed the connection"
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                payload = f.read(int(line.split()[-1]) + 2)[:-2]
+                return base64.b64decode(json.loads(payload)["message"]["data"])
+    finally:
+        s.close()
+
+
 def test_forwarded_request_not_forwarded_again(cl):
     """A request that reaches a node holding no replica through another
-    node's forwarding socket is answered unavailable, never forwarded."""
+    node's forwarding socket (its routing id carries the cluster's forwarding
+    token, kept in NATS) is answered unavailable, never forwarded; a client
+    that takes the prefix without the token is served as a client."""
     name, holders, far, placement = placed_on_two(cl)
+    token = kv_get(cl.nats[0].port, "fpx_cluster", "forward_token")
+    assert len(token) == 32
+    spoof = zmq.Context.instance().socket(zmq.DEALER)
+    spoof.setsockopt(zmq.ROUTING_ID, b"fpx-fwd:%s:x" % (b"0" * 32))
+    spoof.setsockopt(zmq.RCVTIMEO, 30000)
+    spoof.setsockopt(zmq.LINGER, 0)
+    spoof.connect(far.endpoint)
+    try:
+        spoof.send_multipart([b"", encode({"operation": "get_index_info", "index_id": name,
+                                           "request_id": 4})])
+        h, _, _ = decode(spoof.recv_multipart()[-1])
+        assert h["status"] == "ok" and h["request_id"] == 4, h  # forwarded, as a client's
+        shard = ".shard-" + "0" * 32 + "-0"
+        spoof.send_multipart([b"", encode({"operation": "get_index_info", "index_id": shard})])
+        h, _, _ = decode(spoof.recv_multipart()[-1])
+        assert h["error_type"] == "validation_error", h  # shard names are the nodes' only
+    finally:
+        spoof.close(0)
     s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.ROUTING_ID, b"fpx-fwd:test-%d" % os.getpid())
+    s.setsockopt(zmq.ROUTING_ID, b"fpx-fwd:%s:test-%d" % (token, os.getpid()))
     s.setsockopt(zmq.RCVTIMEO, 30000)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(far.endpoint)
