@@ -44,6 +44,8 @@ _FASTSCAN = (
     "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
     "IndexAdditiveQuantizerFastScan", "IndexIVFAdditiveQuantizerFastScan",
 )
+# ... and IndexPreTransform over local faiss's transforms.
+_PRETRANSFORM = ("IndexPreTransform",)
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -95,6 +97,13 @@ def __getattr__(name):
     if name in _FASTSCAN:
         from . import _fastscan
         return getattr(_fastscan, name)
+    if name in _PRETRANSFORM:
+        from . import _pretransform
+        return getattr(_pretransform, name)
+    if name == "cvar":
+        from . import _cvar
+        local = _local_faiss()
+        return _cvar.Cvar(local.cvar if local is not None else None)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve

@@ -1284,6 +1284,9 @@ def _class_for(classes, idmap, binary):
     top = classes[0] if classes else ("IndexBinary" if binary else "Index")
     if idmap:
         top = "IndexBinary" + idmap if binary else "Index" + idmap
+    served = _served_class(top, binary)
+    if served is not None:
+        return served  # FAISS's downcast gives faiss.IndexIVFFlat, ...: so does this
     key = (top, binary, tuple(classes), idmap)
     cls = _MADE.get(key)
     if cls is None:
@@ -1308,6 +1311,29 @@ def _class_for(classes, idmap, binary):
     return cls
 
 
+# The classes of this package that FAISS's downcast names, for the objects index_factory and
+# read_index give (index.__class__ is faiss.IndexIVFFlat there, as in FAISS): each has the
+# attributes _class_for would give an object of that FAISS class.
+_SERVED_CLASSES = {
+    False: ("IndexFlat", "IndexIVFFlat", "IndexIVFPQ", "IndexHNSWFlat", "IndexPQ",
+            "IndexScalarQuantizer", "IndexIVFScalarQuantizer", "IndexIDMap", "IndexIDMap2",
+            "IndexRefine", "IndexRefineFlat", "IndexPQFastScan", "IndexIVFPQFastScan",
+            "IndexIVFResidualQuantizer", "IndexPreTransform"),
+    True: ("IndexBinaryFlat", "IndexBinaryIVF"),
+}
+
+
+def _served_class(top, binary):
+    if top not in _SERVED_CLASSES[binary]:
+        return None
+    from . import _composed, _fastscan, _pretransform, _views
+    for module in (globals(), vars(_views), vars(_composed), vars(_fastscan),
+                   vars(_pretransform)):
+        if top in module:
+            return module[top]
+    return None
+
+
 def _described(info, binary, nprobe=1, hnsw=None, data=None):
     """The object for a server index whose info (an IndexInfo) was just returned (data: the
     FAISS bytes it was read from)."""
@@ -1320,6 +1346,7 @@ def _described(info, binary, nprobe=1, hnsw=None, data=None):
     ix._keep, ix._verbose = False, False
     Index._attach(ix, info)
     ix._idmap = idmap
+    ix._classes = tuple(classes)
     if isinstance(ix, _IVF):
         ix._nlist = _nlist_of(description)
         ix._nprobe = nprobe
