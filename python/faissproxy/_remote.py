@@ -663,6 +663,37 @@ class Index:
     def assign(self, x, k, labels=None):
         return self.search(x, k, I=labels)[1]
 
+    def search_and_reconstruct(self, x, k, *, params=None, D=None, I=None, R=None):
+        """FAISS's search_and_reconstruct: the search, and each hit's stored vector as the
+        index reconstructs it (NaN bytes, FAISS's memset to -1, for a missing hit). An IVF
+        reconstructs a hit from its list without a direct map, as reconstruct_n does."""
+        if self._binary or params is not None:
+            raise NotImplementedError("faissproxy: search_and_reconstruct %s is not served"
+                                      % ("with params" if params is not None else
+                                         "on binary indexes"))
+        D, I = self.search(x, k, D=D, I=I)
+        n = len(I)
+        if R is None:
+            R = np.empty((n, k, self.d), dtype="float32")
+        else:
+            assert R.shape == (n, k, self.d)
+        R.view("uint32")[:] = 0xFFFFFFFF
+        labels = np.unique(I[I >= 0])
+        if len(labels):
+            by_list = any(c.startswith("IndexIVF") for c in self._classes)
+            # consecutive labels are reconstructed together
+            starts = np.flatnonzero(np.diff(labels, prepend=labels[0] - 2) != 1)
+            ends = np.append(starts[1:], len(labels))
+            found = np.empty((len(labels), self.d), dtype="float32")
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                if by_list or b - a > 1:
+                    found[a:b] = self.reconstruct_n(int(labels[a]), b - a)
+                else:
+                    found[a] = self.reconstruct(int(labels[a]))
+            hit = I >= 0
+            R[hit] = found[np.searchsorted(labels, I[hit])]
+        return D, I, R
+
     def range_search(self, x, thresh, *, params=None):
         x, n = _rows(x, self.d)
         if params is not None:
@@ -1103,6 +1134,23 @@ class IndexIVFPQ(_Residual, _IVF, Index):
             body += _empty_invlists(self._nlist, code_size)
             _compose(self, body, description)
         _composed.attach_quantizer(self, quantizer)
+
+    @property
+    def use_precomputed_table(self):
+        # FAISS's constructor (and reader) leave 0 until training, whose precompute_table
+        # chooses the table type on the server
+        if self.is_trained:
+            raise NotImplementedError("faissproxy: use_precomputed_table of a trained "
+                                      "IndexIVFPQ is not known here (its training chose it, "
+                                      "on the server)")
+        return 0
+
+    @use_precomputed_table.setter
+    def use_precomputed_table(self, v):
+        if int(v) == self.use_precomputed_table:
+            return  # FAISS's index is unchanged by its own value
+        raise NotImplementedError("faissproxy: setting IndexIVFPQ.use_precomputed_table is not "
+                                  "served")
 
     @property
     def polysemous_ht(self):

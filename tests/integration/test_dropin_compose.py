@@ -164,3 +164,59 @@ def test_search_statistics_raise(fp):
         assert fp.cvar.distance_compute_blas_threshold == old + 3
     finally:
         real.cvar.distance_compute_blas_threshold = old
+
+
+def test_search_and_reconstruct_as_faiss(fp):
+    xt, xb, xq = data(seed=7)
+
+    def ivfpq(m):
+        index = m.IndexIVFPQ(m.IndexFlatL2(32), 32, 16, 8, 8)
+        index.nprobe = 1
+        return index
+
+    def pca_ivf(m):
+        return m.IndexPreTransform(m.PCAMatrix(32, 16), m.IndexIVFFlat(m.IndexFlatL2(16), 16, 16))
+
+    for make in (lambda m: m.IndexFlatL2(32), ivfpq, pca_ivf):
+        ref, got = make(real), make(fp)
+        for index in (ref, got):
+            index.train(xt)
+            index.add(xb[:300])
+        # k past what one probed list holds: FAISS's missing hits, with NaN vectors
+        k = 60
+        Dr, Ir, Rr = ref.search_and_reconstruct(xq, k)
+        D, I, R = got.search_and_reconstruct(xq, k)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(R.view("uint32"), Rr.view("uint32"))
+    assert (Ir == -1).any()
+
+
+def test_ivfpq_fastscan_over_the_quantizer_of_another_ivf(fp):
+    xt, xb, xq = data(seed=8)
+
+    def build(m):
+        first = m.index_factory(32, "IVF16,PQ16x4np")
+        first.train(xt)
+        index = m.IndexIVFPQFastScan(first.quantizer, 32, 16, 16, 4, m.METRIC_L2, 32)
+        index.by_residual = True
+        index.train(xt)
+        index.add(xb)
+        index.nprobe = 4
+        return index, first  # FAISS's index shares first's quantizer: first must live
+
+    (ref, ref_first), (got, got_first) = build(real), build(fp)
+    same_search(ref, got, xq)
+
+
+def test_use_precomputed_table(fp):
+    xt, xb, xq = data(seed=9, d=16)
+    index = fp.index_factory(16, "IVF8,PQ8x4np")
+    ref = real.index_factory(16, "IVF8,PQ8x4np")
+    assert index.use_precomputed_table == ref.use_precomputed_table == 0
+    index.use_precomputed_table = 0  # FAISS's own value: nothing changes
+    with pytest.raises(NotImplementedError, match="use_precomputed_table"):
+        index.use_precomputed_table = -1
+    index.train(xt)
+    with pytest.raises(NotImplementedError, match="use_precomputed_table"):
+        index.use_precomputed_table
