@@ -619,7 +619,40 @@ class Index:
     def add_with_ids(self, x, ids):
         ids = np.ascontiguousarray(ids, dtype="int64")
         assert ids.shape == (len(x),)
+        if not self._takes_ids():
+            # FAISS's Index::add_with_ids: the server would take the ids, FAISS refuses them
+            raise RuntimeError("Error in virtual void faiss::Index::add_with_ids: "
+                               "add_with_ids not implemented for this type of index")
         self._add(x, ids)
+
+    def _takes_ids(self):
+        """FAISS's class of this index implements add_with_ids: IDMaps, and IVF and binary
+        hash indexes (under transforms too: an IndexPreTransform hands them on)."""
+        if self._idmap:
+            return True
+        main = [c for c in self._classes if c != "IndexPreTransform"]
+        return bool(main) and main[0].startswith(("IndexIVF", "IndexBinaryIVF",
+                                                   "IndexBinaryHash", "IndexBinaryMultiHash"))
+
+    @property
+    def code_size(self):
+        """FAISS's code_size: bytes per stored vector (an IVF's without its list number)."""
+        if self._binary:
+            return self.d // 8  # every binary index of FAISS 1.7.3
+        top = self._classes[0] if self._classes else ""
+        flat = ("IndexFlat", "IndexScalarQuantizer", "IndexPQ", "IndexLSH",
+                "IndexResidualQuantizer", "IndexLocalSearchQuantizer")
+        ivf = ("IndexIVFFlat", "IndexIVFScalarQuantizer", "IndexIVFPQ")
+        if self._idmap or top not in flat + ivf:
+            raise NotImplementedError("faissproxy: code_size of %s is not served (use "
+                                      "sa_code_size())" % type(self).__name__)
+        size = self.sa_code_size()
+        if top in ivf:  # FAISS's IVF standalone codes start with the list number
+            nl, coarse = self.nlist - 1, 0
+            while nl > 0:
+                coarse, nl = coarse + 1, nl >> 8
+            size -= coarse
+        return size
 
     def _add(self, x, ids):
         x, n = _rows(x, self.d)
@@ -1153,6 +1186,10 @@ class IndexIVFPQ(_Residual, _IVF, Index):
                                   "served")
 
     @property
+    def do_polysemous_training(self):
+        return _polysemous_training(self)
+
+    @property
     def polysemous_ht(self):
         return getattr(self, "_ht", 0)
 
@@ -1174,12 +1211,28 @@ class IndexHNSWFlat(Index):
         return self._hnsw
 
 
+def _polysemous_training(index):
+    """do_polysemous_training of an IndexPQ or IndexIVFPQ: the factory's PQ term without
+    "np" trains polysemous codes, the constructors' ("...np") do not."""
+    m = None
+    for m in re.finditer(r"PQ\d+(?:x\d+)?(np)?(?=,|$)", index._description):
+        pass
+    if m is None:
+        raise NotImplementedError("faissproxy: do_polysemous_training of an index read from "
+                                  "bytes is not known here")
+    return m.group(1) is None
+
+
 class IndexPQ(Index):
     _classes = ("IndexPQ",)
 
     def __init__(self, d, M, nbits, metric=METRIC_L2):
         # faiss's constructor makes a plain (non-polysemous) PQ, as "PQ<M>x<nbits>np"
         super().__init__(d, "PQ%dx%dnp" % (M, nbits), metric)
+
+    @property
+    def do_polysemous_training(self):
+        return _polysemous_training(self)
 
 
 class ScalarQuantizer:
