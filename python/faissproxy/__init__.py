@@ -46,6 +46,8 @@ _FASTSCAN = (
 )
 # ... and IndexPreTransform over local faiss's transforms.
 _PRETRANSFORM = ("IndexPreTransform",)
+# ... and IndexIVFSpectralHash.
+_SPECTRAL = ("IndexIVFSpectralHash",)
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -100,6 +102,9 @@ def __getattr__(name):
     if name in _PRETRANSFORM:
         from . import _pretransform
         return getattr(_pretransform, name)
+    if name in _SPECTRAL:
+        from . import _spectral
+        return getattr(_spectral, name)
     if name == "cvar":
         from . import _cvar
         local = _local_faiss()

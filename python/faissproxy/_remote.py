@@ -1419,7 +1419,7 @@ _SERVED_CLASSES = {
     False: ("IndexFlat", "IndexIVFFlat", "IndexIVFPQ", "IndexHNSWFlat", "IndexPQ",
             "IndexScalarQuantizer", "IndexIVFScalarQuantizer", "IndexIDMap", "IndexIDMap2",
             "IndexRefine", "IndexRefineFlat", "IndexPQFastScan", "IndexIVFPQFastScan",
-            "IndexIVFResidualQuantizer", "IndexPreTransform"),
+            "IndexIVFResidualQuantizer", "IndexPreTransform", "IndexIVFSpectralHash"),
     True: ("IndexBinaryFlat", "IndexBinaryIVF"),
 }
 
@@ -1427,9 +1427,9 @@ _SERVED_CLASSES = {
 def _served_class(top, binary):
     if top not in _SERVED_CLASSES[binary]:
         return None
-    from . import _composed, _fastscan, _pretransform, _views
+    from . import _composed, _fastscan, _pretransform, _spectral, _views
     for module in (globals(), vars(_views), vars(_composed), vars(_fastscan),
-                   vars(_pretransform)):
+                   vars(_pretransform), vars(_spectral)):
         if top in module:
             return module[top]
     return None

@@ -220,3 +220,34 @@ def test_use_precomputed_table(fp):
     index.train(xt)
     with pytest.raises(NotImplementedError, match="use_precomputed_table"):
         index.use_precomputed_table
+
+
+def test_ivf_spectral_hash_as_faiss(fp):
+    xt, xb, xq = data(seed=10)
+    for tt in range(4):  # Thresh_global, _centroid, _centroid_half, _median
+        out = []
+        for m in (real, fp):
+            index = m.IndexIVFSpectralHash(m.IndexFlatL2(32), 32, 8, 32, 1.0)
+            index.nprobe = 3
+            index.threshold_type = tt
+            index.train(xt)
+            index.add(xb)
+            out.append(index)
+        assert out[1].__class__ is fp.IndexIVFSpectralHash
+        same_search(out[0], out[1], xq, 10)
+        with pytest.raises(NotImplementedError, match="trained"):
+            out[1].threshold_type = (tt + 1) % 4
+    # an untrained transform given to replace_vt trains in the program's object, as in FAISS
+    x = data(nt=2000, seed=11, d=10)[0]
+    out = []
+    for m in (real, fp):
+        index = m.IndexIVFSpectralHash(m.IndexFlat(10), 10, 20, 10, 1)
+        vt = m.ITQTransform(10, 10)
+        index.replace_vt(vt)
+        assert index.vt is vt or m is real
+        index.train(x)
+        index.add(x)
+        assert index.vt.is_trained and index.quantizer.ntotal == 20
+        out.append(index)
+    same_search(out[0], out[1], x[:20], 4)
+    assert fp.index_factory(64, "IVF16,ITQ32,SH1.2").__class__ is fp.IndexIVFSpectralHash
