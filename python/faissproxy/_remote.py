@@ -801,6 +801,25 @@ class Index:
                                            _ptr(out)), h)
         return out
 
+    def reconstruct_batch(self, key, x=None):
+        """FAISS's reconstruct_batch: reconstruct() of each key (an IVF without a direct
+        map raises, as FAISS's does)."""
+        if self._binary:
+            raise AttributeError("'%s' object has no attribute 'reconstruct_batch'"
+                                 % type(self).__name__)
+        key = np.ascontiguousarray(key, dtype="int64")
+        n, = key.shape
+        if x is None:
+            x = np.empty((n, self.d), dtype="float32")
+        else:
+            assert x.shape == (n, self.d)
+        keys, where = np.unique(key, return_inverse=True)
+        found = np.empty((len(keys), self.d), dtype="float32")
+        for i, k in enumerate(keys.tolist()):
+            self.reconstruct(k, found[i])
+        x[:] = found[where]
+        return x
+
     def sa_code_size(self):
         from . import _codec
         return _codec.sa_code_size(self)
@@ -853,8 +872,26 @@ class _IVF:
 
     @nprobe.setter
     def nprobe(self, v):
-        self._set_param("nprobe", int(v))
+        if int(v) < 0:  # FAISS's nprobe is a size_t
+            raise OverflowError("in method 'IndexIVF_nprobe_set', argument 2 of type 'size_t'")
+        if int(v) > 0:
+            self._set_param("nprobe", int(v))
+        # 0: FAISS takes it, and its searches raise until another value is set (below)
         self._nprobe = int(v)
+
+    def _check_nprobe(self):
+        if self._nprobe == 0:
+            raise RuntimeError("Error in IndexIVF::search: Error: 'nprobe > 0' failed")
+
+    def search(self, x, k, *, params=None, D=None, I=None):
+        if params is None:
+            self._check_nprobe()
+        return super().search(x, k, params=params, D=D, I=I)
+
+    def range_search(self, x, thresh, *, params=None):
+        if params is None:
+            self._check_nprobe()
+        return super().range_search(x, thresh, params=params)
 
     @property
     def max_codes(self):

@@ -69,3 +69,42 @@ def test_do_polysemous_training(fp):
     assert fp.IndexIVFPQ(fp.IndexFlatL2(12), 12, 10, 4, 8).do_polysemous_training is False
     with pytest.raises(NotImplementedError, match="do_polysemous_training"):
         fp.IndexPQ(12, 4, 8).do_polysemous_training = True
+
+
+def test_reconstruct_batch(fp):
+    x = data(100, 32, seed=4)
+    ref, got = real.IndexFlatL2(32), fp.IndexFlatL2(32)
+    for index in (ref, got):
+        index.add(x)
+    subset = [4, 7, 45, 7]
+    np.testing.assert_array_equal(got.reconstruct_batch(subset), ref.reconstruct_batch(subset))
+    ref, got = real.index_factory(32, "IVF2,Flat"), fp.index_factory(32, "IVF2,Flat")
+    for index in (ref, got):
+        index.train(x)
+        index.add(x)
+        with pytest.raises(RuntimeError):  # no direct map
+            index.reconstruct_batch(np.zeros(50, dtype=int))
+    got.make_direct_map()
+    ref.make_direct_map()
+    np.testing.assert_array_equal(got.reconstruct_batch(subset), ref.reconstruct_batch(subset))
+
+
+def test_nprobe_zero_is_taken_and_searches_raise(fp):
+    xt = data(1000, 16, seed=5)
+    ref = real.IndexIVFFlat(real.IndexFlatL2(16), 16, 8)
+    got = fp.IndexIVFFlat(fp.IndexFlatL2(16), 16, 8)
+    for index in (ref, got):
+        index.train(xt)
+        index.add(xt)
+        index.nprobe = 0  # FAISS takes it ...
+        assert index.nprobe == 0
+        with pytest.raises(RuntimeError):  # ... and its search refuses it
+            index.search(xt[:3], 4)
+        with pytest.raises(RuntimeError):
+            index.range_search(xt[:3], 0.5)
+        index.nprobe = 3
+    D, I = got.search(xt[:20], 4)
+    Dr, Ir = ref.search(xt[:20], 4)
+    np.testing.assert_array_equal(I, Ir)
+    with pytest.raises(OverflowError):
+        got.nprobe = -1
