@@ -105,6 +105,9 @@ def __getattr__(name):
     if name in _SPECTRAL:
         from . import _spectral
         return getattr(_spectral, name)
+    if name == "Clustering" and _local_faiss() is not None:
+        from . import _clustering  # local faiss's, taking served flat indexes
+        return _clustering.served_class(_local_faiss())
     if name == "cvar":
         from . import _cvar
         local = _local_faiss()

@@ -251,3 +251,24 @@ def test_ivf_spectral_hash_as_faiss(fp):
         out.append(index)
     same_search(out[0], out[1], x[:20], 4)
     assert fp.index_factory(64, "IVF16,ITQ32,SH1.2").__class__ is fp.IndexIVFSpectralHash
+
+
+def test_clustering_over_a_served_flat_index(fp):
+    rng = np.random.default_rng(12)
+    x = rng.random((600, 8), dtype="float32")
+    weights = rng.random(600, dtype="float32")
+    for make in (lambda m: m.IndexFlatL2(8), lambda m: m.IndexFlatIP(8)):
+        out = []
+        for m in (real, fp):
+            clus = m.Clustering(8, 6)
+            clus.niter = 8
+            clus.nredo = 2
+            index = make(m)
+            clus.train(x, index, weights=weights)
+            out.append((real.vector_to_array(clus.centroids), clus, index))
+        np.testing.assert_array_equal(out[0][0], out[1][0])
+        assert out[1][2].ntotal == out[0][2].ntotal == 6  # the centroids, as FAISS leaves them
+        same_search(out[0][2], out[1][2], x[:20], 2)
+        assert isinstance(out[1][1], fp.Clustering) and isinstance(out[1][1], real.Clustering)
+    with pytest.raises(NotImplementedError, match="flat"):
+        fp.Clustering(8, 6).train(x, fp.index_factory(8, "HNSW8"))
