@@ -704,6 +704,7 @@ class Index:
             raise NotImplementedError("faissproxy: search_and_reconstruct %s is not served"
                                       % ("with params" if params is not None else
                                          "on binary indexes"))
+        self._check_reconstruct()
         D, I = self.search(x, k, D=D, I=I)
         n = len(I)
         if R is None:
@@ -713,7 +714,8 @@ class Index:
         R.view("uint32")[:] = 0xFFFFFFFF
         labels = np.unique(I[I >= 0])
         if len(labels):
-            by_list = any(c.startswith("IndexIVF") for c in self._classes)
+            # (an IDMap2 reconstructs through its sub-index's reconstruct, as FAISS's)
+            by_list = not self._idmap and any(c.startswith("IndexIVF") for c in self._classes)
             # consecutive labels are reconstructed together
             starts = np.flatnonzero(np.diff(labels, prepend=labels[0] - 2) != 1)
             ends = np.append(starts[1:], len(labels))
@@ -786,13 +788,20 @@ class Index:
         self._ntotal -= int(removed.value)
         return int(removed.value)
 
+    def _check_reconstruct(self):
+        if self._idmap == "IDMap":  # FAISS's IndexIDMap keeps no reverse map (IDMap2 does)
+            raise RuntimeError("Error in virtual void faiss::Index::reconstruct: reconstruct "
+                               "not implemented for this type of index")
+
     def reconstruct(self, key, x=None):
+        self._check_reconstruct()
         out = np.empty(self.d, dtype="float32") if x is None else x
         h = client()
         check(lib.fpx_client_reconstruct(h, self._name.encode(), int(key), self.d, _ptr(out)), h)
         return out
 
     def reconstruct_n(self, n0=0, ni=-1, x=None):
+        self._check_reconstruct()
         if ni == -1:
             ni = self.ntotal - n0
         out = np.empty((ni, self.d), dtype="float32") if x is None else x
@@ -1388,6 +1397,7 @@ class IndexBinary(Index):
         return L, _lib.take_floats(dist, total).astype("int32"), _lib.take_int64(labels, total)
 
     def reconstruct(self, key, x=None):
+        self._check_reconstruct()
         out = np.empty(self.d // 8, dtype="uint8") if x is None else x
         h = client()
         check(lib.fpx_client_reconstruct_binary(h, self._name.encode(), int(key), self.d,
@@ -1395,6 +1405,7 @@ class IndexBinary(Index):
         return out
 
     def reconstruct_n(self, n0=0, ni=-1, x=None):
+        self._check_reconstruct()
         if ni == -1:
             ni = self.ntotal - n0
         out = np.empty((ni, self.d // 8), dtype="uint8") if x is None else x

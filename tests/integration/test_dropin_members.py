@@ -108,3 +108,28 @@ def test_nprobe_zero_is_taken_and_searches_raise(fp):
     np.testing.assert_array_equal(I, Ir)
     with pytest.raises(OverflowError):
         got.nprobe = -1
+
+
+def test_reconstruct_through_an_idmap_as_faiss(fp):
+    x = data(50, 8, seed=6)
+    ids = np.arange(50, dtype="int64") * 3 + 1
+    for desc in ("IDMap,Flat", "IDMap2,Flat"):
+        ref, got = real.index_factory(8, desc), fp.index_factory(8, desc)
+        for index in (ref, got):
+            index.add_with_ids(x, ids)
+        if desc.startswith("IDMap2"):
+            np.testing.assert_array_equal(got.reconstruct(4), ref.reconstruct(4))
+            D, I, R = got.search_and_reconstruct(x[:5], 3)
+            Dr, Ir, Rr = ref.search_and_reconstruct(x[:5], 3)
+            np.testing.assert_array_equal(R, Rr)
+            continue
+        # FAISS's IndexIDMap cannot reconstruct: neither can the served one (FAISS's
+        # reconstruct_n and search_and_reconstruct call the same reconstruct; run in
+        # parallel, its exception ends the process, so they are not called on ref here)
+        for index in (ref, got):
+            with pytest.raises(RuntimeError, match="not implemented"):
+                index.reconstruct(4)
+        with pytest.raises(RuntimeError, match="not implemented"):
+            got.reconstruct_n(1, 2)
+        with pytest.raises(RuntimeError, match="not implemented"):
+            got.search_and_reconstruct(x[:5], 3)
