@@ -133,3 +133,19 @@ def test_reconstruct_through_an_idmap_as_faiss(fp):
             got.reconstruct_n(1, 2)
         with pytest.raises(RuntimeError, match="not implemented"):
             got.search_and_reconstruct(x[:5], 3)
+
+
+def test_reset_of_an_index_that_never_held_a_vector(fp):
+    # an index with no storage yet: the server's reset once passed a null bitmap to
+    # memset (a crash under the sanitizers); it must answer, and keep serving
+    x = data(20, 8, seed=7)
+    ref, got = real.IndexFlatL2(8), fp.IndexFlatL2(8)
+    for index in (ref, got):
+        index.reset()
+        assert index.ntotal == 0
+        index.add(x)
+        index.reset()
+        index.add(x[:5])
+    D, I = got.search(x[:3], 2)
+    Dr, Ir = ref.search(x[:3], 2)
+    np.testing.assert_array_equal(I, Ir)
