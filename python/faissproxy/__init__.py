@@ -55,6 +55,10 @@ _FASTSCAN = (
     "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
     "IndexAdditiveQuantizerFastScan", "IndexIVFAdditiveQuantizerFastScan",
 )
+# ... and IndexPreTransform over local faiss's transforms.
+_PRETRANSFORM = ("IndexPreTransform",)
+# ... and IndexIVFSpectralHash.
+_SPECTRAL = ("IndexIVFSpectralHash",)
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -112,6 +116,19 @@ def __getattr__(name):
     if name in _BINARY:
         from . import _binary
         return getattr(_binary, name)
+    if name in _PRETRANSFORM:
+        from . import _pretransform
+        return getattr(_pretransform, name)
+    if name in _SPECTRAL:
+        from . import _spectral
+        return getattr(_spectral, name)
+    if name == "Clustering" and _local_faiss() is not None:
+        from . import _clustering  # local faiss's, taking served flat indexes
+        return _clustering.served_class(_local_faiss())
+    if name == "cvar":
+        from . import _cvar
+        local = _local_faiss()
+        return _cvar.Cvar(local.cvar if local is not None else None)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
         return getattr(local, name)  # pure-local helpers FAISS has and we do not serve

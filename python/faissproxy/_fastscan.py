@@ -265,32 +265,26 @@ class IndexIVFPQFastScan(_FastScan, _remote._Residual, _IVF, Index):
         d, nlist, M, nbits = (int(a) for a in args[1:5])
         metric = args[5] if len(args) > 5 else METRIC_L2
         bbs = int(args[6]) if len(args) > 6 else 32
-        _served_index(quantizer, "the quantizer")
-        if quantizer.d != d or quantizer.metric_type != metric or \
-                _family(quantizer._classes) != "flat" or quantizer._idmap:
-            raise NotImplementedError("faissproxy: IndexIVFPQFastScan is served over a flat "
-                                      "quantizer of the same dimension and metric")
+        from . import _composed  # a served flat quantizer, or another IVF's
+        centroids = _composed.quantizer_centroids(quantizer, d, nlist, metric,
+                                                  "IndexIVFPQFastScan")
         _check_fast_scan(nbits, bbs)
         self._nlist = nlist
         description = "IVF%d,PQ%dx4fs" % (nlist, M) + ("_%d" % bbs if bbs != 32 else "")
-        if quantizer.ntotal == 0:
+        if centroids is None:
             Index.__init__(self, d, description, metric)
-        elif quantizer.ntotal == nlist:
+        else:
             # FAISS's index over these very centroids, its product quantizer untrained
             M2 = (M + 1) // 2 * 2
             body = b"IwPf" + _index_header(d, False, metric)
-            body += struct.pack("<QQ", nlist, 1) + serialize_index(quantizer).tobytes()
+            body += struct.pack("<QQ", nlist, 1) + centroids
             body += b"\x00" + struct.pack("<Q", 0)  # no direct map
             body += struct.pack("<?QiQiQ", False, M2 // 2, bbs, M2, 0, 0)
             body += struct.pack("<QQQ", d, M, 4) + _vector(bytes(4 * (d << 4)), 4)
             body += self._block_lists([(b"", b"")] * nlist, bbs, M2)
             _compose(self, body, description)
-        else:
-            raise NotImplementedError("faissproxy: an IndexIVFPQFastScan over a quantizer "
-                                      "holding %d vectors for %d lists (FAISS would re-cluster "
-                                      "it) is not served" % (quantizer.ntotal, nlist))
         self._bbs = bbs
-        self._quantizer = _make_view(quantizer, self, "quantizer")
+        _composed.attach_quantizer(self, quantizer)
 
     @staticmethod
     def _block_lists(lists, bbs, M2):

@@ -637,7 +637,40 @@ class Index:
     def add_with_ids(self, x, ids):
         ids = np.ascontiguousarray(ids, dtype="int64")
         assert ids.shape == (len(x),)
+        if not self._takes_ids():
+            # FAISS's Index::add_with_ids: the server would take the ids, FAISS refuses them
+            raise RuntimeError("Error in virtual void faiss::Index::add_with_ids: "
+                               "add_with_ids not implemented for this type of index")
         self._add(x, ids)
+
+    def _takes_ids(self):
+        """FAISS's class of this index implements add_with_ids: IDMaps, and IVF and binary
+        hash indexes (under transforms too: an IndexPreTransform hands them on)."""
+        if self._idmap:
+            return True
+        main = [c for c in self._classes if c != "IndexPreTransform"]
+        return bool(main) and main[0].startswith(("IndexIVF", "IndexBinaryIVF",
+                                                   "IndexBinaryHash", "IndexBinaryMultiHash"))
+
+    @property
+    def code_size(self):
+        """FAISS's code_size: bytes per stored vector (an IVF's without its list number)."""
+        if self._binary:
+            return self.d // 8  # every binary index of FAISS 1.7.3
+        top = self._classes[0] if self._classes else ""
+        flat = ("IndexFlat", "IndexScalarQuantizer", "IndexPQ", "IndexLSH",
+                "IndexResidualQuantizer", "IndexLocalSearchQuantizer")
+        ivf = ("IndexIVFFlat", "IndexIVFScalarQuantizer", "IndexIVFPQ")
+        if self._idmap or top not in flat + ivf:
+            raise NotImplementedError("faissproxy: code_size of %s is not served (use "
+                                      "sa_code_size())" % type(self).__name__)
+        size = self.sa_code_size()
+        if top in ivf:  # FAISS's IVF standalone codes start with the list number
+            nl, coarse = self.nlist - 1, 0
+            while nl > 0:
+                coarse, nl = coarse + 1, nl >> 8
+            size -= coarse
+        return size
 
     def _add(self, x, ids):
         x, n = _rows(x, self.d)
@@ -680,6 +713,39 @@ class Index:
 
     def assign(self, x, k, labels=None):
         return self.search(x, k, I=labels)[1]
+
+    def search_and_reconstruct(self, x, k, *, params=None, D=None, I=None, R=None):
+        """FAISS's search_and_reconstruct: the search, and each hit's stored vector as the
+        index reconstructs it (NaN bytes, FAISS's memset to -1, for a missing hit). An IVF
+        reconstructs a hit from its list without a direct map, as reconstruct_n does."""
+        if self._binary or params is not None:
+            raise NotImplementedError("faissproxy: search_and_reconstruct %s is not served"
+                                      % ("with params" if params is not None else
+                                         "on binary indexes"))
+        self._check_reconstruct()
+        D, I = self.search(x, k, D=D, I=I)
+        n = len(I)
+        if R is None:
+            R = np.empty((n, k, self.d), dtype="float32")
+        else:
+            assert R.shape == (n, k, self.d)
+        R.view("uint32")[:] = 0xFFFFFFFF
+        labels = np.unique(I[I >= 0])
+        if len(labels):
+            # (an IDMap2 reconstructs through its sub-index's reconstruct, as FAISS's)
+            by_list = not self._idmap and any(c.startswith("IndexIVF") for c in self._classes)
+            # consecutive labels are reconstructed together
+            starts = np.flatnonzero(np.diff(labels, prepend=labels[0] - 2) != 1)
+            ends = np.append(starts[1:], len(labels))
+            found = np.empty((len(labels), self.d), dtype="float32")
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                if by_list or b - a > 1:
+                    found[a:b] = self.reconstruct_n(int(labels[a]), b - a)
+                else:
+                    found[a] = self.reconstruct(int(labels[a]))
+            hit = I >= 0
+            R[hit] = found[np.searchsorted(labels, I[hit])]
+        return D, I, R
 
     def range_search(self, x, thresh, *, params=None):
         x, n = _rows(x, self.d)
@@ -740,13 +806,20 @@ class Index:
         self._ntotal -= int(removed.value)
         return int(removed.value)
 
+    def _check_reconstruct(self):
+        if self._idmap == "IDMap":  # FAISS's IndexIDMap keeps no reverse map (IDMap2 does)
+            raise RuntimeError("Error in virtual void faiss::Index::reconstruct: reconstruct "
+                               "not implemented for this type of index")
+
     def reconstruct(self, key, x=None):
+        self._check_reconstruct()
         out = np.empty(self.d, dtype="float32") if x is None else x
         h = client()
         check(lib.fpx_client_reconstruct(h, self._name.encode(), int(key), self.d, _ptr(out)), h)
         return out
 
     def reconstruct_n(self, n0=0, ni=-1, x=None):
+        self._check_reconstruct()
         if ni == -1:
             ni = self.ntotal - n0
         out = np.empty((ni, self.d), dtype="float32") if x is None else x
@@ -754,6 +827,25 @@ class Index:
         check(lib.fpx_client_reconstruct_n(h, self._name.encode(), int(n0), int(ni), self.d,
                                            _ptr(out)), h)
         return out
+
+    def reconstruct_batch(self, key, x=None):
+        """FAISS's reconstruct_batch: reconstruct() of each key (an IVF without a direct
+        map raises, as FAISS's does)."""
+        if self._binary:
+            raise AttributeError("'%s' object has no attribute 'reconstruct_batch'"
+                                 % type(self).__name__)
+        key = np.ascontiguousarray(key, dtype="int64")
+        n, = key.shape
+        if x is None:
+            x = np.empty((n, self.d), dtype="float32")
+        else:
+            assert x.shape == (n, self.d)
+        keys, where = np.unique(key, return_inverse=True)
+        found = np.empty((len(keys), self.d), dtype="float32")
+        for i, k in enumerate(keys.tolist()):
+            self.reconstruct(k, found[i])
+        x[:] = found[where]
+        return x
 
     def sa_code_size(self):
         from . import _codec
@@ -807,8 +899,26 @@ class _IVF:
 
     @nprobe.setter
     def nprobe(self, v):
-        self._set_param("nprobe", int(v))
+        if int(v) < 0:  # FAISS's nprobe is a size_t
+            raise OverflowError("in method 'IndexIVF_nprobe_set', argument 2 of type 'size_t'")
+        if int(v) > 0:
+            self._set_param("nprobe", int(v))
+        # 0: FAISS takes it, and its searches raise until another value is set (below)
         self._nprobe = int(v)
+
+    def _check_nprobe(self):
+        if self._nprobe == 0:
+            raise RuntimeError("Error in IndexIVF::search: Error: 'nprobe > 0' failed")
+
+    def search(self, x, k, *, params=None, D=None, I=None):
+        if params is None:
+            self._check_nprobe()
+        return super().search(x, k, params=params, D=D, I=I)
+
+    def range_search(self, x, thresh, *, params=None):
+        if params is None:
+            self._check_nprobe()
+        return super().range_search(x, thresh, params=params)
 
     @property
     def max_codes(self):
@@ -1125,6 +1235,27 @@ class IndexIVFPQ(_Residual, _IVF, Index):
         _composed.attach_quantizer(self, quantizer)
 
     @property
+    def use_precomputed_table(self):
+        # FAISS's constructor (and reader) leave 0 until training, whose precompute_table
+        # chooses the table type on the server
+        if self.is_trained:
+            raise NotImplementedError("faissproxy: use_precomputed_table of a trained "
+                                      "IndexIVFPQ is not known here (its training chose it, "
+                                      "on the server)")
+        return 0
+
+    @use_precomputed_table.setter
+    def use_precomputed_table(self, v):
+        if int(v) == self.use_precomputed_table:
+            return  # FAISS's index is unchanged by its own value
+        raise NotImplementedError("faissproxy: setting IndexIVFPQ.use_precomputed_table is not "
+                                  "served")
+
+    @property
+    def do_polysemous_training(self):
+        return _polysemous_training(self)
+
+    @property
     def polysemous_ht(self):
         return getattr(self, "_ht", 0)
 
@@ -1146,12 +1277,28 @@ class IndexHNSWFlat(Index):
         return self._hnsw
 
 
+def _polysemous_training(index):
+    """do_polysemous_training of an IndexPQ or IndexIVFPQ: the factory's PQ term without
+    "np" trains polysemous codes, the constructors' ("...np") do not."""
+    m = None
+    for m in re.finditer(r"PQ\d+(?:x\d+)?(np)?(?=,|$)", index._description):
+        pass
+    if m is None:
+        raise NotImplementedError("faissproxy: do_polysemous_training of an index read from "
+                                  "bytes is not known here")
+    return m.group(1) is None
+
+
 class IndexPQ(Index):
     _classes = ("IndexPQ",)
 
     def __init__(self, d, M, nbits, metric=METRIC_L2):
         # faiss's constructor makes a plain (non-polysemous) PQ, as "PQ<M>x<nbits>np"
         super().__init__(d, "PQ%dx%dnp" % (M, nbits), metric)
+
+    @property
+    def do_polysemous_training(self):
+        return _polysemous_training(self)
 
 
 class ScalarQuantizer:
@@ -1274,6 +1421,7 @@ class IndexBinary(Index):
         return L, _lib.take_floats(dist, total).astype("int32"), _lib.take_int64(labels, total)
 
     def reconstruct(self, key, x=None):
+        self._check_reconstruct()
         out = np.empty(self.d // 8, dtype="uint8") if x is None else x
         h = client()
         check(lib.fpx_client_reconstruct_binary(h, self._name.encode(), int(key), self.d,
@@ -1281,6 +1429,7 @@ class IndexBinary(Index):
         return out
 
     def reconstruct_n(self, n0=0, ni=-1, x=None):
+        self._check_reconstruct()
         if ni == -1:
             ni = self.ntotal - n0
         out = np.empty((ni, self.d // 8), dtype="uint8") if x is None else x
@@ -1308,6 +1457,9 @@ def _class_for(classes, idmap, binary):
     top = classes[0] if classes else ("IndexBinary" if binary else "Index")
     if idmap:
         top = "IndexBinary" + idmap if binary else "Index" + idmap
+    served = _served_class(top, binary)
+    if served is not None:
+        return served  # FAISS's downcast gives faiss.IndexIVFFlat, ...: so does this
     key = (top, binary, tuple(classes), idmap)
     cls = _MADE.get(key)
     if cls is None:
@@ -1337,6 +1489,29 @@ def _class_for(classes, idmap, binary):
     return cls
 
 
+# The classes of this package that FAISS's downcast names, for the objects index_factory and
+# read_index give (index.__class__ is faiss.IndexIVFFlat there, as in FAISS): each has the
+# attributes _class_for would give an object of that FAISS class.
+_SERVED_CLASSES = {
+    False: ("IndexFlat", "IndexIVFFlat", "IndexIVFPQ", "IndexHNSWFlat", "IndexPQ",
+            "IndexScalarQuantizer", "IndexIVFScalarQuantizer", "IndexIDMap", "IndexIDMap2",
+            "IndexRefine", "IndexRefineFlat", "IndexPQFastScan", "IndexIVFPQFastScan",
+            "IndexIVFResidualQuantizer", "IndexPreTransform", "IndexIVFSpectralHash"),
+    True: ("IndexBinaryFlat", "IndexBinaryIVF"),
+}
+
+
+def _served_class(top, binary):
+    if top not in _SERVED_CLASSES[binary]:
+        return None
+    from . import _composed, _fastscan, _pretransform, _spectral, _views
+    for module in (globals(), vars(_views), vars(_composed), vars(_fastscan),
+                   vars(_pretransform), vars(_spectral)):
+        if top in module:
+            return module[top]
+    return None
+
+
 def _described(info, binary, nprobe=1, hnsw=None, data=None):
     """The object for a server index whose info (an IndexInfo) was just returned (data: the
     FAISS bytes it was read from)."""
@@ -1349,6 +1524,7 @@ def _described(info, binary, nprobe=1, hnsw=None, data=None):
     ix._keep, ix._verbose = False, False
     Index._attach(ix, info)
     ix._idmap = idmap
+    ix._classes = tuple(classes)
     if isinstance(ix, _IVF):
         ix._nlist = _nlist_of(description)
         ix._nprobe = nprobe

@@ -731,7 +731,8 @@ int fpx_index_reset(fpx_index *ix, fpx_err *err) {
     if (fpx_engine_reset(ix->eng, err))
         return -1;
     clear_blobs(ix);
-    memset(ix->alive, 0, fpx_words_for(ix->cap) * sizeof(uint64_t));
+    if (ix->alive) /* an index that never held a vector has no bitmap yet */
+        memset(ix->alive, 0, fpx_words_for(ix->cap) * sizeof(uint64_t));
     free(ix->labels);
     ix->labels = NULL;
     fpx_slotmap_free(&ix->keymap);
