@@ -6,7 +6,6 @@ index, which is how a FAISS program builds an HNSW of these metrics.
 
 The library's typed create call knows no metric_arg (and its info struct holds metric names
 of up to 7 characters), so indexes of these metrics are created with a request built here."""
-import ctypes
 
 from . import _lib
 from ._lib import check, client, lib

@@ -247,10 +247,9 @@ def test_ivf_residual_quantizer_constructor(fp):
         fp.IndexIVFResidualQuantizer(q, 8, 8, 2, 4)
 
 
-@pytest.mark.xfail(strict=True, reason="an IVF fast-scan index read from FAISS's bytes on the "
-                   "server orders hits of equal (quantized) distance otherwise than FAISS's "
-                   "read_index does; not fixed yet")
 def test_ivf_fastscan_read_from_bytes_orders_ties_as_faiss(fp):
+    """FAISS breaks ties of (quantized) distance by position in the lists: an
+    IVF read from bytes keeps its entries in the order of their ids there."""
     rng = np.random.default_rng(3)
     xt, xb = rng.random((2000, 32), dtype="float32"), rng.random((5000, 32), dtype="float32")
     xq = rng.random((50, 32), dtype="float32")
