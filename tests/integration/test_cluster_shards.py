@@ -121,8 +121,7 @@ def test_flat_answers_as_one_server_and_faiss(cl, fresh_server):
 
 
 @pytest.mark.parametrize("index_type", ["IVF4,Flat", "PQ4np"])  # np: no polysemous annealing
-def test_trained_once_answers_as_one_server(cl, fresh_server, index_type):
-    plain = fresh_server.client()
+def test_trained_once_answers_as_one_server(cl, index_type):
     cs = clients(cl)
     d = 8
     name = unique("trained")
