@@ -228,10 +228,14 @@ int fpx_obj_str(const msgpack_object *o, const char **s, size_t *n) {
 
 int fpx_obj_str_eq(const msgpack_object *o, const char *s) {
     size_t n = strlen(s);
-    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n && !memcmp(o->via.str.ptr, s, n);
+    /* an empty string's ptr may be NULL (msgpack-c): no memcmp of it */
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
+           (n == 0 || !memcmp(o->via.str.ptr, s, n));
 }
 
 int fpx_utf8_valid(const char *s, size_t n) {
+    if (n == 0) /* s may be NULL then (an empty msgpack string) */
+        return 1;
     const uint8_t *p = (const uint8_t *)s, *end = p + n;
     while (p < end) {
         uint8_t c = *p;
@@ -311,12 +315,12 @@ int fpx_obj_equal(const msgpack_object *a, const msgpack_object *b) {
         return 1;
     case MSGPACK_OBJECT_BOOLEAN:
         return a->via.boolean == b->via.boolean;
-    case MSGPACK_OBJECT_STR:
+    case MSGPACK_OBJECT_STR: /* empty ones may have NULL ptrs: no memcmp of them */
         return a->via.str.size == b->via.str.size &&
-               !memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size);
+               (a->via.str.size == 0 || !memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size));
     case MSGPACK_OBJECT_BIN:
         return a->via.bin.size == b->via.bin.size &&
-               !memcmp(a->via.bin.ptr, b->via.bin.ptr, a->via.bin.size);
+               (a->via.bin.size == 0 || !memcmp(a->via.bin.ptr, b->via.bin.ptr, a->via.bin.size));
     case MSGPACK_OBJECT_EXT:
         return a->via.ext.type == b->via.ext.type && a->via.ext.size == b->via.ext.size &&
                !memcmp(a->via.ext.ptr, b->via.ext.ptr, a->via.ext.size);
