@@ -2158,6 +2158,30 @@ extern "C++" template <class IVF> std::vector<idx_t> ranks_of_ids(const IVF *ivf
     return rank;
 }
 
+/* An imported IVF's ids become positions 0..ntotal-1, in the order of the
+ * ids (ranks_of_ids), and the ids (through the IDMap's id_map when wrapped)
+ * the labels of those positions, in lab. identity is cleared when a label
+ * differs from its position. false when an id is not a label. */
+extern "C++" template <class IVF>
+bool ids_to_positions(IVF *ivf, idx_t ntotal, bool wrapped, const std::vector<idx_t> &id_map,
+                      std::vector<idx_t> &lab, bool &identity) {
+    idx_t next = 0;
+    bool bad = false;
+    std::vector<idx_t> rank = ranks_of_ids(ivf);
+    rewrite_ivf_ids(ivf, [&](idx_t id) {
+        if (next >= ntotal || next >= (idx_t)rank.size())
+            return next++;
+        idx_t pos = rank[(size_t)next++];
+        idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
+        bad |= l < 0 || pos >= ntotal;
+        if (pos < ntotal)
+            lab[(size_t)pos] = l;
+        identity &= l == pos;
+        return pos;
+    });
+    return !bad && next == ntotal;
+}
+
 static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                          int *had_idmap, fpx_err *err) {
     try {
@@ -2176,20 +2200,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         std::vector<idx_t> lab((size_t)ntotal);
         bool identity = true, bad = false;
         if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(b.get())) {
-            idx_t next = 0;
-            std::vector<idx_t> rank = ranks_of_ids(ivf);
-            rewrite_ivf_ids(ivf, [&](idx_t id) {
-                if (next >= ntotal || next >= (idx_t)rank.size())
-                    return next++;
-                idx_t pos = rank[(size_t)next++];
-                idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
-                bad |= l < 0 || pos >= ntotal;
-                if (pos < ntotal)
-                    lab[(size_t)pos] = l;
-                identity &= l == pos;
-                return pos;
-            });
-            bad |= next != ntotal;
+            bad |= !ids_to_positions(ivf, ntotal, wrapped, id_map, lab, identity);
         } else {
             for (idx_t p = 0; p < ntotal; p++) {
                 lab[(size_t)p] = wrapped ? id_map[(size_t)p] : p;
@@ -2232,21 +2243,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         bool identity = true;
         if (faiss::IndexIVF *ivf = core_ivf(idx.get())) {
             /* IVF lists hold the ids: make them positions 0..n-1, keep the ids as labels. */
-            idx_t next = 0;
-            bool bad = false;
-            std::vector<idx_t> rank = ranks_of_ids(ivf);
-            rewrite_ivf_ids(ivf, [&](idx_t id) {
-                if (next >= ntotal || next >= (idx_t)rank.size())
-                    return next++;
-                idx_t pos = rank[(size_t)next++];
-                idx_t l = wrapped ? (id >= 0 && id < ntotal ? id_map[(size_t)id] : -1) : id;
-                bad |= l < 0 || pos >= ntotal;
-                if (pos < ntotal)
-                    lab[(size_t)pos] = l;
-                identity &= l == pos;
-                return pos;
-            });
-            if (bad || next != ntotal)
+            if (!ids_to_positions(ivf, ntotal, wrapped, id_map, lab, identity))
                 return set_err(err, FPX_E_VALIDATION,
                                "the IVF index holds ids that are not labels");
         } else {
