@@ -7,15 +7,9 @@ index, which is how a FAISS program builds an HNSW of these metrics.
 The library's typed create call knows no metric_arg (and its info struct holds metric names
 of up to 7 characters), so indexes of these metrics are created with a request built here."""
 
-from . import _lib
+from . import (METRIC_BrayCurtis, METRIC_Canberra, METRIC_JensenShannon, METRIC_L1, METRIC_Linf,
+               METRIC_Lp, _lib)
 from ._lib import check, client, lib
-
-METRIC_L1 = 2
-METRIC_Linf = 3
-METRIC_Lp = 4
-METRIC_Canberra = 20
-METRIC_BrayCurtis = 21
-METRIC_JensenShannon = 22
 
 # FAISS's metric numbers and the protocol's names (docs/protocol.md, create_index)
 NAMES = {0: "IP", 1: "L2", METRIC_L1: "L1", METRIC_Linf: "Linf", METRIC_Lp: "Lp",
