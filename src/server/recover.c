@@ -71,7 +71,8 @@ typedef struct snap_info {
 static int readable_by_faiss(const char *path, const uint8_t *body, size_t len, fpx_err *err) {
     fpx_msg m;
     fpx_err derr = {0};
-    if (fpx_msg_decode(&m, body, len, &derr) != 0)
+    /* the header alone: a snapshot's metadata (its keys tables) is decoded once, later */
+    if (fpx_msg_decode_header(&m, body, len, &derr) != 0)
         return 0; /* fpx_index_decode says what is wrong with it */
     const msgpack_object *t = fpx_map_get(m.header, "index_type");
     const msgpack_object *n = fpx_map_get(m.header, "nslots");
