@@ -499,11 +499,8 @@ int fpx_c_call(fpx_client *c, fpx_out *o, reply *r) {
             !(retry_safe || c->unpublished))
             break;
         /* the cluster may be electing a leader, or a node restarting */
-        struct timespec pause = {0, (long)(FPX_RETRY_PAUSE_MS << attempt) * 1000000L};
-        while (pause.tv_nsec >= 1000000000L) {
-            pause.tv_sec++;
-            pause.tv_nsec -= 1000000000L;
-        }
+        long ms = FPX_RETRY_PAUSE_MS << attempt;
+        struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
         nanosleep(&pause, NULL);
     }
     zmq_msg_close(&keep);
