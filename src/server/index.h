@@ -118,11 +118,19 @@ typedef struct fpx_index {
     uint64_t written_seq; /* last record appended and applied */
     uint64_t synced_seq;  /* last record known durable (by a fdatasync or a snapshot) */
     char log_broken[256]; /* why a fdatasync failed: writes are refused from then on */
-    /* merge_from records replayed at start: the other index (by unique id)
-     * and its last sequence when the merge was logged. When a crash came
-     * between the merge record and the other's reset, the start finishes
-     * the merge (merge.c). Owned; NULL when none. */
+    /* merge_from records whose other index may not have logged its reset
+     * yet: the other index (by unique id) and its last sequence when the
+     * merge was logged. Filled by replay and by a merge whose reset failed,
+     * kept in snapshots while the other index is refused at start, so that
+     * a start finishes the merge whenever the other comes back (merge.c).
+     * Owned; NULL when none. */
     struct fpx_merge_todo *merge_todo;
+    /* A merge_from out of this index could not log this index's reset (the
+     * vectors went to merge_owed_to, durably): the next write to it, or a
+     * merge_from out of it, logs the reset first (merge.c). Guarded by the
+     * index's lock; a restart finishes it from the target's merge_todo. */
+    int merge_owed;
+    char merge_owed_to[FPX_NAME_MAX + 1];
     /* Copies of nlive and snap_bytes + wal_bytes, readable without the lock
      * (tenant quotas sum them over a tenant's indexes; registry.c). */
     atomic_llong use_vectors, use_bytes;

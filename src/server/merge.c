@@ -136,6 +136,9 @@ int fpx_bind_merge(fpx_req *r) {
     if (other->binary != r->ix->binary)
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "a binary index and a float index cannot be merged");
+    /* a reset it owes comes first: its vectors are another index's now */
+    if (fpx_merge_pay(other, &r->err) != 0)
+        return -1;
     if (has_keys(other))
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "index '%s' holds caller keys or metadata, which merge_from does not "
@@ -194,6 +197,34 @@ static int empty_other(fpx_index *other, fpx_err *err) {
     return fpx_store_sync(other, other->seq, err);
 }
 
+/* Forgets ix's note of the reset the other index (uid) owed after its
+ * sequence seq. */
+static void drop_todo(fpx_index *ix, const uint8_t *uid, uint64_t seq) {
+    for (fpx_merge_todo **p = &ix->merge_todo; *p; p = &(*p)->next) {
+        fpx_merge_todo *t = *p;
+        if (t->seq == seq && !memcmp(t->uid, uid, FPX_UID_BYTES)) {
+            *p = t->next;
+            free(t);
+            return;
+        }
+    }
+}
+
+int fpx_merge_pay(fpx_index *ix, fpx_err *err) {
+    if (!ix->merge_owed)
+        return 0;
+    fpx_err e = {0};
+    if (empty_other(ix, &e) != 0)
+        return fpx_err_set(err, e.type,
+                           "'%s' gave its vectors to '%s' by merge_from and must be emptied "
+                           "before any other write, which failed: %s",
+                           ix->name, ix->merge_owed_to, e.msg);
+    fpx_log(FPX_LOG_WARN, "%s/%s: emptied, as the merge_from into '%s' had left to do", ix->tenant,
+            ix->name, ix->merge_owed_to);
+    ix->merge_owed = 0;
+    return 0;
+}
+
 /* The target has merged (logged and applied): the other is emptied, as
  * FAISS's merge_from leaves it, by a reset of its own log, once the target's
  * record is durable. Before that, a power loss could keep the reset and lose
@@ -203,7 +234,6 @@ int fpx_op_merged(fpx_req *r, fpx_out *o) {
     fpx_index *other = r->other;
     int64_t moved = other->nlive;
     fpx_err e = {0};
-    fpx_index_merge_todo_clear(r->ix); /* its apply noted the reset to come: it comes now */
     if (fpx_store_sync(r->ix, r->logged_seq, &e) != 0)
         return fpx_err_set(&r->err, e.type,
                            "the vectors of '%s' were merged into '%s', but the merge could not "
@@ -212,11 +242,18 @@ int fpx_op_merged(fpx_req *r, fpx_out *o) {
     uint64_t seq0 = other->seq;
     int rc = empty_other(other, &e);
     r->other_emptied = other->seq > seq0;
-    if (rc != 0)
+    if (rc != 0) {
+        /* The reset is owed: the next write to the other logs it first, and
+         * the target's merge_todo (kept in its snapshots) lets a start log
+         * it if none does before. */
+        other->merge_owed = 1;
+        snprintf(other->merge_owed_to, sizeof other->merge_owed_to, "%s", r->ix->name);
         return fpx_err_set(&r->err, e.type,
                            "the vectors of '%s' were merged into '%s', but '%s' could not be "
-                           "emptied (the next start empties it): %s",
+                           "emptied: its next write, or the next start, empties it first: %s",
                            other->name, r->ix->name, other->name, e.msg);
+    }
+    drop_todo(r->ix, other->uid, seq0); /* its apply noted the reset to come: it came */
     fpx_reply_ok(r, o, 0);
     msgpack_packer *m = fpx_out_meta(o);
     msgpack_pack_map(m, 2);
@@ -237,28 +274,58 @@ static fpx_index *by_uid(fpx_server *s, const char *tenant, const uint8_t *uid) 
     return NULL;
 }
 
+/* Has the tenant an index refused at start (whose unique id is unknown)? */
+static int has_refused(const fpx_server *s, const char *tenant) {
+    for (size_t i = 0; i < s->nunavail; i++)
+        if (!strcmp(s->unavail[i].tenant, tenant))
+            return 1;
+    return 0;
+}
+
 void fpx_merge_finish(fpx_server *s) {
     for (size_t i = 0; i < s->nindexes; i++) {
         fpx_index *ix = s->indexes[i];
-        for (fpx_merge_todo *t = ix->merge_todo; t; t = t->next) {
+        for (fpx_merge_todo **p = &ix->merge_todo; *p;) {
+            fpx_merge_todo *t = *p;
             fpx_index *other = by_uid(s, ix->tenant, t->uid);
+            int keep = 0;
             /* the reset would have been record t->seq + 1 of the other's log;
              * a later sequence means it (or more) is there */
-            if (!other || other->seq != t->seq)
-                continue;
-            fpx_err e = {0};
-            if (empty_other(other, &e) == 0)
-                fpx_log(FPX_LOG_WARN,
-                        "%s/%s: finished a merge_from into '%s' that a crash interrupted: its "
-                        "vectors, which the merge had moved, are removed",
-                        other->tenant, other->name, ix->name);
-            else
-                fpx_log(FPX_LOG_ERROR,
-                        "%s/%s: cannot finish a merge_from into '%s' that a crash interrupted "
-                        "(it still holds the vectors it gave): %s",
-                        other->tenant, other->name, ix->name, e.msg);
+            if (!other) {
+                /* gone, or refused at start: kept (in this index's snapshots)
+                 * until a start finds it or the tenant has no refused index */
+                keep = has_refused(s, ix->tenant);
+                if (keep)
+                    fpx_log(FPX_LOG_WARN,
+                            "%s/%s: a merge_from into it that a crash interrupted is not "
+                            "finished: the index it came from is not loaded (refused?); a "
+                            "start that loads it empties it",
+                            ix->tenant, ix->name);
+            } else if (other->seq == t->seq) {
+                fpx_err e = {0};
+                if (empty_other(other, &e) == 0) {
+                    fpx_log(FPX_LOG_WARN,
+                            "%s/%s: finished a merge_from into '%s' that a crash interrupted: "
+                            "its vectors, which the merge had moved, are removed",
+                            other->tenant, other->name, ix->name);
+                } else {
+                    fpx_log(FPX_LOG_ERROR,
+                            "%s/%s: cannot finish a merge_from into '%s' that a crash "
+                            "interrupted (it still holds the vectors it gave; its next write "
+                            "empties it first): %s",
+                            other->tenant, other->name, ix->name, e.msg);
+                    other->merge_owed = 1;
+                    snprintf(other->merge_owed_to, sizeof other->merge_owed_to, "%s", ix->name);
+                    keep = 1;
+                }
+            }
+            if (keep) {
+                p = &t->next;
+            } else {
+                *p = t->next;
+                free(t);
+            }
         }
-        fpx_index_merge_todo_clear(ix);
     }
 }
 

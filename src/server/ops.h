@@ -104,6 +104,10 @@ int fpx_prep_merge(fpx_req *r);
 int fpx_bind_merge(fpx_req *r);
 int fpx_check_merge(fpx_req *r);
 int fpx_op_merged(fpx_req *r, fpx_out *o);
+/* Logs the reset ix owes as the other index of a merge_from whose reset
+ * failed (ix->merge_owed), before any other write to it. Under ix's
+ * exclusive lock. */
+int fpx_merge_pay(fpx_index *ix, fpx_err *err);
 /* Unlocks and releases the other index of a merge_from (the target's lock is
  * already released), then lets the next merge run. Any request may call it. */
 void fpx_merge_release(fpx_req *r);

@@ -44,7 +44,10 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *h = fpx_out_hdr(&o);
-    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0));
+    size_t npending = 0;
+    for (const fpx_merge_todo *t = ix->merge_todo; t; t = t->next)
+        npending++;
+    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0) + (npending > 0));
     fpx_pack_cstr(h, "format");
     fpx_pack_cstr(h, SNAP_FORMAT);
     fpx_pack_cstr(h, "version");
@@ -66,6 +69,16 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     if (ix->lease_seconds > 0) {
         fpx_pack_cstr(h, "lease_seconds");
         msgpack_pack_int64(h, ix->lease_seconds);
+    }
+    if (npending > 0) { /* merges whose other index may still owe its reset (merge.c) */
+        fpx_pack_cstr(h, "merges_pending");
+        msgpack_pack_array(h, npending);
+        for (const fpx_merge_todo *t = ix->merge_todo; t; t = t->next) {
+            msgpack_pack_array(h, 2);
+            msgpack_pack_bin(h, FPX_UID_BYTES);
+            msgpack_pack_bin_body(h, t->uid, FPX_UID_BYTES);
+            msgpack_pack_uint64(h, t->seq);
+        }
     }
     msgpack_packer *m = fpx_out_meta(&o);
     msgpack_pack_map(m, 4);
@@ -134,6 +147,31 @@ static int load_blob_table(fpx_index *ix, const msgpack_object *t, fpx_blob ***d
     return 0;
 }
 
+/* The snapshot's merges_pending (absent when none): each [uid, seq]. */
+static int load_pending(fpx_index *ix, const msgpack_object *a) {
+    if (!a)
+        return 0;
+    if (a->type != MSGPACK_OBJECT_ARRAY)
+        return -1;
+    for (uint32_t i = 0; i < a->via.array.size; i++) {
+        const msgpack_object *e = &a->via.array.ptr[i];
+        int64_t seq;
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
+            e->via.array.ptr[0].type != MSGPACK_OBJECT_BIN ||
+            e->via.array.ptr[0].via.bin.size != FPX_UID_BYTES ||
+            fpx_obj_int(&e->via.array.ptr[1], &seq) || seq < 0)
+            return -1;
+        fpx_merge_todo *t = malloc(sizeof *t);
+        if (!t)
+            return -1;
+        memcpy(t->uid, e->via.array.ptr[0].via.bin.ptr, FPX_UID_BYTES);
+        t->seq = (uint64_t)seq;
+        t->next = ix->merge_todo;
+        ix->merge_todo = t;
+    }
+    return 0;
+}
+
 int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, size_t len,
                      fpx_index **out, uint64_t *seq, fpx_err *err) {
     fpx_msg msg;
@@ -178,6 +216,8 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
     int64_t lease; /* absent in snapshots of indexes without a lease */
     if (get_i64(h, "lease_seconds", &lease) == 0 && lease > 0)
         ix->lease_seconds = lease;
+    if (load_pending(ix, fpx_map_get(h, "merges_pending")) != 0)
+        goto bad;
     const msgpack_object *alive = fpx_map_get(m, "alive"), *labels = fpx_map_get(m, "labels");
     size_t abytes = fpx_words_for(nslots) * sizeof(uint64_t);
     if (!alive || alive->type != MSGPACK_OBJECT_BIN || alive->via.bin.size != abytes)

@@ -231,3 +231,101 @@ def test_a_merge_interrupted_before_the_others_reset_is_finished_at_start(make_s
     s.restart(hard=True)
     c = s.client()
     assert c.info(a)["ntotal"] == 900 and c.info(b)["ntotal"] == 0
+
+
+def _merged_flat(c, a, b, xb):
+    """a holds xb[:400], b xb[400:] (Flat, 16 dims)."""
+    for n in (a, b):
+        c.create(n, 16, "Flat")
+    c.add(a, xb[:400])
+    c.add(b, xb[400:])
+
+
+def test_a_reset_the_other_could_not_log_comes_before_its_next_write(make_server):
+    """The other index's reset fails (its log cannot be opened): the merge is
+    durable in the target and the caller is told; the other's next write
+    empties it first, so its vectors are never in both indexes once it
+    changes again."""
+    s = make_server(extra=["--snapshot-bytes", "1000000000"])
+    c = s.client()
+    a, b = unique("oa"), unique("ob")
+    xb, xq = data(900, 16, 40), data(10, 16, 41)
+    _merged_flat(c, a, b, xb)
+    wal = os.path.join(s.data_dir, "default", b, "wal")
+    os.rename(wal, wal + ".away")
+    h = c.error({"operation": "merge_from", "index_id": a, "other": b})
+    assert "could not be emptied" in h["message"] and b in h["message"]
+    assert c.info(a)["ntotal"] == 900
+    os.rename(wal + ".away", wal)
+    c.add(b, xb[:3])
+    assert c.info(b)["ntotal"] == 3
+    ref = real.IndexFlatL2(16)
+    ref.add(xb[:3])
+    D, I = c.search(b, xq, 3)[:2]
+    np.testing.assert_array_equal(I, ref.search(xq, 3)[1])
+    s.restart(hard=True)
+    c = s.client()
+    assert c.info(a)["ntotal"] == 900 and c.info(b)["ntotal"] == 3
+
+
+def test_a_reset_the_other_could_not_log_is_finished_by_a_start_after_a_snapshot(make_server):
+    """The same failure, then a clean stop that snapshots the target (its
+    merge record leaves its log): the start still empties the other, from the
+    note the target's snapshot keeps."""
+    s = make_server(extra=["--snapshot-bytes", "1000000000"])
+    c = s.client()
+    a, b = unique("pa"), unique("pb")
+    xb = data(900, 16, 42)
+    _merged_flat(c, a, b, xb)
+    wal = os.path.join(s.data_dir, "default", b, "wal")
+    os.rename(wal, wal + ".away")
+    c.error({"operation": "merge_from", "index_id": a, "other": b})
+    os.rename(wal + ".away", wal)
+    s.stop()
+    s.start()
+    c = s.client()
+    assert c.info(a)["ntotal"] == 900
+    assert c.info(b)["ntotal"] == 0
+    assert "finished a merge_from into '%s'" % a in s.log()
+
+
+def test_a_merge_whose_other_is_refused_at_start_is_finished_when_it_returns(make_server):
+    """A crash between the merge and the other's reset, and the other's
+    folder refused at the next start (corrupt): the target keeps the
+    unfinished merge across its snapshots, and the start that loads the
+    other again (repaired by hand) empties it."""
+    import shutil
+    s = make_server(extra=["--snapshot-bytes", "1000000000"])
+    c = s.client()
+    a, b = unique("ra"), unique("rb")
+    xb = data(900, 16, 43)
+    _merged_flat(c, a, b, xb)
+    s.stop()
+    bdir = os.path.join(s.data_dir, "default", b)
+    shutil.copytree(bdir, bdir + ".before")
+    s.start()
+    c = s.client()
+    assert c.ok({"operation": "merge_from", "index_id": a, "other": b})[2]["merged"] == 500
+    s.kill9()
+    shutil.rmtree(bdir)
+    shutil.copytree(bdir + ".before", bdir)  # b never logged its reset
+    snap = os.path.join(bdir, "snapshot")
+    with open(snap, "r+b") as f:  # and its snapshot is damaged: refused
+        f.seek(os.path.getsize(snap) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    s.start()
+    c = s.client()
+    assert c.info(a)["ntotal"] == 900
+    assert c.error({"operation": "get_index_info", "index_id": b})["error_type"] != "ok"
+    s.stop()  # a's snapshot now holds the merge; its log no longer does
+    shutil.rmtree(bdir)
+    os.rename(bdir + ".before", bdir)  # repaired by hand
+    s.start()
+    c = s.client()
+    assert c.info(a)["ntotal"] == 900
+    assert c.info(b)["ntotal"] == 0
+    s.restart(hard=True)
+    c = s.client()
+    assert c.info(a)["ntotal"] == 900 and c.info(b)["ntotal"] == 0
