@@ -182,6 +182,10 @@ class IDSelectorRange(IDSelector):
     def is_member(self, i):
         return self.imin <= i < self.imax
 
+    def find_sorted_ids_bounds(self, list_size, ids, jmin_out, jmax_out):
+        from . import _sorted
+        _sorted.find_sorted_ids_bounds(self, list_size, ids, jmin_out, jmax_out)
+
     def _wire(self):
         return {"range": [self.imin, self.imax]}
 
@@ -437,6 +441,12 @@ def _set_served(obj, name, value):
         attr.fset(obj, value)
         return
     what = "%s.%s" % (type(obj).__name__, name)
+    if name in ("nprobe", "max_codes") and isinstance(obj, Index) and not any(
+            "IVF" in c for c in obj._classes):
+        # FAISS's Python object of an index with no IVF anywhere keeps the value as a plain
+        # attribute, which no search reads: so does this one
+        object.__setattr__(obj, name, value)
+        return
     if name in _UNSERVED or attr is not None:
         hint = ""
         if name in ("nprobe", "max_codes") and not isinstance(obj, (_IVF, _IVFView)):
@@ -476,6 +486,15 @@ class _HNSWParams:
     def efConstruction(self, v):
         self._index._set_param("efConstruction", int(v))
         object.__setattr__(self, "_efc", int(v))
+
+    @property
+    def search_bounded_queue(self):
+        return getattr(self, "_sbq", True)  # FAISS's default; its bytes do not carry it
+
+    @search_bounded_queue.setter
+    def search_bounded_queue(self, v):
+        self._index._set_param("search_bounded_queue", 1 if v else 0)
+        object.__setattr__(self, "_sbq", bool(v))
 
 
 def _nlist_of(description):
@@ -930,6 +949,20 @@ class _IVF:
         self._max_codes = int(v)
 
     @property
+    def parallel_mode(self):
+        if self._binary:  # FAISS's IndexBinaryIVF has none
+            raise AttributeError("'%s' object has no attribute 'parallel_mode'"
+                                 % type(self).__name__)
+        return getattr(self, "_parallel_mode", 0)  # FAISS's default; its bytes do not carry it
+
+    @parallel_mode.setter
+    def parallel_mode(self, v):
+        if self._binary:
+            raise NotImplementedError("faissproxy: FAISS's IndexBinaryIVF has no parallel_mode")
+        self._set_param("parallel_mode", int(v))  # 0..3, FAISS's search modes
+        self._parallel_mode = int(v)
+
+    @property
     def nlist(self):
         if self._nlist is None:
             from . import _views
@@ -1201,9 +1234,8 @@ class _Residual:
     def by_residual(self, v):
         if self._by_residual is not None and bool(v) == self._by_residual:
             return  # FAISS's index is unchanged by its own value
-        if self.is_trained or self.ntotal:
-            raise NotImplementedError("faissproxy: setting %s.by_residual after training is "
-                                      "not served" % type(self).__name__)
+        # FAISS takes it at any time: later encodings and searches follow it, the codes
+        # already stored stay as encoded; the server's FAISS index does the same
         self._set_param("by_residual", 1 if v else 0)
         self._by_residual = bool(v)
 
@@ -1371,6 +1403,23 @@ class IndexBinary(Index):
     @property
     def code_size(self):
         return self.d // 8  # FAISS's: d / 8 bytes per vector
+
+    @property
+    def use_heap(self):
+        self._check_use_heap()
+        return getattr(self, "_use_heap", True)  # FAISS's default; its bytes do not carry it
+
+    @use_heap.setter
+    def use_heap(self, v):
+        self._check_use_heap()
+        self._set_param("use_heap", 1 if v else 0)
+        self._use_heap = bool(v)
+
+    def _check_use_heap(self):
+        if self._idmap or self._classes[:1] not in (("IndexBinaryFlat",), ("IndexBinaryIVF",)):
+            raise NotImplementedError("faissproxy: use_heap is served on IndexBinaryFlat and "
+                                      "IndexBinaryIVF (FAISS's %s has none)"
+                                      % type(self).__name__)
 
     @property
     def sa_encode(self):  # FAISS 1.7.3's binary indexes have no standalone codec

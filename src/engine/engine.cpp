@@ -1808,8 +1808,9 @@ int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err) {
                        "quantizer and IVF fast-scan indexes only");
     /* Training and the stored codes follow it: a change after either would
      * leave codes that no longer decode. */
-    if (ivf->is_trained || ivf->ntotal > 0)
-        return set_err(err, FPX_E_VALIDATION, "by_residual can only be set before training");
+    /* FAISS takes it at any time, and training, encoding and search follow
+     * the value they find: stored codes stay as they were encoded, and a
+     * search decodes them by the new value, in FAISS as here. */
     if (pq)
         pq->by_residual = on != 0;
     else if (sq)
@@ -1858,6 +1859,82 @@ int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx
     }
     FPX_CATCH(err, FPX_E_FAISS)
     return set_err(err, FPX_E_VALIDATION, "%s is not a fast-scan setting", name);
+}
+
+/* Where a member setting lives in e's index, or nullptr: IVF parallel_mode
+ * (int), binary flat and binary IVF use_heap (bool), HNSW
+ * search_bounded_queue (bool). */
+struct member_ref {
+    int *i;
+    bool *b;
+};
+
+static member_ref member_of(fpx_engine *e, const char *name) {
+    member_ref r = {nullptr, nullptr};
+    if (e->bin) {
+        faiss::IndexBinary *b = e->bin.get();
+        if (!strcmp(name, "use_heap")) {
+            if (auto f = dynamic_cast<faiss::IndexBinaryFlat *>(b))
+                r.b = &f->use_heap;
+            else if (auto v = dynamic_cast<faiss::IndexBinaryIVF *>(b))
+                r.b = &v->use_heap;
+        } else if (!strcmp(name, "search_bounded_queue")) {
+            if (auto h = dynamic_cast<faiss::IndexBinaryHNSW *>(b))
+                r.b = &h->hnsw.search_bounded_queue;
+        }
+        return r;
+    }
+    if (!strcmp(name, "parallel_mode")) {
+        if (faiss::IndexIVF *ivf = core_ivf(e->index.get()))
+            r.i = &ivf->parallel_mode;
+    } else if (!strcmp(name, "search_bounded_queue")) {
+        if (faiss::IndexHNSW *h = hnsw_core(e->index.get()))
+            r.b = &h->hnsw.search_bounded_queue;
+    }
+    return r;
+}
+
+int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_err *err) {
+    member_ref r = member_of(e, name);
+    if (r.i) {
+        /* FAISS's search throws on other modes, and its flag 1024 (no heap
+         * initialisation) is for its own calls: a search would return the
+         * result arrays' previous contents */
+        if (value < 0 || value > 3)
+            return set_err(err, FPX_E_VALIDATION, "%s must be 0, 1, 2 or 3, got %lld", name,
+                           (long long)value);
+        *r.i = (int)value;
+        return 0;
+    }
+    if (r.b) {
+        if (value != 0 && value != 1)
+            return set_err(err, FPX_E_VALIDATION, "%s must be 0 or 1, got %lld", name,
+                           (long long)value);
+        *r.b = value != 0;
+        return 0;
+    }
+    return set_err(err, FPX_E_VALIDATION,
+                   "%s applies to %s only", name,
+                   !strcmp(name, "parallel_mode") ? "float IVF indexes"
+                   : !strcmp(name, "use_heap")    ? "binary flat and binary IVF indexes"
+                                                  : "HNSW indexes (float and binary)");
+}
+
+const char *fpx_engine_member_param(int i, int64_t *dflt) {
+    static const char *const names[] = {"parallel_mode", "use_heap", "search_bounded_queue"};
+    if (i < 0 || i >= (int)(sizeof names / sizeof names[0]))
+        return nullptr;
+    *dflt = i == 0 ? 0 : 1;
+    return names[i];
+}
+
+int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value) {
+    member_ref r = member_of(e, name);
+    if (r.i)
+        return *value = *r.i, 0;
+    if (r.b)
+        return *value = *r.b ? 1 : 0, 0;
+    return -1;
 }
 
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {

@@ -213,8 +213,8 @@ int fpx_engine_reset(fpx_engine *e, fpx_err *err);
 int fpx_engine_set_params(fpx_engine *e, const char *params, fpx_err *err);
 
 /* by_residual of an IVF-PQ, IVF scalar quantizer, IVF additive quantizer or
- * IVF fast-scan index (FAISS's member, which training and encoding follow):
- * only before training, while empty. */
+ * IVF fast-scan index (FAISS's member, which training, encoding and search
+ * follow): at any time, as FAISS takes it. */
 int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err);
 
 /* A fast-scan index's members that FAISS's ParameterSpace does not know:
@@ -222,6 +222,16 @@ int fpx_engine_set_by_residual(fpx_engine *e, int on, fpx_err *err);
  * additive quantizer fast-scan indexes, "norm_scale". The value is checked by
  * the caller; FAISS's search refuses an implementation it does not have. */
 int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
+
+/* Members of FAISS's indexes that change how a search runs and that FAISS's
+ * ParameterSpace does not set, nor its write_index keep: "parallel_mode" of
+ * a float IVF (0..3), "use_heap" of a binary flat or binary IVF index and
+ * "search_bounded_queue" of an HNSW index (0 or 1). Set refuses other
+ * values and other index types; get returns -1 where the member is not. */
+int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
+int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value);
+/* The i-th of those names (from 0), NULL past the last; *dflt: FAISS's default. */
+const char *fpx_engine_member_param(int i, int64_t *dflt);
 
 /* IVF direct map, as FAISS's IndexIVF::set_direct_map_type (0: none, 1: array,
  * 2: hash table); needed by reconstruct on IVF indexes. */

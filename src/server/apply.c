@@ -103,12 +103,16 @@ static const struct {
     {"qbs", 0, 0x44444444, 1, "fast-scan query block sizes, one hex digit 1..4 each"},
     {"norm_scale", 1, 1 << 16, 1, "additive fast-scan norm scale"},
     {"nflip", 0, 64, 1, "bits a binary hash index's search flips"},
+    {"parallel_mode", 0, 3, 1, "IVF search loop order"},
+    {"use_heap", 0, 1, 1, "binary flat/IVF result heap, 1 heap, 0 counting"},
+    {"search_bounded_queue", 0, 1, 1, "HNSW candidate queue bounded by efSearch"},
 };
 
 /* Settings of the index itself, never of its quantizer. */
 static int own_only(const char *base) {
-    static const char *const own[] = {"direct_map", "by_residual", "implem",
-                                      "qbs",        "norm_scale",  "nflip"};
+    static const char *const own[] = {"direct_map", "by_residual",   "implem",
+                                      "qbs",        "norm_scale",    "nflip",
+                                      "use_heap",   "parallel_mode", "search_bounded_queue"};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (!strcmp(base, own[i]))
             return 1;
@@ -145,10 +149,20 @@ static int check_param(const char *name, double v, fpx_err *err) {
     return fpx_err_set(err, FPX_E_VALIDATION,
                        "set_params does not accept \"%s\" (accepted: nprobe, efSearch, "
                        "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, "
-                       "by_residual, implem, qbs, norm_scale, nflip, and quantizer_ before a "
+                       "by_residual, implem, qbs, norm_scale, nflip, parallel_mode, use_heap, "
+                       "search_bounded_queue, and quantizer_ before a "
                        "search "
                        "parameter)",
                        name);
+}
+
+/* A FAISS member its write_index leaves out (the engine's list). */
+static int param_is_member(const char *name) {
+    int64_t dflt;
+    for (int i = 0; fpx_engine_member_param(i, &dflt); i++)
+        if (!strcmp(name, fpx_engine_member_param(i, &dflt)))
+            return 1;
+    return 0;
 }
 
 /* name and value of a set_params request or record. */
@@ -190,6 +204,8 @@ static int set_param(fpx_index *ix, const char *name, double value, fpx_err *err
         return fpx_engine_set_by_residual(ix->eng, value != 0, err);
     if (!strcmp(name, "implem") || !strcmp(name, "qbs") || !strcmp(name, "norm_scale"))
         return fpx_engine_set_fast_scan(ix->eng, name, (int64_t)value, err);
+    if (param_is_member(name)) /* members FAISS's ParameterSpace does not know */
+        return fpx_engine_set_member(ix->eng, name, (int64_t)value, err);
     char spec[FPX_PARAM_NAME_MAX + 40];
     snprintf(spec, sizeof spec, "%s=%.17g", name, value);
     return fpx_engine_set_params(ix->eng, spec, err);
@@ -243,6 +259,10 @@ static int apply_trained(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
                            (long long)ix->dim, (long long)ix->nslots);
     }
     fpx_engine_copy_train_params(e, ix->eng); /* a later train trains as this one did */
+    int64_t v, dflt; /* and searches run as set before it (FAISS's bytes leave these out) */
+    for (int i = 0; fpx_engine_member_param(i, &dflt); i++)
+        if (fpx_engine_get_member(ix->eng, fpx_engine_member_param(i, &dflt), &v) == 0)
+            (void)fpx_engine_set_member(e, fpx_engine_member_param(i, &dflt), v, err);
     fpx_engine_free(ix->eng);
     ix->eng = e;
     return 0;

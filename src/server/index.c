@@ -872,12 +872,23 @@ static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
     int have[5], n = 0;
     for (int i = 0; i < 5; i++)
         n += have[i] = fpx_engine_get_param(ix->eng, names[i], &v[i]) == 0;
-    msgpack_pack_map(pk, (size_t)n);
+    /* and the members set_params sets that FAISS's write_index leaves out */
+    const char *mnames[8];
+    int64_t mv[8], dflt;
+    int nm = 0;
+    for (int i = 0; nm < 8 && fpx_engine_member_param(i, &dflt); i++)
+        if (fpx_engine_get_member(ix->eng, fpx_engine_member_param(i, &dflt), &mv[nm]) == 0)
+            mnames[nm++] = fpx_engine_member_param(i, &dflt);
+    msgpack_pack_map(pk, (size_t)(n + nm));
     for (int i = 0; i < 5; i++)
         if (have[i]) {
             fpx_pack_cstr(pk, names[i]);
             msgpack_pack_int64(pk, (int64_t)v[i]);
         }
+    for (int i = 0; i < nm; i++) {
+        fpx_pack_cstr(pk, mnames[i]);
+        msgpack_pack_int64(pk, mv[i]);
+    }
 }
 
 /* A comma-separated list as a msgpack array of its items. */

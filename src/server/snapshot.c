@@ -21,6 +21,21 @@
 #define SNAP_FORMAT "faiss-proxy-snapshot"
 #define SNAP_VERSION 1
 
+/* The member settings of ix's engine that differ from FAISS's defaults
+ * (write_index leaves them out): their names in *names, values in v. */
+static int changed_members(const fpx_index *ix, const char **names, int64_t *v) {
+    int n = 0;
+    int64_t cur, dflt;
+    for (int i = 0; fpx_engine_member_param(i, &dflt); i++) {
+        const char *name = fpx_engine_member_param(i, &dflt);
+        if (fpx_engine_get_member(ix->eng, name, &cur) == 0 && cur != dflt) {
+            names[n] = name;
+            v[n++] = cur;
+        }
+    }
+    return n;
+}
+
 static void pack_blob_table(msgpack_packer *pk, fpx_blob *const *t, int64_t n) {
     if (!t) {
         msgpack_pack_nil(pk);
@@ -47,7 +62,10 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     size_t npending = 0;
     for (const fpx_merge_todo *t = ix->merge_todo; t; t = t->next)
         npending++;
-    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0) + (npending > 0));
+    const char *mnames[8];
+    int64_t mvals[8];
+    int nmembers = changed_members(ix, mnames, mvals);
+    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0) + (npending > 0) + (nmembers > 0));
     fpx_pack_cstr(h, "format");
     fpx_pack_cstr(h, SNAP_FORMAT);
     fpx_pack_cstr(h, "version");
@@ -78,6 +96,14 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
             msgpack_pack_bin(h, FPX_UID_BYTES);
             msgpack_pack_bin_body(h, t->uid, FPX_UID_BYTES);
             msgpack_pack_uint64(h, t->seq);
+        }
+    }
+    if (nmembers > 0) { /* absent when all are FAISS's defaults, as earlier versions wrote */
+        fpx_pack_cstr(h, "settings");
+        msgpack_pack_map(h, (size_t)nmembers);
+        for (int i = 0; i < nmembers; i++) {
+            fpx_pack_cstr(h, mnames[i]);
+            msgpack_pack_int64(h, mvals[i]);
         }
     }
     msgpack_packer *m = fpx_out_meta(&o);
@@ -218,6 +244,23 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
         ix->lease_seconds = lease;
     if (load_pending(ix, fpx_map_get(h, "merges_pending")) != 0)
         goto bad;
+    const msgpack_object *settings = fpx_map_get(h, "settings");
+    if (settings) {
+        if (settings->type != MSGPACK_OBJECT_MAP)
+            goto bad;
+        for (uint32_t i = 0; i < settings->via.map.size; i++) {
+            const msgpack_object_kv *kv = &settings->via.map.ptr[i];
+            char sname[32];
+            int64_t sv;
+            if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size >= sizeof sname ||
+                fpx_obj_int(&kv->val, &sv))
+                goto bad;
+            memcpy(sname, kv->key.via.str.ptr, kv->key.via.str.size);
+            sname[kv->key.via.str.size] = 0;
+            if (fpx_engine_set_member(ix->eng, sname, sv, err))
+                goto bad;
+        }
+    }
     const msgpack_object *alive = fpx_map_get(m, "alive"), *labels = fpx_map_get(m, "labels");
     size_t abytes = fpx_words_for(nslots) * sizeof(uint64_t);
     if (!alive || alive->type != MSGPACK_OBJECT_BIN || alive->via.bin.size != abytes)

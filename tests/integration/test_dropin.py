@@ -60,10 +60,6 @@ def test_binary_ivf_nprobe_reaches_the_server(fp):
 
 def test_attribute_writes_that_are_not_served_raise(fp):
     xb, _ = data(1000, 16, 1, 12)
-    ivfpq = fp.IndexIVFPQ(fp.IndexFlatL2(16), 16, 8, 4, 8)
-    ivfpq.train(xb)
-    with pytest.raises(NotImplementedError, match="by_residual"):
-        ivfpq.by_residual = False  # after training: codes would no longer decode
     flat = fp.IndexFlatL2(16)
     with pytest.raises(NotImplementedError, match="metric_type"):
         flat.metric_type = fp.METRIC_INNER_PRODUCT
@@ -73,8 +69,8 @@ def test_attribute_writes_that_are_not_served_raise(fp):
     with pytest.raises(AttributeError, match="nprob"):
         flat.nprob = 4  # a typo is not kept locally either
     hnsw = fp.IndexHNSWFlat(16, 8)
-    with pytest.raises(NotImplementedError, match="search_bounded_queue"):
-        hnsw.hnsw.search_bounded_queue = False
+    with pytest.raises(NotImplementedError, match="upper_beam"):
+        hnsw.hnsw.upper_beam = 2
     hnsw.hnsw.efConstruction = 80  # served: set_params
     assert hnsw.hnsw.efConstruction == 80
     flat.verbose = True  # only prints in faiss: kept here, changes no result

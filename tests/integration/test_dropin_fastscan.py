@@ -2,7 +2,7 @@
 IndexPQFastScan and IndexIVFPQFastScan made from an IndexPQ / IndexIVFPQ are FAISS's own
 (byte for byte), their search members (implem, qbs, norm_scale) reach the server, which
 validates, logs and replays them, and by_residual of IVF additive-quantizer and fast-scan
-indexes reaches the server before training. Each program runs against in-process faiss and
+indexes reaches the server (before training, or after it as FAISS takes it). Each program runs against in-process faiss and
 against the real server, on the same data and the same trained bytes."""
 import faiss as real
 import numpy as np
@@ -119,8 +119,9 @@ def test_ivfpq_fast_scan_from_an_ivfpq_is_faiss_s(fp, by_residual, metric, d):
     fs.nprobe, fs_local.nprobe = 16, 16
     same_results(*fs.search(xq, 3), *fs_local.search(xq, 3))
     fs.by_residual = by_residual  # its own value: a no-op in FAISS, served
-    with pytest.raises(NotImplementedError, match="by_residual"):
-        fs.by_residual = not by_residual  # after training
+    # after training, as FAISS takes it: the packed codes stay, the search follows the member
+    fs.by_residual, fs_local.by_residual = not by_residual, not by_residual
+    same_results(*fs.search(xq, 3), *fs_local.search(xq, 3))
 
 
 def test_ivfpq_fast_scan_over_given_centroids_is_faiss_s(fp):
@@ -200,8 +201,11 @@ def test_ivf_additive_by_residual_before_training_reaches_the_server(fp, descrip
     Dr, Ir = local.search(xq, 3)
     np.testing.assert_array_equal(I, Ir)
     np.testing.assert_allclose(D, Dr, rtol=1e-5)
-    with pytest.raises(NotImplementedError, match="by_residual"):
-        ix.by_residual = default  # after training
+    ix.by_residual = local.by_residual = default  # after training, as FAISS takes it
+    D, I = ix.search(xq, 3)
+    Dr, Ir = local.search(xq, 3)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_allclose(D, Dr, rtol=1e-5)
 
 
 def test_additive_fast_scan_norm_scale_and_internals(fp):

@@ -1,0 +1,239 @@
+"""Index settings and selector helpers of the Python drop-in give FAISS's answer or raise.
+
+Each program runs against in-process faiss and against the real server: IVF `parallel_mode`,
+binary flat/IVF `use_heap` and HNSW `search_bounded_queue` reach the server (set_params), which
+validates them and keeps them across a restart (log replay and snapshot, as the other
+settings); `by_residual` written after training is FAISS's member write, which later encodings
+and searches follow; `nprobe` on an index with no IVF is a plain attribute, as FAISS's Python
+object keeps it; `IDSelectorRange.find_sorted_ids_bounds` is FAISS's bisection. The wire-level
+tests check the server's side with the independent client (wire.py)."""
+import glob
+import os
+
+import faiss as real
+import numpy as np
+import pytest
+
+from conftest import unique
+from wire import rand
+
+
+def data(n, d, nq, seed):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d), dtype="float32"), rng.random((nq, d), dtype="float32")
+
+
+def served_copy(fp, local):
+    return fp.deserialize_index(real.serialize_index(local))
+
+
+def test_ivf_parallel_mode_is_faiss_s(fp):
+    xb, xq = data(3000, 16, 50, 1)
+    local = real.index_factory(16, "IVF32,SQ8")
+    local.train(xb)
+    local.add(xb)
+    local.nprobe = 4
+    served = served_copy(fp, local)
+    served.nprobe = 4
+    assert served.parallel_mode == local.parallel_mode == 0
+    for pm in (1, 2, 3, 0):
+        local.parallel_mode = pm
+        served.parallel_mode = pm
+        assert served.parallel_mode == pm
+        Dr, Ir = local.search(xq, 10)
+        D, I = served.search(xq, 10)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    # FAISS's search would throw on other modes, or return garbage for its internal flag
+    for bad in (4, -1, 1024 | 1):
+        with pytest.raises(RuntimeError, match="parallel_mode"):
+            served.parallel_mode = bad
+    assert served.parallel_mode == 0
+    with pytest.raises(NotImplementedError, match="parallel_mode"):
+        fp.index_binary_factory(64, "BIVF8").parallel_mode = 1
+
+
+@pytest.mark.parametrize("description", ["BFlat", "BIVF4"])
+def test_binary_use_heap_is_faiss_s(fp, description):
+    rng = np.random.default_rng(2)
+    xb = rng.integers(0, 256, (500, 8), dtype="uint8")
+    xq = rng.integers(0, 256, (20, 8), dtype="uint8")
+    local = real.index_binary_factory(64, description)
+    local.train(xb)
+    local.add(xb)
+    served = fp.deserialize_index_binary(real.serialize_index_binary(local))
+    if description != "BFlat":
+        local.nprobe = served.nprobe = 4
+    assert served.use_heap is True
+    for k in (5, 40):
+        local.use_heap = served.use_heap = False
+        Dr, Ir = local.search(xq, k)
+        D, I = served.search(xq, k)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)  # counting sort orders ties as FAISS's does
+    assert served.use_heap is False
+    with pytest.raises(NotImplementedError, match="use_heap"):
+        fp.IndexBinaryHNSW(64).use_heap = False
+
+
+def test_hnsw_unbounded_queue_is_faiss_s(fp):
+    xb, xq = data(1000, 16, 30, 3)
+    local = real.IndexHNSWFlat(16, 8)
+    local.add(xb)
+    served = served_copy(fp, local)
+    assert served.hnsw.search_bounded_queue is True
+    local.hnsw.efSearch = served.hnsw.efSearch = 4
+    local.hnsw.search_bounded_queue = served.hnsw.search_bounded_queue = False
+    Dr, Ir = local.search(xq, 10)
+    D, I = served.search(xq, 10)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    assert served.hnsw.search_bounded_queue is False
+
+
+@pytest.mark.parametrize("metric", [real.METRIC_L2, real.METRIC_INNER_PRODUCT])
+def test_by_residual_written_after_add_is_faiss_s(fp, metric):
+    """FAISS's tests turn by_residual off on a filled IVF-PQ: its stored codes stay as they
+    were encoded and its search decodes them without residuals. The server's index does the
+    same, and an IndexIVFPQFastScan made from it copies the member."""
+    xb, xq = data(2000, 16, 40, 4)
+    local = real.index_factory(16, "IVF16,PQ8x4np", metric)
+    local.train(xb)
+    local.add(xb)
+    served = served_copy(fp, local)
+    local.nprobe = served.nprobe = 4
+    local.by_residual = False
+    served.by_residual = False
+    assert served.by_residual is False
+    Dr, Ir = local.search(xq, 10)
+    D, I = served.search(xq, 10)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_allclose(D, Dr, rtol=1e-5, atol=1e-5)
+    fs_local = real.IndexIVFPQFastScan(local)
+    fs = fp.IndexIVFPQFastScan(served)
+    assert fs.by_residual is False
+    assert faiss_bytes(fp, fs) == real.serialize_index(fs_local).tobytes()
+
+
+def faiss_bytes(fp, index):
+    return fp.serialize_index(index).tobytes()
+
+
+def test_nprobe_on_an_index_without_ivf_is_a_plain_attribute(fp):
+    xb, xq = data(1000, 16, 20, 5)
+    local = real.index_factory(16, "RQ4x4")
+    local.train(xb)
+    local.add(xb)
+    served = served_copy(fp, local)
+    local.nprobe = 16  # FAISS's Python object keeps it; no search reads it
+    served.nprobe = 16
+    assert served.nprobe == 16
+    Dr, Ir = local.search(xq, 5)
+    D, I = served.search(xq, 5)
+    np.testing.assert_array_equal(I, Ir)
+    # an IVF under a transform would take it in a user's mind: still refused there
+    with pytest.raises(NotImplementedError, match="nprobe"):
+        fp.index_factory(16, "PCA8,IVF8,Flat").nprobe = 4
+
+
+@pytest.mark.parametrize("imin,imax,n", [(10, 20, 100), (-10, 20, 100), (10, 40, 100),
+                                         (10, 20, 5), (30, 80, 2)])
+def test_find_sorted_ids_bounds_is_faiss_s(fp, imin, imax, n):
+    for seed in range(5):
+        ids = np.sort(np.random.RandomState(seed).choice(30, n).astype("int64"))
+        if n == 2:
+            ids = np.array([12, 92], dtype="int64")
+        got, ref = np.zeros(2, dtype="uint64"), np.zeros(2, dtype="uint64")
+        fp.IDSelectorRange(imin, imax, True).find_sorted_ids_bounds(
+            len(ids), fp.swig_ptr(ids), fp.swig_ptr(got[:1]), fp.swig_ptr(got[1:]))
+        real.IDSelectorRange(imin, imax, True).find_sorted_ids_bounds(
+            len(ids), real.swig_ptr(ids), real.swig_ptr(ref[:1]), real.swig_ptr(ref[1:]))
+        np.testing.assert_array_equal(got, ref)
+    with pytest.raises(RuntimeError, match="assume_sorted"):  # FAISS asserts (aborts)
+        fp.IDSelectorRange(0, 5).find_sorted_ids_bounds(
+            len(ids), fp.swig_ptr(ids), fp.swig_ptr(got[:1]), fp.swig_ptr(got[1:]))
+
+
+# ---- the wire ------------------------------------------------------------------------------
+
+
+def set_param(c, name, param, value):
+    return c.call({"operation": "set_params", "index_id": name, "name": param, "value": value})
+
+
+def knobs(c, name):
+    return c.info(name)["params"]
+
+
+def test_member_settings_validated_logged_snapshotted(make_server):
+    s = make_server()
+    c = s.client()
+    ivf, hnsw, bflat = unique("ivf"), unique("hnsw"), unique("bflat")
+    c.create(ivf, 8, "IVF4,Flat")
+    c.create(hnsw, 8, "HNSW8")
+    c.ok({"operation": "create_index", "index_id": bflat, "dimension": 64,
+          "index_type": "BFlat", "metric": "Hamming"})
+    assert knobs(c, ivf)["parallel_mode"] == 0
+    assert knobs(c, hnsw)["search_bounded_queue"] == 1
+    assert knobs(c, bflat)["use_heap"] == 1
+    # bad values and index types: a clear error, the setting unchanged
+    for name, param, value, why in [
+            (ivf, "parallel_mode", 4, "parallel_mode"), (ivf, "parallel_mode", 1.5, "integer"),
+            (ivf, "parallel_mode", 1025, "parallel_mode"), (hnsw, "parallel_mode", 1, "IVF"),
+            (hnsw, "search_bounded_queue", 2, "search_bounded_queue"),
+            (ivf, "search_bounded_queue", 0, "HNSW"), (ivf, "use_heap", 0, "binary"),
+            (ivf, "quantizer_parallel_mode", 1, "quantizer_parallel_mode"),
+            (bflat, "use_heap", -1, "use_heap")]:
+        h, _, _ = set_param(c, name, param, value)
+        assert h["status"] == "error" and why in h["message"], (param, value, h)
+    assert knobs(c, ivf)["parallel_mode"] == 0
+    xt = rand(200, 8, 1)
+    c.ok({"operation": "set_params", "index_id": ivf, "name": "parallel_mode", "value": 2})
+    c.train(ivf, xt)  # the trained index replaces the engine: the setting stays
+    c.add(ivf, xt)
+    c.ok({"operation": "set_params", "index_id": hnsw, "name": "search_bounded_queue",
+          "value": 0})
+    c.ok({"operation": "set_params", "index_id": bflat, "name": "use_heap", "value": 0})
+    want = {ivf: ("parallel_mode", 2), hnsw: ("search_bounded_queue", 0),
+            bflat: ("use_heap", 0)}
+    for name, (param, value) in want.items():
+        assert knobs(c, name)[param] == value
+    D0, I0, _ = c.search(ivf, xt[-5:], 3)
+    s.kill9()  # no snapshot: the log's set_params records replay them
+    s.start()
+    c = s.client()
+    for name, (param, value) in want.items():
+        assert knobs(c, name)[param] == value, (name, param)
+    c.add(ivf, xt[:1])  # a new write: the clean shutdown snapshots every index
+    c.add(hnsw, xt[:1])
+    c.ok({"operation": "add_vectors", "index_id": bflat, "vector_shape": [1, 8],
+          "dtype": "uint8"},
+         np.zeros(8, dtype="uint8").tobytes())
+    s.stop()  # clean shutdown: snapshots, which carry them (FAISS's bytes do not)
+    for name in want:
+        snap, = glob.glob(os.path.join(s.data_dir, "*", name, "snapshot"))
+        assert b"settings" in open(snap, "rb").read()
+    s.start()
+    c = s.client()
+    for name, (param, value) in want.items():
+        assert knobs(c, name)[param] == value, (name, param)
+    D1, I1, _ = c.search(ivf, xt[-5:], 3)
+    np.testing.assert_array_equal(I0, I1)
+    np.testing.assert_array_equal(D0, D1)
+
+
+def test_by_residual_after_training_on_the_wire(client):
+    c = client
+    name = unique("ivfpq")
+    c.create(name, 8, "IVF4,PQ4x4np")
+    xt = rand(300, 8, 2)
+    c.train(name, xt)
+    c.add(name, xt)
+    c.ok({"operation": "set_params", "index_id": name, "name": "by_residual", "value": 0})
+    c.search(name, xt[:3], 2)  # FAISS's search of the same codes, decoded without residuals
+    h, _, _ = set_param(c, name, "by_residual", 2)
+    assert h["status"] == "error" and "by_residual" in h["message"]
+    flat = unique("flat")
+    c.create(flat, 8, "Flat")
+    h, _, _ = set_param(c, flat, "by_residual", 0)
+    assert h["status"] == "error" and "by_residual applies" in h["message"]
