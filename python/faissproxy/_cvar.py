@@ -1,11 +1,14 @@
 """faiss.cvar for a program whose indexes are served: FAISS's global variables.
 
-The statistics FAISS's searches accumulate there (indexIVF_stats, hnsw_stats, ...) count
-the searches of this process's FAISS library; a served index searches on the server, so
-local faiss's counters would read zero where FAISS's would count that search. Reading them
-raises, naming what is not served. The other globals (I/O flags, block sizes of local
-computations) are local faiss's, read and written there.
+The statistics FAISS's searches accumulate there (indexIVF_stats, indexPQ_stats,
+indexBinaryHash_stats, hnsw_stats, indexIVFPQ_stats) are local faiss's objects, into which
+served searches add the counts the server reports (_stats); the fast-scan timers
+(IVFFastScan_stats, FastScan_stats) are not sent back, and reading them raises. The other
+globals (I/O flags, block sizes of local computations) are local faiss's, read and written
+there.
 """
+
+from . import _stats
 
 # FAISS 1.7.3's counters of index searches (faiss.cvar.*_stats), all filled by searches
 # that run on the server for a served index. partition_stats counts faiss.partition_*,
@@ -17,12 +20,15 @@ _SEARCH_STATS = frozenset((
 
 
 class Cvar:
-    """faiss.cvar: local faiss's globals, except the search statistics (not served)."""
+    """faiss.cvar: local faiss's globals; the search statistics count served searches too."""
 
     def __init__(self, local):
         object.__setattr__(self, "_local", local)
 
     def __getattr__(self, name):
+        local = self.__dict__["_local"]
+        if name in _stats.GROUPS and local is not None:
+            return _stats.view(name, local)
         if name in _SEARCH_STATS:
             raise NotImplementedError(
                 "faissproxy: faiss.cvar.%s is not served: served indexes search on the "

@@ -21,7 +21,7 @@ import time
 import msgpack
 import numpy as np
 
-from . import _lib
+from . import _lib, _stats
 from ._lib import check, client, lib
 
 METRIC_INNER_PRODUCT = 0
@@ -715,12 +715,14 @@ class Index:
             I = np.empty((n, k), dtype="int64")
         else:
             assert I.shape == (n, k)
-        if params is not None:
-            wire, sel = _wire_params(self, params)
+        if params is not None or _stats.wanted():  # (statistics: _stats)
+            wire, sel = _wire_params(self, params) if params is not None else ({}, None)
             if n:
                 header = {"operation": "search", "index_id": self._name, "k": k,
                           "vector_shape": [n, self.d], "params": wire, "id_selector": sel}
-                _, data, _ = _call(header, x.tobytes())
+                _stats.ask(header)
+                rh, data, _ = _call(header, x.tobytes())
+                _stats.account(rh)
                 D[:] = np.frombuffer(data, "float32", n * k).reshape(n, k)
                 I[:] = np.frombuffer(data, "int64", n * k, offset=4 * n * k).reshape(n, k)
             return D, I
@@ -768,12 +770,14 @@ class Index:
 
     def range_search(self, x, thresh, *, params=None):
         x, n = _rows(x, self.d)
-        if params is not None:
-            wire, sel = _wire_params(self, params)
+        if params is not None or _stats.wanted():  # (statistics: _stats)
+            wire, sel = _wire_params(self, params) if params is not None else ({}, None)
             header = {"operation": "range_search", "index_id": self._name,
                       "radius": float(thresh), "vector_shape": [n, self.d], "params": wire,
                       "id_selector": sel}
+            _stats.ask(header)
             rh, data, _ = _call(header, x.tobytes())
+            _stats.account(rh)
             nres = int(rh["nres"])
             L = np.frombuffer(data, "int64", n + 1).astype("uint64")
             I = np.frombuffer(data, "int64", nres, offset=8 * (n + 1)).copy()
@@ -1448,6 +1452,8 @@ class IndexBinary(Index):
         x, n = _rows(x, self.d // 8, "uint8")
         D = np.empty((n, k), dtype="int32") if D is None else D
         I = np.empty((n, k), dtype="int64") if I is None else I
+        if n and _stats.wanted():
+            return _stats.search_binary(self, x, n, int(k), D, I)
         if n:
             h = client()
             check(lib.fpx_client_search_binary(h, self._name.encode(), n, self.d, _ptr(x),
@@ -1458,6 +1464,8 @@ class IndexBinary(Index):
         if params is not None:
             raise TypeError("faissproxy: FAISS 1.7.3's binary indexes take no search params")
         x, n = _rows(x, self.d // 8, "uint8")
+        if _stats.wanted():
+            return _stats.range_search_binary(self, x, n, int(thresh))
         lims = ctypes.POINTER(ctypes.c_int64)()
         labels = ctypes.POINTER(ctypes.c_int64)()
         dist = ctypes.POINTER(ctypes.c_float)()

@@ -56,6 +56,7 @@
 #include <dlfcn.h>
 #include <typeinfo>
 #include <omp.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -352,6 +353,187 @@ void in_team(idx_t n, const std::function<void()> &fn, Work w = Work::search) {
             omp_set_num_threads(omp_get_num_procs() - 1);
         fn();
     });
+}
+
+/*
+ * FAISS's search statistics (faiss::indexIVF_stats and the others) are
+ * process globals that every search adds to, without a lock. A search that
+ * reports what it added (fpx_search_params.stats) must run while no other
+ * call that can add to them does: every search and every build that searches
+ * a counting quantizer holds this lock shared, a counted search holds it
+ * exclusively and reads the globals before and after. Writer-preferring (a
+ * glibc kind), so that a steady stream of searches cannot starve a counted
+ * one; the price is that searches arriving while a counted one waits wait
+ * too, and only programs that read statistics ever ask for one.
+ */
+struct CounterLock {
+    pthread_rwlock_t rw;
+    CounterLock() {
+        pthread_rwlockattr_t a;
+        pthread_rwlockattr_init(&a);
+        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&rw, &a);
+        pthread_rwlockattr_destroy(&a);
+    }
+};
+
+CounterLock &counter_lock() {
+    static CounterLock *l = new CounterLock; /* never destroyed: workers outlive main */
+    return *l;
+}
+
+/* Held by this thread already: an engine call made under another one (none
+ * today) must not take a writer-preferring lock again, which deadlocks
+ * behind a waiting writer. */
+thread_local int counter_depth = 0;
+
+void read_counters(fpx_search_stats *s) {
+    const faiss::IndexIVFStats &v = faiss::indexIVF_stats;
+    s->ivf_nq = v.nq;
+    s->ivf_nlist = v.nlist;
+    s->ivf_ndis = v.ndis;
+    s->ivf_nheap_updates = v.nheap_updates;
+    s->ivf_quantization_time = v.quantization_time;
+    s->ivf_search_time = v.search_time;
+    const faiss::IndexIVFPQStats &q = faiss::indexIVFPQ_stats;
+    s->ivfpq_nrefine = q.nrefine;
+    s->ivfpq_n_hamming_pass = q.n_hamming_pass;
+    s->ivfpq_search_cycles = q.search_cycles;
+    s->ivfpq_refine_cycles = q.refine_cycles;
+    s->pq_nq = faiss::indexPQ_stats.nq;
+    s->pq_ncode = faiss::indexPQ_stats.ncode;
+    s->pq_n_hamming_pass = faiss::indexPQ_stats.n_hamming_pass;
+    const faiss::IndexBinaryHashStats &h = faiss::indexBinaryHash_stats;
+    s->hash_nq = h.nq;
+    s->hash_n0 = h.n0;
+    s->hash_nlist = h.nlist;
+    s->hash_ndis = h.ndis;
+    const faiss::HNSWStats &w = faiss::hnsw_stats;
+    s->hnsw_n1 = w.n1;
+    s->hnsw_n2 = w.n2;
+    s->hnsw_n3 = w.n3;
+    s->hnsw_ndis = w.ndis;
+    s->hnsw_nreorder = w.nreorder;
+}
+
+/* after - before, field by field (FAISS's counters only grow, except when a
+ * program resets them, which no server call does). */
+void counters_added(const fpx_search_stats &b, fpx_search_stats *a) {
+    a->ivf_nq -= b.ivf_nq;
+    a->ivf_nlist -= b.ivf_nlist;
+    a->ivf_ndis -= b.ivf_ndis;
+    a->ivf_nheap_updates -= b.ivf_nheap_updates;
+    a->ivf_quantization_time -= b.ivf_quantization_time;
+    a->ivf_search_time -= b.ivf_search_time;
+    a->ivfpq_nrefine -= b.ivfpq_nrefine;
+    a->ivfpq_n_hamming_pass -= b.ivfpq_n_hamming_pass;
+    a->ivfpq_search_cycles -= b.ivfpq_search_cycles;
+    a->ivfpq_refine_cycles -= b.ivfpq_refine_cycles;
+    a->pq_nq -= b.pq_nq;
+    a->pq_ncode -= b.pq_ncode;
+    a->pq_n_hamming_pass -= b.pq_n_hamming_pass;
+    a->hash_nq -= b.hash_nq;
+    a->hash_n0 -= b.hash_n0;
+    a->hash_nlist -= b.hash_nlist;
+    a->hash_ndis -= b.hash_ndis;
+    a->hnsw_n1 -= b.hnsw_n1;
+    a->hnsw_n2 -= b.hnsw_n2;
+    a->hnsw_n3 -= b.hnsw_n3;
+    a->hnsw_ndis -= b.hnsw_ndis;
+    a->hnsw_nreorder -= b.hnsw_nreorder;
+}
+
+/* The lock for one engine call: shared, or exclusive around a counted search
+ * (out: where the counts go; exact starts at 1, the search clears it when it
+ * answers otherwise than with FAISS's call). Skipped when `counts` is false
+ * (a build that cannot add to the statistics). */
+class CounterScope {
+  public:
+    explicit CounterScope(fpx_search_stats *out, bool counts = true) : out_(out) {
+        if (out_) {
+            *out_ = fpx_search_stats{};
+            out_->exact = 1;
+        }
+        if (!counts)
+            return;
+        counted_ = true;
+        if (counter_depth++ > 0) {
+            if (out_)
+                out_->exact = 0; /* nothing measured under an outer call */
+            return;
+        }
+        held_ = true;
+        if (out_) {
+            pthread_rwlock_wrlock(&counter_lock().rw);
+            read_counters(&before_);
+        } else {
+            pthread_rwlock_rdlock(&counter_lock().rw);
+        }
+    }
+    ~CounterScope() {
+        if (counted_)
+            counter_depth--;
+        if (!held_)
+            return;
+        if (out_) {
+            int exact = out_->exact;
+            read_counters(out_);
+            counters_added(before_, out_);
+            out_->exact = exact;
+        }
+        pthread_rwlock_unlock(&counter_lock().rw);
+    }
+    CounterScope(const CounterScope &) = delete;
+    CounterScope &operator=(const CounterScope &) = delete;
+
+  private:
+    fpx_search_stats *out_;
+    fpx_search_stats before_ = {};
+    bool held_ = false, counted_ = false;
+};
+
+/* A search of idx can add to FAISS's statistics: it is, or holds, an index
+ * type whose search counts (IVF, PQ, HNSW, binary IVF, hash and HNSW). */
+bool search_counts(const Index *idx) {
+    if (!idx)
+        return false;
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        return search_counts(pt->index);
+    if (auto r = dynamic_cast<const faiss::IndexRefine *>(idx))
+        return search_counts(r->base_index) || search_counts(r->refine_index);
+    if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
+        return search_counts(m->index);
+    return dynamic_cast<const faiss::IndexIVF *>(idx) ||
+           dynamic_cast<const faiss::IndexPQ *>(idx) || dynamic_cast<const faiss::IndexHNSW *>(idx);
+}
+
+/* A build (train, add) of idx searches an index that counts: an IVF's coarse
+ * quantizer (training clusters with it, adding assigns with it) when the
+ * quantizer is itself an HNSW, IVF, ... A flat quantizer counts nothing,
+ * so builds of the common types never wait for a counted search. */
+bool build_counts(const Index *idx) {
+    if (!idx)
+        return false;
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        return build_counts(pt->index);
+    if (auto r = dynamic_cast<const faiss::IndexRefine *>(idx))
+        return build_counts(r->base_index) || build_counts(r->refine_index);
+    if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
+        return build_counts(m->index);
+    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
+        return search_counts(ivf->quantizer);
+    return false;
+}
+
+bool build_counts(const faiss::IndexBinary *b) {
+    auto ivf = dynamic_cast<const faiss::IndexBinaryIVF *>(b);
+    return ivf && !dynamic_cast<const faiss::IndexBinaryFlat *>(ivf->quantizer);
+}
+
+/* The answer is not FAISS's own call: the counts are not FAISS's. */
+void not_faiss_counts(const fpx_search_params &kn) {
+    if (kn.stats)
+        kn.stats->exact = 0;
 }
 
 /* The flat L2 index idx is, or nullptr. */
@@ -745,6 +927,8 @@ void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fp
     BitsetSelector sel(allowed);
     std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
     faiss::SearchParameters *p = make_params(idx, &sel, kn, keep);
+    if (!p || !kn.as_faiss)
+        not_faiss_counts(kn);
     if (p) {
         run_search(idx, nullptr, n, x, k, D, I, p, false);
     } else {
@@ -821,7 +1005,7 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
         if (!is_fast_scan(idx)) {
-            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0, 0, 0};
+            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0, 0, 0, nullptr};
             BitsetSelector sel(allowed);
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, &sel, all, keep);
@@ -840,13 +1024,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
-        fpx_search_params none = {0, 0, 0, 0, 0};
+        fpx_search_params none = {0, 0, 0, 0, 0, nullptr};
         search_allowed(h->storage, n, x, k, none, allowed, 0, D, I);
         return;
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
-        fpx_search_params none = {0, 0, 0, 0, 0};
+        fpx_search_params none = {0, 0, 0, 0, 0, nullptr};
         search_allowed(idx, n, x, k, none, allowed, 0, D, I);
         return;
     }
@@ -1327,6 +1511,8 @@ int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
     try {
+        CounterScope counting(nullptr,
+                              e->bin ? build_counts(e->bin.get()) : build_counts(e->index.get()));
         in_team(
             n,
             [&] {
@@ -1347,6 +1533,8 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (!fpx_engine_is_trained(e))
         return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
     try {
+        CounterScope counting(nullptr,
+                              e->bin ? build_counts(e->bin.get()) : build_counts(e->index.get()));
         in_team(
             n,
             [&] {
@@ -1376,6 +1564,7 @@ static int binary_search(fpx_engine *e, int64_t n, const uint8_t *x, int64_t k,
             e->bin->search(n, x, k, D, I);
             return 0;
         }
+        not_faiss_counts(kn);
         if (!binary_exact(e->bin.get(), n, x, k, allowed, D, I))
             return set_err(err, FPX_E_UNSUPPORTED,
                            "this binary index type cannot search with deleted vectors or filters");
@@ -1398,9 +1587,10 @@ static faiss::IndexHNSW *hnsw_core(Index *idx) {
 int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
                       const fpx_search_params *params, const fpx_bitset *allowed, void *Dv,
                       int64_t *I, fpx_err *err) {
+    fpx_search_params kn = params ? *params : fpx_search_params{};
+    CounterScope counting(kn.stats);
     if (n == 0)
         return 0;
-    fpx_search_params kn = params ? *params : fpx_search_params{};
     if (e->bin)
         return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
     faiss::IndexHNSW *h = hnsw_core(e->index.get());
@@ -1413,6 +1603,7 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
         return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
     }
     std::unique_lock<std::shared_mutex> lk(e->knobs);
+    not_faiss_counts(kn); /* FAISS sizes its queue by the index's efSearch (above) */
     int saved = h->hnsw.efSearch;
     h->hnsw.efSearch = (int)kn.efSearch;
     int rc = search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
@@ -1430,6 +1621,7 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
         if (!idx->is_trained)
             return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before searching");
         if (idx->ntotal == 0) {
+            not_faiss_counts(kn);
             for (int64_t i = 0; i < n; i++)
                 fill_missing(idx, k, D + i * k, I + i * k);
             return 0;
@@ -1456,6 +1648,7 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
     *I = nullptr;
     fpx_search_params kn = params ? *params : fpx_search_params{};
     const Index *idx = e->index.get();
+    CounterScope counting(kn.stats);
     try {
         BitsetSelector sel(allowed);
         faiss::RangeSearchResult res((idx_t)n);
@@ -1464,12 +1657,16 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
             if (kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0)
                 return set_err(err, FPX_E_UNSUPPORTED,
                                "binary indexes take nprobe/efSearch through set_params");
+            if (allowed)
+                not_faiss_counts(kn); /* filtered after FAISS's search, below */
             e->bin->range_search(n, (const uint8_t *)x, (int)radius, &res);
         } else {
             if (const char *why = knobs_refused(idx, kn))
                 return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, allowed ? &sel : nullptr, kn, keep);
+            if (allowed && !(p && kn.as_faiss))
+                not_faiss_counts(kn);
             idx->range_search(n, (const float *)x, radius, &res, p);
         }
         /* Selector-less types get the allowed set applied here. */

@@ -46,6 +46,27 @@ const char *fpx_metric_name(fpx_metric m);
 /* The metric a protocol name gives; -1 for a name that is none of them. */
 int fpx_metric_parse(const char *name, fpx_metric *out);
 
+/*
+ * What one search added to FAISS 1.7.3's global search statistics (its
+ * faiss::indexIVF_stats, indexIVFPQ_stats, indexPQ_stats,
+ * indexBinaryHash_stats and hnsw_stats; the field names are FAISS's, after
+ * the prefix of their object). Times are FAISS's: milliseconds for the IVF
+ * ones, CPU cycles for the IVF-PQ ones. exact is 1 when the numbers are those
+ * FAISS counts for this search on an index holding the same vectors, 0 when
+ * the engine answered otherwise than with FAISS's own call (an allowed set
+ * applied by over-fetching or by an exhaustive pass, an empty index answered
+ * without FAISS, ...); the counts are then only what FAISS added meanwhile.
+ */
+typedef struct fpx_search_stats {
+    int exact;
+    uint64_t ivf_nq, ivf_nlist, ivf_ndis, ivf_nheap_updates;
+    double ivf_quantization_time, ivf_search_time;
+    uint64_t ivfpq_nrefine, ivfpq_n_hamming_pass, ivfpq_search_cycles, ivfpq_refine_cycles;
+    uint64_t pq_nq, pq_ncode, pq_n_hamming_pass;
+    uint64_t hash_nq, hash_n0, hash_nlist, hash_ndis;
+    uint64_t hnsw_n1, hnsw_n2, hnsw_n3, hnsw_ndis, hnsw_nreorder;
+} fpx_search_stats;
+
 /* Per-search knobs; a value <= 0 means "leave the index's own setting". */
 typedef struct fpx_search_params {
     int64_t nprobe;
@@ -61,6 +82,13 @@ typedef struct fpx_search_params {
      * FAISS's search with that selector gives, so a search that returns fewer
      * than k hits is not widened where FAISS takes the selector itself. */
     int as_faiss;
+    /* When set, the search measures what it adds to FAISS's global search
+     * statistics and stores it here. FAISS writes those globals from every
+     * search, without a lock: such a search waits until no other engine call
+     * that can count is running, and holds the others back until it is done
+     * (a process-wide lock, taken shared by every search and by the builds
+     * that search a quantizer that counts). */
+    fpx_search_stats *stats;
 } fpx_search_params;
 
 /* A set of allowed positions: bit p of words[p / 64] set = position p allowed.

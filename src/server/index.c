@@ -802,7 +802,12 @@ int fpx_index_search_sel(fpx_index *ix, int64_t nq, const void *x, int64_t k,
         return -1;
     int rc = 0;
     if (ix->nslots == 0 || (allowed && allowed->count == 0)) {
-        /* Nothing can match: answer as FAISS does for an empty index. */
+        /* Nothing can match: answer as FAISS does for an empty index (whose
+         * search FAISS would still have counted). */
+        if (params && params->stats) {
+            memset(params->stats, 0, sizeof *params->stats);
+            params->stats->exact = 0;
+        }
         float none = ix->metric == FPX_METRIC_IP ? -FLT_MAX : FLT_MAX;
         for (int64_t i = 0; i < nq * k; i++) {
             if (ix->metric == FPX_METRIC_HAMMING)

@@ -20,6 +20,74 @@ static void pack_hits(const fpx_index *ix, const int64_t *slots, size_t n, msgpa
         fpx_index_pack_hit(ix, slots[i], m);
 }
 
+/* ---- FAISS's search statistics ---------------------------------------------------- */
+
+/* The optional "stats" flag: the search then reports what it added to FAISS's
+ * global search statistics (engine.h), and is never batched with others. */
+static int prep_stats(fpx_req *r) {
+    if (fpx_req_bool(r, "stats", &r->want_stats))
+        return -1;
+    r->params.stats = r->want_stats ? &r->stats : NULL;
+    return 0;
+}
+
+static void pack_u64(msgpack_packer *m, const char *name, uint64_t v) {
+    fpx_pack_cstr(m, name);
+    msgpack_pack_uint64(m, v);
+}
+
+static void pack_f64(msgpack_packer *m, const char *name, double v) {
+    fpx_pack_cstr(m, name);
+    msgpack_pack_double(m, v);
+}
+
+/* The reply's "stats" map: FAISS's global objects by their faiss.cvar names,
+ * each with FAISS's field names, and "exact". A metadata filter or deleted
+ * vectors not yet compacted away make the counts other than those of FAISS's
+ * search of the same live vectors: exact is then false. */
+static void pack_search_stats(fpx_req *r, msgpack_packer *h) {
+    const fpx_search_stats *s = &r->stats;
+    const msgpack_object *filter = r->msg.meta;
+    int filtered = filter && filter->type == MSGPACK_OBJECT_MAP && filter->via.map.size > 0;
+    int exact = s->exact && !filtered && r->ix->nlive == r->ix->nslots;
+    fpx_pack_cstr(h, "stats");
+    msgpack_pack_map(h, 6);
+    fpx_pack_cstr(h, "exact");
+    fpx_pack_bool(h, exact);
+    fpx_pack_cstr(h, "indexIVF_stats");
+    msgpack_pack_map(h, 6);
+    pack_u64(h, "nq", s->ivf_nq);
+    pack_u64(h, "nlist", s->ivf_nlist);
+    pack_u64(h, "ndis", s->ivf_ndis);
+    pack_u64(h, "nheap_updates", s->ivf_nheap_updates);
+    pack_f64(h, "quantization_time", s->ivf_quantization_time);
+    pack_f64(h, "search_time", s->ivf_search_time);
+    fpx_pack_cstr(h, "indexIVFPQ_stats");
+    msgpack_pack_map(h, 4);
+    pack_u64(h, "nrefine", s->ivfpq_nrefine);
+    pack_u64(h, "n_hamming_pass", s->ivfpq_n_hamming_pass);
+    pack_u64(h, "search_cycles", s->ivfpq_search_cycles);
+    pack_u64(h, "refine_cycles", s->ivfpq_refine_cycles);
+    fpx_pack_cstr(h, "indexPQ_stats");
+    msgpack_pack_map(h, 3);
+    pack_u64(h, "nq", s->pq_nq);
+    pack_u64(h, "ncode", s->pq_ncode);
+    pack_u64(h, "n_hamming_pass", s->pq_n_hamming_pass);
+    fpx_pack_cstr(h, "indexBinaryHash_stats");
+    msgpack_pack_map(h, 4);
+    pack_u64(h, "nq", s->hash_nq);
+    pack_u64(h, "n0", s->hash_n0);
+    pack_u64(h, "nlist", s->hash_nlist);
+    pack_u64(h, "ndis", s->hash_ndis);
+    fpx_pack_cstr(h, "hnsw_stats");
+    msgpack_pack_map(h, 5);
+    pack_u64(h, "n1", s->hnsw_n1);
+    pack_u64(h, "n2", s->hnsw_n2);
+    pack_u64(h, "n3", s->hnsw_n3);
+    pack_u64(h, "ndis", s->hnsw_ndis);
+    pack_u64(h, "nreorder", s->hnsw_nreorder);
+}
+
 /* ---- search ------------------------------------------------------------------------ */
 
 /* The optional id_selector (FAISS's IDSelector* of a search's params): a
@@ -41,15 +109,18 @@ int fpx_prep_search(fpx_req *r) {
         return fpx_err_set(&r->err, FPX_E_LIMIT, "k must be at most %d, got %lld", FPX_K_MAX,
                            (long long)r->k);
     return fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
-                   fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r)
+                   fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r) ||
+                   prep_stats(r)
                ? -1
                : 0;
 }
 
-/* Searches without a filter or selector may share one FAISS call (batch.c). */
+/* Searches without a filter, selector or statistics may share one FAISS call
+ * (batch.c). */
 static int batchable(const fpx_req *r) {
     const msgpack_object *filter = r->msg.meta;
-    return (!filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0) &&
+    return !r->want_stats &&
+           (!filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0) &&
            !fpx_idsel_present(fpx_map_get(r->h, "id_selector"));
 }
 
@@ -69,7 +140,56 @@ int fpx_bind_search(fpx_req *r) {
     return 0;
 }
 
+/* A search asking for statistics: the header (which carries them) is
+ * complete before the data section starts, so the search writes into buffers
+ * of its own, copied into the reply after it (one copy, for these alone). */
+static int search_counted(fpx_req *r, fpx_out *o) {
+    fpx_index *ix = r->ix;
+    int64_t nq = r->n, k = r->k;
+    size_t nres = (size_t)nq * (size_t)k;
+    void *D = malloc(nres ? nres * 4 : 1);
+    int64_t *I = malloc(nres ? nres * sizeof *I : 1);
+    int rc = 0;
+    if (!D || !I)
+        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+    if (rc == 0)
+        rc = fpx_index_search_sel(ix, nq, r->x, k, &r->params, r->msg.meta,
+                                  fpx_map_get(r->h, "id_selector"), D, I, &r->err);
+    uint8_t *data = NULL;
+    if (rc == 0) {
+        msgpack_packer *h = fpx_reply_ok(r, o, 2 + ix->binary);
+        if (ix->binary) {
+            fpx_pack_cstr(h, "distance_dtype");
+            fpx_pack_cstr(h, "int32");
+        }
+        fpx_pack_cstr(h, "shape");
+        msgpack_pack_array(h, 2);
+        msgpack_pack_int64(h, nq);
+        msgpack_pack_int64(h, k);
+        pack_search_stats(r, h);
+        if (!(data = fpx_out_data(o, nres * 12)))
+            rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
+    }
+    if (rc == 0) {
+        if (ix->nkeys > 0 || r->include_meta) {
+            msgpack_packer *m = fpx_out_meta(o);
+            msgpack_pack_array(m, (size_t)nq);
+            for (int64_t q = 0; q < nq; q++)
+                pack_hits(ix, I + q * k, (size_t)k, m);
+        }
+        for (size_t i = 0; i < nres; i++)
+            I[i] = fpx_index_label_of(ix, I[i]);
+        memcpy(data, D, nres * 4);
+        memcpy(data + nres * 4, I, nres * sizeof *I);
+    }
+    free(D);
+    free(I);
+    return rc;
+}
+
 int fpx_op_search(fpx_req *r, fpx_out *o) {
+    if (r->want_stats)
+        return search_counted(r, o);
     fpx_index *ix = r->ix;
     int64_t nq = r->n, k = r->k;
     int64_t *Itmp = NULL;
@@ -129,7 +249,7 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
 int fpx_prep_range_search(fpx_req *r) {
     if (fpx_req_number(r, "radius", &r->radius) ||
         fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
-        fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r))
+        fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r) || prep_stats(r))
         return -1;
     if (fabs(r->radius) > 3.4e38)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "radius must fit a float32");
@@ -153,11 +273,13 @@ int fpx_op_range_search(fpx_req *r, fpx_out *o) {
                          "%zu results would exceed the message size limit: use a smaller radius",
                          nres);
     if (rc == 0) {
-        msgpack_packer *h = fpx_reply_ok(r, o, 2);
+        msgpack_packer *h = fpx_reply_ok(r, o, 2 + (r->want_stats != 0));
         fpx_pack_cstr(h, "nq");
         msgpack_pack_int64(h, nq);
         fpx_pack_cstr(h, "nres");
         msgpack_pack_uint64(h, nres);
+        if (r->want_stats)
+            pack_search_stats(r, h);
         size_t lsz = (size_t)(nq + 1) * sizeof(int64_t);
         uint8_t *data = fpx_out_data(o, lsz + nres * 12);
         if (!data) {

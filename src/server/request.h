@@ -48,6 +48,10 @@ typedef struct fpx_req {
     double radius;
     int include_meta;
     fpx_search_params params;
+    /* search, range_search: "stats": true asks for what the search added to
+     * FAISS's search statistics (params.stats then points to stats). */
+    int want_stats;
+    fpx_search_stats stats;
     void *copy;
     msgpack_sbuffer recmeta;
 
