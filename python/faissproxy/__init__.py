@@ -59,6 +59,8 @@ _FASTSCAN = (
 _PRETRANSFORM = ("IndexPreTransform",)
 # ... and IndexIVFSpectralHash.
 _SPECTRAL = ("IndexIVFSpectralHash",)
+# ... and FAISS's shards and replicas over served indexes, run in this process.
+_SHARDS = ("IndexShards", "IndexReplicas", "IndexBinaryShards", "IndexBinaryReplicas")
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -122,6 +124,9 @@ def __getattr__(name):
     if name in _SPECTRAL:
         from . import _spectral
         return getattr(_spectral, name)
+    if name in _SHARDS:
+        from . import _shards
+        return getattr(_shards, name)
     if name == "Clustering" and _local_faiss() is not None:
         from . import _clustering  # local faiss's, taking served flat indexes
         return _clustering.served_class(_local_faiss())

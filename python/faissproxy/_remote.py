@@ -1585,6 +1585,8 @@ def serialize_index(index):
     from . import _views
     if _views.is_quantizer(index):
         return np.frombuffer(_views.serialized_quantizer(index), dtype="uint8").copy()
+    if getattr(type(index), "_in_process", False):  # shards, replicas: FAISS cannot either
+        raise RuntimeError("don't know how to serialize this type of index")
     if isinstance(index, _View):
         index._not_served()
     buf = ctypes.POINTER(ctypes.c_uint8)()

@@ -1,0 +1,174 @@
+"""FAISS's composite classes over served indexes through the Python drop-in, compared with
+in-process faiss built the same way: IndexShards and IndexReplicas (float and binary) give
+FAISS's merged results (ties, -1 labels and FAISS's neutral distances included), FAISS's
+cached ntotal and is_trained, and FAISS's errors."""
+
+import faiss as real
+import numpy as np
+import pytest
+
+
+def tie_data(n, d, seed):
+    # small integer coordinates: many equal distances, so the merge order of ties shows
+    return np.random.default_rng(seed).integers(0, 3, (n, d)).astype("float32")
+
+
+def both(fp, build):
+    """build(module) with local faiss and with the drop-in."""
+    return build(real), build(fp)
+
+
+@pytest.mark.parametrize("metric", ["L2", "IP"])
+def test_shards_merge_as_faiss(fp, metric):
+    d = 8
+    xb, xq = tie_data(50, d, 1), tie_data(30, d, 2)
+    m = real.METRIC_L2 if metric == "L2" else real.METRIC_INNER_PRODUCT
+
+    def build(f):
+        shards = f.IndexShards(d)
+        subs = []
+        for i0, i1 in ((0, 3), (3, 30), (30, 50)):  # the first shard holds fewer than k
+            sub = f.IndexFlat(d, m)
+            sub.add(xb[i0:i1])
+            shards.add_shard(sub)
+            subs.append(sub)
+        return shards, subs
+
+    (ref, _), (got, subs) = both(fp, build)
+    assert got.ntotal == ref.ntotal == 50 and got.count() == 3
+    assert got.at(1) is subs[1] and got.metric_type == ref.metric_type
+    for k in (1, 5, 60):  # 60: past every shard: -1 labels and FAISS's neutral distances
+        Dr, Ir = ref.search(xq, k)
+        D, I = got.search(xq, k)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_array_equal(D, Dr)
+    assert (I == -1).any()
+
+
+def test_shards_without_successive_ids_spread_the_add_as_faiss(fp):
+    d = 8
+    xb, xq = tie_data(101, d, 3), tie_data(20, d, 4)
+
+    def build(f):
+        shards = f.IndexShards(d, True, False)
+        for _ in range(3):
+            shards.add_shard(f.IndexIDMap(f.IndexFlatL2(d)))
+        shards.add(xb[:60])
+        shards.add(xb[60:])  # ids continue from ntotal
+        return shards
+
+    ref, got = both(fp, build)
+    assert got.ntotal == ref.ntotal == 101 and not got.successive_ids
+    assert [got.at(i).ntotal for i in range(3)] == [ref.at(i).ntotal for i in range(3)]
+    Dr, Ir = ref.search(xq, 7)
+    D, I = got.search(xq, 7)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
+    ids = np.arange(1000, 1010)
+    got.add_with_ids(xq[:10], ids)
+    ref.add_with_ids(xq[:10], ids)
+    np.testing.assert_array_equal(got.search(xq, 3)[1], ref.search(xq, 3)[1])
+
+
+def test_shards_flags_and_errors_as_faiss(fp):
+    d, nlist = 16, 4
+    xb = np.random.default_rng(5).random((400, d), dtype="float32")
+
+    def build(f):
+        shards = f.IndexShards(d, True)
+        a, b = f.IndexIVFFlat(f.IndexFlatL2(d), d, nlist), f.IndexIVFFlat(f.IndexFlatL2(d), d,
+                                                                          nlist)
+        shards.add_shard(a)
+        shards.add_shard(b)
+        return shards, a, b
+
+    (ref, ra, rb), (got, ga, gb) = both(fp, build)
+    assert got.is_trained == ref.is_trained is False
+    got.train(xb)
+    ref.train(xb)
+    assert got.is_trained == ref.is_trained is True
+    got.add(xb)
+    ref.add(xb)
+    assert got.ntotal == ref.ntotal == 400 and ga.ntotal == ra.ntotal == 200
+    with pytest.raises(RuntimeError, match="only add\\(\\) in a single pass"):
+        got.add(xb)  # successive_ids: one add only, as in FAISS
+    with pytest.raises(RuntimeError, match="no sense to pass in ids"):
+        got.add_with_ids(xb[:2], np.arange(2))
+    with pytest.raises(RuntimeError, match="range search not implemented"):
+        got.range_search(xb[:2], 1.0)
+    with pytest.raises(RuntimeError, match="don't know how to serialize"):
+        fp.serialize_index(got)
+    got.remove_shard(gb)
+    ref.remove_shard(rb)
+    assert got.ntotal == ref.ntotal == 200
+    got.remove_shard(ga)
+    ref.remove_shard(ra)
+    assert got.ntotal == ref.ntotal == 0 and got.is_trained == ref.is_trained is False
+    with pytest.raises(TypeError):
+        got.add_shard(real.IndexFlatL2(d))  # a local faiss index is not served
+
+
+def test_replicas_split_queries_as_faiss(fp):
+    d = 8
+    xb, xq = tie_data(40, d, 6), tie_data(23, d, 7)  # 23 queries over 4 replicas
+    kept = []
+
+    def build(f):
+        reps = f.IndexReplicas(d)
+        kept.extend(f.IndexFlatL2(d) for _ in range(4))  # FAISS's object keeps no reference
+        for sub in kept[-4:]:
+            reps.add_replica(sub)
+        reps.add(xb)
+        return reps
+
+    ref, got = both(fp, build)
+    assert got.ntotal == ref.ntotal == 40 and got.at(3).ntotal == 40
+    Dr, Ir = ref.search(xq, 50)
+    D, I = got.search(xq, 50)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(got.reconstruct(5), ref.reconstruct(5))
+    late = fp.IndexFlatL2(d)
+    with pytest.raises(RuntimeError, match="not have same number of vectors"):
+        got.add_replica(late)
+    got.remove_replica(late)
+    got.remove_replica(got.at(0))
+    assert got.ntotal == 40 and got.count() == 3
+    with pytest.raises(RuntimeError, match="no replicas in index"):
+        fp.IndexReplicas(d).search(xq, 1)
+
+
+def test_binary_shards_and_replicas_as_faiss(fp):
+    rng = np.random.default_rng(8)
+    xb = rng.integers(0, 256, (200, 4), dtype="uint8")
+    xq = rng.integers(0, 256, (50, 4), dtype="uint8")
+    kept = []
+
+    def shards(f):
+        s = f.IndexBinaryShards(32)
+        for i in range(5):
+            sub = f.IndexBinaryFlat(32)
+            sub.add(xb[i * 30:(i + 1) * 30])
+            s.add_shard(sub)
+        return s
+
+    def replicas(f):
+        r = f.IndexBinaryReplicas()
+        kept.extend(f.IndexBinaryFlat(32) for _ in range(3))
+        for sub in kept[-3:]:
+            r.addIndex(sub)
+        r.add(xb)
+        return r
+
+    for build in (shards, replicas):
+        ref, got = both(fp, build)
+        assert got.ntotal == ref.ntotal and got.d == ref.d == 32
+        assert got.code_size == ref.code_size
+        for k in (10, 250):
+            Dr, Ir = ref.search(xq, k)
+            D, I = got.search(xq, k)
+            assert D.dtype == Dr.dtype
+            np.testing.assert_array_equal(I, Ir)
+            np.testing.assert_array_equal(D, Dr)
+    with pytest.raises(TypeError):
+        fp.IndexBinaryShards(32).add_shard(fp.IndexFlatL2(32))
