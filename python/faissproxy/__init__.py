@@ -50,6 +50,8 @@ _COMPOSED = ("IndexIVFScalarQuantizer",)
 _METRICS = ("IndexHNSW",)
 # ... and from _binary: more binary index types.
 _BINARY = ("IndexBinaryHNSW", "IndexBinaryHash", "IndexBinaryMultiHash")
+# ... and IndexBinaryFromFloat over a served float index.
+_FROMFLOAT = ("IndexBinaryFromFloat",)
 # ... and these from its fast-scan and additive-quantizer module.
 _FASTSCAN = (
     "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
@@ -124,6 +126,9 @@ def __getattr__(name):
     if name in _SPECTRAL:
         from . import _spectral
         return getattr(_spectral, name)
+    if name in _FROMFLOAT:
+        from . import _fromfloat
+        return getattr(_fromfloat, name)
     if name in _SHARDS:
         from . import _shards
         return getattr(_shards, name)

@@ -1497,16 +1497,16 @@ _SERVED_CLASSES = {
             "IndexScalarQuantizer", "IndexIVFScalarQuantizer", "IndexIDMap", "IndexIDMap2",
             "IndexRefine", "IndexRefineFlat", "IndexPQFastScan", "IndexIVFPQFastScan",
             "IndexIVFResidualQuantizer", "IndexPreTransform", "IndexIVFSpectralHash"),
-    True: ("IndexBinaryFlat", "IndexBinaryIVF"),
+    True: ("IndexBinaryFlat", "IndexBinaryIVF", "IndexBinaryFromFloat"),
 }
 
 
 def _served_class(top, binary):
     if top not in _SERVED_CLASSES[binary]:
         return None
-    from . import _composed, _fastscan, _pretransform, _spectral, _views
+    from . import _composed, _fastscan, _fromfloat, _pretransform, _spectral, _views
     for module in (globals(), vars(_views), vars(_composed), vars(_fastscan),
-                   vars(_pretransform), vars(_spectral)):
+                   vars(_pretransform), vars(_spectral), vars(_fromfloat)):
         if top in module:
             return module[top]
     return None

@@ -172,3 +172,74 @@ def test_binary_shards_and_replicas_as_faiss(fp):
             np.testing.assert_array_equal(D, Dr)
     with pytest.raises(TypeError):
         fp.IndexBinaryShards(32).add_shard(fp.IndexFlatL2(32))
+
+
+def binary_to_float(x):
+    n, d = x.shape
+    bits = (x.reshape(n * d, 1) >> np.arange(8)) & 1
+    return (2.0 * bits - 1).astype("float32").reshape(n, d * 8)
+
+
+def test_binary_from_float_as_faiss(fp):
+    rng = np.random.default_rng(9)
+    xb = rng.integers(0, 256, (1500, 32), dtype="uint8")
+    xq = rng.integers(0, 256, (100, 32), dtype="uint8")
+    local = real.IndexBinaryFromFloat(real.IndexFlatL2(256))
+    local.add(xb)
+    flat = fp.IndexFlatL2(256)
+    served = fp.IndexBinaryFromFloat(flat)
+    assert served.d == 256 and served.code_size == 32 and served.is_trained
+    served.add(xb)
+    assert served.ntotal == flat.ntotal == 1500 and served.index is flat
+    Dr, Ir = local.search(xq, 10)
+    D, I = served.search(xq, 10)
+    assert D.dtype == Dr.dtype
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+    # FAISS's bytes, both ways
+    assert bytes(fp.serialize_index_binary(served)) == bytes(real.serialize_index_binary(local))
+    back = fp.deserialize_index_binary(real.serialize_index_binary(local))
+    assert type(back) is fp.IndexBinaryFromFloat
+    np.testing.assert_array_equal(back.search(xq, 10)[1], Ir)
+    with pytest.raises(NotImplementedError):
+        back.index  # noqa: B018 - the float index of one read from bytes is not served
+    with pytest.raises(RuntimeError):
+        flat.search(binary_to_float(xq), 1)  # it lives in the wrapper: served through it
+
+
+def test_binary_from_float_hnsw_round_trip(fp, tmp_path):
+    rng = np.random.default_rng(10)
+    xb = rng.integers(0, 256, (500, 4), dtype="uint8")
+    xq = rng.integers(0, 256, (50, 4), dtype="uint8")
+    index = fp.IndexBinaryFromFloat(fp.IndexHNSWFlat(32, 16))
+    index.add(xb)
+    D, I = index.search(xq, 3)
+    fp.write_index_binary(index, str(tmp_path / "x"))
+    local = real.read_index_binary(str(tmp_path / "x"))  # FAISS reads what was written
+    Dl, Il = local.search(xq, 3)
+    np.testing.assert_array_equal(D, Dl)
+    np.testing.assert_array_equal(I, Il)
+    with pytest.raises(NotImplementedError):
+        fp.IndexBinaryFromFloat(real.IndexFlatL2(32))  # a local faiss index is not served
+
+
+def test_binary_ivf_over_binary_from_float_as_faiss(fp):
+    rng = np.random.default_rng(11)
+    xt = rng.integers(0, 256, (600, 8), dtype="uint8")
+    xb = rng.integers(0, 256, (1000, 8), dtype="uint8")
+    xq = rng.integers(0, 256, (50, 8), dtype="uint8")
+
+    def build(f):
+        ivf = f.IndexBinaryIVF(f.IndexBinaryFromFloat(f.IndexFlatL2(64)), 64, 8)
+        assert not ivf.is_trained
+        ivf.train(xt)
+        ivf.add(xb)
+        ivf.nprobe = 3
+        return ivf
+
+    ref, got = both(fp, build)
+    assert got.is_trained and got.ntotal == 1000
+    Dr, Ir = ref.search(xq, 5)
+    D, I = got.search(xq, 5)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
