@@ -52,6 +52,8 @@ _METRICS = ("IndexHNSW",)
 _BINARY = ("IndexBinaryHNSW", "IndexBinaryHash", "IndexBinaryMultiHash")
 # ... and IndexBinaryFromFloat over a served float index.
 _FROMFLOAT = ("IndexBinaryFromFloat",)
+# ... and these from _more.
+_MORE = ("IndexBinaryIDMap", "IndexBinaryIDMap2", "IndexIVFFlatDedup")
 # ... and these from its fast-scan and additive-quantizer module.
 _FASTSCAN = (
     "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
@@ -126,6 +128,9 @@ def __getattr__(name):
     if name in _SPECTRAL:
         from . import _spectral
         return getattr(_spectral, name)
+    if name in _MORE:
+        from . import _more
+        return getattr(_more, name)
     if name in _FROMFLOAT:
         from . import _fromfloat
         return getattr(_fromfloat, name)

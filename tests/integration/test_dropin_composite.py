@@ -243,3 +243,85 @@ def test_binary_ivf_over_binary_from_float_as_faiss(fp):
     D, I = got.search(xq, 5)
     np.testing.assert_array_equal(D, Dr)
     np.testing.assert_array_equal(I, Ir)
+
+
+def test_io_objects_carry_faiss_bytes(fp, tmp_path):
+    x = np.random.default_rng(12).random((300, 16), dtype="float32")
+    index = fp.IndexFlatL2(16)
+    index.add(x)
+    w = real.VectorIOWriter()
+    fp.write_index(index, w)
+    data = real.vector_to_array(w.data)
+    assert bytes(data) == bytes(fp.serialize_index(index))
+    r = real.VectorIOReader()
+    real.copy_array_to_vector(data, r.data)
+    back = fp.read_index(r)
+    assert isinstance(back, fp.IndexFlat) and back.ntotal == 300
+    chunks = []
+    fp.write_index(index, real.PyCallbackIOWriter(lambda b: chunks.append(bytes(b)) or len(b)))
+    assert b"".join(chunks) == bytes(data)
+    got = b"".join(chunks)
+    pos = [0]
+
+    def read(n):
+        out = got[pos[0]:pos[0] + n]
+        pos[0] += len(out)
+        return out
+
+    again = fp.read_index(real.BufferedIOReader(real.PyCallbackIOReader(read)))
+    np.testing.assert_array_equal(again.search(x[:5], 3)[1], index.search(x[:5], 3)[1])
+    # a damaged file: FAISS's RuntimeError names it
+    fname = str(tmp_path / "cut.index")
+    fp.write_index(index, fname)
+    with open(fname, "r+b") as f:
+        f.truncate(len(data) // 2)
+    with pytest.raises(RuntimeError, match=fname):
+        fp.read_index(fname)
+
+
+def test_write_index_of_a_local_faiss_index(fp, tmp_path):
+    # a class this package does not serve comes from local faiss; writing it gives its bytes
+    x = np.random.default_rng(13).random((1500, 8), dtype="float32")
+    nsg = fp.IndexNSGFlat(8, 16)
+    nsg.add(x)
+    fname = str(tmp_path / "nsg.index")
+    fp.write_index(nsg, fname)
+    served = fp.read_index(fname)
+    assert served.server_name and served.ntotal == 1500
+    np.testing.assert_array_equal(served.search(x[:20], 3)[1], nsg.search(x[:20], 3)[1])
+
+
+def test_binary_idmap2_and_ivf_flat_dedup_as_faiss(fp, tmp_path):
+    xb = np.zeros((10, 5), dtype="uint8")
+    xb[:, 0] = np.arange(10) + 100
+    out = []
+    for f in (real, fp):
+        index = f.IndexBinaryIDMap2(f.IndexBinaryFlat(40))
+        index.add_with_ids(xb, np.arange(10, dtype="int64") + 1000)
+        index.remove_ids(np.array([1003], dtype="int64"))
+        with pytest.raises(RuntimeError):
+            index.reconstruct(1003)
+        fname = str(tmp_path / ("b%d" % len(out)))
+        f.write_index_binary(index, fname)
+        back = f.read_index_binary(fname)
+        out.append((index.search(xb, 4), back.reconstruct(1004), type(back).__name__))
+    np.testing.assert_array_equal(out[0][0][1], out[1][0][1])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    assert out[0][2] == out[1][2] == "IndexBinaryIDMap2"
+    xt = np.random.default_rng(14).random((500, 10), dtype="float32")
+    xt[201::2] = xt[200::2]  # duplicates, which the dedup IVF stores once
+
+    def dedup(f):
+        q = f.IndexFlatL2(10)
+        index = f.IndexIVFFlatDedup(q, 10, 20)
+        index.train(xt)
+        index.nprobe = 5
+        index.add(xt)
+        return index, f.IndexIVFFlat(q, 10, 20)
+
+    (ref, ref_ivf), (got, got_ivf) = both(fp, dedup)
+    assert got_ivf.is_trained and got.ntotal == ref.ntotal
+    Dr, Ir = ref.search(xt[:50], 6)
+    D, I = got.search(xt[:50], 6)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
