@@ -50,6 +50,10 @@ _COMPOSED = ("IndexIVFScalarQuantizer",)
 _METRICS = ("IndexHNSW",)
 # ... and from _binary: more binary index types.
 _BINARY = ("IndexBinaryHNSW", "IndexBinaryHash", "IndexBinaryMultiHash")
+# ... and IndexBinaryFromFloat over a served float index.
+_FROMFLOAT = ("IndexBinaryFromFloat",)
+# ... and these from _more.
+_MORE = ("IndexBinaryIDMap", "IndexBinaryIDMap2", "IndexIVFFlatDedup")
 # ... and these from its fast-scan and additive-quantizer module.
 _FASTSCAN = (
     "IndexPQFastScan", "IndexIVFPQFastScan", "IndexIVFResidualQuantizer",
@@ -61,6 +65,8 @@ _PRETRANSFORM = ("IndexPreTransform",)
 _SPECTRAL = ("IndexIVFSpectralHash",)
 # ... and FAISS's IVFlib searches reporting statistics, from _stats.
 _STATS = ("search_with_parameters", "range_search_with_parameters")
+# ... and FAISS's shards and replicas over served indexes, run in this process.
+_SHARDS = ("IndexShards", "IndexReplicas", "IndexBinaryShards", "IndexBinaryReplicas")
 
 
 def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
@@ -127,6 +133,15 @@ def __getattr__(name):
     if name in _STATS:
         from . import _stats
         return getattr(_stats, name)
+    if name in _MORE:
+        from . import _more
+        return getattr(_more, name)
+    if name in _FROMFLOAT:
+        from . import _fromfloat
+        return getattr(_fromfloat, name)
+    if name in _SHARDS:
+        from . import _shards
+        return getattr(_shards, name)
     if name == "Clustering" and _local_faiss() is not None:
         from . import _clustering  # local faiss's, taking served flat indexes
         return _clustering.served_class(_local_faiss())

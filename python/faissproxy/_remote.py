@@ -1554,16 +1554,17 @@ _SERVED_CLASSES = {
             "IndexScalarQuantizer", "IndexIVFScalarQuantizer", "IndexIDMap", "IndexIDMap2",
             "IndexRefine", "IndexRefineFlat", "IndexPQFastScan", "IndexIVFPQFastScan",
             "IndexIVFResidualQuantizer", "IndexPreTransform", "IndexIVFSpectralHash"),
-    True: ("IndexBinaryFlat", "IndexBinaryIVF"),
+    True: ("IndexBinaryFlat", "IndexBinaryIVF", "IndexBinaryFromFloat", "IndexBinaryIDMap",
+           "IndexBinaryIDMap2"),
 }
 
 
 def _served_class(top, binary):
     if top not in _SERVED_CLASSES[binary]:
         return None
-    from . import _composed, _fastscan, _pretransform, _spectral, _views
+    from . import _composed, _fastscan, _fromfloat, _more, _pretransform, _spectral, _views
     for module in (globals(), vars(_views), vars(_composed), vars(_fastscan),
-                   vars(_pretransform), vars(_spectral)):
+                   vars(_pretransform), vars(_spectral), vars(_fromfloat), vars(_more)):
         if top in module:
             return module[top]
     return None
@@ -1642,6 +1643,16 @@ def serialize_index(index):
     from . import _views
     if _views.is_quantizer(index):
         return np.frombuffer(_views.serialized_quantizer(index), dtype="uint8").copy()
+    if getattr(type(index), "_in_process", False):  # shards, replicas: FAISS cannot either
+        raise RuntimeError("don't know how to serialize this type of index")
+    if not isinstance(index, Index):
+        from . import _local_faiss
+        local = _local_faiss()  # an index of local faiss (a class not served): its bytes
+        if local is not None and isinstance(index, local.Index):
+            return local.serialize_index(index)
+        if local is not None and isinstance(index, local.IndexBinary):
+            return local.serialize_index_binary(index)
+        raise TypeError("in method 'write_index', argument 1 of type 'faiss::Index const *'")
     if isinstance(index, _View):
         index._not_served()
     buf = ctypes.POINTER(ctypes.c_uint8)()
@@ -1716,6 +1727,10 @@ def deserialize_index_binary(data):
 
 
 def write_index(index, fname):
+    from . import _io
+    if _io.is_io_object(fname, "IOWriter"):  # faiss.VectorIOWriter, PyCallbackIOWriter, ...
+        _io.write(serialize_index(index), fname)
+        return
     with open(fname, "wb") as f:
         f.write(serialize_index(index).tobytes())
 
@@ -1723,11 +1738,21 @@ def write_index(index, fname):
 write_index_binary = write_index
 
 
-def read_index(fname, io_flags=0):
+def _read_index(fname, io_flags, binary):
+    from . import _io
+    if _io.is_io_object(fname, "IOReader"):  # faiss.BufferedIOReader, PyCallbackIOReader, ...
+        return _import(_io.read(fname, io_flags, binary), binary)
     with open(fname, "rb") as f:
-        return deserialize_index(f.read())
+        data = f.read()
+    try:
+        return _import(data, binary)
+    except _lib.ServerError as e:
+        raise _io.named(e, fname) from None  # FAISS's reader names the file
+
+
+def read_index(fname, io_flags=0):
+    return _read_index(fname, io_flags, False)
 
 
 def read_index_binary(fname, io_flags=0):
-    with open(fname, "rb") as f:
-        return deserialize_index_binary(f.read())
+    return _read_index(fname, io_flags, True)

@@ -231,17 +231,29 @@ class IndexBinaryIVF(_IVF, IndexBinary):
                                           "flat quantizer")
             qdata, qtotal, qd = serialized_quantizer(quantizer), quantizer.ntotal, quantizer.d
         else:
-            from . import _binary
+            from . import _binary, _fromfloat
+            qdata = _fromfloat.serialized_quantizer(quantizer)
+            if qdata is not None and quantizer.d == int(d) and quantizer.ntotal == 0:
+                # FAISS's binary IVF over this IndexBinaryFromFloat, to be trained: FAISS's
+                # train clusters as over any quantizer, then adds the centroids to it
+                body = b"IBwF" + _binary_header(d, 0, False)
+                body += struct.pack("<QQ", self._nlist, 1) + qdata
+                body += b"\x00" + struct.pack("<Q", 0)  # no direct map
+                body += _remote._empty_invlists(self._nlist, int(d) // 8)
+                _remote._compose(self, body, "BIVF%d" % self._nlist)  # its k-means settings
+                self._quantizer = _remote._make_view(quantizer, self, "quantizer")
+                return
             hnsw_m = _binary.hnsw_m(quantizer)  # an empty binary HNSW: the factory's
             if hnsw_m is not None and quantizer.ntotal == 0 and quantizer.d == int(d):
                 IndexBinary.__init__(self, d, "BIVF%d_HNSW%d" % (self._nlist, hnsw_m))
                 self._quantizer = _remote._make_view(quantizer, self, "quantizer")
                 return
-            if not isinstance(quantizer, IndexBinary) or isinstance(quantizer, _View) or \
-                    quantizer._classes[0] != "IndexBinaryFlat" or quantizer._idmap:
+            if qdata is None and (
+                    not isinstance(quantizer, IndexBinary) or isinstance(quantizer, _View) or
+                    quantizer._classes[0] != "IndexBinaryFlat" or quantizer._idmap):
                 raise NotImplementedError("faissproxy: IndexBinaryIVF is served over a served "
                                           "IndexBinaryFlat of its own, got %r" % (quantizer,))
-            qdata, qtotal, qd = None, quantizer.ntotal, quantizer.d
+            qtotal, qd = quantizer.ntotal, quantizer.d
         if qd != int(d):
             raise NotImplementedError("faissproxy: IndexBinaryIVF is served over a quantizer "
                                       "of the same dimension")

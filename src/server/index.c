@@ -513,8 +513,8 @@ oom:
     return -1;
 }
 
-int fpx_index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels,
-                  const msgpack_object *items, int64_t *added, fpx_err *err) {
+static int index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels,
+                     const msgpack_object *items, int64_t *added, fpx_err *err) {
     *added = 0;
     if (n == 0)
         return 0;
@@ -563,6 +563,23 @@ int fpx_index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels
     free(mb);
     *added = n;
     return 0;
+}
+
+int fpx_index_add(fpx_index *ix, int64_t n, const void *x, const int64_t *labels,
+                  const msgpack_object *items, int64_t *added, fpx_err *err) {
+    /* The labels follow the rows in a message or a log record: after binary rows of a
+     * size that is not a multiple of 8 they are not aligned for int64_t loads. */
+    if (!labels || n <= 0 || (uintptr_t)labels % _Alignof(int64_t) == 0)
+        return index_add(ix, n, x, labels, items, added, err);
+    int64_t *copy = malloc((size_t)n * sizeof *copy);
+    if (!copy) {
+        *added = 0;
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory copying the labels");
+    }
+    memcpy(copy, labels, (size_t)n * sizeof *copy);
+    int rc = index_add(ix, n, x, copy, items, added, err);
+    free(copy);
+    return rc;
 }
 
 int fpx_index_train(fpx_index *ix, int64_t n, const void *x, fpx_err *err) {

@@ -37,10 +37,13 @@ int fpx_bind_add(fpx_req *r) {
         fpx_req_vectors(r, r->ix, with_ids, &r->n, &r->x, &labels) ||
         fpx_index_check_items(r->msg.meta, r->n, &r->err))
         return -1;
-    for (int64_t i = 0; labels && i < r->n; i++)
-        if (labels[i] < 0)
+    for (int64_t i = 0; labels && i < r->n; i++) {
+        int64_t label; /* read whole: after binary rows the labels may be unaligned */
+        memcpy(&label, (const unsigned char *)labels + (size_t)i * sizeof label, sizeof label);
+        if (label < 0)
             return fpx_err_set(&r->err, FPX_E_VALIDATION, "labels must be >= 0 (row %lld has %lld)",
-                               (long long)i, (long long)labels[i]);
+                               (long long)i, (long long)label);
+    }
     if (r->n > 0) /* the vectors go to the log straight from the message */
         r->rec = (fpx_walrec){
             FPX_WAL_ADD,      with_ids ? FPX_WAL_LABELS : 0, r->n, r->x, r->msg.body.data_size,
