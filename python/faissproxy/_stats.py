@@ -90,7 +90,8 @@ class StatsView:
             raise NotImplementedError(
                 "faissproxy: faiss.cvar.%s.%s is not served since a search the server could "
                 "not count as FAISS would (deleted vectors not yet compacted away, a filter, "
-                "a sharded search, an empty index, ...): call reset() first" % (name, attr))
+                "a sharded search, an empty index, a server too busy to count it alone "
+                "(--search-stats-wait-ms), ...): call reset() first" % (name, attr))
         return value
 
     def __setattr__(self, attr, value):

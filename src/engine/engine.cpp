@@ -52,11 +52,13 @@
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/utils/distances.h>
 
+#include <atomic>
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <typeinfo>
 #include <omp.h>
 #include <pthread.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -361,21 +363,22 @@ void in_team(idx_t n, const std::function<void()> &fn, Work w = Work::search) {
  * reports what it added (fpx_search_params.stats) must run while no other
  * call that can add to them does: every search and every build that searches
  * a counting quantizer holds this lock shared, a counted search holds it
- * exclusively and reads the globals before and after. Writer-preferring (a
- * glibc kind), so that a steady stream of searches cannot starve a counted
- * one; the price is that searches arriving while a counted one waits wait
- * too, and only programs that read statistics ever ask for one.
+ * exclusively and reads the globals before and after. Reader-preferring
+ * (glibc's default kind), and the counted search waits for it at most
+ * stats_wait_ms: a waiting counted search never holds back other callers'
+ * searches (with a writer-preferring lock, every tenant's searches would
+ * queue behind one caller's wait), it is only counted when the others leave
+ * it room, and otherwise it searches uncounted (exact 0: the drop-in then
+ * raises on reading its counters rather than give other numbers).
  */
 struct CounterLock {
     pthread_rwlock_t rw;
     CounterLock() {
-        pthread_rwlockattr_t a;
-        pthread_rwlockattr_init(&a);
-        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&rw, &a);
-        pthread_rwlockattr_destroy(&a);
+        pthread_rwlock_init(&rw, nullptr);
     }
 };
+
+std::atomic<int64_t> stats_wait_ms{100};
 
 CounterLock &counter_lock() {
     static CounterLock *l = new CounterLock; /* never destroyed: workers outlive main */
@@ -462,13 +465,29 @@ class CounterScope {
                 out_->exact = 0; /* nothing measured under an outer call */
             return;
         }
-        held_ = true;
         if (out_) {
-            pthread_rwlock_wrlock(&counter_lock().rw);
-            read_counters(&before_);
+            int64_t ms = stats_wait_ms.load();
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += ms / 1000;
+            until.tv_nsec += (ms % 1000) * 1000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            if (ms <= 0 ||
+                pthread_rwlock_clockwrlock(&counter_lock().rw, CLOCK_MONOTONIC, &until) != 0) {
+                /* not measured alone: searched as any search */
+                out_->exact = 0;
+                out_ = nullptr;
+                pthread_rwlock_rdlock(&counter_lock().rw);
+            } else {
+                read_counters(&before_);
+            }
         } else {
             pthread_rwlock_rdlock(&counter_lock().rw);
         }
+        held_ = true;
     }
     ~CounterScope() {
         if (counted_)
@@ -1287,6 +1306,10 @@ Index *build_extension(const char *description, int dim, faiss::MetricType mt) {
     }
 
 extern "C" {
+
+void fpx_engine_stats_wait_ms(int64_t ms) {
+    stats_wait_ms.store(ms);
+}
 
 int fpx_engine_tune_for_server(void) {
     server_tuning = true;
@@ -2110,8 +2133,7 @@ int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_er
         *r.b = value != 0;
         return 0;
     }
-    return set_err(err, FPX_E_VALIDATION,
-                   "%s applies to %s only", name,
+    return set_err(err, FPX_E_VALIDATION, "%s applies to %s only", name,
                    !strcmp(name, "parallel_mode") ? "float IVF indexes"
                    : !strcmp(name, "use_heap")    ? "binary flat and binary IVF indexes"
                                                   : "HNSW indexes (float and binary)");

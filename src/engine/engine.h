@@ -85,11 +85,19 @@ typedef struct fpx_search_params {
     /* When set, the search measures what it adds to FAISS's global search
      * statistics and stores it here. FAISS writes those globals from every
      * search, without a lock: such a search waits until no other engine call
-     * that can count is running, and holds the others back until it is done
-     * (a process-wide lock, taken shared by every search and by the builds
-     * that search a quantizer that counts). */
+     * that can count is running, and holds the others back while it runs (a
+     * process-wide lock, taken shared by every search and by the builds that
+     * search a quantizer that counts). The lock prefers the others: a counted
+     * search that cannot have it within fpx_engine_stats_wait_ms searches
+     * uncounted (exact 0), so that one caller's statistics never hold up other
+     * callers' searches longer than its own search lasts. */
     fpx_search_stats *stats;
 } fpx_search_params;
+
+/* How long a counted search waits for the others to leave the statistics'
+ * lock, in milliseconds; 0: searches are never counted (exact 0). Set once at
+ * start (default 100). */
+void fpx_engine_stats_wait_ms(int64_t ms);
 
 /* A set of allowed positions: bit p of words[p / 64] set = position p allowed.
  * nbits covers positions [0, nbits); positions beyond are not allowed.

@@ -50,6 +50,10 @@ static const char usage[] =
     "                                                      FAISS_PROXY_BATCH_WAIT_US (200)\n"
     "      --batch-max N          most queries answered by one FAISS call; 1 = no batching\n"
     "                                                      FAISS_PROXY_BATCH_MAX (256)\n"
+    "      --search-stats-wait-ms N  longest wait of a search asking for FAISS's search\n"
+    "                             statistics for other searches to leave (then uncounted);\n"
+    "                             0 = never count            FAISS_PROXY_SEARCH_STATS_WAIT_MS "
+    "(100)\n"
     "      --shutdown-timeout S   seconds requests in flight may still take after SIGINT/SIGTERM\n"
     "                                                      FAISS_PROXY_SHUTDOWN_TIMEOUT (10)\n"
     "      --tenant-max-indexes N      most indexes per tenant, 0 = no limit\n"
@@ -166,6 +170,8 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return parse_size("compact min dead", v, 0, (size_t)1 << 40, &cfg->compact_min_dead);
     case 'W':
         return parse_size("batch wait", v, 0, 100000, &cfg->batch_wait_us);
+    case 'Q':
+        return parse_size("search stats wait", v, 0, 60000, &cfg->stats_wait_ms);
     case 'B':
         return parse_size("batch max", v, 1, 65536, &cfg->batch_max);
     case 'S':
@@ -261,6 +267,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->cores = ncpu > 0 ? (int)(ncpu > 256 ? 256 : ncpu) : 2;
     cfg->workers = cfg->cores * 8 < 16 ? 16 : cfg->cores * 8 > 64 ? 64 : cfg->cores * 8;
     cfg->batch_wait_us = 200;
+    cfg->stats_wait_ms = 100;
     cfg->batch_max = 256;
     cfg->max_message_size = (size_t)256 << 20;
     cfg->snapshot_bytes = (size_t)64 << 20;
@@ -285,6 +292,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_METRICS_PORT", 'M'},
         {"FAISS_PROXY_METRICS_BIND", 'A'},
         {"FAISS_PROXY_BATCH_WAIT_US", 'W'},
+        {"FAISS_PROXY_SEARCH_STATS_WAIT_MS", 'Q'},
         {"FAISS_PROXY_BATCH_MAX", 'B'},
         {"FAISS_PROXY_ALLOW_REMOTE_UNAUTHENTICATED", 'R'},
         {"FAISS_PROXY_CURVE_SECRET_KEY_FILE", 'C'},
@@ -322,6 +330,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"metrics-port", required_argument, 0, 'M'},
         {"metrics-bind", required_argument, 0, 'A'},
         {"batch-wait-us", required_argument, 0, 'W'},
+        {"search-stats-wait-ms", required_argument, 0, 'Q'},
         {"batch-max", required_argument, 0, 'B'},
         {"allow-remote-unauthenticated", no_argument, 0, 'R'},
         {"curve-secret-key-file", required_argument, 0, 'C'},

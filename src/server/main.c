@@ -80,6 +80,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     fpx_batch_configure((int64_t)cfg.batch_wait_us, (int64_t)cfg.batch_max, cfg.cores);
+    fpx_engine_stats_wait_ms((int64_t)cfg.stats_wait_ms);
     if (fpx_engine_tune_for_server() != 0)
         fpx_log(FPX_LOG_DEBUG, "the BLAS in use is not OpenBLAS: its threading is left as is");
 

@@ -250,3 +250,68 @@ def test_stats_flag_on_the_wire(server):
         c.ping()
     finally:
         c.close()
+
+
+def _ivf_on_wire(c, name, n, d, seed):
+    c.create(name, d, "IVF32,Flat")
+    c.train(name, fdata(2000, d, seed))
+    c.add(name, fdata(n, d, seed + 1))
+
+
+def test_stats_are_never_counted_with_a_zero_wait(make_server):
+    """--search-stats-wait-ms 0: a search asking for statistics is answered as any
+    search, with its stats marked not exact (the drop-in then raises on reading)."""
+    s = make_server(extra=["--search-stats-wait-ms", "0"])
+    c = wire.Client(s.endpoint)
+    try:
+        name = unique("nostats")
+        _ivf_on_wire(c, name, 3000, 8, 20)
+        q = fdata(5, 8, 22)
+        h = {"operation": "search", "index_id": name, "k": 4, "vector_shape": [5, 8],
+             "params": {"nprobe": 4}}
+        rh, d, _ = c.ok(dict(h, stats=True), q.tobytes())
+        assert rh["stats"]["exact"] is False
+        _, d2, _ = c.ok(h, q.tobytes())
+        assert d == d2
+    finally:
+        c.close()
+
+
+def test_a_counted_search_behind_a_long_search_is_answered_uncounted(make_server):
+    """A search asking for statistics while another connection's long search runs (on
+    another index) does not wait for it past --search-stats-wait-ms: it is answered,
+    uncounted, while the long search still runs, and the long search is not held up."""
+    s = make_server(extra=["--search-stats-wait-ms", "1"])
+    c, long_c = wire.Client(s.endpoint), wire.Client(s.endpoint)
+    try:
+        big, small = unique("big"), unique("small")
+        _ivf_on_wire(c, big, 20000, 32, 30)
+        _ivf_on_wire(c, small, 2000, 32, 40)
+        nq = 12000  # seconds of work here: it runs well past the counted search
+        xq = fdata(nq, 32, 50)
+        done = {}
+
+        def long_search():
+            long_c.ok({"operation": "search", "index_id": big, "k": 10,
+                       "vector_shape": [nq, 32], "params": {"nprobe": 32}}, xq.tobytes())
+            done["at"] = time.monotonic()
+
+        t = threading.Thread(target=long_search)
+        t.start()
+        time.sleep(0.8)  # the long search is at FAISS
+        q = fdata(2, 32, 51)
+        rh, _, _ = c.ok({"operation": "search", "index_id": small, "k": 3,
+                         "vector_shape": [2, 32], "stats": True}, q.tobytes())
+        answered = time.monotonic()
+        t.join(120)
+        assert not t.is_alive() and "at" in done
+        # answered while the long search ran, not after it: it did not wait
+        assert answered < done["at"]
+        assert rh["stats"]["exact"] is False
+        # alone, it is counted
+        rh, _, _ = c.ok({"operation": "search", "index_id": small, "k": 3,
+                         "vector_shape": [2, 32], "stats": True}, q.tobytes())
+        assert rh["stats"]["exact"] is True and rh["stats"]["indexIVF_stats"]["nq"] == 2
+    finally:
+        c.close()
+        long_c.close()
