@@ -9,6 +9,8 @@
  *   fpx_nodes    node id -> a heartbeat every second; entries expire after
  *                FPX_NODE_TTL_MS, so the live nodes are the bucket's keys
  *   fpx_applied  node.uid -> the last stream sequence that node applied
+ *   fpx_snapshots node.uid -> the stream sequence that node's snapshot covers
+ *                (peer.c: trimming, and replicas started from a peer's state)
  *
  * Every bucket and stream is replicated by JetStream (R = min(3, NATS
  * servers)); nothing here elects, votes or replicates on its own. A watcher
@@ -452,6 +454,10 @@ static void replica_gone(fpx_cluster *c, const char *key) {
         drop_local(c->s, ix, "its index was deleted");
         fpx_index_unref(ix);
     }
+}
+
+void fpx_replica_forget(fpx_cluster *c, const char *key) {
+    replica_gone(c, key);
 }
 
 /* One entry of the definitions bucket, as the watcher delivers it. */

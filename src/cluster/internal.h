@@ -170,6 +170,9 @@ int fpx_stream_bounds(fpx_cluster *c, const uint8_t *uid, uint64_t *first, uint6
                       fpx_err *err);
 /* cluster.c: deletes the local index ix (referenced by the caller). */
 void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why);
+/* cluster.c: stops following the replica of key (tenant/name) and deletes
+ * it here; the next request naming the index opens it again. */
+void fpx_replica_forget(fpx_cluster *c, const char *key);
 
 /* log.c: follows rep's stream from rep->ix->seq + 1 (the caller holds c->mu). */
 int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err);

@@ -299,6 +299,8 @@ static int trim_point(fpx_cluster *c, const snap_note *n, uint64_t *min) {
     for (char *save = NULL, *node = strtok_r(list, ",", &save); node;
          node = strtok_r(NULL, ",", &save)) {
         char ep[320], key[FPX_NODE_ID_MAX + FPX_UID_HEX + 2];
+        /* A placed node listed as live: its report counts, or its absence
+         * stops the trim. */
         int router = 0;
         fpx_err err = {0};
         int live = fpx_node_lookup(c, node, ep, sizeof ep, &router, &err);
@@ -329,11 +331,25 @@ static int trim_point(fpx_cluster *c, const snap_note *n, uint64_t *min) {
     return counted;
 }
 
-/* Purges n's stream below the live replicas' smallest snapshot sequence. */
+/* Purges n's stream below the live replicas' smallest snapshot sequence.
+ * A replica here that is older than the stream's first record (this node
+ * lost NATS while the others trimmed) can never catch up from the stream:
+ * it goes, rather than serve its old state, and the next request naming the
+ * index opens it again from a peer's snapshot. */
 static void trim(fpx_cluster *c, const snap_note *n) {
     uint64_t min = 0, first = 0, last = 0;
     fpx_err err = {0};
-    if (trim_point(c, n, &min) != 1 || fpx_stream_bounds(c, n->uid, &first, &last, &err) != 0)
+    if (fpx_stream_bounds(c, n->uid, &first, &last, &err) != 0)
+        return;
+    if (n->seq + 1 < first) {
+        fpx_log(FPX_LOG_WARN,
+                "%s: this replica is at record %llu, its stream starts at %llu: "
+                "dropped, to be opened again from a peer's snapshot",
+                n->key, (unsigned long long)n->seq, (unsigned long long)first);
+        fpx_replica_forget(c, n->key);
+        return;
+    }
+    if (trim_point(c, n, &min) != 1)
         return;
     if (min > last)
         min = last;
@@ -397,7 +413,7 @@ void fpx_peer_beat(fpx_cluster *c, unsigned beats) {
             if (kvStore_PutString(&rev, c->snaps, key, v) != NATS_OK)
                 m->report = -1;
         }
-        if (trimming && m->placement[0])
+        if (trimming)
             trim(c, m);
     }
     /* A report that did not reach NATS is made again at a next beat. */
