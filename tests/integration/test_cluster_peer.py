@@ -11,7 +11,6 @@ past its state catches up through a peer; and that with every peer down such
 a node answers unavailable, never stale data, and serves once a peer is back.
 """
 import json
-import os
 import shutil
 import socket
 import time
@@ -124,6 +123,11 @@ def test_stream_trimmed_and_empty_node_rebuilds_from_peer(cl):
     write(cl, name, ref, 2, 100)  # records after every snapshot so far
     for n in cl.nodes:
         same_as_faiss(n.client(), name, ref)
+
+    # node-only: a client asking for a node's state gets nothing
+    h = cl.nodes[0].client().error({"operation": "peer_snapshot", "tenant": "default",
+                                    "index_id": name, "uid": "00" * 16})
+    assert h["error_type"] == "unsupported", h
 
     victim = cl.nodes[2]
     victim.stop()
