@@ -9,6 +9,8 @@
  *   fpx_nodes    node id -> a heartbeat every second; entries expire after
  *                FPX_NODE_TTL_MS, so the live nodes are the bucket's keys
  *   fpx_applied  node.uid -> the last stream sequence that node applied
+ *   fpx_snapshots node.uid -> the stream sequence that node's snapshot covers
+ *                (peer.c: trimming, and replicas started from a peer's state)
  *
  * Every bucket and stream is replicated by JetStream (R = min(3, NATS
  * servers)); nothing here elects, votes or replicates on its own. A watcher
@@ -296,6 +298,10 @@ static void drop_local(fpx_server *s, fpx_index *ix, const char *why) {
     }
 }
 
+void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why) {
+    drop_local(s, ix, why);
+}
+
 /* Stops following rep and unlinks it (c->mu held); the replica itself goes
  * when its subscription is done (log.c). */
 static void forget_locked(fpx_cluster *c, fpx_replica *rep) {
@@ -371,9 +377,22 @@ static fpx_replica *replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **m
         fpx_index_unref(ix);
         ix = NULL;
     }
-    if (!ix && (fpx_server_drop_unavailable(s, d->tenant, d->name, err) < 0 ||
-                !(ix = create_local(c, d, made, err))))
+    /* No local state, or too old for the stream: a peer's (peer.c). */
+    fpx_index *got = NULL;
+    int fresh = !ix && !(made && *made);
+    if (!(made && *made) && fpx_peer_fetch(c, d, &ix, &got, err) != 0) {
+        fpx_index_unref(ix);
         return NULL;
+    }
+    fresh |= !ix;
+    if (got)
+        made = &got;
+    if (!ix && (fpx_server_drop_unavailable(s, d->tenant, d->name, err) < 0 ||
+                !(ix = create_local(c, d, made, err)))) {
+        if (got)
+            fpx_index_free(got);
+        return NULL;
+    }
     char *placement = strdup(d->placement);
     rep = calloc(1, sizeof *rep);
     if (!placement || !rep) {
@@ -398,6 +417,20 @@ static fpx_replica *replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **m
     }
     rep->next = c->reps;
     c->reps = rep;
+    if (fresh) { /* served once caught up, as a start does (catch_up_all) */
+        uint64_t last = 0;
+        fpx_err cerr = {0};
+        int rc = fpx_log_last_seq(c, ix->uid, &last, &cerr);
+        pthread_rwlock_wrlock(&ix->lock);
+        if (rc == 0 && !ix->dropped)
+            rc = fpx_log_catch_up(c, ix, last, &cerr);
+        pthread_rwlock_unlock(&ix->lock);
+        if (rc != 0) {
+            atomic_store(&rep->behind, 1);
+            fpx_log(FPX_LOG_WARN, "%s/%s: not caught up with the stream yet: %s", ix->tenant,
+                    ix->name, cerr.msg);
+        }
+    }
     return rep;
 }
 
@@ -421,6 +454,10 @@ static void replica_gone(fpx_cluster *c, const char *key) {
         drop_local(c->s, ix, "its index was deleted");
         fpx_index_unref(ix);
     }
+}
+
+void fpx_replica_forget(fpx_cluster *c, const char *key) {
+    replica_gone(c, key);
 }
 
 /* One entry of the definitions bucket, as the watcher delivers it. */
@@ -525,6 +562,7 @@ static void *beat_main(void *arg) {
         }
         if (locked)
             pthread_mutex_unlock(&c->mu);
+        fpx_peer_beat(c, beats);
         for (size_t i = 0; i < n; i++) {
             char v[24];
             snprintf(v, sizeof v, "%llu", (unsigned long long)notes[i].seq);
@@ -674,6 +712,8 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
             st = bucket(c, FPX_BUCKET_LABEL_REQS, FPX_DEDUP_WINDOW_MS, &c->label_reqs);
         if (st == NATS_OK && !c->meta)
             st = bucket(c, FPX_BUCKET_CLUSTER, 0, &c->meta);
+        if (st == NATS_OK && !c->snaps)
+            st = bucket(c, FPX_BUCKET_SNAPSHOTS, 0, &c->snaps);
         if (st == NATS_OK && !c->fwd_token[0])
             st = forward_token(c);
         uint64_t rev;
@@ -818,6 +858,7 @@ void fpx_cluster_stop(fpx_server *s) {
     kvStore_Destroy(c->labels);
     kvStore_Destroy(c->label_reqs);
     kvStore_Destroy(c->meta);
+    kvStore_Destroy(c->snaps);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_Close(c->nc);

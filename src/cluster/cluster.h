@@ -70,6 +70,13 @@ int fpx_cluster_list(fpx_req *r, fpx_out *o);
  * node); *sent says whether the body left this node (0: the node is not
  * live, advertises no endpoint, or could not be connected to in time, so it
  * cannot have acted on the request). Safe from any thread. */
+/* The node-only operation that asks a node for its state of an index
+ * (peer.c, docs/cluster.md): answered only on a forwarding socket. */
+#define FPX_PEER_SNAPSHOT_OP "peer_snapshot"
+/* Answers FPX_PEER_SNAPSHOT_OP (r->forwarded: a node of this cluster
+ * asks): the index's snapshot body as the data section, "seq" the last
+ * stream record it covers. No API key is involved. */
+int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o);
 int fpx_cluster_forward(fpx_server *s, const char *node_id, const uint8_t *body, size_t len,
                         uint8_t **reply, size_t *reply_len, int *sent, fpx_err *err);
 

@@ -26,6 +26,9 @@
 /* The cluster's own settings: "forward_token", a random secret made by the
  * first node, which the routing ids of forwarding sockets carry (forward.c). */
 #define FPX_BUCKET_CLUSTER "fpx_cluster"
+/* node.uid -> the last stream sequence the snapshot of that node's replica
+ * covers: what a restart there needs the stream to hold from (peer.c). */
+#define FPX_BUCKET_SNAPSHOTS "fpx_snapshots"
 #define FPX_FORWARD_TOKEN_LEN 32
 #define FPX_DEDUP_WINDOW_MS 120000
 #define FPX_NODE_TTL_MS 5000 /* a node missing this long is not live */
@@ -74,6 +77,8 @@ typedef struct fpx_replica {
     natsSubscription *sub;
     uint64_t reported; /* applied sequence last written to the applied bucket */
     atomic_int behind; /* a delivered record did not apply: the heartbeat catches up */
+    /* The snapshot sequence + 1 last written to fpx_snapshots (peer.c). */
+    uint64_t snap_reported;
     struct fpx_replica *next;
 } fpx_replica;
 
@@ -81,7 +86,7 @@ typedef struct fpx_cluster {
     fpx_server *s;
     natsConnection *nc;
     jsCtx *js;
-    kvStore *indexes, *nodes, *applied, *labels, *label_reqs, *meta;
+    kvStore *indexes, *nodes, *applied, *labels, *label_reqs, *meta, *snaps;
     char fwd_token[FPX_FORWARD_TOKEN_LEN + 1]; /* immutable once started */
     int replicas;                              /* of buckets and streams: min(3, NATS servers) */
     pthread_mutex_t mu; /* the replica list; opening and forgetting replicas */
@@ -147,6 +152,27 @@ int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 /* The info map of the sharded index d, as get_index_info answers it, packed
  * into sb (r is the request asking, for its credentials). */
 int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer *sb);
+
+/* peer.c: before a replica of d opens here. *ix is the local index of d's
+ * unique id (referenced) or NULL. When it is older than the stream's first
+ * record it is dropped (*ix NULL). Without one, a live peer's state is asked
+ * for: *got is that state, decoded (its seq is the last record it covers),
+ * to be stored as this replica; *got NULL means an empty replica replaying
+ * the stream (nothing written yet, or no peer answered while the stream
+ * still starts at record 1). -1 (unavailable) when no peer answered and the
+ * stream no longer starts at 1. */
+int fpx_peer_fetch(fpx_cluster *c, const fpx_def *d, fpx_index **ix, fpx_index **got, fpx_err *err);
+/* The heartbeat's part: reports every replica's snapshot sequence, and
+ * every few beats trims the streams of the indexes held here. */
+void fpx_peer_beat(fpx_cluster *c, unsigned beats);
+/* The first and last sequences of the stream of uid. */
+int fpx_stream_bounds(fpx_cluster *c, const uint8_t *uid, uint64_t *first, uint64_t *last,
+                      fpx_err *err);
+/* cluster.c: deletes the local index ix (referenced by the caller). */
+void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why);
+/* cluster.c: stops following the replica of key (tenant/name) and deletes
+ * it here; the next request naming the index opens it again. */
+void fpx_replica_forget(fpx_cluster *c, const char *key);
 
 /* log.c: follows rep's stream from rep->ix->seq + 1 (the caller holds c->mu). */
 int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err);
