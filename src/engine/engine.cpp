@@ -1937,6 +1937,33 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value) {
     return -1;
 }
 
+/* IndexPQ's search_type and polysemous_ht, FAISS's members that its
+ * write_index keeps (a snapshot and an export carry them). FAISS takes any
+ * search type and refuses, at search time, the ones the index cannot run
+ * (polysemous search of codes other than 8 bits or of an inner-product index,
+ * symmetric distances without their table): the same error here. */
+int fpx_engine_set_pq_search(fpx_engine *e, const char *name, int64_t value, fpx_err *err) {
+    Index *idx = e->bin ? nullptr : e->index.get();
+    if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    auto pq = dynamic_cast<faiss::IndexPQ *>(idx);
+    if (!pq)
+        return set_err(err, FPX_E_VALIDATION, "%s applies to IndexPQ (\"PQ<M>x<nbits>\") only",
+                       name);
+    if (!strcmp(name, "search_type")) {
+        if (value < faiss::IndexPQ::ST_PQ || value > faiss::IndexPQ::ST_polysemous_generalize)
+            return set_err(err, FPX_E_VALIDATION, "search_type must be 0..5, got %lld",
+                           (long long)value);
+        pq->search_type = (faiss::IndexPQ::Search_type_t)value;
+        return 0;
+    }
+    if (value < 0 || value > (1 << 20))
+        return set_err(err, FPX_E_VALIDATION, "polysemous_ht must be 0..1048576, got %lld",
+                       (long long)value);
+    pq->polysemous_ht = (int)value;
+    return 0;
+}
+
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {
     if (e->bin) {
         auto bivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get());
@@ -2599,6 +2626,14 @@ int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
             return *v = h->hnsw.efSearch, 0;
         if (!strcmp(name, "efConstruction"))
             return *v = h->hnsw.efConstruction, 0;
+    }
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    if (auto pq = dynamic_cast<const faiss::IndexPQ *>(idx)) {
+        if (!strcmp(name, "search_type"))
+            return *v = (double)pq->search_type, 0;
+        if (!strcmp(name, "polysemous_ht"))
+            return *v = pq->polysemous_ht, 0;
     }
     return -1;
 }
