@@ -330,3 +330,36 @@ def test_index_pq_search_type_on_the_wire(make_server):
     c.ok({"operation": "set_params", "index_id": pq, "name": "search_type", "value": 0})
     D3, I3, _ = c.search(pq, xt[:5], 4)
     np.testing.assert_array_equal(I0, I3)
+
+
+# ---- ZnLattice -----------------------------------------------------------------------------
+
+
+def test_zn_lattice_radius_over_16_is_faiss_s(fp):
+    """The 20 of "ZnLattice3x20_4" is a squared radius, not a code's bits."""
+    xt, xb = data(500, 96, 100, 5)
+    local = real.index_factory(96, "ZnLattice3x20_4")
+    served = fp.index_factory(96, "ZnLattice3x20_4")
+    local.train(xt)
+    served.train(xt)
+    assert served.sa_code_size() == local.sa_code_size()
+    codes = served.sa_encode(xb)
+    np.testing.assert_array_equal(codes, local.sa_encode(xb))
+    np.testing.assert_array_equal(served.sa_decode(codes), local.sa_decode(codes))
+
+
+def test_zn_lattice_bounds_on_the_wire(client):
+    c = client
+    for d, desc, why in [(9, "ZnLattice3x4_4", "power of 2"),  # FAISS would corrupt memory
+                         (3, "ZnLattice3x4_4", "power of 2"),  # reads before its tables
+                         (64, "ZnLattice1x100000_4", "2^63"),
+                         (64, "ZnLattice8x3000_4", "MiB"),
+                         (64, "ZnLattice2x20_40", "16 bits"),
+                         (64, "PCA32,ZnLattice2x4_4", "whole description"),
+                         (64, "PQ8x20", "16 bits")]:
+        h, _, _ = c.call({"operation": "create_index", "index_id": unique("lat"),
+                          "dimension": d, "index_type": desc})
+        assert h["status"] == "error" and why in h["message"], (desc, h)
+    name = unique("lat")
+    c.create(name, 64, "ZnLattice2x24_4")
+    assert c.info(name)["ntotal"] == 0
