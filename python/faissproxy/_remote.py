@@ -923,6 +923,10 @@ class _IVF:
     _max_codes = 0
     _quantizer = None
 
+    def check_ids_sorted(self):
+        from . import _sorted
+        return _sorted.check_ids_sorted(self)
+
     @property
     def nprobe(self):
         return self._nprobe

@@ -363,3 +363,17 @@ def test_zn_lattice_bounds_on_the_wire(client):
     name = unique("lat")
     c.create(name, 64, "ZnLattice2x24_4")
     assert c.info(name)["ntotal"] == 0
+
+
+def test_check_ids_sorted_is_faiss_s(fp):
+    xb, _ = data(600, 16, 1, 6)
+    local = real.index_factory(16, "IVF8,Flat")
+    local.train(xb)
+    served = served_copy(fp, local)
+    local.add(xb[:100])
+    served.add(xb[:100])
+    assert served.check_ids_sorted() is local.check_ids_sorted() is True
+    ids = np.arange(1000, 900, -1).astype("int64")  # added in decreasing order
+    local.add_with_ids(xb[100:200], ids)
+    served.add_with_ids(xb[100:200], ids)
+    assert served.check_ids_sorted() is local.check_ids_sorted() is False
