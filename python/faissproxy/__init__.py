@@ -39,7 +39,8 @@ _REMOTE = (
     "deserialize_index", "write_index_binary", "read_index_binary", "serialize_index_binary",
     "deserialize_index_binary", "IDSelector", "IDSelectorArray", "IDSelectorBitmap",
     "IDSelectorNot", "IDSelectorAll", "IDSelectorAnd", "IDSelectorOr", "IDSelectorXOr",
-    "SearchParameters", "SearchParametersIVF", "SearchParametersHNSW", "IVFSearchParameters",
+    "SearchParameters", "SearchParametersIVF", "SearchParametersHNSW", "SearchParametersPQ",
+    "IVFSearchParameters",
     "swig_ptr", "extract_index_ivf", "ParameterSpace", "downcast_index", "downcast_IndexBinary",
 )
 # ... and from _views: the parts of served indexes, and indexes made from whole ones.

@@ -348,6 +348,11 @@ class SearchParametersHNSW(SearchParameters):
     _fields = {"sel": None, "efSearch": 16, "check_relative_distance": True}
 
 
+class SearchParametersPQ(SearchParameters):
+    # FAISS's value-initialised members: ST_PQ, and a threshold of 0
+    _fields = {"sel": None, "search_type": 0, "polysemous_ht": 0}
+
+
 IVFSearchParameters = SearchParametersIVF
 
 
@@ -401,7 +406,13 @@ def _wire_params(index, params):
                                       "1..1048576")
         wire["efSearch"] = int(params.efSearch)
     elif fam == "pq":
-        raise RuntimeError("invalid search params")  # FAISS's IndexPQ wants SearchParametersPQ
+        if not isinstance(params, SearchParametersPQ):
+            raise RuntimeError("invalid search params")  # FAISS's IndexPQ wants these
+        if params.sel is not None:
+            raise RuntimeError("selector not supported")  # FAISS's IndexPQ::search
+        raise NotImplementedError("faissproxy: SearchParametersPQ is not served (a search "
+                                  "with its own search_type and polysemous_ht): set "
+                                  "index.search_type and index.polysemous_ht instead")
     elif fam == "plain":
         raise RuntimeError("search params not supported for this index")
     elif fam != "flat":
@@ -916,6 +927,10 @@ class _IVF:
     _max_codes = 0
     _quantizer = None
 
+    def check_ids_sorted(self):
+        from . import _sorted
+        return _sorted.check_ids_sorted(self)
+
     @property
     def nprobe(self):
         return self._nprobe
@@ -1327,6 +1342,8 @@ def _polysemous_training(index):
 
 class IndexPQ(Index):
     _classes = ("IndexPQ",)
+    # FAISS's IndexPQ::Search_type_t
+    ST_PQ, ST_HE, ST_generalized_HE, ST_SDC, ST_polysemous, ST_polysemous_generalize = range(6)
 
     def __init__(self, d, M, nbits, metric=METRIC_L2):
         # faiss's constructor makes a plain (non-polysemous) PQ, as "PQ<M>x<nbits>np"
@@ -1335,6 +1352,24 @@ class IndexPQ(Index):
     @property
     def do_polysemous_training(self):
         return _polysemous_training(self)
+
+    # FAISS's members, kept by the server's index (and its write_index): read back from it,
+    # since ParameterSpace's "ht" sets both
+    @property
+    def search_type(self):
+        return int(_index_meta(self._name)["params"]["search_type"])
+
+    @search_type.setter
+    def search_type(self, v):
+        self._set_param("search_type", int(v))
+
+    @property
+    def polysemous_ht(self):
+        return int(_index_meta(self._name)["params"]["polysemous_ht"])
+
+    @polysemous_ht.setter
+    def polysemous_ht(self, v):
+        self._set_param("polysemous_ht", int(v))
 
 
 class ScalarQuantizer:

@@ -39,3 +39,16 @@ def find_sorted_ids_bounds(sel, list_size, ids, jmin_out, jmax_out):
             int(np.searchsorted(v, imax, side="left"))  # first id >= imax
     ctypes.c_uint64.from_address(outs[0]).value = jmin
     ctypes.c_uint64.from_address(outs[1]).value = jmax
+
+
+def check_ids_sorted(index):
+    """IndexIVF.check_ids_sorted: FAISS's own check, run by local faiss on FAISS's bytes of
+    the index as the server holds it (its lists carry the ids a program sees)."""
+    from . import _local_faiss
+    from ._remote import serialize_index
+    local = _local_faiss()
+    if local is None:
+        raise NotImplementedError("faissproxy: check_ids_sorted runs FAISS's check on the "
+                                  "index's bytes in local faiss, which is not installed")
+    copy = local.deserialize_index(serialize_index(index))  # owns the IVF read below
+    return bool(local.extract_index_ivf(copy).check_ids_sorted())

@@ -1056,6 +1056,78 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     search_overfetch(idx, n, x, k, allowed, D, I);
 }
 
+/* The number at desc[i] is the squared radius of "ZnLattice<n>x<r2>_<b>"
+ * (checked with the dimension by check_lattice), not a code's bits. */
+static bool lattice_radius(const char *desc, size_t i) {
+    size_t j = i - 1; /* the 'x' */
+    while (j > 0 && desc[j - 1] >= '0' && desc[j - 1] <= '9')
+        j--;
+    return j >= 9 && j < i - 1 && !strncmp(desc + j - 9, "ZnLattice", 9);
+}
+
+/* "ZnLattice<nsq>x<r2>_<nbit>": FAISS's ZnSphereCodecRec, built before
+ * IndexLattice checks anything, asserts (a no-op in a release build) that a
+ * sub-vector's dimension d/nsq is a power of 2, reads before its tables for
+ * dimension 1, counts the lattice points in 64 bits, and caches every point
+ * of its lowest levels: (levels) x (r2+1)^2 counts and, for 8 dimensions,
+ * about 16 r^3 points of each squared norm r up to r2. Refused unless d/nsq
+ * is a power of 2 from 2 on, every count fits in 63 bits, these tables stay
+ * under 256 MiB and the scale has at most 16 bits. */
+static int check_lattice(const char *desc, int64_t dim, fpx_err *err) {
+    const char *z = strstr(desc, "ZnLattice");
+    int nsq, r2, nbit;
+    if (!z || sscanf(z, "ZnLattice%dx%d_%d", &nsq, &r2, &nbit) != 3)
+        return 0; /* none, or FAISS's factory refuses it */
+    if (z != desc)
+        return set_err(err, FPX_E_VALIDATION,
+                       "index_type \"%s\": ZnLattice is served as a whole description only", desc);
+    int64_t dsq = nsq > 0 && dim % nsq == 0 ? dim / nsq : 0;
+    if (dsq < 2 || (dsq & (dsq - 1)))
+        return set_err(err, FPX_E_VALIDATION,
+                       "index_type \"%s\": ZnLattice needs d / %d to be a power of 2 from 2 on "
+                       "(d = %lld)",
+                       desc, nsq, (long long)dim);
+    if (nbit > 16)
+        return set_err(err, FPX_E_VALIDATION,
+                       "index_type \"%s\": a ZnLattice scale has at most 16 bits", desc);
+    int levels = 1;
+    while ((int64_t)1 << (levels - 1) < dsq)
+        levels++;
+    const uint64_t cap = (uint64_t)1 << 63;
+    std::vector<uint64_t> nv((size_t)levels * (size_t)(r2 + 1), 0);
+    for (int r = 0; r <= r2; r++) {
+        int q = (int)std::sqrt((double)r);
+        while (q * q > r)
+            q--;
+        while ((q + 1) * (q + 1) <= r)
+            q++;
+        nv[(size_t)r] = q * q == r ? (r == 0 ? 1 : 2) : 0;
+    }
+    for (int ld = 1; ld < levels; ld++)
+        for (int r = 0; r <= r2; r++) {
+            uint64_t sum = 0, t;
+            for (int a = 0; a <= r; a++) {
+                if (__builtin_mul_overflow(nv[(size_t)(ld - 1) * (r2 + 1) + a],
+                                           nv[(size_t)(ld - 1) * (r2 + 1) + (r - a)], &t) ||
+                    __builtin_add_overflow(sum, t, &sum) || sum >= cap)
+                    return set_err(err, FPX_E_VALIDATION,
+                                   "index_type \"%s\": ZnLattice with %lld dimensions per "
+                                   "sub-vector and squared radius %d has more than 2^63 points",
+                                   desc, (long long)dsq, r2);
+            }
+            nv[(size_t)ld * (r2 + 1) + r] = sum;
+        }
+    int cache = std::min(3, levels - 2);
+    double bytes = 8.0 * levels * (r2 + 1.0) * (r2 + 1.0);
+    for (int r = 0; r <= r2; r++)
+        bytes += 4.0 * (double)nv[(size_t)cache * (r2 + 1) + r] * (double)(1 << cache);
+    if (bytes > 256.0 * 1024 * 1024)
+        return set_err(err, FPX_E_VALIDATION,
+                       "index_type \"%s\": ZnLattice tables of %.0f MiB; at most 256 are served",
+                       desc, bytes / (1024 * 1024));
+    return 0;
+}
+
 /* Refuses descriptions that FAISS would abort (not throw) on, or that would
  * allocate absurd amounts: numbers must be 1..2^20, HNSW needs M >= 2, PQ
  * codes at most 16 bits. */
@@ -1081,7 +1153,7 @@ int check_description(const char *desc, fpx_err *err) {
                            kMaxFactoryNumber);
         if (i >= 4 && !strncmp(desc + i - 4, "HNSW", 4) && v < 2)
             return set_err(err, FPX_E_VALIDATION, "index_type \"%s\": HNSW needs M >= 2", desc);
-        if (i >= 1 && desc[i - 1] == 'x' && v > 16)
+        if (i >= 1 && desc[i - 1] == 'x' && v > 16 && !lattice_radius(desc, i))
             return set_err(err, FPX_E_VALIDATION, "index_type \"%s\": codes are at most 16 bits",
                            desc);
         i = j;
@@ -1390,7 +1462,7 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
     if (dim < 1 || dim > 65536)
         return set_err(err, FPX_E_VALIDATION, "dimension must be in 1..65536, got %lld",
                        (long long)dim);
-    if (check_description(description, err))
+    if (check_description(description, err) || check_lattice(description, dim, err))
         return -1;
     int fm = faiss_metric_of(metric);
     if (fm < 0)
@@ -2156,6 +2228,33 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value) {
     return -1;
 }
 
+/* IndexPQ's search_type and polysemous_ht, FAISS's members that its
+ * write_index keeps (a snapshot and an export carry them). FAISS takes any
+ * search type and refuses, at search time, the ones the index cannot run
+ * (polysemous search of codes other than 8 bits or of an inner-product index,
+ * symmetric distances without their table): the same error here. */
+int fpx_engine_set_pq_search(fpx_engine *e, const char *name, int64_t value, fpx_err *err) {
+    Index *idx = e->bin ? nullptr : e->index.get();
+    if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    auto pq = dynamic_cast<faiss::IndexPQ *>(idx);
+    if (!pq)
+        return set_err(err, FPX_E_VALIDATION, "%s applies to IndexPQ (\"PQ<M>x<nbits>\") only",
+                       name);
+    if (!strcmp(name, "search_type")) {
+        if (value < faiss::IndexPQ::ST_PQ || value > faiss::IndexPQ::ST_polysemous_generalize)
+            return set_err(err, FPX_E_VALIDATION, "search_type must be 0..5, got %lld",
+                           (long long)value);
+        pq->search_type = (faiss::IndexPQ::Search_type_t)value;
+        return 0;
+    }
+    if (value < 0 || value > (1 << 20))
+        return set_err(err, FPX_E_VALIDATION, "polysemous_ht must be 0..1048576, got %lld",
+                       (long long)value);
+    pq->polysemous_ht = (int)value;
+    return 0;
+}
+
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err) {
     if (e->bin) {
         auto bivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get());
@@ -2818,6 +2917,14 @@ int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
             return *v = h->hnsw.efSearch, 0;
         if (!strcmp(name, "efConstruction"))
             return *v = h->hnsw.efConstruction, 0;
+    }
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    if (auto pq = dynamic_cast<const faiss::IndexPQ *>(idx)) {
+        if (!strcmp(name, "search_type"))
+            return *v = (double)pq->search_type, 0;
+        if (!strcmp(name, "polysemous_ht"))
+            return *v = pq->polysemous_ht, 0;
     }
     return -1;
 }

@@ -269,6 +269,10 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value);
 /* The i-th of those names (from 0), NULL past the last; *dflt: FAISS's default. */
 const char *fpx_engine_member_param(int i, int64_t *dflt);
 
+/* IndexPQ's "search_type" (0..5, FAISS's ST_PQ .. ST_polysemous_generalize)
+ * and "polysemous_ht" (0..2^20): members its write_index keeps. */
+int fpx_engine_set_pq_search(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
+
 /* IVF direct map, as FAISS's IndexIVF::set_direct_map_type (0: none, 1: array,
  * 2: hash table); needed by reconstruct on IVF indexes. */
 int fpx_engine_set_direct_map(fpx_engine *e, int type, fpx_err *err);

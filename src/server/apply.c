@@ -106,13 +106,16 @@ static const struct {
     {"parallel_mode", 0, 3, 1, "IVF search loop order"},
     {"use_heap", 0, 1, 1, "binary flat/IVF result heap, 1 heap, 0 counting"},
     {"search_bounded_queue", 0, 1, 1, "HNSW candidate queue bounded by efSearch"},
+    {"search_type", 0, 5, 1, "IndexPQ search type, ST_PQ 0 .. ST_polysemous_generalize 5"},
+    {"polysemous_ht", 0, 1 << 20, 1, "IndexPQ polysemous Hamming threshold"},
 };
 
 /* Settings of the index itself, never of its quantizer. */
 static int own_only(const char *base) {
-    static const char *const own[] = {"direct_map", "by_residual",   "implem",
-                                      "qbs",        "norm_scale",    "nflip",
-                                      "use_heap",   "parallel_mode", "search_bounded_queue"};
+    static const char *const own[] = {"direct_map",  "by_residual",   "implem",
+                                      "qbs",         "norm_scale",    "nflip",
+                                      "use_heap",    "parallel_mode", "search_bounded_queue",
+                                      "search_type", "polysemous_ht"};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (!strcmp(base, own[i]))
             return 1;
@@ -150,7 +153,7 @@ static int check_param(const char *name, double v, fpx_err *err) {
                        "set_params does not accept \"%s\" (accepted: nprobe, efSearch, "
                        "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, "
                        "by_residual, implem, qbs, norm_scale, nflip, parallel_mode, use_heap, "
-                       "search_bounded_queue, and quantizer_ before a "
+                       "search_bounded_queue, search_type, polysemous_ht, and quantizer_ before a "
                        "search "
                        "parameter)",
                        name);
@@ -204,6 +207,8 @@ static int set_param(fpx_index *ix, const char *name, double value, fpx_err *err
         return fpx_engine_set_by_residual(ix->eng, value != 0, err);
     if (!strcmp(name, "implem") || !strcmp(name, "qbs") || !strcmp(name, "norm_scale"))
         return fpx_engine_set_fast_scan(ix->eng, name, (int64_t)value, err);
+    if (!strcmp(name, "search_type") || !strcmp(name, "polysemous_ht"))
+        return fpx_engine_set_pq_search(ix->eng, name, (int64_t)value, err);
     if (param_is_member(name)) /* members FAISS's ParameterSpace does not know */
         return fpx_engine_set_member(ix->eng, name, (int64_t)value, err);
     char spec[FPX_PARAM_NAME_MAX + 40];

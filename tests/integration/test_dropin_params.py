@@ -237,3 +237,143 @@ def test_by_residual_after_training_on_the_wire(client):
     c.create(flat, 8, "Flat")
     h, _, _ = set_param(c, flat, "by_residual", 0)
     assert h["status"] == "error" and "by_residual applies" in h["message"]
+
+
+# ---- IndexPQ search types ------------------------------------------------------------------
+
+
+def test_index_pq_search_type_and_polysemous_ht_are_faiss_s(fp):
+    xb, xq = data(2000, 16, 40, 3)
+    local = real.IndexPQ(16, 8, 8)
+    local.train(xb)
+    local.add(xb)
+    served = served_copy(fp, local)
+    assert fp.IndexPQ.ST_polysemous == real.IndexPQ.ST_polysemous
+    assert fp.IndexPQ.ST_SDC == real.IndexPQ.ST_SDC
+    assert served.search_type == local.search_type == real.IndexPQ.ST_PQ
+    assert served.polysemous_ht == local.polysemous_ht == 65
+    for st, ht in [(real.IndexPQ.ST_polysemous, 12), (real.IndexPQ.ST_polysemous, 0),
+                   (real.IndexPQ.ST_polysemous_generalize, 12), (real.IndexPQ.ST_HE, 12),
+                   (real.IndexPQ.ST_generalized_HE, 12), (real.IndexPQ.ST_PQ, 12)]:
+        local.search_type, local.polysemous_ht = st, ht
+        served.search_type, served.polysemous_ht = st, ht
+        assert (served.search_type, served.polysemous_ht) == (st, ht)
+        Dr, Ir = local.search(xq, 10)
+        D, I = served.search(xq, 10)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    # ParameterSpace's "ht" sets both, in FAISS as on the server
+    real.ParameterSpace().set_index_parameter(local, "ht", 9)
+    fp.ParameterSpace().set_index_parameter(served, "ht", 9)
+    assert (served.search_type, served.polysemous_ht) == (local.search_type, 9)
+    np.testing.assert_array_equal(served.search(xq, 5)[1], local.search(xq, 5)[1])
+    # FAISS 1.7.3's IndexPQ never computes the symmetric distance table: its search throws
+    local.search_type = served.search_type = real.IndexPQ.ST_SDC
+    with pytest.raises(RuntimeError):
+        local.search(xq, 5)
+    with pytest.raises(RuntimeError):
+        served.search(xq, 5)
+    for bad in (6, -1):
+        with pytest.raises((RuntimeError, OverflowError), match="search_type"):
+            served.search_type = bad
+    assert served.search_type == real.IndexPQ.ST_SDC
+    # a search's own type: FAISS's checks, then not served rather than another answer
+    with pytest.raises(RuntimeError, match="invalid search params"):
+        served.search(xq, 5, params=fp.SearchParameters())
+    with pytest.raises(RuntimeError, match="selector not supported"):
+        served.search(xq, 5, params=fp.SearchParametersPQ(sel=fp.IDSelectorRange(0, 9)))
+    with pytest.raises(NotImplementedError, match="SearchParametersPQ"):
+        served.search(xq, 5, params=fp.SearchParametersPQ(
+            search_type=fp.IndexPQ.ST_polysemous, polysemous_ht=10))
+    # an index made here carries them in its bytes, as FAISS's write_index
+    served.search_type, served.polysemous_ht = real.IndexPQ.ST_polysemous, 14
+    back = real.deserialize_index(fp.serialize_index(served))
+    assert (back.search_type, back.polysemous_ht) == (real.IndexPQ.ST_polysemous, 14)
+
+
+def test_index_pq_search_type_on_the_wire(make_server):
+    s = make_server()
+    c = s.client()
+    pq, flat = unique("pq"), unique("flat")
+    c.create(pq, 16, "PQ8x8np")
+    c.create(flat, 16, "Flat")
+    assert knobs(c, pq)["search_type"] == 0 and knobs(c, pq)["polysemous_ht"] == 65
+    assert "search_type" not in knobs(c, flat)
+    for name, param, value, why in [
+            (pq, "search_type", 6, "search_type"), (pq, "search_type", -1, "search_type"),
+            (pq, "search_type", 1.5, "integer"), (pq, "polysemous_ht", -1, "polysemous_ht"),
+            (pq, "polysemous_ht", 1 << 21, "polysemous_ht"),
+            (pq, "quantizer_search_type", 1, "quantizer_search_type"),
+            (flat, "search_type", 4, "IndexPQ"), (flat, "polysemous_ht", 4, "IndexPQ")]:
+        h, _, _ = set_param(c, name, param, value)
+        assert h["status"] == "error" and why in h["message"], (param, value, h)
+    assert knobs(c, pq)["search_type"] == 0 and knobs(c, pq)["polysemous_ht"] == 65
+    xt = rand(1000, 16, 4)
+    c.train(pq, xt)
+    c.add(pq, xt)
+    D0, I0, _ = c.search(pq, xt[:5], 4)
+    c.ok({"operation": "set_params", "index_id": pq, "name": "search_type", "value": 4})
+    c.ok({"operation": "set_params", "index_id": pq, "name": "polysemous_ht", "value": 12})
+    D1, I1, _ = c.search(pq, xt[:5], 4)
+    s.kill9()  # the log's set_params records replay them
+    s.start()
+    c = s.client()
+    assert knobs(c, pq)["search_type"] == 4 and knobs(c, pq)["polysemous_ht"] == 12
+    c.add(pq, xt[:1] + 100)  # a new write, far from the queries: the clean shutdown
+    s.stop()  # snapshots the index, whose FAISS bytes carry both
+    s.start()
+    c = s.client()
+    assert knobs(c, pq)["search_type"] == 4 and knobs(c, pq)["polysemous_ht"] == 12
+    D2, I2, _ = c.search(pq, xt[:5], 4)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_array_equal(D1, D2)
+    c.ok({"operation": "set_params", "index_id": pq, "name": "search_type", "value": 0})
+    D3, I3, _ = c.search(pq, xt[:5], 4)
+    np.testing.assert_array_equal(I0, I3)
+
+
+# ---- ZnLattice -----------------------------------------------------------------------------
+
+
+def test_zn_lattice_radius_over_16_is_faiss_s(fp):
+    """The 20 of "ZnLattice3x20_4" is a squared radius, not a code's bits."""
+    xt, xb = data(500, 96, 100, 5)
+    local = real.index_factory(96, "ZnLattice3x20_4")
+    served = fp.index_factory(96, "ZnLattice3x20_4")
+    local.train(xt)
+    served.train(xt)
+    assert served.sa_code_size() == local.sa_code_size()
+    codes = served.sa_encode(xb)
+    np.testing.assert_array_equal(codes, local.sa_encode(xb))
+    np.testing.assert_array_equal(served.sa_decode(codes), local.sa_decode(codes))
+
+
+def test_zn_lattice_bounds_on_the_wire(client):
+    c = client
+    for d, desc, why in [(9, "ZnLattice3x4_4", "power of 2"),  # FAISS would corrupt memory
+                         (3, "ZnLattice3x4_4", "power of 2"),  # reads before its tables
+                         (64, "ZnLattice1x100000_4", "2^63"),
+                         (64, "ZnLattice8x3000_4", "MiB"),
+                         (64, "ZnLattice2x20_40", "16 bits"),
+                         (64, "PCA32,ZnLattice2x4_4", "whole description"),
+                         (64, "PQ8x20", "16 bits")]:
+        h, _, _ = c.call({"operation": "create_index", "index_id": unique("lat"),
+                          "dimension": d, "index_type": desc})
+        assert h["status"] == "error" and why in h["message"], (desc, h)
+    name = unique("lat")
+    c.create(name, 64, "ZnLattice2x24_4")
+    assert c.info(name)["ntotal"] == 0
+
+
+def test_check_ids_sorted_is_faiss_s(fp):
+    xb, _ = data(600, 16, 1, 6)
+    local = real.index_factory(16, "IVF8,Flat")
+    local.train(xb)
+    served = served_copy(fp, local)
+    local.add(xb[:100])
+    served.add(xb[:100])
+    assert served.check_ids_sorted() is local.check_ids_sorted() is True
+    ids = np.arange(1000, 900, -1).astype("int64")  # added in decreasing order
+    local.add_with_ids(xb[100:200], ids)
+    served.add_with_ids(xb[100:200], ids)
+    assert served.check_ids_sorted() is local.check_ids_sorted() is False
