@@ -38,6 +38,7 @@
 #include <faiss/IndexIVFFastScan.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexLSH.h>
+#include <faiss/IndexLattice.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -2614,6 +2615,31 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
+/* An IndexLattice in what FAISS read (at the top or under a wrapper) whose
+ * parameters a created one could not have (check_lattice): FAISS's reader
+ * builds its codec from the bytes' numbers unchecked, which with some of them
+ * writes past its buffers. The import's probe process (probe.c) reads the
+ * bytes first and stops here, so the server never builds such an index. */
+static int check_read_lattice(const Index *idx, fpx_err *err) {
+    if (!idx)
+        return 0;
+    if (auto l = dynamic_cast<const faiss::IndexLattice *>(idx)) {
+        char desc[96];
+        snprintf(desc, sizeof desc, "ZnLattice%dx%d_%d", l->nsq, l->zn_sphere_codec.r2,
+                 l->scale_nbit);
+        return check_lattice(desc, l->d, err);
+    }
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        return check_read_lattice(pt->index, err);
+    if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
+        return check_read_lattice(m->index, err);
+    if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+        return check_read_lattice(rf->base_index, err) || check_read_lattice(rf->refine_index, err);
+    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
+        return check_read_lattice(ivf->quantizer, err);
+    return 0;
+}
+
 int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                       int *had_idmap, fpx_err *err) {
     *labels = nullptr;
@@ -2623,6 +2649,8 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
     try {
         BufReader r(buf, len);
         std::unique_ptr<Index> raw(read_float(&r));
+        if (check_read_lattice(raw.get(), err))
+            return -1;
         std::vector<idx_t> id_map;
         if (auto m2 = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()))
             id_map = m2->id_map;

@@ -365,6 +365,25 @@ def test_zn_lattice_bounds_on_the_wire(client):
     assert c.info(name)["ntotal"] == 0
 
 
+def test_an_imported_lattice_is_held_to_the_created_ones_bounds(client):
+    """FAISS's reader builds an IndexLattice's codec from the bytes' numbers unchecked: the
+    bytes of a valid one with their dimension changed to 12 (6 per sub-vector, not a power
+    of 2: FAISS's codec would write past its buffers) are refused as create_index refuses
+    that description, and a valid one is imported."""
+    import struct
+    c = client
+    good = real.serialize_index(real.index_factory(8, "ZnLattice2x4_4")).tobytes()
+    assert good[:4] == b"IxLa" and struct.unpack_from("<4i", good, 4) == (8, 2, 4, 4)
+    bad = bytearray(good)
+    struct.pack_into("<i", bad, 4, 12)  # IndexLattice's own d
+    struct.pack_into("<i", bad, 20, 12)  # the index header's d
+    h, _, _ = c.call({"operation": "import_index", "index_id": unique("lat")}, bytes(bad))
+    assert h["status"] == "error" and "power of 2" in h["message"], h
+    name = unique("lat")
+    c.ok({"operation": "import_index", "index_id": name}, good)
+    assert c.info(name)["dimension"] == 8
+
+
 def test_check_ids_sorted_is_faiss_s(fp):
     xb, _ = data(600, 16, 1, 6)
     local = real.index_factory(16, "IVF8,Flat")
