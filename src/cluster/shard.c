@@ -22,6 +22,7 @@
 
 #include "server/apply.h"
 #include "server/ops.h"
+#include "server/order.h"
 #include "server/util.h"
 
 #include <float.h>
@@ -185,6 +186,9 @@ static void *scall_run(void *arg) {
  * r->err is the error of the first failed call in shard order, and the
  * return is -1 when any failed. */
 static int shard_calls(scall *k, int64_t n, fpx_req *r) {
+    /* The connection's earlier requests go first (order.h): the turn is
+     * this thread's, which the calls on other threads do not wait for. */
+    fpx_order_wait(&r->s->blocked);
     for (int64_t i = 1; i < n; i++)
         k[i].started = pthread_create(&k[i].th, NULL, scall_run, &k[i]) == 0;
     if (n > 0)
