@@ -109,8 +109,11 @@ def test_sharded_answers_as_one_server(cl, plain_server, index_type, metric, ntr
     assert info["shards"] == 3 and info["metric"] == metric
     if ntrain:
         t = rand(ntrain, d, 77)
-        for i, c in enumerate([cs[1], plain]):
+        for c in (cs[1], plain):
             assert c.train(name, t)["is_trained"]
+        # the adds through other nodes are checked against their own replicas,
+        # which apply the trained index a moment later ("What a read sees")
+        settled(cs, name)
     writes = []
     for i in range(3):
         writes.append(({"operation": "add_vectors", "index_id": name, "vector_shape": [20, d]},
