@@ -880,6 +880,29 @@ static int def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err) {
     return rc == 0 ? 1 : -1;
 }
 
+int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err) {
+    char key[2 * FPX_NAME_MAX + 2];
+    def_key(tenant, name, key);
+    pthread_mutex_lock(&c->mu);
+    fpx_replica *rep = replica_find(c, key);
+    fpx_index *ix = rep ? rep->ix : NULL;
+    if (ix)
+        atomic_fetch_add(&ix->refs, 1);
+    pthread_mutex_unlock(&c->mu); /* not held across NATS round trips */
+    if (!ix)
+        return 0;
+    uint64_t last = 0;
+    int rc = fpx_log_last_seq(c, ix->uid, &last, err);
+    if (rc == 0) {
+        pthread_rwlock_wrlock(&ix->lock);
+        if (!ix->dropped && ix->seq < last)
+            rc = fpx_log_catch_up(c, ix, last, err);
+        pthread_rwlock_unlock(&ix->lock);
+    }
+    fpx_index_unref(ix);
+    return rc;
+}
+
 /* d's definition from the watched cache, when it is there and names other
  * nodes than this one (or shards): 1, else 0. */
 static int def_cached(fpx_cluster *c, const char *key, fpx_def *d) {

@@ -178,6 +178,11 @@ int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, f
  * here. */
 int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err);
 
+/* Catches this node's replica of tenant/name (when it holds one) up with
+ * the last record of its stream, so that what it answers next includes
+ * every write acknowledged anywhere before this call. */
+int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err);
+
 /* shard.c: the name of shard i of the sharded index of unique id uid,
  * ".shard-<uid hex>-<i>" (a leading '.' no user's index name has). */
 void fpx_shard_name(const uint8_t *uid, int64_t i, char *out /* FPX_NAME_MAX + 1 */);

@@ -169,11 +169,32 @@ typedef struct scall {
     sreply *x; /* where the reply goes (an fpx_msg points into itself: never copied) */
     fpx_err err;
     int rc, started;
+    int sync; /* catch this node's replica of the shard up with its stream first */
     pthread_t th;
 } scall;
 
+/* Catches this node's replica of shard s up with the shard's stream, when
+ * it holds one: the reply of a write sums counts over the shards, and one
+ * server's count includes every write acknowledged before it, through any
+ * node. A replica held elsewhere is that node's to keep current (writes go
+ * to the first live node of a shard, from every node). A failure leaves the
+ * count as the replica has it. */
+static void shard_sync(fpx_cluster *c, const fpx_def *d, int64_t s) {
+    char nodes[FPX_PLACEMENT_LEN], name[FPX_NAME_MAX + 1];
+    fpx_def_shard_nodes(d, s, nodes, sizeof nodes);
+    if (!fpx_node_listed(c, nodes))
+        return;
+    fpx_shard_name(d->uid, s, name);
+    fpx_err err = {0};
+    if (fpx_cluster_sync(c, d->tenant, name, &err) != 0)
+        fpx_log(FPX_LOG_WARN, "catching up shard %s of %s/%s: %s", name, d->tenant, d->name,
+                err.msg);
+}
+
 static void *scall_run(void *arg) {
     scall *k = arg;
+    if (k->sync)
+        shard_sync(k->c, k->d, k->shard);
     k->rc = shard_call(k->c, k->r, k->d, k->shard, &k->o, k->x, &k->err);
     return NULL;
 }
@@ -225,13 +246,13 @@ static int reply(fpx_req *r, fpx_out *o) {
 /* ---- info ------------------------------------------------------------------------ */
 
 /* Asks every shard for its info, all at once; infos[S] is filled (freed by
- * the caller). */
-static int infos_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, sreply *infos) {
+ * the caller). With sync, the replicas held here catch up first. */
+static int infos_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, sreply *infos, int sync) {
     scall *k = calloc((size_t)d->shards, sizeof *k);
     if (!k)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     for (int64_t i = 0; i < d->shards; i++) {
-        k[i] = (scall){.c = c, .r = r, .d = d, .shard = i, .x = &infos[i]};
+        k[i] = (scall){.c = c, .r = r, .d = d, .shard = i, .x = &infos[i], .sync = sync};
         sub_begin(&k[i].o, r, d, i, "get_index_info", NULL, 0);
     }
     int rc = shard_calls(k, d->shards, r);
@@ -250,7 +271,7 @@ static void infos_free(sreply *infos, int64_t n) {
 static int64_t ntotal_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok) {
     sreply infos[FPX_SHARDS_MAX] = {0};
     int64_t sum = 0;
-    *ok = infos_of(c, r, d, infos) == 0;
+    *ok = infos_of(c, r, d, infos, 1) == 0; /* a write's reply */
     for (int64_t i = 0; *ok && i < d->shards; i++)
         sum += meta_int(&infos[i], "ntotal");
     infos_free(infos, d->shards);
@@ -326,7 +347,7 @@ static void pack_info(const fpx_def *d, const sreply *infos, msgpack_packer *p) 
 
 int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer *sb) {
     sreply infos[FPX_SHARDS_MAX] = {0};
-    int rc = infos_of(c, r, d, infos);
+    int rc = infos_of(c, r, d, infos, 0);
     if (rc == 0) {
         msgpack_packer p;
         msgpack_packer_init(&p, sb, msgpack_sbuffer_write);
@@ -338,7 +359,7 @@ int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer
 
 static int serve_info(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     sreply infos[FPX_SHARDS_MAX] = {0};
-    int rc = infos_of(c, r, d, infos);
+    int rc = infos_of(c, r, d, infos, 0);
     if (rc == 0) {
         fpx_out o;
         fpx_out_init(&o);
@@ -652,6 +673,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         fpx_out o;
         sreply x;
         if (m == 0) {
+            shard_sync(c, d, s);
             sub_begin(&o, r, d, s, "get_index_info", NULL, 0);
             if (shard_call(c, r, d, s, &o, &x, &r->err) == 0)
                 ntotal += meta_int(&x, "ntotal");

@@ -265,6 +265,7 @@ def test_add_with_a_shard_stream_gone_is_an_error(cl):
         assert "shard 2" in rh["message"]
         # what was added is what the message says, not more: the retry's parts
         # for shards 0 and 1 were dropped as duplicates
-        assert cs[2].info(name)["ntotal"] == 3 + 20
+        settled(cs, name)
+        assert [c.info(name)["ntotal"] for c in cs] == [3 + 20] * 3
     cs[0].drop(name)
     assert all(i["index_id"] != name for i in cs[1].list())
