@@ -680,28 +680,42 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
             sreply_free(&x);
             continue;
         }
-        msgpack_packer *p = sub_begin(&o, r, d, s, "add_vectors", drop, 2);
-        fpx_pack_cstr(p, "vector_shape");
-        msgpack_pack_array(p, 2);
-        msgpack_pack_int64(p, m);
-        msgpack_pack_int64(p, d->dim);
-        fpx_pack_cstr(p, "with_ids");
-        msgpack_pack_true(p);
-        uint8_t *out = fpx_out_data(&o, (size_t)m * (row + 8));
-        msgpack_packer *mp = items ? fpx_out_meta(&o) : NULL;
-        if (mp)
-            msgpack_pack_array(mp, (size_t)m);
-        for (int64_t i = 0, j = 0; out && i < n; i++) {
-            if (shard[i] != s)
-                continue;
-            memcpy(out + (size_t)j * row, vx + (size_t)i * row, row);
-            memcpy(out + (size_t)m * row + (size_t)j * 8, &labels[i], 8);
-            if (mp)
-                msgpack_pack_object(mp, items->via.array.ptr[i]);
-            j++;
-        }
+        /* A shard's replica here checks the part before it is published: one
+         * that has not applied a train acknowledged through another node yet
+         * refuses it as not trained; it catches up and is asked once more
+         * (nothing was published). */
         fpx_err err = {0};
-        if (shard_call(c, r, d, s, &o, &x, &err) != 0) {
+        int called = -1;
+        for (int attempt = 0; attempt < 2 && called != 0; attempt++) {
+            if (attempt > 0) {
+                if (err.type != FPX_E_NOT_TRAINED)
+                    break;
+                shard_sync(c, d, s);
+                err = (fpx_err){0};
+            }
+            msgpack_packer *p = sub_begin(&o, r, d, s, "add_vectors", drop, 2);
+            fpx_pack_cstr(p, "vector_shape");
+            msgpack_pack_array(p, 2);
+            msgpack_pack_int64(p, m);
+            msgpack_pack_int64(p, d->dim);
+            fpx_pack_cstr(p, "with_ids");
+            msgpack_pack_true(p);
+            uint8_t *out = fpx_out_data(&o, (size_t)m * (row + 8));
+            msgpack_packer *mp = items ? fpx_out_meta(&o) : NULL;
+            if (mp)
+                msgpack_pack_array(mp, (size_t)m);
+            for (int64_t i = 0, j = 0; out && i < n; i++) {
+                if (shard[i] != s)
+                    continue;
+                memcpy(out + (size_t)j * row, vx + (size_t)i * row, row);
+                memcpy(out + (size_t)m * row + (size_t)j * 8, &labels[i], 8);
+                if (mp)
+                    msgpack_pack_object(mp, items->via.array.ptr[i]);
+                j++;
+            }
+            called = shard_call(c, r, d, s, &o, &x, &err);
+        }
+        if (called != 0) {
             snprintf(failed_at, sizeof failed_at, "%lld", (long long)s);
             if (added == 0) {
                 r->err = err;
@@ -1314,7 +1328,7 @@ static int serve_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     if (limit < 1 || limit > FPX_K_MAX)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "limit must be 1..%d", FPX_K_MAX);
     int64_t from = cursor > 0 ? cursor - 1 : INT64_MIN;
-    sreply *pages = NULL;
+    sreply **pages = NULL; /* each its own allocation: an fpx_msg points into itself */
     kentry *es = NULL;
     size_t npages = 0, cap = 0, ne = 0, ecap = 0;
     int rc = 0;
@@ -1324,7 +1338,7 @@ static int serve_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         for (int64_t round = 0; rc == 0 && round < ((int64_t)1 << 40); round++) {
             if (npages == cap) {
                 size_t nc = cap ? 2 * cap : 16;
-                sreply *np = realloc(pages, nc * sizeof *np);
+                sreply **np = realloc(pages, nc * sizeof *np);
                 if (!np) {
                     rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
                     break;
@@ -1340,12 +1354,17 @@ static int serve_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
                 fpx_pack_cstr(p, "cursor");
                 msgpack_pack_uint64(p, next);
             }
-            sreply *x = &pages[npages];
+            sreply *x = pages[npages] = calloc(1, sizeof *x);
+            if (!x) {
+                fpx_out_discard(&o);
+                rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+                break;
+            }
+            npages++;
             if (shard_call(c, r, d, s, &o, x, &r->err) != 0) {
                 rc = -1;
                 break;
             }
-            npages++;
             const msgpack_object *items = x->m.meta ? fpx_map_get(x->m.meta, "items") : NULL;
             const msgpack_object *nx = x->m.meta ? fpx_map_get(x->m.meta, "next") : NULL;
             if (!items || items->type != MSGPACK_OBJECT_ARRAY || !nx) {
@@ -1413,8 +1432,10 @@ static int serve_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
             msgpack_pack_nil(m);
         rc = reply(r, &o);
     }
-    for (size_t i = 0; i < npages; i++)
-        sreply_free(&pages[i]);
+    for (size_t i = 0; i < npages; i++) {
+        sreply_free(pages[i]);
+        free(pages[i]);
+    }
     free(pages);
     free(es);
     return rc;

@@ -9,8 +9,10 @@ with metadata, filtered, with an id selector), range_search, list_keys (every
 page, with small limits), reconstruct and the codecs (sa_encode, sa_decode)
 answer exactly as one server; that remove_ids on a type whose labels FAISS
 renumbers and export_index are refused, changing nothing; and that an add
-whose part for one shard cannot be logged (that shard's stream deleted from
-NATS) is an error saying what was added, never a success, also when sent again.
+whose part for one shard cannot be logged (NATS refuses it: that shard's
+stream is at its message limit) is an error
+saying what was added, never a success, also when sent again, and that once the
+stream takes records again the same add sent again completes, applied once.
 """
 import json
 import socket
@@ -236,10 +238,20 @@ def streams(url):
     return set(nats_request(url, "$JS.API.STREAM.NAMES", b"{}").get("streams") or [])
 
 
-def test_add_with_a_shard_stream_gone_is_an_error(cl):
+def set_max_msgs(url, stream, limit):
+    """Updates the stream's message limit (-1: none); with discard "new", a
+    stream at its limit refuses every further record."""
+    cfg = nats_request(url, "$JS.API.STREAM.INFO." + stream)["config"]
+    cfg["max_msgs"] = limit
+    cfg["discard"] = "new" if limit >= 0 else "old"
+    reply = nats_request(url, "$JS.API.STREAM.UPDATE." + stream, json.dumps(cfg).encode())
+    assert "error" not in reply, reply
+
+
+def test_add_with_a_shard_stream_refusing_is_an_error(cl):
     cs = clients(cl)
     url = cl.nats[0].url
-    d, name = 4, unique("gone")
+    d, name = 4, unique("full")
     before = streams(url)
     cs[0].ok({"operation": "create_index", "index_id": name, "dimension": d, "shards": 3})
     mine = sorted(streams(url) - before)
@@ -252,10 +264,10 @@ def test_add_with_a_shard_stream_gone_is_an_error(cl):
     count = {s: nats_request(url, "$JS.API.STREAM.INFO." + s)["state"]["messages"] for s in mine}
     shard2 = [s for s in mine if count[s] == 2]
     assert len(shard2) == 1, count
-    assert nats_request(url, "$JS.API.STREAM.DELETE." + shard2[0]).get("success") is True
+    set_max_msgs(url, shard2[0], 2)  # shard 2's stream takes no more records
     x = rand(30, d, 4)
     h = {"operation": "add_vectors", "index_id": name, "vector_shape": [30, d],
-         "client_id": "gone-client", "request_id": 1}
+         "client_id": "full-client", "request_id": 1}
     # 30 unkeyed vectors take labels 6..35: 10 to each shard, 20 to shards 0 and 1
     for c in (cs[1], cs[0]):  # sent again (through another node): the same error
         rh, data, meta = c.call(h, x.tobytes())
@@ -264,8 +276,18 @@ def test_add_with_a_shard_stream_gone_is_an_error(cl):
         assert "20 of 30 vectors were added (those routed to shards 0,1)" in rh["message"], rh
         assert "shard 2" in rh["message"]
         # what was added is what the message says, not more: the retry's parts
-        # for shards 0 and 1 were dropped as duplicates
+        # for shards 0 and 1 were dropped as duplicates by their streams
         settled(cs, name)
         assert [c.info(name)["ntotal"] for c in cs] == [3 + 20] * 3
+    # once the stream takes records again, the same add sent again completes:
+    # applied once, with the labels it took the first time
+    set_max_msgs(url, shard2[0], -1)
+    rh, _, meta = cs[2].call(h, x.tobytes())
+    assert rh["status"] == "ok" and meta == {"count": 30, "ntotal": 33}, (rh, meta)
+    settled(cs, name)
+    for c in cs:
+        assert c.info(name)["ntotal"] == 33
+        _, I, _ = c.search(name, x, 1)
+        assert I[:, 0].tolist() == list(range(6, 36))
     cs[0].drop(name)
     assert all(i["index_id"] != name for i in cs[1].list())
