@@ -4,6 +4,10 @@ and 3 faiss-proxy nodes (docs/cluster.md) beside one plain server, the same
 workloads through both.
 
     bench/cluster.py [--build build] [--n 20000] [--d 128] [--queries 2000] [--out DIR]
+                     [--short] [--only sharded]
+
+--short: n=5000 and 500 queries. --only sharded: the sharded figure alone (to
+compare two builds of it without the rest).
 
 Figures (ratios of two measurements of this run):
 - ingest: vectors per second of keyless adds in batches of 1,000 through a node
@@ -13,6 +17,9 @@ Figures (ratios of two measurements of this run):
 - search p50 and p99 of single-query k=10 searches, through a node holding a
   replica, and through a node holding none (forwarded to a holder), over the same
   searches on the plain server;
+- sharded search p50 and p99: the same searches on an index of 3 shards (one
+  replica each, one per node) through a node, which asks its own shard and the
+  two nodes holding the others and joins the hits, over the plain server's;
 - failover: after kill -9 of a NATS server, and after kill -9 of a node, the time
   until the first write and the first search that succeed through a surviving node
   (requests sent back to back from the kill on, each retried at once when it fails).
@@ -95,6 +102,28 @@ def worst(writes, reads):
     return top("w"), top("r")
 
 
+def sharded(p, n1, n2, a, x, q):
+    """Single-query searches of an index of 3 shards (one replica each, one per
+    node) through node2, which holds one shard and asks the nodes holding the
+    other two, against the same searches on the plain server."""
+    p.create("flat", a.d)
+    n1.ok({"operation": "create_index", "index_id": "sh", "dimension": a.d, "shards": 3,
+           "replicas": 1})
+    for i in range(0, a.n, 5000):
+        p.add("flat", x[i:i + 5000])
+        n1.add("sh", x[i:i + 5000])
+    for _ in range(2):  # warm up every path, then measure interleaved rounds
+        latencies(p, "flat", q[:100])
+        latencies(n2, "sh", q[:100])
+    lp, ls = [], []
+    for r in range(4):
+        part = q[r::4]
+        lp += latencies(p, "flat", part)
+        ls += latencies(n2, "sh", part)
+    return [("search %s, ms (3 shards, one per node)" % what, pct(lp, s), pct(ls, s),
+             pct(ls, s) / pct(lp, s)) for what, s in (("p50", 50), ("p99", 99))]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -102,7 +131,11 @@ def main():
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--out", default=None, help="write results.md here")
+    ap.add_argument("--short", action="store_true", help="n=5000, 500 queries")
+    ap.add_argument("--only", choices=["all", "sharded"], default="all")
     a = ap.parse_args()
+    if a.short:
+        a.n, a.queries = 5000, 500
     os.environ["FPX_BUILD_DIR"] = os.path.abspath(a.build)
     from cluster import NATS_SERVER, Cluster, synced
     from conftest import Server
@@ -121,80 +154,82 @@ def main():
         p = Client(plain.endpoint)
         n1, n2, n3 = (Client(n.endpoint) for n in cl.nodes)
 
-        # ingest: the same keyless adds, a replica on every node
-        p.create("ing", a.d)
-        n1.create("ing", a.d)
-        r_plain, r_node = ingest([p, n1], "ing", x, 1000)
-        rows.append(("ingest, vectors/s (batches of 1,000)", r_plain, r_node, r_node / r_plain))
+        rows += sharded(p, n1, n2, a, x, q)
+        if a.only == "all":
+            # ingest: the same keyless adds, a replica on every node
+            p.create("ing", a.d)
+            n1.create("ing", a.d)
+            r_plain, r_node = ingest([p, n1], "ing", x, 1000)
+            rows.append(("ingest, vectors/s (batches of 1,000)", r_plain, r_node, r_node / r_plain))
 
-        # searches: through a holder, and through a node holding no replica
-        n1.ok({"operation": "create_index", "index_id": "two", "dimension": a.d, "replicas": 2})
-        for i in range(0, a.n, 5000):
-            n1.add("two", x[i:i + 5000])
-        placement = n1.info("two")["replicas"]
-        far = [c for c, nd in zip((n1, n2, n3), ("node1", "node2", "node3"))
-               if nd not in placement][0]
-        synced([n1, n2, n3], "ing")
-        synced([Client(cl.nodes[int(nd[-1]) - 1].endpoint) for nd in placement], "two")
-        for _ in range(2):  # warm up every path, then measure interleaved rounds
-            latencies(p, "ing", q[:100])
-            latencies(n1, "ing", q[:100])
-            latencies(far, "two", q[:100])
-        lp, ln, lf = [], [], []
-        for r in range(4):
-            part = q[r::4]
-            lp += latencies(p, "ing", part)
-            ln += latencies(n1, "ing", part)
-            lf += latencies(far, "two", part)
-        for what, s in (("p50", 50), ("p99", 99)):
-            rows.append(("search %s, ms (node holding a replica)" % what, pct(lp, s), pct(ln, s),
-                         pct(ln, s) / pct(lp, s)))
-            rows.append(("search %s, ms (node holding none: forwarded)" % what, pct(lp, s),
-                         pct(lf, s), pct(lf, s) / pct(lp, s)))
+            # searches: through a holder, and through a node holding no replica
+            n1.ok({"operation": "create_index", "index_id": "two", "dimension": a.d, "replicas": 2})
+            for i in range(0, a.n, 5000):
+                n1.add("two", x[i:i + 5000])
+            placement = n1.info("two")["replicas"]
+            far = [c for c, nd in zip((n1, n2, n3), ("node1", "node2", "node3"))
+                   if nd not in placement][0]
+            synced([n1, n2, n3], "ing")
+            synced([Client(cl.nodes[int(nd[-1]) - 1].endpoint) for nd in placement], "two")
+            for _ in range(2):  # warm up every path, then measure interleaved rounds
+                latencies(p, "ing", q[:100])
+                latencies(n1, "ing", q[:100])
+                latencies(far, "two", q[:100])
+            lp, ln, lf = [], [], []
+            for r in range(4):
+                part = q[r::4]
+                lp += latencies(p, "ing", part)
+                ln += latencies(n1, "ing", part)
+                lf += latencies(far, "two", part)
+            for what, s in (("p50", 50), ("p99", 99)):
+                rows.append(("search %s, ms (node holding a replica)" % what, pct(lp, s), pct(ln, s),
+                             pct(ln, s) / pct(lp, s)))
+                rows.append(("search %s, ms (node holding none: forwarded)" % what, pct(lp, s),
+                             pct(lf, s), pct(lf, s) / pct(lp, s)))
 
-        # failover: kill -9 of a NATS server, then of a node
-        probe = rng.random((1, a.d), dtype="float32")
+            # failover: kill -9 of a NATS server, then of a node
+            probe = rng.random((1, a.d), dtype="float32")
 
-        def write(c):
-            return lambda: c.add("ing", probe)
+            def write(c):
+                return lambda: c.add("ing", probe)
 
-        def read(c):
-            return lambda: c.search("ing", probe, 10)
+            def read(c):
+                return lambda: c.search("ing", probe, 10)
 
-        stop = threading.Event()
+            stop = threading.Event()
 
-        def background():  # the cluster keeps taking writes while it happens
-            c = Client(cl.nodes[2].endpoint)
-            while not stop.is_set():
-                try:
-                    c.add("ing", probe)
-                except Exception:
-                    time.sleep(0.01)
+            def background():  # the cluster keeps taking writes while it happens
+                c = Client(cl.nodes[2].endpoint)
+                while not stop.is_set():
+                    try:
+                        c.add("ing", probe)
+                    except Exception:
+                        time.sleep(0.01)
 
-        t = threading.Thread(target=background)
-        t.start()
-        try:
-            time.sleep(0.5)
-            # every node, measured in parallel from the kill: the one connected
-            # to the killed server must reconnect to another first (worst of 3)
-            cl.nats[0].kill9()
-            w, s = worst([write(Client(n.endpoint)) for n in cl.nodes],
-                         [read(Client(n.endpoint)) for n in cl.nodes])
-            rows.append(("after kill -9 of a NATS server: first write, s (worst node)", None, w,
-                         None))
-            rows.append(("after kill -9 of a NATS server: first search, s (worst node)", None, s,
-                         None))
-            cl.nats[0].start()
-            time.sleep(3.0)
-            cl.nodes[0].kill9()
-            w, s = worst([write(Client(n.endpoint)) for n in cl.nodes[1:]],
-                         [read(Client(n.endpoint)) for n in cl.nodes[1:]])
-            rows.append(("after kill -9 of a node: first write through another, s", None, w, None))
-            rows.append(("after kill -9 of a node: first search through another, s", None, s,
-                         None))
-        finally:
-            stop.set()
-            t.join(timeout=60)
+            t = threading.Thread(target=background)
+            t.start()
+            try:
+                time.sleep(0.5)
+                # every node, measured in parallel from the kill: the one connected
+                # to the killed server must reconnect to another first (worst of 3)
+                cl.nats[0].kill9()
+                w, s = worst([write(Client(n.endpoint)) for n in cl.nodes],
+                             [read(Client(n.endpoint)) for n in cl.nodes])
+                rows.append(("after kill -9 of a NATS server: first write, s (worst node)", None, w,
+                             None))
+                rows.append(("after kill -9 of a NATS server: first search, s (worst node)", None, s,
+                             None))
+                cl.nats[0].start()
+                time.sleep(3.0)
+                cl.nodes[0].kill9()
+                w, s = worst([write(Client(n.endpoint)) for n in cl.nodes[1:]],
+                             [read(Client(n.endpoint)) for n in cl.nodes[1:]])
+                rows.append(("after kill -9 of a node: first write through another, s", None, w, None))
+                rows.append(("after kill -9 of a node: first search through another, s", None, s,
+                             None))
+            finally:
+                stop.set()
+                t.join(timeout=60)
     finally:
         try:
             for node in cl.nodes:

@@ -463,6 +463,7 @@ void fpx_replica_forget(fpx_cluster *c, const char *key) {
 /* One entry of the definitions bucket, as the watcher delivers it. */
 static void on_definition(fpx_cluster *c, kvEntry *e) {
     const char *key = kvEntry_Key(e);
+    fpx_kvcache_apply(&c->def_cache, e); /* first: forwarding reads it */
     if (kvEntry_Operation(e) != kvOp_Put) {
         replica_gone(c, key);
         return;
@@ -792,6 +793,9 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     pthread_cond_init(&c->stop_cv, NULL);
     pthread_mutex_init(&c->ep_mu, NULL);
     pthread_mutex_init(&c->fwd_mu, NULL);
+    fpx_kvcache_init(&c->def_cache);
+    fpx_kvcache_init(&c->node_cache);
+    c->node_cache.keep_deleted = 1; /* a node that left is known not live */
     uint8_t boot[8];
     randombytes_buf(boot, sizeof boot);
     for (int i = 0; i < 8; i++)
@@ -818,6 +822,9 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
         on_definition(c, e);
         kvEntry_Destroy(e);
     }
+    atomic_store(&c->def_cache.ready, 1);
+    if (fpx_cache_start_nodes(c, err) != 0)
+        return -1;
     drop_strays(c);
     if (catch_up_all(c, err) != 0)
         return -1;
@@ -845,6 +852,7 @@ void fpx_cluster_stop(fpx_server *s) {
         kvWatcher_Stop(c->watcher);
         kvWatcher_Destroy(c->watcher);
     }
+    fpx_cache_stop(c);
     pthread_mutex_lock(&c->mu);
     while (c->reps)
         forget_locked(c, c->reps);
@@ -872,6 +880,8 @@ void fpx_cluster_stop(fpx_server *s) {
     pthread_cond_destroy(&c->stop_cv);
     pthread_mutex_destroy(&c->ep_mu);
     pthread_mutex_destroy(&c->fwd_mu);
+    fpx_kvcache_free(&c->def_cache);
+    fpx_kvcache_free(&c->node_cache);
     free(c);
     s->cluster = NULL;
 }
@@ -911,6 +921,49 @@ static int def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err) {
     return rc == 0 ? 1 : -1;
 }
 
+int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err) {
+    char key[2 * FPX_NAME_MAX + 2];
+    def_key(tenant, name, key);
+    pthread_mutex_lock(&c->mu);
+    fpx_replica *rep = replica_find(c, key);
+    fpx_index *ix = rep ? rep->ix : NULL;
+    if (ix)
+        atomic_fetch_add(&ix->refs, 1);
+    pthread_mutex_unlock(&c->mu); /* not held across NATS round trips */
+    if (!ix)
+        return 0;
+    uint64_t last = 0;
+    int rc = fpx_log_last_seq(c, ix->uid, &last, err);
+    if (rc == 0) {
+        pthread_rwlock_wrlock(&ix->lock);
+        if (!ix->dropped && ix->seq < last)
+            rc = fpx_log_catch_up(c, ix, last, err);
+        pthread_rwlock_unlock(&ix->lock);
+    }
+    fpx_index_unref(ix);
+    return rc;
+}
+
+/* d's definition from the watched cache, when it is there and names other
+ * nodes than this one (or shards): 1, else 0. */
+static int def_cached(fpx_cluster *c, const char *key, fpx_def *d) {
+    uint8_t *v = NULL;
+    size_t n = 0;
+    fpx_err err = {0};
+    if (fpx_kvcache_get(&c->def_cache, key, &v, &n, NULL) != 1 || !v) {
+        free(v);
+        return 0;
+    }
+    int rc = def_decode(v, (int)n, d, &err);
+    free(v);
+    if (rc != 0)
+        return 0;
+    if (d->shards > 1 || !placed_here(c, d))
+        return 1;
+    fpx_def_clear(d);
+    return 0;
+}
+
 int fpx_cluster_def(fpx_cluster *c, const char *tenant, const char *name, fpx_def *d,
                     fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2];
@@ -926,7 +979,13 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
     if (fpx_req_name(r, 0, name))
         return NULL;
     def_key(r->tenant, name, key);
-    int found = def_get(c, key, &d, &err);
+    /* The watched definition, when it sends the request elsewhere (a node
+     * holding the index, or the nodes of its shards): no NATS read. Whether
+     * the index exists is then the serving node's to say. Anything else (a
+     * miss, a replica to open here) reads the bucket itself. */
+    int found = def_cached(c, key, &d);
+    if (found != 1)
+        found = def_get(c, key, &d, &err);
     if (found <= 0) { /* not defined: the not_found already in r->err stands */
         if (found < 0)
             r->err = err;

@@ -76,20 +76,40 @@ int fpx_node_lookup(fpx_cluster *c, const char *node, char *endpoint, size_t cap
     kvEntry *e = NULL;
     endpoint[0] = 0;
     *router = 0;
-    natsStatus st = kvStore_Get(&e, c->nodes, node);
-    if (st == NATS_NOT_FOUND)
-        return 0;
-    if (st != NATS_OK)
-        return fpx_cluster_fail(err, "cannot read the cluster's nodes", st);
     char v[512];
-    int n = kvEntry_ValueLen(e);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof v)
-        n = (int)sizeof v - 1;
-    memcpy(v, kvEntry_Value(e), (size_t)n);
+    int n = 0;
+    /* The watched heartbeat (cache.c): live while its last beat reached this
+     * node less than the bucket's expiry ago; a node never seen here is
+     * read from NATS. */
+    uint8_t *cv = NULL;
+    size_t clen = 0;
+    uint64_t age = 0;
+    int hit = fpx_kvcache_get(&c->node_cache, node, &cv, &clen, &age);
+    if (hit == 2 || (hit == 1 && age >= FPX_NODE_TTL_MS)) {
+        free(cv);
+        return 0;
+    }
+    if (hit == 1) {
+        n = clen >= sizeof v ? (int)sizeof v - 1 : (int)clen;
+        if (n > 0)
+            memcpy(v, cv, (size_t)n);
+        free(cv);
+    } else {
+        free(cv);
+        natsStatus st = kvStore_Get(&e, c->nodes, node);
+        if (st == NATS_NOT_FOUND)
+            return 0;
+        if (st != NATS_OK)
+            return fpx_cluster_fail(err, "cannot read the cluster's nodes", st);
+        n = kvEntry_ValueLen(e);
+        if (n < 0)
+            n = 0;
+        if ((size_t)n >= sizeof v)
+            n = (int)sizeof v - 1;
+        memcpy(v, kvEntry_Value(e), (size_t)n);
+        kvEntry_Destroy(e);
+    }
     v[n] = 0;
-    kvEntry_Destroy(e);
     for (char *save = NULL, *w = strtok_r(v, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
         if (!strncmp(w, "endpoint=", 9) && strlen(w + 9) < cap)
             strcpy(endpoint, w + 9);

@@ -82,6 +82,35 @@ typedef struct fpx_replica {
     struct fpx_replica *next;
 } fpx_replica;
 
+/* cache.c: a key-value bucket's entries held in memory, kept current by a
+ * watch on the bucket. */
+#define FPX_KVCACHE_BUCKETS 1024
+#define FPX_KVCACHE_KEY_MAX (2 * FPX_NAME_MAX + 2)
+typedef struct fpx_centry {
+    char key[FPX_KVCACHE_KEY_MAX + 1];
+    uint8_t *val;
+    size_t len;
+    int present;    /* 0: deleted (kept only with keep_deleted) */
+    uint64_t at_ns; /* when the watcher delivered it here (monotonic) */
+    struct fpx_centry *next;
+} fpx_centry;
+
+typedef struct fpx_kvcache {
+    pthread_rwlock_t mu;
+    fpx_centry *b[FPX_KVCACHE_BUCKETS];
+    atomic_int ready; /* the watcher delivered the bucket's initial values */
+    int keep_deleted; /* remember deleted keys (as such) instead of forgetting them */
+} fpx_kvcache;
+
+void fpx_kvcache_init(fpx_kvcache *k);
+void fpx_kvcache_free(fpx_kvcache *k);
+/* A watcher's entry: a put stores its value, a delete or purge removes it. */
+void fpx_kvcache_apply(fpx_kvcache *k, kvEntry *e);
+/* key's value (*val malloc'd, the caller frees; *age_ms since it was
+ * delivered): 1 present, 2 deleted (keep_deleted), 0 not in the cache, -1
+ * the cache is not ready (or out of memory): read NATS. */
+int fpx_kvcache_get(fpx_kvcache *k, const char *key, uint8_t **val, size_t *len, uint64_t *age_ms);
+
 typedef struct fpx_cluster {
     fpx_server *s;
     natsConnection *nc;
@@ -107,7 +136,18 @@ typedef struct fpx_cluster {
     pthread_mutex_t fwd_mu;
     struct fpx_peer *peers;
     atomic_ullong next_sock;
+    /* The definitions (fed by the definitions' watcher) and the heartbeats
+     * (by node_watcher) that forwarding reads (cache.c). */
+    fpx_kvcache def_cache, node_cache;
+    kvWatcher *node_watcher;
+    pthread_t nwatch;
+    int nwatch_started;
 } fpx_cluster;
+
+/* cache.c: watches fpx_nodes into c->node_cache (after its initial values)
+ * on a thread of its own; fpx_cache_stop ends it (c->stop set first). */
+int fpx_cache_start_nodes(fpx_cluster *c, fpx_err *err);
+void fpx_cache_stop(fpx_cluster *c);
 
 /* forward.c: this node's heartbeat value ("live", then key=value words:
  * endpoint=tcp://HOST:PORT once listening, role=data or role=router). */
@@ -142,6 +182,11 @@ int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, f
  * its stream, then its definition (a KV create); opened here when placed
  * here. */
 int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err);
+
+/* Catches this node's replica of tenant/name (when it holds one) up with
+ * the last record of its stream, so that what it answers next includes
+ * every write acknowledged anywhere before this call. */
+int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err);
 
 /* shard.c: the name of shard i of the sharded index of unique id uid,
  * ".shard-<uid hex>-<i>" (a leading '.' no user's index name has). */

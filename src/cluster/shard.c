@@ -20,10 +20,13 @@
  */
 #include "internal.h"
 
+#include "server/apply.h"
 #include "server/ops.h"
+#include "server/order.h"
 #include "server/util.h"
 
 #include <float.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +159,75 @@ static int shard_call(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t i, f
     return -1;
 }
 
+/* One shard's call of a batch run at once (shard_calls). */
+typedef struct scall {
+    fpx_cluster *c;
+    fpx_req *r;
+    const fpx_def *d;
+    int64_t shard;
+    fpx_out o;
+    sreply *x; /* where the reply goes (an fpx_msg points into itself: never copied) */
+    fpx_err err;
+    int rc, started;
+    int sync; /* catch this node's replica of the shard up with its stream first */
+    pthread_t th;
+} scall;
+
+/* Catches this node's replica of shard s up with the shard's stream, when
+ * it holds one: the reply of a write sums counts over the shards, and one
+ * server's count includes every write acknowledged before it, through any
+ * node. A replica held elsewhere is that node's to keep current (writes go
+ * to the first live node of a shard, from every node). A failure leaves the
+ * count as the replica has it. */
+static void shard_sync(fpx_cluster *c, const fpx_def *d, int64_t s) {
+    char nodes[FPX_PLACEMENT_LEN], name[FPX_NAME_MAX + 1];
+    fpx_def_shard_nodes(d, s, nodes, sizeof nodes);
+    if (!fpx_node_listed(c, nodes))
+        return;
+    fpx_shard_name(d->uid, s, name);
+    fpx_err err = {0};
+    if (fpx_cluster_sync(c, d->tenant, name, &err) != 0)
+        fpx_log(FPX_LOG_WARN, "catching up shard %s of %s/%s: %s", name, d->tenant, d->name,
+                err.msg);
+}
+
+static void *scall_run(void *arg) {
+    scall *k = arg;
+    if (k->sync)
+        shard_sync(k->c, k->d, k->shard);
+    k->rc = shard_call(k->c, k->r, k->d, k->shard, &k->o, k->x, &k->err);
+    return NULL;
+}
+
+/* Runs the calls k[0..n) at once, each on a thread of its own (a shard held
+ * elsewhere is forwarded on a socket the call takes from the forwarding
+ * pool for itself, as ZeroMQ sockets are used by one thread at a time; a
+ * shard held here is run through the server's entry point), and waits for
+ * all. A call whose thread cannot start runs here. Every k[i].rc is set;
+ * r->err is the error of the first failed call in shard order, and the
+ * return is -1 when any failed. */
+static int shard_calls(scall *k, int64_t n, fpx_req *r) {
+    /* The connection's earlier requests go first (order.h): the turn is
+     * this thread's, which the calls on other threads do not wait for. */
+    fpx_order_wait(&r->s->blocked);
+    for (int64_t i = 1; i < n; i++)
+        k[i].started = pthread_create(&k[i].th, NULL, scall_run, &k[i]) == 0;
+    if (n > 0)
+        scall_run(&k[0]);
+    for (int64_t i = 1; i < n; i++) {
+        if (k[i].started)
+            pthread_join(k[i].th, NULL);
+        else
+            scall_run(&k[i]);
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (k[i].rc != 0) {
+            r->err = k[i].err;
+            return -1;
+        }
+    return 0;
+}
+
 static int64_t meta_int(const sreply *x, const char *k) {
     int64_t v = 0;
     const msgpack_object *o = x->m.meta ? fpx_map_get(x->m.meta, k) : NULL;
@@ -173,16 +245,22 @@ static int reply(fpx_req *r, fpx_out *o) {
 
 /* ---- info ------------------------------------------------------------------------ */
 
-/* Asks every shard for its info; infos[S] is filled (freed by the caller). */
-static int infos_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, sreply *infos) {
+/* Asks every shard for its info, all at once; infos[S] is filled (freed by
+ * the caller). With sync, the replicas held here catch up first. */
+static int infos_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, sreply *infos, int sync) {
+    scall *k = calloc((size_t)d->shards, sizeof *k);
+    if (!k)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     for (int64_t i = 0; i < d->shards; i++) {
-        fpx_out o;
-        sub_begin(&o, r, d, i, "get_index_info", NULL, 0);
-        if (shard_call(c, r, d, i, &o, &infos[i], &r->err) != 0 || !infos[i].m.meta ||
-            infos[i].m.meta->type != MSGPACK_OBJECT_MAP)
-            return r->err.type ? -1 : fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's bad info");
+        k[i] = (scall){.c = c, .r = r, .d = d, .shard = i, .x = &infos[i], .sync = sync};
+        sub_begin(&k[i].o, r, d, i, "get_index_info", NULL, 0);
     }
-    return 0;
+    int rc = shard_calls(k, d->shards, r);
+    free(k);
+    for (int64_t i = 0; rc == 0 && i < d->shards; i++)
+        if (!infos[i].m.meta || infos[i].m.meta->type != MSGPACK_OBJECT_MAP)
+            rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's bad info");
+    return rc;
 }
 
 static void infos_free(sreply *infos, int64_t n) {
@@ -193,7 +271,7 @@ static void infos_free(sreply *infos, int64_t n) {
 static int64_t ntotal_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok) {
     sreply infos[FPX_SHARDS_MAX] = {0};
     int64_t sum = 0;
-    *ok = infos_of(c, r, d, infos) == 0;
+    *ok = infos_of(c, r, d, infos, 1) == 0; /* a write's reply */
     for (int64_t i = 0; *ok && i < d->shards; i++)
         sum += meta_int(&infos[i], "ntotal");
     infos_free(infos, d->shards);
@@ -269,7 +347,7 @@ static void pack_info(const fpx_def *d, const sreply *infos, msgpack_packer *p) 
 
 int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer *sb) {
     sreply infos[FPX_SHARDS_MAX] = {0};
-    int rc = infos_of(c, r, d, infos);
+    int rc = infos_of(c, r, d, infos, 0);
     if (rc == 0) {
         msgpack_packer p;
         msgpack_packer_init(&p, sb, msgpack_sbuffer_write);
@@ -281,7 +359,7 @@ int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer
 
 static int serve_info(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     sreply infos[FPX_SHARDS_MAX] = {0};
-    int rc = infos_of(c, r, d, infos);
+    int rc = infos_of(c, r, d, infos, 0);
     if (rc == 0) {
         fpx_out o;
         fpx_out_init(&o);
@@ -343,6 +421,43 @@ static int reserve_labels(fpx_cluster *c, const fpx_def *d, int64_t n, int64_t *
         /* another add took labels meanwhile: read again */
     }
     return fpx_err_set(err, FPX_E_UNAVAILABLE, "cannot reserve labels: too many concurrent adds");
+}
+
+/* Moves d's counter past label max (when it is not already), as one
+ * server's counter moves past the largest label an add gives with with_ids. */
+static int advance_labels(fpx_cluster *c, const fpx_def *d, int64_t max, int64_t *was,
+                          fpx_err *err) {
+    char key[FPX_UID_HEX];
+    fpx_cluster_uid_hex(d->uid, key);
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        kvEntry *e = NULL;
+        uint64_t rev = 0, last = 0;
+        int64_t cur = 0;
+        natsStatus st = kvStore_Get(&e, c->labels, key);
+        if (st == NATS_OK) {
+            char v[32];
+            int len = kvEntry_ValueLen(e);
+            snprintf(v, sizeof v, "%.*s", len < 31 ? len : 31, (const char *)kvEntry_Value(e));
+            cur = strtoll(v, NULL, 10);
+            last = kvEntry_Revision(e);
+            kvEntry_Destroy(e);
+        } else if (st != NATS_NOT_FOUND) {
+            return fpx_cluster_fail(err, "cannot read the index's label counter", st);
+        }
+        *was = cur;
+        if (cur > max)
+            return 0;
+        char v[32];
+        snprintf(v, sizeof v, "%lld", (long long)(max < INT64_MAX ? max + 1 : max));
+        st = last ? kvStore_UpdateString(&rev, c->labels, key, v, last)
+                  : kvStore_CreateString(&rev, c->labels, key, v);
+        if (st == NATS_OK)
+            return 0;
+        /* another add moved it meanwhile: read again */
+    }
+    return fpx_err_set(err, FPX_E_UNAVAILABLE,
+                       "cannot move the label counter: too many "
+                       "concurrent adds");
 }
 
 /* "first n" of a reservation entry. */
@@ -436,6 +551,51 @@ static int reply_counts(fpx_req *r, const char *what, int64_t count, int64_t nto
     return reply(r, &o);
 }
 
+static int renumbers(const fpx_def *d, fpx_err *err);
+
+/*
+ * A label names one vector, as on one server: the vectors of an add with
+ * with_ids whose label was given before (below the counter's value before
+ * this add, was) may be held by another shard than the one they go to (a
+ * keyed vector goes to its key's shard). Each such label is removed from
+ * every shard but its vector's, before the parts are sent. Labels at or past
+ * was were never given, so they cost nothing. On types whose labels stay,
+ * remove_ids removes exactly those labels; on the types FAISS renumbers
+ * (where remove_ids would renumber the shard), delete_vector does, which
+ * takes an integer as a caller key first.
+ */
+static int unplace_labels(fpx_cluster *c, fpx_req *r, const fpx_def *d, const int64_t *labels,
+                          const int64_t *shard, int64_t n, int64_t was) {
+    int any = 0;
+    for (int64_t i = 0; i < n && !any; i++)
+        any = labels[i] < was;
+    if (!any)
+        return 0;
+    int rn = renumbers(d, &r->err);
+    if (rn < 0)
+        return -1;
+    static const char *const drop[] = {"vector_shape", "dimension", "with_ids", NULL};
+    for (int64_t s = 0; s < d->shards; s++) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i++)
+            m += labels[i] < was && shard[i] != s;
+        if (m == 0)
+            continue;
+        fpx_out o;
+        sreply x;
+        msgpack_packer *p = sub_begin(&o, r, d, s, rn ? "delete_vector" : "remove_ids", drop, 1);
+        fpx_pack_cstr(p, rn ? "vector_ids" : "ids");
+        msgpack_pack_array(p, (size_t)m);
+        for (int64_t i = 0; i < n; i++)
+            if (labels[i] < was && shard[i] != s)
+                msgpack_pack_int64(p, labels[i]);
+        if (shard_call(c, r, d, s, &o, &x, &r->err) != 0)
+            return -1;
+        sreply_free(&x);
+    }
+    return 0;
+}
+
 static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     int with_ids = 0;
     int64_t n = 0, dim = d->dim;
@@ -472,11 +632,20 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     }
     int rc = 0;
+    int64_t was = 0;
     if (with_ids) {
         memcpy(labels, vx + (size_t)n * row, (size_t)n * 8);
-        for (int64_t i = 0; rc == 0 && i < n; i++)
+        int64_t max = -1;
+        for (int64_t i = 0; rc == 0 && i < n; i++) {
             if (labels[i] < 0)
                 rc = fpx_err_set(&r->err, FPX_E_VALIDATION, "labels must be >= 0");
+            else if (labels[i] > max)
+                max = labels[i];
+        }
+        /* before any part is sent: an add that reserves labels after this one
+         * was acknowledged never takes one of its labels */
+        if (rc == 0 && max >= 0)
+            rc = advance_labels(c, d, max, &was, &r->err);
     } else if (n > 0) {
         /* The labels of one connection's adds are taken in the order sent. */
         int64_t first = 0;
@@ -491,6 +660,8 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         shard[i] = key && key->type != MSGPACK_OBJECT_NIL ? key_shard(key, d->shards)
                                                           : labels[i] % d->shards;
     }
+    if (rc == 0 && with_ids)
+        rc = unplace_labels(c, r, d, labels, shard, n, was);
     static const char *const drop[] = {"vector_shape", "dimension", "with_ids", NULL};
     int64_t added = 0, ntotal = 0;
     char done[FPX_SHARDS_MAX * 4] = "", failed_at[24] = "";
@@ -502,34 +673,49 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         fpx_out o;
         sreply x;
         if (m == 0) {
+            shard_sync(c, d, s);
             sub_begin(&o, r, d, s, "get_index_info", NULL, 0);
             if (shard_call(c, r, d, s, &o, &x, &r->err) == 0)
                 ntotal += meta_int(&x, "ntotal");
             sreply_free(&x);
             continue;
         }
-        msgpack_packer *p = sub_begin(&o, r, d, s, "add_vectors", drop, 2);
-        fpx_pack_cstr(p, "vector_shape");
-        msgpack_pack_array(p, 2);
-        msgpack_pack_int64(p, m);
-        msgpack_pack_int64(p, d->dim);
-        fpx_pack_cstr(p, "with_ids");
-        msgpack_pack_true(p);
-        uint8_t *out = fpx_out_data(&o, (size_t)m * (row + 8));
-        msgpack_packer *mp = items ? fpx_out_meta(&o) : NULL;
-        if (mp)
-            msgpack_pack_array(mp, (size_t)m);
-        for (int64_t i = 0, j = 0; out && i < n; i++) {
-            if (shard[i] != s)
-                continue;
-            memcpy(out + (size_t)j * row, vx + (size_t)i * row, row);
-            memcpy(out + (size_t)m * row + (size_t)j * 8, &labels[i], 8);
-            if (mp)
-                msgpack_pack_object(mp, items->via.array.ptr[i]);
-            j++;
-        }
+        /* A shard's replica here checks the part before it is published: one
+         * that has not applied a train acknowledged through another node yet
+         * refuses it as not trained; it catches up and is asked once more
+         * (nothing was published). */
         fpx_err err = {0};
-        if (shard_call(c, r, d, s, &o, &x, &err) != 0) {
+        int called = -1;
+        for (int attempt = 0; attempt < 2 && called != 0; attempt++) {
+            if (attempt > 0) {
+                if (err.type != FPX_E_NOT_TRAINED)
+                    break;
+                shard_sync(c, d, s);
+                err = (fpx_err){0};
+            }
+            msgpack_packer *p = sub_begin(&o, r, d, s, "add_vectors", drop, 2);
+            fpx_pack_cstr(p, "vector_shape");
+            msgpack_pack_array(p, 2);
+            msgpack_pack_int64(p, m);
+            msgpack_pack_int64(p, d->dim);
+            fpx_pack_cstr(p, "with_ids");
+            msgpack_pack_true(p);
+            uint8_t *out = fpx_out_data(&o, (size_t)m * (row + 8));
+            msgpack_packer *mp = items ? fpx_out_meta(&o) : NULL;
+            if (mp)
+                msgpack_pack_array(mp, (size_t)m);
+            for (int64_t i = 0, j = 0; out && i < n; i++) {
+                if (shard[i] != s)
+                    continue;
+                memcpy(out + (size_t)j * row, vx + (size_t)i * row, row);
+                memcpy(out + (size_t)m * row + (size_t)j * 8, &labels[i], 8);
+                if (mp)
+                    msgpack_pack_object(mp, items->via.array.ptr[i]);
+                j++;
+            }
+            called = shard_call(c, r, d, s, &o, &x, &err);
+        }
+        if (called != 0) {
             snprintf(failed_at, sizeof failed_at, "%lld", (long long)s);
             if (added == 0) {
                 r->err = err;
@@ -746,31 +932,43 @@ static int gather(fpx_cluster *c, fpx_req *r, const fpx_def *d, const char *op, 
                   int *with_meta) {
     static const char *const drop[] = {"include_metadata", NULL};
     int any = 0, all = 1;
+    scall *k = calloc((size_t)d->shards, sizeof *k);
+    if (!k)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     for (int pass = 0; pass < 2; pass++) {
+        int64_t n = 0;
         for (int64_t s = 0; s < d->shards; s++) {
             if (pass == 1 && x[s].m.meta)
                 continue;
             if (pass == 1)
                 sreply_free(&x[s]);
-            fpx_out o;
-            msgpack_packer *p = sub_begin(&o, r, d, s, op, pass ? drop : NULL, pass ? 1 : 0);
+            k[n] = (scall){.c = c, .r = r, .d = d, .shard = s, .x = &x[s]};
+            msgpack_packer *p = sub_begin(&k[n].o, r, d, s, op, pass ? drop : NULL, pass ? 1 : 0);
             if (pass) {
                 fpx_pack_cstr(p, "include_metadata");
                 msgpack_pack_true(p);
             }
-            uint8_t *out = fpx_out_data(&o, r->msg.body.data_size);
+            uint8_t *out = fpx_out_data(&k[n].o, r->msg.body.data_size);
             if (out && r->msg.body.data_size)
                 memcpy(out, r->msg.body.data, r->msg.body.data_size);
             if (r->msg.meta)
-                msgpack_pack_object(fpx_out_meta(&o), *r->msg.meta);
-            if (shard_call(c, r, d, s, &o, &x[s], &r->err) != 0)
-                return -1;
+                msgpack_pack_object(fpx_out_meta(&k[n].o), *r->msg.meta);
+            n++;
+        }
+        /* every shard is asked at once: the search takes its slowest shard's
+         * time, not the sum of theirs */
+        if (shard_calls(k, n, r) != 0) {
+            free(k);
+            return -1;
+        }
+        for (int64_t s = 0; s < d->shards; s++) {
             any |= x[s].m.meta != NULL;
             all &= x[s].m.meta != NULL;
         }
         if (!any || all)
             break;
     }
+    free(k);
     *with_meta = any;
     return 0;
 }
@@ -980,7 +1178,8 @@ static int reconstruct_one(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t
         }
         last = err;
     }
-    r->err = last;
+    /* one server's message, naming the index, not a shard */
+    fpx_err_set(&r->err, last.type, "label %lld is not in index '%s'", (long long)label, d->name);
     return -1;
 }
 
@@ -1042,6 +1241,227 @@ static int serve_reconstruct_n(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     return reply(r, &o);
 }
 
+/* ---- remove_ids, list_keys, codecs ------------------------------------------------ */
+
+/* 1 when FAISS's remove_ids renumbers d's type (sequential codes without an
+ * IDMap wrapper), 0 when labels stay, -1 with err. */
+static int renumbers(const fpx_def *d, fpx_err *err) {
+    if (fpx_index_type_has_idmap(d->index_type))
+        return 0;
+    fpx_index *tmp = NULL;
+    if (fpx_index_new(d->tenant, d->name, d->index_type, d->dim, d->metric[0] ? d->metric : NULL,
+                      &tmp, err) != 0)
+        return -1;
+    int v = fpx_engine_remove_renumbers(tmp->eng);
+    fpx_index_free(tmp);
+    return v;
+}
+
+/* remove_ids: the same ids or range on every shard; each removes the labels
+ * it holds (a label is on one shard), and the count is the sum. On types
+ * whose labels stay (IVF, IDMap), that is one server's remove exactly. On
+ * the sequential-code types FAISS renumbers, one server moves every later
+ * label down by the removed labels below it, over the whole index; a shard
+ * only knows its own, and the labels of concurrent adds through other
+ * nodes are reserved without the index's lock: refused, nothing changed. */
+static int serve_remove_ids(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
+    int64_t *labels = NULL, n = 0, lo = 0, hi = 0, removed = 0;
+    if (fpx_remove_spec(r->h, &labels, &n, &lo, &hi, &r->err) != 0)
+        return -1;
+    free(labels);
+    int rn = renumbers(d, &r->err);
+    if (rn < 0)
+        return -1;
+    if (rn)
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                           "remove_ids on a sharded index of type '%s' is not served: FAISS "
+                           "renumbers the labels after the removed ones on this type, across "
+                           "the whole index (use an IVF or IDMap type, or delete_vector, which "
+                           "keeps labels)",
+                           d->index_type);
+    if (on_every_shard(c, r, d, "remove_ids", "removed", &removed) != 0)
+        return -1;
+    int ok;
+    int64_t ntotal = ntotal_of(c, r, d, &ok);
+    return ok ? reply_counts(r, "removed", removed, ntotal) : -1;
+}
+
+/* One entry of a shard's list_keys page. */
+typedef struct kentry {
+    int64_t label;
+    const msgpack_object *obj;
+} kentry;
+
+static int by_entry_label(const void *a, const void *b) {
+    const kentry *x = a, *y = b;
+    return (x->label > y->label) - (x->label < y->label);
+}
+
+/* The msgpack size of o. */
+static size_t packed_size(const msgpack_object *o) {
+    msgpack_sbuffer sb;
+    msgpack_packer p;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&p, *o);
+    size_t n = sb.size;
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+/*
+ * list_keys: every shard's entries (each shard listed to its end, page by
+ * page), joined in label order, which is one server's order (its slots are
+ * in the order of writes, and each write takes the next labels) for every
+ * index whose labels were not given with with_ids. The cursor is the next
+ * page's first label plus one: a label stays valid across writes and
+ * compactions of any shard (so no cursor is ever stale here), and any
+ * cursor >= 0 is valid.
+ */
+static int serve_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
+    static const char *const drop[] = {"cursor", "limit", NULL};
+    int64_t cursor = 0, limit = FPX_LIST_KEYS_DEFAULT;
+    if (fpx_req_int(r, "cursor", 0, &cursor) < 0 || fpx_req_int(r, "limit", 0, &limit) < 0)
+        return -1;
+    if (cursor < 0)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "cursor must be one list_keys gave");
+    if (limit < 1 || limit > FPX_K_MAX)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "limit must be 1..%d", FPX_K_MAX);
+    int64_t from = cursor > 0 ? cursor - 1 : INT64_MIN;
+    sreply **pages = NULL; /* each its own allocation: an fpx_msg points into itself */
+    kentry *es = NULL;
+    size_t npages = 0, cap = 0, ne = 0, ecap = 0;
+    int rc = 0;
+    for (int64_t s = 0; rc == 0 && s < d->shards; s++) {
+        uint64_t next = 0;
+        /* bounded: each page but the last holds at least one entry */
+        for (int64_t round = 0; rc == 0 && round < ((int64_t)1 << 40); round++) {
+            if (npages == cap) {
+                size_t nc = cap ? 2 * cap : 16;
+                sreply **np = realloc(pages, nc * sizeof *np);
+                if (!np) {
+                    rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+                    break;
+                }
+                pages = np;
+                cap = nc;
+            }
+            fpx_out o;
+            msgpack_packer *p = sub_begin(&o, r, d, s, "list_keys", drop, next ? 2 : 1);
+            fpx_pack_cstr(p, "limit");
+            msgpack_pack_int64(p, FPX_K_MAX);
+            if (next) {
+                fpx_pack_cstr(p, "cursor");
+                msgpack_pack_uint64(p, next);
+            }
+            sreply *x = pages[npages] = calloc(1, sizeof *x);
+            if (!x) {
+                fpx_out_discard(&o);
+                rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+                break;
+            }
+            npages++;
+            if (shard_call(c, r, d, s, &o, x, &r->err) != 0) {
+                rc = -1;
+                break;
+            }
+            const msgpack_object *items = x->m.meta ? fpx_map_get(x->m.meta, "items") : NULL;
+            const msgpack_object *nx = x->m.meta ? fpx_map_get(x->m.meta, "next") : NULL;
+            if (!items || items->type != MSGPACK_OBJECT_ARRAY || !nx) {
+                rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's list_keys reply is malformed");
+                break;
+            }
+            for (uint32_t i = 0; i < items->via.array.size; i++) {
+                const msgpack_object *it = &items->via.array.ptr[i];
+                const msgpack_object *l =
+                    it->type == MSGPACK_OBJECT_MAP ? fpx_map_get(it, "label") : NULL;
+                int64_t label;
+                if (!l || fpx_obj_int(l, &label)) {
+                    rc = fpx_err_set(&r->err, FPX_E_INTERNAL,
+                                     "a shard's list_keys entry has no label");
+                    break;
+                }
+                if (label < from)
+                    continue;
+                if (ne == ecap) {
+                    size_t nc = ecap ? 2 * ecap : 256;
+                    kentry *np = realloc(es, nc * sizeof *np);
+                    if (!np) {
+                        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+                        break;
+                    }
+                    es = np;
+                    ecap = nc;
+                }
+                es[ne++] = (kentry){label, it};
+            }
+            if (nx->type == MSGPACK_OBJECT_NIL)
+                break;
+            if (nx->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                rc =
+                    fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's list_keys cursor is malformed");
+                break;
+            }
+            next = nx->via.u64;
+        }
+    }
+    if (rc == 0) {
+        qsort(es, ne, sizeof *es, by_entry_label);
+        /* a page, as one server's: limit entries, or about half the message
+         * size limit in bytes (at least one entry) */
+        size_t budget = r->s->cfg->max_message_size / 2, bytes = 0, count = 0;
+        for (; count < ne && (int64_t)count < limit; count++) {
+            size_t b = packed_size(es[count].obj) + 16;
+            if (count > 0 && bytes + b > budget)
+                break;
+            bytes += b;
+        }
+        fpx_out o;
+        fpx_out_init(&o);
+        fpx_reply_ok(r, &o, 0);
+        msgpack_packer *m = fpx_out_meta(&o);
+        msgpack_pack_map(m, 2);
+        fpx_pack_cstr(m, "items");
+        msgpack_pack_array(m, (uint32_t)count);
+        for (size_t i = 0; i < count; i++)
+            msgpack_pack_object(m, *es[i].obj);
+        fpx_pack_cstr(m, "next");
+        if (count < ne)
+            msgpack_pack_int64(m, es[count].label + 1);
+        else
+            msgpack_pack_nil(m);
+        rc = reply(r, &o);
+    }
+    for (size_t i = 0; i < npages; i++) {
+        sreply_free(pages[i]);
+        free(pages[i]);
+    }
+    free(pages);
+    free(es);
+    return rc;
+}
+
+/* sa_encode, sa_decode: FAISS's standalone codec reads only the index's
+ * training, which every shard shares (train publishes one trained index to
+ * all), so shard 0's answer is the index's. */
+static int serve_codec(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
+    fpx_out o;
+    sreply x;
+    sub_begin(&o, r, d, 0, r->op->name, NULL, 0);
+    uint8_t *out = fpx_out_data(&o, r->msg.body.data_size);
+    if (out && r->msg.body.data_size)
+        memcpy(out, r->msg.body.data, r->msg.body.data_size);
+    if (r->msg.meta)
+        msgpack_pack_object(fpx_out_meta(&o), *r->msg.meta);
+    if (shard_call(c, r, d, 0, &o, &x, &r->err) != 0)
+        return -1;
+    r->relay = x.buf; /* the same request_id, the same fields */
+    r->relay_len = x.len;
+    x.buf = NULL;
+    sreply_free(&x);
+    return 0;
+}
+
 /* ---- the entry point --------------------------------------------------------------- */
 
 int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
@@ -1065,6 +1485,18 @@ int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         return serve_delete_vector(c, r, d);
     if (!strcmp(op, "train"))
         return serve_train(c, r, d);
+    if (!strcmp(op, "remove_ids"))
+        return serve_remove_ids(c, r, d);
+    if (!strcmp(op, "list_keys"))
+        return serve_list_keys(c, r, d);
+    if (!strcmp(op, "sa_encode") || !strcmp(op, "sa_decode"))
+        return serve_codec(c, r, d);
+    if (!strcmp(op, "export_index"))
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                           "export_index of a sharded index is not served (index '%s' has %lld "
+                           "shards): FAISS's bytes of one index cannot be made from the shards "
+                           "faithfully; export the vectors with reconstruct_n and list_keys",
+                           d->name, (long long)d->shards);
     if (!strcmp(op, "set_params")) {
         int ok;
         if (on_every_shard(c, r, d, op, NULL, &sum) != 0)

@@ -43,15 +43,18 @@ class Nats:
 
     def __init__(self, root, name, port, cport, routes):
         self.name, self.port = name, port
+        self.http_port = free_port()  # monitoring (connz): what each client sent
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "nats.conf")
         self.log_path = os.path.join(self.dir, "nats.log")
         with open(self.conf, "w") as f:
             f.write("server_name: %s\nlisten: 127.0.0.1:%d\nmax_payload: %d\n"
+                    "http: 127.0.0.1:%d\n"
                     "jetstream { store_dir: \"%s\" }\n"
                     "cluster { name: fpxtest, listen: 127.0.0.1:%d, routes: [%s] }\n"
-                    % (name, port, MAX_PAYLOAD, os.path.join(self.dir, "js"), cport,
+                    % (name, port, MAX_PAYLOAD, self.http_port, os.path.join(self.dir, "js"),
+                       cport,
                        ", ".join("nats-route://127.0.0.1:%d" % r for r in routes)))
         self.proc = None
 
