@@ -75,3 +75,34 @@ def test_additive_fast_scan_refuses_what_faiss_refuses_or_is_not_served(fp):
         fp.IndexAdditiveQuantizerFastScan(fp.IndexFlatL2(16))
     with pytest.raises(NotImplementedError, match="served"):
         fp.IndexAdditiveQuantizerFastScan(None, real.METRIC_L2)
+
+
+def test_polysemous_training_settings_reach_the_training(fp):
+    """do_polysemous_training and polysemous_training.n_iter/n_redo of an IndexPQ made by its
+    constructor: the trained codebook and permutation are FAISS's for these settings."""
+    xt, xq = data(3000, 16, 40, 6)
+    xb, _ = data(1000, 16, 1, 7)
+    out = []
+    for mod in (real, fp):
+        index = mod.IndexPQ(16, 8, 8)
+        assert index.do_polysemous_training is False
+        index.do_polysemous_training = True
+        index.polysemous_training.n_iter = 20000
+        index.polysemous_training.n_redo = 1
+        index.search_type = mod.IndexPQ.ST_polysemous
+        index.train(xt)
+        index.add(xb)
+        index.polysemous_ht = 30
+        stats = mod.cvar.indexPQ_stats
+        stats.reset()
+        D, I = index.search(xq, 5)
+        out.append((D, I, stats.n_hamming_pass, stats.ncode, index.search_type,
+                    index.do_polysemous_training, index.ntotal))
+        if mod is fp:
+            served = bytes(fp.serialize_index(index))
+        else:
+            local = bytes(real.serialize_index(index))
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    assert out[0][2:] == out[1][2:]
+    assert served == local  # FAISS's bytes: the same training
