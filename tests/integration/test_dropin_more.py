@@ -106,3 +106,16 @@ def test_polysemous_training_settings_reach_the_training(fp):
     np.testing.assert_array_equal(out[0][0], out[1][0])
     assert out[0][2:] == out[1][2:]
     assert served == local  # FAISS's bytes: the same training
+
+
+@pytest.mark.parametrize("name,make", [
+    ("IndexHNSW2Level", lambda fp, q: fp.IndexHNSW2Level(q, 16, 4, 8)),
+    ("Index2Layer", lambda fp, q: fp.Index2Layer(q, 16, 4)),
+    ("IndexRowwiseMinMax", lambda fp, q: fp.IndexRowwiseMinMax(q)),
+    ("IndexRowwiseMinMaxFP16", lambda fp, q: fp.IndexRowwiseMinMaxFP16(q))])
+def test_unserved_classes_over_served_indexes_raise_naming_them(fp, name, make):
+    with pytest.raises(NotImplementedError, match=name + " over a served index"):
+        make(fp, fp.IndexFlatL2(16))
+    # over local faiss's indexes they are local faiss's own classes, unchanged
+    local = make(fp, real.IndexFlatL2(16))
+    assert isinstance(local, getattr(real, name))
