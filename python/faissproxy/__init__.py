@@ -152,7 +152,8 @@ def __getattr__(name):
         return _cvar.Cvar(local.cvar if local is not None else None)
     local = _local_faiss()
     if local is not None and hasattr(local, name):
-        return getattr(local, name)  # pure-local helpers FAISS has and we do not serve
+        from . import _unserved  # classes over indexes: refuse served ones by name
+        return _unserved.wrapped(name, getattr(local, name))  # pure-local helpers
     raise AttributeError("module 'faissproxy' has no attribute %r" % name)
 
 

@@ -377,17 +377,137 @@ class IndexIVFResidualQuantizer(_remote._Residual, _IVF, Index):
         self._quantizer = _make_view(quantizer, self, "quantizer")
 
 
-def _unserved_constructor(name):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("faissproxy: %s is not served (made from another index, "
-                                  "it would copy that index's additive quantizer, which the "
-                                  "server holds); index_factory's \"...fs\" descriptions are"
-                                  % name)
-    return type(name, (Index,), {"__init__": __init__})
+# FAISS's fourcc of an additive-quantizer index, and that of the fast-scan index over the
+# same quantizer (FAISS writes the fast-scan class by its quantizer's type).
+_AQ_FS_FOURCC = {b"IxRq": b"IRfs", b"IxRQ": b"IRfs", b"IxLS": b"ILfs", b"IxPR": b"IPRf",
+                 b"IxPL": b"IPLf", b"IwRQ": b"IVRf", b"IwLS": b"IVLf", b"IwPR": b"NPRf",
+                 b"IwPL": b"NPLf"}
 
 
-IndexAdditiveQuantizerFastScan = _unserved_constructor("IndexAdditiveQuantizerFastScan")
-IndexIVFAdditiveQuantizerFastScan = _unserved_constructor("IndexIVFAdditiveQuantizerFastScan")
+def _local_for(name, orig):
+    """Local faiss, and orig (a served index of its own) read into it from FAISS's bytes:
+    FAISS's constructor from another index runs there, on the same content."""
+    from . import _local_faiss
+    local = _local_faiss()
+    if local is None:
+        raise NotImplementedError("faissproxy: %s(index) is served with local faiss "
+                                  "installed only (it builds FAISS's copy there)" % name)
+    if not isinstance(orig, Index) or isinstance(orig, _remote._View) or orig._binary:
+        raise NotImplementedError("faissproxy: %s is served from a served index of its own, "
+                                  "not %r" % (name, orig))
+    data = serialize_index(orig).tobytes()
+    if data[:4] not in _AQ_FS_FOURCC:
+        raise NotImplementedError("faissproxy: %s is served from a served additive-quantizer "
+                                  "index (IndexResidualQuantizer, ...), not %s"
+                                  % (name, type(orig).__name__))
+    return local, data, local.deserialize_index(np.frombuffer(data, dtype="uint8"))
+
+
+def _aq_fs_fields(fs, ivf):
+    """The fast-scan members FAISS writes after the quantizer, from local faiss's object."""
+    out = struct.pack("<?", fs.by_residual) if ivf else b""
+    out += struct.pack("<iiiQQQQ", fs.implem, fs.bbs, fs.qbs, fs.M, fs.nbits, fs.ksub,
+                       fs.code_size)
+    out += struct.pack("<Q", fs.qbs2 if ivf else fs.ntotal2)
+    return out + struct.pack("<Q?iQ", fs.M2, fs.rescale_norm, fs.norm_scale,
+                             fs.max_train_points)
+
+
+class IndexAdditiveQuantizerFastScan(_NormScale, _FastScan, Index):
+    """IndexAdditiveQuantizerFastScan(index[, bbs]): FAISS's copy of a served additive-
+    quantizer index (its quantizer, its codes packed), made by local faiss's constructor and
+    imported as FAISS writes that index (by its quantizer's type, as FAISS's reader gives
+    it back); the index given stays an index of its own, as in FAISS."""
+
+    _classes = ("IndexAdditiveQuantizerFastScan",)
+    aq = _Internal("aq")
+
+    def __init__(self, *args):
+        self._name, self._keep, self._verbose = None, False, False
+        if not args or not isinstance(args[0], Index) or len(args) > 2:
+            raise NotImplementedError("faissproxy: IndexAdditiveQuantizerFastScan is served "
+                                      "as (index[, bbs]) over a served index; index_factory's "
+                                      "\"...fs\" descriptions make the others")
+        orig = args[0]
+        local, data, lorig = _local_for("IndexAdditiveQuantizerFastScan", orig)
+        if data[:2] != b"Ix":
+            raise NotImplementedError("faissproxy: IndexAdditiveQuantizerFastScan is served "
+                                      "from a flat additive-quantizer index, not %s"
+                                      % type(orig).__name__)
+        fs = local.IndexAdditiveQuantizerFastScan(lorig, *(int(a) for a in args[1:]))
+        r = _Bytes(data, 4)
+        _, header = r.header()
+        # the quantizer lies between the header and code_size, codes (8 + 8 + n bytes)
+        end = len(data) - 16 - lorig.ntotal * lorig.code_size
+        quantizer = data[r.off:end]
+        codes = local.rev_swig_ptr(fs.codes.get(), fs.codes.size()).tobytes() \
+            if fs.codes.size() else b""
+        body = _AQ_FS_FOURCC[data[:4]] + header + quantizer + _aq_fs_fields(fs, False)
+        _compose(self, body + _vector(codes), "imported")
+        self._implem, self._bbs, self._qbs = fs.implem, fs.bbs, fs.qbs
+        self._norm_scale = fs.norm_scale
+
+
+class IndexIVFAdditiveQuantizerFastScan(_NormScale, _FastScan, _remote._Residual, _IVF,
+                                        Index):
+    """IndexIVFAdditiveQuantizerFastScan(index[, bbs]): as IndexAdditiveQuantizerFastScan,
+    from a served IVF additive-quantizer index (its quantizer, centroids and nprobe; its
+    lists' codes packed)."""
+
+    _classes = ("IndexIVFAdditiveQuantizerFastScan",)
+    aq = _Internal("aq")
+
+    def __init__(self, *args):
+        self._name, self._keep, self._verbose = None, False, False
+        if not args or not isinstance(args[0], Index) or len(args) > 2:
+            raise NotImplementedError("faissproxy: IndexIVFAdditiveQuantizerFastScan is served "
+                                      "as (index[, bbs]) over a served index; index_factory's "
+                                      "\"...fs\" descriptions make the others")
+        orig = args[0]
+        local, data, lorig = _local_for("IndexIVFAdditiveQuantizerFastScan", orig)
+        if data[:2] != b"Iw":
+            raise NotImplementedError("faissproxy: IndexIVFAdditiveQuantizerFastScan is served "
+                                      "from an IVF additive-quantizer index, not %s"
+                                      % type(orig).__name__)
+        fs = local.IndexIVFAdditiveQuantizerFastScan(lorig, *(int(a) for a in args[1:]))
+        r = _Bytes(data, 4)
+        start = r.off
+        r.header()
+        r.take(16)  # nlist, nprobe
+        r.take(len(local.serialize_index(lorig.quantizer)))
+        ivf_header = data[start:r.off]
+        if r.take(1) == b"\x02":  # the direct map, which FAISS's constructor does not copy
+            r.vector(8)
+            r.vector(16)
+        else:
+            r.vector(8)
+        r.u64()  # code_size
+        # the quantizer, then by_residual, use_precomputed_table and the lists
+        sizes = [lorig.invlists.list_size(i) for i in range(lorig.nlist)]
+        nonzero = sum(1 for n in sizes if n)
+        lists_len = 4 + 16 + 4 + 8 + 8 * (len(sizes) if nonzero > len(sizes) // 2
+                                          else 2 * nonzero)
+        lists_len += sum(n * (lorig.code_size + 8) for n in sizes)
+        quantizer = data[r.off:len(data) - 5 - lists_len]
+        lists = []
+        inv = fs.invlists
+        for i in range(fs.nlist):
+            n = inv.list_size(i)
+            if n == 0:
+                lists.append((b"", b""))
+                continue
+            n2 = (n + fs.bbs - 1) // fs.bbs * fs.bbs
+            ids = local.rev_swig_ptr(inv.get_ids(i), n).tobytes()
+            codes = local.rev_swig_ptr(inv.get_codes(i), n2 * fs.M2 // 2).tobytes()
+            lists.append((ids, codes))
+        body = _AQ_FS_FOURCC[data[:4]] + ivf_header + b"\x00" + struct.pack("<Q", 0)
+        body += quantizer + _aq_fs_fields(fs, True)
+        body += IndexIVFPQFastScan._block_lists(lists, fs.bbs, fs.M2)
+        _compose(self, body, "imported")
+        self._nlist, self._nprobe = fs.nlist, fs.nprobe
+        self._implem, self._bbs, self._qbs = fs.implem, fs.bbs, fs.qbs
+        self._norm_scale, self._by_residual = fs.norm_scale, fs.by_residual
+
 
 # FAISS's classes whose by_residual the server takes before training, and the internal
 # objects of additive-quantizer classes, by the class name FAISS's downcast gives.

@@ -1345,13 +1345,35 @@ class IndexPQ(Index):
     # FAISS's IndexPQ::Search_type_t
     ST_PQ, ST_HE, ST_generalized_HE, ST_SDC, ST_polysemous, ST_polysemous_generalize = range(6)
 
+    _poly_local, _poly_flag, _poly_training = False, None, None
+
     def __init__(self, d, M, nbits, metric=METRIC_L2):
         # faiss's constructor makes a plain (non-polysemous) PQ, as "PQ<M>x<nbits>np"
         super().__init__(d, "PQ%dx%dnp" % (M, nbits), metric)
 
     @property
     def do_polysemous_training(self):
+        if self._poly_flag is not None:
+            return self._poly_flag
         return _polysemous_training(self)
+
+    # the program's polysemous training settings: the training then runs in local faiss
+    # (_polysemous.py)
+    @do_polysemous_training.setter
+    def do_polysemous_training(self, v):
+        self._poly_flag, self._poly_local = bool(v), True
+
+    @property
+    def polysemous_training(self):
+        from . import _polysemous
+        return _polysemous.training_object(self)
+
+    def train(self, x):
+        if not self._poly_local:
+            return Index.train(self, x)
+        from . import _polysemous
+        x, n = _rows(x, self.d)
+        _polysemous.train(self, x, n)
 
     # FAISS's members, kept by the server's index (and its write_index): read back from it,
     # since ParameterSpace's "ht" sets both

@@ -1,0 +1,68 @@
+"""IndexPQ's polysemous training as a program configures it (do_polysemous_training,
+polysemous_training.n_iter, n_redo, ...), which the server's index_factory does not take.
+
+Once the program has written one of them, train() runs FAISS's IndexPQ::train in local
+faiss on the same vectors, with a local faiss IndexPQ of the same shape carrying the
+program's settings (its PolysemousTraining object is local faiss's own, so every field
+FAISS has is taken), and the trained index's FAISS bytes replace the empty served index:
+the codebook and the permutation are FAISS's for those settings. The server's training of
+an IndexPQ made by its factory knows only FAISS's default settings.
+"""
+import struct
+
+from . import _lib
+from ._remote import _compose, _index_meta
+
+
+def _local():
+    from . import _local_faiss
+    local = _local_faiss()
+    if local is None:
+        raise NotImplementedError("faissproxy: IndexPQ's polysemous training settings are "
+                                  "served with local faiss installed only (it trains there)")
+    return local
+
+
+def training_object(index):
+    """index.polysemous_training: local faiss's PolysemousTraining, the program's to set;
+    reading it asks for the local training."""
+    if index._poly_training is None:
+        index._poly_training = _local().PolysemousTraining()
+        index._poly_local = True
+    return index._poly_training
+
+
+def train(index, x, n):
+    """FAISS's IndexPQ::train of the program's settings, in local faiss; the trained bytes
+    replace the served index (which holds no vectors: FAISS's IndexPQ needs training before
+    any add)."""
+    if index.ntotal:
+        raise NotImplementedError("faissproxy: training again an IndexPQ that holds vectors "
+                                  "with polysemous training settings is not served")
+    local = _local()
+    params = _index_meta(index._name).get("params") or {}
+    m = struct.unpack("<QQQ", bytes(_pq_header(index)))
+    loc = local.IndexPQ(index.d, int(m[1]), int(m[2]), index.metric_type)
+    loc.do_polysemous_training = bool(index.do_polysemous_training)
+    if index._poly_training is not None:
+        loc.polysemous_training = index._poly_training
+    loc.verbose = index.verbose
+    loc.train(x)
+    loc.search_type = int(params.get("search_type", 0))
+    loc.polysemous_ht = int(params.get("polysemous_ht", 0))
+    old, keep = index._name, index._keep
+    _compose(index, bytes(local.serialize_index(loc)), index._description)
+    if not keep:
+        _lib.pending_deletes.append(old)
+    else:
+        index._keep = False
+        index.keep()
+
+
+def _pq_header(index):
+    """The product quantizer's d, M, nbits from the served index's FAISS bytes ("IxPo"):
+    write_index_header (33 bytes, and metric_arg past the two plain metrics), then the PQ."""
+    from ._remote import serialize_index
+    data = serialize_index(index).tobytes()
+    off = 4 + 33 + (4 if struct.unpack_from("<i", data, 33)[0] > 1 else 0)
+    return data[off:off + 24]
