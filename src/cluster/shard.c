@@ -390,43 +390,12 @@ static int64_t key_shard(const msgpack_object *key, int64_t shards) {
     return (int64_t)(h % (uint64_t)shards);
 }
 
-/* Reserves n labels of d's counter: *first..*first+n-1. */
-static int reserve_labels(fpx_cluster *c, const fpx_def *d, int64_t n, int64_t *first,
-                          fpx_err *err) {
-    char key[FPX_UID_HEX];
-    fpx_cluster_uid_hex(d->uid, key);
-    for (int attempt = 0; attempt < 1000; attempt++) {
-        kvEntry *e = NULL;
-        uint64_t rev = 0, last = 0;
-        int64_t cur = 0;
-        natsStatus st = kvStore_Get(&e, c->labels, key);
-        if (st == NATS_OK) {
-            char v[32];
-            int len = kvEntry_ValueLen(e);
-            snprintf(v, sizeof v, "%.*s", len < 31 ? len : 31, (const char *)kvEntry_Value(e));
-            cur = strtoll(v, NULL, 10);
-            last = kvEntry_Revision(e);
-            kvEntry_Destroy(e);
-        } else if (st != NATS_NOT_FOUND) {
-            return fpx_cluster_fail(err, "cannot read the index's label counter", st);
-        }
-        char v[32];
-        snprintf(v, sizeof v, "%lld", (long long)(cur + n));
-        st = last ? kvStore_UpdateString(&rev, c->labels, key, v, last)
-                  : kvStore_CreateString(&rev, c->labels, key, v);
-        if (st == NATS_OK) {
-            *first = cur;
-            return 0;
-        }
-        /* another add took labels meanwhile: read again */
-    }
-    return fpx_err_set(err, FPX_E_UNAVAILABLE, "cannot reserve labels: too many concurrent adds");
-}
-
-/* Moves d's counter past label max (when it is not already), as one
- * server's counter moves past the largest label an add gives with with_ids. */
-static int advance_labels(fpx_cluster *c, const fpx_def *d, int64_t max, int64_t *was,
-                          fpx_err *err) {
+/* Moves d's label counter (bucket fpx_labels) from its value cur to
+ * max(cur + add, at_least) with a compare-and-set, reading it again when
+ * another node moved it meanwhile; *was is cur. A counter already there is
+ * not written. */
+static int move_labels(fpx_cluster *c, const fpx_def *d, int64_t add, int64_t at_least,
+                       int64_t *was, fpx_err *err) {
     char key[FPX_UID_HEX];
     fpx_cluster_uid_hex(d->uid, key);
     for (int attempt = 0; attempt < 1000; attempt++) {
@@ -445,10 +414,11 @@ static int advance_labels(fpx_cluster *c, const fpx_def *d, int64_t max, int64_t
             return fpx_cluster_fail(err, "cannot read the index's label counter", st);
         }
         *was = cur;
-        if (cur > max)
+        int64_t next = cur + add < at_least ? at_least : cur + add;
+        if (next == cur)
             return 0;
         char v[32];
-        snprintf(v, sizeof v, "%lld", (long long)(max < INT64_MAX ? max + 1 : max));
+        snprintf(v, sizeof v, "%lld", (long long)next);
         st = last ? kvStore_UpdateString(&rev, c->labels, key, v, last)
                   : kvStore_CreateString(&rev, c->labels, key, v);
         if (st == NATS_OK)
@@ -456,8 +426,20 @@ static int advance_labels(fpx_cluster *c, const fpx_def *d, int64_t max, int64_t
         /* another add moved it meanwhile: read again */
     }
     return fpx_err_set(err, FPX_E_UNAVAILABLE,
-                       "cannot move the label counter: too many "
-                       "concurrent adds");
+                       "cannot move the label counter: too many concurrent adds");
+}
+
+/* Reserves n labels of d's counter: *first..*first+n-1. */
+static int reserve_labels(fpx_cluster *c, const fpx_def *d, int64_t n, int64_t *first,
+                          fpx_err *err) {
+    return move_labels(c, d, n, INT64_MIN, first, err);
+}
+
+/* Moves d's counter past label max (when it is not already), as one
+ * server's counter moves past the largest label an add gives with with_ids. */
+static int advance_labels(fpx_cluster *c, const fpx_def *d, int64_t max, int64_t *was,
+                          fpx_err *err) {
+    return move_labels(c, d, 0, max < INT64_MAX ? max + 1 : max, was, err);
 }
 
 /* "first n" of a reservation entry. */
