@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from cluster import NATS_SERVER, Cluster, synced
-from conftest import SERVER, unique
+from conftest import SANITIZER_MARKS, SERVER, unique
 from wire import ServerError, rand
 
 pytestmark = pytest.mark.skipif(
@@ -47,7 +47,10 @@ def move(cl, spec, src, dst, tenant=None):
     if tenant:
         args += ["--move-tenant", tenant]
     p = subprocess.run(args, capture_output=True, text=True, timeout=MOVE_TIMEOUT)
-    return p.returncode, p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    for mark in SANITIZER_MARKS:  # the command runs under the sanitizers too
+        assert mark not in out, out
+    return p.returncode, out
 
 
 def node(cl, node_id):
