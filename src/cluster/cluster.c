@@ -362,8 +362,19 @@ static fpx_replica *replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **m
     char key[2 * FPX_NAME_MAX + 2];
     def_key(d->tenant, d->name, key);
     fpx_replica *rep = replica_find(c, key);
-    if (rep && !memcmp(rep->ix->uid, d->uid, FPX_UID_BYTES))
+    if (rep && !memcmp(rep->ix->uid, d->uid, FPX_UID_BYTES)) {
+        /* Its placement changed (a move, move.c): info and trimming read it. */
+        pthread_rwlock_wrlock(&rep->ix->lock);
+        char *pl = rep->ix->placement && !strcmp(rep->ix->placement, d->placement)
+                       ? NULL
+                       : strdup(d->placement);
+        if (pl) {
+            free(rep->ix->placement);
+            rep->ix->placement = pl;
+        }
+        pthread_rwlock_unlock(&rep->ix->lock);
         return rep;
+    }
     if (rep) {
         fpx_index *old = rep->ix;
         atomic_fetch_add(&old->refs, 1);
@@ -407,7 +418,8 @@ static fpx_replica *replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **m
     ix->placement = placement;
     pthread_rwlock_unlock(&ix->lock);
     rep->c = c;
-    rep->ix = ix; /* our reference */
+    rep->ix = ix;               /* our reference */
+    rep->reported = UINT64_MAX; /* its first beat reports it open (move.c waits for that) */
     snprintf(rep->key, sizeof rep->key, "%s", key);
     fpx_cluster_stream_names(d->uid, rep->stream, rep->subject);
     if (fpx_log_follow(c, rep, err) != 0) {
@@ -1438,4 +1450,22 @@ done:
         }
     kvKeysList_Destroy(&keys);
     return rc;
+}
+
+/* ---- for the move command (move.c) ------------------------------------------------- */
+
+int fpx_cluster_connect(fpx_cluster *c, fpx_err *err) {
+    return connect_nats(c, err);
+}
+
+void fpx_def_key(const char *tenant, const char *name, char *out) {
+    def_key(tenant, name, out);
+}
+
+int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
+    return def_encode(d, sb);
+}
+
+int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
+    return def_decode(data, len, d, err);
 }

@@ -26,6 +26,10 @@
  * replica of every index placed here and catches each up with its stream
  * before returning, then keeps following. After fpx_server_init. */
 int fpx_cluster_start(fpx_server *s, fpx_err *err);
+/* The one-shot command --move (move.c, docs/cluster.md "Moving a
+ * replica"): moves a replica of cfg->move_index from cfg->move_from to
+ * cfg->move_to, without joining as a node; 0 once done. */
+int fpx_cluster_move(const fpx_config *cfg, fpx_err *err);
 /* Stops following and leaves the cluster (this node's heartbeat lapses). */
 void fpx_cluster_stop(fpx_server *s);
 

@@ -235,4 +235,12 @@ int fpx_log_publish_trained(fpx_cluster *c, fpx_req *r, const uint8_t *uid, cons
 /* The stream's last sequence. */
 int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err);
 
+/* cluster.c, for the move command (move.c): connects c->nc and c->js to
+ * the NATS servers of c->s->cfg; the key of tenant/name in fpx_indexes; a
+ * definition to and from its stored form. */
+int fpx_cluster_connect(fpx_cluster *c, fpx_err *err);
+void fpx_def_key(const char *tenant, const char *name, char *out /* 2 * FPX_NAME_MAX + 2 */);
+int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb);
+int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err);
+
 #endif

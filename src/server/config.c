@@ -84,6 +84,9 @@ static const char usage_more[] =
     "                             nodes holding it        FAISS_PROXY_ROUTER_ONLY=1 (off)\n"
     "      --forward-timeout-ms N longest wait for a forwarded request's reply\n"
     "                                       FAISS_PROXY_FORWARD_TIMEOUT_MS (30000)\n"
+    "      --move INDEX[/SHARD] --from NODE --to NODE  with --cluster: move a replica of the\n"
+    "                             index (or of its shard) from one node to another, then exit\n"
+    "      --move-tenant NAME     the tenant of the index to move (default)\n"
     "  -v, --verbose              debug logging            FAISS_PROXY_DEBUG=1\n"
     "  -h, --help                 this text\n"
     "  -V, --version              print the version\n";
@@ -134,6 +137,9 @@ static int set_keys(fpx_config *cfg, const char *v) {
     }
     return 0;
 }
+
+/* Long options without a letter (the move command's). */
+enum { OPT_MOVE = 256, OPT_MOVE_TENANT, OPT_MOVE_FROM, OPT_MOVE_TO };
 
 static int apply(fpx_config *cfg, int opt, const char *v) {
     switch (opt) {
@@ -207,6 +213,14 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return 0;
     case 'T':
         return parse_int("forward timeout", v, 100, 3600000, &cfg->forward_timeout_ms);
+    case OPT_MOVE:
+        return set_str("move", cfg->move_index, sizeof cfg->move_index, v);
+    case OPT_MOVE_TENANT:
+        return set_str("move tenant", cfg->move_tenant, sizeof cfg->move_tenant, v);
+    case OPT_MOVE_FROM:
+        return set_str("from", cfg->move_from, sizeof cfg->move_from, v);
+    case OPT_MOVE_TO:
+        return set_str("to", cfg->move_to, sizeof cfg->move_to, v);
     }
     return -1;
 }
@@ -345,6 +359,10 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"advertise", required_argument, 0, 'E'},
         {"router-only", no_argument, 0, 'O'},
         {"forward-timeout-ms", required_argument, 0, 'T'},
+        {"move", required_argument, 0, OPT_MOVE},
+        {"move-tenant", required_argument, 0, OPT_MOVE_TENANT},
+        {"from", required_argument, 0, OPT_MOVE_FROM},
+        {"to", required_argument, 0, OPT_MOVE_TO},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
@@ -382,6 +400,12 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
                 cfg->node_id);
         return -1;
     }
+    if (cfg->move_index[0] && (!cfg->cluster_urls[0] || !cfg->move_from[0] || !cfg->move_to[0])) {
+        fprintf(stderr, "faiss-proxy-server: --move needs --cluster, --from and --to\n");
+        return -1;
+    }
+    if (!cfg->move_tenant[0])
+        strcpy(cfg->move_tenant, "default");
     if (cfg->max_inflight_per_client == 0) /* a quarter of the workers stays for others */
         cfg->max_inflight_per_client = (size_t)(cfg->workers - cfg->workers / 4);
     if (cfg->curve_key_file[0]) {

@@ -60,6 +60,12 @@ typedef struct fpx_config {
     char advertise[300];
     int router_only;
     int forward_timeout_ms;
+    /* The one-shot command that moves a replica (--move INDEX[/SHARD] --from
+     * NODE --to NODE, src/cluster/move.c): the process moves it and exits
+     * instead of serving. "" = serve. */
+    char move_index[300]; /* a name is at most 128 characters (FPX_NAME_MAX) */
+    char move_tenant[129];
+    char move_from[FPX_NODE_ID_MAX + 1], move_to[FPX_NODE_ID_MAX + 1];
 } fpx_config;
 
 /*

@@ -180,7 +180,8 @@ static int drop_unavailable(fpx_req *r) {
 /* Takes the index's lock. A request that has to wait for it is counted in
  * s->blocked: when every worker is busy and some of them only wait for a
  * busy index (a long HNSW add, a train), the network loop starts more
- * workers, so that other indexes are still served (net.c). */
+ * workers, so that other indexes are still served (net.c). 0 locked; 2
+ * when the index was dropped meanwhile (r->err not_found), not locked. */
 static int lock_index(fpx_req *r, fpx_lockmode mode) {
     fpx_index *ix = r->ix;
     int excl = mode == FPX_LOCK_EXCLUSIVE;
@@ -198,7 +199,8 @@ static int lock_index(fpx_req *r, fpx_lockmode mode) {
     fpx_order_pass();
     if (ix->dropped) {
         pthread_rwlock_unlock(&ix->lock);
-        return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", ix->name);
+        fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", ix->name);
+        return 2;
     }
     r->nlive_before = ix->nlive;
     return 0;
@@ -251,8 +253,19 @@ static int run_op(fpx_req *r, fpx_out *o) {
         return 0;
     if (!r->ix || op->lock == FPX_LOCK_NONE)
         return op->run(r, o);
-    if (lock_index(r, op->lock)) {
+    int unlocked = lock_index(r, op->lock);
+    if (unlocked) {
         cancel_batching(r);
+        /* In a cluster, this node's replica went while the request waited
+         * for its lock (moved to another node, docs/cluster.md): the index
+         * is looked up again, and the request forwarded to a node holding
+         * it. */
+        if (unlocked == 2 && s->cluster) {
+            fpx_index_unref(r->ix);
+            if (!(r->ix = index_of(r)))
+                return r->relay ? 0 : -1;
+            fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", r->ix->name);
+        }
         return -1;
     }
     int rc = 0;

@@ -69,6 +69,19 @@ int main(int argc, char **argv) {
     }
     if (cfg.log_debug)
         fpx_log_level = FPX_LOG_DEBUG;
+    if (cfg.move_index[0]) { /* the one-shot move command: no server runs */
+        fpx_err merr = {0};
+        int mrc = fpx_cluster_move(&cfg, &merr);
+        if (mrc == 0)
+            printf("moved %s (tenant %s) from node %s to node %s\n", cfg.move_index,
+                   cfg.move_tenant, cfg.move_from, cfg.move_to);
+        else
+            fprintf(stderr, "faiss-proxy-server: cannot move %s from node %s to node %s: %s: %s\n",
+                    cfg.move_index, cfg.move_from, cfg.move_to, fpx_errtype_name(merr.type),
+                    merr.msg);
+        fpx_config_free(&cfg);
+        return mrc == 0 ? 0 : 1;
+    }
     raise_open_files_limit();
 
     struct sigaction sa;
