@@ -441,6 +441,15 @@ _UNSERVED = frozenset((
 ))
 
 
+def _plain_in_faiss(obj, name):
+    """Would FAISS's Python object of obj's class keep name as a plain attribute (local
+    faiss's class of that name has no such member)? False when that cannot be told."""
+    from . import _local_faiss
+    local = _local_faiss()
+    cls = getattr(local, type(obj).__name__, None) if local is not None else None
+    return isinstance(cls, type) and not hasattr(cls, name)
+
+
 def _set_served(obj, name, value):
     """__setattr__ of served objects: private names are the object's own; a FAISS attribute
     with a setter here reaches the server; any other write raises, naming the attribute."""
@@ -456,6 +465,11 @@ def _set_served(obj, name, value):
             "IVF" in c for c in obj._classes):
         # FAISS's Python object of an index with no IVF anywhere keeps the value as a plain
         # attribute, which no search reads: so does this one
+        object.__setattr__(obj, name, value)
+        return
+    if _plain_in_faiss(obj, name) and name not in ("nprobe", "max_codes"):
+        # FAISS's Python object of this class has no such member: it keeps the value as a
+        # plain attribute that nothing reads (a typo included), and so does this one
         object.__setattr__(obj, name, value)
         return
     if name in _UNSERVED or attr is not None:

@@ -66,8 +66,16 @@ def test_attribute_writes_that_are_not_served_raise(fp):
     assert flat.metric_type == fp.METRIC_L2
     with pytest.raises(NotImplementedError, match="ntotal"):
         flat.ntotal = 5
-    with pytest.raises(AttributeError, match="nprob"):
-        flat.nprob = 4  # a typo is not kept locally either
+    flat.nprob = 4  # not a member of FAISS's IndexFlatL2: FAISS keeps it, and reads it never
+    assert flat.nprob == 4
+    hnsw0 = fp.IndexHNSWFlat(16, 8)
+    hnsw0.add(xb)
+    before = hnsw0.search(xb[:20], 5)
+    hnsw0.search_bounded_queue = False  # HNSW's member, not IndexHNSWFlat's: nothing changes
+    assert not hasattr(real.IndexHNSWFlat, "search_bounded_queue")
+    after = hnsw0.search(xb[:20], 5)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
     hnsw = fp.IndexHNSWFlat(16, 8)
     with pytest.raises(NotImplementedError, match="upper_beam"):
         hnsw.hnsw.upper_beam = 2
@@ -91,8 +99,9 @@ def test_by_residual_before_training_reaches_the_server(fp):
     sq = fp.index_factory(16, "IVF8,SQ8")
     sq.by_residual = False
     assert sq.by_residual is False
-    with pytest.raises(NotImplementedError, match="by_residual"):
-        fp.index_factory(16, "IVF8,Flat").by_residual = False
+    flat_ivf = fp.index_factory(16, "IVF8,Flat")
+    flat_ivf.by_residual = False  # not a member of FAISS's IndexIVFFlat: kept, read by nothing
+    assert not hasattr(real.IndexIVFFlat, "by_residual") and flat_ivf.by_residual is False
 
 
 def test_nprobe_under_a_transform_raises_and_extract_index_ivf_serves_it(fp):

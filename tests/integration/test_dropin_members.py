@@ -67,8 +67,9 @@ def test_do_polysemous_training(fp):
     assert fp.IndexPQ(12, 4, 8).do_polysemous_training is \
         real.IndexPQ(12, 4, 8).do_polysemous_training
     assert fp.IndexIVFPQ(fp.IndexFlatL2(12), 12, 10, 4, 8).do_polysemous_training is False
-    with pytest.raises(NotImplementedError, match="do_polysemous_training"):
-        fp.IndexPQ(12, 4, 8).do_polysemous_training = True
+    pq = fp.IndexPQ(12, 4, 8)
+    pq.do_polysemous_training = True  # taken: its train then runs FAISS's polysemous training
+    assert pq.do_polysemous_training is True
 
 
 def test_reconstruct_batch(fp):
