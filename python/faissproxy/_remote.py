@@ -668,17 +668,24 @@ class Index:
     # ---- FAISS's methods -------------------------------------------------------------
 
     def train(self, x):
+        """Trains the index on the representative vectors x (n, d), on the server."""
         x, n = _rows(x, self.d)
         h = client()
         check(lib.fpx_client_train(h, self._name.encode(), n, self.d, _ptr(x)), h)
         self._refresh()
 
     def add(self, x):
+        """Adds vectors to the index: x (n, d) float32, stored on the server. The index
+        must be trained first; the vectors get the ids ntotal, ntotal + 1, ...,
+        ntotal + n - 1 (use add_with_ids, on the index types that take ids, to give your
+        own)."""
         if self._idmap:
             raise RuntimeError("add does not make sense with IndexIDMap, use add_with_ids")
         self._add(x, None)
 
     def add_with_ids(self, x, ids):
+        """Adds vectors x (n, d) with the given int64 ids (n,), where FAISS's class of
+        this index takes ids (IDMaps, IVF and binary hash indexes); other types raise."""
         ids = np.ascontiguousarray(ids, dtype="int64")
         assert ids.shape == (len(x),)
         if not self._takes_ids():
@@ -729,6 +736,9 @@ class Index:
                 self._ntotal = int(total.value)
 
     def search(self, x, k, *, params=None, D=None, I=None):
+        """Searches the k nearest neighbors of each query of x (n, d) on the server:
+        returns D (n, k) distances and I (n, k) labels (-1 where fewer than k are found),
+        as FAISS's search; params as FAISS's SearchParameters."""
         x, n = _rows(x, self.d)
         k = int(k)
         assert k > 0

@@ -425,3 +425,12 @@ def test_idmap_over_an_untrained_ivf_keeps_its_settings(fp):
     imported = fp.deserialize_index(real.serialize_index(real.index_factory(8, "PCA4,IVF4,Flat")))
     with pytest.raises(NotImplementedError, match="nprobe"):
         fp.extract_index_ivf(imported).nprobe  # the bytes' value is not read here
+
+
+def test_methods_say_what_they_do(fp):
+    """help(index.add) tells a FAISS user what FAISS's says first (FAISS's own
+    test_documentation checks it)."""
+    ix = fp.IndexFlatL2(8)
+    assert "Adds vectors to the index" in ix.add.__doc__
+    assert "Adds vectors to the index" in real.IndexFlatL2(8).add.__doc__
+    assert "nearest" in ix.search.__doc__ and ix.train.__doc__ and ix.add_with_ids.__doc__
