@@ -1032,6 +1032,13 @@ class _IVF:
         """As IndexIVF.set_direct_map_type (faiss.DirectMap.NoMap, Array, Hashtable)."""
         self._set_param("direct_map", int(type))
 
+    def update_vectors(self, *args):
+        """FAISS's IndexIVF.update_vectors moves entries between inverted lists in an order
+        of its own (with an array direct map): not served, it raises."""
+        raise NotImplementedError(
+            "faissproxy: IndexIVF.update_vectors is not served (the server's lists would not "
+            "hold the entries in FAISS's order); use remove_ids then add_with_ids")
+
 
 class _IVFView:
     """What faiss.extract_index_ivf gives for an IVF inside a composition (under a

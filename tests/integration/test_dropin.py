@@ -434,3 +434,9 @@ def test_methods_say_what_they_do(fp):
     assert "Adds vectors to the index" in ix.add.__doc__
     assert "Adds vectors to the index" in real.IndexFlatL2(8).add.__doc__
     assert "nearest" in ix.search.__doc__ and ix.train.__doc__ and ix.add_with_ids.__doc__
+
+
+def test_update_vectors_raises_naming_itself(fp):
+    ix = fp.index_factory(8, "IVF4,Flat")
+    with pytest.raises(NotImplementedError, match="update_vectors"):
+        ix.update_vectors(1, np.zeros(1, "int64"), np.zeros((1, 8), "float32"))
