@@ -920,17 +920,23 @@ int fpx_cluster_admit(fpx_req *r) {
     return 0;
 }
 
-/* d's definition from the bucket: 1 found, 0 none, -1 error. */
-static int def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err) {
+int fpx_def_read(fpx_cluster *c, const char *key, fpx_def *d, uint64_t *rev, fpx_err *err) {
     kvEntry *e = NULL;
     natsStatus st = kvStore_Get(&e, c->indexes, key);
     if (st == NATS_NOT_FOUND)
         return 0;
     if (st != NATS_OK)
         return fpx_cluster_fail(err, "cannot read the index definitions", st);
+    if (rev)
+        *rev = kvEntry_Revision(e);
     int rc = def_decode(kvEntry_Value(e), kvEntry_ValueLen(e), d, err);
     kvEntry_Destroy(e);
     return rc == 0 ? 1 : -1;
+}
+
+/* d's definition from the bucket: 1 found, 0 none, -1 error. */
+static int def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err) {
+    return fpx_def_read(c, key, d, NULL, err);
 }
 
 int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err) {
@@ -1464,8 +1470,4 @@ void fpx_def_key(const char *tenant, const char *name, char *out) {
 
 int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
     return def_encode(d, sb);
-}
-
-int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
-    return def_decode(data, len, d, err);
 }

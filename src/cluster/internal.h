@@ -237,10 +237,11 @@ int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err 
 
 /* cluster.c, for the move command (move.c): connects c->nc and c->js to
  * the NATS servers of c->s->cfg; the key of tenant/name in fpx_indexes; a
- * definition to and from its stored form. */
+ * definition to its stored form, and read from the bucket. */
 int fpx_cluster_connect(fpx_cluster *c, fpx_err *err);
 void fpx_def_key(const char *tenant, const char *name, char *out /* 2 * FPX_NAME_MAX + 2 */);
 int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb);
-int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err);
+/* key's definition and its revision (rev may be NULL): 1 found, 0 none, -1 error. */
+int fpx_def_read(fpx_cluster *c, const char *key, fpx_def *d, uint64_t *rev, fpx_err *err);
 
 #endif

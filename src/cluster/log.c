@@ -168,16 +168,8 @@ int fpx_log_repair(fpx_cluster *c, fpx_replica *rep, uint64_t max, fpx_err *err)
 }
 
 int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err) {
-    char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
-    fpx_cluster_stream_names(uid, stream, subject);
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus st = js_GetStreamInfo(&si, c->js, stream, NULL, &jerr);
-    if (st != NATS_OK)
-        return fpx_cluster_fail(err, "reading the index's log", st);
-    *seq = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    return 0;
+    uint64_t first;
+    return fpx_stream_bounds(c, uid, &first, seq, err);
 }
 
 /* ---- following a stream ----------------------------------------------------------- */

@@ -78,20 +78,6 @@ static void unlisted(const char *list, const char *node, char *out, size_t cap) 
             at += (size_t)snprintf(out + at, cap - at, "%s%s", at ? "," : "", t);
 }
 
-/* Reads key's definition and its revision: 1 found, 0 none, -1 error. */
-static int def_read(fpx_cluster *c, const char *key, fpx_def *d, uint64_t *rev, fpx_err *err) {
-    kvEntry *e = NULL;
-    natsStatus st = kvStore_Get(&e, c->indexes, key);
-    if (st == NATS_NOT_FOUND)
-        return 0;
-    if (st != NATS_OK)
-        return fpx_cluster_fail(err, "cannot read the index definitions", st);
-    *rev = kvEntry_Revision(e);
-    int rc = fpx_def_decode(kvEntry_Value(e), kvEntry_ValueLen(e), d, err);
-    kvEntry_Destroy(e);
-    return rc == 0 ? 1 : -1;
-}
-
 /* Applies edit to the definition of tenant/name with a compare-and-set on
  * its revision, read again and retried when another writer came first. */
 static int def_change(move_ctx *m, const char *name, def_edit edit, fpx_err *err) {
@@ -100,7 +86,7 @@ static int def_change(move_ctx *m, const char *name, def_edit edit, fpx_err *err
     for (int attempt = 0; attempt < FPX_MOVE_CAS_TRIES; attempt++) {
         fpx_def d;
         uint64_t rev = 0;
-        int found = def_read(m->c, key, &d, &rev, err);
+        int found = fpx_def_read(m->c, key, &d, &rev, err);
         if (found < 0)
             return -1;
         if (found == 0)
@@ -333,7 +319,7 @@ static int shard_target(move_ctx *m, fpx_err *err) {
     fpx_def d;
     uint64_t rev;
     fpx_def_key(m->tenant, m->name, key);
-    int found = def_read(m->c, key, &d, &rev, err);
+    int found = fpx_def_read(m->c, key, &d, &rev, err);
     if (found < 0)
         return -1;
     if (found == 0)
@@ -367,7 +353,7 @@ static int move_run(move_ctx *m, fpx_err *err) {
     fpx_def d;
     uint64_t rev;
     fpx_def_key(m->tenant, m->target, key);
-    int found = def_read(c, key, &d, &rev, err);
+    int found = fpx_def_read(c, key, &d, &rev, err);
     if (found <= 0)
         return found < 0 ? -1
                          : fpx_err_set(err, FPX_E_NOT_FOUND, "index '%s' not found in tenant '%s'",
