@@ -387,8 +387,8 @@ CounterLock &counter_lock() {
 }
 
 /* Held by this thread already: an engine call made under another one (none
- * today) must not take a writer-preferring lock again, which deadlocks
- * behind a waiting writer. */
+ * today) must not take the lock again (a counted call under a shared hold
+ * would wait for itself). */
 thread_local int counter_depth = 0;
 
 void read_counters(fpx_search_stats *s) {
