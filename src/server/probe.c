@@ -71,10 +71,12 @@ static uint64_t own_address_space(void) {
 
 int fpx_probe_main(void) {
     /* The reader is the import's longest piece of work: at the lowest
-     * priority it takes a core only when requests leave one free. */
-    if (setpriority(PRIO_PROCESS, 0, 19) != 0) {
-        /* not fatal: the probe runs at the server's priority */
-    }
+     * priority it takes a core only when requests leave one free. The idle
+     * policy, not nice 19 alone: the fair scheduler lets a nice-19 process
+     * finish its slice (up to a 4 ms tick here) before a woken search runs,
+     * and each import stalled searches by that much (bench fig 7); a thread
+     * of normal policy preempts an idle-policy one at once (util.c). */
+    fpx_thread_lower_priority();
     struct stat st;
     if (fstat(PROBE_FD_BYTES, &st) != 0 || st.st_size <= 0)
         return 2;
@@ -100,22 +102,6 @@ int fpx_probe_main(void) {
         (void)w; /* the parent has a fallback message */
     }
     return rc == 0 ? 0 : 1; /* no cleanup: the process is thrown away */
-}
-
-/* Writes all of buf to fd, 8 MB a call: a kernel without preemption copies
- * a whole write before it schedules again, and a search of another tenant
- * would wait for 512 MB to be copied. 0, or -1 with errno. */
-static int write_all(int fd, const uint8_t *buf, size_t len) {
-    while (len > 0) {
-        ssize_t w = write(fd, buf, len > ((size_t)8 << 20) ? (size_t)8 << 20 : len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        buf += w;
-        len -= (size_t)w;
-    }
-    return 0;
 }
 
 /* fd moved above the child's fixed descriptors (a dup2 onto itself would
@@ -188,7 +174,7 @@ int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
     if (memfd < 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "memfd_create: %s", strerror(errno));
     int fds[2] = {-1, -1};
-    if ((memfd = above_fixed(memfd)) < 0 || write_all(memfd, buf, len) != 0 ||
+    if ((memfd = above_fixed(memfd)) < 0 || fpx_write_all(memfd, buf, len) != 0 ||
         pipe2(fds, O_CLOEXEC) != 0 || (fds[0] = above_fixed(fds[0])) < 0 ||
         (fds[1] = above_fixed(fds[1])) < 0) {
         int e = errno;

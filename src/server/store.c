@@ -199,14 +199,14 @@ static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
     close(s->fd);
     free(s);
     if (rc != 0 && !io_failed && werr.msg[0]) { /* not an I/O failure */
-        unlink(tmp);
+        fpx_unlink_file(tmp);
         *err = werr;
         return -1;
     }
     errno = e;
-    if (rc != 0 || rename(tmp, fin) != 0) {
+    if (rc != 0 || fpx_rename_over(tmp, fin) != 0) {
         fpx_store_io_err(err, "cannot write snapshot", tmp);
-        unlink(tmp);
+        fpx_unlink_file(tmp);
         return -1;
     }
     ix->snap_bytes = size;
@@ -235,7 +235,7 @@ static int start_log(const char *dir, fpx_index *ix, fpx_err *err) {
         return fpx_store_io_err(err, "cannot write", tmp);
     }
     close(fd);
-    if (rename(tmp, fin) != 0) {
+    if (fpx_rename_over(tmp, fin) != 0) {
         int e = errno;
         unlink(tmp);
         errno = e;

@@ -51,6 +51,12 @@ int fpx_map_file(const char *path, const uint8_t **buf, size_t *len);
 void fpx_unmap_file(const uint8_t *buf, size_t len);
 /* Removes a directory tree (no symlink following). 0 or -1. */
 int fpx_rmtree(const char *path);
+/* unlink(path), then the file's blocks and page cache freed in short steps
+ * (fpx_release_fd). 0 or -1 (errno). */
+int fpx_unlink_file(const char *path);
+/* rename(from, to) over a file to replace, whose blocks are then freed in
+ * short steps rather than inside the rename. 0 or -1 (errno). */
+int fpx_rename_over(const char *from, const char *to);
 
 /* Runs fn(arg) on a thread of its own at the lowest priority (SCHED_IDLE) and
  * returns its result, for bulk work a request does for one tenant (an
