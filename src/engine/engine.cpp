@@ -392,59 +392,17 @@ CounterLock &counter_lock() {
 thread_local int counter_depth = 0;
 
 void read_counters(fpx_search_stats *s) {
-    const faiss::IndexIVFStats &v = faiss::indexIVF_stats;
-    s->ivf_nq = v.nq;
-    s->ivf_nlist = v.nlist;
-    s->ivf_ndis = v.ndis;
-    s->ivf_nheap_updates = v.nheap_updates;
-    s->ivf_quantization_time = v.quantization_time;
-    s->ivf_search_time = v.search_time;
-    const faiss::IndexIVFPQStats &q = faiss::indexIVFPQ_stats;
-    s->ivfpq_nrefine = q.nrefine;
-    s->ivfpq_n_hamming_pass = q.n_hamming_pass;
-    s->ivfpq_search_cycles = q.search_cycles;
-    s->ivfpq_refine_cycles = q.refine_cycles;
-    s->pq_nq = faiss::indexPQ_stats.nq;
-    s->pq_ncode = faiss::indexPQ_stats.ncode;
-    s->pq_n_hamming_pass = faiss::indexPQ_stats.n_hamming_pass;
-    const faiss::IndexBinaryHashStats &h = faiss::indexBinaryHash_stats;
-    s->hash_nq = h.nq;
-    s->hash_n0 = h.n0;
-    s->hash_nlist = h.nlist;
-    s->hash_ndis = h.ndis;
-    const faiss::HNSWStats &w = faiss::hnsw_stats;
-    s->hnsw_n1 = w.n1;
-    s->hnsw_n2 = w.n2;
-    s->hnsw_n3 = w.n3;
-    s->hnsw_ndis = w.ndis;
-    s->hnsw_nreorder = w.nreorder;
+#define READ_COUNTER(object, field, type) s->object##_##field = (type)faiss::object.field;
+    FPX_SEARCH_STATS(READ_COUNTER)
+#undef READ_COUNTER
 }
 
 /* after - before, field by field (FAISS's counters only grow, except when a
  * program resets them, which no server call does). */
 void counters_added(const fpx_search_stats &b, fpx_search_stats *a) {
-    a->ivf_nq -= b.ivf_nq;
-    a->ivf_nlist -= b.ivf_nlist;
-    a->ivf_ndis -= b.ivf_ndis;
-    a->ivf_nheap_updates -= b.ivf_nheap_updates;
-    a->ivf_quantization_time -= b.ivf_quantization_time;
-    a->ivf_search_time -= b.ivf_search_time;
-    a->ivfpq_nrefine -= b.ivfpq_nrefine;
-    a->ivfpq_n_hamming_pass -= b.ivfpq_n_hamming_pass;
-    a->ivfpq_search_cycles -= b.ivfpq_search_cycles;
-    a->ivfpq_refine_cycles -= b.ivfpq_refine_cycles;
-    a->pq_nq -= b.pq_nq;
-    a->pq_ncode -= b.pq_ncode;
-    a->pq_n_hamming_pass -= b.pq_n_hamming_pass;
-    a->hash_nq -= b.hash_nq;
-    a->hash_n0 -= b.hash_n0;
-    a->hash_nlist -= b.hash_nlist;
-    a->hash_ndis -= b.hash_ndis;
-    a->hnsw_n1 -= b.hnsw_n1;
-    a->hnsw_n2 -= b.hnsw_n2;
-    a->hnsw_n3 -= b.hnsw_n3;
-    a->hnsw_ndis -= b.hnsw_ndis;
-    a->hnsw_nreorder -= b.hnsw_nreorder;
+#define SUBTRACT_COUNTER(object, field, type) a->object##_##field -= b.object##_##field;
+    FPX_SEARCH_STATS(SUBTRACT_COUNTER)
+#undef SUBTRACT_COUNTER
 }
 
 /* The lock for one engine call: shared, or exclusive around a counted search

@@ -51,20 +51,44 @@ int fpx_metric_parse(const char *name, fpx_metric *out);
  * faiss::indexIVF_stats, indexIVFPQ_stats, indexPQ_stats,
  * indexBinaryHash_stats and hnsw_stats; the field names are FAISS's, after
  * the prefix of their object). Times are FAISS's: milliseconds for the IVF
- * ones, CPU cycles for the IVF-PQ ones. exact is 1 when the numbers are those
+ * ones, CPU cycles for the IVF-PQ ones. FPX_SEARCH_STATS lists the counters,
+ * X(FAISS object, FAISS field, type): the member is object_field, and the
+ * engine's reading and the server's reply are made from the same list. exact
+ * is 1 when the numbers are those
  * FAISS counts for this search on an index holding the same vectors, 0 when
  * the engine answered otherwise than with FAISS's own call (an allowed set
  * applied by over-fetching or by an exhaustive pass, an empty index answered
  * without FAISS, ...); the counts are then only what FAISS added meanwhile.
  */
+#define FPX_SEARCH_STATS(X)                                                                        \
+    X(indexIVF_stats, nq, uint64_t)                                                                \
+    X(indexIVF_stats, nlist, uint64_t)                                                             \
+    X(indexIVF_stats, ndis, uint64_t)                                                              \
+    X(indexIVF_stats, nheap_updates, uint64_t)                                                     \
+    X(indexIVF_stats, quantization_time, double)                                                   \
+    X(indexIVF_stats, search_time, double)                                                         \
+    X(indexIVFPQ_stats, nrefine, uint64_t)                                                         \
+    X(indexIVFPQ_stats, n_hamming_pass, uint64_t)                                                  \
+    X(indexIVFPQ_stats, search_cycles, uint64_t)                                                   \
+    X(indexIVFPQ_stats, refine_cycles, uint64_t)                                                   \
+    X(indexPQ_stats, nq, uint64_t)                                                                 \
+    X(indexPQ_stats, ncode, uint64_t)                                                              \
+    X(indexPQ_stats, n_hamming_pass, uint64_t)                                                     \
+    X(indexBinaryHash_stats, nq, uint64_t)                                                         \
+    X(indexBinaryHash_stats, n0, uint64_t)                                                         \
+    X(indexBinaryHash_stats, nlist, uint64_t)                                                      \
+    X(indexBinaryHash_stats, ndis, uint64_t)                                                       \
+    X(hnsw_stats, n1, uint64_t)                                                                    \
+    X(hnsw_stats, n2, uint64_t)                                                                    \
+    X(hnsw_stats, n3, uint64_t)                                                                    \
+    X(hnsw_stats, ndis, uint64_t)                                                                  \
+    X(hnsw_stats, nreorder, uint64_t)
+
 typedef struct fpx_search_stats {
     int exact;
-    uint64_t ivf_nq, ivf_nlist, ivf_ndis, ivf_nheap_updates;
-    double ivf_quantization_time, ivf_search_time;
-    uint64_t ivfpq_nrefine, ivfpq_n_hamming_pass, ivfpq_search_cycles, ivfpq_refine_cycles;
-    uint64_t pq_nq, pq_ncode, pq_n_hamming_pass;
-    uint64_t hash_nq, hash_n0, hash_nlist, hash_ndis;
-    uint64_t hnsw_n1, hnsw_n2, hnsw_n3, hnsw_ndis, hnsw_nreorder;
+#define FPX_STATS_MEMBER(object, field, type) type object##_##field;
+    FPX_SEARCH_STATS(FPX_STATS_MEMBER)
+#undef FPX_STATS_MEMBER
 } fpx_search_stats;
 
 /* Per-search knobs; a value <= 0 means "leave the index's own setting". */

@@ -10,6 +10,7 @@
 #include "util.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,14 +32,28 @@ static int prep_stats(fpx_req *r) {
     return 0;
 }
 
-static void pack_u64(msgpack_packer *m, const char *name, uint64_t v) {
-    fpx_pack_cstr(m, name);
-    msgpack_pack_uint64(m, v);
-}
+/* The counters of engine.h's FPX_SEARCH_STATS, in its order (each FAISS
+ * object's rows together). */
+typedef struct stats_row {
+    const char *object, *field;
+    size_t offset;
+    int is_double;
+} stats_row;
 
-static void pack_f64(msgpack_packer *m, const char *name, double v) {
-    fpx_pack_cstr(m, name);
-    msgpack_pack_double(m, v);
+static const stats_row stats_rows[] = {
+#define STATS_ROW(object, field, type)                                                             \
+    {#object, #field, offsetof(fpx_search_stats, object##_##field), (type)0.5 != 0},
+    FPX_SEARCH_STATS(STATS_ROW)
+#undef STATS_ROW
+};
+#define NSTATS_ROWS (sizeof stats_rows / sizeof stats_rows[0])
+
+/* Rows from i on that belong to the same FAISS object as row i. */
+static uint32_t stats_object_rows(size_t i) {
+    uint32_t n = 0;
+    while (i + n < NSTATS_ROWS && !strcmp(stats_rows[i + n].object, stats_rows[i].object))
+        n++;
+    return n;
 }
 
 /* The reply's "stats" map: FAISS's global objects by their faiss.cvar names,
@@ -50,42 +65,30 @@ static void pack_search_stats(fpx_req *r, msgpack_packer *h) {
     const msgpack_object *filter = r->msg.meta;
     int filtered = filter && filter->type == MSGPACK_OBJECT_MAP && filter->via.map.size > 0;
     int exact = s->exact && !filtered && r->ix->nlive == r->ix->nslots;
+    uint32_t objects = 0;
+    for (size_t i = 0; i < NSTATS_ROWS; i += stats_object_rows(i))
+        objects++;
     fpx_pack_cstr(h, "stats");
-    msgpack_pack_map(h, 6);
+    msgpack_pack_map(h, 1 + objects);
     fpx_pack_cstr(h, "exact");
     fpx_pack_bool(h, exact);
-    fpx_pack_cstr(h, "indexIVF_stats");
-    msgpack_pack_map(h, 6);
-    pack_u64(h, "nq", s->ivf_nq);
-    pack_u64(h, "nlist", s->ivf_nlist);
-    pack_u64(h, "ndis", s->ivf_ndis);
-    pack_u64(h, "nheap_updates", s->ivf_nheap_updates);
-    pack_f64(h, "quantization_time", s->ivf_quantization_time);
-    pack_f64(h, "search_time", s->ivf_search_time);
-    fpx_pack_cstr(h, "indexIVFPQ_stats");
-    msgpack_pack_map(h, 4);
-    pack_u64(h, "nrefine", s->ivfpq_nrefine);
-    pack_u64(h, "n_hamming_pass", s->ivfpq_n_hamming_pass);
-    pack_u64(h, "search_cycles", s->ivfpq_search_cycles);
-    pack_u64(h, "refine_cycles", s->ivfpq_refine_cycles);
-    fpx_pack_cstr(h, "indexPQ_stats");
-    msgpack_pack_map(h, 3);
-    pack_u64(h, "nq", s->pq_nq);
-    pack_u64(h, "ncode", s->pq_ncode);
-    pack_u64(h, "n_hamming_pass", s->pq_n_hamming_pass);
-    fpx_pack_cstr(h, "indexBinaryHash_stats");
-    msgpack_pack_map(h, 4);
-    pack_u64(h, "nq", s->hash_nq);
-    pack_u64(h, "n0", s->hash_n0);
-    pack_u64(h, "nlist", s->hash_nlist);
-    pack_u64(h, "ndis", s->hash_ndis);
-    fpx_pack_cstr(h, "hnsw_stats");
-    msgpack_pack_map(h, 5);
-    pack_u64(h, "n1", s->hnsw_n1);
-    pack_u64(h, "n2", s->hnsw_n2);
-    pack_u64(h, "n3", s->hnsw_n3);
-    pack_u64(h, "ndis", s->hnsw_ndis);
-    pack_u64(h, "nreorder", s->hnsw_nreorder);
+    for (size_t i = 0; i < NSTATS_ROWS; i++) {
+        if (i == 0 || strcmp(stats_rows[i].object, stats_rows[i - 1].object)) {
+            fpx_pack_cstr(h, stats_rows[i].object);
+            msgpack_pack_map(h, stats_object_rows(i));
+        }
+        const char *at = (const char *)s + stats_rows[i].offset;
+        fpx_pack_cstr(h, stats_rows[i].field);
+        if (stats_rows[i].is_double) {
+            double v;
+            memcpy(&v, at, sizeof v);
+            msgpack_pack_double(h, v);
+        } else {
+            uint64_t v;
+            memcpy(&v, at, sizeof v);
+            msgpack_pack_uint64(h, v);
+        }
+    }
 }
 
 /* ---- search ------------------------------------------------------------------------ */
