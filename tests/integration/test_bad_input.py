@@ -321,3 +321,21 @@ def test_strings_that_are_not_utf8(client, idx):
 def test_all_of_it_did_not_kill_the_server(server, client):
     assert server.alive()
     still_serving(client)
+
+
+@pytest.mark.parametrize("row,col,value", [
+    (0, 0, np.nan), (127, 7, np.inf), (128, 0, -np.inf), (299, 3, np.nan), (399, 7, np.nan),
+])
+def test_not_finite_named_exactly(client, idx, row, col, value):
+    """The error names the first row and component that is NaN or infinite,
+    wherever it lies among 400 rows (the scan goes by blocks of 1,024 floats:
+    rows 127 and 128 sit on either side of one block's end); no row of the
+    add lands."""
+    x = rand(400, D, 63)
+    x[row, col] = value
+    x[399, 0] = np.nan  # a later one is not the one named
+    r = client.error(add_h(idx, n=400), x.tobytes())
+    assert r["error_type"] == "validation_error", r
+    first = (row, col) if (row, col) < (399, 0) else (399, 0)
+    assert "vector %d component %d is NaN or infinite" % first in r["message"], r
+    still_serving(client, idx)
