@@ -1561,21 +1561,24 @@ double fpx_engine_metric_arg(const fpx_engine *e) {
     return e->bin ? 0 : (double)e->index->metric_arg;
 }
 
+/* Runs a build call of e (train, add) on the build team, under the
+ * statistics' lock when the build searches a quantizer that counts. */
+static void in_build(fpx_engine *e, int64_t n, const std::function<void()> &fn) {
+    CounterScope counting(nullptr,
+                          e->bin ? build_counts(e->bin.get()) : build_counts(e->index.get()));
+    in_team(n, fn, Work::build);
+}
+
 int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
     try {
-        CounterScope counting(nullptr,
-                              e->bin ? build_counts(e->bin.get()) : build_counts(e->index.get()));
-        in_team(
-            n,
-            [&] {
-                if (e->bin)
-                    e->bin->train(n, (const uint8_t *)x);
-                else
-                    e->index->train(n, (const float *)x);
-            },
-            Work::build);
+        in_build(e, n, [&] {
+            if (e->bin)
+                e->bin->train(n, (const uint8_t *)x);
+            else
+                e->index->train(n, (const float *)x);
+        });
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -1587,17 +1590,12 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (!fpx_engine_is_trained(e))
         return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
     try {
-        CounterScope counting(nullptr,
-                              e->bin ? build_counts(e->bin.get()) : build_counts(e->index.get()));
-        in_team(
-            n,
-            [&] {
-                if (e->bin)
-                    e->bin->add(n, (const uint8_t *)x);
-                else
-                    e->index->add(n, (const float *)x);
-            },
-            Work::build);
+        in_build(e, n, [&] {
+            if (e->bin)
+                e->bin->add(n, (const uint8_t *)x);
+            else
+                e->index->add(n, (const float *)x);
+        });
         sync_norms(e);
         return 0;
     }
