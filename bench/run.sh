@@ -2,8 +2,9 @@
 # bench/run.sh - the benchmark suite: builds, runs fpx-bench, writes a table
 # and a plot.
 #
-#   bench/run.sh           the full run (about 15 minutes on 2 cores), results
-#                          in bench/results/: results.md and plot.png
+#   bench/run.sh           the full run (about 30 minutes on 2 cores), results
+#                          in bench/results/: results.md and plot.png, and
+#                          bench/large.py's real-size indexes in large/
 #   bench/run.sh --short   seconds-long sizes, the same code paths (CI), results
 #                          in build/bench-short/
 #
@@ -49,6 +50,12 @@ if [ -n "${FPX_BENCH_PEER:-}" ]; then
         --out "$out/peer" --label "peer: $(basename "$FPX_BENCH_PEER")" "${args[@]}"
 fi
 
+# Indexes of the size users run (1M x 128 IVF-PQ, HNSW32): QPS at a recall,
+# build time and memory, server over in-process (bench/large.py).
+large=()
+[ "$mode" = short ] && large=(--short)
+/usr/bin/python3 bench/large.py --build build --out "$out/large" "${large[@]}"
+
 {
     echo "# faiss-proxy benchmark results ($mode run)"
     echo
@@ -60,6 +67,11 @@ fi
         echo
     done
     echo "![ratios](plot.png)"
+    echo
+    echo "## Indexes of the size users run (bench/large.py)"
+    echo
+    cat "$out/large/large.md"
+    if [ -f "$out/large/large.png" ]; then echo "![QPS against recall](large/large.png)"; fi
 } >"$out/results.md"
 
 # One row per figure (in the order of the first run), one column per run.

@@ -17,25 +17,13 @@ import argparse
 import multiprocessing as mp
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-
-
-def rss_kb(pid="self"):
-    with open("/proc/%s/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from benchlib import ROOT, rss_kb, start_server
 
 
 def queries(n, d):
@@ -91,29 +79,10 @@ def run_side(target, args_of, procs, seconds):
             "index": sum(r[2] for r in res) / 1024}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(build, tmp, path, name):
     """A server holding the index file; returns (process, endpoint, rss growth MB)."""
-    from wire import Client
-    port = free_port()
-    p = subprocess.Popen([os.path.join(build, "faiss-proxy-server"), "--bind", "127.0.0.1",
-                          "--port", str(port), "--data-dir", os.path.join(tmp, "data"),
-                          "--max-message-size", str(1 << 30)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = "tcp://127.0.0.1:%d" % port
-    c = Client(endpoint)
-    for _ in range(600):
-        try:
-            c.ping()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.1)
-            c = Client(endpoint)
+    p, endpoint, c = start_server(build, os.path.join(tmp, "data"), "--max-message-size",
+                                  str(1 << 30))
     before = rss_kb(p.pid)
     with open(path, "rb") as f:
         c.ok({"operation": "import_index", "index_id": name}, f.read())
