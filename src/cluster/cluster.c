@@ -95,7 +95,7 @@ static int def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     char hex[FPX_UID_HEX];
     fpx_cluster_uid_hex(d->uid, hex);
-    msgpack_pack_map(&pk, 9 + (d->shards > 1));
+    msgpack_pack_map(&pk, 9 + (d->shards > 1) + (d->import_records > 0));
     pack_str(&pk, "tenant", d->tenant);
     pack_str(&pk, "name", d->name);
     fpx_pack_cstr(&pk, "dimension");
@@ -124,6 +124,10 @@ static int def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
         if (!end)
             break;
         p = end + 1;
+    }
+    if (d->import_records > 0) {
+        fpx_pack_cstr(&pk, "import_records");
+        msgpack_pack_int64(&pk, d->import_records);
     }
     if (d->shards > 1) { /* per shard, its nodes: [["n1", "n2"], ["n2", "n3"], ...] */
         fpx_pack_cstr(&pk, "shard_map");
@@ -229,6 +233,9 @@ static int def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
     d->shards = 1; /* definitions of earlier versions say 1, or nothing */
     if (rc == 0 && sh && fpx_obj_int(sh, &d->shards))
         rc = 1;
+    const msgpack_object *imp = fpx_map_get(m, "import_records");
+    if (rc == 0 && imp && (fpx_obj_int(imp, &d->import_records) || d->import_records < 0))
+        rc = 1;
     if (rc == 0)
         rc = shard_map_decode(fpx_map_get(m, "shard_map"), d);
     for (int i = 0; rc == 0 && i < FPX_UID_BYTES; i++) {
@@ -327,6 +334,9 @@ static fpx_index *create_local(fpx_cluster *c, const fpx_def *d, fpx_index **mad
     if (made && *made) {
         ix = *made;
         *made = NULL;
+    } else if (d->import_records > 0) { /* an import with no peer's state: from the stream */
+        if (fpx_import_rebuild(c, d, &ix, err) != 0)
+            return NULL;
     } else if (fpx_index_new(d->tenant, d->name, d->index_type, d->dim,
                              d->metric[0] ? d->metric : NULL, &ix, err) != 0) {
         return NULL;
@@ -901,11 +911,21 @@ void fpx_cluster_stop(fpx_server *s) {
 /* ---- the dispatcher's hooks -------------------------------------------------------- */
 
 /* Operations a cluster does not serve in this version (docs/cluster.md). */
-static const char *const not_served[] = {"import_index", "set_lease", "renew_leases", "merge_from"};
+static const char *const not_served[] = {"set_lease", "renew_leases"};
 
 int fpx_cluster_admit(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     const char *op = r->op->name;
+    /* Its emptying of the source and its merge into the target are records
+     * of two streams, which JetStream cannot write at once: a write to the
+     * source through another node in between would be lost or doubled
+     * (docs/cluster.md, "Not yet served"). */
+    if (!strcmp(op, "merge_from"))
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                           "merge_from is not served by a cluster in this version: it writes "
+                           "two indexes' logs, which the cluster cannot do at once without "
+                           "losing or doubling a write made to the source meanwhile; copy the "
+                           "vectors with reconstruct_n and add_vectors, then reset the source");
     for (size_t i = 0; i < sizeof not_served / sizeof not_served[0]; i++)
         if (!strcmp(op, not_served[i]))
             return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
@@ -1064,17 +1084,14 @@ static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fp
  * d is placed here, the replica is opened before this returns: *rep, its
  * index referenced for the caller.
  */
-static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_err *err) {
+static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_req *imp,
+                  fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     *rep = NULL;
     def_key(d->tenant, d->name, key);
     fpx_cluster_stream_names(d->uid, stream, subject);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    if (def_encode(d, &sb) != 0) {
-        msgpack_sbuffer_destroy(&sb);
-        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-    }
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
     const char *subjects[1] = {subject};
@@ -1086,11 +1103,20 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
     jsErrCode jerr = 0;
     jsStreamInfo *si = NULL;
     natsStatus st = d->shards > 1 ? NATS_OK : js_AddStream(&si, c->js, &sc, NULL, &jerr);
-    if (st != NATS_OK) {
-        msgpack_sbuffer_destroy(&sb);
+    if (st != NATS_OK)
         return fpx_cluster_fail(err, "cannot create the index's log", st);
-    }
     jsStreamInfo_Destroy(si);
+    /* An import's content goes to the stream before anything names it
+     * (import.c); the definition then says how many records it is. */
+    if (imp && fpx_import_publish(c, imp, d, err) == 0 && made && *made)
+        (*made)->seq = (uint64_t)d->import_records; /* its state covers those records */
+    if ((imp && d->import_records == 0) ||
+        (def_encode(d, &sb) != 0 && fpx_err_set(err, FPX_E_INTERNAL, "out of memory"))) {
+        msgpack_sbuffer_destroy(&sb);
+        if (d->shards <= 1)
+            js_DeleteStream(c->js, stream, NULL, &jerr);
+        return -1;
+    }
     pthread_mutex_lock(&c->mu);
     uint64_t rev;
     st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size);
@@ -1119,7 +1145,7 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
 
 int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err) {
     fpx_replica *rep = NULL;
-    if (define(c, d, NULL, &rep, err) != 0)
+    if (define(c, d, NULL, &rep, NULL, err) != 0)
         return -1;
     if (rep)
         fpx_index_unref(rep->ix);
@@ -1190,7 +1216,7 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     }
     fpx_replica *rep = NULL;
     if (rc == 0)
-        rc = define(c, d, NULL, &rep, &r->err);
+        rc = define(c, d, NULL, &rep, NULL, &r->err);
     if (rc != 0) { /* its shards go again */
         for (int64_t i = 0; i < made; i++) {
             char name[FPX_NAME_MAX + 1];
@@ -1231,6 +1257,15 @@ int fpx_cluster_create(fpx_req *r) {
     if (shards < 1 || shards > FPX_SHARDS_MAX)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "shards must be in 1..%d, got %lld",
                            FPX_SHARDS_MAX, (long long)shards);
+    int import = !strcmp(r->op->name, "import_index");
+    if (import && shards > 1)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "import_index makes an index of one shard in this version (shards "
+                           "1): import it, then copy its vectors into a sharded index with "
+                           "reconstruct_n and add_vectors");
+    if (import &&
+        fpx_server_check_quota(r->s, m->tenant, m->nlive, r->msg.body.data_size, &r->err) != 0)
+        return -1;
     int has_replicas = fpx_req_int(r, "replicas", 0, &replicas);
     if (has_replicas < 0)
         return -1;
@@ -1272,8 +1307,20 @@ int fpx_cluster_create(fpx_req *r) {
     randombytes_buf(d.uid, sizeof d.uid);
     if (shards > 1)
         return create_sharded(c, r, &d, shards, live);
+    if (import) { /* taken already: said before the import is written anywhere */
+        fpx_def had;
+        char key[2 * FPX_NAME_MAX + 2];
+        def_key(d.tenant, d.name, key);
+        int found = def_get(c, key, &had, &r->err);
+        if (found == 1) {
+            fpx_def_clear(&had);
+            return fpx_err_set(&r->err, FPX_E_EXISTS, "index '%s' already exists", d.name);
+        }
+        if (found < 0)
+            return -1;
+    }
     fpx_replica *rep = NULL;
-    if (define(c, &d, &r->made, &rep, &r->err) != 0)
+    if (define(c, &d, &r->made, &rep, import ? r : NULL, &r->err) != 0)
         return -1;
     if (rep) {
         r->ix = rep->ix; /* referenced by define */

@@ -61,6 +61,9 @@ typedef struct fpx_def {
     uint8_t uid[FPX_UID_BYTES];
     char placement[FPX_PLACEMENT_LEN]; /* node ids, comma-separated */
     char *shard_map; /* shards > 1: per shard its node ids, ';' between shards; malloc'd */
+    /* An imported index: its stream's first import_records records are the
+     * import (import.c), from which a replica without state builds it. */
+    int64_t import_records;
 } fpx_def;
 
 /* Shard i's node ids (comma-separated) into out[cap]. */
@@ -232,8 +235,22 @@ int fpx_log_repair(fpx_cluster *c, fpx_replica *rep, uint64_t max, fpx_err *err)
  * it meanwhile; each replica replaces its untrained engine with it. */
 int fpx_log_publish_trained(fpx_cluster *c, fpx_req *r, const uint8_t *uid, const uint8_t *bytes,
                             size_t n, fpx_err *err);
+/* Publishes payload p as a record of subject with message id msgid, retried
+ * for a few seconds (JetStream stores one id once); expect_last: the
+ * stream's last sequence it must follow (0: any). *seq is its sequence, *dup
+ * whether the stream held that id already. */
+int fpx_log_publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_t len,
+                    const char *msgid, uint64_t expect_last, uint64_t *seq, int *dup, fpx_err *err);
 /* The stream's last sequence. */
 int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err);
+
+/* import.c: writes import_index's request r (FAISS's bytes and its
+ * metadata section) to the new, empty stream of d as its first records,
+ * chunked to fit NATS's max_payload; sets d->import_records. */
+int fpx_import_publish(fpx_cluster *c, fpx_req *r, fpx_def *d, fpx_err *err);
+/* The imported index d built from its stream's first d->import_records
+ * records (*made, unregistered, at that sequence). */
+int fpx_import_rebuild(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err);
 
 /* cluster.c, for the move command (move.c): connects c->nc and c->js to
  * the NATS servers of c->s->cfg; the key of tenant/name in fpx_indexes; a

@@ -332,6 +332,12 @@ static int publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_t
     return fpx_cluster_fail(err, "writing to the index's log", st);
 }
 
+int fpx_log_publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_t len,
+                    const char *msgid, uint64_t expect_last, uint64_t *seq, int *dup,
+                    fpx_err *err) {
+    return publish(c, subject, p, len, msgid, expect_last, seq, dup, err);
+}
+
 int fpx_cluster_write(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     fpx_index *ix = r->ix;

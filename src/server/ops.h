@@ -64,6 +64,14 @@ int fpx_op_ping(fpx_req *r, fpx_out *o);
 int fpx_op_list_indexes(fpx_req *r, fpx_out *o);
 int fpx_prep_create_index(fpx_req *r);
 int fpx_prep_import_index(fpx_req *r);
+/* An import's index, named tenant/name, from FAISS's bytes data[0..len) and
+ * the request's metadata section meta (its "items": keys and metadata; may
+ * be NULL): what import_index builds, and what a cluster's replica rebuilds
+ * from the import's stream records. probe: run the bytes through the probe
+ * first (untrusted bytes). *made is the new, unregistered index. */
+int fpx_import_build(const char *tenant, const char *name, const char *index_type,
+                     const uint8_t *data, size_t len, const msgpack_object *meta, int probe,
+                     fpx_index **made, fpx_err *err);
 int fpx_op_info(fpx_req *r, fpx_out *o);
 int fpx_op_deleted(fpx_req *r, fpx_out *o);
 int fpx_op_export_index(fpx_req *r, fpx_out *o);

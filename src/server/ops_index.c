@@ -147,19 +147,56 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o) {
  * tenants' searches. */
 typedef struct import_job {
     fpx_req *r;
-    fpx_engine *eng;
-    int64_t *labels;
-    int had_idmap;
+    const char *name, *type;
 } import_job;
 
 static int read_import(void *p) {
     import_job *j = p;
     fpx_req *r = j->r;
-    if (fpx_probe_import(r->msg.body.data, r->msg.body.data_size, &r->err) ||
-        fpx_engine_import(r->msg.body.data, r->msg.body.data_size, &j->eng, &j->labels,
-                          &j->had_idmap, &r->err))
+    return fpx_import_build(r->tenant, j->name, j->type, r->msg.body.data, r->msg.body.data_size,
+                            r->msg.meta, 1, &r->made, &r->err);
+}
+
+int fpx_import_build(const char *tenant, const char *name, const char *index_type,
+                     const uint8_t *data, size_t len, const msgpack_object *meta, int probe,
+                     fpx_index **made, fpx_err *err) {
+    char type[256];
+    fpx_engine *eng = NULL;
+    int64_t *labels = NULL;
+    int had_idmap = 0;
+    snprintf(type, sizeof type, "%s", index_type);
+    if ((probe && fpx_probe_import(data, len, err)) ||
+        fpx_engine_import(data, len, &eng, &labels, &had_idmap, err))
         return -1;
-    return 0;
+    int64_t dim = fpx_engine_dim(eng);
+    if (dim < 1 || dim > 65536) {
+        fpx_engine_free(eng);
+        free(labels);
+        return fpx_err_set(err, FPX_E_VALIDATION, "dimension %lld is out of 1..65536",
+                           (long long)dim);
+    }
+    size_t tl = strlen(type);
+    size_t wl = had_idmap == 2 ? 7 : 6;
+    if (had_idmap && !fpx_index_type_has_idmap(type) && tl + wl < sizeof type) {
+        /* remember the wrapper, so an export gives it back */
+        memmove(type + wl, type, tl + 1);
+        memcpy(type, had_idmap == 2 ? "IDMap2," : "IDMap,", wl);
+    }
+    *made = NULL;
+    int rc = fpx_index_import(tenant, name, type, eng, labels, made, err);
+    free(labels);
+    /* A backup's keys and metadata (list_keys' entries) come with the index,
+     * in its first snapshot: the index appears whole or not at all. */
+    const msgpack_object *items = meta ? fpx_map_get(meta, "items") : NULL;
+    if (rc == 0 && meta && meta->type != MSGPACK_OBJECT_MAP)
+        rc = fpx_err_set(err, FPX_E_VALIDATION, "the metadata section must be a map");
+    else if (rc == 0 && items && items->type != MSGPACK_OBJECT_NIL)
+        rc = fpx_index_attach_keys(*made, items, err);
+    if (rc != 0 && *made) {
+        fpx_index_free(*made);
+        *made = NULL;
+    }
+    return rc;
 }
 
 int fpx_prep_import_index(fpx_req *r) {
@@ -177,36 +214,9 @@ int fpx_prep_import_index(fpx_req *r) {
     if (r->msg.body.data_size == 0)
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "the data section must hold a FAISS index (write_index bytes)");
-    import_job j = {r, NULL, NULL, 0};
+    import_job j = {r, name, type};
     if (fpx_run_low_priority(read_import, &j) != 0)
         return -1;
-    fpx_engine *eng = j.eng;
-    int64_t *labels = j.labels;
-    int had_idmap = j.had_idmap;
-    int64_t dim = fpx_engine_dim(eng);
-    if (dim < 1 || dim > 65536) {
-        fpx_engine_free(eng);
-        free(labels);
-        return fpx_err_set(&r->err, FPX_E_VALIDATION, "dimension %lld is out of 1..65536",
-                           (long long)dim);
-    }
-    size_t tl = strlen(type);
-    size_t wl = had_idmap == 2 ? 7 : 6;
-    if (had_idmap && !fpx_index_type_has_idmap(type) && tl + wl < sizeof type) {
-        /* remember the wrapper, so an export gives it back */
-        memmove(type + wl, type, tl + 1);
-        memcpy(type, had_idmap == 2 ? "IDMap2," : "IDMap,", wl);
-    }
-    rc = fpx_index_import(r->tenant, name, type, eng, labels, &r->made, &r->err);
-    free(labels);
-    if (rc == 0)
-        r->made->lease_seconds = lease;
-    /* A backup's keys and metadata (list_keys' entries) come with the index,
-     * in its first snapshot: the index appears whole or not at all. */
-    const msgpack_object *items = r->msg.meta ? fpx_map_get(r->msg.meta, "items") : NULL;
-    if (rc == 0 && r->msg.meta && r->msg.meta->type != MSGPACK_OBJECT_MAP)
-        rc = fpx_err_set(&r->err, FPX_E_VALIDATION, "the metadata section must be a map");
-    else if (rc == 0 && items && items->type != MSGPACK_OBJECT_NIL)
-        rc = fpx_index_attach_keys(r->made, items, &r->err);
-    return rc;
+    r->made->lease_seconds = lease;
+    return 0;
 }

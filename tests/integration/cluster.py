@@ -41,7 +41,7 @@ def wait_port(port, proc, timeout=30):
 class Nats:
     """One nats-server of the cluster."""
 
-    def __init__(self, root, name, port, cport, routes):
+    def __init__(self, root, name, port, cport, routes, max_payload=MAX_PAYLOAD):
         self.name, self.port = name, port
         self.http_port = free_port()  # monitoring (connz): what each client sent
         self.dir = os.path.join(root, name)
@@ -53,7 +53,7 @@ class Nats:
                     "http: 127.0.0.1:%d\n"
                     "jetstream { store_dir: \"%s\" }\n"
                     "cluster { name: fpxtest, listen: 127.0.0.1:%d, routes: [%s] }\n"
-                    % (name, port, MAX_PAYLOAD, self.http_port, os.path.join(self.dir, "js"),
+                    % (name, port, max_payload, self.http_port, os.path.join(self.dir, "js"),
                        cport,
                        ", ".join("nats-route://127.0.0.1:%d" % r for r in routes)))
         self.proc = None
@@ -87,11 +87,12 @@ class Nats:
 class Cluster:
     """3 nats-server + 3 faiss-proxy nodes (node1..node3)."""
 
-    def __init__(self, root, size=3):
+    def __init__(self, root, size=3, max_payload=MAX_PAYLOAD):
         ports = [free_port() for _ in range(2 * size)]
         cports = ports[size:]
         self.nats = [Nats(root, "n%d" % (i + 1), ports[i], cports[i],
-                          [p for j, p in enumerate(cports) if j != i]) for i in range(size)]
+                          [p for j, p in enumerate(cports) if j != i], max_payload)
+                     for i in range(size)]
         self.urls = ",".join(n.url for n in self.nats)
         self.nodes = [Server(os.path.join(root, "node%d" % (i + 1), "data"), "",
                              ["--cluster", self.urls, "--node-id", "node%d" % (i + 1)])

@@ -1,0 +1,292 @@
+"""import_index in a cluster (docs/cluster.md, "Importing"): three real
+nats-server processes (max_payload at NATS's 1 MB default, so that an import
+of several MB takes several stream records) and three nodes on loopback.
+
+Proves that an index written by in-process FAISS (Flat, IVF, HNSW) imported
+through one node answers through every node exactly as FAISS does; that an
+import larger than one NATS message is carried in several stream records and
+rebuilt from them by a node restarted on an empty data dir (no peer holding
+it) as well as from a peer's snapshot; that bad bytes get the single
+server's error and leave nothing behind (no listed index, no definition in
+the bucket, no stream); that the CLI's restore works against a cluster; and
+that merge_from is refused with a clear error, changing nothing.
+"""
+import base64
+import json
+import shutil
+import socket
+
+import faiss
+import numpy as np
+import pytest
+
+from cluster import NATS_SERVER, Cluster, synced
+from conftest import unique
+from wire import rand
+
+pytestmark = pytest.mark.skipif(
+    NATS_SERVER is None, reason="nats-server is not installed (make build installs it)")
+
+ONE_MB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def cl(tmp_path_factory):
+    c = Cluster(str(tmp_path_factory.mktemp("cluster_import")), max_payload=ONE_MB)
+    c.start()
+    yield c
+    c.stop()
+
+
+def js_api(port, subject, payload=b""):
+    """One JetStream API request over NATS's text protocol; its JSON reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"INFO")
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.fpxtest 1\r\n'
+                  b"PUB %s _INBOX.fpxtest %d\r\n%s\r\nPING\r\n"
+                  % (subject.encode(), len(payload), payload))
+        for _ in range(100):
+            line = f.readline()
+            assert line, "NATS closed the connection"
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                n = int(line.split()[-1])
+                return json.loads(f.read(n + 2)[:n])
+        raise AssertionError("no reply from JetStream's API")
+
+
+def streams(cl):
+    return set(js_api(cl.nats[0].port, "$JS.API.STREAM.NAMES").get("streams") or [])
+
+
+def definition_stored(cl, name, tenant="default"):
+    """Whether the bucket fpx_indexes holds a definition of tenant/name."""
+    r = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_fpx_indexes",
+               json.dumps({"last_by_subj": "$KV.fpx_indexes.%s/%s" % (tenant, name)}).encode())
+    if "error" in r:
+        assert r["error"]["code"] == 404, r
+        return False
+    hdrs = r["message"].get("hdrs")
+    # a deleted key leaves a marker with a KV-Operation header
+    return not hdrs or b"KV-Operation" not in base64.b64decode(hdrs)
+
+
+def import_bytes(c, name, data, extra=None, meta=None):
+    h = {"operation": "import_index", "index_id": name}
+    h.update(extra or {})
+    return c.call(h, data, meta)
+
+
+def same_as_faiss(c, name, ref, d, params=None):
+    q = rand(7, d, 4242)
+    dist, lab, _ = c.search(name, q, 10, params=params)
+    rd, rl = ref.search(q, 10)
+    assert np.array_equal(lab, rl)
+    assert np.allclose(dist, rd, rtol=1e-5, atol=1e-5)
+    assert c.info(name)["ntotal"] == ref.ntotal
+
+
+def build(kind, d, n, seed):
+    x = rand(n, d, seed)
+    if kind == "Flat":
+        ix = faiss.IndexFlatL2(d)
+    elif kind == "IVF":
+        ix = faiss.index_factory(d, "IVF16,Flat")
+        ix.train(x)
+        ix.nprobe = 4
+    else:
+        ix = faiss.IndexHNSWFlat(d, 16)
+    ix.add(x)
+    return ix
+
+
+@pytest.mark.parametrize("kind", ["Flat", "IVF", "HNSW"])
+def test_import_served_by_every_node(cl, kind):
+    """An index written by in-process FAISS, imported through node1, answers
+    through every node as FAISS does, and goes on taking writes as one index."""
+    d, name = 16, unique("imp" + kind.lower())
+    ref = build(kind, d, 600, 1)
+    cs = [n.client() for n in cl.nodes]
+    h, _, info = import_bytes(cs[0], name, faiss.serialize_index(ref).tobytes())
+    assert h["status"] == "ok", h
+    assert info["ntotal"] == 600 and info["dimension"] == d
+    assert sorted(info["replicas"]) == ["node1", "node2", "node3"]
+    assert info["applied_seq"] == 1  # one stream record: it fits a NATS message
+    for c in cs:
+        same_as_faiss(c, name, ref, d)
+    x = rand(40, d, 2)
+    cs[1].add(name, x)
+    ref.add(x)
+    assert synced(cs, name) == 2
+    for c in cs:
+        same_as_faiss(c, name, ref, d)
+    cs[2].drop(name)
+
+
+def test_large_import_chunked_and_rebuilt(cl):
+    """An import of about 6.4 MB (NATS's max_payload is 1 MB here) is written
+    as several stream records; every node serves it; a node restarted on an
+    empty data dir rebuilds it from a peer's snapshot, and the only node
+    holding a replica (replicas 1), restarted on an empty data dir, rebuilds
+    it from those stream records."""
+    d = 64
+    ref = build("Flat", d, 25000, 7)
+    data = faiss.serialize_index(ref).tobytes()
+    assert len(data) > 6 * ONE_MB
+    cs = [n.client() for n in cl.nodes]
+    name = unique("big")
+    before = streams(cl)
+    h, _, info = import_bytes(cs[0], name, data)
+    assert h["status"] == "ok", h
+    chunks = info["applied_seq"]
+    assert chunks >= 7, info  # 6.4 MB in records under 1 MB
+    new = streams(cl) - before
+    assert len(new) == 1
+    st = js_api(cl.nats[0].port, "$JS.API.STREAM.INFO." + new.pop())["state"]
+    assert st["messages"] == chunks and st["first_seq"] == 1 and st["last_seq"] == chunks
+    for c in cs:
+        same_as_faiss(c, name, ref, d)
+    assert synced(cs, name) == chunks
+
+    # from a peer's snapshot
+    victim = cl.nodes[1]
+    victim.stop()
+    shutil.rmtree(victim.data_dir)
+    victim.start()
+    back = victim.client()
+    assert back.info(name)["applied_seq"] == chunks
+    same_as_faiss(back, name, ref, d)
+
+    # from the stream: node3 holds the only replica
+    alone = unique("bigalone")
+    c3 = cl.nodes[2].client()
+    h, _, info = import_bytes(c3, alone, data, {"replicas": 1})
+    assert h["status"] == "ok", h
+    assert info["replicas"] == ["node3"]
+    x = rand(30, d, 8)
+    cs[0].add(alone, x)  # forwarded to node3: a record after the import
+    ref.add(x)
+    node = cl.nodes[2]
+    node.stop()
+    shutil.rmtree(node.data_dir)
+    node.start()
+    log = node.log()
+    assert "built from the import in stream records 1..%d" % chunks in log, log[-3000:]
+    back = node.client()
+    assert back.info(alone)["applied_seq"] == chunks + 1
+    for c in [n.client() for n in cl.nodes]:
+        same_as_faiss(c, alone, ref, d)
+    back.drop(alone)
+    back.drop(name)
+
+
+def test_bad_bytes_as_one_server_and_nothing_left(cl, client):
+    """Bytes FAISS cannot read get the single server's error, through any
+    node; no index is listed, no definition stored, no stream made. So are a
+    taken name and shards > 1."""
+    good = faiss.serialize_index(build("Flat", 8, 50, 3)).tobytes()
+    bad = bytearray(good)
+    bad[:4] = b"XXXX"
+    cs = [n.client() for n in cl.nodes]
+    had = streams(cl)
+    for data in (bytes(bad), good[:len(good) // 2]):
+        name = unique("bad")
+        one, _, _ = import_bytes(client, name, data)
+        assert one["status"] == "error", one
+        for c in cs:
+            h, _, _ = import_bytes(c, name, data)
+            assert h["status"] == "error", h
+            assert (h["error_type"], h["message"]) == (one["error_type"], one["message"])
+            assert name not in [i["index_id"] for i in c.list()]
+        assert not definition_stored(cl, name)
+    name = unique("sharded")
+    h, _, _ = import_bytes(cs[0], name, good, {"shards": 2})
+    assert h["status"] == "error" and h["error_type"] == "validation_error", h
+    assert "shards" in h["message"]
+    assert not definition_stored(cl, name)
+    assert streams(cl) == had
+
+    name = unique("taken")
+    cs[0].create(name, 8)
+    assert definition_stored(cl, name)  # what the checks above would see
+    had = streams(cl)
+    h, _, _ = import_bytes(cs[1], name, good)
+    assert h["status"] == "error" and h["error_type"] == "already_exists", h
+    assert streams(cl) == had
+    assert cs[2].info(name)["ntotal"] == 0
+    cs[0].drop(name)
+
+
+def test_keys_and_metadata_come_with_the_import(cl):
+    """The metadata section's items (a backup's keys) come with the import
+    on every replica: searches give them, deletes by key work."""
+    d, name = 8, unique("keyed")
+    ref = build("Flat", d, 20, 5)
+    items = [{"label": i, "id": "k%d" % i, "metadata": {"i": i}} for i in range(20)]
+    cs = [n.client() for n in cl.nodes]
+    h, _, info = import_bytes(cs[0], name, faiss.serialize_index(ref).tobytes(),
+                              meta={"items": items})
+    assert h["status"] == "ok", h
+    assert info["has_keys"]
+    q = rand(2, d, 6)
+    want = cs[0].search(name, q, 3, include_metadata=True)
+    for c in cs[1:]:
+        got = c.search(name, q, 3, include_metadata=True)
+        assert np.array_equal(got[1], want[1]) and got[2] == want[2]
+    assert cs[1].delete(name, ["k3"])["deleted"] == 1
+    synced(cs, name)
+    for c in cs:
+        assert c.info(name)["ntotal"] == 19
+    cs[0].drop(name)
+
+
+def test_cli_restore_into_cluster(cl, server, tmp_path):
+    """A backup of one server (the CLI's backup) restores into the cluster
+    through one node (restore imports), and every node answers as the
+    server did."""
+    from test_cli import ok as cli_ok
+    one = server.client()
+    d = 16
+    x = rand(400, d, 11)
+    plain, ivf = unique("rplain"), unique("rivf")
+    one.create(plain, d)
+    one.add(plain, x)
+    one.create(ivf, d, "IVF8,Flat")
+    one.train(ivf, x)
+    one.add(ivf, x[:300], [{"id": "v%d" % i} for i in range(300)])
+    q = x[:5] + 0.05
+    before = {n: one.search(n, q, 4, include_metadata=True) for n in (plain, ivf)}
+    bdir = str(tmp_path / "backup")
+    cli_ok(server, "backup", bdir)
+    r = cli_ok(cl.nodes[0], "restore", bdir)
+    assert "restored" in r.stdout
+    for c in [n.client() for n in cl.nodes]:
+        for n in (plain, ivf):
+            D, I, m = c.search(n, q, 4, include_metadata=True)
+            assert np.array_equal(I, before[n][1]) and m == before[n][2]
+            assert np.allclose(D, before[n][0], rtol=1e-6, atol=1e-6)
+    c = cl.nodes[1].client()
+    assert c.delete(ivf, ["v1"])["deleted"] == 1
+    c.drop(plain)
+    c.drop(ivf)
+
+
+def test_merge_from_refused_unchanged(cl):
+    """merge_from is refused in a cluster with a clear error, and neither
+    index changes."""
+    d = 8
+    a, b = unique("ma"), unique("mb")
+    cs = [n.client() for n in cl.nodes]
+    cs[0].create(a, d)
+    cs[0].create(b, d)
+    cs[0].add(a, rand(10, d, 1))
+    cs[0].add(b, rand(5, d, 2))
+    h = cs[1].error({"operation": "merge_from", "index_id": a, "other": b})
+    assert h["error_type"] == "unsupported", h
+    assert "merge_from" in h["message"] and "cluster" in h["message"]
+    for c in cs:
+        assert c.info(a)["ntotal"] == 10 and c.info(b)["ntotal"] == 5
+    cs[0].drop(a)
+    cs[0].drop(b)
