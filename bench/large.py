@@ -4,7 +4,7 @@ second one client and 16 clients reach at a given recall, server over
 in-process FAISS (the same library), in one run.
 
     bench/large.py [--build build] [--out DIR] [--short]
-                   [--specs "IVF1024,PQ32np:1000000,HNSW32:100000"]
+                   [--specs "IVF1024,PQ64np:1000000,HNSW32:100000"]
 
 Data: clustered vectors (2,000 Gaussian clusters in the unit cube, sigma
 0.25 per dimension, so that clusters overlap and an IVF index must probe
@@ -205,7 +205,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=None)
-    ap.add_argument("--specs", default="IVF1024,PQ32np:1000000,HNSW32:100000")
+    ap.add_argument("--specs", default="IVF1024,PQ64np:1000000,HNSW32:100000")
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--short", action="store_true",
