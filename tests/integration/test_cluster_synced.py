@@ -13,14 +13,19 @@ that a bad "durability" is refused, in a cluster and on one server.
 import base64
 import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 
 from cluster import NATS_SERVER, SYNC_TIMEOUT, Cluster, synced
-from conftest import unique
+from conftest import BUILD, ROOT, unique
+from dropin import PY_LIB
 from wire import rand
 
 pytestmark = pytest.mark.skipif(
@@ -186,8 +191,73 @@ def restart_cluster(tmp_path_factory):
     for i, node in enumerate(c.nodes):
         node.extra += ["--synced-timeout-ms", str(SYNCED_MS)]
         if i == 0:
-            node.extra += ["--durability", "synced"]
+            node.extra += ["--durability", "synced", "--metrics-port", "0"]
     return c.start()
+
+
+def failed_adds(node, op="add_vectors"):
+    """How many requests of op node answered with an error (its /metrics,
+    which count unavailable among internal errors)."""
+    m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", node.log())
+    text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % m.group(1), timeout=10).read()
+    return sum(int(n) for st, n in re.findall(
+        rb'faiss_proxy_requests_total\{operation="%s",status="(\w+)"\} (\d+)' % op.encode(), text)
+        if st != b"ok")
+
+
+# The Python package's program: a keyed add asking for "synced".
+PY_PROGRAM = """
+import sys, numpy as np, faissproxy
+try:
+    db = faissproxy.connect(sys.argv[1], durability=sys.argv[3])
+    ix = db.index(sys.argv[2])
+    ix.upsert(["p1", "p2"], np.ones((2, %d), dtype="float32"))
+    print("ok")
+except Exception as e:
+    print("error", e)
+if len(sys.argv) > 4:  # a call the library would send again after unavailable
+    try:
+        ix.delete(["absent"])
+        print("ok")
+    except Exception as e:
+        print("error", e)
+""" % D
+
+
+def run_py(endpoint, name, durability, *more):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), FAISS_PROXY_LIB=PY_LIB)
+    env.pop("FAISS_PROXY_DURABILITY", None)
+    r = subprocess.run([sys.executable, "-c", PY_PROGRAM, endpoint, name, durability] + list(more),
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def clients_resend_nothing(cl, keyed, tmp_dir):
+    """With node2 and node3 down: the Python package (libfaissproxy) and the
+    CLI ask for "synced", get the error, and send the add once (no retry:
+    the reply says "published": true); a bad value is refused locally."""
+    node = cl.nodes[0]
+    before, deletes = failed_adds(node), failed_adds(node, "delete_vector")
+    out = run_py(node.endpoint, keyed, "synced", "delete").splitlines()
+    for line in out:
+        assert line.startswith("error") and "synced" in line and "published" in line, out
+    assert failed_adds(node) == before + 1
+    # sent once, not FAISS_PROXY_RETRIES times more, as a delete answered
+    # unavailable otherwise is
+    assert failed_adds(node, "delete_vector") == deletes + 1
+    out = run_py(node.endpoint, keyed, "fsync")
+    assert "durability" in out, out
+    path = os.path.join(tmp_dir, "three.npy")
+    np.save(path, rand(3, D, 60))
+    cli = os.path.join(BUILD, "faiss-proxy")
+    r = subprocess.run([cli, "--server", node.endpoint, "--durability", "synced", "import", path,
+                        "--index", keyed, "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "synced" in r.stderr, (r.returncode, r.stdout, r.stderr)
+    assert failed_adds(node) == before + 2
+    r = subprocess.run([cli, "--server", node.endpoint, "--durability", "fsync", "import", path,
+                        "--index", keyed], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "durability" in r.stderr, (r.returncode, r.stderr)
 
 
 def test_synced_times_out_without_replicas(tmp_path_factory):
@@ -201,8 +271,9 @@ def test_synced_times_out_without_replicas(tmp_path_factory):
     cl = restart_cluster(tmp_path_factory)
     try:
         cs = [n.client() for n in cl.nodes]
-        name, sharded = unique("kill"), unique("ksh")
+        name, sharded, keyed = unique("kill"), unique("ksh"), unique("kk")
         cs[0].ok({"operation": "create_index", "index_id": name, "dimension": D, "replicas": 3})
+        cs[0].ok({"operation": "create_index", "index_id": keyed, "dimension": D, "replicas": 3})
         cs[0].ok({"operation": "create_index", "index_id": sharded, "dimension": D,
                   "replicas": 3, "shards": 2})
         xs = [rand(10, D, 10)]
@@ -232,6 +303,7 @@ def test_synced_times_out_without_replicas(tmp_path_factory):
         # Nothing was published: refused as before, "published" not claimed.
         h = add(c, name, rand(2, D, 32), "bogus")
         assert h["error_type"] == "validation_error" and "published" not in h, h
+        clients_resend_nothing(cl, keyed, str(tmp_path_factory.mktemp("files")))
         cl.nodes[1].start()
         cl.nodes[2].start()
         cs = [n.client() for n in cl.nodes]
@@ -249,5 +321,9 @@ def test_synced_times_out_without_replicas(tmp_path_factory):
         # With its replicas back, a synced write is acknowledged again.
         assert add(cs[0], name, rand(1, D, 50), "synced")["status"] == "ok"
         assert cs[0].info(sharded)["ntotal"] == 16
+        synced(cs, keyed)
+        for cc in cs:  # the Python package's 2 and the CLI's 3, once each
+            assert cc.info(keyed)["ntotal"] == 5
+        assert run_py(cs[1].endpoint, keyed, "synced") == "ok"  # replicas back: acknowledged
     finally:
         cl.stop()
