@@ -297,7 +297,7 @@ int fpx_synced_sharded(fpx_cluster *c, fpx_req *r, const fpx_def *d,
             continue;
         tally t;
         tally_init(&t, w[s].placement);
-        char what[FPX_NAME_MAX + 32];
+        char what[FPX_NAME_MAX + 48];
         snprintf(what, sizeof what, "shard %lld of '%s'", (long long)s, d->name);
         rc = await_confirmed(c, w[s].sub, &t, w[s].uid, last, deadline, what, &r->err);
         if (rc != 0)
