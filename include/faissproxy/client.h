@@ -70,6 +70,16 @@ FPX_API int fpx_client_set_server_key(fpx_client *c, const char *server_key);
 /* Milliseconds to wait for each reply (default 30000; <= 0 waits forever). */
 FPX_API void fpx_client_set_timeout(fpx_client *c, int timeout_ms);
 
+/* What a write waits for before it is acknowledged (docs/cluster.md,
+ * "Durability"): "acked" (in a cluster, JetStream holds it), "synced" (also
+ * applied and synced by min(2, replicas) replicas; on one server the same
+ * as acked), or NULL / "" for the server's --durability (the default, unless
+ * FAISS_PROXY_DURABILITY is set). Sent with every request of the handle.
+ * Returns 0, or -1 with errtype "validation_error" for another value. A
+ * synced write whose replicas did not confirm it in time fails with
+ * "unavailable" and is not sent again: it is in the log. */
+FPX_API int fpx_client_set_durability(fpx_client *c, const char *durability);
+
 /* The last error: its wire kind ("validation_error", "not_found", ...,
  * or "connection_error" when the server did not answer) and its message.
  * Empty strings after a successful call. Valid until the next call. */

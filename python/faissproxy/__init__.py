@@ -70,10 +70,15 @@ _STATS = ("search_with_parameters", "range_search_with_parameters")
 _SHARDS = ("IndexShards", "IndexReplicas", "IndexBinaryShards", "IndexBinaryReplicas")
 
 
-def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None):
-    """Sets the server (e.g. "tcp://host:5555"), key, tenant, reply timeout (seconds) and
+def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_key=None,
+              durability=None):
+    """Sets the server (e.g. "tcp://host:5555"), key, tenant, reply timeout (seconds),
     the server's CurveZMQ public key (Z85 text or the path of its .pub file; "" for a plain
-    connection) for every index made from now on, in every thread."""
+    connection) and the durability of writes ("acked", "synced", or "" for the server's
+    own; docs/cluster.md, "Durability") for every index made from now on, in every
+    thread."""
+    if durability is not None and durability not in ("", "acked", "synced"):
+        raise ValueError('faissproxy: durability must be "acked", "synced" or ""')
     with _lib.Config.lock:
         if server is not None:
             _lib.Config.server = server
@@ -85,6 +90,8 @@ def configure(server=None, api_key=None, tenant_id=None, timeout=None, server_ke
             _lib.Config.timeout_ms = int(timeout * 1000)
         if server_key is not None:
             _lib.Config.server_key = server_key
+        if durability is not None:
+            _lib.Config.durability = durability
         _lib.Config.generation += 1
 
 
@@ -187,8 +194,9 @@ def knn(xq, xb, k, metric=METRIC_L2):
 # ---- the vector-database API ---------------------------------------------------------------
 
 
-def connect(server=None, api_key=None, tenant_id=None, server_key=None):
+def connect(server=None, api_key=None, tenant_id=None, server_key=None, durability=None):
     """A connection for named, persistent indexes with keys and metadata."""
     from ._db import Connection
-    configure(server=server, api_key=api_key, tenant_id=tenant_id, server_key=server_key)
+    configure(server=server, api_key=api_key, tenant_id=tenant_id, server_key=server_key,
+              durability=durability)
     return Connection()

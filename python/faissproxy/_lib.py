@@ -71,6 +71,7 @@ _SIGS = {
     "fpx_client_new": (P, [S, S, S]),
     "fpx_client_free": (None, [P]),
     "fpx_client_set_timeout": (None, [P, INT]),
+    "fpx_client_set_durability": (INT, [P, S]),
     "fpx_client_set_server_key": (INT, [P, S]),
     "fpx_client_errtype": (S, [P]),
     "fpx_client_errstr": (S, [P]),
@@ -122,6 +123,7 @@ for _name, (_res, _args) in _SIGS.items():
 # scripts/faiss-suite.py) can tell work the server did from work that stayed
 # in local faiss. The calls below only touch the handle.
 _LOCAL_CALLS = ("fpx_client_new", "fpx_client_free", "fpx_client_set_timeout",
+                "fpx_client_set_durability",
                 "fpx_client_set_server_key", "fpx_client_errtype", "fpx_client_errstr",
                 "fpx_hits_free")
 _sent = [0]
@@ -154,6 +156,7 @@ class Config:
     tenant_id = None
     server_key = None  # None: libfaissproxy reads FAISS_PROXY_SERVER_KEY
     timeout_ms = 300000
+    durability = None  # None: libfaissproxy reads FAISS_PROXY_DURABILITY
     generation = 0
 
 
@@ -208,6 +211,7 @@ def client(flush=True):
         tenant = Config.tenant_id if Config.tenant_id is not None else os.environ.get(
             "FAISS_PROXY_TENANT")
         timeout = Config.timeout_ms
+        durability = Config.durability
     h = getattr(_local, "handle", None)
     if h is None or _local.gen != gen:
         if h is not None:
@@ -221,6 +225,10 @@ def client(flush=True):
             lib.fpx_client_free(h)
             raise ValueError("faissproxy: %s" % msg)
         lib.fpx_client_set_timeout(h, timeout)
+        if durability is not None and lib.fpx_client_set_durability(h, durability.encode()) != 0:
+            msg = (lib.fpx_client_errstr(h) or b"").decode("utf-8", "replace")
+            lib.fpx_client_free(h)
+            raise ValueError("faissproxy: %s" % msg)
         _local.handle, _local.gen, _local.server = h, gen, server
     if flush and pending_deletes:
         flush_deletes(h)

@@ -35,11 +35,13 @@ typedef struct fpx_cli {
     const char *tenant;  /* NULL: none */
     char errtype[64];    /* the last failure of a raw request */
     char errstr[1024];
+    /* "acked" or "synced", sent with each request (--durability); NULL: none */
+    const char *durability;
 } fpx_cli;
 
 /* The command line, parsed (faiss_proxy.c). */
 typedef struct fpx_opts {
-    const char *server, *api_key, *tenant, *server_key;
+    const char *server, *api_key, *tenant, *server_key, *durability;
     long timeout_ms;
     int json, help, create, resume, quiet;
     const char *type, *metric, *index, *keys, *query;

@@ -418,6 +418,8 @@ static void usage(FILE *f) {
           "  --tenant T                FAISS_PROXY_TENANT (default: none)\n"
           "  --server-key KEY|FILE.pub FAISS_PROXY_SERVER_KEY (CurveZMQ server key)\n"
           "  --timeout-ms MS           reply timeout (default 60000)\n"
+          "  --durability acked|synced FAISS_PROXY_DURABILITY (what writes wait for;\n"
+          "                            default: the server's)\n"
           "  --json                    JSON output (ping, ls, info, create, search, stats)\n"
           "  -h, --help                this text; faiss-proxy VERB --help for one verb\n"
           "\nExit status: 0 ok, 1 the server refused (its error type is printed),\n"
@@ -445,7 +447,7 @@ static int parse_ll(const char *flag, const char *v, long long *out) {
 static const char *const value_flags[] = {"--server", "--api-key",    "--tenant", "--server-key",
                                           "--type",   "--metric",     "--index",  "--keys",
                                           "--query",  "--timeout-ms", "--dim",    "-k",
-                                          "--k",      "--chunk",      "--window"};
+                                          "--k",      "--chunk",      "--window", "--durability"};
 
 static int parse_args(int argc, char **argv, fpx_opts *o, const fpx_verb **verb) {
     *verb = NULL;
@@ -467,6 +469,8 @@ static int parse_args(int argc, char **argv, fpx_opts *o, const fpx_verb **verb)
             o->resume = 1;
         else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
             o->quiet = 1;
+        else if (FPX_FLAG("--durability"))
+            o->durability = v;
         else if (FPX_FLAG("--server"))
             o->server = v;
         else if (FPX_FLAG("--api-key"))
@@ -524,6 +528,7 @@ int main(int argc, char **argv) {
     o.api_key = getenv("FAISS_PROXY_API_KEY");
     o.tenant = getenv("FAISS_PROXY_TENANT");
     o.server_key = getenv("FAISS_PROXY_SERVER_KEY");
+    o.durability = getenv("FAISS_PROXY_DURABILITY");
     o.timeout_ms = 60000;
     const fpx_verb *verb;
     int rc = parse_args(argc, argv, &o, &verb);
@@ -549,14 +554,21 @@ int main(int argc, char **argv) {
         o.api_key = NULL;
     if (o.tenant && !*o.tenant)
         o.tenant = NULL;
+    if (o.durability && !*o.durability)
+        o.durability = NULL;
+    if (o.durability && strcmp(o.durability, "acked") && strcmp(o.durability, "synced"))
+        return fpx_cli_say(FPX_EXIT_USAGE, "--durability must be acked or synced, got '%s'",
+                           o.durability);
     fpx_cli cli;
     memset(&cli, 0, sizeof cli);
     cli.api_key = o.api_key;
     cli.tenant = o.tenant;
+    cli.durability = o.durability;
     cli.c = fpx_client_new(o.server, o.api_key, o.tenant);
     if (!cli.c)
         return fpx_cli_say(FPX_EXIT_USAGE, "cannot use server address '%s'", o.server);
     fpx_client_set_timeout(cli.c, (int)o.timeout_ms);
+    fpx_client_set_durability(cli.c, o.durability); /* checked above */
     if (o.server_key && fpx_client_set_server_key(cli.c, o.server_key) != 0) {
         rc = fpx_cli_say(FPX_EXIT_USAGE, "--server-key: %s", fpx_client_errstr(cli.c));
         fpx_client_free(cli.c);

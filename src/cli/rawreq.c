@@ -28,7 +28,8 @@ void fpx_rawreq_begin(fpx_cli *cli, fpx_rawreq *rq, const char *op, const char *
     msgpack_packer_init(&rq->hp, &rq->hdr, msgpack_sbuffer_write);
     msgpack_sbuffer_init(&rq->meta);
     msgpack_packer_init(&rq->mp, &rq->meta, msgpack_sbuffer_write);
-    uint32_t n = nfields + 1 + (index != NULL) + (cli->api_key != NULL) + (cli->tenant != NULL);
+    uint32_t n = nfields + 1 + (index != NULL) + (cli->api_key != NULL) + (cli->tenant != NULL) +
+                 (cli->durability != NULL);
     msgpack_pack_map(&rq->hp, n);
     fpx_mp_pack_str(&rq->hp, "operation");
     fpx_mp_pack_str(&rq->hp, op);
@@ -43,6 +44,10 @@ void fpx_rawreq_begin(fpx_cli *cli, fpx_rawreq *rq, const char *op, const char *
     if (cli->tenant) {
         fpx_mp_pack_str(&rq->hp, "tenant_id");
         fpx_mp_pack_str(&rq->hp, cli->tenant);
+    }
+    if (cli->durability) {
+        fpx_mp_pack_str(&rq->hp, "durability");
+        fpx_mp_pack_str(&rq->hp, cli->durability);
     }
 }
 

@@ -193,6 +193,10 @@ fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char
         if (!*end && n >= 0 && n <= FPX_RETRIES_MAX)
             c->retries = (int)n;
     }
+    /* Sent as it is: a server refuses a value it does not know, naming it. */
+    const char *dur = getenv("FAISS_PROXY_DURABILITY");
+    if (dur && *dur)
+        snprintf(c->durability, sizeof c->durability, "%s", dur);
     const char *win = getenv("FAISS_PROXY_ADD_WINDOW");
     if (win && *win) {
         char *end;
@@ -236,6 +240,15 @@ void fpx_client_set_timeout(fpx_client *c, int timeout_ms) {
     c->timeout_ms = timeout_ms;
 }
 
+int fpx_client_set_durability(fpx_client *c, const char *durability) {
+    if (durability && *durability && strcmp(durability, "acked") && strcmp(durability, "synced"))
+        return fpx_c_fail(c, "validation_error",
+                          "durability must be \"acked\" or \"synced\" (or empty: the server's)");
+    snprintf(c->durability, sizeof c->durability, "%s", durability ? durability : "");
+    c->errtype[0] = c->errstr[0] = 0;
+    return 0;
+}
+
 const char *fpx_client_errtype(const fpx_client *c) {
     return c->errtype;
 }
@@ -256,7 +269,7 @@ msgpack_packer *fpx_c_begin(fpx_client *c, fpx_out *o, const char *op, const cha
         strcmp(op, "create_index") && strcmp(op, "delete_index") && strcmp(op, "import_index");
     msgpack_packer *pk = fpx_out_hdr(o);
     msgpack_pack_map(pk, 3 + (c->api_key != NULL) + (c->tenant_id != NULL) + (index_id != NULL) +
-                             extra);
+                             (c->durability[0] != 0) + extra);
     fpx_pack_cstr(pk, "operation");
     fpx_pack_cstr(pk, op);
     fpx_pack_cstr(pk, "request_id");
@@ -274,6 +287,10 @@ msgpack_packer *fpx_c_begin(fpx_client *c, fpx_out *o, const char *op, const cha
     if (index_id) {
         fpx_pack_cstr(pk, "index_id");
         fpx_pack_cstr(pk, index_id);
+    }
+    if (c->durability[0]) {
+        fpx_pack_cstr(pk, "durability");
+        fpx_pack_cstr(pk, c->durability);
     }
     return pk;
 }
@@ -454,6 +471,7 @@ static int read_reply(fpx_client *c, reply *r) {
         return 0;
     const msgpack_object *pub = fpx_map_get(r->m.header, "published");
     c->unpublished = pub && pub->type == MSGPACK_OBJECT_BOOLEAN && !pub->via.boolean;
+    c->unconfirmed = pub && pub->type == MSGPACK_OBJECT_BOOLEAN && pub->via.boolean;
     const msgpack_object *et = fpx_map_get(r->m.header, "error_type");
     const msgpack_object *msg = fpx_map_get(r->m.header, "message");
     const char *ts = "internal_error", *ms = "request failed";
@@ -495,7 +513,7 @@ int fpx_c_call(fpx_client *c, fpx_out *o, reply *r) {
             zmq_msg_close(&keep);
             return 0;
         }
-        if (attempt >= c->retries || strcmp(c->errtype, "unavailable") ||
+        if (attempt >= c->retries || strcmp(c->errtype, "unavailable") || c->unconfirmed ||
             !(retry_safe || c->unpublished))
             break;
         /* the cluster may be electing a leader, or a node restarting */

@@ -66,7 +66,14 @@ struct fpx_client {
     int retries;
     int retry_safe;  /* of the request fpx_c_begin started last */
     int unpublished; /* the last error reply said "published": false */
-    size_t max_msg;  /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
+    /* The last error reply said "published": true: a write in the cluster's
+     * log that its replicas did not confirm in time (durability "synced");
+     * sent again it would only wait again, so it is not. */
+    int unconfirmed;
+    /* "durability" sent with every request ("" : none, the server's own);
+     * FAISS_PROXY_DURABILITY or fpx_client_set_durability. */
+    char durability[16];
+    size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
     char errtype[32];
     char errstr[512];
     fpx_leaser *leases; /* made by the first leased index; lease.c */

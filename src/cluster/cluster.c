@@ -557,7 +557,7 @@ static void *beat_main(void *arg) {
         for (fpx_replica *r = locked ? c->reps : NULL; r && n < 64; r = r->next) {
             if (pthread_rwlock_tryrdlock(&r->ix->lock) != 0)
                 continue;
-            uint64_t seq = r->ix->seq;
+            uint64_t seq = fpx_synced_durable(r->ix); /* applied and synced there */
             pthread_rwlock_unlock(&r->ix->lock);
             if (seq == r->reported)
                 continue;

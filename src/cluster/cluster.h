@@ -48,6 +48,13 @@ int fpx_cluster_create(fpx_req *r);
  * stream and applies every record up to it here, in order; 0 once both the
  * stream and this replica hold it. */
 int fpx_cluster_write(fpx_req *r);
+/* synced.c: fpx_cluster_write, and for a write asking for durability
+ * "synced" first listens to its index's replicas' reports; fpx_synced_wait
+ * (after the lock is released, rc the request's status so far) then waits
+ * for min(2, replicas) of them to have applied and synced the record, and
+ * ends the listening whatever rc is. */
+int fpx_synced_write(fpx_req *r);
+int fpx_synced_wait(fpx_req *r, int rc);
 /* delete_index, r->ix locked exclusively: removes the definition and the
  * stream, then the replica here; the other nodes drop theirs. */
 int fpx_cluster_drop(fpx_req *r);

@@ -358,8 +358,11 @@ int fpx_cluster_forward(fpx_server *s, const char *node_id, const uint8_t *body,
 
 /* ---- the holders of an index ------------------------------------------------------ */
 
-/* Whether reply is an unavailable error, and whether it says that nothing
- * was published (a header "published": false). */
+/* Whether reply is an unavailable error that another holder may answer
+ * instead, and whether it says that nothing was published (a header
+ * "published": false). A synced write published but not confirmed
+ * ("published": true, synced.c) is final: sent again, it would only wait
+ * again. */
 static int reply_unavailable(const uint8_t *reply, size_t len, int *unpublished) {
     fpx_msg m;
     fpx_err err = {0};
@@ -372,6 +375,8 @@ static int reply_unavailable(const uint8_t *reply, size_t len, int *unpublished)
     size_t n;
     int un = t && fpx_obj_str(t, &str, &n) == 0 && n == 11 && !memcmp(str, "unavailable", 11);
     *unpublished = p && p->type == MSGPACK_OBJECT_BOOLEAN && !p->via.boolean;
+    if (p && p->type == MSGPACK_OBJECT_BOOLEAN && p->via.boolean)
+        un = 0;
     fpx_msg_destroy(&m);
     return un;
 }

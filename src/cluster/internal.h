@@ -82,6 +82,9 @@ typedef struct fpx_replica {
     atomic_int behind; /* a delivered record did not apply: the heartbeat catches up */
     /* The snapshot sequence + 1 last written to fpx_snapshots (peer.c). */
     uint64_t snap_reported;
+    /* The durable sequence last announced to synced writers (synced.c);
+     * only the stream's delivery callback touches it. */
+    uint64_t durable_sent;
     struct fpx_replica *next;
 } fpx_replica;
 
@@ -251,6 +254,17 @@ int fpx_import_publish(fpx_cluster *c, fpx_req *r, fpx_def *d, fpx_err *err);
 /* The imported index d built from its stream's first d->import_records
  * records (*made, unregistered, at that sequence). */
 int fpx_import_rebuild(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err);
+/* synced.c: the last stream sequence ix holds applied and synced to its
+ * local log (its lock held, shared or exclusive); what a replica reports,
+ * on the subject fpx.durable.<uid> at once (fpx_synced_report) and in
+ * fpx_applied every heartbeat. */
+uint64_t fpx_synced_durable(fpx_index *ix);
+void fpx_synced_report(fpx_cluster *c, const uint8_t *uid, uint64_t durable);
+/* A write asking for "synced" to the sharded index d: serve runs it (its
+ * parts acked), then each shard whose stream it extended waits until its
+ * replicas confirm the stream up to its last record. */
+int fpx_synced_sharded(fpx_cluster *c, fpx_req *r, const fpx_def *d,
+                       int (*serve)(fpx_cluster *, fpx_req *, const fpx_def *));
 
 /* cluster.c, for the move command (move.c): connects c->nc and c->js to
  * the NATS servers of c->s->cfg; the key of tenant/name in fpx_indexes; a

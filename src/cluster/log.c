@@ -207,7 +207,13 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         }
         due = rc == 0 && (force || fpx_server_snapshot_due(rep->c->s, ix));
     }
+    uint64_t durable = ix->dropped ? 0 : fpx_synced_durable(ix);
     pthread_rwlock_unlock(&ix->lock);
+    /* Writers waiting for "synced" hear of it at once (synced.c). */
+    if (durable > rep->durable_sent) {
+        rep->durable_sent = durable;
+        fpx_synced_report(rep->c, ix->uid, durable);
+    }
     if (rc != 0) {
         /* Not lost: the next delivery, or the heartbeat, reads it again. */
         atomic_store(&rep->behind, 1);
@@ -372,6 +378,7 @@ int fpx_cluster_write(fpx_req *r) {
     if (rc == 0) {
         r->published = 1; /* from here, the write may be stored whatever the reply */
         rc = publish(c, subject, payload, len, msgid, expect, &seq, &dup, &r->err);
+        r->stream_seq = seq;
     }
     free(payload);
     /* The records before ours, then ours (from this request's own bytes). */

@@ -58,7 +58,7 @@ void fpx_shard_name(const uint8_t *uid, int64_t i, char *out) {
 }
 
 static int key_dropped(const msgpack_object *k, const char *const *drop) {
-    static const char *const always[] = {"operation", "index_id", "name", NULL};
+    static const char *const always[] = {"operation", "index_id", "name", "durability", NULL};
     for (const char *const *p = always; *p; p++)
         if (fpx_obj_str_eq(k, *p))
             return 1;
@@ -70,7 +70,9 @@ static int key_dropped(const msgpack_object *k, const char *const *drop) {
 
 /* Starts the header of a request to shard i: r's header (credentials,
  * request_id, client_id, parameters) without the fields of drop, with
- * operation op and the shard's name, and room for nextra more entries. */
+ * operation op and the shard's name, and room for nextra more entries.
+ * Parts are "acked": a synced write waits for its shards once every part
+ * is in (synced.c), so that a slow shard never leaves the others unwritten. */
 static msgpack_packer *sub_begin(fpx_out *o, const fpx_req *r, const fpx_def *d, int64_t i,
                                  const char *op, const char *const *drop, unsigned nextra) {
     const msgpack_object_map *h = &r->h->via.map;
@@ -81,11 +83,13 @@ static msgpack_packer *sub_begin(fpx_out *o, const fpx_req *r, const fpx_def *d,
     fpx_shard_name(d->uid, i, name);
     fpx_out_init(o);
     msgpack_packer *p = fpx_out_hdr(o);
-    msgpack_pack_map(p, keep + 2 + nextra);
+    msgpack_pack_map(p, keep + 3 + nextra);
     fpx_pack_cstr(p, "operation");
     fpx_pack_cstr(p, op);
     fpx_pack_cstr(p, "index_id");
     fpx_pack_cstr(p, name);
+    fpx_pack_cstr(p, "durability");
+    fpx_pack_cstr(p, "acked");
     for (uint32_t j = 0; j < h->size; j++)
         if (!key_dropped(&h->ptr[j].key, drop)) {
             msgpack_pack_object(p, h->ptr[j].key);
@@ -1446,7 +1450,15 @@ static int serve_codec(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
 
 /* ---- the entry point --------------------------------------------------------------- */
 
+static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d);
+
 int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
+    if (r->synced && r->op && (r->op->flags & FPX_OP_LOGGED))
+        return fpx_synced_sharded(c, r, d, shard_serve);
+    return shard_serve(c, r, d);
+}
+
+static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     const char *op = r->op->name;
     int64_t sum = 0;
     if (!strcmp(op, "get_index_info") || !strcmp(op, "create_index"))

@@ -550,6 +550,11 @@ int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t 
 
 int fpx_build_error_flagged(const fpx_err *e, const msgpack_object *request_id, const char *flag,
                             uint8_t **buf, size_t *len) {
+    return fpx_build_error_flag(e, request_id, flag, 0, buf, len);
+}
+
+int fpx_build_error_flag(const fpx_err *e, const msgpack_object *request_id, const char *flag,
+                         int value, uint8_t **buf, size_t *len) {
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *pk = fpx_out_hdr(&o);
@@ -575,7 +580,10 @@ int fpx_build_error_flagged(const fpx_err *e, const msgpack_object *request_id, 
     }
     if (flag) {
         fpx_pack_cstr(pk, flag);
-        msgpack_pack_false(pk);
+        if (value)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
     }
     return fpx_out_finish(&o, buf, len);
 }

@@ -183,6 +183,9 @@ int fpx_build_error(const fpx_err *e, const msgpack_object *request_id, uint8_t 
 /* fpx_build_error with one more header field, flag: false (flag NULL: none). */
 int fpx_build_error_flagged(const fpx_err *e, const msgpack_object *request_id, const char *flag,
                             uint8_t **buf, size_t *len);
+/* The same with the flag's value: true (value != 0) or false. */
+int fpx_build_error_flag(const fpx_err *e, const msgpack_object *request_id, const char *flag,
+                         int value, uint8_t **buf, size_t *len);
 
 #ifdef __cplusplus
 }

@@ -84,6 +84,11 @@ static const char usage_more[] =
     "                             nodes holding it        FAISS_PROXY_ROUTER_ONLY=1 (off)\n"
     "      --forward-timeout-ms N longest wait for a forwarded request's reply\n"
     "                                       FAISS_PROXY_FORWARD_TIMEOUT_MS (30000)\n"
+    "      --durability acked|synced  what a write without a \"durability\" field waits for\n"
+    "                                       FAISS_PROXY_DURABILITY (acked)\n"
+    "      --synced-timeout-ms N  longest wait of a \"synced\" write for its replicas\n"
+    "                                       FAISS_PROXY_SYNCED_TIMEOUT_MS (half of the\n"
+    "                                       forward timeout)\n"
     "      --move INDEX[/SHARD] --from NODE --to NODE  with --cluster: move a replica of the\n"
     "                             index (or of its shard) from one node to another, then exit\n"
     "      --move-tenant NAME     the tenant of the index to move (default)\n"
@@ -139,7 +144,14 @@ static int set_keys(fpx_config *cfg, const char *v) {
 }
 
 /* Long options without a letter (the move command's). */
-enum { OPT_MOVE = 256, OPT_MOVE_TENANT, OPT_MOVE_FROM, OPT_MOVE_TO };
+enum {
+    OPT_MOVE = 256,
+    OPT_MOVE_TENANT,
+    OPT_MOVE_FROM,
+    OPT_MOVE_TO,
+    OPT_DURABILITY,
+    OPT_SYNCED_TIMEOUT
+};
 
 static int apply(fpx_config *cfg, int opt, const char *v) {
     switch (opt) {
@@ -213,6 +225,16 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return 0;
     case 'T':
         return parse_int("forward timeout", v, 100, 3600000, &cfg->forward_timeout_ms);
+    case OPT_DURABILITY:
+        if (strcmp(v, "acked") && strcmp(v, "synced")) {
+            fprintf(stderr, "faiss-proxy-server: durability must be acked or synced, got '%s'\n",
+                    v);
+            return -1;
+        }
+        cfg->durability_synced = !strcmp(v, "synced");
+        return 0;
+    case OPT_SYNCED_TIMEOUT:
+        return parse_int("synced timeout", v, 100, 3600000, &cfg->synced_timeout_ms);
     case OPT_MOVE:
         return set_str("move", cfg->move_index, sizeof cfg->move_index, v);
     case OPT_MOVE_TENANT:
@@ -320,6 +342,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_ADVERTISE", 'E'},
         {"FAISS_PROXY_ROUTER_ONLY", 'O'},
         {"FAISS_PROXY_FORWARD_TIMEOUT_MS", 'T'},
+        {"FAISS_PROXY_DURABILITY", OPT_DURABILITY},
+        {"FAISS_PROXY_SYNCED_TIMEOUT_MS", OPT_SYNCED_TIMEOUT},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -359,6 +383,8 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"advertise", required_argument, 0, 'E'},
         {"router-only", no_argument, 0, 'O'},
         {"forward-timeout-ms", required_argument, 0, 'T'},
+        {"durability", required_argument, 0, OPT_DURABILITY},
+        {"synced-timeout-ms", required_argument, 0, OPT_SYNCED_TIMEOUT},
         {"move", required_argument, 0, OPT_MOVE},
         {"move-tenant", required_argument, 0, OPT_MOVE_TENANT},
         {"from", required_argument, 0, OPT_MOVE_FROM},
@@ -402,6 +428,17 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     }
     if (cfg->move_index[0] && (!cfg->cluster_urls[0] || !cfg->move_from[0] || !cfg->move_to[0])) {
         fprintf(stderr, "faiss-proxy-server: --move needs --cluster, --from and --to\n");
+        return -1;
+    }
+    /* A synced write forwarded by another node must be answered before that
+     * node stops waiting for the reply. */
+    if (!cfg->synced_timeout_ms)
+        cfg->synced_timeout_ms = cfg->forward_timeout_ms / 2;
+    else if (cfg->synced_timeout_ms >= cfg->forward_timeout_ms) {
+        fprintf(stderr,
+                "faiss-proxy-server: --synced-timeout-ms (%d) must be below "
+                "--forward-timeout-ms (%d)\n",
+                cfg->synced_timeout_ms, cfg->forward_timeout_ms);
         return -1;
     }
     if (!cfg->move_tenant[0])

@@ -60,6 +60,12 @@ typedef struct fpx_config {
     char advertise[300];
     int router_only;
     int forward_timeout_ms;
+    /* durability "synced" (docs/cluster.md): whether a write without a
+     * "durability" field asks for it (--durability synced), and how long a
+     * write waits for enough replicas to confirm it (0 until loaded: then
+     * half of forward_timeout_ms unless --synced-timeout-ms says). */
+    int durability_synced;
+    int synced_timeout_ms;
     /* The one-shot command that moves a replica (--move INDEX[/SHARD] --from
      * NODE --to NODE, src/cluster/move.c): the process moves it and exits
      * instead of serving. "" = serve. */

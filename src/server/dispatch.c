@@ -279,7 +279,7 @@ static int run_op(fpx_req *r, fpx_out *o) {
         rc = op->check(r);
     int logged = 0;
     if (rc == 0 && (op->flags & FPX_OP_LOGGED) && r->rec.op) {
-        rc = s->cluster ? fpx_cluster_write(r) : log_and_apply(r);
+        rc = s->cluster ? fpx_synced_write(r) : log_and_apply(r);
         logged = rc == 0;
     }
     int dropped = 0;
@@ -298,6 +298,10 @@ static int run_op(fpx_req *r, fpx_out *o) {
      * next one (store.c). */
     if (logged && fpx_store_sync(r->ix, r->logged_seq, &r->err) != 0)
         rc = -1;
+    /* durability "synced" in a cluster: enough replicas confirm the write,
+     * waited for without the lock (src/cluster/synced.c). */
+    if (r->synced_wait)
+        rc = fpx_synced_wait(r, rc);
     if (due)
         fpx_server_snapshot_later(r->s, r->ix, force);
     if (dropped) { /* the registry's reference and the request's: the last frees it there */
@@ -365,6 +369,23 @@ static int read_client_id(fpx_req *r) {
     return 0;
 }
 
+/* The optional "durability": "acked" (acknowledged once the write is
+ * logged: on one server after its fdatasync, in a cluster once JetStream
+ * holds it) or "synced" (in a cluster, once enough replicas applied and
+ * synced it too, docs/cluster.md); absent or nil: the server's
+ * --durability. Read for every operation; only logged writes act on it. */
+static int read_durability(fpx_req *r) {
+    const msgpack_object *v = fpx_map_get(r->h, "durability");
+    r->synced = r->s->cfg->durability_synced;
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (fpx_obj_str_eq(v, "acked") || fpx_obj_str_eq(v, "synced")) {
+        r->synced = fpx_obj_str_eq(v, "synced");
+        return 0;
+    }
+    return fpx_err_set(&r->err, FPX_E_VALIDATION, "durability must be \"acked\" or \"synced\"");
+}
+
 /* Authenticates and finds the operation; runs it. */
 static int handle_decoded(fpx_req *r, fpx_out *o) {
     const msgpack_object *opname = fpx_map_get(r->h, "operation");
@@ -382,7 +403,7 @@ static int handle_decoded(fpx_req *r, fpx_out *o) {
     if (!(r->op = fpx_op_find(name, len)))
         return fpx_err_set(&r->err, FPX_E_UNSUPPORTED, "unknown operation \"%.*s\"",
                            (int)(len > 64 ? 64 : len), name);
-    if (read_client_id(r))
+    if (read_client_id(r) || read_durability(r))
         return -1;
     return run_op(r, o);
 }
@@ -465,8 +486,11 @@ void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int 
     /* A forwarded write that is unavailable before it was published changed
      * nothing: the forwarding node may try another replica (forward.c). */
     int unpublished = forwarded && r.err.type == FPX_E_UNAVAILABLE && !r.published;
-    if (fpx_build_error_flagged(&r.err, r.rid, unpublished ? "published" : NULL, reply,
-                                reply_len) != 0) {
+    /* A synced write that is in the log but not confirmed by enough
+     * replicas: the client must not send it again as a new write. */
+    int unconfirmed = r.err.type == FPX_E_UNAVAILABLE && atomic_load(&r.unconfirmed);
+    if (fpx_build_error_flag(&r.err, r.rid, unpublished || unconfirmed ? "published" : NULL,
+                             unconfirmed, reply, reply_len) != 0) {
         *reply = (uint8_t *)oom_reply;
         *reply_len = sizeof oom_reply;
         *is_static = 1;

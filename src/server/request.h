@@ -12,6 +12,8 @@
 #include "proto/proto.h"
 #include "server.h"
 
+#include <stdatomic.h>
+
 #define FPX_K_MAX 100000
 #define FPX_DIM_MAX 65536
 
@@ -68,6 +70,16 @@ typedef struct fpx_req {
     int published;
     uint8_t *relay;
     size_t relay_len;
+    /* durability "synced" (docs/cluster.md): asked for (the header's
+     * "durability", or the server's --durability); the stream sequence of
+     * the write's record; the wait for its replicas (src/cluster/synced.c);
+     * and whether a write failed after it was published only for want of
+     * their confirmation (the error reply then says "published": true). Set
+     * from several threads by a sharded write's parts: atomic. */
+    int synced;
+    uint64_t stream_seq;
+    struct fpx_synced *synced_wait;
+    atomic_int unconfirmed;
 } fpx_req;
 
 /* Starts an "ok" reply header with room for `extra` more keys. */
