@@ -3,6 +3,7 @@ processes (JetStream on, routed to each other, each with its own store) and
 three faiss-proxy nodes, each with its own data dir, all on free ports and all
 stopped by PID.
 """
+import json
 import os
 import shutil
 import signal
@@ -132,3 +133,27 @@ def synced(cs, name):
             return seqs[0]
         assert time.time() < deadline, "replicas did not converge: %s" % seqs
         time.sleep(0.05)
+
+
+def js_api(port, subject, payload=b""):
+    """One JetStream API request over NATS's text protocol; its JSON reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"INFO")
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.fpxtest 1\r\n'
+                  b"PUB %s _INBOX.fpxtest %d\r\n%s\r\nPING\r\n"
+                  % (subject.encode(), len(payload), payload))
+        for _ in range(100):
+            line = f.readline()
+            assert line, "NATS closed the connection"
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                n = int(line.split()[-1])
+                return json.loads(f.read(n + 2)[:n])
+        raise AssertionError("no reply from JetStream's API")
+
+
+def streams(cl):
+    """The names of the JetStream streams of cluster cl."""
+    return set(js_api(cl.nats[0].port, "$JS.API.STREAM.NAMES").get("streams") or [])

@@ -10,16 +10,14 @@ the same vectors; that a node that was down while the stream was trimmed
 past its state catches up through a peer; and that with every peer down such
 a node answers unavailable, never stale data, and serves once a peer is back.
 """
-import json
 import shutil
-import socket
 import time
 
 import faiss
 import numpy as np
 import pytest
 
-from cluster import NATS_SERVER, Cluster, synced
+from cluster import NATS_SERVER, Cluster, js_api, streams, synced
 from conftest import unique
 from wire import ServerError, rand
 
@@ -40,29 +38,6 @@ def cl(tmp_path):
     c.start()
     yield c
     c.stop()
-
-
-def js_api(port, subject, payload=b""):
-    """One JetStream API request over NATS's text protocol; its JSON reply."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        f = s.makefile("rb")
-        assert f.readline().startswith(b"INFO")
-        s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.fpxtest 1\r\n'
-                  b"PUB %s _INBOX.fpxtest %d\r\n%s\r\nPING\r\n"
-                  % (subject.encode(), len(payload), payload))
-        for _ in range(100):
-            line = f.readline()
-            assert line, "NATS closed the connection"
-            if line.startswith(b"PING"):
-                s.sendall(b"PONG\r\n")
-            elif line.startswith(b"MSG"):
-                n = int(line.split()[-1])
-                return json.loads(f.read(n + 2)[:n])
-        raise AssertionError("no reply from JetStream's API")
-
-
-def streams(cl):
-    return set(js_api(cl.nats[0].port, "$JS.API.STREAM.NAMES").get("streams") or [])
 
 
 def stream_state(cl, stream):
