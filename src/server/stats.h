@@ -18,7 +18,7 @@
 /* Operation slots: the table's places, and one for unknown operations. */
 #define FPX_STATS_OPS 64
 #define FPX_STATS_UNKNOWN_OP FPX_STATS_OPS
-#define FPX_STATS_STATUSES (FPX_E_INTERNAL + 1)
+#define FPX_STATS_STATUSES (FPX_E_UNAVAILABLE + 1) /* every fpx_errtype */
 #define FPX_STATS_MAX_BUCKETS 16
 
 /* Bucket bounds: latencies in seconds (100 us .. 10 s), sizes in units. */
