@@ -737,6 +737,8 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
             st = bucket(c, FPX_BUCKET_CLUSTER, 0, &c->meta);
         if (st == NATS_OK && !c->snaps)
             st = bucket(c, FPX_BUCKET_SNAPSHOTS, 0, &c->snaps);
+        if (st == NATS_OK && !c->leases)
+            st = bucket(c, FPX_BUCKET_LEASES, 0, &c->leases);
         if (st == NATS_OK && !c->fwd_token[0])
             st = forward_token(c);
         uint64_t rev;
@@ -853,6 +855,8 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     if (pthread_create(&c->watch, NULL, watch_main, c) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the definitions watcher");
     c->watch_started = 1;
+    if (fpx_clease_start(c, err) != 0)
+        return -1;
     fpx_log(FPX_LOG_INFO, "joined the cluster as node %s (NATS %s, R=%d)", s->cfg->node_id,
             s->cfg->cluster_urls, c->replicas);
     return 0;
@@ -870,6 +874,7 @@ void fpx_cluster_stop(fpx_server *s) {
         pthread_join(c->beat, NULL);
     if (c->watch_started)
         pthread_join(c->watch, NULL);
+    fpx_clease_stop(c);
     if (c->watcher) {
         kvWatcher_Stop(c->watcher);
         kvWatcher_Destroy(c->watcher);
@@ -889,6 +894,7 @@ void fpx_cluster_stop(fpx_server *s) {
     kvStore_Destroy(c->label_reqs);
     kvStore_Destroy(c->meta);
     kvStore_Destroy(c->snaps);
+    kvStore_Destroy(c->leases);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_Close(c->nc);
@@ -910,9 +916,6 @@ void fpx_cluster_stop(fpx_server *s) {
 
 /* ---- the dispatcher's hooks -------------------------------------------------------- */
 
-/* Operations a cluster does not serve in this version (docs/cluster.md). */
-static const char *const not_served[] = {"set_lease", "renew_leases"};
-
 int fpx_cluster_admit(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     const char *op = r->op->name;
@@ -926,10 +929,6 @@ int fpx_cluster_admit(fpx_req *r) {
                            "two indexes' logs, which the cluster cannot do at once without "
                            "losing or doubling a write made to the source meanwhile; copy the "
                            "vectors with reconstruct_n and add_vectors, then reset the source");
-    for (size_t i = 0; i < sizeof not_served / sizeof not_served[0]; i++)
-        if (!strcmp(op, not_served[i]))
-            return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
-                               "%s is not served by a cluster in this version", op);
     if (!strcmp(op, "ping"))
         return 0;
     if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
@@ -1237,9 +1236,10 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
 int fpx_cluster_create(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     fpx_index *m = r->made;
-    if (m->lease_seconds)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "lease_seconds is not served by a cluster in this version");
+    /* The lease is the cluster's (lease.c), not the local replica's: a
+     * replica's own reaper would drop it on this node only. */
+    int64_t lease = m->lease_seconds;
+    m->lease_seconds = 0;
     if (c->s->cfg->router_only) { /* placed by a data node, which holds a replica */
         char nodes[PLACEMENT_LEN];
         int live = 0;
@@ -1305,6 +1305,11 @@ int fpx_cluster_create(fpx_req *r) {
     if (cut)
         *cut = 0;
     randombytes_buf(d.uid, sizeof d.uid);
+    /* Written before anything names the index, so that no index of the
+     * cluster is ever without its lease; one whose create then fails leaves
+     * an entry that the reapers remove when it lapses. */
+    if (lease && fpx_clease_put(c, d.uid, d.tenant, d.name, lease, &r->err) != 0)
+        return -1;
     if (shards > 1)
         return create_sharded(c, r, &d, shards, live);
     if (import) { /* taken already: said before the import is written anywhere */

@@ -36,6 +36,10 @@ void fpx_cluster_stop(fpx_server *s);
 /* Before any step of a request: unsupported for operations a cluster does
  * not serve yet, unavailable while this node cannot reach NATS. */
 int fpx_cluster_admit(fpx_req *r);
+/* renew_leases and set_lease against the cluster's leases (lease.c): 1
+ * answered into o, -1 error (r->err), 0 go on with r->op (set_lease goes on
+ * as get_index_info, whose info map is its reply). */
+int fpx_cluster_lease(fpx_req *r, fpx_out *o);
 /* The request's index when the cluster defines it but this node has not
  * opened its replica yet (a create through another node a moment ago);
  * NULL with r->err set otherwise. Referenced. */

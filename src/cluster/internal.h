@@ -29,6 +29,8 @@
 /* node.uid -> the last stream sequence the snapshot of that node's replica
  * covers: what a restart there needs the stream to hold from (peer.c). */
 #define FPX_BUCKET_SNAPSHOTS "fpx_snapshots"
+/* uid (hex) of a leased index -> its lease (lease.c) */
+#define FPX_BUCKET_LEASES "fpx_leases"
 #define FPX_FORWARD_TOKEN_LEN 32
 #define FPX_DEDUP_WINDOW_MS 120000
 #define FPX_NODE_TTL_MS 5000 /* a node missing this long is not live */
@@ -148,7 +150,18 @@ typedef struct fpx_cluster {
     kvWatcher *node_watcher;
     pthread_t nwatch;
     int nwatch_started;
+    /* Leases (lease.c): their bucket and this node's reaper. */
+    kvStore *leases;
+    pthread_t lreaper;
+    int lreaper_started;
 } fpx_cluster;
+
+/* lease.c: writes the lease of a new index of unique id uid (secs > 0),
+ * before its definition; starts and stops (after c->stop) the reaper. */
+int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const char *name,
+                   int64_t secs, fpx_err *err);
+int fpx_clease_start(fpx_cluster *c, fpx_err *err);
+void fpx_clease_stop(fpx_cluster *c);
 
 /* cache.c: watches fpx_nodes into c->node_cache (after its initial values)
  * on a thread of its own; fpx_cache_stop ends it (c->stop set first). */

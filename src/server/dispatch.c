@@ -230,6 +230,12 @@ static int run_op(fpx_req *r, fpx_out *o) {
     fpx_server *s = r->s;
     if (s->cluster && fpx_cluster_admit(r))
         return -1;
+    if (s->cluster) { /* leases are the cluster's (src/cluster/lease.c) */
+        int served = fpx_cluster_lease(r, o);
+        if (served)
+            return served < 0 ? -1 : 0;
+        op = r->op;
+    }
     if (op->prepare && op->prepare(r))
         return -1;
     if (op->flags & FPX_OP_DROPS) {

@@ -1,0 +1,393 @@
+/*
+ * lease.c - leases in a cluster: indexes dropped cluster-wide once no client
+ * renewed them for their lease (docs/cluster.md, "Leases").
+ *
+ * A lease lives in the bucket fpx_leases, keyed by the index's unique id (of
+ * the sharded index itself for a sharded one), not in its definition: the
+ * definitions are watched by every node and written rarely, while a lease is
+ * rewritten at every renewal (a few times per lease); and a renewal then
+ * never conflicts with a change of placement. The value is text:
+ *
+ *   L <expiry ms> <seconds> <tenant> <name>   a lease (seconds 0: none)
+ *   D <mark ms> <seconds> <tenant> <name>     being dropped since mark
+ *
+ * expiry and mark are wall-clock milliseconds (CLOCK_REALTIME): the nodes'
+ * clocks must agree within about a second (NTP). Every write is a
+ * compare-and-set on the entry's revision (kvStore_Update), so a renewal
+ * and a reaper, or two reapers, never lose each other's write: the reaper of
+ * each node turns a lapsed L into a D with one CAS, and only the node whose
+ * CAS succeeded drops the index; a renewal that came first made the reaper's
+ * CAS fail (the index stays), one that comes after finds D and answers
+ * not_found (the index goes). A D left behind by a node that died while
+ * dropping is taken over after FPX_CLEASE_RETAKE_MS; the drop (the
+ * cluster's own delete: definition, stream, every shard) is idempotent.
+ *
+ * Requests naming a leased index do not renew it in a cluster (that would be
+ * a replicated write per request): renew_leases and set_lease do, which is
+ * what the client library sends every third of a lease.
+ */
+#include "internal.h"
+
+#include "server/ops.h"
+#include "server/util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* How often each node's reaper looks at the leases. */
+#define FPX_CLEASE_TICK_MS 1000
+/* A drop marked this long ago and not finished: its node died; retaken. */
+#define FPX_CLEASE_RETAKE_MS 30000
+/* Every so many passes the entries without a lease are checked against the
+ * definitions (an index deleted since leaves its entry behind). */
+#define FPX_CLEASE_SWEEP_EVERY 30
+/* Compare-and-set attempts of one renewal before unavailable. */
+#define FPX_CLEASE_TRIES 8
+#define FPX_RENEW_MAX 10000
+
+typedef struct lease_val {
+    char state; /* 'L' or 'D' */
+    int64_t at_ms, secs;
+    char tenant[FPX_NAME_MAX + 1], name[FPX_NAME_MAX + 1];
+} lease_val;
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void val_format(const lease_val *v, char *out, size_t cap) {
+    snprintf(out, cap, "%c %" PRId64 " %" PRId64 " %s %s", v->state, v->at_ms, v->secs, v->tenant,
+             v->name);
+}
+
+static int val_parse(kvEntry *e, lease_val *v) {
+    char buf[64 + 2 * FPX_NAME_MAX + 4];
+    int len = kvEntry_ValueLen(e);
+    if (len <= 0 || (size_t)len >= sizeof buf)
+        return -1;
+    memcpy(buf, kvEntry_Value(e), (size_t)len);
+    buf[len] = 0;
+    char fmt[64];
+    snprintf(fmt, sizeof fmt, "%%c %%" SCNd64 " %%" SCNd64 " %%%ds %%%ds", FPX_NAME_MAX,
+             FPX_NAME_MAX);
+    if (sscanf(buf, fmt, &v->state, &v->at_ms, &v->secs, v->tenant, v->name) != 5 ||
+        (v->state != 'L' && v->state != 'D'))
+        return -1;
+    return 0;
+}
+
+/* The entry of key: 1 (*v, *rev), 0 none, -1 error (err). */
+static int lease_get(fpx_cluster *c, const char *key, lease_val *v, uint64_t *rev, fpx_err *err) {
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->leases, key);
+    if (st == NATS_NOT_FOUND)
+        return 0;
+    if (st != NATS_OK)
+        return fpx_cluster_fail(err, "cannot read the index's lease", st);
+    *rev = kvEntry_Revision(e);
+    int rc = val_parse(e, v);
+    kvEntry_Destroy(e);
+    if (rc != 0) { /* not ours to read: treated as no lease */
+        fpx_log(FPX_LOG_WARN, "ignoring the malformed lease entry %s", key);
+        return 0;
+    }
+    return 1;
+}
+
+/* Writes v to key: a create when rev is 0, else a compare-and-set on rev.
+ * 0 written, 1 lost the race (read again), -1 error. */
+static int lease_cas(fpx_cluster *c, const char *key, const lease_val *v, uint64_t rev,
+                     fpx_err *err) {
+    char text[64 + 2 * FPX_NAME_MAX + 4];
+    uint64_t nrev = 0;
+    val_format(v, text, sizeof text);
+    natsStatus st = rev ? kvStore_UpdateString(&nrev, c->leases, key, text, rev)
+                        : kvStore_CreateString(&nrev, c->leases, key, text);
+    if (st == NATS_OK)
+        return 0;
+    /* JetStream answers a wrong last sequence with an API error: the entry
+     * changed (or appeared) meanwhile. Anything else is a failure to reach
+     * it, told apart by the connection's state. */
+    if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED &&
+        (st == NATS_ERR || st == NATS_NOT_FOUND))
+        return 1;
+    return fpx_cluster_fail(err, "cannot write the index's lease", st);
+}
+
+int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const char *name,
+                   int64_t secs, fpx_err *err) {
+    char key[FPX_UID_HEX];
+    fpx_cluster_uid_hex(uid, key);
+    lease_val v = {'L', wall_ms() + secs * 1000, secs, {0}, {0}};
+    snprintf(v.tenant, sizeof v.tenant, "%s", tenant);
+    snprintf(v.name, sizeof v.name, "%s", name);
+    int rc = lease_cas(c, key, &v, 0, err);
+    if (rc > 0) /* a new unique id: nobody else writes it */
+        return fpx_err_set(err, FPX_E_UNAVAILABLE, "cannot write the index's lease");
+    return rc;
+}
+
+/* Renews (secs < 0) or sets (secs >= 0; 0 removes it) the lease of the
+ * index d: 1 done (an index without a lease is left as it is by a
+ * renewal), 0 the index is being dropped (not_found), -1 error. */
+static int lease_touch(fpx_cluster *c, const fpx_def *d, int64_t secs, fpx_err *err) {
+    char key[FPX_UID_HEX];
+    fpx_cluster_uid_hex(d->uid, key);
+    for (int i = 0; i < FPX_CLEASE_TRIES; i++) {
+        lease_val v;
+        uint64_t rev = 0;
+        int got = lease_get(c, key, &v, &rev, err);
+        if (got < 0)
+            return -1;
+        if (got && v.state == 'D')
+            return 0;
+        if ((!got || v.secs == 0) && secs <= 0)
+            return 1; /* no lease, none wanted */
+        if (secs >= 0)
+            v.secs = secs;
+        v.state = 'L';
+        v.at_ms = v.secs ? wall_ms() + v.secs * 1000 : 0;
+        snprintf(v.tenant, sizeof v.tenant, "%s", d->tenant);
+        snprintf(v.name, sizeof v.name, "%s", d->name);
+        int rc = lease_cas(c, key, &v, got ? rev : 0, err);
+        if (rc <= 0)
+            return rc == 0 ? 1 : -1;
+    }
+    return fpx_err_set(err, FPX_E_UNAVAILABLE,
+                       "the lease of index '%s' is being written by others: try again", d->name);
+}
+
+/* ---- the requests ----------------------------------------------------------------- */
+
+static int renew(fpx_cluster *c, fpx_req *r, fpx_out *o) {
+    const msgpack_object *ids = fpx_map_get(r->h, "index_ids");
+    if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "index_ids must be a list of index names");
+    uint32_t n = ids->via.array.size;
+    if (n > FPX_RENEW_MAX)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "index_ids names %u indexes, more than %d per request", n,
+                           FPX_RENEW_MAX);
+    const msgpack_object *a = ids->via.array.ptr;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *s;
+        size_t len;
+        if (fpx_obj_str(&a[i], &s, &len) || !fpx_name_valid(s, len))
+            return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                               "index_ids[%u] is not an index name (1-128 characters of "
+                               "[A-Za-z0-9_.-], not starting with '.')",
+                               i);
+    }
+    uint8_t *found = malloc(n ? n : 1);
+    if (!found)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+    uint32_t nfound = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        char name[FPX_NAME_MAX + 1];
+        const char *s;
+        size_t len;
+        fpx_obj_str(&a[i], &s, &len);
+        memcpy(name, s, len);
+        name[len] = 0;
+        fpx_def d;
+        int rc = fpx_cluster_def(c, r->tenant, name, &d, &r->err);
+        if (rc == 1) {
+            rc = lease_touch(c, &d, -1, &r->err);
+            fpx_def_clear(&d);
+        }
+        if (rc < 0) { /* unavailable: the client tries again, nothing is pretended */
+            free(found);
+            return -1;
+        }
+        found[i] = rc == 1;
+        nfound += found[i];
+    }
+    fpx_reply_ok(r, o, 0);
+    msgpack_packer *m = fpx_out_meta(o);
+    msgpack_pack_map(m, 2);
+    fpx_pack_cstr(m, "renewed");
+    msgpack_pack_array(m, nfound);
+    for (uint32_t i = 0; i < n; i++)
+        if (found[i])
+            msgpack_pack_object(m, a[i]);
+    fpx_pack_cstr(m, "not_found");
+    msgpack_pack_array(m, n - nfound);
+    for (uint32_t i = 0; i < n; i++)
+        if (!found[i])
+            msgpack_pack_object(m, a[i]);
+    free(found);
+    return 1;
+}
+
+/* set_lease: the lease is written here; the reply is the info map, which
+ * the rest of the dispatch makes as for get_index_info (forwarded to a
+ * holder, or gathered from the shards). */
+static int set_lease(fpx_cluster *c, fpx_req *r) {
+    if (fpx_prep_set_lease(r) != 0) /* the checks of one server, with its messages */
+        return -1;
+    int64_t secs = 0;
+    fpx_obj_int(fpx_map_get(r->h, "lease_seconds"), &secs);
+    char name[FPX_NAME_MAX + 1];
+    if (fpx_req_name(r, 0, name))
+        return -1;
+    fpx_def d;
+    int rc = fpx_cluster_def(c, r->tenant, name, &d, &r->err);
+    if (rc == 1) {
+        rc = lease_touch(c, &d, secs, &r->err);
+        fpx_def_clear(&d);
+    }
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", name);
+    r->rec = (fpx_walrec){0}; /* nothing for the index's log */
+    r->op = fpx_op_find("get_index_info", strlen("get_index_info"));
+    return 0;
+}
+
+int fpx_cluster_lease(fpx_req *r, fpx_out *o) {
+    fpx_cluster *c = r->s->cluster;
+    if (!strcmp(r->op->name, "renew_leases"))
+        return renew(c, r, o) < 0 ? -1 : 1;
+    if (!strcmp(r->op->name, "set_lease"))
+        return set_lease(c, r);
+    return 0;
+}
+
+/* ---- the reaper ------------------------------------------------------------------- */
+
+/* The cluster's delete of the index d, as delete_index does it: its
+ * definition and stream, then every shard's (and a sharded index's label
+ * counter). Each step is idempotent: a drop taken over after a node died
+ * half-way finishes it. */
+static int drop_index(fpx_cluster *c, const fpx_def *d, fpx_err *err) {
+    if (fpx_cluster_undefine(c, d->tenant, d->name, err) < 0)
+        return -1;
+    for (int64_t s = 0; s < d->shards && d->shards > 1; s++) {
+        char name[FPX_NAME_MAX + 1];
+        fpx_shard_name(d->uid, s, name);
+        if (fpx_cluster_undefine(c, d->tenant, name, err) < 0)
+            return -1;
+    }
+    if (d->shards > 1) {
+        char key[FPX_UID_HEX];
+        fpx_cluster_uid_hex(d->uid, key);
+        kvStore_Delete(c->labels, key);
+    }
+    return 0;
+}
+
+/* Drops the index of lease entry key (v, taken with a D at rev): when its
+ * definition still has that unique id (a name deleted and made again is
+ * another index), then the entry goes. */
+static void reap(fpx_cluster *c, const char *key, const lease_val *v) {
+    fpx_def d;
+    fpx_err err = {0};
+    int found = fpx_cluster_def(c, v->tenant, v->name, &d, &err);
+    if (found < 0) {
+        fpx_log(FPX_LOG_WARN, "cannot drop index %s/%s whose lease lapsed: %s", v->tenant, v->name,
+                err.msg);
+        return; /* the D stays: taken over later */
+    }
+    if (found == 1) {
+        char uid[FPX_UID_HEX];
+        fpx_cluster_uid_hex(d.uid, uid);
+        int same = !strcmp(uid, key);
+        int rc = same ? drop_index(c, &d, &err) : 0;
+        fpx_def_clear(&d);
+        if (rc != 0) {
+            fpx_log(FPX_LOG_WARN, "cannot drop index %s/%s whose lease lapsed: %s", v->tenant,
+                    v->name, err.msg);
+            return;
+        }
+        if (same && v->secs > 0)
+            fpx_log(FPX_LOG_INFO,
+                    "deleted index %s/%s from the cluster: its lease of %lld s lapsed", v->tenant,
+                    v->name, (long long)v->secs);
+    }
+    kvStore_Delete(c->leases, key);
+}
+
+static void reap_pass(fpx_cluster *c, unsigned pass) {
+    kvKeysList keys = {0};
+    natsStatus st = kvStore_Keys(&keys, c->leases, NULL);
+    if (st != NATS_OK)
+        return; /* none (NATS_NOT_FOUND), or NATS unreachable: next pass */
+    for (int i = 0; i < keys.Count; i++) {
+        const char *key = keys.Keys[i];
+        lease_val v;
+        uint64_t rev = 0;
+        fpx_err err = {0};
+        if (lease_get(c, key, &v, &rev, &err) != 1)
+            continue;
+        int64_t now = wall_ms();
+        if (v.state == 'L' && v.secs > 0 && now < v.at_ms)
+            continue; /* running */
+        if (v.state == 'D' && now - v.at_ms < FPX_CLEASE_RETAKE_MS)
+            continue;                        /* another node is dropping it */
+        if (v.state == 'L' && v.secs == 0) { /* no lease: kept while its index is */
+            if (pass % FPX_CLEASE_SWEEP_EVERY)
+                continue;
+            fpx_def d;
+            int found = fpx_cluster_def(c, v.tenant, v.name, &d, &err);
+            if (found != 0) {
+                char uid[FPX_UID_HEX] = "";
+                if (found == 1)
+                    fpx_cluster_uid_hex(d.uid, uid);
+                fpx_def_clear(&d);
+                if (found < 0 || !strcmp(uid, key))
+                    continue;
+            }
+        }
+        v.state = 'D';
+        v.at_ms = now;
+        if (lease_cas(c, key, &v, rev, &err) != 0)
+            continue; /* renewed meanwhile, or another node took it */
+        reap(c, key, &v);
+    }
+    kvKeysList_Destroy(&keys);
+}
+
+/* Waits ms on the cluster's stop condition; 1 when asked to stop. */
+static int wait_stop(fpx_cluster *c, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the clock of stop_cv */
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->stop_mu);
+    if (!c->stop)
+        pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &ts);
+    int stop = c->stop;
+    pthread_mutex_unlock(&c->stop_mu);
+    return stop;
+}
+
+static void *reaper_main(void *arg) {
+    fpx_cluster *c = arg;
+    for (unsigned pass = 1; !wait_stop(c, FPX_CLEASE_TICK_MS); pass++)
+        if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
+            reap_pass(c, pass);
+    return NULL;
+}
+
+int fpx_clease_start(fpx_cluster *c, fpx_err *err) {
+    if (pthread_create(&c->lreaper, NULL, reaper_main, c) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the cluster's lease reaper");
+    c->lreaper_started = 1;
+    return 0;
+}
+
+void fpx_clease_stop(fpx_cluster *c) {
+    if (c->lreaper_started)
+        pthread_join(c->lreaper, NULL);
+    c->lreaper_started = 0;
+}
