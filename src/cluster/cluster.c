@@ -510,8 +510,7 @@ static void on_definition(fpx_cluster *c, kvEntry *e) {
 
 /* ---- threads: heartbeat and watcher -------------------------------------------------- */
 
-/* Waits ms on the stop condition; 1 when asked to stop. */
-static int wait_stop(fpx_cluster *c, int ms) {
+int fpx_cluster_wait_stop(fpx_cluster *c, int ms) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += ms / 1000;
@@ -591,20 +590,20 @@ static void *beat_main(void *arg) {
             snprintf(v, sizeof v, "%llu", (unsigned long long)notes[i].seq);
             kvStore_PutString(&rev, c->applied, notes[i].key, v);
         }
-    } while (!wait_stop(c, FPX_HEARTBEAT_MS));
+    } while (!fpx_cluster_wait_stop(c, FPX_HEARTBEAT_MS));
     return NULL;
 }
 
 static void *watch_main(void *arg) {
     fpx_cluster *c = arg;
-    while (!wait_stop(c, 0)) {
+    while (!fpx_cluster_wait_stop(c, 0)) {
         kvEntry *e = NULL;
         natsStatus st = kvWatcher_Next(&e, c->watcher, 250);
         if (st == NATS_OK && e) {
             on_definition(c, e);
             kvEntry_Destroy(e);
         } else if (st != NATS_OK && st != NATS_TIMEOUT) {
-            wait_stop(c, 100); /* the watcher resumes by itself after a reconnection */
+            fpx_cluster_wait_stop(c, 100); /* the watcher resumes by itself after a reconnection */
         }
     }
     return NULL;
@@ -637,7 +636,7 @@ static int connect_nats(fpx_cluster *c, fpx_err *err) {
         st = natsOptions_SetTimeout(o, 2000);
     for (int attempt = 0; st == NATS_OK && attempt < 60; attempt++) {
         st = natsConnection_Connect(&c->nc, o);
-        if (st == NATS_OK || wait_stop(c, 500))
+        if (st == NATS_OK || fpx_cluster_wait_stop(c, 500))
             break;
         st = NATS_OK;
         c->nc = NULL;
@@ -749,7 +748,7 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
         if (st == NATS_OK)
             break;
         fpx_log(FPX_LOG_INFO, "waiting for JetStream's buckets: %s", natsStatus_GetText(st));
-        if (wait_stop(c, 500))
+        if (fpx_cluster_wait_stop(c, 500))
             break;
     }
     return st == NATS_OK ? 0 : fpx_cluster_fail(err, "cannot open the cluster's buckets", st);

@@ -279,6 +279,9 @@ void fpx_synced_report(fpx_cluster *c, const uint8_t *uid, uint64_t durable);
 int fpx_synced_sharded(fpx_cluster *c, fpx_req *r, const fpx_def *d,
                        int (*serve)(fpx_cluster *, fpx_req *, const fpx_def *));
 
+/* cluster.c: waits ms on the cluster's stop condition; 1 when asked to stop. */
+int fpx_cluster_wait_stop(fpx_cluster *c, int ms);
+
 /* cluster.c, for the move command (move.c): connects c->nc and c->js to
  * the NATS servers of c->s->cfg; the key of tenant/name in fpx_indexes; a
  * definition to its stored form, and read from the bucket. */

@@ -186,7 +186,6 @@ static int renew(fpx_cluster *c, fpx_req *r, fpx_out *o) {
     uint8_t *found = malloc(n ? n : 1);
     if (!found)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    uint32_t nfound = 0;
     for (uint32_t i = 0; i < n; i++) {
         char name[FPX_NAME_MAX + 1];
         const char *s;
@@ -205,21 +204,8 @@ static int renew(fpx_cluster *c, fpx_req *r, fpx_out *o) {
             return -1;
         }
         found[i] = rc == 1;
-        nfound += found[i];
     }
-    fpx_reply_ok(r, o, 0);
-    msgpack_packer *m = fpx_out_meta(o);
-    msgpack_pack_map(m, 2);
-    fpx_pack_cstr(m, "renewed");
-    msgpack_pack_array(m, nfound);
-    for (uint32_t i = 0; i < n; i++)
-        if (found[i])
-            msgpack_pack_object(m, a[i]);
-    fpx_pack_cstr(m, "not_found");
-    msgpack_pack_array(m, n - nfound);
-    for (uint32_t i = 0; i < n; i++)
-        if (!found[i])
-            msgpack_pack_object(m, a[i]);
+    fpx_reply_renewed(r, o, a, n, found);
     free(found);
     return 1;
 }
@@ -353,27 +339,9 @@ static void reap_pass(fpx_cluster *c, unsigned pass) {
     kvKeysList_Destroy(&keys);
 }
 
-/* Waits ms on the cluster's stop condition; 1 when asked to stop. */
-static int wait_stop(fpx_cluster *c, int ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts); /* the clock of stop_cv */
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&c->stop_mu);
-    if (!c->stop)
-        pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &ts);
-    int stop = c->stop;
-    pthread_mutex_unlock(&c->stop_mu);
-    return stop;
-}
-
 static void *reaper_main(void *arg) {
     fpx_cluster *c = arg;
-    for (unsigned pass = 1; !wait_stop(c, FPX_CLEASE_TICK_MS); pass++)
+    for (unsigned pass = 1; !fpx_cluster_wait_stop(c, FPX_CLEASE_TICK_MS); pass++)
         if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
             reap_pass(c, pass);
     return NULL;

@@ -109,6 +109,26 @@ static fpx_index *find_sorted(fpx_index **ix, size_t n, const char *name, size_t
     return NULL;
 }
 
+void fpx_reply_renewed(fpx_req *r, fpx_out *o, const msgpack_object *a, uint32_t n,
+                       const uint8_t *found) {
+    uint32_t nfound = 0;
+    for (uint32_t i = 0; i < n; i++)
+        nfound += found[i] != 0;
+    fpx_reply_ok(r, o, 0);
+    msgpack_packer *m = fpx_out_meta(o);
+    msgpack_pack_map(m, 2);
+    fpx_pack_cstr(m, "renewed");
+    msgpack_pack_array(m, nfound);
+    for (uint32_t i = 0; i < n; i++)
+        if (found[i])
+            msgpack_pack_object(m, a[i]);
+    fpx_pack_cstr(m, "not_found");
+    msgpack_pack_array(m, n - nfound);
+    for (uint32_t i = 0; i < n; i++)
+        if (!found[i])
+            msgpack_pack_object(m, a[i]);
+}
+
 int fpx_op_renew_leases(fpx_req *r, fpx_out *o) {
     const msgpack_object *ids = fpx_map_get(r->h, "index_ids");
     if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)
@@ -138,33 +158,19 @@ int fpx_op_renew_leases(fpx_req *r, fpx_out *o) {
         free(found);
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     }
-    uint32_t nfound = 0;
     for (uint32_t i = 0; i < n; i++) {
         const char *name;
         size_t len;
         fpx_obj_str(&a[i], &name, &len);
         fpx_index *ix = find_sorted(mine, nmine, name, len);
         found[i] = ix != NULL;
-        nfound += found[i];
         if (ix)
             fpx_lease_renew(ix);
     }
     for (size_t i = 0; i < nmine; i++)
         fpx_index_unref(mine[i]);
     free(mine);
-    fpx_reply_ok(r, o, 0);
-    msgpack_packer *m = fpx_out_meta(o);
-    msgpack_pack_map(m, 2);
-    fpx_pack_cstr(m, "renewed");
-    msgpack_pack_array(m, nfound);
-    for (uint32_t i = 0; i < n; i++)
-        if (found[i])
-            msgpack_pack_object(m, a[i]);
-    fpx_pack_cstr(m, "not_found");
-    msgpack_pack_array(m, n - nfound);
-    for (uint32_t i = 0; i < n; i++)
-        if (!found[i])
-            msgpack_pack_object(m, a[i]);
+    fpx_reply_renewed(r, o, a, n, found);
     free(found);
     return 0;
 }

@@ -81,6 +81,11 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o);
 #define FPX_LEASE_MAX 86400
 int fpx_req_lease(fpx_req *r, int64_t *seconds);
 int fpx_op_renew_leases(fpx_req *r, fpx_out *o);
+/* renew_leases' reply: ok, its metadata {"renewed": [...], "not_found":
+ * [...]} listing the names a[0..n) as found[i] says (one server's and the
+ * cluster's the same). */
+void fpx_reply_renewed(fpx_req *r, fpx_out *o, const msgpack_object *a, uint32_t n,
+                       const uint8_t *found);
 int fpx_prep_set_lease(fpx_req *r);
 
 /* ops_vectors.c: writes and reads of vectors. */
