@@ -143,6 +143,11 @@ def test_trained_once_answers_as_one_server(cl, index_type):
     D, I = ref.search(q, 5)
     answers = []
     for c in cs:
+        # Read-your-writes holds through the node that took the add
+        # (docs/cluster.md); another node's replicas may still be applying it.
+        deadline = time.time() + 30
+        while c.info(name)["ntotal"] != 300 and time.time() < deadline:
+            time.sleep(0.05)
         info = c.info(name)
         assert info["is_trained"] and info["ntotal"] == 300
         if index_type.startswith("IVF"):
