@@ -46,7 +46,6 @@
 #define FPX_CLEASE_SWEEP_EVERY 30
 /* Compare-and-set attempts of one renewal before unavailable. */
 #define FPX_CLEASE_TRIES 8
-#define FPX_RENEW_MAX 10000
 
 typedef struct lease_val {
     char state; /* 'L' or 'D' */
@@ -165,24 +164,10 @@ static int lease_touch(fpx_cluster *c, const fpx_def *d, int64_t secs, fpx_err *
 /* ---- the requests ----------------------------------------------------------------- */
 
 static int renew(fpx_cluster *c, fpx_req *r, fpx_out *o) {
-    const msgpack_object *ids = fpx_map_get(r->h, "index_ids");
-    if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION, "index_ids must be a list of index names");
-    uint32_t n = ids->via.array.size;
-    if (n > FPX_RENEW_MAX)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "index_ids names %u indexes, more than %d per request", n,
-                           FPX_RENEW_MAX);
-    const msgpack_object *a = ids->via.array.ptr;
-    for (uint32_t i = 0; i < n; i++) {
-        const char *s;
-        size_t len;
-        if (fpx_obj_str(&a[i], &s, &len) || !fpx_name_valid(s, len))
-            return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "index_ids[%u] is not an index name (1-128 characters of "
-                               "[A-Za-z0-9_.-], not starting with '.')",
-                               i);
-    }
+    const msgpack_object *a;
+    uint32_t n;
+    if (fpx_prep_renew_leases(r, &a, &n) != 0)
+        return -1;
     uint8_t *found = malloc(n ? n : 1);
     if (!found)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");

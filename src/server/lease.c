@@ -109,6 +109,30 @@ static fpx_index *find_sorted(fpx_index **ix, size_t n, const char *name, size_t
     return NULL;
 }
 
+int fpx_prep_renew_leases(fpx_req *r, const msgpack_object **names, uint32_t *count) {
+    const msgpack_object *ids = fpx_map_get(r->h, "index_ids");
+    if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "index_ids must be a list of index names");
+    uint32_t n = ids->via.array.size;
+    if (n > FPX_RENEW_MAX)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "index_ids names %u indexes, more than %d per request", n,
+                           FPX_RENEW_MAX);
+    const msgpack_object *a = ids->via.array.ptr;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *s;
+        size_t len;
+        if (fpx_obj_str(&a[i], &s, &len) || !fpx_name_valid(s, len))
+            return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                               "index_ids[%u] is not an index name (1-128 characters of "
+                               "[A-Za-z0-9_.-], not starting with '.')",
+                               i);
+    }
+    *names = a;
+    *count = n;
+    return 0;
+}
+
 void fpx_reply_renewed(fpx_req *r, fpx_out *o, const msgpack_object *a, uint32_t n,
                        const uint8_t *found) {
     uint32_t nfound = 0;
@@ -130,24 +154,10 @@ void fpx_reply_renewed(fpx_req *r, fpx_out *o, const msgpack_object *a, uint32_t
 }
 
 int fpx_op_renew_leases(fpx_req *r, fpx_out *o) {
-    const msgpack_object *ids = fpx_map_get(r->h, "index_ids");
-    if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION, "index_ids must be a list of index names");
-    uint32_t n = ids->via.array.size;
-    if (n > FPX_RENEW_MAX)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "index_ids names %u indexes, more than %d per request", n,
-                           FPX_RENEW_MAX);
-    const msgpack_object *a = ids->via.array.ptr;
-    for (uint32_t i = 0; i < n; i++) {
-        const char *s;
-        size_t len;
-        if (fpx_obj_str(&a[i], &s, &len) || !fpx_name_valid(s, len))
-            return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "index_ids[%u] is not an index name (1-128 characters of "
-                               "[A-Za-z0-9_.-], not starting with '.')",
-                               i);
-    }
+    const msgpack_object *a;
+    uint32_t n;
+    if (fpx_prep_renew_leases(r, &a, &n) != 0)
+        return -1;
     /* One pass over the registry for the whole list: the caller's own
      * indexes (another tenant's index of the same name is not_found, and is
      * not renewed), sorted by name, then one binary search per name. */

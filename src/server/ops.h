@@ -81,6 +81,9 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o);
 #define FPX_LEASE_MAX 86400
 int fpx_req_lease(fpx_req *r, int64_t *seconds);
 int fpx_op_renew_leases(fpx_req *r, fpx_out *o);
+/* renew_leases' index_ids checked as one server checks them (a list of at
+ * most FPX_RENEW_MAX valid names): 0 with the names, or -1 (r->err set). */
+int fpx_prep_renew_leases(fpx_req *r, const msgpack_object **names, uint32_t *count);
 /* renew_leases' reply: ok, its metadata {"renewed": [...], "not_found":
  * [...]} listing the names a[0..n) as found[i] says (one server's and the
  * cluster's the same). */
