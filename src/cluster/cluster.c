@@ -1151,6 +1151,11 @@ int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err) {
 }
 
 int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err) {
+    return fpx_cluster_undefine_uid(c, tenant, name, NULL, err);
+}
+
+int fpx_cluster_undefine_uid(fpx_cluster *c, const char *tenant, const char *name,
+                             const uint8_t *uid, fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     fpx_def d;
     def_key(tenant, name, key);
@@ -1158,6 +1163,8 @@ int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, f
     if (found <= 0)
         return found;
     fpx_def_clear(&d);
+    if (uid && memcmp(uid, d.uid, FPX_UID_BYTES) != 0)
+        return 0; /* the name now holds another index: not this one's to delete */
     natsStatus st = kvStore_Delete(c->indexes, key);
     if (st != NATS_OK)
         return fpx_cluster_fail(err, "cannot delete the index's definition", st);

@@ -237,7 +237,7 @@ int fpx_cluster_lease(fpx_req *r, fpx_out *o) {
  * counter). Each step is idempotent: a drop taken over after a node died
  * half-way finishes it. */
 static int drop_index(fpx_cluster *c, const fpx_def *d, fpx_err *err) {
-    if (fpx_cluster_undefine(c, d->tenant, d->name, err) < 0)
+    if (fpx_cluster_undefine_uid(c, d->tenant, d->name, d->uid, err) < 0)
         return -1;
     for (int64_t s = 0; s < d->shards && d->shards > 1; s++) {
         char name[FPX_NAME_MAX + 1];
