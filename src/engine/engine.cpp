@@ -1025,13 +1025,85 @@ static bool lattice_radius(const char *desc, size_t i) {
 }
 
 /* "ZnLattice<nsq>x<r2>_<nbit>": FAISS's ZnSphereCodecRec, built before
- * IndexLattice checks anything, asserts (a no-op in a release build) that a
+ * IndexLattice checks anything, asserts (Debian's build keeps asserts) that a
  * sub-vector's dimension d/nsq is a power of 2, reads before its tables for
  * dimension 1, counts the lattice points in 64 bits, and caches every point
  * of its lowest levels: (levels) x (r2+1)^2 counts and, for 8 dimensions,
  * about 16 r^3 points of each squared norm r up to r2. Refused unless d/nsq
  * is a power of 2 from 2 on, every count fits in 63 bits, these tables stay
  * under 256 MiB and the scale has at most 16 bits. */
+static int lattice_too_big(const char *desc, double bytes, fpx_err *err) {
+    return set_err(err, FPX_E_VALIDATION,
+                   "index_type \"%s\": ZnLattice tables of %.0f MiB; at most 256 are served", desc,
+                   bytes / (1024 * 1024));
+}
+
+/* Point counts of ZnSphereCodecRec: n(ld, r) points of squared norm r in
+ * 2^ld dimensions, r up to r2. */
+struct lattice_counts {
+    std::vector<uint64_t> nv;
+    int r2;
+    uint64_t n(int ld, int r) const {
+        return nv[(size_t)ld * (size_t)(r2 + 1) + (size_t)r];
+    }
+    /* The points of norm r in 2^ld dimensions whose first half has a norm
+     * below a (FAISS's cumulative table, computed as it is read). */
+    uint64_t cum(int ld, int r, int a) const {
+        uint64_t s = 0;
+        for (int i = 0; i < a; i++)
+            s += n(ld - 1, i) * n(ld - 1, r - i);
+        return s;
+    }
+};
+
+/* Whether FAISS's decode of `code` at level ld and norm r runs to its end:
+ * it splits the code by a binary search in the cumulative counts and a
+ * division by the second half's count, then at level 0 asserts that each
+ * norm is a square in float arithmetic. A code past the points it counts
+ * can meet a count of 0 (a division by zero) or a norm that is not a
+ * square (an assertion that aborts the process in Debian's build). */
+static bool lattice_decodes(const lattice_counts &c, int ld, int r, uint64_t code) {
+    if (ld == 0) {
+        if (r == 0)
+            return true;
+        float q = std::sqrt(r); /* as FAISS computes it */
+        return q * q == (float)r;
+    }
+    int a = 0;
+    uint64_t below = 0;
+    for (int i = 1; i <= r; i++) { /* the last a whose count below is <= code */
+        uint64_t s = below + c.n(ld - 1, i - 1) * c.n(ld - 1, r - i + 1);
+        if (s <= code) {
+            a = i;
+            below = s;
+        }
+        if (s > code)
+            break;
+    }
+    uint64_t rest = code - below, div = c.n(ld - 1, r - a);
+    return div && lattice_decodes(c, ld - 1, a, rest / div) &&
+           lattice_decodes(c, ld - 1, r - a, rest % div);
+}
+
+/* FAISS's constructor fills its decode cache by decoding, for each norm
+ * r2sub, the codes from cum(cache + 1, r2, r2 - r2sub) on, one per point of
+ * norm r2sub at the cache level. With 2 or 4 dimensions per sub-vector some
+ * of them lie past the points of norm r2; each of those must decode. */
+static bool lattice_cache_decodes(const lattice_counts &c, int levels) {
+    int top = levels - 1, cache = std::min(3, levels - 2);
+    uint64_t total = c.n(top, c.r2);
+    for (int r2sub = 0; r2sub <= c.r2; r2sub++) {
+        uint64_t nvi = c.n(cache, r2sub);
+        if (!nvi)
+            continue;
+        uint64_t code0 = c.cum(cache + 1, c.r2, c.r2 - r2sub);
+        for (uint64_t i = total > code0 ? total - code0 : 0; i < nvi; i++)
+            if (!lattice_decodes(c, top, c.r2, code0 + i))
+                return false;
+    }
+    return true;
+}
+
 static int check_lattice(const char *desc, int64_t dim, fpx_err *err) {
     const char *z = strstr(desc, "ZnLattice");
     int nsq, r2, nbit;
@@ -1052,8 +1124,15 @@ static int check_lattice(const char *desc, int64_t dim, fpx_err *err) {
     int levels = 1;
     while ((int64_t)1 << (levels - 1) < dsq)
         levels++;
+    /* The count tables alone bound r2 (to about 4096) before they are
+     * filled, in time quadratic in r2. */
+    const double max_bytes = 256.0 * 1024 * 1024;
+    double bytes = 8.0 * levels * (r2 + 1.0) * (r2 + 1.0);
+    if (bytes > max_bytes)
+        return lattice_too_big(desc, bytes, err);
     const uint64_t cap = (uint64_t)1 << 63;
-    std::vector<uint64_t> nv((size_t)levels * (size_t)(r2 + 1), 0);
+    lattice_counts counts{std::vector<uint64_t>((size_t)levels * (size_t)(r2 + 1), 0), r2};
+    std::vector<uint64_t> &nv = counts.nv;
     for (int r = 0; r <= r2; r++) {
         int q = (int)std::sqrt((double)r);
         while (q * q > r)
@@ -1066,6 +1145,8 @@ static int check_lattice(const char *desc, int64_t dim, fpx_err *err) {
         for (int r = 0; r <= r2; r++) {
             uint64_t sum = 0, t;
             for (int a = 0; a <= r; a++) {
+                if (!nv[(size_t)(ld - 1) * (r2 + 1) + a])
+                    continue;
                 if (__builtin_mul_overflow(nv[(size_t)(ld - 1) * (r2 + 1) + a],
                                            nv[(size_t)(ld - 1) * (r2 + 1) + (r - a)], &t) ||
                     __builtin_add_overflow(sum, t, &sum) || sum >= cap)
@@ -1077,13 +1158,16 @@ static int check_lattice(const char *desc, int64_t dim, fpx_err *err) {
             nv[(size_t)ld * (r2 + 1) + r] = sum;
         }
     int cache = std::min(3, levels - 2);
-    double bytes = 8.0 * levels * (r2 + 1.0) * (r2 + 1.0);
     for (int r = 0; r <= r2; r++)
         bytes += 4.0 * (double)nv[(size_t)cache * (r2 + 1) + r] * (double)(1 << cache);
-    if (bytes > 256.0 * 1024 * 1024)
+    if (bytes > max_bytes)
+        return lattice_too_big(desc, bytes, err);
+    if (!lattice_cache_decodes(counts, levels))
         return set_err(err, FPX_E_VALIDATION,
-                       "index_type \"%s\": ZnLattice tables of %.0f MiB; at most 256 are served",
-                       desc, bytes / (1024 * 1024));
+                       "index_type \"%s\": FAISS 1.7.3's ZnLattice codec for %lld dimensions "
+                       "per sub-vector and squared radius %d decodes codes past its points "
+                       "when it is built (it would abort the process)",
+                       desc, (long long)dsq, r2);
     return 0;
 }
 

@@ -37,10 +37,7 @@ def clients(cl):
 
 def quick_client(endpoint, ms):
     """A client that gives up after ms: a killed node must not hang a writer."""
-    c = Client(endpoint)
-    c.sock.setsockopt(zmq.RCVTIMEO, ms)
-    c.sock.setsockopt(zmq.SNDTIMEO, ms)
-    return c
+    return Client(endpoint, timeout_ms=ms)
 
 
 def strip(info):
