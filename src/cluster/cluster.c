@@ -1154,20 +1154,66 @@ int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, f
     return fpx_cluster_undefine_uid(c, tenant, name, NULL, err);
 }
 
+/* Deletes key of the definitions' bucket only while its last revision is
+ * rev: 1 deleted, 0 the key changed since, -1 error. libnats 3.4.1's
+ * kvStore_Delete takes no revision, so this publishes the delete marker
+ * itself, as a bucket's own delete does (header KV-Operation: DEL), with
+ * JetStream's expected-last-subject-sequence check. */
+static int def_delete_at(fpx_cluster *c, const char *key, uint64_t rev, fpx_err *err) {
+    char subject[sizeof "$KV." FPX_BUCKET_INDEXES "." + 2 * FPX_NAME_MAX + 2], num[24];
+    snprintf(subject, sizeof subject, "$KV.%s.%s", FPX_BUCKET_INDEXES, key);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)rev);
+    natsMsg *m = NULL;
+    jsPubAck *ack = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = natsMsg_Create(&m, subject, NULL, NULL, 0);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(m, "KV-Operation", "DEL");
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", num);
+    if (st == NATS_OK)
+        st = js_PublishMsg(&ack, c->js, m, NULL, &jerr);
+    jsPubAck_Destroy(ack);
+    natsMsg_Destroy(m);
+    if (st != NATS_OK && jerr == JSStreamWrongLastSequenceErr)
+        return 0;
+    if (st != NATS_OK)
+        return fpx_cluster_fail(err, "cannot delete the index's definition", st);
+    return 1;
+}
+
+/* Deletes key's definition while it holds the index uid (any index when
+ * uid is NULL): 1 deleted (*d its last value, cleared), 0 none there or
+ * another index's, -1 error. It reads and deletes at the revision read, so
+ * that a definition written between the two (the name made again, or this
+ * index's own updated) is read again rather than deleted unseen; bounded,
+ * as every writer of a definition makes progress. */
+static int def_delete(fpx_cluster *c, const char *key, const uint8_t *uid, fpx_def *d,
+                      fpx_err *err) {
+    for (int attempt = 0; attempt < 8; attempt++) {
+        uint64_t rev = 0;
+        int found = fpx_def_read(c, key, d, &rev, err);
+        if (found <= 0)
+            return found;
+        fpx_def_clear(d);
+        if (uid && memcmp(uid, d->uid, FPX_UID_BYTES) != 0)
+            return 0; /* the name now holds another index: not this one's to delete */
+        int rc = def_delete_at(c, key, rev, err);
+        if (rc != 0)
+            return rc;
+    }
+    return fpx_err_set(err, FPX_E_UNAVAILABLE,
+                       "the index's definition kept changing while it was deleted");
+}
+
 int fpx_cluster_undefine_uid(fpx_cluster *c, const char *tenant, const char *name,
                              const uint8_t *uid, fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     fpx_def d;
     def_key(tenant, name, key);
-    int found = def_get(c, key, &d, err);
-    if (found <= 0)
-        return found;
-    fpx_def_clear(&d);
-    if (uid && memcmp(uid, d.uid, FPX_UID_BYTES) != 0)
-        return 0; /* the name now holds another index: not this one's to delete */
-    natsStatus st = kvStore_Delete(c->indexes, key);
-    if (st != NATS_OK)
-        return fpx_cluster_fail(err, "cannot delete the index's definition", st);
+    int rc = def_delete(c, key, uid, &d, err);
+    if (rc <= 0)
+        return rc;
     fpx_cluster_stream_names(d.uid, stream, subject);
     jsErrCode jerr = 0;
     js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
@@ -1347,9 +1393,11 @@ int fpx_cluster_drop(fpx_req *r) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     def_key(ix->tenant, ix->name, key);
     fpx_cluster_stream_names(ix->uid, stream, subject);
-    natsStatus st = kvStore_Delete(c->indexes, key);
-    if (st != NATS_OK)
-        return fpx_cluster_fail(&r->err, "cannot delete the index's definition", st);
+    /* the definition only while it is this index's: the name may have been
+     * deleted and made again through another node since it was resolved */
+    fpx_def d;
+    if (def_delete(c, key, ix->uid, &d, &r->err) < 0)
+        return -1;
     r->published = 1;
     jsErrCode jerr = 0;
     js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
