@@ -482,11 +482,105 @@ void fpx_replica_forget(fpx_cluster *c, const char *key) {
     replica_gone(c, key);
 }
 
+/*
+ * A replica placed here that could not be opened when its definition came
+ * (its folder could not be written, or no peer could give a snapshot of a
+ * trimmed stream) would otherwise wait for a request naming it here, and
+ * until then the index has one replica fewer than it was given: the
+ * watcher tries it again, after 1 s, then twice as long each time up to
+ * 30 s, until it opens or its definition no longer places it here.
+ */
+#define FPX_REOPEN_FIRST_MS 1000
+#define FPX_REOPEN_MAX_MS 30000
+
+typedef struct fpx_unopened {
+    char key[2 * FPX_NAME_MAX + 2];
+    uint64_t due_ms, pause_ms;
+    struct fpx_unopened *next;
+} fpx_unopened;
+
+static uint64_t mono_ms(void) {
+    return fpx_now_ns() / 1000000;
+}
+
+/* Marks key unopened (1) or not (0); the watcher thread's list only. */
+static void set_unopened(fpx_cluster *c, const char *key, int unopened) {
+    fpx_unopened **at = &c->unopened;
+    while (*at && strcmp((*at)->key, key))
+        at = &(*at)->next;
+    if (!unopened && *at) {
+        fpx_unopened *u = *at;
+        *at = u->next;
+        free(u);
+    } else if (unopened && !*at) {
+        fpx_unopened *u = calloc(1, sizeof *u);
+        if (!u)
+            return; /* then it waits for a request naming it here */
+        snprintf(u->key, sizeof u->key, "%s", key);
+        u->pause_ms = FPX_REOPEN_FIRST_MS;
+        u->due_ms = mono_ms() + u->pause_ms;
+        *at = u;
+    }
+}
+
+static void free_unopened(fpx_cluster *c) {
+    while (c->unopened) {
+        fpx_unopened *u = c->unopened;
+        c->unopened = u->next;
+        free(u);
+    }
+}
+
+/* Opens the replica of d here: 0, or -1 (logged, and tried again later). */
+static int open_placed(fpx_cluster *c, const char *key, const fpx_def *d, int retry) {
+    fpx_err err = {0};
+    pthread_mutex_lock(&c->mu);
+    fpx_replica *rep = replica_open(c, d, NULL, &err);
+    pthread_mutex_unlock(&c->mu);
+    set_unopened(c, key, !rep);
+    if (!rep)
+        fpx_log(FPX_LOG_WARN, "cannot open the replica of %s/%s (tried again later): %s", d->tenant,
+                d->name, err.msg);
+    else if (retry)
+        fpx_log(FPX_LOG_INFO, "opened the replica of %s/%s", d->tenant, d->name);
+    return rep ? 0 : -1;
+}
+
+/* The unopened replicas whose time came: each definition read again. */
+static void reopen_due(fpx_cluster *c) {
+    uint64_t now = mono_ms();
+    char due[16][2 * FPX_NAME_MAX + 2];
+    int n = 0;
+    for (fpx_unopened *u = c->unopened; u && n < 16; u = u->next)
+        if (u->due_ms <= now)
+            snprintf(due[n++], sizeof due[0], "%s", u->key);
+    for (int i = 0; i < n && !fpx_cluster_wait_stop(c, 0); i++) {
+        fpx_def d;
+        fpx_err err = {0};
+        int found = fpx_def_read(c, due[i], &d, NULL, &err);
+        if (found == 1)
+            fpx_def_clear(&d);
+        if (found == 0 || (found == 1 && !placed_here(c, &d))) {
+            set_unopened(c, due[i], 0); /* deleted, or moved away */
+            continue;
+        }
+        if (found == 1 && open_placed(c, due[i], &d, 1) == 0)
+            continue;
+        for (fpx_unopened *u = c->unopened; u; u = u->next)
+            if (!strcmp(u->key, due[i])) { /* still unopened: wait longer */
+                u->pause_ms =
+                    u->pause_ms * 2 < FPX_REOPEN_MAX_MS ? u->pause_ms * 2 : FPX_REOPEN_MAX_MS;
+                u->due_ms = mono_ms() + u->pause_ms;
+            }
+    }
+}
+
 /* One entry of the definitions bucket, as the watcher delivers it. */
 static void on_definition(fpx_cluster *c, kvEntry *e) {
     const char *key = kvEntry_Key(e);
     fpx_kvcache_apply(&c->def_cache, e); /* first: forwarding reads it */
     if (kvEntry_Operation(e) != kvOp_Put) {
+        set_unopened(c, key, 0);
         replica_gone(c, key);
         return;
     }
@@ -498,14 +592,11 @@ static void on_definition(fpx_cluster *c, kvEntry *e) {
     }
     fpx_def_clear(&d); /* a sharded index's map is read when it is asked for */
     if (!placed_here(c, &d)) {
+        set_unopened(c, key, 0);
         replica_gone(c, key); /* not ours (any more) */
         return;
     }
-    pthread_mutex_lock(&c->mu);
-    fpx_replica *rep = replica_open(c, &d, NULL, &err);
-    pthread_mutex_unlock(&c->mu);
-    if (!rep)
-        fpx_log(FPX_LOG_WARN, "cannot open the replica of %s/%s: %s", d.tenant, d.name, err.msg);
+    open_placed(c, key, &d, 0);
 }
 
 /* ---- threads: heartbeat and watcher -------------------------------------------------- */
@@ -605,7 +696,9 @@ static void *watch_main(void *arg) {
         } else if (st != NATS_OK && st != NATS_TIMEOUT) {
             fpx_cluster_wait_stop(c, 100); /* the watcher resumes by itself after a reconnection */
         }
+        reopen_due(c);
     }
+    free_unopened(c);
     return NULL;
 }
 

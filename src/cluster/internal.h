@@ -150,6 +150,9 @@ typedef struct fpx_cluster {
     kvWatcher *node_watcher;
     pthread_t nwatch;
     int nwatch_started;
+    /* Replicas placed here that could not be opened when their definition
+     * came: tried again by the watcher thread (its own list). */
+    struct fpx_unopened *unopened;
     /* Leases (lease.c): their bucket and this node's reaper. */
     kvStore *leases;
     pthread_t lreaper;

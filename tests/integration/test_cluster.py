@@ -4,8 +4,10 @@ nats-server processes and three nodes on loopback.
 Proves that the cluster answers as one server given the same writes, whatever
 node each request goes through; that train runs once (every replica holds the
 same bytes); that a create's name is taken cluster-wide; that no acknowledged
-write is lost when a node or a NATS server is killed with SIGKILL; and that a
-node restarted on an empty data dir rebuilds from the streams.
+write is lost when a node or a NATS server is killed with SIGKILL; that a
+node restarted on an empty data dir rebuilds from the streams; and that a
+replica a node could not open when its index was defined is opened by itself
+once it can.
 """
 import os
 import shutil
@@ -156,6 +158,40 @@ def test_names_and_options_cluster_wide(cl):
         time.sleep(0.05)
     cs[1].create(name, 4)
     cs[1].drop(name)
+
+
+def wait_until(cond, what, timeout=SYNC_TIMEOUT):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, what
+        time.sleep(0.1)
+
+
+def test_replica_that_could_not_open_opens_later(cl):
+    """A file stands where node3's folder of the new index goes: node3 cannot
+    open its replica when the definition comes. Once the file is gone, node3
+    opens it by itself and catches up, with no request naming the index sent
+    to it (one would open it on the spot): the index gets its third replica
+    back without help."""
+    cs = clients(cl)
+    name = unique("reopen")
+    node = cl.nodes[2]
+    folder = os.path.join(node.data_dir, "default", name)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    with open(folder, "w") as f:
+        f.write("in the way")
+    cs[0].create(name, 4)  # replicas: all three nodes
+    cs[0].add(name, rand(20, 4, 7))
+    wait_until(lambda: "cannot open the replica of default/%s" % name in node.log(),
+               "node3 did not try to open its replica")
+    assert not os.path.isdir(folder)
+    os.unlink(folder)
+    wait_until(lambda: os.path.isdir(folder), "node3 did not open its replica by itself",
+               SYNC_TIMEOUT + 30)
+    wait_until(lambda: "opened the replica of default/%s\n" % name in node.log(),
+               "node3 did not say it opened its replica")
+    wait_until(lambda: cs[2].info(name)["ntotal"] == 20, "node3 did not catch up")
+    assert cs[2].info(name)["applied_seq"] == cs[0].info(name)["applied_seq"]
 
 
 def test_restart_with_empty_data_dir(cl):
