@@ -131,6 +131,20 @@ int fpx_kvcache_get(fpx_kvcache *k, const char *key, uint8_t **val, size_t *len,
     return rc;
 }
 
+int fpx_kvcache_each(fpx_kvcache *k,
+                     void (*fn)(void *arg, const char *key, const uint8_t *val, size_t len),
+                     void *arg) {
+    if (!atomic_load(&k->ready))
+        return -1;
+    pthread_rwlock_rdlock(&k->mu);
+    for (size_t i = 0; i < FPX_KVCACHE_BUCKETS; i++)
+        for (fpx_centry *x = k->b[i]; x; x = x->next)
+            if (x->present)
+                fn(arg, x->key, x->val, x->len);
+    pthread_rwlock_unlock(&k->mu);
+    return 0;
+}
+
 /* ---- the heartbeats' watcher ------------------------------------------------------- */
 
 static void *nodes_watch_main(void *arg) {

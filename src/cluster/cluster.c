@@ -259,6 +259,10 @@ static int def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
     return rc ? fpx_err_set(err, FPX_E_INTERNAL, "an index definition with a bad field") : 0;
 }
 
+int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
+    return def_decode(data, len, d, err) ? -1 : 0;
+}
+
 int fpx_node_listed(const fpx_cluster *c, const char *list) {
     const char *me = c->s->cfg->node_id;
     size_t n = strlen(me);
@@ -1175,6 +1179,8 @@ static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fp
  * d is placed here, the replica is opened before this returns: *rep, its
  * index referenced for the caller.
  */
+static int def_delete_at(fpx_cluster *c, const char *key, uint64_t rev, fpx_err *err);
+
 static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_req *imp,
                   fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
@@ -1201,6 +1207,7 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
      * (import.c); the definition then says how many records it is. */
     if (imp && fpx_import_publish(c, imp, d, err) == 0 && made && *made)
         (*made)->seq = (uint64_t)d->import_records; /* its state covers those records */
+    uint64_t written = mono_ms(); /* the stream's last write before its definition */
     if ((imp && d->import_records == 0) ||
         (def_encode(d, &sb) != 0 && fpx_err_set(err, FPX_E_INTERNAL, "out of memory"))) {
         msgpack_sbuffer_destroy(&sb);
@@ -1209,11 +1216,17 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
         return -1;
     }
     pthread_mutex_lock(&c->mu);
-    uint64_t rev;
-    st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size);
-    msgpack_sbuffer_destroy(&sb);
+    uint64_t rev = 0;
     int rc = 0;
-    if (st != NATS_OK) {
+    /* A stream not named by a definition within the deadline is another
+     * node's to remove as an orphan (orphan.c): given up, undone below. */
+    int64_t took = (int64_t)(mono_ms() - written);
+    if (took > fpx_orphan_deadline_ms(c)) {
+        rc = fpx_err_set(err, FPX_E_UNAVAILABLE,
+                         "creating index '%s' took %lld ms, over %lld: nothing was created, "
+                         "try again",
+                         d->name, (long long)took, (long long)fpx_orphan_deadline_ms(c));
+    } else if ((st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size)) != NATS_OK) {
         fpx_def other;
         fpx_err gerr = {0};
         int found = def_get(c, key, &other, &gerr);
@@ -1222,8 +1235,10 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
         rc = found == 1 ? fpx_err_set(err, FPX_E_EXISTS, "index '%s' already exists", d->name)
                         : fpx_cluster_fail(err, "cannot define the index", st);
     }
+    msgpack_sbuffer_destroy(&sb);
     if (rc == 0 && placed_here(c, d) && !(*rep = replica_open(c, d, made, err))) {
-        kvStore_Delete(c->indexes, key);
+        fpx_err derr = {0};
+        def_delete_at(c, key, rev, &derr); /* only the definition written just now */
         rc = -1;
     }
     if (*rep)
@@ -1349,6 +1364,7 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     d->shards = shards;
     int rc = 0;
     int64_t made = 0;
+    uint64_t started = mono_ms();
     for (; rc == 0 && made < shards; made++) {
         fpx_def sd = *d;
         sd.shards = 1;
@@ -1359,6 +1375,14 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
         rc = fpx_cluster_define(c, &sd, &r->err);
     }
     fpx_replica *rep = NULL;
+    /* Shards not named by their index within the deadline are another
+     * node's to remove as orphans (orphan.c): given up, undone below. */
+    int64_t took = (int64_t)(mono_ms() - started);
+    if (rc == 0 && took > fpx_orphan_deadline_ms(c))
+        rc = fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
+                         "creating index '%s' took %lld ms, over %lld: nothing was created, "
+                         "try again",
+                         d->name, (long long)took, (long long)fpx_orphan_deadline_ms(c));
     if (rc == 0)
         rc = define(c, d, NULL, &rep, NULL, &r->err);
     if (rc != 0) { /* its shards go again */

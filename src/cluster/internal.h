@@ -118,6 +118,11 @@ void fpx_kvcache_apply(fpx_kvcache *k, kvEntry *e);
  * delivered): 1 present, 2 deleted (keep_deleted), 0 not in the cache, -1
  * the cache is not ready (or out of memory): read NATS. */
 int fpx_kvcache_get(fpx_kvcache *k, const char *key, uint8_t **val, size_t *len, uint64_t *age_ms);
+/* Calls fn on every present entry, under the cache's read lock (fn must not
+ * use the cache): 0, or -1 when the cache is not ready. */
+int fpx_kvcache_each(fpx_kvcache *k,
+                     void (*fn)(void *arg, const char *key, const uint8_t *val, size_t len),
+                     void *arg);
 
 typedef struct fpx_cluster {
     fpx_server *s;
@@ -153,6 +158,9 @@ typedef struct fpx_cluster {
     /* Replicas placed here that could not be opened when their definition
      * came: tried again by the watcher thread (its own list). */
     struct fpx_unopened *unopened;
+    /* What create or delete left half-way, as seen by the lease reaper's
+     * thread, which removes it (orphan.c). */
+    struct fpx_orphan *orphans;
     /* Leases (lease.c): their bucket and this node's reaper. */
     kvStore *leases;
     pthread_t lreaper;
@@ -165,6 +173,16 @@ int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const
                    int64_t secs, fpx_err *err);
 int fpx_clease_start(fpx_cluster *c, fpx_err *err);
 void fpx_clease_stop(fpx_cluster *c);
+
+/* orphan.c: one pass of the search for what a create or delete stopped
+ * half-way left (the lease reaper's thread runs it every
+ * eighth of the grace); the list of what it saw, freed at stop. The grace
+ * after which an orphan goes, and the time within which a create must
+ * write the definition naming its stream or shards (half of it). */
+void fpx_orphan_pass(fpx_cluster *c);
+void fpx_orphan_forget(fpx_cluster *c);
+int64_t fpx_orphan_grace_ms(const fpx_cluster *c);
+int64_t fpx_orphan_deadline_ms(const fpx_cluster *c);
 
 /* cache.c: watches fpx_nodes into c->node_cache (after its initial values)
  * on a thread of its own; fpx_cache_stop ends it (c->stop set first). */
@@ -300,5 +318,7 @@ void fpx_def_key(const char *tenant, const char *name, char *out /* 2 * FPX_NAME
 int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb);
 /* key's definition and its revision (rev may be NULL): 1 found, 0 none, -1 error. */
 int fpx_def_read(fpx_cluster *c, const char *key, fpx_def *d, uint64_t *rev, fpx_err *err);
+/* A definition's stored bytes: 0 (d filled, fpx_def_clear it) or -1. */
+int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err);
 
 #endif

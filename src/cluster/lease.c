@@ -326,9 +326,18 @@ static void reap_pass(fpx_cluster *c, unsigned pass) {
 
 static void *reaper_main(void *arg) {
     fpx_cluster *c = arg;
-    for (unsigned pass = 1; !fpx_cluster_wait_stop(c, FPX_CLEASE_TICK_MS); pass++)
-        if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
-            reap_pass(c, pass);
+    /* orphans (orphan.c) are looked for eight times per grace, at most
+     * every tick */
+    int64_t every = fpx_orphan_grace_ms(c) / 8 / FPX_CLEASE_TICK_MS;
+    unsigned orphan_every = every < 1 ? 1 : (unsigned)every;
+    for (unsigned pass = 1; !fpx_cluster_wait_stop(c, FPX_CLEASE_TICK_MS); pass++) {
+        if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
+            continue;
+        reap_pass(c, pass);
+        if (pass % orphan_every == 0)
+            fpx_orphan_pass(c);
+    }
+    fpx_orphan_forget(c);
     return NULL;
 }
 

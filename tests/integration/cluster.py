@@ -3,6 +3,7 @@ processes (JetStream on, routed to each other, each with its own store) and
 three faiss-proxy nodes, each with its own data dir, all on free ports and all
 stopped by PID.
 """
+import base64
 import json
 import os
 import shutil
@@ -88,7 +89,7 @@ class Nats:
 class Cluster:
     """3 nats-server + 3 faiss-proxy nodes (node1..node3)."""
 
-    def __init__(self, root, size=3, max_payload=MAX_PAYLOAD):
+    def __init__(self, root, size=3, max_payload=MAX_PAYLOAD, extra=()):
         ports = [free_port() for _ in range(2 * size)]
         cports = ports[size:]
         self.nats = [Nats(root, "n%d" % (i + 1), ports[i], cports[i],
@@ -96,7 +97,8 @@ class Cluster:
                      for i in range(size)]
         self.urls = ",".join(n.url for n in self.nats)
         self.nodes = [Server(os.path.join(root, "node%d" % (i + 1), "data"), "",
-                             ["--cluster", self.urls, "--node-id", "node%d" % (i + 1)])
+                             ["--cluster", self.urls, "--node-id", "node%d" % (i + 1)]
+                             + list(extra))
                       for i in range(size)]
 
     def start(self):
@@ -135,14 +137,21 @@ def synced(cs, name):
         time.sleep(0.05)
 
 
-def js_api(port, subject, payload=b""):
-    """One JetStream API request over NATS's text protocol; its JSON reply."""
+def js_api(port, subject, payload=b"", headers=None):
+    """One JetStream API request over NATS's text protocol (with headers: a
+    publish whose reply is JetStream's acknowledgement); its JSON reply."""
+    if headers:
+        hdr = b"NATS/1.0\r\n" + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode())
+                                          for k, v in headers.items()) + b"\r\n"
+        pub = b"HPUB %s _INBOX.fpxtest %d %d\r\n%s%s\r\n" % (
+            subject.encode(), len(hdr), len(hdr) + len(payload), hdr, payload)
+    else:
+        pub = b"PUB %s _INBOX.fpxtest %d\r\n%s\r\n" % (subject.encode(), len(payload), payload)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         f = s.makefile("rb")
         assert f.readline().startswith(b"INFO")
-        s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.fpxtest 1\r\n'
-                  b"PUB %s _INBOX.fpxtest %d\r\n%s\r\nPING\r\n"
-                  % (subject.encode(), len(payload), payload))
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n'
+                  b"SUB _INBOX.fpxtest 1\r\n%sPING\r\n" % pub)
         for _ in range(100):
             line = f.readline()
             assert line, "NATS closed the connection"
@@ -152,6 +161,43 @@ def js_api(port, subject, payload=b""):
                 n = int(line.split()[-1])
                 return json.loads(f.read(n + 2)[:n])
         raise AssertionError("no reply from JetStream's API")
+
+
+def definition_stored(cl, name, tenant="default"):
+    """Whether the bucket fpx_indexes holds a definition of tenant/name."""
+    key = "%s/%s" % (tenant.replace(".", "="), name.replace(".", "="))
+    r = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_fpx_indexes",
+               json.dumps({"last_by_subj": "$KV.fpx_indexes." + key}).encode())
+    if "error" in r:
+        assert r["error"]["code"] == 404, r
+        return False
+    hdrs = r["message"].get("hdrs")
+    # a deleted key leaves a marker with a KV-Operation header
+    return not hdrs or b"KV-Operation" not in base64.b64decode(hdrs)
+
+
+def stored_keys(cl, bucket, prefix=""):
+    """The keys of bucket that hold a value (not a delete marker)."""
+    r = js_api(cl.nats[0].port, "$JS.API.STREAM.INFO.KV_" + bucket,
+               json.dumps({"subjects_filter": "$KV.%s.>" % bucket}).encode())
+    subjects = (r.get("state") or {}).get("subjects") or {}
+    keys = [s[len("$KV.%s." % bucket):] for s in subjects]
+    out = set()
+    for k in keys:
+        if not k.startswith(prefix):
+            continue
+        m = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_" + bucket,
+                   json.dumps({"last_by_subj": "$KV.%s.%s" % (bucket, k)}).encode())
+        hdrs = (m.get("message") or {}).get("hdrs")
+        if "message" in m and (not hdrs or b"KV-Operation" not in base64.b64decode(hdrs)):
+            out.add(k)
+    return out
+
+
+def kv_delete(cl, bucket, key):
+    """Deletes key from bucket as a client of NATS does (a delete marker)."""
+    r = js_api(cl.nats[0].port, "$KV.%s.%s" % (bucket, key), b"", {"KV-Operation": "DEL"})
+    assert "error" not in r, r
 
 
 def streams(cl):

@@ -11,15 +11,13 @@ server's error and leave nothing behind (no listed index, no definition in
 the bucket, no stream); that the CLI's restore works against a cluster; and
 that merge_from is refused with a clear error, changing nothing.
 """
-import base64
-import json
 import shutil
 
 import faiss
 import numpy as np
 import pytest
 
-from cluster import NATS_SERVER, Cluster, js_api, streams, synced
+from cluster import NATS_SERVER, Cluster, definition_stored, js_api, streams, synced
 from conftest import unique
 from wire import rand
 
@@ -35,18 +33,6 @@ def cl(tmp_path_factory):
     c.start()
     yield c
     c.stop()
-
-
-def definition_stored(cl, name, tenant="default"):
-    """Whether the bucket fpx_indexes holds a definition of tenant/name."""
-    r = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_fpx_indexes",
-               json.dumps({"last_by_subj": "$KV.fpx_indexes.%s/%s" % (tenant, name)}).encode())
-    if "error" in r:
-        assert r["error"]["code"] == 404, r
-        return False
-    hdrs = r["message"].get("hdrs")
-    # a deleted key leaves a marker with a KV-Operation header
-    return not hdrs or b"KV-Operation" not in base64.b64decode(hdrs)
 
 
 def import_bytes(c, name, data, extra=None, meta=None):
