@@ -62,7 +62,7 @@ uint64_t fpx_synced_durable(fpx_index *ix) {
     pthread_mutex_lock(&ix->sync_mu);
     /* Nothing appended waits for its fdatasync (or it failed): every record
      * up to seq is on disk, synced, covered by a snapshot, or read from disk
-     * at start. Otherwise only what the last fdatasync covered is. */
+     * at start (and synced then, recover.c). Otherwise only what the last fdatasync covered is. */
     uint64_t d = ix->synced_seq >= ix->written_seq && !ix->log_broken[0] ? seq : ix->synced_seq;
     pthread_mutex_unlock(&ix->sync_mu);
     return d < seq ? d : seq;

@@ -389,6 +389,19 @@ static int replay_wal(const char *dir, fpx_index *ix, const snap_info *si, fpx_s
         if (truncate(path, (off_t)w.end) != 0)
             return fpx_store_io_err(err, "cannot truncate", path);
     }
+    /* What was read may be in the page cache only: records written but not
+     * yet synced when the process died (never acknowledged), or the cut
+     * just made. Synced now, before they are served or, in a cluster,
+     * reported durable: a power loss after this start loses none of them. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fdatasync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = e;
+        return fpx_store_io_err(err, "cannot sync", path);
+    }
+    close(fd);
     if (applied)
         fpx_log(FPX_LOG_INFO, "%s/%s: replayed %llu log records", ix->tenant, ix->name,
                 (unsigned long long)applied);
