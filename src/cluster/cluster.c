@@ -1,11 +1,11 @@
 /*
  * cluster.c - joining a cluster: the NATS connection, the key-value buckets,
- * membership, and the replicas of the indexes this node holds.
+ * membership and the heartbeat, and creating, deleting and listing indexes
+ * cluster-wide.
  *
- *   fpx_indexes  tenant/name -> the index's definition (msgpack: tenant, name,
- *                dimension, metric, index_type, shards, replicas, uid, the
- *                node ids placed), created with a KV create, so one create
- *                wins across nodes and the others get already_exists
+ *   fpx_indexes  tenant/name -> the index's definition (def.c), created with
+ *                a KV create, so one create wins across nodes and the others
+ *                get already_exists
  *   fpx_nodes    node id -> a heartbeat every second; entries expire after
  *                FPX_NODE_TTL_MS, so the live nodes are the bucket's keys
  *   fpx_applied  node.uid -> the last stream sequence that node applied
@@ -15,13 +15,10 @@
  * Every bucket and stream is replicated by JetStream (R = min(3, NATS
  * servers)); nothing here elects, votes or replicates on its own. A watcher
  * on fpx_indexes opens a replica when an index placed here is defined and
- * drops it when the definition goes. A key is the tenant and the index name
- * joined by '/', with '.' (NATS's token separator) written '=': neither
- * character can be in a name.
+ * drops it when the definition goes (replica.c).
  */
 #include "internal.h"
 
-#include "server/apply.h"
 #include "server/ops.h"
 #include "server/order.h"
 #include "server/util.h"
@@ -51,556 +48,6 @@ int fpx_cluster_fail(fpx_err *err, const char *what, natsStatus st) {
     const char *text = nats_GetLastError(&last);
     return fpx_err_set(err, FPX_E_UNAVAILABLE, "%s: the cluster's NATS servers answered: %s%s%s",
                        what, natsStatus_GetText(st), text && *text ? ": " : "", text ? text : "");
-}
-
-/* ---- keys and definitions ---------------------------------------------------------- */
-
-static void key_part(const char *s, char *out) {
-    for (; *s; s++)
-        *out++ = *s == '.' ? '=' : *s;
-    *out = 0;
-}
-
-static void def_key(const char *tenant, const char *name, char *out /* 2 * FPX_NAME_MAX + 2 */) {
-    key_part(tenant, out);
-    size_t n = strlen(out);
-    out[n] = '/';
-    key_part(name, out + n + 1);
-}
-
-/* tenant and name from a key; -1 when it is not one of ours. */
-static int key_parse(const char *key, char *tenant, char *name) {
-    const char *slash = strchr(key, '/');
-    if (!slash || slash == key || (size_t)(slash - key) > FPX_NAME_MAX ||
-        strlen(slash + 1) > FPX_NAME_MAX || !slash[1])
-        return -1;
-    size_t i = 0;
-    for (const char *p = key; p < slash; p++)
-        tenant[i++] = *p == '=' ? '.' : *p;
-    tenant[i] = 0;
-    i = 0;
-    for (const char *p = slash + 1; *p; p++)
-        name[i++] = *p == '=' ? '.' : *p;
-    name[i] = 0;
-    return 0;
-}
-
-static void pack_str(msgpack_packer *pk, const char *k, const char *v) {
-    fpx_pack_cstr(pk, k);
-    fpx_pack_cstr(pk, v);
-}
-
-static int def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    char hex[FPX_UID_HEX];
-    fpx_cluster_uid_hex(d->uid, hex);
-    msgpack_pack_map(&pk, 9 + (d->shards > 1) + (d->import_records > 0));
-    pack_str(&pk, "tenant", d->tenant);
-    pack_str(&pk, "name", d->name);
-    fpx_pack_cstr(&pk, "dimension");
-    msgpack_pack_int64(&pk, d->dim);
-    fpx_pack_cstr(&pk, "metric");
-    if (d->metric[0])
-        fpx_pack_cstr(&pk, d->metric);
-    else
-        msgpack_pack_nil(&pk);
-    pack_str(&pk, "index_type", d->index_type);
-    fpx_pack_cstr(&pk, "shards");
-    msgpack_pack_int64(&pk, d->shards > 1 ? d->shards : 1);
-    fpx_pack_cstr(&pk, "replicas");
-    msgpack_pack_int64(&pk, d->replicas);
-    pack_str(&pk, "uid", hex);
-    size_t n = 1;
-    for (const char *p = d->placement; *p; p++)
-        n += *p == ',';
-    fpx_pack_cstr(&pk, "placement");
-    msgpack_pack_array(&pk, n);
-    for (const char *p = d->placement;;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        msgpack_pack_str(&pk, len);
-        msgpack_pack_str_body(&pk, p, len);
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    if (d->import_records > 0) {
-        fpx_pack_cstr(&pk, "import_records");
-        msgpack_pack_int64(&pk, d->import_records);
-    }
-    if (d->shards > 1) { /* per shard, its nodes: [["n1", "n2"], ["n2", "n3"], ...] */
-        fpx_pack_cstr(&pk, "shard_map");
-        msgpack_pack_array(&pk, (size_t)d->shards);
-        for (int64_t i = 0; i < d->shards; i++) {
-            char nodes[PLACEMENT_LEN];
-            fpx_def_shard_nodes(d, i, nodes, sizeof nodes);
-            size_t n = 1;
-            for (const char *p = nodes; *p; p++)
-                n += *p == ',';
-            msgpack_pack_array(&pk, n);
-            for (char *save = NULL, *t = strtok_r(nodes, ",", &save); t;
-                 t = strtok_r(NULL, ",", &save))
-                fpx_pack_cstr(&pk, t);
-        }
-    }
-    return sb->data ? 0 : -1;
-}
-
-void fpx_def_shard_nodes(const fpx_def *d, int64_t i, char *out, size_t cap) {
-    const char *p = d->shard_map ? d->shard_map : "";
-    for (int64_t j = 0; j < i && p; j++) {
-        p = strchr(p, ';');
-        if (p)
-            p++;
-    }
-    const char *end = p ? strchr(p, ';') : NULL;
-    size_t n = !p ? 0 : end ? (size_t)(end - p) : strlen(p);
-    snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p ? p : "");
-}
-
-void fpx_def_clear(fpx_def *d) {
-    free(d->shard_map);
-    d->shard_map = NULL;
-}
-
-/* The shard map of a definition ("shard_map": one array of node ids per
- * shard) as text, shards separated by ';' and nodes by ','. */
-static int shard_map_decode(const msgpack_object *sm, fpx_def *d) {
-    if (d->shards == 1)
-        return sm != NULL;
-    if (d->shards < 1 || d->shards > FPX_SHARDS_MAX || !sm || sm->type != MSGPACK_OBJECT_ARRAY ||
-        sm->via.array.size != (uint32_t)d->shards)
-        return 1;
-    size_t cap = (size_t)d->shards * PLACEMENT_LEN, at = 0;
-    if (!(d->shard_map = calloc(1, cap)))
-        return 1;
-    for (uint32_t i = 0; i < sm->via.array.size; i++) {
-        const msgpack_object *a = &sm->via.array.ptr[i];
-        if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0 ||
-            a->via.array.size > PLACEMENT_MAX)
-            return 1;
-        for (uint32_t j = 0; j < a->via.array.size; j++) {
-            const char *s;
-            size_t n;
-            if (fpx_obj_str(&a->via.array.ptr[j], &s, &n) || n == 0 || n > FPX_NODE_ID_MAX)
-                return 1;
-            at += (size_t)snprintf(d->shard_map + at, cap - at, "%s%.*s", j ? "," : (i ? ";" : ""),
-                                   (int)n, s);
-        }
-    }
-    return 0;
-}
-
-/* A string field into buf[cap]; an absent or nil one is "" when optional. */
-static int get_str(const msgpack_object *m, const char *k, char *buf, size_t cap, int optional) {
-    const msgpack_object *o = fpx_map_get(m, k);
-    const char *s;
-    size_t n;
-    if ((!o || o->type == MSGPACK_OBJECT_NIL) && optional) {
-        buf[0] = 0;
-        return 0;
-    }
-    if (!o || fpx_obj_str(o, &s, &n) || n >= cap)
-        return -1;
-    memcpy(buf, s, n);
-    buf[n] = 0;
-    return 0;
-}
-
-static int def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
-    memset(d, 0, sizeof *d);
-    msgpack_unpacked u;
-    const msgpack_object *m;
-    if (len <= 0 || fpx_unpack_stored(data, (size_t)len, &u, &m, err) != 0 || !m ||
-        m->type != MSGPACK_OBJECT_MAP) {
-        if (len > 0)
-            msgpack_unpacked_destroy(&u);
-        return fpx_err_set(err, FPX_E_INTERNAL, "an index definition that is not a map");
-    }
-    char hex[FPX_UID_HEX];
-    const msgpack_object *pl = fpx_map_get(m, "placement");
-    int rc = get_str(m, "tenant", d->tenant, sizeof d->tenant, 0) ||
-             get_str(m, "name", d->name, sizeof d->name, 0) ||
-             get_str(m, "index_type", d->index_type, sizeof d->index_type, 0) ||
-             get_str(m, "metric", d->metric, sizeof d->metric, 1) ||
-             get_str(m, "uid", hex, sizeof hex, 0) || strlen(hex) != 2 * FPX_UID_BYTES ||
-             !fpx_map_get(m, "dimension") || fpx_obj_int(fpx_map_get(m, "dimension"), &d->dim) ||
-             !fpx_map_get(m, "replicas") || fpx_obj_int(fpx_map_get(m, "replicas"), &d->replicas) ||
-             !pl || pl->type != MSGPACK_OBJECT_ARRAY || pl->via.array.size == 0 ||
-             pl->via.array.size > PLACEMENT_MAX;
-    const msgpack_object *sh = fpx_map_get(m, "shards");
-    d->shards = 1; /* definitions of earlier versions say 1, or nothing */
-    if (rc == 0 && sh && fpx_obj_int(sh, &d->shards))
-        rc = 1;
-    const msgpack_object *imp = fpx_map_get(m, "import_records");
-    if (rc == 0 && imp && (fpx_obj_int(imp, &d->import_records) || d->import_records < 0))
-        rc = 1;
-    if (rc == 0)
-        rc = shard_map_decode(fpx_map_get(m, "shard_map"), d);
-    for (int i = 0; rc == 0 && i < FPX_UID_BYTES; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-            rc = 1;
-        d->uid[i] = (uint8_t)v;
-    }
-    for (uint32_t i = 0; rc == 0 && i < pl->via.array.size; i++) {
-        const char *s;
-        size_t n, at = strlen(d->placement);
-        if (fpx_obj_str(&pl->via.array.ptr[i], &s, &n) || n == 0 || n > FPX_NODE_ID_MAX)
-            rc = 1;
-        else
-            snprintf(d->placement + at, sizeof d->placement - at, "%s%.*s", i ? "," : "", (int)n,
-                     s);
-    }
-    msgpack_unpacked_destroy(&u);
-    if (rc)
-        fpx_def_clear(d);
-    return rc ? fpx_err_set(err, FPX_E_INTERNAL, "an index definition with a bad field") : 0;
-}
-
-int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
-    return def_decode(data, len, d, err) ? -1 : 0;
-}
-
-int fpx_node_listed(const fpx_cluster *c, const char *list) {
-    const char *me = c->s->cfg->node_id;
-    size_t n = strlen(me);
-    for (const char *p = list; p;) {
-        if (!strncmp(p, me, n) && (p[n] == ',' || p[n] == 0))
-            return 1;
-        p = strchr(p, ',');
-        if (p)
-            p++;
-    }
-    return 0;
-}
-
-/* A sharded index is held by no node as a whole: its shards are the
- * indexes placed (shard.c). */
-static int placed_here(const fpx_cluster *c, const fpx_def *d) {
-    return d->shards <= 1 && fpx_node_listed(c, d->placement);
-}
-
-/* ---- replicas -------------------------------------------------------------------- */
-
-static fpx_replica *replica_find(fpx_cluster *c, const char *key) {
-    for (fpx_replica *r = c->reps; r; r = r->next)
-        if (!strcmp(r->key, key))
-            return r;
-    return NULL;
-}
-
-/* Deletes the local index ix (referenced by the caller), unless gone already. */
-static void drop_local(fpx_server *s, fpx_index *ix, const char *why) {
-    fpx_err err = {0};
-    int dropped = 0;
-    pthread_rwlock_wrlock(&ix->lock);
-    if (!ix->dropped) {
-        if (fpx_server_drop(s, ix, &err) == 0)
-            dropped = 1;
-        else
-            fpx_log(FPX_LOG_WARN, "cannot drop %s/%s: %s", ix->tenant, ix->name, err.msg);
-    }
-    pthread_rwlock_unlock(&ix->lock);
-    if (dropped) {
-        fpx_log(FPX_LOG_INFO, "dropped the replica of %s/%s: %s", ix->tenant, ix->name, why);
-        fpx_server_reclaim_later(s, ix, NULL); /* the registry's reference */
-    }
-}
-
-void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why) {
-    drop_local(s, ix, why);
-}
-
-/* Stops following rep and unlinks it (c->mu held); the replica itself goes
- * when its subscription is done (log.c). */
-static void forget_locked(fpx_cluster *c, fpx_replica *rep) {
-    for (fpx_replica **p = &c->reps; *p; p = &(*p)->next)
-        if (*p == rep) {
-            *p = rep->next;
-            break;
-        }
-    if (rep->sub) {
-        natsSubscription *sub = rep->sub;
-        natsSubscription_Unsubscribe(sub);
-        natsSubscription_Destroy(sub);
-    } else {
-        fpx_index_unref(rep->ix);
-        free(rep);
-    }
-}
-
-/* A new, empty local index for d, durable and registered; referenced. */
-static fpx_index *create_local(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err) {
-    fpx_server *s = c->s;
-    fpx_index *ix = NULL;
-    if (made && *made) {
-        ix = *made;
-        *made = NULL;
-    } else if (d->import_records > 0) { /* an import with no peer's state: from the stream */
-        if (fpx_import_rebuild(c, d, &ix, err) != 0)
-            return NULL;
-    } else if (fpx_index_new(d->tenant, d->name, d->index_type, d->dim,
-                             d->metric[0] ? d->metric : NULL, &ix, err) != 0) {
-        return NULL;
-    }
-    memcpy(ix->uid, d->uid, FPX_UID_BYTES);
-    atomic_store(&ix->refs, 1); /* the registry's */
-    if (fpx_server_reserve(s, ix, err) != 0) {
-        fpx_index_free(ix);
-        return NULL;
-    }
-    if (fpx_store_create(s->cfg->data_dir, ix, err) != 0) {
-        fpx_server_remove(s, ix);
-        fpx_index_unref(ix);
-        return NULL;
-    }
-    atomic_fetch_add(&ix->refs, 1); /* the caller's */
-    fpx_server_sync_usage(ix);
-    fpx_server_publish(s, ix);
-    fpx_log(FPX_LOG_INFO, "created the replica of %s/%s (%s, d=%lld)", ix->tenant, ix->name,
-            ix->index_type, (long long)ix->dim);
-    return ix;
-}
-
-/*
- * The replica of d on this node (c->mu held): the one open already, or the
- * local index of the same unique id (kept from before a restart) followed
- * from its next sequence, or a new empty one followed from the stream's
- * start. A local index of that name with another id belonged to an index
- * deleted and created again while this node was away: it goes.
- */
-static fpx_replica *replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err) {
-    fpx_server *s = c->s;
-    char key[2 * FPX_NAME_MAX + 2];
-    def_key(d->tenant, d->name, key);
-    fpx_replica *rep = replica_find(c, key);
-    if (rep && !memcmp(rep->ix->uid, d->uid, FPX_UID_BYTES)) {
-        /* Its placement changed (a move, move.c): info and trimming read it. */
-        pthread_rwlock_wrlock(&rep->ix->lock);
-        char *pl = rep->ix->placement && !strcmp(rep->ix->placement, d->placement)
-                       ? NULL
-                       : strdup(d->placement);
-        if (pl) {
-            free(rep->ix->placement);
-            rep->ix->placement = pl;
-        }
-        pthread_rwlock_unlock(&rep->ix->lock);
-        return rep;
-    }
-    if (rep) {
-        fpx_index *old = rep->ix;
-        atomic_fetch_add(&old->refs, 1);
-        forget_locked(c, rep);
-        drop_local(s, old, "its index was deleted and created again");
-        fpx_index_unref(old);
-    }
-    fpx_index *ix = fpx_server_find(s, d->tenant, d->name, strlen(d->name));
-    if (ix && memcmp(ix->uid, d->uid, FPX_UID_BYTES)) {
-        drop_local(s, ix, "its index was deleted and created again");
-        fpx_index_unref(ix);
-        ix = NULL;
-    }
-    /* No local state, or too old for the stream: a peer's (peer.c). */
-    fpx_index *got = NULL;
-    int fresh = !ix && !(made && *made);
-    if (!(made && *made) && fpx_peer_fetch(c, d, &ix, &got, err) != 0) {
-        fpx_index_unref(ix);
-        return NULL;
-    }
-    fresh |= !ix;
-    if (got)
-        made = &got;
-    if (!ix && (fpx_server_drop_unavailable(s, d->tenant, d->name, err) < 0 ||
-                !(ix = create_local(c, d, made, err)))) {
-        if (got)
-            fpx_index_free(got);
-        return NULL;
-    }
-    char *placement = strdup(d->placement);
-    rep = calloc(1, sizeof *rep);
-    if (!placement || !rep) {
-        free(placement);
-        free(rep);
-        fpx_index_unref(ix);
-        fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-        return NULL;
-    }
-    pthread_rwlock_wrlock(&ix->lock);
-    free(ix->placement);
-    ix->placement = placement;
-    pthread_rwlock_unlock(&ix->lock);
-    rep->c = c;
-    rep->ix = ix;               /* our reference */
-    rep->reported = UINT64_MAX; /* its first beat reports it open (move.c waits for that) */
-    snprintf(rep->key, sizeof rep->key, "%s", key);
-    fpx_cluster_stream_names(d->uid, rep->stream, rep->subject);
-    if (fpx_log_follow(c, rep, err) != 0) {
-        fpx_index_unref(ix);
-        free(rep);
-        return NULL;
-    }
-    rep->next = c->reps;
-    c->reps = rep;
-    if (fresh) { /* served once caught up, as a start does (catch_up_all) */
-        uint64_t last = 0;
-        fpx_err cerr = {0};
-        int rc = fpx_log_last_seq(c, ix->uid, &last, &cerr);
-        pthread_rwlock_wrlock(&ix->lock);
-        if (rc == 0 && !ix->dropped)
-            rc = fpx_log_catch_up(c, ix, last, &cerr);
-        pthread_rwlock_unlock(&ix->lock);
-        if (rc != 0) {
-            atomic_store(&rep->behind, 1);
-            fpx_log(FPX_LOG_WARN, "%s/%s: not caught up with the stream yet: %s", ix->tenant,
-                    ix->name, cerr.msg);
-        }
-    }
-    return rep;
-}
-
-/* The definition of key went (deleted): stop following, drop the replica. */
-static void replica_gone(fpx_cluster *c, const char *key) {
-    char tenant[FPX_NAME_MAX + 1], name[FPX_NAME_MAX + 1];
-    if (key_parse(key, tenant, name) != 0)
-        return;
-    pthread_mutex_lock(&c->mu);
-    fpx_replica *rep = replica_find(c, key);
-    fpx_index *ix = NULL;
-    if (rep) {
-        ix = rep->ix;
-        atomic_fetch_add(&ix->refs, 1);
-        forget_locked(c, rep);
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (!ix)
-        ix = fpx_server_find(c->s, tenant, name, strlen(name));
-    if (ix) {
-        drop_local(c->s, ix, "its index was deleted");
-        fpx_index_unref(ix);
-    }
-}
-
-void fpx_replica_forget(fpx_cluster *c, const char *key) {
-    replica_gone(c, key);
-}
-
-/*
- * A replica placed here that could not be opened when its definition came
- * (its folder could not be written, or no peer could give a snapshot of a
- * trimmed stream) would otherwise wait for a request naming it here, and
- * until then the index has one replica fewer than it was given: the
- * watcher tries it again, after 1 s, then twice as long each time up to
- * 30 s, until it opens or its definition no longer places it here.
- */
-#define FPX_REOPEN_FIRST_MS 1000
-#define FPX_REOPEN_MAX_MS 30000
-
-typedef struct fpx_unopened {
-    char key[2 * FPX_NAME_MAX + 2];
-    uint64_t due_ms, pause_ms;
-    struct fpx_unopened *next;
-} fpx_unopened;
-
-static uint64_t mono_ms(void) {
-    return fpx_now_ns() / 1000000;
-}
-
-/* Marks key unopened (1) or not (0); the watcher thread's list only. */
-static void set_unopened(fpx_cluster *c, const char *key, int unopened) {
-    fpx_unopened **at = &c->unopened;
-    while (*at && strcmp((*at)->key, key))
-        at = &(*at)->next;
-    if (!unopened && *at) {
-        fpx_unopened *u = *at;
-        *at = u->next;
-        free(u);
-    } else if (unopened && !*at) {
-        fpx_unopened *u = calloc(1, sizeof *u);
-        if (!u)
-            return; /* then it waits for a request naming it here */
-        snprintf(u->key, sizeof u->key, "%s", key);
-        u->pause_ms = FPX_REOPEN_FIRST_MS;
-        u->due_ms = mono_ms() + u->pause_ms;
-        *at = u;
-    }
-}
-
-static void free_unopened(fpx_cluster *c) {
-    while (c->unopened) {
-        fpx_unopened *u = c->unopened;
-        c->unopened = u->next;
-        free(u);
-    }
-}
-
-/* Opens the replica of d here: 0, or -1 (logged, and tried again later). */
-static int open_placed(fpx_cluster *c, const char *key, const fpx_def *d, int retry) {
-    fpx_err err = {0};
-    pthread_mutex_lock(&c->mu);
-    fpx_replica *rep = replica_open(c, d, NULL, &err);
-    pthread_mutex_unlock(&c->mu);
-    set_unopened(c, key, !rep);
-    if (!rep)
-        fpx_log(FPX_LOG_WARN, "cannot open the replica of %s/%s (tried again later): %s", d->tenant,
-                d->name, err.msg);
-    else if (retry)
-        fpx_log(FPX_LOG_INFO, "opened the replica of %s/%s", d->tenant, d->name);
-    return rep ? 0 : -1;
-}
-
-/* The unopened replicas whose time came: each definition read again. */
-static void reopen_due(fpx_cluster *c) {
-    uint64_t now = mono_ms();
-    char due[16][2 * FPX_NAME_MAX + 2];
-    int n = 0;
-    for (fpx_unopened *u = c->unopened; u && n < 16; u = u->next)
-        if (u->due_ms <= now)
-            snprintf(due[n++], sizeof due[0], "%s", u->key);
-    for (int i = 0; i < n && !fpx_cluster_wait_stop(c, 0); i++) {
-        fpx_def d;
-        fpx_err err = {0};
-        int found = fpx_def_read(c, due[i], &d, NULL, &err);
-        if (found == 1)
-            fpx_def_clear(&d);
-        if (found == 0 || (found == 1 && !placed_here(c, &d))) {
-            set_unopened(c, due[i], 0); /* deleted, or moved away */
-            continue;
-        }
-        if (found == 1 && open_placed(c, due[i], &d, 1) == 0)
-            continue;
-        for (fpx_unopened *u = c->unopened; u; u = u->next)
-            if (!strcmp(u->key, due[i])) { /* still unopened: wait longer */
-                u->pause_ms =
-                    u->pause_ms * 2 < FPX_REOPEN_MAX_MS ? u->pause_ms * 2 : FPX_REOPEN_MAX_MS;
-                u->due_ms = mono_ms() + u->pause_ms;
-            }
-    }
-}
-
-/* One entry of the definitions bucket, as the watcher delivers it. */
-static void on_definition(fpx_cluster *c, kvEntry *e) {
-    const char *key = kvEntry_Key(e);
-    fpx_kvcache_apply(&c->def_cache, e); /* first: forwarding reads it */
-    if (kvEntry_Operation(e) != kvOp_Put) {
-        set_unopened(c, key, 0);
-        replica_gone(c, key);
-        return;
-    }
-    fpx_def d;
-    fpx_err err = {0};
-    if (def_decode(kvEntry_Value(e), kvEntry_ValueLen(e), &d, &err) != 0) {
-        fpx_log(FPX_LOG_WARN, "ignoring the cluster's definition %s: %s", key, err.msg);
-        return;
-    }
-    fpx_def_clear(&d); /* a sharded index's map is read when it is asked for */
-    if (!placed_here(c, &d)) {
-        set_unopened(c, key, 0);
-        replica_gone(c, key); /* not ours (any more) */
-        return;
-    }
-    open_placed(c, key, &d, 0);
 }
 
 /* ---- threads: heartbeat and watcher -------------------------------------------------- */
@@ -686,23 +133,6 @@ static void *beat_main(void *arg) {
             kvStore_PutString(&rev, c->applied, notes[i].key, v);
         }
     } while (!fpx_cluster_wait_stop(c, FPX_HEARTBEAT_MS));
-    return NULL;
-}
-
-static void *watch_main(void *arg) {
-    fpx_cluster *c = arg;
-    while (!fpx_cluster_wait_stop(c, 0)) {
-        kvEntry *e = NULL;
-        natsStatus st = kvWatcher_Next(&e, c->watcher, 250);
-        if (st == NATS_OK && e) {
-            on_definition(c, e);
-            kvEntry_Destroy(e);
-        } else if (st != NATS_OK && st != NATS_TIMEOUT) {
-            fpx_cluster_wait_stop(c, 100); /* the watcher resumes by itself after a reconnection */
-        }
-        reopen_due(c);
-    }
-    free_unopened(c);
     return NULL;
 }
 
@@ -871,7 +301,7 @@ static void drop_strays(fpx_cluster *c) {
     }
     pthread_rwlock_unlock(&s->reg_lock);
     for (size_t i = 0; i < n; i++) {
-        drop_local(s, stray[i], "the cluster does not place it on this node");
+        fpx_replica_drop_local(s, stray[i], "the cluster does not place it on this node");
         fpx_index_unref(stray[i]);
     }
     free(stray);
@@ -939,7 +369,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
             return fpx_cluster_fail(err, "cannot read the index definitions", st);
         if (!e)
             break;
-        on_definition(c, e);
+        fpx_replica_on_definition(c, e);
         kvEntry_Destroy(e);
     }
     atomic_store(&c->def_cache.ready, 1);
@@ -948,7 +378,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     drop_strays(c);
     if (catch_up_all(c, err) != 0)
         return -1;
-    if (pthread_create(&c->watch, NULL, watch_main, c) != 0)
+    if (pthread_create(&c->watch, NULL, fpx_replica_watch_main, c) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the definitions watcher");
     c->watch_started = 1;
     if (fpx_clease_start(c, err) != 0)
@@ -978,7 +408,7 @@ void fpx_cluster_stop(fpx_server *s) {
     fpx_cache_stop(c);
     pthread_mutex_lock(&c->mu);
     while (c->reps)
-        forget_locked(c, c->reps);
+        fpx_replica_forget_locked(c, c->reps);
     pthread_mutex_unlock(&c->mu);
     fpx_forward_stop(c); /* the workers are gone: no socket is in use */
     if (c->nodes)        /* leaving: not live from now on, without waiting for the expiry */
@@ -1035,30 +465,11 @@ int fpx_cluster_admit(fpx_req *r) {
     return 0;
 }
 
-int fpx_def_read(fpx_cluster *c, const char *key, fpx_def *d, uint64_t *rev, fpx_err *err) {
-    kvEntry *e = NULL;
-    natsStatus st = kvStore_Get(&e, c->indexes, key);
-    if (st == NATS_NOT_FOUND)
-        return 0;
-    if (st != NATS_OK)
-        return fpx_cluster_fail(err, "cannot read the index definitions", st);
-    if (rev)
-        *rev = kvEntry_Revision(e);
-    int rc = def_decode(kvEntry_Value(e), kvEntry_ValueLen(e), d, err);
-    kvEntry_Destroy(e);
-    return rc == 0 ? 1 : -1;
-}
-
-/* d's definition from the bucket: 1 found, 0 none, -1 error. */
-static int def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err) {
-    return fpx_def_read(c, key, d, NULL, err);
-}
-
 int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2];
-    def_key(tenant, name, key);
+    fpx_def_key(tenant, name, key);
     pthread_mutex_lock(&c->mu);
-    fpx_replica *rep = replica_find(c, key);
+    fpx_replica *rep = fpx_replica_find(c, key);
     fpx_index *ix = rep ? rep->ix : NULL;
     if (ix)
         atomic_fetch_add(&ix->refs, 1);
@@ -1087,11 +498,11 @@ static int def_cached(fpx_cluster *c, const char *key, fpx_def *d) {
         free(v);
         return 0;
     }
-    int rc = def_decode(v, (int)n, d, &err);
+    int rc = fpx_def_decode(v, (int)n, d, &err);
     free(v);
     if (rc != 0)
         return 0;
-    if (d->shards > 1 || !placed_here(c, d))
+    if (d->shards > 1 || !fpx_def_placed_here(c, d))
         return 1;
     fpx_def_clear(d);
     return 0;
@@ -1100,8 +511,8 @@ static int def_cached(fpx_cluster *c, const char *key, fpx_def *d) {
 int fpx_cluster_def(fpx_cluster *c, const char *tenant, const char *name, fpx_def *d,
                     fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2];
-    def_key(tenant, name, key);
-    return def_get(c, key, d, err);
+    fpx_def_key(tenant, name, key);
+    return fpx_def_get(c, key, d, err);
 }
 
 fpx_index *fpx_cluster_index(fpx_req *r) {
@@ -1111,14 +522,14 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
     fpx_def d;
     if (fpx_req_name(r, 0, name))
         return NULL;
-    def_key(r->tenant, name, key);
+    fpx_def_key(r->tenant, name, key);
     /* The watched definition, when it sends the request elsewhere (a node
      * holding the index, or the nodes of its shards): no NATS read. Whether
      * the index exists is then the serving node's to say. Anything else (a
      * miss, a replica to open here) reads the bucket itself. */
     int found = def_cached(c, key, &d);
     if (found != 1)
-        found = def_get(c, key, &d, &err);
+        found = fpx_def_get(c, key, &d, &err);
     if (found <= 0) { /* not defined: the not_found already in r->err stands */
         if (found < 0)
             r->err = err;
@@ -1130,12 +541,12 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
         fpx_def_clear(&d);
         return NULL;
     }
-    if (!placed_here(c, &d)) { /* answered by a node that holds it: r->relay */
+    if (!fpx_def_placed_here(c, &d)) { /* answered by a node that holds it: r->relay */
         fpx_forward_to_holders(c, r, d.placement);
         return NULL;
     }
     pthread_mutex_lock(&c->mu);
-    fpx_replica *rep = replica_open(c, &d, NULL, &err);
+    fpx_replica *rep = fpx_replica_open(c, &d, NULL, &err);
     fpx_index *ix = rep ? rep->ix : NULL;
     if (ix)
         atomic_fetch_add(&ix->refs, 1);
@@ -1179,13 +590,11 @@ static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fp
  * d is placed here, the replica is opened before this returns: *rep, its
  * index referenced for the caller.
  */
-static int def_delete_at(fpx_cluster *c, const char *key, uint64_t rev, fpx_err *err);
-
 static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_req *imp,
                   fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     *rep = NULL;
-    def_key(d->tenant, d->name, key);
+    fpx_def_key(d->tenant, d->name, key);
     fpx_cluster_stream_names(d->uid, stream, subject);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -1207,9 +616,9 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
      * (import.c); the definition then says how many records it is. */
     if (imp && fpx_import_publish(c, imp, d, err) == 0 && made && *made)
         (*made)->seq = (uint64_t)d->import_records; /* its state covers those records */
-    uint64_t written = mono_ms(); /* the stream's last write before its definition */
+    uint64_t written = fpx_mono_ms(); /* the stream's last write before its definition */
     if ((imp && d->import_records == 0) ||
-        (def_encode(d, &sb) != 0 && fpx_err_set(err, FPX_E_INTERNAL, "out of memory"))) {
+        (fpx_def_encode(d, &sb) != 0 && fpx_err_set(err, FPX_E_INTERNAL, "out of memory"))) {
         msgpack_sbuffer_destroy(&sb);
         if (d->shards <= 1)
             js_DeleteStream(c->js, stream, NULL, &jerr);
@@ -1220,7 +629,7 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
     int rc = 0;
     /* A stream not named by a definition within the deadline is another
      * node's to remove as an orphan (orphan.c): given up, undone below. */
-    int64_t took = (int64_t)(mono_ms() - written);
+    int64_t took = (int64_t)(fpx_mono_ms() - written);
     if (took > fpx_orphan_deadline_ms(c)) {
         rc = fpx_err_set(err, FPX_E_UNAVAILABLE,
                          "creating index '%s' took %lld ms, over %lld: nothing was created, "
@@ -1229,16 +638,16 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
     } else if ((st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size)) != NATS_OK) {
         fpx_def other;
         fpx_err gerr = {0};
-        int found = def_get(c, key, &other, &gerr);
+        int found = fpx_def_get(c, key, &other, &gerr);
         if (found == 1)
             fpx_def_clear(&other);
         rc = found == 1 ? fpx_err_set(err, FPX_E_EXISTS, "index '%s' already exists", d->name)
                         : fpx_cluster_fail(err, "cannot define the index", st);
     }
     msgpack_sbuffer_destroy(&sb);
-    if (rc == 0 && placed_here(c, d) && !(*rep = replica_open(c, d, made, err))) {
+    if (rc == 0 && fpx_def_placed_here(c, d) && !(*rep = fpx_replica_open(c, d, made, err))) {
         fpx_err derr = {0};
-        def_delete_at(c, key, rev, &derr); /* only the definition written just now */
+        fpx_def_delete_at(c, key, rev, &derr); /* only the definition written just now */
         rc = -1;
     }
     if (*rep)
@@ -1262,70 +671,18 @@ int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, f
     return fpx_cluster_undefine_uid(c, tenant, name, NULL, err);
 }
 
-/* Deletes key of the definitions' bucket only while its last revision is
- * rev: 1 deleted, 0 the key changed since, -1 error. libnats 3.4.1's
- * kvStore_Delete takes no revision, so this publishes the delete marker
- * itself, as a bucket's own delete does (header KV-Operation: DEL), with
- * JetStream's expected-last-subject-sequence check. */
-static int def_delete_at(fpx_cluster *c, const char *key, uint64_t rev, fpx_err *err) {
-    char subject[sizeof "$KV." FPX_BUCKET_INDEXES "." + 2 * FPX_NAME_MAX + 2], num[24];
-    snprintf(subject, sizeof subject, "$KV.%s.%s", FPX_BUCKET_INDEXES, key);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)rev);
-    natsMsg *m = NULL;
-    jsPubAck *ack = NULL;
-    jsErrCode jerr = 0;
-    natsStatus st = natsMsg_Create(&m, subject, NULL, NULL, 0);
-    if (st == NATS_OK)
-        st = natsMsgHeader_Set(m, "KV-Operation", "DEL");
-    if (st == NATS_OK)
-        st = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", num);
-    if (st == NATS_OK)
-        st = js_PublishMsg(&ack, c->js, m, NULL, &jerr);
-    jsPubAck_Destroy(ack);
-    natsMsg_Destroy(m);
-    if (st != NATS_OK && jerr == JSStreamWrongLastSequenceErr)
-        return 0;
-    if (st != NATS_OK)
-        return fpx_cluster_fail(err, "cannot delete the index's definition", st);
-    return 1;
-}
-
-/* Deletes key's definition while it holds the index uid (any index when
- * uid is NULL): 1 deleted (*d its last value, cleared), 0 none there or
- * another index's, -1 error. It reads and deletes at the revision read, so
- * that a definition written between the two (the name made again, or this
- * index's own updated) is read again rather than deleted unseen; bounded,
- * as every writer of a definition makes progress. */
-static int def_delete(fpx_cluster *c, const char *key, const uint8_t *uid, fpx_def *d,
-                      fpx_err *err) {
-    for (int attempt = 0; attempt < 8; attempt++) {
-        uint64_t rev = 0;
-        int found = fpx_def_read(c, key, d, &rev, err);
-        if (found <= 0)
-            return found;
-        fpx_def_clear(d);
-        if (uid && memcmp(uid, d->uid, FPX_UID_BYTES) != 0)
-            return 0; /* the name now holds another index: not this one's to delete */
-        int rc = def_delete_at(c, key, rev, err);
-        if (rc != 0)
-            return rc;
-    }
-    return fpx_err_set(err, FPX_E_UNAVAILABLE,
-                       "the index's definition kept changing while it was deleted");
-}
-
 int fpx_cluster_undefine_uid(fpx_cluster *c, const char *tenant, const char *name,
                              const uint8_t *uid, fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     fpx_def d;
-    def_key(tenant, name, key);
-    int rc = def_delete(c, key, uid, &d, err);
+    fpx_def_key(tenant, name, key);
+    int rc = fpx_def_delete(c, key, uid, &d, err);
     if (rc <= 0)
         return rc;
     fpx_cluster_stream_names(d.uid, stream, subject);
     jsErrCode jerr = 0;
     js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
-    replica_gone(c, key);
+    fpx_replica_forget(c, key);
     return 0;
 }
 
@@ -1364,7 +721,7 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     d->shards = shards;
     int rc = 0;
     int64_t made = 0;
-    uint64_t started = mono_ms();
+    uint64_t started = fpx_mono_ms();
     for (; rc == 0 && made < shards; made++) {
         fpx_def sd = *d;
         sd.shards = 1;
@@ -1377,7 +734,7 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     fpx_replica *rep = NULL;
     /* Shards not named by their index within the deadline are another
      * node's to remove as orphans (orphan.c): given up, undone below. */
-    int64_t took = (int64_t)(mono_ms() - started);
+    int64_t took = (int64_t)(fpx_mono_ms() - started);
     if (rc == 0 && took > fpx_orphan_deadline_ms(c))
         rc = fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
                          "creating index '%s' took %lld ms, over %lld: nothing was created, "
@@ -1484,8 +841,8 @@ int fpx_cluster_create(fpx_req *r) {
     if (import) { /* taken already: said before the import is written anywhere */
         fpx_def had;
         char key[2 * FPX_NAME_MAX + 2];
-        def_key(d.tenant, d.name, key);
-        int found = def_get(c, key, &had, &r->err);
+        fpx_def_key(d.tenant, d.name, key);
+        int found = fpx_def_get(c, key, &had, &r->err);
         if (found == 1) {
             fpx_def_clear(&had);
             return fpx_err_set(&r->err, FPX_E_EXISTS, "index '%s' already exists", d.name);
@@ -1508,12 +865,12 @@ int fpx_cluster_drop(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     fpx_index *ix = r->ix;
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
-    def_key(ix->tenant, ix->name, key);
+    fpx_def_key(ix->tenant, ix->name, key);
     fpx_cluster_stream_names(ix->uid, stream, subject);
     /* the definition only while it is this index's: the name may have been
      * deleted and made again through another node since it was resolved */
     fpx_def d;
-    if (def_delete(c, key, ix->uid, &d, &r->err) < 0)
+    if (fpx_def_delete(c, key, ix->uid, &d, &r->err) < 0)
         return -1;
     r->published = 1;
     jsErrCode jerr = 0;
@@ -1605,14 +962,14 @@ int fpx_cluster_list(fpx_req *r, fpx_out *o) {
     for (int i = 0; rc == 0 && i < keys.Count; i++) {
         char tenant[FPX_NAME_MAX + 1], name[FPX_NAME_MAX + 1];
         fpx_def d;
-        if (key_parse(keys.Keys[i], tenant, name) != 0 || strcmp(tenant, r->tenant))
+        if (fpx_def_key_parse(keys.Keys[i], tenant, name) != 0 || strcmp(tenant, r->tenant))
             continue;
         int local = 0;
         for (size_t j = 0; j < nmine && !local; j++)
             local = !strcmp(mine[j]->name, name);
         if (name[0] == '.') /* a shard: listed as part of its index */
             continue;
-        if (local || def_get(c, keys.Keys[i], &d, &r->err) != 1) {
+        if (local || fpx_def_get(c, keys.Keys[i], &d, &r->err) != 1) {
             r->err = (fpx_err){0}; /* deleted meanwhile: not listed */
             continue;
         }
@@ -1685,12 +1042,4 @@ done:
 
 int fpx_cluster_connect(fpx_cluster *c, fpx_err *err) {
     return connect_nats(c, err);
-}
-
-void fpx_def_key(const char *tenant, const char *name, char *out) {
-    def_key(tenant, name, out);
-}
-
-int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
-    return def_encode(d, sb);
 }

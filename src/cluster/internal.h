@@ -1,7 +1,9 @@
 /*
- * internal.h - the cluster's state, shared by cluster.c (connection,
- * buckets, membership, index definitions and replicas) and log.c (the write
- * log: publishing records, following a stream, applying in order).
+ * internal.h - the cluster's state, shared by the files of src/cluster/:
+ * cluster.c (connection, buckets, membership, create and delete), def.c (the
+ * index definitions), replica.c (the replicas held here), log.c (the write
+ * log: publishing records, following a stream, applying in order) and the
+ * others, each named where its functions are declared.
  */
 #ifndef FPX_CLUSTER_INTERNAL_H
 #define FPX_CLUSTER_INTERNAL_H
@@ -11,6 +13,13 @@
 #include <stdatomic.h>
 
 #include "cluster.h"
+
+#include "server/util.h"
+
+/* A monotonic clock in milliseconds. */
+static inline uint64_t fpx_mono_ms(void) {
+    return fpx_now_ns() / 1000000;
+}
 
 /* Buckets (JetStream key-value stores, Raft-replicated). */
 #define FPX_BUCKET_INDEXES "fpx_indexes" /* tenant/name -> the index's definition */
@@ -260,11 +269,27 @@ void fpx_peer_beat(fpx_cluster *c, unsigned beats);
 /* The first and last sequences of the stream of uid. */
 int fpx_stream_bounds(fpx_cluster *c, const uint8_t *uid, uint64_t *first, uint64_t *last,
                       fpx_err *err);
-/* cluster.c: deletes the local index ix (referenced by the caller). */
+/* replica.c: the replicas held here (c->reps, under c->mu). The open
+ * replica of key, or NULL (c->mu held). */
+fpx_replica *fpx_replica_find(fpx_cluster *c, const char *key);
+/* Deletes the local index ix (referenced by the caller). */
 void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why);
-/* cluster.c: stops following the replica of key (tenant/name) and deletes
- * it here; the next request naming the index opens it again. */
+/* Stops following rep and releases it (c->mu held). */
+void fpx_replica_forget_locked(fpx_cluster *c, fpx_replica *rep);
+/* The replica of d here (c->mu held): the one open, or opened now from the
+ * local index of d's unique id, a peer's state or the stream's start (made:
+ * a new index the caller built, taken); NULL with err. */
+fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err);
+/* Stops following the replica of key (tenant/name) and deletes it here; the
+ * next request naming the index opens it again. */
 void fpx_replica_forget(fpx_cluster *c, const char *key);
+/* One entry of fpx_indexes as the watcher delivers it: the definitions'
+ * cache updated, a replica opened (or tried again later) or dropped. */
+void fpx_replica_on_definition(fpx_cluster *c, kvEntry *e);
+/* The definitions watcher's thread (arg: the cluster), started once its
+ * first values were delivered; it also tries again replicas that could not
+ * open. */
+void *fpx_replica_watch_main(void *arg);
 
 /* log.c: follows rep's stream from rep->ix->seq + 1 (the caller holds c->mu). */
 int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err);
@@ -311,14 +336,29 @@ int fpx_synced_sharded(fpx_cluster *c, fpx_req *r, const fpx_def *d,
 int fpx_cluster_wait_stop(fpx_cluster *c, int ms);
 
 /* cluster.c, for the move command (move.c): connects c->nc and c->js to
- * the NATS servers of c->s->cfg; the key of tenant/name in fpx_indexes; a
- * definition to its stored form, and read from the bucket. */
+ * the NATS servers of c->s->cfg. */
 int fpx_cluster_connect(fpx_cluster *c, fpx_err *err);
+
+/* def.c: definitions in fpx_indexes. The key of tenant/name, and tenant and
+ * name from a key (-1: not one of ours). */
 void fpx_def_key(const char *tenant, const char *name, char *out /* 2 * FPX_NAME_MAX + 2 */);
+int fpx_def_key_parse(const char *key, char *tenant, char *name);
+/* A definition to its stored form (0, or -1 out of memory), and back: 0 (d
+ * filled, fpx_def_clear it) or -1. */
 int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb);
-/* key's definition and its revision (rev may be NULL): 1 found, 0 none, -1 error. */
-int fpx_def_read(fpx_cluster *c, const char *key, fpx_def *d, uint64_t *rev, fpx_err *err);
-/* A definition's stored bytes: 0 (d filled, fpx_def_clear it) or -1. */
 int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err);
+/* Whether d places a replica on this node. */
+int fpx_def_placed_here(const fpx_cluster *c, const fpx_def *d);
+/* key's definition and its revision (rev may be NULL): 1 found, 0 none, -1
+ * error; fpx_def_get without the revision. */
+int fpx_def_read(fpx_cluster *c, const char *key, fpx_def *d, uint64_t *rev, fpx_err *err);
+int fpx_def_get(fpx_cluster *c, const char *key, fpx_def *d, fpx_err *err);
+/* Deletes key's definition only while its last revision is rev: 1 deleted,
+ * 0 the key changed since, -1 error. */
+int fpx_def_delete_at(fpx_cluster *c, const char *key, uint64_t rev, fpx_err *err);
+/* Deletes key's definition while it holds the index uid (any when NULL),
+ * read and deleted at one revision (retried, bounded): 1 deleted (*d its
+ * last value, cleared), 0 none there or another index's, -1 error. */
+int fpx_def_delete(fpx_cluster *c, const char *key, const uint8_t *uid, fpx_def *d, fpx_err *err);
 
 #endif

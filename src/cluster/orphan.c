@@ -57,10 +57,6 @@ typedef struct defined {
     int unsure;         /* out of memory, or a definition not read: no pass then */
 } defined;
 
-static uint64_t mono_ms(void) {
-    return fpx_now_ns() / 1000000;
-}
-
 int64_t fpx_orphan_grace_ms(const fpx_cluster *c) {
     return (int64_t)FPX_ORPHAN_GRACE_FACTOR * c->s->cfg->forward_timeout_ms;
 }
@@ -191,7 +187,7 @@ void fpx_orphan_pass(fpx_cluster *c) {
     }
     qsort(df.uids, df.n_uids, sizeof *df.uids, cmp_hex);
     qsort(df.parents, df.n_parents, sizeof *df.parents, cmp_hex);
-    uint64_t now = mono_ms();
+    uint64_t now = fpx_mono_ms();
     for (fpx_orphan *x = c->orphans; x; x = x->next)
         x->seen = 0;
     /* shard definitions of an index not defined */
