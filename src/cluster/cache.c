@@ -4,9 +4,9 @@
  * buckets (libnats kvWatch), so that forwarding a request reads nothing from
  * NATS (docs/cluster.md, "Forwarding", "Cost").
  *
- * The definitions' cache is filled by the watcher cluster.c already runs on
- * fpx_indexes (on_definition); the heartbeats' by a watcher of its own on
- * fpx_nodes, on a thread of its own. A cache answers only once its
+ * The definitions' cache is filled by the watcher replica.c already runs on
+ * fpx_indexes; the heartbeats' and the leases' (which the lease reapers
+ * read, lease.c) each by a watcher on a thread of its own. A cache answers only once its
  * watcher delivered the bucket's values as they were when it started (the
  * empty entry that ends them); before, and on a miss, the caller reads NATS
  * as it did without a cache.
@@ -145,10 +145,11 @@ int fpx_kvcache_each(fpx_kvcache *k,
     return 0;
 }
 
-/* ---- the heartbeats' watcher ------------------------------------------------------- */
+/* ---- the watchers of fpx_nodes and fpx_leases ------------------------------------- */
 
-static void *nodes_watch_main(void *arg) {
-    fpx_cluster *c = arg;
+static void *watch_main(void *arg) {
+    fpx_watch *w = arg;
+    fpx_cluster *c = w->c;
     for (;;) {
         pthread_mutex_lock(&c->stop_mu);
         int stop = c->stop;
@@ -156,9 +157,9 @@ static void *nodes_watch_main(void *arg) {
         if (stop)
             break;
         kvEntry *e = NULL;
-        natsStatus st = kvWatcher_Next(&e, c->node_watcher, 250);
+        natsStatus st = kvWatcher_Next(&e, w->w, 250);
         if (st == NATS_OK && e) {
-            fpx_kvcache_apply(&c->node_cache, e);
+            fpx_kvcache_apply(w->k, e);
             kvEntry_Destroy(e);
         } else if (st != NATS_OK && st != NATS_TIMEOUT) {
             /* resumes by itself after a reconnection; meanwhile requests are
@@ -170,35 +171,51 @@ static void *nodes_watch_main(void *arg) {
     return NULL;
 }
 
-int fpx_cache_start_nodes(fpx_cluster *c, fpx_err *err) {
+/* Watches kv into k (its initial values first) on a thread of its own. */
+static int start_watch(fpx_cluster *c, fpx_watch *w, kvStore *kv, fpx_kvcache *k, const char *what,
+                       fpx_err *err) {
+    w->c = c;
+    w->k = k;
     kvWatchOptions wo;
     kvWatchOptions_Init(&wo);
-    natsStatus st = kvStore_WatchAll(&c->node_watcher, c->nodes, &wo);
+    natsStatus st = kvStore_WatchAll(&w->w, kv, &wo);
     if (st != NATS_OK)
-        return fpx_cluster_fail(err, "cannot watch the cluster's nodes", st);
+        return fpx_cluster_fail(err, what, st);
     for (int i = 0; i < 1000000; i++) {
         kvEntry *e = NULL;
-        if ((st = kvWatcher_Next(&e, c->node_watcher, 10000)) != NATS_OK)
-            return fpx_cluster_fail(err, "cannot read the cluster's nodes", st);
+        if ((st = kvWatcher_Next(&e, w->w, 10000)) != NATS_OK)
+            return fpx_cluster_fail(err, what, st);
         if (!e)
             break;
-        fpx_kvcache_apply(&c->node_cache, e);
+        fpx_kvcache_apply(k, e);
         kvEntry_Destroy(e);
     }
-    atomic_store(&c->node_cache.ready, 1);
-    if (pthread_create(&c->nwatch, NULL, nodes_watch_main, c) != 0)
-        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the nodes' watcher");
-    c->nwatch_started = 1;
+    atomic_store(&k->ready, 1);
+    if (pthread_create(&w->th, NULL, watch_main, w) != 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot start a watcher thread");
+    w->started = 1;
     return 0;
 }
 
-void fpx_cache_stop(fpx_cluster *c) {
-    if (c->nwatch_started)
-        pthread_join(c->nwatch, NULL);
-    c->nwatch_started = 0;
-    if (c->node_watcher) {
-        kvWatcher_Stop(c->node_watcher);
-        kvWatcher_Destroy(c->node_watcher);
-        c->node_watcher = NULL;
+static void stop_watch(fpx_watch *w) {
+    if (w->started)
+        pthread_join(w->th, NULL);
+    w->started = 0;
+    if (w->w) {
+        kvWatcher_Stop(w->w);
+        kvWatcher_Destroy(w->w);
+        w->w = NULL;
     }
+}
+
+int fpx_cache_start(fpx_cluster *c, fpx_err *err) {
+    return start_watch(c, &c->nodes_watch, c->nodes, &c->node_cache,
+                       "cannot watch the cluster's nodes", err) ||
+           start_watch(c, &c->leases_watch, c->leases, &c->lease_cache,
+                       "cannot watch the cluster's leases", err);
+}
+
+void fpx_cache_stop(fpx_cluster *c) {
+    stop_watch(&c->nodes_watch);
+    stop_watch(&c->leases_watch);
 }

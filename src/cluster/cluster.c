@@ -346,6 +346,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     fpx_kvcache_init(&c->def_cache);
     fpx_kvcache_init(&c->node_cache);
     c->node_cache.keep_deleted = 1; /* a node that left is known not live */
+    fpx_kvcache_init(&c->lease_cache);
     uint8_t boot[8];
     randombytes_buf(boot, sizeof boot);
     for (int i = 0; i < 8; i++)
@@ -373,7 +374,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
         kvEntry_Destroy(e);
     }
     atomic_store(&c->def_cache.ready, 1);
-    if (fpx_cache_start_nodes(c, err) != 0)
+    if (fpx_cache_start(c, err) != 0)
         return -1;
     drop_strays(c);
     if (catch_up_all(c, err) != 0)
@@ -436,6 +437,7 @@ void fpx_cluster_stop(fpx_server *s) {
     pthread_mutex_destroy(&c->fwd_mu);
     fpx_kvcache_free(&c->def_cache);
     fpx_kvcache_free(&c->node_cache);
+    fpx_kvcache_free(&c->lease_cache);
     free(c);
     s->cluster = NULL;
 }
@@ -759,6 +761,41 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     return served;
 }
 
+/* --tenant-max-indexes over the whole cluster: the tenant's indexes as this
+ * node's watched definitions have them (a sharded index counts once, its
+ * shards' definitions not at all). */
+typedef struct tenant_count {
+    char prefix[2 * FPX_NAME_MAX + 2]; /* "<tenant>/" */
+    size_t len, n;
+} tenant_count;
+
+static void count_tenant(void *arg, const char *key, const uint8_t *val, size_t len) {
+    tenant_count *t = arg;
+    (void)val;
+    (void)len;
+    /* a user's name never starts with '.' (written '=' in a key): a shard's does */
+    if (!strncmp(key, t->prefix, t->len) && key[t->len] != '=')
+        t->n++;
+}
+
+static int check_tenant_indexes(fpx_cluster *c, const char *tenant, fpx_err *err) {
+    size_t max = c->s->cfg->tenant_max_indexes;
+    tenant_count t = {.n = 0};
+    if (!max)
+        return 0;
+    fpx_def_key(tenant, "", t.prefix);
+    t.len = strlen(t.prefix);
+    if (fpx_kvcache_each(&c->def_cache, count_tenant, &t) != 0)
+        return fpx_err_set(err, FPX_E_UNAVAILABLE,
+                           "node %s has not read the cluster's index definitions yet: try again",
+                           c->s->cfg->node_id);
+    if (t.n >= max)
+        return fpx_err_set(err, FPX_E_LIMIT,
+                           "tenant '%s' has %zu indexes, its quota (--tenant-max-indexes)", tenant,
+                           t.n);
+    return 0;
+}
+
 int fpx_cluster_create(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     fpx_index *m = r->made;
@@ -812,6 +849,8 @@ int fpx_cluster_create(fpx_req *r) {
                            "metric_arg is not served in cluster mode (the index's replicas "
                            "would not build with it)");
     d.dim = m->dim;
+    if (check_tenant_indexes(c, d.tenant, &r->err) != 0)
+        return -1;
     int live = 0;
     if (live_nodes(c, d.placement, sizeof d.placement, PLACEMENT_MAX, &live, &r->err) != 0)
         return -1;

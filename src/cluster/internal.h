@@ -133,6 +133,15 @@ int fpx_kvcache_each(fpx_kvcache *k,
                      void (*fn)(void *arg, const char *key, const uint8_t *val, size_t len),
                      void *arg);
 
+/* A bucket watched into a cache on a thread of its own (cache.c). */
+typedef struct fpx_watch {
+    struct fpx_cluster *c;
+    kvWatcher *w;
+    fpx_kvcache *k;
+    pthread_t th;
+    int started;
+} fpx_watch;
+
 typedef struct fpx_cluster {
     fpx_server *s;
     natsConnection *nc;
@@ -158,12 +167,11 @@ typedef struct fpx_cluster {
     pthread_mutex_t fwd_mu;
     struct fpx_peer *peers;
     atomic_ullong next_sock;
-    /* The definitions (fed by the definitions' watcher) and the heartbeats
-     * (by node_watcher) that forwarding reads (cache.c). */
-    fpx_kvcache def_cache, node_cache;
-    kvWatcher *node_watcher;
-    pthread_t nwatch;
-    int nwatch_started;
+    /* The definitions (fed by the definitions' watcher), the heartbeats and
+     * the leases (each by a watcher of its own), read by forwarding and the
+     * lease reaper instead of NATS (cache.c). */
+    fpx_kvcache def_cache, node_cache, lease_cache;
+    fpx_watch nodes_watch, leases_watch;
     /* Replicas placed here that could not be opened when their definition
      * came: tried again by the watcher thread (its own list). */
     struct fpx_unopened *unopened;
@@ -193,9 +201,10 @@ void fpx_orphan_forget(fpx_cluster *c);
 int64_t fpx_orphan_grace_ms(const fpx_cluster *c);
 int64_t fpx_orphan_deadline_ms(const fpx_cluster *c);
 
-/* cache.c: watches fpx_nodes into c->node_cache (after its initial values)
- * on a thread of its own; fpx_cache_stop ends it (c->stop set first). */
-int fpx_cache_start_nodes(fpx_cluster *c, fpx_err *err);
+/* cache.c: watches fpx_nodes into c->node_cache and fpx_leases into
+ * c->lease_cache (after their initial values), each on a thread of its own;
+ * fpx_cache_stop ends them (c->stop set first). */
+int fpx_cache_start(fpx_cluster *c, fpx_err *err);
 void fpx_cache_stop(fpx_cluster *c);
 
 /* forward.c: this node's heartbeat value ("live", then key=value words:

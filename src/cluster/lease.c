@@ -64,12 +64,11 @@ static void val_format(const lease_val *v, char *out, size_t cap) {
              v->name);
 }
 
-static int val_parse(kvEntry *e, lease_val *v) {
+static int val_parse_bytes(const void *p, size_t len, lease_val *v) {
     char buf[64 + 2 * FPX_NAME_MAX + 4];
-    int len = kvEntry_ValueLen(e);
-    if (len <= 0 || (size_t)len >= sizeof buf)
+    if (len == 0 || len >= sizeof buf)
         return -1;
-    memcpy(buf, kvEntry_Value(e), (size_t)len);
+    memcpy(buf, p, len);
     buf[len] = 0;
     char fmt[64];
     snprintf(fmt, sizeof fmt, "%%c %%" SCNd64 " %%" SCNd64 " %%%ds %%%ds", FPX_NAME_MAX,
@@ -78,6 +77,11 @@ static int val_parse(kvEntry *e, lease_val *v) {
         (v->state != 'L' && v->state != 'D'))
         return -1;
     return 0;
+}
+
+static int val_parse(kvEntry *e, lease_val *v) {
+    int len = kvEntry_ValueLen(e);
+    return len <= 0 ? -1 : val_parse_bytes(kvEntry_Value(e), (size_t)len, v);
 }
 
 /* The entry of key: 1 (*v, *rev), 0 none, -1 error (err). */
@@ -284,13 +288,43 @@ static void reap(fpx_cluster *c, const char *key, const lease_val *v) {
     kvStore_Delete(c->leases, key);
 }
 
+/* The entries that may be due, from the watched leases (no NATS request):
+ * a lapsed lease, a drop marked long ago, and on a sweep pass the entries
+ * without a lease. Each is read again from NATS before anything is done. */
+typedef struct due_list {
+    char (*keys)[FPX_UID_HEX];
+    size_t n, cap;
+    int64_t now;
+    int sweep;
+} due_list;
+
+static void collect_due(void *arg, const char *key, const uint8_t *val, size_t len) {
+    due_list *dl = arg;
+    lease_val v;
+    if (strlen(key) >= FPX_UID_HEX || val_parse_bytes(val, len, &v) != 0)
+        return;
+    int due = (v.state == 'L' && v.secs > 0 && dl->now >= v.at_ms) ||
+              (v.state == 'D' && dl->now - v.at_ms >= FPX_CLEASE_RETAKE_MS) ||
+              (v.state == 'L' && v.secs == 0 && dl->sweep);
+    if (!due)
+        return;
+    if (dl->n == dl->cap) {
+        size_t ncap = dl->cap ? 2 * dl->cap : 16;
+        char(*k)[FPX_UID_HEX] = realloc(dl->keys, ncap * sizeof *k);
+        if (!k)
+            return; /* the next pass */
+        dl->keys = k;
+        dl->cap = ncap;
+    }
+    snprintf(dl->keys[dl->n++], FPX_UID_HEX, "%s", key);
+}
+
 static void reap_pass(fpx_cluster *c, unsigned pass) {
-    kvKeysList keys = {0};
-    natsStatus st = kvStore_Keys(&keys, c->leases, NULL);
-    if (st != NATS_OK)
-        return; /* none (NATS_NOT_FOUND), or NATS unreachable: next pass */
-    for (int i = 0; i < keys.Count; i++) {
-        const char *key = keys.Keys[i];
+    due_list dl = {.now = wall_ms(), .sweep = pass % FPX_CLEASE_SWEEP_EVERY == 0};
+    if (fpx_kvcache_each(&c->lease_cache, collect_due, &dl) != 0)
+        return; /* not watched yet */
+    for (size_t i = 0; i < dl.n; i++) {
+        const char *key = dl.keys[i];
         lease_val v;
         uint64_t rev = 0;
         fpx_err err = {0};
@@ -321,7 +355,7 @@ static void reap_pass(fpx_cluster *c, unsigned pass) {
             continue; /* renewed meanwhile, or another node took it */
         reap(c, key, &v);
     }
-    kvKeysList_Destroy(&keys);
+    free(dl.keys);
 }
 
 static void *reaper_main(void *arg) {

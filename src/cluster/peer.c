@@ -349,12 +349,16 @@ static void trim(fpx_cluster *c, const snap_note *n) {
         fpx_replica_forget(c, n->key);
         return;
     }
-    if (trim_point(c, n, &min) != 1)
+    /* An empty stream, or a point below its first record: nothing to trim.
+     * A purge then would remove nothing, but JetStream was seen, on a shard's
+     * stream just made, to start that stream at record 2 after one, losing
+     * the first record written next (the shard's trained index). */
+    if (last == 0 || trim_point(c, n, &min) != 1)
         return;
     if (min > last)
         min = last;
-    if (min + 1 <= first)
-        return; /* nothing below it any more */
+    if (min == 0 || min + 1 <= first)
+        return;
     char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     fpx_cluster_stream_names(n->uid, stream, subject);
     jsOptions o;
