@@ -100,20 +100,23 @@ int fpx_def_encode(const fpx_def *d, msgpack_sbuffer *sb) {
     }
     if (d->shards > 1) { /* per shard, its nodes: [["n1", "n2"], ["n2", "n3"], ...] */
         fpx_pack_cstr(&pk, "shard_map");
-        msgpack_pack_array(&pk, (size_t)d->shards);
-        for (int64_t i = 0; i < d->shards; i++) {
-            char nodes[PLACEMENT_LEN];
-            fpx_def_shard_nodes(d, i, nodes, sizeof nodes);
-            size_t n = 1;
-            for (const char *p = nodes; *p; p++)
-                n += *p == ',';
-            msgpack_pack_array(&pk, n);
-            for (char *save = NULL, *t = strtok_r(nodes, ",", &save); t;
-                 t = strtok_r(NULL, ",", &save))
-                fpx_pack_cstr(&pk, t);
-        }
+        fpx_def_pack_shard_map(d, &pk);
     }
     return sb->data ? 0 : -1;
+}
+
+void fpx_def_pack_shard_map(const fpx_def *d, msgpack_packer *pk) {
+    msgpack_pack_array(pk, (size_t)d->shards);
+    for (int64_t i = 0; i < d->shards; i++) {
+        char nodes[PLACEMENT_LEN];
+        fpx_def_shard_nodes(d, i, nodes, sizeof nodes);
+        size_t n = 1;
+        for (const char *p = nodes; *p; p++)
+            n += *p == ',';
+        msgpack_pack_array(pk, n);
+        for (char *save = NULL, *t = strtok_r(nodes, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            fpx_pack_cstr(pk, t);
+    }
 }
 
 void fpx_def_shard_nodes(const fpx_def *d, int64_t i, char *out, size_t cap) {

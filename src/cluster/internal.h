@@ -79,6 +79,8 @@ typedef struct fpx_def {
 
 /* Shard i's node ids (comma-separated) into out[cap]. */
 void fpx_def_shard_nodes(const fpx_def *d, int64_t i, char *out, size_t cap);
+/* The shard map as stored and reported: per shard, an array of its node ids. */
+void fpx_def_pack_shard_map(const fpx_def *d, msgpack_packer *pk);
 void fpx_def_clear(fpx_def *d);
 
 /* A replica of an index on this node, following the index's stream. */

@@ -336,17 +336,7 @@ static void pack_info(const fpx_def *d, const sreply *infos, msgpack_packer *p) 
     fpx_pack_cstr(p, "shards");
     msgpack_pack_int64(p, d->shards);
     fpx_pack_cstr(p, "shard_map");
-    msgpack_pack_array(p, (size_t)d->shards);
-    for (int64_t i = 0; i < d->shards; i++) {
-        char nodes[FPX_PLACEMENT_LEN];
-        fpx_def_shard_nodes(d, i, nodes, sizeof nodes);
-        size_t n = 1;
-        for (const char *q = nodes; *q; q++)
-            n += *q == ',';
-        msgpack_pack_array(p, n);
-        for (char *save = NULL, *t = strtok_r(nodes, ",", &save); t; t = strtok_r(NULL, ",", &save))
-            fpx_pack_cstr(p, t);
-    }
+    fpx_def_pack_shard_map(d, p);
 }
 
 int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer *sb) {
