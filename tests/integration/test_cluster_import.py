@@ -17,7 +17,8 @@ import faiss
 import numpy as np
 import pytest
 
-from cluster import NATS_SERVER, Cluster, definition_stored, js_api, streams, synced
+from cluster import (NATS_SERVER, Cluster, definition_stored, js_api, kv_delete, streams,
+                     synced)
 from conftest import unique
 from wire import rand
 
@@ -124,23 +125,36 @@ def test_large_import_chunked_and_rebuilt(cl):
     # from the stream: node3 holds the only replica
     alone = unique("bigalone")
     c3 = cl.nodes[2].client()
+    before = streams(cl)
     h, _, info = import_bytes(c3, alone, data, {"replicas": 1})
     assert h["status"] == "ok", h
     assert info["replicas"] == ["node3"]
+    (stream,) = streams(cl) - before
     x = rand(30, d, 8)
     cs[0].add(alone, x)  # forwarded to node3: a record after the import
     ref.add(x)
     node = cl.nodes[2]
-    node.stop()
+    node.kill9()  # no snapshot at the stop, and no trimming once it is down
     shutil.rmtree(node.data_dir)
+    first = js_api(cl.nats[0].port, "$JS.API.STREAM.INFO." + stream)["state"]["first_seq"]
     node.start()
-    log = node.log()
-    assert "built from the import in stream records 1..%d" % chunks in log, log[-3000:]
     back = node.client()
-    assert back.info(alone)["applied_seq"] == chunks + 1
-    for c in [n.client() for n in cl.nodes]:
-        same_as_faiss(c, alone, ref, d)
-    back.drop(alone)
+    if first == 1:
+        log = node.log()
+        assert "built from the import in stream records 1..%d" % chunks in log, log[-3000:]
+        assert back.info(alone)["applied_seq"] == chunks + 1
+        for c in [n.client() for n in cl.nodes]:
+            same_as_faiss(c, alone, ref, d)
+        back.drop(alone)
+    else:
+        # node3 trimmed the stream once its own snapshot covered the import
+        # (every 5 s), before the kill: the only state is gone, and the index
+        # says so rather than answer empty
+        for c in [n.client() for n in cl.nodes]:
+            e = c.call({"operation": "get_index_info", "index_id": alone})[0]
+            assert e.get("error_type") == "unavailable" and "no state" in e["message"], e
+        kv_delete(cl, "fpx_indexes", "default/" + alone)  # as an operator clears it
+        js_api(cl.nats[0].port, "$JS.API.STREAM.DELETE." + stream)
     back.drop(name)
 
 
