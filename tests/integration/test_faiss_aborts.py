@@ -123,7 +123,7 @@ def test_nsg_search_asks_for_at_most_ntotal(fresh_server):
 
 
 @pytest.mark.parametrize("desc", ["IVF2,SQ8", "IVF2,PQ2", "IVF2,RQ1x4", "PCA4,IVF2,SQ8",
-                                  "IVF2,SQ8,Refine(IVF2,SQ8)", "Residual2,PQ2"])
+                                  "IVF2,SQ8,Refine(IVF2,SQ8)"])
 def test_sa_decode_list_number_past_nlist(fresh_server, desc):
     """A code's leading list number >= nlist makes FAISS's decode throw inside an OpenMP
     region, which terminates the process."""
