@@ -39,6 +39,9 @@
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexLSH.h>
 #include <faiss/IndexLattice.h>
+#include <faiss/IndexNSG.h>
+#include <faiss/Index2Layer.h>
+#include <faiss/IndexRowwiseMinMax.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -1404,6 +1407,151 @@ Index *build_extension(const char *description, int dim, faiss::MetricType mt) {
     return nullptr;
 }
 
+/* ---- inputs FAISS 1.7.3 aborts or hangs on, refused before it runs ---------------------- */
+
+/* FAISS 1.7.3's NSG builds its graph once, on its first add, with NNDescent,
+ * which draws its 100 evaluation points by taking a random number modulo
+ * (points - 100): on 100 points or fewer it divides by zero (SIGFPE, the
+ * whole process). The same holds for an NSG coarse quantizer, built on the
+ * nlist centroids when its IVF is trained. */
+constexpr idx_t kNsgMinBuild = 101;
+
+/* Calls f(nsg, ivf) for every IndexNSG inside idx (under pre-transforms,
+ * refinements, IDMap and min-max wrappers, or as an IVF's coarse quantizer:
+ * then ivf is that IVF, else nullptr). */
+template <class F> void for_each_nsg(Index *idx, faiss::IndexIVF *ivf, F f) {
+    if (!idx)
+        return;
+    if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        return for_each_nsg(pt->index, ivf, f);
+    if (auto rf = dynamic_cast<faiss::IndexRefine *>(idx)) {
+        for_each_nsg(rf->base_index, ivf, f);
+        return for_each_nsg(rf->refine_index, ivf, f);
+    }
+    if (auto im = dynamic_cast<faiss::IndexIDMap *>(idx))
+        return for_each_nsg(im->index, ivf, f);
+    if (auto mm = dynamic_cast<faiss::IndexRowwiseMinMaxBase *>(idx))
+        return for_each_nsg(mm->index, ivf, f);
+    if (auto iv = dynamic_cast<faiss::IndexIVF *>(idx))
+        return for_each_nsg(iv->quantizer, iv, f);
+    if (auto g = dynamic_cast<faiss::IndexNSG *>(idx))
+        f(g, ivf);
+}
+
+/* An NSG whose graph keeps at most 2 links per node never finishes its
+ * build (its spanning-tree repair looks, forever, for a node with a free
+ * link); an NSG quantizer over 100 centroids or fewer divides by zero. */
+int check_nsg_created(Index *idx, const char *desc, fpx_err *err) {
+    std::string why;
+    for_each_nsg(idx, nullptr, [&](faiss::IndexNSG *g, faiss::IndexIVF *ivf) {
+        if (!why.empty())
+            return;
+        char buf[320];
+        if (g->nsg.R < 3)
+            snprintf(buf, sizeof buf,
+                     "index_type \"%s\": NSG needs R >= 3 (got %d): FAISS 1.7.3's NSG build "
+                     "never ends with 2 links per node or fewer",
+                     desc, g->nsg.R);
+        else if (ivf && (idx_t)ivf->nlist < kNsgMinBuild)
+            snprintf(buf, sizeof buf,
+                     "index_type \"%s\": an NSG coarse quantizer needs nlist >= %lld (got %zu): "
+                     "FAISS 1.7.3's NSG build divides by zero on %lld points or fewer",
+                     desc, (long long)kNsgMinBuild, ivf->nlist, (long long)kNsgMinBuild - 1);
+        else
+            return;
+        why = buf;
+    });
+    return why.empty() ? 0 : set_err(err, FPX_E_VALIDATION, "%s", why.c_str());
+}
+
+/* The NSG an add of n vectors to idx builds first, when n cannot build it. */
+int check_nsg_add(Index *idx, idx_t n, fpx_err *err) {
+    bool refused = false, r_small = false;
+    for_each_nsg(idx, nullptr, [&](faiss::IndexNSG *g, faiss::IndexIVF *ivf) {
+        refused |= !ivf && g->ntotal == 0 && n < kNsgMinBuild;
+        r_small |= !ivf && g->ntotal == 0 && g->nsg.R < 3;
+    });
+    if (r_small)
+        return set_err(err, FPX_E_VALIDATION,
+                       "an NSG index with R < 3 cannot be built: FAISS 1.7.3's NSG build never "
+                       "ends with 2 links per node or fewer");
+    if (!refused)
+        return 0;
+    return set_err(err, FPX_E_VALIDATION,
+                   "an NSG index is built by its first add, which needs at least %lld vectors "
+                   "(got %lld): FAISS 1.7.3's NSG build divides by zero on fewer",
+                   (long long)kNsgMinBuild, (long long)n);
+}
+
+/* FAISS 1.7.3's NSG search fills its candidate pool of max(search_L, k)
+ * entries with distinct stored vectors, drawing random ones until it is
+ * full: asked for more than the index holds, it never returns. k is what
+ * the search of idx asks its NSG for (a refinement asks k * k_factor). */
+int check_nsg_search(const Index *idx, idx_t k, fpx_err *err) {
+    double kk = (double)k;
+    for (;;) {
+        if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
+            idx = pt->index;
+        } else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx)) {
+            kk = (double)(idx_t)(kk * rf->k_factor);
+            idx = rf->base_index;
+        } else {
+            break;
+        }
+    }
+    auto g = dynamic_cast<const faiss::IndexNSG *>(idx);
+    if (!g || g->ntotal == 0 || std::max((double)g->nsg.search_L, kk) <= (double)g->ntotal)
+        return 0;
+    return set_err(err, FPX_E_VALIDATION,
+                   "an NSG index's search asks for at most as many results as it holds (%lld), "
+                   "got %.0f: FAISS 1.7.3's NSG search never returns otherwise",
+                   (long long)g->ntotal, std::max((double)g->nsg.search_L, kk));
+}
+
+/* The list number of an IVF code, read as FAISS's decode_listno reads it. */
+uint64_t code_list_number(const faiss::Level1Quantizer &q, const uint8_t *code) {
+    uint64_t no = 0;
+    int shift = 0;
+    for (size_t nl = q.nlist - 1; nl > 0; nl >>= 8, shift += 8)
+        no |= (uint64_t)*code++ << shift;
+    return no;
+}
+
+/* sa_decode of FAISS 1.7.3's IVF scalar quantizer, PQ and additive
+ * quantizer indexes (and Index2Layer) reads each code's list number inside
+ * an OpenMP region and throws when it is not below nlist: an exception out
+ * of an OpenMP region terminates the process. The codes of idx (each
+ * `stride` bytes, idx's own code `off` bytes in) are checked first. */
+int check_list_numbers(const Index *idx, idx_t n, const uint8_t *codes, size_t stride, size_t off,
+                       fpx_err *err) {
+    const faiss::Level1Quantizer *q = nullptr;
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        return check_list_numbers(pt->index, n, codes, stride, off, err);
+    if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+        return check_list_numbers(rf->refine_index, n, codes, stride,
+                                  off + rf->base_index->sa_code_size(), err);
+    if (auto mm = dynamic_cast<const faiss::IndexRowwiseMinMaxBase *>(idx))
+        return check_list_numbers(mm->index, n, codes, stride,
+                                  off + mm->sa_code_size() - mm->index->sa_code_size(), err);
+    if (dynamic_cast<const faiss::IndexIVFScalarQuantizer *>(idx) ||
+        dynamic_cast<const faiss::IndexIVFPQ *>(idx) ||
+        dynamic_cast<const faiss::IndexIVFAdditiveQuantizer *>(idx))
+        q = static_cast<const faiss::IndexIVF *>(idx);
+    else if (auto tl = dynamic_cast<const faiss::Index2Layer *>(idx))
+        q = &tl->q1;
+    if (!q)
+        return 0;
+    for (idx_t i = 0; i < n; i++) {
+        uint64_t no = code_list_number(*q, codes + (size_t)i * stride + off);
+        if (no >= q->nlist)
+            return set_err(err, FPX_E_VALIDATION,
+                           "code %lld names inverted list %llu; the index has %zu (FAISS 1.7.3's "
+                           "sa_decode would abort the process)",
+                           (long long)i, (unsigned long long)no, q->nlist);
+    }
+    return 0;
+}
+
 } // namespace
 
 #define FPX_CATCH(err, type)                                                                       \
@@ -1519,6 +1667,8 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
         if (!raw)
             raw = faiss::index_factory((int)dim, description, mt);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
+        if (check_nsg_created(idx.get(), description, err))
+            return -1;
         if (extra_metric(mt)) {
             Index *core = extra_metric_core(idx.get());
             if (!core)
@@ -1656,6 +1806,9 @@ static void in_build(fpx_engine *e, int64_t n, const std::function<void()> &fn) 
 int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
+    /* an imported index's NSG quantizer is held to create_index's bounds */
+    if (!e->bin && check_nsg_created(e->index.get(), "(this index)", err))
+        return -1;
     try {
         in_build(e, n, [&] {
             if (e->bin)
@@ -1673,6 +1826,8 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
         return 0;
     if (!fpx_engine_is_trained(e))
         return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
+    if (!e->bin && check_nsg_add(e->index.get(), n, err))
+        return -1;
     try {
         in_build(e, n, [&] {
             if (e->bin)
@@ -1764,6 +1919,8 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
         }
         if (const char *why = knobs_refused(idx, kn))
             return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
+        if (check_nsg_search(idx, k, err))
+            return -1;
         if (allowed) {
             search_allowed(idx, n, x, k, kn, allowed, 1, D, I);
             return 0;
@@ -2057,7 +2214,13 @@ int fpx_engine_sa_encode(const fpx_engine *e, int64_t n, const float *x, uint8_t
 
 int fpx_engine_sa_decode(const fpx_engine *e, int64_t n, const uint8_t *codes, float *x,
                          fpx_err *err) {
-    return codec_call(e, err, [&] { in_team(n, [&] { e->index->sa_decode(n, codes, x); }); });
+    int refused = 0;
+    int rc = codec_call(e, err, [&] {
+        refused = check_list_numbers(e->index.get(), n, codes, e->index->sa_code_size(), 0, err);
+        if (!refused)
+            in_team(n, [&] { e->index->sa_decode(n, codes, x); });
+    });
+    return refused ? refused : rc;
 }
 
 int fpx_engine_reset(fpx_engine *e, fpx_err *err) {

@@ -1,0 +1,149 @@
+"""Requests on which FAISS 1.7.3 kills or stalls its process get a validation_error instead.
+
+Debian's FAISS keeps its assertions, and an exception thrown inside one of its OpenMP regions
+terminates the process: each case below is a request sequence that, sent to a server that
+hands it to FAISS as it is, ends the server (every tenant with it) or holds one of its workers
+and the index's lock for good. Each test sends it to a server of its own, expects the error
+that names the bound, checks that the server still answers, and that the inputs just inside
+the bound are served as FAISS serves them."""
+import numpy as np
+import pytest
+
+from conftest import unique
+from wire import rand
+
+
+def call(c, header, data=b""):
+    h, d, _ = c.call(header, data)
+    return h, d
+
+
+def create(c, name, d, desc):
+    return call(c, {"operation": "create_index", "index_id": name, "dimension": d,
+                    "index_type": desc})[0]
+
+
+def add(c, name, x):
+    return call(c, {"operation": "add_vectors", "index_id": name,
+                    "vector_shape": list(x.shape)}, x.tobytes())[0]
+
+
+def train(c, name, x):
+    return call(c, {"operation": "train", "index_id": name,
+                    "vector_shape": list(x.shape)}, x.tobytes())[0]
+
+
+def refused(h, *words):
+    assert h["status"] == "error" and h["error_type"] == "validation_error", h
+    for w in words:
+        assert w in h["message"], (w, h)
+
+
+def serving(server):
+    c = server.client()
+    assert c.ping()["protocol"] == 1
+    assert server.alive()
+
+
+# ---- NSG ------------------------------------------------------------------------------------
+
+
+def test_nsg_first_add_needs_101_vectors(fresh_server):
+    """FAISS's NNDescent draws 100 evaluation points modulo (n - 100): SIGFPE for n <= 100."""
+    c = fresh_server.client()
+    for desc in ("NSG32", "NSG16,Flat", "NSG8,SQ8"):
+        name = unique("nsg")
+        assert create(c, name, 8, desc)["status"] == "ok"
+        if desc.endswith("SQ8"):
+            assert train(c, name, rand(500, 8, 1))["status"] == "ok"
+        for n in (1, 100):
+            refused(add(c, name, rand(n, 8, 2)), "at least 101", "got %d" % n)
+        serving(fresh_server)
+        assert c.info(name)["ntotal"] == 0
+        assert add(c, name, rand(300, 8, 3))["status"] == "ok"
+        assert c.info(name)["ntotal"] == 300
+        D, I, _ = c.search(name, rand(3, 8, 4), 5)
+        assert (I >= 0).all()
+    serving(fresh_server)
+
+
+def test_nsg_needs_r_of_3(fresh_server):
+    """With R <= 2 FAISS's NSG build repairs its spanning tree forever."""
+    c = fresh_server.client()
+    for desc in ("NSG2", "NSG1,Flat", "NSG2,SQ8", "IVF128_NSG2,Flat"):
+        refused(create(c, unique("nsg"), 8, desc), "R >= 3", "got")
+    serving(fresh_server)
+    assert create(c, unique("nsg"), 8, "NSG3")["status"] == "ok"
+
+
+def test_nsg_coarse_quantizer_needs_101_lists(fresh_server):
+    """An NSG quantizer is built on the nlist centroids when the IVF trains: SIGFPE for <= 100."""
+    c = fresh_server.client()
+    for desc in ("IVF2_NSG32,Flat", "IVF100_NSG32,Flat", "IVF100(NSG32),Flat"):
+        refused(create(c, unique("ivfnsg"), 4, desc), "nlist >= 101", "got")
+    serving(fresh_server)
+    name = unique("ivfnsg")
+    assert create(c, name, 4, "IVF150_NSG32,Flat")["status"] == "ok"
+    assert train(c, name, rand(150 * 39, 4, 6))["status"] == "ok"
+    assert add(c, name, rand(200, 4, 7))["status"] == "ok"
+    serving(fresh_server)
+
+
+def test_nsg_search_asks_for_at_most_ntotal(fresh_server):
+    """FAISS's NSG search draws random vectors until its pool of k is full: forever for
+    k > ntotal (also through a refinement, which asks its NSG for k * k_factor)."""
+    c = fresh_server.client()
+    name = unique("nsg")
+    assert create(c, name, 8, "NSG32")["status"] == "ok"
+    assert add(c, name, rand(150, 8, 8))["status"] == "ok"
+    q = rand(2, 8, 9)
+    h, _ = call(c, {"operation": "search", "index_id": name, "k": 151,
+                    "vector_shape": [2, 8]}, q.tobytes())
+    refused(h, "at most as many results as it holds (150)", "got 151")
+    serving(fresh_server)
+    D, I, _ = c.search(name, q, 150)
+    assert sorted(I[0].tolist()) == list(range(150))
+    # with deletions the server over-fetches within ntotal: served
+    c.delete(name, [0, 1])
+    D, I, _ = c.search(name, q, 150)
+    assert (I[:, :148] >= 2).all() and (I[:, 148:] == -1).all()
+
+    rf = unique("nsgrf")
+    assert create(c, rf, 8, "NSG32,RFlat")["status"] == "ok"
+    assert add(c, rf, rand(150, 8, 10))["status"] == "ok"
+    h, _ = call(c, {"operation": "search", "index_id": rf, "k": 151,
+                    "vector_shape": [2, 8]}, q.tobytes())
+    refused(h, "(150)", "got 151")
+    D, I, _ = c.search(rf, q, 150)
+    assert (I >= 0).all()
+    serving(fresh_server)
+
+
+# ---- sa_decode of IVF codes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("desc", ["IVF2,SQ8", "IVF2,PQ2", "IVF2,RQ1x4", "PCA4,IVF2,SQ8",
+                                  "IVF2,SQ8,Refine(IVF2,SQ8)"])
+def test_sa_decode_list_number_past_nlist(fresh_server, desc):
+    """A code's leading list number >= nlist makes FAISS's decode throw inside an OpenMP
+    region, which terminates the process."""
+    c = fresh_server.client()
+    name = unique("codec")
+    assert create(c, name, 4, desc)["status"] == "ok", desc
+    assert train(c, name, rand(400, 4, 11))["status"] == "ok"
+    x = rand(3, 4, 12)
+    h, codes = call(c, {"operation": "sa_encode", "index_id": name, "vector_shape": [3, 4]},
+                    x.tobytes())
+    assert h["status"] == "ok", h
+    cs = h["shape"][1]
+    ok, _ = call(c, {"operation": "sa_decode", "index_id": name, "dtype": "uint8",
+                     "vector_shape": [3, cs]}, codes)
+    assert ok["status"] == "ok", ok
+    bad = bytearray(codes)
+    # the list number sits at the start of the IVF's own code (after a refinement's base code)
+    at = cs // 2 if "Refine" in desc else 0
+    bad[cs + at] = 2  # the second code names list 2 of 0..1
+    h, _ = call(c, {"operation": "sa_decode", "index_id": name, "dtype": "uint8",
+                    "vector_shape": [3, cs]}, bytes(bad))
+    refused(h, "code 1 names inverted list 2", "has 2")
+    serving(fresh_server)
