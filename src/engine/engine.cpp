@@ -1803,11 +1803,33 @@ static void in_build(fpx_engine *e, int64_t n, const std::function<void()> &fn) 
     in_team(n, fn, Work::build);
 }
 
+/* FAISS 1.7.3 trains the norms of an additive quantizer searched with
+ * _Ncqint8 / _Ncqint4 by a 1-D k-means of 256 (16) centroids that reads
+ * past its data (SIGSEGV, the whole process) when the quantized norms have
+ * fewer distinct values than centroids. Those norms exist only inside its
+ * training, so no bound on the input tells the two apart: such an index is
+ * never trained here (one trained by local FAISS and imported is served). */
+static int check_cq_norms_train(const Index *idx, fpx_err *err) {
+    std::vector<faiss::AdditiveQuantizer *> aqs;
+    additive_quantizers(idx, aqs);
+    for (auto aq : aqs)
+        if (!aq->is_trained && (aq->search_type == faiss::AdditiveQuantizer::ST_norm_cqint8 ||
+                                aq->search_type == faiss::AdditiveQuantizer::ST_norm_cqint4))
+            return set_err(err, FPX_E_UNSUPPORTED,
+                           "training an additive quantizer with _Ncqint8 / _Ncqint4 norms is not "
+                           "served: FAISS 1.7.3's norm training crashes the process on some "
+                           "training sets; train it with local faiss and import it, or use "
+                           "_Nqint8, _Nqint4 or _Nfloat");
+    return 0;
+}
+
 int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
     /* an imported index's NSG quantizer is held to create_index's bounds */
     if (!e->bin && check_nsg_created(e->index.get(), "(this index)", err))
+        return -1;
+    if (!e->bin && check_cq_norms_train(e->index.get(), err))
         return -1;
     try {
         in_build(e, n, [&] {

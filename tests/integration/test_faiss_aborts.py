@@ -147,3 +147,22 @@ def test_sa_decode_list_number_past_nlist(fresh_server, desc):
                     "vector_shape": [3, cs]}, bytes(bad))
     refused(h, "code 1 names inverted list 2", "has 2")
     serving(fresh_server)
+
+
+@pytest.mark.parametrize("desc", ["IVF2,RQ1x4_Ncqint8", "RQ1x4_Ncqint4", "PRQ2x1x4_Ncqint8"])
+def test_cq_norms_never_trained_here(fresh_server, desc):
+    """FAISS's _Ncqint norm training reads past its data (SIGSEGV) when the
+    quantized norms have fewer distinct values than its centroids, which no
+    bound on the request tells apart: training such an index is refused,
+    naming what to do instead, and the server keeps serving."""
+    c = fresh_server.client()
+    name = unique("cq")
+    assert create(c, name, 4, desc)["status"] == "ok"
+    h = train(c, name, rand(300, 4, 3))
+    assert h["status"] == "error" and h["error_type"] == "unsupported", h
+    assert "_Ncqint8" in h["message"] and "import it" in h["message"], h
+    serving(fresh_server)
+    assert c.info(name)["is_trained"] is False
+    other = unique("nq")  # the other norm encodings train as before
+    assert create(c, other, 4, desc.replace("_Ncqint", "_Nqint"))["status"] == "ok"
+    assert train(c, other, rand(300, 4, 3))["status"] == "ok"
