@@ -185,8 +185,10 @@ void fpx_orphan_pass(fpx_cluster *c) {
         free_list(df.shards);
         return; /* the watcher has not delivered every definition yet, or unsure */
     }
-    qsort(df.uids, df.n_uids, sizeof *df.uids, cmp_hex);
-    qsort(df.parents, df.n_parents, sizeof *df.parents, cmp_hex);
+    if (df.n_uids) /* qsort of a NULL array is undefined, even of 0 items */
+        qsort(df.uids, df.n_uids, sizeof *df.uids, cmp_hex);
+    if (df.n_parents)
+        qsort(df.parents, df.n_parents, sizeof *df.parents, cmp_hex);
     uint64_t now = fpx_mono_ms();
     for (fpx_orphan *x = c->orphans; x; x = x->next)
         x->seen = 0;
