@@ -113,7 +113,12 @@ def test_sharded_leased_index_is_dropped_whole(cl):
     info = create_leased(cs[0], name, shards=3)
     assert info["shards"] == 3
     cs[1].add(name, rand(30, 4, 2))
-    assert cs[2].info(name)["ntotal"] == 30
+    # read-your-writes is promised through the node that took the add only:
+    # another node shows it once its shards' replicas applied it (bounded)
+    deadline = time.time() + 30
+    while cs[2].info(name)["ntotal"] != 30:
+        assert time.time() < deadline, cs[2].info(name)
+        time.sleep(0.1)
     renew(cs[2], name)
     assert gone_everywhere(cs, name)
     # every shard went with it: no node keeps a folder of any shard (bounded wait:
