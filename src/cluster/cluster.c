@@ -592,6 +592,19 @@ static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fp
  * d is placed here, the replica is opened before this returns: *rep, its
  * index referenced for the caller.
  */
+/* Whether a create that wrote its first stream or shard at since (monotonic
+ * ms) is past the time within which it must write the definition naming
+ * them (orphan.c): then err says nothing was created. */
+static int past_deadline(fpx_cluster *c, const char *name, uint64_t since, fpx_err *err) {
+    int64_t took = (int64_t)(fpx_mono_ms() - since), limit = fpx_orphan_deadline_ms(c);
+    if (took <= limit)
+        return 0;
+    fpx_err_set(err, FPX_E_UNAVAILABLE,
+                "creating index '%s' took %lld ms, over %lld: nothing was created, try again", name,
+                (long long)took, (long long)limit);
+    return 1;
+}
+
 static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_req *imp,
                   fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
@@ -630,13 +643,9 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
     uint64_t rev = 0;
     int rc = 0;
     /* A stream not named by a definition within the deadline is another
-     * node's to remove as an orphan (orphan.c): given up, undone below. */
-    int64_t took = (int64_t)(fpx_mono_ms() - written);
-    if (took > fpx_orphan_deadline_ms(c)) {
-        rc = fpx_err_set(err, FPX_E_UNAVAILABLE,
-                         "creating index '%s' took %lld ms, over %lld: nothing was created, "
-                         "try again",
-                         d->name, (long long)took, (long long)fpx_orphan_deadline_ms(c));
+     * node's to remove as an orphan: given up, undone below. */
+    if (past_deadline(c, d->name, written, err)) {
+        rc = -1;
     } else if ((st = kvStore_Create(&rev, c->indexes, key, sb.data, (int)sb.size)) != NATS_OK) {
         fpx_def other;
         fpx_err gerr = {0};
@@ -735,13 +744,9 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     }
     fpx_replica *rep = NULL;
     /* Shards not named by their index within the deadline are another
-     * node's to remove as orphans (orphan.c): given up, undone below. */
-    int64_t took = (int64_t)(fpx_mono_ms() - started);
-    if (rc == 0 && took > fpx_orphan_deadline_ms(c))
-        rc = fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
-                         "creating index '%s' took %lld ms, over %lld: nothing was created, "
-                         "try again",
-                         d->name, (long long)took, (long long)fpx_orphan_deadline_ms(c));
+     * node's to remove as orphans: given up, undone below. */
+    if (rc == 0 && past_deadline(c, d->name, started, &r->err))
+        rc = -1;
     if (rc == 0)
         rc = define(c, d, NULL, &rep, NULL, &r->err);
     if (rc != 0) { /* its shards go again */

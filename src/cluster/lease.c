@@ -298,15 +298,20 @@ typedef struct due_list {
     int sweep;
 } due_list;
 
+/* Whether entry v asks for the reaper at now: a lapsed lease, a drop marked
+ * long ago (its node died), or on a sweep an entry without a lease (whose
+ * index may be gone). */
+static int lease_due(const lease_val *v, int64_t now, int sweep) {
+    return (v->state == 'L' && v->secs > 0 && now >= v->at_ms) ||
+           (v->state == 'D' && now - v->at_ms >= FPX_CLEASE_RETAKE_MS) ||
+           (v->state == 'L' && v->secs == 0 && sweep);
+}
+
 static void collect_due(void *arg, const char *key, const uint8_t *val, size_t len) {
     due_list *dl = arg;
     lease_val v;
-    if (strlen(key) >= FPX_UID_HEX || val_parse_bytes(val, len, &v) != 0)
-        return;
-    int due = (v.state == 'L' && v.secs > 0 && dl->now >= v.at_ms) ||
-              (v.state == 'D' && dl->now - v.at_ms >= FPX_CLEASE_RETAKE_MS) ||
-              (v.state == 'L' && v.secs == 0 && dl->sweep);
-    if (!due)
+    if (strlen(key) >= FPX_UID_HEX || val_parse_bytes(val, len, &v) != 0 ||
+        !lease_due(&v, dl->now, dl->sweep))
         return;
     if (dl->n == dl->cap) {
         size_t ncap = dl->cap ? 2 * dl->cap : 16;
@@ -331,13 +336,9 @@ static void reap_pass(fpx_cluster *c, unsigned pass) {
         if (lease_get(c, key, &v, &rev, &err) != 1)
             continue;
         int64_t now = wall_ms();
-        if (v.state == 'L' && v.secs > 0 && now < v.at_ms)
-            continue; /* running */
-        if (v.state == 'D' && now - v.at_ms < FPX_CLEASE_RETAKE_MS)
-            continue;                        /* another node is dropping it */
+        if (!lease_due(&v, now, dl.sweep))
+            continue; /* renewed, or another node is dropping it, since the watch saw it */
         if (v.state == 'L' && v.secs == 0) { /* no lease: kept while its index is */
-            if (pass % FPX_CLEASE_SWEEP_EVERY)
-                continue;
             fpx_def d;
             int found = fpx_cluster_def(c, v.tenant, v.name, &d, &err);
             if (found != 0) {

@@ -350,9 +350,9 @@ static void trim(fpx_cluster *c, const snap_note *n) {
         return;
     }
     /* An empty stream, or a point below its first record: nothing to trim.
-     * A purge then would remove nothing, but JetStream was seen, on a shard's
-     * stream just made, to start that stream at record 2 after one, losing
-     * the first record written next (the shard's trained index). */
+     * Never a purge "below record 1" either: nats-server 2.9.10 takes
+     * {"seq": 1} as a purge of the whole stream, which on a stream read as
+     * empty wiped a record written meanwhile (a new shard's trained index). */
     if (last == 0 || trim_point(c, n, &min) != 1)
         return;
     if (min > last)

@@ -393,15 +393,8 @@ static int replay_wal(const char *dir, fpx_index *ix, const snap_info *si, fpx_s
      * yet synced when the process died (never acknowledged), or the cut
      * just made. Synced now, before they are served or, in a cluster,
      * reported durable: a power loss after this start loses none of them. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fdatasync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        errno = e;
+    if (fpx_fsync_file(path) != 0)
         return fpx_store_io_err(err, "cannot sync", path);
-    }
-    close(fd);
     if (applied)
         fpx_log(FPX_LOG_INFO, "%s/%s: replayed %llu log records", ix->tenant, ix->name,
                 (unsigned long long)applied);

@@ -146,8 +146,8 @@ int fpx_writev_all(int fd, struct iovec *iov, int iovcnt) {
     return 0;
 }
 
-int fpx_fsync_dir(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+static int fsync_path(const char *path, int flags) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
     if (fd < 0)
         return -1;
     int rc = fsync(fd);
@@ -155,6 +155,14 @@ int fpx_fsync_dir(const char *path) {
     close(fd);
     errno = e;
     return rc;
+}
+
+int fpx_fsync_dir(const char *path) {
+    return fsync_path(path, O_DIRECTORY);
+}
+
+int fpx_fsync_file(const char *path) {
+    return fsync_path(path, 0);
 }
 
 int fpx_map_file(const char *path, const uint8_t **buf, size_t *len) {

@@ -42,8 +42,9 @@ int fpx_path(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3
 int fpx_write_all(int fd, const void *buf, size_t len);
 /* Writes all iovecs, retrying short writes. 0 or -1 (errno). */
 int fpx_writev_all(int fd, struct iovec *iov, int iovcnt);
-/* fsync of a directory by path. 0 or -1 (errno). */
+/* fsync of a directory, or of a file, by path. 0 or -1 (errno). */
 int fpx_fsync_dir(const char *path);
+int fpx_fsync_file(const char *path);
 /* Maps a whole file read-only (its pages populated at once): no copy of it
  * is made, the page cache's pages are the buffer. *buf is NULL for an empty
  * file. 0, or -1 with errno. Release with fpx_unmap_file. */
