@@ -517,6 +517,42 @@ int fpx_cluster_def(fpx_cluster *c, const char *tenant, const char *name, fpx_de
     return fpx_def_get(c, key, d, err);
 }
 
+/* Whether some node of placement other than this one is live (or its
+ * heartbeat could not be read): -1 error, 0 none, 1 some. */
+static int others_live(fpx_cluster *c, const char *placement) {
+    char list[PLACEMENT_LEN];
+    snprintf(list, sizeof list, "%s", placement);
+    for (char *save = NULL, *node = strtok_r(list, ",", &save); node;
+         node = strtok_r(NULL, ",", &save)) {
+        char ep[320];
+        int router = 0;
+        fpx_err err = {0};
+        if (strcmp(node, c->s->cfg->node_id) &&
+            fpx_node_lookup(c, node, ep, sizeof ep, &router, &err) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* delete_index of an index none of whose nodes is live (lost with them, or
+ * down for long): nobody could forward it, so it is deleted here, from its
+ * definition (while that still names this index) and its stream. Its nodes
+ * drop their replicas when they return and see the definition gone. */
+static void drop_unheld(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
+    int rc = fpx_cluster_undefine_uid(c, d->tenant, d->name, d->uid, &r->err);
+    if (rc < 0)
+        return;
+    if (rc == 0) {
+        fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", d->name);
+        return;
+    }
+    r->published = 1;
+    if (fpx_cluster_reply_deleted(r) == 0)
+        fpx_log(FPX_LOG_INFO,
+                "deleted index %s/%s from the cluster; none of its nodes (%s) is live", d->tenant,
+                d->name, d->placement);
+}
+
 fpx_index *fpx_cluster_index(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     char name[FPX_NAME_MAX + 1], key[2 * FPX_NAME_MAX + 2];
@@ -544,7 +580,11 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
         return NULL;
     }
     if (!fpx_def_placed_here(c, &d)) { /* answered by a node that holds it: r->relay */
-        fpx_forward_to_holders(c, r, d.placement);
+        if (!strcmp(r->op->name, "delete_index") && !r->forwarded &&
+            others_live(c, d.placement) == 0)
+            drop_unheld(c, r, &d);
+        else
+            fpx_forward_to_holders(c, r, d.placement);
         return NULL;
     }
     pthread_mutex_lock(&c->mu);
@@ -694,6 +734,19 @@ int fpx_cluster_undefine_uid(fpx_cluster *c, const char *tenant, const char *nam
     jsErrCode jerr = 0;
     js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
     fpx_replica_forget(c, key);
+    return 1;
+}
+
+int fpx_cluster_reply_deleted(fpx_req *r) {
+    fpx_out o;
+    fpx_out_init(&o);
+    fpx_reply_ok(r, &o, 0);
+    msgpack_packer *m = fpx_out_meta(&o);
+    msgpack_pack_map(m, 1);
+    fpx_pack_cstr(m, "deleted");
+    msgpack_pack_true(m);
+    if (fpx_out_finish(&o, &r->relay, &r->relay_len) != 0)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory building the reply");
     return 0;
 }
 
@@ -980,99 +1033,151 @@ static const msgpack_object *listed_by(fpx_req *r, node_list *lists, size_t *nli
     return NULL;
 }
 
+/* One index of a list_indexes reply, kept until all are known and sorted. */
+enum { LISTED_HERE, LISTED_ELSEWHERE, LISTED_SHARDED, LISTED_UNREACHED };
+typedef struct listed {
+    char name[FPX_NAME_MAX + 1];
+    int kind;
+    fpx_index *ix;              /* held here (referenced by the caller's list) */
+    const msgpack_object *info; /* another node's info map, in its reply */
+    msgpack_sbuffer packed;     /* a sharded index's info map, packed */
+    fpx_err why;                /* why none of its nodes answered */
+} listed;
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const listed *)a)->name, ((const listed *)b)->name);
+}
+
+/* The tenant's index of definition d, held by other nodes, into e: from
+ * the first of its nodes that answers, or with why none did. */
+static int list_elsewhere(fpx_req *r, const fpx_def *d, node_list *lists, size_t *nlists,
+                          size_t cap, listed *e) {
+    fpx_cluster *c = r->s->cluster;
+    if (d->shards > 1) {
+        e->kind = LISTED_SHARDED;
+        if (fpx_shard_info(c, r, d, &e->packed) == 0)
+            return 0;
+        if (r->err.type != FPX_E_UNAVAILABLE)
+            return -1;
+        e->kind = LISTED_UNREACHED;
+        e->why = r->err;
+        r->err = (fpx_err){0};
+        return 0;
+    }
+    int answered = 0;
+    char list[PLACEMENT_LEN];
+    snprintf(list, sizeof list, "%s", d->placement);
+    for (char *save = NULL, *node = strtok_r(list, ",", &save); node && !e->info;
+         node = strtok_r(NULL, ",", &save)) {
+        int ok = 0;
+        if (strcmp(node, c->s->cfg->node_id))
+            e->info = listed_by(r, lists, nlists, cap, node, d->name, &ok);
+        answered |= ok;
+    }
+    if (e->info) {
+        e->kind = LISTED_ELSEWHERE;
+        return 0;
+    }
+    if (answered)
+        return 1;               /* its nodes answered without it: deleted meanwhile */
+    e->kind = LISTED_UNREACHED; /* left out, it would read as not existing */
+    fpx_err_set(&e->why, FPX_E_UNAVAILABLE, "none of the nodes holding it (%s) answered",
+                d->placement);
+    return 0;
+}
+
 int fpx_cluster_list(fpx_req *r, fpx_out *o) {
     fpx_cluster *c = r->s->cluster;
-    const char *me = c->s->cfg->node_id;
     fpx_index **mine = NULL;
-    size_t nmine = 0, nremote = 0, nlists = 0;
+    size_t nmine = 0, n = 0, nlists = 0;
     kvKeysList keys = {0};
-    const msgpack_object **remote = NULL;
+    listed *l = NULL;
     node_list lists[PLACEMENT_MAX * 4];
-    msgpack_sbuffer *sharded = NULL; /* the info maps of sharded indexes */
-    size_t nsharded = 0;
     int rc = 0;
     fpx_order_wait(&r->s->blocked); /* in its connection's order, as forward.c says */
     natsStatus st = kvStore_Keys(&keys, c->indexes, NULL);
     if (st != NATS_OK && st != NATS_NOT_FOUND)
         return fpx_cluster_fail(&r->err, "cannot list the index definitions", st);
     if (fpx_server_list(r->s, r->tenant, &mine, &nmine) != 0 ||
-        !(remote = calloc((size_t)(keys.Count > 0 ? keys.Count : 1), sizeof *remote)) ||
-        !(sharded = calloc((size_t)(keys.Count > 0 ? keys.Count : 1), sizeof *sharded))) {
+        !(l = calloc(nmine + (size_t)(keys.Count > 0 ? keys.Count : 0) + 1, sizeof *l))) {
         rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
         goto done;
     }
-    /* The tenant's indexes held elsewhere, each from the first of its nodes
-     * that answers (one forwarded list_indexes per node). */
+    for (size_t i = 0; i < nmine; i++)
+        if (mine[i]->name[0] != '.') { /* a shard held here is listed as part of its index */
+            l[n].kind = LISTED_HERE;
+            l[n].ix = mine[i];
+            snprintf(l[n++].name, sizeof l->name, "%s", mine[i]->name);
+        }
+    /* The tenant's indexes held elsewhere (one forwarded list_indexes per
+     * node asked), and its sharded indexes. */
     for (int i = 0; rc == 0 && i < keys.Count; i++) {
         char tenant[FPX_NAME_MAX + 1], name[FPX_NAME_MAX + 1];
         fpx_def d;
-        if (fpx_def_key_parse(keys.Keys[i], tenant, name) != 0 || strcmp(tenant, r->tenant))
+        if (fpx_def_key_parse(keys.Keys[i], tenant, name) != 0 || strcmp(tenant, r->tenant) ||
+            name[0] == '.')
             continue;
         int local = 0;
         for (size_t j = 0; j < nmine && !local; j++)
             local = !strcmp(mine[j]->name, name);
-        if (name[0] == '.') /* a shard: listed as part of its index */
-            continue;
         if (local || fpx_def_get(c, keys.Keys[i], &d, &r->err) != 1) {
             r->err = (fpx_err){0}; /* deleted meanwhile: not listed */
             continue;
         }
-        if (d.shards > 1) {
-            msgpack_sbuffer *sb = &sharded[nsharded];
-            msgpack_sbuffer_init(sb);
-            nsharded++;
-            rc = fpx_shard_info(c, r, &d, sb);
-            fpx_def_clear(&d);
+        listed *e = &l[n];
+        snprintf(e->name, sizeof e->name, "%s", name);
+        int got = list_elsewhere(r, &d, lists, &nlists, sizeof lists / sizeof lists[0], e);
+        fpx_def_clear(&d);
+        if (got == 0) {
+            n++;
             continue;
         }
-        int answered = 0;
-        const msgpack_object *info = NULL;
-        char list[PLACEMENT_LEN];
-        snprintf(list, sizeof list, "%s", d.placement);
-        for (char *save = NULL, *node = strtok_r(list, ",", &save); node && !info;
-             node = strtok_r(NULL, ",", &save)) {
-            int ok = 0;
-            if (strcmp(node, me))
-                info =
-                    listed_by(r, lists, &nlists, sizeof lists / sizeof lists[0], node, name, &ok);
-            answered |= ok;
-        }
-        if (info)
-            remote[nremote++] = info;
-        else if (!answered) /* not listing it would say it does not exist */
-            rc = fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
-                             "cannot list index '%s': none of the nodes holding it (%s) answered",
-                             name, d.placement);
+        msgpack_sbuffer_destroy(&e->packed);
+        memset(e, 0, sizeof *e);
+        if (got < 0)
+            rc = -1;
     }
     if (rc == 0) {
+        qsort(l, n, sizeof *l, by_name); /* n >= 0 items of a non-NULL array */
+        size_t nunreached = 0;
+        for (size_t i = 0; i < n; i++)
+            nunreached += l[i].kind == LISTED_UNREACHED;
         fpx_reply_ok(r, o, 0);
         msgpack_packer *m = fpx_out_meta(o);
-        msgpack_pack_map(m, 1);
+        msgpack_pack_map(m, nunreached ? 2 : 1);
         fpx_pack_cstr(m, "indexes");
-        size_t nshown = 0;
-        for (size_t i = 0; i < nmine; i++)
-            nshown += mine[i]->name[0] != '.';
-        msgpack_pack_array(m, nshown + nremote + nsharded);
-        for (size_t i = 0; i < nmine; i++) {
-            if (mine[i]->name[0] == '.') /* a shard held here */
-                continue;
-            pthread_rwlock_rdlock(&mine[i]->lock);
-            fpx_index_pack_info(mine[i], m);
-            pthread_rwlock_unlock(&mine[i]->lock);
+        msgpack_pack_array(m, n - nunreached);
+        for (size_t i = 0; i < n; i++) {
+            if (l[i].kind == LISTED_HERE) {
+                pthread_rwlock_rdlock(&l[i].ix->lock);
+                fpx_index_pack_info(l[i].ix, m);
+                pthread_rwlock_unlock(&l[i].ix->lock);
+            } else if (l[i].kind == LISTED_ELSEWHERE) {
+                msgpack_pack_object(m, *l[i].info);
+            } else if (l[i].kind == LISTED_SHARDED) { /* packed already: appended as it is */
+                m->callback(m->data, l[i].packed.data, l[i].packed.size);
+            }
         }
-        for (size_t i = 0; i < nremote; i++)
-            msgpack_pack_object(m, *remote[i]);
-        for (size_t i = 0; i < nsharded; i++) /* packed already: appended as they are */
-            m->callback(m->data, sharded[i].data, sharded[i].size);
+        if (nunreached) { /* named, with why, so that the caller can tell or delete them */
+            fpx_pack_cstr(m, "unavailable");
+            msgpack_pack_array(m, nunreached);
+            for (size_t i = 0; i < n; i++)
+                if (l[i].kind == LISTED_UNREACHED) {
+                    msgpack_pack_map(m, 2);
+                    fpx_pack_cstr(m, "index_id");
+                    fpx_pack_cstr(m, l[i].name);
+                    fpx_pack_cstr(m, "error");
+                    fpx_pack_cstr(m, l[i].why.msg);
+                }
+        }
     }
 done:
-    for (size_t i = 0; i < nsharded; i++)
-        msgpack_sbuffer_destroy(&sharded[i]);
-    free(sharded);
+    for (size_t i = 0; l && i < n; i++)
+        msgpack_sbuffer_destroy(&l[i].packed);
+    free(l);
     for (size_t i = 0; i < nmine; i++)
         fpx_index_unref(mine[i]);
     free(mine);
-    free(remote);
     for (size_t i = 0; i < nlists; i++)
         if (lists[i].reply) {
             fpx_msg_destroy(&lists[i].m);

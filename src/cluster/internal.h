@@ -236,15 +236,17 @@ int fpx_node_listed(const fpx_cluster *c, const char *list);
 /* The definition of tenant/name: 1 found, 0 none, -1 error. */
 int fpx_cluster_def(fpx_cluster *c, const char *tenant, const char *name, fpx_def *d, fpx_err *err);
 /* Removes the definition and the stream of the index tenant/name (a shard),
- * and its replica here; the other nodes drop theirs when they see it go. */
+ * and its replica here; the other nodes drop theirs when they see it go.
+ * 1 removed, 0 not defined, -1 error. */
 int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err);
 /* The same, only when tenant/name still defines the index of unique id uid
  * (NULL: whichever it defines): a drop decided for one index never deletes
- * another made under its name since. A window remains between reading the
- * definition and deleting it (libnats 3.4.1 has no delete guarded by a
- * revision). */
+ * another made under its name since (the definition is deleted at the
+ * revision read, fpx_def_delete). */
 int fpx_cluster_undefine_uid(fpx_cluster *c, const char *tenant, const char *name,
                              const uint8_t *uid, fpx_err *err);
+/* delete_index's reply, made here ({"deleted": true} in r->relay). */
+int fpx_cluster_reply_deleted(fpx_req *r);
 /* Defines an index (a shard of a sharded index) on the nodes of placement:
  * its stream, then its definition (a KV create); opened here when placed
  * here. */

@@ -874,8 +874,9 @@ static int serve_train(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
 }
 
 static int serve_drop(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    if (fpx_cluster_undefine(c, d->tenant, d->name, &r->err) < 0)
-        return -1;
+    int rc = fpx_cluster_undefine_uid(c, d->tenant, d->name, d->uid, &r->err);
+    if (rc <= 0)
+        return rc < 0 ? -1 : fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", d->name);
     r->published = 1;
     for (int64_t s = 0; s < d->shards; s++) {
         char name[FPX_NAME_MAX + 1];
@@ -888,14 +889,7 @@ static int serve_drop(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     char key[FPX_UID_HEX];
     fpx_cluster_uid_hex(d->uid, key);
     kvStore_Delete(c->labels, key);
-    fpx_out o;
-    fpx_out_init(&o);
-    fpx_reply_ok(r, &o, 0);
-    msgpack_packer *m = fpx_out_meta(&o);
-    msgpack_pack_map(m, 1);
-    fpx_pack_cstr(m, "deleted");
-    msgpack_pack_true(m);
-    return reply(r, &o);
+    return fpx_cluster_reply_deleted(r);
 }
 
 /* ---- reads ------------------------------------------------------------------------- */

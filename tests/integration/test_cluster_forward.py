@@ -8,8 +8,9 @@ relayed unchanged, request_id included), that list_indexes through any node
 lists every index of the tenant, that a router-only node serves Flat and IVF
 indexes and is never placed, that reads go on through the next holder when
 the first is killed with SIGKILL, that a write sent twice with the same
-client_id and request_id is applied once, and that a forwarded request is
-never forwarded again.
+client_id and request_id is applied once, that a forwarded request is
+never forwarded again, and that an index lost with its only node is listed as
+unavailable and can be deleted through another node.
 """
 import json
 import os
@@ -369,3 +370,56 @@ def test_libfaissproxy_sends_again_after_unavailable(cl):
     while c.call({"operation": "delete_index", "index_id": name})[0]["status"] != "ok":
         assert time.time() < deadline, "the index could not be deleted after the restart"
         time.sleep(0.2)
+
+
+def test_index_whose_only_node_is_lost(cl):
+    """An index whose only replica is on a node killed with SIGKILL: list_indexes
+    through another node still lists the tenant's other indexes (sorted by
+    index_id, as one server lists them) and names the lost one under
+    `unavailable` with why, rather than failing whole or leaving it out; once
+    the node is no longer live, delete_index through another node deletes it
+    from its definition; the node, started again, drops its replica, and the
+    name can be made again."""
+    nodes = by_id(cl)
+    one, two = nodes["node1"].client(), nodes["node2"].client()
+    lost, kept = unique("lost"), unique("kept")
+    info = one.ok({"operation": "create_index", "index_id": lost, "dimension": 4,
+                   "replicas": 1})[2]
+    assert info["replicas"] == ["node1"]
+    two.ok({"operation": "create_index", "index_id": kept, "dimension": 4, "replicas": 1})
+    one.add(lost, rand(5, 4, 1))
+    assert os.path.isdir(os.path.join(nodes["node1"].data_dir, "default", lost))
+    nodes["node1"].kill9()
+    try:
+        meta = two.ok({"operation": "list_indexes"})[2]
+        names = [i["index_id"] for i in meta["indexes"]]
+        assert kept in names and lost not in names and names == sorted(names)
+        assert [u["index_id"] for u in meta["unavailable"]] == [lost], meta
+        assert "node1" in meta["unavailable"][0]["error"]
+        e = two.error({"operation": "get_index_info", "index_id": lost})
+        assert e["error_type"] == "unavailable", e
+        deadline = time.time() + 30  # until node1's heartbeat lapses
+        while True:
+            h = two.call({"operation": "delete_index", "index_id": lost})[0]
+            if h["status"] == "ok":
+                break
+            assert h["error_type"] == "unavailable", h
+            assert time.time() < deadline, h
+            time.sleep(0.2)
+        meta = two.ok({"operation": "list_indexes"})[2]
+        assert lost not in [i["index_id"] for i in meta["indexes"]]
+        assert "unavailable" not in meta, meta
+        assert two.error({"operation": "get_index_info",
+                          "index_id": lost})["error_type"] == "not_found"
+    finally:
+        nodes["node1"].start()
+    one = nodes["node1"].client()
+    deadline = time.time() + SYNC_TIMEOUT
+    while os.path.exists(os.path.join(nodes["node1"].data_dir, "default", lost)):
+        assert time.time() < deadline, "node1 kept the deleted index's replica"
+        time.sleep(0.1)
+    assert lost not in [i["index_id"] for i in one.list()]
+    two.ok({"operation": "create_index", "index_id": lost, "dimension": 4})
+    assert two.info(lost)["ntotal"] == 0
+    two.drop(lost)
+    two.drop(kept)
