@@ -212,10 +212,13 @@ int fpx_cache_start(fpx_cluster *c, fpx_err *err) {
     return start_watch(c, &c->nodes_watch, c->nodes, &c->node_cache,
                        "cannot watch the cluster's nodes", err) ||
            start_watch(c, &c->leases_watch, c->leases, &c->lease_cache,
-                       "cannot watch the cluster's leases", err);
+                       "cannot watch the cluster's leases", err) ||
+           start_watch(c, &c->usage_watch, c->usage, &c->usage_cache,
+                       "cannot watch the cluster's usage", err);
 }
 
 void fpx_cache_stop(fpx_cluster *c) {
     stop_watch(&c->nodes_watch);
     stop_watch(&c->leases_watch);
+    stop_watch(&c->usage_watch);
 }

@@ -79,8 +79,9 @@ typedef struct applied_note {
     uint64_t seq;
 } applied_note;
 
-/* Every second: this node is live; and the sequences its replicas applied
- * (those that moved), for operators and tests. */
+/* Every second: this node is live; the sequences its replicas applied
+ * (those that moved), for operators and tests; and what they use, for the
+ * tenants' quotas. */
 static void *beat_main(void *arg) {
     fpx_cluster *c = arg;
     const char *me = c->s->cfg->node_id;
@@ -127,6 +128,7 @@ static void *beat_main(void *arg) {
         if (locked)
             pthread_mutex_unlock(&c->mu);
         fpx_peer_beat(c, beats);
+        fpx_usage_beat(c, beats);
         for (size_t i = 0; i < n; i++) {
             char v[24];
             snprintf(v, sizeof v, "%llu", (unsigned long long)notes[i].seq);
@@ -265,6 +267,8 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
             st = bucket(c, FPX_BUCKET_SNAPSHOTS, 0, &c->snaps);
         if (st == NATS_OK && !c->leases)
             st = bucket(c, FPX_BUCKET_LEASES, 0, &c->leases);
+        if (st == NATS_OK && !c->usage)
+            st = bucket(c, FPX_BUCKET_USAGE, FPX_NODE_TTL_MS, &c->usage);
         if (st == NATS_OK && !c->fwd_token[0])
             st = forward_token(c);
         uint64_t rev;
@@ -347,6 +351,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     fpx_kvcache_init(&c->node_cache);
     c->node_cache.keep_deleted = 1; /* a node that left is known not live */
     fpx_kvcache_init(&c->lease_cache);
+    fpx_kvcache_init(&c->usage_cache);
     uint8_t boot[8];
     randombytes_buf(boot, sizeof boot);
     for (int i = 0; i < 8; i++)
@@ -422,6 +427,7 @@ void fpx_cluster_stop(fpx_server *s) {
     kvStore_Destroy(c->meta);
     kvStore_Destroy(c->snaps);
     kvStore_Destroy(c->leases);
+    kvStore_Destroy(c->usage);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_Close(c->nc);
@@ -438,6 +444,8 @@ void fpx_cluster_stop(fpx_server *s) {
     fpx_kvcache_free(&c->def_cache);
     fpx_kvcache_free(&c->node_cache);
     fpx_kvcache_free(&c->lease_cache);
+    fpx_kvcache_free(&c->usage_cache);
+    free(c->usage_sent);
     free(c);
     s->cluster = NULL;
 }

@@ -72,6 +72,12 @@ int fpx_cluster_drop(fpx_req *r);
  * NATS, so that a client cannot pass itself off as a node), then ':'. */
 int fpx_cluster_forwarded_id(const fpx_server *s, const void *id, size_t len);
 
+/* Adds to *vectors and *bytes what the tenant's indexes held by other nodes
+ * use, each index once (usage.c), leaving out the nheld unique ids at held
+ * (the replicas here, which the caller counted). 0, or -1 with err. */
+int fpx_cluster_usage(fpx_server *s, const char *tenant, const uint8_t *held, size_t nheld,
+                      uint64_t *vectors, uint64_t *bytes, fpx_err *err);
+
 /* The network loop is listening on bound (ZMQ_LAST_ENDPOINT): the endpoint
  * this node advertises in its heartbeat (--advertise, or bound with a
  * wildcard address replaced by the host name) from now on. */

@@ -40,6 +40,9 @@ static inline uint64_t fpx_mono_ms(void) {
 #define FPX_BUCKET_SNAPSHOTS "fpx_snapshots"
 /* uid (hex) of a leased index -> its lease (lease.c) */
 #define FPX_BUCKET_LEASES "fpx_leases"
+/* node id -> what the replicas held there use, expiring as heartbeats do
+ * (usage.c) */
+#define FPX_BUCKET_USAGE "fpx_usage"
 #define FPX_FORWARD_TOKEN_LEN 32
 #define FPX_DEDUP_WINDOW_MS 120000
 #define FPX_NODE_TTL_MS 5000 /* a node missing this long is not live */
@@ -182,6 +185,14 @@ typedef struct fpx_cluster {
     struct fpx_orphan *orphans;
     /* Leases (lease.c): their bucket and this node's reaper. */
     kvStore *leases;
+    /* Usage (usage.c): its bucket, watched; what this node wrote last
+     * (by the heartbeat's thread only). */
+    kvStore *usage;
+    fpx_kvcache usage_cache;
+    fpx_watch usage_watch;
+    char *usage_sent;
+    size_t usage_sent_len;
+    unsigned usage_beat;
     pthread_t lreaper;
     int lreaper_started;
 } fpx_cluster;
@@ -203,8 +214,14 @@ void fpx_orphan_forget(fpx_cluster *c);
 int64_t fpx_orphan_grace_ms(const fpx_cluster *c);
 int64_t fpx_orphan_deadline_ms(const fpx_cluster *c);
 
-/* cache.c: watches fpx_nodes into c->node_cache and fpx_leases into
- * c->lease_cache (after their initial values), each on a thread of its own;
+/* usage.c: writes what the replicas held here use to fpx_usage, when it
+ * changed or was written FPX_USAGE_REFRESH_BEATS ago (the heartbeat's
+ * thread, at its beat number beats). */
+void fpx_usage_beat(fpx_cluster *c, unsigned beats);
+
+/* cache.c: watches fpx_nodes into c->node_cache, fpx_leases into
+ * c->lease_cache and fpx_usage into c->usage_cache (after their initial
+ * values), each on a thread of its own;
  * fpx_cache_stop ends them (c->stop set first). */
 int fpx_cache_start(fpx_cluster *c, fpx_err *err);
 void fpx_cache_stop(fpx_cluster *c);

@@ -14,6 +14,7 @@
  * (store.c says why): known by name so that requests get the reason, not
  * not_found, and so that their owner can delete them.
  */
+#include "cluster/cluster.h"
 #include "server.h"
 #include "util.h"
 
@@ -161,14 +162,28 @@ int fpx_server_check_quota(fpx_server *s, const char *tenant, int64_t more_vecto
     if (!cfg->tenant_max_vectors && !cfg->tenant_max_disk_bytes)
         return 0;
     uint64_t vectors = 0, bytes = 0;
+    uint8_t *held = NULL; /* in a cluster: the unique ids of the replicas counted here */
+    size_t nheld = 0;
     pthread_rwlock_rdlock(&s->reg_lock);
+    if (s->cluster && !(held = malloc((s->nindexes ? s->nindexes : 1) * FPX_UID_BYTES))) {
+        pthread_rwlock_unlock(&s->reg_lock);
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    }
     for (size_t i = 0; i < s->nindexes; i++) {
         if (strcmp(s->indexes[i]->tenant, tenant))
             continue;
         vectors += (uint64_t)atomic_load(&s->indexes[i]->use_vectors);
         bytes += (uint64_t)atomic_load(&s->indexes[i]->use_bytes);
+        if (held)
+            memcpy(held + FPX_UID_BYTES * nheld++, s->indexes[i]->uid, FPX_UID_BYTES);
     }
     pthread_rwlock_unlock(&s->reg_lock);
+    /* In a cluster, the tenant's indexes held by other nodes too (each once,
+     * as their replicas last reported it: docs/cluster.md, "Limits"). */
+    int rc = held ? fpx_cluster_usage(s, tenant, held, nheld, &vectors, &bytes, err) : 0;
+    free(held);
+    if (rc != 0)
+        return -1;
     if (cfg->tenant_max_vectors && more_vectors > 0 &&
         vectors + (uint64_t)more_vectors > cfg->tenant_max_vectors)
         return fpx_err_set(err, FPX_E_LIMIT,

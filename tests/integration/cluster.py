@@ -176,6 +176,19 @@ def definition_stored(cl, name, tenant="default"):
     return not hdrs or b"KV-Operation" not in base64.b64decode(hdrs)
 
 
+def kv_value(cl, bucket, key):
+    """The value of key in bucket (bytes), or None when it holds none."""
+    m = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_" + bucket,
+               json.dumps({"last_by_subj": "$KV.%s.%s" % (bucket, key)}).encode())
+    if "error" in m:
+        assert m["error"]["code"] == 404, m
+        return None
+    hdrs = m["message"].get("hdrs")
+    if hdrs and b"KV-Operation" in base64.b64decode(hdrs):
+        return None
+    return base64.b64decode(m["message"].get("data") or "")
+
+
 def stored_keys(cl, bucket, prefix=""):
     """The keys of bucket that hold a value (not a delete marker)."""
     r = js_api(cl.nats[0].port, "$JS.API.STREAM.INFO.KV_" + bucket,
