@@ -59,15 +59,13 @@ void fpx_kvcache_free(fpx_kvcache *k) {
     pthread_rwlock_destroy(&k->mu);
 }
 
-void fpx_kvcache_apply(fpx_kvcache *k, kvEntry *e) {
-    const char *key = kvEntry_Key(e);
-    int put = kvEntry_Operation(e) == kvOp_Put;
-    int n = put ? kvEntry_ValueLen(e) : 0;
+/* Stores key's value (put: n bytes at v) or its deletion (!put). */
+static void store(fpx_kvcache *k, const char *key, int put, const void *v, size_t n) {
     uint8_t *val = NULL;
-    if (put && n > 0 && !(val = malloc((size_t)n)))
+    if (put && n > 0 && !(val = malloc(n)))
         put = 0; /* out of memory: forget the key, so that NATS is read */
     if (val)
-        memcpy(val, kvEntry_Value(e), (size_t)n);
+        memcpy(val, v, n);
     size_t klen = strlen(key);
     if (klen > FPX_KVCACHE_KEY_MAX) {
         free(val);
@@ -95,13 +93,23 @@ void fpx_kvcache_apply(fpx_kvcache *k, kvEntry *e) {
     } else if (x) {
         free(x->val);
         x->val = val;
-        x->len = (size_t)(put ? n : 0);
+        x->len = put ? n : 0;
         x->present = put;
         x->at_ns = now_ns();
         val = NULL;
     }
     pthread_rwlock_unlock(&k->mu);
     free(val);
+}
+
+void fpx_kvcache_apply(fpx_kvcache *k, kvEntry *e) {
+    int put = kvEntry_Operation(e) == kvOp_Put;
+    int n = put ? kvEntry_ValueLen(e) : 0;
+    store(k, kvEntry_Key(e), put, put ? kvEntry_Value(e) : NULL, n > 0 ? (size_t)n : 0);
+}
+
+void fpx_kvcache_put(fpx_kvcache *k, const char *key, const void *val, size_t len) {
+    store(k, key, 1, val, len);
 }
 
 int fpx_kvcache_get(fpx_kvcache *k, const char *key, uint8_t **val, size_t *len, uint64_t *age_ms) {

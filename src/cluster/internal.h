@@ -128,6 +128,9 @@ void fpx_kvcache_init(fpx_kvcache *k);
 void fpx_kvcache_free(fpx_kvcache *k);
 /* A watcher's entry: a put stores its value, a delete or purge removes it. */
 void fpx_kvcache_apply(fpx_kvcache *k, kvEntry *e);
+/* A value this node just wrote to the bucket, seen here before its
+ * watcher delivers it (which then stores it again). */
+void fpx_kvcache_put(fpx_kvcache *k, const char *key, const void *val, size_t len);
 /* key's value (*val malloc'd, the caller frees; *age_ms since it was
  * delivered): 1 present, 2 deleted (keep_deleted), 0 not in the cache, -1
  * the cache is not ready (or out of memory): read NATS. */
@@ -201,6 +204,11 @@ typedef struct fpx_cluster {
  * before its definition; starts and stops (after c->stop) the reaper. */
 int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const char *name,
                    int64_t secs, fpx_err *err);
+/* The lease of the index of unique id uid (of the sharded index for a
+ * sharded one) as this node knows it (the watched fpx_leases, and what it
+ * wrote itself): 1 leased (*secs, *remaining seconds: 0 once lapsed), 0
+ * none or not known. ctx is the cluster: a replica's fpx_index lease_of. */
+int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remaining);
 int fpx_clease_start(fpx_cluster *c, fpx_err *err);
 void fpx_clease_stop(fpx_cluster *c);
 

@@ -111,8 +111,10 @@ static int lease_cas(fpx_cluster *c, const char *key, const lease_val *v, uint64
     val_format(v, text, sizeof text);
     natsStatus st = rev ? kvStore_UpdateString(&nrev, c->leases, key, text, rev)
                         : kvStore_CreateString(&nrev, c->leases, key, text);
-    if (st == NATS_OK)
+    if (st == NATS_OK) { /* read back here at once (fpx_clease_info), not at the watch's pace */
+        fpx_kvcache_put(&c->lease_cache, key, text, strlen(text));
         return 0;
+    }
     /* JetStream answers a wrong last sequence with an API error: the entry
      * changed (or appeared) meanwhile. Anything else is a failure to reach
      * it, told apart by the connection's state. */
@@ -133,6 +135,24 @@ int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const
     if (rc > 0) /* a new unique id: nobody else writes it */
         return fpx_err_set(err, FPX_E_UNAVAILABLE, "cannot write the index's lease");
     return rc;
+}
+
+int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remaining) {
+    fpx_cluster *c = ctx;
+    char key[FPX_UID_HEX];
+    fpx_cluster_uid_hex(uid, key);
+    uint8_t *val = NULL;
+    size_t len = 0;
+    lease_val v;
+    int got = fpx_kvcache_get(&c->lease_cache, key, &val, &len, NULL) == 1 && val &&
+              val_parse_bytes(val, len, &v) == 0 && v.secs > 0;
+    free(val);
+    if (!got)
+        return 0;
+    int64_t left = v.state == 'L' ? v.at_ms - wall_ms() : 0; /* D: lapsed, being dropped */
+    *secs = v.secs;
+    *remaining = left > 0 ? (double)left / 1000.0 : 0;
+    return 1;
 }
 
 /* Renews (secs < 0) or sets (secs >= 0; 0 removes it) the lease of the

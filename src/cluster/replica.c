@@ -157,6 +157,8 @@ fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **made
     pthread_rwlock_wrlock(&ix->lock);
     free(ix->placement);
     ix->placement = placement;
+    ix->lease_of = fpx_clease_info; /* the cluster's lease, not the replica's */
+    ix->lease_ctx = c;
     pthread_rwlock_unlock(&ix->lock);
     rep->c = c;
     rep->ix = ix;               /* our reference */

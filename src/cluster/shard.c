@@ -295,16 +295,25 @@ static int listed_in(const msgpack_object *k, const char *const *names) {
 
 /* The info map of the whole index: shard 0's, with the counts summed over
  * the shards, has_keys of any, and shards and shard_map. */
-static void pack_info(const fpx_def *d, const sreply *infos, msgpack_packer *p) {
+static void pack_info(fpx_cluster *c, const fpx_def *d, const sreply *infos, msgpack_packer *p) {
     const msgpack_object_map *m = &infos[0].m.meta->via.map;
     uint32_t keep = 0, nsum = 0;
     for (uint32_t j = 0; j < m->size; j++) {
         keep += !listed_in(&m->ptr[j].key, summed) && !listed_in(&m->ptr[j].key, replaced);
         nsum += listed_in(&m->ptr[j].key, summed);
     }
-    msgpack_pack_map(p, keep + nsum + 4);
+    int64_t lease = 0;
+    double left = 0;
+    int leased = fpx_clease_info(c, d->uid, &lease, &left);
+    msgpack_pack_map(p, keep + nsum + 4 + (leased ? 2 : 0));
     fpx_pack_cstr(p, "index_id");
     fpx_pack_cstr(p, d->name);
+    if (leased) { /* the sharded index's own, as one server reports it */
+        fpx_pack_cstr(p, "lease_seconds");
+        msgpack_pack_int64(p, lease);
+        fpx_pack_cstr(p, "lease_remaining");
+        msgpack_pack_double(p, left);
+    }
     for (uint32_t j = 0; j < m->size; j++) {
         const msgpack_object *k = &m->ptr[j].key;
         if (listed_in(k, replaced))
@@ -345,7 +354,7 @@ int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer
     if (rc == 0) {
         msgpack_packer p;
         msgpack_packer_init(&p, sb, msgpack_sbuffer_write);
-        pack_info(d, infos, &p);
+        pack_info(c, d, infos, &p);
     }
     infos_free(infos, d->shards);
     return rc;
@@ -358,7 +367,7 @@ static int serve_info(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         fpx_out o;
         fpx_out_init(&o);
         fpx_reply_ok(r, &o, 0);
-        pack_info(d, infos, fpx_out_meta(&o));
+        pack_info(c, d, infos, fpx_out_meta(&o));
         rc = reply(r, &o);
     }
     infos_free(infos, d->shards);

@@ -933,7 +933,16 @@ static void pack_list(msgpack_packer *pk, const char *list) {
 
 void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
     int extra = ix->metric >= FPX_METRIC_L1;
-    msgpack_pack_map(pk, 11 + extra + (ix->lease_seconds > 0 ? 2 : 0) + (ix->placement ? 2 : 0));
+    int64_t lease = ix->lease_seconds;
+    double left = 0;
+    if (ix->lease_of) { /* a cluster's */
+        if (!ix->lease_of(ix->lease_ctx, ix->uid, &lease, &left))
+            lease = 0;
+    } else if (lease > 0) { /* renewed and expired by lease.c */
+        uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
+        left = (double)lease - (now > at ? (double)(now - at) / 1e9 : 0);
+    }
+    msgpack_pack_map(pk, 11 + extra + (lease > 0 ? 2 : 0) + (ix->placement ? 2 : 0));
     if (ix->placement) { /* cluster mode */
         fpx_pack_cstr(pk, "replicas");
         pack_list(pk, ix->placement);
@@ -942,11 +951,9 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
     }
     fpx_pack_cstr(pk, "params");
     pack_knobs(ix, pk);
-    if (ix->lease_seconds > 0) { /* renewed and expired by lease.c */
-        uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
-        double left = (double)ix->lease_seconds - (now > at ? (double)(now - at) / 1e9 : 0);
+    if (lease > 0) {
         fpx_pack_cstr(pk, "lease_seconds");
-        msgpack_pack_int64(pk, ix->lease_seconds);
+        msgpack_pack_int64(pk, lease);
         fpx_pack_cstr(pk, "lease_remaining");
         msgpack_pack_double(pk, left > 0 ? left : 0);
     }

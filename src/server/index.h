@@ -106,6 +106,10 @@ typedef struct fpx_index {
      * (owned; NULL on a single server). ix->seq is then the sequence of the
      * last record of the index's stream applied here (docs/cluster.md). */
     char *placement;
+    /* In a cluster, where its lease is read (the cluster's, lease.c: 1
+     * leased, with its length and the seconds left); NULL: lease_seconds. */
+    int (*lease_of)(void *ctx, const uint8_t *uid, int64_t *secs, double *remaining);
+    void *lease_ctx;
     /* Group commit (store.c): a write is appended and applied under the
      * index's exclusive lock, then waits, without the lock, for an fdatasync
      * that covers it; one fdatasync serves every write appended before it

@@ -8,7 +8,8 @@ keeps it; that a sharded leased index is dropped whole (every shard's
 definition too); that bad values are refused as on one server; that a node
 that cannot reach NATS answers a renewal unavailable; and that the Python
 drop-in, with its default lease, works against a node and answers as
-in-process faiss.
+in-process faiss; and that every node's info map reports the lease as one
+server's does.
 """
 import os
 import subprocess
@@ -132,6 +133,56 @@ def test_sharded_leased_index_is_dropped_whole(cl):
             break
         time.sleep(0.2)
     assert not left
+
+
+def leased_as(c, name, secs, timeout=30):
+    """Polls (bounded) until c's info map of name reports a lease of secs
+    (none when secs is None: no lease fields); returns the info map."""
+    deadline = time.time() + timeout
+    while True:
+        info = c.info(name)
+        if info.get("lease_seconds") == secs:
+            break
+        assert time.time() < deadline, info
+        time.sleep(0.1)
+    if secs is None:
+        assert "lease_remaining" not in info, info
+    else:
+        assert 0 < info["lease_remaining"] <= secs, info
+    return info
+
+
+def test_info_reports_the_lease_through_every_node(cl):
+    """get_index_info, list_indexes and the replies carrying the info map report
+    lease_seconds and lease_remaining through every node, as one server does,
+    for a plain and a sharded index; set_lease's reply reports the new lease."""
+    cs = clients(cl)
+    name, sharded = unique("linfo"), unique("lsinfo")
+    info = create_leased(cs[0], name, lease=600, replicas=2)
+    assert info["lease_seconds"] == 600 and 595 < info["lease_remaining"] <= 600, info
+    for c in cs:
+        leased_as(c, name, 600)
+        listed = [i for i in c.list() if i["index_id"] == name]
+        assert len(listed) == 1 and listed[0]["lease_seconds"] == 600, listed
+    # through the node holding no replica: its reply comes from a holder
+    far = [c for i, c in enumerate(cs) if "node%d" % (i + 1) not in info["replicas"]]
+    assert len(far) == 1
+    got = far[0].ok({"operation": "set_lease", "index_id": name, "lease_seconds": 300})[2]
+    assert got["lease_seconds"] == 300 and 295 < got["lease_remaining"] <= 300, got
+    for c in cs:
+        leased_as(c, name, 300)
+    got = cs[2].ok({"operation": "set_lease", "index_id": name, "lease_seconds": 0})[2]
+    assert "lease_seconds" not in got and "lease_remaining" not in got, got
+    for c in cs:
+        leased_as(c, name, None)
+    info = create_leased(cs[1], sharded, lease=600, shards=2)
+    assert info["lease_seconds"] == 600 and info["shards"] == 2, info
+    for c in cs:
+        leased_as(c, sharded, 600)
+    got = cs[0].ok({"operation": "set_lease", "index_id": sharded, "lease_seconds": 120})[2]
+    assert got["lease_seconds"] == 120 and 115 < got["lease_remaining"] <= 120, got
+    cs[0].drop(name)
+    cs[0].drop(sharded)
 
 
 @pytest.mark.parametrize("bad", [-1, 0, 86401, 1.5, "3", True])
