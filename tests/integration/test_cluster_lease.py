@@ -8,9 +8,10 @@ keeps it; that a sharded leased index is dropped whole (every shard's
 definition too); that bad values are refused as on one server; that a node
 that cannot reach NATS answers a renewal unavailable; and that the Python
 drop-in, with its default lease, works against a node and answers as
-in-process faiss; and that every node's info map reports the lease as one
-server's does.
+in-process faiss; that every node's info map reports the lease as one
+server's does; and that a backup and restore through the CLI keep it.
 """
+import json
 import os
 import subprocess
 import time
@@ -183,6 +184,41 @@ def test_info_reports_the_lease_through_every_node(cl):
     assert got["lease_seconds"] == 120 and 115 < got["lease_remaining"] <= 120, got
     cs[0].drop(name)
     cs[0].drop(sharded)
+
+
+def cli(node, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAISS_PROXY_")}
+    env["FAISS_PROXY_SERVER"] = node.endpoint
+    r = subprocess.run([os.path.join(BUILD, "faiss-proxy")] + list(args), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+def test_backup_and_restore_keep_the_lease(cl, tmp_path):
+    """faiss-proxy backup through one node records a leased index's lease (from the
+    info map), and restore through another gives the restored index that lease."""
+    cs = clients(cl)
+    for i in cs[0].list():  # what earlier tests of this module left
+        cs[0].drop(i["index_id"])
+    name = unique("lbak")
+    create_leased(cs[0], name, lease=900)
+    x = rand(20, 4, 11)
+    cs[0].add(name, x)
+    bdir = str(tmp_path / "bk")
+    cli(cl.nodes[1], "backup", bdir)
+    with open(os.path.join(bdir, "manifest.json")) as f:
+        entry = [e for e in json.load(f)["indexes"] if e["index_id"] == name]
+    assert len(entry) == 1 and entry[0]["lease_seconds"] == 900, entry
+    cs[0].drop(name)
+    assert gone_everywhere(cs, name, timeout=30)
+    cli(cl.nodes[2], "restore", bdir)
+    for c in cs:
+        info = leased_as(c, name, 900)
+        assert info["ntotal"] == 20
+    assert cs[1].ok({"operation": "reconstruct_n", "index_id": name, "i0": 0,
+                     "n": 20})[1] == x.tobytes()
+    cs[0].drop(name)
 
 
 @pytest.mark.parametrize("bad", [-1, 0, 86401, 1.5, "3", True])
