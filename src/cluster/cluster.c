@@ -189,23 +189,59 @@ static int connect_nats(fpx_cluster *c, fpx_err *err) {
     return 0;
 }
 
+/*
+ * Binds the bucket name (history 1, entries expiring after ttl_ms when not
+ * 0), making its stream when missing. Its reads go to the stream's leader:
+ * libnats makes a bucket with direct gets, which any replica answers, so a
+ * replica that lags can answer "no such key" for a key written a moment
+ * before, and decisions are taken on these reads (a lease reaper that finds
+ * no definition removes the lease; a create checks the name is free). The
+ * stream is made here as libnats makes a bucket's, direct gets off, and a
+ * bucket made with them (by an earlier version) has them turned off; a
+ * handle reads the way its stream said when it was bound (js_KeyValue).
+ */
 static natsStatus bucket(fpx_cluster *c, const char *name, int64_t ttl_ms, kvStore **out) {
-    kvConfig kc;
-    kvConfig_Init(&kc);
-    kc.Bucket = name;
-    kc.History = 1;
-    kc.TTL = ttl_ms * 1000000; /* libnats 3.4 takes it in nanoseconds */
-    kc.Replicas = c->replicas;
-    kc.StorageType = js_FileStorage;
-    natsStatus st = js_CreateKeyValue(out, c->js, &kc);
-    if (st != NATS_OK) { /* made by another node, or by an older configuration */
-        natsStatus last;
-        const char *text = nats_GetLastError(&last);
-        fpx_log(FPX_LOG_DEBUG, "creating bucket %s: %s %s", name, natsStatus_GetText(st),
-                text ? text : "");
-        st = js_KeyValue(out, c->js, name);
+    char stream[8 + FPX_NAME_MAX], subject[8 + FPX_NAME_MAX];
+    snprintf(stream, sizeof stream, "KV_%s", name);
+    snprintf(subject, sizeof subject, "$KV.%s.>", name);
+    const char *subjects[1] = {subject};
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.MaxMsgsPerSubject = 1;
+    sc.MaxBytes = -1;
+    sc.MaxAge = ttl_ms * 1000000; /* nanoseconds */
+    sc.MaxMsgSize = -1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = c->replicas;
+    sc.AllowRollup = true;
+    sc.DenyDelete = true;
+    sc.AllowDirect = false;
+    sc.Discard = js_DiscardNew;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    si = NULL;
+    if (st != NATS_OK && jerr != JSStreamNameExistErr)
+        return st;
+    if (st != NATS_OK) { /* there, with another configuration */
+        st = js_GetStreamInfo(&si, c->js, stream, NULL, &jerr);
+        if (st == NATS_OK && si->Config->AllowDirect) {
+            si->Config->AllowDirect = false;
+            jsStreamInfo *up = NULL;
+            st = js_UpdateStream(&up, c->js, si->Config, NULL, &jerr);
+            jsStreamInfo_Destroy(up);
+            if (st == NATS_OK)
+                fpx_log(FPX_LOG_INFO, "bucket %s: reads go to its leader from now on", name);
+        }
+        jsStreamInfo_Destroy(si);
+        if (st != NATS_OK)
+            return st;
     }
-    return st;
+    return js_KeyValue(out, c->js, name);
 }
 
 /* The cluster's forwarding token: the one in the bucket, or a new one made
@@ -347,6 +383,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     pthread_cond_init(&c->stop_cv, NULL);
     pthread_mutex_init(&c->ep_mu, NULL);
     pthread_mutex_init(&c->fwd_mu, NULL);
+    pthread_mutex_init(&c->touch_mu, NULL);
     fpx_kvcache_init(&c->def_cache);
     fpx_kvcache_init(&c->node_cache);
     c->node_cache.keep_deleted = 1; /* a node that left is known not live */
@@ -441,6 +478,7 @@ void fpx_cluster_stop(fpx_server *s) {
     pthread_cond_destroy(&c->stop_cv);
     pthread_mutex_destroy(&c->ep_mu);
     pthread_mutex_destroy(&c->fwd_mu);
+    pthread_mutex_destroy(&c->touch_mu);
     fpx_kvcache_free(&c->def_cache);
     fpx_kvcache_free(&c->node_cache);
     fpx_kvcache_free(&c->lease_cache);
@@ -583,6 +621,7 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
     }
     if (d.shards > 1) { /* answered from its shards: r->relay */
         r->err = (fpx_err){0};
+        fpx_clease_touch(c, d.uid); /* named: its lease counts from now */
         fpx_shard_serve(c, r, &d);
         fpx_def_clear(&d);
         return NULL;
@@ -745,6 +784,10 @@ int fpx_cluster_undefine_uid(fpx_cluster *c, const char *tenant, const char *nam
     return 1;
 }
 
+void fpx_cluster_touch(fpx_server *s, const fpx_index *ix) {
+    fpx_clease_touch(s->cluster, ix->uid);
+}
+
 int fpx_cluster_reply_deleted(fpx_req *r) {
     fpx_out o;
     fpx_out_init(&o);
@@ -822,6 +865,7 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     }
     fpx_log(FPX_LOG_INFO, "defined index %s/%s in the cluster: %lld shards (%s)", d->tenant,
             d->name, (long long)shards, d->shard_map);
+    fpx_clease_begin(c, d->uid);           /* a lease (if any) counts from here */
     int served = fpx_shard_serve(c, r, d); /* the info map, as get_index_info gives it */
     fpx_def_clear(d);
     return served;
@@ -938,7 +982,10 @@ int fpx_cluster_create(fpx_req *r) {
     randombytes_buf(d.uid, sizeof d.uid);
     /* Written before anything names the index, so that no index of the
      * cluster is ever without its lease; one whose create then fails leaves
-     * an entry that the reapers remove when it lapses. */
+     * an entry that the reapers remove when it lapses. It runs from the
+     * definition on (fpx_clease_begin): before, it also covers the time a
+     * create may take (it gives up past that), so that no reaper finds it
+     * lapsed while the index is being made. */
     if (lease && fpx_clease_put(c, d.uid, d.tenant, d.name, lease, &r->err) != 0)
         return -1;
     if (shards > 1)
@@ -958,6 +1005,8 @@ int fpx_cluster_create(fpx_req *r) {
     fpx_replica *rep = NULL;
     if (define(c, &d, &r->made, &rep, import ? r : NULL, &r->err) != 0)
         return -1;
+    if (lease)
+        fpx_clease_begin(c, d.uid);
     if (rep) {
         r->ix = rep->ix; /* referenced by define */
         fpx_log(FPX_LOG_INFO, "defined index %s/%s in the cluster (replicas: %s)", d.tenant, d.name,

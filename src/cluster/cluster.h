@@ -44,6 +44,9 @@ int fpx_cluster_lease(fpx_req *r, fpx_out *o);
  * opened its replica yet (a create through another node a moment ago);
  * NULL with r->err set otherwise. Referenced. */
 fpx_index *fpx_cluster_index(fpx_req *r);
+/* A request named ix, held here: the cluster's lease of its index (if any)
+ * counts from now (lease.c), as every request renews one server's. */
+void fpx_cluster_touch(fpx_server *s, const fpx_index *ix);
 /* create_index: defines r->made cluster-wide (already_exists when its name
  * is taken, on any node), creates its stream and opens the replica here,
  * which becomes r->ix (referenced). */

@@ -21,6 +21,14 @@ static inline uint64_t fpx_mono_ms(void) {
     return fpx_now_ns() / 1000000;
 }
 
+/* Hash buckets of the renewals requests asked for (lease.c). */
+#define FPX_TOUCH_BUCKETS 256
+typedef struct fpx_touch {
+    char key[2 * FPX_UID_BYTES + 1]; /* the index's unique id, hex */
+    int64_t until_ms;                /* the expiry asked for (wall clock) */
+    struct fpx_touch *next;
+} fpx_touch;
+
 /* Buckets (JetStream key-value stores, Raft-replicated). */
 #define FPX_BUCKET_INDEXES "fpx_indexes" /* tenant/name -> the index's definition */
 #define FPX_BUCKET_NODES "fpx_nodes"     /* node id -> heartbeat, expiring */
@@ -188,6 +196,9 @@ typedef struct fpx_cluster {
     struct fpx_orphan *orphans;
     /* Leases (lease.c): their bucket and this node's reaper. */
     kvStore *leases;
+    /* Renewals asked for by requests, written by the reaper (lease.c). */
+    pthread_mutex_t touch_mu;
+    struct fpx_touch *touched[FPX_TOUCH_BUCKETS];
     /* Usage (usage.c): its bucket, watched; what this node wrote last
      * (by the heartbeat's thread only). */
     kvStore *usage;
@@ -209,6 +220,13 @@ int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const
  * wrote itself): 1 leased (*secs, *remaining seconds: 0 once lapsed), 0
  * none or not known. ctx is the cluster: a replica's fpx_index lease_of. */
 int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remaining);
+/* The index of unique id uid is defined: its lease (written by
+ * fpx_clease_put to cover the create's time too) counts from now. */
+void fpx_clease_begin(fpx_cluster *c, const uint8_t *uid);
+/* A request named the index of unique id uid here: its lease (if any)
+ * counts from now, written at once when little of it is left, else by the
+ * reaper's next tick. */
+void fpx_clease_touch(fpx_cluster *c, const uint8_t *uid);
 int fpx_clease_start(fpx_cluster *c, fpx_err *err);
 void fpx_clease_stop(fpx_cluster *c);
 

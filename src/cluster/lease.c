@@ -22,9 +22,14 @@
  * dropping is taken over after FPX_CLEASE_RETAKE_MS; the drop (the
  * cluster's own delete: definition, stream, every shard) is idempotent.
  *
- * Requests naming a leased index do not renew it in a cluster (that would be
- * a replicated write per request): renew_leases and set_lease do, which is
- * what the client library sends every third of a lease.
+ * Every request naming a leased index renews it, as on one server, without
+ * a replicated write per request: the node that serves the request notes
+ * the expiry it asks for (now + the lease, read from the watched copy of
+ * fpx_leases) when it moves the entry's by a second or more, and its
+ * reaper's next tick (within a second) writes the latest of those with one
+ * compare-and-set; a lease with under FPX_CLEASE_NOW_MS left is renewed at
+ * once, before the request goes on, so that no reaper takes it meanwhile.
+ * renew_leases and set_lease write at once.
  */
 #include "internal.h"
 
@@ -46,6 +51,11 @@
 #define FPX_CLEASE_SWEEP_EVERY 30
 /* Compare-and-set attempts of one renewal before unavailable. */
 #define FPX_CLEASE_TRIES 8
+/* A request moves a lease's expiry only by this much or more (a lease in
+ * use is written about once a second per node at most)... */
+#define FPX_CLEASE_SLACK_MS 1000
+/* ...and renews at once a lease with less than this left. */
+#define FPX_CLEASE_NOW_MS 3000
 
 typedef struct lease_val {
     char state; /* 'L' or 'D' */
@@ -128,7 +138,7 @@ int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const
                    int64_t secs, fpx_err *err) {
     char key[FPX_UID_HEX];
     fpx_cluster_uid_hex(uid, key);
-    lease_val v = {'L', wall_ms() + secs * 1000, secs, {0}, {0}};
+    lease_val v = {'L', wall_ms() + secs * 1000 + fpx_orphan_deadline_ms(c), secs, {0}, {0}};
     snprintf(v.tenant, sizeof v.tenant, "%s", tenant);
     snprintf(v.name, sizeof v.name, "%s", name);
     int rc = lease_cas(c, key, &v, 0, err);
@@ -153,6 +163,108 @@ int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remain
     *secs = v.secs;
     *remaining = left > 0 ? (double)left / 1000.0 : 0;
     return 1;
+}
+
+void fpx_clease_begin(fpx_cluster *c, const uint8_t *uid) {
+    char key[FPX_UID_HEX];
+    fpx_cluster_uid_hex(uid, key);
+    fpx_err err = {0};
+    for (int i = 0; i < FPX_CLEASE_TRIES; i++) {
+        lease_val v;
+        uint64_t rev = 0;
+        int got = lease_get(c, key, &v, &rev, &err);
+        if (got <= 0 || v.state != 'L' || v.secs == 0)
+            break;
+        v.at_ms = wall_ms() + v.secs * 1000;
+        int rc = lease_cas(c, key, &v, rev, &err);
+        if (rc <= 0) {
+            if (rc == 0)
+                return;
+            break;
+        }
+    }
+    if (err.msg[0]) /* it then runs the longer time it was written with */
+        fpx_log(FPX_LOG_WARN, "cannot start the lease of index %s: %s", key, err.msg);
+}
+
+/* Moves key's expiry to until_ms unless it is that late already, holds no
+ * lease or is being dropped: 0, or -1 (err). */
+static int renew_until(fpx_cluster *c, const char *key, int64_t until_ms, fpx_err *err) {
+    for (int i = 0; i < FPX_CLEASE_TRIES; i++) {
+        lease_val v;
+        uint64_t rev = 0;
+        int got = lease_get(c, key, &v, &rev, err);
+        if (got <= 0)
+            return got;
+        if (v.state != 'L' || v.secs == 0 || v.at_ms >= until_ms)
+            return 0;
+        v.at_ms = until_ms;
+        int rc = lease_cas(c, key, &v, rev, err);
+        if (rc <= 0)
+            return rc;
+    }
+    return fpx_err_set(err, FPX_E_UNAVAILABLE, "the lease is being written by others");
+}
+
+void fpx_clease_touch(fpx_cluster *c, const uint8_t *uid) {
+    char key[FPX_UID_HEX];
+    fpx_cluster_uid_hex(uid, key);
+    uint8_t *val = NULL;
+    size_t len = 0;
+    lease_val v;
+    int leased = fpx_kvcache_get(&c->lease_cache, key, &val, &len, NULL) == 1 && val &&
+                 val_parse_bytes(val, len, &v) == 0 && v.state == 'L' && v.secs > 0;
+    free(val);
+    if (!leased)
+        return;
+    int64_t now = wall_ms(), until = now + v.secs * 1000;
+    if (until - v.at_ms < FPX_CLEASE_SLACK_MS)
+        return;
+    if (v.at_ms - now < FPX_CLEASE_NOW_MS) { /* close to its end: no reaper may take it first */
+        fpx_err err = {0};
+        if (renew_until(c, key, until, &err) < 0)
+            fpx_log(FPX_LOG_WARN, "cannot renew the lease of %s/%s: %s", v.tenant, v.name, err.msg);
+        return;
+    }
+    size_t b = 0;
+    for (const char *p = key; *p; p++)
+        b = b * 31 + (uint8_t)*p;
+    b %= FPX_TOUCH_BUCKETS;
+    pthread_mutex_lock(&c->touch_mu);
+    fpx_touch *t = c->touched[b];
+    while (t && strcmp(t->key, key))
+        t = t->next;
+    if (!t && (t = calloc(1, sizeof *t))) { /* out of memory: renewed by a later request */
+        snprintf(t->key, sizeof t->key, "%s", key);
+        t->next = c->touched[b];
+        c->touched[b] = t;
+    }
+    if (t && t->until_ms < until)
+        t->until_ms = until;
+    pthread_mutex_unlock(&c->touch_mu);
+}
+
+/* The renewals requests asked for since the last tick: written (write 0:
+ * forgotten, at stop). */
+static void renew_touched(fpx_cluster *c, int write) {
+    fpx_touch *all = NULL;
+    pthread_mutex_lock(&c->touch_mu);
+    for (size_t b = 0; b < FPX_TOUCH_BUCKETS; b++)
+        while (c->touched[b]) {
+            fpx_touch *t = c->touched[b];
+            c->touched[b] = t->next;
+            t->next = all;
+            all = t;
+        }
+    pthread_mutex_unlock(&c->touch_mu);
+    while (all) {
+        fpx_touch *t = all;
+        all = t->next;
+        fpx_err err = {0};
+        if (write && renew_until(c, t->key, t->until_ms, &err) < 0)
+            fpx_log(FPX_LOG_WARN, "cannot renew the lease of index %s: %s", t->key, err.msg);
+        free(t);
+    }
 }
 
 /* Renews (secs < 0) or sets (secs >= 0; 0 removes it) the lease of the
@@ -388,6 +500,7 @@ static void *reaper_main(void *arg) {
     for (unsigned pass = 1; !fpx_cluster_wait_stop(c, FPX_CLEASE_TICK_MS); pass++) {
         if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
             continue;
+        renew_touched(c, 1); /* first: a lease a request renewed is never reaped */
         reap_pass(c, pass);
         if (pass % orphan_every == 0)
             fpx_orphan_pass(c);
@@ -407,4 +520,5 @@ void fpx_clease_stop(fpx_cluster *c) {
     if (c->lreaper_started)
         pthread_join(c->lreaper, NULL);
     c->lreaper_started = 0;
+    renew_touched(c, 0);
 }

@@ -249,8 +249,10 @@ static int run_op(fpx_req *r, fpx_out *o) {
         return r->relay ? 0 : -1;
     if (s->cluster && op->run == fpx_op_list_indexes && !r->forwarded)
         return fpx_cluster_list(r, o);
-    if (r->ix)
-        fpx_lease_renew(r->ix); /* every request naming an index renews its lease */
+    if (r->ix && s->cluster) /* every request naming an index renews its lease */
+        fpx_cluster_touch(s, r->ix);
+    else if (r->ix)
+        fpx_lease_renew(r->ix);
     if (op->bind && op->bind(r))
         return -1;
     if ((op->flags & FPX_OP_CREATES) && (s->cluster ? fpx_cluster_create(r) : register_new(r)))

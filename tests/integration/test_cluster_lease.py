@@ -2,7 +2,7 @@
 processes and three nodes on loopback.
 
 Proves that an index created with lease_seconds through one node stays while
-renew_leases reaches it through another, and is gone from every node within
+renew_leases, or any request naming it, reaches it through another, and is gone from every node within
 the lease plus the reapers' period once nobody renews it; that set_lease 0
 keeps it; that a sharded leased index is dropped whole (every shard's
 definition too); that bad values are refused as on one server; that a node
@@ -91,6 +91,28 @@ def test_renewed_through_another_node_stays_then_lapses(cl):
     time.sleep(LEASE + 2)
     assert name in names(cs[0])
     cs[0].drop(name)
+
+
+def test_requests_through_any_node_renew_it(cl):
+    """Every request naming a leased index renews it, as on one server: searches
+    and reads sent through a node holding no replica (forwarded) keep a plain
+    index for three times its lease, and through any node a sharded one;
+    once they stop, each lapses."""
+    cs = clients(cl)
+    x = rand(10, 4, 12)
+    for shards in (1, 2):
+        name = unique("ltouch")
+        info = create_leased(cs[0], name, replicas=1, shards=shards)
+        assert shards > 1 or info["replicas"] == ["node1"]
+        cs[0].add(name, x)
+        until = time.time() + 3 * LEASE
+        while time.time() < until:
+            cs[1].search(name, x[:1], 1)  # forwarded to node1 (or to the shards)
+            cs[2].info(name)
+            time.sleep(0.3)
+        for c in cs:
+            assert c.info(name)["ntotal"] == 10
+        assert gone_everywhere(cs, name)
 
 
 def test_set_lease_zero_keeps_it(cl):
