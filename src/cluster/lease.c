@@ -147,17 +147,22 @@ int fpx_clease_put(fpx_cluster *c, const uint8_t *uid, const char *tenant, const
     return rc;
 }
 
-int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remaining) {
-    fpx_cluster *c = ctx;
-    char key[FPX_UID_HEX];
+/* The lease of the index of unique id uid (key: its hex) in this node's
+ * copy of fpx_leases: 1 (*v) when it has one, else 0. */
+static int cached_lease(fpx_cluster *c, const uint8_t *uid, char *key, lease_val *v) {
     fpx_cluster_uid_hex(uid, key);
     uint8_t *val = NULL;
     size_t len = 0;
-    lease_val v;
     int got = fpx_kvcache_get(&c->lease_cache, key, &val, &len, NULL) == 1 && val &&
-              val_parse_bytes(val, len, &v) == 0 && v.secs > 0;
+              val_parse_bytes(val, len, v) == 0 && v->secs > 0;
     free(val);
-    if (!got)
+    return got;
+}
+
+int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remaining) {
+    char key[FPX_UID_HEX];
+    lease_val v;
+    if (!cached_lease(ctx, uid, key, &v))
         return 0;
     int64_t left = v.state == 'L' ? v.at_ms - wall_ms() : 0; /* D: lapsed, being dropped */
     *secs = v.secs;
@@ -208,14 +213,8 @@ static int renew_until(fpx_cluster *c, const char *key, int64_t until_ms, fpx_er
 
 void fpx_clease_touch(fpx_cluster *c, const uint8_t *uid) {
     char key[FPX_UID_HEX];
-    fpx_cluster_uid_hex(uid, key);
-    uint8_t *val = NULL;
-    size_t len = 0;
     lease_val v;
-    int leased = fpx_kvcache_get(&c->lease_cache, key, &val, &len, NULL) == 1 && val &&
-                 val_parse_bytes(val, len, &v) == 0 && v.state == 'L' && v.secs > 0;
-    free(val);
-    if (!leased)
+    if (!cached_lease(c, uid, key, &v) || v.state != 'L')
         return;
     int64_t now = wall_ms(), until = now + v.secs * 1000;
     if (until - v.at_ms < FPX_CLEASE_SLACK_MS)
