@@ -1508,6 +1508,24 @@ int check_nsg_search(const Index *idx, idx_t k, fpx_err *err) {
                    (long long)g->ntotal, std::max((double)g->nsg.search_L, kk));
 }
 
+/* FAISS 1.7.3's IVF range search runs parallel_mode 0, 1 and 2 only: on
+ * another it throws inside its OpenMP region, which terminates the process
+ * (its k-nearest search takes 3 as well). A fast-scan IVF refuses every
+ * range search before that, with its own message. */
+int check_ivf_range_mode(const Index *idx, fpx_err *err) {
+    const faiss::IndexIVF *ivf = core_ivf(const_cast<Index *>(idx));
+    if (!ivf || dynamic_cast<const faiss::IndexIVFFastScan *>(ivf))
+        return 0;
+    int pmode = ivf->parallel_mode & ~ivf->PARALLEL_MODE_NO_HEAP_INIT;
+    if (pmode >= 0 && pmode <= 2)
+        return 0;
+    return set_err(err, FPX_E_VALIDATION,
+                   "range_search of an IVF index needs parallel_mode 0, 1 or 2 (got %d): FAISS "
+                   "1.7.3's IVF range search has no other mode and ends the process; set_params "
+                   "parallel_mode 0..2 first (search takes 3)",
+                   pmode);
+}
+
 /* The list number of an IVF code, read as FAISS's decode_listno reads it. */
 uint64_t code_list_number(const faiss::Level1Quantizer &q, const uint8_t *code) {
     uint64_t no = 0;
@@ -1978,6 +1996,8 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
         } else {
             if (const char *why = knobs_refused(idx, kn))
                 return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
+            if (check_ivf_range_mode(idx, err))
+                return -1;
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, allowed ? &sel : nullptr, kn, keep);
             if (allowed && !(p && kn.as_faiss))

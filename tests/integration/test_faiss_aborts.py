@@ -6,6 +6,7 @@ hands it to FAISS as it is, ends the server (every tenant with it) or holds one 
 and the index's lock for good. Each test sends it to a server of its own, expects the error
 that names the bound, checks that the server still answers, and that the inputs just inside
 the bound are served as FAISS serves them."""
+import faiss
 import numpy as np
 import pytest
 
@@ -166,3 +167,51 @@ def test_cq_norms_never_trained_here(fresh_server, desc):
     other = unique("nq")  # the other norm encodings train as before
     assert create(c, other, 4, desc.replace("_Ncqint", "_Nqint"))["status"] == "ok"
     assert train(c, other, rand(300, 4, 3))["status"] == "ok"
+
+
+# ---- IVF range search and parallel_mode ------------------------------------------------------
+
+
+def range_search(c, name, q, radius):
+    return call(c, {"operation": "range_search", "index_id": name, "radius": radius,
+                    "vector_shape": list(q.shape)}, q.tobytes())
+
+
+def range_hits(lims, labels, dist):
+    return [sorted(zip(labels[lims[i]:lims[i + 1]].tolist(), dist[lims[i]:lims[i + 1]].tolist()))
+            for i in range(len(lims) - 1)]
+
+
+@pytest.mark.parametrize("desc", ["IVF8,Flat", "IVF8,SQ8", "PCA4,IVF8,Flat"])
+def test_ivf_range_search_needs_parallel_mode_up_to_2(fresh_server, desc):
+    """FAISS 1.7.3's IVF range search throws on parallel_mode 3 inside its OpenMP region, which
+    terminates the process (its search takes 3)."""
+    c = fresh_server.client()
+    name = unique("pm")
+    assert create(c, name, 8, desc)["status"] == "ok"
+    assert train(c, name, rand(400, 8, 21))["status"] == "ok"
+    assert add(c, name, rand(200, 8, 22))["status"] == "ok"
+    q = rand(3, 8, 23)
+    c.ok({"operation": "set_params", "index_id": name, "name": "parallel_mode", "value": 3})
+    for nq in (1, 3):
+        h, _ = range_search(c, name, q[:nq], 0.3)
+        refused(h, "parallel_mode 0, 1 or 2", "got 3")
+    serving(fresh_server)
+    D, I, _ = c.search(name, q, 5)  # search takes mode 3
+    assert (I >= 0).all()
+
+    _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+    local = faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    for mode in (0, 1, 2):
+        c.ok({"operation": "set_params", "index_id": name, "name": "parallel_mode", "value": mode})
+        faiss.extract_index_ivf(local).parallel_mode = mode
+        h, d = range_search(c, name, q, 0.3)
+        assert h["status"] == "ok", h
+        nres = h["nres"]
+        lims = np.frombuffer(d, dtype="int64", count=4)
+        labels = np.frombuffer(d, dtype="int64", count=nres, offset=8 * 4)
+        dist = np.frombuffer(d, dtype="float32", count=nres, offset=8 * (4 + nres))
+        L, Dl, Il = local.range_search(q, 0.3)
+        assert nres > 0
+        assert range_hits(lims, labels, dist) == range_hits(L, Il, Dl), (desc, mode)
+    serving(fresh_server)
