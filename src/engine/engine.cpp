@@ -2187,6 +2187,28 @@ static void match_flat_class(Index *t, std::unique_ptr<Index> &o) {
     }
 }
 
+/* FAISS 1.7.3's IVF fast-scan lists (BlockInvertedLists) take entries only
+ * into an empty list: its merge_from appends the other's lists inside an
+ * OpenMP loop, where that refusal terminates the process. Plain adds grow
+ * the lists their own way and are not concerned. */
+static int check_fast_scan_merge(Index *t, Index *o, fpx_err *err) {
+    auto tf = dynamic_cast<faiss::IndexIVFFastScan *>(core_ivf(t));
+    auto of = dynamic_cast<faiss::IndexIVFFastScan *>(core_ivf(o));
+    if (!tf || !of)
+        return 0;
+    for (size_t l = 0; l < tf->nlist && l < of->nlist; l++) {
+        size_t a = tf->invlists->list_size(l), b = of->invlists->list_size(l);
+        if (a && b)
+            return set_err(err, FPX_E_VALIDATION,
+                           "merge_from of IVF fast-scan indexes needs each inverted list to be "
+                           "empty in one of the two, got list %zu with %zu vectors here and %zu "
+                           "in the other: FAISS 1.7.3's fast-scan lists cannot append in a "
+                           "merge, which ends the process",
+                           l, a, b);
+    }
+    return 0;
+}
+
 int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     if (!e->bin != !other->bin)
         return set_err(err, FPX_E_VALIDATION, "a binary index and a float index cannot be merged");
@@ -2203,7 +2225,7 @@ int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
             refused = faiss_message(ex.what());
         }
         if (refused.empty())
-            return 0;
+            return e->bin ? 0 : check_fast_scan_merge(e->index.get(), other->index.get(), err);
         /* a type without merge_from has no check either: FAISS's merge_from says so */
         if (refused.find("check_compatible_for_merge() not implemented") != std::string::npos)
             refused = "merge_from() not implemented";

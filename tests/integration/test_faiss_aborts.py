@@ -215,3 +215,58 @@ def test_ivf_range_search_needs_parallel_mode_up_to_2(fresh_server, desc):
         assert nres > 0
         assert range_hits(lims, labels, dist) == range_hits(L, Il, Dl), (desc, mode)
     serving(fresh_server)
+
+
+# ---- merge_from of IVF fast-scan indexes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("desc", ["IVF4,PQ2x4fs", "PCA4,IVF4,PQ2x4fs"])
+def test_fast_scan_merge_needs_disjoint_lists(fresh_server, desc):
+    """FAISS 1.7.3's IVF fast-scan lists take entries only into an empty list; its merge_from
+    appends the other index's lists inside an OpenMP loop, where the refusal terminates the
+    process."""
+    c = fresh_server.client()
+    xt = rand(300, 8, 31)
+    names = [unique("fsm") for _ in range(4)]
+    for n in names:
+        assert create(c, n, 8, desc)["status"] == "ok"
+        assert train(c, n, xt)["status"] == "ok"
+    a, b, inside, other = names
+    assert add(c, a, rand(60, 8, 32))["status"] == "ok"
+    assert add(c, b, rand(60, 8, 33))["status"] == "ok"
+    h, _ = call(c, {"operation": "merge_from", "index_id": a, "other": b, "add_id": 1000})
+    refused(h, "inverted list to be empty in one of the two", "got list", "vectors here")
+    serving(fresh_server)
+    assert c.info(a)["ntotal"] == 60 and c.info(b)["ntotal"] == 60
+
+    # vectors in lists of their own: merged as FAISS merges them
+    _, qb, _ = c.ok({"operation": "export_index", "index_id": a, "part": "quantizer"})
+    quantizer = faiss.deserialize_index(np.frombuffer(qb, dtype="uint8"))
+    pool = rand(400, 8, 34)
+    pre = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": a})[1], dtype="uint8"))
+    into = pool
+    if isinstance(pre, faiss.IndexPreTransform):
+        into = faiss.downcast_VectorTransform(pre.chain.at(0)).apply_py(pool)
+    lists = quantizer.assign(np.ascontiguousarray(into), 1).ravel()
+    first = lists[0]
+    xa, xo = pool[lists == first][:30], pool[lists != first][:30]
+    assert len(xa) and len(xo)
+    assert add(c, inside, xa)["status"] == "ok"
+    assert add(c, other, xo)["status"] == "ok"
+    la = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": inside})[1], dtype="uint8"))
+    lo = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": other})[1], dtype="uint8"))
+    h, _ = call(c, {"operation": "merge_from", "index_id": inside, "other": other,
+                    "add_id": 1000})
+    assert h["status"] == "ok", h
+    la.merge_from(lo, 1000)
+    assert c.info(inside)["ntotal"] == la.ntotal == len(xa) + len(xo)
+    q = rand(5, 8, 35)
+    faiss.extract_index_ivf(la).nprobe = c.info(inside)["params"]["nprobe"]
+    D, I, _ = c.search(inside, q, 10)
+    Dl, Il = la.search(q, 10)
+    assert (I == Il).all()
+    assert np.allclose(D, Dl)
+    serving(fresh_server)
