@@ -1508,6 +1508,29 @@ int check_nsg_search(const Index *idx, idx_t k, fpx_err *err) {
                    (long long)g->ntotal, std::max((double)g->nsg.search_L, kk));
 }
 
+/* FAISS 1.7.3's generalized Hamming search of an IndexPQ (ST_generalized_HE)
+ * compares its codes 8 bytes at a time and asserts that the code size is a
+ * multiple of 8 (the whole process aborts); the other search types refuse
+ * what they cannot run with an exception. */
+int check_pq_search_type(const Index *idx, fpx_err *err) {
+    for (;;) {
+        if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+            idx = pt->index;
+        else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+            idx = rf->base_index;
+        else
+            break;
+    }
+    auto pq = dynamic_cast<const faiss::IndexPQ *>(idx);
+    if (!pq || pq->search_type != faiss::IndexPQ::ST_generalized_HE || pq->pq.code_size % 8 == 0)
+        return 0;
+    return set_err(err, FPX_E_VALIDATION,
+                   "search_type 2 (ST_generalized_HE) needs a code size that is a multiple of 8 "
+                   "bytes, got %zu: FAISS 1.7.3's generalized Hamming search asserts it and ends "
+                   "the process; set another search_type",
+                   pq->pq.code_size);
+}
+
 /* FAISS 1.7.3's IVF range search runs parallel_mode 0, 1 and 2 only: on
  * another it throws inside its OpenMP region, which terminates the process
  * (its k-nearest search takes 3 as well). A fast-scan IVF refuses every
@@ -1959,7 +1982,7 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
         }
         if (const char *why = knobs_refused(idx, kn))
             return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
-        if (check_nsg_search(idx, k, err))
+        if (check_nsg_search(idx, k, err) || check_pq_search_type(idx, err))
             return -1;
         if (allowed) {
             search_allowed(idx, n, x, k, kn, allowed, 1, D, I);

@@ -270,3 +270,40 @@ def test_fast_scan_merge_needs_disjoint_lists(fresh_server, desc):
     assert (I == Il).all()
     assert np.allclose(D, Dl)
     serving(fresh_server)
+
+
+# ---- IndexPQ search types -------------------------------------------------------------------
+
+
+def test_pq_generalized_hamming_needs_code_size_multiple_of_8(fresh_server):
+    """FAISS 1.7.3's ST_generalized_HE search of an IndexPQ asserts that its code size is a
+    multiple of 8 bytes (SIGABRT)."""
+    c = fresh_server.client()
+    q = rand(4, 8, 42)
+    for desc, code_size in (("PQ2", 2), ("PQ2x4", 1)):
+        name = unique("pq")
+        assert create(c, name, 8, desc)["status"] == "ok"
+        assert train(c, name, rand(300, 8, 40))["status"] == "ok"
+        assert add(c, name, rand(100, 8, 41))["status"] == "ok"
+        c.ok({"operation": "set_params", "index_id": name, "name": "search_type", "value": 2})
+        for nq in (1, 4):
+            h, _ = call(c, {"operation": "search", "index_id": name, "k": 5,
+                            "vector_shape": [nq, 8]}, q[:nq].tobytes())
+            refused(h, "multiple of 8", "got %d" % code_size)
+        serving(fresh_server)
+        c.ok({"operation": "set_params", "index_id": name, "name": "search_type", "value": 1})
+        D, I, _ = c.search(name, q, 5)
+        assert (I >= 0).all()
+
+    name = unique("pq")  # 8 bytes a code: served as FAISS serves it
+    assert create(c, name, 8, "PQ8")["status"] == "ok"
+    assert train(c, name, rand(300, 8, 43))["status"] == "ok"
+    assert add(c, name, rand(100, 8, 44))["status"] == "ok"
+    c.ok({"operation": "set_params", "index_id": name, "name": "search_type", "value": 2})
+    _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+    local = faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    local.search_type = faiss.IndexPQ.ST_generalized_HE
+    D, I, _ = c.search(name, q, 5)
+    Dl, Il = local.search(q, 5)
+    assert (D == Dl).all() and (I == Il).all()
+    serving(fresh_server)
