@@ -37,6 +37,7 @@
 #include <faiss/IndexIVFAdditiveQuantizerFastScan.h>
 #include <faiss/IndexIVFFastScan.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexIVFPQR.h>
 #include <faiss/IndexLSH.h>
 #include <faiss/IndexLattice.h>
 #include <faiss/IndexNSG.h>
@@ -3202,6 +3203,23 @@ size_t fpx_engine_memory(const fpx_engine *e) {
     else if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
         per = ivf->code_size + sizeof(idx_t);
     return per * (size_t)idx->ntotal;
+}
+
+double fpx_engine_results_factor(const fpx_engine *e) {
+    double f = 1;
+    for (const Index *idx = e->index.get(); idx;) {
+        if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
+            idx = pt->index;
+        } else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx)) {
+            f *= rf->k_factor;
+            idx = rf->base_index;
+        } else {
+            if (auto r = dynamic_cast<const faiss::IndexIVFPQR *>(idx))
+                f *= r->k_factor;
+            break;
+        }
+    }
+    return f;
 }
 
 int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {

@@ -307,3 +307,38 @@ def test_pq_generalized_hamming_needs_code_size_multiple_of_8(fresh_server):
     Dl, Il = local.search(q, 5)
     assert (D == Dl).all() and (I == Il).all()
     serving(fresh_server)
+
+
+# ---- refinements: k * k_factor ---------------------------------------------------------------
+
+
+def test_refine_base_results_held_to_the_results_bound(fresh_server):
+    """A refinement asks its base index for k * k_factor results a query, which FAISS 1.7.3
+    allocates and fills whatever the base holds: with k_factor up to 2^20 one search took every
+    byte of memory (the kernel's OOM killer ended the process). They are held to the bound of
+    a search's own results, the message size limit / 12."""
+    c = fresh_server.client()
+    bound = c.ping()["max_message_size"] // 12
+    name = unique("rf")
+    assert create(c, name, 8, "IVF8,Flat,RFlat")["status"] == "ok"
+    assert train(c, name, rand(400, 8, 51))["status"] == "ok"
+    assert add(c, name, rand(200, 8, 52))["status"] == "ok"
+    c.ok({"operation": "set_params", "index_id": name, "name": "k_factor_rf", "value": 1 << 20})
+    q = rand(3, 8, 53)
+    k_out = bound // (1 << 20) + 1
+    for nq, k in ((3, 100), (1, k_out)):
+        h, _ = call(c, {"operation": "search", "index_id": name, "k": k,
+                        "vector_shape": [nq, 8]}, q[:nq].tobytes())
+        refused(h, "k x k_factor", "at most %d" % bound, "got %d" % (nq * k * (1 << 20)))
+    serving(fresh_server)
+    D, I, _ = c.search(name, q[:1], k_out - 1)  # just inside
+    assert (I[0, :200] >= 0).all() and (I[0, 200:] == -1).all()
+
+    c.ok({"operation": "set_params", "index_id": name, "name": "k_factor_rf", "value": 1000})
+    _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+    local = faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    local.k_factor = 1000
+    D, I, _ = c.search(name, q, 10)
+    Dl, Il = local.search(q, 10)
+    assert (I == Il).all() and np.allclose(D, Dl)
+    serving(fresh_server)
