@@ -37,6 +37,7 @@
 #include <faiss/IndexIVFAdditiveQuantizerFastScan.h>
 #include <faiss/IndexIVFFastScan.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexIVFPQR.h>
 #include <faiss/IndexLSH.h>
 #include <faiss/IndexLattice.h>
 #include <faiss/IndexNSG.h>
@@ -1508,6 +1509,47 @@ int check_nsg_search(const Index *idx, idx_t k, fpx_err *err) {
                    (long long)g->ntotal, std::max((double)g->nsg.search_L, kk));
 }
 
+/* FAISS 1.7.3's generalized Hamming search of an IndexPQ (ST_generalized_HE)
+ * compares its codes 8 bytes at a time and asserts that the code size is a
+ * multiple of 8 (the whole process aborts); the other search types refuse
+ * what they cannot run with an exception. */
+int check_pq_search_type(const Index *idx, fpx_err *err) {
+    for (;;) {
+        if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+            idx = pt->index;
+        else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+            idx = rf->base_index;
+        else
+            break;
+    }
+    auto pq = dynamic_cast<const faiss::IndexPQ *>(idx);
+    if (!pq || pq->search_type != faiss::IndexPQ::ST_generalized_HE || pq->pq.code_size % 8 == 0)
+        return 0;
+    return set_err(err, FPX_E_VALIDATION,
+                   "search_type 2 (ST_generalized_HE) needs a code size that is a multiple of 8 "
+                   "bytes, got %zu: FAISS 1.7.3's generalized Hamming search asserts it and ends "
+                   "the process; set another search_type",
+                   pq->pq.code_size);
+}
+
+/* FAISS 1.7.3's IVF range search runs parallel_mode 0, 1 and 2 only: on
+ * another it throws inside its OpenMP region, which terminates the process
+ * (its k-nearest search takes 3 as well). A fast-scan IVF refuses every
+ * range search before that, with its own message. */
+int check_ivf_range_mode(const Index *idx, fpx_err *err) {
+    const faiss::IndexIVF *ivf = core_ivf(const_cast<Index *>(idx));
+    if (!ivf || dynamic_cast<const faiss::IndexIVFFastScan *>(ivf))
+        return 0;
+    int pmode = ivf->parallel_mode & ~ivf->PARALLEL_MODE_NO_HEAP_INIT;
+    if (pmode >= 0 && pmode <= 2)
+        return 0;
+    return set_err(err, FPX_E_VALIDATION,
+                   "range_search of an IVF index needs parallel_mode 0, 1 or 2 (got %d): FAISS "
+                   "1.7.3's IVF range search has no other mode and ends the process; set_params "
+                   "parallel_mode 0..2 first (search takes 3)",
+                   pmode);
+}
+
 /* The list number of an IVF code, read as FAISS's decode_listno reads it. */
 uint64_t code_list_number(const faiss::Level1Quantizer &q, const uint8_t *code) {
     uint64_t no = 0;
@@ -1941,7 +1983,7 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
         }
         if (const char *why = knobs_refused(idx, kn))
             return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
-        if (check_nsg_search(idx, k, err))
+        if (check_nsg_search(idx, k, err) || check_pq_search_type(idx, err))
             return -1;
         if (allowed) {
             search_allowed(idx, n, x, k, kn, allowed, 1, D, I);
@@ -1978,6 +2020,8 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
         } else {
             if (const char *why = knobs_refused(idx, kn))
                 return set_err(err, FPX_E_UNSUPPORTED, "%s", why);
+            if (check_ivf_range_mode(idx, err))
+                return -1;
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, allowed ? &sel : nullptr, kn, keep);
             if (allowed && !(p && kn.as_faiss))
@@ -2167,6 +2211,28 @@ static void match_flat_class(Index *t, std::unique_ptr<Index> &o) {
     }
 }
 
+/* FAISS 1.7.3's IVF fast-scan lists (BlockInvertedLists) take entries only
+ * into an empty list: its merge_from appends the other's lists inside an
+ * OpenMP loop, where that refusal terminates the process. Plain adds grow
+ * the lists their own way and are not concerned. */
+static int check_fast_scan_merge(Index *t, Index *o, fpx_err *err) {
+    auto tf = dynamic_cast<faiss::IndexIVFFastScan *>(core_ivf(t));
+    auto of = dynamic_cast<faiss::IndexIVFFastScan *>(core_ivf(o));
+    if (!tf || !of)
+        return 0;
+    for (size_t l = 0; l < tf->nlist && l < of->nlist; l++) {
+        size_t a = tf->invlists->list_size(l), b = of->invlists->list_size(l);
+        if (a && b)
+            return set_err(err, FPX_E_VALIDATION,
+                           "merge_from of IVF fast-scan indexes needs each inverted list to be "
+                           "empty in one of the two, got list %zu with %zu vectors here and %zu "
+                           "in the other: FAISS 1.7.3's fast-scan lists cannot append in a "
+                           "merge, which ends the process",
+                           l, a, b);
+    }
+    return 0;
+}
+
 int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     if (!e->bin != !other->bin)
         return set_err(err, FPX_E_VALIDATION, "a binary index and a float index cannot be merged");
@@ -2183,7 +2249,7 @@ int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
             refused = faiss_message(ex.what());
         }
         if (refused.empty())
-            return 0;
+            return e->bin ? 0 : check_fast_scan_merge(e->index.get(), other->index.get(), err);
         /* a type without merge_from has no check either: FAISS's merge_from says so */
         if (refused.find("check_compatible_for_merge() not implemented") != std::string::npos)
             refused = "merge_from() not implemented";
@@ -3137,6 +3203,23 @@ size_t fpx_engine_memory(const fpx_engine *e) {
     else if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
         per = ivf->code_size + sizeof(idx_t);
     return per * (size_t)idx->ntotal;
+}
+
+double fpx_engine_results_factor(const fpx_engine *e) {
+    double f = 1;
+    for (const Index *idx = e->index.get(); idx;) {
+        if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
+            idx = pt->index;
+        } else if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx)) {
+            f *= rf->k_factor;
+            idx = rf->base_index;
+        } else {
+            if (auto r = dynamic_cast<const faiss::IndexIVFPQR *>(idx))
+                f *= r->k_factor;
+            break;
+        }
+    }
+    return f;
 }
 
 int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {

@@ -378,6 +378,11 @@ size_t fpx_engine_memory(const fpx_engine *e);
  * the index has no such knob. */
 int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v);
 
+/* How many results a search of e asks its innermost index for, per result
+ * the caller wants: the product of the k_factors of its refinements (and of
+ * an IVFPQR), 1 for every other index. */
+double fpx_engine_results_factor(const fpx_engine *e);
+
 /* k-means (FAISS Clustering, L2) of n vectors of d floats into k centroids:
  * fills centroids (k*d floats), assign (n cluster numbers) and *obj (the
  * final objective, the sum of squared distances). */

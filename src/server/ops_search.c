@@ -134,6 +134,19 @@ int fpx_bind_search(fpx_req *r) {
         return fpx_err_set(&r->err, FPX_E_LIMIT,
                            "the reply (%lld queries x k=%lld) would exceed the message size limit",
                            (long long)r->n, (long long)r->k);
+    /* A refinement asks its base index for k * k_factor results a query, and
+     * FAISS 1.7.3 allocates and fills them all (past the base's size too):
+     * held to the same bound as the results themselves. */
+    double f = r->ix->binary ? 1 : fpx_engine_results_factor(r->ix->eng);
+    double base = (double)r->n * (double)(int64_t)((double)r->k * f);
+    if (f > 1 && base > (double)(r->s->cfg->max_message_size / 12))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "a search of this index asks its base index for k x k_factor results "
+                           "a query, at most %llu in all (the message size limit / 12, as for "
+                           "results), got %.0f (%lld queries x k=%lld x k_factor=%g): FAISS "
+                           "1.7.3 allocates and fills them all",
+                           (unsigned long long)(r->s->cfg->max_message_size / 12), base,
+                           (long long)r->n, (long long)r->k, f);
     /* Arriving from now: a search of the same connection holding its lock
      * already waits for this one to join its batch (dispatch.c). */
     if (batchable(r)) {

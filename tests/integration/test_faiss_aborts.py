@@ -6,6 +6,7 @@ hands it to FAISS as it is, ends the server (every tenant with it) or holds one 
 and the index's lock for good. Each test sends it to a server of its own, expects the error
 that names the bound, checks that the server still answers, and that the inputs just inside
 the bound are served as FAISS serves them."""
+import faiss
 import numpy as np
 import pytest
 
@@ -166,3 +167,178 @@ def test_cq_norms_never_trained_here(fresh_server, desc):
     other = unique("nq")  # the other norm encodings train as before
     assert create(c, other, 4, desc.replace("_Ncqint", "_Nqint"))["status"] == "ok"
     assert train(c, other, rand(300, 4, 3))["status"] == "ok"
+
+
+# ---- IVF range search and parallel_mode ------------------------------------------------------
+
+
+def range_search(c, name, q, radius):
+    return call(c, {"operation": "range_search", "index_id": name, "radius": radius,
+                    "vector_shape": list(q.shape)}, q.tobytes())
+
+
+def range_hits(lims, labels, dist):
+    return [sorted(zip(labels[lims[i]:lims[i + 1]].tolist(), dist[lims[i]:lims[i + 1]].tolist()))
+            for i in range(len(lims) - 1)]
+
+
+@pytest.mark.parametrize("desc", ["IVF8,Flat", "IVF8,SQ8", "PCA4,IVF8,Flat"])
+def test_ivf_range_search_needs_parallel_mode_up_to_2(fresh_server, desc):
+    """FAISS 1.7.3's IVF range search throws on parallel_mode 3 inside its OpenMP region, which
+    terminates the process (its search takes 3)."""
+    c = fresh_server.client()
+    name = unique("pm")
+    assert create(c, name, 8, desc)["status"] == "ok"
+    assert train(c, name, rand(400, 8, 21))["status"] == "ok"
+    assert add(c, name, rand(200, 8, 22))["status"] == "ok"
+    q = rand(3, 8, 23)
+    c.ok({"operation": "set_params", "index_id": name, "name": "parallel_mode", "value": 3})
+    for nq in (1, 3):
+        h, _ = range_search(c, name, q[:nq], 0.3)
+        refused(h, "parallel_mode 0, 1 or 2", "got 3")
+    serving(fresh_server)
+    D, I, _ = c.search(name, q, 5)  # search takes mode 3
+    assert (I >= 0).all()
+
+    _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+    local = faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    for mode in (0, 1, 2):
+        c.ok({"operation": "set_params", "index_id": name, "name": "parallel_mode", "value": mode})
+        faiss.extract_index_ivf(local).parallel_mode = mode
+        h, d = range_search(c, name, q, 0.3)
+        assert h["status"] == "ok", h
+        nres = h["nres"]
+        lims = np.frombuffer(d, dtype="int64", count=4)
+        labels = np.frombuffer(d, dtype="int64", count=nres, offset=8 * 4)
+        dist = np.frombuffer(d, dtype="float32", count=nres, offset=8 * (4 + nres))
+        L, Dl, Il = local.range_search(q, 0.3)
+        assert nres > 0
+        assert range_hits(lims, labels, dist) == range_hits(L, Il, Dl), (desc, mode)
+    serving(fresh_server)
+
+
+# ---- merge_from of IVF fast-scan indexes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("desc", ["IVF4,PQ2x4fs", "PCA4,IVF4,PQ2x4fs"])
+def test_fast_scan_merge_needs_disjoint_lists(fresh_server, desc):
+    """FAISS 1.7.3's IVF fast-scan lists take entries only into an empty list; its merge_from
+    appends the other index's lists inside an OpenMP loop, where the refusal terminates the
+    process."""
+    c = fresh_server.client()
+    xt = rand(300, 8, 31)
+    names = [unique("fsm") for _ in range(4)]
+    for n in names:
+        assert create(c, n, 8, desc)["status"] == "ok"
+        assert train(c, n, xt)["status"] == "ok"
+    a, b, inside, other = names
+    assert add(c, a, rand(60, 8, 32))["status"] == "ok"
+    assert add(c, b, rand(60, 8, 33))["status"] == "ok"
+    h, _ = call(c, {"operation": "merge_from", "index_id": a, "other": b, "add_id": 1000})
+    refused(h, "inverted list to be empty in one of the two", "got list", "vectors here")
+    serving(fresh_server)
+    assert c.info(a)["ntotal"] == 60 and c.info(b)["ntotal"] == 60
+
+    # vectors in lists of their own: merged as FAISS merges them
+    _, qb, _ = c.ok({"operation": "export_index", "index_id": a, "part": "quantizer"})
+    quantizer = faiss.deserialize_index(np.frombuffer(qb, dtype="uint8"))
+    pool = rand(400, 8, 34)
+    pre = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": a})[1], dtype="uint8"))
+    into = pool
+    if isinstance(pre, faiss.IndexPreTransform):
+        into = faiss.downcast_VectorTransform(pre.chain.at(0)).apply_py(pool)
+    lists = quantizer.assign(np.ascontiguousarray(into), 1).ravel()
+    first = lists[0]
+    xa, xo = pool[lists == first][:30], pool[lists != first][:30]
+    assert len(xa) and len(xo)
+    assert add(c, inside, xa)["status"] == "ok"
+    assert add(c, other, xo)["status"] == "ok"
+    la = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": inside})[1], dtype="uint8"))
+    lo = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": other})[1], dtype="uint8"))
+    h, _ = call(c, {"operation": "merge_from", "index_id": inside, "other": other,
+                    "add_id": 1000})
+    assert h["status"] == "ok", h
+    la.merge_from(lo, 1000)
+    assert c.info(inside)["ntotal"] == la.ntotal == len(xa) + len(xo)
+    q = rand(5, 8, 35)
+    faiss.extract_index_ivf(la).nprobe = c.info(inside)["params"]["nprobe"]
+    D, I, _ = c.search(inside, q, 10)
+    Dl, Il = la.search(q, 10)
+    assert (I == Il).all()
+    assert np.allclose(D, Dl)
+    serving(fresh_server)
+
+
+# ---- IndexPQ search types -------------------------------------------------------------------
+
+
+def test_pq_generalized_hamming_needs_code_size_multiple_of_8(fresh_server):
+    """FAISS 1.7.3's ST_generalized_HE search of an IndexPQ asserts that its code size is a
+    multiple of 8 bytes (SIGABRT)."""
+    c = fresh_server.client()
+    q = rand(4, 8, 42)
+    for desc, code_size in (("PQ2", 2), ("PQ2x4", 1)):
+        name = unique("pq")
+        assert create(c, name, 8, desc)["status"] == "ok"
+        assert train(c, name, rand(300, 8, 40))["status"] == "ok"
+        assert add(c, name, rand(100, 8, 41))["status"] == "ok"
+        c.ok({"operation": "set_params", "index_id": name, "name": "search_type", "value": 2})
+        for nq in (1, 4):
+            h, _ = call(c, {"operation": "search", "index_id": name, "k": 5,
+                            "vector_shape": [nq, 8]}, q[:nq].tobytes())
+            refused(h, "multiple of 8", "got %d" % code_size)
+        serving(fresh_server)
+        c.ok({"operation": "set_params", "index_id": name, "name": "search_type", "value": 1})
+        D, I, _ = c.search(name, q, 5)
+        assert (I >= 0).all()
+
+    name = unique("pq")  # 8 bytes a code: served as FAISS serves it
+    assert create(c, name, 8, "PQ8")["status"] == "ok"
+    assert train(c, name, rand(300, 8, 43))["status"] == "ok"
+    assert add(c, name, rand(100, 8, 44))["status"] == "ok"
+    c.ok({"operation": "set_params", "index_id": name, "name": "search_type", "value": 2})
+    _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+    local = faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    local.search_type = faiss.IndexPQ.ST_generalized_HE
+    D, I, _ = c.search(name, q, 5)
+    Dl, Il = local.search(q, 5)
+    assert (D == Dl).all() and (I == Il).all()
+    serving(fresh_server)
+
+
+# ---- refinements: k * k_factor ---------------------------------------------------------------
+
+
+def test_refine_base_results_held_to_the_results_bound(fresh_server):
+    """A refinement asks its base index for k * k_factor results a query, which FAISS 1.7.3
+    allocates and fills whatever the base holds: with k_factor up to 2^20 one search took every
+    byte of memory (the kernel's OOM killer ended the process). They are held to the bound of
+    a search's own results, the message size limit / 12."""
+    c = fresh_server.client()
+    bound = c.ping()["max_message_size"] // 12
+    name = unique("rf")
+    assert create(c, name, 8, "IVF8,Flat,RFlat")["status"] == "ok"
+    assert train(c, name, rand(400, 8, 51))["status"] == "ok"
+    assert add(c, name, rand(200, 8, 52))["status"] == "ok"
+    c.ok({"operation": "set_params", "index_id": name, "name": "k_factor_rf", "value": 1 << 20})
+    q = rand(3, 8, 53)
+    k_out = bound // (1 << 20) + 1
+    for nq, k in ((3, 100), (1, k_out)):
+        h, _ = call(c, {"operation": "search", "index_id": name, "k": k,
+                        "vector_shape": [nq, 8]}, q[:nq].tobytes())
+        refused(h, "k x k_factor", "at most %d" % bound, "got %d" % (nq * k * (1 << 20)))
+    serving(fresh_server)
+    D, I, _ = c.search(name, q[:1], k_out - 1)  # just inside
+    assert (I[0, :200] >= 0).all() and (I[0, 200:] == -1).all()
+
+    c.ok({"operation": "set_params", "index_id": name, "name": "k_factor_rf", "value": 1000})
+    _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+    local = faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    local.k_factor = 1000
+    D, I, _ = c.search(name, q, 10)
+    Dl, Il = local.search(q, 10)
+    assert (I == Il).all() and np.allclose(D, Dl)
+    serving(fresh_server)
