@@ -563,8 +563,8 @@ int fpx_cluster_def(fpx_cluster *c, const char *tenant, const char *name, fpx_de
     return fpx_def_get(c, key, d, err);
 }
 
-/* Whether some node of placement other than this one is live (or its
- * heartbeat could not be read): -1 error, 0 none, 1 some. */
+/* Whether some node of placement other than this one is live, or its
+ * heartbeat could not be read (then it may be): 1, else 0. */
 static int others_live(fpx_cluster *c, const char *placement) {
     char list[PLACEMENT_LEN];
     snprintf(list, sizeof list, "%s", placement);
@@ -672,13 +672,6 @@ static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fp
     return 0;
 }
 
-/*
- * Defines d: its stream first (its name is the new unique id, so it collides
- * with nothing), then the definition, with a key-value create (when two
- * nodes define one name, one wins and the other gets already_exists). When
- * d is placed here, the replica is opened before this returns: *rep, its
- * index referenced for the caller.
- */
 /* Whether a create that wrote its first stream or shard at since (monotonic
  * ms) is past the time within which it must write the definition naming
  * them (orphan.c): then err says nothing was created. */
@@ -692,6 +685,13 @@ static int past_deadline(fpx_cluster *c, const char *name, uint64_t since, fpx_e
     return 1;
 }
 
+/*
+ * Defines d: its stream first (its name is the new unique id, so it collides
+ * with nothing), then the definition, with a key-value create (when two
+ * nodes define one name, one wins and the other gets already_exists). When
+ * d is placed here, the replica is opened before this returns: *rep, its
+ * index referenced for the caller.
+ */
 static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_req *imp,
                   fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];

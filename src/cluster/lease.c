@@ -170,30 +170,9 @@ int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remain
     return 1;
 }
 
-void fpx_clease_begin(fpx_cluster *c, const uint8_t *uid) {
-    char key[FPX_UID_HEX];
-    fpx_cluster_uid_hex(uid, key);
-    fpx_err err = {0};
-    for (int i = 0; i < FPX_CLEASE_TRIES; i++) {
-        lease_val v;
-        uint64_t rev = 0;
-        int got = lease_get(c, key, &v, &rev, &err);
-        if (got <= 0 || v.state != 'L' || v.secs == 0)
-            break;
-        v.at_ms = wall_ms() + v.secs * 1000;
-        int rc = lease_cas(c, key, &v, rev, &err);
-        if (rc <= 0) {
-            if (rc == 0)
-                return;
-            break;
-        }
-    }
-    if (err.msg[0]) /* it then runs the longer time it was written with */
-        fpx_log(FPX_LOG_WARN, "cannot start the lease of index %s: %s", key, err.msg);
-}
-
-/* Moves key's expiry to until_ms unless it is that late already, holds no
- * lease or is being dropped: 0, or -1 (err). */
+/* Moves key's expiry to until_ms unless it is that late already (until_ms
+ * < 0: to now + its lease, earlier or not), holds no lease or is being
+ * dropped: 0, or -1 (err). */
 static int renew_until(fpx_cluster *c, const char *key, int64_t until_ms, fpx_err *err) {
     for (int i = 0; i < FPX_CLEASE_TRIES; i++) {
         lease_val v;
@@ -201,9 +180,9 @@ static int renew_until(fpx_cluster *c, const char *key, int64_t until_ms, fpx_er
         int got = lease_get(c, key, &v, &rev, err);
         if (got <= 0)
             return got;
-        if (v.state != 'L' || v.secs == 0 || v.at_ms >= until_ms)
+        if (v.state != 'L' || v.secs == 0 || (until_ms >= 0 && v.at_ms >= until_ms))
             return 0;
-        v.at_ms = until_ms;
+        v.at_ms = until_ms >= 0 ? until_ms : wall_ms() + v.secs * 1000;
         int rc = lease_cas(c, key, &v, rev, err);
         if (rc <= 0)
             return rc;
@@ -241,6 +220,14 @@ void fpx_clease_touch(fpx_cluster *c, const uint8_t *uid) {
     if (t && t->until_ms < until)
         t->until_ms = until;
     pthread_mutex_unlock(&c->touch_mu);
+}
+
+void fpx_clease_begin(fpx_cluster *c, const uint8_t *uid) {
+    char key[FPX_UID_HEX];
+    fpx_cluster_uid_hex(uid, key);
+    fpx_err err = {0};
+    if (renew_until(c, key, -1, &err) < 0) /* it then runs the longer time it was written with */
+        fpx_log(FPX_LOG_WARN, "cannot start the lease of index %s: %s", key, err.msg);
 }
 
 /* The renewals requests asked for since the last tick: written (write 0:
