@@ -163,11 +163,25 @@ def js_api(port, subject, payload=b"", headers=None):
         raise AssertionError("no reply from JetStream's API")
 
 
+def js_read(port, subject, payload=b"", expected=()):
+    """A JetStream API read that must answer: an error reply whose code is
+    not in expected (a stream leader being elected, a request timed out on a
+    loaded machine) is asked again, up to 10 s, then fails the test, so that
+    a caller never takes a failed read for an empty answer."""
+    deadline = time.time() + 10
+    while True:
+        r = js_api(port, subject, payload)
+        if "error" not in r or r["error"].get("code") in expected:
+            return r
+        assert time.time() < deadline, (subject, r)
+        time.sleep(0.2)
+
+
 def definition_stored(cl, name, tenant="default"):
     """Whether the bucket fpx_indexes holds a definition of tenant/name."""
     key = "%s/%s" % (tenant.replace(".", "="), name.replace(".", "="))
-    r = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_fpx_indexes",
-               json.dumps({"last_by_subj": "$KV.fpx_indexes." + key}).encode())
+    r = js_read(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_fpx_indexes",
+                json.dumps({"last_by_subj": "$KV.fpx_indexes." + key}).encode(), (404,))
     if "error" in r:
         assert r["error"]["code"] == 404, r
         return False
@@ -178,8 +192,8 @@ def definition_stored(cl, name, tenant="default"):
 
 def kv_value(cl, bucket, key):
     """The value of key in bucket (bytes), or None when it holds none."""
-    m = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_" + bucket,
-               json.dumps({"last_by_subj": "$KV.%s.%s" % (bucket, key)}).encode())
+    m = js_read(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_" + bucket,
+                json.dumps({"last_by_subj": "$KV.%s.%s" % (bucket, key)}).encode(), (404,))
     if "error" in m:
         assert m["error"]["code"] == 404, m
         return None
@@ -191,16 +205,17 @@ def kv_value(cl, bucket, key):
 
 def stored_keys(cl, bucket, prefix=""):
     """The keys of bucket that hold a value (not a delete marker)."""
-    r = js_api(cl.nats[0].port, "$JS.API.STREAM.INFO.KV_" + bucket,
-               json.dumps({"subjects_filter": "$KV.%s.>" % bucket}).encode())
+    r = js_read(cl.nats[0].port, "$JS.API.STREAM.INFO.KV_" + bucket,
+                json.dumps({"subjects_filter": "$KV.%s.>" % bucket}).encode())
     subjects = (r.get("state") or {}).get("subjects") or {}
     keys = [s[len("$KV.%s." % bucket):] for s in subjects]
     out = set()
     for k in keys:
         if not k.startswith(prefix):
             continue
-        m = js_api(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_" + bucket,
-                   json.dumps({"last_by_subj": "$KV.%s.%s" % (bucket, k)}).encode())
+        # 404: deleted (purged) since the listing
+        m = js_read(cl.nats[0].port, "$JS.API.STREAM.MSG.GET.KV_" + bucket,
+                    json.dumps({"last_by_subj": "$KV.%s.%s" % (bucket, k)}).encode(), (404,))
         hdrs = (m.get("message") or {}).get("hdrs")
         if "message" in m and (not hdrs or b"KV-Operation" not in base64.b64decode(hdrs)):
             out.add(k)
@@ -215,4 +230,4 @@ def kv_delete(cl, bucket, key):
 
 def streams(cl):
     """The names of the JetStream streams of cluster cl."""
-    return set(js_api(cl.nats[0].port, "$JS.API.STREAM.NAMES").get("streams") or [])
+    return set(js_read(cl.nats[0].port, "$JS.API.STREAM.NAMES").get("streams") or [])

@@ -17,8 +17,8 @@ import faiss
 import numpy as np
 import pytest
 
-from cluster import (NATS_SERVER, Cluster, definition_stored, js_api, kv_delete, streams,
-                     synced)
+from cluster import (NATS_SERVER, Cluster, definition_stored, js_api, js_read, kv_delete,
+                     streams, synced)
 from conftest import unique
 from wire import rand
 
@@ -107,7 +107,7 @@ def test_large_import_chunked_and_rebuilt(cl):
     assert chunks >= 7, info  # 6.4 MB in records under 1 MB
     new = streams(cl) - before
     assert len(new) == 1
-    st = js_api(cl.nats[0].port, "$JS.API.STREAM.INFO." + new.pop())["state"]
+    st = js_read(cl.nats[0].port, "$JS.API.STREAM.INFO." + new.pop())["state"]
     assert st["messages"] == chunks and st["first_seq"] == 1 and st["last_seq"] == chunks
     for c in cs:
         same_as_faiss(c, name, ref, d)
@@ -136,7 +136,7 @@ def test_large_import_chunked_and_rebuilt(cl):
     node = cl.nodes[2]
     node.kill9()  # no snapshot at the stop, and no trimming once it is down
     shutil.rmtree(node.data_dir)
-    first = js_api(cl.nats[0].port, "$JS.API.STREAM.INFO." + stream)["state"]["first_seq"]
+    first = js_read(cl.nats[0].port, "$JS.API.STREAM.INFO." + stream)["state"]["first_seq"]
     node.start()
     back = node.client()
     if first == 1:

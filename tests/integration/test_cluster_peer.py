@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 import pytest
 
-from cluster import NATS_SERVER, Cluster, js_api, streams, synced
+from cluster import NATS_SERVER, Cluster, js_read, streams, synced
 from conftest import unique
 from wire import ServerError, rand
 
@@ -41,7 +41,7 @@ def cl(tmp_path):
 
 
 def stream_state(cl, stream):
-    return js_api(cl.nats[0].port, "$JS.API.STREAM.INFO." + stream)["state"]
+    return js_read(cl.nats[0].port, "$JS.API.STREAM.INFO." + stream)["state"]
 
 
 def create(cl, name):
