@@ -1728,6 +1728,29 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
+/* FAISS 1.7.3's binary hash indexes take their b-bit keys from the start of
+ * each code unchecked: b past the code's d bits reads past it, b past 64
+ * shifts a 64-bit word by more than its width (both undefined, and keys
+ * unlike the ones a program's own FAISS computed). b of 0 puts every vector
+ * under one key, as FAISS does. */
+static int check_binary_hash(const BinIndex *b, fpx_err *err) {
+    int bits, nhash = 1;
+    if (auto hh = dynamic_cast<const faiss::IndexBinaryHash *>(b)) {
+        bits = hh->b;
+    } else if (auto mh = dynamic_cast<const faiss::IndexBinaryMultiHash *>(b)) {
+        bits = mh->b;
+        nhash = mh->nhash;
+    } else {
+        return 0;
+    }
+    if (bits < 0 || bits > 64 || nhash < 1 || (int64_t)bits * nhash > b->d)
+        return set_err(err, FPX_E_VALIDATION,
+                       "a binary hash index takes its keys from the codes: it needs nhash * b "
+                       "bits within the dimension (%d) and b in 0..64, got nhash %d, b %d",
+                       (int)b->d, nhash, bits);
+    return 0;
+}
+
 int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **out, fpx_err *err) {
     if (dim < 8 || dim > 65536 || dim % 8)
         return set_err(err, FPX_E_VALIDATION,
@@ -1741,6 +1764,8 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
                        "binary index types start with B (BFlat, BIVF<n>, BHNSW<M>, ...)");
     try {
         std::unique_ptr<BinIndex> b(faiss::index_binary_factory((int)dim, description));
+        if (check_binary_hash(b.get(), err))
+            return -1;
         *out = new fpx_engine{nullptr, std::move(b), {}, {}, {}, {}};
         return 0;
     }
@@ -2236,6 +2261,15 @@ static int check_fast_scan_merge(Index *t, Index *o, fpx_err *err) {
 int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     if (!e->bin != !other->bin)
         return set_err(err, FPX_E_VALIDATION, "a binary index and a float index cannot be merged");
+    /* FAISS 1.7.3 moves the other's codes whatever either holds of training:
+     * codes moved into an untrained index are read with a codebook (or coarse
+     * quantizer) it does not have, or that its later training makes anew,
+     * and every search of them answers wrong without an error. */
+    if (fpx_engine_ntotal(other) > 0 && !fpx_engine_is_trained(e))
+        return set_err(err, FPX_E_VALIDATION,
+                       "merge_from into an untrained index: the other index's %lld vectors are "
+                       "encoded with a training this index does not have; train it first",
+                       (long long)fpx_engine_ntotal(other));
     try {
         std::string refused;
         try {
@@ -2881,6 +2915,8 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         bool wrapped = m != nullptr;
         int wrapper = dynamic_cast<faiss::IndexBinaryIDMap2 *>(m) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<BinIndex> b(unwrap_binary_idmap(raw.release()));
+        if (check_binary_hash(b.get(), err))
+            return -1;
         idx_t ntotal = b->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)
             return set_err(err, FPX_E_VALIDATION, "the IDMap's ids do not match its index");

@@ -132,3 +132,30 @@ def test_binary_durable(fresh_server):
     fresh_server.restart()
     c = fresh_server.client()
     assert c.info("b")["ntotal"] == 297
+
+
+def test_binary_hash_keys_within_the_code(client):
+    """FAISS 1.7.3's binary hash indexes take b-bit keys from the start of each code
+    unchecked: b above the dimension reads past the code, b above 64 shifts past a 64-bit
+    word. Refused when created and when imported; inside the bounds, FAISS's answers."""
+    for d, desc in ((8, "BHash16"), (128, "BHash65"), (16, "BHash2x16"), (256, "BHash2x65")):
+        h, _, _ = client.call({"operation": "create_index", "index_id": unique("bh"),
+                               "dimension": d, "index_type": desc})
+        assert h["status"] == "error" and h["error_type"] == "validation_error", (desc, h)
+    local = faiss.IndexBinaryHash(8, 16)  # FAISS makes it; its keys read past each code
+    h, _, _ = client.call({"operation": "import_index", "index_id": unique("bh")},
+                          faiss.serialize_index_binary(local).tobytes())
+    assert h["status"] == "error" and h["error_type"] == "validation_error", h
+    assert "b in 0..64" in h["message"], h
+    x = np.random.default_rng(5).integers(0, 256, (60, 2), dtype="uint8")
+    for desc in ("BHash16", "BHash2x8"):
+        name = unique("bh")
+        client.ok({"operation": "create_index", "index_id": name, "dimension": 16,
+                   "index_type": desc})
+        add(client, name, x)
+        ref = faiss.index_binary_factory(16, desc)
+        ref.add(x)
+        D, I, _ = search(client, name, x[:5], 4)
+        Dr, Ir = ref.search(x[:5], 4)
+        assert (I == Ir).all() and (D == Dr).all(), desc
+        client.drop(name)

@@ -159,6 +159,42 @@ def test_wire_refusals(client):
         client.drop(n)
 
 
+@pytest.mark.parametrize("desc", ["PQ2x4", "SQ4", "IVF4,Flat", "RQ1x4", "PCA4,IVF4,SQ8"])
+def test_no_codes_move_into_an_untrained_index(client, desc):
+    """FAISS 1.7.3 moves the codes of a trained index into an untrained one, which has no
+    codebook (or coarse quantizer) to read them with, or makes one anew when it is trained:
+    every later answer would be wrong without an error. Refused, both indexes unchanged; an
+    empty untrained other still merges, as in FAISS."""
+    untrained, trained, empty = unique("mu"), unique("mt"), unique("me")
+    for n in (untrained, trained, empty):
+        client.ok({"operation": "create_index", "index_id": n, "dimension": 8,
+                   "index_type": desc})
+    client.ok({"operation": "train", "index_id": trained, "vector_shape": [300, 8]},
+              data(300, 8, 11).tobytes())
+    client.add(trained, data(40, 8, 12))
+    h = client.error({"operation": "merge_from", "index_id": untrained, "other": trained})
+    assert h["error_type"] == "validation_error", h
+    assert "untrained" in h["message"] and "40 vectors" in h["message"], h
+    assert client.info(untrained)["ntotal"] == 0 and not client.info(untrained)["is_trained"]
+    assert client.info(trained)["ntotal"] == 40
+    # nothing to move: FAISS's merge and FAISS's refusals (an IVF's empty coarse quantizer)
+    ref = real.deserialize_index(np.frombuffer(
+        client.ok({"operation": "export_index", "index_id": trained})[1], dtype="uint8"))
+    try:
+        ref.merge_from(real.index_factory(8, desc), 0)
+        refusal = None
+    except RuntimeError as e:
+        refusal = str(e)
+    h, _, meta = client.call({"operation": "merge_from", "index_id": trained, "other": empty})
+    if refusal is None:
+        assert h["status"] == "ok" and meta["merged"] == 0, h
+    else:
+        assert h["error_type"] == "faiss_error" and h["message"] in refusal, (h, refusal)
+    assert client.info(trained)["ntotal"] == 40
+    for n in (untrained, trained, empty):
+        client.drop(n)
+
+
 def test_merge_survives_kill9_and_replays_the_same(fresh_server):
     c = fresh_server.client()
     a, b = unique("ka"), unique("kb")
