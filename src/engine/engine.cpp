@@ -78,6 +78,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -2258,6 +2259,85 @@ static int check_fast_scan_merge(Index *t, Index *o, fpx_err *err) {
     return 0;
 }
 
+/* Up to n of o's own codes in the form of its sa_decode (input space, past
+ * its pre-transforms): flat codes as held, an IVF's list entries after their
+ * list number. None for types whose held codes are not in that form (IVF
+ * fast scan packs its lists in blocks). */
+static size_t held_codes(Index *o, size_t n, std::vector<uint8_t> &codes) {
+    Index *core = o;
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(core))
+        core = pt->index;
+    size_t cs = o->sa_code_size(), m = 0;
+    if (auto fc = dynamic_cast<faiss::IndexFlatCodes *>(core)) {
+        m = std::min(n, (size_t)fc->ntotal);
+        if (fc->code_size != cs)
+            return 0;
+        codes.assign(fc->codes.begin(), fc->codes.begin() + (ptrdiff_t)(m * cs));
+        return m;
+    }
+    auto ivf = dynamic_cast<faiss::IndexIVF *>(core);
+    if (!ivf || dynamic_cast<faiss::IndexIVFFastScan *>(ivf) || !ivf->invlists)
+        return 0;
+    size_t coarse = ivf->coarse_code_size();
+    if (coarse + ivf->code_size != cs)
+        return 0;
+    codes.resize(n * cs);
+    for (size_t l = 0; l < ivf->nlist && m < n; l++)
+        for (size_t j = 0; j < ivf->invlists->list_size(l) && m < n; j++, m++) {
+            ivf->encode_listno((idx_t)l, &codes[m * cs]);
+            faiss::InvertedLists::ScopedCodes c(ivf->invlists, l, j);
+            memcpy(&codes[m * cs + coarse], c.get(), ivf->code_size);
+        }
+    codes.resize(m * cs);
+    return m;
+}
+
+/* FAISS 1.7.3's merge_from moves codes between indexes of one type and code
+ * size without comparing their training: codes of an index trained apart
+ * (another PQ codebook, other IVF centroids) are read with this index's,
+ * and answers are wrong without an error. The two trainings must encode
+ * alike: some of the other's own vectors (decoded from its codes) and
+ * fixed random ones, encoded by both, must give the same codes. Indexes of
+ * one training always pass (the same computation on the same numbers); a
+ * type with no standalone codec is not compared. */
+static int check_same_training(Index *t, Index *o, fpx_err *err) {
+    if (o->ntotal == 0 || t->d != o->d)
+        return 0;
+    size_t cs = t->sa_code_size();
+    if (cs == 0 || cs != o->sa_code_size())
+        return 0;
+    std::vector<uint8_t> held;
+    size_t m = held_codes(o, 16, held);
+    const size_t nrand = 8, d = (size_t)t->d;
+    std::vector<float> x((m + nrand) * d);
+    if (m)
+        o->sa_decode((idx_t)m, held.data(), x.data());
+    std::mt19937 rng(1234);
+    std::normal_distribution<float> g;
+    for (size_t i = m * d; i < x.size(); i++)
+        x[i] = g(rng);
+    size_t np = m + nrand;
+    std::vector<uint8_t> ct(np * cs), co(np * cs);
+    t->sa_encode((idx_t)np, x.data(), ct.data());
+    o->sa_encode((idx_t)np, x.data(), co.data());
+    if (ct != co)
+        return set_err(err, FPX_E_VALIDATION,
+                       "merge_from of indexes trained apart: the two encode the same vectors "
+                       "differently (another codebook or coarse quantizer), so the other's codes "
+                       "would be read wrong here; merge indexes made from one trained index "
+                       "(train one, then export/import or clone it)");
+    return 0;
+}
+
+/* check_same_training, for the types that have a standalone codec. */
+static int check_merge_training(Index *t, Index *o, fpx_err *err) {
+    try {
+        return check_same_training(t, o, err);
+    } catch (const faiss::FaissException &) {
+        return 0; /* sa_encode / sa_decode not implemented for this type */
+    }
+}
+
 int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     if (!e->bin != !other->bin)
         return set_err(err, FPX_E_VALIDATION, "a binary index and a float index cannot be merged");
@@ -2283,7 +2363,9 @@ int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err) {
             refused = faiss_message(ex.what());
         }
         if (refused.empty())
-            return e->bin ? 0 : check_fast_scan_merge(e->index.get(), other->index.get(), err);
+            return e->bin ? 0
+                          : check_fast_scan_merge(e->index.get(), other->index.get(), err) ||
+                                check_merge_training(e->index.get(), other->index.get(), err);
         /* a type without merge_from has no check either: FAISS's merge_from says so */
         if (refused.find("check_compatible_for_merge() not implemented") != std::string::npos)
             refused = "merge_from() not implemented";
@@ -3121,12 +3203,31 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
  * default ClusteringParameters (25 k-means iterations) where its constructor
  * set 10, and forgets that an IMI or HNSW quantizer trains alone, so an index
  * read back would train differently from the one written. */
+/* FAISS 1.7.3 writes an OPQMatrix as a plain LinearTransform, whose train
+ * does nothing: an untrained OPQ read back could never be trained (every
+ * train of it failed with "Transformation not trained yet"). The untrained
+ * transforms of d that were OPQ matrices in s become them again. */
+static void copy_opq(faiss::IndexPreTransform *d, const faiss::IndexPreTransform *s) {
+    for (size_t i = 0; i < d->chain.size() && i < s->chain.size(); i++) {
+        auto so = dynamic_cast<const faiss::OPQMatrix *>(s->chain[i]);
+        faiss::VectorTransform *dt = d->chain[i];
+        if (!so || !d->own_fields || dt->is_trained || dynamic_cast<faiss::OPQMatrix *>(dt) ||
+            dt->d_in != so->d_in || dt->d_out != so->d_out)
+            continue;
+        auto o = new faiss::OPQMatrix(*so); /* its settings */
+        o->pq = nullptr;                     /* a borrowed quantizer stays with s */
+        delete dt;
+        d->chain[i] = o;
+    }
+}
+
 static void copy_train_params(Index *d, const Index *s) {
     for (;;) {
         if (auto dp = dynamic_cast<faiss::IndexPreTransform *>(d)) {
             auto sp = dynamic_cast<const faiss::IndexPreTransform *>(s);
             if (!sp)
                 return;
+            copy_opq(dp, sp);
             d = dp->index, s = sp->index;
         } else if (auto dm = dynamic_cast<faiss::IndexIDMap *>(d)) {
             auto sm = dynamic_cast<const faiss::IndexIDMap *>(s);

@@ -337,3 +337,33 @@ def test_faiss_ops_are_durable(fresh_server):
     after = [c.search(n, xb[:3], 3) for n in ("f", "v", "imp")]
     for (D1, I1, _), (D2, I2, _) in zip(before, after):
         assert np.array_equal(I1, I2) and np.array_equal(D1, D2)
+
+
+@pytest.mark.parametrize("desc", ["OPQ2,PQ2x4", "OPQ4_8,IVF4,PQ4x4"])
+def test_opq_trains_as_faiss_trains_it(fresh_server, desc):
+    """FAISS 1.7.3 writes an OPQ matrix as a plain linear transform, which its train leaves
+    untrained: an OPQ index copied through FAISS's bytes before its training (as a train is
+    logged as its result) failed every train with "Transformation not trained yet". Trained
+    as FAISS trains it, also after a restart before the training."""
+    c = fresh_server.client()
+    name = unique("opq")
+    c.ok({"operation": "create_index", "index_id": name, "dimension": 8, "index_type": desc})
+    fresh_server.restart()
+    c = fresh_server.client()
+    xt, xb, xq = rand(400, 8, 61), rand(100, 8, 62), rand(5, 8, 63)
+    c.ok({"operation": "train", "index_id": name, "vector_shape": [400, 8]}, xt.tobytes())
+    c.add(name, xb)
+    ref = faiss.index_factory(8, desc)
+    ref.train(xt)
+    ref.add(xb)
+    served = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": name})[1], dtype="uint8"))
+    opq = faiss.downcast_VectorTransform(ref.chain.at(0))
+    got = faiss.downcast_VectorTransform(served.chain.at(0))
+    np.testing.assert_array_equal(faiss.vector_to_array(got.A), faiss.vector_to_array(opq.A))
+    if "IVF" in desc:
+        faiss.extract_index_ivf(ref).nprobe = c.info(name)["params"]["nprobe"]
+    D, I, _ = c.search(name, xq, 5)
+    Dr, Ir = ref.search(xq, 5)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)

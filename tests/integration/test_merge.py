@@ -195,6 +195,54 @@ def test_no_codes_move_into_an_untrained_index(client, desc):
         client.drop(n)
 
 
+@pytest.mark.parametrize("desc", ["PQ2x4", "SQ4", "IVF4,Flat", "IVF4,PQ2x4", "RQ1x4", "LSQ2x4",
+                                  "PCA4,IVF4,SQ8", "OPQ2,PQ2x4"])
+def test_codes_move_only_between_indexes_of_one_training(client, desc):
+    """FAISS 1.7.3 merges codes of two indexes of one type trained apart (another codebook,
+    other IVF centroids) and reads them with this index's: wrong answers without an error.
+    Refused, both unchanged; indexes made from one trained index (an import of its export)
+    merge as FAISS merges them."""
+    a, apart, copy = unique("ma"), unique("mp"), unique("mc")
+    for n, seed in ((a, 21), (apart, 22)):
+        client.ok({"operation": "create_index", "index_id": n, "dimension": 8,
+                   "index_type": desc})
+        client.ok({"operation": "train", "index_id": n, "vector_shape": [300, 8]},
+                  data(300, 8, seed).tobytes())
+    trained = client.ok({"operation": "export_index", "index_id": a})[1]
+    client.ok({"operation": "import_index", "index_id": copy}, trained)
+    client.add(a, data(30, 8, 23))
+    client.add(apart, data(20, 8, 24))
+    client.add(copy, data(20, 8, 25))
+    ref = real.deserialize_index(np.frombuffer(
+        client.ok({"operation": "export_index", "index_id": a})[1], dtype="uint8"))
+    try:  # FAISS compares some trainings itself (IVF centroids, PCA): its refusal then
+        real.clone_index(ref).merge_from(real.deserialize_index(np.frombuffer(
+            client.ok({"operation": "export_index", "index_id": apart})[1], dtype="uint8")), 0)
+        faiss_refusal = None
+    except RuntimeError as e:
+        faiss_refusal = str(e)
+    h = client.error({"operation": "merge_from", "index_id": a, "other": apart})
+    if faiss_refusal is None or h["error_type"] == "validation_error":
+        assert h["error_type"] == "validation_error" and "trained apart" in h["message"], h
+    else:
+        assert h["error_type"] == "faiss_error" and h["message"] in faiss_refusal, h
+    assert client.info(a)["ntotal"] == 30 and client.info(apart)["ntotal"] == 20
+    other = real.deserialize_index(np.frombuffer(
+        client.ok({"operation": "export_index", "index_id": copy})[1], dtype="uint8"))
+    add_id = 1000 if "IVF" in desc else 0  # IVF labels stay, plus add_id
+    _, _, meta = client.ok({"operation": "merge_from", "index_id": a, "other": copy,
+                            "add_id": add_id})
+    ref.merge_from(other, add_id)
+    assert meta["merged"] == 20 and client.info(a)["ntotal"] == ref.ntotal == 50
+    xq = data(5, 8, 26)
+    D, I, _ = client.search(a, xq, 10)
+    Dr, Ir = ref.search(xq, 10)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
+    for n in (a, apart, copy):
+        client.drop(n)
+
+
 def test_merge_survives_kill9_and_replays_the_same(fresh_server):
     c = fresh_server.client()
     a, b = unique("ka"), unique("kb")
