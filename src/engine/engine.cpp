@@ -3215,7 +3215,7 @@ static void copy_opq(faiss::IndexPreTransform *d, const faiss::IndexPreTransform
             dt->d_in != so->d_in || dt->d_out != so->d_out)
             continue;
         auto o = new faiss::OPQMatrix(*so); /* its settings */
-        o->pq = nullptr;                     /* a borrowed quantizer stays with s */
+        o->pq = nullptr;                    /* a borrowed quantizer stays with s */
         delete dt;
         d->chain[i] = o;
     }
