@@ -1911,6 +1911,60 @@ int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
+static fpx_isolated_add_fn isolated_add;
+static void serialize_into(const fpx_engine *e, faiss::VectorIOWriter &w);
+static void copy_train_params(Index *d, const Index *s);
+
+void fpx_engine_set_isolated_add(fpx_isolated_add_fn fn) {
+    isolated_add = fn;
+}
+
+/* Whether an add to idx builds an NSG graph (an NSG's first add; an NSG
+ * coarse quantizer is built by its IVF's train). */
+static bool builds_nsg_graph(Index *idx) {
+    bool builds = false;
+    for_each_nsg(idx, nullptr, [&](faiss::IndexNSG *g, faiss::IndexIVF *ivf) {
+        builds |= !ivf && g->ntotal == 0 && !g->is_built;
+    });
+    return builds;
+}
+
+/* The add of n vectors to e, run by isolated_add; e takes the index it
+ * gives back, with the settings FAISS's bytes leave out (as a trained
+ * index's record takes them, apply.c). */
+static int add_isolated(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
+    faiss::VectorIOWriter w;
+    try {
+        serialize_into(e, w);
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+    uint8_t *out = nullptr;
+    size_t out_len = 0;
+    if (isolated_add(w.data.data(), w.data.size(), n, e->index->d, x, &out, &out_len, err))
+        return -1;
+    std::unique_ptr<uint8_t, decltype(&free)> held(out, free);
+    std::unique_ptr<Index> built;
+    try {
+        BufReader r(out, out_len);
+        built.reset(unwrap_idmap(read_float(&r)));
+    }
+    FPX_CATCH(err, FPX_E_INTERNAL)
+    if (built->d != e->index->d || built->ntotal != e->index->ntotal + n)
+        return set_err(err, FPX_E_INTERNAL,
+                       "the NSG build gave back another index (d=%d, %lld vectors, expected "
+                       "%lld)",
+                       (int)built->d, (long long)built->ntotal, (long long)(e->index->ntotal + n));
+    fpx_engine next{std::move(built), nullptr, {}, {}, {}, {}};
+    copy_train_params(next.index.get(), e->index.get());
+    int64_t v, dflt;
+    for (int i = 0; fpx_engine_member_param(i, &dflt); i++)
+        if (fpx_engine_get_member(e, fpx_engine_member_param(i, &dflt), &v) == 0)
+            (void)fpx_engine_set_member(&next, fpx_engine_member_param(i, &dflt), v, err);
+    e->index.swap(next.index);
+    sync_norms(e);
+    return 0;
+}
+
 int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n == 0)
         return 0;
@@ -1918,6 +1972,8 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
         return set_err(err, FPX_E_NOT_TRAINED, "the index must be trained before adding vectors");
     if (!e->bin && check_nsg_add(e->index.get(), n, err))
         return -1;
+    if (isolated_add && !e->bin && builds_nsg_graph(e->index.get()))
+        return add_isolated(e, n, x, err);
     try {
         in_build(e, n, [&] {
             if (e->bin)

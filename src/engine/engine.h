@@ -200,6 +200,19 @@ int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err);
 int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err);
 
 /*
+ * An add that builds an NSG graph, which FAISS 1.7.3 may never finish (its
+ * build loops for good on some data, as with R = 3 on most) or may end the
+ * process on (an assertion of its NNDescent), run elsewhere: given the
+ * index's FAISS serialization and the n x d float32 vectors, fn makes out (a
+ * malloc'd buffer) the serialization of the index after the add, or fails
+ * with err (the index is then unchanged). Unset (the default), such an add
+ * runs in this process as any other. Set once at start.
+ */
+typedef int (*fpx_isolated_add_fn)(const uint8_t *index, size_t index_len, int64_t n, int64_t d,
+                                   const void *x, uint8_t **out, size_t *out_len, fpx_err *err);
+void fpx_engine_set_isolated_add(fpx_isolated_add_fn fn);
+
+/*
  * k-NN search of n queries. D and I are n*k, row-major; I holds positions,
  * -1 where fewer than k results exist. allowed (may be NULL = all positions)
  * restricts results: the engine uses FAISS's IDSelector where the index

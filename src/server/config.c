@@ -72,6 +72,9 @@ static const char usage[] =
 
 /* The rest of the usage (one string literal would be over C's 4095 bytes). */
 static const char usage_more[] =
+    "      --graph-build-timeout S  seconds an NSG graph build (run in a child process) may\n"
+    "                             take, plus 1 s per 100000 numbers added\n"
+    "                                       FAISS_PROXY_GRAPH_BUILD_TIMEOUT (600)\n"
     "      --cluster URLS         join a cluster whose metadata and write logs live in NATS\n"
     "                             JetStream: nats://HOST:PORT[,nats://HOST:PORT...]\n"
     "                                       FAISS_PROXY_CLUSTER (none: a single server)\n"
@@ -150,7 +153,8 @@ enum {
     OPT_MOVE_FROM,
     OPT_MOVE_TO,
     OPT_DURABILITY,
-    OPT_SYNCED_TIMEOUT
+    OPT_SYNCED_TIMEOUT,
+    OPT_GRAPH_BUILD_TIMEOUT
 };
 
 static int apply(fpx_config *cfg, int opt, const char *v) {
@@ -235,6 +239,8 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return 0;
     case OPT_SYNCED_TIMEOUT:
         return parse_int("synced timeout", v, 100, 3600000, &cfg->synced_timeout_ms);
+    case OPT_GRAPH_BUILD_TIMEOUT:
+        return parse_int("graph build timeout", v, 1, 86400, &cfg->graph_build_timeout);
     case OPT_MOVE:
         return set_str("move", cfg->move_index, sizeof cfg->move_index, v);
     case OPT_MOVE_TENANT:
@@ -312,6 +318,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->metrics_port = -1;
     strcpy(cfg->metrics_bind, "127.0.0.1");
     cfg->forward_timeout_ms = 30000;
+    cfg->graph_build_timeout = 600;
 
     static const struct {
         const char *env;
@@ -344,6 +351,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_FORWARD_TIMEOUT_MS", 'T'},
         {"FAISS_PROXY_DURABILITY", OPT_DURABILITY},
         {"FAISS_PROXY_SYNCED_TIMEOUT_MS", OPT_SYNCED_TIMEOUT},
+        {"FAISS_PROXY_GRAPH_BUILD_TIMEOUT", OPT_GRAPH_BUILD_TIMEOUT},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -385,6 +393,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"forward-timeout-ms", required_argument, 0, 'T'},
         {"durability", required_argument, 0, OPT_DURABILITY},
         {"synced-timeout-ms", required_argument, 0, OPT_SYNCED_TIMEOUT},
+        {"graph-build-timeout", required_argument, 0, OPT_GRAPH_BUILD_TIMEOUT},
         {"move", required_argument, 0, OPT_MOVE},
         {"move-tenant", required_argument, 0, OPT_MOVE_TENANT},
         {"from", required_argument, 0, OPT_MOVE_FROM},

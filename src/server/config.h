@@ -66,6 +66,9 @@ typedef struct fpx_config {
      * half of forward_timeout_ms unless --synced-timeout-ms says). */
     int durability_synced;
     int synced_timeout_ms;
+    /* Seconds an NSG graph build, run in a child process (probe.c), may take
+     * beyond 1 s per 100000 numbers it is given. */
+    int graph_build_timeout;
     /* The one-shot command that moves a replica (--move INDEX[/SHARD] --from
      * NODE --to NODE, src/cluster/move.c): the process moves it and exits
      * instead of serving. "" = serve. */

@@ -61,6 +61,8 @@ int main(int argc, char **argv) {
      * report). */
     if (argc == 2 && !strcmp(argv[1], FPX_PROBE_ARG))
         _exit(fpx_probe_main());
+    if (argc == 2 && !strcmp(argv[1], FPX_PROBE_BUILD_ARG))
+        _exit(fpx_probe_build_main());
     fpx_config cfg;
     int rc = fpx_config_load(&cfg, argc, argv);
     if (rc != 0) {
@@ -94,6 +96,8 @@ int main(int argc, char **argv) {
 
     fpx_batch_configure((int64_t)cfg.batch_wait_us, (int64_t)cfg.batch_max, cfg.cores);
     fpx_engine_stats_wait_ms((int64_t)cfg.stats_wait_ms);
+    fpx_probe_set_build_timeout(cfg.graph_build_timeout);
+    fpx_engine_set_isolated_add(fpx_probe_build_add);
     if (fpx_engine_tune_for_server() != 0)
         fpx_log(FPX_LOG_DEBUG, "the BLAS in use is not OpenBLAS: its threading is left as is");
 

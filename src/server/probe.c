@@ -16,6 +16,14 @@
  * of other tenants felt an import. The bytes reach the child through a memfd;
  * its address space and its time are bounded, and FAISS's message comes back
  * on a pipe.
+ *
+ * The same child runs the adds that build an NSG graph (FPX_PROBE_BUILD_ARG):
+ * FAISS 1.7.3's NSG build loops for good on some data (with R = 3 on most)
+ * and asserts on other, which in the server held a worker and the index for
+ * good, or ended every tenant's service. The child gets the index's bytes
+ * and the vectors, adds, and hands back the index's bytes, within a time
+ * the operator sets (--graph-build-timeout); the server takes them only
+ * then, and a build that never ends or dies leaves the index as it was.
  */
 #define _GNU_SOURCE
 #include "probe.h"
@@ -52,9 +60,18 @@ extern char **environ;
 #define PROBE_LIMIT_MEMORY 1
 #endif
 
-/* The child's descriptors: the bytes, and the message pipe. */
+/* The child's descriptors: the bytes, the message pipe, and (a build) the
+ * bytes it gives back. */
 #define PROBE_FD_BYTES 3
 #define PROBE_FD_MSG 4
+#define PROBE_FD_OUT 5
+
+/* A build's input: this header, the index's bytes, the vectors. */
+typedef struct build_header {
+    uint64_t index_len, n, d;
+} build_header;
+
+static int build_timeout_s = 600;
 
 /* The bytes of address space this process has mapped (0 when unknown). */
 static uint64_t own_address_space(void) {
@@ -107,15 +124,16 @@ int fpx_probe_main(void) {
 /* fd moved above the child's fixed descriptors (a dup2 onto itself would
  * keep close-on-exec set), close-on-exec. -1 on error (fd closed). */
 static int above_fixed(int fd) {
-    if (fd > PROBE_FD_MSG)
+    if (fd > PROBE_FD_OUT)
         return fd;
-    int moved = fcntl(fd, F_DUPFD_CLOEXEC, PROBE_FD_MSG + 1);
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, PROBE_FD_OUT + 1);
     close(fd);
     return moved;
 }
 
-/* Starts the probe over memfd, its messages to msg_w. 0 with *pid, or -1. */
-static int spawn_probe(int memfd, int msg_w, pid_t *pid, fpx_err *err) {
+/* Starts the probe (a build when out_fd >= 0) over memfd, its messages to
+ * msg_w. 0 with *pid, or -1. */
+static int spawn_probe(int memfd, int msg_w, int out_fd, pid_t *pid, fpx_err *err) {
     posix_spawn_file_actions_t fa;
     if (posix_spawn_file_actions_init(&fa) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory starting the import probe");
@@ -124,10 +142,12 @@ static int spawn_probe(int memfd, int msg_w, pid_t *pid, fpx_err *err) {
     int rc = posix_spawn_file_actions_adddup2(&fa, memfd, PROBE_FD_BYTES);
     if (rc == 0)
         rc = posix_spawn_file_actions_adddup2(&fa, msg_w, PROBE_FD_MSG);
+    if (rc == 0 && out_fd >= 0)
+        rc = posix_spawn_file_actions_adddup2(&fa, out_fd, PROBE_FD_OUT);
     if (rc == 0)
         rc = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-    char arg0[] = "faiss-proxy-server", arg1[] = FPX_PROBE_ARG;
-    char *argv[] = {arg0, arg1, NULL};
+    char arg0[] = "faiss-proxy-server", arg1[] = FPX_PROBE_ARG, arg1b[] = FPX_PROBE_BUILD_ARG;
+    char *argv[] = {arg0, out_fd >= 0 ? arg1b : arg1, NULL};
     if (rc == 0)
         rc = posix_spawn(pid, "/proc/self/exe", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -188,7 +208,7 @@ int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
                            "cannot hand the index to the import probe: %s", strerror(e));
     }
     pid_t pid;
-    int rc = spawn_probe(memfd, fds[1], &pid, err);
+    int rc = spawn_probe(memfd, fds[1], -1, &pid, err);
     close(memfd);
     close(fds[1]);
     if (rc != 0) {
@@ -222,4 +242,137 @@ int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
                        WIFSIGNALED(status) ? "signal" : "exit status",
                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
                        PROBE_LIMIT_MEMORY ? ", or needed more memory than the bytes justify" : "");
+}
+
+/* ---- NSG graph builds -------------------------------------------------------------- */
+
+void fpx_probe_set_build_timeout(int seconds) {
+    build_timeout_s = seconds;
+}
+
+int fpx_probe_build_main(void) {
+    /* The tenant's bulk work: after requests, as the import's reader */
+    fpx_thread_lower_priority();
+    struct stat st;
+    build_header h;
+    if (fstat(PROBE_FD_BYTES, &st) != 0 || (size_t)st.st_size < sizeof h)
+        return 2;
+    size_t len = (size_t)st.st_size;
+    const uint8_t *buf = mmap(NULL, len, PROT_READ, MAP_PRIVATE, PROBE_FD_BYTES, 0);
+    if (buf == MAP_FAILED)
+        return 2;
+    memcpy(&h, buf, sizeof h);
+    if (h.index_len > len - sizeof h || h.d == 0 ||
+        h.n > (len - sizeof h - h.index_len) / sizeof(float) / h.d)
+        return 2;
+    fpx_engine *eng;
+    fpx_err e = {0};
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    const uint8_t *x = buf + sizeof h + h.index_len;
+    int rc = fpx_engine_deserialize(buf + sizeof h, (size_t)h.index_len, &eng, &e);
+    if (rc == 0)
+        rc = fpx_engine_add(eng, (int64_t)h.n, x, &e);
+    if (rc == 0)
+        rc = fpx_engine_serialize(eng, &out, &out_len, &e);
+    if (rc != 0) {
+        ssize_t w = write(PROBE_FD_MSG, e.msg, strnlen(e.msg, sizeof e.msg));
+        (void)w;
+        return 1;
+    }
+    return fpx_write_all(PROBE_FD_OUT, out, out_len) == 0 ? 0 : 2;
+}
+
+/* A new memfd moved above the fixed descriptors, or -1. */
+static int new_memfd(const char *name) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    return fd < 0 ? -1 : above_fixed(fd);
+}
+
+/* The whole of fd (from its start) in a malloc'd buffer. */
+static int read_back(int fd, uint8_t **out, size_t *out_len) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0)
+        return -1;
+    size_t len = (size_t)st.st_size, got = 0;
+    uint8_t *b = malloc(len);
+    if (!b)
+        return -1;
+    while (got < len) {
+        ssize_t k = pread(fd, b + got, len - got, (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            free(b);
+            return -1;
+        }
+        got += (size_t)k;
+    }
+    *out = b;
+    *out_len = len;
+    return 0;
+}
+
+int fpx_probe_build_add(const uint8_t *index, size_t index_len, int64_t n, int64_t d, const void *x,
+                        uint8_t **out, size_t *out_len, fpx_err *err) {
+    *out = NULL;
+    *out_len = 0;
+    build_header h = {index_len, (uint64_t)n, (uint64_t)d};
+    size_t x_len = (size_t)n * (size_t)d * sizeof(float);
+    int in = new_memfd("faiss-proxy-build"), res = new_memfd("faiss-proxy-built");
+    int fds[2] = {-1, -1};
+    if (in < 0 || res < 0 || fpx_write_all(in, &h, sizeof h) != 0 ||
+        fpx_write_all(in, index, index_len) != 0 || fpx_write_all(in, x, x_len) != 0 ||
+        pipe2(fds, O_CLOEXEC) != 0 || (fds[0] = above_fixed(fds[0])) < 0 ||
+        (fds[1] = above_fixed(fds[1])) < 0) {
+        int e = errno;
+        int all[] = {in, res, fds[0], fds[1]};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (all[i] >= 0)
+                close(all[i]);
+        return fpx_err_set(err, e == ENOMEM || e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
+                           "cannot hand the vectors to the NSG build's process: %s", strerror(e));
+    }
+    pid_t pid;
+    int rc = spawn_probe(in, fds[1], res, &pid, err);
+    close(in);
+    close(fds[1]);
+    if (rc != 0) {
+        close(res);
+        close(fds[0]);
+        return -1;
+    }
+    char msg[sizeof err->msg];
+    uint64_t seconds = (uint64_t)build_timeout_s + (uint64_t)n * (uint64_t)d / 100000u;
+    int timed_out = read_message(fds[0], fpx_now_ns() + seconds * 1000000000u, msg, sizeof msg);
+    close(fds[0]);
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        rc = read_back(res, out, out_len);
+        close(res);
+        return rc == 0 ? 0
+                       : fpx_err_set(err, FPX_E_INTERNAL,
+                                     "cannot read back the index the NSG build made");
+    }
+    close(res);
+    if (timed_out)
+        return fpx_err_set(err, FPX_E_LIMIT,
+                           "FAISS's NSG graph build did not finish within %llu s and was stopped; "
+                           "the index is unchanged (FAISS 1.7.3's NSG build never ends on some "
+                           "data, as with R = 3 on most; a larger R builds, and "
+                           "--graph-build-timeout sets the time allowed)",
+                           (unsigned long long)seconds);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 1)
+        return fpx_err_set(err, FPX_E_FAISS, "%s", msg[0] ? msg : "FAISS's NSG build failed");
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+        return fpx_err_set(err, FPX_E_INTERNAL, "the NSG build's process could not do its work");
+    return fpx_err_set(err, FPX_E_FAISS,
+                       "FAISS's NSG graph build died on these vectors (%s %d); the index is "
+                       "unchanged",
+                       WIFSIGNALED(status) ? "signal" : "exit status",
+                       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 }

@@ -25,4 +25,25 @@ int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err);
  * message (if any) to fd 4, returns the exit status (0: readable). */
 int fpx_probe_main(void);
 
+/* The argument that makes faiss-proxy-server the process of an NSG build. */
+#define FPX_PROBE_BUILD_ARG "--probe-build"
+
+/*
+ * An add that builds an NSG graph (fpx_isolated_add_fn, engine.h), run in a
+ * child process within the build timeout (plus 1 s per 100000 numbers
+ * added): out is the index's serialization after the add (malloc'd), or -1
+ * with err: limit_exceeded when the build did not finish in time, a
+ * faiss_error when FAISS failed or its process died.
+ */
+int fpx_probe_build_add(const uint8_t *index, size_t index_len, int64_t n, int64_t d, const void *x,
+                        uint8_t **out, size_t *out_len, fpx_err *err);
+
+/* Seconds a build may take (--graph-build-timeout), set once at start. */
+void fpx_probe_set_build_timeout(int seconds);
+
+/* The build process's own main: the input (header, index, vectors) from fd
+ * 3, FAISS's message to fd 4, the index after the add to fd 5; returns the
+ * exit status (0: built, 1: FAISS failed, 2: bad input). */
+int fpx_probe_build_main(void);
+
 #endif

@@ -6,6 +6,8 @@ hands it to FAISS as it is, ends the server (every tenant with it) or holds one 
 and the index's lock for good. Each test sends it to a server of its own, expects the error
 that names the bound, checks that the server still answers, and that the inputs just inside
 the bound are served as FAISS serves them."""
+import time
+
 import faiss
 import numpy as np
 import pytest
@@ -75,6 +77,69 @@ def test_nsg_needs_r_of_3(fresh_server):
         refused(create(c, unique("nsg"), 8, desc), "R >= 3", "got")
     serving(fresh_server)
     assert create(c, unique("nsg"), 8, "NSG3")["status"] == "ok"
+
+
+def test_nsg_build_that_never_ends_is_stopped(make_server):
+    """FAISS 1.7.3's NSG build links unreachable points to one with a free slot, drawing
+    points at random until it finds one: with R = 3 most data leaves none, and the draw never
+    ends (the worker and the index were held for good). The build runs in a child process
+    within --graph-build-timeout: stopped there, the index unchanged (also after a restart),
+    every other request served while it runs."""
+    import threading
+    srv = make_server(extra=["--graph-build-timeout", "4"])
+    c = srv.client()
+    stuck, other = unique("nsg"), unique("flat")
+    assert create(c, stuck, 8, "NSG3")["status"] == "ok"
+    c.create(other, 8)
+    c.add(other, rand(50, 8, 11))
+    reply = {}
+
+    def build():
+        reply["h"] = add(srv.client(), stuck, rand(150, 8, 12))
+
+    t = threading.Thread(target=build)
+    t.start()
+    served_during = 0
+    deadline = time.time() + 60
+    while t.is_alive() and time.time() < deadline:
+        D, I, _ = c.search(other, rand(1, 8, 13), 3)
+        assert (I >= 0).all()
+        served_during += 1
+        time.sleep(0.2)
+    t.join(60)
+    assert not t.is_alive()
+    h = reply["h"]
+    assert h["status"] == "error" and h["error_type"] == "limit_exceeded", h
+    assert "did not finish within 4 s" in h["message"] and "unchanged" in h["message"], h
+    assert served_during >= 5  # the other index answered all along
+    serving(srv)
+    assert c.info(stuck)["ntotal"] == 0
+    srv.restart()
+    c = srv.client()
+    assert c.info(stuck)["ntotal"] == 0 and c.info(other)["ntotal"] == 50
+
+
+def test_nsg_graph_built_in_its_process_answers_as_faiss(fresh_server):
+    """An NSG built by the child process is the server's index from then on: every vector
+    finds itself first, its export holds the graph, and a second add is FAISS's refusal."""
+    c = fresh_server.client()
+    name = unique("nsg")
+    assert create(c, name, 8, "NSG16")["status"] == "ok"
+    x = rand(400, 8, 14)
+    assert add(c, name, x)["status"] == "ok"
+    D, I, _ = c.search(name, x[:50], 3)
+    assert (I[:, 0] == np.arange(50)).all() and (D[:, 0] == 0).all()
+    local = faiss.deserialize_index(np.frombuffer(
+        c.ok({"operation": "export_index", "index_id": name})[1], dtype="uint8"))
+    assert local.ntotal == 400
+    Dl, Il = local.search(x[:50], 3)
+    assert (Il == I).all()
+    h = add(c, name, rand(200, 8, 15))
+    assert h["status"] == "error" and "incremental" in h["message"], h
+    fresh_server.restart(hard=True)
+    c = fresh_server.client()
+    D2, I2, _ = c.search(name, x[:50], 3)
+    assert (I2[:, 0] == np.arange(50)).all()
 
 
 def test_nsg_coarse_quantizer_needs_101_lists(fresh_server):
