@@ -1891,6 +1891,76 @@ static int check_cq_norms_train(const Index *idx, fpx_err *err) {
     return 0;
 }
 
+static fpx_isolated_add_fn isolated_add;
+
+/* A refusal of isolated_add, carried out of FAISS's train as it came. */
+struct IsolatedError : std::exception {
+    fpx_err err;
+    explicit IsolatedError(const fpx_err &e) : err(e) {}
+    const char *what() const noexcept override {
+        return err.msg;
+    }
+};
+
+/* An NSG coarse quantizer whose graph builds run in isolated_add's process:
+ * its IVF's train builds it on the centroids (once, or at every k-means
+ * iteration when the quantizer assigns for the clustering), where FAISS
+ * 1.7.3's build never ends or asserts on some of them. It stands in for the
+ * quantizer during a train only (QuantizerSwap). */
+struct IsolatedNSG : faiss::IndexNSGFlat {
+    explicit IsolatedNSG(const faiss::IndexNSGFlat &o) : faiss::IndexNSGFlat(o) {}
+    void add(idx_t n, const float *x) override {
+        faiss::VectorIOWriter w;
+        faiss::write_index(this, &w);
+        uint8_t *out = nullptr;
+        size_t out_len = 0;
+        fpx_err e = {};
+        if (isolated_add(w.data.data(), w.data.size(), n, d, x, &out, &out_len, &e))
+            throw IsolatedError(e);
+        std::unique_ptr<uint8_t, decltype(&free)> held(out, free);
+        BufReader r(out, out_len);
+        std::unique_ptr<Index> read(faiss::read_index(&r));
+        auto built = dynamic_cast<faiss::IndexNSGFlat *>(read.get());
+        if (!built || built->ntotal != ntotal + n || built->d != d)
+            FAISS_THROW_MSG("the NSG build gave back another index");
+        std::swap(storage, built->storage); /* each deletes what it holds */
+        nsg = built->nsg;
+        ntotal = built->ntotal;
+        is_built = built->is_built;
+    }
+};
+
+/* Puts IsolatedNSG in place of every unbuilt IndexNSGFlat quantizer of idx
+ * for the life of the object, and the plain class back after. */
+struct QuantizerSwap {
+    std::vector<faiss::IndexIVF *> ivfs;
+    explicit QuantizerSwap(Index *idx) {
+        if (!isolated_add)
+            return;
+        for_each_nsg(idx, nullptr, [&](faiss::IndexNSG *g, faiss::IndexIVF *ivf) {
+            auto flat = dynamic_cast<faiss::IndexNSGFlat *>(g);
+            if (!ivf || !ivf->own_fields || !flat ||
+                typeid(*flat) != typeid(faiss::IndexNSGFlat) || flat->ntotal)
+                return;
+            put(ivf, flat, new IsolatedNSG(*flat));
+            ivfs.push_back(ivf);
+        });
+    }
+    /* ivf's quantizer q replaced by t, a copy of it: the storage they share
+     * is then t's alone */
+    static void put(faiss::IndexIVF *ivf, faiss::IndexNSGFlat *q, faiss::IndexNSGFlat *t) {
+        q->own_fields = false;
+        delete q;
+        ivf->quantizer = t;
+    }
+    ~QuantizerSwap() {
+        for (auto ivf : ivfs) {
+            auto q = static_cast<faiss::IndexNSGFlat *>(ivf->quantizer);
+            put(ivf, q, new faiss::IndexNSGFlat(*q));
+        }
+    }
+};
+
 int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n < 1)
         return set_err(err, FPX_E_VALIDATION, "train needs at least one vector");
@@ -1900,6 +1970,7 @@ int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (!e->bin && check_cq_norms_train(e->index.get(), err))
         return -1;
     try {
+        QuantizerSwap isolated(e->bin ? nullptr : e->index.get());
         in_build(e, n, [&] {
             if (e->bin)
                 e->bin->train(n, (const uint8_t *)x);
@@ -1907,11 +1978,13 @@ int fpx_engine_train(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
                 e->index->train(n, (const float *)x);
         });
         return 0;
+    } catch (const IsolatedError &ie) {
+        *err = ie.err;
+        return -1;
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-static fpx_isolated_add_fn isolated_add;
 static void serialize_into(const fpx_engine *e, faiss::VectorIOWriter &w);
 static void copy_train_params(Index *d, const Index *s);
 

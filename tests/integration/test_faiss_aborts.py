@@ -119,6 +119,40 @@ def test_nsg_build_that_never_ends_is_stopped(make_server):
     assert c.info(stuck)["ntotal"] == 0 and c.info(other)["ntotal"] == 50
 
 
+def test_nsg_quantizer_build_that_never_ends_or_dies_is_stopped(make_server):
+    """An NSG coarse quantizer is built on the centroids when its IVF trains, by the same
+    FAISS build: with R = 3 it never ends, and on some centroids NNDescent asserts (SIGABRT,
+    the whole process; local FAISS dies on IVF128_NSG32 trained on these 300 vectors with one
+    thread). Built in the child process: stopped or reported, the index left untrained."""
+    srv = make_server(extra=["--graph-build-timeout", "4"])
+    c = srv.client()
+    stuck = unique("ivfnsg")
+    assert create(c, stuck, 8, "IVF110_NSG3,Flat")["status"] == "ok"
+    h = train(c, stuck, rand(300, 8, 0))
+    assert h["status"] == "error" and h["error_type"] == "limit_exceeded", h
+    assert "did not finish within 4 s" in h["message"], h
+    serving(srv)
+    assert not c.info(stuck)["is_trained"]
+    dies = unique("ivfnsg")
+    assert create(c, dies, 8, "IVF128_NSG32,Flat")["status"] == "ok"
+    h = train(c, dies, rand(300, 8, 1))
+    serving(srv)
+    if h["status"] == "ok":  # the build's threads may draw other points than local FAISS's
+        assert add(c, dies, rand(200, 8, 2))["status"] == "ok"
+        local = faiss.deserialize_index(np.frombuffer(
+            c.ok({"operation": "export_index", "index_id": dies})[1], dtype="uint8"))
+        faiss.extract_index_ivf(local).nprobe = c.info(dies)["params"]["nprobe"]
+        q = rand(3, 8, 3)
+        D, I, _ = c.search(dies, q, 5)
+        Dl, Il = local.search(q, 5)
+        assert (I == Il).all() and np.allclose(D, Dl)
+    else:
+        assert h["error_type"] == "faiss_error" and "died" in h["message"], h
+        assert not c.info(dies)["is_trained"]
+    srv.restart()
+    assert srv.client().info(stuck)["ntotal"] == 0
+
+
 def test_nsg_graph_built_in_its_process_answers_as_faiss(fresh_server):
     """An NSG built by the child process is the server's index from then on: every vector
     finds itself first, its export holds the graph, and a second add is FAISS's refusal."""
