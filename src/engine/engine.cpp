@@ -1734,6 +1734,15 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
  * shifts a 64-bit word by more than its width (both undefined, and keys
  * unlike the ones a program's own FAISS computed). b of 0 puts every vector
  * under one key, as FAISS does. */
+static int check_hash_bits(int d, int nhash, int bits, fpx_err *err) {
+    if (bits < 0 || bits > 64 || nhash < 1 || (int64_t)bits * nhash > d)
+        return set_err(err, FPX_E_VALIDATION,
+                       "a binary hash index takes its keys from the codes: it needs nhash * b "
+                       "bits within the dimension (%d) and b in 0..64, got nhash %d, b %d",
+                       d, nhash, bits);
+    return 0;
+}
+
 static int check_binary_hash(const BinIndex *b, fpx_err *err) {
     int bits, nhash = 1;
     if (auto hh = dynamic_cast<const faiss::IndexBinaryHash *>(b)) {
@@ -1744,12 +1753,7 @@ static int check_binary_hash(const BinIndex *b, fpx_err *err) {
     } else {
         return 0;
     }
-    if (bits < 0 || bits > 64 || nhash < 1 || (int64_t)bits * nhash > b->d)
-        return set_err(err, FPX_E_VALIDATION,
-                       "a binary hash index takes its keys from the codes: it needs nhash * b "
-                       "bits within the dimension (%d) and b in 0..64, got nhash %d, b %d",
-                       (int)b->d, nhash, bits);
-    return 0;
+    return check_hash_bits(b->d, nhash, bits, err);
 }
 
 int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **out, fpx_err *err) {
@@ -1763,6 +1767,13 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
     if (description[0] != 'B')
         return set_err(err, FPX_E_VALIDATION,
                        "binary index types start with B (BFlat, BIVF<n>, BHNSW<M>, ...)");
+    /* checked before FAISS makes it: its IndexBinaryMultiHash leaks what it
+     * allocated when its own check of nhash * b throws */
+    int nhash = 1, bits = 0, used = 0;
+    if ((sscanf(description, "BHash%dx%d%n", &nhash, &bits, &used) == 2 ||
+         (nhash = 1, sscanf(description, "BHash%d%n", &bits, &used) == 1)) &&
+        !description[used] && check_hash_bits((int)dim, nhash, bits, err))
+        return -1;
     try {
         std::unique_ptr<BinIndex> b(faiss::index_binary_factory((int)dim, description));
         if (check_binary_hash(b.get(), err))
@@ -1939,8 +1950,8 @@ struct QuantizerSwap {
             return;
         for_each_nsg(idx, nullptr, [&](faiss::IndexNSG *g, faiss::IndexIVF *ivf) {
             auto flat = dynamic_cast<faiss::IndexNSGFlat *>(g);
-            if (!ivf || !ivf->own_fields || !flat ||
-                typeid(*flat) != typeid(faiss::IndexNSGFlat) || flat->ntotal)
+            if (!ivf || !ivf->own_fields || !flat || typeid(*flat) != typeid(faiss::IndexNSGFlat) ||
+                flat->ntotal)
                 return;
             put(ivf, flat, new IsolatedNSG(*flat));
             ivfs.push_back(ivf);
