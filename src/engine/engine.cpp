@@ -3189,6 +3189,20 @@ static int check_read_lattice(const Index *idx, fpx_err *err) {
     return 0;
 }
 
+/* An IndexPQ coarse quantizer set to search_type 2 with a code size that is
+ * not a multiple of 8 (check_pq_search_type): every assignment of the IVF
+ * (its adds, searches and trains) would end the process, and no request can
+ * set a quantizer's search_type, so such an index is not imported. */
+static int check_quantizer_pq(Index *idx, fpx_err *err) {
+    faiss::IndexIVF *ivf = core_ivf(idx);
+    if (!ivf || check_pq_search_type(ivf->quantizer, err) == 0)
+        return 0;
+    return set_err(err, FPX_E_VALIDATION,
+                   "the IVF's coarse quantizer is an IndexPQ with search_type 2 "
+                   "(ST_generalized_HE) and a code size that is not a multiple of 8 bytes: "
+                   "FAISS 1.7.3 asserts on it at every assignment and ends the process");
+}
+
 int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t **labels,
                       int *had_idmap, fpx_err *err) {
     *labels = nullptr;
@@ -3208,6 +3222,8 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         bool wrapped = dynamic_cast<faiss::IndexIDMap *>(raw.get()) != nullptr;
         int wrapper = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<Index> idx(unwrap_idmap(raw.release()));
+        if (check_quantizer_pq(idx.get(), err))
+            return -1;
         idx_t ntotal = idx->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)
             return set_err(err, FPX_E_VALIDATION, "the IDMap's ids do not match its index");

@@ -408,6 +408,36 @@ def test_pq_generalized_hamming_needs_code_size_multiple_of_8(fresh_server):
     serving(fresh_server)
 
 
+def test_imported_pq_quantizer_with_generalized_hamming_is_refused(fresh_server):
+    """An IVF whose coarse quantizer is an IndexPQ set to search_type 2 with codes of 2 bytes:
+    every assignment (add, search, train) runs that search, which asserts. No request can set
+    a quantizer's search_type, so only an import brings one: refused; with codes of 8 bytes,
+    served as FAISS serves it."""
+    c = fresh_server.client()
+    x = rand(3000, 8, 45)
+    for m, served in ((2, False), (8, True)):
+        q = faiss.IndexPQ(8, m, 8)
+        q.train(x)
+        q.add(x[:16])
+        ivf = faiss.IndexIVFFlat(q, 8, 16)
+        ivf.train(x)
+        ivf.add(x[:100])
+        q.search_type = faiss.IndexPQ.ST_generalized_HE
+        name = unique("ivfpq")
+        h, _ = call(c, {"operation": "import_index", "index_id": name},
+                    faiss.serialize_index(ivf).tobytes())
+        if not served:
+            refused(h, "coarse quantizer", "search_type 2")
+            serving(fresh_server)
+            continue
+        assert h["status"] == "ok", h
+        ivf.nprobe = c.info(name)["params"]["nprobe"]
+        D, I, _ = c.search(name, x[200:205], 5)
+        Dl, Il = ivf.search(x[200:205], 5)
+        assert (I == Il).all() and np.allclose(D, Dl)
+    serving(fresh_server)
+
+
 # ---- refinements: k * k_factor ---------------------------------------------------------------
 
 
