@@ -19,6 +19,7 @@
 
 struct fpx_batch_member {
     int64_t nq, k;
+    double results; /* nq x k x the index's results factor */
     const void *x;
     fpx_search_params params;
     void *D;
@@ -32,6 +33,11 @@ struct fpx_batch_member {
 static int64_t cfg_wait_us = 200;
 static int64_t cfg_max_rows = 256;
 static int cfg_slots = 2;
+static double cfg_max_results = 1e18;
+
+void fpx_batch_limit_results(int64_t max_results) {
+    cfg_max_results = max_results < 1 ? 1 : (double)max_results;
+}
 
 void fpx_batch_configure(int64_t wait_us, int64_t max_rows, int slots) {
     cfg_wait_us = wait_us < 0 ? 0 : wait_us;
@@ -78,15 +84,18 @@ static fpx_batch_member *take_batch(fpx_batcher *b) {
     fpx_batch_member *lead = b->head, *list = NULL, **tail = &list;
     fpx_batch_member **pp = &b->head, *last = NULL;
     int64_t rows = 0;
+    double results = 0;
     int count = 0;
     while (*pp) {
         fpx_batch_member *m = *pp;
-        if (m == lead || (same_kind(m, lead) && rows + m->nq <= cfg_max_rows)) {
+        if (m == lead || (same_kind(m, lead) && rows + m->nq <= cfg_max_rows &&
+                          results + m->results <= cfg_max_results)) {
             *pp = m->next;
             m->next = NULL;
             *tail = m;
             tail = &m->next;
             rows += m->nq;
+            results += m->results;
             count++;
         } else {
             last = m;
@@ -172,7 +181,9 @@ int fpx_batch_search(struct fpx_index *ix, int64_t nq, const void *x, int64_t k,
         return fpx_index_search(ix, nq, x, k, params, NULL, D, I, err);
     }
 
+    double f = ix->binary ? 1 : fpx_engine_results_factor(ix->eng);
     fpx_batch_member me = {.nq = nq, .k = k, .x = x, .D = D, .I = I};
+    me.results = (double)nq * (double)(int64_t)((double)k * (f > 1 ? f : 1));
     if (params)
         me.params = *params;
     pthread_mutex_lock(&b->mu);

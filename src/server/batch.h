@@ -46,6 +46,12 @@ typedef struct fpx_batcher {
  */
 void fpx_batch_configure(int64_t wait_us, int64_t max_rows, int slots);
 
+/* The most results (query rows x k, times a refinement's k_factor: what
+ * FAISS allocates and fills) one FAISS call may compute, set once before
+ * serving: searches join a batch only while its total stays within it, as
+ * each search alone is held to it (the message size limit / 12). */
+void fpx_batch_limit_results(int64_t max_results);
+
 void fpx_batcher_init(fpx_batcher *b);
 void fpx_batcher_destroy(fpx_batcher *b);
 

@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     fpx_batch_configure((int64_t)cfg.batch_wait_us, (int64_t)cfg.batch_max, cfg.cores);
+    fpx_batch_limit_results((int64_t)(cfg.max_message_size / 12));
     fpx_engine_stats_wait_ms((int64_t)cfg.stats_wait_ms);
     fpx_probe_set_build_timeout(cfg.graph_build_timeout);
     fpx_engine_set_isolated_add(fpx_probe_build_add);

@@ -223,3 +223,46 @@ def test_batching_flags_are_validated(tmp_path, flag, value):
                        capture_output=True, timeout=30)
     assert r.returncode == 2
     assert b"batch" in r.stderr
+
+
+def test_a_batch_computes_no_more_results_than_one_search_may(tmp_path_factory):
+    """A refinement asks its base index for k * k_factor results a query, which FAISS 1.7.3
+    allocates and fills: each search is held to the message size limit / 12 of them, and so is
+    a FAISS call answering several. With a 64 KiB limit (5461 results) and k=10, searches with
+    k_factor 300 (3000 each) are never answered together, with k_factor 100 at most five are;
+    every answer is FAISS's own."""
+    d = str(tmp_path_factory.mktemp("fpx")) + "/data"
+    s = Server(d, "", extra=["--workers", "16", "--verbose", "--max-message-size", "65536",
+                             "--batch-wait-us", "20000"]).start()
+    try:
+        c = s.client()
+        name = unique("rf")
+        xb = rand(3000, D, 8)
+        c.ok({"operation": "create_index", "index_id": name, "dimension": D,
+              "index_type": "SQ8,RFlat"})
+        c.ok({"operation": "train", "index_id": name, "vector_shape": [400, D]},
+             xb[:400].tobytes())
+        for i in range(0, 3000, 400):  # each request within the 64 KiB
+            c.add(name, xb[i:i + 400])
+        ref = faiss.index_factory(D, "SQ8,RFlat")  # its export is over the limit
+        ref.train(xb[:400])
+        ref.add(xb)
+        for k_factor, most in ((300, 1), (100, 5)):
+            c.ok({"operation": "set_params", "index_id": name, "name": "k_factor_rf",
+                  "value": k_factor})
+            ref.k_factor = k_factor
+            before = len(batched_calls(s))
+            for round_ in range(5):
+                qs = rand(40, D, 20 + round_)
+                replies = pipelined(s, [search_body(name, q.reshape(1, -1), 10, i)
+                                        for i, q in enumerate(qs)])
+                for i, q in enumerate(qs):
+                    check_against(ref, q, 10, *unpack(*replies[i][:2]))
+                calls = batched_calls(s)[before:]
+                if most == 1 or calls:
+                    break
+            assert all(n <= most for n, _ in calls), calls
+            if most > 1:
+                assert calls, "no FAISS call answered more than one search"
+    finally:
+        s.stop()
