@@ -851,12 +851,30 @@ idx_t valid_hits(idx_t k, const idx_t *I) {
  * with k' = k + (positions not allowed), keep the allowed hits in order, and
  * double k' for queries still short until k' covers the whole index.
  */
+int check_nsg_search(const Index *idx, idx_t k, fpx_err *err);
+
+/* The most results a search of idx may ask for: ntotal, or less when an NSG
+ * under refinements would be asked for more than it holds (k * k_factor:
+ * check_nsg_search), where FAISS 1.7.3's NSG search never returns. */
+static idx_t fetch_cap(const Index *idx) {
+    fpx_err err;
+    idx_t lo = 0, hi = idx->ntotal;
+    if (check_nsg_search(idx, hi, &err) == 0)
+        return hi;
+    while (lo + 1 < hi) { /* lo passes (or is 0), hi does not */
+        idx_t mid = lo + (hi - lo) / 2;
+        (check_nsg_search(idx, mid, &err) == 0 ? lo : hi) = mid;
+    }
+    return lo;
+}
+
 void search_overfetch(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_bitset *allowed,
                       float *D, idx_t *I) {
     BitsetSelector sel(allowed);
-    idx_t ntotal = idx->ntotal;
+    /* past the cap, search_allowed's exact pass completes what is missing */
+    idx_t ntotal = std::max(k, fetch_cap(idx));
     idx_t want = std::min(k, (idx_t)allowed->count);
-    idx_t kp = std::min(ntotal, k + (ntotal - (idx_t)allowed->count));
+    idx_t kp = std::min(ntotal, k + (idx->ntotal - (idx_t)allowed->count));
     std::vector<idx_t> rows(n);
     for (idx_t i = 0; i < n; i++)
         rows[i] = i;

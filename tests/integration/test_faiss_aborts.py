@@ -219,6 +219,35 @@ def test_nsg_search_asks_for_at_most_ntotal(fresh_server):
     serving(fresh_server)
 
 
+def test_filtered_nsg_refine_search_never_asks_the_nsg_for_more_than_it_holds(fresh_server):
+    """A filtered search (or one past deleted vectors) fetches more than k from the index,
+    up to what it holds; through a refinement that is k_factor times more from its NSG, whose
+    search then never returned (the worker and the index held for good). The fetch stops
+    where the NSG can answer; an exact pass over the allowed vectors completes the rest."""
+    c = fresh_server.client()
+    name = unique("nsgrf")
+    assert create(c, name, 8, "NSG32,RFlat")["status"] == "ok"
+    x = rand(150, 8, 16)
+    c.add(name, x, items=[{"id": "k%d" % i, "metadata": {"g": i % 2}} for i in range(150)])
+    c.ok({"operation": "set_params", "index_id": name, "name": "k_factor_rf", "value": 2})
+    q = rand(1, 8, 17)
+    exact = ((x - q) ** 2).sum(1)
+    odd = np.arange(1, 150, 2)
+    for k in (40, 75):
+        D, I, _ = c.search(name, q, k, filt={"g": 1})
+        assert (I[0] % 2 == 1).all() and len(set(I[0].tolist())) == k
+        np.testing.assert_allclose(D[0], exact[I[0]], rtol=1e-5, atol=1e-5)
+        best = set(odd[np.argsort(exact[odd])[:k]].tolist())
+        assert len(best & set(I[0].tolist())) >= 0.9 * k
+    h, _ = call(c, {"operation": "search", "index_id": name, "k": 76, "vector_shape": [1, 8]},
+                q.tobytes())
+    refused(h, "(150)", "got 152")
+    c.delete(name, [0, 1, 2])
+    D, I, _ = c.search(name, q, 70)
+    assert (I[0] >= 3).all() and len(set(I[0].tolist())) == 70
+    serving(fresh_server)
+
+
 # ---- sa_decode of IVF codes -----------------------------------------------------------------
 
 
