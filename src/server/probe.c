@@ -189,42 +189,56 @@ static int read_message(int fd, uint64_t deadline, char *msg, size_t cap) {
     return timed_out;
 }
 
-int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
-    int memfd = memfd_create("faiss-proxy-import", MFD_CLOEXEC);
-    if (memfd < 0)
-        return fpx_err_set(err, FPX_E_INTERNAL, "memfd_create: %s", strerror(errno));
+/* Runs the probe over in (a build when out_fd >= 0) for at most seconds:
+ * -1 (err set) when it could not start, 1 when it was stopped at the
+ * deadline, 0 when it ended (*status as waitpid gives it, msg what it said). */
+static int run_probe(int in, int out_fd, uint64_t seconds, char *msg, size_t cap, int *status,
+                     fpx_err *err) {
     int fds[2] = {-1, -1};
-    if ((memfd = above_fixed(memfd)) < 0 || fpx_write_all(memfd, buf, len) != 0 ||
-        pipe2(fds, O_CLOEXEC) != 0 || (fds[0] = above_fixed(fds[0])) < 0 ||
+    if (pipe2(fds, O_CLOEXEC) != 0 || (fds[0] = above_fixed(fds[0])) < 0 ||
         (fds[1] = above_fixed(fds[1])) < 0) {
         int e = errno;
-        if (memfd >= 0)
-            close(memfd);
         if (fds[0] >= 0)
             close(fds[0]);
         if (fds[1] >= 0)
             close(fds[1]);
-        return fpx_err_set(err, e == ENOMEM || e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
-                           "cannot hand the index to the import probe: %s", strerror(e));
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot make the probe's pipe: %s", strerror(e));
     }
     pid_t pid;
-    int rc = spawn_probe(memfd, fds[1], -1, &pid, err);
-    close(memfd);
+    int rc = spawn_probe(in, fds[1], out_fd, &pid, err);
     close(fds[1]);
     if (rc != 0) {
         close(fds[0]);
         return -1;
     }
-    char msg[sizeof err->msg];
-    uint64_t seconds = PROBE_SECONDS + len / 50000000u;
-    int timed_out = read_message(fds[0], fpx_now_ns() + seconds * 1000000000u, msg, sizeof msg);
+    int timed_out = read_message(fds[0], fpx_now_ns() + seconds * 1000000000u, msg, cap);
     close(fds[0]);
     if (timed_out)
         kill(pid, SIGKILL);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR) {
     }
-    if (timed_out)
+    return timed_out;
+}
+
+int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
+    int memfd = memfd_create("faiss-proxy-import", MFD_CLOEXEC);
+    if (memfd < 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "memfd_create: %s", strerror(errno));
+    if ((memfd = above_fixed(memfd)) < 0 || fpx_write_all(memfd, buf, len) != 0) {
+        int e = errno;
+        if (memfd >= 0)
+            close(memfd);
+        return fpx_err_set(err, e == ENOMEM || e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
+                           "cannot hand the index to the import probe: %s", strerror(e));
+    }
+    char msg[sizeof err->msg];
+    int status;
+    uint64_t seconds = PROBE_SECONDS + len / 50000000u;
+    int ran = run_probe(memfd, -1, seconds, msg, sizeof msg, &status, err);
+    close(memfd);
+    if (ran < 0)
+        return -1;
+    if (ran)
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "FAISS cannot read the index: its reader took longer than %llu s",
                            (unsigned long long)seconds);
@@ -320,39 +334,27 @@ int fpx_probe_build_add(const uint8_t *index, size_t index_len, int64_t n, int64
     build_header h = {index_len, (uint64_t)n, (uint64_t)d};
     size_t x_len = (size_t)n * (size_t)d * sizeof(float);
     int in = new_memfd("faiss-proxy-build"), res = new_memfd("faiss-proxy-built");
-    int fds[2] = {-1, -1};
     if (in < 0 || res < 0 || fpx_write_all(in, &h, sizeof h) != 0 ||
-        fpx_write_all(in, index, index_len) != 0 || fpx_write_all(in, x, x_len) != 0 ||
-        pipe2(fds, O_CLOEXEC) != 0 || (fds[0] = above_fixed(fds[0])) < 0 ||
-        (fds[1] = above_fixed(fds[1])) < 0) {
+        fpx_write_all(in, index, index_len) != 0 || fpx_write_all(in, x, x_len) != 0) {
         int e = errno;
-        int all[] = {in, res, fds[0], fds[1]};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-            if (all[i] >= 0)
-                close(all[i]);
+        if (in >= 0)
+            close(in);
+        if (res >= 0)
+            close(res);
         return fpx_err_set(err, e == ENOMEM || e == ENOSPC ? FPX_E_LIMIT : FPX_E_INTERNAL,
                            "cannot hand the vectors to the NSG build's process: %s", strerror(e));
     }
-    pid_t pid;
-    int rc = spawn_probe(in, fds[1], res, &pid, err);
+    char msg[sizeof err->msg];
+    int status;
+    uint64_t seconds = (uint64_t)build_timeout_s + (uint64_t)n * (uint64_t)d / 100000u;
+    int timed_out = run_probe(in, res, seconds, msg, sizeof msg, &status, err);
     close(in);
-    close(fds[1]);
-    if (rc != 0) {
+    if (timed_out < 0) {
         close(res);
-        close(fds[0]);
         return -1;
     }
-    char msg[sizeof err->msg];
-    uint64_t seconds = (uint64_t)build_timeout_s + (uint64_t)n * (uint64_t)d / 100000u;
-    int timed_out = read_message(fds[0], fpx_now_ns() + seconds * 1000000000u, msg, sizeof msg);
-    close(fds[0]);
-    if (timed_out)
-        kill(pid, SIGKILL);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
     if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        rc = read_back(res, out, out_len);
+        int rc = read_back(res, out, out_len);
         close(res);
         return rc == 0 ? 0
                        : fpx_err_set(err, FPX_E_INTERNAL,
