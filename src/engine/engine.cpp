@@ -846,11 +846,6 @@ idx_t valid_hits(idx_t k, const idx_t *I) {
     return c;
 }
 
-/*
- * Over-fetch and filter, for index types without selector support: search
- * with k' = k + (positions not allowed), keep the allowed hits in order, and
- * double k' for queries still short until k' covers the whole index.
- */
 int check_nsg_search(const Index *idx, idx_t k, fpx_err *err);
 
 /* The most results a search of idx may ask for: ntotal, or less when an NSG
@@ -868,6 +863,11 @@ static idx_t fetch_cap(const Index *idx) {
     return lo;
 }
 
+/*
+ * Over-fetch and filter, for index types without selector support: search
+ * with k' = k + (positions not allowed), keep the allowed hits in order, and
+ * double k' for queries still short until k' covers the whole index.
+ */
 void search_overfetch(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_bitset *allowed,
                       float *D, idx_t *I) {
     BitsetSelector sel(allowed);
@@ -1922,6 +1922,33 @@ static int check_cq_norms_train(const Index *idx, fpx_err *err) {
 
 static fpx_isolated_add_fn isolated_add;
 
+/* The index of bytes w (the serialization of idx) after an add of n vectors,
+ * made by isolated_add and read back (under no IDMap), or nullptr with err. */
+static std::unique_ptr<Index> build_isolated(const faiss::VectorIOWriter &w, const Index *idx,
+                                             idx_t n, const void *x, fpx_err *err) {
+    uint8_t *out = nullptr;
+    size_t out_len = 0;
+    if (isolated_add(w.data.data(), w.data.size(), n, idx->d, x, &out, &out_len, err))
+        return nullptr;
+    std::unique_ptr<uint8_t, decltype(&free)> held(out, free);
+    std::unique_ptr<Index> built;
+    try {
+        BufReader r(out, out_len);
+        built.reset(unwrap_idmap(read_float(&r)));
+    } catch (const std::exception &ex) {
+        set_err(err, FPX_E_INTERNAL, "cannot read back the index the NSG build made: %s",
+                ex.what());
+        return nullptr;
+    }
+    if (built->d != idx->d || built->ntotal != idx->ntotal + n) {
+        set_err(err, FPX_E_INTERNAL,
+                "the NSG build gave back another index (d=%d, %lld vectors, expected %lld)",
+                (int)built->d, (long long)built->ntotal, (long long)(idx->ntotal + n));
+        return nullptr;
+    }
+    return built;
+}
+
 /* A refusal of isolated_add, carried out of FAISS's train as it came. */
 struct IsolatedError : std::exception {
     fpx_err err;
@@ -1941,16 +1968,12 @@ struct IsolatedNSG : faiss::IndexNSGFlat {
     void add(idx_t n, const float *x) override {
         faiss::VectorIOWriter w;
         faiss::write_index(this, &w);
-        uint8_t *out = nullptr;
-        size_t out_len = 0;
         fpx_err e = {};
-        if (isolated_add(w.data.data(), w.data.size(), n, d, x, &out, &out_len, &e))
-            throw IsolatedError(e);
-        std::unique_ptr<uint8_t, decltype(&free)> held(out, free);
-        BufReader r(out, out_len);
-        std::unique_ptr<Index> read(faiss::read_index(&r));
+        std::unique_ptr<Index> read = build_isolated(w, this, n, x, &e);
         auto built = dynamic_cast<faiss::IndexNSGFlat *>(read.get());
-        if (!built || built->ntotal != ntotal + n || built->d != d)
+        if (!read)
+            throw IsolatedError(e);
+        if (!built)
             FAISS_THROW_MSG("the NSG build gave back another index");
         std::swap(storage, built->storage); /* each deletes what it holds */
         nsg = built->nsg;
@@ -2040,28 +2063,16 @@ static int add_isolated(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
         serialize_into(e, w);
     }
     FPX_CATCH(err, FPX_E_FAISS)
-    uint8_t *out = nullptr;
-    size_t out_len = 0;
-    if (isolated_add(w.data.data(), w.data.size(), n, e->index->d, x, &out, &out_len, err))
+    std::unique_ptr<Index> built = build_isolated(w, e->index.get(), n, x, err);
+    if (!built)
         return -1;
-    std::unique_ptr<uint8_t, decltype(&free)> held(out, free);
-    std::unique_ptr<Index> built;
-    try {
-        BufReader r(out, out_len);
-        built.reset(unwrap_idmap(read_float(&r)));
-    }
-    FPX_CATCH(err, FPX_E_INTERNAL)
-    if (built->d != e->index->d || built->ntotal != e->index->ntotal + n)
-        return set_err(err, FPX_E_INTERNAL,
-                       "the NSG build gave back another index (d=%d, %lld vectors, expected "
-                       "%lld)",
-                       (int)built->d, (long long)built->ntotal, (long long)(e->index->ntotal + n));
     fpx_engine next{std::move(built), nullptr, {}, {}, {}, {}};
     copy_train_params(next.index.get(), e->index.get());
     int64_t v, dflt;
+    fpx_err ignored; /* a setting this type does not have stays unset, as before */
     for (int i = 0; fpx_engine_member_param(i, &dflt); i++)
         if (fpx_engine_get_member(e, fpx_engine_member_param(i, &dflt), &v) == 0)
-            (void)fpx_engine_set_member(&next, fpx_engine_member_param(i, &dflt), v, err);
+            (void)fpx_engine_set_member(&next, fpx_engine_member_param(i, &dflt), v, &ignored);
     e->index.swap(next.index);
     sync_norms(e);
     return 0;
@@ -3372,11 +3383,6 @@ int fpx_engine_deserialize(const uint8_t *buf, size_t len, fpx_engine **out, fpx
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
-/* The training settings FAISS's serialization leaves out, copied along the
- * main paths of two indexes of the same build: read_index gives an IVF the
- * default ClusteringParameters (25 k-means iterations) where its constructor
- * set 10, and forgets that an IMI or HNSW quantizer trains alone, so an index
- * read back would train differently from the one written. */
 /* FAISS 1.7.3 writes an OPQMatrix as a plain LinearTransform, whose train
  * does nothing: an untrained OPQ read back could never be trained (every
  * train of it failed with "Transformation not trained yet"). The untrained
@@ -3395,6 +3401,11 @@ static void copy_opq(faiss::IndexPreTransform *d, const faiss::IndexPreTransform
     }
 }
 
+/* The training settings FAISS's serialization leaves out, copied along the
+ * main paths of two indexes of the same build: read_index gives an IVF the
+ * default ClusteringParameters (25 k-means iterations) where its constructor
+ * set 10, and forgets that an IMI or HNSW quantizer trains alone, so an index
+ * read back would train differently from the one written. */
 static void copy_train_params(Index *d, const Index *s) {
     for (;;) {
         if (auto dp = dynamic_cast<faiss::IndexPreTransform *>(d)) {
