@@ -12,7 +12,9 @@
  * export and after the last page of keys, and a write in between (the two
  * differ) starts that index over. Restore hands the bytes and the keys to one
  * import_index, so the index comes back as it was, keys and lease included,
- * or not at all.
+ * or not at all. An index deleted after the list was read (not_found from
+ * any of its requests) is left out of the backup, with a line saying so: it
+ * no longer exists, and the others are still saved.
  */
 #include "cli.h"
 
@@ -27,6 +29,7 @@
 #define FPX_BACKUP_FORMAT "faiss-proxy-backup"
 #define FPX_BACKUP_VERSION 1
 #define FPX_BACKUP_TRIES 5 /* an index written to during its backup is saved again */
+#define GONE (-2)          /* save_once: the index was deleted after the list was read */
 
 static char *path_join(const char *dir, const char *name, const char *suffix) {
     size_t n = strlen(dir) + strlen(name) + strlen(suffix) + 2;
@@ -132,7 +135,7 @@ static json_t *index_info(fpx_cli *cli, const char *name, int *rc) {
     *rc = fpx_rawreq_send(cli, &rq, NULL, 0, NULL, 0, 0, &rep);
     fpx_rawreq_free(&rq);
     if (*rc != 0) {
-        *rc = fpx_cli_raw_fail(cli, name);
+        *rc = !strcmp(cli->errtype, "not_found") ? GONE : fpx_cli_raw_fail(cli, name);
         return NULL;
     }
     json_t *j = rep.meta && rep.meta->type == MSGPACK_OBJECT_MAP ? fpx_mp_to_json(rep.meta) : NULL;
@@ -158,7 +161,7 @@ static int save_keys(fpx_cli *cli, const char *name, FILE *f, int64_t *count) {
         int rc = fpx_rawreq_send(cli, &rq, NULL, 0, NULL, 0, 0, &rep);
         fpx_rawreq_free(&rq);
         if (rc != 0)
-            return fpx_cli_raw_fail(cli, name);
+            return !strcmp(cli->errtype, "not_found") ? GONE : fpx_cli_raw_fail(cli, name);
         const msgpack_object *items = fpx_mp_get(rep.meta, "items");
         const msgpack_object *next = fpx_mp_get(rep.meta, "next");
         if (!items || items->type != MSGPACK_OBJECT_ARRAY || !next ||
@@ -193,7 +196,8 @@ static int save_once(fpx_cli *cli, const char *name, const char *ipath, const ch
     size_t len;
     if (fpx_client_export(cli->c, name, &bytes, &len) != 0) {
         json_decref(before);
-        return fpx_cli_client_fail(cli, name);
+        return !strcmp(fpx_client_errtype(cli->c), "not_found") ? GONE
+                                                                : fpx_cli_client_fail(cli, name);
     }
     rc = write_file(ipath, bytes, len);
     free(bytes);
@@ -239,9 +243,15 @@ static int save_index(fpx_cli *cli, const char *dir, const char *name, json_t **
             nanosleep(&pause, NULL);
         }
     }
-    if (!rc && nkeys == 0)
+    if (rc == GONE) { /* deleted since it was listed: not in the backup */
+        unlink(ipath);
         unlink(kpath);
-    if (!rc) {
+        fprintf(stderr, "backup: %s was deleted after the backup listed it; it is left out\n",
+                name);
+        rc = 0;
+    } else if (!rc && nkeys == 0)
+        unlink(kpath);
+    if (!rc && info) {
         char file[160];
         *entry = json_deep_copy(info);
         snprintf(file, sizeof file, "%s.index", name);
@@ -280,9 +290,11 @@ int fpx_cli_backup(fpx_cli *cli, const char *dir) {
         }
         if ((rc = save_index(cli, dir, name, &e)) != 0)
             break;
-        json_array_append_new(list, e);
+        if (e)
+            json_array_append_new(list, e);
     }
     if (!rc) {
+        size_t saved = json_array_size(list);
         json_t *m = json_pack("{s:s, s:i, s:o}", "format", FPX_BACKUP_FORMAT, "version",
                               FPX_BACKUP_VERSION, "indexes", list);
         list = NULL;
@@ -293,7 +305,7 @@ int fpx_cli_backup(fpx_cli *cli, const char *dir) {
         free(mpath);
         json_decref(m);
         if (!rc)
-            printf("backed up %zu indexes to %s\n", json_array_size(infos), dir);
+            printf("backed up %zu indexes to %s\n", saved, dir);
     }
     json_decref(list);
     json_decref(infos);

@@ -634,6 +634,44 @@ def test_a_failed_backup_leaves_nothing(make_server, tmp_path):
     assert not bdir.exists()
 
 
+def test_indexes_deleted_during_a_backup_are_left_out(make_server, tmp_path):
+    """Indexes dropped after the backup listed them (here once it has written its
+    first file, from the last listed back) are left out with a line naming each,
+    without their files; the backup of the rest succeeds and restores."""
+    srv = make_server()
+    c = srv.client()
+    rng = np.random.default_rng(5)
+    for i in range(10):
+        c.create("del%02d" % i, 64)
+        c.add("del%02d" % i, rng.standard_normal((20000, 64)).astype("float32"))
+    listed = [i["index_id"] for i in c.list()]
+    bdir = tmp_path / "bk"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAISS_PROXY_")}
+    env["FAISS_PROXY_SERVER"] = srv.endpoint
+    p = subprocess.Popen([CLI, "backup", str(bdir)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and \
+            not (bdir.is_dir() and any(bdir.iterdir())):
+        time.sleep(0.002)
+    for name in reversed(listed[3:]):
+        c.drop(name)
+    out, err = p.communicate(timeout=RUN_TIMEOUT)
+    assert p.returncode == 0, (out, err)
+    saved = [e["index_id"] for e in json.load(open(bdir / "manifest.json"))["indexes"]]
+    left = [n for n in listed if "backup: %s was deleted after the backup listed it" % n in err]
+    assert sorted(saved + left) == sorted(listed) and left, (saved, left, err)
+    assert set(saved) >= set(listed[:3])
+    assert "backed up %d indexes" % len(saved) in out, out
+    files = sorted(os.listdir(bdir))
+    assert files == sorted(["manifest.json"] + [n + ".index" for n in saved]), files
+    if SANITIZED:
+        pytest.skip("import_index does not work in the sanitized server build")
+    other = make_server()
+    ok(other, "restore", str(bdir))
+    assert sorted(i["index_id"] for i in other.client().list()) == sorted(saved)
+
+
 def test_restore_of_a_damaged_backup_exits_4(server, tmp_path):
     d = tmp_path / "bk"
     d.mkdir()
