@@ -439,6 +439,15 @@ void fpx_cluster_stop(fpx_server *s) {
     c->stop = 1;
     pthread_cond_broadcast(&c->stop_cv);
     pthread_mutex_unlock(&c->stop_mu);
+    /* Cut from NATS, every call below (the heartbeat's put in flight, each
+     * subscription's unsubscribe, the leaving delete) would wait out its
+     * timeout: closed first, they return at once, and the stop takes
+     * moments instead of half a minute. Connected, they run in order. */
+    if (c->nc && natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED) {
+        fpx_log(FPX_LOG_WARN, "stopping while cut from the cluster's NATS servers: closing the "
+                              "connection first");
+        natsConnection_Close(c->nc);
+    }
     if (c->beat_started)
         pthread_join(c->beat, NULL);
     if (c->watch_started)

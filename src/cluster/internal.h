@@ -95,6 +95,8 @@ void fpx_def_pack_shard_map(const fpx_def *d, msgpack_packer *pk);
 void fpx_def_clear(fpx_def *d);
 
 /* A replica of an index on this node, following the index's stream. */
+enum { FPX_REP_LINKED, FPX_REP_FORGOTTEN, FPX_REP_ENDED };
+
 typedef struct fpx_replica {
     struct fpx_cluster *c;
     fpx_index *ix; /* referenced */
@@ -102,6 +104,11 @@ typedef struct fpx_replica {
     char stream[8 + FPX_UID_HEX];  /* FPX_<uid hex> */
     char subject[8 + FPX_UID_HEX]; /* fpx.log.<uid hex> */
     natsSubscription *sub;
+    /* Who frees it: FPX_REP_LINKED while in c->reps; FPX_REP_FORGOTTEN once
+     * unlinked with its subscription still on (the subscription's end frees
+     * it, log.c); FPX_REP_ENDED when the subscription ended while it was
+     * still linked (the connection closed under it: unlinking frees it). */
+    atomic_int state;
     uint64_t reported; /* applied sequence last written to the applied bucket */
     atomic_int behind; /* a delivered record did not apply: the heartbeat catches up */
     /* The snapshot sequence + 1 last written to fpx_snapshots (peer.c). */

@@ -225,9 +225,14 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     natsMsg_Destroy(m);
 }
 
-/* The subscription is over and its handler done: the replica goes. */
+/* The subscription is over and its handler done: the replica goes, unless
+ * it is still in the replica list (the connection was closed under it):
+ * then unlinking it frees it (replica.c). */
 static void on_sub_done(void *closure) {
     fpx_replica *rep = closure;
+    int linked = FPX_REP_LINKED;
+    if (atomic_compare_exchange_strong(&rep->state, &linked, FPX_REP_ENDED))
+        return;
     fpx_index_unref(rep->ix);
     free(rep);
 }

@@ -41,18 +41,21 @@ void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why) {
 }
 
 /* Stops following rep and unlinks it (c->mu held); the replica itself goes
- * when its subscription is done (log.c). */
+ * when its subscription is done (log.c), or here when that already was. */
 void fpx_replica_forget_locked(fpx_cluster *c, fpx_replica *rep) {
     for (fpx_replica **p = &c->reps; *p; p = &(*p)->next)
         if (*p == rep) {
             *p = rep->next;
             break;
         }
-    if (rep->sub) {
-        natsSubscription *sub = rep->sub;
-        natsSubscription_Unsubscribe(sub);
+    natsSubscription *sub = rep->sub;
+    int linked = FPX_REP_LINKED;
+    if (sub && atomic_compare_exchange_strong(&rep->state, &linked, FPX_REP_FORGOTTEN)) {
+        natsSubscription_Unsubscribe(sub); /* its end frees rep (log.c) */
         natsSubscription_Destroy(sub);
-    } else {
+    } else { /* never subscribed, or its subscription already ended */
+        if (sub)
+            natsSubscription_Destroy(sub);
         fpx_index_unref(rep->ix);
         free(rep);
     }

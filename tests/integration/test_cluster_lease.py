@@ -302,7 +302,8 @@ def test_python_dropin_with_its_default_lease(cl):
 
 
 def test_renewal_without_nats_is_unavailable(tmp_path):
-    """A node cut from NATS answers renew_leases unavailable (never renewed)."""
+    """A node cut from NATS answers renew_leases unavailable (never renewed), and
+    stops promptly when asked."""
     c = Cluster(str(tmp_path)).start()
     try:
         cli = c.nodes[0].client()
@@ -320,5 +321,13 @@ def test_renewal_without_nats_is_unavailable(tmp_path):
         assert h.get("error_type") == "unavailable", h
         h = cli.error({"operation": "set_lease", "index_id": name, "lease_seconds": 0})
         assert h["error_type"] == "unavailable"
+        # Cut from NATS, a node still stops at once and cleanly (exit 0, clean log):
+        # its NATS calls are not left to wait out their timeouts (30 s in all before),
+        # and the replicas whose subscriptions end with the connection are freed once.
+        for node in c.nodes:
+            t0 = time.time()
+            node.stop()
+            assert time.time() - t0 < 15
+            assert "stopping while cut from the cluster's NATS servers" in node.log()
     finally:
         c.stop()
