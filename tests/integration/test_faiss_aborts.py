@@ -408,7 +408,8 @@ def test_pq_generalized_hamming_needs_code_size_multiple_of_8(fresh_server):
     multiple of 8 bytes (SIGABRT)."""
     c = fresh_server.client()
     q = rand(4, 8, 42)
-    for desc, code_size in (("PQ2", 2), ("PQ2x4", 1)):
+    # 4-bit codes: FAISS's k-means of 256 centroids over 300 points takes about a minute here
+    for desc, code_size in (("PQ4x4", 2), ("PQ2x4", 1)):
         name = unique("pq")
         assert create(c, name, 8, desc)["status"] == "ok"
         assert train(c, name, rand(300, 8, 40))["status"] == "ok"
@@ -424,15 +425,17 @@ def test_pq_generalized_hamming_needs_code_size_multiple_of_8(fresh_server):
         assert (I >= 0).all()
 
     name = unique("pq")  # 8 bytes a code: served as FAISS serves it
-    assert create(c, name, 8, "PQ8")["status"] == "ok"
-    assert train(c, name, rand(300, 8, 43))["status"] == "ok"
-    assert add(c, name, rand(100, 8, 44))["status"] == "ok"
+    q16 = rand(4, 16, 42)
+    assert create(c, name, 16, "PQ16x4")["status"] == "ok"
+    assert train(c, name, rand(300, 16, 43))["status"] == "ok"
+    assert add(c, name, rand(100, 16, 44))["status"] == "ok"
     c.ok({"operation": "set_params", "index_id": name, "name": "search_type", "value": 2})
     _, data, _ = c.ok({"operation": "export_index", "index_id": name})
     local = faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    assert local.pq.code_size == 8
     local.search_type = faiss.IndexPQ.ST_generalized_HE
-    D, I, _ = c.search(name, q, 5)
-    Dl, Il = local.search(q, 5)
+    D, I, _ = c.search(name, q16, 5)
+    Dl, Il = local.search(q16, 5)
     assert (D == Dl).all() and (I == Il).all()
     serving(fresh_server)
 
