@@ -44,7 +44,7 @@ def ivf_pair(fp, desc, d=16, nprobe=4):
     return local, fp.deserialize_index(real.serialize_index(local))
 
 
-@pytest.mark.parametrize("desc", ["IVF16,Flat", "IVF16,PQ4", "IVF16,SQ8", "IVF16,PQ8x4fs"])
+@pytest.mark.parametrize("desc", ["IVF16,Flat", "IVF16,PQ4np", "IVF16,SQ8", "IVF16,PQ8x4fs"])
 def test_ivf_counters_are_faiss_counts(fp, desc):
     local, served = ivf_pair(fp, desc)
     xq = fdata(50, 16, 3)
@@ -174,7 +174,7 @@ def test_search_with_parameters_reports_faiss_ndis(fp):
 
 def test_counts_exact_while_another_connection_searches(fp, server):
     local, served = ivf_pair(fp, "IVF16,Flat")
-    other_local, other = ivf_pair(fp, "IVF16,PQ4")
+    other_local, other = ivf_pair(fp, "IVF16,PQ4np")
     # a third index, searched only over the other connection
     name = unique("stats")
     c = wire.Client(server.endpoint)

@@ -251,7 +251,7 @@ def test_filtered_nsg_refine_search_never_asks_the_nsg_for_more_than_it_holds(fr
 # ---- sa_decode of IVF codes -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("desc", ["IVF2,SQ8", "IVF2,PQ2", "IVF2,RQ1x4", "PCA4,IVF2,SQ8",
+@pytest.mark.parametrize("desc", ["IVF2,SQ8", "IVF2,PQ2np", "IVF2,RQ1x4", "PCA4,IVF2,SQ8",
                                   "IVF2,SQ8,Refine(IVF2,SQ8)"])
 def test_sa_decode_list_number_past_nlist(fresh_server, desc):
     """A code's leading list number >= nlist makes FAISS's decode throw inside an OpenMP
