@@ -200,7 +200,12 @@ static int connect_nats(fpx_cluster *c, fpx_err *err) {
  * bucket made with them (by an earlier version) has them turned off; a
  * handle reads the way its stream said when it was bound (js_KeyValue).
  */
-static natsStatus bucket(fpx_cluster *c, const char *name, int64_t ttl_ms, kvStore **out) {
+/* wait_ms bounds each JetStream call that makes or checks the bucket. */
+static natsStatus bucket(fpx_cluster *c, const char *name, int64_t ttl_ms, int64_t wait_ms,
+                         kvStore **out) {
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = wait_ms;
     char stream[8 + FPX_NAME_MAX], subject[8 + FPX_NAME_MAX];
     snprintf(stream, sizeof stream, "KV_%s", name);
     snprintf(subject, sizeof subject, "$KV.%s.>", name);
@@ -222,17 +227,17 @@ static natsStatus bucket(fpx_cluster *c, const char *name, int64_t ttl_ms, kvSto
     sc.Discard = js_DiscardNew;
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    natsStatus st = js_AddStream(&si, c->js, &sc, &jo, &jerr);
     jsStreamInfo_Destroy(si);
     si = NULL;
     if (st != NATS_OK && jerr != JSStreamNameExistErr)
         return st;
     if (st != NATS_OK) { /* there, with another configuration */
-        st = js_GetStreamInfo(&si, c->js, stream, NULL, &jerr);
+        st = js_GetStreamInfo(&si, c->js, stream, &jo, &jerr);
         if (st == NATS_OK && si->Config->AllowDirect) {
             si->Config->AllowDirect = false;
             jsStreamInfo *up = NULL;
-            st = js_UpdateStream(&up, c->js, si->Config, NULL, &jerr);
+            st = js_UpdateStream(&up, c->js, si->Config, &jo, &jerr);
             jsStreamInfo_Destroy(up);
             if (st == NATS_OK)
                 fpx_log(FPX_LOG_INFO, "bucket %s: reads go to its leader from now on", name);
@@ -286,25 +291,31 @@ int fpx_cluster_forwarded_id(const fpx_server *s, const void *id, size_t len) {
 static int buckets(fpx_cluster *c, fpx_err *err) {
     natsStatus st = NATS_OK;
     for (int attempt = 0; attempt < 60; attempt++) {
+        /* A request sent before JetStream has a leader gets no answer: the
+         * first tries give up sooner (1 s, then 2 s, 4 s; 5 s from then on),
+         * so a node started with its NATS servers joins once they are ready
+         * rather than a whole timeout later. */
+        int64_t w = (int64_t)1000 << (attempt / 2 < 3 ? attempt / 2 : 3);
+        w = w < 5000 ? w : 5000;
         st = NATS_OK;
         if (!c->indexes)
-            st = bucket(c, FPX_BUCKET_INDEXES, 0, &c->indexes);
+            st = bucket(c, FPX_BUCKET_INDEXES, 0, w, &c->indexes);
         if (st == NATS_OK && !c->nodes)
-            st = bucket(c, FPX_BUCKET_NODES, FPX_NODE_TTL_MS, &c->nodes);
+            st = bucket(c, FPX_BUCKET_NODES, FPX_NODE_TTL_MS, w, &c->nodes);
         if (st == NATS_OK && !c->applied)
-            st = bucket(c, FPX_BUCKET_APPLIED, 0, &c->applied);
+            st = bucket(c, FPX_BUCKET_APPLIED, 0, w, &c->applied);
         if (st == NATS_OK && !c->labels)
-            st = bucket(c, FPX_BUCKET_LABELS, 0, &c->labels);
+            st = bucket(c, FPX_BUCKET_LABELS, 0, w, &c->labels);
         if (st == NATS_OK && !c->label_reqs)
-            st = bucket(c, FPX_BUCKET_LABEL_REQS, FPX_DEDUP_WINDOW_MS, &c->label_reqs);
+            st = bucket(c, FPX_BUCKET_LABEL_REQS, FPX_DEDUP_WINDOW_MS, w, &c->label_reqs);
         if (st == NATS_OK && !c->meta)
-            st = bucket(c, FPX_BUCKET_CLUSTER, 0, &c->meta);
+            st = bucket(c, FPX_BUCKET_CLUSTER, 0, w, &c->meta);
         if (st == NATS_OK && !c->snaps)
-            st = bucket(c, FPX_BUCKET_SNAPSHOTS, 0, &c->snaps);
+            st = bucket(c, FPX_BUCKET_SNAPSHOTS, 0, w, &c->snaps);
         if (st == NATS_OK && !c->leases)
-            st = bucket(c, FPX_BUCKET_LEASES, 0, &c->leases);
+            st = bucket(c, FPX_BUCKET_LEASES, 0, w, &c->leases);
         if (st == NATS_OK && !c->usage)
-            st = bucket(c, FPX_BUCKET_USAGE, FPX_NODE_TTL_MS, &c->usage);
+            st = bucket(c, FPX_BUCKET_USAGE, FPX_NODE_TTL_MS, w, &c->usage);
         if (st == NATS_OK && !c->fwd_token[0])
             st = forward_token(c);
         uint64_t rev;
