@@ -238,12 +238,12 @@ def streams(url):
     return set(nats_request(url, "$JS.API.STREAM.NAMES", b"{}").get("streams") or [])
 
 
-def set_max_msgs(url, stream, limit):
-    """Updates the stream's message limit (-1: none); with discard "new", a
-    stream at its limit refuses every further record."""
+def set_max_msg_size(url, stream, limit):
+    """Updates the stream's largest record (-1: no limit of its own): a larger
+    record is refused. (A limit on the message count would not hold: the nodes
+    trim a stream below what every replica's snapshot covers, at any time.)"""
     cfg = nats_request(url, "$JS.API.STREAM.INFO." + stream)["config"]
-    cfg["max_msgs"] = limit
-    cfg["discard"] = "new" if limit >= 0 else "old"
+    cfg["max_msg_size"] = limit
     reply = nats_request(url, "$JS.API.STREAM.UPDATE." + stream, json.dumps(cfg).encode())
     assert "error" not in reply, reply
 
@@ -264,7 +264,7 @@ def test_add_with_a_shard_stream_refusing_is_an_error(cl):
     count = {s: nats_request(url, "$JS.API.STREAM.INFO." + s)["state"]["messages"] for s in mine}
     shard2 = [s for s in mine if count[s] == 2]
     assert len(shard2) == 1, count
-    set_max_msgs(url, shard2[0], 2)  # shard 2's stream takes no more records
+    set_max_msg_size(url, shard2[0], 64)  # shard 2's stream takes no add of 10 vectors
     x = rand(30, d, 4)
     h = {"operation": "add_vectors", "index_id": name, "vector_shape": [30, d],
          "client_id": "full-client", "request_id": 1}
@@ -281,7 +281,7 @@ def test_add_with_a_shard_stream_refusing_is_an_error(cl):
         assert [c.info(name)["ntotal"] for c in cs] == [3 + 20] * 3
     # once the stream takes records again, the same add sent again completes:
     # applied once, with the labels it took the first time
-    set_max_msgs(url, shard2[0], -1)
+    set_max_msg_size(url, shard2[0], -1)
     rh, _, meta = cs[2].call(h, x.tobytes())
     assert rh["status"] == "ok" and meta == {"count": 30, "ntotal": 33}, (rh, meta)
     settled(cs, name)
