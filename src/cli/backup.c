@@ -31,6 +31,17 @@
 #define FPX_BACKUP_TRIES 5 /* an index written to during its backup is saved again */
 #define GONE (-2)          /* save_once: the index was deleted after the list was read */
 
+/* A failed request of one index's backup: GONE when the server found no
+ * such index (deleted since it was listed; nothing printed), else the
+ * failure printed, with its exit code. raw: a raw request (cli->errtype),
+ * else a client library call. */
+static int save_fail(fpx_cli *cli, const char *name, int raw) {
+    const char *type = raw ? cli->errtype : fpx_client_errtype(cli->c);
+    if (!strcmp(type, "not_found"))
+        return GONE;
+    return raw ? fpx_cli_raw_fail(cli, name) : fpx_cli_client_fail(cli, name);
+}
+
 static char *path_join(const char *dir, const char *name, const char *suffix) {
     size_t n = strlen(dir) + strlen(name) + strlen(suffix) + 2;
     char *p = malloc(n);
@@ -135,7 +146,7 @@ static json_t *index_info(fpx_cli *cli, const char *name, int *rc) {
     *rc = fpx_rawreq_send(cli, &rq, NULL, 0, NULL, 0, 0, &rep);
     fpx_rawreq_free(&rq);
     if (*rc != 0) {
-        *rc = !strcmp(cli->errtype, "not_found") ? GONE : fpx_cli_raw_fail(cli, name);
+        *rc = save_fail(cli, name, 1);
         return NULL;
     }
     json_t *j = rep.meta && rep.meta->type == MSGPACK_OBJECT_MAP ? fpx_mp_to_json(rep.meta) : NULL;
@@ -161,7 +172,7 @@ static int save_keys(fpx_cli *cli, const char *name, FILE *f, int64_t *count) {
         int rc = fpx_rawreq_send(cli, &rq, NULL, 0, NULL, 0, 0, &rep);
         fpx_rawreq_free(&rq);
         if (rc != 0)
-            return !strcmp(cli->errtype, "not_found") ? GONE : fpx_cli_raw_fail(cli, name);
+            return save_fail(cli, name, 1);
         const msgpack_object *items = fpx_mp_get(rep.meta, "items");
         const msgpack_object *next = fpx_mp_get(rep.meta, "next");
         if (!items || items->type != MSGPACK_OBJECT_ARRAY || !next ||
@@ -196,8 +207,7 @@ static int save_once(fpx_cli *cli, const char *name, const char *ipath, const ch
     size_t len;
     if (fpx_client_export(cli->c, name, &bytes, &len) != 0) {
         json_decref(before);
-        return !strcmp(fpx_client_errtype(cli->c), "not_found") ? GONE
-                                                                : fpx_cli_client_fail(cli, name);
+        return save_fail(cli, name, 0);
     }
     rc = write_file(ipath, bytes, len);
     free(bytes);

@@ -199,8 +199,8 @@ static int connect_nats(fpx_cluster *c, fpx_err *err) {
  * stream is made here as libnats makes a bucket's, direct gets off, and a
  * bucket made with them (by an earlier version) has them turned off; a
  * handle reads the way its stream said when it was bound (js_KeyValue).
+ * wait_ms bounds each JetStream call that makes or checks the stream.
  */
-/* wait_ms bounds each JetStream call that makes or checks the bucket. */
 static natsStatus bucket(fpx_cluster *c, const char *name, int64_t ttl_ms, int64_t wait_ms,
                          kvStore **out) {
     jsOptions jo;
@@ -295,8 +295,7 @@ static int buckets(fpx_cluster *c, fpx_err *err) {
          * first tries give up sooner (1 s, then 2 s, 4 s; 5 s from then on),
          * so a node started with its NATS servers joins once they are ready
          * rather than a whole timeout later. */
-        int64_t w = (int64_t)1000 << (attempt / 2 < 3 ? attempt / 2 : 3);
-        w = w < 5000 ? w : 5000;
+        int64_t w = attempt < 6 ? (int64_t)1000 << (attempt / 2) : 5000;
         st = NATS_OK;
         if (!c->indexes)
             st = bucket(c, FPX_BUCKET_INDEXES, 0, w, &c->indexes);
