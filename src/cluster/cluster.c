@@ -630,9 +630,10 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
      * holding the index, or the nodes of its shards): no NATS read. Whether
      * the index exists is then the serving node's to say. Anything else (a
      * miss, a replica to open here) reads the bucket itself. */
+    uint64_t rev = 0;
     int found = def_cached(c, key, &d);
     if (found != 1)
-        found = fpx_def_get(c, key, &d, &err);
+        found = fpx_def_read(c, key, &d, &rev, &err);
     if (found <= 0) { /* not defined: the not_found already in r->err stands */
         if (found < 0)
             r->err = err;
@@ -654,7 +655,7 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
         return NULL;
     }
     pthread_mutex_lock(&c->mu);
-    fpx_replica *rep = fpx_replica_open(c, &d, NULL, &err);
+    fpx_replica *rep = fpx_replica_open(c, &d, rev, NULL, &err);
     fpx_index *ix = rep ? rep->ix : NULL;
     if (ix)
         atomic_fetch_add(&ix->refs, 1);
@@ -708,13 +709,15 @@ static int past_deadline(fpx_cluster *c, const char *name, uint64_t since, fpx_e
  * Defines d: its stream first (its name is the new unique id, so it collides
  * with nothing), then the definition, with a key-value create (when two
  * nodes define one name, one wins and the other gets already_exists). When
- * d is placed here, the replica is opened before this returns: *rep, its
- * index referenced for the caller.
+ * d is placed here, the replica is opened before this returns and *ix is
+ * its index, referenced for the caller. The replica itself is not handed out:
+ * once the lock is released, a delete through another node may free it.
  */
-static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **rep, fpx_req *imp,
+static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_index **ix, fpx_req *imp,
                   fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
-    *rep = NULL;
+    fpx_replica *rep = NULL;
+    *ix = NULL;
     fpx_def_key(d->tenant, d->name, key);
     fpx_cluster_stream_names(d->uid, stream, subject);
     msgpack_sbuffer sb;
@@ -762,13 +765,15 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
                         : fpx_cluster_fail(err, "cannot define the index", st);
     }
     msgpack_sbuffer_destroy(&sb);
-    if (rc == 0 && fpx_def_placed_here(c, d) && !(*rep = fpx_replica_open(c, d, made, err))) {
+    if (rc == 0 && fpx_def_placed_here(c, d) && !(rep = fpx_replica_open(c, d, rev, made, err))) {
         fpx_err derr = {0};
         fpx_def_delete_at(c, key, rev, &derr); /* only the definition written just now */
         rc = -1;
     }
-    if (*rep)
-        atomic_fetch_add(&(*rep)->ix->refs, 1);
+    if (rep) {
+        *ix = rep->ix;
+        atomic_fetch_add(&rep->ix->refs, 1);
+    }
     pthread_mutex_unlock(&c->mu);
     if (rc != 0 && d->shards <= 1)
         js_DeleteStream(c->js, stream, NULL, &jerr);
@@ -776,11 +781,11 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_replica **re
 }
 
 int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err) {
-    fpx_replica *rep = NULL;
-    if (define(c, d, NULL, &rep, NULL, err) != 0)
+    fpx_index *ix = NULL;
+    if (define(c, d, NULL, &ix, NULL, err) != 0)
         return -1;
-    if (rep)
-        fpx_index_unref(rep->ix);
+    if (ix)
+        fpx_index_unref(ix);
     return 0;
 }
 
@@ -865,13 +870,13 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
         fpx_def_shard_nodes(d, made, sd.placement, sizeof sd.placement);
         rc = fpx_cluster_define(c, &sd, &r->err);
     }
-    fpx_replica *rep = NULL;
     /* Shards not named by their index within the deadline are another
-     * node's to remove as orphans: given up, undone below. */
+     * node's to remove as orphans: given up, undone below. The index itself
+     * has no replica: its shards hold the data. */
     if (rc == 0 && past_deadline(c, d->name, started, &r->err))
         rc = -1;
     if (rc == 0)
-        rc = define(c, d, NULL, &rep, NULL, &r->err);
+        rc = fpx_cluster_define(c, d, &r->err);
     if (rc != 0) { /* its shards go again */
         for (int64_t i = 0; i < made; i++) {
             char name[FPX_NAME_MAX + 1];
@@ -1021,13 +1026,13 @@ int fpx_cluster_create(fpx_req *r) {
         if (found < 0)
             return -1;
     }
-    fpx_replica *rep = NULL;
-    if (define(c, &d, &r->made, &rep, import ? r : NULL, &r->err) != 0)
+    fpx_index *ix = NULL;
+    if (define(c, &d, &r->made, &ix, import ? r : NULL, &r->err) != 0)
         return -1;
     if (lease)
         fpx_clease_begin(c, d.uid);
-    if (rep) {
-        r->ix = rep->ix; /* referenced by define */
+    if (ix) {
+        r->ix = ix; /* referenced by define */
         fpx_log(FPX_LOG_INFO, "defined index %s/%s in the cluster (replicas: %s)", d.tenant, d.name,
                 d.placement);
     }

@@ -104,6 +104,10 @@ typedef struct fpx_replica {
     char stream[8 + FPX_UID_HEX];  /* FPX_<uid hex> */
     char subject[8 + FPX_UID_HEX]; /* fpx.log.<uid hex> */
     natsSubscription *sub;
+    /* The revision of the definition it was opened from (the bucket's
+     * sequence): the watcher may deliver older entries of its key after a
+     * request or a create here opened it, and those are not about it. */
+    uint64_t rev;
     /* Who frees it: FPX_REP_LINKED while in c->reps; FPX_REP_FORGOTTEN once
      * unlinked with its subscription still on (the subscription's end frees
      * it, log.c); FPX_REP_ENDED when the subscription ended while it was
@@ -342,7 +346,8 @@ void fpx_replica_forget_locked(fpx_cluster *c, fpx_replica *rep);
 /* The replica of d here (c->mu held): the one open, or opened now from the
  * local index of d's unique id, a peer's state or the stream's start (made:
  * a new index the caller built, taken); NULL with err. */
-fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err);
+fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fpx_index **made,
+                              fpx_err *err);
 /* Stops following the replica of key (tenant/name) and deletes it here; the
  * next request naming the index opens it again. */
 void fpx_replica_forget(fpx_cluster *c, const char *key);

@@ -99,14 +99,18 @@ static fpx_index *create_local(fpx_cluster *c, const fpx_def *d, fpx_index **mad
  * local index of the same unique id (kept from before a restart) followed
  * from its next sequence, or a new empty one followed from the stream's
  * start. A local index of that name with another id belonged to an index
- * deleted and created again while this node was away: it goes.
+ * deleted and created again while this node was away: it goes. rev is the
+ * definition's revision in the bucket.
  */
-fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err) {
+fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fpx_index **made,
+                              fpx_err *err) {
     fpx_server *s = c->s;
     char key[2 * FPX_NAME_MAX + 2];
     fpx_def_key(d->tenant, d->name, key);
     fpx_replica *rep = fpx_replica_find(c, key);
     if (rep && !memcmp(rep->ix->uid, d->uid, FPX_UID_BYTES)) {
+        if (rev > rep->rev)
+            rep->rev = rev;
         /* Its placement changed (a move, move.c): info and trimming read it. */
         pthread_rwlock_wrlock(&rep->ix->lock);
         char *pl = rep->ix->placement && !strcmp(rep->ix->placement, d->placement)
@@ -164,6 +168,7 @@ fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, fpx_index **made
     ix->lease_ctx = c;
     pthread_rwlock_unlock(&ix->lock);
     rep->c = c;
+    rep->rev = rev;
     rep->ix = ix;               /* our reference */
     rep->reported = UINT64_MAX; /* its first beat reports it open (move.c waits for that) */
     snprintf(rep->key, sizeof rep->key, "%s", key);
@@ -259,11 +264,12 @@ static void free_unopened(fpx_cluster *c) {
     }
 }
 
-/* Opens the replica of d here: 0, or -1 (logged, and tried again later). */
-static int open_placed(fpx_cluster *c, const char *key, const fpx_def *d, int retry) {
+/* Opens the replica of d (revision rev) here: 0, or -1 (logged, and tried
+ * again later). */
+static int open_placed(fpx_cluster *c, const char *key, const fpx_def *d, uint64_t rev, int retry) {
     fpx_err err = {0};
     pthread_mutex_lock(&c->mu);
-    fpx_replica *rep = fpx_replica_open(c, d, NULL, &err);
+    fpx_replica *rep = fpx_replica_open(c, d, rev, NULL, &err);
     pthread_mutex_unlock(&c->mu);
     set_unopened(c, key, !rep);
     if (!rep)
@@ -285,14 +291,15 @@ static void reopen_due(fpx_cluster *c) {
     for (int i = 0; i < n && !fpx_cluster_wait_stop(c, 0); i++) {
         fpx_def d;
         fpx_err err = {0};
-        int found = fpx_def_read(c, due[i], &d, NULL, &err);
+        uint64_t rev = 0;
+        int found = fpx_def_read(c, due[i], &d, &rev, &err);
         if (found == 1)
             fpx_def_clear(&d);
         if (found == 0 || (found == 1 && !fpx_def_placed_here(c, &d))) {
             set_unopened(c, due[i], 0); /* deleted, or moved away */
             continue;
         }
-        if (found == 1 && open_placed(c, due[i], &d, 1) == 0)
+        if (found == 1 && open_placed(c, due[i], &d, rev, 1) == 0)
             continue;
         for (fpx_unopened *u = c->unopened; u; u = u->next)
             if (!strcmp(u->key, due[i])) { /* still unopened: wait longer */
@@ -303,10 +310,24 @@ static void reopen_due(fpx_cluster *c) {
     }
 }
 
+/* Whether the replica of key here was opened from a later definition than
+ * revision rev (a create or a request read the bucket ahead of a watcher
+ * that lags behind it): then an entry at rev is not about it. */
+static int opened_later(fpx_cluster *c, const char *key, uint64_t rev) {
+    pthread_mutex_lock(&c->mu);
+    fpx_replica *rep = fpx_replica_find(c, key);
+    int later = rep && rep->rev > rev;
+    pthread_mutex_unlock(&c->mu);
+    return later;
+}
+
 /* One entry of the definitions bucket, as the watcher delivers it. */
 void fpx_replica_on_definition(fpx_cluster *c, kvEntry *e) {
     const char *key = kvEntry_Key(e);
     fpx_kvcache_apply(&c->def_cache, e); /* first: forwarding reads it */
+    uint64_t rev = kvEntry_Revision(e);
+    if (opened_later(c, key, rev))
+        return;
     if (kvEntry_Operation(e) != kvOp_Put) {
         set_unopened(c, key, 0);
         fpx_replica_forget(c, key);
@@ -324,7 +345,7 @@ void fpx_replica_on_definition(fpx_cluster *c, kvEntry *e) {
         fpx_replica_forget(c, key); /* not ours (any more) */
         return;
     }
-    open_placed(c, key, &d, 0);
+    open_placed(c, key, &d, rev, 0);
 }
 
 void *fpx_replica_watch_main(void *arg) {
