@@ -1,9 +1,10 @@
 /*
  * internal.h - the cluster's state, shared by the files of src/cluster/:
- * cluster.c (connection, buckets, membership, create and delete), def.c (the
- * index definitions), replica.c (the replicas held here), log.c (the write
- * log: publishing records, following a stream, applying in order) and the
- * others, each named where its functions are declared.
+ * cluster.c (connection, buckets, membership), requests.c (finding, creating
+ * and deleting indexes), def.c (the index definitions), replica.c (the
+ * replicas held here), log.c (the write log: publishing records, following a
+ * stream, applying in order) and the others, each named where its functions
+ * are declared.
  */
 #ifndef FPX_CLUSTER_INTERNAL_H
 #define FPX_CLUSTER_INTERNAL_H
