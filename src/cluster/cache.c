@@ -4,9 +4,12 @@
  * buckets (libnats kvWatch), so that forwarding a request reads nothing from
  * NATS (docs/cluster.md, "Forwarding", "Cost").
  *
- * The definitions' cache is filled by the watcher replica.c already runs on
- * fpx_indexes; the heartbeats' and the leases' (which the lease reapers
- * read, lease.c) each by a watcher on a thread of its own. A cache answers only once its
+ * Each cache is filled by a watcher on a thread of its own: the definitions'
+ * too, apart from the watcher on fpx_indexes that opens and drops replicas
+ * (replica.c), which waits on NATS and on the cluster's lock while it opens
+ * one (a peer's snapshot of a large index takes seconds), and so can be
+ * behind; the leases' cache is read by the lease reapers (lease.c). A cache
+ * answers only once its
  * watcher delivered the bucket's values as they were when it started (the
  * empty entry that ends them); before, and on a miss, the caller reads NATS
  * as it did without a cache.
@@ -153,7 +156,7 @@ int fpx_kvcache_each(fpx_kvcache *k,
     return 0;
 }
 
-/* ---- the watchers of fpx_nodes and fpx_leases ------------------------------------- */
+/* ---- the watchers of fpx_indexes, fpx_nodes, fpx_leases and fpx_usage -------------- */
 
 static void *watch_main(void *arg) {
     fpx_watch *w = arg;
@@ -217,7 +220,9 @@ static void stop_watch(fpx_watch *w) {
 }
 
 int fpx_cache_start(fpx_cluster *c, fpx_err *err) {
-    return start_watch(c, &c->nodes_watch, c->nodes, &c->node_cache,
+    return start_watch(c, &c->defs_watch, c->indexes, &c->def_cache,
+                       "cannot watch the index definitions", err) ||
+           start_watch(c, &c->nodes_watch, c->nodes, &c->node_cache,
                        "cannot watch the cluster's nodes", err) ||
            start_watch(c, &c->leases_watch, c->leases, &c->lease_cache,
                        "cannot watch the cluster's leases", err) ||
@@ -226,6 +231,7 @@ int fpx_cache_start(fpx_cluster *c, fpx_err *err) {
 }
 
 void fpx_cache_stop(fpx_cluster *c) {
+    stop_watch(&c->defs_watch);
     stop_watch(&c->nodes_watch);
     stop_watch(&c->leases_watch);
     stop_watch(&c->usage_watch);

@@ -420,7 +420,6 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
         fpx_replica_on_definition(c, e);
         kvEntry_Destroy(e);
     }
-    atomic_store(&c->def_cache.ready, 1);
     if (fpx_cache_start(c, err) != 0)
         return -1;
     drop_strays(c);

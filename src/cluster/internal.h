@@ -195,11 +195,11 @@ typedef struct fpx_cluster {
     pthread_mutex_t fwd_mu;
     struct fpx_peer *peers;
     atomic_ullong next_sock;
-    /* The definitions (fed by the definitions' watcher), the heartbeats and
-     * the leases (each by a watcher of its own), read by forwarding and the
-     * lease reaper instead of NATS (cache.c). */
+    /* The definitions, the heartbeats and the leases, each fed by a watcher
+     * of its own, read by forwarding, the orphan pass and the lease reaper
+     * instead of NATS (cache.c). */
     fpx_kvcache def_cache, node_cache, lease_cache;
-    fpx_watch nodes_watch, leases_watch;
+    fpx_watch defs_watch, nodes_watch, leases_watch;
     /* Replicas placed here that could not be opened when their definition
      * came: tried again by the watcher thread (its own list). */
     struct fpx_unopened *unopened;
@@ -257,9 +257,9 @@ int64_t fpx_orphan_deadline_ms(const fpx_cluster *c);
  * thread, at its beat number beats). */
 void fpx_usage_beat(fpx_cluster *c, unsigned beats);
 
-/* cache.c: watches fpx_nodes into c->node_cache, fpx_leases into
- * c->lease_cache and fpx_usage into c->usage_cache (after their initial
- * values), each on a thread of its own;
+/* cache.c: watches fpx_indexes into c->def_cache, fpx_nodes into
+ * c->node_cache, fpx_leases into c->lease_cache and fpx_usage into
+ * c->usage_cache (after their initial values), each on a thread of its own;
  * fpx_cache_stop ends them (c->stop set first). */
 int fpx_cache_start(fpx_cluster *c, fpx_err *err);
 void fpx_cache_stop(fpx_cluster *c);

@@ -324,7 +324,6 @@ static int opened_later(fpx_cluster *c, const char *key, uint64_t rev) {
 /* One entry of the definitions bucket, as the watcher delivers it. */
 void fpx_replica_on_definition(fpx_cluster *c, kvEntry *e) {
     const char *key = kvEntry_Key(e);
-    fpx_kvcache_apply(&c->def_cache, e); /* first: forwarding reads it */
     uint64_t rev = kvEntry_Revision(e);
     if (opened_later(c, key, rev))
         return;
