@@ -389,6 +389,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     pthread_mutex_init(&c->ep_mu, NULL);
     pthread_mutex_init(&c->fwd_mu, NULL);
     pthread_mutex_init(&c->touch_mu, NULL);
+    pthread_mutex_init(&c->xfer_mu, NULL);
     fpx_kvcache_init(&c->def_cache);
     fpx_kvcache_init(&c->node_cache);
     c->node_cache.keep_deleted = 1; /* a node that left is known not live */
@@ -492,6 +493,8 @@ void fpx_cluster_stop(fpx_server *s) {
     pthread_mutex_destroy(&c->ep_mu);
     pthread_mutex_destroy(&c->fwd_mu);
     pthread_mutex_destroy(&c->touch_mu);
+    fpx_peer_transfers_free(c);
+    pthread_mutex_destroy(&c->xfer_mu);
     fpx_kvcache_free(&c->def_cache);
     fpx_kvcache_free(&c->node_cache);
     fpx_kvcache_free(&c->lease_cache);

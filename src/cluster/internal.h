@@ -195,6 +195,10 @@ typedef struct fpx_cluster {
     pthread_mutex_t fwd_mu;
     struct fpx_peer *peers;
     atomic_ullong next_sock;
+    /* Snapshots being given to other nodes, part by part (peer.c). */
+    pthread_mutex_t xfer_mu;
+    struct fpx_transfer *xfers;
+    uint64_t xfer_next;
     /* The definitions, the heartbeats and the leases, each fed by a watcher
      * of its own, read by forwarding, the orphan pass and the lease reaper
      * instead of NATS (cache.c). */
@@ -331,6 +335,8 @@ int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer
  * still starts at record 1). -1 (unavailable) when no peer answered and the
  * stream no longer starts at 1. */
 int fpx_peer_fetch(fpx_cluster *c, const fpx_def *d, fpx_index **ix, fpx_index **got, fpx_err *err);
+/* Closes the snapshot transfers still open (at stop). */
+void fpx_peer_transfers_free(fpx_cluster *c);
 /* The heartbeat's part: reports every replica's snapshot sequence, and
  * every few beats trims the streams of the indexes held here. */
 void fpx_peer_beat(fpx_cluster *c, unsigned beats);

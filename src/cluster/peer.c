@@ -8,11 +8,20 @@
  * other nodes placed on the index, in placement order, for their state:
  *
  *   request  {"operation": "peer_snapshot", "tenant": T, "index_id": N,
- *             "uid": hex}                   (sent with fpx_cluster_forward)
- *   reply    {"status": "ok", "seq": S} | data: the snapshot body
+ *             "uid": hex [, "transfer": X, "offset": O]}   (fpx_cluster_forward)
+ *   reply    {"status": "ok", "seq": S, "size": B, "crc32c": C,
+ *             "transfer": X, "offset": O} | data: bytes O.. of the body
  *
- * The body is the server's own snapshot codec (snapshot.c), taken under the
- * index's shared lock, and S the last stream record it covers. The request
+ * The body is the server's own snapshot codec (snapshot.c), taken once,
+ * under the index's shared lock, into an unnamed file of the giving node's
+ * data dir; S is the last stream record it covers, B its size and C its
+ * CRC-32C. The first request (no transfer) takes it and answers its first
+ * part; the asking node then asks for the next offset of transfer X until
+ * it has all B bytes. Each part fits the giving node's --max-message-size
+ * (at most 8 MiB), so an index of any size can be given, and neither node
+ * holds the body in memory: the asking node writes the parts to an unnamed
+ * file and decodes from it. A transfer whose last part was given, or that
+ * nobody asked for a part of for a minute, is closed. The request
  * is node-only: it is answered only on a socket whose routing id carries the
  * cluster's forwarding token (net.c), before any API key is looked at,
  * since the asking node has no tenant's key of its own. The new replica
@@ -35,40 +44,81 @@
  * for: when it comes back behind the trimmed point, it takes a peer's
  * snapshot as above.
  */
+#define _GNU_SOURCE /* O_TMPFILE, mkostemp */
 #include "internal.h"
 
 #include "server/util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* Beats between two trims of the streams this node holds. */
 #define FPX_TRIM_EVERY 5
 
 /* ---- serving a snapshot ------------------------------------------------------------ */
 
-typedef struct grow_buf {
-    uint8_t *p;
-    size_t len, cap, max;
-} grow_buf;
+/* The most a part of a snapshot carries: its reply must also fit the giving
+ * node's --max-message-size, less room for the header. */
+#define FPX_PEER_PART_MAX ((size_t)8 << 20)
+#define FPX_PEER_PART_HEADROOM 1024
+/* A transfer not asked for its next part for this long is given up. */
+#define FPX_PEER_IDLE_MS 60000
 
-static int grow_write(void *ctx, const void *buf, size_t n) {
-    grow_buf *g = ctx;
-    if (n > g->max - g->len)
-        return -1; /* past the message size limit: the caller says so */
-    if (g->len + n > g->cap) {
-        size_t cap = g->cap ? g->cap : 1 << 16;
-        while (cap < g->len + n)
-            cap *= 2;
-        uint8_t *p = realloc(g->p, cap);
-        if (!p)
-            return -1;
-        g->p = p;
-        g->cap = cap;
-    }
-    memcpy(g->p + g->len, buf, n);
-    g->len += n;
+/* A snapshot being given: taken once, at seq, into an unnamed file, and
+ * read from there part by part (c->xfer_mu). */
+typedef struct fpx_transfer {
+    uint64_t id;
+    int fd;
+    uint64_t size, seq;
+    uint32_t crc; /* CRC-32C of the whole body */
+    uint64_t used_ms;
+    struct fpx_transfer *next;
+} fpx_transfer;
+
+/* An unnamed file in dir (O_TMPFILE; else a name removed at once), or -1. */
+static int tmp_file(const char *dir) {
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/.peer-snapshot-XXXXXX", dir) >= (int)sizeof path)
+        return -1;
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
+}
+
+/* The snapshot body's sink: buffered, checksummed, into fd. */
+typedef struct file_sink {
+    int fd;
+    uint8_t buf[1 << 16];
+    size_t n;
+    uint64_t size;
+    uint32_t crc;
+} file_sink;
+
+static int sink_flush(file_sink *k) {
+    int rc = fpx_write_all(k->fd, k->buf, k->n);
+    k->n = 0;
+    return rc;
+}
+
+static int sink_write(void *ctx, const void *buf, size_t n) {
+    file_sink *k = ctx;
+    k->crc = fpx_crc32c(k->crc, buf, n);
+    k->size += n;
+    if (k->n + n > sizeof k->buf && sink_flush(k) != 0)
+        return -1;
+    if (n >= sizeof k->buf)
+        return fpx_write_all(k->fd, buf, n);
+    memcpy(k->buf + k->n, buf, n);
+    k->n += n;
     return 0;
 }
 
@@ -85,73 +135,176 @@ static int hex_uid(const char *hex, size_t n, uint8_t *uid) {
     return 0;
 }
 
-int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
-    fpx_server *s = r->s;
-    const char *t, *n, *u;
-    size_t tl, nl, ul;
-    const msgpack_object *to = fpx_map_get(r->h, "tenant"), *no = fpx_map_get(r->h, "index_id"),
-                         *uo = fpx_map_get(r->h, "uid");
-    uint8_t uid[FPX_UID_BYTES];
-    char tenant[FPX_NAME_MAX + 1];
-    if (!to || !no || !uo || fpx_obj_str(to, &t, &tl) || fpx_obj_str(no, &n, &nl) ||
-        fpx_obj_str(uo, &u, &ul) || tl == 0 || tl > FPX_NAME_MAX || nl == 0 || nl > FPX_NAME_MAX ||
-        hex_uid(u, ul, uid))
-        return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "peer_snapshot needs tenant, index_id and uid (32 hex digits)");
-    memcpy(tenant, t, tl);
-    tenant[tl] = 0;
-    fpx_index *ix = fpx_server_find(s, tenant, n, nl);
-    if (!ix || memcmp(ix->uid, uid, FPX_UID_BYTES)) {
-        fpx_index_unref(ix);
-        return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "node %s holds no replica of '%.*s' (%.*s)",
-                           s->cfg->node_id, (int)nl, n, (int)ul, u);
+/* Closes the transfers idle for too long (c->xfer_mu held). */
+static void expire_transfers(fpx_cluster *c, uint64_t now) {
+    for (fpx_transfer **p = &c->xfers; *p;) {
+        fpx_transfer *t = *p;
+        if (now - t->used_ms < FPX_PEER_IDLE_MS) {
+            p = &t->next;
+            continue;
+        }
+        *p = t->next;
+        close(t->fd);
+        free(t);
     }
-    grow_buf g = {NULL, 0, 0, s->cfg->max_message_size};
-    fpx_err err = {0};
+}
+
+void fpx_peer_transfers_free(fpx_cluster *c) {
+    expire_transfers(c, UINT64_MAX / 2); /* every one: each is "idle" that long */
+}
+
+/* Takes ix's snapshot into a new transfer (listed in c->xfers); 0, or -1. */
+static int transfer_open(fpx_cluster *c, fpx_index *ix, fpx_transfer *t, fpx_err *err) {
+    file_sink *k = malloc(sizeof *k);
+    int fd = tmp_file(c->s->cfg->data_dir);
+    if (!k || fd < 0) {
+        free(k);
+        if (fd >= 0)
+            close(fd);
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot make a file for the snapshot in %s: %s",
+                           c->s->cfg->data_dir, strerror(errno));
+    }
+    *k = (file_sink){.fd = fd};
     /* Shared: searches go on, writes wait, so the body is the state at seq. */
     pthread_rwlock_rdlock(&ix->lock);
     uint64_t seq = ix->seq;
-    int rc = ix->dropped ? fpx_err_set(&err, FPX_E_NOT_FOUND, "index '%s' was deleted", ix->name)
-                         : fpx_index_write(ix, grow_write, &g, &err);
+    int rc = ix->dropped ? fpx_err_set(err, FPX_E_NOT_FOUND, "index '%s' was deleted", ix->name)
+                         : fpx_index_write(ix, sink_write, k, err);
     pthread_rwlock_unlock(&ix->lock);
-    fpx_index_unref(ix);
+    if (rc == 0 && sink_flush(k) != 0)
+        rc = -1;
+    if (rc != 0 && err->type == FPX_OK)
+        fpx_err_set(err, FPX_E_INTERNAL, "cannot write the snapshot to a file in %s: %s",
+                    c->s->cfg->data_dir, strerror(errno));
+    *t = (fpx_transfer){0, fd, k->size, seq, k->crc, fpx_mono_ms(), NULL};
+    free(k);
     if (rc != 0) {
-        free(g.p);
-        if (err.type != FPX_OK)
-            r->err = err;
-        else
-            fpx_err_set(&r->err, FPX_E_LIMIT,
-                        "the snapshot of '%.*s' is larger than this node's message size limit "
-                        "(--max-message-size, %zu bytes), or memory ran out",
-                        (int)nl, n, s->cfg->max_message_size);
+        close(fd);
         return -1;
     }
-    msgpack_packer *h = fpx_reply_ok(r, o, 1);
+    return 0;
+}
+
+int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
+    fpx_server *s = r->s;
+    fpx_cluster *c = s->cluster;
+    const char *t, *n, *u;
+    size_t tl, nl, ul;
+    const msgpack_object *to = fpx_map_get(r->h, "tenant"), *no = fpx_map_get(r->h, "index_id"),
+                         *uo = fpx_map_get(r->h, "uid"), *xo = fpx_map_get(r->h, "transfer"),
+                         *oo = fpx_map_get(r->h, "offset");
+    uint8_t uid[FPX_UID_BYTES];
+    char tenant[FPX_NAME_MAX + 1];
+    int64_t xid = 0, off = 0;
+    if (!to || !no || !uo || fpx_obj_str(to, &t, &tl) || fpx_obj_str(no, &n, &nl) ||
+        fpx_obj_str(uo, &u, &ul) || tl == 0 || tl > FPX_NAME_MAX || nl == 0 || nl > FPX_NAME_MAX ||
+        hex_uid(u, ul, uid) || (xo && (fpx_obj_int(xo, &xid) || xid <= 0)) ||
+        (oo && (fpx_obj_int(oo, &off) || off < 0)) || (!xo && off != 0))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "peer_snapshot needs tenant, index_id and uid (32 hex digits), and "
+                           "for a later part the transfer and its offset");
+    memcpy(tenant, t, tl);
+    tenant[tl] = 0;
+    fpx_transfer got;
+    if (!xo) { /* a new transfer: the snapshot is taken now */
+        fpx_index *ix = fpx_server_find(s, tenant, n, nl);
+        if (!ix || memcmp(ix->uid, uid, FPX_UID_BYTES)) {
+            fpx_index_unref(ix);
+            return fpx_err_set(&r->err, FPX_E_NOT_FOUND,
+                               "node %s holds no replica of '%.*s' (%.*s)", s->cfg->node_id,
+                               (int)nl, n, (int)ul, u);
+        }
+        int rc = transfer_open(c, ix, &got, &r->err);
+        fpx_index_unref(ix);
+        fpx_transfer *keep = rc == 0 ? malloc(sizeof *keep) : NULL;
+        if (rc == 0 && !keep) {
+            close(got.fd);
+            return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
+        }
+        if (rc != 0)
+            return -1;
+        *keep = got;
+        pthread_mutex_lock(&c->xfer_mu);
+        expire_transfers(c, fpx_mono_ms());
+        keep->id = got.id = ++c->xfer_next;
+        keep->next = c->xfers;
+        c->xfers = keep;
+        pthread_mutex_unlock(&c->xfer_mu);
+        fpx_log(FPX_LOG_INFO, "giving the snapshot of %s/%.*s at stream record %llu (%llu bytes)",
+                tenant, (int)nl, n, (unsigned long long)got.seq, (unsigned long long)got.size);
+    } else {
+        pthread_mutex_lock(&c->xfer_mu);
+        uint64_t now = fpx_mono_ms();
+        expire_transfers(c, now);
+        fpx_transfer *x = c->xfers;
+        while (x && x->id != (uint64_t)xid)
+            x = x->next;
+        if (x) {
+            x->used_ms = now;
+            got = *x;
+        }
+        pthread_mutex_unlock(&c->xfer_mu);
+        if (!x)
+            return fpx_err_set(&r->err, FPX_E_NOT_FOUND,
+                               "node %s has no snapshot transfer %lld open (finished, or idle "
+                               "for %d s)",
+                               s->cfg->node_id, (long long)xid, FPX_PEER_IDLE_MS / 1000);
+    }
+    if ((uint64_t)off > got.size)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "offset %lld is past the snapshot's %llu bytes", (long long)off,
+                           (unsigned long long)got.size);
+    size_t cap = s->cfg->max_message_size > 2 * FPX_PEER_PART_HEADROOM
+                     ? s->cfg->max_message_size - FPX_PEER_PART_HEADROOM
+                     : FPX_PEER_PART_HEADROOM;
+    if (cap > FPX_PEER_PART_MAX)
+        cap = FPX_PEER_PART_MAX;
+    size_t len = got.size - (uint64_t)off < cap ? (size_t)(got.size - (uint64_t)off) : cap;
+    msgpack_packer *h = fpx_reply_ok(r, o, 5);
     fpx_pack_cstr(h, "seq");
-    msgpack_pack_uint64(h, seq);
-    uint8_t *data = fpx_out_data(o, g.len);
-    if (data && g.len)
-        memcpy(data, g.p, g.len);
-    free(g.p);
-    if (!data)
-        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
-    fpx_log(FPX_LOG_INFO, "sent the snapshot of %s/%.*s at stream record %llu (%zu bytes)", tenant,
-            (int)nl, n, (unsigned long long)seq, g.len);
+    msgpack_pack_uint64(h, got.seq);
+    fpx_pack_cstr(h, "size");
+    msgpack_pack_uint64(h, got.size);
+    fpx_pack_cstr(h, "crc32c");
+    msgpack_pack_uint32(h, got.crc);
+    fpx_pack_cstr(h, "transfer");
+    msgpack_pack_uint64(h, got.id);
+    fpx_pack_cstr(h, "offset");
+    msgpack_pack_uint64(h, (uint64_t)off);
+    uint8_t *data = fpx_out_data(o, len);
+    /* The file stays open while it is listed; pread on it needs no lock,
+     * and the last part's reader is the one that closes it (below). */
+    ssize_t rd = data ? pread(got.fd, data, len, off) : -1;
+    if (!data || rd != (ssize_t)len)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "cannot read the snapshot's file: %s",
+                           data ? strerror(errno) : "out of memory");
+    if ((uint64_t)off + len == got.size) { /* the last part: done */
+        pthread_mutex_lock(&c->xfer_mu);
+        for (fpx_transfer **p = &c->xfers; *p; p = &(*p)->next)
+            if ((*p)->id == got.id) {
+                fpx_transfer *x = *p;
+                *p = x->next;
+                close(x->fd);
+                free(x);
+                break;
+            }
+        pthread_mutex_unlock(&c->xfer_mu);
+    }
     return 0;
 }
 
 /* ---- taking one ------------------------------------------------------------------- */
 
-/* node's state of d, decoded: 0 with *out (its seq is the record it
- * covers), -1 with err. */
-static int peer_ask(fpx_cluster *c, const fpx_def *d, const char *node, fpx_index **out,
-                    fpx_err *err) {
+/* One part of node's snapshot of d: the reply decoded into *m (its reply
+ * bytes in *reply, freed by the caller with m), 0, or -1 with err. */
+static int ask_part(fpx_cluster *c, const fpx_def *d, const char *node, uint64_t xid, uint64_t off,
+                    fpx_msg *m, uint8_t **reply, fpx_err *err) {
     char hex[FPX_UID_HEX];
     fpx_cluster_uid_hex(d->uid, hex);
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *h = fpx_out_hdr(&o);
-    msgpack_pack_map(h, 4);
+    msgpack_pack_map(h, xid ? 6 : 4);
     fpx_pack_cstr(h, "operation");
     fpx_pack_cstr(h, FPX_PEER_SNAPSHOT_OP);
     fpx_pack_cstr(h, "tenant");
@@ -160,44 +313,115 @@ static int peer_ask(fpx_cluster *c, const fpx_def *d, const char *node, fpx_inde
     fpx_pack_cstr(h, d->name);
     fpx_pack_cstr(h, "uid");
     fpx_pack_cstr(h, hex);
-    uint8_t *body = NULL, *reply = NULL;
+    if (xid) {
+        fpx_pack_cstr(h, "transfer");
+        msgpack_pack_uint64(h, xid);
+        fpx_pack_cstr(h, "offset");
+        msgpack_pack_uint64(h, off);
+    }
+    uint8_t *body = NULL;
     size_t len = 0, rlen = 0;
     int sent = 0;
+    *reply = NULL;
     if (fpx_out_finish(&o, &body, &len) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-    int rc = fpx_cluster_forward(c->s, node, body, len, &reply, &rlen, &sent, err);
+    int rc = fpx_cluster_forward(c->s, node, body, len, reply, &rlen, &sent, err);
     free(body);
-    if (rc != 0)
-        return -1;
-    fpx_msg m;
-    if (fpx_msg_decode(&m, reply, rlen, err) != 0) {
-        free(reply);
-        return -1;
-    }
-    const msgpack_object *st = fpx_map_get(m.header, "status");
-    const msgpack_object *sq = fpx_map_get(m.header, "seq");
-    const msgpack_object *msg = fpx_map_get(m.header, "message");
-    int64_t seq = -1;
-    uint64_t got = 0;
-    if (!st || !fpx_obj_str_eq(st, "ok") || !sq || fpx_obj_int(sq, &seq) || seq < 0) {
+    if (rc == 0 && fpx_msg_decode(m, *reply, rlen, err) == 0) {
+        const msgpack_object *st = fpx_map_get(m->header, "status");
+        if (st && fpx_obj_str_eq(st, "ok"))
+            return 0;
+        const msgpack_object *msg = fpx_map_get(m->header, "message");
         const char *text = "";
         size_t tn = 0;
         if (msg)
             fpx_obj_str(msg, &text, &tn);
-        rc = fpx_err_set(err, FPX_E_UNAVAILABLE, "node %s has no snapshot to give: %.*s", node,
-                         (int)(tn > 200 ? 200 : tn), text);
-    } else {
-        rc = fpx_index_decode(d->tenant, d->name, m.body.data, m.body.data_size, out, &got, err);
-        if (rc == 0 && got != (uint64_t)seq) {
-            fpx_index_free(*out);
-            *out = NULL;
-            rc =
-                fpx_err_set(err, FPX_E_INTERNAL, "node %s's snapshot says seq %llu, its reply %lld",
-                            node, (unsigned long long)got, (long long)seq);
-        }
+        fpx_err_set(err, FPX_E_UNAVAILABLE, "node %s has no snapshot to give: %.*s", node,
+                    (int)(tn > 200 ? 200 : tn), text);
+        fpx_msg_destroy(m);
     }
-    fpx_msg_destroy(&m);
-    free(reply);
+    free(*reply);
+    *reply = NULL;
+    return -1;
+}
+
+/* A part's header: its transfer's fields, each a non-negative integer. */
+static int part_fields(const fpx_msg *m, int64_t v[5]) {
+    static const char *names[5] = {"seq", "size", "crc32c", "transfer", "offset"};
+    for (int i = 0; i < 5; i++) {
+        const msgpack_object *f = fpx_map_get(m->header, names[i]);
+        if (!f || fpx_obj_int(f, &v[i]) || v[i] < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * node's state of d, decoded: 0 with *out (its seq is the record it
+ * covers), -1 with err. The snapshot comes in parts (each within the giving
+ * node's message size limit), written to an unnamed file here as they
+ * come and decoded from it once whole and checked against the giver's
+ * CRC-32C: neither node holds it in memory besides the index itself.
+ */
+static int peer_ask(fpx_cluster *c, const fpx_def *d, const char *node, fpx_index **out,
+                    fpx_err *err) {
+    int fd = tmp_file(c->s->cfg->data_dir);
+    if (fd < 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot make a file for a snapshot in %s: %s",
+                           c->s->cfg->data_dir, strerror(errno));
+    int64_t first[5] = {0}, v[5];
+    uint64_t off = 0, parts = 0;
+    uint32_t crc = 0;
+    int rc = 0;
+    for (;;) {
+        fpx_msg m;
+        uint8_t *reply = NULL;
+        if (ask_part(c, d, node, parts ? (uint64_t)first[3] : 0, off, &m, &reply, err) != 0) {
+            rc = -1;
+            break;
+        }
+        size_t n = m.body.data_size;
+        if (part_fields(&m, v) != 0 || (parts && memcmp(v, first, 4 * sizeof v[0])) ||
+            (uint64_t)v[4] != off || (uint64_t)v[1] - off < n || (n == 0 && off < (uint64_t)v[1]))
+            rc = fpx_err_set(err, FPX_E_INTERNAL,
+                             "node %s's snapshot part at offset %llu does not follow its "
+                             "transfer",
+                             node, (unsigned long long)off);
+        else if (n && pwrite(fd, m.body.data, n, (off_t)off) != (ssize_t)n)
+            rc = fpx_err_set(err, FPX_E_INTERNAL, "cannot write a snapshot to %s: %s",
+                             c->s->cfg->data_dir, strerror(errno));
+        if (rc == 0) {
+            if (!parts)
+                memcpy(first, v, sizeof first);
+            crc = fpx_crc32c(crc, m.body.data, n);
+            off += n;
+            parts++;
+        }
+        fpx_msg_destroy(&m);
+        free(reply);
+        if (rc != 0 || off == (uint64_t)first[1])
+            break;
+    }
+    if (rc == 0 && crc != (uint32_t)first[2])
+        rc = fpx_err_set(err, FPX_E_INTERNAL, "node %s's snapshot arrived damaged (CRC-32C)", node);
+    void *map = rc == 0 && off ? mmap(NULL, off, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    if (rc == 0 && (map == MAP_FAILED || !map))
+        rc = fpx_err_set(err, FPX_E_INTERNAL, "cannot map the snapshot: %s", strerror(errno));
+    uint64_t got = 0;
+    if (rc == 0)
+        rc = fpx_index_decode(d->tenant, d->name, map, off, out, &got, err);
+    if (map && map != MAP_FAILED)
+        munmap(map, off);
+    close(fd);
+    if (rc == 0 && got != (uint64_t)first[0]) {
+        fpx_index_free(*out);
+        *out = NULL;
+        rc = fpx_err_set(err, FPX_E_INTERNAL, "node %s's snapshot says seq %llu, its reply %lld",
+                         node, (unsigned long long)got, (long long)first[0]);
+    }
+    if (rc == 0)
+        fpx_log(FPX_LOG_INFO, "%s/%s: node %s's snapshot came in %llu part(s), %llu bytes",
+                d->tenant, d->name, node, (unsigned long long)parts, (unsigned long long)off);
     return rc;
 }
 

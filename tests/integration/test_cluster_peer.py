@@ -10,6 +10,8 @@ the same vectors; that a node that was down while the stream was trimmed
 past its state catches up through a peer; and that with every peer down such
 a node answers unavailable, never stale data, and serves once a peer is back.
 """
+import os
+import re
 import shutil
 import time
 
@@ -179,3 +181,46 @@ def test_every_peer_down_unavailable_not_stale(cl):
             time.sleep(0.2)
     assert c.info(name)["applied_seq"] == had + 12
     cl.nodes[1].start()
+
+
+@pytest.fixture
+def cl_parts(tmp_path):
+    """Nodes whose messages are at most 64 KiB: a snapshot larger than that
+    must travel in parts."""
+    c = Cluster(str(tmp_path))
+    for node in c.nodes:
+        node.extra += ["--snapshot-bytes", "2048", "--max-message-size", str(64 << 10)]
+    c.start()
+    yield c
+    c.stop()
+
+
+def test_snapshot_larger_than_a_message_travels_in_parts(cl_parts):
+    """A replica's snapshot of about 257 KB, four times the nodes' message
+    size limit, reaches a node restarted on an empty data dir in parts, and
+    that node answers exactly as FAISS; neither node keeps a file of it."""
+    cl = cl_parts
+    name = unique("parts")
+    stream = create(cl, name)
+    ref = faiss.IndexFlatL2(D)
+    cs = [n.client() for n in cl.nodes]
+    for i in range(40):  # 8000 vectors of 32 bytes, 200 per add
+        x = rand(200, D, 1000 + i)
+        cs[i % 3].add(name, x)
+        ref.add(x)
+    synced(cs, name)
+    wait_trimmed(cl, stream, 1)
+    victim = cl.nodes[2]
+    victim.stop()
+    shutil.rmtree(victim.data_dir)
+    victim.start()
+    log = victim.log()
+    m = re.search(r"default/%s: node (node\d)'s snapshot came in (\d+) part\(s\), (\d+) bytes"
+                  % name, log)
+    assert m, log[-3000:]
+    assert int(m.group(2)) >= 4 and int(m.group(3)) > 8000 * 4 * D, m.group(0)
+    assert "took node %s's snapshot" % m.group(1) in log
+    same_as_faiss(victim.client(), name, ref)
+    for node in cl.nodes:
+        left = [f for f in os.listdir(node.data_dir) if f.startswith(".peer-snapshot")]
+        assert left == [], (node.data_dir, left)
