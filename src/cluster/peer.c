@@ -205,7 +205,9 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
                            "for a later part the transfer and its offset");
     memcpy(tenant, t, tl);
     tenant[tl] = 0;
+    /* got: the transfer; rfd: its file, a descriptor of this request's own */
     fpx_transfer got;
+    int rfd = -1;
     if (!xo) { /* a new transfer: the snapshot is taken now */
         fpx_index *ix = fpx_server_find(s, tenant, n, nl);
         if (!ix || memcmp(ix->uid, uid, FPX_UID_BYTES)) {
@@ -224,6 +226,7 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
         if (rc != 0)
             return -1;
         *keep = got;
+        rfd = dup(got.fd);
         pthread_mutex_lock(&c->xfer_mu);
         expire_transfers(c, fpx_mono_ms());
         keep->id = got.id = ++c->xfer_next;
@@ -242,6 +245,7 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
         if (x) {
             x->used_ms = now;
             got = *x;
+            rfd = dup(x->fd);
         }
         pthread_mutex_unlock(&c->xfer_mu);
         if (!x)
@@ -250,10 +254,15 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
                                "for %d s)",
                                s->cfg->node_id, (long long)xid, FPX_PEER_IDLE_MS / 1000);
     }
-    if ((uint64_t)off > got.size)
+    if (rfd < 0)
+        return fpx_err_set(&r->err, FPX_E_INTERNAL, "cannot read the snapshot's file: %s",
+                           strerror(errno));
+    if ((uint64_t)off > got.size) {
+        close(rfd);
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "offset %lld is past the snapshot's %llu bytes", (long long)off,
                            (unsigned long long)got.size);
+    }
     size_t cap = s->cfg->max_message_size > 2 * FPX_PEER_PART_HEADROOM
                      ? s->cfg->max_message_size - FPX_PEER_PART_HEADROOM
                      : FPX_PEER_PART_HEADROOM;
@@ -272,9 +281,10 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
     fpx_pack_cstr(h, "offset");
     msgpack_pack_uint64(h, (uint64_t)off);
     uint8_t *data = fpx_out_data(o, len);
-    /* The file stays open while it is listed; pread on it needs no lock,
-     * and the last part's reader is the one that closes it (below). */
-    ssize_t rd = data ? pread(got.fd, data, len, off) : -1;
+    /* Read through this request's own descriptor: the listed one may be
+     * closed meanwhile (the transfer finished or expired). */
+    ssize_t rd = data ? pread(rfd, data, len, off) : -1;
+    close(rfd);
     if (!data || rd != (ssize_t)len)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "cannot read the snapshot's file: %s",
                            data ? strerror(errno) : "out of memory");
