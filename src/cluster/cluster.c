@@ -110,6 +110,9 @@ static void *beat_main(void *arg) {
          * check every replica against its stream now and then. */
         int all = ++beats % FPX_REPAIR_EVERY == 0;
         for (fpx_replica *r = locked ? c->reps : NULL; r; r = r->next) {
+            /* each may wait for a stream's answer: a stop does not wait for all */
+            if (fpx_cluster_wait_stop(c, 0))
+                break;
             if (!all && !atomic_exchange(&r->behind, 0))
                 continue;
             fpx_err err = {0};
@@ -444,10 +447,11 @@ void fpx_cluster_stop(fpx_server *s) {
     c->stop = 1;
     pthread_cond_broadcast(&c->stop_cv);
     pthread_mutex_unlock(&c->stop_mu);
-    /* Cut from NATS, every call below (the heartbeat's put in flight, each
-     * subscription's unsubscribe, the leaving delete) would wait out its
-     * timeout: closed first, they return at once, and the stop takes
-     * moments instead of half a minute. Connected, they run in order. */
+    /* Cut from NATS, every call below (the heartbeat's put in flight, the
+     * lease reaper's, the leaving delete) would wait out its timeout: closed
+     * first, they return at once, and the stop takes moments instead of half
+     * a minute. Connected, they run in order, and the connection closes after
+     * the leaving delete. */
     if (c->nc && natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED) {
         fpx_log(FPX_LOG_WARN, "stopping while cut from the cluster's NATS servers: closing the "
                               "connection first");
@@ -458,6 +462,16 @@ void fpx_cluster_stop(fpx_server *s) {
     if (c->watch_started)
         pthread_join(c->watch, NULL);
     fpx_clease_stop(c);
+    if (c->nodes) /* leaving: not live from now on, without waiting for the expiry */
+        kvStore_Delete(c->nodes, s->cfg->node_id);
+    /* Then the connection closes, which ends every subscription (each
+     * replica's stream, each watcher) at once. Unsubscribed one by one, each
+     * would ask JetStream to delete its consumer and wait for the answer, up
+     * to a timeout when the consumer's server is gone (a NATS server down:
+     * seconds per replica); the server removes ephemeral consumers that lost
+     * their subscriber by itself. */
+    if (c->nc)
+        natsConnection_Close(c->nc);
     if (c->watcher) {
         kvWatcher_Stop(c->watcher);
         kvWatcher_Destroy(c->watcher);
@@ -468,8 +482,6 @@ void fpx_cluster_stop(fpx_server *s) {
         fpx_replica_forget_locked(c, c->reps);
     pthread_mutex_unlock(&c->mu);
     fpx_forward_stop(c); /* the workers are gone: no socket is in use */
-    if (c->nodes)        /* leaving: not live from now on, without waiting for the expiry */
-        kvStore_Delete(c->nodes, s->cfg->node_id);
     kvStore_Destroy(c->indexes);
     kvStore_Destroy(c->nodes);
     kvStore_Destroy(c->applied);
@@ -480,10 +492,8 @@ void fpx_cluster_stop(fpx_server *s) {
     kvStore_Destroy(c->leases);
     kvStore_Destroy(c->usage);
     jsCtx_Destroy(c->js);
-    if (c->nc) {
-        natsConnection_Close(c->nc);
+    if (c->nc)
         natsConnection_Destroy(c->nc);
-    }
     /* Waits for the library's threads, and so for every subscription's end
      * (each releases its replica's index). */
     nats_CloseAndWait(10000);
