@@ -21,7 +21,7 @@
  * (at most 8 MiB), so an index of any size can be given, and neither node
  * holds the body in memory: the asking node writes the parts to an unnamed
  * file and decodes from it. A transfer whose last part was given, or that
- * nobody asked for a part of for a minute, is closed. The request
+ * nobody asked for a part of for a minute (the heartbeat looks), is closed. The request
  * is node-only: it is answered only on a socket whose routing id carries the
  * cluster's forwarding token (net.c), before any API key is looked at,
  * since the asking node has no tenant's key of its own. The new replica
@@ -615,6 +615,9 @@ void fpx_peer_beat(fpx_cluster *c, unsigned beats) {
     int trimming = beats % FPX_TRIM_EVERY == 0;
     snap_note *notes = NULL;
     size_t n = 0;
+    pthread_mutex_lock(&c->xfer_mu); /* an abandoned transfer's file goes within a beat */
+    expire_transfers(c, fpx_mono_ms());
+    pthread_mutex_unlock(&c->xfer_mu);
     if (pthread_mutex_trylock(&c->mu) != 0)
         return; /* a replica opening: the next beat */
     for (fpx_replica *r = c->reps; r && n < NOTES_MAX; r = r->next) {
