@@ -9,16 +9,17 @@
  * (replica.c), which waits on NATS and on the cluster's lock while it opens
  * one (a peer's snapshot of a large index takes seconds), and so can be
  * behind; the leases' cache is read by the lease reapers (lease.c). A cache
- * answers only once its
- * watcher delivered the bucket's values as they were when it started (the
- * empty entry that ends them); before, and on a miss, the caller reads NATS
- * as it did without a cache.
+ * answers only once its watcher delivered the bucket's values as they were
+ * when it started (the empty entry that ends them); before, and on a miss,
+ * the caller reads NATS as it did without a cache.
  *
  * Staleness: a change reaches the cache when the watcher delivers it,
- * typically within a millisecond of the write. A hit is only ever used to
- * choose where to forward (or which nodes hold a sharded index's shards);
- * whether the index exists is decided by the node that serves it, from its
- * own replicas and NATS. A heartbeat entry expires in the bucket after
+ * typically within a millisecond of the write; after every NATS server
+ * restarted, only once the watcher's ordered consumer has noticed the
+ * missing heartbeats and started again (5 s and more). A hit is only ever
+ * used to choose where to forward (or which nodes hold a sharded index's
+ * shards); whether the index exists is decided by the node that serves it,
+ * from its own replicas and NATS. A heartbeat entry expires in the bucket after
  * FPX_NODE_TTL_MS without a word to the watchers, so a cached heartbeat
  * counts as live only that long after it was received here.
  */
