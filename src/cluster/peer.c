@@ -20,11 +20,12 @@
  * it has all B bytes. Each part fits the giving node's --max-message-size
  * (at most 8 MiB), so an index of any size can be given, and neither node
  * holds the body in memory: the asking node writes the parts to an unnamed
- * file and decodes from it. A transfer whose last part was given, or that
- * nobody asked for a part of for a minute (the heartbeat looks), is closed. The request
- * is node-only: it is answered only on a socket whose routing id carries the
- * cluster's forwarding token (net.c), before any API key is looked at,
- * since the asking node has no tenant's key of its own. The new replica
+ * file and decodes from it. A body of one part is not kept (X is 0); a
+ * transfer whose last part was given, or that nobody asked for a part of
+ * for a minute (the heartbeat looks), is closed. The request is node-only:
+ * it is answered only on a socket whose routing id carries the cluster's
+ * forwarding token (net.c), before any API key is looked at, since the
+ * asking node has no tenant's key of its own. The new replica
  * decodes the body, writes it as its own first snapshot, and follows the
  * stream from S + 1. A peer whose state is older than the stream's first
  * record is of no use (the records after it are gone): the next one is
@@ -94,34 +95,6 @@ static int tmp_file(const char *dir) {
     return fd;
 }
 
-/* The snapshot body's sink: buffered, checksummed, into fd. */
-typedef struct file_sink {
-    int fd;
-    uint8_t buf[1 << 16];
-    size_t n;
-    uint64_t size;
-    uint32_t crc;
-} file_sink;
-
-static int sink_flush(file_sink *k) {
-    int rc = fpx_write_all(k->fd, k->buf, k->n);
-    k->n = 0;
-    return rc;
-}
-
-static int sink_write(void *ctx, const void *buf, size_t n) {
-    file_sink *k = ctx;
-    k->crc = fpx_crc32c(k->crc, buf, n);
-    k->size += n;
-    if (k->n + n > sizeof k->buf && sink_flush(k) != 0)
-        return -1;
-    if (n >= sizeof k->buf)
-        return fpx_write_all(k->fd, buf, n);
-    memcpy(k->buf + k->n, buf, n);
-    k->n += n;
-    return 0;
-}
-
 static int hex_uid(const char *hex, size_t n, uint8_t *uid) {
     if (n != 2 * FPX_UID_BYTES)
         return -1;
@@ -135,17 +108,21 @@ static int hex_uid(const char *hex, size_t n, uint8_t *uid) {
     return 0;
 }
 
+/* Unlinks *p from c->xfers and closes it (c->xfer_mu held). */
+static void transfer_free(fpx_transfer **p) {
+    fpx_transfer *t = *p;
+    *p = t->next;
+    close(t->fd);
+    free(t);
+}
+
 /* Closes the transfers idle for too long (c->xfer_mu held). */
 static void expire_transfers(fpx_cluster *c, uint64_t now) {
     for (fpx_transfer **p = &c->xfers; *p;) {
-        fpx_transfer *t = *p;
-        if (now - t->used_ms < FPX_PEER_IDLE_MS) {
-            p = &t->next;
-            continue;
-        }
-        *p = t->next;
-        close(t->fd);
-        free(t);
+        if (now - (*p)->used_ms >= FPX_PEER_IDLE_MS)
+            transfer_free(p);
+        else
+            p = &(*p)->next;
     }
 }
 
@@ -153,36 +130,64 @@ void fpx_peer_transfers_free(fpx_cluster *c) {
     expire_transfers(c, UINT64_MAX / 2); /* every one: each is "idle" that long */
 }
 
-/* Takes ix's snapshot into a new transfer (listed in c->xfers); 0, or -1. */
-static int transfer_open(fpx_cluster *c, fpx_index *ix, fpx_transfer *t, fpx_err *err) {
-    file_sink *k = malloc(sizeof *k);
-    int fd = tmp_file(c->s->cfg->data_dir);
-    if (!k || fd < 0) {
-        free(k);
-        if (fd >= 0)
-            close(fd);
-        return fpx_err_set(err, FPX_E_INTERNAL, "cannot make a file for the snapshot in %s: %s",
-                           c->s->cfg->data_dir, strerror(errno));
-    }
-    *k = (file_sink){.fd = fd};
-    /* Shared: searches go on, writes wait, so the body is the state at seq. */
-    pthread_rwlock_rdlock(&ix->lock);
-    uint64_t seq = ix->seq;
-    int rc = ix->dropped ? fpx_err_set(err, FPX_E_NOT_FOUND, "index '%s' was deleted", ix->name)
-                         : fpx_index_write(ix, sink_write, k, err);
-    pthread_rwlock_unlock(&ix->lock);
-    if (rc == 0 && sink_flush(k) != 0)
-        rc = -1;
-    if (rc != 0 && err->type == FPX_OK)
-        fpx_err_set(err, FPX_E_INTERNAL, "cannot write the snapshot to a file in %s: %s",
-                    c->s->cfg->data_dir, strerror(errno));
-    *t = (fpx_transfer){0, fd, k->size, seq, k->crc, fpx_mono_ms(), NULL};
-    free(k);
-    if (rc != 0) {
-        close(fd);
+/* Lists a copy of t, with its id (set in t too) and a descriptor of its
+ * file of its own: 0, or -1. */
+static int transfer_list(fpx_cluster *c, fpx_transfer *t) {
+    fpx_transfer *keep = malloc(sizeof *keep);
+    int fd = keep ? dup(t->fd) : -1;
+    if (fd < 0) {
+        free(keep);
         return -1;
     }
+    pthread_mutex_lock(&c->xfer_mu);
+    expire_transfers(c, fpx_mono_ms());
+    t->id = ++c->xfer_next;
+    *keep = *t;
+    keep->fd = fd;
+    keep->next = c->xfers;
+    c->xfers = keep;
+    pthread_mutex_unlock(&c->xfer_mu);
     return 0;
+}
+
+/* The listed transfer id into *t, its fd a descriptor of the caller's own
+ * (the listed one may be closed meanwhile: finished, or expired). When the
+ * part being read ends at end or later, the transfer is closed (that is its
+ * last part). 1, or 0 when none is open, -1 when its file cannot be read. */
+static int transfer_take(fpx_cluster *c, uint64_t id, uint64_t end, fpx_transfer *t) {
+    pthread_mutex_lock(&c->xfer_mu);
+    uint64_t now = fpx_mono_ms();
+    expire_transfers(c, now);
+    fpx_transfer **p = &c->xfers;
+    while (*p && (*p)->id != id)
+        p = &(*p)->next;
+    int found = *p != NULL;
+    if (found) {
+        (*p)->used_ms = now;
+        *t = **p;
+        t->fd = dup((*p)->fd);
+        if (end >= t->size)
+            transfer_free(p);
+    }
+    pthread_mutex_unlock(&c->xfer_mu);
+    return found && t->fd < 0 ? -1 : found;
+}
+
+/* Takes ix's snapshot into a new transfer (not listed yet); 0, or -1. */
+static int transfer_open(fpx_cluster *c, fpx_index *ix, fpx_transfer *t, fpx_err *err) {
+    *t = (fpx_transfer){.fd = tmp_file(c->s->cfg->data_dir), .used_ms = fpx_mono_ms()};
+    if (t->fd < 0)
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot make a file for the snapshot in %s: %s",
+                           c->s->cfg->data_dir, strerror(errno));
+    /* Shared: searches go on, writes wait, so the body is the state at seq. */
+    pthread_rwlock_rdlock(&ix->lock);
+    t->seq = ix->seq;
+    int rc = ix->dropped ? fpx_err_set(err, FPX_E_NOT_FOUND, "index '%s' was deleted", ix->name)
+                         : fpx_store_write_body(ix, t->fd, &t->size, &t->crc, err);
+    pthread_rwlock_unlock(&ix->lock);
+    if (rc != 0)
+        close(t->fd);
+    return rc;
 }
 
 int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
@@ -205,9 +210,13 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
                            "for a later part the transfer and its offset");
     memcpy(tenant, t, tl);
     tenant[tl] = 0;
-    /* got: the transfer; rfd: its file, a descriptor of this request's own */
+    size_t cap = s->cfg->max_message_size > 2 * FPX_PEER_PART_HEADROOM
+                     ? s->cfg->max_message_size - FPX_PEER_PART_HEADROOM
+                     : FPX_PEER_PART_HEADROOM;
+    if (cap > FPX_PEER_PART_MAX)
+        cap = FPX_PEER_PART_MAX;
+    /* got.fd below is a descriptor of this request's own */
     fpx_transfer got;
-    int rfd = -1;
     if (!xo) { /* a new transfer: the snapshot is taken now */
         fpx_index *ix = fpx_server_find(s, tenant, n, nl);
         if (!ix || memcmp(ix->uid, uid, FPX_UID_BYTES)) {
@@ -218,56 +227,31 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
         }
         int rc = transfer_open(c, ix, &got, &r->err);
         fpx_index_unref(ix);
-        fpx_transfer *keep = rc == 0 ? malloc(sizeof *keep) : NULL;
-        if (rc == 0 && !keep) {
-            close(got.fd);
-            return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-        }
         if (rc != 0)
             return -1;
-        *keep = got;
-        rfd = dup(got.fd);
-        pthread_mutex_lock(&c->xfer_mu);
-        expire_transfers(c, fpx_mono_ms());
-        keep->id = got.id = ++c->xfer_next;
-        keep->next = c->xfers;
-        c->xfers = keep;
-        pthread_mutex_unlock(&c->xfer_mu);
+        if (got.size > cap && transfer_list(c, &got) != 0) { /* more parts to come */
+            close(got.fd);
+            return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory or descriptors");
+        }
         fpx_log(FPX_LOG_INFO, "giving the snapshot of %s/%.*s at stream record %llu (%llu bytes)",
                 tenant, (int)nl, n, (unsigned long long)got.seq, (unsigned long long)got.size);
     } else {
-        pthread_mutex_lock(&c->xfer_mu);
-        uint64_t now = fpx_mono_ms();
-        expire_transfers(c, now);
-        fpx_transfer *x = c->xfers;
-        while (x && x->id != (uint64_t)xid)
-            x = x->next;
-        if (x) {
-            x->used_ms = now;
-            got = *x;
-            rfd = dup(x->fd);
-        }
-        pthread_mutex_unlock(&c->xfer_mu);
-        if (!x)
+        int found = transfer_take(c, (uint64_t)xid, (uint64_t)off + cap, &got);
+        if (found == 0)
             return fpx_err_set(&r->err, FPX_E_NOT_FOUND,
                                "node %s has no snapshot transfer %lld open (finished, or idle "
                                "for %d s)",
                                s->cfg->node_id, (long long)xid, FPX_PEER_IDLE_MS / 1000);
+        if (found < 0)
+            return fpx_err_set(&r->err, FPX_E_INTERNAL, "cannot read the snapshot's file: %s",
+                               strerror(errno));
     }
-    if (rfd < 0)
-        return fpx_err_set(&r->err, FPX_E_INTERNAL, "cannot read the snapshot's file: %s",
-                           strerror(errno));
     if ((uint64_t)off > got.size) {
-        close(rfd);
+        close(got.fd);
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "offset %lld is past the snapshot's %llu bytes", (long long)off,
                            (unsigned long long)got.size);
     }
-    size_t cap = s->cfg->max_message_size > 2 * FPX_PEER_PART_HEADROOM
-                     ? s->cfg->max_message_size - FPX_PEER_PART_HEADROOM
-                     : FPX_PEER_PART_HEADROOM;
-    if (cap > FPX_PEER_PART_MAX)
-        cap = FPX_PEER_PART_MAX;
     size_t len = got.size - (uint64_t)off < cap ? (size_t)(got.size - (uint64_t)off) : cap;
     msgpack_packer *h = fpx_reply_ok(r, o, 5);
     fpx_pack_cstr(h, "seq");
@@ -281,25 +265,11 @@ int fpx_cluster_peer_serve(fpx_req *r, fpx_out *o) {
     fpx_pack_cstr(h, "offset");
     msgpack_pack_uint64(h, (uint64_t)off);
     uint8_t *data = fpx_out_data(o, len);
-    /* Read through this request's own descriptor: the listed one may be
-     * closed meanwhile (the transfer finished or expired). */
-    ssize_t rd = data ? pread(rfd, data, len, off) : -1;
-    close(rfd);
+    ssize_t rd = data ? pread(got.fd, data, len, off) : -1;
+    close(got.fd);
     if (!data || rd != (ssize_t)len)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "cannot read the snapshot's file: %s",
                            data ? strerror(errno) : "out of memory");
-    if ((uint64_t)off + len == got.size) { /* the last part: done */
-        pthread_mutex_lock(&c->xfer_mu);
-        for (fpx_transfer **p = &c->xfers; *p; p = &(*p)->next)
-            if ((*p)->id == got.id) {
-                fpx_transfer *x = *p;
-                *p = x->next;
-                close(x->fd);
-                free(x);
-                break;
-            }
-        pthread_mutex_unlock(&c->xfer_mu);
-    }
     return 0;
 }
 

@@ -165,6 +165,29 @@ static int snap_write(void *ctx, const void *p, size_t n) {
     return snap_put(s, p, n);
 }
 
+int fpx_store_write_body(const fpx_index *ix, int fd, uint64_t *size, uint32_t *crc, fpx_err *err) {
+    snap_out *s = calloc(1, sizeof *s);
+    if (!s)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory writing a snapshot");
+    s->fd = fd;
+    fpx_err werr = {0};
+    int rc = fpx_index_write(ix, snap_write, s, &werr);
+    if (rc == 0)
+        rc = snap_flush(s);
+    *size = s->total;
+    *crc = s->crc;
+    int io_failed = s->failed;
+    free(s);
+    if (rc == 0)
+        return 0;
+    if (!io_failed && werr.msg[0]) { /* not an I/O failure */
+        *err = werr;
+        return -1;
+    }
+    return fpx_err_set(err, FPX_E_INTERNAL, "cannot write a snapshot: %s",
+                       strerror(io_failed ? io_failed : EIO));
+}
+
 /* Writes the snapshot of ix into dir (tmp file, fsync, rename, fsync dir). */
 static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
     char tmp[FPX_PATH_MAX], fin[FPX_PATH_MAX];

@@ -85,6 +85,10 @@ int fpx_store_sync(fpx_index *ix, uint64_t seq, fpx_err *err);
 
 /* Writes a new snapshot and starts a new log after it. */
 int fpx_store_snapshot(fpx_index *ix, fpx_err *err);
+/* Writes ix's snapshot body alone (snapshot.h, no file header) to fd,
+ * buffered, as the snapshot file carries it; *size and *crc receive its
+ * length and CRC-32C. The caller holds ix's lock (shared is enough). */
+int fpx_store_write_body(const fpx_index *ix, int fd, uint64_t *size, uint32_t *crc, fpx_err *err);
 
 /* Renames the index's folder away, durably: from here on the index is gone
  * from disk (a start removes whatever is left of such a folder). *gone
