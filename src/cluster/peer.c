@@ -325,10 +325,13 @@ static int ask_part(fpx_cluster *c, const fpx_def *d, const char *node, uint64_t
     return -1;
 }
 
-/* A part's header: its transfer's fields, each a non-negative integer. */
-static int part_fields(const fpx_msg *m, int64_t v[5]) {
-    static const char *names[5] = {"seq", "size", "crc32c", "transfer", "offset"};
-    for (int i = 0; i < 5; i++) {
+/* A part's header: its transfer's fields, each a non-negative integer; the
+ * first P_OFF are the same in every part of a transfer. */
+enum { P_SEQ, P_SIZE, P_CRC, P_XFER, P_OFF, P_FIELDS };
+
+static int part_fields(const fpx_msg *m, int64_t v[P_FIELDS]) {
+    static const char *names[P_FIELDS] = {"seq", "size", "crc32c", "transfer", "offset"};
+    for (int i = 0; i < P_FIELDS; i++) {
         const msgpack_object *f = fpx_map_get(m->header, names[i]);
         if (!f || fpx_obj_int(f, &v[i]) || v[i] < 0)
             return -1;
@@ -349,20 +352,21 @@ static int peer_ask(fpx_cluster *c, const fpx_def *d, const char *node, fpx_inde
     if (fd < 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "cannot make a file for a snapshot in %s: %s",
                            c->s->cfg->data_dir, strerror(errno));
-    int64_t first[5] = {0}, v[5];
+    int64_t first[P_FIELDS] = {0}, v[P_FIELDS];
     uint64_t off = 0, parts = 0;
     uint32_t crc = 0;
     int rc = 0;
     for (;;) {
         fpx_msg m;
         uint8_t *reply = NULL;
-        if (ask_part(c, d, node, parts ? (uint64_t)first[3] : 0, off, &m, &reply, err) != 0) {
+        if (ask_part(c, d, node, parts ? (uint64_t)first[P_XFER] : 0, off, &m, &reply, err) != 0) {
             rc = -1;
             break;
         }
         size_t n = m.body.data_size;
-        if (part_fields(&m, v) != 0 || (parts && memcmp(v, first, 4 * sizeof v[0])) ||
-            (uint64_t)v[4] != off || (uint64_t)v[1] - off < n || (n == 0 && off < (uint64_t)v[1]))
+        int ok = part_fields(&m, v) == 0 && (!parts || !memcmp(v, first, P_OFF * sizeof v[0]));
+        uint64_t size = ok ? (uint64_t)v[P_SIZE] : 0;
+        if (!ok || (uint64_t)v[P_OFF] != off || size - off < n || (n == 0 && off < size))
             rc = fpx_err_set(err, FPX_E_INTERNAL,
                              "node %s's snapshot part at offset %llu does not follow its "
                              "transfer",
@@ -379,10 +383,10 @@ static int peer_ask(fpx_cluster *c, const fpx_def *d, const char *node, fpx_inde
         }
         fpx_msg_destroy(&m);
         free(reply);
-        if (rc != 0 || off == (uint64_t)first[1])
+        if (rc != 0 || off == (uint64_t)first[P_SIZE])
             break;
     }
-    if (rc == 0 && crc != (uint32_t)first[2])
+    if (rc == 0 && crc != (uint32_t)first[P_CRC])
         rc = fpx_err_set(err, FPX_E_INTERNAL, "node %s's snapshot arrived damaged (CRC-32C)", node);
     void *map = rc == 0 && off ? mmap(NULL, off, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
     if (rc == 0 && (map == MAP_FAILED || !map))
@@ -393,11 +397,11 @@ static int peer_ask(fpx_cluster *c, const fpx_def *d, const char *node, fpx_inde
     if (map && map != MAP_FAILED)
         munmap(map, off);
     close(fd);
-    if (rc == 0 && got != (uint64_t)first[0]) {
+    if (rc == 0 && got != (uint64_t)first[P_SEQ]) {
         fpx_index_free(*out);
         *out = NULL;
         rc = fpx_err_set(err, FPX_E_INTERNAL, "node %s's snapshot says seq %llu, its reply %lld",
-                         node, (unsigned long long)got, (long long)first[0]);
+                         node, (unsigned long long)got, (long long)first[P_SEQ]);
     }
     if (rc == 0)
         fpx_log(FPX_LOG_INFO, "%s/%s: node %s's snapshot came in %llu part(s), %llu bytes",
