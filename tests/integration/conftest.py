@@ -75,6 +75,14 @@ class Server:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def wait_log(self, text, timeout):
+        """The log once it holds text, or as it is after timeout seconds: a line
+        written after the reply it follows may reach the file a moment later."""
+        end = time.time() + timeout
+        while text not in self.log() and time.time() < end:
+            time.sleep(0.05)
+        return self.log()
+
     def client(self, api_key=None, tenant_id=None):
         c = Client(self.endpoint, api_key, tenant_id)
         self.clients.append(c)

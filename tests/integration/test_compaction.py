@@ -60,7 +60,8 @@ def test_compaction_keeps_every_answer(make_server, kind):
     info = _wait_tombstones(c, name, 0)
     assert info["tombstones"] == 0, info
     assert info["ntotal"] == n - len(gone)
-    assert "compacted default/%s: %d deleted vectors gone" % (name, len(gone)) in srv.log()
+    line = "compacted default/%s: %d deleted vectors gone" % (name, len(gone))
+    assert line in srv.wait_log(line, WAIT)
     xq = rand(20, d, 812)
     live = sorted(set(range(n)) - set(gone))
     for _ in range(2):  # now, and from the snapshot written after the compaction
@@ -120,10 +121,7 @@ def test_type_that_cannot_be_compacted_keeps_serving(make_server):
     c.add(name, xb)
     c.delete(name, list(range(0, n, 2)))
     c.add(name, xb[:1])  # another write: queued again, and not tried again
-    end = time.time() + WAIT
-    while "keeps deleted vectors" not in srv.log() and time.time() < end:
-        time.sleep(0.05)
-    assert srv.log().count("keeps deleted vectors") == 1
+    assert srv.wait_log("keeps deleted vectors", WAIT).count("keeps deleted vectors") == 1
     assert c.info(name)["tombstones"] == n // 2
     _, I, _ = c.search(name, xb[1:40:2], 1)
     assert I.ravel().tolist() == list(range(1, 40, 2))

@@ -60,7 +60,7 @@ def test_unrenewed_lease_lapses_and_the_folder_goes(fresh_server):
     assert time.time() - t0 >= LEASE - 0.5  # not before its lease lapsed
     assert not os.path.exists(folder)
     assert c.error({"operation": "get_index_info", "index_id": name})["error_type"] == "not_found"
-    assert "lease of %d s lapsed" % LEASE in fresh_server.log()
+    assert "lease of %d s lapsed" % LEASE in fresh_server.wait_log("lapsed", 10)
     # an index without a lease stays
     assert plain in names(c)
 

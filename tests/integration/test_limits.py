@@ -154,7 +154,7 @@ def test_busy_index_cannot_hold_every_worker(make_server):
     for _ in range(3):
         _, I, _ = c.search("other", rand(1, 4, 15), 1)
         assert I[0, 0] >= 0
-    assert "started one more" in s.log()
+    assert "started one more" in s.wait_log("started one more", 10)
     for w in waiters + [probe]:
         h, _, m = dealer_recv(w)
         assert h["status"] == "ok" and m["ntotal"] == HOLD_N, h
