@@ -346,9 +346,6 @@ int fpx_cluster_reply_deleted(fpx_req *r) {
  * and a create that loses the race takes its shards away again.
  */
 static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards, int live) {
-    if (r->made->binary)
-        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
-                           "sharding a binary index is not served in this version");
     char nodes[PLACEMENT_MAX][FPX_NODE_ID_MAX + 1];
     int n = 0;
     char list[PLACEMENT_LEN];

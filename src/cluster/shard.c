@@ -21,6 +21,7 @@
 #include "internal.h"
 
 #include "server/apply.h"
+#include "server/index.h"
 #include "server/ops.h"
 #include "server/order.h"
 #include "server/util.h"
@@ -58,7 +59,9 @@ void fpx_shard_name(const uint8_t *uid, int64_t i, char *out) {
 }
 
 static int key_dropped(const msgpack_object *k, const char *const *drop) {
-    static const char *const always[] = {"operation", "index_id", "name", "durability", NULL};
+    /* "name" stays: it is set_params's parameter, and the index's name only
+     * where index_id is missing, which a shard's request never is */
+    static const char *const always[] = {"operation", "index_id", "durability", NULL};
     for (const char *const *p = always; *p; p++)
         if (fpx_obj_str_eq(k, *p))
             return 1;
@@ -66,6 +69,21 @@ static int key_dropped(const msgpack_object *k, const char *const *drop) {
         if (fpx_obj_str_eq(k, *p))
             return 1;
     return 0;
+}
+
+/* A vector of d: dimension/8 bytes of a binary index (its dimension is in
+ * bits), else dimension float32s; width is its vector_shape's second
+ * number. */
+static int is_binary(const fpx_def *d) {
+    return fpx_index_type_is_binary(d->index_type);
+}
+
+static int64_t width_of(const fpx_def *d) {
+    return is_binary(d) ? d->dim / 8 : d->dim;
+}
+
+static size_t row_of(const fpx_def *d) {
+    return is_binary(d) ? (size_t)d->dim / 8 : (size_t)d->dim * 4;
 }
 
 /* Starts the header of a request to shard i: r's header (credentials,
@@ -583,22 +601,26 @@ static int unplace_labels(fpx_cluster *c, fpx_req *r, const fpx_def *d, const in
 
 static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     int with_ids = 0;
-    int64_t n = 0, dim = d->dim;
+    int64_t n = 0, width = width_of(d);
+    size_t row = row_of(d);
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
     if (fpx_req_bool(r, "with_ids", &with_ids))
         return -1;
     if (shape && shape->type == MSGPACK_OBJECT_ARRAY && shape->via.array.size == 2) {
         if (fpx_obj_int(&shape->via.array.ptr[0], &n) ||
-            fpx_obj_int(&shape->via.array.ptr[1], &dim))
+            fpx_obj_int(&shape->via.array.ptr[1], &width))
             return fpx_err_set(&r->err, FPX_E_VALIDATION, "vector_shape must be [n, d]");
     } else {
+        int64_t dim = d->dim; /* seed style: in bits for a binary index */
         if (fpx_req_int(r, "dimension", 0, &dim) < 0)
             return -1;
-        size_t row = (size_t)d->dim * 4 + (with_ids ? 8 : 0);
-        n = (int64_t)(r->msg.body.data_size / row);
+        if (dim != d->dim)
+            width = -1;
+        n = (int64_t)(r->msg.body.data_size / (row + (with_ids ? 8 : 0)));
     }
-    size_t row = (size_t)d->dim * 4;
-    if (dim != d->dim || n < 0 || r->msg.body.data_size != (size_t)n * (row + (with_ids ? 8 : 0)))
+    /* n at most the bytes: a row is one byte at least, and n * row cannot wrap */
+    if (width != width_of(d) || n < 0 || (uint64_t)n > r->msg.body.data_size ||
+        r->msg.body.data_size != (size_t)n * (row + (with_ids ? 8 : 0)))
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "the vectors do not match the index's dimension %lld",
                            (long long)d->dim);
@@ -682,7 +704,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
             fpx_pack_cstr(p, "vector_shape");
             msgpack_pack_array(p, 2);
             msgpack_pack_int64(p, m);
-            msgpack_pack_int64(p, d->dim);
+            msgpack_pack_int64(p, width_of(d));
             fpx_pack_cstr(p, "with_ids");
             msgpack_pack_true(p);
             uint8_t *out = fpx_out_data(&o, (size_t)m * (row + 8));
@@ -817,9 +839,9 @@ static int serve_train(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         return -1;
     int rc = 0;
     if (!fpx_engine_is_trained(tmp->eng)) {
-        size_t row = (size_t)d->dim * 4;
+        size_t row = row_of(d);
         int64_t n = (int64_t)(r->msg.body.data_size / row);
-        float *x = NULL;
+        void *x = NULL;
         uint8_t *bytes = NULL;
         size_t len = 0;
         if (ntotal > 0)
@@ -953,7 +975,7 @@ static int gather(fpx_cluster *c, fpx_req *r, const fpx_def *d, const char *op, 
 }
 
 typedef struct cand {
-    float dist;
+    double dist; /* a float32, or a binary index's int32 Hamming distance */
     int64_t label;
     int64_t shard, pos;
 } cand;
@@ -985,6 +1007,29 @@ static int by_label(const void *a, const void *b) {
     return x->shard < y->shard ? -1 : x->shard > y->shard;
 }
 
+/* A distance of a reply: float32, or int32 (bin); and written back. Both
+ * are exact in a double. */
+static double dist_at(const uint8_t *p, int bin) {
+    if (bin) {
+        int32_t v;
+        memcpy(&v, p, 4);
+        return v;
+    }
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void put_dist(uint8_t *p, double dist, int bin) {
+    if (bin) {
+        int32_t v = (int32_t)dist;
+        memcpy(p, &v, 4);
+    } else {
+        float v = (float)dist;
+        memcpy(p, &v, 4);
+    }
+}
+
 static int is_ip(const fpx_def *d) {
     const char *factory;
     fpx_metric m = FPX_METRIC_L2;
@@ -1013,7 +1058,11 @@ static int serve_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     fpx_out o;
     if (rc == 0) {
         fpx_out_init(&o);
-        msgpack_packer *h = fpx_reply_ok(r, &o, 1);
+        msgpack_packer *h = fpx_reply_ok(r, &o, 1 + is_binary(d));
+        if (is_binary(d)) { /* as one server: Hamming distances are int32 */
+            fpx_pack_cstr(h, "distance_dtype");
+            fpx_pack_cstr(h, "int32");
+        }
         fpx_pack_cstr(h, "shape");
         msgpack_pack_array(h, 2);
         msgpack_pack_int64(h, nq);
@@ -1022,14 +1071,14 @@ static int serve_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         msgpack_packer *mp = with_meta ? fpx_out_meta(&o) : NULL;
         if (mp)
             msgpack_pack_array(mp, (size_t)nq);
-        int ip = is_ip(d);
+        int ip = is_ip(d), bin = is_binary(d);
         for (int64_t q = 0; out && q < nq; q++) {
             size_t nc = 0;
             for (int64_t s = 0; s < d->shards; s++)
                 for (int64_t j = 0; j < k; j++) {
                     size_t at = (size_t)(q * k + j);
                     cand *e = &cs[nc++];
-                    memcpy(&e->dist, x[s].m.body.data + at * 4, 4);
+                    e->dist = dist_at(x[s].m.body.data + at * 4, bin);
                     memcpy(&e->label, x[s].m.body.data + nres * 4 + at * 8, 8);
                     e->shard = s;
                     e->pos = j;
@@ -1039,7 +1088,7 @@ static int serve_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
                 msgpack_pack_array(mp, (size_t)k);
             for (int64_t j = 0; j < k; j++) {
                 size_t at = (size_t)(q * k + j);
-                memcpy(out + at * 4, &cs[j].dist, 4);
+                put_dist(out + at * 4, cs[j].dist, bin);
                 memcpy(out + nres * 4 + at * 8, &cs[j].label, 8);
                 if (!mp)
                     continue;
@@ -1109,7 +1158,7 @@ static int serve_range_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
                 for (int64_t j = lo; j < hi && j < nres[s]; j++) {
                     cand *e = &cs[nc++];
                     memcpy(&e->label, p + lsz + (size_t)j * 8, 8);
-                    memcpy(&e->dist, p + lsz + (size_t)nres[s] * 8 + (size_t)j * 4, 4);
+                    e->dist = dist_at(p + lsz + (size_t)nres[s] * 8 + (size_t)j * 4, 0);
                     e->shard = s;
                     e->pos = j;
                 }
@@ -1117,7 +1166,7 @@ static int serve_range_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
             qsort(cs, nc, sizeof *cs, by_label);
             for (size_t j = 0; j < nc; j++, at++) {
                 memcpy(out + lsz + (size_t)at * 8, &cs[j].label, 8);
-                memcpy(out + lsz + (size_t)total * 8 + (size_t)at * 4, &cs[j].dist, 4);
+                put_dist(out + lsz + (size_t)total * 8 + (size_t)at * 4, cs[j].dist, 0);
                 if (!mp)
                     continue;
                 const msgpack_object *hits = x[cs[j].shard].m.meta;
@@ -1191,16 +1240,16 @@ static int serve_reconstruct_n(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
                            "reconstruct_n of a sharded index takes at most %d labels a call, "
                            "got %lld",
                            FPX_SHARD_RECONSTRUCT_MAX, (long long)n);
-    size_t row = (size_t)d->dim * 4;
+    size_t row = row_of(d);
     fpx_out o;
     fpx_out_init(&o);
     msgpack_packer *h = fpx_reply_ok(r, &o, 2);
     fpx_pack_cstr(h, "dtype");
-    fpx_pack_cstr(h, "float32");
+    fpx_pack_cstr(h, is_binary(d) ? "uint8" : "float32");
     fpx_pack_cstr(h, "shape");
     msgpack_pack_array(h, 2);
     msgpack_pack_int64(h, n);
-    msgpack_pack_int64(h, d->dim);
+    msgpack_pack_int64(h, width_of(d));
     uint8_t *out = fpx_out_data(&o, (size_t)n * row);
     for (int64_t i = 0; out && i < n; i++) {
         sreply x;

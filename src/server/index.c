@@ -199,6 +199,10 @@ static const char *binary_factory(const char *t) {
     return NULL;
 }
 
+int fpx_index_type_is_binary(const char *index_type) {
+    return binary_factory(index_type) != NULL;
+}
+
 /* The engine index_type and metric describe, new and empty; metric_arg
  * (NULL: none given) only with the metrics past L2 and IP. */
 static int make_engine(const char *index_type, int64_t dim, const char *metric,

@@ -200,6 +200,10 @@ int fpx_index_delete(fpx_index *ix, const msgpack_object *ids, int64_t *deleted,
  * the index type, and an export is wrapped the same way. */
 int fpx_index_type_has_idmap(const char *index_type);
 
+/* 1 when index_type names a binary index (BFlat, BIVF<n>, BHNSW<M>, BHash...,
+ * IndexBinaryFlat): its vectors are rows of dimension/8 bytes. */
+int fpx_index_type_is_binary(const char *index_type);
+
 /* The live slot holding a label, or -1. */
 int64_t fpx_index_slot_of(const fpx_index *ix, int64_t label);
 

@@ -46,8 +46,17 @@ def sorted_range(reply):
             for q in range(nq)]
 
 
-def run_same(cs, plain, name, index_type, shards, d, train=None):
-    """The same requests to the cluster (rotating nodes) and to one server."""
+def codes(n, d, seed):
+    """n binary vectors of d bits."""
+    return np.random.default_rng(seed).integers(0, 256, (n, d // 8), dtype="uint8")
+
+
+def run_same(cs, plain, name, index_type, shards, d, train=None, binary=False):
+    """The same requests to the cluster (rotating nodes) and to one server;
+    binary: the index is a binary one, d in bits."""
+    vec = codes if binary else rand
+    width = d // 8 if binary else d
+    kind = {"dtype": "uint8"} if binary else {}
     h = {"operation": "create_index", "index_id": name, "dimension": d,
          "index_type": index_type}
     info = cs[0].ok(dict(h, shards=shards))[2]
@@ -55,17 +64,19 @@ def run_same(cs, plain, name, index_type, shards, d, train=None):
     assert info["shards"] == shards and len(info["shard_map"]) == shards
     assert len({tuple(n) for n in info["shard_map"]}) == min(shards, 3)  # spread
     if train is not None:
-        assert cs[1].train(name, train)["is_trained"]
-        plain.train(name, train)
+        hd = dict({"operation": "train", "index_id": name, "vector_shape": [len(train), width]},
+                  **kind)
+        got = cs[1].ok(hd, train.tobytes())
+        assert got[2]["is_trained"]
+        plain.ok(hd, train.tobytes())
     writes = []
+    add = dict({"operation": "add_vectors", "index_id": name, "vector_shape": [30, width]},
+               **kind)
     for i in range(4):
-        x = rand(30, d, 100 + i)
-        writes.append(({"operation": "add_vectors", "index_id": name, "vector_shape": [30, d]},
-                       x.tobytes(), None))
+        writes.append((add, vec(30, d, 100 + i).tobytes(), None))
         items = [{"id": "k%d" % (i * 30 + j),
                   "metadata": {"color": "red" if j % 3 == 0 else "blue"}} for j in range(30)]
-        writes.append(({"operation": "add_vectors", "index_id": name, "vector_shape": [30, d]},
-                       rand(30, d, 200 + i).tobytes(), items))
+        writes.append((add, vec(30, d, 200 + i).tobytes(), items))
     writes.append(({"operation": "delete_vector", "index_id": name,
                     "vector_ids": ["k1", "k5", 3, 64]}, b"", None))
     for i, (hd, data, meta) in enumerate(writes):
@@ -73,17 +84,18 @@ def run_same(cs, plain, name, index_type, shards, d, train=None):
         got = cs[i % len(cs)].call(hd, data, meta)
         assert want[0]["status"] == "ok", want
         assert got == want, (hd, got, want)
-    q = rand(5, d, 999)
+    q = vec(5, d, 999)
     for c in cs:
         assert c.info(name)["ntotal"] == plain.info(name)["ntotal"] == 236
         for extra, filt in (({}, None), ({"include_metadata": True}, None), ({}, {"color": "red"})):
-            hd = dict({"operation": "search", "index_id": name, "k": 7, "vector_shape": [5, d]},
-                      **extra)
+            hd = dict({"operation": "search", "index_id": name, "k": 7,
+                       "vector_shape": [5, width]}, **kind, **extra)
             assert c.call(hd, q.tobytes(), filt) == plain.call(hd, q.tobytes(), filt)
-        hd = {"operation": "range_search", "index_id": name, "radius": 1.2,
-              "vector_shape": [5, d]}
+        hd = dict({"operation": "range_search", "index_id": name,
+                   "radius": d // 2 - 4 if binary else 1.2, "vector_shape": [5, width]}, **kind)
         got, want = c.call(hd, q.tobytes()), plain.call(hd, q.tobytes())
         assert got[0] == want[0] and sorted_range(got) == sorted_range(want)
+        assert got[0]["nres"] > 0
         for label in (0, 7, 45, 119, 200):
             hd = {"operation": "reconstruct", "index_id": name, "label": label}
             assert c.call(hd) == plain.call(hd)
@@ -157,6 +169,60 @@ def test_trained_once_answers_as_one_server(cl, index_type):
     # every node gives the same answer: one quantizer, the same shards
     for Dv, Iv in answers[1:]:
         assert np.array_equal(Dv, answers[0][0]) and np.array_equal(Iv, answers[0][1])
+    cs[0].drop(name)
+
+
+def test_binary_answers_as_one_server_and_faiss(cl, fresh_server):
+    """A sharded binary index (rows of d/8 bytes, int32 Hamming distances)
+    answers as one server; a binary IVF is trained once and, probing every
+    list, finds FAISS's exact distances."""
+    import faiss
+    plain = fresh_server.client()
+    cs = clients(cl)
+    d = 64
+    name = unique("bflat")
+    run_same(cs, plain, name, "BFlat", 3, d, binary=True)
+    h = cs[0].error({"operation": "remove_ids", "index_id": name, "ids": [1]})
+    assert h["error_type"] == "unsupported"  # FAISS renumbers a binary flat
+    cs[0].drop(name)
+    plain.drop(name)
+
+    name = unique("bivf")
+    cs[0].ok({"operation": "create_index", "index_id": name, "dimension": d,
+              "index_type": "BIVF4", "shards": 3})
+    train = codes(200, d, 31)
+    assert cs[1].ok({"operation": "train", "index_id": name, "vector_shape": [200, d // 8],
+                     "dtype": "uint8"}, train.tobytes())[2]["is_trained"]
+    x = codes(300, d, 32)
+    got = cs[2].ok({"operation": "add_vectors", "index_id": name, "vector_shape": [300, d // 8],
+                    "dtype": "uint8"}, x.tobytes())
+    assert got[2]["ntotal"] == 300
+    cs[2].ok({"operation": "set_params", "index_id": name, "name": "nprobe", "value": 4})
+    removed = cs[0].ok({"operation": "remove_ids", "index_id": name, "ids": list(range(10))})
+    assert removed[2]["removed"] == 10
+    ref = faiss.IndexBinaryFlat(d)
+    ref.add(x[10:])
+    q = codes(4, d, 33)
+    D, _ = ref.search(q, 5)
+    hd = {"operation": "search", "index_id": name, "k": 5, "vector_shape": [4, d // 8],
+          "dtype": "uint8"}
+    answers = []
+    for c in cs:
+        deadline = time.time() + 30
+        while c.info(name)["ntotal"] != 290 and time.time() < deadline:
+            time.sleep(0.05)
+        h, data, _ = c.ok(hd, q.tobytes())
+        assert h["distance_dtype"] == "int32" and h["shape"] == [4, 5]
+        Dg = np.frombuffer(data[:4 * 5 * 4], dtype="<i4").reshape(4, 5)
+        Ig = np.frombuffer(data[4 * 5 * 4:], dtype="<i8").reshape(4, 5)
+        assert np.array_equal(Dg, D)  # exact: every list probed
+        assert Ig.min() >= 10
+        for qi in range(4):  # each hit is at the distance reported
+            for j in range(5):
+                bits = np.unpackbits(np.bitwise_xor(q[qi], x[Ig[qi, j]])).sum()
+                assert bits == Dg[qi, j]
+        answers.append(data)
+    assert all(a == answers[0] for a in answers)
     cs[0].drop(name)
 
 
