@@ -169,6 +169,10 @@ def test_trained_once_answers_as_one_server(cl, index_type):
     # every node gives the same answer: one quantizer, the same shards
     for Dv, Iv in answers[1:]:
         assert np.array_equal(Dv, answers[0][0]) and np.array_equal(Iv, answers[0][1])
+    if index_type.startswith("IVF"):  # set_params reaches every shard
+        cs[1].ok({"operation": "set_params", "index_id": name, "name": "nprobe", "value": 4})
+        for c in cs:
+            assert np.array_equal(c.search(name, q, 5)[1], I)
     cs[0].drop(name)
 
 
