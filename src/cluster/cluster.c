@@ -387,6 +387,7 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
     c->s = s;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->opened_cv, NULL);
     pthread_mutex_init(&c->stop_mu, NULL);
     pthread_cond_init(&c->stop_cv, NULL);
     pthread_mutex_init(&c->ep_mu, NULL);
@@ -478,6 +479,8 @@ void fpx_cluster_stop(fpx_server *s) {
     }
     fpx_cache_stop(c);
     pthread_mutex_lock(&c->mu);
+    while (c->opening) /* none is left by now (the workers and the watcher are gone) */
+        pthread_cond_wait(&c->opened_cv, &c->mu);
     while (c->reps)
         fpx_replica_forget_locked(c, c->reps);
     pthread_mutex_unlock(&c->mu);
@@ -498,6 +501,7 @@ void fpx_cluster_stop(fpx_server *s) {
      * (each releases its replica's index). */
     nats_CloseAndWait(10000);
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->opened_cv);
     pthread_mutex_destroy(&c->stop_mu);
     pthread_cond_destroy(&c->stop_cv);
     pthread_mutex_destroy(&c->ep_mu);

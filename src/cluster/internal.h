@@ -179,6 +179,10 @@ typedef struct fpx_cluster {
     int replicas;                              /* of buckets and streams: min(3, NATS servers) */
     pthread_mutex_t mu; /* the replica list; opening and forgetting replicas */
     fpx_replica *reps;
+    /* Replicas being opened (replica.c): each opens without c->mu held (a
+     * peer's snapshot may take minutes), and ends with opened_cv. */
+    struct fpx_opening *opening;
+    pthread_cond_t opened_cv;
     pthread_t beat, watch;
     int beat_started, watch_started;
     kvWatcher *watcher;
@@ -352,7 +356,9 @@ void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why);
 void fpx_replica_forget_locked(fpx_cluster *c, fpx_replica *rep);
 /* The replica of d here (c->mu held): the one open, or opened now from the
  * local index of d's unique id, a peer's state or the stream's start (made:
- * a new index the caller built, taken); NULL with err. */
+ * a new index the caller built, taken); NULL with err. c->mu is let go
+ * while it opens, so other replicas and the replica list stay usable
+ * meanwhile; another open of the same key waits for this one. */
 fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fpx_index **made,
                               fpx_err *err);
 /* Stops following the replica of key (tenant/name) and deletes it here; the

@@ -22,6 +22,21 @@ fpx_replica *fpx_replica_find(fpx_cluster *c, const char *key) {
     return NULL;
 }
 
+/* A replica being opened, on its opener's stack, in c->opening (c->mu). */
+typedef struct fpx_opening {
+    const char *key;
+    uint64_t rev;  /* of the definition it is opened from */
+    int forgotten; /* its definition went, or placed it elsewhere, meanwhile */
+    struct fpx_opening *next;
+} fpx_opening;
+
+static fpx_opening *opening_find(fpx_cluster *c, const char *key) {
+    for (fpx_opening *o = c->opening; o; o = o->next)
+        if (!strcmp(o->key, key))
+            return o;
+    return NULL;
+}
+
 /* Deletes the local index ix (referenced by the caller), unless gone already. */
 void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why) {
     fpx_err err = {0};
@@ -100,14 +115,25 @@ static fpx_index *create_local(fpx_cluster *c, const fpx_def *d, fpx_index **mad
  * from its next sequence, or a new empty one followed from the stream's
  * start. A local index of that name with another id belonged to an index
  * deleted and created again while this node was away: it goes. rev is the
- * definition's revision in the bucket.
+ * definition's revision in the bucket. c->mu is let go while a new replica
+ * opens (c->opening lists it; another open of its key waits, a forget marks
+ * it, and its opener drops it at the end).
  */
+static fpx_replica *open_new(fpx_cluster *c, const fpx_def *d, const char *key, uint64_t rev,
+                             fpx_index **made, fpx_err *err);
+
 fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fpx_index **made,
                               fpx_err *err) {
     fpx_server *s = c->s;
     char key[2 * FPX_NAME_MAX + 2];
     fpx_def_key(d->tenant, d->name, key);
-    fpx_replica *rep = fpx_replica_find(c, key);
+    fpx_replica *rep;
+    for (;;) { /* one open of a key at a time: the others wait for it */
+        rep = fpx_replica_find(c, key);
+        if ((rep && !memcmp(rep->ix->uid, d->uid, FPX_UID_BYTES)) || !opening_find(c, key))
+            break;
+        pthread_cond_wait(&c->opened_cv, &c->mu);
+    }
     if (rep && !memcmp(rep->ix->uid, d->uid, FPX_UID_BYTES)) {
         if (rev > rep->rev)
             rep->rev = rev;
@@ -130,6 +156,42 @@ fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fp
         fpx_replica_drop_local(s, old, "its index was deleted and created again");
         fpx_index_unref(old);
     }
+    /* Opened without c->mu: a peer's snapshot or a long catch-up holds up
+     * neither the other replicas nor the heartbeat's reports meanwhile. */
+    fpx_opening me = {key, rev, 0, c->opening};
+    c->opening = &me;
+    pthread_mutex_unlock(&c->mu);
+    rep = open_new(c, d, key, rev, made, err);
+    pthread_mutex_lock(&c->mu);
+    for (fpx_opening **p = &c->opening; *p; p = &(*p)->next)
+        if (*p == &me) {
+            *p = me.next;
+            break;
+        }
+    if (rep && me.forgotten) {
+        fpx_index *ix = rep->ix;
+        atomic_fetch_add(&ix->refs, 1);
+        fpx_replica_forget_locked(c, rep);
+        fpx_replica_drop_local(s, ix, "its index was deleted or moved while its replica opened");
+        fpx_index_unref(ix);
+        rep = NULL;
+        fpx_err_set(err, FPX_E_NOT_FOUND,
+                    "index '%s' was deleted or moved while its replica opened here: try again",
+                    d->name);
+    } else if (rep) {
+        rep->next = c->reps;
+        c->reps = rep;
+    }
+    pthread_cond_broadcast(&c->opened_cv);
+    return rep;
+}
+
+/* The slow part of fpx_replica_open, without c->mu: the new replica of d,
+ * not linked yet. */
+static fpx_replica *open_new(fpx_cluster *c, const fpx_def *d, const char *key, uint64_t rev,
+                             fpx_index **made, fpx_err *err) {
+    fpx_server *s = c->s;
+    fpx_replica *rep = NULL;
     fpx_index *ix = fpx_server_find(s, d->tenant, d->name, strlen(d->name));
     if (ix && memcmp(ix->uid, d->uid, FPX_UID_BYTES)) {
         fpx_replica_drop_local(s, ix, "its index was deleted and created again");
@@ -178,8 +240,6 @@ fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fp
         free(rep);
         return NULL;
     }
-    rep->next = c->reps;
-    c->reps = rep;
     if (fresh) { /* served once caught up, as a start does (catch_up_all) */
         uint64_t last = 0;
         fpx_err cerr = {0};
@@ -210,6 +270,9 @@ void fpx_replica_forget(fpx_cluster *c, const char *key) {
         atomic_fetch_add(&ix->refs, 1);
         fpx_replica_forget_locked(c, rep);
     }
+    fpx_opening *o = opening_find(c, key);
+    if (o) /* its opener drops it when done */
+        o->forgotten = 1;
     pthread_mutex_unlock(&c->mu);
     if (!ix)
         ix = fpx_server_find(c->s, tenant, name, strlen(name));
@@ -316,7 +379,8 @@ static void reopen_due(fpx_cluster *c) {
 static int opened_later(fpx_cluster *c, const char *key, uint64_t rev) {
     pthread_mutex_lock(&c->mu);
     fpx_replica *rep = fpx_replica_find(c, key);
-    int later = rep && rep->rev > rev;
+    fpx_opening *o = opening_find(c, key);
+    int later = (rep && rep->rev > rev) || (o && o->rev > rev);
     pthread_mutex_unlock(&c->mu);
     return later;
 }

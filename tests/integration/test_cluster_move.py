@@ -9,10 +9,14 @@ thread, through every node (the source too), keep being answered during
 the move, and every acknowledged write is readable afterwards through every
 node, with results equal to in-process FAISS; that the source drops its
 replica and the placement names the target instead; that a shard of a
-sharded index moves by its index and shard number; and that a move to a node
+sharded index moves by its index and shard number; and that a node waiting for a
+peer's snapshot that does not come still opens and serves other indexes;
+and that a move to a node
 already holding the replica, to an unknown node or to a dead one, or from a
 node holding none, is refused with a clear message and changes nothing.
 """
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -21,9 +25,9 @@ import faiss
 import numpy as np
 import pytest
 
-from cluster import NATS_SERVER, Cluster, synced
+from cluster import NATS_SERVER, Cluster, kv_value, synced
 from conftest import SANITIZER_MARKS, SERVER, unique
-from wire import ServerError, rand
+from wire import Client, ServerError, rand
 
 pytestmark = pytest.mark.skipif(
     NATS_SERVER is None, reason="nats-server is not installed (make build installs it)")
@@ -230,3 +234,49 @@ def test_moved_replica_survives_restart(cl):
     same_as_faiss(cl.nodes[1].client(), name, ref, q)
     with pytest.raises(ServerError):  # node1 holds nothing, and node2's answer is relayed
         cl.nodes[0].client().info("nosuch-" + name)
+
+
+def test_waiting_for_a_peers_snapshot_holds_up_no_other_index(cl):
+    """The giver of a moved replica's snapshot is stopped (SIGSTOP) while the
+    target waits for it: the target still creates, fills and searches
+    another index meanwhile (opening one replica holds up only the requests
+    for that index), and once the giver resumes the move ends and the moved
+    replica answers as FAISS."""
+    src, dst = cl.nodes[0], cl.nodes[2]
+    name = unique("stalled")
+    c1, c3 = src.client(), dst.client()
+    placed = c1.ok({"operation": "create_index", "index_id": name, "dimension": D,
+                    "replicas": 1})[2]["replicas"]
+    assert placed == ["node1"]
+    xb = rand(300, D, 71)
+    c1.add(name, xb)
+    c3.search(name, xb[:1], 1)  # forwarded to node1: node3 keeps a connection to it
+    quick = Client(dst.endpoint, timeout_ms=15000)
+    os.kill(src.proc.pid, signal.SIGSTOP)
+    try:
+        args = [SERVER, "--cluster", cl.urls, "--move", name, "--from", "node1", "--to", "node3"]
+        mover = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+        deadline = time.time() + 10  # the move placed it on node3: its watcher asks node1
+        while b"node3" not in (kv_value(cl, "fpx_indexes", "default/" + name) or b""):
+            assert time.time() < deadline and mover.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.3)
+        other = unique("meanwhile")
+        quick.ok({"operation": "create_index", "index_id": other, "dimension": D,
+                  "replicas": 1})
+        yb = rand(50, D, 72)
+        quick.add(other, yb)
+        _, lab, _ = quick.search(other, yb[:5], 1)
+        assert lab[:, 0].tolist() == list(range(5))
+        assert "default/%s: took node" % name not in dst.log()  # still waiting for node1
+    finally:
+        os.kill(src.proc.pid, signal.SIGCONT)
+        quick.close()
+    out, _ = mover.communicate(timeout=MOVE_TIMEOUT)
+    assert mover.returncode == 0, out
+    ref = faiss.IndexFlatL2(D)
+    ref.add(xb)
+    same_as_faiss(c3, name, ref, rand(4, D, 73))
+    for mark in SANITIZER_MARKS:
+        assert mark not in out, out
