@@ -433,6 +433,11 @@ int fpx_cluster_start(fpx_server *s, fpx_err *err) {
     if (pthread_create(&c->watch, NULL, fpx_replica_watch_main, c) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the definitions watcher");
     c->watch_started = 1;
+    if (s->cfg->replace_after > 0 && !s->cfg->router_only) {
+        if (pthread_create(&c->repair, NULL, fpx_repair_main, c) != 0)
+            return fpx_err_set(err, FPX_E_INTERNAL, "cannot start the replica repair");
+        c->repair_started = 1;
+    }
     if (fpx_clease_start(c, err) != 0)
         return -1;
     fpx_log(FPX_LOG_INFO, "joined the cluster as node %s (NATS %s, R=%d)", s->cfg->node_id,
@@ -462,6 +467,8 @@ void fpx_cluster_stop(fpx_server *s) {
         pthread_join(c->beat, NULL);
     if (c->watch_started)
         pthread_join(c->watch, NULL);
+    if (c->repair_started) /* a move in progress is undone first */
+        pthread_join(c->repair, NULL);
     fpx_clease_stop(c);
     if (c->nodes) /* leaving: not live from now on, without waiting for the expiry */
         kvStore_Delete(c->nodes, s->cfg->node_id);

@@ -183,8 +183,8 @@ typedef struct fpx_cluster {
      * peer's snapshot may take minutes), and ends with opened_cv. */
     struct fpx_opening *opening;
     pthread_cond_t opened_cv;
-    pthread_t beat, watch;
-    int beat_started, watch_started;
+    pthread_t beat, watch, repair;
+    int beat_started, watch_started, repair_started;
     kvWatcher *watcher;
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
@@ -347,6 +347,18 @@ void fpx_peer_beat(fpx_cluster *c, unsigned beats);
 /* The first and last sequences of the stream of uid. */
 int fpx_stream_bounds(fpx_cluster *c, const uint8_t *uid, uint64_t *first, uint64_t *last,
                       fpx_err *err);
+/* requests.c: the live data nodes, this one first (unless it is
+ * router-only: routers hold no replica), at most max, comma-separated into
+ * out[cap]; *n of them. */
+int fpx_live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fpx_err *err);
+/* move.c: moves the replica of tenant's index name (shard >= 0: of that
+ * shard of the sharded index name) from node from to node to, as the
+ * command --move does: 0 once moved, -1 with err (the index as it was). */
+int fpx_move_replica(fpx_cluster *c, const char *tenant, const char *name, int64_t shard,
+                     const char *from, const char *to, fpx_err *err);
+/* repair.c: the thread that moves the replicas of nodes gone for longer
+ * than --replace-after to live ones. */
+void *fpx_repair_main(void *arg);
 /* replica.c: the replicas held here (c->reps, under c->mu). The open
  * replica of key, or NULL (c->mu held). */
 fpx_replica *fpx_replica_find(fpx_cluster *c, const char *key);
@@ -363,7 +375,7 @@ fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fp
                               fpx_err *err);
 /* Stops following the replica of key (tenant/name) and deletes it here; the
  * next request naming the index opens it again. */
-void fpx_replica_forget(fpx_cluster *c, const char *key);
+void fpx_replica_forget(fpx_cluster *c, const char *key, const char *why);
 /* One entry of fpx_indexes as the watcher delivers it: the definitions'
  * cache updated, a replica opened (or tried again later) or dropped. */
 void fpx_replica_on_definition(fpx_cluster *c, kvEntry *e);

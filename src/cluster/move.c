@@ -287,7 +287,9 @@ static int wait_active(move_ctx *m, fpx_err *err) {
                                m->to, m->target, (unsigned long long)last,
                                FPX_MOVE_DEADLINE_MS / 1000, got ? "" : "nothing, ",
                                (unsigned long long)seq);
-        nats_Sleep(200);
+        if (fpx_cluster_wait_stop(m->c, 200)) /* a node's repair thread, stopping */
+            return fpx_err_set(err, FPX_E_UNAVAILABLE, "stopping before node '%s' caught up",
+                               m->to);
     }
 }
 
@@ -379,6 +381,19 @@ static int move_run(move_ctx *m, fpx_err *err) {
         return -1;
     forget_node(c, m->from, m->uid);
     return 0;
+}
+
+int fpx_move_replica(fpx_cluster *c, const char *tenant, const char *name, int64_t shard,
+                     const char *from, const char *to, fpx_err *err) {
+    move_ctx m;
+    memset(&m, 0, sizeof m);
+    m.c = c;
+    m.tenant = tenant;
+    m.from = from;
+    m.to = to;
+    m.shard = shard;
+    snprintf(m.name, sizeof m.name, "%s", name);
+    return move_run(&m, err);
 }
 
 int fpx_cluster_move(const fpx_config *cfg, fpx_err *err) {

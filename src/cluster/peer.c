@@ -554,7 +554,7 @@ static void trim(fpx_cluster *c, const snap_note *n) {
                 "%s: this replica is at record %llu, its stream starts at %llu: "
                 "dropped, to be opened again from a peer's snapshot",
                 n->key, (unsigned long long)n->seq, (unsigned long long)first);
-        fpx_replica_forget(c, n->key);
+        fpx_replica_forget(c, n->key, "its state is older than its stream's first record");
         return;
     }
     /* An empty stream, or a point below its first record: nothing to trim.

@@ -258,7 +258,7 @@ static fpx_replica *open_new(fpx_cluster *c, const fpx_def *d, const char *key, 
 }
 
 /* The definition of key went (deleted): stop following, drop the replica. */
-void fpx_replica_forget(fpx_cluster *c, const char *key) {
+void fpx_replica_forget(fpx_cluster *c, const char *key, const char *why) {
     char tenant[FPX_NAME_MAX + 1], name[FPX_NAME_MAX + 1];
     if (fpx_def_key_parse(key, tenant, name) != 0)
         return;
@@ -277,7 +277,7 @@ void fpx_replica_forget(fpx_cluster *c, const char *key) {
     if (!ix)
         ix = fpx_server_find(c->s, tenant, name, strlen(name));
     if (ix) {
-        fpx_replica_drop_local(c->s, ix, "its index was deleted");
+        fpx_replica_drop_local(c->s, ix, why);
         fpx_index_unref(ix);
     }
 }
@@ -393,7 +393,7 @@ void fpx_replica_on_definition(fpx_cluster *c, kvEntry *e) {
         return;
     if (kvEntry_Operation(e) != kvOp_Put) {
         set_unopened(c, key, 0);
-        fpx_replica_forget(c, key);
+        fpx_replica_forget(c, key, "its index was deleted");
         return;
     }
     fpx_def d;
@@ -405,7 +405,7 @@ void fpx_replica_on_definition(fpx_cluster *c, kvEntry *e) {
     fpx_def_clear(&d); /* a sharded index's map is read when it is asked for */
     if (!fpx_def_placed_here(c, &d)) {
         set_unopened(c, key, 0);
-        fpx_replica_forget(c, key); /* not ours (any more) */
+        fpx_replica_forget(c, key, "the cluster places it on other nodes");
         return;
     }
     open_placed(c, key, &d, rev, 0);

@@ -176,9 +176,7 @@ fpx_index *fpx_cluster_index(fpx_req *r) {
     return ix;
 }
 
-/* The live data nodes, this one first (unless it is router-only: routers
- * hold no replica), at most max, comma-separated. */
-static int live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fpx_err *err) {
+int fpx_live_nodes(fpx_cluster *c, char *out, size_t cap, int max, int *n, fpx_err *err) {
     const char *me = c->s->cfg->node_id;
     int router_only = c->s->cfg->router_only;
     snprintf(out, cap, "%s", router_only ? "" : me);
@@ -316,7 +314,7 @@ int fpx_cluster_undefine_uid(fpx_cluster *c, const char *tenant, const char *nam
     fpx_cluster_stream_names(d.uid, stream, subject);
     jsErrCode jerr = 0;
     js_DeleteStream(c->js, stream, NULL, &jerr); /* gone already: as wanted */
-    fpx_replica_forget(c, key);
+    fpx_replica_forget(c, key, "its index was deleted");
     return 1;
 }
 
@@ -351,7 +349,7 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
     char list[PLACEMENT_LEN];
     /* every live data node this time, not just replicas of them */
     int all = 0;
-    if (live_nodes(c, list, sizeof list, PLACEMENT_MAX, &all, &r->err) != 0)
+    if (fpx_live_nodes(c, list, sizeof list, PLACEMENT_MAX, &all, &r->err) != 0)
         return -1;
     (void)live;
     for (char *save = NULL, *t = strtok_r(list, ",", &save); t && n < PLACEMENT_MAX;
@@ -449,7 +447,7 @@ int fpx_cluster_create(fpx_req *r) {
     if (c->s->cfg->router_only) { /* placed by a data node, which holds a replica */
         char nodes[PLACEMENT_LEN];
         int live = 0;
-        if (live_nodes(c, nodes, sizeof nodes, PLACEMENT_MAX, &live, &r->err) != 0)
+        if (fpx_live_nodes(c, nodes, sizeof nodes, PLACEMENT_MAX, &live, &r->err) != 0)
             return -1;
         if (live == 0)
             return fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
@@ -495,7 +493,7 @@ int fpx_cluster_create(fpx_req *r) {
     if (check_tenant_indexes(c, d.tenant, &r->err) != 0)
         return -1;
     int live = 0;
-    if (live_nodes(c, d.placement, sizeof d.placement, PLACEMENT_MAX, &live, &r->err) != 0)
+    if (fpx_live_nodes(c, d.placement, sizeof d.placement, PLACEMENT_MAX, &live, &r->err) != 0)
         return -1;
     if (has_replicas != 0)
         replicas = live < 3 ? live : 3;

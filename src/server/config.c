@@ -92,6 +92,9 @@ static const char usage_more[] =
     "      --synced-timeout-ms N  longest wait of a \"synced\" write for its replicas\n"
     "                                       FAISS_PROXY_SYNCED_TIMEOUT_MS (half of the\n"
     "                                       forward timeout)\n"
+    "      --replace-after S      seconds a node may be gone before its replicas move to\n"
+    "                             other live nodes (0: never)\n"
+    "                                       FAISS_PROXY_REPLACE_AFTER (300)\n"
     "      --move INDEX[/SHARD] --from NODE --to NODE  with --cluster: move a replica of the\n"
     "                             index (or of its shard) from one node to another, then exit\n"
     "      --move-tenant NAME     the tenant of the index to move (default)\n"
@@ -154,7 +157,8 @@ enum {
     OPT_MOVE_TO,
     OPT_DURABILITY,
     OPT_SYNCED_TIMEOUT,
-    OPT_GRAPH_BUILD_TIMEOUT
+    OPT_GRAPH_BUILD_TIMEOUT,
+    OPT_REPLACE_AFTER
 };
 
 static int apply(fpx_config *cfg, int opt, const char *v) {
@@ -241,6 +245,8 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return parse_int("synced timeout", v, 100, 3600000, &cfg->synced_timeout_ms);
     case OPT_GRAPH_BUILD_TIMEOUT:
         return parse_int("graph build timeout", v, 1, 86400, &cfg->graph_build_timeout);
+    case OPT_REPLACE_AFTER:
+        return parse_int("replace after", v, 0, 31536000, &cfg->replace_after);
     case OPT_MOVE:
         return set_str("move", cfg->move_index, sizeof cfg->move_index, v);
     case OPT_MOVE_TENANT:
@@ -318,6 +324,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->metrics_port = -1;
     strcpy(cfg->metrics_bind, "127.0.0.1");
     cfg->forward_timeout_ms = 30000;
+    cfg->replace_after = 300;
     cfg->graph_build_timeout = 600;
 
     static const struct {
@@ -352,6 +359,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_DURABILITY", OPT_DURABILITY},
         {"FAISS_PROXY_SYNCED_TIMEOUT_MS", OPT_SYNCED_TIMEOUT},
         {"FAISS_PROXY_GRAPH_BUILD_TIMEOUT", OPT_GRAPH_BUILD_TIMEOUT},
+        {"FAISS_PROXY_REPLACE_AFTER", OPT_REPLACE_AFTER},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -394,6 +402,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"durability", required_argument, 0, OPT_DURABILITY},
         {"synced-timeout-ms", required_argument, 0, OPT_SYNCED_TIMEOUT},
         {"graph-build-timeout", required_argument, 0, OPT_GRAPH_BUILD_TIMEOUT},
+        {"replace-after", required_argument, 0, OPT_REPLACE_AFTER},
         {"move", required_argument, 0, OPT_MOVE},
         {"move-tenant", required_argument, 0, OPT_MOVE_TENANT},
         {"from", required_argument, 0, OPT_MOVE_FROM},

@@ -66,6 +66,10 @@ typedef struct fpx_config {
      * half of forward_timeout_ms unless --synced-timeout-ms says). */
     int durability_synced;
     int synced_timeout_ms;
+    /* Seconds a node placed on an index may stay away (no heartbeat) before
+     * a live holder of the index moves its replica to another live node
+     * (src/cluster/repair.c); 0: never. */
+    int replace_after;
     /* Seconds an NSG graph build, run in a child process (probe.c), may take
      * beyond 1 s per 100000 numbers it is given. */
     int graph_build_timeout;

@@ -87,7 +87,9 @@ class Nats:
 
 
 class Cluster:
-    """3 nats-server + 3 faiss-proxy nodes (node1..node3)."""
+    """3 nats-server + 3 faiss-proxy nodes (node1..node3). A node stopped for
+    a test's purpose keeps its replicas (--replace-after 0) unless extra says
+    otherwise: a module's tests outlast the default 300 s."""
 
     def __init__(self, root, size=3, max_payload=MAX_PAYLOAD, extra=()):
         ports = [free_port() for _ in range(2 * size)]
@@ -97,8 +99,8 @@ class Cluster:
                      for i in range(size)]
         self.urls = ",".join(n.url for n in self.nats)
         self.nodes = [Server(os.path.join(root, "node%d" % (i + 1), "data"), "",
-                             ["--cluster", self.urls, "--node-id", "node%d" % (i + 1)]
-                             + list(extra))
+                             ["--cluster", self.urls, "--node-id", "node%d" % (i + 1),
+                              "--replace-after", "0"] + list(extra))
                       for i in range(size)]
 
     def start(self):
