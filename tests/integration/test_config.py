@@ -109,6 +109,8 @@ def test_help_and_version():
     (["extra-arg"], {}),
     ([], {"FAISS_PORT": "-1"}),
     ([], {"FAISS_PROXY_WORKERS": "many"}),
+    (["--replace-after", "-1"], {}),
+    ([], {"FAISS_PROXY_REPLACE_AFTER": "soon"}),
 ])
 def test_bad_settings_refused(tmp_path, args, env):
     r = subprocess.run([SERVER, "--data-dir", str(tmp_path / "d")] + args,
