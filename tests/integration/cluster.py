@@ -60,6 +60,20 @@ class Nats:
                        ", ".join("nats-route://127.0.0.1:%d" % r for r in routes)))
         self.proc = None
 
+    def wait_ready(self, timeout=30):
+        """Until its log says it listens on its own port (a connection alone
+        may reach another process that took the port), or it exited."""
+        mark = "Listening for client connections on 127.0.0.1:%d" % self.port
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log_path, errors="replace") as f:
+                if mark in f.read():
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError("nats-server exited at start")
+            time.sleep(0.05)
+        raise RuntimeError("nats-server did not say it listens on %d" % self.port)
+
     @property
     def url(self):
         return "nats://127.0.0.1:%d" % self.port
@@ -92,22 +106,48 @@ class Cluster:
     otherwise: a module's tests outlast the default 300 s."""
 
     def __init__(self, root, size=3, max_payload=MAX_PAYLOAD, extra=()):
-        ports = [free_port() for _ in range(2 * size)]
-        cports = ports[size:]
-        self.nats = [Nats(root, "n%d" % (i + 1), ports[i], cports[i],
-                          [p for j, p in enumerate(cports) if j != i], max_payload)
-                     for i in range(size)]
-        self.urls = ",".join(n.url for n in self.nats)
+        self.root, self.size, self.max_payload = root, size, max_payload
+        self._place()
         self.nodes = [Server(os.path.join(root, "node%d" % (i + 1), "data"), "",
                              ["--cluster", self.urls, "--node-id", "node%d" % (i + 1),
                               "--replace-after", "0"] + list(extra))
-                      for i in range(size)]
+                      for i in range(self.size)]
+
+    def _place(self, root=None):
+        """New free ports for the NATS servers (their files under root)."""
+        ports = [free_port() for _ in range(2 * self.size)]
+        cports = ports[self.size:]
+        self.nats = [Nats(root or self.root, "n%d" % (i + 1), ports[i], cports[i],
+                          [p for j, p in enumerate(cports) if j != i], self.max_payload)
+                     for i in range(self.size)]
+        self.urls = ",".join(n.url for n in self.nats)
+
+    def _start_nats(self):
+        """Starts the NATS servers; a port taken between its choice and the
+        server's bind (another process on the machine) gets new ports, up to
+        three times."""
+        for attempt in range(3):
+            for n in self.nats:
+                n.start()
+            try:
+                for n in self.nats:
+                    wait_port(n.port, n.proc)
+                    n.wait_ready()
+                return
+            except RuntimeError:
+                for n in self.nats:
+                    n.stop()
+                taken = any("address already in use" in open(n.log_path, errors="replace").read()
+                            for n in self.nats)
+                if not taken or attempt == 2:
+                    raise
+                old = self.urls
+                self._place(os.path.join(self.root, "nats-retry%d" % (attempt + 1)))
+                for node in self.nodes:
+                    node.extra = [self.urls if a == old else a for a in node.extra]
 
     def start(self):
-        for n in self.nats:
-            n.start()
-        for n in self.nats:
-            wait_port(n.port, n.proc)
+        self._start_nats()
         for node in self.nodes:
             os.makedirs(os.path.dirname(node.data_dir), exist_ok=True)
             node.start()
