@@ -405,12 +405,8 @@ int fpx_cluster_move(const fpx_config *cfg, fpx_err *err) {
     c.s = &s;
     pthread_mutex_init(&c.stop_mu, NULL);
     pthread_cond_init(&c.stop_cv, NULL);
-    move_ctx m;
+    move_ctx m; /* the index and shard named */
     memset(&m, 0, sizeof m);
-    m.c = &c;
-    m.tenant = cfg->move_tenant;
-    m.from = cfg->move_from;
-    m.to = cfg->move_to;
     int rc = parse_target(&m, cfg->move_index, err);
     if (rc == 0)
         rc = fpx_cluster_connect(&c, err);
@@ -422,10 +418,11 @@ int fpx_cluster_move(const fpx_config *cfg, fpx_err *err) {
     if (rc == 0 && js_KeyValue(&c.snaps, c.js, FPX_BUCKET_SNAPSHOTS) != NATS_OK)
         c.snaps = NULL; /* a cluster of an older version: nothing to tidy there */
     if (rc == 0)
-        rc = move_run(&m, err);
+        rc = fpx_move_replica(&c, cfg->move_tenant, m.name, m.shard, cfg->move_from, cfg->move_to,
+                              err);
     if (rc == 0)
-        fpx_log(FPX_LOG_INFO, "move: %s of tenant %s moved from node %s to node %s", m.target,
-                m.tenant, m.from, m.to);
+        fpx_log(FPX_LOG_INFO, "move: %s of tenant %s moved from node %s to node %s",
+                cfg->move_index, cfg->move_tenant, cfg->move_from, cfg->move_to);
     kvStore_Destroy(c.indexes);
     kvStore_Destroy(c.nodes);
     kvStore_Destroy(c.applied);

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import time
 
+import numpy as np
+
 from conftest import STOP_TIMEOUT, Server
 
 NATS_SERVER = shutil.which("nats-server") or (
@@ -161,6 +163,21 @@ class Cluster:
         finally:
             for n in self.nats:
                 n.stop()
+
+
+def node_of(cl, node_id):
+    """The node named node_id ("node2") of cl."""
+    return cl.nodes[int(node_id[len("node"):]) - 1]
+
+
+def same_as_faiss(c, name, ref, q):
+    """c's search of name for q (k=10) is in-process FAISS's search of ref,
+    and its ntotal is ref's."""
+    dist, lab, _ = c.search(name, q, 10)
+    rd, rl = ref.search(q, 10)
+    assert np.array_equal(lab, rl)
+    assert np.allclose(dist, rd, rtol=1e-5, atol=1e-5)
+    assert c.info(name)["ntotal"] == ref.ntotal
 
 
 # How long replicas may take to apply the same last record (loaded machines, sanitizers).

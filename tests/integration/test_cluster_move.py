@@ -22,10 +22,9 @@ import threading
 import time
 
 import faiss
-import numpy as np
 import pytest
 
-from cluster import NATS_SERVER, Cluster, kv_value, synced
+from cluster import NATS_SERVER, Cluster, kv_value, node_of, same_as_faiss, synced
 from conftest import SANITIZER_MARKS, SERVER, unique
 from wire import Client, ServerError, rand
 
@@ -57,16 +56,6 @@ def move(cl, spec, src, dst, tenant=None):
     return p.returncode, out
 
 
-def node(cl, node_id):
-    return cl.nodes[int(node_id[len("node"):]) - 1]
-
-
-def same_as_faiss(c, name, ref, q):
-    dist, lab, _ = c.search(name, q, 10)
-    rd, rl = ref.search(q, 10)
-    assert np.array_equal(lab, rl)
-    assert np.allclose(dist, rd, rtol=1e-5, atol=1e-5)
-    assert c.info(name)["ntotal"] == ref.ntotal
 
 
 def keyed(i, n):
@@ -87,7 +76,7 @@ def test_move_under_traffic_catches_up_and_serves(cl):
         x = rand(10, D, i)
         cl.nodes[i % 3].client().add(name, x, keyed(i, 10))
         ref.add(x)
-    synced([node(cl, n).client() for n in placed], name)
+    synced([node_of(cl, n).client() for n in placed], name)
 
     # Traffic from other threads during the move: one writer (keyed adds,
     # through the nodes in turn, the source included) and one reader.
@@ -96,8 +85,8 @@ def test_move_under_traffic_catches_up_and_serves(cl):
     q = rand(4, D, 999)
 
     def writer():
-        cs = [node(cl, n).client() for n in ("node1", "node2", "node3")]
-        cs.insert(0, node(cl, src).client())
+        cs = [node_of(cl, n).client() for n in ("node1", "node2", "node3")]
+        cs.insert(0, node_of(cl, src).client())
         i = 100
         while not stop.is_set() and i < 100 + 2000:
             x = rand(5, D, i)
@@ -110,7 +99,7 @@ def test_move_under_traffic_catches_up_and_serves(cl):
             i += 1
 
     def reader():
-        cs = [node(cl, src).client(), node(cl, dst).client(), cl.nodes[0].client()]
+        cs = [node_of(cl, src).client(), node_of(cl, dst).client(), cl.nodes[0].client()]
         i = 0
         while not stop.is_set() and i < 100000:
             try:
@@ -142,19 +131,19 @@ def test_move_under_traffic_catches_up_and_serves(cl):
     now = sorted([placed[0], dst])
     for n in cl.nodes:
         assert sorted(n.client().info(name)["replicas"]) == now
-    synced([node(cl, n).client() for n in now], name)
+    synced([node_of(cl, n).client() for n in now], name)
     deadline = time.time() + 30
-    while "dropped the replica of default/%s" % name not in node(cl, src).log():
-        assert time.time() < deadline, node(cl, src).log()[-3000:]
+    while "dropped the replica of default/%s" % name not in node_of(cl, src).log():
+        assert time.time() < deadline, node_of(cl, src).log()[-3000:]
         time.sleep(0.1)
-    assert "took node" in node(cl, dst).log()  # started from a peer's snapshot
+    assert "took node" in node_of(cl, dst).log()  # started from a peer's snapshot
     for n in cl.nodes:  # every acknowledged write, through every node
         same_as_faiss(n.client(), name, ref, q)
         same_as_faiss(n.client(), name, ref, rand(3, D, 5))
     # keys moved with it: a key written before the move is deleted through the new node
-    node(cl, dst).client().ok({"operation": "delete_vector", "index_id": name,
+    node_of(cl, dst).client().ok({"operation": "delete_vector", "index_id": name,
                                "vector_ids": ["k0-3"]})
-    assert node(cl, dst).client().info(name)["ntotal"] == ref.ntotal - 1
+    assert node_of(cl, dst).client().info(name)["ntotal"] == ref.ntotal - 1
 
 def test_move_refused_clearly(cl):
     name = unique("mvno")
@@ -174,12 +163,12 @@ def test_move_refused_clearly(cl):
     for (spec, src, dst), why in cases:
         rc, out = move(cl, spec, src, dst)
         assert rc != 0 and why in out, (spec, src, dst, out)
-    node(cl, other).stop()  # a dead node
+    node_of(cl, other).stop()  # a dead node
     rc, out = move(cl, name, placed[0], other)
     assert rc != 0 and "not a live node" in out, out
     for n in placed:  # nothing changed
-        assert sorted(node(cl, n).client().info(name)["replicas"]) == sorted(placed)
-    node(cl, other).start()
+        assert sorted(node_of(cl, n).client().info(name)["replicas"]) == sorted(placed)
+    node_of(cl, other).start()
 
 
 def test_move_shard(cl):

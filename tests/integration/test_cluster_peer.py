@@ -16,9 +16,9 @@ import shutil
 import time
 
 import faiss
-import numpy as np
 import pytest
 
+import cluster
 from cluster import NATS_SERVER, Cluster, js_read, streams, synced
 from conftest import unique
 from wire import ServerError, rand
@@ -77,12 +77,7 @@ def wait_trimmed(cl, stream, past):
 
 
 def same_as_faiss(c, name, ref):
-    q = rand(5, D, 777)
-    dist, lab, _ = c.search(name, q, 10)
-    rd, rl = ref.search(q, 10)
-    assert np.array_equal(lab, rl)
-    assert np.allclose(dist, rd, rtol=1e-5, atol=1e-5)
-    assert c.info(name)["ntotal"] == ref.ntotal
+    cluster.same_as_faiss(c, name, ref, rand(5, D, 777))
 
 
 def test_stream_trimmed_and_empty_node_rebuilds_from_peer(cl):

@@ -14,10 +14,9 @@ node gone for less than --replace-after keeps its replicas.
 import time
 
 import faiss
-import numpy as np
 import pytest
 
-from cluster import NATS_SERVER, Cluster, synced
+from cluster import NATS_SERVER, Cluster, node_of, same_as_faiss, synced
 from conftest import unique
 from wire import rand
 
@@ -37,16 +36,6 @@ def cl(tmp_path):
     c.stop()
 
 
-def node(cl, node_id):
-    return cl.nodes[int(node_id[len("node"):]) - 1]
-
-
-def same_as_faiss(c, name, ref, q):
-    dist, lab, _ = c.search(name, q, 10)
-    rd, rl = ref.search(q, 10)
-    assert np.array_equal(lab, rl)
-    assert np.allclose(dist, rd, rtol=1e-5, atol=1e-5)
-    assert c.info(name)["ntotal"] == ref.ntotal
 
 
 def test_lost_node_replicas_move_to_the_live_node(cl):
@@ -66,8 +55,8 @@ def test_lost_node_replicas_move_to_the_live_node(cl):
             items = [{"id": "k%d-%d" % (j, r), "metadata": {"j": j}} for r in range(100)]
             cl.nodes[j].client().add(name, x, items)
             refs[name].add(x)
-    synced([c1, node(cl, lost).client()], plain)
-    node(cl, lost).kill9()
+    synced([c1, node_of(cl, lost).client()], plain)
+    node_of(cl, lost).kill9()
 
     deadline = time.time() + WAIT
     while True:
@@ -87,7 +76,7 @@ def test_lost_node_replicas_move_to_the_live_node(cl):
             for name in (plain, sharded):
                 same_as_faiss(n.client(), name, refs[name], q)
 
-    back = node(cl, lost)
+    back = node_of(cl, lost)
     back.start()
     c = back.client()
     for name in (plain, sharded):
@@ -114,7 +103,7 @@ def test_node_back_within_the_limit_keeps_its_replicas(tmp_path):
                         "replicas": 2})[2]["replicas"]
         x = rand(50, D, 3)
         c1.add(name, x)
-        victim = node(c, placed[1])
+        victim = node_of(c, placed[1])
         victim.kill9()
         time.sleep(8)  # its heartbeat lapsed (5 s): gone, for less than 60 s
         victim.start()
