@@ -231,17 +231,20 @@ int fpx_def_decode(const void *data, int len, fpx_def *d, fpx_err *err) {
     return rc ? fpx_err_set(err, FPX_E_INTERNAL, "an index definition with a bad field") : 0;
 }
 
-int fpx_node_listed(const fpx_cluster *c, const char *list) {
-    const char *me = c->s->cfg->node_id;
-    size_t n = strlen(me);
-    for (const char *p = list; p;) {
-        if (!strncmp(p, me, n) && (p[n] == ',' || p[n] == 0))
+int fpx_list_has(const char *list, const char *node) {
+    size_t n = strlen(node);
+    for (const char *p = list; p && *p;) {
+        if (!strncmp(p, node, n) && (p[n] == ',' || p[n] == ';' || p[n] == 0))
             return 1;
-        p = strchr(p, ',');
+        p = strpbrk(p, ",;");
         if (p)
             p++;
     }
     return 0;
+}
+
+int fpx_node_listed(const fpx_cluster *c, const char *list) {
+    return fpx_list_has(list, c->s->cfg->node_id);
 }
 
 /* A sharded index is held by no node as a whole: its shards are the

@@ -294,6 +294,9 @@ void fpx_cluster_stream_names(const uint8_t *uid, char *stream, char *subject);
 /* natsStatus as an fpx_err: unavailable, with what failed. */
 int fpx_cluster_fail(fpx_err *err, const char *what, natsStatus st);
 
+/* 1 when node is one of list (node ids separated by ',', or ';' between a
+ * shard map's shards). */
+int fpx_list_has(const char *list, const char *node);
 /* 1 when this node is one of list (node ids, comma-separated). */
 int fpx_node_listed(const fpx_cluster *c, const char *list);
 /* The definition of tenant/name: 1 found, 0 none, -1 error. */
@@ -323,6 +326,9 @@ int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_e
 /* shard.c: the name of shard i of the sharded index of unique id uid,
  * ".shard-<uid hex>-<i>" (a leading '.' no user's index name has). */
 void fpx_shard_name(const uint8_t *uid, int64_t i, char *out /* FPX_NAME_MAX + 1 */);
+/* The sharded index's uid (hex) and the shard's number of a shard's name:
+ * 1, or 0 for any other name. */
+int fpx_shard_parse(const char *name, char *uid_hex /* FPX_UID_HEX */, int64_t *i);
 /* Serves request r naming the sharded index d: r->relay is the reply (0),
  * or r->err (-1). */
 int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d);

@@ -54,19 +54,6 @@ typedef struct move_ctx {
 /* One change to a definition: 0 changed, 1 nothing to change, -1 refused. */
 typedef int (*def_edit)(move_ctx *m, fpx_def *d, fpx_err *err);
 
-/* Whether node is one of list (comma-separated). */
-static int listed(const char *list, const char *node) {
-    size_t n = strlen(node);
-    for (const char *p = list; p && *p;) {
-        if (!strncmp(p, node, n) && (p[n] == ',' || p[n] == ';' || p[n] == 0))
-            return 1;
-        p = strpbrk(p, ",;");
-        if (p)
-            p++;
-    }
-    return 0;
-}
-
 /* list (comma-separated) without node, into out[cap]. */
 static void unlisted(const char *list, const char *node, char *out, size_t cap) {
     char copy[FPX_PLACEMENT_LEN];
@@ -132,11 +119,11 @@ static int edit_add(move_ctx *m, fpx_def *d, fpx_err *err) {
         return -1;
     memcpy(m->uid, d->uid, FPX_UID_BYTES);
     m->have_uid = 1;
-    if (!listed(d->placement, m->from))
+    if (!fpx_list_has(d->placement, m->from))
         return fpx_err_set(err, FPX_E_VALIDATION,
                            "node '%s' holds no replica of %s (its nodes: %s)", m->from, m->target,
                            d->placement);
-    if (listed(d->placement, m->to))
+    if (fpx_list_has(d->placement, m->to))
         return fpx_err_set(err, FPX_E_EXISTS,
                            "node '%s' already holds a replica of %s (its nodes: %s)", m->to,
                            m->target, d->placement);
@@ -151,7 +138,7 @@ static int edit_add(move_ctx *m, fpx_def *d, fpx_err *err) {
 static int edit_undo(move_ctx *m, fpx_def *d, fpx_err *err) {
     if (same_index(m, d, err))
         return -1;
-    if (!listed(d->placement, m->to) || !listed(d->placement, m->from))
+    if (!fpx_list_has(d->placement, m->to) || !fpx_list_has(d->placement, m->from))
         return 1;
     char out[FPX_PLACEMENT_LEN];
     unlisted(d->placement, m->to, out, sizeof out);
@@ -163,11 +150,11 @@ static int edit_undo(move_ctx *m, fpx_def *d, fpx_err *err) {
 static int edit_remove(move_ctx *m, fpx_def *d, fpx_err *err) {
     if (same_index(m, d, err))
         return -1;
-    if (!listed(d->placement, m->to))
+    if (!fpx_list_has(d->placement, m->to))
         return fpx_err_set(err, FPX_E_UNAVAILABLE,
                            "node '%s' left the placement of %s during the move (its nodes: %s)",
                            m->to, m->target, d->placement);
-    if (!listed(d->placement, m->from))
+    if (!fpx_list_has(d->placement, m->from))
         return 1;
     char out[FPX_PLACEMENT_LEN];
     unlisted(d->placement, m->from, out, sizeof out);
@@ -189,9 +176,9 @@ static int edit_map(move_ctx *m, fpx_def *d, fpx_err *err) {
     for (int64_t i = 0; i < d->shards; i++) {
         char nodes[FPX_PLACEMENT_LEN], out[FPX_PLACEMENT_LEN];
         fpx_def_shard_nodes(d, i, nodes, sizeof nodes);
-        if (i == m->shard && listed(nodes, m->from)) {
+        if (i == m->shard && fpx_list_has(nodes, m->from)) {
             unlisted(nodes, m->from, out, sizeof out);
-            if (!listed(out, m->to)) {
+            if (!fpx_list_has(out, m->to)) {
                 size_t n = strlen(out);
                 snprintf(out + n, sizeof out - n, "%s%s", n ? "," : "", m->to);
             }

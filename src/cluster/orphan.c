@@ -99,10 +99,8 @@ static void collect(void *arg, const char *key, const uint8_t *val, size_t len) 
     if (push_hex(&df->uids, &df->n_uids, &df->cap_uids, hex) != 0 ||
         (d.shards > 1 && push_hex(&df->parents, &df->n_parents, &df->cap_parents, hex) != 0))
         df->unsure = 1;
-    long long i;
-    char tail;
-    if (sscanf(d.name, ".shard-%32[0-9a-f]-%lld%c", parent, &i, &tail) == 2 &&
-        strlen(parent) == 2 * FPX_UID_BYTES) {
+    int64_t i;
+    if (fpx_shard_parse(d.name, parent, &i)) {
         fpx_orphan *o = calloc(1, sizeof *o);
         if (!o) {
             df->unsure = 1;

@@ -87,18 +87,6 @@ static int live(fpx_cluster *c, const char *node) {
     return fpx_node_lookup(c, node, ep, sizeof ep, &router, &err) != 0; /* an error: maybe live */
 }
 
-static int listed(const char *list, const char *node) {
-    size_t n = strlen(node);
-    for (const char *p = list; p && *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == n && !memcmp(p, node, n))
-            return 1;
-        p = end ? end + 1 : NULL;
-    }
-    return 0;
-}
-
 /* The live data node outside d's placement holding the fewest replicas of
  * all, into to; 0 when there is none. */
 static int pick_target(fpx_cluster *c, const defs *all, const fpx_def *d, char *to, size_t cap) {
@@ -109,11 +97,11 @@ static int pick_target(fpx_cluster *c, const defs *all, const fpx_def *d, char *
         return 0;
     for (char *save = NULL, *node = strtok_r(list, ",", &save); node;
          node = strtok_r(NULL, ",", &save)) {
-        if (listed(d->placement, node))
+        if (fpx_list_has(d->placement, node))
             continue;
         int held = 0;
         for (size_t i = 0; i < all->n; i++)
-            held += all->d[i].shards <= 1 && listed(all->d[i].placement, node);
+            held += all->d[i].shards <= 1 && fpx_list_has(all->d[i].placement, node);
         if (best < 0 || held < best) {
             best = held;
             snprintf(to, cap, "%s", node);
@@ -126,20 +114,14 @@ static int pick_target(fpx_cluster *c, const defs *all, const fpx_def *d, char *
  * shard's number; 0 for an index of its own, -1 when its sharded index is
  * not among the definitions. */
 static int shard_of(const defs *all, const fpx_def *d, char *parent, int64_t *shard) {
-    char hex[FPX_UID_HEX];
-    const char *p = d->name;
-    if (strncmp(p, ".shard-", 7) != 0)
+    char want[FPX_UID_HEX], hex[FPX_UID_HEX];
+    if (!fpx_shard_parse(d->name, want, shard))
         return 0;
-    p += 7;
-    const char *dash = strrchr(p, '-');
-    if (!dash || (size_t)(dash - p) != FPX_UID_HEX - 1)
-        return -1;
-    *shard = strtoll(dash + 1, NULL, 10);
     for (size_t i = 0; i < all->n; i++) {
         if (all->d[i].shards <= 1 || strcmp(all->d[i].tenant, d->tenant))
             continue;
         fpx_cluster_uid_hex(all->d[i].uid, hex);
-        if (!memcmp(hex, p, FPX_UID_HEX - 1)) {
+        if (!strcmp(hex, want)) {
             snprintf(parent, FPX_NAME_MAX + 1, "%s", all->d[i].name);
             return 1;
         }

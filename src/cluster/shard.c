@@ -58,6 +58,16 @@ void fpx_shard_name(const uint8_t *uid, int64_t i, char *out) {
     snprintf(out, FPX_NAME_MAX + 1, ".shard-%s-%lld", hex, (long long)i);
 }
 
+int fpx_shard_parse(const char *name, char *uid_hex, int64_t *i) {
+    long long v;
+    char tail;
+    if (sscanf(name, ".shard-%32[0-9a-f]-%lld%c", uid_hex, &v, &tail) != 2 ||
+        strlen(uid_hex) != 2 * FPX_UID_BYTES)
+        return 0;
+    *i = v;
+    return 1;
+}
+
 static int key_dropped(const msgpack_object *k, const char *const *drop) {
     /* "name" stays: it is set_params's parameter, and the index's name only
      * where index_id is missing, which a shard's request never is */
