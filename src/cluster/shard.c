@@ -17,8 +17,12 @@
  * the bucket fpx_labels (key: the index's uid in hex), reserved n at a time
  * with a compare-and-set, so that they are FAISS's numbering as on one
  * server; each part is sent with its labels (with_ids).
+ *
+ * Here: calling the shards, info, writes, remove_ids and the entry point;
+ * the reads are in shard_read.c.
  */
 #include "internal.h"
+#include "shard_impl.h"
 
 #include "server/apply.h"
 #include "server/index.h"
@@ -32,19 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Most labels one reconstruct_n asks the shards for, one at a time. */
-#define FPX_SHARD_RECONSTRUCT_MAX 10000
-
-/* One shard's reply. */
-typedef struct sreply {
-    uint8_t *buf;
-    size_t len;
-    int is_static;
-    int decoded;
-    fpx_msg m;
-} sreply;
-
-static void sreply_free(sreply *x) {
+void fpx_sreply_free(sreply *x) {
     if (x->decoded)
         fpx_msg_destroy(&x->m);
     if (x->buf && !x->is_static)
@@ -84,16 +76,16 @@ static int key_dropped(const msgpack_object *k, const char *const *drop) {
 /* A vector of d: dimension/8 bytes of a binary index (its dimension is in
  * bits), else dimension float32s; width is its vector_shape's second
  * number. */
-static int is_binary(const fpx_def *d) {
+int fpx_shard_binary(const fpx_def *d) {
     return fpx_index_type_is_binary(d->index_type);
 }
 
-static int64_t width_of(const fpx_def *d) {
-    return is_binary(d) ? d->dim / 8 : d->dim;
+int64_t fpx_shard_width(const fpx_def *d) {
+    return fpx_shard_binary(d) ? d->dim / 8 : d->dim;
 }
 
-static size_t row_of(const fpx_def *d) {
-    return is_binary(d) ? (size_t)d->dim / 8 : (size_t)d->dim * 4;
+size_t fpx_shard_row(const fpx_def *d) {
+    return fpx_shard_binary(d) ? (size_t)d->dim / 8 : (size_t)d->dim * 4;
 }
 
 /* Starts the header of a request to shard i: r's header (credentials,
@@ -101,8 +93,8 @@ static size_t row_of(const fpx_def *d) {
  * operation op and the shard's name, and room for nextra more entries.
  * Parts are "acked": a synced write waits for its shards once every part
  * is in (synced.c), so that a slow shard never leaves the others unwritten. */
-static msgpack_packer *sub_begin(fpx_out *o, const fpx_req *r, const fpx_def *d, int64_t i,
-                                 const char *op, const char *const *drop, unsigned nextra) {
+msgpack_packer *fpx_shard_sub_begin(fpx_out *o, const fpx_req *r, const fpx_def *d, int64_t i,
+                                    const char *op, const char *const *drop, unsigned nextra) {
     const msgpack_object_map *h = &r->h->via.map;
     unsigned keep = 0;
     for (uint32_t j = 0; j < h->size; j++)
@@ -129,8 +121,8 @@ static msgpack_packer *sub_begin(fpx_out *o, const fpx_req *r, const fpx_def *d,
 /* Runs the request o on shard i: here when this node holds the shard, else
  * forwarded to a node that does. 0 with an "ok" reply in *x; -1 with err
  * (the shard's own error, or why it could not be asked). *o is released. */
-static int shard_call(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t i, fpx_out *o,
-                      sreply *x, fpx_err *err) {
+int fpx_shard_call(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t i, fpx_out *o, sreply *x,
+                   fpx_err *err) {
     memset(x, 0, sizeof *x);
     uint8_t *body;
     size_t len;
@@ -170,7 +162,7 @@ static int shard_call(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t i, f
     if (rc != 0)
         return -1;
     if (fpx_msg_decode(&x->m, x->buf, x->len, err) != 0) {
-        sreply_free(x);
+        fpx_sreply_free(x);
         return -1;
     }
     x->decoded = 1;
@@ -187,23 +179,9 @@ static int shard_call(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t i, f
     if (!msg || fpx_obj_str(msg, &s, &n))
         s = "error", n = 5;
     fpx_err_set(err, type, "%.*s", (int)(n > 600 ? 600 : n), s);
-    sreply_free(x);
+    fpx_sreply_free(x);
     return -1;
 }
-
-/* One shard's call of a batch run at once (shard_calls). */
-typedef struct scall {
-    fpx_cluster *c;
-    fpx_req *r;
-    const fpx_def *d;
-    int64_t shard;
-    fpx_out o;
-    sreply *x; /* where the reply goes (an fpx_msg points into itself: never copied) */
-    fpx_err err;
-    int rc, started;
-    int sync; /* catch this node's replica of the shard up with its stream first */
-    pthread_t th;
-} scall;
 
 /* Catches this node's replica of shard s up with the shard's stream, when
  * it holds one: the reply of a write sums counts over the shards, and one
@@ -227,7 +205,7 @@ static void *scall_run(void *arg) {
     scall *k = arg;
     if (k->sync)
         shard_sync(k->c, k->d, k->shard);
-    k->rc = shard_call(k->c, k->r, k->d, k->shard, &k->o, k->x, &k->err);
+    k->rc = fpx_shard_call(k->c, k->r, k->d, k->shard, &k->o, k->x, &k->err);
     return NULL;
 }
 
@@ -238,7 +216,7 @@ static void *scall_run(void *arg) {
  * all. A call whose thread cannot start runs here. Every k[i].rc is set;
  * r->err is the error of the first failed call in shard order, and the
  * return is -1 when any failed. */
-static int shard_calls(scall *k, int64_t n, fpx_req *r) {
+int fpx_shard_calls(scall *k, int64_t n, fpx_req *r) {
     /* The connection's earlier requests go first (order.h): the turn is
      * this thread's, which the calls on other threads do not wait for. */
     fpx_order_wait(&r->s->blocked);
@@ -269,7 +247,7 @@ static int64_t meta_int(const sreply *x, const char *k) {
 }
 
 /* The reply of r: o, finished into r->relay. */
-static int reply(fpx_req *r, fpx_out *o) {
+int fpx_shard_reply(fpx_req *r, fpx_out *o) {
     if (fpx_out_finish(o, &r->relay, &r->relay_len) != 0)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory building the reply");
     return 0;
@@ -285,9 +263,9 @@ static int infos_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, sreply *infos,
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     for (int64_t i = 0; i < d->shards; i++) {
         k[i] = (scall){.c = c, .r = r, .d = d, .shard = i, .x = &infos[i], .sync = sync};
-        sub_begin(&k[i].o, r, d, i, "get_index_info", NULL, 0);
+        fpx_shard_sub_begin(&k[i].o, r, d, i, "get_index_info", NULL, 0);
     }
-    int rc = shard_calls(k, d->shards, r);
+    int rc = fpx_shard_calls(k, d->shards, r);
     free(k);
     for (int64_t i = 0; rc == 0 && i < d->shards; i++)
         if (!infos[i].m.meta || infos[i].m.meta->type != MSGPACK_OBJECT_MAP)
@@ -295,9 +273,9 @@ static int infos_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, sreply *infos,
     return rc;
 }
 
-static void infos_free(sreply *infos, int64_t n) {
+void fpx_sreplies_free(sreply *infos, int64_t n) {
     for (int64_t i = 0; i < n; i++)
-        sreply_free(&infos[i]);
+        fpx_sreply_free(&infos[i]);
 }
 
 static int64_t ntotal_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok) {
@@ -306,7 +284,7 @@ static int64_t ntotal_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok) 
     *ok = infos_of(c, r, d, infos, 1) == 0; /* a write's reply */
     for (int64_t i = 0; *ok && i < d->shards; i++)
         sum += meta_int(&infos[i], "ntotal");
-    infos_free(infos, d->shards);
+    fpx_sreplies_free(infos, d->shards);
     return sum;
 }
 
@@ -384,7 +362,7 @@ int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer
         msgpack_packer_init(&p, sb, msgpack_sbuffer_write);
         pack_info(c, d, infos, &p);
     }
-    infos_free(infos, d->shards);
+    fpx_sreplies_free(infos, d->shards);
     return rc;
 }
 
@@ -396,9 +374,9 @@ static int serve_info(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         fpx_out_init(&o);
         fpx_reply_ok(r, &o, 0);
         pack_info(c, d, infos, fpx_out_meta(&o));
-        rc = reply(r, &o);
+        rc = fpx_shard_reply(r, &o);
     }
-    infos_free(infos, d->shards);
+    fpx_sreplies_free(infos, d->shards);
     return rc;
 }
 
@@ -561,7 +539,7 @@ static int reply_counts(fpx_req *r, const char *what, int64_t count, int64_t nto
     }
     fpx_pack_cstr(m, "ntotal");
     msgpack_pack_int64(m, ntotal);
-    return reply(r, &o);
+    return fpx_shard_reply(r, &o);
 }
 
 static int renumbers(const fpx_def *d, fpx_err *err);
@@ -596,23 +574,24 @@ static int unplace_labels(fpx_cluster *c, fpx_req *r, const fpx_def *d, const in
             continue;
         fpx_out o;
         sreply x;
-        msgpack_packer *p = sub_begin(&o, r, d, s, rn ? "delete_vector" : "remove_ids", drop, 1);
+        msgpack_packer *p =
+            fpx_shard_sub_begin(&o, r, d, s, rn ? "delete_vector" : "remove_ids", drop, 1);
         fpx_pack_cstr(p, rn ? "vector_ids" : "ids");
         msgpack_pack_array(p, (size_t)m);
         for (int64_t i = 0; i < n; i++)
             if (labels[i] < was && shard[i] != s)
                 msgpack_pack_int64(p, labels[i]);
-        if (shard_call(c, r, d, s, &o, &x, &r->err) != 0)
+        if (fpx_shard_call(c, r, d, s, &o, &x, &r->err) != 0)
             return -1;
-        sreply_free(&x);
+        fpx_sreply_free(&x);
     }
     return 0;
 }
 
 static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     int with_ids = 0;
-    int64_t n = 0, width = width_of(d);
-    size_t row = row_of(d);
+    int64_t n = 0, width = fpx_shard_width(d);
+    size_t row = fpx_shard_row(d);
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
     if (fpx_req_bool(r, "with_ids", &with_ids))
         return -1;
@@ -629,7 +608,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         n = (int64_t)(r->msg.body.data_size / (row + (with_ids ? 8 : 0)));
     }
     /* n at most the bytes: a row is one byte at least, and n * row cannot wrap */
-    if (width != width_of(d) || n < 0 || (uint64_t)n > r->msg.body.data_size ||
+    if (width != fpx_shard_width(d) || n < 0 || (uint64_t)n > r->msg.body.data_size ||
         r->msg.body.data_size != (size_t)n * (row + (with_ids ? 8 : 0)))
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "the vectors do not match the index's dimension %lld",
@@ -691,10 +670,10 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         sreply x;
         if (m == 0) {
             shard_sync(c, d, s);
-            sub_begin(&o, r, d, s, "get_index_info", NULL, 0);
-            if (shard_call(c, r, d, s, &o, &x, &r->err) == 0)
+            fpx_shard_sub_begin(&o, r, d, s, "get_index_info", NULL, 0);
+            if (fpx_shard_call(c, r, d, s, &o, &x, &r->err) == 0)
                 ntotal += meta_int(&x, "ntotal");
-            sreply_free(&x);
+            fpx_sreply_free(&x);
             continue;
         }
         /* A shard's replica here checks the part before it is published: one
@@ -710,11 +689,11 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
                 shard_sync(c, d, s);
                 err = (fpx_err){0};
             }
-            msgpack_packer *p = sub_begin(&o, r, d, s, "add_vectors", drop, 2);
+            msgpack_packer *p = fpx_shard_sub_begin(&o, r, d, s, "add_vectors", drop, 2);
             fpx_pack_cstr(p, "vector_shape");
             msgpack_pack_array(p, 2);
             msgpack_pack_int64(p, m);
-            msgpack_pack_int64(p, width_of(d));
+            msgpack_pack_int64(p, fpx_shard_width(d));
             fpx_pack_cstr(p, "with_ids");
             msgpack_pack_true(p);
             uint8_t *out = fpx_out_data(&o, (size_t)m * (row + 8));
@@ -730,7 +709,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
                     msgpack_pack_object(mp, items->via.array.ptr[i]);
                 j++;
             }
-            called = shard_call(c, r, d, s, &o, &x, &err);
+            called = fpx_shard_call(c, r, d, s, &o, &x, &err);
         }
         if (called != 0) {
             snprintf(failed_at, sizeof failed_at, "%lld", (long long)s);
@@ -749,7 +728,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         ntotal += meta_int(&x, "ntotal");
         size_t at = strlen(done);
         snprintf(done + at, sizeof done - at, "%s%lld", at ? "," : "", (long long)s);
-        sreply_free(&x);
+        fpx_sreply_free(&x);
     }
     free(labels);
     free(shard);
@@ -766,7 +745,7 @@ static int on_every_shard(fpx_cluster *c, fpx_req *r, const fpx_def *d, const ch
     for (int64_t s = 0; s < d->shards; s++) {
         fpx_out o;
         sreply x;
-        sub_begin(&o, r, d, s, op, NULL, 0);
+        fpx_shard_sub_begin(&o, r, d, s, op, NULL, 0);
         if (r->msg.body.data_size) {
             uint8_t *out = fpx_out_data(&o, r->msg.body.data_size);
             if (out)
@@ -774,7 +753,7 @@ static int on_every_shard(fpx_cluster *c, fpx_req *r, const fpx_def *d, const ch
         }
         if (r->msg.meta)
             msgpack_pack_object(fpx_out_meta(&o), *r->msg.meta);
-        if (shard_call(c, r, d, s, &o, &x, &r->err) != 0) {
+        if (fpx_shard_call(c, r, d, s, &o, &x, &r->err) != 0) {
             if (s > 0) /* say what was done: the shards before it did it */
                 fpx_err_set(&r->err, r->err.type,
                             "%s was done on shards 0..%lld of %lld, not on "
@@ -784,7 +763,7 @@ static int on_every_shard(fpx_cluster *c, fpx_req *r, const fpx_def *d, const ch
         }
         if (what)
             *sum += meta_int(&x, what);
-        sreply_free(&x);
+        fpx_sreply_free(&x);
     }
     return 0;
 }
@@ -795,14 +774,14 @@ static int delete_one(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t s,
     static const char *const drop[] = {"vector_id", "vector_ids", NULL};
     fpx_out o;
     sreply x;
-    msgpack_packer *p = sub_begin(&o, r, d, s, "delete_vector", drop, 1);
+    msgpack_packer *p = fpx_shard_sub_begin(&o, r, d, s, "delete_vector", drop, 1);
     fpx_pack_cstr(p, "vector_ids");
     msgpack_pack_array(p, 1);
     msgpack_pack_object(p, *id);
-    if (shard_call(c, r, d, s, &o, &x, &r->err) != 0)
+    if (fpx_shard_call(c, r, d, s, &o, &x, &r->err) != 0)
         return -1;
     *deleted = meta_int(&x, "deleted");
-    sreply_free(&x);
+    fpx_sreply_free(&x);
     return 0;
 }
 
@@ -849,7 +828,7 @@ static int serve_train(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         return -1;
     int rc = 0;
     if (!fpx_engine_is_trained(tmp->eng)) {
-        size_t row = row_of(d);
+        size_t row = fpx_shard_row(d);
         int64_t n = (int64_t)(r->msg.body.data_size / row);
         void *x = NULL;
         uint8_t *bytes = NULL;
@@ -911,7 +890,7 @@ static int serve_train(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     msgpack_pack_true(m);
     fpx_pack_cstr(m, "ntotal");
     msgpack_pack_int64(m, ntotal);
-    return reply(r, &o);
+    return fpx_shard_reply(r, &o);
 }
 
 static int serve_drop(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
@@ -931,352 +910,6 @@ static int serve_drop(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     fpx_cluster_uid_hex(d->uid, key);
     kvStore_Delete(c->labels, key);
     return fpx_cluster_reply_deleted(r);
-}
-
-/* ---- reads ------------------------------------------------------------------------- */
-
-/* Asks every shard the same read; when some shards' replies carry metadata
- * (they hold caller keys) and others not, those are asked again with
- * include_metadata, so that every hit has its entry (as one server holding
- * a key sends entries for all). */
-static int gather(fpx_cluster *c, fpx_req *r, const fpx_def *d, const char *op, sreply *x,
-                  int *with_meta) {
-    static const char *const drop[] = {"include_metadata", NULL};
-    int any = 0, all = 1;
-    scall *k = calloc((size_t)d->shards, sizeof *k);
-    if (!k)
-        return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    for (int pass = 0; pass < 2; pass++) {
-        int64_t n = 0;
-        for (int64_t s = 0; s < d->shards; s++) {
-            if (pass == 1 && x[s].m.meta)
-                continue;
-            if (pass == 1)
-                sreply_free(&x[s]);
-            k[n] = (scall){.c = c, .r = r, .d = d, .shard = s, .x = &x[s]};
-            msgpack_packer *p = sub_begin(&k[n].o, r, d, s, op, pass ? drop : NULL, pass ? 1 : 0);
-            if (pass) {
-                fpx_pack_cstr(p, "include_metadata");
-                msgpack_pack_true(p);
-            }
-            uint8_t *out = fpx_out_data(&k[n].o, r->msg.body.data_size);
-            if (out && r->msg.body.data_size)
-                memcpy(out, r->msg.body.data, r->msg.body.data_size);
-            if (r->msg.meta)
-                msgpack_pack_object(fpx_out_meta(&k[n].o), *r->msg.meta);
-            n++;
-        }
-        /* every shard is asked at once: the search takes its slowest shard's
-         * time, not the sum of theirs */
-        if (shard_calls(k, n, r) != 0) {
-            free(k);
-            return -1;
-        }
-        for (int64_t s = 0; s < d->shards; s++) {
-            any |= x[s].m.meta != NULL;
-            all &= x[s].m.meta != NULL;
-        }
-        if (!any || all)
-            break;
-    }
-    free(k);
-    *with_meta = any;
-    return 0;
-}
-
-typedef struct cand {
-    double dist; /* a float32, or a binary index's int32 Hamming distance */
-    int64_t label;
-    int64_t shard, pos;
-} cand;
-
-/* One server's order: found hits before missing ones (-1), the nearest
- * first (L2: smallest distance; IP: largest), equal distances by label. */
-static int by_l2(const void *a, const void *b) {
-    const cand *x = a, *y = b;
-    if ((x->label < 0) != (y->label < 0))
-        return x->label < 0 ? 1 : -1;
-    if (x->dist != y->dist)
-        return x->dist < y->dist ? -1 : 1;
-    return x->label < y->label ? -1 : x->label > y->label;
-}
-
-static int by_ip(const void *a, const void *b) {
-    const cand *x = a, *y = b;
-    if ((x->label < 0) != (y->label < 0))
-        return x->label < 0 ? 1 : -1;
-    if (x->dist != y->dist)
-        return x->dist > y->dist ? -1 : 1;
-    return x->label < y->label ? -1 : x->label > y->label;
-}
-
-static int by_label(const void *a, const void *b) {
-    const cand *x = a, *y = b;
-    if (x->label != y->label)
-        return x->label < y->label ? -1 : 1;
-    return x->shard < y->shard ? -1 : x->shard > y->shard;
-}
-
-/* A distance of a reply: float32, or int32 (bin); and written back. Both
- * are exact in a double. */
-static double dist_at(const uint8_t *p, int bin) {
-    if (bin) {
-        int32_t v;
-        memcpy(&v, p, 4);
-        return v;
-    }
-    float v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static void put_dist(uint8_t *p, double dist, int bin) {
-    if (bin) {
-        int32_t v = (int32_t)dist;
-        memcpy(p, &v, 4);
-    } else {
-        float v = (float)dist;
-        memcpy(p, &v, 4);
-    }
-}
-
-static int is_ip(const fpx_def *d) {
-    const char *factory;
-    fpx_metric m = FPX_METRIC_L2;
-    fpx_err err = {0};
-    fpx_index_resolve_type(d->index_type, d->metric[0] ? d->metric : NULL, &factory, &m, &err);
-    return m == FPX_METRIC_IP;
-}
-
-static int serve_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    sreply x[FPX_SHARDS_MAX] = {0};
-    int with_meta = 0, rc = gather(c, r, d, "search", x, &with_meta);
-    int64_t nq = 0, k = 0;
-    const msgpack_object *shape = rc == 0 ? fpx_map_get(x[0].m.header, "shape") : NULL;
-    if (rc == 0 &&
-        (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size != 2 ||
-         fpx_obj_int(&shape->via.array.ptr[0], &nq) || fpx_obj_int(&shape->via.array.ptr[1], &k)))
-        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's search reply without its shape");
-    size_t nres = (size_t)nq * (size_t)k, ncand = nres * (size_t)d->shards;
-    for (int64_t s = 0; rc == 0 && s < d->shards; s++)
-        if (x[s].m.body.data_size != nres * 12)
-            rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's search reply of another size");
-    cand *cs = rc == 0 ? malloc((size_t)(d->shards * (k ? k : 1)) * sizeof *cs) : NULL;
-    if (rc == 0 && !cs)
-        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    (void)ncand;
-    fpx_out o;
-    if (rc == 0) {
-        fpx_out_init(&o);
-        msgpack_packer *h = fpx_reply_ok(r, &o, 1 + is_binary(d));
-        if (is_binary(d)) { /* as one server: Hamming distances are int32 */
-            fpx_pack_cstr(h, "distance_dtype");
-            fpx_pack_cstr(h, "int32");
-        }
-        fpx_pack_cstr(h, "shape");
-        msgpack_pack_array(h, 2);
-        msgpack_pack_int64(h, nq);
-        msgpack_pack_int64(h, k);
-        uint8_t *out = fpx_out_data(&o, nres * 12);
-        msgpack_packer *mp = with_meta ? fpx_out_meta(&o) : NULL;
-        if (mp)
-            msgpack_pack_array(mp, (size_t)nq);
-        int ip = is_ip(d), bin = is_binary(d);
-        for (int64_t q = 0; out && q < nq; q++) {
-            size_t nc = 0;
-            for (int64_t s = 0; s < d->shards; s++)
-                for (int64_t j = 0; j < k; j++) {
-                    size_t at = (size_t)(q * k + j);
-                    cand *e = &cs[nc++];
-                    e->dist = dist_at(x[s].m.body.data + at * 4, bin);
-                    memcpy(&e->label, x[s].m.body.data + nres * 4 + at * 8, 8);
-                    e->shard = s;
-                    e->pos = j;
-                }
-            qsort(cs, nc, sizeof *cs, ip ? by_ip : by_l2);
-            if (mp)
-                msgpack_pack_array(mp, (size_t)k);
-            for (int64_t j = 0; j < k; j++) {
-                size_t at = (size_t)(q * k + j);
-                put_dist(out + at * 4, cs[j].dist, bin);
-                memcpy(out + nres * 4 + at * 8, &cs[j].label, 8);
-                if (!mp)
-                    continue;
-                const msgpack_object *lists = x[cs[j].shard].m.meta;
-                const msgpack_object *row =
-                    lists->type == MSGPACK_OBJECT_ARRAY && lists->via.array.size == (uint32_t)nq
-                        ? &lists->via.array.ptr[q]
-                        : NULL;
-                if (cs[j].label >= 0 && row && row->type == MSGPACK_OBJECT_ARRAY &&
-                    row->via.array.size == (uint32_t)k)
-                    msgpack_pack_object(mp, row->via.array.ptr[cs[j].pos]);
-                else
-                    msgpack_pack_nil(mp);
-            }
-        }
-        rc = reply(r, &o);
-    }
-    free(cs);
-    infos_free(x, d->shards);
-    return rc;
-}
-
-/* Per query, the shards' results joined and ordered by label (the order in
- * which one flat index scans its vectors). */
-static int serve_range_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    sreply x[FPX_SHARDS_MAX] = {0};
-    int with_meta = 0, rc = gather(c, r, d, "range_search", x, &with_meta);
-    int64_t nq = 0, total = 0;
-    int64_t nres[FPX_SHARDS_MAX] = {0};
-    for (int64_t s = 0; rc == 0 && s < d->shards; s++) {
-        const msgpack_object *a = fpx_map_get(x[s].m.header, "nq");
-        const msgpack_object *b = fpx_map_get(x[s].m.header, "nres");
-        if (!a || !b || fpx_obj_int(a, &nq) || fpx_obj_int(b, &nres[s]) ||
-            x[s].m.body.data_size != (size_t)(nq + 1) * 8 + (size_t)nres[s] * 12)
-            rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's range_search reply is malformed");
-        total += nres[s];
-    }
-    if (rc == 0 && (size_t)total * 12 + (size_t)(nq + 1) * 8 > r->s->cfg->max_message_size)
-        rc = fpx_err_set(&r->err, FPX_E_LIMIT,
-                         "%lld results would exceed the message size limit: use a smaller radius",
-                         (long long)total);
-    cand *cs = rc == 0 ? malloc((size_t)(total ? total : 1) * sizeof *cs) : NULL;
-    if (rc == 0 && !cs)
-        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    if (rc == 0) {
-        fpx_out o;
-        fpx_out_init(&o);
-        msgpack_packer *h = fpx_reply_ok(r, &o, 2);
-        fpx_pack_cstr(h, "nq");
-        msgpack_pack_int64(h, nq);
-        fpx_pack_cstr(h, "nres");
-        msgpack_pack_uint64(h, (uint64_t)total);
-        size_t lsz = (size_t)(nq + 1) * 8;
-        uint8_t *out = fpx_out_data(&o, lsz + (size_t)total * 12);
-        msgpack_packer *mp = with_meta ? fpx_out_meta(&o) : NULL;
-        if (mp)
-            msgpack_pack_array(mp, (size_t)total);
-        int64_t at = 0;
-        for (int64_t q = 0; out && q < nq; q++) {
-            memcpy(out + (size_t)q * 8, &at, 8);
-            size_t nc = 0;
-            for (int64_t s = 0; s < d->shards; s++) {
-                const uint8_t *p = x[s].m.body.data;
-                int64_t lo, hi;
-                memcpy(&lo, p + (size_t)q * 8, 8);
-                memcpy(&hi, p + (size_t)(q + 1) * 8, 8);
-                for (int64_t j = lo; j < hi && j < nres[s]; j++) {
-                    cand *e = &cs[nc++];
-                    memcpy(&e->label, p + lsz + (size_t)j * 8, 8);
-                    e->dist = dist_at(p + lsz + (size_t)nres[s] * 8 + (size_t)j * 4, 0);
-                    e->shard = s;
-                    e->pos = j;
-                }
-            }
-            qsort(cs, nc, sizeof *cs, by_label);
-            for (size_t j = 0; j < nc; j++, at++) {
-                memcpy(out + lsz + (size_t)at * 8, &cs[j].label, 8);
-                put_dist(out + lsz + (size_t)total * 8 + (size_t)at * 4, cs[j].dist, 0);
-                if (!mp)
-                    continue;
-                const msgpack_object *hits = x[cs[j].shard].m.meta;
-                if (hits->type == MSGPACK_OBJECT_ARRAY &&
-                    hits->via.array.size == (uint32_t)nres[cs[j].shard])
-                    msgpack_pack_object(mp, hits->via.array.ptr[cs[j].pos]);
-                else
-                    msgpack_pack_nil(mp);
-            }
-        }
-        if (out)
-            memcpy(out + (size_t)nq * 8, &at, 8);
-        rc = reply(r, &o);
-    }
-    free(cs);
-    infos_free(x, d->shards);
-    return rc;
-}
-
-/* The vector of label: asked of shard label mod S (where an unkeyed vector
- * is), then of the others (a keyed vector is on its key's shard). */
-static int reconstruct_one(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t label, sreply *x) {
-    static const char *const drop[] = {"label", "i0", "n", NULL};
-    fpx_err last = {0};
-    for (int64_t t = 0; t < d->shards; t++) {
-        int64_t s = (label % d->shards + t) % d->shards;
-        fpx_out o;
-        msgpack_packer *p = sub_begin(&o, r, d, s, "reconstruct", drop, 1);
-        fpx_pack_cstr(p, "label");
-        msgpack_pack_int64(p, label);
-        fpx_err err = {0};
-        if (shard_call(c, r, d, s, &o, x, &err) == 0)
-            return 0;
-        if (err.type != FPX_E_NOT_FOUND) {
-            r->err = err;
-            return -1;
-        }
-        last = err;
-    }
-    /* one server's message, naming the index, not a shard */
-    fpx_err_set(&r->err, last.type, "label %lld is not in index '%s'", (long long)label, d->name);
-    return -1;
-}
-
-static int serve_reconstruct(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    int64_t label = 0;
-    if (fpx_req_int(r, "label", 1, &label) != 0)
-        return -1;
-    if (label < 0)
-        return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "label %lld is not in the index",
-                           (long long)label);
-    sreply x;
-    if (reconstruct_one(c, r, d, label, &x) != 0)
-        return -1;
-    /* the shard's reply is this one's: same request_id, same fields */
-    r->relay = x.buf;
-    r->relay_len = x.len;
-    x.buf = NULL;
-    sreply_free(&x);
-    return 0;
-}
-
-static int serve_reconstruct_n(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    int64_t i0 = 0, n = 0;
-    if (fpx_req_int(r, "i0", 1, &i0) != 0 || fpx_req_int(r, "n", 1, &n) != 0)
-        return -1;
-    if (i0 < 0 || n < 0)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION, "i0 and n must be >= 0");
-    if (n > FPX_SHARD_RECONSTRUCT_MAX)
-        return fpx_err_set(&r->err, FPX_E_LIMIT,
-                           "reconstruct_n of a sharded index takes at most %d labels a call, "
-                           "got %lld",
-                           FPX_SHARD_RECONSTRUCT_MAX, (long long)n);
-    size_t row = row_of(d);
-    fpx_out o;
-    fpx_out_init(&o);
-    msgpack_packer *h = fpx_reply_ok(r, &o, 2);
-    fpx_pack_cstr(h, "dtype");
-    fpx_pack_cstr(h, is_binary(d) ? "uint8" : "float32");
-    fpx_pack_cstr(h, "shape");
-    msgpack_pack_array(h, 2);
-    msgpack_pack_int64(h, n);
-    msgpack_pack_int64(h, width_of(d));
-    uint8_t *out = fpx_out_data(&o, (size_t)n * row);
-    for (int64_t i = 0; out && i < n; i++) {
-        sreply x;
-        if (reconstruct_one(c, r, d, i0 + i, &x) != 0) {
-            fpx_out_discard(&o);
-            return -1;
-        }
-        int ok = x.m.body.data_size == row;
-        if (ok)
-            memcpy(out + (size_t)i * row, x.m.body.data, row);
-        sreply_free(&x);
-        if (!ok) {
-            fpx_out_discard(&o);
-            return fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's reconstruct of another size");
-        }
-    }
-    return reply(r, &o);
 }
 
 /* ---- remove_ids, list_keys, codecs ------------------------------------------------ */
@@ -1324,182 +957,6 @@ static int serve_remove_ids(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     return ok ? reply_counts(r, "removed", removed, ntotal) : -1;
 }
 
-/* One entry of a shard's list_keys page. */
-typedef struct kentry {
-    int64_t label;
-    const msgpack_object *obj;
-} kentry;
-
-static int by_entry_label(const void *a, const void *b) {
-    const kentry *x = a, *y = b;
-    return (x->label > y->label) - (x->label < y->label);
-}
-
-/* The msgpack size of o. */
-static size_t packed_size(const msgpack_object *o) {
-    msgpack_sbuffer sb;
-    msgpack_packer p;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&p, *o);
-    size_t n = sb.size;
-    msgpack_sbuffer_destroy(&sb);
-    return n;
-}
-
-/*
- * list_keys: every shard's entries (each shard listed to its end, page by
- * page), joined in label order, which is one server's order (its slots are
- * in the order of writes, and each write takes the next labels) for every
- * index whose labels were not given with with_ids. The cursor is the next
- * page's first label plus one: a label stays valid across writes and
- * compactions of any shard (so no cursor is ever stale here), and any
- * cursor >= 0 is valid.
- */
-static int serve_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    static const char *const drop[] = {"cursor", "limit", NULL};
-    int64_t cursor = 0, limit = FPX_LIST_KEYS_DEFAULT;
-    if (fpx_req_int(r, "cursor", 0, &cursor) < 0 || fpx_req_int(r, "limit", 0, &limit) < 0)
-        return -1;
-    if (cursor < 0)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION, "cursor must be one list_keys gave");
-    if (limit < 1 || limit > FPX_K_MAX)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION, "limit must be 1..%d", FPX_K_MAX);
-    int64_t from = cursor > 0 ? cursor - 1 : INT64_MIN;
-    sreply **pages = NULL; /* each its own allocation: an fpx_msg points into itself */
-    kentry *es = NULL;
-    size_t npages = 0, cap = 0, ne = 0, ecap = 0;
-    int rc = 0;
-    for (int64_t s = 0; rc == 0 && s < d->shards; s++) {
-        uint64_t next = 0;
-        /* bounded: each page but the last holds at least one entry */
-        for (int64_t round = 0; rc == 0 && round < ((int64_t)1 << 40); round++) {
-            if (npages == cap) {
-                size_t nc = cap ? 2 * cap : 16;
-                sreply **np = realloc(pages, nc * sizeof *np);
-                if (!np) {
-                    rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-                    break;
-                }
-                pages = np;
-                cap = nc;
-            }
-            fpx_out o;
-            msgpack_packer *p = sub_begin(&o, r, d, s, "list_keys", drop, next ? 2 : 1);
-            fpx_pack_cstr(p, "limit");
-            msgpack_pack_int64(p, FPX_K_MAX);
-            if (next) {
-                fpx_pack_cstr(p, "cursor");
-                msgpack_pack_uint64(p, next);
-            }
-            sreply *x = pages[npages] = calloc(1, sizeof *x);
-            if (!x) {
-                fpx_out_discard(&o);
-                rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-                break;
-            }
-            npages++;
-            if (shard_call(c, r, d, s, &o, x, &r->err) != 0) {
-                rc = -1;
-                break;
-            }
-            const msgpack_object *items = x->m.meta ? fpx_map_get(x->m.meta, "items") : NULL;
-            const msgpack_object *nx = x->m.meta ? fpx_map_get(x->m.meta, "next") : NULL;
-            if (!items || items->type != MSGPACK_OBJECT_ARRAY || !nx) {
-                rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's list_keys reply is malformed");
-                break;
-            }
-            for (uint32_t i = 0; i < items->via.array.size; i++) {
-                const msgpack_object *it = &items->via.array.ptr[i];
-                const msgpack_object *l =
-                    it->type == MSGPACK_OBJECT_MAP ? fpx_map_get(it, "label") : NULL;
-                int64_t label;
-                if (!l || fpx_obj_int(l, &label)) {
-                    rc = fpx_err_set(&r->err, FPX_E_INTERNAL,
-                                     "a shard's list_keys entry has no label");
-                    break;
-                }
-                if (label < from)
-                    continue;
-                if (ne == ecap) {
-                    size_t nc = ecap ? 2 * ecap : 256;
-                    kentry *np = realloc(es, nc * sizeof *np);
-                    if (!np) {
-                        rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-                        break;
-                    }
-                    es = np;
-                    ecap = nc;
-                }
-                es[ne++] = (kentry){label, it};
-            }
-            if (nx->type == MSGPACK_OBJECT_NIL)
-                break;
-            if (nx->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-                rc =
-                    fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's list_keys cursor is malformed");
-                break;
-            }
-            next = nx->via.u64;
-        }
-    }
-    if (rc == 0) {
-        qsort(es, ne, sizeof *es, by_entry_label);
-        /* a page, as one server's: limit entries, or about half the message
-         * size limit in bytes (at least one entry) */
-        size_t budget = r->s->cfg->max_message_size / 2, bytes = 0, count = 0;
-        for (; count < ne && (int64_t)count < limit; count++) {
-            size_t b = packed_size(es[count].obj) + 16;
-            if (count > 0 && bytes + b > budget)
-                break;
-            bytes += b;
-        }
-        fpx_out o;
-        fpx_out_init(&o);
-        fpx_reply_ok(r, &o, 0);
-        msgpack_packer *m = fpx_out_meta(&o);
-        msgpack_pack_map(m, 2);
-        fpx_pack_cstr(m, "items");
-        msgpack_pack_array(m, (uint32_t)count);
-        for (size_t i = 0; i < count; i++)
-            msgpack_pack_object(m, *es[i].obj);
-        fpx_pack_cstr(m, "next");
-        if (count < ne)
-            msgpack_pack_int64(m, es[count].label + 1);
-        else
-            msgpack_pack_nil(m);
-        rc = reply(r, &o);
-    }
-    for (size_t i = 0; i < npages; i++) {
-        sreply_free(pages[i]);
-        free(pages[i]);
-    }
-    free(pages);
-    free(es);
-    return rc;
-}
-
-/* sa_encode, sa_decode: FAISS's standalone codec reads only the index's
- * training, which every shard shares (train publishes one trained index to
- * all), so shard 0's answer is the index's. */
-static int serve_codec(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    fpx_out o;
-    sreply x;
-    sub_begin(&o, r, d, 0, r->op->name, NULL, 0);
-    uint8_t *out = fpx_out_data(&o, r->msg.body.data_size);
-    if (out && r->msg.body.data_size)
-        memcpy(out, r->msg.body.data, r->msg.body.data_size);
-    if (r->msg.meta)
-        msgpack_pack_object(fpx_out_meta(&o), *r->msg.meta);
-    if (shard_call(c, r, d, 0, &o, &x, &r->err) != 0)
-        return -1;
-    r->relay = x.buf; /* the same request_id, the same fields */
-    r->relay_len = x.len;
-    x.buf = NULL;
-    sreply_free(&x);
-    return 0;
-}
-
 /* ---- the entry point --------------------------------------------------------------- */
 
 static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d);
@@ -1520,13 +977,13 @@ static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     if (!strcmp(op, "add_vectors"))
         return serve_add(c, r, d);
     if (!strcmp(op, "search"))
-        return serve_search(c, r, d);
+        return fpx_shard_search(c, r, d);
     if (!strcmp(op, "range_search"))
-        return serve_range_search(c, r, d);
+        return fpx_shard_range_search(c, r, d);
     if (!strcmp(op, "reconstruct"))
-        return serve_reconstruct(c, r, d);
+        return fpx_shard_reconstruct(c, r, d);
     if (!strcmp(op, "reconstruct_n"))
-        return serve_reconstruct_n(c, r, d);
+        return fpx_shard_reconstruct_n(c, r, d);
     if (!strcmp(op, "delete_vector"))
         return serve_delete_vector(c, r, d);
     if (!strcmp(op, "train"))
@@ -1534,9 +991,9 @@ static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     if (!strcmp(op, "remove_ids"))
         return serve_remove_ids(c, r, d);
     if (!strcmp(op, "list_keys"))
-        return serve_list_keys(c, r, d);
+        return fpx_shard_list_keys(c, r, d);
     if (!strcmp(op, "sa_encode") || !strcmp(op, "sa_decode"))
-        return serve_codec(c, r, d);
+        return fpx_shard_codec(c, r, d);
     if (!strcmp(op, "export_index"))
         return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
                            "export_index of a sharded index is not served (index '%s' has %lld "
