@@ -140,26 +140,17 @@ int fpx_shard_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size != 2 ||
          fpx_obj_int(&shape->via.array.ptr[0], &nq) || fpx_obj_int(&shape->via.array.ptr[1], &k)))
         rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's search reply without its shape");
-    size_t nres = (size_t)nq * (size_t)k, ncand = nres * (size_t)d->shards;
+    size_t nres = (size_t)nq * (size_t)k;
     for (int64_t s = 0; rc == 0 && s < d->shards; s++)
         if (x[s].m.body.data_size != nres * 12)
             rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "a shard's search reply of another size");
     cand *cs = rc == 0 ? malloc((size_t)(d->shards * (k ? k : 1)) * sizeof *cs) : NULL;
     if (rc == 0 && !cs)
         rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    (void)ncand;
     fpx_out o;
     if (rc == 0) {
         fpx_out_init(&o);
-        msgpack_packer *h = fpx_reply_ok(r, &o, 1 + fpx_shard_binary(d));
-        if (fpx_shard_binary(d)) { /* as one server: Hamming distances are int32 */
-            fpx_pack_cstr(h, "distance_dtype");
-            fpx_pack_cstr(h, "int32");
-        }
-        fpx_pack_cstr(h, "shape");
-        msgpack_pack_array(h, 2);
-        msgpack_pack_int64(h, nq);
-        msgpack_pack_int64(h, k);
+        fpx_reply_search(r, &o, fpx_shard_binary(d), nq, k, 0);
         uint8_t *out = fpx_out_data(&o, nres * 12);
         msgpack_packer *mp = with_meta ? fpx_out_meta(&o) : NULL;
         if (mp)

@@ -173,15 +173,7 @@ static int search_counted(fpx_req *r, fpx_out *o) {
                                   fpx_map_get(r->h, "id_selector"), D, I, &r->err);
     uint8_t *data = NULL;
     if (rc == 0) {
-        msgpack_packer *h = fpx_reply_ok(r, o, 2 + ix->binary);
-        if (ix->binary) {
-            fpx_pack_cstr(h, "distance_dtype");
-            fpx_pack_cstr(h, "int32");
-        }
-        fpx_pack_cstr(h, "shape");
-        msgpack_pack_array(h, 2);
-        msgpack_pack_int64(h, nq);
-        msgpack_pack_int64(h, k);
+        msgpack_packer *h = fpx_reply_search(r, o, ix->binary, nq, k, 1);
         pack_search_stats(r, h);
         if (!(data = fpx_out_data(o, nres * 12)))
             rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
@@ -215,16 +207,7 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
     int batching = r->batching;
     r->batching = 0; /* taken off below, by the search or by cancelling */
     size_t nres = (size_t)nq * (size_t)k;
-    int binary = ix->binary;
-    msgpack_packer *h = fpx_reply_ok(r, o, 1 + binary);
-    if (binary) { /* Hamming distances are int32, the same width */
-        fpx_pack_cstr(h, "distance_dtype");
-        fpx_pack_cstr(h, "int32");
-    }
-    fpx_pack_cstr(h, "shape");
-    msgpack_pack_array(h, 2);
-    msgpack_pack_int64(h, nq);
-    msgpack_pack_int64(h, k);
+    fpx_reply_search(r, o, ix->binary, nq, k, 0); /* int32 Hamming distances: the same width */
     uint8_t *data = fpx_out_data(o, nres * 12);
     if (!data)
         rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");

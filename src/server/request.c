@@ -23,6 +23,20 @@ msgpack_packer *fpx_reply_ok(fpx_req *r, fpx_out *o, size_t extra) {
     return pk;
 }
 
+msgpack_packer *fpx_reply_search(fpx_req *r, fpx_out *o, int binary, int64_t nq, int64_t k,
+                                 size_t extra) {
+    msgpack_packer *h = fpx_reply_ok(r, o, 1 + (binary ? 1 : 0) + extra);
+    if (binary) {
+        fpx_pack_cstr(h, "distance_dtype");
+        fpx_pack_cstr(h, "int32");
+    }
+    fpx_pack_cstr(h, "shape");
+    msgpack_pack_array(h, 2);
+    msgpack_pack_int64(h, nq);
+    msgpack_pack_int64(h, k);
+    return h;
+}
+
 void fpx_pack_bool(msgpack_packer *pk, int v) {
     if (v)
         msgpack_pack_true(pk);

@@ -84,6 +84,11 @@ typedef struct fpx_req {
 
 /* Starts an "ok" reply header with room for `extra` more keys. */
 msgpack_packer *fpx_reply_ok(fpx_req *r, fpx_out *o, size_t extra);
+/* The "ok" header of a search's reply, nq queries of k hits: with
+ * "distance_dtype": "int32" for a binary index (Hamming distances), then
+ * "shape": [nq, k], and room for `extra` more keys. */
+msgpack_packer *fpx_reply_search(fpx_req *r, fpx_out *o, int binary, int64_t nq, int64_t k,
+                                 size_t extra);
 void fpx_pack_bool(msgpack_packer *pk, int v);
 
 /* An integer header field: 0, 1 when absent and not required, -1 (r->err set). */
