@@ -995,11 +995,7 @@ static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     if (!strcmp(op, "sa_encode") || !strcmp(op, "sa_decode"))
         return fpx_shard_codec(c, r, d);
     if (!strcmp(op, "export_index"))
-        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
-                           "export_index of a sharded index is not served (index '%s' has %lld "
-                           "shards): FAISS's bytes of one index cannot be made from the shards "
-                           "faithfully; export the vectors with reconstruct_n and list_keys",
-                           d->name, (long long)d->shards);
+        return fpx_shard_export(c, r, d);
     if (!strcmp(op, "set_params")) {
         int ok;
         if (on_every_shard(c, r, d, op, NULL, &sum) != 0)

@@ -70,4 +70,8 @@ int fpx_shard_reconstruct_n(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 int fpx_shard_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 int fpx_shard_codec(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 
+/* shard_export.c: export_index of a sharded index d, as one server would
+ * answer it (r->relay), or -1 with r->err. */
+int fpx_shard_export(fpx_cluster *c, fpx_req *r, const fpx_def *d);
+
 #endif

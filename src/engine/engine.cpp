@@ -2563,6 +2563,75 @@ int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
+int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err) {
+    auto bf = e->bin ? dynamic_cast<faiss::IndexBinaryFlat *>(e->bin.get()) : nullptr;
+    auto of = other->bin ? dynamic_cast<faiss::IndexBinaryFlat *>(other->bin.get()) : nullptr;
+    if (!bf || !of)
+        return fpx_engine_merge_check(e, other, err) || fpx_engine_merge(e, other, err) ? -1 : 0;
+    if (bf->d != of->d)
+        return set_err(err, FPX_E_VALIDATION, "binary flat indexes of %d and %d bits", (int)bf->d,
+                       (int)of->d);
+    try {
+        bf->xb.insert(bf->xb.end(), of->xb.begin(), of->xb.end());
+        bf->ntotal += of->ntotal;
+        of->reset();
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+/* Codes of n positions, code_size bytes each, reordered: position p takes
+ * the old position order[p]. */
+static void permute_codes(std::vector<uint8_t> &codes, size_t cs, const int64_t *order, size_t n) {
+    std::vector<uint8_t> out(n * cs);
+    for (size_t p = 0; p < n; p++)
+        memcpy(&out[p * cs], &codes[(size_t)order[p] * cs], cs);
+    codes.swap(out);
+}
+
+int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *err) {
+    int64_t ntotal = fpx_engine_ntotal(e);
+    if (n != ntotal)
+        return set_err(err, FPX_E_INTERNAL, "a reordering of %lld positions for %lld vectors",
+                       (long long)n, (long long)ntotal);
+    std::vector<idx_t> inv((size_t)n, -1);
+    for (int64_t p = 0; p < n; p++) {
+        if (order[p] < 0 || order[p] >= n || inv[(size_t)order[p]] != -1)
+            return set_err(err, FPX_E_INTERNAL, "a reordering that is not a permutation");
+        inv[(size_t)order[p]] = p;
+    }
+    try {
+        if (e->bin) {
+            if (auto ivf = dynamic_cast<faiss::IndexBinaryIVF *>(e->bin.get())) {
+                rewrite_ivf_ids(ivf, [&](idx_t id) { return inv[(size_t)id]; });
+                return 0;
+            }
+            auto f = dynamic_cast<faiss::IndexBinaryFlat *>(e->bin.get());
+            if (!f)
+                return set_err(err, FPX_E_UNSUPPORTED,
+                               "the vectors of this binary index type cannot be reordered");
+            permute_codes(f->xb, (size_t)f->code_size, order, (size_t)n);
+            return 0;
+        }
+        if (auto ivf = core_ivf(e->index.get())) {
+            rewrite_ivf_ids(ivf, [&](idx_t id) { return inv[(size_t)id]; });
+            return 0;
+        }
+        Index *core = e->index.get();
+        while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(core))
+            core = pt->index;
+        auto fc = dynamic_cast<faiss::IndexFlatCodes *>(core);
+        if (!fc)
+            return set_err(err, FPX_E_UNSUPPORTED,
+                           "the vectors of this index type cannot be reordered (only flat-code "
+                           "and IVF indexes can)");
+        permute_codes(fc->codes, fc->code_size, order, (size_t)n);
+        std::vector<float>().swap(e->norms); /* computed again, in the new order */
+        sync_norms(e);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
 /* Runs fn, a call of FAISS's standalone codec, on a float index: binary ones
  * have none in FAISS 1.7.3. */
 static int codec_call(const fpx_engine *e, fpx_err *err, const std::function<void()> &fn) {

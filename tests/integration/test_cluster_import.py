@@ -8,10 +8,12 @@ import larger than one NATS message is carried in several stream records and
 rebuilt from them by a node restarted on an empty data dir (no peer holding
 it) as well as from a peer's snapshot; that bad bytes get the single
 server's error and leave nothing behind (no listed index, no definition in
-the bucket, no stream); that the CLI's restore works against a cluster; and
+the bucket, no stream); that the CLI's restore works against a cluster, and
+its backup saves sharded indexes; and
 that merge_from is refused with a clear error, changing nothing.
 """
 import shutil
+import time
 
 import faiss
 import numpy as np
@@ -247,6 +249,44 @@ def test_cli_restore_into_cluster(cl, server, tmp_path):
     assert c.delete(ivf, ["v1"])["deleted"] == 1
     c.drop(plain)
     c.drop(ivf)
+
+
+def test_cli_backup_of_sharded_indexes(cl, fresh_server, tmp_path):
+    """The CLI's backup of a cluster's tenant saves its sharded indexes
+    (export_index joins the shards), keys and metadata included: restored
+    into one server, they answer as the cluster did."""
+    from test_cli import ok as cli_ok
+    cs = [n.client() for n in cl.nodes]
+    d = 8
+    x = rand(300, d, 21)
+    flat, ivf = unique("bflat"), unique("bivf")
+    cs[0].ok({"operation": "create_index", "index_id": flat, "dimension": d, "shards": 3})
+    cs[0].add(flat, x[:100])
+    cs[0].add(flat, x[100:200], [{"id": "f%d" % i, "metadata": {"i": i}} for i in range(100)])
+    assert cs[0].delete(flat, ["f3", 7])["deleted"] == 2
+    cs[1].ok({"operation": "create_index", "index_id": ivf, "dimension": d, "shards": 2,
+              "index_type": "IVF4,Flat"})
+    cs[1].train(ivf, x)
+    cs[1].add(ivf, x, [{"id": "v%d" % i} for i in range(300)])
+    q = x[:6] + 0.01
+    for n in (flat, ivf):  # the replicas of every shard applied every write
+        deadline = time.time() + 30
+        while len({c.info(n)["write_seq"] for c in cs}) != 1:
+            assert time.time() < deadline, "replicas did not converge"
+            time.sleep(0.05)
+    before = {n: cs[2].search(n, q, 5, include_metadata=True) for n in (flat, ivf)}
+    bdir = str(tmp_path / "backup")
+    cli_ok(cl.nodes[2], "backup", bdir)
+    cli_ok(fresh_server, "restore", bdir)
+    one = fresh_server.client()
+    for n in (flat, ivf):
+        D, I, m = one.search(n, q, 5, include_metadata=True)
+        assert np.array_equal(I, before[n][1]) and m == before[n][2]
+        assert np.allclose(D, before[n][0], rtol=1e-6, atol=1e-6)
+    assert one.info(flat)["ntotal"] == 198 and one.info(ivf)["ntotal"] == 300
+    assert one.delete(flat, ["f4"])["deleted"] == 1  # the keys came back
+    cs[0].drop(flat)
+    cs[0].drop(ivf)
 
 
 def test_merge_from_refused_unchanged(cl):

@@ -8,7 +8,8 @@ delete_vector, remove_ids (by labels and by range), searches (plain, keyed
 with metadata, filtered, with an id selector), range_search, list_keys (every
 page, with small limits), reconstruct and the codecs (sa_encode, sa_decode)
 answer exactly as one server; that remove_ids on a type whose labels FAISS
-renumbers and export_index are refused, changing nothing; and that an add
+renumbers is refused, changing nothing; that export_index gives the
+vectors one server exports; and that an add
 whose part for one shard cannot be logged (NATS refuses it: that shard's
 stream is at its message limit) is an error
 saying what was added, never a success, also when sent again, and that once the
@@ -87,6 +88,33 @@ def settled(cs, name):
         time.sleep(0.05)
 
 
+def exported(blob):
+    """What FAISS reads from export_index's bytes: the classes (an IDMap
+    wrapper and what it wraps), the IVF's centroids, and each label's code
+    (with its list number in an IVF)."""
+    import faiss
+    idx = faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
+    kinds, ids, outer = [type(idx).__name__], None, idx  # outer owns what it wraps
+    if isinstance(idx, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        ids = faiss.vector_to_array(outer.id_map)
+        idx = faiss.downcast_index(outer.index)
+        kinds.append(type(idx).__name__)
+    if isinstance(idx, faiss.IndexIVF):
+        q = faiss.downcast_index(idx.quantizer)
+        centroids = q.reconstruct_n(0, q.ntotal).tobytes()
+        inv, cs, out = idx.invlists, idx.invlists.code_size, {}
+        for ln in range(idx.nlist):
+            n = inv.list_size(ln)
+            lids = faiss.rev_swig_ptr(inv.get_ids(ln), n).copy()
+            codes = faiss.rev_swig_ptr(inv.get_codes(ln), n * cs).copy()
+            for j in range(n):
+                out[int(lids[j])] = (ln, codes[j * cs:(j + 1) * cs].tobytes())
+        return kinds, centroids, out
+    codes = faiss.vector_to_array(idx.codes).reshape(idx.ntotal, -1)
+    ids = ids if ids is not None else np.arange(idx.ntotal)
+    return kinds, None, {int(i): codes[p].tobytes() for p, i in enumerate(ids)}
+
+
 # index type, metric, training vectors (FAISS's k-means copies the training
 # set when it holds exactly as many points as centroids: the same quantizer on
 # one server and in the cluster), remove_ids served
@@ -157,8 +185,6 @@ def test_sharded_answers_as_one_server(cl, plain_server, index_type, metric, ntr
         e = cs[1].error({"operation": "remove_ids", "index_id": name, "ids": [0, 1]})
         assert e["error_type"] == "unsupported" and "renumber" in e["message"]
         assert cs[2].info(name)["ntotal"] == before
-    e = cs[2].error({"operation": "export_index", "index_id": name})
-    assert e["error_type"] == "unsupported" and "shards" in e["message"]
     settled(cs, name)
     q = rand(6, d, 999)
     ntotal = plain.info(name)["ntotal"]
@@ -198,6 +224,12 @@ def test_sharded_answers_as_one_server(cl, plain_server, index_type, metric, ntr
             hd = {"operation": "sa_decode", "index_id": name, "dtype": "uint8",
                   "vector_shape": want[0]["shape"]}
             assert c.call(hd, want[1]) == plain.call(hd, want[1])
+    # export_index: one index of FAISS's, the vectors of every shard with
+    # their labels, as one server exports them (label order where one server
+    # keeps the order of writes: label 7 was given again)
+    want = exported(plain.ok({"operation": "export_index", "index_id": name})[1])
+    for c in cs:
+        assert exported(c.ok({"operation": "export_index", "index_id": name})[1]) == want
     keys = all_keys(cs[0], name, 100000)[1]
     assert keys and [e["label"] for e in keys] == sorted(e["label"] for e in keys)
     bad = {"operation": "list_keys", "index_id": name, "limit": 0}

@@ -7,7 +7,8 @@ server given the same requests, whatever node each request goes through;
 that unkeyed labels are FAISS's numbering; that ntotal sums over the shards
 and the shard map spreads shards over nodes; that an IVF is trained once
 (every shard shares the quantizer) and answers as one server; that
-operations not served on a sharded index say so; and that a node restarted
+operations not served on a sharded index say so; that export_index gives one
+FAISS index of every shard's vectors; and that a node restarted
 on an empty data dir rebuilds its shards from the streams.
 """
 import shutil
@@ -169,6 +170,21 @@ def test_trained_once_answers_as_one_server(cl, index_type):
     # every node gives the same answer: one quantizer, the same shards
     for Dv, Iv in answers[1:]:
         assert np.array_equal(Dv, answers[0][0]) and np.array_equal(Iv, answers[0][1])
+    # export_index: one FAISS index holding every shard's vectors, in the
+    # order they were added (unkeyed labels 0..299), with the one training
+    blob = cs[2].ok({"operation": "export_index", "index_id": name})[1]
+    exp = faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
+    assert type(exp).__name__ == ("IndexIVFFlat" if index_type.startswith("IVF") else "IndexPQ")
+    assert exp.ntotal == 300
+    if index_type.startswith("IVF"):
+        exp.nprobe = 4
+        assert np.array_equal(exp.search(q, 5)[1], I)
+        qz = cs[0].ok({"operation": "export_index", "index_id": name, "part": "quantizer"})[1]
+        assert faiss.deserialize_index(np.frombuffer(qz, "uint8").copy()).ntotal == 4
+    else:
+        codes = faiss.vector_to_array(exp.codes).reshape(300, -1)
+        assert np.array_equal(codes, exp.sa_encode(x))
+        assert np.array_equal(exp.search(q, 5)[1], answers[0][1])
     if index_type.startswith("IVF"):  # set_params reaches every shard
         cs[1].ok({"operation": "set_params", "index_id": name, "name": "nprobe", "value": 4})
         for c in cs:
@@ -186,6 +202,12 @@ def test_binary_answers_as_one_server_and_faiss(cl, fresh_server):
     d = 64
     name = unique("bflat")
     run_same(cs, plain, name, "BFlat", 3, d, binary=True)
+    # export_index: the codes FAISS reads back are one server's (FAISS 1.7.3
+    # cannot merge binary flat indexes: the shards' codes are appended)
+    want = plain.ok({"operation": "export_index", "index_id": name})[1]
+    for c in cs:
+        got = c.ok({"operation": "export_index", "index_id": name})[1]
+        assert got == want
     h = cs[0].error({"operation": "remove_ids", "index_id": name, "ids": [1]})
     assert h["error_type"] == "unsupported"  # FAISS renumbers a binary flat
     cs[0].drop(name)
@@ -262,12 +284,18 @@ def test_unsupported_and_bad_shards(cl):
     h = c.error({"operation": "create_index", "index_id": name, "dimension": 4, "shards": 65})
     assert h["error_type"] == "validation_error"
     c.ok({"operation": "create_index", "index_id": name, "dimension": 4, "shards": 2})
-    h = c.error({"operation": "export_index", "index_id": name})
-    assert h["error_type"] == "unsupported" and "sharded" in h["message"]
     h = c.error({"operation": "remove_ids", "index_id": name, "ids": [1]})
     assert h["error_type"] == "unsupported"
     h = c.error({"operation": "get_index_info", "index_id": ".shard-" + "0" * 32 + "-0"})
     assert h["error_type"] == "validation_error"
+    c.drop(name)
+    # FAISS cannot merge HNSW indexes: their shards do not make one export
+    c.ok({"operation": "create_index", "index_id": name, "dimension": 4, "shards": 2,
+          "index_type": "HNSW8"})
+    c.add(name, rand(10, 4, 3))
+    h = c.error({"operation": "export_index", "index_id": name})
+    assert h["error_type"] == "unsupported" and "merge_from" in h["message"], h
+    assert c.info(name)["ntotal"] == 10
     c.drop(name)
 
 
