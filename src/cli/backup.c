@@ -11,10 +11,11 @@
  * An index is saved whole or tried again: its write_seq is read before the
  * export and after the last page of keys, and a write in between (the two
  * differ) starts that index over. Restore hands the bytes and the keys to one
- * import_index, so the index comes back as it was, keys and lease included,
- * or not at all. An index deleted after the list was read (not_found from
- * any of its requests) is left out of the backup, with a line saying so: it
- * no longer exists, and the others are still saved.
+ * import_index, so the index comes back as it was, keys and lease included
+ * (a cluster's sharded index with its shards), or not at all. An index
+ * deleted after the list was read (not_found from any of its requests) is
+ * left out of the backup, with a line saying so: it no longer exists, and
+ * the others are still saved.
  */
 #include "cli.h"
 
@@ -363,6 +364,9 @@ static int restore_index(fpx_cli *cli, const char *dir, const json_t *e) {
     const char *type = fpx_str_or(json_object_get(e, "index_type"), "imported");
     const char *keys = json_string_value(json_object_get(e, "keys"));
     json_int_t lease = json_integer_value(json_object_get(e, "lease_seconds"));
+    /* a cluster's sharded index comes back with its shards (one server
+     * holds every index whole and reads no "shards") */
+    json_int_t shards = json_integer_value(json_object_get(e, "shards"));
     char *ipath = path_join(dir, json_string_value(json_object_get(e, "file")), "");
     char *kpath = keys && !strchr(keys, '/') ? path_join(dir, keys, "") : NULL;
     uint8_t *bytes = NULL;
@@ -371,9 +375,13 @@ static int restore_index(fpx_cli *cli, const char *dir, const json_t *e) {
     if (!rc && keys && !kpath)
         rc = fpx_cli_say(FPX_EXIT_INPUT, "%s: bad keys file name", dir);
     fpx_rawreq rq;
-    fpx_rawreq_begin(cli, &rq, "import_index", name, 1 + (lease > 0));
+    fpx_rawreq_begin(cli, &rq, "import_index", name, 1 + (lease > 0) + (shards > 1));
     fpx_mp_pack_str(&rq.hp, "index_type");
     fpx_mp_pack_str(&rq.hp, type);
+    if (shards > 1) {
+        fpx_mp_pack_str(&rq.hp, "shards");
+        msgpack_pack_int64(&rq.hp, shards);
+    }
     if (lease > 0) {
         fpx_mp_pack_str(&rq.hp, "lease_seconds");
         msgpack_pack_int64(&rq.hp, lease);

@@ -43,9 +43,9 @@
 #define CHUNK_SLACK 4096
 #define CHUNK_MIN 1024
 
-int fpx_import_publish(fpx_cluster *c, fpx_req *r, fpx_def *d, fpx_err *err) {
-    const uint8_t *data = r->msg.body.data, *meta = r->msg.body.meta;
-    size_t dlen = r->msg.body.data_size, mlen = r->msg.body.meta_size;
+int fpx_import_publish(fpx_cluster *c, const fpx_import_src *src, fpx_def *d, fpx_err *err) {
+    const uint8_t *data = src->data, *meta = src->meta;
+    size_t dlen = src->dlen, mlen = src->mlen;
     uint64_t total = 8 + (uint64_t)dlen + mlen;
     int64_t max = natsConnection_GetMaxPayload(c->nc);
     size_t chunk = max > CHUNK_SLACK + CHUNK_MIN ? (size_t)max - CHUNK_SLACK : CHUNK_MIN;

@@ -294,6 +294,13 @@ void fpx_cluster_stream_names(const uint8_t *uid, char *stream, char *subject);
 /* natsStatus as an fpx_err: unavailable, with what failed. */
 int fpx_cluster_fail(fpx_err *err, const char *what, natsStatus st);
 
+/* What an index is imported from: FAISS's bytes and a metadata section
+ * (msgpack; may be empty), as import_index's request carries them. */
+typedef struct fpx_import_src {
+    const uint8_t *data, *meta;
+    size_t dlen, mlen;
+} fpx_import_src;
+
 /* 1 when node is one of list (node ids separated by ',', or ';' between a
  * shard map's shards). */
 int fpx_list_has(const char *list, const char *node);
@@ -317,6 +324,9 @@ int fpx_cluster_reply_deleted(fpx_req *r);
  * its stream, then its definition (a KV create); opened here when placed
  * here. */
 int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err);
+/* fpx_cluster_define of an index whose content is imported from imp
+ * (written to its stream before the definition names it). */
+int fpx_cluster_define_import(fpx_cluster *c, fpx_def *d, const fpx_import_src *imp, fpx_err *err);
 
 /* Catches this node's replica of tenant/name (when it holds one) up with
  * the last record of its stream, so that what it answers next includes
@@ -335,6 +345,25 @@ int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 /* The info map of the sharded index d, as get_index_info answers it, packed
  * into sb (r is the request asking, for its credentials). */
 int fpx_shard_info(fpx_cluster *c, fpx_req *r, const fpx_def *d, msgpack_sbuffer *sb);
+/* Sets the label counter of the sharded index d: the next unkeyed add takes
+ * labels from next on. */
+int fpx_shard_set_labels(fpx_cluster *c, const fpx_def *d, int64_t next, fpx_err *err);
+/* The shard a vector with caller key `key` goes to, of `shards`. */
+int64_t fpx_shard_of_key(const msgpack_object *key, int64_t shards);
+
+/* shard_import.c: import_index's index r->made (with its keys, r's
+ * metadata section "items") cut into the content of each of `shards`
+ * shards, routed as adds are: part[i] is shard i's FAISS bytes and items
+ * (held in the struct until fpx_shard_import_free), next the label
+ * counter's next value (one server's next unkeyed label). */
+typedef struct fpx_shard_parts {
+    fpx_import_src part[FPX_SHARDS_MAX];
+    uint8_t *bytes[FPX_SHARDS_MAX];
+    msgpack_sbuffer meta[FPX_SHARDS_MAX];
+    int64_t n, next;
+} fpx_shard_parts;
+int fpx_shard_import_split(const fpx_req *r, int64_t shards, fpx_shard_parts *out, fpx_err *err);
+void fpx_shard_import_free(fpx_shard_parts *p);
 
 /* peer.c: before a replica of d opens here. *ix is the local index of d's
  * unique id (referenced) or NULL. When it is older than the stream's first
@@ -412,10 +441,9 @@ int fpx_log_publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_
 /* The stream's last sequence. */
 int fpx_log_last_seq(fpx_cluster *c, const uint8_t *uid, uint64_t *seq, fpx_err *err);
 
-/* import.c: writes import_index's request r (FAISS's bytes and its
- * metadata section) to the new, empty stream of d as its first records,
+/* import.c: writes src to the new, empty stream of d as its first records,
  * chunked to fit NATS's max_payload; sets d->import_records. */
-int fpx_import_publish(fpx_cluster *c, fpx_req *r, fpx_def *d, fpx_err *err);
+int fpx_import_publish(fpx_cluster *c, const fpx_import_src *src, fpx_def *d, fpx_err *err);
 /* The imported index d built from its stream's first d->import_records
  * records (*made, unregistered, at that sequence). */
 int fpx_import_rebuild(fpx_cluster *c, const fpx_def *d, fpx_index **made, fpx_err *err);

@@ -223,8 +223,8 @@ static int past_deadline(fpx_cluster *c, const char *name, uint64_t since, fpx_e
  * its index, referenced for the caller. The replica itself is not handed out:
  * once the lock is released, a delete through another node may free it.
  */
-static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_index **ix, fpx_req *imp,
-                  fpx_err *err) {
+static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_index **ix,
+                  const fpx_import_src *imp, fpx_err *err) {
     char key[2 * FPX_NAME_MAX + 2], stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     fpx_replica *rep = NULL;
     *ix = NULL;
@@ -290,13 +290,17 @@ static int define(fpx_cluster *c, fpx_def *d, fpx_index **made, fpx_index **ix, 
     return rc;
 }
 
-int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err) {
+int fpx_cluster_define_import(fpx_cluster *c, fpx_def *d, const fpx_import_src *imp, fpx_err *err) {
     fpx_index *ix = NULL;
-    if (define(c, d, NULL, &ix, NULL, err) != 0)
+    if (define(c, d, NULL, &ix, imp, err) != 0)
         return -1;
     if (ix)
         fpx_index_unref(ix);
     return 0;
+}
+
+int fpx_cluster_define(fpx_cluster *c, fpx_def *d, fpx_err *err) {
+    return fpx_cluster_define_import(c, d, NULL, err);
 }
 
 int fpx_cluster_undefine(fpx_cluster *c, const char *tenant, const char *name, fpx_err *err) {
@@ -343,15 +347,15 @@ int fpx_cluster_reply_deleted(fpx_req *r) {
  * itself is defined last, with its shard map: until then nothing names it,
  * and a create that loses the race takes its shards away again.
  */
-static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards, int live) {
+/* Creates (import: imports) the index d of `shards` shards over the live
+ * data nodes `live` (comma-separated, this node first: the same list its
+ * replicas' count was taken from). */
+static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards, int import,
+                          const char *live) {
     char nodes[PLACEMENT_MAX][FPX_NODE_ID_MAX + 1];
     int n = 0;
     char list[PLACEMENT_LEN];
-    /* every live data node this time, not just replicas of them */
-    int all = 0;
-    if (fpx_live_nodes(c, list, sizeof list, PLACEMENT_MAX, &all, &r->err) != 0)
-        return -1;
-    (void)live;
+    snprintf(list, sizeof list, "%s", live);
     for (char *save = NULL, *t = strtok_r(list, ",", &save); t && n < PLACEMENT_MAX;
          t = strtok_r(NULL, ",", &save))
         snprintf(nodes[n++], sizeof nodes[0], "%s", t);
@@ -365,7 +369,16 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
             at += (size_t)snprintf(d->shard_map + at, cap - at, "%s%s", j ? "," : (i ? ";" : ""),
                                    nodes[(i + j) % n]);
     d->shards = shards;
-    int rc = 0;
+    /* An import is cut into its shards' contents first: each shard is
+     * defined as an import of its part, and the label counter goes on
+     * from the imported labels before the index is named. */
+    fpx_shard_parts *parts = import ? malloc(sizeof *parts) : NULL;
+    int rc = import && !parts ? fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory") : 0;
+    if (rc == 0 && parts && fpx_shard_import_split(r, shards, parts, &r->err) != 0) {
+        free(parts);
+        parts = NULL;
+        rc = -1;
+    }
     int64_t made = 0;
     uint64_t started = fpx_mono_ms();
     for (; rc == 0 && made < shards; made++) {
@@ -375,7 +388,13 @@ static int create_sharded(fpx_cluster *c, fpx_req *r, fpx_def *d, int64_t shards
         fpx_shard_name(d->uid, made, sd.name);
         randombytes_buf(sd.uid, sizeof sd.uid);
         fpx_def_shard_nodes(d, made, sd.placement, sizeof sd.placement);
-        rc = fpx_cluster_define(c, &sd, &r->err);
+        rc = fpx_cluster_define_import(c, &sd, parts ? &parts->part[made] : NULL, &r->err);
+    }
+    if (rc == 0 && parts)
+        rc = fpx_shard_set_labels(c, d, parts->next, &r->err);
+    if (parts) {
+        fpx_shard_import_free(parts);
+        free(parts);
     }
     /* Shards not named by their index within the deadline are another
      * node's to remove as orphans: given up, undone below. The index itself
@@ -462,11 +481,6 @@ int fpx_cluster_create(fpx_req *r) {
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "shards must be in 1..%d, got %lld",
                            FPX_SHARDS_MAX, (long long)shards);
     int import = !strcmp(r->op->name, "import_index");
-    if (import && shards > 1)
-        return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "import_index makes an index of one shard in this version (shards "
-                           "1): import it, then copy its vectors into a sharded index with "
-                           "reconstruct_n and add_vectors");
     if (import &&
         fpx_server_check_quota(r->s, m->tenant, m->nlive, r->msg.body.data_size, &r->err) != 0)
         return -1;
@@ -502,6 +516,8 @@ int fpx_cluster_create(fpx_req *r) {
                            "replicas is %lld, but %d data nodes are live", (long long)replicas,
                            live);
     d.replicas = replicas;
+    char every[PLACEMENT_LEN]; /* a sharded index spreads over all of them */
+    snprintf(every, sizeof every, "%s", d.placement);
     char *cut = d.placement; /* this node first, then the others, up to replicas */
     for (int64_t i = 0; i < replicas && cut; i++) {
         cut = strchr(cut, ',');
@@ -519,8 +535,6 @@ int fpx_cluster_create(fpx_req *r) {
      * lapsed while the index is being made. */
     if (lease && fpx_clease_put(c, d.uid, d.tenant, d.name, lease, &r->err) != 0)
         return -1;
-    if (shards > 1)
-        return create_sharded(c, r, &d, shards, live);
     if (import) { /* taken already: said before the import is written anywhere */
         fpx_def had;
         char key[2 * FPX_NAME_MAX + 2];
@@ -533,8 +547,12 @@ int fpx_cluster_create(fpx_req *r) {
         if (found < 0)
             return -1;
     }
+    if (shards > 1)
+        return create_sharded(c, r, &d, shards, import, every);
     fpx_index *ix = NULL;
-    if (define(c, &d, &r->made, &ix, import ? r : NULL, &r->err) != 0)
+    fpx_import_src src = {r->msg.body.data, r->msg.body.meta, r->msg.body.data_size,
+                          r->msg.body.meta_size};
+    if (define(c, &d, &r->made, &ix, import ? &src : NULL, &r->err) != 0)
         return -1;
     if (lease)
         fpx_clease_begin(c, d.uid);

@@ -384,7 +384,7 @@ static int serve_info(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
 
 /* FNV-1a, 64 bits, of the key's msgpack encoding (as msgpack-c packs it:
  * the shortest form), mod the shards: the same on every node and version. */
-static int64_t key_shard(const msgpack_object *key, int64_t shards) {
+int64_t fpx_shard_of_key(const msgpack_object *key, int64_t shards) {
     msgpack_sbuffer sb;
     msgpack_packer p;
     msgpack_sbuffer_init(&sb);
@@ -518,7 +518,7 @@ static int reserve_for(fpx_cluster *c, const fpx_req *r, const fpx_def *d, int64
     return fpx_err_set(err, FPX_E_UNAVAILABLE, "cannot record the add's label reservation");
 }
 
-static int set_labels(fpx_cluster *c, const fpx_def *d, int64_t next, fpx_err *err) {
+int fpx_shard_set_labels(fpx_cluster *c, const fpx_def *d, int64_t next, fpx_err *err) {
     char key[FPX_UID_HEX], v[32];
     uint64_t rev;
     fpx_cluster_uid_hex(d->uid, key);
@@ -653,7 +653,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         const msgpack_object *e = items ? &items->via.array.ptr[i] : NULL;
         const msgpack_object *key =
             e && e->type == MSGPACK_OBJECT_MAP ? fpx_map_get(e, "id") : NULL;
-        shard[i] = key && key->type != MSGPACK_OBJECT_NIL ? key_shard(key, d->shards)
+        shard[i] = key && key->type != MSGPACK_OBJECT_NIL ? fpx_shard_of_key(key, d->shards)
                                                           : labels[i] % d->shards;
     }
     if (rc == 0 && with_ids)
@@ -800,7 +800,7 @@ static int serve_delete_vector(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     int64_t deleted = 0;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *id = &ids[i];
-        int64_t home = key_shard(id, d->shards), got = 0;
+        int64_t home = fpx_shard_of_key(id, d->shards), got = 0;
         if (delete_one(c, r, d, home, id, &got) != 0)
             return -1;
         int label = id->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
@@ -970,7 +970,7 @@ int fpx_shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
 static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     const char *op = r->op->name;
     int64_t sum = 0;
-    if (!strcmp(op, "get_index_info") || !strcmp(op, "create_index"))
+    if (!strcmp(op, "get_index_info") || !strcmp(op, "create_index") || !strcmp(op, "import_index"))
         return serve_info(c, r, d);
     if (!strcmp(op, "delete_index"))
         return serve_drop(c, r, d);
@@ -1004,7 +1004,8 @@ static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         return ok ? reply_counts(r, NULL, 0, ntotal) : -1;
     }
     if (!strcmp(op, "reset")) {
-        if (on_every_shard(c, r, d, op, NULL, &sum) != 0 || set_labels(c, d, 0, &r->err) != 0)
+        if (on_every_shard(c, r, d, op, NULL, &sum) != 0 ||
+            fpx_shard_set_labels(c, d, 0, &r->err) != 0)
             return -1;
         return reply_counts(r, NULL, 0, 0);
     }

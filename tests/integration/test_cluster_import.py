@@ -8,8 +8,9 @@ import larger than one NATS message is carried in several stream records and
 rebuilt from them by a node restarted on an empty data dir (no peer holding
 it) as well as from a peer's snapshot; that bad bytes get the single
 server's error and leave nothing behind (no listed index, no definition in
-the bucket, no stream); that the CLI's restore works against a cluster, and
-its backup saves sharded indexes; and
+the bucket, no stream); that an import with shards answers as one server
+given the same import; that the CLI's restore works against a cluster, and
+its backup saves sharded indexes and restores them with their shards; and
 that merge_from is refused with a clear error, changing nothing.
 """
 import shutil
@@ -163,7 +164,7 @@ def test_large_import_chunked_and_rebuilt(cl):
 def test_bad_bytes_as_one_server_and_nothing_left(cl, client):
     """Bytes FAISS cannot read get the single server's error, through any
     node; no index is listed, no definition stored, no stream made. So are a
-    taken name and shards > 1."""
+    taken name (also with shards) and a bad shards."""
     good = faiss.serialize_index(build("Flat", 8, 50, 3)).tobytes()
     bad = bytearray(good)
     bad[:4] = b"XXXX"
@@ -180,7 +181,7 @@ def test_bad_bytes_as_one_server_and_nothing_left(cl, client):
             assert name not in [i["index_id"] for i in c.list()]
         assert not definition_stored(cl, name)
     name = unique("sharded")
-    h, _, _ = import_bytes(cs[0], name, good, {"shards": 2})
+    h, _, _ = import_bytes(cs[0], name, good, {"shards": 65})
     assert h["status"] == "error" and h["error_type"] == "validation_error", h
     assert "shards" in h["message"]
     assert not definition_stored(cl, name)
@@ -190,9 +191,10 @@ def test_bad_bytes_as_one_server_and_nothing_left(cl, client):
     cs[0].create(name, 8)
     assert definition_stored(cl, name)  # what the checks above would see
     had = streams(cl)
-    h, _, _ = import_bytes(cs[1], name, good)
-    assert h["status"] == "error" and h["error_type"] == "already_exists", h
-    assert streams(cl) == had
+    for extra in (None, {"shards": 3}):
+        h, _, _ = import_bytes(cs[1], name, good, extra)
+        assert h["status"] == "error" and h["error_type"] == "already_exists", h
+        assert streams(cl) == had
     assert cs[2].info(name)["ntotal"] == 0
     cs[0].drop(name)
 
@@ -285,8 +287,89 @@ def test_cli_backup_of_sharded_indexes(cl, fresh_server, tmp_path):
         assert np.allclose(D, before[n][0], rtol=1e-6, atol=1e-6)
     assert one.info(flat)["ntotal"] == 198 and one.info(ivf)["ntotal"] == 300
     assert one.delete(flat, ["f4"])["deleted"] == 1  # the keys came back
+    # restored into the cluster, each index has its shards again
     cs[0].drop(flat)
     cs[0].drop(ivf)
+    cli_ok(cl.nodes[1], "restore", bdir)
+    for n, shards in ((flat, 3), (ivf, 2)):
+        assert cs[2].info(n)["shards"] == shards
+        for c in cs:
+            D, I, m = c.search(n, q, 5, include_metadata=True)
+            assert np.array_equal(I, before[n][1]) and m == before[n][2]
+    cs[0].drop(flat)
+    cs[0].drop(ivf)
+
+
+def one_and_sharded(cl, server, name, blob, shards, meta=None):
+    """The same import into one server and, with shards, into the cluster."""
+    one = server.client()
+    h = {"operation": "import_index", "index_id": name}
+    one.ok(h, blob, meta)
+    info = cl.nodes[0].client().ok(dict(h, shards=shards), blob, meta)[2]
+    assert info["shards"] == shards and len(info["shard_map"]) == shards
+    return one, [n.client() for n in cl.nodes]
+
+
+def test_import_with_shards_answers_as_one_server(cl, fresh_server):
+    """import_index with shards > 1 cuts FAISS's index into its shards
+    (keyed vectors where their key routes them, others by label): every node
+    answers as one server given the same import, before and after more adds
+    (the label counter goes on from the imported labels)."""
+    d = 8
+    x = rand(400, d, 41)
+    q = x[:6] + 0.02
+    # a flat index with ids of its own, and an IVF trained in-process with
+    # keys and metadata for some of its vectors
+    ref = faiss.IndexIDMap(faiss.IndexFlatL2(d))
+    ref.add_with_ids(x[:200], np.arange(200, dtype="int64") * 3 + 5)
+    ivf = faiss.index_factory(d, "IVF4,Flat")
+    ivf.train(x)
+    ivf.add(x[:300])
+    items = [{"label": i, "id": "v%d" % i, "metadata": {"i": i}} for i in range(0, 300, 2)]
+    for name, idx, meta, shards in ((unique("ishflat"), ref, None, 3),
+                                    (unique("ishivf"), ivf, {"items": items}, 2)):
+        blob = faiss.serialize_index(idx).tobytes()
+        one, cs = one_and_sharded(cl, fresh_server, name, blob, shards, meta)
+        extra = {"params": {"nprobe": 4}} if idx is ivf else {}
+        hd = dict({"operation": "search", "index_id": name, "k": 7, "vector_shape": [6, d],
+                   "include_metadata": True}, **extra)
+        want = one.call(hd, q.tobytes())
+        assert want[0]["status"] == "ok"
+        for c in cs:
+            assert c.info(name)["ntotal"] == idx.ntotal
+            assert c.call(hd, q.tobytes()) == want
+        more = {"operation": "add_vectors", "index_id": name, "vector_shape": [20, d]}
+        assert one.call(more, x[300:320].tobytes()) == cs[1].call(more, x[300:320].tobytes())
+        deadline = time.time() + 30
+        while len({c.info(name)["write_seq"] for c in cs}) != 1:
+            assert time.time() < deadline, "replicas did not converge"
+            time.sleep(0.05)
+        want = one.call(hd, q.tobytes())
+        for c in cs:
+            assert c.call(hd, q.tobytes()) == want
+        if meta:  # the keys came with their vectors, on their shards
+            assert cs[2].delete(name, ["v4"])["deleted"] == one.delete(name, ["v4"])["deleted"] == 1
+        one.drop(name)
+        cs[0].drop(name)
+
+
+def test_import_with_shards_refused_whole(cl):
+    """A type whose vectors cannot be left out cannot be cut into shards: a
+    clear error, and nothing named."""
+    d = 8
+    idx = faiss.index_factory(d, "HNSW8,SQ8")
+    x = rand(100, d, 43)
+    idx.train(x)
+    idx.add(x)
+    name = unique("ishhnsw")
+    c = cl.nodes[0].client()
+    had = streams(cl)
+    h = {"operation": "import_index", "index_id": name, "shards": 2}
+    e = c.error(h, faiss.serialize_index(idx).tobytes())
+    assert e["error_type"] == "unsupported" and "shards" in e["message"], e
+    assert all(i["index_id"] != name for i in c.list())
+    assert c.error({"operation": "get_index_info", "index_id": name})["error_type"] == "not_found"
+    assert not definition_stored(cl, name) and streams(cl) == had
 
 
 def test_merge_from_refused_unchanged(cl):
