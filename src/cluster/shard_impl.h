@@ -70,6 +70,18 @@ int fpx_shard_reconstruct_n(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 int fpx_shard_list_keys(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 int fpx_shard_codec(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 
+/* shard_labels.c: the labels of an unkeyed add of n vectors through r
+ * (*first..*first+n-1): with client_id and request_id, the ones this same
+ * add reserved when it was sent before (within the duplicate window), else
+ * new ones. */
+int fpx_shard_reserve_for(fpx_cluster *c, const fpx_req *r, const fpx_def *d, int64_t n,
+                          int64_t *first, fpx_err *err);
+/* Moves d's counter past label max (when it is not already), as one
+ * server's counter moves past the largest label an add gives with with_ids;
+ * *was is the counter before. */
+int fpx_shard_advance_labels(fpx_cluster *c, const fpx_def *d, int64_t max, int64_t *was,
+                             fpx_err *err);
+
 /* shard_export.c: export_index of a sharded index d, as one server would
  * answer it (r->relay), or -1 with r->err. */
 int fpx_shard_export(fpx_cluster *c, fpx_req *r, const fpx_def *d);
