@@ -7,11 +7,13 @@
  * trained type share one training (the trained empty index is in every
  * shard's log). This node reads the S exports back, appends them into one
  * index (FAISS's merge_from, with its checks; binary flat codes, which
- * FAISS 1.7.3 cannot merge, are appended as they are), puts the vectors in
- * label order, and exports that: the labels of adds without ids are
- * FAISS's numbering, so label order is the order one server holds them in.
- * A type FAISS cannot merge (HNSW, fast scan, ...) fails whole with FAISS's
- * reason. The part "quantizer" is shard 0's: every shard has the same.
+ * FAISS 1.7.3 cannot merge, are appended as they are; an HNSW over flat
+ * storage is built again from its exact vectors), puts the vectors in label
+ * order, and exports that: the labels of adds without ids are FAISS's
+ * numbering, so label order is the order one server holds them in. A type
+ * FAISS cannot merge (other HNSW storages, fast scan, ...) fails whole
+ * with FAISS's reason. The part "quantizer" is shard 0's: every shard has
+ * the same.
  */
 #include "internal.h"
 #include "shard_impl.h"
@@ -75,13 +77,6 @@ static int join_exports(const fpx_def *d, const sreply *x, uint8_t **buf, size_t
     labeled *byl = NULL;
     uint64_t *words = NULL;
     int rc = append_shards(x, d->shards, &all, &labels, &count, err);
-    if (rc != 0 && err->type == FPX_E_FAISS) {
-        fpx_err why = *err;
-        rc = fpx_err_set(err, FPX_E_UNSUPPORTED,
-                         "export_index of index '%s' (type '%s', %lld shards) is not served: "
-                         "its shards are joined with FAISS's merge_from, and FAISS says: %s",
-                         d->name, d->index_type, (long long)d->shards, why.msg);
-    }
     size_t n = (size_t)count;
     if (rc == 0) {
         order = malloc(sizeof *order * (n + 1));
@@ -104,6 +99,14 @@ static int join_exports(const fpx_def *d, const sreply *x, uint8_t **buf, size_t
     }
     if (rc == 0)
         rc = fpx_engine_permute(all, order, count, err);
+    if (rc != 0 && err->type != FPX_E_INTERNAL) {
+        fpx_err why = *err;
+        rc = fpx_err_set(err, FPX_E_UNSUPPORTED,
+                         "export_index of index '%s' (type '%s', %lld shards) is not served: "
+                         "its shards are joined into one index with FAISS's merge_from, in "
+                         "label order, and that failed: %s",
+                         d->name, d->index_type, (long long)d->shards, why.msg);
+    }
     if (rc == 0) {
         memset(words, 0xff, sizeof *words * (n / 64 + 1));
         fpx_bitset live = {words, count, count};

@@ -2563,7 +2563,46 @@ int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
+} // extern "C"
+
+namespace {
+
+/* An emptied copy of HNSW index h (its settings) with the n vectors x added
+ * in order: the graph FAISS builds from them. */
+Index *hnsw_flat_with(const faiss::IndexHNSWFlat *h, const float *x, idx_t n) {
+    faiss::VectorIOWriter cw;
+    write_float(h, &cw);
+    faiss::VectorIOReader cr;
+    cr.data.swap(cw.data);
+    std::unique_ptr<Index> c(read_float(&cr));
+    c->reset();
+    in_team(
+        n, [&] { c->add(n, x); }, Work::build);
+    return c.release();
+}
+
+} // namespace
+
+extern "C" {
+
 int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err) {
+    auto he = e->index ? dynamic_cast<faiss::IndexHNSWFlat *>(e->index.get()) : nullptr;
+    auto ho = other->index ? dynamic_cast<faiss::IndexHNSWFlat *>(other->index.get()) : nullptr;
+    if (he && ho) { /* no merge_from: the other's exact vectors join the graph */
+        if (he->d != ho->d || he->metric_type != ho->metric_type)
+            return set_err(err, FPX_E_VALIDATION, "HNSW indexes of another dimension or metric");
+        try {
+            idx_t n = ho->ntotal;
+            std::vector<float> x((size_t)n * (size_t)ho->d);
+            for (idx_t p = 0; p < n; p++)
+                ho->storage->reconstruct(p, x.data() + (size_t)p * (size_t)ho->d);
+            in_team(
+                n, [&] { he->add(n, x.data()); }, Work::build);
+            ho->reset();
+            return 0;
+        }
+        FPX_CATCH(err, FPX_E_FAISS)
+    }
     auto bf = e->bin ? dynamic_cast<faiss::IndexBinaryFlat *>(e->bin.get()) : nullptr;
     auto of = other->bin ? dynamic_cast<faiss::IndexBinaryFlat *>(other->bin.get()) : nullptr;
     if (!bf || !of)
@@ -2615,6 +2654,14 @@ int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *
         }
         if (auto ivf = core_ivf(e->index.get())) {
             rewrite_ivf_ids(ivf, [&](idx_t id) { return inv[(size_t)id]; });
+            return 0;
+        }
+        if (auto h = dynamic_cast<faiss::IndexHNSWFlat *>(e->index.get())) {
+            /* the graph is built again from the exact vectors in the new order */
+            std::vector<float> x((size_t)n * (size_t)h->d);
+            for (int64_t p = 0; p < n; p++)
+                h->storage->reconstruct(order[p], x.data() + (size_t)p * (size_t)h->d);
+            e->index.reset(hnsw_flat_with(h, x.data(), n));
             return 0;
         }
         Index *core = e->index.get();
@@ -3129,15 +3176,7 @@ Index *rebuild_hnsw_flat(const Index *idx, const fpx_bitset *live) {
     for (idx_t p = 0; p < h->ntotal; p++)
         if ((live->words[p >> 6] >> (p & 63)) & 1)
             h->storage->reconstruct(p, x.data() + (size_t)(n++) * (size_t)h->d);
-    faiss::VectorIOWriter cw;
-    write_float(h, &cw);
-    faiss::VectorIOReader cr;
-    cr.data.swap(cw.data);
-    std::unique_ptr<Index> c(read_float(&cr));
-    c->reset();
-    in_team(
-        n, [&] { c->add(n, x.data()); }, Work::build);
-    return c.release();
+    return hnsw_flat_with(h, x.data(), n);
 }
 
 } // namespace

@@ -289,13 +289,35 @@ def test_unsupported_and_bad_shards(cl):
     h = c.error({"operation": "get_index_info", "index_id": ".shard-" + "0" * 32 + "-0"})
     assert h["error_type"] == "validation_error"
     c.drop(name)
-    # FAISS cannot merge HNSW indexes: their shards do not make one export
-    c.ok({"operation": "create_index", "index_id": name, "dimension": 4, "shards": 2,
-          "index_type": "HNSW8"})
-    c.add(name, rand(10, 4, 3))
+    # fast-scan codes are packed in blocks: the shards cannot be put in label order
+    c.ok({"operation": "create_index", "index_id": name, "dimension": 8, "shards": 2,
+          "index_type": "PQ2x4fs"})
+    assert c.train(name, rand(64, 8, 2))["is_trained"]
+    c.add(name, rand(10, 8, 3))
     h = c.error({"operation": "export_index", "index_id": name})
-    assert h["error_type"] == "unsupported" and "merge_from" in h["message"], h
+    assert h["error_type"] == "unsupported" and "export_index" in h["message"], h
     assert c.info(name)["ntotal"] == 10
+    c.drop(name)
+
+
+def test_hnsw_export_is_built_from_every_shard(cl):
+    """A sharded HNSW over flat storage exports one HNSW index FAISS reads,
+    holding every shard's exact vectors under their labels, built again in
+    label order: FAISS's own search of it finds each vector first."""
+    import faiss
+    c = clients(cl)[1]
+    d, name = 8, unique("hnsw")
+    c.ok({"operation": "create_index", "index_id": name, "dimension": d, "shards": 3,
+          "index_type": "HNSW8"})
+    x = rand(90, d, 17)
+    c.add(name, x)
+    blob = c.ok({"operation": "export_index", "index_id": name})[1]
+    exp = faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
+    assert type(exp).__name__ == "IndexHNSWFlat" and exp.ntotal == 90
+    assert np.array_equal(exp.reconstruct_n(0, 90), x)  # label order, exact vectors
+    exp.hnsw.efSearch = 64
+    _, I = exp.search(x, 1)
+    assert np.array_equal(I[:, 0], np.arange(90))
     c.drop(name)
 
 
