@@ -11,9 +11,9 @@
  * storage is built again from its exact vectors), puts the vectors in label
  * order, and exports that: the labels of adds without ids are FAISS's
  * numbering, so label order is the order one server holds them in. A type
- * FAISS cannot merge (other HNSW storages, fast scan, ...) fails whole
- * with FAISS's reason. The part "quantizer" is shard 0's: every shard has
- * the same.
+ * FAISS cannot merge (an HNSW over other storage, ...) fails whole with
+ * the reason. The part "quantizer"
+ * is shard 0's: every shard has the same.
  */
 #include "internal.h"
 #include "shard_impl.h"

@@ -28,6 +28,7 @@
 #include <faiss/IndexBinaryHash.h>
 #include <faiss/IndexBinaryIVF.h>
 #include <faiss/IndexFastScan.h>
+#include <faiss/impl/pq4_fast_scan.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
@@ -1292,6 +1293,54 @@ template <class IVF, class F> void rewrite_ivf_ids(IVF *ivf, F map) {
     }
     if (dm != faiss::DirectMap::NoMap)
         ivf->set_direct_map_type(dm);
+}
+
+/* Removes the ids sel selects from an IVF fast-scan index (under
+ * pre-transforms): FAISS 1.7.3's IndexIVF::remove_ids updates entries of
+ * its BlockInvertedLists, which throws inside an OpenMP loop, and that ends
+ * the process. Each list's codes are unpacked, the kept ones packed again.
+ * false (nothing done) for every other index. */
+bool remove_from_fast_scan(Index *idx, const faiss::IDSelector &sel) {
+    faiss::IndexIVFFastScan *ivf = core_ivf_fast_scan(idx);
+    auto lists = ivf ? dynamic_cast<faiss::BlockInvertedLists *>(ivf->invlists) : nullptr;
+    if (!lists)
+        return false;
+    size_t cs = ivf->code_size, bbs = (size_t)ivf->bbs, removed = 0;
+    std::vector<uint8_t> codes, kept;
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t n = lists->list_size(l);
+        if (!n)
+            continue;
+        codes.resize(n * cs);
+        unpack_codes(lists->get_codes(l), n, bbs, ivf->M, ivf->M2, cs, codes.data());
+        kept.clear();
+        std::vector<idx_t> ids;
+        for (size_t j = 0; j < n; j++)
+            if (!sel.is_member(lists->ids[l][j])) {
+                kept.insert(kept.end(), codes.begin() + (ptrdiff_t)(j * cs),
+                            codes.begin() + (ptrdiff_t)((j + 1) * cs));
+                ids.push_back(lists->ids[l][j]);
+            }
+        if (ids.size() == n)
+            continue;
+        removed += n - ids.size();
+        lists->resize(l, ids.size());
+        if (!ids.empty()) {
+            memset(lists->codes[l].data(), 0, lists->codes[l].size());
+            faiss::pq4_pack_codes(kept.data(), ids.size(), ivf->M,
+                                  (ids.size() + bbs - 1) / bbs * bbs, bbs, ivf->M2,
+                                  lists->codes[l].data());
+        }
+        lists->ids[l] = ids;
+    }
+    for (Index *i = idx; i != ivf; i = static_cast<faiss::IndexPreTransform *>(i)->index)
+        i->ntotal -= (idx_t)removed;
+    ivf->ntotal -= (idx_t)removed;
+    return true;
+}
+
+bool remove_from_fast_scan(faiss::IndexBinary *, const faiss::IDSelector &) {
+    return false;
 }
 
 /* ---- binary indexes ------------------------------------------------------------------ */
@@ -2585,7 +2634,53 @@ Index *hnsw_flat_with(const faiss::IndexHNSWFlat *h, const float *x, idx_t n) {
 
 extern "C" {
 
+/* FAISS 1.7.3's merge_from cannot append to a fast-scan list (the process
+ * ends): each list's codes are unpacked, joined and packed again; the
+ * other's positions follow this index's, as merge_from numbers them. */
+static int append_ivf_fast_scan(fpx_engine *e, fpx_engine *other, faiss::IndexIVFFastScan *t,
+                                faiss::IndexIVFFastScan *o, fpx_err *err) {
+    auto tb = dynamic_cast<faiss::BlockInvertedLists *>(t->invlists);
+    auto ob = dynamic_cast<faiss::BlockInvertedLists *>(o->invlists);
+    if (!tb || !ob || t->nlist != o->nlist || t->d != o->d || t->M != o->M || t->bbs != o->bbs ||
+        t->code_size != o->code_size || t->metric_type != o->metric_type)
+        return set_err(err, FPX_E_VALIDATION, "IVF fast-scan indexes of other settings");
+    if (check_merge_training(e->index.get(), other->index.get(), err))
+        return -1;
+    try {
+        size_t cs = t->code_size, bbs = (size_t)t->bbs;
+        idx_t off = t->ntotal;
+        std::vector<uint8_t> codes;
+        for (size_t l = 0; l < t->nlist; l++) {
+            size_t a = tb->list_size(l), b = ob->list_size(l);
+            if (!b)
+                continue;
+            codes.assign((a + b) * cs, 0);
+            if (a)
+                unpack_codes(tb->get_codes(l), a, bbs, t->M, t->M2, cs, codes.data());
+            unpack_codes(ob->get_codes(l), b, bbs, o->M, o->M2, cs, codes.data() + a * cs);
+            std::vector<idx_t> ids(tb->ids[l].begin(), tb->ids[l].begin() + (ptrdiff_t)a);
+            for (size_t j = 0; j < b; j++)
+                ids.push_back(ob->ids[l][j] + off);
+            tb->resize(l, a + b);
+            memset(tb->codes[l].data(), 0, tb->codes[l].size());
+            faiss::pq4_pack_codes(codes.data(), a + b, t->M, (a + b + bbs - 1) / bbs * bbs, bbs,
+                                  t->M2, tb->codes[l].data());
+            tb->ids[l] = ids;
+        }
+        t->ntotal += o->ntotal;
+        o->reset();
+        sync_norms(e);
+        sync_norms(other);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
 int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err) {
+    auto ft = e->index ? dynamic_cast<faiss::IndexIVFFastScan *>(e->index.get()) : nullptr;
+    auto fo = other->index ? dynamic_cast<faiss::IndexIVFFastScan *>(other->index.get()) : nullptr;
+    if (ft && fo)
+        return append_ivf_fast_scan(e, other, ft, fo, err);
     auto he = e->index ? dynamic_cast<faiss::IndexHNSWFlat *>(e->index.get()) : nullptr;
     auto ho = other->index ? dynamic_cast<faiss::IndexHNSWFlat *>(other->index.get()) : nullptr;
     if (he && ho) { /* no merge_from: the other's exact vectors join the graph */
@@ -2667,11 +2762,23 @@ int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *
         Index *core = e->index.get();
         while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(core))
             core = pt->index;
+        if (auto fs = dynamic_cast<faiss::IndexFastScan *>(core)) {
+            /* codes packed in blocks: unpacked, reordered and packed again */
+            size_t cs = fs->code_size, nn = (size_t)n;
+            std::vector<uint8_t> codes(nn * cs);
+            unpack_codes(fs->codes.data(), nn, (size_t)fs->bbs, fs->M, fs->M2, cs, codes.data());
+            permute_codes(codes, cs, order, nn);
+            memset(fs->codes.data(), 0, fs->codes.size());
+            faiss::pq4_pack_codes(codes.data(), nn, fs->M, fs->ntotal2, (size_t)fs->bbs, fs->M2,
+                                  fs->codes.data());
+            sync_orig_codes(e);
+            return 0;
+        }
         auto fc = dynamic_cast<faiss::IndexFlatCodes *>(core);
         if (!fc)
             return set_err(err, FPX_E_UNSUPPORTED,
-                           "the vectors of this index type cannot be reordered (only flat-code "
-                           "and IVF indexes can)");
+                           "the vectors of this index type cannot be reordered (only flat-code, "
+                           "fast-scan and IVF indexes can)");
         permute_codes(fc->codes, fc->code_size, order, (size_t)n);
         std::vector<float>().swap(e->norms); /* computed again, in the new order */
         sync_norms(e);
@@ -3076,7 +3183,8 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
         if (live->count < ntotal) {
             DeadSelector dead(live);
             try {
-                c->remove_ids(dead);
+                if (!remove_from_fast_scan(c.get(), dead))
+                    c->remove_ids(dead);
             } catch (const faiss::FaissException &ex) {
                 return set_err(err, FPX_E_FAISS,
                                "%lld deleted vectors cannot be left out of an export of this "
@@ -3143,7 +3251,8 @@ int compact_copy(const typename K::Ix *idx, const fpx_bitset *live,
         ivf->set_direct_map_type(faiss::DirectMap::NoMap);
     try {
         DeadSelector dead(live);
-        c->remove_ids(dead);
+        if (!remove_from_fast_scan(c.get(), dead))
+            c->remove_ids(dead);
     } catch (const faiss::FaissException &) {
         return 1;
     }

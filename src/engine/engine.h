@@ -269,13 +269,16 @@ int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err);
 
 /* other's vectors after e's, as fpx_engine_merge (with its checks first)
  * puts them; binary flat indexes, which FAISS 1.7.3 cannot merge, append
- * their codes, and an HNSW index over flat storage adds the other's exact
- * vectors to its graph. other is left empty. */
+ * their codes, an IVF fast-scan index (whose lists FAISS 1.7.3 cannot
+ * append to in a merge) joins each list's codes and packs them again, and
+ * an HNSW index over flat storage adds the other's exact vectors to its
+ * graph. other is left empty. */
 int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err);
 /*
  * Reorders e's vectors: position p takes the vector at position order[p]
  * (order a permutation of 0..ntotal-1), codes copied as they are. Flat-code
- * indexes (under pre-transforms) and binary flat indexes move their codes;
+ * indexes (under pre-transforms) and binary flat indexes move their codes,
+ * fast-scan indexes unpack theirs, move them and pack them again;
  * an IVF index's lists keep their codes and renumber their ids; an HNSW
  * index over flat storage is built again from its exact vectors in the new
  * order. Other types fail (FPX_E_UNSUPPORTED), unchanged.

@@ -289,15 +289,81 @@ def test_unsupported_and_bad_shards(cl):
     h = c.error({"operation": "get_index_info", "index_id": ".shard-" + "0" * 32 + "-0"})
     assert h["error_type"] == "validation_error"
     c.drop(name)
-    # fast-scan codes are packed in blocks: the shards cannot be put in label order
+    # FAISS has no merge_from for HNSW over other than flat storage
     c.ok({"operation": "create_index", "index_id": name, "dimension": 8, "shards": 2,
-          "index_type": "PQ2x4fs"})
+          "index_type": "HNSW8,SQ8"})
     assert c.train(name, rand(64, 8, 2))["is_trained"]
-    c.add(name, rand(10, 8, 3))
+    c.add(name, rand(40, 8, 3))
     h = c.error({"operation": "export_index", "index_id": name})
     assert h["error_type"] == "unsupported" and "export_index" in h["message"], h
-    assert c.info(name)["ntotal"] == 10
+    assert c.info(name)["ntotal"] == 40
     c.drop(name)
+
+
+def test_ivf_fast_scan_export_is_one_servers(cl, fresh_server):
+    """A sharded IVF fast-scan index (lists of codes packed in blocks, which
+    FAISS 1.7.3 cannot append to in a merge) exports what one server does:
+    FAISS's own search of either export, probing every list for every
+    vector, gives each label the same distance."""
+    import faiss
+    plain, cs = fresh_server.client(), clients(cl)
+    d, name = 8, unique("ivffs")
+    h = {"operation": "create_index", "index_id": name, "dimension": d,
+         "index_type": "IVF2,PQ2x4fs"}
+    cs[0].ok(dict(h, shards=3))
+    plain.ok(h)
+    t = rand(200, d, 18)
+    for c in (cs[2], plain):
+        assert c.train(name, t)["is_trained"]
+        c.add(name, rand(80, d, 19))
+        assert c.delete(name, [5, 60])["deleted"] == 2
+    q = rand(4, d, 20)
+
+    def distances(c):
+        blob = c.ok({"operation": "export_index", "index_id": name})[1]
+        exp = faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
+        assert type(exp).__name__ == "IndexIVFPQFastScan" and exp.ntotal == 78
+        exp.nprobe = 2
+        D, I = exp.search(q, 78)
+        return [dict(zip(I[i].tolist(), D[i].tolist())) for i in range(4)]
+
+    want = distances(plain)
+    assert all(len(w) == 78 and 5 not in w for w in want)
+    assert distances(cs[1]) == want
+    cs[0].drop(name)
+    plain.drop(name)
+
+
+def test_fast_scan_export_is_one_servers(cl, fresh_server):
+    """A sharded PQ fast-scan index (codes packed in blocks) exports the codes
+    one server holds, put in label order: FAISS decodes the same vectors under
+    the same labels from both exports."""
+    import faiss
+    plain, cs = fresh_server.client(), clients(cl)
+    d, name = 8, unique("pqfs")
+    h = {"operation": "create_index", "index_id": name, "dimension": d, "index_type": "PQ2x4fs"}
+    cs[0].ok(dict(h, shards=3))
+    plain.ok(h)
+    t = rand(16, d, 8)  # as many points as centroids: k-means keeps them, one codebook
+    for c in (cs[0], plain):
+        assert c.train(name, t)["is_trained"]
+        c.add(name, rand(70, d, 9))
+        assert c.delete(name, [3, 40])["deleted"] == 2
+
+    def decoded(c):
+        blob = c.ok({"operation": "export_index", "index_id": name})[1]
+        exp = faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
+        assert isinstance(exp, faiss.IndexIDMap)
+        ids = faiss.vector_to_array(exp.id_map)
+        inner = faiss.downcast_index(exp.index)  # exp, which owns it, stays alive
+        assert type(inner).__name__ == "IndexPQFastScan"
+        return dict(zip(ids.tolist(), inner.reconstruct_n(0, exp.ntotal).tolist()))
+
+    want = decoded(plain)
+    assert len(want) == 68 and 3 not in want
+    assert decoded(cs[1]) == want
+    cs[0].drop(name)
+    plain.drop(name)
 
 
 def test_hnsw_export_is_built_from_every_shard(cl):

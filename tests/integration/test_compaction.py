@@ -38,12 +38,19 @@ def _reference(kind, d, xb, gone):
     else:
         ref = faiss.index_factory(d, kind)
         ref.train(xb)
+    if kind.endswith("fs"):
+        # FAISS 1.7.3's remove_ids on fast-scan lists ends the process: the
+        # live vectors alone, added in order, are what it would leave
+        live = np.array(sorted(set(range(len(xb))) - set(gone)), dtype="int64")
+        ref.add_with_ids(xb[live], live)
+        return ref
     ref.add_with_ids(xb, np.arange(len(xb), dtype="int64"))
     ref.remove_ids(np.array(sorted(gone), dtype="int64"))
     return ref
 
 
-@pytest.mark.parametrize("kind", ["Flat", "IVF8,Flat", "HNSW16"])
+# IVF4,PQ4x4fs: FAISS's remove_ids on its lists would end the server's process
+@pytest.mark.parametrize("kind", ["Flat", "IVF8,Flat", "HNSW16", "IVF4,PQ4x4fs"])
 def test_compaction_keeps_every_answer(make_server, kind):
     srv = make_server(extra=("--compact-min-dead", "20"))
     c = srv.client()
