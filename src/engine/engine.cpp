@@ -581,6 +581,16 @@ void unpack_codes(const uint8_t *codes, size_t n, size_t bbs, size_t M, size_t M
                 (uint8_t)(packed_code(codes, bbs, M2, i, m) << (4 * (m & 1)));
 }
 
+/* n vectors' codes as unpack_codes gives them, packed into blocks (FAISS's
+ * fast-scan layout, the unused bytes 0); blocks holds n rounded up to bbs. */
+void pack_codes(const uint8_t *codes, size_t n, size_t bbs, size_t M, size_t M2,
+                faiss::AlignedTable<uint8_t> &blocks) {
+    if (blocks.size())
+        memset(blocks.data(), 0, blocks.size());
+    if (n)
+        faiss::pq4_pack_codes(codes, n, M, (n + bbs - 1) / bbs * bbs, bbs, M2, blocks.data());
+}
+
 /* Rebuilds (or drops) e->orig_codes / e->orig_invlists after the codes or
  * the implementation changed: the unpacked copy exists only while the
  * selected implementation reads it, and always matches the packed codes. */
@@ -1343,12 +1353,7 @@ bool remove_from_fast_scan(Index *idx, const faiss::IDSelector &sel) {
             continue;
         removed += n - ids.size();
         lists->resize(l, ids.size());
-        if (!ids.empty()) {
-            memset(lists->codes[l].data(), 0, lists->codes[l].size());
-            faiss::pq4_pack_codes(kept.data(), ids.size(), ivf->M,
-                                  (ids.size() + bbs - 1) / bbs * bbs, bbs, ivf->M2,
-                                  lists->codes[l].data());
-        }
+        pack_codes(kept.data(), ids.size(), bbs, ivf->M, ivf->M2, lists->codes[l]);
         lists->ids[l] = ids;
     }
     for (Index *i = idx; i != ivf; i = static_cast<faiss::IndexPreTransform *>(i)->index)
@@ -2680,9 +2685,7 @@ static int append_ivf_fast_scan(fpx_engine *e, fpx_engine *other, faiss::IndexIV
             for (size_t j = 0; j < b; j++)
                 ids.push_back(ob->ids[l][j] + off);
             tb->resize(l, a + b);
-            memset(tb->codes[l].data(), 0, tb->codes[l].size());
-            faiss::pq4_pack_codes(codes.data(), a + b, t->M, (a + b + bbs - 1) / bbs * bbs, bbs,
-                                  t->M2, tb->codes[l].data());
+            pack_codes(codes.data(), a + b, bbs, t->M, t->M2, tb->codes[l]);
             tb->ids[l] = ids;
         }
         t->ntotal += o->ntotal;
@@ -2786,9 +2789,7 @@ int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *
             std::vector<uint8_t> codes(nn * cs);
             unpack_codes(fs->codes.data(), nn, (size_t)fs->bbs, fs->M, fs->M2, cs, codes.data());
             permute_codes(codes, cs, order, nn);
-            memset(fs->codes.data(), 0, fs->codes.size());
-            faiss::pq4_pack_codes(codes.data(), nn, fs->M, fs->ntotal2, (size_t)fs->bbs, fs->M2,
-                                  fs->codes.data());
+            pack_codes(codes.data(), nn, (size_t)fs->bbs, fs->M, fs->M2, fs->codes);
             sync_orig_codes(e);
             return 0;
         }
