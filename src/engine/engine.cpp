@@ -64,6 +64,7 @@
 #include <typeinfo>
 #include <omp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -301,7 +302,14 @@ class TeamRunner {
         job.fn = &fn;
         std::unique_lock<std::mutex> lk(mu_);
         if (!started_) {
+            /* Signals stay with the thread that waits for them (the server's
+             * network loop, which may be the first caller): the runner and
+             * the OpenMP team it starts take none. */
+            sigset_t all, old;
+            sigfillset(&all);
+            pthread_sigmask(SIG_BLOCK, &all, &old);
             std::thread(&TeamRunner::loop, this).detach(); /* lives as long as the process */
+            pthread_sigmask(SIG_SETMASK, &old, nullptr);
             started_ = true;
         }
         queue_.push_back(&job);

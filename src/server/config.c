@@ -50,6 +50,9 @@ static const char usage[] =
     "                                                      FAISS_PROXY_BATCH_WAIT_US (200)\n"
     "      --batch-max N          most queries answered by one FAISS call; 1 = no batching\n"
     "                                                      FAISS_PROXY_BATCH_MAX (256)\n"
+    "      --inline-search-us N   while no worker is busy, the network thread answers a\n"
+    "                             plain search expected to take at most this long itself;\n"
+    "                             0 = never             FAISS_PROXY_INLINE_SEARCH_US (500)\n"
     "      --search-stats-wait-ms N  longest wait of a search asking for FAISS's search\n"
     "                             statistics for other searches to leave (then uncounted);\n"
     "                             0 = never count            FAISS_PROXY_SEARCH_STATS_WAIT_MS "
@@ -158,7 +161,8 @@ enum {
     OPT_DURABILITY,
     OPT_SYNCED_TIMEOUT,
     OPT_GRAPH_BUILD_TIMEOUT,
-    OPT_REPLACE_AFTER
+    OPT_REPLACE_AFTER,
+    OPT_INLINE_SEARCH
 };
 
 static int apply(fpx_config *cfg, int opt, const char *v) {
@@ -245,6 +249,8 @@ static int apply(fpx_config *cfg, int opt, const char *v) {
         return parse_int("synced timeout", v, 100, 3600000, &cfg->synced_timeout_ms);
     case OPT_GRAPH_BUILD_TIMEOUT:
         return parse_int("graph build timeout", v, 1, 86400, &cfg->graph_build_timeout);
+    case OPT_INLINE_SEARCH:
+        return parse_size("inline search", v, 0, 100000, &cfg->inline_search_us);
     case OPT_REPLACE_AFTER:
         return parse_int("replace after", v, 0, 31536000, &cfg->replace_after);
     case OPT_MOVE:
@@ -315,6 +321,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
     cfg->cores = ncpu > 0 ? (int)(ncpu > 256 ? 256 : ncpu) : 2;
     cfg->workers = cfg->cores * 8 < 16 ? 16 : cfg->cores * 8 > 64 ? 64 : cfg->cores * 8;
     cfg->batch_wait_us = 200;
+    cfg->inline_search_us = 500;
     cfg->stats_wait_ms = 100;
     cfg->batch_max = 256;
     cfg->max_message_size = (size_t)256 << 20;
@@ -360,6 +367,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"FAISS_PROXY_SYNCED_TIMEOUT_MS", OPT_SYNCED_TIMEOUT},
         {"FAISS_PROXY_GRAPH_BUILD_TIMEOUT", OPT_GRAPH_BUILD_TIMEOUT},
         {"FAISS_PROXY_REPLACE_AFTER", OPT_REPLACE_AFTER},
+        {"FAISS_PROXY_INLINE_SEARCH_US", OPT_INLINE_SEARCH},
     };
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         const char *v = getenv(envs[i].env);
@@ -403,6 +411,7 @@ int fpx_config_load(fpx_config *cfg, int argc, char **argv) {
         {"synced-timeout-ms", required_argument, 0, OPT_SYNCED_TIMEOUT},
         {"graph-build-timeout", required_argument, 0, OPT_GRAPH_BUILD_TIMEOUT},
         {"replace-after", required_argument, 0, OPT_REPLACE_AFTER},
+        {"inline-search-us", required_argument, 0, OPT_INLINE_SEARCH},
         {"move", required_argument, 0, OPT_MOVE},
         {"move-tenant", required_argument, 0, OPT_MOVE_TENANT},
         {"from", required_argument, 0, OPT_MOVE_FROM},

@@ -29,6 +29,9 @@ typedef struct fpx_config {
     int workers;
     int cores;            /* online CPUs: FAISS calls that run at once on one index */
     size_t batch_wait_us; /* dynamic batching: longest wait for requests on their way */
+    /* while no worker is busy, the network thread answers a plain search
+     * expected to take at most this long (net.c); 0: never */
+    size_t inline_search_us;
     size_t stats_wait_ms; /* a counted search's wait for the statistics' lock; 0: none */
     size_t batch_max;     /* dynamic batching: most query rows in one call; 1 = off */
     size_t max_message_size;

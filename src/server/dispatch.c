@@ -181,7 +181,8 @@ static int drop_unavailable(fpx_req *r) {
  * s->blocked: when every worker is busy and some of them only wait for a
  * busy index (a long HNSW add, a train), the network loop starts more
  * workers, so that other indexes are still served (net.c). 0 locked; 2
- * when the index was dropped meanwhile (r->err not_found), not locked. */
+ * when the index was dropped meanwhile (r->err not_found), not locked; 3
+ * when it was busy and the request deferred (fpx_server_handle_inline). */
 static int lock_index(fpx_req *r, fpx_lockmode mode) {
     fpx_index *ix = r->ix;
     int excl = mode == FPX_LOCK_EXCLUSIVE;
@@ -189,6 +190,10 @@ static int lock_index(fpx_req *r, fpx_lockmode mode) {
      * pipelined adds are applied, and get their labels, in that order. */
     fpx_order_wait(&r->s->blocked);
     if ((excl ? pthread_rwlock_trywrlock(&ix->lock) : pthread_rwlock_tryrdlock(&ix->lock)) != 0) {
+        if (r->inline_try) { /* the network thread never waits: a worker will */
+            r->deferred = 1;
+            return 3;
+        }
         atomic_fetch_add(&r->s->blocked, 1);
         if (excl)
             pthread_rwlock_wrlock(&ix->lock);
@@ -224,10 +229,26 @@ static void cancel_batching(fpx_req *r) {
     }
 }
 
+/* The request is left to a worker (fpx_server_handle_inline). */
+static int defer(fpx_req *r) {
+    r->deferred = 1;
+    return -1;
+}
+
+/* A plain search that its index's recent searches say takes at most the
+ * network thread's budget (--inline-search-us). */
+static int inline_fits(const fpx_req *r) {
+    uint64_t per = atomic_load_explicit(&r->ix->query_ns, memory_order_relaxed);
+    return r->op->run == fpx_op_search && fpx_search_plain(r) && per > 0 &&
+           (uint64_t)r->n * per <= (uint64_t)r->s->cfg->inline_search_us * 1000u;
+}
+
 /* The sequence of ops.h. */
 static int run_op(fpx_req *r, fpx_out *o) {
     const fpx_opdef *op = r->op;
     fpx_server *s = r->s;
+    if (r->inline_try && s->cluster)
+        return defer(r);
     if (s->cluster && fpx_cluster_admit(r))
         return -1;
     if (s->cluster) { /* leases are the cluster's (src/cluster/lease.c) */
@@ -255,6 +276,8 @@ static int run_op(fpx_req *r, fpx_out *o) {
         fpx_lease_renew(r->ix);
     if (op->bind && op->bind(r))
         return -1;
+    if (r->inline_try && !inline_fits(r))
+        return defer(r);
     if ((op->flags & FPX_OP_CREATES) && (s->cluster ? fpx_cluster_create(r) : register_new(r)))
         return -1;
     if (r->relay) /* created through a data node (a router-only node holds nothing) */
@@ -408,6 +431,9 @@ static int handle_decoded(fpx_req *r, fpx_out *o) {
     if (fpx_auth_check(r->s->auth, fpx_map_get(r->h, "api_key"), fpx_map_get(r->h, "tenant_id"),
                        &r->tenant, &r->err) != 0)
         return -1;
+    /* Only searches may be answered on the network thread. */
+    if (r->inline_try && !fpx_obj_str_eq(opname, "search"))
+        return defer(r);
     if (!(r->op = fpx_op_find(name, len)))
         return fpx_err_set(&r->err, FPX_E_UNSUPPORTED, "unknown operation \"%.*s\"",
                            (int)(len > 64 ? 64 : len), name);
@@ -438,11 +464,15 @@ static fpx_errtype relayed_status(const uint8_t *reply, size_t len) {
     return t;
 }
 
-void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int forwarded,
-                            uint8_t **reply, size_t *reply_len, int *is_static) {
+/* fpx_server_handle_from, or fpx_server_handle_inline with try_inline:
+ * 1 when the request was deferred (no reply), else 0. */
+static int handle(fpx_server *s, const uint8_t *body, size_t len, int forwarded, int try_inline,
+                  uint8_t **reply, size_t *reply_len, int *is_static) {
     if (fpx_faissx_detect(body, len)) { /* FAISSx's format: its adapter calls back here */
+        if (try_inline)
+            return 1;
         fpx_faissx_handle(s, body, len, reply, reply_len, is_static);
-        return;
+        return 0;
     }
     uint64_t t0 = fpx_now_ns();
     fpx_req r;
@@ -451,6 +481,7 @@ void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int 
     r.body = body;
     r.body_len = len;
     r.forwarded = forwarded;
+    r.inline_try = try_inline;
     msgpack_sbuffer_init(&r.recmeta);
     *is_static = 0;
     fpx_out o;
@@ -468,6 +499,13 @@ void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int 
         fpx_index_free(r.made);
     free(r.copy);
     msgpack_sbuffer_destroy(&r.recmeta);
+    if (r.deferred) { /* nothing done a worker will not do again */
+        fpx_out_discard(&o);
+        free(r.relay);
+        if (decoded)
+            fpx_msg_destroy(&r.msg);
+        return 1;
+    }
     if (rc == 0 && r.relay) { /* another node's reply, as it is */
         fpx_out_discard(&o);
         *reply = r.relay;
@@ -475,13 +513,13 @@ void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int 
         fpx_msg_destroy(&r.msg);
         fpx_stats_request(fpx_op_index(r.op), relayed_status(r.relay, r.relay_len),
                           fpx_now_ns() - t0);
-        return;
+        return 0;
     }
     free(r.relay);
     if (rc == 0 && fpx_out_finish(&o, reply, reply_len) == 0) {
         fpx_msg_destroy(&r.msg);
         fpx_stats_request(fpx_op_index(r.op), FPX_OK, fpx_now_ns() - t0);
-        return;
+        return 0;
     }
     if (rc == 0)
         fpx_err_set(&r.err, FPX_E_INTERNAL, "out of memory building the reply");
@@ -505,4 +543,15 @@ void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int 
     }
     if (decoded)
         fpx_msg_destroy(&r.msg);
+    return 0;
+}
+
+void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int forwarded,
+                            uint8_t **reply, size_t *reply_len, int *is_static) {
+    handle(s, body, len, forwarded, 0, reply, reply_len, is_static);
+}
+
+int fpx_server_handle_inline(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
+                             size_t *reply_len, int *is_static) {
+    return handle(s, body, len, 0, 1, reply, reply_len, is_static);
 }

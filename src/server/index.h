@@ -76,6 +76,10 @@ typedef struct fpx_index {
     _Atomic int64_t lease_seconds;
     _Atomic uint64_t lease_renewed_ns; /* fpx_now_ns() of the last renewal */
     fpx_batcher batch;                 /* concurrent searches answered together */
+    /* What one query of a plain search took lately, in ns (a moving
+     * average; 0 before the first): whether the network thread may answer
+     * the next one itself (net.c, fpx_server_handle_inline). */
+    _Atomic uint64_t query_ns;
 
     fpx_engine *eng;
     int64_t nslots;  /* == engine ntotal */

@@ -278,6 +278,10 @@ char *fpx_metrics_render(fpx_server *s, size_t *len) {
     put(&t, "faiss_proxy_workers %d\n", atomic_load(&st->workers_started));
     head(&t, "faiss_proxy_workers_busy", "gauge", "Worker threads handling a request.");
     put(&t, "faiss_proxy_workers_busy %d\n", atomic_load(&st->workers_busy));
+    head(&t, "faiss_proxy_requests_inline_total", "counter",
+         "Requests answered by the network thread itself, without a worker.");
+    put(&t, "faiss_proxy_requests_inline_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&st->inline_requests, memory_order_relaxed));
     int ready = atomic_load(&st->ready);
     head(&t, "faiss_proxy_ready", "gauge", "1 once the data is loaded and requests are served.");
     put(&t, "faiss_proxy_ready %d\n", ready);

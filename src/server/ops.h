@@ -137,6 +137,9 @@ int fpx_op_sa_decode(fpx_req *r, fpx_out *o);
 /* ops_search.c */
 int fpx_prep_search(fpx_req *r);
 int fpx_bind_search(fpx_req *r);
+/* A search without a filter, id selector or statistics: it may share one
+ * FAISS call with others (batch.c) or run on the network thread (net.c). */
+int fpx_search_plain(const fpx_req *r);
 int fpx_op_search(fpx_req *r, fpx_out *o);
 int fpx_prep_range_search(fpx_req *r);
 int fpx_bind_range_search(fpx_req *r);

@@ -118,9 +118,7 @@ int fpx_prep_search(fpx_req *r) {
                : 0;
 }
 
-/* Searches without a filter, selector or statistics may share one FAISS call
- * (batch.c). */
-static int batchable(const fpx_req *r) {
+int fpx_search_plain(const fpx_req *r) {
     const msgpack_object *filter = r->msg.meta;
     return !r->want_stats &&
            (!filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0) &&
@@ -149,7 +147,7 @@ int fpx_bind_search(fpx_req *r) {
                            (long long)r->n, (long long)r->k, f);
     /* Arriving from now: a search of the same connection holding its lock
      * already waits for this one to join its batch (dispatch.c). */
-    if (batchable(r)) {
+    if (fpx_search_plain(r) && !r->inline_try) {
         fpx_batch_enter(&r->ix->batch);
         r->batching = 1;
     }
@@ -195,6 +193,13 @@ static int search_counted(fpx_req *r, fpx_out *o) {
     return rc;
 }
 
+/* One query's time, into the index's moving average (a quarter each). */
+static void note_query_time(fpx_index *ix, uint64_t ns) {
+    uint64_t old = atomic_load_explicit(&ix->query_ns, memory_order_relaxed);
+    uint64_t avg = old ? old - old / 4 + ns / 4 : ns;
+    atomic_store_explicit(&ix->query_ns, avg ? avg : 1, memory_order_relaxed);
+}
+
 int fpx_op_search(fpx_req *r, fpx_out *o) {
     if (r->want_stats)
         return search_counted(r, o);
@@ -221,12 +226,15 @@ int fpx_op_search(fpx_req *r, fpx_out *o) {
             rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
         }
     }
+    uint64_t t0 = fpx_now_ns();
     if (rc == 0 && batching)
         rc = fpx_batch_search(ix, nq, r->x, k, &r->params, D, I, &r->err);
     else if (rc == 0)
         rc = fpx_index_search_sel(ix, nq, r->x, k, &r->params, filter, sel, D, I, &r->err);
     else if (batching)
         fpx_batch_cancel(&ix->batch);
+    if (rc == 0 && nq > 0 && fpx_search_plain(r))
+        note_query_time(ix, (fpx_now_ns() - t0) / (uint64_t)nq);
     if (rc == 0) {
         if (ix->nkeys > 0 || r->include_meta) {
             msgpack_packer *m = fpx_out_meta(o);

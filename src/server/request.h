@@ -42,6 +42,10 @@ typedef struct fpx_req {
      * searching, waits for it. The search handler, or the dispatcher on an
      * earlier failure, takes it off again. */
     int batching;
+    /* Answered on the network thread if it proves quick (fpx_server_handle_inline):
+     * anything else is deferred, with no effect, to a worker. */
+    int inline_try;
+    int deferred;
 
     /* What prepare/bind read from the request, for run. Freed by the dispatcher:
      * copy (an aligned copy of the vectors) and recmeta (a record's metadata). */

@@ -113,6 +113,19 @@ void fpx_server_handle(fpx_server *s, const uint8_t *body, size_t len, uint8_t *
 void fpx_server_handle_from(fpx_server *s, const uint8_t *body, size_t len, int forwarded,
                             uint8_t **reply, size_t *reply_len, int *is_static);
 
+/*
+ * fpx_server_handle for the network thread while no worker is busy (net.c):
+ * it answers a plain search itself (no filter, id selector or statistics, on
+ * a single server) when its index's recent searches say it takes at most
+ * --inline-search-us and the index's lock is free, as it answers a request
+ * that fails before it reaches its index. Anything else returns 1 with no
+ * reply, having done nothing a worker will not do again (the index's lease
+ * may be renewed): the request goes to a worker as it is. 0 with the reply
+ * as fpx_server_handle's.
+ */
+int fpx_server_handle_inline(fpx_server *s, const uint8_t *body, size_t len, uint8_t **reply,
+                             size_t *reply_len, int *is_static);
+
 /* Hands the reclaimer a reference to ix (released there, so that the last
  * one frees the index off the request path) and/or a retired folder (dir,
  * taken) to remove. Without a running reclaimer (at start or shutdown) the

@@ -57,6 +57,10 @@ void fpx_stats_workers(int started, int busy) {
     atomic_store_explicit(&fpx_stats_now.workers_busy, busy, memory_order_relaxed);
 }
 
+void fpx_stats_inline(void) {
+    atomic_fetch_add_explicit(&fpx_stats_now.inline_requests, 1, memory_order_relaxed);
+}
+
 void fpx_stats_set_ready(int ready) {
     atomic_store(&fpx_stats_now.ready, ready);
 }

@@ -37,6 +37,7 @@ typedef struct fpx_stats {
     fpx_hist latency[FPX_STATS_OPS + 1];
     fpx_hist batch_searches, batch_queries, batch_wait, fsync, snapshot;
     _Atomic uint64_t snapshot_bytes;
+    _Atomic uint64_t inline_requests; /* answered on the network thread */
     atomic_int connections, workers_started, workers_busy, ready;
 } fpx_stats;
 
@@ -58,6 +59,8 @@ void fpx_stats_snapshot(uint64_t ns, uint64_t bytes);
 void fpx_stats_connection(int delta);
 /* The worker pool: started threads, and how many are handling a request. */
 void fpx_stats_workers(int started, int busy);
+/* A request was answered on the network thread, without a worker. */
+void fpx_stats_inline(void);
 /* Data loaded and the front socket bound: /readyz answers 200 from now on. */
 void fpx_stats_set_ready(int ready);
 

@@ -1,0 +1,157 @@
+"""Searches answered on the network thread (--inline-search-us): while no
+worker is busy, a quick plain search skips the worker threads. Its reply must
+be byte for byte the one a worker gives (and FAISS's results); everything else
+(filtered searches, statistics, writes, slow searches) still goes to a worker.
+The metrics counter faiss_proxy_requests_inline_total tells which path a
+request took."""
+import re
+import time
+import urllib.request
+
+import faiss
+import numpy as np
+import pytest
+
+from conftest import SANITIZED, unique
+from wire import Client, encode, rand
+
+WAIT = 60 if SANITIZED else 20
+D = 32
+
+
+def _metrics_port(srv):
+    end = time.time() + WAIT
+    while time.time() < end:
+        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", srv.log())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.05)
+    raise AssertionError("no metrics line in the log:\n" + srv.log()[-2000:])
+
+
+def inline_count(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(r"^faiss_proxy_requests_inline_total (\d+)$", text, re.M)
+    assert m, text[-2000:]
+    return int(m.group(1))
+
+
+def start(make_server, budget=None):
+    extra = ["--metrics-port", "0"]
+    if budget is not None:
+        extra += ["--inline-search-us", str(budget)]
+    srv = make_server(extra=extra)
+    return srv, _metrics_port(srv)
+
+
+def fill(c, name, xb):
+    c.create(name, xb.shape[1])
+    items = [{"id": "k%d" % i, "n": i} for i in range(len(xb))]
+    for i in range(0, len(xb), 5000):
+        c.add(name, xb[i:i + 5000], items[i:i + 5000])
+
+
+def search_body(name, q, k, rid, **extra):
+    h = {"operation": "search", "index_id": name, "k": k, "vector_shape": list(q.shape),
+         "request_id": rid}
+    h.update(extra)
+    return encode(h, np.ascontiguousarray(q, dtype="float32").tobytes())
+
+
+def test_quick_searches_are_answered_inline_with_the_workers_reply(make_server):
+    xb = rand(2000, D, 1)
+    xq = rand(40, D, 2)
+    ref = faiss.IndexFlatL2(D)
+    ref.add(xb)
+    name = unique()
+    replies = {}
+    for budget in (None, 0):  # the default, then never inline
+        srv, port = start(make_server, budget)
+        c = srv.client()
+        fill(c, name, xb)
+        before = inline_count(port)
+        out = []
+        for i in range(len(xq)):
+            for extra in ({}, {"include_metadata": True}):
+                out.append(c.raw(search_body(name, xq[i:i + 1], 5, i, **extra)))
+        # a batch of queries, as quick on this index
+        out.append(c.raw(search_body(name, xq[:4], 5, "b")))
+        replies[budget] = out
+        n = inline_count(port) - before
+        if budget == 0:
+            assert n == 0
+        else:
+            # the first search measures the index on a worker; the others are
+            # quick (2,000 x 32: some µs) unless the machine stalls badly
+            assert n >= len(out) // 2, n
+        # the results are FAISS's
+        Dr, Ir = ref.search(xq[:1], 5)
+        Ds, Is, _ = c.search(name, xq[:1], 5)
+        assert np.array_equal(Ir, Is) and np.array_equal(Dr, Ds)
+    assert replies[None] == replies[0]
+
+
+def test_other_requests_go_to_workers(make_server):
+    srv, port = start(make_server)
+    c = srv.client()
+    name = unique()
+    xb = rand(500, D, 3)
+    fill(c, name, xb)
+    q = rand(1, D, 4)
+    c.search(name, q, 3)  # measured: the index is quick from now on
+    before = inline_count(port)
+    for i in range(5):
+        c.search(name, q, 3, filt={"n": 5})
+        c.ok({"operation": "search", "index_id": name, "k": 3, "vector_shape": [1, D],
+              "stats": True}, q.tobytes())
+        c.ok({"operation": "search", "index_id": name, "k": 3, "vector_shape": [1, D],
+              "id_selector": {"range": [0, 50]}}, q.tobytes())
+        c.add(name, rand(1, D, 10 + i), [{"id": "x%d" % i}])
+        c.info(name)
+        c.ping()
+    assert inline_count(port) == before
+    # and a plain search is still answered there
+    c.search(name, q, 3)
+    c.search(name, q, 3)
+    assert inline_count(port) > before
+
+
+def test_slow_searches_go_to_workers(make_server):
+    # 60,000 x 128 takes milliseconds a query on this build: over the budget
+    srv, port = start(make_server, 200)
+    c = srv.client()
+    name = unique()
+    xb = rand(60000, 128, 5)
+    c.create(name, 128)
+    for i in range(0, len(xb), 20000):
+        c.add(name, xb[i:i + 20000])
+    before = inline_count(port)
+    for i in range(8):
+        c.search(name, rand(1, 128, 20 + i), 10)
+    assert inline_count(port) == before
+
+
+def test_errors_before_the_index_are_answered_inline(make_server):
+    srv, port = start(make_server)
+    c = srv.client()
+    before = inline_count(port)
+    h = c.error({"operation": "search", "index_id": "nosuch", "k": 1, "vector_shape": [1, D]},
+                rand(1, D, 1).tobytes())
+    assert h["error_type"] == "not_found"
+    assert inline_count(port) == before + 1
+    # a search over the size the network thread looks at goes to a worker
+    big = Client(srv.endpoint)
+    try:
+        h = big.error({"operation": "search", "index_id": "nosuch", "k": 1,
+                       "vector_shape": [600, D]}, rand(600, D, 2).tobytes())
+        assert h["error_type"] == "not_found"
+    finally:
+        big.close()
+    assert inline_count(port) == before + 1
+
+
+@pytest.mark.parametrize("value", ["-1", "100001", "x"])
+def test_bad_budget_is_refused(make_server, value):
+    with pytest.raises(RuntimeError, match="inline search"):
+        make_server(extra=["--inline-search-us", value])
