@@ -83,6 +83,16 @@ class Server:
             time.sleep(0.05)
         return self.log()
 
+    def metrics_port(self):
+        """The port the server's log says /metrics is served on (--metrics-port 0)."""
+        end = time.time() + (60 if SANITIZED else 20)
+        while time.time() < end:
+            m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", self.log())
+            if m:
+                return int(m.group(1))
+            time.sleep(0.05)
+        raise AssertionError("no metrics line in the log:\n" + self.log()[-2000:])
+
     def client(self, api_key=None, tenant_id=None):
         c = Client(self.endpoint, api_key, tenant_id)
         self.clients.append(c)

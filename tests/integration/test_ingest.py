@@ -4,7 +4,6 @@ commit) and still lose no acknowledged row to kill -9, libfaissproxy's
 pipelined add says exactly which rows went in, and the CLI's pipelined
 import resumes to exactly its file.
 """
-import json
 import os
 import re
 import signal
@@ -16,7 +15,6 @@ import urllib.request
 
 import faiss
 import numpy as np
-import pytest
 import zmq
 
 import conftest
@@ -99,22 +97,12 @@ def _metric(port, name):
     return float(m.group(1)) if m else 0.0
 
 
-def _metrics_port(srv):
-    end = time.time() + WAIT
-    while time.time() < end:
-        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", srv.log())
-        if m:
-            return int(m.group(1))
-        time.sleep(0.05)
-    raise AssertionError("no metrics line in the log")
-
-
 def test_concurrent_writers_share_fdatasyncs(make_server):
     """Eight writers adding to one index: every add is acknowledged and
     durable (after kill -9 they are all there), with fewer fdatasyncs than
     adds: writers appended while another's fdatasync ran share the next."""
     s = make_server(extra=["--workers", "16", "--metrics-port", "0"])
-    port = _metrics_port(s)
+    port = s.metrics_port()
     name = unique("group")
     d = 32
     s.client().create(name, d)

@@ -19,16 +19,6 @@ from wire import rand
 WAIT = 60 if SANITIZED else 20
 
 
-def _metrics_port(srv):
-    end = time.time() + WAIT
-    while time.time() < end:
-        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", srv.log())
-        if m:
-            return int(m.group(1))
-        time.sleep(0.05)
-    raise AssertionError("no metrics line in the log:\n" + srv.log()[-2000:])
-
-
 def _get(port, path, method="GET"):
     req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method)
     try:
@@ -58,7 +48,7 @@ def _value(s, name, **labels):
 @pytest.fixture
 def msrv(make_server):
     srv = make_server(extra=("--metrics-port", "0"))
-    return srv, _metrics_port(srv)
+    return srv, srv.metrics_port()
 
 
 def test_promtool_accepts_and_counters_follow_requests(msrv):
