@@ -550,7 +550,7 @@ static void bench_roundtrip(const proc *srv, const proc *echo) {
     add_result("1 round trip: server p50", sp50 * 1e6, "us", NULL, 0, 0);
     add_result("1 round trip: server p99", sp99 * 1e6, "us", NULL, 0, 0);
     add_result("1 round trip: server p50 / (FAISS + echo) p50", sp50 / (lp50 + ep50), "x",
-               "<=", 1.3, 1);
+               "<=", 1.15, 1);
     add_result("1 round trip: server p99 / (FAISS + echo) p99", sp99 / (lp99 + ep99), "x", NULL, 0,
                1);
     add_result("1 round trip: results differing from in-process", (double)mismatches, "queries",
