@@ -265,19 +265,6 @@ struct BufReader : faiss::IOReader {
 /* Set by fpx_engine_tune_for_server. */
 bool server_tuning = false;
 
-/*
- * With server tuning, every FAISS call that runs on more than one OpenMP
- * thread runs on a dedicated thread (one for searches, one for builds), one
- * after the other. libgomp keeps a
- * team of threads per thread that starts parallel work: called from many
- * worker threads, the process held many teams, more OpenMP threads than
- * cores, and libgomp then stops spinning between parallel steps and puts its
- * threads to sleep and wakes them instead, which made a batch of IVF queries
- * about 30% slower than the same call in-process. Such a call uses every core
- * anyway, so running them one at a time costs no throughput. Calls on one
- * thread (single queries, small batches) still run in their worker, in
- * parallel with each other.
- */
 /* libgomp's barriers order the OpenMP threads' work in a call before the
  * call returns, but ThreadSanitizer does not see inside libgomp (not built
  * with it): it then reports what those threads read (a search's allowed set
@@ -295,6 +282,19 @@ static void team_handoff() {
 #endif
 }
 
+/*
+ * With server tuning, every FAISS call that runs on more than one OpenMP
+ * thread runs on a dedicated thread (one for searches, one for builds), one
+ * after the other. libgomp keeps a
+ * team of threads per thread that starts parallel work: called from many
+ * worker threads, the process held many teams, more OpenMP threads than
+ * cores, and libgomp then stops spinning between parallel steps and puts its
+ * threads to sleep and wakes them instead, which made a batch of IVF queries
+ * about 30% slower than the same call in-process. Such a call uses every core
+ * anyway, so running them one at a time costs no throughput. Calls on one
+ * thread (single queries, small batches) still run in their worker, in
+ * parallel with each other.
+ */
 class TeamRunner {
   public:
     void run(const std::function<void()> &fn) {

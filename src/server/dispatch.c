@@ -247,8 +247,6 @@ static int inline_fits(const fpx_req *r) {
 static int run_op(fpx_req *r, fpx_out *o) {
     const fpx_opdef *op = r->op;
     fpx_server *s = r->s;
-    if (r->inline_try && s->cluster)
-        return defer(r);
     if (s->cluster && fpx_cluster_admit(r))
         return -1;
     if (s->cluster) { /* leases are the cluster's (src/cluster/lease.c) */
@@ -428,12 +426,13 @@ static int handle_decoded(fpx_req *r, fpx_out *o) {
      * the cluster's token on its socket, not by an API key. */
     if (r->forwarded && r->s->cluster && fpx_obj_str_eq(opname, FPX_PEER_SNAPSHOT_OP))
         return fpx_cluster_peer_serve(r, o);
+    /* Only searches may be answered on the network thread: anything else
+     * goes to a worker before it is authenticated, which the worker does. */
+    if (r->inline_try && !fpx_obj_str_eq(opname, "search"))
+        return defer(r);
     if (fpx_auth_check(r->s->auth, fpx_map_get(r->h, "api_key"), fpx_map_get(r->h, "tenant_id"),
                        &r->tenant, &r->err) != 0)
         return -1;
-    /* Only searches may be answered on the network thread. */
-    if (r->inline_try && !fpx_obj_str_eq(opname, "search"))
-        return defer(r);
     if (!(r->op = fpx_op_find(name, len)))
         return fpx_err_set(&r->err, FPX_E_UNSUPPORTED, "unknown operation \"%.*s\"",
                            (int)(len > 64 ? 64 : len), name);
@@ -468,9 +467,12 @@ static fpx_errtype relayed_status(const uint8_t *reply, size_t len) {
  * 1 when the request was deferred (no reply), else 0. */
 static int handle(fpx_server *s, const uint8_t *body, size_t len, int forwarded, int try_inline,
                   uint8_t **reply, size_t *reply_len, int *is_static) {
-    if (fpx_faissx_detect(body, len)) { /* FAISSx's format: its adapter calls back here */
-        if (try_inline)
-            return 1;
+    /* The network thread answers nothing of a cluster node (forwarding and
+     * admission may wait on other nodes) nor of FAISSx's format. */
+    int faissx = fpx_faissx_detect(body, len);
+    if (try_inline && (s->cluster || faissx))
+        return 1;
+    if (faissx) { /* FAISSx's format: its adapter calls back here */
         fpx_faissx_handle(s, body, len, reply, reply_len, is_static);
         return 0;
     }

@@ -303,10 +303,12 @@ static void refuse(void *front, parked *req, const char *why) {
  * request then makes the same two thread hops as with a bare ZeroMQ echo
  * (ZeroMQ's I/O thread to here and back) instead of four. Nothing else is
  * in flight, so no other request waits behind a worker for it; one arriving
- * meanwhile waits at most about --inline-search-us. 1 when answered.
+ * meanwhile waits about --inline-search-us (longer only when the search's
+ * params make it far slower than its index's recent searches, docs/protocol.md).
+ * 1 when answered.
  */
 static int try_inline(fpx_server *s, void *front, parked *req) {
-    if (s->cfg->inline_search_us == 0 || s->cluster || (req->mode & ~MODE_DELIM) != 0 ||
+    if (s->cfg->inline_search_us == 0 || (req->mode & ~MODE_DELIM) != 0 ||
         zmq_msg_size(&req->body) > INLINE_MAX_BODY)
         return 0;
     uint8_t *reply;
