@@ -1,7 +1,7 @@
 /*
  * calls.c - libfaissproxy: the typed operations of a handle (indexes and
- * their leases, train, add, search, range search, reconstruct, remove,
- * reset, set_param, export, import).
+ * their leases, train, search, range search, reconstruct, remove, reset,
+ * set_param, export, import; add is add.c's), and what they share.
  *
  * Each one checks its arguments, builds its request on the request plumbing
  * of conn.c (fpx_c_begin, then the vectors as the message's data section,
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int get_int(const msgpack_object *map, const char *key, int64_t *v) {
+int fpx_c_get_int(const msgpack_object *map, const char *key, int64_t *v) {
     const msgpack_object *o = fpx_map_get(map, key);
     return o ? fpx_obj_int(o, v) : -1;
 }
@@ -37,14 +37,14 @@ static int read_info(fpx_client *c, const msgpack_object *m, fpx_index_info *inf
     copy_str(m, "index_id", info->index_id, sizeof info->index_id);
     copy_str(m, "index_type", info->index_type, sizeof info->index_type);
     copy_str(m, "metric", info->metric, sizeof info->metric);
-    get_int(m, "dimension", &info->dimension);
-    get_int(m, "ntotal", &info->ntotal);
+    fpx_c_get_int(m, "dimension", &info->dimension);
+    fpx_c_get_int(m, "ntotal", &info->ntotal);
     const msgpack_object *t = fpx_map_get(m, "is_trained");
     info->is_trained = t && t->type == MSGPACK_OBJECT_BOOLEAN && t->via.boolean;
     return 0;
 }
 
-static int check_args(fpx_client *c, const char *index_id, int64_t n, int64_t d) {
+int fpx_c_check_args(fpx_client *c, const char *index_id, int64_t n, int64_t d) {
     fpx_c_clear_error(c);
     if (!index_id)
         return fpx_c_fail(c, "validation_error", "index_id is NULL");
@@ -57,12 +57,12 @@ static int check_args(fpx_client *c, const char *index_id, int64_t n, int64_t d)
 
 /* Vectors are float32 rows of d components, or (binary) uint8 rows of d/8
  * bytes for d bits. */
-static size_t row_bytes(int64_t d, int binary) {
+size_t fpx_c_row_bytes(int64_t d, int binary) {
     return binary ? (size_t)d / 8 : (size_t)d * sizeof(float);
 }
 
 /* Packs vector_shape [n, columns], and dtype for binary rows: 1 + binary keys. */
-static void pack_shape(msgpack_packer *pk, int64_t n, int64_t d, int binary) {
+void fpx_c_pack_shape(msgpack_packer *pk, int64_t n, int64_t d, int binary) {
     fpx_pack_cstr(pk, "vector_shape");
     msgpack_pack_array(pk, 2);
     msgpack_pack_int64(pk, n);
@@ -74,9 +74,9 @@ static void pack_shape(msgpack_packer *pk, int64_t n, int64_t d, int binary) {
 }
 
 /* Reserves the data section and copies the vectors (the one copy). */
-static int put_vectors(fpx_client *c, fpx_out *o, int64_t n, int64_t d, int binary, const void *x,
-                       const int64_t *labels) {
-    size_t vb = (size_t)n * row_bytes(d, binary);
+int fpx_c_put_vectors(fpx_client *c, fpx_out *o, int64_t n, int64_t d, int binary, const void *x,
+                      const int64_t *labels) {
+    size_t vb = (size_t)n * fpx_c_row_bytes(d, binary);
     size_t lb = labels ? (size_t)n * sizeof(int64_t) : 0;
     uint8_t *p = fpx_out_data(o, vb + lb);
     if (!p) {
@@ -91,7 +91,7 @@ static int put_vectors(fpx_client *c, fpx_out *o, int64_t n, int64_t d, int bina
 }
 
 /* Appends pre-encoded msgpack bytes to a packer. */
-static void pack_raw(msgpack_packer *pk, const void *p, size_t n) {
+void fpx_c_pack_raw(msgpack_packer *pk, const void *p, size_t n) {
     pk->callback(pk->data, (const char *)p, n);
 }
 
@@ -149,7 +149,7 @@ int fpx_client_create_index_leased(fpx_client *c, const char *index_id, int64_t 
                                    const char *index_type, const char *metric,
                                    int64_t lease_seconds, fpx_index_info *info) {
     int64_t lease;
-    if (check_args(c, index_id, 0, dimension) || resolve_lease(c, lease_seconds, &lease))
+    if (fpx_c_check_args(c, index_id, 0, dimension) || resolve_lease(c, lease_seconds, &lease))
         return -1;
     fpx_out o;
     reply r;
@@ -175,7 +175,7 @@ int fpx_client_create_index_leased(fpx_client *c, const char *index_id, int64_t 
 }
 
 int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seconds) {
-    if (check_args(c, index_id, 0, 0))
+    if (fpx_c_check_args(c, index_id, 0, 0))
         return -1;
     if (lease_seconds < 0)
         return fpx_c_fail(c, "validation_error", "lease_seconds must be >= 0");
@@ -195,7 +195,7 @@ int fpx_client_set_lease(fpx_client *c, const char *index_id, int64_t lease_seco
 }
 
 int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_info *info) {
-    if (check_args(c, index_id, 0, 0))
+    if (fpx_c_check_args(c, index_id, 0, 0))
         return -1;
     fpx_out o;
     reply r;
@@ -208,7 +208,7 @@ int fpx_client_get_index_info(fpx_client *c, const char *index_id, fpx_index_inf
 }
 
 int fpx_client_delete_index(fpx_client *c, const char *index_id) {
-    if (check_args(c, index_id, 0, 0))
+    if (fpx_c_check_args(c, index_id, 0, 0))
         return -1;
     fpx_out o;
     reply r;
@@ -251,12 +251,12 @@ int fpx_client_list_indexes(fpx_client *c, fpx_index_info **infos, size_t *count
 
 static int train_rows(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
                       const void *x) {
-    if (check_args(c, index_id, n, d))
+    if (fpx_c_check_args(c, index_id, n, d))
         return -1;
     fpx_out o;
     reply r;
-    pack_shape(fpx_c_begin(c, &o, "train", index_id, 1 + (size_t)binary), n, d, binary);
-    if (put_vectors(c, &o, n, d, binary, x, NULL) || fpx_c_call(c, &o, &r))
+    fpx_c_pack_shape(fpx_c_begin(c, &o, "train", index_id, 1 + (size_t)binary), n, d, binary);
+    if (fpx_c_put_vectors(c, &o, n, d, binary, x, NULL) || fpx_c_call(c, &o, &r))
         return -1;
     fpx_c_done(&r);
     return 0;
@@ -281,14 +281,14 @@ int fpx_client_train_binary(fpx_client *c, const char *index_id, int64_t n, int6
 
 /* Bytes of a request besides its rows: the header's fixed keys, the names
  * and keys it carries, and a filter; generous, as the limit is a hard one. */
-static size_t request_overhead(const fpx_client *c, const char *index_id, size_t extra) {
+size_t fpx_c_request_overhead(const fpx_client *c, const char *index_id, size_t extra) {
     return 512 + strlen(index_id) + (c->api_key ? strlen(c->api_key) : 0) +
            (c->tenant_id ? strlen(c->tenant_id) : 0) + extra;
 }
 
 /* What one add row adds to a request: its vector, its label, its key and
  * metadata. */
-static size_t add_row_bytes(size_t row, const int64_t *labels, const fpx_item *items, int64_t i) {
+size_t fpx_c_add_row_bytes(size_t row, const int64_t *labels, const fpx_item *items, int64_t i) {
     size_t b = row + (labels ? sizeof(int64_t) : 0);
     if (items)
         b += 16 + (items[i].key ? strlen(items[i].key) : 0) +
@@ -298,14 +298,14 @@ static size_t add_row_bytes(size_t row, const int64_t *labels, const fpx_item *i
 
 /* How many rows from `from` on fit in one request under limit (at least one:
  * a single row over the limit is then refused by name, never sent). */
-static int64_t rows_that_fit(int64_t from, int64_t n, size_t head, size_t limit, size_t row,
-                             const int64_t *labels, const fpx_item *items) {
+int64_t fpx_c_rows_that_fit(int64_t from, int64_t n, size_t head, size_t limit, size_t row,
+                            const int64_t *labels, const fpx_item *items) {
     if (limit == SIZE_MAX)
         return n - from;
     size_t used = head;
     int64_t m = 0;
     while (from + m < n) {
-        size_t b = add_row_bytes(row, labels, items, from + m);
+        size_t b = fpx_c_add_row_bytes(row, labels, items, from + m);
         if (m > 0 && (used + b > limit || used + b < used))
             break;
         used += b;
@@ -316,250 +316,11 @@ static int64_t rows_that_fit(int64_t from, int64_t n, size_t head, size_t limit,
 
 /* The server's limit for a call of n rows of `per_row` bytes after head
  * bytes; SIZE_MAX when there is none to respect. */
-static int call_limit(fpx_client *c, size_t head, int64_t n, size_t per_row, size_t *limit) {
+int fpx_c_call_limit(fpx_client *c, size_t head, int64_t n, size_t per_row, size_t *limit) {
     size_t total = (size_t)n > (SIZE_MAX - head) / (per_row ? per_row : 1)
                        ? SIZE_MAX
                        : head + (size_t)n * per_row;
     return fpx_c_limit(c, total, limit);
-}
-
-/* Builds one add request of n rows and sends it without waiting (its
- * request_id in *id). */
-static int add_send(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
-                    const void *x, const int64_t *labels, const fpx_item *items, int64_t *id) {
-    fpx_out o;
-    msgpack_packer *pk =
-        fpx_c_begin(c, &o, "add_vectors", index_id, 1 + (size_t)binary + (labels != NULL));
-    pack_shape(pk, n, d, binary);
-    if (labels) {
-        fpx_pack_cstr(pk, "with_ids");
-        msgpack_pack_true(pk);
-    }
-    if (put_vectors(c, &o, n, d, binary, x, labels))
-        return -1;
-    if (items) {
-        msgpack_packer *m = fpx_out_meta(&o);
-        msgpack_pack_array(m, (size_t)n);
-        for (int64_t i = 0; i < n; i++) {
-            int has_md = items[i].metadata && items[i].metadata_size;
-            msgpack_pack_map(m, (items[i].key != NULL) + has_md);
-            if (items[i].key) {
-                fpx_pack_cstr(m, "id");
-                fpx_pack_cstr(m, items[i].key);
-            }
-            if (has_md) {
-                fpx_pack_cstr(m, "metadata");
-                pack_raw(m, items[i].metadata, items[i].metadata_size);
-            }
-        }
-    }
-    return fpx_c_send(c, &o, id);
-}
-
-/*
- * A large add is pipelined: its parts go as consecutive add_vectors requests
- * with up to c->add_window of them in flight, so that the network, the
- * server's log and FAISS work at the same time. The server locks one
- * connection's requests in the order they came (docs/protocol.md), so the
- * parts are applied in order, and unkeyed vectors get the labels FAISS's add
- * would give them. Each part is acknowledged on its own, once durable, and
- * the acknowledgements are taken in the order the parts were sent.
- *
- * When a part fails, no further part is sent and those in flight are waited
- * for. The rows added are then exactly: every part before the first that
- * failed, plus any part after it that was in flight and succeeded (a quota
- * or a full disk refuses those too; a part with a bad vector does not stop
- * the next). The error message lists them. A part that got no reply (the
- * connection was lost) may or may not have been added: the message says so.
- */
-typedef struct add_part {
-    int64_t id, from, m, ntotal;
-    int state; /* PART_* */
-    char errtype[32];
-    char errstr[512];
-} add_part;
-
-enum { PART_SENT = 1, PART_ADDED, PART_FAILED };
-
-/* What the parts of one add came to, taken in the order they were sent. */
-typedef struct add_tally {
-    int64_t added;     /* rows of the unbroken run of added parts from row 0 */
-    int64_t fail_from; /* the first failed part's rows, -1: none */
-    int64_t fail_to;
-    char errtype[32]; /* its error */
-    char errstr[512];
-    int64_t extra;                    /* rows of added parts after it */
-    char extra_rows[160];             /* their ranges, as text */
-    int64_t unknown_from, unknown_to; /* parts without a reply, -1: none */
-    int parts;                        /* parts sent */
-} add_tally;
-
-static void note_range(char *buf, size_t cap, int64_t from, int64_t to) {
-    size_t used = strlen(buf);
-    if (used + 48 >= cap) {
-        if (used + 5 < cap && strcmp(buf + used - 3, "...") != 0)
-            snprintf(buf + used, cap - used, ", ...");
-        return;
-    }
-    snprintf(buf + used, cap - used, "%s%lld..%lld", used ? ", " : "", (long long)from,
-             (long long)to - 1);
-}
-
-/* Counts the oldest part, answered (or lost), into t. */
-static void tally_part(add_tally *t, const add_part *p, int64_t *ntotal) {
-    if (p->state == PART_ADDED && t->fail_from < 0 && t->unknown_from < 0) {
-        t->added += p->m;
-        if (ntotal)
-            *ntotal = p->ntotal;
-    } else if (p->state == PART_ADDED) {
-        t->extra += p->m;
-        note_range(t->extra_rows, sizeof t->extra_rows, p->from, p->from + p->m);
-        if (ntotal)
-            *ntotal = p->ntotal;
-    } else if (p->state == PART_FAILED && t->fail_from < 0) {
-        t->fail_from = p->from;
-        t->fail_to = p->from + p->m;
-        memcpy(t->errtype, p->errtype, sizeof t->errtype);
-        memcpy(t->errstr, p->errstr, sizeof t->errstr);
-    } else if (p->state == PART_SENT) {
-        if (t->unknown_from < 0)
-            t->unknown_from = p->from;
-        t->unknown_to = p->from + p->m;
-    }
-}
-
-/* Sets the handle's error from what the parts came to; -1, or 0 when every
- * row was added. */
-static int add_result(fpx_client *c, const add_tally *t, int64_t n) {
-    if (t->added == n && t->fail_from < 0 && t->unknown_from < 0) {
-        fpx_c_clear_error(c); /* a late error reply of an earlier call may have set it */
-        return 0;
-    }
-    if (t->parts <= 1) { /* one request: its own error, unchanged */
-        if (t->fail_from >= 0) {
-            snprintf(c->errtype, sizeof c->errtype, "%s", t->errtype);
-            snprintf(c->errstr, sizeof c->errstr, "%s", t->errstr);
-        }
-        return -1;
-    }
-    char extra[300] = "", unknown[200] = "";
-    if (t->extra)
-        snprintf(extra, sizeof extra,
-                 "; rows %s (%lld vectors), in flight when the failure came, were added too",
-                 t->extra_rows, (long long)t->extra);
-    if (t->unknown_from >= 0)
-        snprintf(unknown, sizeof unknown,
-                 "; rows %lld..%lld got no reply: whether they were added is unknown",
-                 (long long)t->unknown_from, (long long)t->unknown_to - 1);
-    /* Composed apart, then cut to the handle's buffer: the parts may be long. */
-    char msg[1400];
-    if (t->fail_from >= 0) {
-        snprintf(c->errtype, sizeof c->errtype, "%s", t->errtype);
-        snprintf(msg, sizeof msg,
-                 "the add was sent in parts: the first %lld of %lld vectors were added, rows "
-                 "%lld..%lld failed: %.200s%s%s; the rest were not added",
-                 (long long)t->added, (long long)n, (long long)t->fail_from,
-                 (long long)t->fail_to - 1, t->errstr, extra, unknown);
-    } else {
-        /* no part failed: the connection was lost (errtype connection_error) */
-        snprintf(msg, sizeof msg,
-                 "the add was sent in parts: the first %lld of %lld vectors were added%s%s; the "
-                 "rest were not: %.200s",
-                 (long long)t->added, (long long)n, extra, unknown, c->errstr);
-    }
-    size_t len = strlen(msg);
-    if (len >= sizeof c->errstr)
-        len = sizeof c->errstr - 1;
-    memcpy(c->errstr, msg, len);
-    c->errstr[len] = 0;
-    return -1;
-}
-
-static int add_rows(fpx_client *c, const char *index_id, int64_t n, int64_t d, int binary,
-                    const void *x, const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
-    if (check_args(c, index_id, n, d))
-        return -1;
-    size_t row = row_bytes(d, binary);
-    size_t head = request_overhead(c, index_id, 0);
-    size_t limit;
-    if (call_limit(c, head, n, add_row_bytes(row, labels, NULL, 0), &limit) != 0)
-        return -1;
-    /* Parts of about FPX_ADD_PART_BYTES: the window needs several to overlap. */
-    size_t part = limit < FPX_ADD_PART_BYTES ? limit : FPX_ADD_PART_BYTES;
-    int w = c->add_window;
-    add_part *ring = calloc((size_t)w, sizeof *ring);
-    if (!ring)
-        return fpx_c_fail(c, "internal_error", "out of memory");
-    add_tally t = {.fail_from = -1, .unknown_from = -1};
-    int64_t sent = 0;
-    int first = 0, inflight = 0, stop = 0;
-    do {
-        while (!stop && inflight < w && (sent < n || t.parts == 0)) {
-            add_part *p = &ring[(first + inflight) % w];
-            memset(p, 0, sizeof *p);
-            p->from = sent;
-            p->m = rows_that_fit(sent, n, head, part, row, labels, items);
-            if (add_send(c, index_id, p->m, d, binary, (const uint8_t *)x + (size_t)sent * row,
-                         labels ? labels + sent : NULL, items ? items + sent : NULL, &p->id) != 0) {
-                /* not sent: this part failed, and no more go */
-                p->state = PART_FAILED;
-                snprintf(p->errtype, sizeof p->errtype, "%s", c->errtype);
-                snprintf(p->errstr, sizeof p->errstr, "%s", c->errstr);
-                stop = 1;
-            } else {
-                p->state = PART_SENT;
-            }
-            inflight++;
-            t.parts++;
-            sent += p->m;
-        }
-        int lost = 0;
-        if (ring[first].state == PART_SENT) {
-            int64_t rid;
-            reply r;
-            int bad;
-            if (fpx_c_recv(c, &rid, &r, &bad) != 0) {
-                lost = stop = 1; /* every part in flight is now unanswered */
-            } else {
-                add_part *p = NULL;
-                for (int i = 0; i < inflight && !p; i++) {
-                    add_part *q = &ring[(first + i) % w];
-                    if (q->state == PART_SENT && q->id == rid)
-                        p = q;
-                }
-                if (p && bad) {
-                    p->state = PART_FAILED;
-                    snprintf(p->errtype, sizeof p->errtype, "%s", c->errtype);
-                    snprintf(p->errstr, sizeof p->errstr, "%s", c->errstr);
-                    stop = 1;
-                } else if (p) {
-                    p->state = PART_ADDED;
-                    if (get_int(r.m.meta, "ntotal", &p->ntotal) != 0)
-                        p->ntotal = -1;
-                }
-                if (!bad)
-                    fpx_c_done(&r); /* an answer to p, or a late one to an earlier call */
-            }
-        }
-        /* Acknowledgements are taken in the order the parts were sent. */
-        while (inflight > 0 && (lost || ring[first].state != PART_SENT)) {
-            tally_part(&t, &ring[first], ntotal);
-            first = (first + 1) % w;
-            inflight--;
-        }
-    } while (inflight > 0 || (!stop && sent < n));
-    free(ring);
-    return add_result(c, &t, n);
-}
-
-int fpx_client_add(fpx_client *c, const char *index_id, int64_t n, int64_t d, const float *x,
-                   const int64_t *labels, const fpx_item *items, int64_t *ntotal) {
-    return add_rows(c, index_id, n, d, 0, x, labels, items, ntotal);
-}
-
-int fpx_client_add_binary(fpx_client *c, const char *index_id, int64_t n, int64_t d,
-                          const uint8_t *x, const int64_t *labels, int64_t *ntotal) {
-    return add_rows(c, index_id, n, d, 1, x, labels, NULL, ntotal);
 }
 
 /* Packs the per-search parameters of opts as a "params" entry (if any). */
@@ -646,16 +407,16 @@ static int search_once(fpx_client *c, const char *index_id, int64_t nq, int64_t 
         fpx_c_begin(c, &o, "search", index_id, 2 + (size_t)binary + (nparams > 0) + (hits != NULL));
     fpx_pack_cstr(pk, "k");
     msgpack_pack_int64(pk, k);
-    pack_shape(pk, nq, d, binary);
+    fpx_c_pack_shape(pk, nq, d, binary);
     pack_params(pk, opts);
     if (hits) {
         fpx_pack_cstr(pk, "include_metadata");
         msgpack_pack_true(pk);
     }
-    if (put_vectors(c, &o, nq, d, binary, x, NULL))
+    if (fpx_c_put_vectors(c, &o, nq, d, binary, x, NULL))
         return -1;
     if (opts && opts->filter && opts->filter_size)
-        pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
+        fpx_c_pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
     if (fpx_c_call(c, &o, &r))
         return -1;
     size_t nres = (size_t)nq * (size_t)k;
@@ -691,15 +452,15 @@ static size_t filter_bytes(const fpx_search_opts *opts) {
 static int search_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d, int binary,
                        const void *x, int64_t k, const fpx_search_opts *opts, void *D, int64_t *I,
                        fpx_hit **hits) {
-    if (check_args(c, index_id, nq, d))
+    if (fpx_c_check_args(c, index_id, nq, d))
         return -1;
     if (k < 1)
         return fpx_c_fail(c, "validation_error", "k must be >= 1");
-    size_t row = row_bytes(d, binary);
+    size_t row = fpx_c_row_bytes(d, binary);
     size_t per = row > (size_t)k * 12 ? row : (size_t)k * 12;
-    size_t head = request_overhead(c, index_id, filter_bytes(opts));
+    size_t head = fpx_c_request_overhead(c, index_id, filter_bytes(opts));
     size_t limit;
-    if (call_limit(c, head, nq, per, &limit) != 0)
+    if (fpx_c_call_limit(c, head, nq, per, &limit) != 0)
         return -1;
     int64_t step = limit == SIZE_MAX || limit <= head ? nq : (int64_t)((limit - head) / per);
     if (step >= nq || nq == 0)
@@ -756,7 +517,7 @@ void fpx_hits_free(fpx_hit *hits, size_t n) {
 
 static int delete_ids(fpx_client *c, const char *index_id, size_t n, const char *const *keys,
                       const int64_t *labels, int64_t *deleted) {
-    if (check_args(c, index_id, 0, 0))
+    if (fpx_c_check_args(c, index_id, 0, 0))
         return -1;
     fpx_out o;
     reply r;
@@ -771,7 +532,7 @@ static int delete_ids(fpx_client *c, const char *index_id, size_t n, const char 
     }
     if (fpx_c_call(c, &o, &r))
         return -1;
-    if (deleted && get_int(r.m.meta, "deleted", deleted) != 0)
+    if (deleted && fpx_c_get_int(r.m.meta, "deleted", deleted) != 0)
         *deleted = -1;
     fpx_c_done(&r);
     return 0;
@@ -799,19 +560,19 @@ static int range_once(fpx_client *c, const char *index_id, int64_t nq, int64_t d
         fpx_c_begin(c, &o, "range_search", index_id, 2 + (size_t)binary + (count_params(opts) > 0));
     fpx_pack_cstr(pk, "radius");
     msgpack_pack_float(pk, radius);
-    pack_shape(pk, nq, d, binary);
+    fpx_c_pack_shape(pk, nq, d, binary);
     pack_params(pk, opts);
-    if (put_vectors(c, &o, nq, d, binary, x, NULL))
+    if (fpx_c_put_vectors(c, &o, nq, d, binary, x, NULL))
         return -1;
     if (opts && opts->filter && opts->filter_size)
-        pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
+        fpx_c_pack_raw(fpx_out_meta(&o), opts->filter, opts->filter_size);
     if (fpx_c_call(c, &o, &r))
         return -1;
     int64_t rq, nres;
     size_t lsz = (size_t)(nq + 1) * 8;
     int rc = 0;
-    if (get_int(r.m.header, "nq", &rq) || get_int(r.m.header, "nres", &nres) || rq != nq ||
-        nres < 0 || r.m.body.data_size != lsz + (size_t)nres * 12) {
+    if (fpx_c_get_int(r.m.header, "nq", &rq) || fpx_c_get_int(r.m.header, "nres", &nres) ||
+        rq != nq || nres < 0 || r.m.body.data_size != lsz + (size_t)nres * 12) {
         rc = fpx_c_fail(c, "protocol_error", "range_search reply is not well formed");
     } else {
         *lims = malloc(lsz);
@@ -843,12 +604,12 @@ static int range_rows(fpx_client *c, const char *index_id, int64_t nq, int64_t d
     *lims = NULL;
     *labels = NULL;
     *distances = NULL;
-    if (check_args(c, index_id, nq, d))
+    if (fpx_c_check_args(c, index_id, nq, d))
         return -1;
-    size_t row = row_bytes(d, binary);
-    size_t head = request_overhead(c, index_id, filter_bytes(opts));
+    size_t row = fpx_c_row_bytes(d, binary);
+    size_t head = fpx_c_request_overhead(c, index_id, filter_bytes(opts));
     size_t limit;
-    if (call_limit(c, head, nq, row, &limit) != 0)
+    if (fpx_c_call_limit(c, head, nq, row, &limit) != 0)
         return -1;
     int64_t step =
         limit == SIZE_MAX || limit <= head || row == 0 ? nq : (int64_t)((limit - head) / row);
@@ -920,7 +681,7 @@ static int read_vectors(fpx_client *c, reply *r, int64_t n, int64_t d, int binar
         fpx_obj_int(&shape->via.array.ptr[0], &sn) || fpx_obj_int(&shape->via.array.ptr[1], &sd))
         return fpx_c_fail(c, "protocol_error", "reply lacks its shape");
     int64_t cols = binary ? d / 8 : d;
-    if (sn != n || sd != cols || r->m.body.data_size != (size_t)n * row_bytes(d, binary))
+    if (sn != n || sd != cols || r->m.body.data_size != (size_t)n * fpx_c_row_bytes(d, binary))
         return fpx_c_fail(c, "validation_error",
                           "the index holds %lld x %lld floats, not %lld x %lld", (long long)sn,
                           (long long)sd, (long long)n, (long long)cols);
@@ -931,7 +692,7 @@ static int read_vectors(fpx_client *c, reply *r, int64_t n, int64_t d, int binar
 
 static int reconstruct_rows(fpx_client *c, const char *index_id, int64_t label, int64_t d,
                             int binary, void *out) {
-    if (check_args(c, index_id, 1, d))
+    if (fpx_c_check_args(c, index_id, 1, d))
         return -1;
     fpx_out o;
     reply r;
@@ -957,7 +718,7 @@ int fpx_client_reconstruct_binary(fpx_client *c, const char *index_id, int64_t l
 
 static int reconstruct_n_rows(fpx_client *c, const char *index_id, int64_t i0, int64_t n, int64_t d,
                               int binary, void *out) {
-    if (check_args(c, index_id, n, d))
+    if (fpx_c_check_args(c, index_id, n, d))
         return -1;
     fpx_out o;
     reply r;
@@ -985,7 +746,7 @@ int fpx_client_reconstruct_n_binary(fpx_client *c, const char *index_id, int64_t
 
 static int remove_call(fpx_client *c, const char *index_id, size_t n, const int64_t *labels,
                        int64_t lo, int64_t hi, int64_t *removed) {
-    if (check_args(c, index_id, 0, 0))
+    if (fpx_c_check_args(c, index_id, 0, 0))
         return -1;
     fpx_out o;
     reply r;
@@ -1000,7 +761,7 @@ static int remove_call(fpx_client *c, const char *index_id, size_t n, const int6
     }
     if (fpx_c_call(c, &o, &r))
         return -1;
-    if (removed && get_int(r.m.meta, "removed", removed) != 0)
+    if (removed && fpx_c_get_int(r.m.meta, "removed", removed) != 0)
         *removed = -1;
     fpx_c_done(&r);
     return 0;
@@ -1020,7 +781,7 @@ int fpx_client_remove_range(fpx_client *c, const char *index_id, int64_t lo, int
 /* An operation whose request is index_id plus nothing, or name/value. */
 static int simple_write(fpx_client *c, const char *op, const char *index_id, const char *name,
                         double value) {
-    if (check_args(c, index_id, 0, 0))
+    if (fpx_c_check_args(c, index_id, 0, 0))
         return -1;
     fpx_out o;
     reply r;
@@ -1050,7 +811,7 @@ int fpx_client_set_param(fpx_client *c, const char *index_id, const char *name, 
 int fpx_client_export(fpx_client *c, const char *index_id, uint8_t **bytes, size_t *len) {
     *bytes = NULL;
     *len = 0;
-    if (check_args(c, index_id, 0, 0))
+    if (fpx_c_check_args(c, index_id, 0, 0))
         return -1;
     fpx_out o;
     reply r;
@@ -1079,7 +840,7 @@ int fpx_client_import_leased(fpx_client *c, const char *index_id, const char *in
                              const void *bytes, size_t len, int64_t lease_seconds,
                              fpx_index_info *info) {
     int64_t lease;
-    if (check_args(c, index_id, 0, 0) || resolve_lease(c, lease_seconds, &lease))
+    if (fpx_c_check_args(c, index_id, 0, 0) || resolve_lease(c, lease_seconds, &lease))
         return -1;
     fpx_out o;
     reply r;

@@ -1,6 +1,7 @@
 /*
- * internal.h - what the two halves of libfaissproxy's handle share: the
- * connection (conn.c) and the typed operations (calls.c); not a public header.
+ * internal.h - what the parts of libfaissproxy's handle share: the
+ * connection (conn.c) and the typed operations (calls.c, and add.c for the
+ * pipelined add); not a public header.
  *
  * The handle's layout, the decoded reply, and the request plumbing the
  * operations are written with: start a request (fpx_c_begin), send it and
@@ -114,5 +115,31 @@ FPX_HIDDEN int fpx_c_send(fpx_client *c, fpx_out *o, int64_t *id);
 FPX_HIDDEN int fpx_c_recv(fpx_client *c, int64_t *id, reply *r, int *failed);
 /* Releases a reply fpx_c_call returned. */
 FPX_HIDDEN void fpx_c_done(reply *r);
+
+/* ---- calls.c: what the typed operations share (add.c too) ---- */
+
+/* map[key] as an integer: 0, or -1 when absent or not one. */
+FPX_HIDDEN int fpx_c_get_int(const msgpack_object *map, const char *key, int64_t *v);
+/* Clears the handle's error; index_id set, n and d >= 0. */
+FPX_HIDDEN int fpx_c_check_args(fpx_client *c, const char *index_id, int64_t n, int64_t d);
+/* Bytes of one float32 row of d components, or (binary) of d bits. */
+FPX_HIDDEN size_t fpx_c_row_bytes(int64_t d, int binary);
+/* vector_shape [n, columns], and dtype for binary rows: 1 + binary keys. */
+FPX_HIDDEN void fpx_c_pack_shape(msgpack_packer *pk, int64_t n, int64_t d, int binary);
+/* The data section: the vectors, then the labels if any (the one copy). */
+FPX_HIDDEN int fpx_c_put_vectors(fpx_client *c, fpx_out *o, int64_t n, int64_t d, int binary,
+                                 const void *x, const int64_t *labels);
+/* Appends pre-encoded msgpack bytes. */
+FPX_HIDDEN void fpx_c_pack_raw(msgpack_packer *pk, const void *p, size_t n);
+/* Requests cut to the server's message size limit: a request's bytes
+ * besides its rows; what add row i adds; how many rows from `from` fit
+ * under limit (at least one); the limit for n rows (SIZE_MAX: none). */
+FPX_HIDDEN size_t fpx_c_request_overhead(const fpx_client *c, const char *index_id, size_t extra);
+FPX_HIDDEN size_t fpx_c_add_row_bytes(size_t row, const int64_t *labels, const fpx_item *items,
+                                      int64_t i);
+FPX_HIDDEN int64_t fpx_c_rows_that_fit(int64_t from, int64_t n, size_t head, size_t limit,
+                                       size_t row, const int64_t *labels, const fpx_item *items);
+FPX_HIDDEN int fpx_c_call_limit(fpx_client *c, size_t head, int64_t n, size_t per_row,
+                                size_t *limit);
 
 #endif
