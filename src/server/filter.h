@@ -3,7 +3,7 @@
  * wire, and selecting the slots of an index whose metadata matches it.
  *
  * A filter is a map from field names to values; a slot matches when its
- * metadata holds every field with an equal value. index.c asks for the
+ * metadata holds every field with an equal value. index_read.c asks for the
  * matching slots when a search carries a filter and hands them to the engine
  * as its allowed set. Included by index.h, so a caller of the index sees the
  * filter's check with the rest of the index's interface.

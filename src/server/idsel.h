@@ -5,7 +5,7 @@
  * A selector names labels (FAISS ids), as FAISS's IDSelectorRange,
  * IDSelectorBatch/Array and IDSelectorNot do, combined with and/or/xor. It is
  * the header field "id_selector" of search and range_search (see
- * docs/protocol.md); index.c intersects its slots with the live (and
+ * docs/protocol.md); index_read.c intersects its slots with the live (and
  * filter-matching) ones and hands them to the engine as the allowed set.
  */
 #ifndef FPX_IDSEL_H

@@ -19,11 +19,12 @@
  * visible change. Callers hold the index's lock: shared for searches and
  * reads, exclusive for writes.
  *
- * Five files implement it: index.c the tables and what changes or reads
- * them, compact.c the rebuild without tombstones, keys.c the list of keys and
- * metadata (list_keys, and an import's), filter.c (filter.h) metadata
- * filters, snapshot.c (snapshot.h) the snapshot body. Both headers are
- * included here, so this one include gives an index's whole interface.
+ * Six files implement it: index.c the tables and what changes them,
+ * index_read.c what searches and info read through them, compact.c the
+ * rebuild without tombstones, keys.c the list of keys and metadata
+ * (list_keys, and an import's), filter.c (filter.h) metadata filters,
+ * snapshot.c (snapshot.h) the snapshot body. Both headers are included
+ * here, so this one include gives an index's whole interface.
  */
 #ifndef FPX_INDEX_H
 #define FPX_INDEX_H
