@@ -34,14 +34,18 @@ METRIC_JensenShannon = 22
 _REMOTE = (
     "Index", "IndexFlat", "IndexFlatL2", "IndexFlatIP", "IndexIVFFlat", "IndexIVFPQ",
     "IndexHNSWFlat", "IndexPQ", "IndexScalarQuantizer", "ScalarQuantizer", "IndexIDMap",
-    "IndexIDMap2", "IndexBinary", "IndexBinaryFlat", "IDSelectorBatch", "IDSelectorRange",
+    "IndexIDMap2", "IndexBinary", "IndexBinaryFlat",
     "index_factory", "index_binary_factory", "write_index", "read_index", "serialize_index",
     "deserialize_index", "write_index_binary", "read_index_binary", "serialize_index_binary",
-    "deserialize_index_binary", "IDSelector", "IDSelectorArray", "IDSelectorBitmap",
+    "deserialize_index_binary", "extract_index_ivf", "ParameterSpace", "downcast_index",
+    "downcast_IndexBinary",
+)
+# ... and from _params: pointers, id selectors and search parameters.
+_PARAMS = (
+    "IDSelector", "IDSelectorBatch", "IDSelectorRange", "IDSelectorArray", "IDSelectorBitmap",
     "IDSelectorNot", "IDSelectorAll", "IDSelectorAnd", "IDSelectorOr", "IDSelectorXOr",
     "SearchParameters", "SearchParametersIVF", "SearchParametersHNSW", "SearchParametersPQ",
-    "IVFSearchParameters",
-    "swig_ptr", "extract_index_ivf", "ParameterSpace", "downcast_index", "downcast_IndexBinary",
+    "IVFSearchParameters", "swig_ptr",
 )
 # ... and from _views: the parts of served indexes, and indexes made from whole ones.
 _VIEWS = ("clone_index", "IndexBinaryIVF", "DirectMap", "IndexRefine", "IndexRefineFlat")
@@ -117,6 +121,9 @@ def __getattr__(name):
     if name in _REMOTE:
         from . import _remote
         return getattr(_remote, name)
+    if name in _PARAMS:
+        from . import _params
+        return getattr(_params, name)
     if name in _VIEWS:
         from . import _views
         return getattr(_views, name)

@@ -5,7 +5,7 @@ centroids, which FAISS's training would not change either: an IVF whose quantize
 nlist centroids does not re-cluster them)."""
 import struct
 
-from . import _remote, _views
+from . import _params, _remote, _views
 from ._remote import (METRIC_L2, Index, _Residual, _IVF, _compose, _empty_invlists,
                       _index_header, _make_view, _served_index)
 
@@ -30,7 +30,7 @@ def quantizer_centroids(quantizer, d, nlist, metric, what):
         return _views.serialized_quantizer(quantizer)
     _served_index(quantizer, "the quantizer")
     if quantizer.d != d or quantizer.metric_type != metric or \
-            _remote._family(quantizer._classes) != "flat" or quantizer._idmap:
+            _params._family(quantizer._classes) != "flat" or quantizer._idmap:
         raise NotImplementedError("faissproxy: %s is served over a flat quantizer of the same "
                                   "dimension and metric" % what)
     if quantizer.ntotal == 0:

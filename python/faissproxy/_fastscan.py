@@ -15,8 +15,9 @@ import struct
 import numpy as np
 
 from . import _remote
-from ._remote import (METRIC_L2, Index, _compose, _family, _index_header, _IVF, _make_view,
-                      _served_index, serialize_index)
+from ._params import _family
+from ._remote import (METRIC_L2, Index, _compose, _index_header, _IVF, _make_view, _served_index,
+                      serialize_index)
 
 # ---- FAISS's serialization, read -----------------------------------------------------
 

@@ -8,7 +8,7 @@ import numpy as np
 def _address(ptr, dtypes, reprs, what):
     """The address behind a swig_ptr (local faiss's, or this package's _Ptr) of one of
     dtypes, checked as FAISS's typed signature would."""
-    from ._remote import _Ptr
+    from ._params import _Ptr
     if isinstance(ptr, _Ptr):
         if ptr.dtype not in dtypes:
             raise TypeError("%s takes a pointer to %s, not %s" % (what, dtypes[0], ptr.dtype))

@@ -128,10 +128,10 @@ def _captured(call):
 
 
 def _params_of(index, params):
-    from . import _remote
+    from . import _params, _remote
     if params:
         return params
-    params = _remote.IVFSearchParameters()
+    params = _params.IVFSearchParameters()
     ivf = _remote.extract_index_ivf(index)
     params.nprobe = ivf.nprobe
     params.max_codes = ivf.max_codes
