@@ -317,8 +317,8 @@ static int try_inline(fpx_server *s, void *front, parked *req) {
     if (fpx_server_handle_inline(s, zmq_msg_data(&req->body), zmq_msg_size(&req->body), &reply,
                                  &len, &is_static) != 0)
         return 0;
+    fpx_stats_inline(); /* counted before the client can see the reply */
     answer(front, req, reply, len, is_static);
-    fpx_stats_inline();
     return 1;
 }
 
