@@ -22,8 +22,6 @@ static int add_send(fpx_client *c, const char *index_id, int64_t n, int64_t d, i
         fpx_pack_cstr(pk, "with_ids");
         msgpack_pack_true(pk);
     }
-    if (fpx_c_put_vectors(c, &o, n, d, binary, x, labels))
-        return -1;
     if (items) {
         msgpack_packer *m = fpx_out_meta(&o);
         msgpack_pack_array(m, (size_t)n);
@@ -40,7 +38,8 @@ static int add_send(fpx_client *c, const char *index_id, int64_t n, int64_t d, i
             }
         }
     }
-    return fpx_c_send(c, &o, id);
+    return fpx_c_send_rows(c, &o, x, (size_t)n * fpx_c_row_bytes(d, binary), labels,
+                           labels ? (size_t)n * sizeof *labels : 0, id);
 }
 
 /*

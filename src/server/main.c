@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "batch.h"
@@ -55,6 +56,48 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
+/*
+ * Large buffers in transparent huge pages. Every request of a few MB (an add
+ * part, an import) arrives in a fresh buffer of ZeroMQ's, and an index grows
+ * by FAISS's vectors reallocating: both are new memory, faulted in 4 KiB at a
+ * time. On virtual machines a page fault costs microseconds, and durable
+ * ingest spent most of its CPU there (bench/README.md, figure 8: 2 to 2.6
+ * times the vectors a second with huge pages). glibc takes the setting only
+ * from the environment at start (the tunable glibc.malloc.hugetlb=1 asks the
+ * kernel for huge pages, madvise, on what malloc maps), so the server starts
+ * itself again once with it, before anything else runs. A GLIBC_TUNABLES that
+ * names glibc.malloc.hugetlb already is kept as it is: =0 turns this off.
+ * When it cannot start again (no /proc, its file replaced) it runs with the
+ * allocator as it is.
+ */
+static void use_huge_pages(char **argv) {
+#ifdef __GLIBC__
+    const char *env = getenv("GLIBC_TUNABLES");
+    if (env && strstr(env, "glibc.malloc.hugetlb"))
+        return;
+    char was[2048], v[2048 + 32];
+    int n = snprintf(was, sizeof was, "%s", env ? env : "");
+    if (n < 0 || (size_t)n >= sizeof was)
+        return;
+    snprintf(v, sizeof v, "%s%sglibc.malloc.hugetlb=1", was, *was ? ":" : "");
+    if (setenv("GLIBC_TUNABLES", v, 1) != 0)
+        return;
+    /* By its path, not /proc/self/exe: the process keeps its name (ps, top) */
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len > 0) {
+        self[len] = 0;
+        execv(self, argv);
+    }
+    if (env) /* not started again: as it was */
+        setenv("GLIBC_TUNABLES", was, 1);
+    else
+        unsetenv("GLIBC_TUNABLES");
+#else
+    (void)argv;
+#endif
+}
+
 int main(int argc, char **argv) {
     /* Started by the server itself (probe.c). _exit: the process is thrown
      * away, with what FAISS built or leaked (no exit handlers, no leak
@@ -63,6 +106,7 @@ int main(int argc, char **argv) {
         _exit(fpx_probe_main());
     if (argc == 2 && !strcmp(argv[1], FPX_PROBE_BUILD_ARG))
         _exit(fpx_probe_build_main());
+    use_huge_pages(argv);
     fpx_config cfg;
     int rc = fpx_config_load(&cfg, argc, argv);
     if (rc != 0) {

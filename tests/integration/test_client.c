@@ -240,6 +240,63 @@ static void test_keys_and_filters(fpx_client *c) {
     OK(c, fpx_client_delete_index(c, idx));
 }
 
+/* Adds of a MB or more (the library builds them in memory of their own):
+ * with labels, and with keys and metadata; every row found where it was
+ * put, under its label or key. */
+static void test_large_rows(fpx_client *c) {
+    enum { BIG = 40000 }; /* 1.25 MB of vectors */
+    float *x = malloc(sizeof(float) * BIG * D);
+    int64_t *labels = malloc(sizeof *labels * BIG);
+    fpx_item *items = calloc(BIG, sizeof *items);
+    char(*keys)[16] = malloc(16 * (size_t)BIG);
+    CHECK(x && labels && items && keys);
+    if (!x || !labels || !items || !keys)
+        goto out;
+    fill(x, BIG, 7);
+    static const uint8_t md[] = {0x81, 0xa1, 'n', 0x07};
+    for (int i = 0; i < BIG; i++) {
+        labels[i] = 1000000 + 3 * (int64_t)i;
+        snprintf(keys[i], sizeof keys[i], "b%d", i);
+        items[i].key = keys[i];
+        items[i].metadata = i % 1000 == 0 ? md : NULL;
+        items[i].metadata_size = i % 1000 == 0 ? sizeof md : 0;
+    }
+    char idx[64], kdx[64];
+    name(idx, sizeof idx, "big_ids");
+    name(kdx, sizeof kdx, "big_keys");
+    int64_t ntotal = 0;
+    OK(c, fpx_client_create_index(c, idx, D, "IDMap,Flat", "L2", NULL));
+    OK(c, fpx_client_add(c, idx, BIG, D, x, labels, NULL, &ntotal));
+    CHECK(ntotal == BIG);
+    OK(c, fpx_client_create_index(c, kdx, D, "Flat", "L2", NULL));
+    OK(c, fpx_client_add(c, kdx, BIG, D, x, NULL, items, &ntotal));
+    CHECK(ntotal == BIG);
+    const int probe[] = {0, 1, 999, 1000, 20000, BIG - 1};
+    for (size_t p = 0; p < sizeof probe / sizeof probe[0]; p++) {
+        int i = probe[p];
+        float Dist[1];
+        int64_t I[1];
+        OK(c, fpx_client_search(c, idx, 1, D, x + (size_t)i * D, 1, NULL, Dist, I));
+        CHECK(I[0] == labels[i] && Dist[0] < 1e-6f);
+        fpx_hit *hits = NULL;
+        OK(c, fpx_client_search_ex(c, kdx, 1, D, x + (size_t)i * D, 1, NULL, Dist, I, &hits));
+        if (hits) {
+            CHECK(I[0] == i && hits[0].key && !strcmp(hits[0].key, keys[i]));
+            CHECK(i % 1000 == 0 ? hits[0].metadata_size == sizeof md &&
+                                      !memcmp(hits[0].metadata, md, sizeof md)
+                                : hits[0].metadata_size == 0);
+            fpx_hits_free(hits, 1);
+        }
+    }
+    OK(c, fpx_client_delete_index(c, idx));
+    OK(c, fpx_client_delete_index(c, kdx));
+out:
+    free(x);
+    free(labels);
+    free(items);
+    free(keys);
+}
+
 static void test_training(fpx_client *c) {
     char idx[64];
     name(idx, sizeof idx, "ivf");
@@ -306,6 +363,7 @@ int main(int argc, char **argv) {
     fpx_client_set_timeout(c, 120000);
     test_lifecycle(c);
     test_keys_and_filters(c);
+    test_large_rows(c);
     test_training(c);
     test_raw(c);
     OK(c, fpx_client_ping(c)); /* still serving */

@@ -8,9 +8,10 @@ import socket
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
-from conftest import SERVER, START_TIMEOUT, SANITIZER_MARKS
+from conftest import SANITIZED, SERVER, START_TIMEOUT, SANITIZER_MARKS
 from wire import Client
 
 
@@ -132,3 +133,64 @@ def test_port_in_use(tmp_path):
         assert r.returncode != 0 and "bind" in r.stderr
     finally:
         s.close()
+
+
+def thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return re.search(r"\[(\w+)\]", f.read()).group(1)
+    except (OSError, AttributeError):
+        return "never"
+
+
+def huge_kb(pid):
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        return int(re.search(r"AnonHugePages:\s+(\d+) kB", f.read()).group(1))
+
+
+def test_server_starts_itself_again_asking_for_huge_pages(tmp_path):
+    """glibc reads its tunables only at start: the server starts itself again
+    once with glibc.malloc.hugetlb=1 in GLIBC_TUNABLES, as the same process
+    under its own name."""
+    env = clean_env()
+    env.pop("GLIBC_TUNABLES", None)
+    with open(tmp_path / "log", "w") as log:
+        proc, text = start(["--bind", "127.0.0.1", "--port", "0", "--data-dir",
+                            str(tmp_path / "data")], env, log)
+        with open("/proc/%d/environ" % proc.pid, "rb") as f:
+            assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in f.read().split(b"\0")
+        with open("/proc/%d/comm" % proc.pid) as f:
+            assert f.read().strip() == os.path.basename(SERVER)[:15]
+        assert text.count("listening on") == 1
+        stop(proc, log)
+
+
+@pytest.mark.skipif(SANITIZED, reason="the sanitizers' allocator is not glibc's malloc")
+@pytest.mark.skipif(thp_mode() == "never", reason="transparent huge pages are off here")
+@pytest.mark.parametrize("given, huge", [
+    (None, True),
+    ("glibc.malloc.arena_max=4", True),  # the tunable is added to the others
+    ("glibc.malloc.hugetlb=0", False),   # named already: kept, here turning it off
+])
+def test_large_buffers_in_huge_pages(tmp_path, given, huge):
+    """A request of several MB and the index it grows are held in transparent
+    huge pages, unless GLIBC_TUNABLES says otherwise."""
+    if not huge and thp_mode() == "always":
+        pytest.skip("every mapping may get huge pages here")
+    env = clean_env()
+    env.pop("GLIBC_TUNABLES", None)
+    if given is not None:
+        env["GLIBC_TUNABLES"] = given
+    with open(tmp_path / "log", "w") as log:
+        proc, text = start(["--bind", "127.0.0.1", "--port", "0", "--data-dir",
+                            str(tmp_path / "data")], env, log)
+        port = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", text).group(1)
+        c = Client("tcp://127.0.0.1:%s" % port)
+        c.create("big", 128)
+        rng = np.random.default_rng(3)
+        for _ in range(4):
+            c.add("big", rng.random((16384, 128), dtype="float32"))  # 8 MB each
+        c.close()
+        kb = huge_kb(proc.pid)
+        assert (kb >= 2048) if huge else (kb == 0), kb
+        stop(proc, log)
