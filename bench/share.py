@@ -10,8 +10,10 @@ sides, so recall is equal by construction).
 Memory is reported two ways: the processes' whole RSS (Python interpreters
 included, on both sides), and the RSS the index adds (after loading minus
 before, summed over the in-process copies; the server's growth on import).
-The server side's clients are Python processes speaking the wire protocol
-(tests/integration/wire.py), so both sides pay a Python loop per query.
+The server side's clients are Python processes searching through
+libfaissproxy as the Python drop-in does (--client lib), or speaking the wire
+protocol in Python (--client wire, tests/integration/wire.py); both sides pay
+a Python loop per query.
 """
 import argparse
 import multiprocessing as mp
@@ -62,6 +64,38 @@ def client_worker(endpoint, name, d, seconds, start, out):
     out.put((lat, rss_kb(), 0))
 
 
+def lib_worker(build, endpoint, name, d, seconds, start, out):
+    """A client as the Python drop-in searches: libfaissproxy through ctypes,
+    the arrays numpy's (faissproxy's Index.search without parameters)."""
+    os.environ["FPX_BUILD_DIR"] = build
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    import ctypes
+    import faissproxy
+    from faissproxy._lib import check, client, lib
+    faissproxy.configure(server=endpoint)
+    q = queries(1000, d)
+    bname = name.encode()
+
+    def search(x):
+        D = np.empty((1, 10), dtype="float32")
+        I = np.empty((1, 10), dtype="int64")
+        h = client()
+        check(lib.fpx_client_search(h, bname, 1, d, x.ctypes.data_as(ctypes.c_void_p), 10, None,
+                                    D.ctypes.data_as(ctypes.c_void_p),
+                                    I.ctypes.data_as(ctypes.c_void_p)), h)
+        return D, I
+
+    search(q[:1])  # connected before the clock starts
+    start.wait()
+    lat, i, end = [], 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        search(q[i % 1000:i % 1000 + 1])
+        lat.append(time.perf_counter() - t)
+        i += 1
+    out.put((lat, rss_kb(), 0))
+
+
 def run_side(target, args_of, procs, seconds):
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
@@ -98,6 +132,9 @@ def main():
     ap.add_argument("--procs", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--types", default="Flat,HNSW32")
+    ap.add_argument("--client", choices=("lib", "wire"), default="lib",
+                    help="the server side's clients: libfaissproxy through ctypes, as the "
+                         "Python drop-in searches (lib), or the wire protocol in Python (wire)")
     a = ap.parse_args()
     import faiss
     tmp = tempfile.mkdtemp(prefix="fpx-share-")
@@ -116,9 +153,14 @@ def main():
                               a.seconds)
             p, endpoint, grown = serve(a.build, tmp, path, t.lower())
             try:
-                srv = run_side(client_worker,
-                               lambda s, o: (endpoint, t.lower(), a.d, a.seconds, s, o),
-                               a.procs, a.seconds)
+                if a.client == "lib":
+                    srv = run_side(lib_worker, lambda s, o: (a.build, endpoint, t.lower(), a.d,
+                                                             a.seconds, s, o),
+                                   a.procs, a.seconds)
+                else:
+                    srv = run_side(client_worker,
+                                   lambda s, o: (endpoint, t.lower(), a.d, a.seconds, s, o),
+                                   a.procs, a.seconds)
                 srv["server_rss"] = rss_kb(p.pid) / 1024
                 srv["index"] = grown
             finally:

@@ -157,12 +157,14 @@ def test_server_starts_itself_again_asking_for_huge_pages(tmp_path):
     with open(tmp_path / "log", "w") as log:
         proc, text = start(["--bind", "127.0.0.1", "--port", "0", "--data-dir",
                             str(tmp_path / "data")], env, log)
-        with open("/proc/%d/environ" % proc.pid, "rb") as f:
-            assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in f.read().split(b"\0")
-        with open("/proc/%d/comm" % proc.pid) as f:
-            assert f.read().strip() == os.path.basename(SERVER)[:15]
-        assert text.count("listening on") == 1
-        stop(proc, log)
+        try:
+            with open("/proc/%d/environ" % proc.pid, "rb") as f:
+                assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in f.read().split(b"\0")
+            with open("/proc/%d/comm" % proc.pid) as f:
+                assert f.read().strip() == os.path.basename(SERVER)[:15]
+            assert text.count("listening on") == 1
+        finally:
+            stop(proc, log)
 
 
 @pytest.mark.skipif(SANITIZED, reason="the sanitizers' allocator is not glibc's malloc")
@@ -184,13 +186,15 @@ def test_large_buffers_in_huge_pages(tmp_path, given, huge):
     with open(tmp_path / "log", "w") as log:
         proc, text = start(["--bind", "127.0.0.1", "--port", "0", "--data-dir",
                             str(tmp_path / "data")], env, log)
-        port = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", text).group(1)
-        c = Client("tcp://127.0.0.1:%s" % port)
-        c.create("big", 128)
-        rng = np.random.default_rng(3)
-        for _ in range(4):
-            c.add("big", rng.random((16384, 128), dtype="float32"))  # 8 MB each
-        c.close()
-        kb = huge_kb(proc.pid)
-        assert (kb >= 2048) if huge else (kb == 0), kb
-        stop(proc, log)
+        try:
+            port = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", text).group(1)
+            c = Client("tcp://127.0.0.1:%s" % port)
+            c.create("big", 128)
+            rng = np.random.default_rng(3)
+            for _ in range(4):
+                c.add("big", rng.random((16384, 128), dtype="float32"))  # 8 MB each
+            c.close()
+            kb = huge_kb(proc.pid)
+            assert (kb >= 2048) if huge else (kb == 0), kb
+        finally:
+            stop(proc, log)
