@@ -38,8 +38,7 @@ static int add_send(fpx_client *c, const char *index_id, int64_t n, int64_t d, i
             }
         }
     }
-    return fpx_c_send_rows(c, &o, x, (size_t)n * fpx_c_row_bytes(d, binary), labels,
-                           labels ? (size_t)n * sizeof *labels : 0, id);
+    return fpx_c_send_rows(c, &o, n, d, binary, x, labels, id);
 }
 
 /*

@@ -575,31 +575,23 @@ int fpx_c_send(fpx_client *c, fpx_out *o, int64_t *id) {
     return send_body(c, body, len);
 }
 
-int fpx_c_send_rows(fpx_client *c, fpx_out *o, const void *a, size_t a_len, const void *b,
-                    size_t b_len, int64_t *id) {
-    size_t dlen = a_len + b_len;
-    if (dlen < MAPPED_MIN) {
-        uint8_t *p = fpx_out_data(o, dlen);
-        if (!p) {
-            fpx_out_discard(o);
-            return fpx_c_fail(c, "internal_error", "out of memory building the request");
-        }
-        if (a_len)
-            memcpy(p, a, a_len);
-        if (b_len)
-            memcpy(p + a_len, b, b_len);
-        return fpx_c_send(c, o, id);
-    }
+int fpx_c_send_rows(fpx_client *c, fpx_out *o, int64_t n, int64_t d, int binary, const void *x,
+                    const int64_t *labels, int64_t *id) {
+    size_t vb = (size_t)n * fpx_c_row_bytes(d, binary);
+    size_t lb = labels ? (size_t)n * sizeof *labels : 0;
+    size_t dlen = vb + lb;
+    if (dlen < MAPPED_MIN)
+        return fpx_c_put_vectors(c, o, n, d, binary, x, labels) ? -1 : fpx_c_send(c, o, id);
     uint8_t *prefix, *meta, *body = NULL;
-    size_t plen, mlen, maplen = 0;
+    size_t plen = 0, mlen = 0, maplen = 0;
     *id = c->next_id++;
     if (fpx_out_frame(o, dlen, &prefix, &plen, &meta, &mlen) == 0 &&
         (body = map_body(plen + dlen + mlen, &maplen)) != NULL) {
         memcpy(body, prefix, plen);
-        if (a_len)
-            memcpy(body + plen, a, a_len);
-        if (b_len)
-            memcpy(body + plen + a_len, b, b_len);
+        if (vb)
+            memcpy(body + plen, x, vb);
+        if (lb)
+            memcpy(body + plen + vb, labels, lb);
         if (mlen)
             memcpy(body + plen + dlen, meta, mlen);
     }

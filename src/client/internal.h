@@ -107,11 +107,11 @@ FPX_HIDDEN int fpx_c_limit(fpx_client *c, size_t len, size_t *limit);
  * *id). 0, or -1 (error set). */
 FPX_HIDDEN int fpx_c_send(fpx_client *c, fpx_out *o, int64_t *id);
 /* The same for a request whose header (and metadata, if any) is packed in o
- * and whose data section is a_len bytes at a then b_len at b (one copy): a
- * data section of a MB or more goes in memory mapped for the body alone, in
- * huge pages (conn.c). */
-FPX_HIDDEN int fpx_c_send_rows(fpx_client *c, fpx_out *o, const void *a, size_t a_len,
-                               const void *b, size_t b_len, int64_t *id);
+ * and whose data section is n rows of x, then their labels if any, as
+ * fpx_c_put_vectors lays them out: a data section of a MB or more goes in
+ * memory mapped for the body alone, in huge pages (conn.c). */
+FPX_HIDDEN int fpx_c_send_rows(fpx_client *c, fpx_out *o, int64_t n, int64_t d, int binary,
+                               const void *x, const int64_t *labels, int64_t *id);
 /* Receives the next reply of the requests in flight, whichever it is: its
  * request_id in *id (INT64_MIN when it has none). 0 with *failed 0 and the
  * reply in r (release it with fpx_c_done); 0 with *failed 1 when it is an
