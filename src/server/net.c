@@ -25,8 +25,8 @@
  * ticket, so that one connection's requests lock their indexes in the order
  * they came.
  *
- * While no worker is busy, the broker answers a quick search itself
- * (try_inline): a lone client's request then makes no more thread hops than
+ * While no worker is busy and no other request waits, the broker answers a
+ * quick search itself (try_inline): a lone client's request then makes no more thread hops than
  * with a bare ZeroMQ echo.
  *
  * Shutdown: on the first SIGINT/SIGTERM the broker stops reading the front
@@ -305,11 +305,17 @@ static void refuse(void *front, parked *req, const char *why) {
  * in flight, so no other request waits behind a worker for it; one arriving
  * meanwhile waits about --inline-search-us (longer only when the search's
  * params make it far slower than its index's recent searches, docs/protocol.md).
- * 1 when answered.
+ * Not while another request is already waiting to be read: a burst (one
+ * connection's pipelined searches, many clients at once) goes to the workers,
+ * which spread it over the cores and batch it, instead of being answered one
+ * after the other here. 1 when answered.
  */
 static int try_inline(fpx_server *s, void *front, parked *req) {
+    int events = 0;
+    size_t elen = sizeof events;
     if (s->cfg->inline_search_us == 0 || (req->mode & ~MODE_DELIM) != 0 ||
-        zmq_msg_size(&req->body) > INLINE_MAX_BODY)
+        zmq_msg_size(&req->body) > INLINE_MAX_BODY ||
+        zmq_getsockopt(front, ZMQ_EVENTS, &events, &elen) != 0 || (events & ZMQ_POLLIN))
         return 0;
     uint8_t *reply;
     size_t len;

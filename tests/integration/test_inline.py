@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import unique
-from wire import Client, encode, rand
+from wire import Client, dealer, dealer_recv, dealer_send, encode, rand
 
 D = 32
 
@@ -137,6 +137,42 @@ def test_errors_before_the_index_are_answered_inline(make_server):
     finally:
         big.close()
     assert inline_count(port) == before + 1
+
+
+def test_a_burst_goes_to_the_workers(make_server):
+    """Searches already waiting behind the one just read (one connection's
+    pipelined burst) are not answered one after the other on the network
+    thread: they go to the workers, which spread them over the cores and
+    batch them. Each answer is still FAISS's."""
+    xb = rand(20000, D, 7)
+    xq = rand(200, D, 8)
+    ref = faiss.IndexFlatL2(D)
+    ref.add(xb)
+    srv, port = start(make_server, 100000)  # every search of this index fits the budget
+    c = srv.client()
+    name = unique()
+    fill(c, name, xb)
+    c.search(name, xq[:1], 5)  # the index's first search: its time is not known before
+    before = inline_count(port)
+    for q in xq[:5]:  # one at a time: each answered inline
+        c.search(name, q.reshape(1, -1), 5)
+    assert inline_count(port) == before + 5
+    before = inline_count(port)
+    s = dealer(srv.endpoint)
+    try:
+        for i, q in enumerate(xq):
+            dealer_send(s, search_body(name, q.reshape(1, -1), 5, i))
+        got = {}
+        for _ in range(len(xq)):
+            h, data, _ = dealer_recv(s)
+            assert h["status"] == "ok", h
+            got[h["request_id"]] = np.frombuffer(data[20:], dtype="<i8")
+    finally:
+        s.close()
+    _, want = ref.search(xq, 5)
+    assert all(got[i].tolist() == want[i].tolist() for i in range(len(xq)))
+    inline = inline_count(port) - before
+    assert inline <= len(xq) // 2, inline
 
 
 @pytest.mark.parametrize("value", ["-1", "100001", "x"])
