@@ -113,6 +113,11 @@ struct fpx_engine {
     std::unique_ptr<faiss::InvertedLists> orig_invlists;
 };
 
+/* BLAS's single-precision matrix product, as FAISS calls it (LP64: int). */
+extern "C" int sgemm_(const char *transa, const char *transb, int *m, int *n, int *k,
+                      const float *alpha, const float *a, int *lda, const float *b, int *ldb,
+                      float *beta, float *c, int *ldc);
+
 namespace {
 
 /* FAISS 1.7.3 reads a residual quantizer back by computing its codebook
@@ -264,6 +269,49 @@ struct BufReader : faiss::IOReader {
 
 /* Set by fpx_engine_tune_for_server. */
 bool server_tuning = false;
+
+/*
+ * Whether this BLAS gives each query's distances the same bits when a batch
+ * is cut into slices: the server searches a flat batch one slice per core
+ * (search_parallel), which is FAISS's answer only then. OpenBLAS's AVX-512
+ * kernels do; its Haswell kernels (which some machines pin with
+ * OPENBLAS_CORETYPE) round differently with the slice's size, and then a
+ * batch is searched in FAISS's one call, as in-process. Tried once, with
+ * FAISS's own call (exhaustive_L2sqr_blas: database rows x queries) on a few
+ * shapes, cut in two.
+ */
+bool blas_cuts_exactly = true;
+
+bool product_cuts_exactly() {
+    static const struct {
+        int rows, d;
+    } shapes[] = {{900, 16}, {1024, 128}, {16, 8}, {1000, 32}, {256, 64}};
+    const int nq = 40, half = 17;
+    uint32_t r = 12345;
+    auto next = [&r] {
+        r = r * 1103515245u + 12345u;
+        return (float)((r >> 8) & 0xffff) / 65536.0f;
+    };
+    for (const auto &sh : shapes) {
+        int m = sh.rows, k = sh.d, a = half, b = nq - half, n = nq;
+        std::vector<float> y((size_t)m * k), x((size_t)nq * k), whole((size_t)m * nq),
+            cut((size_t)m * nq);
+        for (float &v : y)
+            v = next();
+        for (float &v : x)
+            v = next();
+        float one = 1, zero = 0;
+        sgemm_("Transpose", "Not transpose", &m, &n, &k, &one, y.data(), &k, x.data(), &k, &zero,
+               whole.data(), &m);
+        sgemm_("Transpose", "Not transpose", &m, &a, &k, &one, y.data(), &k, x.data(), &k, &zero,
+               cut.data(), &m);
+        sgemm_("Transpose", "Not transpose", &m, &b, &k, &one, y.data(), &k,
+               x.data() + (size_t)a * k, &k, &zero, cut.data() + (size_t)a * m, &m);
+        if (memcmp(whole.data(), cut.data(), whole.size() * sizeof(float)) != 0)
+            return false;
+    }
+    return true;
+}
 
 /* libgomp's barriers order the OpenMP threads' work in a call before the
  * call returns, but ThreadSanitizer does not see inside libgomp (not built
@@ -754,7 +802,8 @@ bool search_padded(const Index *idx, const float *norms, idx_t n, const float *x
 void search_parallel(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k,
                      float *D, idx_t *I, const faiss::SearchParameters *p) {
     int nt = 1;
-    if (server_tuning && n >= kParallelMin && dynamic_cast<const faiss::IndexFlat *>(idx))
+    if (server_tuning && blas_cuts_exactly && n >= kParallelMin &&
+        dynamic_cast<const faiss::IndexFlat *>(idx))
         nt = (int)std::min<idx_t>(omp_get_num_procs(),
                                   n / std::max(1, faiss::distance_compute_blas_threshold));
     if (nt < 2) {
@@ -1720,10 +1769,14 @@ int fpx_engine_tune_for_server(void) {
     /* OpenBLAS's own call: Debian's FAISS links whichever BLAS the system's
      * alternatives pick, and only OpenBLAS has a thread pool to turn off. */
     auto set = (void (*)(int))dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
-    if (!set)
-        return -1;
-    set(1);
-    return 0;
+    if (set)
+        set(1);
+    blas_cuts_exactly = product_cuts_exactly();
+    return set ? 0 : -1;
+}
+
+int fpx_engine_slices_batches(void) {
+    return blas_cuts_exactly;
 }
 
 /* The server's metrics and FAISS's MetricType numbers, with their protocol

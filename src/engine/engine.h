@@ -142,12 +142,17 @@ typedef struct fpx_bitset {
  *    BLAS in use is another, and the rest still applies). OpenBLAS's pool,
  *    shared by concurrent calls, makes their threads spin in sched_yield
  *    against each other; the engine instead cuts a flat index's batch into
- *    one slice per core.
+ *    one slice per core, where that leaves every query's result as FAISS's
+ *    one call gives it (fpx_engine_slices_batches).
  *  - A flat L2 index keeps its vectors' norms, which FAISS 1.7.3 recomputes
  *    in every BLAS search: a second pass over all the vectors.
  *  - Pooled batches (fpx_search_params.pooled) use BLAS from 3 queries on.
  */
 int fpx_engine_tune_for_server(void);
+/* After fpx_engine_tune_for_server: 1 when a flat batch is searched one
+ * slice per core, 0 when this BLAS rounds a query's distances differently
+ * with the slice's size and a batch is searched in FAISS's one call. */
+int fpx_engine_slices_batches(void);
 
 /*
  * Creates an index from a FAISS index_factory description ("Flat",

@@ -5,16 +5,24 @@ temporary data directory, and checks on every stop that it exited cleanly
 FPX_BUILD_DIR names the build folder (default: build/ of this checkout);
 FPX_SANITIZED=1 marks an ASan+UBSan build (slower: longer timeouts).
 """
-import itertools
 import os
-import re
-import signal
-import subprocess
-import time
 
-import pytest
+# In-process FAISS, the tests' reference, with OpenBLAS on one thread as the
+# server runs it (engine.cpp, fpx_engine_tune_for_server): OpenBLAS reads this
+# when it is loaded (with numpy, below), and its multi-threaded kernels can
+# round the last bit of a distance differently on some CPUs (docs/python.md,
+# "The rule"). Set before any import that loads it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from wire import Client
+import itertools  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from wire import Client  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("FPX_BUILD_DIR", os.path.join(ROOT, "build"))
