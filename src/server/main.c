@@ -146,9 +146,9 @@ int main(int argc, char **argv) {
     if (fpx_engine_tune_for_server() != 0)
         fpx_log(FPX_LOG_DEBUG, "the BLAS in use is not OpenBLAS: its threading is left as is");
     if (!fpx_engine_slices_batches())
-        fpx_log(FPX_LOG_INFO, "this BLAS rounds a product differently when it is cut: a flat "
-                              "index's batch is searched in one FAISS call, on one core, so that "
-                              "its results are FAISS's");
+        fpx_log(FPX_LOG_DEBUG, "this BLAS rounds a product differently when it is cut: a flat "
+                               "index's batch is searched in one FAISS call, on one core, so that "
+                               "its results are FAISS's");
 
     fpx_server server;
     fpx_err err = {0};
