@@ -26,8 +26,8 @@
  * they came.
  *
  * While no worker is busy and no other request waits, the broker answers a
- * quick search itself (try_inline): a lone client's request then makes no more thread hops than
- * with a bare ZeroMQ echo.
+ * quick search itself (try_inline): a lone client's request then makes no
+ * more thread hops than with a bare ZeroMQ echo.
  *
  * Shutdown: on the first SIGINT/SIGTERM the broker stops reading the front
  * socket and keeps forwarding replies while requests in flight finish, for
