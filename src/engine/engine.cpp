@@ -728,9 +728,10 @@ const float *current_norms(const fpx_engine *e) {
  * default of 4 queries with bbs 64; IndexIVFFastScan: implementations 12 and
  * 13 with a bbs other than 32), some from inside FAISS's own OpenMP regions,
  * where an exception ends the process. A flat fast-scan search runs with one
- * OpenMP thread, which keeps FAISS out of its region (it slices the queries
- * over threads only when it has two; the server slices them itself); the IVF
- * combination is refused before the search.
+ * OpenMP thread per slice of queries, which keeps FAISS out of its region (it
+ * slices the queries over threads only when it has two; the server slices
+ * them itself, as FAISS would); the IVF combination is refused before the
+ * search.
  */
 bool search_fast_scan(const Index *idx, idx_t n, const float *x, idx_t k, float *D, idx_t *I,
                       const faiss::SearchParameters *p) {
@@ -743,17 +744,34 @@ bool search_fast_scan(const Index *idx, idx_t n, const float *x, idx_t k, float 
                             ivf->implem, ivf->bbs);
         return false;
     }
-    if (!dynamic_cast<const faiss::IndexFastScan *>(core))
+    auto fs = dynamic_cast<const faiss::IndexFastScan *>(core);
+    if (!fs)
         return false;
+    /* FAISS's kernels 12 to 15 (and implem 0, which picks one of them) cut
+     * the batch into one slice per OpenMP thread, and each slice into blocks
+     * of qbs queries with a lookup table computed per block: the blocks, and
+     * so the last bits of the distances where the BLAS kernels round a
+     * product by its shape, follow the slicing. The slices are FAISS's, one
+     * per core, each searched with one thread. */
+    int slices = 1;
+    if (fs->implem == 0 || fs->implem >= 12)
+        slices = (int)std::min<idx_t>(std::max(1, omp_get_num_procs()), n);
     int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    try {
-        idx->search(n, x, k, D, I, p);
-    } catch (...) {
-        omp_set_num_threads(saved);
-        throw;
+    std::string failure;
+#pragma omp parallel for num_threads(slices) schedule(static, 1)
+    for (int t = 0; t < slices; t++) {
+        idx_t i0 = n * t / slices, i1 = n * (t + 1) / slices;
+        omp_set_num_threads(1);
+        try {
+            idx->search(i1 - i0, x + i0 * idx->d, k, D + i0 * k, I + i0 * k, p);
+        } catch (const std::exception &ex) {
+#pragma omp critical(fpx_fast_scan_failure)
+            failure = ex.what();
+        }
     }
     omp_set_num_threads(saved);
+    if (!failure.empty())
+        throw faiss::FaissException(failure);
     return true;
 }
 
