@@ -463,6 +463,9 @@ class Index:
                                       % ("with params" if params is not None else
                                          "on binary indexes"))
         self._check_reconstruct()
+        if not self._idmap:
+            return self._search_and_reconstruct(x, int(k), D, I, R)
+        # an IDMap2's is FAISS's default one: its search, then its reconstruct of each hit
         D, I = self.search(x, k, D=D, I=I)
         n = len(I)
         if R is None:
@@ -486,6 +489,33 @@ class Index:
             hit = I >= 0
             R[hit] = found[np.searchsorted(labels, I[hit])]
         return D, I, R
+
+    def _search_and_reconstruct(self, x, k, D, I, R):
+        # the server's search with "reconstruct": FAISS's own search_and_reconstruct of the
+        # served index, vectors and all, in one request
+        x, n = _rows(x, self.d)
+        assert k > 0
+        D = np.empty((n, k), dtype="float32") if D is None else D
+        I = np.empty((n, k), dtype="int64") if I is None else I
+        R = np.empty((n, k, self.d), dtype="float32") if R is None else R
+        assert D.shape == (n, k) and I.shape == (n, k) and R.shape == (n, k, self.d)
+        if n:
+            self._check_nprobe()
+            header = {"operation": "search", "index_id": self._name, "k": k,
+                      "vector_shape": [n, self.d], "reconstruct": True,
+                      "id_selector": {"all": True}}  # (FAISS's answer, never widened)
+            _stats.ask(header)
+            rh, data, _ = _call(header, x.tobytes())
+            _stats.account(rh)
+            nres = n * k
+            D[:] = np.frombuffer(data, "float32", nres).reshape(n, k)
+            I[:] = np.frombuffer(data, "int64", nres, offset=4 * nres).reshape(n, k)
+            R[:] = np.frombuffer(data, "float32", nres * self.d,
+                                 offset=12 * nres).reshape(n, k, self.d)
+        return D, I, R
+
+    def _check_nprobe(self):
+        pass  # (IVF indexes: FAISS's searches raise while nprobe is 0)
 
     def range_search(self, x, thresh, *, params=None):
         x, n = _rows(x, self.d)

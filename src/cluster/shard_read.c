@@ -132,6 +132,13 @@ static int is_ip(const fpx_def *d) {
 }
 
 int fpx_shard_search(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
+    int recons = 0;
+    if (fpx_req_bool(r, "reconstruct", &recons))
+        return -1;
+    if (recons)
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                           "reconstruct is not served on sharded indexes: search, then "
+                           "reconstruct the labels");
     sreply x[FPX_SHARDS_MAX] = {0};
     int with_meta = 0, rc = gather(c, r, d, "search", x, &with_meta);
     int64_t nq = 0, k = 0;

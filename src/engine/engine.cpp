@@ -720,6 +720,28 @@ const float *current_norms(const fpx_engine *e) {
  * the BLAS kernel of each slice runs on its own core, where FAISS would
  * otherwise have left all the parallelism to BLAS's thread pool.
  */
+/* fn(i0, i1) over `slices` consecutive slices of n rows, each on an OpenMP
+ * thread of its own and with one thread for what it calls; an exception is
+ * caught in its thread (one escaping an OpenMP region ends the process) and
+ * rethrown after the region. */
+template <class F> void over_slices(idx_t n, int slices, F fn) {
+    int saved = omp_get_max_threads();
+    std::string failure;
+#pragma omp parallel for num_threads(slices) schedule(static, 1)
+    for (int t = 0; t < slices; t++) {
+        omp_set_num_threads(1);
+        try {
+            fn(n * t / slices, n * (t + 1) / slices);
+        } catch (const std::exception &ex) {
+#pragma omp critical(fpx_slice_failure)
+            failure = ex.what();
+        }
+    }
+    omp_set_num_threads(saved);
+    if (!failure.empty())
+        throw faiss::FaissException(failure);
+}
+
 /* idx->search; a flat L2 index with known norms is searched as FAISS's
  * IndexFlat::search does, handing FAISS the norms. */
 /*
@@ -756,22 +778,9 @@ bool search_fast_scan(const Index *idx, idx_t n, const float *x, idx_t k, float 
     int slices = 1;
     if (fs->implem == 0 || fs->implem >= 12)
         slices = (int)std::min<idx_t>(std::max(1, omp_get_num_procs()), n);
-    int saved = omp_get_max_threads();
-    std::string failure;
-#pragma omp parallel for num_threads(slices) schedule(static, 1)
-    for (int t = 0; t < slices; t++) {
-        idx_t i0 = n * t / slices, i1 = n * (t + 1) / slices;
-        omp_set_num_threads(1);
-        try {
-            idx->search(i1 - i0, x + i0 * idx->d, k, D + i0 * k, I + i0 * k, p);
-        } catch (const std::exception &ex) {
-#pragma omp critical(fpx_fast_scan_failure)
-            failure = ex.what();
-        }
-    }
-    omp_set_num_threads(saved);
-    if (!failure.empty())
-        throw faiss::FaissException(failure);
+    over_slices(n, slices, [&](idx_t i0, idx_t i1) {
+        idx->search(i1 - i0, x + i0 * idx->d, k, D + i0 * k, I + i0 * k, p);
+    });
     return true;
 }
 
@@ -828,27 +837,61 @@ void search_parallel(const Index *idx, const float *norms, idx_t n, const float 
         search_once(idx, norms, n, x, k, D, I, p);
         return;
     }
-    std::string failure;
-    omp_set_num_threads(nt);
-#pragma omp parallel for schedule(static, 1)
-    for (int t = 0; t < nt; t++) {
-        idx_t i0 = n * t / nt, i1 = n * (t + 1) / nt;
-        try {
-            search_once(idx, norms, i1 - i0, x + i0 * idx->d, k, D + i0 * k, I + i0 * k, p);
-        } catch (const std::exception &ex) {
-#pragma omp critical(fpx_search_failure)
-            failure = ex.what();
-        }
+    over_slices(n, nt, [&](idx_t i0, idx_t i1) {
+        search_once(idx, norms, i1 - i0, x + i0 * idx->d, k, D + i0 * k, I + i0 * k, p);
+    });
+}
+
+bool is_fast_scan(const Index *idx);
+
+/*
+ * A search as FAISS's search_and_reconstruct runs it (fpx_search_params.
+ * whole_batch): on an IVF index, through its transforms, the coarse
+ * quantizer searches the whole batch in one call before the lists are
+ * scanned. The scan of the lists is per query: with parallel_mode 0 (where
+ * FAISS scans on one thread) it is cut into one slice per core, which gives
+ * the same bits. Returns false for the other index types.
+ */
+bool search_whole_batch(const Index *idx, idx_t n, const float *x, idx_t k, float *D, idx_t *I,
+                        const faiss::SearchParameters *p) {
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
+        const Index *core = pt->index;
+        while (auto inner = dynamic_cast<const faiss::IndexPreTransform *>(core))
+            core = inner->index;
+        if (!dynamic_cast<const faiss::IndexIVF *>(core) || is_fast_scan(core))
+            return false;
+        auto pp = dynamic_cast<const faiss::SearchParametersPreTransform *>(p);
+        std::unique_ptr<const float[]> xt(pt->apply_chain(n, x));
+        return search_whole_batch(pt->index, n, xt.get(), k, D, I, pp ? pp->index_params : p);
     }
-    if (!failure.empty())
-        throw faiss::FaissException(failure);
+    auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx);
+    if (!ivf || is_fast_scan(idx))
+        return false;
+    auto ip = dynamic_cast<const faiss::SearchParametersIVF *>(p);
+    size_t nprobe = std::min(ivf->nlist, ip ? ip->nprobe : ivf->nprobe);
+    FAISS_THROW_IF_NOT_MSG(nprobe > 0, "nprobe must be > 0");
+    std::vector<idx_t> lists((size_t)n * nprobe);
+    std::vector<float> coarse((size_t)n * nprobe);
+    ivf->quantizer->search(n, x, (idx_t)nprobe, coarse.data(), lists.data());
+    int slices = 1;
+    if ((ivf->parallel_mode & ~ivf->PARALLEL_MODE_NO_HEAP_INIT) == 0)
+        slices = (int)std::min<idx_t>(std::max(1, omp_get_max_threads()), n);
+    over_slices(n, slices, [&](idx_t i0, idx_t i1) {
+        ivf->search_preassigned(i1 - i0, x + i0 * ivf->d, k, lists.data() + i0 * (idx_t)nprobe,
+                                coarse.data() + i0 * (idx_t)nprobe, D + i0 * k, I + i0 * k, false,
+                                ip);
+    });
+    return true;
 }
 
 void run_search(const Index *idx, const float *norms, idx_t n, const float *x, idx_t k, float *D,
-                idx_t *I, const faiss::SearchParameters *p, bool pooled) {
+                idx_t *I, const faiss::SearchParameters *p, bool pooled, bool whole) {
     if (pooled && server_tuning && search_padded(idx, norms, n, x, k, D, I, p))
         return;
-    in_team(n, [&] { search_parallel(idx, norms, n, x, k, D, I, p); });
+    in_team(n, [&] {
+        if (!whole || !search_whole_batch(idx, n, x, k, D, I, p))
+            search_parallel(idx, norms, n, x, k, D, I, p);
+    });
 }
 
 /* A selector over the server's allowed-position bitset. */
@@ -1035,7 +1078,7 @@ void search_allowed(const Index *idx, idx_t n, const float *x, idx_t k, const fp
     if (!p || !kn.as_faiss)
         not_faiss_counts(kn);
     if (p) {
-        run_search(idx, nullptr, n, x, k, D, I, p, false);
+        run_search(idx, nullptr, n, x, k, D, I, p, false, kn.whole_batch != 0);
     } else {
         search_overfetch(idx, n, x, k, allowed, D, I);
     }
@@ -1110,7 +1153,7 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
         if (!is_fast_scan(idx)) {
-            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0, 0, 0, nullptr};
+            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0, 0, 0, nullptr, 0};
             BitsetSelector sel(allowed);
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, &sel, all, keep);
@@ -1129,13 +1172,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
-        fpx_search_params none = {0, 0, 0, 0, 0, nullptr};
+        fpx_search_params none = {0, 0, 0, 0, 0, nullptr, 0};
         search_allowed(h->storage, n, x, k, none, allowed, 0, D, I);
         return;
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
-        fpx_search_params none = {0, 0, 0, 0, 0, nullptr};
+        fpx_search_params none = {0, 0, 0, 0, 0, nullptr, 0};
         search_allowed(idx, n, x, k, none, allowed, 0, D, I);
         return;
     }
@@ -2357,7 +2400,7 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
         }
         std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
         faiss::SearchParameters *p = make_params(idx, nullptr, kn, keep);
-        run_search(idx, current_norms(e), n, x, k, D, I, p, kn.pooled != 0);
+        run_search(idx, current_norms(e), n, x, k, D, I, p, kn.pooled != 0, kn.whole_batch != 0);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)
@@ -2433,6 +2476,66 @@ int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, void *out, fpx_err 
             e->bin->reconstruct(pos, (uint8_t *)out);
         else
             e->index->reconstruct(pos, (float *)out);
+        return 0;
+    }
+    FPX_CATCH(err, FPX_E_FAISS)
+}
+
+/* fpx_engine_reconstruct_hits's work on idx, as FAISS 1.7.3's
+ * search_and_reconstruct does it: IndexPreTransform's takes all the rows back
+ * through its chain in one call; IndexIVF's reconstructs each hit from its
+ * list and offset; the other types' (Index's default) each hit by reconstruct,
+ * a missing one filled with 0xFF bytes. */
+void reconstruct_hits(const Index *idx, idx_t n, const idx_t *pos, float *out) {
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
+        if (pt->chain.empty()) {
+            reconstruct_hits(pt->index, n, pos, out);
+            return;
+        }
+        std::vector<float> inner((size_t)n * (size_t)pt->index->d);
+        reconstruct_hits(pt->index, n, pos, inner.data());
+        pt->reverse_chain(n, inner.data(), out);
+        return;
+    }
+    const size_t d = (size_t)idx->d;
+    auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx);
+    std::unordered_map<idx_t, std::vector<idx_t>> want; /* IVF: position -> rows */
+    for (idx_t i = 0; i < n; i++) {
+        if (pos[i] < 0)
+            memset(out + (size_t)i * d, -1, sizeof(float) * d);
+        else if (ivf)
+            want[pos[i]].push_back(i);
+        else
+            idx->reconstruct(pos[i], out + (size_t)i * d);
+    }
+    size_t found = 0;
+    for (size_t l = 0; ivf && l < ivf->nlist && found < want.size(); l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+        for (size_t o = 0; o < ls; o++) {
+            auto it = want.find(ids[o]);
+            if (it == want.end())
+                continue;
+            float *first = out + (size_t)it->second[0] * d;
+            ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, first);
+            for (size_t j = 1; j < it->second.size(); j++)
+                memcpy(out + (size_t)it->second[j] * d, first, sizeof(float) * d);
+            found++;
+        }
+    }
+    FAISS_THROW_IF_NOT_MSG(found == want.size(), "some hits are not in the index");
+}
+
+int fpx_engine_reconstruct_hits(const fpx_engine *e, int64_t n, const int64_t *pos, void *out,
+                                fpx_err *err) {
+    if (e->bin)
+        return set_err(err, FPX_E_UNSUPPORTED, "reconstruct is served on float indexes only");
+    try {
+        if (is_fast_scan(core_ivf(e->index.get())))
+            return set_err(err, FPX_E_UNSUPPORTED,
+                           "FAISS 1.7.3's search_and_reconstruct has no list scanner for IVF "
+                           "fast-scan indexes (it reads a null one): search, then reconstruct_n");
+        reconstruct_hits(e->index.get(), (idx_t)n, pos, (float *)out);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)

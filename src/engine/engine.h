@@ -116,6 +116,14 @@ typedef struct fpx_search_params {
      * uncounted (exact 0), so that one caller's statistics never hold up other
      * callers' searches longer than its own search lasts. */
     fpx_search_stats *stats;
+    /* The batch is searched as FAISS's search_and_reconstruct searches it: an
+     * IVF index (through its transforms) gives its coarse quantizer all the
+     * queries in one call, where FAISS's search gives each OpenMP thread a
+     * slice and a call of its own. On BLAS kernels that round a product by
+     * its shape, the coarse distances (which an IVFPQ's distances add to)
+     * then differ from search's in the last bit. Other index types: no
+     * effect. */
+    int whole_batch;
 } fpx_search_params;
 
 /* How long a counted search waits for the others to leave the statistics'
@@ -246,6 +254,15 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
 /* The vector at one position, as FAISS reconstruct does (so an IVF index
  * without a direct map fails with FAISS's message). out holds dim floats. */
 int fpx_engine_reconstruct(const fpx_engine *e, int64_t pos, void *out, fpx_err *err);
+
+/* The vectors of n search hits as FAISS's search_and_reconstruct gives them
+ * (engine.cpp): a missing hit (-1) is FAISS's fill of 0xFF bytes; an IVF
+ * index reconstructs from its lists, with or without a direct map; the rows
+ * are taken back through the pre-transforms all at once. out holds n*dim
+ * floats. An IVF fast-scan index is refused: FAISS 1.7.3's
+ * search_and_reconstruct has no list scanner for it. */
+int fpx_engine_reconstruct_hits(const fpx_engine *e, int64_t n, const int64_t *pos, void *out,
+                                fpx_err *err);
 
 /* The vectors at n positions, as FAISS reconstruct_n does: IVF indexes are
  * scanned without needing a direct map. out holds n*dim floats. */

@@ -103,6 +103,16 @@ static int prep_id_selector(fpx_req *r) {
     return 0;
 }
 
+/* The optional "reconstruct" flag: the reply carries each hit's vector as
+ * FAISS's search_and_reconstruct gives it, and the search runs as that one
+ * does (engine.h, whole_batch); such a search is never batched with others. */
+static int prep_reconstruct(fpx_req *r) {
+    if (fpx_req_bool(r, "reconstruct", &r->want_recons))
+        return -1;
+    r->params.whole_batch = r->want_recons;
+    return 0;
+}
+
 int fpx_prep_search(fpx_req *r) {
     if (fpx_req_int(r, "k", 1, &r->k))
         return -1;
@@ -113,14 +123,14 @@ int fpx_prep_search(fpx_req *r) {
                            (long long)r->k);
     return fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
                    fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r) ||
-                   prep_stats(r)
+                   prep_stats(r) || prep_reconstruct(r)
                ? -1
                : 0;
 }
 
 int fpx_search_plain(const fpx_req *r) {
     const msgpack_object *filter = r->msg.meta;
-    return !r->want_stats &&
+    return !r->want_stats && !r->want_recons &&
            (!filter || filter->type != MSGPACK_OBJECT_MAP || filter->via.map.size == 0) &&
            !fpx_idsel_present(fpx_map_get(r->h, "id_selector"));
 }
@@ -128,10 +138,16 @@ int fpx_search_plain(const fpx_req *r) {
 int fpx_bind_search(fpx_req *r) {
     if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL))
         return -1;
-    if ((uint64_t)r->n * (uint64_t)r->k > r->s->cfg->max_message_size / 12)
-        return fpx_err_set(&r->err, FPX_E_LIMIT,
-                           "the reply (%lld queries x k=%lld) would exceed the message size limit",
-                           (long long)r->n, (long long)r->k);
+    if (r->want_recons && r->ix->binary)
+        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
+                           "reconstruct is served on float indexes only");
+    /* bytes a result takes: distance and label, and the vector when asked */
+    uint64_t per = 12 + (r->want_recons ? 4 * (uint64_t)r->ix->dim : 0);
+    if ((uint64_t)r->n * (uint64_t)r->k > r->s->cfg->max_message_size / per)
+        return fpx_err_set(
+            &r->err, FPX_E_LIMIT,
+            "the reply (%lld queries x k=%lld%s) would exceed the message size limit",
+            (long long)r->n, (long long)r->k, r->want_recons ? ", with their vectors" : "");
     /* A refinement asks its base index for k * k_factor results a query, and
      * FAISS 1.7.3 allocates and fills them all (past the base's size too):
      * held to the same bound as the results themselves. */
@@ -154,13 +170,16 @@ int fpx_bind_search(fpx_req *r) {
     return 0;
 }
 
-/* A search asking for statistics: the header (which carries them) is
- * complete before the data section starts, so the search writes into buffers
- * of its own, copied into the reply after it (one copy, for these alone). */
-static int search_counted(fpx_req *r, fpx_out *o) {
+/* A search asking for statistics or vectors: the header (which carries the
+ * statistics) is complete before the data section starts, and the vectors are
+ * read at the hits' positions, so the search writes into buffers of its own,
+ * copied into the reply after it (one copy, for these alone). The vectors
+ * follow the labels in the data section, n*k rows of dim float32. */
+static int search_buffered(fpx_req *r, fpx_out *o) {
     fpx_index *ix = r->ix;
     int64_t nq = r->n, k = r->k;
     size_t nres = (size_t)nq * (size_t)k;
+    size_t rbytes = r->want_recons ? nres * 4 * (size_t)ix->dim : 0;
     void *D = malloc(nres ? nres * 4 : 1);
     int64_t *I = malloc(nres ? nres * sizeof *I : 1);
     int rc = 0;
@@ -171,11 +190,14 @@ static int search_counted(fpx_req *r, fpx_out *o) {
                                   fpx_map_get(r->h, "id_selector"), D, I, &r->err);
     uint8_t *data = NULL;
     if (rc == 0) {
-        msgpack_packer *h = fpx_reply_search(r, o, ix->binary, nq, k, 1);
-        pack_search_stats(r, h);
-        if (!(data = fpx_out_data(o, nres * 12)))
+        msgpack_packer *h = fpx_reply_search(r, o, ix->binary, nq, k, r->want_stats != 0);
+        if (r->want_stats)
+            pack_search_stats(r, h);
+        if (!(data = fpx_out_data(o, nres * 12 + rbytes)))
             rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory for the reply");
     }
+    if (rc == 0 && r->want_recons)
+        rc = fpx_engine_reconstruct_hits(ix->eng, (int64_t)nres, I, data + nres * 12, &r->err);
     if (rc == 0) {
         if (ix->nkeys > 0 || r->include_meta) {
             msgpack_packer *m = fpx_out_meta(o);
@@ -201,8 +223,8 @@ static void note_query_time(fpx_index *ix, uint64_t ns) {
 }
 
 int fpx_op_search(fpx_req *r, fpx_out *o) {
-    if (r->want_stats)
-        return search_counted(r, o);
+    if (r->want_stats || r->want_recons)
+        return search_buffered(r, o);
     fpx_index *ix = r->ix;
     int64_t nq = r->n, k = r->k;
     int64_t *Itmp = NULL;

@@ -58,6 +58,9 @@ typedef struct fpx_req {
      * FAISS's search statistics (params.stats then points to stats). */
     int want_stats;
     fpx_search_stats stats;
+    /* search: "reconstruct": true asks for each hit's vector besides, as
+     * FAISS's search_and_reconstruct (ops_search.c). */
+    int want_recons;
     void *copy;
     msgpack_sbuffer recmeta;
 

@@ -126,6 +126,77 @@ def test_reconstruct_ivf_needs_direct_map_like_faiss(client):
     assert np.array_equal(reconstruct_n(client, name, 5, 10), ref.reconstruct_n(5, 10))
 
 
+def search_and_reconstruct(c, name, q, k, **extra):
+    h = {"operation": "search", "index_id": name, "k": k, "vector_shape": list(q.shape),
+         "reconstruct": True, **extra}
+    rh, data, _ = c.ok(h, q.tobytes())
+    nq, d = q.shape
+    assert rh["shape"] == [nq, k] and len(data) == nq * k * (12 + 4 * d)
+    D = np.frombuffer(data, "<f4", nq * k).reshape(nq, k)
+    I = np.frombuffer(data, "<i8", nq * k, offset=4 * nq * k).reshape(nq, k)
+    R = np.frombuffer(data, "<f4", nq * k * d, offset=12 * nq * k).reshape(nq, k, d)
+    return D, I, R
+
+
+@pytest.mark.parametrize("desc", ["IVF4,PQ4", "PCA8,IVF4,Flat", "HNSW8"])
+def test_search_and_reconstruct_is_faiss(client, desc):
+    # "reconstruct": FAISS's search_and_reconstruct of the served index, vectors and all;
+    # an IVF needs no direct map, and k past what the probed lists hold gives FAISS's
+    # missing hits (label -1, 0xFF bytes, through the PCA's reverse too)
+    d = 16
+    xb, xq = rand(400, d, 97), rand(30, d, 98)
+    name = unique()
+    client.create(name, d, desc)
+    ref = faiss.index_factory(d, desc)
+    client.train(name, xb)
+    ref.train(xb)
+    client.add(name, xb)
+    ref.add(xb)
+    if desc.startswith("HNSW"):
+        # (FAISS's HNSW cannot remove, and a graph built on several threads is not the
+        # same twice: the served graph itself)
+        ref = export(client, name)[0]
+    else:
+        client.ok({"operation": "remove_ids", "index_id": name, "ids": [12]})
+        ref.remove_ids(np.array([12], dtype="int64"))
+    Dr, Ir, Rr = ref.search_and_reconstruct(xq, 150)
+    # (the selector of everything: FAISS's answer, with its missing hits, never widened)
+    D, I, R = search_and_reconstruct(client, name, xq, 150, id_selector={"all": True})
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(R.view("uint32"), Rr.view("uint32"))
+    assert (Ir == -1).any()
+    assert (Ir == 12).any() == desc.startswith("HNSW")
+
+
+def test_search_and_reconstruct_refusals(client):
+    d = 16
+    xb = rand(300, d, 99)
+    name, fs, binary = unique(), unique(), unique()
+    client.create(name, d)
+    client.add(name, xb)
+    q = xb[:2]
+    h = {"operation": "search", "index_id": name, "k": 3, "vector_shape": [2, d]}
+    assert client.error({**h, "reconstruct": 1}, q.tobytes())["error_type"] == "validation_error"
+    # the reply, vectors included, is held to the message size limit
+    many = xb[:200]
+    big = {**h, "k": 100000, "vector_shape": [200, d], "reconstruct": True}
+    r = client.error(big, many.tobytes())
+    assert r["error_type"] == "limit_exceeded" and "with their vectors" in r["message"]
+    # FAISS 1.7.3's search_and_reconstruct reads a null list scanner on IVF fast-scan
+    # indexes (a crash in process): refused, and the server serves on
+    client.create(fs, d, "IVF4,PQ8x4fs")
+    client.train(fs, xb)
+    client.add(fs, xb)
+    r = client.error({**h, "index_id": fs, "reconstruct": True}, q.tobytes())
+    assert r["error_type"] == "unsupported" and "fast-scan" in r["message"]
+    client.create(binary, 64, "BFlat")
+    r = client.error({"operation": "search", "index_id": binary, "k": 1, "vector_shape": [1, 8],
+                      "dtype": "uint8", "reconstruct": True}, bytes(8))
+    assert r["error_type"] == "unsupported"
+    assert search_and_reconstruct(client, name, q, 3)[1][:, 0].tolist() == [0, 1]
+
+
 def test_remove_ids_flat_renumbers_like_faiss(client):
     d = 8
     xb, xq = rand(100, d, 97), rand(5, d, 98)
