@@ -286,6 +286,10 @@ def test_unsupported_and_bad_shards(cl):
     c.ok({"operation": "create_index", "index_id": name, "dimension": 4, "shards": 2})
     h = c.error({"operation": "remove_ids", "index_id": name, "ids": [1]})
     assert h["error_type"] == "unsupported"
+    c.add(name, rand(8, 4, 4))
+    h = c.error({"operation": "search", "index_id": name, "k": 2, "vector_shape": [1, 4],
+                 "reconstruct": True}, rand(1, 4, 5).tobytes())
+    assert h["error_type"] == "unsupported" and "sharded" in h["message"], h
     h = c.error({"operation": "get_index_info", "index_id": ".shard-" + "0" * 32 + "-0"})
     assert h["error_type"] == "validation_error"
     c.drop(name)
