@@ -400,7 +400,7 @@ static void local_add(fpx_engine *e, int64_t n, const float *x) {
 
 static void local_search(fpx_engine *e, int64_t nq, const float *q, int64_t nprobe, float *D,
                          int64_t *I) {
-    fpx_search_params p = {nprobe, 0, 0, 0, 0, NULL, 0};
+    fpx_search_params p = {.nprobe = nprobe};
     fpx_err err = {0};
     if (fpx_engine_search(e, nq, q, K, &p, NULL, D, I, &err))
         die("engine search: %s", err.msg);

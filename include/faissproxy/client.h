@@ -80,6 +80,14 @@ FPX_API void fpx_client_set_timeout(fpx_client *c, int timeout_ms);
  * "unavailable" and is not sent again: it is in the log. */
 FPX_API int fpx_client_set_durability(fpx_client *c, const char *durability);
 
+/* Whether this handle's k-NN searches of an index holding deleted vectors
+ * complete the queries that its approximate search answers with fewer than
+ * k hits (1, the default: the server's answer, k hits whenever k vectors
+ * are live), or leave them as FAISS's search leaves them after its own
+ * remove_ids (0: FAISS's answer; the FAISS drop-ins set it). Float indexes
+ * (docs/protocol.md, search, "complete"). */
+FPX_API void fpx_client_set_complete(fpx_client *c, int complete);
+
 /* The last error: its wire kind ("validation_error", "not_found", ...,
  * or "connection_error" when the server did not answer) and its message.
  * Empty strings after a successful call. Valid until the next call. */

@@ -72,6 +72,7 @@ _SIGS = {
     "fpx_client_free": (None, [P]),
     "fpx_client_set_timeout": (None, [P, INT]),
     "fpx_client_set_durability": (INT, [P, S]),
+    "fpx_client_set_complete": (None, [P, INT]),
     "fpx_client_set_server_key": (INT, [P, S]),
     "fpx_client_errtype": (S, [P]),
     "fpx_client_errstr": (S, [P]),
@@ -123,7 +124,7 @@ for _name, (_res, _args) in _SIGS.items():
 # scripts/faiss-suite.py) can tell work the server did from work that stayed
 # in local faiss. The calls below only touch the handle.
 _LOCAL_CALLS = ("fpx_client_new", "fpx_client_free", "fpx_client_set_timeout",
-                "fpx_client_set_durability",
+                "fpx_client_set_durability", "fpx_client_set_complete",
                 "fpx_client_set_server_key", "fpx_client_errtype", "fpx_client_errstr",
                 "fpx_hits_free")
 _sent = [0]
@@ -225,6 +226,7 @@ def client(flush=True):
             lib.fpx_client_free(h)
             raise ValueError("faissproxy: %s" % msg)
         lib.fpx_client_set_timeout(h, timeout)
+        lib.fpx_client_set_complete(h, 0)  # FAISS's answers (docs/protocol.md, "complete")
         if durability is not None and lib.fpx_client_set_durability(h, durability.encode()) != 0:
             msg = (lib.fpx_client_errstr(h) or b"").decode("utf-8", "replace")
             lib.fpx_client_free(h)

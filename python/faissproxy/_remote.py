@@ -503,7 +503,7 @@ class Index:
             self._check_nprobe()
             header = {"operation": "search", "index_id": self._name, "k": k,
                       "vector_shape": [n, self.d], "reconstruct": True,
-                      "id_selector": {"all": True}}  # (FAISS's answer, never widened)
+                      "complete": False}  # (FAISS's answer: short queries left short)
             _stats.ask(header)
             rh, data, _ = _call(header, x.tobytes())
             _stats.account(rh)

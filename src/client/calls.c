@@ -403,12 +403,18 @@ static int search_once(fpx_client *c, const char *index_id, int64_t nq, int64_t 
     size_t nparams = count_params(opts);
     fpx_out o;
     reply r;
+    int uncompleted = !c->complete && !binary;
     msgpack_packer *pk =
-        fpx_c_begin(c, &o, "search", index_id, 2 + (size_t)binary + (nparams > 0) + (hits != NULL));
+        fpx_c_begin(c, &o, "search", index_id,
+                    2 + (size_t)binary + (nparams > 0) + (hits != NULL) + (size_t)uncompleted);
     fpx_pack_cstr(pk, "k");
     msgpack_pack_int64(pk, k);
     fpx_c_pack_shape(pk, nq, d, binary);
     pack_params(pk, opts);
+    if (uncompleted) {
+        fpx_pack_cstr(pk, "complete");
+        msgpack_pack_false(pk);
+    }
     if (hits) {
         fpx_pack_cstr(pk, "include_metadata");
         msgpack_pack_true(pk);

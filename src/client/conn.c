@@ -184,6 +184,7 @@ fpx_client *fpx_client_new(const char *endpoint, const char *api_key, const char
     if (!c)
         return NULL;
     c->timeout_ms = 30000;
+    c->complete = 1;
     c->next_id = 1;
     new_client_id(c->client_id);
     c->add_window = FPX_ADD_WINDOW_DEFAULT;
@@ -249,6 +250,10 @@ int fpx_client_set_durability(fpx_client *c, const char *durability) {
     snprintf(c->durability, sizeof c->durability, "%s", durability ? durability : "");
     c->errtype[0] = c->errstr[0] = 0;
     return 0;
+}
+
+void fpx_client_set_complete(fpx_client *c, int complete) {
+    c->complete = complete != 0;
 }
 
 const char *fpx_client_errtype(const fpx_client *c) {

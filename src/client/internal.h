@@ -74,6 +74,8 @@ struct fpx_client {
     /* "durability" sent with every request ("" : none, the server's own);
      * FAISS_PROXY_DURABILITY or fpx_client_set_durability. */
     char durability[16];
+    /* 0: searches are sent with "complete": false (fpx_client_set_complete). */
+    int complete;
     size_t max_msg; /* the server's max_message_size; 0: not known yet, SIZE_MAX: none given */
     char errtype[32];
     char errstr[512];

@@ -1153,7 +1153,8 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx)) {
         if (!is_fast_scan(idx)) {
-            fpx_search_params all = {(int64_t)ivf->nlist, 0, 0, 0, 0, nullptr, 0};
+            fpx_search_params all{};
+            all.nprobe = (int64_t)ivf->nlist;
             BitsetSelector sel(allowed);
             std::vector<std::unique_ptr<faiss::SearchParameters>> keep;
             faiss::SearchParameters *p = make_params(idx, &sel, all, keep);
@@ -1172,13 +1173,13 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* The HNSW storage holds the same positions and searches exhaustively. */
-        fpx_search_params none = {0, 0, 0, 0, 0, nullptr, 0};
+        fpx_search_params none{};
         search_allowed(h->storage, n, x, k, none, allowed, 0, D, I);
         return;
     }
     if (dynamic_cast<const faiss::IndexFlat *>(idx) ||
         dynamic_cast<const faiss::IndexScalarQuantizer *>(idx)) {
-        fpx_search_params none = {0, 0, 0, 0, 0, nullptr, 0};
+        fpx_search_params none{};
         search_allowed(idx, n, x, k, none, allowed, 0, D, I);
         return;
     }
@@ -2395,7 +2396,7 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
         if (check_nsg_search(idx, k, err) || check_pq_search_type(idx, err))
             return -1;
         if (allowed) {
-            search_allowed(idx, n, x, k, kn, allowed, 1, D, I);
+            search_allowed(idx, n, x, k, kn, allowed, !kn.uncompleted, D, I);
             return 0;
         }
         std::vector<std::unique_ptr<faiss::SearchParameters>> keep;

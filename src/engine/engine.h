@@ -124,6 +124,11 @@ typedef struct fpx_search_params {
      * then differ from search's in the last bit. Other index types: no
      * effect. */
     int whole_batch;
+    /* The queries that the index's own search (with the allowed set as its
+     * id selector) answers with fewer than k hits are left so, as FAISS's
+     * search answers them after its own remove_ids, instead of completed by
+     * an exact pass over the allowed vectors. Float indexes. */
+    int uncompleted;
 } fpx_search_params;
 
 /* How long a counted search waits for the others to leave the statistics'

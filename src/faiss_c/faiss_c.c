@@ -99,8 +99,10 @@ fpx_client *fpx_fc_client(void) {
         t->c = fpx_client_new(cfg_server, cfg_key[0] ? cfg_key : NULL,
                               cfg_tenant[0] ? cfg_tenant : NULL);
         t->gen = gen;
-        if (t->c)
+        if (t->c) {
             fpx_client_set_timeout(t->c, 300000);
+            fpx_client_set_complete(t->c, 0); /* FAISS's answers */
+        }
     }
     pthread_mutex_unlock(&cfg_lock);
     if (!t->c)

@@ -75,6 +75,7 @@ void fpx_batch_cancel(fpx_batcher *b) {
 
 static int same_kind(const fpx_batch_member *a, const fpx_batch_member *b) {
     return a->k == b->k && a->params.nprobe == b->params.nprobe &&
+           a->params.uncompleted == b->params.uncompleted &&
            a->params.efSearch == b->params.efSearch && a->params.max_codes == b->params.max_codes;
 }
 

@@ -87,8 +87,8 @@ int fpx_idsel_check(const msgpack_object *sel, fpx_err *err) {
 /* Sets out (nw words, cleared first) to the slots whose label sel selects.
  * Dead slots may be set too: the caller intersects with the live ones. */
 static int eval(const fpx_index *ix, const msgpack_object *sel, uint64_t *out, size_t nw) {
-    const char *kind;
-    const msgpack_object *v;
+    const char *kind = "";
+    const msgpack_object *v = NULL;
     node_of(sel, &kind, &v); /* checked by fpx_idsel_check */
     memset(out, 0, nw * sizeof *out);
     if (!strcmp(kind, "range")) {

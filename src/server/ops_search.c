@@ -106,6 +106,18 @@ static int prep_id_selector(fpx_req *r) {
 /* The optional "reconstruct" flag: the reply carries each hit's vector as
  * FAISS's search_and_reconstruct gives it, and the search runs as that one
  * does (engine.h, whole_batch); such a search is never batched with others. */
+/* The optional "complete" flag (default true): false leaves the queries that
+ * the index's search answers short as they are (engine.h, uncompleted). */
+static int prep_complete(fpx_req *r) {
+    const msgpack_object *o = fpx_map_get(r->h, "complete");
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        return fpx_err_set(&r->err, FPX_E_VALIDATION, "complete must be a boolean");
+    r->params.uncompleted = !o->via.boolean;
+    return 0;
+}
+
 static int prep_reconstruct(fpx_req *r) {
     if (fpx_req_bool(r, "reconstruct", &r->want_recons))
         return -1;
@@ -123,7 +135,7 @@ int fpx_prep_search(fpx_req *r) {
                            (long long)r->k);
     return fpx_req_bool(r, "include_metadata", &r->include_meta) || fpx_req_search_params(r) ||
                    fpx_index_check_filter(r->msg.meta, &r->err) || prep_id_selector(r) ||
-                   prep_stats(r) || prep_reconstruct(r)
+                   prep_stats(r) || prep_reconstruct(r) || prep_complete(r)
                ? -1
                : 0;
 }

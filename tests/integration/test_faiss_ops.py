@@ -160,8 +160,8 @@ def test_search_and_reconstruct_is_faiss(client, desc):
         client.ok({"operation": "remove_ids", "index_id": name, "ids": [12]})
         ref.remove_ids(np.array([12], dtype="int64"))
     Dr, Ir, Rr = ref.search_and_reconstruct(xq, 150)
-    # (the selector of everything: FAISS's answer, with its missing hits, never widened)
-    D, I, R = search_and_reconstruct(client, name, xq, 150, id_selector={"all": True})
+    # (FAISS's answer, with its missing hits: not completed)
+    D, I, R = search_and_reconstruct(client, name, xq, 150, complete=False)
     np.testing.assert_array_equal(I, Ir)
     np.testing.assert_array_equal(D, Dr)
     np.testing.assert_array_equal(R.view("uint32"), Rr.view("uint32"))
@@ -195,6 +195,32 @@ def test_search_and_reconstruct_refusals(client):
                       "dtype": "uint8", "reconstruct": True}, bytes(8))
     assert r["error_type"] == "unsupported"
     assert search_and_reconstruct(client, name, q, 3)[1][:, 0].tolist() == [0, 1]
+
+
+def test_uncompleted_search_is_faiss_after_remove_ids(client):
+    # "complete": false: FAISS's answer after its own remove_ids, short queries left short;
+    # by default the server completes them (k hits whenever k vectors are live)
+    d = 16
+    xb, xq = rand(400, d, 100), rand(30, d, 101)
+    name = unique()
+    client.create(name, d, "IVF4,Flat")
+    ref = faiss.index_factory(d, "IVF4,Flat")
+    client.train(name, xb)
+    ref.train(xb)
+    client.add(name, xb)
+    ref.add(xb)
+    gone = list(range(0, 400, 7))
+    client.ok({"operation": "remove_ids", "index_id": name, "ids": gone})
+    ref.remove_ids(np.array(gone, dtype="int64"))
+    Dr, Ir = ref.search(xq, 120)
+    h = {"operation": "search", "index_id": name, "k": 120, "vector_shape": [30, d]}
+    rh, data, _ = client.ok({**h, "complete": False}, xq.tobytes())
+    np.testing.assert_array_equal(np.frombuffer(data, "<i8", offset=30 * 120 * 4), Ir.ravel())
+    np.testing.assert_array_equal(np.frombuffer(data, "<f4", 30 * 120), Dr.ravel())
+    assert (Ir == -1).any() and not np.isin(Ir, gone).any()
+    D, I, _ = client.search(name, xq, 120)
+    assert (I >= 0).all() and not np.isin(I, gone).any()
+    assert client.error({**h, "complete": 0}, xq.tobytes())["error_type"] == "validation_error"
 
 
 def test_remove_ids_flat_renumbers_like_faiss(client):

@@ -206,7 +206,7 @@ static void test_training_and_params(void) {
     CHECK(fpx_engine_train(e, n, xb, &err) == 0 && fpx_engine_is_trained(e));
     CHECK(fpx_engine_add(e, n, xb, &err) == 0 && fpx_engine_ntotal(e) == n);
     /* nprobe = nlist is an exhaustive IVF search: each vector finds itself */
-    fpx_search_params sp = {8, 0, 0, 0, 0, NULL, 0};
+    fpx_search_params sp = {.nprobe = 8};
     float D[4];
     int64_t I[4];
     int self = 1;
@@ -216,20 +216,20 @@ static void test_training_and_params(void) {
     }
     CHECK(self);
     /* efSearch means nothing to IVF */
-    fpx_search_params bad = {0, 16, 0, 0, 0, NULL, 0};
+    fpx_search_params bad = {.efSearch = 16};
     CHECK(fpx_engine_search(e, 1, xb, 1, &bad, NULL, D, I, &err) == -1);
     CHECK(err.type == FPX_E_UNSUPPORTED);
     fpx_engine_free(e);
 
     e = make("Flat", d, FPX_METRIC_L2);
-    fpx_search_params np = {4, 0, 0, 0, 0, NULL, 0};
+    fpx_search_params np = {.nprobe = 4};
     CHECK(fpx_engine_add(e, n, xb, &err) == 0);
     CHECK(fpx_engine_search(e, 1, xb, 1, &np, NULL, D, I, &err) == -1);
     CHECK(err.type == FPX_E_UNSUPPORTED);
     fpx_engine_free(e);
 
     e = make("HNSW8", d, FPX_METRIC_L2);
-    fpx_search_params ef = {0, 64, 0, 0, 0, NULL, 0};
+    fpx_search_params ef = {.efSearch = 64};
     CHECK(fpx_engine_add(e, n, xb, &err) == 0);
     CHECK(fpx_engine_search(e, 1, xb + 5 * d, 1, &ef, NULL, D, I, &err) == 0 && I[0] == 5);
     fpx_engine_free(e);
@@ -415,7 +415,7 @@ static int64_t tune_i0[2][TUNE_COUNTS][TUNE_NQ * TUNE_K];
 static void tune_compare(fpx_engine *e, const float *xq, int b) {
     static float d1[TUNE_NQ * TUNE_K];
     static int64_t i1[TUNE_NQ * TUNE_K];
-    fpx_search_params plain = {0, 0, 0, 0, 0, NULL, 0}, pooled = {0, 0, 1, 0, 0, NULL, 0};
+    fpx_search_params plain = {0}, pooled = {.pooled = 1};
     fpx_err err = {0};
     for (int c = 0; c < TUNE_COUNTS; c++) {
         int64_t nq = tune_counts[c];
@@ -447,7 +447,7 @@ static void test_server_tuning(void) {
             xq[i - 2 * N * D] = v;
     }
     fpx_err err = {0};
-    fpx_search_params plain = {0, 0, 0, 0, 0, NULL, 0}, pooled = {0, 0, 1, 0, 0, NULL, 0};
+    fpx_search_params plain = {0}, pooled = {.pooled = 1};
 
     /* Untuned baselines: FAISS as an in-process user calls it. */
     fpx_engine *before = NULL, *base2 = NULL;
