@@ -742,6 +742,26 @@ template <class F> void over_slices(idx_t n, int slices, F fn) {
         throw faiss::FaissException(failure);
 }
 
+/* fn(list, offset, rows) for each entry of ivf's lists whose id want maps to
+ * rows, in list order, until all are found; returns how many were. */
+template <class F>
+size_t for_each_wanted(const faiss::IndexIVF *ivf,
+                       const std::unordered_map<idx_t, std::vector<idx_t>> &want, F fn) {
+    size_t found = 0;
+    for (size_t l = 0; l < ivf->nlist && found < want.size(); l++) {
+        size_t ls = ivf->invlists->list_size(l);
+        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+        for (size_t o = 0; o < ls; o++) {
+            auto it = want.find(ids[o]);
+            if (it == want.end())
+                continue;
+            fn(l, o, it->second);
+            found++;
+        }
+    }
+    return found;
+}
+
 /* idx->search; a flat L2 index with known norms is searched as FAISS's
  * IndexFlat::search does, handing FAISS the norms. */
 /*
@@ -2509,21 +2529,14 @@ void reconstruct_hits(const Index *idx, idx_t n, const idx_t *pos, float *out) {
         else
             idx->reconstruct(pos[i], out + (size_t)i * d);
     }
-    size_t found = 0;
-    for (size_t l = 0; ivf && l < ivf->nlist && found < want.size(); l++) {
-        size_t ls = ivf->invlists->list_size(l);
-        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
-        for (size_t o = 0; o < ls; o++) {
-            auto it = want.find(ids[o]);
-            if (it == want.end())
-                continue;
-            float *first = out + (size_t)it->second[0] * d;
-            ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, first);
-            for (size_t j = 1; j < it->second.size(); j++)
-                memcpy(out + (size_t)it->second[j] * d, first, sizeof(float) * d);
-            found++;
-        }
-    }
+    if (!ivf)
+        return;
+    size_t found = for_each_wanted(ivf, want, [&](size_t l, size_t o, const auto &rows) {
+        float *first = out + (size_t)rows[0] * d;
+        ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, first);
+        for (size_t j = 1; j < rows.size(); j++)
+            memcpy(out + (size_t)rows[j] * d, first, sizeof(float) * d);
+    });
     FAISS_THROW_IF_NOT_MSG(found == want.size(), "some hits are not in the index");
 }
 
@@ -2583,34 +2596,25 @@ int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *
             return 0;
         }
         /* One pass over the lists, as FAISS's IVF reconstruct_n does. */
-        std::unordered_map<idx_t, std::vector<int64_t>> want;
+        std::unordered_map<idx_t, std::vector<idx_t>> want;
         for (int64_t i = 0; i < n; i++)
             want[pos[i]].push_back(i);
-        size_t found = 0;
         std::vector<float> v(d);
         bool pre = ivf != idx;
-        for (size_t l = 0; l < ivf->nlist && found < want.size(); l++) {
-            size_t ls = ivf->invlists->list_size(l);
-            faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
-            for (size_t o = 0; o < ls; o++) {
-                auto it = want.find(ids[o]);
-                if (it == want.end())
-                    continue;
-                ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, v.data());
-                if (pre) {
-                    /* back through the pre-transforms, as IndexPreTransform does */
-                    auto pt = static_cast<const faiss::IndexPreTransform *>(idx);
-                    std::unique_ptr<float[]> back(new float[d]);
-                    pt->reverse_chain(1, v.data(), back.get());
-                    for (int64_t i : it->second)
-                        memcpy(out + (size_t)i * d, back.get(), sizeof(float) * d);
-                } else {
-                    for (int64_t i : it->second)
-                        memcpy(out + (size_t)i * d, v.data(), sizeof(float) * d);
-                }
-                found++;
+        size_t found = for_each_wanted(ivf, want, [&](size_t l, size_t o, const auto &rows) {
+            ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, v.data());
+            const float *row = v.data();
+            std::unique_ptr<float[]> back;
+            if (pre) {
+                /* back through the pre-transforms, as IndexPreTransform does */
+                auto pt = static_cast<const faiss::IndexPreTransform *>(idx);
+                back.reset(new float[d]);
+                pt->reverse_chain(1, v.data(), back.get());
+                row = back.get();
             }
-        }
+            for (idx_t i : rows)
+                memcpy(out + (size_t)i * d, row, sizeof(float) * d);
+        });
         if (found < want.size())
             return set_err(err, FPX_E_NOT_FOUND, "some positions are not in the index");
         return 0;
