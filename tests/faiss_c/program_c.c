@@ -398,6 +398,23 @@ int main(int argc, char **argv) {
     int rc = faiss_ParameterSpace_set_index_parameter(ps, ivf, "efSearch", 3);
     printf("ivf efSearch rc %d\n", rc != 0);
     faiss_ParameterSpace_free(ps);
+    /* after remove_ids, a query whose probed list holds fewer than k live
+     * vectors comes back short, as FAISS's does */
+    FaissIDSelectorRange *removed;
+    size_t ngone = 0;
+    TRY(faiss_IDSelectorRange_new(&removed, 0, n / 2));
+    TRY(faiss_Index_remove_ids(ivf, (FaissIDSelector *)removed, &ngone));
+    faiss_IDSelectorRange_free(removed);
+    faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(ivf), 1);
+    float *gD = malloc(sizeof *gD * (size_t)n);
+    idx_t *gI = malloc(sizeof *gI * (size_t)n);
+    TRY(faiss_Index_search(ivf, 1, xq, n, gD, gI));
+    int hits = 0;
+    for (int j = 0; j < n; j++)
+        hits += gI[j] >= 0;
+    printf("ivf removed %zu hits %d first %lld %.5f\n", ngone, hits, (long long)gI[0], gD[0]);
+    free(gD);
+    free(gI);
 
     /* 6. IVFFlat from a quantizer */
     FaissIndexFlatL2 *q;

@@ -57,6 +57,10 @@ def expected(xb, xq, ivf_file):
     out.append("ivf nprobe 3")
     out += lines_search("ivf-nprobe3", ivf, xq)
     out.append("ivf efSearch rc 1")
+    ngone = ivf.remove_ids(faiss.IDSelectorRange(0, n // 2))
+    ivf.nprobe = 1
+    D, I = ivf.search(xq[:1], n)
+    out.append("ivf removed %d hits %d first %d %.5f" % (ngone, (I >= 0).sum(), I[0, 0], D[0, 0]))
     q = faiss.IndexFlatL2(d)
     ivf2 = faiss.IndexIVFFlat(q, d, 4, faiss.METRIC_L2)
     ivf2.train(xb)
