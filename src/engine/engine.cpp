@@ -2537,7 +2537,7 @@ void reconstruct_hits(const Index *idx, idx_t n, const idx_t *pos, float *out) {
         for (size_t j = 1; j < rows.size(); j++)
             memcpy(out + (size_t)rows[j] * d, first, sizeof(float) * d);
     });
-    FAISS_THROW_IF_NOT_MSG(found == want.size(), "some hits are not in the index");
+    FAISS_THROW_IF_NOT_MSG(found == want.size(), "some positions are not in the index");
 }
 
 int fpx_engine_reconstruct_hits(const fpx_engine *e, int64_t n, const int64_t *pos, void *out,
@@ -2585,38 +2585,10 @@ int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *
             return set_err(err, FPX_E_NOT_FOUND, "some positions are not in the index");
         return 0;
     }
-    float *out = (float *)outv;
-    Index *idx = e->index.get();
-    size_t d = (size_t)idx->d;
     try {
-        faiss::IndexIVF *ivf = core_ivf(idx);
-        if (!ivf || ivf->direct_map.type != faiss::DirectMap::NoMap) {
-            for (int64_t i = 0; i < n; i++)
-                idx->reconstruct(pos[i], out + (size_t)i * d);
-            return 0;
-        }
-        /* One pass over the lists, as FAISS's IVF reconstruct_n does. */
-        std::unordered_map<idx_t, std::vector<idx_t>> want;
-        for (int64_t i = 0; i < n; i++)
-            want[pos[i]].push_back(i);
-        std::vector<float> v(d);
-        bool pre = ivf != idx;
-        size_t found = for_each_wanted(ivf, want, [&](size_t l, size_t o, const auto &rows) {
-            ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, v.data());
-            const float *row = v.data();
-            std::unique_ptr<float[]> back;
-            if (pre) {
-                /* back through the pre-transforms, as IndexPreTransform does */
-                auto pt = static_cast<const faiss::IndexPreTransform *>(idx);
-                back.reset(new float[d]);
-                pt->reverse_chain(1, v.data(), back.get());
-                row = back.get();
-            }
-            for (idx_t i : rows)
-                memcpy(out + (size_t)i * d, row, sizeof(float) * d);
-        });
-        if (found < want.size())
-            return set_err(err, FPX_E_NOT_FOUND, "some positions are not in the index");
+        /* FAISS's reconstruct_n: an IVF from its lists, without a direct map;
+         * the rows back through the pre-transforms all at once */
+        reconstruct_hits(e->index.get(), (idx_t)n, pos, (float *)outv);
         return 0;
     }
     FPX_CATCH(err, FPX_E_FAISS)

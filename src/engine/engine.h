@@ -270,7 +270,8 @@ int fpx_engine_reconstruct_hits(const fpx_engine *e, int64_t n, const int64_t *p
                                 fpx_err *err);
 
 /* The vectors at n positions, as FAISS reconstruct_n does: IVF indexes are
- * scanned without needing a direct map. out holds n*dim floats. */
+ * scanned without needing a direct map, and the rows are taken back through
+ * the pre-transforms all at once. out holds n*dim floats. */
 int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *pos, void *out,
                                  fpx_err *err);
 
