@@ -126,18 +126,25 @@ def test_reconstruct_ivf_needs_direct_map_like_faiss(client):
     assert np.array_equal(reconstruct_n(client, name, 5, 10), ref.reconstruct_n(5, 10))
 
 
+def served_and_ref(client, desc, xb):
+    """A served index and an in-process one of the same description, both trained on
+    and holding xb."""
+    name = unique()
+    client.create(name, xb.shape[1], desc)
+    ref = faiss.index_factory(xb.shape[1], desc)
+    client.train(name, xb)
+    ref.train(xb)
+    client.add(name, xb)
+    ref.add(xb)
+    return name, ref
+
+
 def test_reconstruct_n_through_a_transform_is_faiss(client):
     # FAISS takes the rows back through the PCA in one product: so does the server (to the
     # last bit where BLAS rounds a row by the size of the product it is in)
     d = 16
     xb = rand(400, d, 102)
-    name = unique()
-    client.create(name, d, "PCA8,IVF4,Flat")
-    ref = faiss.index_factory(d, "PCA8,IVF4,Flat")
-    client.train(name, xb)
-    ref.train(xb)
-    client.add(name, xb)
-    ref.add(xb)
+    name, ref = served_and_ref(client, "PCA8,IVF4,Flat", xb)
     for i0, n in ((0, 400), (17, 150), (399, 1)):
         got = reconstruct_n(client, name, i0, n)
         np.testing.assert_array_equal(got.view("uint32"), ref.reconstruct_n(i0, n).view("uint32"))
@@ -162,13 +169,7 @@ def test_search_and_reconstruct_is_faiss(client, desc):
     # missing hits (label -1, 0xFF bytes, through the PCA's reverse too)
     d = 16
     xb, xq = rand(400, d, 97), rand(30, d, 98)
-    name = unique()
-    client.create(name, d, desc)
-    ref = faiss.index_factory(d, desc)
-    client.train(name, xb)
-    ref.train(xb)
-    client.add(name, xb)
-    ref.add(xb)
+    name, ref = served_and_ref(client, desc, xb)
     if desc.startswith("HNSW"):
         # (FAISS's HNSW cannot remove, and a graph built on several threads is not the
         # same twice: the served graph itself)
@@ -219,13 +220,7 @@ def test_uncompleted_search_is_faiss_after_remove_ids(client):
     # by default the server completes them (k hits whenever k vectors are live)
     d = 16
     xb, xq = rand(400, d, 100), rand(30, d, 101)
-    name = unique()
-    client.create(name, d, "IVF4,Flat")
-    ref = faiss.index_factory(d, "IVF4,Flat")
-    client.train(name, xb)
-    ref.train(xb)
-    client.add(name, xb)
-    ref.add(xb)
+    name, ref = served_and_ref(client, "IVF4,Flat", xb)
     gone = list(range(0, 400, 7))
     client.ok({"operation": "remove_ids", "index_id": name, "ids": gone})
     ref.remove_ids(np.array(gone, dtype="int64"))
