@@ -147,6 +147,24 @@ int fpx_search_plain(const fpx_req *r) {
            !fpx_idsel_present(fpx_map_get(r->h, "id_selector"));
 }
 
+/* A refinement asks its base index for k * k_factor results a query, and
+ * FAISS 1.7.3 allocates and fills them all (past the base's size too): held
+ * to the same bound as the results themselves. Checked under the index's
+ * lock: a compaction swaps the engine that k_factor is read from. */
+static int check_refine_bound(fpx_req *r) {
+    double f = r->ix->binary ? 1 : fpx_engine_results_factor(r->ix->eng);
+    double base = (double)r->n * (double)(int64_t)((double)r->k * f);
+    if (f > 1 && base > (double)(r->s->cfg->max_message_size / 12))
+        return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                           "a search of this index asks its base index for k x k_factor results "
+                           "a query, at most %llu in all (the message size limit / 12, as for "
+                           "results), got %.0f (%lld queries x k=%lld x k_factor=%g): FAISS "
+                           "1.7.3 allocates and fills them all",
+                           (unsigned long long)(r->s->cfg->max_message_size / 12), base,
+                           (long long)r->n, (long long)r->k, f);
+    return 0;
+}
+
 int fpx_bind_search(fpx_req *r) {
     if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL))
         return -1;
@@ -160,19 +178,6 @@ int fpx_bind_search(fpx_req *r) {
             &r->err, FPX_E_LIMIT,
             "the reply (%lld queries x k=%lld%s) would exceed the message size limit",
             (long long)r->n, (long long)r->k, r->want_recons ? ", with their vectors" : "");
-    /* A refinement asks its base index for k * k_factor results a query, and
-     * FAISS 1.7.3 allocates and fills them all (past the base's size too):
-     * held to the same bound as the results themselves. */
-    double f = r->ix->binary ? 1 : fpx_engine_results_factor(r->ix->eng);
-    double base = (double)r->n * (double)(int64_t)((double)r->k * f);
-    if (f > 1 && base > (double)(r->s->cfg->max_message_size / 12))
-        return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                           "a search of this index asks its base index for k x k_factor results "
-                           "a query, at most %llu in all (the message size limit / 12, as for "
-                           "results), got %.0f (%lld queries x k=%lld x k_factor=%g): FAISS "
-                           "1.7.3 allocates and fills them all",
-                           (unsigned long long)(r->s->cfg->max_message_size / 12), base,
-                           (long long)r->n, (long long)r->k, f);
     /* Arriving from now: a search of the same connection holding its lock
      * already waits for this one to join its batch (dispatch.c). */
     if (fpx_search_plain(r) && !r->inline_try) {
@@ -235,6 +240,13 @@ static void note_query_time(fpx_index *ix, uint64_t ns) {
 }
 
 int fpx_op_search(fpx_req *r, fpx_out *o) {
+    if (check_refine_bound(r)) {
+        if (r->batching) {
+            fpx_batch_cancel(&r->ix->batch);
+            r->batching = 0;
+        }
+        return -1;
+    }
     if (r->want_stats || r->want_recons)
         return search_buffered(r, o);
     fpx_index *ix = r->ix;
