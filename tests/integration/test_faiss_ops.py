@@ -162,7 +162,7 @@ def search_and_reconstruct(c, name, q, k, **extra):
     return D, I, R
 
 
-@pytest.mark.parametrize("desc", ["IVF4,PQ4", "PCA8,IVF4,Flat", "HNSW8"])
+@pytest.mark.parametrize("desc", ["IVF4,PQ4x4", "PCA8,IVF4,Flat", "HNSW8"])
 def test_search_and_reconstruct_is_faiss(client, desc):
     # "reconstruct": FAISS's search_and_reconstruct of the served index, vectors and all;
     # an IVF needs no direct map, and k past what the probed lists hold gives FAISS's
