@@ -863,6 +863,7 @@ void search_parallel(const Index *idx, const float *norms, idx_t n, const float 
 }
 
 bool is_fast_scan(const Index *idx);
+faiss::IndexIVF *core_ivf(Index *idx);
 
 /*
  * A search as FAISS's search_and_reconstruct runs it (fpx_search_params.
@@ -874,19 +875,14 @@ bool is_fast_scan(const Index *idx);
  */
 bool search_whole_batch(const Index *idx, idx_t n, const float *x, idx_t k, float *D, idx_t *I,
                         const faiss::SearchParameters *p) {
+    const faiss::IndexIVF *ivf = core_ivf(const_cast<Index *>(idx));
+    if (!ivf || is_fast_scan(ivf))
+        return false;
     if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx)) {
-        const Index *core = pt->index;
-        while (auto inner = dynamic_cast<const faiss::IndexPreTransform *>(core))
-            core = inner->index;
-        if (!dynamic_cast<const faiss::IndexIVF *>(core) || is_fast_scan(core))
-            return false;
         auto pp = dynamic_cast<const faiss::SearchParametersPreTransform *>(p);
         std::unique_ptr<const float[]> xt(pt->apply_chain(n, x));
         return search_whole_batch(pt->index, n, xt.get(), k, D, I, pp ? pp->index_params : p);
     }
-    auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx);
-    if (!ivf || is_fast_scan(idx))
-        return false;
     auto ip = dynamic_cast<const faiss::SearchParametersIVF *>(p);
     size_t nprobe = std::min(ivf->nlist, ip ? ip->nprobe : ivf->nprobe);
     FAISS_THROW_IF_NOT_MSG(nprobe > 0, "nprobe must be > 0");
