@@ -168,6 +168,13 @@ def _set_served(obj, name, value):
                          "no local attributes" % what)
 
 
+
+def _search_reply(data, n, k, D, I):
+    """A search reply's data section into D (n, k) and I (n, k): distances, then labels."""
+    D[:] = np.frombuffer(data, "float32", n * k).reshape(n, k)
+    I[:] = np.frombuffer(data, "int64", n * k, offset=4 * n * k).reshape(n, k)
+
+
 class _HNSWParams:
     """index.hnsw: efSearch and efConstruction as attributes that reach the server."""
 
@@ -443,8 +450,7 @@ class Index:
                 _stats.ask(header)
                 rh, data, _ = _call(header, x.tobytes())
                 _stats.account(rh)
-                D[:] = np.frombuffer(data, "float32", n * k).reshape(n, k)
-                I[:] = np.frombuffer(data, "int64", n * k, offset=4 * n * k).reshape(n, k)
+                _search_reply(data, n, k, D, I)
             return D, I
         if n:
             h = client()
@@ -508,11 +514,9 @@ class Index:
             _stats.ask(header)
             rh, data, _ = _call(header, x.tobytes())
             _stats.account(rh)
-            nres = n * k
-            D[:] = np.frombuffer(data, "float32", nres).reshape(n, k)
-            I[:] = np.frombuffer(data, "int64", nres, offset=4 * nres).reshape(n, k)
-            R[:] = np.frombuffer(data, "float32", nres * self.d,
-                                 offset=12 * nres).reshape(n, k, self.d)
+            _search_reply(data, n, k, D, I)
+            R[:] = np.frombuffer(data, "float32", n * k * self.d,
+                                 offset=12 * n * k).reshape(n, k, self.d)
         return D, I, R
 
     def _check_nprobe(self):
