@@ -51,9 +51,16 @@ TSAN_BUILD ?= build-tsan
 # FAISS (which sizes its OpenMP teams by the CPUs it may use) runs every call
 # on the calling thread: libgomp's pool, whose barriers TSan cannot see, then
 # never starts, while our own threads (workers, batcher, store) all still run.
+# The integration tests run in TEST_JOBS pytest workers (pytest-xdist); under
+# TSan each worker pins itself, and so its servers, to a CPU of its own
+# (FPX_ONE_CPU=1, tests/integration/conftest.py).
 TSAN_CPU   := $(shell $(PYTHON) -c 'import os; print(min(os.sched_getaffinity(0)))' 2>/dev/null || echo 0)
-TSAN_ENV := TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:halt_on_error=0:second_deadlock_stack=1 \
-            taskset -c $(TSAN_CPU)
+TSAN_OPTS  := TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:halt_on_error=0:second_deadlock_stack=1
+TSAN_ENV   := $(TSAN_OPTS) taskset -c $(TSAN_CPU)
+# Integration tests run this many at a time: most of a test's time is spent
+# waiting on servers, so two workers keep two cores busy. 1 runs them in order.
+TEST_JOBS  ?= 2
+PYTEST     := $(PYTHON) -m pytest -q -p no:cacheprovider $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS)) --durations=15
 
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
@@ -88,7 +95,7 @@ test: test-release test-sanitize test-tsan fuzz-short bench-short faiss-suite-sh
 test-release: build
 	@./scripts/deps.sh --with-test
 	cd $(BUILD) && ctest --output-on-failure
-	FPX_BUILD_DIR=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	FPX_BUILD_DIR=$(CURDIR)/$(BUILD) $(PYTEST) tests/integration
 
 test-sanitize: deps
 	@./scripts/deps.sh --with-test
@@ -96,15 +103,15 @@ test-sanitize: deps
 	@cmake --build $(SAN_BUILD) -j$(JOBS)
 	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure
 	$(SAN_ENV) FPX_BUILD_DIR=$(CURDIR)/$(SAN_BUILD) FPX_SANITIZED=1 \
-	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	    $(PYTEST) tests/integration
 
 test-tsan: deps
 	@./scripts/deps.sh --with-test
 	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=tsan >/dev/null
 	@cmake --build $(TSAN_BUILD) -j$(JOBS)
 	cd $(TSAN_BUILD) && $(TSAN_ENV) ctest --output-on-failure
-	FPX_BUILD_DIR=$(CURDIR)/$(TSAN_BUILD) FPX_SANITIZED=1 \
-	    $(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	FPX_BUILD_DIR=$(CURDIR)/$(TSAN_BUILD) FPX_SANITIZED=1 FPX_ONE_CPU=1 \
+	    $(TSAN_OPTS) $(PYTEST) tests/integration
 
 bench: build
 	./bench/run.sh

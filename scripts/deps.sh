@@ -13,8 +13,9 @@ for opt in "$@"; do
     case "$opt" in
     --with-clang) PKGS="$PKGS clang libclang-rt-14-dev" ;;
     --with-bench) PKGS="$PKGS gnuplot-nox" ;;
-    # promtool and a real scraper for the metrics tests; pip and venv for the install test
-    --with-test) PKGS="$PKGS prometheus python3-pip python3-venv python3-setuptools binutils man-db" ;;
+    # promtool and a real scraper for the metrics tests; pip and venv for the install test;
+    # pytest-xdist runs the integration tests two at a time (make test)
+    --with-test) PKGS="$PKGS python3-pytest-xdist prometheus python3-pip python3-venv python3-setuptools binutils man-db" ;;
     # FAISS's own Python tests (make faiss-suite): scipy for two of their files,
     # dpkg-dev's dpkg-source for apt-get source.
     --with-faiss-suite) PKGS="$PKGS python3-scipy dpkg-dev" ;;

@@ -4,6 +4,7 @@ temporary data directory, and checks on every stop that it exited cleanly
 
 FPX_BUILD_DIR names the build folder (default: build/ of this checkout);
 FPX_SANITIZED=1 marks an ASan+UBSan build (slower: longer timeouts).
+FPX_ONE_CPU=1 runs the tests, and their servers, on one CPU (below).
 """
 import os
 
@@ -13,6 +14,20 @@ import os
 # round the last bit of a distance differently on some CPUs (docs/python.md,
 # "The rule"). Set before any import that loads it.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# FPX_ONE_CPU=1 (the ThreadSanitizer pass, Makefile): this test process, and so
+# every server it starts, runs on one CPU, so that FAISS sizes its OpenMP teams
+# to one thread and libgomp's pool (which TSan cannot see) never starts. Under
+# pytest-xdist, worker gwN takes the N-th allowed CPU, so the workers do not
+# share one.
+if os.environ.get("FPX_ONE_CPU") == "1":
+    # The CPUs allowed before any pinning, kept for xdist's workers, which
+    # start from the controller's (already pinned) process.
+    os.environ.setdefault("FPX_ALLOWED_CPUS", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+    _cpus = [int(c) for c in os.environ["FPX_ALLOWED_CPUS"].split(",")]
+    _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    _n = int(_worker[2:]) if _worker[2:].isdigit() else 0
+    os.sched_setaffinity(0, {_cpus[_n % len(_cpus)]})
 
 import itertools  # noqa: E402
 import re  # noqa: E402

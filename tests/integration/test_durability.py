@@ -114,7 +114,8 @@ def wal_path(server, name, tenant="default"):
 
 
 @pytest.mark.parametrize("garbage", [b"\x00", b"FPXW" + b"\xff" * 40, os.urandom(300),
-                                     b"\x00" * 4096])
+                                     b"\x00" * 4096],
+                         ids=["zero_byte", "bad_header", "random_300", "zero_page"])
 def test_torn_log_tail_dropped(fresh_server, garbage):
     c = fresh_server.client()
     c.create("t", 8)
