@@ -2308,6 +2308,22 @@ static bool append_flat(fpx_engine *e, int64_t n, const void *x) {
     return true;
 }
 
+/* FAISS 1.7.3's IndexIVF::add (no ids) with a hash-table direct map files
+ * each entry under a base id it never sets (DirectMapAdd reads ntotal for an
+ * array map only): the new vectors land under ids no reconstruct asks for,
+ * or over other vectors' entries. Given their positions as ids, the ids add
+ * gives them, they are filed right. False for every other index. */
+static bool add_hashed(fpx_engine *e, int64_t n, const float *x) {
+    faiss::IndexIVF *ivf = core_ivf(e->index.get());
+    if (!ivf || ivf->direct_map.type != faiss::DirectMap::Hashtable)
+        return false;
+    std::vector<idx_t> ids((size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        ids[(size_t)i] = e->index->ntotal + i;
+    e->index->add_with_ids(n, x, ids.data());
+    return true;
+}
+
 int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     if (n == 0)
         return 0;
@@ -2322,7 +2338,7 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
             in_build(e, n, [&] {
                 if (e->bin)
                     e->bin->add(n, (const uint8_t *)x);
-                else
+                else if (!add_hashed(e, n, (const float *)x))
                     e->index->add(n, (const float *)x);
             });
         sync_norms(e);
@@ -2592,8 +2608,10 @@ int fpx_engine_reconstruct_batch(const fpx_engine *e, int64_t n, const int64_t *
 
 int fpx_engine_check_remove(fpx_engine *e, fpx_err *err) {
     try {
-        /* Removing nothing takes FAISS's own path, errors included. */
-        faiss::IDSelectorRange none(0, 0);
+        /* Removing nothing takes FAISS's own path, errors included. An
+         * array of ids is what FAISS's Python remove_ids passes an IVF with a
+         * hash-table direct map (which takes no other selector). */
+        faiss::IDSelectorArray none(0, nullptr);
         if (e->bin)
             e->bin->remove_ids(none);
         else
@@ -3374,6 +3392,13 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
         faiss::VectorIOReader cr;
         cr.data.swap(cw.data);
         std::unique_ptr<typename K::Ix> c(K::read(&cr));
+        /* FAISS removes nothing from an array direct map, and from a hash
+         * table only by an array of ids: it goes for the removal and comes
+         * back with the lists' ids rewritten (below). */
+        auto dm =
+            K::ivf_of(c.get()) ? K::ivf_of(c.get())->direct_map.type : faiss::DirectMap::NoMap;
+        if (dm != faiss::DirectMap::NoMap)
+            K::ivf_of(c.get())->set_direct_map_type(faiss::DirectMap::NoMap);
         if (live->count < ntotal) {
             DeadSelector dead(live);
             try {
@@ -3392,10 +3417,13 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
         std::vector<idx_t> out_labels = live_labels(live, ntotal, labels, rank, &sequential);
         auto ivf = K::ivf_of(c.get());
         bool wrap = idmap || (!ivf && !sequential);
-        if (ivf)
+        if (ivf) {
             rewrite_ivf_ids(ivf, [&](idx_t id) {
                 return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
             });
+            if (dm != faiss::DirectMap::NoMap)
+                ivf->set_direct_map_type(dm);
+        }
         faiss::VectorIOWriter w;
         if (wrap && idmap == 2)
             write_wrapped<K, typename K::IDMap2>(c.get(), out_labels, &w);

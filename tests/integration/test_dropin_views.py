@@ -292,3 +292,65 @@ def test_factory_refinement_k_factor_reaches_the_server(fp):
     np.testing.assert_array_equal(I, loc.search(xq, 5)[1])
     with pytest.raises(NotImplementedError, match="base index"):
         ix.base_index
+
+
+@pytest.mark.parametrize("key", ["IVF8,Flat", "IVF8,PQ4x4", "IVF8,SQ8"])
+def test_hash_table_direct_map_reconstructs_as_faiss(fp, key):
+    """FAISS's own TestReconsHash, served: ids filed in a hash-table direct map before and
+    after it is set, through serialization, then removed by an IDSelectorArray and by an
+    array of ids (the two ways FAISS takes with a hash table)."""
+    d = 32
+    rng = np.random.default_rng(5)
+    xt, xa, xb = (rng.random((n, d), dtype="float32") for n in (400, 100, 100))
+    ids = rng.choice(10000, size=200, replace=False).astype("int64")
+    got, ref = fp.index_factory(d, key), real.index_factory(d, key)
+    for ix in (got, ref):
+        ix.train(xt)
+        ix.add_with_ids(xa, ids[:100])
+        ix.set_direct_map_type(real.DirectMap.Hashtable)
+        ix.add_with_ids(xb, ids[100:])
+    for i in range(0, 200, 7):
+        np.testing.assert_array_equal(got.reconstruct(int(ids[i])), ref.reconstruct(int(ids[i])))
+
+    got2 = fp.deserialize_index(fp.serialize_index(got))
+    ref2 = real.deserialize_index(real.serialize_index(ref))
+    for i in range(0, 200, 13):
+        np.testing.assert_array_equal(got2.reconstruct(int(ids[i])),
+                                      ref2.reconstruct(int(ids[i])))
+
+    toremove = np.ascontiguousarray(ids[0:200:3])
+    removed = []
+    for lib, ix in ((fp, got2), (real, ref2)):
+        sel = lib.IDSelectorArray(30, lib.swig_ptr(toremove[:30]))
+        removed.append(ix.remove_ids(sel) + ix.remove_ids(toremove[30:]))
+    assert removed[0] == removed[1] == len(toremove)
+    assert got2.ntotal == ref2.ntotal == 200 - len(toremove)
+    for i in range(200):
+        if i % 3 == 0:
+            with pytest.raises(Exception, match="not found|not in"):
+                got2.reconstruct(int(ids[i]))
+        else:
+            np.testing.assert_array_equal(got2.reconstruct(int(ids[i])),
+                                          ref2.reconstruct(int(ids[i])))
+    # the export of what is left is FAISS's, direct map included
+    local = real.deserialize_index(fp.serialize_index(got2))
+    assert local.direct_map.type == real.DirectMap.Hashtable
+    for i in range(1, 200, 3):
+        np.testing.assert_array_equal(local.reconstruct(int(ids[i])),
+                                      ref2.reconstruct(int(ids[i])))
+
+
+def test_unkeyed_adds_after_a_hash_table_direct_map_are_found(fp):
+    """FAISS 1.7.3's IndexIVF::add with a hash-table direct map files the new entries under
+    ids it never sets; the server files them under their positions, the ids add gives."""
+    d = 16
+    rng = np.random.default_rng(6)
+    xt, xa, xb = (rng.random((n, d), dtype="float32") for n in (300, 50, 60))
+    ix = fp.index_factory(d, "IVF4,Flat")
+    ix.train(xt)
+    ix.add(xa)
+    ix.set_direct_map_type(real.DirectMap.Hashtable)
+    ix.add(xb)
+    np.testing.assert_array_equal(ix.reconstruct_n(0, 110), np.vstack([xa, xb]))
+    for i in (0, 49, 50, 77, 109):
+        np.testing.assert_array_equal(ix.reconstruct(i), np.vstack([xa, xb])[i])

@@ -344,6 +344,17 @@ def test_reconstruct_n_and_search_and_reconstruct(fx):
     r = fx.ok("search_and_reconstruct", index_id=ivf, query_vectors=vl(x[:1]), k=1,
               params={"nprobe": 2})
     np.testing.assert_allclose(r["results"][0]["vectors"][0], x[0], rtol=1e-6)
+    # vectors added after that map was made are filed in it too (FAISS 1.7.3's own add
+    # files them under ids it never sets)
+    y = rand(10, d, 10)
+    fx.ok("add_vectors", index_id=ivf, vectors=vl(y))
+    r = fx.ok("search_and_reconstruct", index_id=ivf, query_vectors=vl(y), k=1,
+              params={"nprobe": 2})
+    for i, q in enumerate(r["results"]):
+        assert q["indices"][0] == 30 + i
+        np.testing.assert_allclose(q["vectors"][0], y[i], rtol=1e-6)
+    np.testing.assert_allclose(fx.ok("reconstruct", index_id=ivf, idx=5)["vector"], x[5],
+                               rtol=1e-6)
 
 
 def test_binary_index(fx):
