@@ -2,11 +2,36 @@
 IndexBinaryIDMap2(sub) (FAISS's serialization of the wrapper around the served binary
 sub-index, which becomes a view of it, as a float IDMap's does), and
 IndexIVFFlatDedup(quantizer, d, nlist[, metric]) over an empty served flat quantizer (the
-server's factory's "IVF<nlist>,FlatDedup")."""
+server's factory's "IVF<nlist>,FlatDedup"), and the train_inplace of index_factory's
+"MinMax,..." and "MinMaxFP16,..." indexes."""
 import struct
+
+import numpy as np
 
 from . import _composed, _remote, _views
 from ._remote import METRIC_L2, Index, IndexBinary, _IVF
+
+
+class _RowwiseMinMax:
+    """IndexRowwiseMinMax(FP16)'s train_inplace: FAISS's trains as train does (each row
+    scaled to [0, 1] for the sub-index), and leaves x scaled there and back, rounded through
+    the row's stored minimum and scale (float32, or float16 for MinMaxFP16). The server
+    trains on x; local faiss's own train_inplace over a flat index (whose training changes
+    nothing) then changes x as FAISS's would have."""
+
+    def train_inplace(self, x):
+        n, d = x.shape
+        assert d == self.d
+        x = np.ascontiguousarray(x, dtype="float32")  # as FAISS's: a copy is left alone
+        from . import _local_faiss
+        local = _local_faiss()
+        if local is None:
+            raise NotImplementedError("faissproxy: %s.train_inplace needs local faiss (to "
+                                      "leave x as FAISS's does); use train" % type(self).__name__)
+        self.train(x)
+        sub = local.IndexFlatL2(d)
+        scaler = getattr(local, type(self).__name__)(sub)
+        scaler.train_inplace(x)
 
 
 class IndexBinaryIDMap(IndexBinary):

@@ -1336,6 +1336,9 @@ def _class_for(classes, idmap, binary):
         if not idmap and top in ("IndexRefine", "IndexRefineFlat"):
             from . import _views
             bases = (_views._Refine,) + bases  # k_factor
+        if not idmap and top in ("IndexRowwiseMinMax", "IndexRowwiseMinMaxFP16"):
+            from . import _more
+            bases = (_more._RowwiseMinMax,) + bases  # train_inplace
         if not idmap and binary and top in ("IndexBinaryHash", "IndexBinaryMultiHash"):
             from . import _binary  # b, nhash, nflip
             bases = (_binary._Hash,) + bases

@@ -119,3 +119,28 @@ def test_unserved_classes_over_served_indexes_raise_naming_them(fp, name, make):
     # over local faiss's indexes they are local faiss's own classes, unchanged
     local = make(fp, real.IndexFlatL2(16))
     assert isinstance(local, getattr(real, name))
+
+
+@pytest.mark.parametrize("description", ["MinMax,SQ8", "MinMaxFP16,SQ8"])
+def test_rowwise_minmax_train_inplace_is_faiss(fp, description):
+    """train_inplace trains as train does and leaves x as FAISS's leaves it (scaled to
+    [0, 1] and back through each row's stored minimum and scale, so not bit-equal)."""
+    d = 24
+    rng = np.random.default_rng(8)
+    xt = (rng.random((600, d), dtype="float32") - 0.5) * rng.random((600, 1), dtype="float32")
+    xb = rng.random((100, d), dtype="float32")
+    got, ref = fp.index_factory(d, description), real.index_factory(d, description)
+    got_x, ref_x = xt.copy(), xt.copy()
+    got.train_inplace(got_x)
+    ref.train_inplace(ref_x)
+    assert got.is_trained
+    assert (ref_x != xt).sum() > 0  # FAISS's changes x ...
+    np.testing.assert_array_equal(got_x, ref_x)  # ... and so does the drop-in's
+    np.testing.assert_array_equal(got.sa_encode(xb), ref.sa_encode(xb))
+    trained = real.index_factory(d, description)
+    trained.train(xt)
+    np.testing.assert_array_equal(got.sa_encode(xb), trained.sa_encode(xb))
+    # an array that is not float32 is copied, as FAISS's is, and left alone
+    x64 = xt.astype("float64")
+    got.train_inplace(x64)
+    np.testing.assert_array_equal(x64, xt.astype("float64"))
