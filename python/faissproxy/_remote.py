@@ -63,6 +63,7 @@ _raw = lib.fpx_client_request_raw
 _raw.restype = ctypes.c_int
 _raw.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                  ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
+_raw = _lib._counting(_raw)  # a request sent, as the typed calls count (requests_sent)
 
 
 def _call(header, data=b"", meta=None):

@@ -49,6 +49,11 @@ def test_requests_sent_counts_what_goes_to_the_server(proxy):
     D, I = index.search(xb[:3], 2)  # search
     assert list(I[:, 0]) == [0, 1, 2]
     assert faissproxy._lib.requests_sent() - before >= 3
+    # Requests built by the drop-in itself (search params, statistics) count too.
+    before = faissproxy._lib.requests_sent()
+    D2, I2 = index.search(xb[:3], 2, params=proxy.SearchParameters())
+    np.testing.assert_array_equal(I2, I)
+    assert faissproxy._lib.requests_sent() == before + 1
     # Local work sends nothing: the counter tells a served test from a local one.
     before = faissproxy._lib.requests_sent()
     x = xb.copy()
