@@ -3395,10 +3395,10 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
         /* FAISS removes nothing from an array direct map, and from a hash
          * table only by an array of ids: it goes for the removal and comes
          * back with the lists' ids rewritten (below). */
-        auto dm =
-            K::ivf_of(c.get()) ? K::ivf_of(c.get())->direct_map.type : faiss::DirectMap::NoMap;
+        auto ivf = K::ivf_of(c.get());
+        auto dm = ivf ? ivf->direct_map.type : faiss::DirectMap::NoMap;
         if (dm != faiss::DirectMap::NoMap)
-            K::ivf_of(c.get())->set_direct_map_type(faiss::DirectMap::NoMap);
+            ivf->set_direct_map_type(faiss::DirectMap::NoMap);
         if (live->count < ntotal) {
             DeadSelector dead(live);
             try {
@@ -3415,7 +3415,6 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
         std::vector<idx_t> rank;
         bool sequential;
         std::vector<idx_t> out_labels = live_labels(live, ntotal, labels, rank, &sequential);
-        auto ivf = K::ivf_of(c.get());
         bool wrap = idmap || (!ivf && !sequential);
         if (ivf) {
             rewrite_ivf_ids(ivf, [&](idx_t id) {
