@@ -1431,14 +1431,33 @@ struct DeadSelector : faiss::IDSelector {
     }
 };
 
-/* Rewrites the ids stored in an IVF index's lists: id -> map(id). A direct
- * map, which indexes by id, is dropped first and rebuilt after. A fast-scan
- * IVF's BlockInvertedLists cannot update an entry (FAISS 1.7.3 throws): its
- * ids, apart from the packed codes, are rewritten in place. */
+/* An IVF's direct map (none for a null ivf), set aside while the lists'
+ * entries change under it: it indexes by id, and FAISS removes nothing from
+ * an array map and from a hash table only by an array of ids. restore()
+ * builds it again over the lists as they are then. */
+template <class IVF> struct MapAside {
+    IVF *ivf;
+    faiss::DirectMap::Type type;
+    explicit MapAside(IVF *i) : ivf(i), type(i ? i->direct_map.type : faiss::DirectMap::NoMap) {
+        if (type != faiss::DirectMap::NoMap)
+            ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+    }
+    void restore() {
+        if (type != faiss::DirectMap::NoMap)
+            ivf->set_direct_map_type(type);
+    }
+};
+
+template <class IVF> MapAside<IVF> map_aside(IVF *ivf) {
+    return MapAside<IVF>(ivf);
+}
+
+/* Rewrites the ids stored in an IVF index's lists: id -> map(id), its direct
+ * map set aside meanwhile. A fast-scan IVF's BlockInvertedLists cannot update
+ * an entry (FAISS 1.7.3 throws): its ids, apart from the packed codes, are
+ * rewritten in place. */
 template <class IVF, class F> void rewrite_ivf_ids(IVF *ivf, F map) {
-    auto dm = ivf->direct_map.type;
-    if (dm != faiss::DirectMap::NoMap)
-        ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+    auto aside = map_aside(ivf);
     auto *blocks = dynamic_cast<faiss::BlockInvertedLists *>(ivf->invlists);
     for (size_t l = 0; l < ivf->nlist; l++) {
         size_t ls = ivf->invlists->list_size(l);
@@ -1454,8 +1473,7 @@ template <class IVF, class F> void rewrite_ivf_ids(IVF *ivf, F map) {
             ivf->invlists->update_entry(l, o, to, code.get());
         }
     }
-    if (dm != faiss::DirectMap::NoMap)
-        ivf->set_direct_map_type(dm);
+    aside.restore();
 }
 
 /* Removes the ids sel selects from an IVF fast-scan index (under
@@ -3392,13 +3410,10 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
         faiss::VectorIOReader cr;
         cr.data.swap(cw.data);
         std::unique_ptr<typename K::Ix> c(K::read(&cr));
-        /* FAISS removes nothing from an array direct map, and from a hash
-         * table only by an array of ids: it goes for the removal and comes
-         * back with the lists' ids rewritten (below). */
+        /* the direct map goes for the removal, and comes back with the
+         * lists' ids rewritten (below) */
         auto ivf = K::ivf_of(c.get());
-        auto dm = ivf ? ivf->direct_map.type : faiss::DirectMap::NoMap;
-        if (dm != faiss::DirectMap::NoMap)
-            ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+        auto aside = map_aside(ivf);
         if (live->count < ntotal) {
             DeadSelector dead(live);
             try {
@@ -3420,8 +3435,7 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
             rewrite_ivf_ids(ivf, [&](idx_t id) {
                 return wrap ? rank[(size_t)id] : labels ? labels[id] : id;
             });
-            if (dm != faiss::DirectMap::NoMap)
-                ivf->set_direct_map_type(dm);
+            aside.restore();
         }
         faiss::VectorIOWriter w;
         if (wrap && idmap == 2)
@@ -3465,11 +3479,9 @@ int compact_copy(const typename K::Ix *idx, const fpx_bitset *live,
     cr.data.swap(cw.data);
     std::unique_ptr<typename K::Ix> c(K::read(&cr));
     auto ivf = K::ivf_of(c.get());
-    /* FAISS removes nothing from an array direct map: it goes for the
-     * removal and comes back with the ids rewritten (rewrite_ivf_ids). */
-    auto dm = ivf ? ivf->direct_map.type : faiss::DirectMap::NoMap;
-    if (dm != faiss::DirectMap::NoMap)
-        ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+    /* the direct map goes for the removal, and comes back with the ids
+     * rewritten */
+    auto aside = map_aside(ivf);
     try {
         DeadSelector dead(live);
         if (!remove_from_fast_scan(c.get(), dead))
@@ -3487,8 +3499,7 @@ int compact_copy(const typename K::Ix *idx, const fpx_bitset *live,
             if ((live->words[p >> 6] >> (p & 63)) & 1)
                 rank[(size_t)p] = next++;
         rewrite_ivf_ids(ivf, [&](idx_t id) { return rank[(size_t)id]; });
-        if (dm != faiss::DirectMap::NoMap)
-            ivf->set_direct_map_type(dm);
+        aside.restore();
     }
     out = std::move(c);
     return 0;
