@@ -265,20 +265,16 @@ class IndexIVFPQ(_Residual, _IVF, Index):
 
     @property
     def use_precomputed_table(self):
-        # FAISS's constructor (and reader) leave 0 until training, whose precompute_table
-        # chooses the table type on the server
-        if self.is_trained:
-            raise NotImplementedError("faissproxy: use_precomputed_table of a trained "
-                                      "IndexIVFPQ is not known here (its training chose it, "
-                                      "on the server)")
-        return 0
+        # the server's value (its training chose it, as FAISS's precompute_table does); 0
+        # before training, unless set
+        if self._name is None:
+            return 0
+        from ._remote import _index_meta
+        return int(_index_meta(self._name).get("params", {}).get("use_precomputed_table", 0))
 
     @use_precomputed_table.setter
     def use_precomputed_table(self, v):
-        if int(v) == self.use_precomputed_table:
-            return  # FAISS's index is unchanged by its own value
-        raise NotImplementedError("faissproxy: setting IndexIVFPQ.use_precomputed_table is not "
-                                  "served")
+        self._set_param("use_precomputed_table", int(v))
 
     @property
     def do_polysemous_training(self):

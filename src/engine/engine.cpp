@@ -3216,7 +3216,49 @@ static member_ref member_of(fpx_engine *e, const char *name) {
     return r;
 }
 
+/* IndexIVFPQ's use_precomputed_table (-1 none, 0 chosen by training, 1 the
+ * table of every list): FAISS's write_index leaves it out and its reader
+ * chooses again. Before training, FAISS's training honours -1 and 1 and
+ * chooses for 0. A trained index set to 1 gets its table now if it has none
+ * (FAISS's search would read the empty table), within FAISS's own bound on a
+ * table's size. 2 needs a MultiIndexQuantizer, which the server does not make. */
+static faiss::IndexIVFPQ *ivfpq_of(fpx_engine *e) {
+    return e->bin ? nullptr : dynamic_cast<faiss::IndexIVFPQ *>(core_ivf(e->index.get()));
+}
+
+static int set_precomputed(fpx_engine *e, int64_t value, fpx_err *err) {
+    faiss::IndexIVFPQ *pq = ivfpq_of(e);
+    if (!pq)
+        return set_err(err, FPX_E_VALIDATION,
+                       "use_precomputed_table applies to IndexIVFPQ (\"IVF<n>,PQ<M>\") only");
+    if (value < -1 || value > 1)
+        return set_err(err, FPX_E_VALIDATION,
+                       "use_precomputed_table must be -1, 0 or 1, got %lld (2 is for a "
+                       "MultiIndexQuantizer, which the server does not serve)",
+                       (long long)value);
+    if (value == 1 && pq->is_trained && pq->by_residual && pq->precomputed_table.size() == 0) {
+        size_t bytes = pq->pq.M * pq->pq.ksub * pq->nlist * sizeof(float);
+        if (bytes > faiss::precomputed_table_max_bytes)
+            return set_err(err, FPX_E_VALIDATION,
+                           "use_precomputed_table=1 would make a table of %zu bytes, over "
+                           "FAISS's bound of %zu",
+                           bytes, faiss::precomputed_table_max_bytes);
+        try {
+            int one = 1;
+            faiss::initialize_IVFPQ_precomputed_table(one, pq->quantizer, pq->pq,
+                                                      pq->precomputed_table, false);
+        }
+        FPX_CATCH(err, FPX_E_FAISS)
+    }
+    if (value == -1)
+        pq->precomputed_table.resize(0); /* as FAISS's training leaves it with -1 */
+    pq->use_precomputed_table = (int)value;
+    return 0;
+}
+
 int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_err *err) {
+    if (!strcmp(name, "use_precomputed_table"))
+        return set_precomputed(e, value, err);
     member_ref r = member_of(e, name);
     if (r.i) {
         /* FAISS's search throws on other modes, and its flag 1024 (no heap
@@ -3242,14 +3284,23 @@ int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_er
 }
 
 const char *fpx_engine_member_param(int i, int64_t *dflt) {
-    static const char *const names[] = {"parallel_mode", "use_heap", "search_bounded_queue"};
+    static const char *const names[] = {"parallel_mode", "use_heap", "search_bounded_queue",
+                                        "use_precomputed_table"};
+    static const int64_t dflts[] = {0, 1, 1, FPX_MEMBER_CHOSEN};
     if (i < 0 || i >= (int)(sizeof names / sizeof names[0]))
         return nullptr;
-    *dflt = i == 0 ? 0 : 1;
+    *dflt = dflts[i];
     return names[i];
 }
 
 int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value) {
+    if (!strcmp(name, "use_precomputed_table")) {
+        faiss::IndexIVFPQ *pq = ivfpq_of(e);
+        /* 0 before training is "to be chosen": not a setting to carry */
+        if (!pq || (!pq->is_trained && pq->use_precomputed_table == 0))
+            return -1;
+        return *value = pq->use_precomputed_table, 0;
+    }
     member_ref r = member_of(e, name);
     if (r.i)
         return *value = *r.i, 0;

@@ -345,11 +345,16 @@ int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx
 /* Members of FAISS's indexes that change how a search runs and that FAISS's
  * ParameterSpace does not set, nor its write_index keep: "parallel_mode" of
  * a float IVF (0..3), "use_heap" of a binary flat or binary IVF index and
- * "search_bounded_queue" of an HNSW index (0 or 1). Set refuses other
- * values and other index types; get returns -1 where the member is not. */
+ * "search_bounded_queue" of an HNSW index (0 or 1), "use_precomputed_table"
+ * of an IndexIVFPQ (-1..1). Set refuses other values and other index types;
+ * get returns -1 where the member is not (use_precomputed_table: nor while
+ * it is 0 before training, which means "chosen by training"). */
 int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
 int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value);
-/* The i-th of those names (from 0), NULL past the last; *dflt: FAISS's default. */
+/* The i-th of those names (from 0), NULL past the last; *dflt: FAISS's
+ * default, or FPX_MEMBER_CHOSEN where FAISS chooses it (at training and on
+ * reading: a value to keep whatever it is). */
+#define FPX_MEMBER_CHOSEN INT64_MIN
 const char *fpx_engine_member_param(int i, int64_t *dflt);
 
 /* IndexPQ's "search_type" (0..5, FAISS's ST_PQ .. ST_polysemous_generalize)

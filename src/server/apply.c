@@ -108,6 +108,9 @@ static const struct {
     {"search_bounded_queue", 0, 1, 1, "HNSW candidate queue bounded by efSearch"},
     {"search_type", 0, 5, 1, "IndexPQ search type, ST_PQ 0 .. ST_polysemous_generalize 5"},
     {"polysemous_ht", 0, 1 << 20, 1, "IndexPQ polysemous Hamming threshold"},
+    {"use_precomputed_table", -1, 1, 1,
+     "IndexIVFPQ table: -1 none, 0 chosen, 1 per list; 2, a MultiIndexQuantizer's, is not "
+     "served"},
 };
 
 /* Settings of the index itself, never of its quantizer. */
@@ -115,7 +118,7 @@ static int own_only(const char *base) {
     static const char *const own[] = {"direct_map",  "by_residual",   "implem",
                                       "qbs",         "norm_scale",    "nflip",
                                       "use_heap",    "parallel_mode", "search_bounded_queue",
-                                      "search_type", "polysemous_ht"};
+                                      "search_type", "polysemous_ht", "use_precomputed_table"};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (!strcmp(base, own[i]))
             return 1;
@@ -153,9 +156,8 @@ static int check_param(const char *name, double v, fpx_err *err) {
                        "set_params does not accept \"%s\" (accepted: nprobe, efSearch, "
                        "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, "
                        "by_residual, implem, qbs, norm_scale, nflip, parallel_mode, use_heap, "
-                       "search_bounded_queue, search_type, polysemous_ht, and quantizer_ before a "
-                       "search "
-                       "parameter)",
+                       "search_bounded_queue, search_type, polysemous_ht, "
+                       "use_precomputed_table, and quantizer_ before a search parameter)",
                        name);
 }
 
