@@ -135,6 +135,20 @@ def _plain_in_faiss(obj, name):
     return isinstance(cls, type) and not hasattr(cls, name)
 
 
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _holds(obj, name, value):
+    """Does obj's attribute name read back the number value already?"""
+    if not isinstance(value, _SCALARS):
+        return False
+    try:
+        current = getattr(obj, name)
+    except Exception:  # an attribute not served for reading either
+        return False
+    return isinstance(current, _SCALARS) and current == value
+
+
 def _set_served(obj, name, value):
     """__setattr__ of served objects: private names are the object's own; a FAISS attribute
     with a setter here reaches the server; any other write raises, naming the attribute."""
@@ -158,6 +172,8 @@ def _set_served(obj, name, value):
         object.__setattr__(obj, name, value)
         return
     if name in _UNSERVED or attr is not None:
+        if _holds(obj, name, value):
+            return  # FAISS's write of the value its member holds changes nothing
         hint = ""
         if name in ("nprobe", "max_codes") and not isinstance(obj, (_IVF, _IVFView)):
             hint = (" (this index is not an IVF at its top: use faiss.extract_index_ivf(index)."

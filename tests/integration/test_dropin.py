@@ -66,6 +66,15 @@ def test_attribute_writes_that_are_not_served_raise(fp):
     assert flat.metric_type == fp.METRIC_L2
     with pytest.raises(NotImplementedError, match="ntotal"):
         flat.ntotal = 5
+    # writing the value a member holds changes nothing in FAISS: nor here
+    flat.metric_type = fp.METRIC_L2
+    flat.is_trained = True
+    flat.ntotal = np.int64(0)
+    flat.d = 16.0
+    with pytest.raises(NotImplementedError, match="is_trained"):
+        flat.is_trained = False
+    with pytest.raises(NotImplementedError, match="d is not served"):
+        flat.d = "16"
     flat.nprob = 4  # not a member of FAISS's IndexFlatL2: FAISS keeps it, and reads it never
     assert flat.nprob == 4
     hnsw0 = fp.IndexHNSWFlat(16, 8)
