@@ -238,16 +238,21 @@ def test_ivfpq_fastscan_over_the_quantizer_of_another_ivf(fp):
 
 
 def test_use_precomputed_table(fp):
+    # served (test_dropin_params has the values): here, on an index composed over a quantizer
     xt, xb, xq = data(seed=9, d=16)
-    index = fp.index_factory(16, "IVF8,PQ8x4np")
-    ref = real.index_factory(16, "IVF8,PQ8x4np")
-    assert index.use_precomputed_table == ref.use_precomputed_table == 0
-    index.use_precomputed_table = 0  # FAISS's own value: nothing changes
-    with pytest.raises(NotImplementedError, match="use_precomputed_table"):
+    out = []
+    for m in (real, fp):
+        index = m.IndexIVFPQ(m.IndexFlatL2(16), 16, 8, 8, 4)
+        assert index.use_precomputed_table == 0
         index.use_precomputed_table = -1
-    index.train(xt)
-    with pytest.raises(NotImplementedError, match="use_precomputed_table"):
-        index.use_precomputed_table
+        index.train(xt)
+        assert index.use_precomputed_table == -1  # kept by training, as FAISS's is
+        index.use_precomputed_table = 1
+        if m is real:
+            index.precompute_table()  # FAISS's search reads the table whatever it holds
+        index.add(xb)
+        out.append(index)
+    same_search(out[0], out[1], xq, 10)
 
 
 def test_ivf_spectral_hash_as_faiss(fp):
