@@ -3217,11 +3217,13 @@ static member_ref member_of(fpx_engine *e, const char *name) {
 }
 
 /* IndexIVFPQ's use_precomputed_table (-1 none, 0 chosen by training, 1 the
- * table of every list): FAISS's write_index leaves it out and its reader
- * chooses again. Before training, FAISS's training honours -1 and 1 and
- * chooses for 0. A trained index set to 1 gets its table now if it has none
- * (FAISS's search would read the empty table), within FAISS's own bound on a
- * table's size. 2 needs a MultiIndexQuantizer, which the server does not make. */
+ * table of every list, 2 a MultiIndexQuantizer's table): FAISS's write_index
+ * leaves it out and its reader chooses again. Before training, FAISS's
+ * training honours -1, 1 and 2 and chooses for 0. On a trained index, setting
+ * 1 or 2 makes that table now, unless the index holds it already: FAISS's
+ * search reads the table whatever it holds (an empty one, or one of the other
+ * type, is read out of bounds; in-process FAISS crashes), also after
+ * by_residual is turned on. A table over FAISS's own bound is refused. */
 static faiss::IndexIVFPQ *ivfpq_of(fpx_engine *e) {
     return e->bin ? nullptr : dynamic_cast<faiss::IndexIVFPQ *>(core_ivf(e->index.get()));
 }
@@ -3231,21 +3233,27 @@ static int set_precomputed(fpx_engine *e, int64_t value, fpx_err *err) {
     if (!pq)
         return set_err(err, FPX_E_VALIDATION,
                        "use_precomputed_table applies to IndexIVFPQ (\"IVF<n>,PQ<M>\") only");
-    if (value < -1 || value > 1)
-        return set_err(err, FPX_E_VALIDATION,
-                       "use_precomputed_table must be -1, 0 or 1, got %lld (2 is for a "
-                       "MultiIndexQuantizer, which the server does not serve)",
+    auto miq = dynamic_cast<const faiss::MultiIndexQuantizer *>(pq->quantizer);
+    if (value < -1 || value > 2)
+        return set_err(err, FPX_E_VALIDATION, "use_precomputed_table must be -1..2, got %lld",
                        (long long)value);
-    if (value == 1 && pq->is_trained && pq->by_residual && pq->precomputed_table.size() == 0) {
-        size_t bytes = pq->pq.M * pq->pq.ksub * pq->nlist * sizeof(float);
+    if (value == 2 && !(miq && pq->pq.M % miq->pq.M == 0))
+        return set_err(err, FPX_E_VALIDATION,
+                       "use_precomputed_table=2 is the table of an index over a "
+                       "MultiIndexQuantizer (\"IMI...\") whose PQ's M divides the index's");
+    bool make = value >= 1 && pq->is_trained &&
+                (value != pq->use_precomputed_table || pq->precomputed_table.size() == 0);
+    if (make) {
+        size_t rows = value == 1 ? pq->nlist : miq->pq.ksub;
+        size_t bytes = rows * pq->pq.M * pq->pq.ksub * sizeof(float);
         if (bytes > faiss::precomputed_table_max_bytes)
             return set_err(err, FPX_E_VALIDATION,
-                           "use_precomputed_table=1 would make a table of %zu bytes, over "
+                           "use_precomputed_table=%lld would make a table of %zu bytes, over "
                            "FAISS's bound of %zu",
-                           bytes, faiss::precomputed_table_max_bytes);
+                           (long long)value, bytes, faiss::precomputed_table_max_bytes);
         try {
-            int one = 1;
-            faiss::initialize_IVFPQ_precomputed_table(one, pq->quantizer, pq->pq,
+            int use = (int)value;
+            faiss::initialize_IVFPQ_precomputed_table(use, pq->quantizer, pq->pq,
                                                       pq->precomputed_table, false);
         }
         FPX_CATCH(err, FPX_E_FAISS)

@@ -108,9 +108,8 @@ static const struct {
     {"search_bounded_queue", 0, 1, 1, "HNSW candidate queue bounded by efSearch"},
     {"search_type", 0, 5, 1, "IndexPQ search type, ST_PQ 0 .. ST_polysemous_generalize 5"},
     {"polysemous_ht", 0, 1 << 20, 1, "IndexPQ polysemous Hamming threshold"},
-    {"use_precomputed_table", -1, 1, 1,
-     "IndexIVFPQ table: -1 none, 0 chosen, 1 per list; 2, a MultiIndexQuantizer's, is not "
-     "served"},
+    {"use_precomputed_table", -1, 2, 1,
+     "IndexIVFPQ table: -1 none, 0 chosen, 1 per list, 2 a MultiIndexQuantizer's"},
 };
 
 /* Settings of the index itself, never of its quantizer. */

@@ -413,45 +413,53 @@ def test_check_ids_sorted_is_faiss_s(fp):
 
 
 @pytest.mark.parametrize("before", [-1, 0, 1])
-@pytest.mark.parametrize("metric", [real.METRIC_L2, real.METRIC_INNER_PRODUCT])
-def test_ivfpq_use_precomputed_table_is_faiss_s(fp, before, metric):
+@pytest.mark.parametrize("description,metric", [
+    ("IVF16,PQ8x4np", real.METRIC_L2), ("IVF16,PQ8x4np", real.METRIC_INNER_PRODUCT),
+    ("IMI2x3,PQ8x4np", real.METRIC_L2)])
+def test_ivfpq_use_precomputed_table_is_faiss_s(fp, before, description, metric):
     xb, xq = data(2000, 16, 40, 7)
-    local = real.index_factory(16, "IVF16,PQ8x4np", metric)
-    served = fp.index_factory(16, "IVF16,PQ8x4np", metric)
+    local = real.index_factory(16, description, metric)
+    served = fp.index_factory(16, description, metric)
+    imi = description.startswith("IMI")
     for ix in (local, served):
         assert ix.use_precomputed_table == 0
         ix.use_precomputed_table = before  # before training: -1 and 1 kept, 0 chosen
         ix.train(xb)
         ix.add(xb)
         ix.nprobe = 4
-    # training chose as FAISS chooses: 1 for L2 when left to it, 0 for inner product
+    # training chose as FAISS chooses: 1 for L2 when left to it (2 over a
+    # MultiIndexQuantizer), 0 for inner product
     assert served.use_precomputed_table == local.use_precomputed_table
-    for after in (0, 1, -1, 1, 0):
+    for after in (0, 1, -1, 1, 0) + ((2, 1, 2, -1, 2) if imi else ()):
         Dr, Ir = local.search(xq, 10)
         D, I = served.search(xq, 10)
         np.testing.assert_array_equal(I, Ir)
         np.testing.assert_allclose(D, Dr, rtol=1e-5)
         local.use_precomputed_table = after
-        if after == 1:
-            # FAISS's search reads the table whatever it holds (a segfault after -1): the
-            # server makes it when 1 is set, as precompute_table() does here
+        if after >= 1:
+            # FAISS's search reads the table whatever it holds (out of bounds when it
+            # holds none, or the other type's): the server makes it when the value is
+            # set, as precompute_table() does here
             local.precompute_table()
         served.use_precomputed_table = after
         assert served.use_precomputed_table == after
-    with pytest.raises(RuntimeError, match="MultiIndexQuantizer"):
-        served.use_precomputed_table = 2
-    assert served.use_precomputed_table == 0
+    if not imi:
+        with pytest.raises(RuntimeError, match="MultiIndexQuantizer"):
+            served.use_precomputed_table = 2
+        assert served.use_precomputed_table == 0
 
 
 def test_ivfpq_use_precomputed_table_validated_and_kept(make_server):
     s = make_server()
     c = s.client()
-    ivf, flat, fresh = unique("ivfpq"), unique("flat"), unique("fresh")
+    ivf, flat, fresh, imi = unique("ivfpq"), unique("flat"), unique("fresh"), unique("imi")
     c.create(ivf, 8, "IVF4,PQ4x4np")
     c.create(flat, 8, "IVF4,Flat")
     c.create(fresh, 8, "IVF4,PQ4x4np")
+    c.create(imi, 8, "IMI2x2,PQ4x4np")
     assert "use_precomputed_table" not in knobs(c, ivf)  # chosen by training
-    for name, value, why in [(ivf, 2, "use_precomputed_table"), (ivf, -2, "-1"),
+    for name, value, why in [(ivf, 2, "MultiIndexQuantizer"), (ivf, 3, "-1..2"),
+                             (ivf, -2, "-1..2"),
                              (ivf, 0.5, "integer"), (flat, 1, "IndexIVFPQ"),
                              (ivf, 1, None)]:
         h, _, _ = set_param(c, name, "use_precomputed_table", value)
@@ -465,6 +473,9 @@ def test_ivfpq_use_precomputed_table_validated_and_kept(make_server):
     c.train(ivf, xt)
     c.add(ivf, xt)
     c.train(fresh, xt)
+    c.train(imi, xt)
+    c.add(imi, xt)
+    assert knobs(c, imi)["use_precomputed_table"] == 2  # FAISS's choice over an IMI
     assert knobs(c, ivf)["use_precomputed_table"] == 1
     assert knobs(c, fresh)["use_precomputed_table"] == 1  # FAISS's choice for L2
     D1, I1, _ = c.search(ivf, xt[:5], 3)
@@ -481,11 +492,14 @@ def test_ivfpq_use_precomputed_table_validated_and_kept(make_server):
     assert knobs(c, fresh)["use_precomputed_table"] == 0
     c.add(ivf, xt[:1])
     c.add(fresh, xt[:1])
+    c.add(imi, xt[:1])
     s.stop()  # snapshots carry them
     s.start()
     c = s.client()
     assert knobs(c, ivf)["use_precomputed_table"] == -1
     assert knobs(c, fresh)["use_precomputed_table"] == 0
+    assert knobs(c, imi)["use_precomputed_table"] == 2  # its snapshot loads
+    c.search(imi, xt[:5], 3)
     D3, I3, _ = c.search(ivf, xt[:5], 3)
     c.ok({"operation": "set_params", "index_id": ivf, "name": "use_precomputed_table",
           "value": 1})  # a table made again: FAISS's search by residual reads it
