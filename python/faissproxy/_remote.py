@@ -311,6 +311,20 @@ class Index:
                 _lib.generated[self._name] = _lib.configured_server()
         return self
 
+    @property
+    def thisown(self):
+        """SWIG's flag: does this Python object delete what it holds when it goes away?
+        True for a served index, unless keep() was called (or a program wrote False)."""
+        return getattr(self, "_thisown", not self._keep)
+
+    @thisown.setter
+    def thisown(self, v):
+        # FAISS programs write False when another FAISS object takes the index over (its
+        # destructor deletes it). Here the objects made from this one hold what they need
+        # of it (a reference to it, or a copy of their own on the server): the flag reads
+        # back, and changes no lifetime.
+        self._thisown = bool(v)
+
     def __reduce__(self):
         from . import _life
         return _life.reduce(self)

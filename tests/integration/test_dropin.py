@@ -449,3 +449,29 @@ def test_update_vectors_raises_naming_itself(fp):
     ix = fp.index_factory(8, "IVF4,Flat")
     with pytest.raises(NotImplementedError, match="update_vectors"):
         ix.update_vectors(1, np.zeros(1, "int64"), np.zeros((1, 8), "float32"))
+
+
+def test_thisown_reads_as_faiss_s(fp, tmp_path):
+    rng = np.random.default_rng(5)
+    xb = rng.integers(0, 256, (100, 8), dtype="uint8")
+    index = fp.IndexBinaryFlat(64)
+    index.add(xb)
+    path = str(tmp_path / "b.index")
+    fp.write_index_binary(index, path)
+    index2 = fp.read_index_binary(path)
+    assert index.thisown and index2.thisown  # as FAISS's objects: Python owns them
+    kept = fp.IndexFlatL2(8).keep()
+    assert not kept.thisown  # keep(): nothing deletes it
+    kept.keep(False)
+    # FAISS's quantizer handed over to the IVF that owns it: searches go on, and the
+    # IVF holds what it needs of the quantizer
+    quantizer = fp.IndexFlatL2(8)
+    ivf = fp.IndexIVFFlat(quantizer, 8, 4)
+    quantizer.thisown = False
+    assert not quantizer.thisown
+    x = rng.random((200, 8), dtype="float32")
+    ivf.train(x)
+    ivf.add(x)
+    del quantizer
+    D, I = ivf.search(x[:3], 1)
+    assert list(I[:, 0]) == [0, 1, 2]
