@@ -2297,11 +2297,7 @@ static int add_isolated(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
         return -1;
     fpx_engine next{std::move(built), nullptr, {}, {}, {}, {}};
     copy_train_params(next.index.get(), e->index.get());
-    int64_t v, dflt;
-    fpx_err ignored; /* a setting this type does not have stays unset, as before */
-    for (int i = 0; fpx_engine_member_param(i, &dflt); i++)
-        if (fpx_engine_get_member(e, fpx_engine_member_param(i, &dflt), &v) == 0)
-            (void)fpx_engine_set_member(&next, fpx_engine_member_param(i, &dflt), v, &ignored);
+    fpx_engine_copy_members(&next, e);
     e->index.swap(next.index);
     sync_norms(e);
     return 0;
@@ -3183,16 +3179,34 @@ int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx
     return set_err(err, FPX_E_VALIDATION, "%s is not a fast-scan setting", name);
 }
 
-/* Where a member setting lives in e's index, or nullptr: IVF parallel_mode
- * (int), binary flat and binary IVF use_heap (bool), HNSW
- * search_bounded_queue (bool). */
+/* Where a member setting lives in e's index, or nullptr, with its range: IVF
+ * parallel_mode (int), binary flat and binary IVF use_heap (bool), HNSW
+ * search_bounded_queue (bool), and two that FAISS's ParameterSpace sets but
+ * its write_index leaves out, so that a snapshot, a train (which reads the
+ * trained index back) and a compaction lost them: IVF max_codes (size_t) and
+ * IndexIVFPQ polysemous_ht ("ht"; IndexPQ's is in its bytes). */
 struct member_ref {
     int *i;
     bool *b;
+    size_t *z;
+    int64_t lo, hi;
 };
 
+/* The IVF ParameterSpace sets max_codes and ht of: under pre-transforms and
+ * refinements (the server's indexes hold no IDMap wrapper). */
+static faiss::IndexIVF *param_ivf(Index *idx) {
+    for (;;) {
+        if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+            idx = pt->index;
+        else if (auto rf = dynamic_cast<faiss::IndexRefine *>(idx))
+            idx = rf->base_index;
+        else
+            return dynamic_cast<faiss::IndexIVF *>(idx);
+    }
+}
+
 static member_ref member_of(fpx_engine *e, const char *name) {
-    member_ref r = {nullptr, nullptr};
+    member_ref r = {nullptr, nullptr, nullptr, 0, 1};
     if (e->bin) {
         faiss::IndexBinary *b = e->bin.get();
         if (!strcmp(name, "use_heap")) {
@@ -3208,10 +3222,16 @@ static member_ref member_of(fpx_engine *e, const char *name) {
     }
     if (!strcmp(name, "parallel_mode")) {
         if (faiss::IndexIVF *ivf = core_ivf(e->index.get()))
-            r.i = &ivf->parallel_mode;
+            r.i = &ivf->parallel_mode, r.hi = 3;
     } else if (!strcmp(name, "search_bounded_queue")) {
         if (faiss::IndexHNSW *h = hnsw_core(e->index.get()))
             r.b = &h->hnsw.search_bounded_queue;
+    } else if (!strcmp(name, "max_codes")) {
+        if (faiss::IndexIVF *ivf = param_ivf(e->index.get()))
+            r.z = &ivf->max_codes, r.hi = (int64_t)1 << 53;
+    } else if (!strcmp(name, "polysemous_ht")) {
+        if (auto pq = dynamic_cast<faiss::IndexIVFPQ *>(param_ivf(e->index.get())))
+            r.i = &pq->polysemous_ht, r.hi = 1 << 20;
     }
     return r;
 }
@@ -3268,33 +3288,42 @@ int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_er
     if (!strcmp(name, "use_precomputed_table"))
         return set_precomputed(e, value, err);
     member_ref r = member_of(e, name);
-    if (r.i) {
-        /* FAISS's search throws on other modes, and its flag 1024 (no heap
-         * initialisation) is for its own calls: a search would return the
-         * result arrays' previous contents */
-        if (value < 0 || value > 3)
-            return set_err(err, FPX_E_VALIDATION, "%s must be 0, 1, 2 or 3, got %lld", name,
-                           (long long)value);
+    if (!r.i && !r.b && !r.z)
+        return set_err(err, FPX_E_VALIDATION, "%s applies to %s only", name,
+                       !strcmp(name, "parallel_mode")   ? "float IVF indexes"
+                       : !strcmp(name, "use_heap")      ? "binary flat and binary IVF indexes"
+                       : !strcmp(name, "max_codes")     ? "float IVF indexes"
+                       : !strcmp(name, "polysemous_ht") ? "IndexPQ and IndexIVFPQ"
+                                                        : "HNSW indexes (float and binary)");
+    /* parallel_mode: FAISS's search throws on other modes, and its flag 1024
+     * (no heap initialisation) is for its own calls: a search would return
+     * the result arrays' previous contents */
+    if (value < r.lo || value > r.hi)
+        return set_err(err, FPX_E_VALIDATION, "%s must be %lld..%lld, got %lld", name,
+                       (long long)r.lo, (long long)r.hi, (long long)value);
+    if (r.i)
         *r.i = (int)value;
-        return 0;
-    }
-    if (r.b) {
-        if (value != 0 && value != 1)
-            return set_err(err, FPX_E_VALIDATION, "%s must be 0 or 1, got %lld", name,
-                           (long long)value);
+    else if (r.b)
         *r.b = value != 0;
-        return 0;
-    }
-    return set_err(err, FPX_E_VALIDATION, "%s applies to %s only", name,
-                   !strcmp(name, "parallel_mode") ? "float IVF indexes"
-                   : !strcmp(name, "use_heap")    ? "binary flat and binary IVF indexes"
-                                                  : "HNSW indexes (float and binary)");
+    else
+        *r.z = (size_t)value;
+    return 0;
+}
+
+void fpx_engine_copy_members(fpx_engine *dst, const fpx_engine *src) {
+    int64_t v, dflt;
+    fpx_err ignored; /* a setting dst's type does not have stays unset */
+    for (int i = 0; fpx_engine_member_param(i, &dflt); i++)
+        if (fpx_engine_get_member(const_cast<fpx_engine *>(src), fpx_engine_member_param(i, &dflt),
+                                  &v) == 0)
+            (void)fpx_engine_set_member(dst, fpx_engine_member_param(i, &dflt), v, &ignored);
 }
 
 const char *fpx_engine_member_param(int i, int64_t *dflt) {
-    static const char *const names[] = {"parallel_mode", "use_heap", "search_bounded_queue",
-                                        "use_precomputed_table"};
-    static const int64_t dflts[] = {0, 1, 1, FPX_MEMBER_CHOSEN};
+    static const char *const names[] = {
+        "parallel_mode",         "use_heap",  "search_bounded_queue",
+        "use_precomputed_table", "max_codes", "polysemous_ht"};
+    static const int64_t dflts[] = {0, 1, 1, FPX_MEMBER_CHOSEN, 0, 0};
     if (i < 0 || i >= (int)(sizeof names / sizeof names[0]))
         return nullptr;
     *dflt = dflts[i];
@@ -3314,6 +3343,8 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value) {
         return *value = *r.i, 0;
     if (r.b)
         return *value = *r.b ? 1 : 0, 0;
+    if (r.z)
+        return *value = (int64_t)*r.z, 0;
     return -1;
 }
 
@@ -3327,6 +3358,8 @@ int fpx_engine_set_pq_search(fpx_engine *e, const char *name, int64_t value, fpx
     if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
         idx = pt->index;
     auto pq = dynamic_cast<faiss::IndexPQ *>(idx);
+    if (!pq && !strcmp(name, "polysemous_ht"))
+        return fpx_engine_set_member(e, name, value, err); /* an IndexIVFPQ's */
     if (!pq)
         return set_err(err, FPX_E_VALIDATION, "%s applies to IndexPQ (\"PQ<M>x<nbits>\") only",
                        name);
@@ -3592,6 +3625,7 @@ int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine *
             if (compact_copy<BinaryKind>(e->bin.get(), live, b))
                 return 1;
             *out = new fpx_engine{nullptr, std::move(b), {}, {}, {}, {}};
+            fpx_engine_copy_members(*out, e);
             return 0;
         }
         std::unique_ptr<Index> idx;
@@ -3601,6 +3635,7 @@ int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine *
                 return 1;
         }
         *out = new fpx_engine{std::move(idx), nullptr, {}, {}, {}, {}};
+        fpx_engine_copy_members(*out, e); /* the copy was read back from FAISS's bytes */
         sync_norms(*out);
         return 0;
     }

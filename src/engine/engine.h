@@ -355,6 +355,9 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value);
  * default, or FPX_MEMBER_CHOSEN where FAISS chooses it (at training and on
  * reading: a value to keep whatever it is). */
 #define FPX_MEMBER_CHOSEN INT64_MIN
+/* Sets on dst, an index read back from src's FAISS bytes (a train, a
+ * compaction), the member settings of src that dst's type has. */
+void fpx_engine_copy_members(fpx_engine *dst, const fpx_engine *src);
 const char *fpx_engine_member_param(int i, int64_t *dflt);
 
 /* IndexPQ's "search_type" (0..5, FAISS's ST_PQ .. ST_polysemous_generalize)

@@ -265,10 +265,7 @@ static int apply_trained(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
                            (long long)ix->dim, (long long)ix->nslots);
     }
     fpx_engine_copy_train_params(e, ix->eng); /* a later train trains as this one did */
-    int64_t v, dflt; /* and searches run as set before it (FAISS's bytes leave these out) */
-    for (int i = 0; fpx_engine_member_param(i, &dflt); i++)
-        if (fpx_engine_get_member(ix->eng, fpx_engine_member_param(i, &dflt), &v) == 0)
-            (void)fpx_engine_set_member(e, fpx_engine_member_param(i, &dflt), v, err);
+    fpx_engine_copy_members(e, ix->eng);      /* and searches run as set before it */
     fpx_engine_free(ix->eng);
     ix->eng = e;
     return 0;

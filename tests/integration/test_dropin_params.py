@@ -506,3 +506,61 @@ def test_ivfpq_use_precomputed_table_validated_and_kept(make_server):
     D4, I4, _ = c.search(ivf, xt[:5], 3)
     np.testing.assert_array_equal(I3, I4)
     np.testing.assert_allclose(D3, D4, rtol=1e-5)
+
+
+def test_max_codes_and_ivfpq_ht_kept_through_train_restart_and_compaction(make_server):
+    """FAISS's write_index leaves out an IVF's max_codes and an IndexIVFPQ's polysemous_ht:
+    a train (the trained index read back), a snapshot and a compaction kept them at
+    FAISS's defaults, and the searches' answers changed without a word."""
+    s = make_server(extra=("--compact-min-dead", "20"))
+    c = s.client()
+    name = unique("ivfpq")
+    xb, xq = rand(3000, 16, 41), rand(30, 16, 42)
+    c.create(name, 16, "IVF8,PQ8")
+    for param, value in (("nprobe", 8), ("max_codes", 700), ("ht", 40)):
+        c.ok({"operation": "set_params", "index_id": name, "name": param, "value": value})
+    c.train(name, xb)  # the trained index replaces the engine: the settings stay
+    c.add(name, xb, [{"id": "k%d" % i, "metadata": {}} for i in range(3000)])
+    assert knobs(c, name)["max_codes"] == 700 and knobs(c, name)["polysemous_ht"] == 40
+
+    def reference():
+        _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+        ref = real.deserialize_index(np.frombuffer(data, dtype="uint8").copy())
+        ref.nprobe = 8
+        ref.max_codes = 700
+        ref.polysemous_ht = 40
+        return ref
+
+    def check():
+        ref = reference()
+        Dr, Ir = ref.search(xq, 10)
+        D, I, _ = c.search(name, xq, 10)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+        plain = reference()
+        plain.max_codes, plain.polysemous_ht = 0, 0
+        _, Ip = plain.search(xq, 10)
+        assert not np.array_equal(Ip, Ir)  # the settings change FAISS's answers
+
+    check()
+    s.kill9()  # the log's records replay them
+    s.start()
+    c = s.client()
+    check()
+    c.add(name, xb[:1])
+    s.stop()  # snapshot: FAISS's bytes leave them out, its settings carry them
+    s.start()
+    c = s.client()
+    assert knobs(c, name)["max_codes"] == 700 and knobs(c, name)["polysemous_ht"] == 40
+    check()
+    c.delete(name, ["k%d" % i for i in range(0, 3000, 3)])
+    line = "compacted default/%s" % name
+    assert line in s.wait_log(line, 60)
+    check()
+    # polysemous_ht by its own name, on an IndexIVFPQ as on an IndexPQ
+    c.ok({"operation": "set_params", "index_id": name, "name": "polysemous_ht", "value": 0})
+    assert knobs(c, name)["polysemous_ht"] == 0
+    flat = unique("flat")
+    c.create(flat, 16, "Flat")
+    h, _, _ = set_param(c, flat, "max_codes", 10)
+    assert h["status"] == "error" and "IVF" in h["message"], h
