@@ -346,7 +346,10 @@ int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx
  * ParameterSpace does not set, nor its write_index keep: "parallel_mode" of
  * a float IVF (0..3), "use_heap" of a binary flat or binary IVF index and
  * "search_bounded_queue" of an HNSW index (0 or 1), "use_precomputed_table"
- * of an IndexIVFPQ (-1..2). Set refuses other values and other index types;
+ * of an IndexIVFPQ (-1..2); and two that ParameterSpace sets but write_index
+ * leaves out: "max_codes" of a float IVF (also under a transform or a
+ * refinement) and "polysemous_ht" of an IndexIVFPQ (an IndexPQ's is in its
+ * bytes). Set refuses other values and other index types;
  * get returns -1 where the member is not (use_precomputed_table: nor while
  * it is 0 before training, which means "chosen by training"). */
 int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_err *err);

@@ -107,7 +107,7 @@ static const struct {
     {"use_heap", 0, 1, 1, "binary flat/IVF result heap, 1 heap, 0 counting"},
     {"search_bounded_queue", 0, 1, 1, "HNSW candidate queue bounded by efSearch"},
     {"search_type", 0, 5, 1, "IndexPQ search type, ST_PQ 0 .. ST_polysemous_generalize 5"},
-    {"polysemous_ht", 0, 1 << 20, 1, "IndexPQ polysemous Hamming threshold"},
+    {"polysemous_ht", 0, 1 << 20, 1, "IndexPQ/IndexIVFPQ polysemous Hamming threshold"},
     {"use_precomputed_table", -1, 2, 1,
      "IndexIVFPQ table: -1 none, 0 chosen, 1 per list, 2 a MultiIndexQuantizer's"},
 };
