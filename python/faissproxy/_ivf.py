@@ -276,9 +276,37 @@ class IndexIVFPQ(_Residual, _IVF, Index):
     def use_precomputed_table(self, v):
         self._set_param("use_precomputed_table", int(v))
 
+    _poly_local, _poly_flag, _poly_training = False, None, None
+
     @property
     def do_polysemous_training(self):
+        if self._poly_flag is not None:
+            return self._poly_flag
         return _polysemous_training(self)
+
+    # the program's polysemous training settings: the training then runs in local faiss
+    # (_polysemous.py), as IndexPQ's does
+    @do_polysemous_training.setter
+    def do_polysemous_training(self, v):
+        self._poly_flag, self._poly_local = bool(v), True
+
+    @property
+    def polysemous_training(self):
+        from . import _polysemous
+        return _polysemous.training_object(self)
+
+    @polysemous_training.setter
+    def polysemous_training(self, v):
+        from . import _polysemous
+        _polysemous.set_training_object(self, v)
+
+    def train(self, x):
+        if not self._poly_local:
+            return super().train(x)
+        from . import _polysemous
+        from ._remote import _rows
+        x, n = _rows(x, self.d)
+        _polysemous.train_ivf(self, x, n)
 
     @property
     def polysemous_ht(self):

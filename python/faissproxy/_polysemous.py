@@ -1,12 +1,14 @@
-"""IndexPQ's polysemous training as a program configures it (do_polysemous_training,
-polysemous_training.n_iter, n_redo, ...), which the server's index_factory does not take.
+"""IndexPQ's and IndexIVFPQ's polysemous training as a program configures it
+(do_polysemous_training, polysemous_training.n_iter, n_redo, ...), which the server's
+index_factory does not take.
 
-Once the program has written one of them, train() runs FAISS's IndexPQ::train in local
-faiss on the same vectors, with a local faiss IndexPQ of the same shape carrying the
-program's settings (its PolysemousTraining object is local faiss's own, so every field
-FAISS has is taken), and the trained index's FAISS bytes replace the empty served index:
+Once the program has written one of them, train() runs FAISS's IndexPQ::train (or
+IndexIVFPQ::train) in local faiss on the same vectors, with a local faiss index of the same
+shape carrying the program's settings (its PolysemousTraining object is local faiss's own,
+so every field FAISS has is taken), and the trained index's FAISS bytes replace the empty
+served index:
 the codebook and the permutation are FAISS's for those settings. The server's training of
-an IndexPQ made by its factory knows only FAISS's default settings.
+an index made by its factory knows only FAISS's default settings.
 """
 import struct
 
@@ -32,6 +34,16 @@ def training_object(index):
     return index._poly_training
 
 
+def set_training_object(index, pt):
+    """index.polysemous_training = pt: local faiss's PolysemousTraining (FAISS's member
+    takes its class only), which the local training then reads."""
+    local = _local()
+    if not isinstance(pt, local.PolysemousTraining):
+        raise TypeError("in method '%s_polysemous_training_set', argument 2 of type "
+                        "'faiss::PolysemousTraining *'" % type(index).__name__)
+    index._poly_training, index._poly_local = pt, True
+
+
 def train(index, x, n):
     """FAISS's IndexPQ::train of the program's settings, in local faiss; the trained bytes
     replace the served index (which holds no vectors: FAISS's IndexPQ needs training before
@@ -50,8 +62,50 @@ def train(index, x, n):
     loc.train(x)
     loc.search_type = int(params.get("search_type", 0))
     loc.polysemous_ht = int(params.get("polysemous_ht", 0))
+    _replace(index, local.serialize_index(loc))
+
+
+# Settings of an IndexIVFPQ that FAISS's bytes leave out, with FAISS's defaults.
+_IVFPQ_MEMBERS = (("parallel_mode", 0), ("max_codes", 0), ("polysemous_ht", 0))
+
+
+def train_ivf(index, x, n):
+    """FAISS's IndexIVFPQ::train of the program's settings, in local faiss, on a local copy
+    of the served index read from its FAISS bytes (its quantizer, by_residual, nprobe and
+    product quantizer); the trained bytes replace the served index, and the settings those
+    bytes leave out are set on it again."""
+    if index.ntotal:
+        raise NotImplementedError("faissproxy: training again an IndexIVFPQ that holds "
+                                  "vectors with polysemous training settings is not served")
+    local = _local()
+    from ._remote import serialize_index
+    params = _index_meta(index._name).get("params") or {}
+    loc = local.deserialize_index(serialize_index(index))  # FAISS's reader downcasts
+    if "imported" not in index._description:
+        # FAISS's bytes leave the coarse k-means settings out: those of FAISS's constructor
+        # (10 iterations), which the program's index has, not the reader's (25)
+        made = local.IndexIVFPQ(local.IndexFlat(loc.d, loc.metric_type), loc.d, loc.nlist,
+                                loc.pq.M, loc.pq.nbits, loc.metric_type)
+        loc.cp = made.cp  # copied while made lives (SWIG's cp does not hold it)
+    loc.do_polysemous_training = bool(index.do_polysemous_training)
+    if index._poly_training is not None:
+        loc.polysemous_training = index._poly_training
+    table = int(params.get("use_precomputed_table", 0))
+    loc.use_precomputed_table = table  # FAISS's training honours -1, 1 and 2
+    loc.verbose = index.verbose
+    loc.train(x)
+    _replace(index, local.serialize_index(loc))
+    for name, default in _IVFPQ_MEMBERS + (("use_precomputed_table", 0),):
+        value = int(params.get(name, default))
+        if value != default:
+            index._set_param(name, value)
+
+
+def _replace(index, data):
+    """The served index becomes FAISS's bytes data (a new server index under the same
+    object); the old one goes as the object would have taken it."""
     old, keep = index._name, index._keep
-    _compose(index, bytes(local.serialize_index(loc)), index._description)
+    _compose(index, bytes(data), index._description)
     if not keep:
         _lib.pending_deletes.append(old)
     else:

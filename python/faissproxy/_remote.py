@@ -867,6 +867,11 @@ class IndexPQ(Index):
         from . import _polysemous
         return _polysemous.training_object(self)
 
+    @polysemous_training.setter
+    def polysemous_training(self, v):
+        from . import _polysemous
+        _polysemous.set_training_object(self, v)
+
     def train(self, x):
         if not self._poly_local:
             return Index.train(self, x)

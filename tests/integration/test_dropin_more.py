@@ -108,6 +108,40 @@ def test_polysemous_training_settings_reach_the_training(fp):
     assert served == local  # FAISS's bytes: the same training
 
 
+@pytest.mark.parametrize("composed", [False, True])
+def test_ivfpq_polysemous_training_settings_reach_the_training(fp, composed):
+    """The same for an IndexIVFPQ (FAISS's TestPQFlavors): its own coarse quantizer trained
+    with it, or one trained before (composed over it), and the settings FAISS's bytes leave
+    out set before training (max_codes, use_precomputed_table) kept."""
+    xt, xq = data(3000, 16, 40, 8)
+    xb, _ = data(1500, 16, 1, 9)
+    out = []
+    for mod in (real, fp):
+        quantizer = mod.IndexFlatL2(16)
+        if composed:
+            quantizer.add(xt[:12])
+        index = mod.IndexIVFPQ(quantizer, 16, 12, 4, 8)
+        index.max_codes = 900
+        index.use_precomputed_table = -1
+        index.do_polysemous_training = True
+        pt = real.PolysemousTraining()  # local faiss's own object, as FAISS's test makes it
+        pt.n_iter = 20000
+        pt.n_redo = 1
+        index.polysemous_training = pt
+        index.train(xt)
+        index.add(xb)
+        index.nprobe = 4
+        index.polysemous_ht = 20
+        D, I = index.search(xq, 5)
+        out.append((D, I, index.use_precomputed_table, index.max_codes, index.ntotal))
+        data_ = bytes((fp if mod is fp else real).serialize_index(index))
+        out[-1] += (data_,)
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    assert out[0][2:5] == out[1][2:5] == (-1, 900, 1500)
+    assert out[0][5] == out[1][5]  # FAISS's bytes: the same training
+
+
 @pytest.mark.parametrize("name,make", [
     ("IndexHNSW2Level", lambda fp, q: fp.IndexHNSW2Level(q, 16, 4, 8)),
     ("Index2Layer", lambda fp, q: fp.Index2Layer(q, 16, 4)),
