@@ -8,7 +8,7 @@ _remote imports this module at its end and gives its names as its own: import th
 import struct
 
 from ._remote import (METRIC_L2, Index, _compose, _empty_invlists, _index_header, _nlist_of,
-                      _polysemous_training, _set_served)
+                      _Polysemous, _set_served)
 
 
 class _IVF:
@@ -237,7 +237,7 @@ class _Residual:
         self._by_residual = bool(v)
 
 
-class IndexIVFPQ(_Residual, _IVF, Index):
+class IndexIVFPQ(_Polysemous, _Residual, _IVF, Index):
     _classes = ("IndexIVFPQ",)
 
     def __init__(self, quantizer, d, nlist, M, nbits, metric=METRIC_L2):
@@ -276,36 +276,8 @@ class IndexIVFPQ(_Residual, _IVF, Index):
     def use_precomputed_table(self, v):
         self._set_param("use_precomputed_table", int(v))
 
-    _poly_local, _poly_flag, _poly_training = False, None, None
-
-    @property
-    def do_polysemous_training(self):
-        if self._poly_flag is not None:
-            return self._poly_flag
-        return _polysemous_training(self)
-
-    # the program's polysemous training settings: the training then runs in local faiss
-    # (_polysemous.py), as IndexPQ's does
-    @do_polysemous_training.setter
-    def do_polysemous_training(self, v):
-        self._poly_flag, self._poly_local = bool(v), True
-
-    @property
-    def polysemous_training(self):
+    def _poly_train(self, x, n):
         from . import _polysemous
-        return _polysemous.training_object(self)
-
-    @polysemous_training.setter
-    def polysemous_training(self, v):
-        from . import _polysemous
-        _polysemous.set_training_object(self, v)
-
-    def train(self, x):
-        if not self._poly_local:
-            return super().train(x)
-        from . import _polysemous
-        from ._remote import _rows
-        x, n = _rows(x, self.d)
         _polysemous.train_ivf(self, x, n)
 
     @property

@@ -839,16 +839,12 @@ def _polysemous_training(index):
     return m.group(1) is None
 
 
-class IndexPQ(Index):
-    _classes = ("IndexPQ",)
-    # FAISS's IndexPQ::Search_type_t
-    ST_PQ, ST_HE, ST_generalized_HE, ST_SDC, ST_polysemous, ST_polysemous_generalize = range(6)
+class _Polysemous:
+    """do_polysemous_training and polysemous_training of IndexPQ and IndexIVFPQ: once the
+    program writes one, train() runs FAISS's training in local faiss with its settings
+    (_polysemous.py; the class's _poly_train)."""
 
     _poly_local, _poly_flag, _poly_training = False, None, None
-
-    def __init__(self, d, M, nbits, metric=METRIC_L2):
-        # faiss's constructor makes a plain (non-polysemous) PQ, as "PQ<M>x<nbits>np"
-        super().__init__(d, "PQ%dx%dnp" % (M, nbits), metric)
 
     @property
     def do_polysemous_training(self):
@@ -856,8 +852,6 @@ class IndexPQ(Index):
             return self._poly_flag
         return _polysemous_training(self)
 
-    # the program's polysemous training settings: the training then runs in local faiss
-    # (_polysemous.py)
     @do_polysemous_training.setter
     def do_polysemous_training(self, v):
         self._poly_flag, self._poly_local = bool(v), True
@@ -874,9 +868,22 @@ class IndexPQ(Index):
 
     def train(self, x):
         if not self._poly_local:
-            return Index.train(self, x)
-        from . import _polysemous
+            return super().train(x)
         x, n = _rows(x, self.d)
+        self._poly_train(x, n)
+
+
+class IndexPQ(_Polysemous, Index):
+    _classes = ("IndexPQ",)
+    # FAISS's IndexPQ::Search_type_t
+    ST_PQ, ST_HE, ST_generalized_HE, ST_SDC, ST_polysemous, ST_polysemous_generalize = range(6)
+
+    def __init__(self, d, M, nbits, metric=METRIC_L2):
+        # faiss's constructor makes a plain (non-polysemous) PQ, as "PQ<M>x<nbits>np"
+        super().__init__(d, "PQ%dx%dnp" % (M, nbits), metric)
+
+    def _poly_train(self, x, n):
+        from . import _polysemous
         _polysemous.train(self, x, n)
 
     # FAISS's members, kept by the server's index (and its write_index): read back from it,
