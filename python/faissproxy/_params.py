@@ -279,6 +279,42 @@ def _family(classes):
     return "other"
 
 
+def _quantizer_wire(index, qp):
+    """The wire params for SearchParametersIVF.quantizer_params, which FAISS's IVF search
+    hands to its coarse quantizer's search."""
+    if not isinstance(qp, SearchParameters):
+        raise TypeError("faissproxy: quantizer_params must be faissproxy's SearchParameters, "
+                        "not %r" % (qp,))
+    if qp.sel is not None:
+        raise NotImplementedError("faissproxy: a selector in SearchParametersIVF."
+                                  "quantizer_params (over the quantizer's centroids) is not "
+                                  "served")
+    from . import _remote  # (it imports this module)
+    knobs = _remote._index_meta(index._name).get("params") or {}
+    if "quantizer_efSearch" in knobs:  # an HNSW quantizer
+        if not isinstance(qp, SearchParametersHNSW):
+            raise RuntimeError("params type invalid")  # FAISS's IndexHNSW::search
+        if not qp.check_relative_distance:
+            raise NotImplementedError("faissproxy: SearchParametersHNSW."
+                                      "check_relative_distance=False is not served")
+        if not 1 <= int(qp.efSearch) <= 1 << 20:
+            raise NotImplementedError("faissproxy: SearchParametersHNSW.efSearch is served in "
+                                      "1..1048576")
+        return {"quantizer_efSearch": int(qp.efSearch)}
+    if knobs.get("nlist") is not None and _quantizer_is_flat(index):
+        return {}  # FAISS's flat search reads the params' selector only (None here)
+    raise NotImplementedError("faissproxy: SearchParametersIVF.quantizer_params is served for "
+                              "an HNSW or flat quantizer only")
+
+
+def _quantizer_is_flat(index):
+    q = getattr(index, "quantizer", None)
+    classes = getattr(q, "_classes", None)
+    if classes is None and hasattr(q, "_current"):
+        classes = q._current()._classes  # a view: its copy's classes
+    return classes is not None and _family(classes) == "flat" and not getattr(q, "_idmap", 0)
+
+
 def _wire_params(index, params):
     """(params map, id_selector) that make the server search as FAISS's search with params
     does on this index; raises as FAISS does, or NotImplementedError for what is not served."""
@@ -294,8 +330,7 @@ def _wire_params(index, params):
         if not isinstance(params, SearchParametersIVF):
             raise RuntimeError("IndexIVF params have incorrect type")
         if params.quantizer_params is not None:
-            raise NotImplementedError("faissproxy: SearchParametersIVF.quantizer_params is not "
-                                      "served")
+            wire.update(_quantizer_wire(index, params.quantizer_params))
         if int(params.nprobe) < 1:
             raise RuntimeError("Error: 'nprobe > 0' failed")
         wire["nprobe"] = min(int(params.nprobe), 1 << 20)
@@ -315,9 +350,18 @@ def _wire_params(index, params):
             raise RuntimeError("invalid search params")  # FAISS's IndexPQ wants these
         if params.sel is not None:
             raise RuntimeError("selector not supported")  # FAISS's IndexPQ::search
-        raise NotImplementedError("faissproxy: SearchParametersPQ is not served (a search "
-                                  "with its own search_type and polysemous_ht): set "
-                                  "index.search_type and index.polysemous_ht instead")
+        # FAISS's search takes both from the params, whatever the index holds
+        st = int(params.search_type)
+        if not 0 <= st <= 5:
+            raise NotImplementedError("faissproxy: SearchParametersPQ.search_type is served "
+                                      "in 0..5 (FAISS's IndexPQ search types)")
+        ht = int(params.polysemous_ht)
+        if not 0 <= ht <= 1 << 20:
+            raise NotImplementedError("faissproxy: SearchParametersPQ.polysemous_ht is served "
+                                      "in 0..1048576")
+        wire["search_type"] = st
+        wire["polysemous_ht"] = ht
+        return wire, None  # FAISS's IndexPQ takes no selector
     elif fam == "plain":
         raise RuntimeError("search params not supported for this index")
     elif fam != "flat":

@@ -951,6 +951,12 @@ faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
                        : kn.max_codes < 0 ? 0
                                           : ivf->max_codes;
         p->sel = sel;
+        if (kn.quantizer_efSearch > 0) { /* knobs_refused: an HNSW quantizer */
+            auto q = std::make_unique<faiss::SearchParametersHNSW>();
+            q->efSearch = (int)kn.quantizer_efSearch;
+            p->quantizer_params = q.get();
+            keep.push_back(std::move(q));
+        }
         keep.push_back(std::move(p));
         return keep.back().get();
     }
@@ -978,6 +984,12 @@ faiss::SearchParameters *make_params(const Index *idx, faiss::IDSelector *sel,
     return nullptr;
 }
 
+/* Whether the search asks for any knob of its own (binary indexes take none). */
+bool per_search_knobs(const fpx_search_params &kn) {
+    return kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0 || kn.quantizer_efSearch > 0 ||
+           kn.has_search_type || kn.has_polysemous_ht;
+}
+
 /* Why idx cannot take the knobs asked for, or nullptr when it can. */
 const char *knobs_refused(const Index *idx, const fpx_search_params &kn) {
     while (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
@@ -988,6 +1000,15 @@ const char *knobs_refused(const Index *idx, const fpx_search_params &kn) {
         return "max_codes applies to IVF indexes only (not to fast-scan ones)";
     if (kn.efSearch > 0 && !dynamic_cast<const faiss::IndexHNSW *>(idx))
         return "efSearch applies to HNSW indexes only";
+    if (kn.quantizer_efSearch > 0) {
+        auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx);
+        if (!ivf || is_fast_scan(idx) || !dynamic_cast<const faiss::IndexHNSW *>(ivf->quantizer))
+            return "quantizer_efSearch applies to IVF indexes over an HNSW quantizer only (not "
+                   "to fast-scan ones)";
+    }
+    if ((kn.has_search_type || kn.has_polysemous_ht) && !dynamic_cast<const faiss::IndexPQ *>(idx))
+        return "search_type and polysemous_ht apply per search to IndexPQ (\"PQ<M>x<nbits>\") "
+               "only";
     return nullptr;
 }
 
@@ -2366,7 +2387,7 @@ int fpx_engine_add(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
 static int binary_search(fpx_engine *e, int64_t n, const uint8_t *x, int64_t k,
                          const fpx_search_params &kn, const fpx_bitset *allowed, int32_t *D,
                          int64_t *I, fpx_err *err) {
-    if (kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0)
+    if (per_search_knobs(kn))
         return set_err(err, FPX_E_UNSUPPORTED,
                        "binary indexes take nprobe/efSearch through set_params, not per search");
     try {
@@ -2388,6 +2409,13 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
                         const fpx_search_params &kn, const fpx_bitset *allowed, float *D,
                         int64_t *I, fpx_err *err);
 
+/* The IndexPQ under idx's transforms, or nullptr. */
+static faiss::IndexPQ *pq_core(Index *idx) {
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        idx = pt->index;
+    return dynamic_cast<faiss::IndexPQ *>(idx);
+}
+
 /* The HNSW index under idx's transforms, or nullptr. */
 static faiss::IndexHNSW *hnsw_core(Index *idx) {
     while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
@@ -2404,6 +2432,26 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
         return 0;
     if (e->bin)
         return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
+    if (faiss::IndexPQ *pq = pq_core(e->index.get())) {
+        if (!kn.has_search_type && !kn.has_polysemous_ht) {
+            std::shared_lock<std::shared_mutex> lk(e->knobs);
+            return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
+        }
+        /* FAISS's SearchParametersPQ replaces both members for its search,
+         * and IndexPQ's search reads nothing else of them: they are set for
+         * this call, as an HNSW's efSearch is below. */
+        std::unique_lock<std::shared_mutex> lk(e->knobs);
+        auto saved_type = pq->search_type;
+        int saved_ht = pq->polysemous_ht;
+        if (kn.has_search_type)
+            pq->search_type = (faiss::IndexPQ::Search_type_t)kn.search_type;
+        if (kn.has_polysemous_ht)
+            pq->polysemous_ht = kn.polysemous_ht;
+        int rc = search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
+        pq->search_type = saved_type;
+        pq->polysemous_ht = saved_ht;
+        return rc;
+    }
     faiss::IndexHNSW *h = hnsw_core(e->index.get());
     if (!h)
         return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
@@ -2467,7 +2515,7 @@ int fpx_engine_range_search(fpx_engine *e, int64_t n, const void *x, float radiu
         faiss::RangeSearchResult res((idx_t)n);
         threads_for(n);
         if (e->bin) {
-            if (kn.nprobe > 0 || kn.efSearch > 0 || kn.max_codes != 0)
+            if (per_search_knobs(kn))
                 return set_err(err, FPX_E_UNSUPPORTED,
                                "binary indexes take nprobe/efSearch through set_params");
             if (allowed)
@@ -4111,6 +4159,9 @@ int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
             return *v = (double)ivf->nprobe, 0;
         if (!strcmp(name, "nlist"))
             return *v = (double)ivf->nlist, 0;
+        auto qh = dynamic_cast<const faiss::IndexHNSW *>(ivf->quantizer);
+        if (qh && !strcmp(name, "quantizer_efSearch"))
+            return *v = qh->hnsw.efSearch, 0;
     }
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         std::shared_lock<std::shared_mutex> lk(e->knobs);
@@ -4122,6 +4173,7 @@ int fpx_engine_get_param(const fpx_engine *e, const char *name, double *v) {
     if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
         idx = pt->index;
     if (auto pq = dynamic_cast<const faiss::IndexPQ *>(idx)) {
+        std::shared_lock<std::shared_mutex> lk(e->knobs); /* not a search's own values */
         if (!strcmp(name, "search_type"))
             return *v = (double)pq->search_type, 0;
         if (!strcmp(name, "polysemous_ht"))

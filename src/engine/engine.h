@@ -102,6 +102,14 @@ typedef struct fpx_search_params {
     int pooled;
     /* IVF max_codes for this search: > 0 a limit, < 0 none, 0 the index's. */
     int64_t max_codes;
+    /* The efSearch of an IVF's HNSW quantizer for this search, given to
+     * FAISS as SearchParametersIVF::quantizer_params (a SearchParametersHNSW),
+     * FAISS's own per-search path; <= 0 the quantizer's own. */
+    int64_t quantizer_efSearch;
+    /* An IndexPQ's search_type and polysemous_ht for this search (FAISS's
+     * SearchParametersPQ), each when its has_ flag is set. */
+    int has_search_type, has_polysemous_ht;
+    int search_type, polysemous_ht;
     /* The search carries the caller's id selector: the answer must be the one
      * FAISS's search with that selector gives, so a search that returns fewer
      * than k hits is not widened where FAISS takes the selector itself. */

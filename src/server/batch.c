@@ -76,7 +76,12 @@ void fpx_batch_cancel(fpx_batcher *b) {
 static int same_kind(const fpx_batch_member *a, const fpx_batch_member *b) {
     return a->k == b->k && a->params.nprobe == b->params.nprobe &&
            a->params.uncompleted == b->params.uncompleted &&
-           a->params.efSearch == b->params.efSearch && a->params.max_codes == b->params.max_codes;
+           a->params.efSearch == b->params.efSearch && a->params.max_codes == b->params.max_codes &&
+           a->params.quantizer_efSearch == b->params.quantizer_efSearch &&
+           a->params.has_search_type == b->params.has_search_type &&
+           a->params.search_type == b->params.search_type &&
+           a->params.has_polysemous_ht == b->params.has_polysemous_ht &&
+           a->params.polysemous_ht == b->params.polysemous_ht;
 }
 
 /* Takes the leader (the queue's head) and every queued member like it, up to

@@ -136,11 +136,13 @@ void fpx_index_pack_hit(const fpx_index *ix, int64_t slot, msgpack_packer *pk) {
  * ("params": {"nprobe": 1, ...}): what a per-search params map or set_params
  * changes, readable back. */
 static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
-    static const char *const names[] = {"nlist", "nprobe",      "efSearch",     "efConstruction",
-                                        "nflip", "search_type", "polysemous_ht"};
-    double v[7];
-    int have[7], n = 0;
-    for (int i = 0; i < 7; i++)
+    static const char *const names[] = {
+        "nlist", "nprobe",      "efSearch",      "efConstruction",
+        "nflip", "search_type", "polysemous_ht", "quantizer_efSearch"};
+    enum { NKNOBS = sizeof names / sizeof names[0] };
+    double v[NKNOBS];
+    int have[NKNOBS], n = 0;
+    for (int i = 0; i < NKNOBS; i++)
         n += have[i] = fpx_engine_get_param(ix->eng, names[i], &v[i]) == 0;
     /* and the members set_params sets that FAISS's write_index leaves out */
     const char *mnames[8];
@@ -150,7 +152,7 @@ static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
         if (fpx_engine_get_member(ix->eng, fpx_engine_member_param(i, &dflt), &mv[nm]) == 0)
             mnames[nm++] = fpx_engine_member_param(i, &dflt);
     msgpack_pack_map(pk, (size_t)(n + nm));
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < NKNOBS; i++)
         if (have[i]) {
             fpx_pack_cstr(pk, names[i]);
             msgpack_pack_int64(pk, (int64_t)v[i]);

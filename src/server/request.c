@@ -261,6 +261,25 @@ int fpx_req_search_params(fpx_req *r) {
             dst = &p->nprobe;
         else if (fpx_obj_str_eq(&kv->key, "efSearch"))
             dst = &p->efSearch;
+        else if (fpx_obj_str_eq(&kv->key, "quantizer_efSearch"))
+            dst = &p->quantizer_efSearch;
+        if (fpx_obj_str_eq(&kv->key, "search_type")) {
+            /* FAISS's SearchParametersPQ: IndexPQ::Search_type_t */
+            if (fpx_obj_int(&kv->val, &v) || v < 0 || v > 5)
+                return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                                   "search_type must be an integer in 0..5");
+            p->has_search_type = 1;
+            p->search_type = (int)v;
+            continue;
+        }
+        if (fpx_obj_str_eq(&kv->key, "polysemous_ht")) {
+            if (fpx_obj_int(&kv->val, &v) || v < 0 || v > (1 << 20))
+                return fpx_err_set(&r->err, FPX_E_VALIDATION,
+                                   "polysemous_ht must be an integer in 0..1048576");
+            p->has_polysemous_ht = 1;
+            p->polysemous_ht = (int)v;
+            continue;
+        }
         if (fpx_obj_str_eq(&kv->key, "max_codes")) {
             /* FAISS's SearchParametersIVF.max_codes: 0 is no limit */
             if (fpx_obj_int(&kv->val, &v) || v < 0 || v > ((int64_t)1 << 53))
@@ -271,7 +290,8 @@ int fpx_req_search_params(fpx_req *r) {
         }
         if (!dst)
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "unknown search parameter (known: nprobe, efSearch, max_codes)");
+                               "unknown search parameter (known: nprobe, efSearch, max_codes, "
+                               "quantizer_efSearch, search_type, polysemous_ht)");
         if (fpx_obj_int(&kv->val, &v) || v < 1 || v > (1 << 20))
             return fpx_err_set(&r->err, FPX_E_VALIDATION,
                                "search parameters must be integers in 1..1048576");

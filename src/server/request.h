@@ -116,7 +116,8 @@ fpx_index *fpx_req_index(fpx_req *r);
  * when the section was misaligned. */
 int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n_out,
                     const void **x, const int64_t **labels);
-/* The optional per-search "params" map (nprobe, efSearch) into r->params. */
+/* The optional per-search "params" map (nprobe, efSearch, max_codes,
+ * quantizer_efSearch, search_type, polysemous_ht) into r->params. */
 int fpx_req_search_params(fpx_req *r);
 /* Starts r->recmeta, a record's metadata, and returns its packer in *pk. */
 void fpx_req_recmeta(fpx_req *r, msgpack_packer *pk);

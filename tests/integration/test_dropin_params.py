@@ -277,14 +277,36 @@ def test_index_pq_search_type_and_polysemous_ht_are_faiss_s(fp):
         with pytest.raises((RuntimeError, OverflowError), match="search_type"):
             served.search_type = bad
     assert served.search_type == real.IndexPQ.ST_SDC
-    # a search's own type: FAISS's checks, then not served rather than another answer
+    # a search's own type: FAISS's checks, then FAISS's search with the params' type and
+    # threshold, which leaves the index's own as they were
     with pytest.raises(RuntimeError, match="invalid search params"):
         served.search(xq, 5, params=fp.SearchParameters())
     with pytest.raises(RuntimeError, match="selector not supported"):
         served.search(xq, 5, params=fp.SearchParametersPQ(sel=fp.IDSelectorRange(0, 9)))
-    with pytest.raises(NotImplementedError, match="SearchParametersPQ"):
-        served.search(xq, 5, params=fp.SearchParametersPQ(
-            search_type=fp.IndexPQ.ST_polysemous, polysemous_ht=10))
+    local.search_type = served.search_type = real.IndexPQ.ST_PQ
+    local.polysemous_ht = served.polysemous_ht = 30
+    plain = local.search(xq, 10)[1]
+    for st, ht in [(real.IndexPQ.ST_polysemous, 10), (real.IndexPQ.ST_polysemous, 0),
+                   (real.IndexPQ.ST_polysemous_generalize, 14), (real.IndexPQ.ST_HE, 0),
+                   (real.IndexPQ.ST_PQ, 10)]:
+        Dr, Ir = local.search(xq, 10, params=real.SearchParametersPQ(search_type=st,
+                                                                      polysemous_ht=ht))
+        D, I = served.search(xq, 10, params=fp.SearchParametersPQ(search_type=st,
+                                                                   polysemous_ht=ht))
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+        if st == real.IndexPQ.ST_polysemous and ht:
+            assert not np.array_equal(Ir, plain)  # the params did change FAISS's answer
+        assert (served.search_type, served.polysemous_ht) == (real.IndexPQ.ST_PQ, 30)
+        np.testing.assert_array_equal(served.search(xq, 10)[1], plain)
+    local.search_type = served.search_type = real.IndexPQ.ST_SDC
+    with pytest.raises(RuntimeError):  # the params' type replaces the index's
+        local.search(xq, 5, params=real.SearchParametersPQ(search_type=real.IndexPQ.ST_SDC))
+    with pytest.raises(RuntimeError):
+        served.search(xq, 5, params=fp.SearchParametersPQ(search_type=fp.IndexPQ.ST_SDC))
+    np.testing.assert_array_equal(
+        served.search(xq, 10, params=fp.SearchParametersPQ())[1],
+        local.search(xq, 10, params=real.SearchParametersPQ())[1])
     # an index made here carries them in its bytes, as FAISS's write_index
     served.search_type, served.polysemous_ht = real.IndexPQ.ST_polysemous, 14
     back = real.deserialize_index(fp.serialize_index(served))
@@ -330,6 +352,115 @@ def test_index_pq_search_type_on_the_wire(make_server):
     c.ok({"operation": "set_params", "index_id": pq, "name": "search_type", "value": 0})
     D3, I3, _ = c.search(pq, xt[:5], 4)
     np.testing.assert_array_equal(I0, I3)
+
+
+def exported(c, name):
+    blob = c.ok({"operation": "export_index", "index_id": name})[1]
+    return real.deserialize_index(np.frombuffer(blob, dtype="uint8"))
+
+
+def test_search_params_pq_and_quantizer_ef_search_on_the_wire(make_server):
+    """Per-search search_type / polysemous_ht (IndexPQ) and quantizer_efSearch (an IVF over
+    an HNSW quantizer) are validated, answer as FAISS's search with those params, are never
+    batched with other searches, and leave the index's own settings as they were."""
+    s = make_server()
+    c = s.client()
+    pq, pq4, flat, ivfh, ivf, bflat = (unique(n) for n in
+                                        ("pq", "pq4", "flat", "ivfh", "ivf", "bflat"))
+    xb, xq = data(3000, 16, 30, 11)
+    for name, desc in [(pq, "PQ8x8np"), (pq4, "PQ4x4np"), (flat, "Flat"),
+                       (ivfh, "IVF40_HNSW8,Flat"), (ivf, "IVF40,Flat")]:
+        c.create(name, 16, desc)
+        c.train(name, xb)
+        c.add(name, xb)
+    c.create(bflat, 16, "BFlat")
+    assert knobs(c, ivfh)["quantizer_efSearch"] == 16  # the HNSW quantizer's own
+    assert "quantizer_efSearch" not in knobs(c, ivf)
+    for name, params, why in [
+            (pq, {"search_type": 6}, "search_type"), (pq, {"search_type": -1}, "search_type"),
+            (pq, {"search_type": "4"}, "search_type"),
+            (pq, {"polysemous_ht": 1 << 21}, "polysemous_ht"),
+            (pq, {"polysemous_ht": -1}, "polysemous_ht"),
+            (flat, {"search_type": 4}, "IndexPQ"), (ivfh, {"polysemous_ht": 4}, "IndexPQ"),
+            (ivf, {"quantizer_efSearch": 8}, "HNSW quantizer"),
+            (pq, {"quantizer_efSearch": 8}, "HNSW quantizer"),
+            (ivfh, {"quantizer_efSearch": 0}, "1..1048576"),
+            (ivfh, {"quantizer_efSearch": 1 << 21}, "1..1048576"),
+            (ivfh, {"quantizer_nprobe": 2}, "quantizer_efSearch"),
+            # FAISS 1.7.3's generalized Hamming search asserts (ends the process) on codes
+            # whose size is not a multiple of 8 bytes
+            (pq4, {"search_type": 2}, "multiple of 8")]:
+        h, _, _ = c.call({"operation": "search", "index_id": name, "k": 3,
+                          "vector_shape": [1, 16], "params": params}, xq[:1].tobytes())
+        assert h["status"] == "error" and why in h["message"], (name, params, h)
+    c.ok({"operation": "add_vectors", "index_id": bflat, "vector_shape": [3, 2],
+          "dtype": "uint8"}, bytes(6))
+    h, _, _ = c.call({"operation": "search", "index_id": bflat, "k": 1, "vector_shape": [1, 2],
+                      "dtype": "uint8", "params": {"search_type": 4}}, bytes(2))
+    assert h["status"] == "error" and "per search" in h["message"], h
+    local = exported(c, pq)  # in-process FAISS over the server's own codes
+    for st, ht in [(4, 10), (5, 14), (1, 0), (0, 0)]:
+        D, I, _ = c.search(pq, xq, 10, params={"search_type": st, "polysemous_ht": ht})
+        Dr, Ir = local.search(xq, 10, params=real.SearchParametersPQ(search_type=st,
+                                                                      polysemous_ht=ht))
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    # the index's own settings are untouched, and searches without params use them
+    assert knobs(c, pq)["search_type"] == 0 and knobs(c, pq)["polysemous_ht"] == 65
+    np.testing.assert_array_equal(c.search(pq, xq, 10)[1], local.search(xq, 10)[1])
+    # an IVF over an HNSW quantizer: FAISS's SearchParametersIVF.quantizer_params
+    ref = exported(c, ivfh)
+    changed = False
+    for ef in (1, 3, 40):
+        D, I, _ = c.search(ivfh, xq, 10, params={"nprobe": 4, "quantizer_efSearch": ef})
+        Dr, Ir = ref.search(xq, 10, params=real.SearchParametersIVF(
+            nprobe=4, quantizer_params=real.SearchParametersHNSW(efSearch=ef)))
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+        ref.nprobe = 4
+        changed |= not np.array_equal(Ir, ref.search(xq, 10)[1])
+    assert changed  # the quantizer's efSearch did change FAISS's answers
+    assert knobs(c, ivfh)["quantizer_efSearch"] == 16
+    # range_search hands them to the quantizer as well
+    h, _, _ = c.call({"operation": "range_search", "index_id": ivfh, "radius": 0.5,
+                      "vector_shape": [1, 16], "params": {"quantizer_efSearch": 2}},
+                     xq[:1].tobytes())
+    assert h["status"] == "ok", h
+    # set_params quantizer_efSearch reads back, and survives a restart (FAISS's bytes)
+    c.ok({"operation": "set_params", "index_id": ivfh, "name": "quantizer_efSearch",
+          "value": 24})
+    s.stop()
+    s.start()
+    c = s.client()
+    assert knobs(c, ivfh)["quantizer_efSearch"] == 24
+
+
+def test_search_params_quantizer_params_are_faiss_s(fp):
+    xb, xq = data(3000, 16, 40, 12)
+    for key in ("IVF40_HNSW8,Flat", "IVF40,Flat", "PCA8,IVF40_HNSW8,Flat"):
+        local = real.index_factory(16, key)
+        served = fp.index_factory(16, key)
+        for ix in (local, served):
+            ix.train(xb)
+            ix.add(xb)
+        for ef in (2, 5, 64):
+            pr = real.SearchParametersIVF(nprobe=6,
+                                          quantizer_params=real.SearchParametersHNSW(efSearch=ef))
+            ps = fp.SearchParametersIVF(nprobe=6,
+                                        quantizer_params=fp.SearchParametersHNSW(efSearch=ef))
+            Dr, Ir = local.search(xq, 10, params=pr)
+            D, I = served.search(xq, 10, params=ps)
+            np.testing.assert_array_equal(I, Ir, err_msg=key)
+            np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    # FAISS's HNSW quantizer takes SearchParametersHNSW only
+    ivfh = fp.index_factory(16, "IVF40_HNSW8,Flat")
+    ivfh.train(xb)
+    with pytest.raises(RuntimeError, match="params type invalid"):
+        ivfh.search(xq, 3, params=fp.SearchParametersIVF(
+            quantizer_params=fp.SearchParametersIVF()))
+    with pytest.raises(NotImplementedError, match="selector"):
+        ivfh.search(xq, 3, params=fp.SearchParametersIVF(
+            quantizer_params=fp.SearchParametersHNSW(sel=fp.IDSelectorRange(0, 5))))
 
 
 # ---- ZnLattice -----------------------------------------------------------------------------
