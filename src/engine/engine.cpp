@@ -2409,18 +2409,11 @@ static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
                         const fpx_search_params &kn, const fpx_bitset *allowed, float *D,
                         int64_t *I, fpx_err *err);
 
-/* The IndexPQ under idx's transforms, or nullptr. */
-static faiss::IndexPQ *pq_core(Index *idx) {
+/* The index of type T under idx's transforms, or nullptr. */
+extern "C++" template <class T> T *under_transforms(Index *idx) {
     while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
         idx = pt->index;
-    return dynamic_cast<faiss::IndexPQ *>(idx);
-}
-
-/* The HNSW index under idx's transforms, or nullptr. */
-static faiss::IndexHNSW *hnsw_core(Index *idx) {
-    while (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
-        idx = pt->index;
-    return dynamic_cast<faiss::IndexHNSW *>(idx);
+    return dynamic_cast<T *>(idx);
 }
 
 int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
@@ -2432,7 +2425,7 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
         return 0;
     if (e->bin)
         return binary_search(e, n, (const uint8_t *)xv, k, kn, allowed, (int32_t *)Dv, I, err);
-    if (faiss::IndexPQ *pq = pq_core(e->index.get())) {
+    if (faiss::IndexPQ *pq = under_transforms<faiss::IndexPQ>(e->index.get())) {
         if (!kn.has_search_type && !kn.has_polysemous_ht) {
             std::shared_lock<std::shared_mutex> lk(e->knobs);
             return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
@@ -2452,7 +2445,7 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
         pq->polysemous_ht = saved_ht;
         return rc;
     }
-    faiss::IndexHNSW *h = hnsw_core(e->index.get());
+    faiss::IndexHNSW *h = under_transforms<faiss::IndexHNSW>(e->index.get());
     if (!h)
         return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
     /* FAISS 1.7.3's HNSW sizes its candidate queue by the index's efSearch and only
@@ -3272,7 +3265,7 @@ static member_ref member_of(fpx_engine *e, const char *name) {
         if (faiss::IndexIVF *ivf = core_ivf(e->index.get()))
             r.i = &ivf->parallel_mode, r.hi = 3;
     } else if (!strcmp(name, "search_bounded_queue")) {
-        if (faiss::IndexHNSW *h = hnsw_core(e->index.get()))
+        if (faiss::IndexHNSW *h = under_transforms<faiss::IndexHNSW>(e->index.get()))
             r.b = &h->hnsw.search_bounded_queue;
     } else if (!strcmp(name, "max_codes")) {
         if (faiss::IndexIVF *ivf = param_ivf(e->index.get()))
