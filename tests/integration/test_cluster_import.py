@@ -390,9 +390,12 @@ def test_merge_from_refused_unchanged(cl):
     cs[0].create(b, d)
     cs[0].add(a, rand(10, d, 1))
     cs[0].add(b, rand(5, d, 2))
+    before = (synced(cs, a), synced(cs, b))
     h = cs[1].error({"operation": "merge_from", "index_id": a, "other": b})
     assert h["error_type"] == "unsupported", h
     assert "merge_from" in h["message"] and "cluster" in h["message"]
+    # nothing was written to either stream, and every replica has both
+    assert (synced(cs, a), synced(cs, b)) == before
     for c in cs:
         assert c.info(a)["ntotal"] == 10 and c.info(b)["ntotal"] == 5
     cs[0].drop(a)

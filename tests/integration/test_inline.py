@@ -40,6 +40,18 @@ def fill(c, name, xb):
         c.add(name, xb[i:i + 5000], items[i:i + 5000])
 
 
+def answered_inline(c, port, name, q, tries=20):
+    """Plain searches (at most tries) until one is answered on the network
+    thread: the index's average query time falls by a quarter of the gap with
+    each search a worker measures, so a slow first one is soon forgotten."""
+    start = inline_count(port)
+    for _ in range(tries):
+        c.search(name, q, 3)
+        if inline_count(port) > start:
+            return True
+    return False
+
+
 def search_body(name, q, k, rid, **extra):
     h = {"operation": "search", "index_id": name, "k": k, "vector_shape": list(q.shape),
          "request_id": rid}
@@ -87,7 +99,10 @@ def test_other_requests_go_to_workers(make_server):
     xb = rand(500, D, 3)
     fill(c, name, xb)
     q = rand(1, D, 4)
-    c.search(name, q, 3)  # measured: the index is quick from now on
+    # the first searches measure the index on a worker (a cold first search
+    # can take longer than the budget): once one is answered inline, the
+    # index is known to be quick
+    assert answered_inline(c, port, name, q), "no plain search was answered inline"
     before = inline_count(port)
     for i in range(5):
         c.search(name, q, 3, filt={"n": 5})
@@ -100,9 +115,7 @@ def test_other_requests_go_to_workers(make_server):
         c.ping()
     assert inline_count(port) == before
     # and a plain search is still answered there
-    c.search(name, q, 3)
-    c.search(name, q, 3)
-    assert inline_count(port) > before
+    assert answered_inline(c, port, name, q), "no plain search was answered inline"
 
 
 def test_slow_searches_go_to_workers(make_server):
