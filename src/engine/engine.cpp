@@ -3225,7 +3225,9 @@ int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx
  * search_bounded_queue (bool), and two that FAISS's ParameterSpace sets but
  * its write_index leaves out, so that a snapshot, a train (which reads the
  * trained index back) and a compaction lost them: IVF max_codes (size_t) and
- * IndexIVFPQ polysemous_ht ("ht"; IndexPQ's is in its bytes). */
+ * IndexIVFPQ polysemous_ht ("ht"; IndexPQ's is in its bytes), of the index
+ * and, as quantizer_max_codes and quantizer_polysemous_ht, of an IVF
+ * quantizer that is itself an IVF. */
 struct member_ref {
     int *i;
     bool *b;
@@ -3233,17 +3235,30 @@ struct member_ref {
     int64_t lo, hi;
 };
 
-/* The IVF ParameterSpace sets max_codes and ht of: under pre-transforms and
- * refinements (the server's indexes hold no IDMap wrapper). */
-static faiss::IndexIVF *param_ivf(Index *idx) {
+/* The IVF ParameterSpace sets max_codes and ht of, as its walk finds it:
+ * under IDMap wrappers (a quantizer may hold one), pre-transforms and
+ * refinements, and past `depth` "quantizer_" prefixes, the IVF's quantizer
+ * once for each. */
+static faiss::IndexIVF *param_ivf(Index *idx, int depth) {
     for (;;) {
-        if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+        if (auto im = dynamic_cast<faiss::IndexIDMap *>(idx))
+            idx = im->index;
+        else if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
             idx = pt->index;
         else if (auto rf = dynamic_cast<faiss::IndexRefine *>(idx))
             idx = rf->base_index;
+        else if (auto ivf = dynamic_cast<faiss::IndexIVF *>(idx); ivf && depth > 0)
+            idx = ivf->quantizer, depth--;
         else
-            return dynamic_cast<faiss::IndexIVF *>(idx);
+            return depth == 0 ? dynamic_cast<faiss::IndexIVF *>(idx) : nullptr;
     }
+}
+
+/* The "quantizer_" prefixes of name: how many (*depth) and the name past them. */
+static const char *quantizer_depth(const char *name, int *depth) {
+    for (*depth = 0; !strncmp(name, "quantizer_", 10); ++*depth)
+        name += 10;
+    return name;
 }
 
 static member_ref member_of(fpx_engine *e, const char *name) {
@@ -3264,14 +3279,24 @@ static member_ref member_of(fpx_engine *e, const char *name) {
     if (!strcmp(name, "parallel_mode")) {
         if (faiss::IndexIVF *ivf = core_ivf(e->index.get()))
             r.i = &ivf->parallel_mode, r.hi = 3;
-    } else if (!strcmp(name, "search_bounded_queue")) {
+        return r;
+    }
+    if (!strcmp(name, "search_bounded_queue")) {
         if (faiss::IndexHNSW *h = under_transforms<faiss::IndexHNSW>(e->index.get()))
             r.b = &h->hnsw.search_bounded_queue;
-    } else if (!strcmp(name, "max_codes")) {
-        if (faiss::IndexIVF *ivf = param_ivf(e->index.get()))
+        return r;
+    }
+    /* max_codes and polysemous_ht also of an IVF quantizer's own IVF
+     * ("quantizer_max_codes", set_params' quantizer_ht) */
+    int depth;
+    const char *base = quantizer_depth(name, &depth);
+    if (depth > 1)
+        return r;
+    if (!strcmp(base, "max_codes")) {
+        if (faiss::IndexIVF *ivf = param_ivf(e->index.get(), depth))
             r.z = &ivf->max_codes, r.hi = (int64_t)1 << 53;
-    } else if (!strcmp(name, "polysemous_ht")) {
-        if (auto pq = dynamic_cast<faiss::IndexIVFPQ *>(param_ivf(e->index.get())))
+    } else if (!strcmp(base, "polysemous_ht")) {
+        if (auto pq = dynamic_cast<faiss::IndexIVFPQ *>(param_ivf(e->index.get(), depth)))
             r.i = &pq->polysemous_ht, r.hi = 1 << 20;
     }
     return r;
@@ -3335,7 +3360,11 @@ int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_er
                        : !strcmp(name, "use_heap")      ? "binary flat and binary IVF indexes"
                        : !strcmp(name, "max_codes")     ? "float IVF indexes"
                        : !strcmp(name, "polysemous_ht") ? "IndexPQ and IndexIVFPQ"
-                                                        : "HNSW indexes (float and binary)");
+                       : !strcmp(name, "quantizer_max_codes")
+                           ? "IVF indexes whose quantizer is itself an IVF"
+                       : !strcmp(name, "quantizer_polysemous_ht")
+                           ? "IVF indexes whose quantizer is an IndexIVFPQ"
+                           : "HNSW indexes (float and binary)");
     /* parallel_mode: FAISS's search throws on other modes, and its flag 1024
      * (no heap initialisation) is for its own calls: a search would return
      * the result arrays' previous contents */
@@ -3362,9 +3391,10 @@ void fpx_engine_copy_members(fpx_engine *dst, const fpx_engine *src) {
 
 const char *fpx_engine_member_param(int i, int64_t *dflt) {
     static const char *const names[] = {
-        "parallel_mode",         "use_heap",  "search_bounded_queue",
-        "use_precomputed_table", "max_codes", "polysemous_ht"};
-    static const int64_t dflts[] = {0, 1, 1, FPX_MEMBER_CHOSEN, 0, 0};
+        "parallel_mode", "use_heap",      "search_bounded_queue", "use_precomputed_table",
+        "max_codes",     "polysemous_ht", "quantizer_max_codes",  "quantizer_polysemous_ht"};
+    static const int64_t dflts[] = {0, 1, 1, FPX_MEMBER_CHOSEN, 0, 0, 0, 0};
+    static_assert(sizeof names / sizeof names[0] <= FPX_MEMBERS_MAX, "FPX_MEMBERS_MAX");
     if (i < 0 || i >= (int)(sizeof names / sizeof names[0]))
         return nullptr;
     *dflt = dflts[i];

@@ -357,7 +357,8 @@ int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx
  * of an IndexIVFPQ (-1..2); and two that ParameterSpace sets but write_index
  * leaves out: "max_codes" of a float IVF (also under a transform or a
  * refinement) and "polysemous_ht" of an IndexIVFPQ (an IndexPQ's is in its
- * bytes). Set refuses other values and other index types;
+ * bytes), and both again with "quantizer_" before them for an IVF quantizer
+ * of an IVF. Set refuses other values and other index types;
  * get returns -1 where the member is not (use_precomputed_table: nor while
  * it is 0 before training, which means "chosen by training"). */
 int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
@@ -366,6 +367,8 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value);
  * default, or FPX_MEMBER_CHOSEN where FAISS chooses it (at training and on
  * reading: a value to keep whatever it is). */
 #define FPX_MEMBER_CHOSEN INT64_MIN
+/* At least the number of those names (an array of them fits). */
+#define FPX_MEMBERS_MAX 16
 /* Sets on dst, an index read back from src's FAISS bytes (a train, a
  * compaction), the member settings of src that dst's type has. */
 void fpx_engine_copy_members(fpx_engine *dst, const fpx_engine *src);

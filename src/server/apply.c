@@ -143,6 +143,13 @@ static int check_param(const char *name, double v, fpx_err *err) {
             continue;
         if (own_only(base) && base != name)
             break;
+        /* FAISS's write_index leaves these two out: snapshots carry them for
+         * an index and its quantizer (the engine's members), not deeper */
+        if ((!strcmp(base, "max_codes") || !strcmp(base, "ht")) && base - name > 10)
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "%s is not served: %s is kept for an index and its quantizer "
+                               "only (quantizer_%s), not for a quantizer's quantizer",
+                               name, base, base);
         if (v < param_rules[i].lo || v > param_rules[i].hi ||
             (param_rules[i].integer && v != floor(v)) || (!strcmp(base, "qbs") && !qbs_valid(v)))
             return fpx_err_set(

@@ -145,10 +145,10 @@ static void pack_knobs(const fpx_index *ix, msgpack_packer *pk) {
     for (int i = 0; i < NKNOBS; i++)
         n += have[i] = fpx_engine_get_param(ix->eng, names[i], &v[i]) == 0;
     /* and the members set_params sets that FAISS's write_index leaves out */
-    const char *mnames[8];
-    int64_t mv[8], dflt;
+    const char *mnames[FPX_MEMBERS_MAX];
+    int64_t mv[FPX_MEMBERS_MAX], dflt;
     int nm = 0;
-    for (int i = 0; nm < 8 && fpx_engine_member_param(i, &dflt); i++)
+    for (int i = 0; nm < FPX_MEMBERS_MAX && fpx_engine_member_param(i, &dflt); i++)
         if (fpx_engine_get_member(ix->eng, fpx_engine_member_param(i, &dflt), &mv[nm]) == 0)
             mnames[nm++] = fpx_engine_member_param(i, &dflt);
     msgpack_pack_map(pk, (size_t)(n + nm));

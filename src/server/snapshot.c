@@ -26,7 +26,7 @@
 static int changed_members(const fpx_index *ix, const char **names, int64_t *v) {
     int n = 0;
     int64_t cur, dflt;
-    for (int i = 0; fpx_engine_member_param(i, &dflt); i++) {
+    for (int i = 0; n < FPX_MEMBERS_MAX && fpx_engine_member_param(i, &dflt); i++) {
         const char *name = fpx_engine_member_param(i, &dflt);
         if (fpx_engine_get_member(ix->eng, name, &cur) == 0 && cur != dflt) {
             names[n] = name;
@@ -62,8 +62,8 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     size_t npending = 0;
     for (const fpx_merge_todo *t = ix->merge_todo; t; t = t->next)
         npending++;
-    const char *mnames[8];
-    int64_t mvals[8];
+    const char *mnames[FPX_MEMBERS_MAX];
+    int64_t mvals[FPX_MEMBERS_MAX];
     int nmembers = changed_members(ix, mnames, mvals);
     msgpack_pack_map(h, 9 + (ix->lease_seconds > 0) + (npending > 0) + (nmembers > 0));
     fpx_pack_cstr(h, "format");

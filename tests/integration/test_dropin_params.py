@@ -695,3 +695,71 @@ def test_max_codes_and_ivfpq_ht_kept_through_train_restart_and_compaction(make_s
     c.create(flat, 16, "Flat")
     h, _, _ = set_param(c, flat, "max_codes", 10)
     assert h["status"] == "error" and "IVF" in h["message"], h
+
+
+def nested_ivf(inner, d, xb):
+    """An IVF whose quantizer is itself an IVF (an IndexIVFFlat, or an IndexIVFPQ):
+    FAISS's ParameterSpace reaches the quantizer's max_codes and ht as
+    quantizer_max_codes and quantizer_ht, and its write_index leaves both out."""
+    q0 = real.IndexFlatL2(d)
+    q = real.IndexIVFFlat(q0, d, 4) if inner == "flat" else real.IndexIVFPQ(q0, d, 4, 4, 8)
+    q.train(xb)
+    index = real.IndexIVFFlat(q, d, 64)
+    index.train(xb)
+    index.add(xb)
+    index.nprobe, q.nprobe = 8, 2  # in FAISS's bytes
+    return real.serialize_index(index)
+
+
+@pytest.mark.parametrize("inner,param,member,value", [
+    ("flat", "quantizer_max_codes", "quantizer_max_codes", 20),
+    ("pq", "quantizer_ht", "quantizer_polysemous_ht", 14)])
+def test_quantizer_max_codes_and_ht_kept_through_a_snapshot(make_server, inner, param,
+                                                            member, value):
+    """An IVF quantizer's own max_codes and polysemous_ht are not in FAISS's bytes
+    either: after a snapshot the server's answers were the ones without them."""
+    d = 16
+    xb, xq = rand(3000, d, 51), rand(30, d, 52)
+    blob = nested_ivf(inner, d, xb)
+    s = make_server()
+    c = s.client()
+    name = unique("nested")
+    c.ok({"operation": "import_index", "index_id": name}, blob.tobytes())
+    h, _, _ = set_param(c, name, param, value)
+    assert h["status"] == "ok", h
+    assert knobs(c, name)[member] == value
+
+    def reference(on):
+        ref = real.deserialize_index(blob)
+        if on:
+            real.ParameterSpace().set_index_parameter(ref, param, value)
+        return ref
+
+    def check():
+        Dr, Ir = reference(True).search(xq, 10)
+        D, I, _ = c.search(name, xq, 10)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+        _, Ip = reference(False).search(xq, 10)
+        assert not np.array_equal(Ip, Ir)  # the setting changes FAISS's answers
+
+    check()
+    c.add(name, xb[:1])  # a change, so that the clean stop writes a snapshot
+    s.stop()
+    s.start()
+    c = s.client()
+    assert knobs(c, name)[member] == value
+    _, data, _ = c.ok({"operation": "export_index", "index_id": name})
+    blob = np.frombuffer(data, dtype="uint8").copy()  # the served index, with its new vector
+    assert real.deserialize_index(blob).ntotal == len(xb) + 1
+    check()
+    # a quantizer's quantizer is not carried by snapshots: refused, not lost
+    for deeper in ("quantizer_quantizer_max_codes", "quantizer_quantizer_ht"):
+        h, _, _ = set_param(c, name, deeper, 3)
+        assert h["status"] == "error" and h["error_type"] == "validation_error", h
+        assert "quantizer's quantizer" in h["message"], h
+    # and on an IVF whose quantizer is flat, the member is not there
+    plain = unique("ivf")
+    c.create(plain, d, "IVF4,Flat")
+    h, _, _ = set_param(c, plain, "quantizer_max_codes", 3)
+    assert h["status"] == "error" and "quantizer is itself an IVF" in h["message"], h
