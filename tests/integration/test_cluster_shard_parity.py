@@ -124,6 +124,7 @@ CASES = [
     ("IVF4,Flat", "IP", 4, True),
     ("PQ4np", "L2", 256, False),
     ("IVF4,PQ2np", "L2", 256, True),
+    ("IVF4_HNSW4,Flat", "L2", 4, True),  # per-search quantizer_efSearch reaches every shard
 ]
 
 
@@ -197,7 +198,14 @@ def test_sharded_answers_as_one_server(cl, plain_server, index_type, metric, ntr
                       **extra)
             if index_type.startswith("IVF"):
                 hd["params"] = {"nprobe": 4}
+            if "HNSW" in index_type:
+                hd["params"]["quantizer_efSearch"] = 2
             assert c.call(hd, q.tobytes(), filt) == plain.call(hd, q.tobytes(), filt), hd
+        if "HNSW" in index_type:  # refused as one server refuses it
+            hd = {"operation": "search", "index_id": name, "k": 3, "vector_shape": [6, d],
+                  "params": {"quantizer_efSearch": 0}}
+            got, want = c.call(hd, q.tobytes()), plain.call(hd, q.tobytes())
+            assert want[0]["status"] == "error" and got == want, (got, want)
         radius = 0.6 if metric == "L2" else 2.5
         hd = {"operation": "range_search", "index_id": name, "radius": radius,
               "vector_shape": [6, d]}

@@ -421,11 +421,28 @@ def test_search_params_pq_and_quantizer_ef_search_on_the_wire(make_server):
         changed |= not np.array_equal(Ir, ref.search(xq, 10)[1])
     assert changed  # the quantizer's efSearch did change FAISS's answers
     assert knobs(c, ivfh)["quantizer_efSearch"] == 16
-    # range_search hands them to the quantizer as well
-    h, _, _ = c.call({"operation": "range_search", "index_id": ivfh, "radius": 0.5,
-                      "vector_shape": [1, 16], "params": {"quantizer_efSearch": 2}},
-                     xq[:1].tobytes())
-    assert h["status"] == "ok", h
+    # range_search hands them to the quantizer as well: FAISS's hits, query by query
+    radius = float(np.median(ref.search(xq, 10)[0][:, -1]))
+    changed = False
+    for ef in (1, 40):
+        h, d, _ = c.ok({"operation": "range_search", "index_id": ivfh, "radius": radius,
+                        "vector_shape": list(xq.shape),
+                        "params": {"nprobe": 4, "quantizer_efSearch": ef}}, xq.tobytes())
+        nq, nres = h["nq"], h["nres"]
+        lims = np.frombuffer(d[:(nq + 1) * 8], dtype="<i8")
+        labels = np.frombuffer(d[(nq + 1) * 8:(nq + 1) * 8 + nres * 8], dtype="<i8")
+        dist = np.frombuffer(d[(nq + 1) * 8 + nres * 8:], dtype="<f4")
+        lr, dr, ir = ref.range_search(xq, radius, params=real.SearchParametersIVF(
+            nprobe=4, quantizer_params=real.SearchParametersHNSW(efSearch=ef)))
+        assert nres > 0 and list(lims) == list(lr)
+        for q in range(nq):
+            got = dict(zip(labels[lims[q]:lims[q + 1]], dist[lims[q]:lims[q + 1]]))
+            want = dict(zip(ir[lr[q]:lr[q + 1]], dr[lr[q]:lr[q + 1]]))
+            assert got.keys() == want.keys(), q
+            np.testing.assert_allclose([got[i] for i in want], list(want.values()), rtol=1e-5)
+        ref.nprobe = 4
+        changed |= not np.array_equal(lr, ref.range_search(xq, radius)[0])
+    assert changed  # the quantizer's efSearch did change FAISS's hits
     # set_params quantizer_efSearch reads back, and survives a restart (FAISS's bytes)
     c.ok({"operation": "set_params", "index_id": ivfh, "name": "quantizer_efSearch",
           "value": 24})
