@@ -2416,6 +2416,22 @@ extern "C++" template <class T> T *under_transforms(Index *idx) {
     return dynamic_cast<T *>(idx);
 }
 
+/* A member of a FAISS index set to a search's own value for one call, and
+ * given back its value when the call ends (the caller holds e->knobs
+ * exclusively meanwhile). */
+extern "C++" template <class T> struct set_for_call {
+    T &member;
+    const T saved;
+    set_for_call(T &m, T value) : member(m), saved(m) {
+        m = value;
+    }
+    ~set_for_call() {
+        member = saved;
+    }
+    set_for_call(const set_for_call &) = delete;
+    set_for_call &operator=(const set_for_call &) = delete;
+};
+
 int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
                       const fpx_search_params *params, const fpx_bitset *allowed, void *Dv,
                       int64_t *I, fpx_err *err) {
@@ -2434,16 +2450,12 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
          * and IndexPQ's search reads nothing else of them: they are set for
          * this call, as an HNSW's efSearch is below. */
         std::unique_lock<std::shared_mutex> lk(e->knobs);
-        auto saved_type = pq->search_type;
-        int saved_ht = pq->polysemous_ht;
-        if (kn.has_search_type)
-            pq->search_type = (faiss::IndexPQ::Search_type_t)kn.search_type;
-        if (kn.has_polysemous_ht)
-            pq->polysemous_ht = kn.polysemous_ht;
-        int rc = search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
-        pq->search_type = saved_type;
-        pq->polysemous_ht = saved_ht;
-        return rc;
+        set_for_call<faiss::IndexPQ::Search_type_t> st(
+            pq->search_type,
+            kn.has_search_type ? (faiss::IndexPQ::Search_type_t)kn.search_type : pq->search_type);
+        set_for_call<int> ht(pq->polysemous_ht,
+                             kn.has_polysemous_ht ? (int)kn.polysemous_ht : pq->polysemous_ht);
+        return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
     }
     faiss::IndexHNSW *h = under_transforms<faiss::IndexHNSW>(e->index.get());
     if (!h)
@@ -2456,11 +2468,8 @@ int fpx_engine_search(fpx_engine *e, int64_t n, const void *xv, int64_t k,
     }
     std::unique_lock<std::shared_mutex> lk(e->knobs);
     not_faiss_counts(kn); /* FAISS sizes its queue by the index's efSearch (above) */
-    int saved = h->hnsw.efSearch;
-    h->hnsw.efSearch = (int)kn.efSearch;
-    int rc = search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
-    h->hnsw.efSearch = saved;
-    return rc;
+    set_for_call<int> ef(h->hnsw.efSearch, (int)kn.efSearch);
+    return search_float(e, n, (const float *)xv, k, kn, allowed, (float *)Dv, I, err);
 }
 
 static int search_float(fpx_engine *e, int64_t n, const float *x, int64_t k,
