@@ -139,6 +139,12 @@ class _IVFView:
         object.__setattr__(self, "_nprobe", int(v))
 
     @property
+    def cp(self):
+        # set_params cp_<field> of the whole index reaches this IVF, as its max_codes
+        from . import _views
+        return _views.clustering_parameters(self._owner)
+
+    @property
     def max_codes(self):
         return self._known(self._max_codes, "max_codes")
 

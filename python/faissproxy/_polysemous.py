@@ -81,12 +81,12 @@ def train_ivf(index, x, n):
     from ._remote import serialize_index
     params = _index_meta(index._name).get("params") or {}
     loc = local.deserialize_index(serialize_index(index))  # FAISS's reader downcasts
-    if "imported" not in index._description:
-        # FAISS's bytes leave the coarse k-means settings out: those of FAISS's constructor
-        # (10 iterations), which the program's index has, not the reader's (25)
-        made = local.IndexIVFPQ(local.IndexFlat(loc.d, loc.metric_type), loc.d, loc.nlist,
-                                loc.pq.M, loc.pq.nbits, loc.metric_type)
-        loc.cp = made.cp  # copied while made lives (SWIG's cp does not hold it)
+    # FAISS's bytes leave the coarse k-means settings out (its reader gives 25 iterations):
+    # the served index's, which the server reports while the index is untrained
+    from ._views import _CP_SERVED
+    for field in _CP_SERVED:
+        if "cp_" + field in params:
+            setattr(loc.cp, field, type(getattr(loc.cp, field))(params["cp_" + field]))
     loc.do_polysemous_training = bool(index.do_polysemous_training)
     if index._poly_training is not None:
         loc.polysemous_training = index._poly_training

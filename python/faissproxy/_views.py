@@ -19,18 +19,29 @@ _CP_DEFAULTS = {"niter": 10, "nredo": 1, "verbose": False, "spherical": False,
                 "decode_block_size": 32768}
 
 # In FAISS 1.7.3's Clustering::train these two only decide whether a warning is printed
-# (min_points_per_centroid) or printing at all (verbose): no result depends on them, so
-# they are kept on the object, as an index's verbose is.
-_CP_LOCAL = ("min_points_per_centroid", "verbose")
+# (min_points_per_centroid) or printing at all (verbose), and decode_block_size is read by
+# encoded training only, which an IVF does not run: no result depends on them, so they are
+# kept on the object, as an index's verbose is.
+_CP_LOCAL = ("min_points_per_centroid", "verbose", "decode_block_size")
+# The fields the server's training reads: set_params "cp_<field>" of a float IVF.
+_CP_SERVED = ("niter", "nredo", "seed", "max_points_per_centroid", "spherical",
+              "int_centroids", "update_index", "frozen_centroids")
 
 
 class ClusteringParameters:
-    """index.cp of an IVF index: FAISS's values, readable; the fields that change what
-    training computes are not sent to the server, so writing them raises."""
+    """index.cp of an IVF index: FAISS's values, as the server holds them while the index
+    is untrained; a write of a field that training reads reaches the server (a float IVF's
+    set_params cp_<field>), where its training uses it."""
 
-    def __init__(self, metric=_remote.METRIC_L2):
+    def __init__(self, metric=_remote.METRIC_L2, index=None):
         values = dict(_CP_DEFAULTS, spherical=metric == _remote.METRIC_INNER_PRODUCT)
         object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_index", index)
+        if index is not None:  # the server's values: FAISS's reader leaves 25 iterations
+            params = _remote._index_meta(index._name).get("params") or {}
+            for field in _CP_SERVED:
+                if "cp_" + field in params:
+                    values[field] = type(values[field])(params["cp_" + field])
 
     def __getattr__(self, name):
         values = self.__dict__["_values"]
@@ -41,6 +52,10 @@ class ClusteringParameters:
     def __setattr__(self, name, value):
         if name in _CP_LOCAL:
             self._values[name] = type(self._values[name])(value)
+        elif name in _CP_SERVED and self._index is not None:
+            typed = type(self._values[name])(value)
+            self._index._set_param("cp_" + name, int(typed))
+            self._values[name] = typed
         elif name in self._values:
             raise NotImplementedError("faissproxy: setting ClusteringParameters.%s of a served "
                                       "index is not served: the server's training would not "
@@ -50,10 +65,15 @@ class ClusteringParameters:
                                  "FAISS has" % name)
 
 
+def _cp_served(index):
+    # a float IVF of its own on the server (a binary IVF's k-means is not served)
+    return not index._binary and not isinstance(index, _View) and index._name is not None
+
+
 def clustering_parameters(index):
     cp = index.__dict__.get("_cp")
     if cp is None:
-        cp = ClusteringParameters(index.metric_type)
+        cp = ClusteringParameters(index.metric_type, index if _cp_served(index) else None)
         object.__setattr__(index, "_cp", cp)
     return cp
 
@@ -198,10 +218,20 @@ def clone_index(index):
         object.__setattr__(out, "_by_residual", index._by_residual)
     if getattr(index, "_ht", 0) and "polysemous_ht" in dir(type(out)):
         out.polysemous_ht = index._ht
-    cp = index.__dict__.get("_cp")
-    if cp is not None and isinstance(out, _IVF):
-        object.__setattr__(out, "_cp", ClusteringParameters(index.metric_type))
-        out._cp._values.update(cp._values)
+    # FAISS's copy keeps an IVF's k-means settings, which the reader of the bytes sets to
+    # its defaults: the server reports them while the IVF (also one inside a composition)
+    # is untrained, and its training is the one they change
+    if not index._binary and not out.is_trained:
+        src = _remote._index_meta(index._name).get("params") or {}
+        dst = _remote._index_meta(out._name).get("params") or {}
+        for field in _CP_SERVED:
+            name = "cp_" + field
+            if name in src and dst.get(name) != src[name]:
+                out._set_param(name, int(src[name]))
+    if "_cp" in index.__dict__:  # and the values a program read or wrote, as they were
+        object.__setattr__(out, "_cp", ClusteringParameters(index.metric_type,
+                                                            out if _cp_served(out) else None))
+        out._cp._values.update(index._cp._values)
     return out
 
 

@@ -3270,6 +3270,38 @@ static const char *quantizer_depth(const char *name, int *depth) {
     return name;
 }
 
+/* A float IVF's ClusteringParameters, which its training's k-means reads
+ * (FAISS's index.cp; write_index leaves them out, and its reader gives the
+ * defaults: 25 iterations where the constructor sets 10). Only while the IVF
+ * is untrained: its training reads them once, and a trained IVF's train
+ * keeps its centroids. min_points_per_centroid, verbose (a warning, printing)
+ * and decode_block_size (encoded training, which an IVF does not run) change
+ * no result. */
+static member_ref cp_member(fpx_engine *e, const char *field) {
+    member_ref r = {nullptr, nullptr, nullptr, 0, 1};
+    faiss::IndexIVF *ivf = param_ivf(e->index.get(), 0);
+    if (!ivf)
+        return r;
+    faiss::ClusteringParameters &cp = ivf->cp;
+    if (!strcmp(field, "niter"))
+        r.i = &cp.niter, r.lo = 1, r.hi = 1 << 20;
+    else if (!strcmp(field, "nredo"))
+        r.i = &cp.nredo, r.lo = 1, r.hi = 1 << 20;
+    else if (!strcmp(field, "seed"))
+        r.i = &cp.seed, r.lo = INT32_MIN, r.hi = INT32_MAX;
+    else if (!strcmp(field, "max_points_per_centroid"))
+        r.i = &cp.max_points_per_centroid, r.lo = 1, r.hi = 1 << 30;
+    else if (!strcmp(field, "spherical"))
+        r.b = &cp.spherical;
+    else if (!strcmp(field, "int_centroids"))
+        r.b = &cp.int_centroids;
+    else if (!strcmp(field, "update_index"))
+        r.b = &cp.update_index;
+    else if (!strcmp(field, "frozen_centroids"))
+        r.b = &cp.frozen_centroids;
+    return r;
+}
+
 static member_ref member_of(fpx_engine *e, const char *name) {
     member_ref r = {nullptr, nullptr, nullptr, 0, 1};
     if (e->bin) {
@@ -3295,6 +3327,8 @@ static member_ref member_of(fpx_engine *e, const char *name) {
             r.b = &h->hnsw.search_bounded_queue;
         return r;
     }
+    if (!strncmp(name, "cp_", 3))
+        return cp_member(e, name + 3);
     /* max_codes and polysemous_ht also of an IVF quantizer's own IVF
      * ("quantizer_max_codes", set_params' quantizer_ht) */
     int depth;
@@ -3373,7 +3407,8 @@ int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_er
                            ? "IVF indexes whose quantizer is itself an IVF"
                        : !strcmp(name, "quantizer_polysemous_ht")
                            ? "IVF indexes whose quantizer is an IndexIVFPQ"
-                           : "HNSW indexes (float and binary)");
+                       : !strncmp(name, "cp_", 3) ? "float IVF indexes (ClusteringParameters)"
+                                                  : "HNSW indexes (float and binary)");
     /* parallel_mode: FAISS's search throws on other modes, and its flag 1024
      * (no heap initialisation) is for its own calls: a search would return
      * the result arrays' previous contents */
@@ -3400,9 +3435,30 @@ void fpx_engine_copy_members(fpx_engine *dst, const fpx_engine *src) {
 
 const char *fpx_engine_member_param(int i, int64_t *dflt) {
     static const char *const names[] = {
-        "parallel_mode", "use_heap",      "search_bounded_queue", "use_precomputed_table",
-        "max_codes",     "polysemous_ht", "quantizer_max_codes",  "quantizer_polysemous_ht"};
-    static const int64_t dflts[] = {0, 1, 1, FPX_MEMBER_CHOSEN, 0, 0, 0, 0};
+        "parallel_mode", "use_heap", "search_bounded_queue", "use_precomputed_table", "max_codes",
+        "polysemous_ht", "quantizer_max_codes", "quantizer_polysemous_ht",
+        /* an untrained IVF's k-means: its constructor's values are not FAISS's
+         * reader's, so they are kept whatever they are */
+        "cp_niter", "cp_nredo", "cp_seed", "cp_max_points_per_centroid", "cp_spherical",
+        "cp_int_centroids", "cp_update_index", "cp_frozen_centroids"};
+    static const int64_t dflts[] = {0,
+                                    1,
+                                    1,
+                                    FPX_MEMBER_CHOSEN,
+                                    0,
+                                    0,
+                                    0,
+                                    0,
+                                    FPX_MEMBER_CHOSEN,
+                                    FPX_MEMBER_CHOSEN,
+                                    FPX_MEMBER_CHOSEN,
+                                    FPX_MEMBER_CHOSEN,
+                                    FPX_MEMBER_CHOSEN,
+                                    FPX_MEMBER_CHOSEN,
+                                    FPX_MEMBER_CHOSEN,
+                                    FPX_MEMBER_CHOSEN};
+    static_assert(sizeof dflts == sizeof names / sizeof names[0] * sizeof dflts[0],
+                  "one default per name");
     static_assert(sizeof names / sizeof names[0] <= FPX_MEMBERS_MAX, "FPX_MEMBERS_MAX");
     if (i < 0 || i >= (int)(sizeof names / sizeof names[0]))
         return nullptr;
@@ -3417,6 +3473,12 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value) {
         if (!pq || (!pq->is_trained && pq->use_precomputed_table == 0))
             return -1;
         return *value = pq->use_precomputed_table, 0;
+    }
+    if (!strncmp(name, "cp_", 3)) {
+        /* a trained IVF's train reads them no more: not a setting to carry */
+        faiss::IndexIVF *ivf = e->bin ? nullptr : param_ivf(e->index.get(), 0);
+        if (!ivf || ivf->is_trained)
+            return -1;
     }
     member_ref r = member_of(e, name);
     if (r.i)

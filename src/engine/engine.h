@@ -358,9 +358,12 @@ int fpx_engine_set_fast_scan(fpx_engine *e, const char *name, int64_t value, fpx
  * leaves out: "max_codes" of a float IVF (also under a transform or a
  * refinement) and "polysemous_ht" of an IndexIVFPQ (an IndexPQ's is in its
  * bytes), and both again with "quantizer_" before them for an IVF quantizer
- * of an IVF. Set refuses other values and other index types;
- * get returns -1 where the member is not (use_precomputed_table: nor while
- * it is 0 before training, which means "chosen by training"). */
+ * of an IVF; and a float IVF's ClusteringParameters, which its training
+ * reads: "cp_niter", "cp_nredo", "cp_seed", "cp_max_points_per_centroid",
+ * "cp_spherical", "cp_int_centroids", "cp_update_index" and
+ * "cp_frozen_centroids" (get: only while the IVF is untrained). Set refuses other values and other
+ * index types; get returns -1 where the member is not (use_precomputed_table: nor while it is 0
+ * before training, which means "chosen by training"). */
 int fpx_engine_set_member(fpx_engine *e, const char *name, int64_t value, fpx_err *err);
 int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value);
 /* The i-th of those names (from 0), NULL past the last; *dflt: FAISS's
@@ -368,7 +371,7 @@ int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value);
  * reading: a value to keep whatever it is). */
 #define FPX_MEMBER_CHOSEN INT64_MIN
 /* At least the number of those names (an array of them fits). */
-#define FPX_MEMBERS_MAX 16
+#define FPX_MEMBERS_MAX 24
 /* Sets on dst, an index read back from src's FAISS bytes (a train, a
  * compaction), the member settings of src that dst's type has. */
 void fpx_engine_copy_members(fpx_engine *dst, const fpx_engine *src);

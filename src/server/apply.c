@@ -110,10 +110,21 @@ static const struct {
     {"polysemous_ht", 0, 1 << 20, 1, "IndexPQ/IndexIVFPQ polysemous Hamming threshold"},
     {"use_precomputed_table", -1, 2, 1,
      "IndexIVFPQ table: -1 none, 0 chosen, 1 per list, 2 a MultiIndexQuantizer's"},
+    /* an IVF's ClusteringParameters, which its training reads */
+    {"cp_niter", 1, 1 << 20, 1, "k-means iterations of an IVF's training"},
+    {"cp_nredo", 1, 1 << 20, 1, "k-means runs, the best one kept"},
+    {"cp_seed", -2147483648.0, 2147483647.0, 1, "k-means random seed"},
+    {"cp_max_points_per_centroid", 1, 1 << 30, 1, "training points per centroid kept"},
+    {"cp_spherical", 0, 1, 1, "k-means centroids normalized"},
+    {"cp_int_centroids", 0, 1, 1, "k-means centroids rounded to integers"},
+    {"cp_update_index", 0, 1, 1, "k-means index updated at each iteration"},
+    {"cp_frozen_centroids", 0, 1, 1, "k-means initial centroids kept"},
 };
 
 /* Settings of the index itself, never of its quantizer. */
 static int own_only(const char *base) {
+    if (!strncmp(base, "cp_", 3))
+        return 1;
     static const char *const own[] = {"direct_map",  "by_residual",   "implem",
                                       "qbs",         "norm_scale",    "nflip",
                                       "use_heap",    "parallel_mode", "search_bounded_queue",
@@ -163,7 +174,10 @@ static int check_param(const char *name, double v, fpx_err *err) {
                        "efConstruction, max_codes, ht, k_factor, k_factor_rf, direct_map, "
                        "by_residual, implem, qbs, norm_scale, nflip, parallel_mode, use_heap, "
                        "search_bounded_queue, search_type, polysemous_ht, "
-                       "use_precomputed_table, and quantizer_ before a search parameter)",
+                       "use_precomputed_table, cp_niter, cp_nredo, cp_seed, "
+                       "cp_max_points_per_centroid, cp_spherical, cp_int_centroids, "
+                       "cp_update_index, cp_frozen_centroids, and quantizer_ before a search "
+                       "parameter)",
                        name);
 }
 

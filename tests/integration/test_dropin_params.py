@@ -780,3 +780,65 @@ def test_quantizer_max_codes_and_ht_kept_through_a_snapshot(make_server, inner, 
     c.create(plain, d, "IVF4,Flat")
     h, _, _ = set_param(c, plain, "quantizer_max_codes", 3)
     assert h["status"] == "error" and "quantizer is itself an IVF" in h["message"], h
+
+
+CP_SET = (("niter", 3), ("nredo", 2), ("seed", 77), ("max_points_per_centroid", 40),
+          ("spherical", 1), ("int_centroids", 1))
+
+
+def test_ivf_clustering_parameters_on_the_wire(make_server):
+    """An IVF's ClusteringParameters (FAISS's index.cp, which its training's k-means
+    reads and its write_index leaves out) are set_params settings: validated, logged,
+    carried by a snapshot while the index is untrained, and trained with as FAISS
+    trains with them."""
+    s = make_server()
+    c = s.client()
+    d = 8
+    xt, xq = rand(2000, d, 61), rand(20, d, 62)
+    ivf, pre, flat = unique("cpivf"), unique("cppre"), unique("cpflat")
+    c.create(ivf, d, "IVF16,Flat")
+    c.create(pre, d, "PCA4,IVF16,Flat")
+    c.create(flat, d, "Flat")
+    # the constructor's values read back while untrained (10 iterations, not 25)
+    p = knobs(c, ivf)
+    assert (p["cp_niter"], p["cp_nredo"], p["cp_seed"], p["cp_spherical"]) == (10, 1, 1234, 0)
+    for name, param, value, why in [
+            (ivf, "cp_niter", 0, "1..1048576"), (ivf, "cp_nredo", 0, "1..1048576"),
+            (ivf, "cp_seed", 1 << 31, "cp_seed"), (ivf, "cp_spherical", 2, "cp_spherical"),
+            (ivf, "cp_max_points_per_centroid", 0, "cp_max_points_per_centroid"),
+            (ivf, "cp_niter", 2.5, "integer"), (ivf, "quantizer_cp_niter", 3, "does not accept"),
+            (ivf, "cp_verbose", 1, "does not accept"), (flat, "cp_niter", 3, "float IVF")]:
+        h, _, _ = set_param(c, name, param, value)
+        assert h["status"] == "error" and why in h["message"], (param, value, h)
+    for name in (ivf, pre):
+        for field, value in CP_SET:
+            h, _, _ = set_param(c, name, "cp_" + field, value)
+            assert h["status"] == "ok", (field, h)
+    # the log replays them, and a snapshot of the untrained index carries them
+    s.kill9()
+    s.start()
+    c = s.client()
+    c.ok({"operation": "set_params", "index_id": ivf, "name": "nprobe", "value": 4})
+    s.stop()
+    s.start()
+    c = s.client()
+    for name in (ivf, pre):
+        p = knobs(c, name)
+        assert all(p["cp_" + f] == v for f, v in CP_SET), p
+    for name, key in ((ivf, "IVF16,Flat"), (pre, "PCA4,IVF16,Flat")):
+        ref = real.index_factory(d, key)
+        ivf_ref = real.extract_index_ivf(ref)
+        for field, value in CP_SET:
+            setattr(ivf_ref.cp, field, type(getattr(ivf_ref.cp, field))(value))
+        ref.train(xt)
+        c.train(name, xt)
+        assert "cp_niter" not in knobs(c, name)  # trained: its train reads them no more
+        whole = exported(c, name)  # owns what extract_index_ivf returns
+        served = real.extract_index_ivf(whole)
+        q_ref = real.downcast_index(ivf_ref.quantizer)
+        q_srv = real.downcast_index(served.quantizer)
+        np.testing.assert_array_equal(q_srv.reconstruct_n(0, 16), q_ref.reconstruct_n(0, 16))
+        plain = real.index_factory(d, key)
+        plain.train(xt)
+        q_plain = real.downcast_index(real.extract_index_ivf(plain).quantizer)
+        assert not np.array_equal(q_plain.reconstruct_n(0, 16), q_ref.reconstruct_n(0, 16))

@@ -112,11 +112,65 @@ def test_clustering_parameters(fp):
     assert ip.cp.spherical  # as FAISS's IVF constructor sets it for inner product
     ix.cp.min_points_per_centroid = 5  # FAISS prints a warning with it, nothing more
     assert ix.cp.min_points_per_centroid == 5
-    with pytest.raises(NotImplementedError, match="niter"):
-        ix.cp.niter = 3  # the server's training would not use it
     with pytest.raises(AttributeError):
         ix.cp.nitre = 3
     assert ix.cp.niter == 10
+    with pytest.raises(faissproxy_error(fp), match="cp_niter"):
+        ix.cp.niter = 0  # the server's range, as set_params
+    assert ix.cp.niter == 10
+    bix = fp.IndexBinaryIVF(fp.IndexBinaryFlat(16), 16, 4)
+    with pytest.raises(NotImplementedError, match="niter"):
+        bix.cp.niter = 3  # a binary IVF's k-means is not served
+
+
+def faissproxy_error(fp):
+    import faissproxy._lib
+    return faissproxy._lib.ServerError
+
+
+@pytest.mark.parametrize("key,metric", [("IVF16,Flat", "L2"), ("IVF16,Flat", "IP"),
+                                        ("PCA8,IVF16,SQ8", "L2"), ("ctor", "L2")])
+def test_clustering_parameters_train_as_faiss_s(fp, key, metric):
+    """Writes to index.cp reach the server, whose training runs FAISS's k-means with
+    them: the same centroids as FAISS's given the same settings; they read back, a
+    clone of the untrained index keeps them, and they change FAISS's result."""
+    xb, xq = data(3000, 16, 20, 9)
+    mt = real.METRIC_L2 if metric == "L2" else real.METRIC_INNER_PRODUCT
+
+    def make(lib):
+        if key == "ctor":
+            return lib.IndexIVFFlat(lib.IndexFlatL2(16), 16, 16)
+        return lib.index_factory(16, key, mt)
+
+    settings = {"niter": 4, "nredo": 2, "seed": 99, "max_points_per_centroid": 50,
+                "spherical": mt == real.METRIC_L2, "int_centroids": False}
+    served, ref, plain = make(fp), make(real), make(real)
+    ivf_ref = real.extract_index_ivf(ref)
+    for name, value in settings.items():
+        setattr(fp.extract_index_ivf(served).cp, name, value)
+        setattr(ivf_ref.cp, name, value)
+    cp = fp.extract_index_ivf(served).cp
+    assert all(getattr(cp, n) == v for n, v in settings.items())
+    copy = fp.clone_index(served)
+    for index, what in ((served, "served"), (copy, "clone")):
+        assert all(getattr(fp.extract_index_ivf(index).cp, n) == v
+                   for n, v in settings.items()), what
+        index.train(xb)
+        index.add(xb)
+    ref.train(xb)
+    ref.add(xb)
+    plain.train(xb)
+    plain.add(xb)
+    for index in (ref, plain):
+        real.extract_index_ivf(index).nprobe = 4
+    for index in (served, copy):
+        fp.extract_index_ivf(index).nprobe = 4
+    Dr, Ir = ref.search(xq, 10)
+    for index in (served, copy):
+        D, I = index.search(xq, 10)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    assert not np.array_equal(plain.search(xq, 10)[1], Ir)  # the settings change FAISS's
 
 
 def test_clone_index_is_a_new_index_with_the_same_content(fp):
