@@ -15,31 +15,48 @@ _SQ_CODE_SIZE = {0: lambda d: d, 1: lambda d: (d + 1) // 2, 2: lambda d: d,
                  6: lambda d: (d * 6 + 7) // 8}
 
 
+_FLOAT_METRICS = (_remote.METRIC_INNER_PRODUCT, METRIC_L2)
+
+
 def quantizer_centroids(quantizer, d, nlist, metric, what):
-    """None for an empty served flat quantizer of its own, or FAISS's serialization of the
-    quantizer holding nlist centroids (a served flat index, or the quantizer of a trained
-    served IVF); anything else raises NotImplementedError naming it."""
+    """None for an empty served flat quantizer of its own of the index's metric, or FAISS's
+    serialization of the quantizer: an empty flat one of the other metric (L2 and inner
+    product; FAISS's k-means then assigns with the quantizer's metric), or one holding nlist
+    centroids (a served flat index, or the quantizer of a trained served IVF); anything else
+    raises NotImplementedError naming it."""
     if _views.is_quantizer(quantizer):
         owner = _views._quantizer_owner(quantizer)
         if owner._binary or not owner.is_trained or quantizer.d != d or \
-                quantizer.metric_type != metric or quantizer.ntotal != nlist:
+                quantizer.ntotal != nlist or (quantizer.metric_type != metric and (
+                    metric not in _FLOAT_METRICS or
+                    quantizer.metric_type not in _FLOAT_METRICS)):
             raise NotImplementedError(
                 "faissproxy: %s over the quantizer of another IVF index is served when that "
-                "index is trained, float, with %d lists, of dimension %d and this metric" % (
-                    what, nlist, d))
+                "index is trained, float, with %d lists, of dimension %d and this metric (or "
+                "L2 and inner product)" % (what, nlist, d))
         return _views.serialized_quantizer(quantizer)
     _served_index(quantizer, "the quantizer")
-    if quantizer.d != d or quantizer.metric_type != metric or \
+    mixed = quantizer.metric_type != metric
+    if quantizer.d != d or (mixed and (metric not in _FLOAT_METRICS or
+                                       quantizer.metric_type not in _FLOAT_METRICS)) or \
             _params._family(quantizer._classes) != "flat" or quantizer._idmap:
         raise NotImplementedError("faissproxy: %s is served over a flat quantizer of the same "
-                                  "dimension and metric" % what)
-    if quantizer.ntotal == 0:
+                                  "dimension and metric (or L2 and inner product)" % what)
+    if quantizer.ntotal == 0 and not mixed:
         return None
+    if quantizer.ntotal == 0:
+        return _remote.serialize_index(quantizer).tobytes()
     if quantizer.ntotal != nlist:
         raise NotImplementedError("faissproxy: an %s over a quantizer holding %d vectors for "
                                   "%d lists (FAISS would re-cluster it) is not served" % (
                                       what, quantizer.ntotal, nlist))
     return _remote.serialize_index(quantizer).tobytes()
+
+
+def holds_centroids(quantizer_bytes):
+    """Does FAISS's serialization of a flat quantizer hold vectors (ntotal, after its fourcc
+    and dimension)?"""
+    return struct.unpack_from("<q", quantizer_bytes, 8)[0] > 0
 
 
 def attach_quantizer(index, quantizer):
@@ -48,6 +65,56 @@ def attach_quantizer(index, quantizer):
     if not _views.is_quantizer(quantizer):
         quantizer = _make_view(quantizer, index, "quantizer")
     object.__setattr__(index, "_quantizer", quantizer)
+    constructor_cp(index)
+
+
+def constructor_cp(index):
+    """An untrained IVF composed from FAISS's bytes holds the k-means settings of FAISS's
+    reader (25 iterations, never spherical): FAISS's IVF constructor sets 10, and spherical
+    for an inner-product index, which its training then runs with."""
+    params = _remote._index_meta(index._name).get("params") or {}
+    want = {"cp_niter": 10, "cp_spherical": int(index.metric_type ==
+                                                 _remote.METRIC_INNER_PRODUCT)}
+    for name, value in want.items():
+        if name in params and params[name] != value:  # reported while untrained
+            index._set_param(name, value)
+
+
+# Settings the server holds that FAISS's bytes leave out (set_params members), which an index
+# composed again from its bytes must be given again.
+_MEMBERS = ("parallel_mode", "max_codes", "polysemous_ht", "use_precomputed_table",
+            "quantizer_max_codes", "quantizer_polysemous_ht") + tuple(
+                "cp_" + f for f in _views._CP_SERVED)
+
+
+def set_metric_type(index, metric):
+    """FAISS's write of an IVF's metric_type (L2 and inner product), served while the index
+    is untrained and empty: the server's index is composed again from its bytes with the
+    other metric, and keeps its settings (its quantizer and k-means settings stay what the
+    constructor made them, as in FAISS, where only the member changes)."""
+    metric = int(metric)
+    if metric == index.metric_type:
+        return
+    if index._binary or index.is_trained or index.ntotal or metric not in _FLOAT_METRICS or \
+            index.metric_type not in _FLOAT_METRICS:
+        raise NotImplementedError(
+            "faissproxy: setting %s.metric_type is served from L2 to inner product and back, "
+            "on an untrained empty index only" % type(index).__name__)
+    before = _remote._index_meta(index._name).get("params") or {}
+    data = bytearray(_remote.serialize_index(index).tobytes())
+    # FAISS's index header after the fourcc: d (int32), ntotal, two int64, is_trained, metric
+    # (int32); neither of these two metrics writes a metric_arg after it
+    offset = 4 + struct.calcsize("<iqqq?")
+    assert struct.unpack_from("<i", data, offset)[0] == index.metric_type
+    struct.pack_into("<i", data, offset, metric)
+    old, keep = index._name, index._keep
+    _compose(index, bytes(data), index._description)
+    if not keep:
+        _remote._lib.pending_deletes.append(old)
+    after = _remote._index_meta(index._name).get("params") or {}
+    for name in _MEMBERS:
+        if name in before and after.get(name) != before[name]:
+            index._set_param(name, int(before[name]))
 
 
 class IndexIVFScalarQuantizer(_Residual, _IVF, Index):

@@ -24,6 +24,15 @@ class _IVF:
         return _sorted.check_ids_sorted(self)
 
     @property
+    def metric_type(self):
+        return self._metric
+
+    @metric_type.setter
+    def metric_type(self, v):
+        from . import _composed
+        _composed.set_metric_type(self, v)
+
+    @property
     def nprobe(self):
         return self._nprobe
 
@@ -210,8 +219,9 @@ class IndexIVFFlat(_IVF, Index):
             # constructor's clustering settings (read_index would give other ones)
             Index.__init__(self, d, "IVF%d,Flat" % self._nlist, metric)
         else:
-            # FAISS's IVF over these very centroids (trained: no clustering will run)
-            body = b"IwFl" + _index_header(d, True, metric)
+            # FAISS's IVF over these very centroids (trained: no clustering will run), or
+            # over an empty quantizer of the other metric (untrained)
+            body = b"IwFl" + _index_header(d, _composed.holds_centroids(centroids), metric)
             body += struct.pack("<QQ", self._nlist, 1) + centroids
             body += b"\x00" + struct.pack("<Q", 0)  # no direct map
             body += _empty_invlists(self._nlist, 4 * int(d))

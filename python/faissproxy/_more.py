@@ -69,7 +69,7 @@ class IndexIVFFlatDedup(_IVF, Index):
                                                   "IndexIVFFlatDedup")
         if centroids is not None:
             raise NotImplementedError("faissproxy: IndexIVFFlatDedup is served over an empty "
-                                      "flat quantizer only")
+                                      "flat quantizer of the same metric only")
         self._nlist = nlist
         Index.__init__(self, d, "IVF%d,FlatDedup" % nlist, metric)
         _composed.attach_quantizer(self, quantizer)

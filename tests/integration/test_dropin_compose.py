@@ -305,3 +305,52 @@ def test_clustering_over_a_served_flat_index(fp):
         assert isinstance(out[1][1], fp.Clustering) and isinstance(out[1][1], real.Clustering)
     with pytest.raises(NotImplementedError, match="flat"):
         fp.Clustering(8, 6).train(x, fp.index_factory(8, "HNSW8"))
+
+
+@pytest.mark.parametrize("by_residual", [True, False])
+def test_ivf_over_a_quantizer_of_the_other_metric_as_faiss(fp, by_residual):
+    """FAISS's TestPQFlavors: an L2 IndexIVFPQ over an empty inner-product quantizer, whose
+    metric_type the program then writes (FAISS's k-means keeps the constructor's settings:
+    not spherical), with polysemous training; and an IVF over a quantizer of the other
+    metric that holds its centroids. The same answers as FAISS's."""
+    xt, xb, xq = data(nt=2000, nb=1000, nq=50, d=32, seed=12)
+
+    def build(m, mt):
+        index = m.IndexIVFPQ(m.IndexFlat(32, mt), 32, 16, 4, 8)
+        index.metric_type = mt
+        index.by_residual = by_residual
+        if by_residual:
+            index.do_polysemous_training = True
+            pt = m.PolysemousTraining()
+            pt.n_iter, pt.n_redo = 5000, 1
+            index.polysemous_training = pt
+        index.train(xt)
+        index.add(xb)
+        index.nprobe = 4
+        return index
+
+    for mt in (real.METRIC_INNER_PRODUCT, real.METRIC_L2):
+        served, ref = build(fp, mt), build(real, mt)
+        assert served.metric_type == mt
+        same_search(served, ref, xq, 10)
+        with pytest.raises(NotImplementedError, match="untrained empty"):
+            served.metric_type = real.METRIC_L2 + real.METRIC_INNER_PRODUCT - mt
+        served.metric_type = mt  # the value it holds: taken, as FAISS takes it
+    # an IVF whose quantizer, of the other metric, was trained by another IVF (FAISS's
+    # test_id_remap_ivf): its training keeps those centroids
+    outs = []
+    for m in (real, fp):
+        cq = m.IndexFlatIP(32)
+        first = m.IndexIVFFlat(cq, 32, 16)
+        first.nprobe = 4
+        first.train(xt)
+        first.add(xb)
+        second = m.IndexIVFFlat(cq, 32, 16)
+        second.nprobe = 4
+        second.train(xt)
+        second.add_with_ids(xb, np.arange(len(xb))[::-1].copy().astype("int64"))
+        outs.append((first.search(xq, 10), second.search(xq, 10)))
+    for (Dr, Ir), (D, I) in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(D, Dr, rtol=1e-5)
+    assert np.array_equal(outs[1][1][1], len(xb) - 1 - outs[1][0][1])
