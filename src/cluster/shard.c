@@ -670,9 +670,54 @@ static int serve_delete_vector(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     return ok ? reply_counts(r, "deleted", deleted, ntotal) : -1;
 }
 
-/* Trains once, here, a new index of d's type, and publishes the trained
- * (empty) index to every shard's stream, so that every shard holds the same
- * quantizer and a sharded IVF answers as one server's would. */
+/* tmp, a new index of d's type, becomes shard 0's untrained index as its
+ * settings left it (set_params goes to every shard alike): FAISS's bytes
+ * (the export of an empty index: by_residual, a quantizer's efConstruction,
+ * ...), the training settings FAISS's reader leaves out as the factory made
+ * them (tmp's), then the members the shard's info reports (k-means
+ * settings, max_codes, ...). A binary index's training reads nothing that
+ * set_params sets: it stays as made. */
+static int shard_settings(fpx_cluster *c, fpx_req *r, const fpx_def *d, fpx_index *tmp) {
+    if (fpx_shard_binary(d))
+        return 0;
+    static const char *const drop[] = {"vector_shape", "dtype", NULL};
+    fpx_out o;
+    sreply x;
+    fpx_shard_sub_begin(&o, r, d, 0, "export_index", drop, 0);
+    if (fpx_shard_call(c, r, d, 0, &o, &x, &r->err) != 0)
+        return -1;
+    fpx_engine *e = NULL;
+    int64_t *labels = NULL;
+    int had = 0;
+    int rc = fpx_engine_import(x.m.body.data, x.m.body.data_size, &e, &labels, &had, &r->err);
+    free(labels);
+    if (rc == 0) {
+        fpx_engine_copy_train_params(e, tmp->eng);
+        const msgpack_object *params = x.m.meta ? fpx_map_get(x.m.meta, "params") : NULL;
+        int64_t dflt, v;
+        const char *name;
+        fpx_err other; /* a name of the info's that is no member of this type (an IndexPQ's
+                        * polysemous_ht is in its bytes): as fpx_engine_copy_members */
+        for (int i = 0; params && (name = fpx_engine_member_param(i, &dflt)); i++) {
+            const msgpack_object *val = fpx_map_get(params, name);
+            if (val && fpx_obj_int(val, &v) == 0)
+                (void)fpx_engine_set_member(e, name, v, &other);
+        }
+    }
+    if (rc == 0) {
+        fpx_engine_free(tmp->eng);
+        tmp->eng = e;
+    } else {
+        fpx_engine_free(e);
+    }
+    fpx_sreply_free(&x);
+    return rc;
+}
+
+/* Trains once, here, shard 0's untrained index (shard_settings), and
+ * publishes the trained (empty) index to every shard's stream, so that every
+ * shard holds the same quantizer and a sharded IVF answers as one server's
+ * would. */
 static int serve_train(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     int ok;
     int64_t ntotal = ntotal_of(c, r, d, &ok);
@@ -697,6 +742,8 @@ static int serve_train(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
             rc = fpx_err_set(&r->err, FPX_E_VALIDATION,
                              "train needs n >= 1 vectors of the index's dimension %lld",
                              (long long)d->dim);
+        else if (shard_settings(c, r, d, tmp) != 0)
+            rc = -1;
         else if (!fpx_engine_round_trips(tmp->eng))
             rc = fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
                              "training an additive-quantizer index (RQ, LSQ) is not served by a "

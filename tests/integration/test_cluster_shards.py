@@ -413,3 +413,44 @@ def test_restart_empty_rebuilds_shards(cl):
         time.sleep(0.1)
     assert c.call(hd, q.tobytes()) == want
     cs[0].drop(name)
+
+
+def test_clustering_parameters_reach_the_one_training(cl):
+    """An IVF's k-means settings (set_params cp_...) set through one node are the ones the
+    sharded index's single training runs with, whichever node trains it: its centroids are
+    in-process FAISS's k-means with those settings."""
+    import faiss
+    cs = clients(cl)
+    d, name = 8, unique("cp")
+    cs[0].ok({"operation": "create_index", "index_id": name, "dimension": d,
+              "index_type": "IVF8,Flat", "shards": 2})
+    settings = {"niter": 3, "seed": 42, "nredo": 2, "max_points_per_centroid": 30}
+    for field, value in settings.items():
+        cs[0].ok({"operation": "set_params", "index_id": name, "name": "cp_" + field,
+                  "value": value})
+    train = rand(1000, d, 8)
+    assert cs[1].train(name, train)["is_trained"]
+    ref = faiss.index_factory(d, "IVF8,Flat")
+    for field, value in settings.items():
+        setattr(ref.cp, field, value)
+    ref.train(train)
+    want = faiss.downcast_index(ref.quantizer).reconstruct_n(0, 8)
+    plain = faiss.index_factory(d, "IVF8,Flat")
+    plain.train(train)
+    assert not np.array_equal(faiss.downcast_index(plain.quantizer).reconstruct_n(0, 8), want)
+    for c in cs:
+        blob = c.ok({"operation": "export_index", "index_id": name})[1]
+        exp = faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
+        got = faiss.downcast_index(exp.quantizer).reconstruct_n(0, 8)
+        np.testing.assert_array_equal(got, want)
+    cs[0].drop(name)
+    # a setting in FAISS's bytes that training reads: an IVF-PQ's by_residual
+    name = unique("cpres")
+    cs[2].ok({"operation": "create_index", "index_id": name, "dimension": d,
+              "index_type": "IVF4,PQ2np", "shards": 2})
+    cs[2].ok({"operation": "set_params", "index_id": name, "name": "by_residual", "value": 0})
+    assert cs[0].train(name, rand(300, d, 9))["is_trained"]
+    for c in cs:
+        blob = c.ok({"operation": "export_index", "index_id": name})[1]
+        assert not faiss.deserialize_index(np.frombuffer(blob, "uint8").copy()).by_residual
+    cs[0].drop(name)
