@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void fpx_sreply_free(sreply *x) {
     if (x->decoded)
@@ -670,6 +671,44 @@ static int serve_delete_vector(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     return ok ? reply_counts(r, "deleted", deleted, ntotal) : -1;
 }
 
+/* Waits (about a second at most) until the replica of shard 0 that answers
+ * for this node has applied every record of the shard's stream: a setting
+ * given through another node a moment ago is then in what the training
+ * reads. unavailable when it has not. */
+static int shard0_current(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
+    char name[FPX_NAME_MAX + 1];
+    fpx_def sd;
+    fpx_shard_name(d->uid, 0, name);
+    int found = fpx_cluster_def(c, d->tenant, name, &sd, &r->err);
+    if (found <= 0)
+        return found < 0 ? -1 : fpx_err_set(&r->err, FPX_E_INTERNAL, "shard 0 is not defined");
+    uint64_t last = 0;
+    int rc = fpx_log_last_seq(c, sd.uid, &last, &r->err);
+    fpx_def_clear(&sd);
+    if (rc != 0)
+        return -1;
+    shard_sync(c, d, 0);
+    for (int tries = 0; tries < 50; tries++) {
+        fpx_out o;
+        sreply x;
+        fpx_shard_sub_begin(&o, r, d, 0, "get_index_info", NULL, 0);
+        if (fpx_shard_call(c, r, d, 0, &o, &x, &r->err) != 0)
+            return -1;
+        const msgpack_object *seq = x.m.meta ? fpx_map_get(x.m.meta, "applied_seq") : NULL;
+        int64_t applied = -1;
+        if (seq)
+            (void)fpx_obj_int(seq, &applied);
+        fpx_sreply_free(&x);
+        if (applied >= 0 && (uint64_t)applied >= last)
+            return 0;
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
+                       "shard 0 of '%s' has not applied its latest settings yet: train again",
+                       d->name);
+}
+
 /* tmp, a new index of d's type, becomes shard 0's untrained index as its
  * settings left it (set_params goes to every shard alike): FAISS's bytes
  * (the export of an empty index: by_residual, a quantizer's efConstruction,
@@ -680,6 +719,8 @@ static int serve_delete_vector(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
 static int shard_settings(fpx_cluster *c, fpx_req *r, const fpx_def *d, fpx_index *tmp) {
     if (fpx_shard_binary(d))
         return 0;
+    if (shard0_current(c, r, d) != 0)
+        return -1;
     static const char *const drop[] = {"vector_shape", "dtype", NULL};
     fpx_out o;
     sreply x;

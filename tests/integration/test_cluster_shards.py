@@ -415,15 +415,25 @@ def test_restart_empty_rebuilds_shards(cl):
     cs[0].drop(name)
 
 
-def test_clustering_parameters_reach_the_one_training(cl):
+def trained_through(c, name):
+    # read-your-writes holds through the node that trained (docs/cluster.md); another
+    # node's replicas apply the trained record a moment later
+    deadline = time.time() + 30
+    while not c.info(name)["is_trained"]:
+        assert time.time() < deadline, "the trained index did not reach every node"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("shards", [2, 1])
+def test_clustering_parameters_reach_the_one_training(cl, shards):
     """An IVF's k-means settings (set_params cp_...) set through one node are the ones the
-    sharded index's single training runs with, whichever node trains it: its centroids are
+    index's single training runs with, whichever node trains it: its centroids are
     in-process FAISS's k-means with those settings."""
     import faiss
     cs = clients(cl)
     d, name = 8, unique("cp")
     cs[0].ok({"operation": "create_index", "index_id": name, "dimension": d,
-              "index_type": "IVF8,Flat", "shards": 2})
+              "index_type": "IVF8,Flat", "shards": shards})
     settings = {"niter": 3, "seed": 42, "nredo": 2, "max_points_per_centroid": 30}
     for field, value in settings.items():
         cs[0].ok({"operation": "set_params", "index_id": name, "name": "cp_" + field,
@@ -439,6 +449,7 @@ def test_clustering_parameters_reach_the_one_training(cl):
     plain.train(train)
     assert not np.array_equal(faiss.downcast_index(plain.quantizer).reconstruct_n(0, 8), want)
     for c in cs:
+        trained_through(c, name)
         blob = c.ok({"operation": "export_index", "index_id": name})[1]
         exp = faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
         got = faiss.downcast_index(exp.quantizer).reconstruct_n(0, 8)
@@ -447,10 +458,11 @@ def test_clustering_parameters_reach_the_one_training(cl):
     # a setting in FAISS's bytes that training reads: an IVF-PQ's by_residual
     name = unique("cpres")
     cs[2].ok({"operation": "create_index", "index_id": name, "dimension": d,
-              "index_type": "IVF4,PQ2np", "shards": 2})
+              "index_type": "IVF4,PQ2np", "shards": shards})
     cs[2].ok({"operation": "set_params", "index_id": name, "name": "by_residual", "value": 0})
     assert cs[0].train(name, rand(300, d, 9))["is_trained"]
     for c in cs:
+        trained_through(c, name)
         blob = c.ok({"operation": "export_index", "index_id": name})[1]
         assert not faiss.deserialize_index(np.frombuffer(blob, "uint8").copy()).by_residual
     cs[0].drop(name)
