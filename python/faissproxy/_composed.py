@@ -18,6 +18,13 @@ _SQ_CODE_SIZE = {0: lambda d: d, 1: lambda d: (d + 1) // 2, 2: lambda d: d,
 _FLOAT_METRICS = (_remote.METRIC_INNER_PRODUCT, METRIC_L2)
 
 
+def _metrics_compose(quantizer_metric, metric):
+    """May an IVF of metric be composed over a quantizer of quantizer_metric: the same one, or
+    L2 and inner product (FAISS's k-means then assigns with the quantizer's)?"""
+    return quantizer_metric == metric or (quantizer_metric in _FLOAT_METRICS and
+                                          metric in _FLOAT_METRICS)
+
+
 def quantizer_centroids(quantizer, d, nlist, metric, what):
     """None for an empty served flat quantizer of its own of the index's metric, or FAISS's
     serialization of the quantizer: an empty flat one of the other metric (L2 and inner
@@ -27,22 +34,18 @@ def quantizer_centroids(quantizer, d, nlist, metric, what):
     if _views.is_quantizer(quantizer):
         owner = _views._quantizer_owner(quantizer)
         if owner._binary or not owner.is_trained or quantizer.d != d or \
-                quantizer.ntotal != nlist or (quantizer.metric_type != metric and (
-                    metric not in _FLOAT_METRICS or
-                    quantizer.metric_type not in _FLOAT_METRICS)):
+                quantizer.ntotal != nlist or not _metrics_compose(quantizer.metric_type, metric):
             raise NotImplementedError(
                 "faissproxy: %s over the quantizer of another IVF index is served when that "
                 "index is trained, float, with %d lists, of dimension %d and this metric (or "
                 "L2 and inner product)" % (what, nlist, d))
         return _views.serialized_quantizer(quantizer)
     _served_index(quantizer, "the quantizer")
-    mixed = quantizer.metric_type != metric
-    if quantizer.d != d or (mixed and (metric not in _FLOAT_METRICS or
-                                       quantizer.metric_type not in _FLOAT_METRICS)) or \
+    if quantizer.d != d or not _metrics_compose(quantizer.metric_type, metric) or \
             _params._family(quantizer._classes) != "flat" or quantizer._idmap:
         raise NotImplementedError("faissproxy: %s is served over a flat quantizer of the same "
                                   "dimension and metric (or L2 and inner product)" % what)
-    if quantizer.ntotal == 0 and not mixed:
+    if quantizer.ntotal == 0 and quantizer.metric_type == metric:
         return None
     if quantizer.ntotal == 0:
         return _remote.serialize_index(quantizer).tobytes()
@@ -107,14 +110,8 @@ def set_metric_type(index, metric):
     offset = 4 + struct.calcsize("<iqqq?")
     assert struct.unpack_from("<i", data, offset)[0] == index.metric_type
     struct.pack_into("<i", data, offset, metric)
-    old, keep = index._name, index._keep
-    _compose(index, bytes(data), index._description)
-    if not keep:
-        _remote._lib.pending_deletes.append(old)
-    after = _remote._index_meta(index._name).get("params") or {}
-    for name in _MEMBERS:
-        if name in before and after.get(name) != before[name]:
-            index._set_param(name, int(before[name]))
+    _remote._recompose(index, bytes(data), index._description)
+    _views.give_back(index, before, _MEMBERS)
 
 
 class IndexIVFScalarQuantizer(_Residual, _IVF, Index):

@@ -12,8 +12,7 @@ an index made by its factory knows only FAISS's default settings.
 """
 import struct
 
-from . import _lib
-from ._remote import _compose, _index_meta
+from ._remote import _index_meta, _recompose
 
 
 def _local():
@@ -83,10 +82,9 @@ def train_ivf(index, x, n):
     loc = local.deserialize_index(serialize_index(index))  # FAISS's reader downcasts
     # FAISS's bytes leave the coarse k-means settings out (its reader gives 25 iterations):
     # the served index's, which the server reports while the index is untrained
-    from ._views import _CP_SERVED
-    for field in _CP_SERVED:
-        if "cp_" + field in params:
-            setattr(loc.cp, field, type(getattr(loc.cp, field))(params["cp_" + field]))
+    from ._views import served_cp
+    for field, value in served_cp({"params": params}).items():
+        setattr(loc.cp, field, type(getattr(loc.cp, field))(value))
     loc.do_polysemous_training = bool(index.do_polysemous_training)
     if index._poly_training is not None:
         loc.polysemous_training = index._poly_training
@@ -103,14 +101,8 @@ def train_ivf(index, x, n):
 
 def _replace(index, data):
     """The served index becomes FAISS's bytes data (a new server index under the same
-    object); the old one goes as the object would have taken it."""
-    old, keep = index._name, index._keep
-    _compose(index, bytes(data), index._description)
-    if not keep:
-        _lib.pending_deletes.append(old)
-    else:
-        index._keep = False
-        index.keep()
+    object)."""
+    _recompose(index, bytes(data), index._description)
 
 
 def _pq_header(index):

@@ -18,7 +18,7 @@ below trains on the server, through the composition.
 import struct
 
 from . import _remote
-from ._remote import (Index, _compose, _index_header, _make_view, _rows, _served_index,
+from ._remote import (Index, _index_header, _make_view, _rows, _served_index,
                       _settings_of, serialize_index)
 
 
@@ -112,11 +112,8 @@ class IndexPreTransform(Index):
         body = b"IxPT" + header + struct.pack("<i", len(self._chain)) + b"".join(tbytes)
         body += self._sub_bytes
         names = [_factory_name(vt) for vt in self._chain]
-        old, old_keep = self._name, self._keep
-        _compose(self, body, ",".join(names + [self._sub_description]))
+        _remote._recompose(self, body, ",".join(names + [self._sub_description]))
         self._classes = ("IndexPreTransform",) + self._sub_classes
-        if old and not old_keep:
-            _remote._lib.pending_deletes.append(old)
         source = sub if sub is not None else getattr(self, "_sub", None)
         if source is not None:
             for name, value, default in _settings_of(source):

@@ -814,6 +814,19 @@ def _compose(obj, data, index_type):
     obj._attach(info)
 
 
+def _recompose(obj, data, index_type):
+    """_compose over an object that may hold a server index already: the one it held goes as
+    the object would have taken it (deleted, or left in place when kept, the new one kept
+    then too)."""
+    old, keep = obj._name, obj._keep
+    _compose(obj, data, index_type)
+    if old and not keep:
+        _lib.pending_deletes.append(old)
+    elif old:
+        obj._keep = False
+        obj.keep()
+
+
 
 class IndexHNSWFlat(Index):
     _classes = ("IndexHNSWFlat",)

@@ -14,7 +14,7 @@ the server trains the quantizer and the thresholds.
 import struct
 
 from . import _composed, _pretransform, _remote, _views
-from ._remote import METRIC_L2, Index, _IVF, _compose, _index_header, _rows
+from ._remote import METRIC_L2, Index, _IVF, _index_header, _rows
 
 
 class IndexIVFSpectralHash(_IVF, Index):
@@ -45,11 +45,9 @@ class IndexIVFSpectralHash(_IVF, Index):
         body += _pretransform._transform_bytes(self._vt)
         body += struct.pack("<ifiQ", self._nbit, self._period, self._threshold_type, 0)
         body += _remote._empty_invlists(self._nlist, (self._nbit + 7) // 8)
-        old, old_keep = self._name, self._keep
         # the factory's IVF of this description: the constructor's k-means settings
-        _compose(self, body, "IVF%d,ITQ%d,SH%g" % (self._nlist, self._nbit, self._period))
-        if old and not old_keep:
-            _remote._lib.pending_deletes.append(old)
+        _remote._recompose(self, body, "IVF%d,ITQ%d,SH%g" % (self._nlist, self._nbit,
+                                                             self._period))
         if self._max_codes:
             self._set_param("max_codes", self._max_codes)
 

@@ -38,10 +38,8 @@ class ClusteringParameters:
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_index", index)
         if index is not None:  # the server's values: FAISS's reader leaves 25 iterations
-            params = _remote._index_meta(index._name).get("params") or {}
-            for field in _CP_SERVED:
-                if "cp_" + field in params:
-                    values[field] = type(values[field])(params["cp_" + field])
+            for field, value in served_cp(_remote._index_meta(index._name)).items():
+                values[field] = type(values[field])(value)
 
     def __getattr__(self, name):
         values = self.__dict__["_values"]
@@ -63,6 +61,22 @@ class ClusteringParameters:
         else:
             raise AttributeError("faissproxy: ClusteringParameters.%s is not an attribute "
                                  "FAISS has" % name)
+
+
+def served_cp(info):
+    """{field: value} of the k-means settings an info map reports (an untrained float
+    IVF's cp_<field> params)."""
+    params = info.get("params") or {}
+    return {f: params["cp_" + f] for f in _CP_SERVED if "cp_" + f in params}
+
+
+def give_back(index, before, names):
+    """Sets on index's server index each of names that the info params before held and that
+    it now holds otherwise (settings FAISS's bytes leave out, after a new server index)."""
+    after = _remote._index_meta(index._name).get("params") or {}
+    for name in names:
+        if name in before and after.get(name) != before[name]:
+            index._set_param(name, int(before[name]))
 
 
 def _cp_served(index):
@@ -222,12 +236,8 @@ def clone_index(index):
     # its defaults: the server reports them while the IVF (also one inside a composition)
     # is untrained, and its training is the one they change
     if not index._binary and not out.is_trained:
-        src = _remote._index_meta(index._name).get("params") or {}
-        dst = _remote._index_meta(out._name).get("params") or {}
-        for field in _CP_SERVED:
-            name = "cp_" + field
-            if name in src and dst.get(name) != src[name]:
-                out._set_param(name, int(src[name]))
+        give_back(out, _remote._index_meta(index._name).get("params") or {},
+                  ["cp_" + f for f in _CP_SERVED])
     if "_cp" in index.__dict__:  # and the values a program read or wrote, as they were
         object.__setattr__(out, "_cp", ClusteringParameters(index.metric_type,
                                                             out if _cp_served(out) else None))
