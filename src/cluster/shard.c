@@ -36,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 void fpx_sreply_free(sreply *x) {
     if (x->decoded)
@@ -191,7 +190,7 @@ int fpx_shard_call(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t i, fpx_
  * node. A replica held elsewhere is that node's to keep current (writes go
  * to the first live node of a shard, from every node). A failure leaves the
  * count as the replica has it. */
-static void shard_sync(fpx_cluster *c, const fpx_def *d, int64_t s) {
+void fpx_shard_sync(fpx_cluster *c, const fpx_def *d, int64_t s) {
     char nodes[FPX_PLACEMENT_LEN], name[FPX_NAME_MAX + 1];
     fpx_def_shard_nodes(d, s, nodes, sizeof nodes);
     if (!fpx_node_listed(c, nodes))
@@ -206,7 +205,7 @@ static void shard_sync(fpx_cluster *c, const fpx_def *d, int64_t s) {
 static void *scall_run(void *arg) {
     scall *k = arg;
     if (k->sync)
-        shard_sync(k->c, k->d, k->shard);
+        fpx_shard_sync(k->c, k->d, k->shard);
     k->rc = fpx_shard_call(k->c, k->r, k->d, k->shard, &k->o, k->x, &k->err);
     return NULL;
 }
@@ -280,7 +279,7 @@ void fpx_sreplies_free(sreply *infos, int64_t n) {
         fpx_sreply_free(&infos[i]);
 }
 
-static int64_t ntotal_of(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok) {
+int64_t fpx_shard_ntotal(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok) {
     sreply infos[FPX_SHARDS_MAX] = {0};
     int64_t sum = 0;
     *ok = infos_of(c, r, d, infos, 1) == 0; /* a write's reply */
@@ -526,7 +525,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         fpx_out o;
         sreply x;
         if (m == 0) {
-            shard_sync(c, d, s);
+            fpx_shard_sync(c, d, s);
             fpx_shard_sub_begin(&o, r, d, s, "get_index_info", NULL, 0);
             if (fpx_shard_call(c, r, d, s, &o, &x, &r->err) == 0)
                 ntotal += meta_int(&x, "ntotal");
@@ -543,7 +542,7 @@ static int serve_add(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
             if (attempt > 0) {
                 if (err.type != FPX_E_NOT_TRAINED)
                     break;
-                shard_sync(c, d, s);
+                fpx_shard_sync(c, d, s);
                 err = (fpx_err){0};
             }
             msgpack_packer *p = fpx_shard_sub_begin(&o, r, d, s, "add_vectors", drop, 2);
@@ -667,174 +666,8 @@ static int serve_delete_vector(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         deleted += got;
     }
     int ok;
-    int64_t ntotal = ntotal_of(c, r, d, &ok);
+    int64_t ntotal = fpx_shard_ntotal(c, r, d, &ok);
     return ok ? reply_counts(r, "deleted", deleted, ntotal) : -1;
-}
-
-/* Waits (about a second at most) until the replica of shard 0 that answers
- * for this node has applied every record of the shard's stream: a setting
- * given through another node a moment ago is then in what the training
- * reads. unavailable when it has not. */
-static int shard0_current(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    char name[FPX_NAME_MAX + 1];
-    fpx_def sd;
-    fpx_shard_name(d->uid, 0, name);
-    int found = fpx_cluster_def(c, d->tenant, name, &sd, &r->err);
-    if (found <= 0)
-        return found < 0 ? -1 : fpx_err_set(&r->err, FPX_E_INTERNAL, "shard 0 is not defined");
-    uint64_t last = 0;
-    int rc = fpx_log_last_seq(c, sd.uid, &last, &r->err);
-    fpx_def_clear(&sd);
-    if (rc != 0)
-        return -1;
-    shard_sync(c, d, 0);
-    for (int tries = 0; tries < 50; tries++) {
-        fpx_out o;
-        sreply x;
-        fpx_shard_sub_begin(&o, r, d, 0, "get_index_info", NULL, 0);
-        if (fpx_shard_call(c, r, d, 0, &o, &x, &r->err) != 0)
-            return -1;
-        const msgpack_object *seq = x.m.meta ? fpx_map_get(x.m.meta, "applied_seq") : NULL;
-        int64_t applied = -1;
-        if (seq)
-            (void)fpx_obj_int(seq, &applied);
-        fpx_sreply_free(&x);
-        if (applied >= 0 && (uint64_t)applied >= last)
-            return 0;
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    return fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
-                       "shard 0 of '%s' has not applied its latest settings yet: train again",
-                       d->name);
-}
-
-/* tmp, a new index of d's type, becomes shard 0's untrained index as its
- * settings left it (set_params goes to every shard alike): FAISS's bytes
- * (the export of an empty index: by_residual, a quantizer's efConstruction,
- * ...), the training settings FAISS's reader leaves out as the factory made
- * them (tmp's), then the members the shard's info reports (k-means
- * settings, max_codes, ...). A binary index's training reads nothing that
- * set_params sets: it stays as made. */
-static int shard_settings(fpx_cluster *c, fpx_req *r, const fpx_def *d, fpx_index *tmp) {
-    if (fpx_shard_binary(d))
-        return 0;
-    if (shard0_current(c, r, d) != 0)
-        return -1;
-    static const char *const drop[] = {"vector_shape", "dtype", NULL};
-    fpx_out o;
-    sreply x;
-    fpx_shard_sub_begin(&o, r, d, 0, "export_index", drop, 0);
-    if (fpx_shard_call(c, r, d, 0, &o, &x, &r->err) != 0)
-        return -1;
-    fpx_engine *e = NULL;
-    int64_t *labels = NULL;
-    int had = 0;
-    int rc = fpx_engine_import(x.m.body.data, x.m.body.data_size, &e, &labels, &had, &r->err);
-    free(labels);
-    if (rc == 0) {
-        fpx_engine_copy_train_params(e, tmp->eng);
-        const msgpack_object *params = x.m.meta ? fpx_map_get(x.m.meta, "params") : NULL;
-        int64_t dflt, v;
-        const char *name;
-        fpx_err other; /* a name of the info's that is no member of this type (an IndexPQ's
-                        * polysemous_ht is in its bytes): as fpx_engine_copy_members */
-        for (int i = 0; params && (name = fpx_engine_member_param(i, &dflt)); i++) {
-            const msgpack_object *val = fpx_map_get(params, name);
-            if (val && fpx_obj_int(val, &v) == 0)
-                (void)fpx_engine_set_member(e, name, v, &other);
-        }
-    }
-    if (rc == 0) {
-        fpx_engine_free(tmp->eng);
-        tmp->eng = e;
-    } else {
-        fpx_engine_free(e);
-    }
-    fpx_sreply_free(&x);
-    return rc;
-}
-
-/* Trains once, here, shard 0's untrained index (shard_settings), and
- * publishes the trained (empty) index to every shard's stream, so that every
- * shard holds the same quantizer and a sharded IVF answers as one server's
- * would. */
-static int serve_train(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
-    int ok;
-    int64_t ntotal = ntotal_of(c, r, d, &ok);
-    if (!ok)
-        return -1;
-    fpx_index *tmp = NULL;
-    if (fpx_index_new(d->tenant, d->name, d->index_type, d->dim, d->metric[0] ? d->metric : NULL,
-                      &tmp, &r->err) != 0)
-        return -1;
-    int rc = 0;
-    if (!fpx_engine_is_trained(tmp->eng)) {
-        size_t row = fpx_shard_row(d);
-        int64_t n = (int64_t)(r->msg.body.data_size / row);
-        void *x = NULL;
-        uint8_t *bytes = NULL;
-        size_t len = 0;
-        if (ntotal > 0)
-            rc = fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
-                             "training a sharded index that holds vectors is not served in this "
-                             "version: train it before adding");
-        else if (n < 1 || r->msg.body.data_size != (size_t)n * row)
-            rc = fpx_err_set(&r->err, FPX_E_VALIDATION,
-                             "train needs n >= 1 vectors of the index's dimension %lld",
-                             (long long)d->dim);
-        else if (shard_settings(c, r, d, tmp) != 0)
-            rc = -1;
-        else if (!fpx_engine_round_trips(tmp->eng))
-            rc = fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
-                             "training an additive-quantizer index (RQ, LSQ) is not served by a "
-                             "cluster in this version");
-        else if (!(x = malloc((size_t)n * row)))
-            rc = fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-        if (rc == 0) {
-            memcpy(x, r->msg.body.data, (size_t)n * row); /* aligned for FAISS */
-            rc = fpx_engine_train(tmp->eng, n, x, &r->err);
-        }
-        if (rc == 0)
-            rc = fpx_engine_serialize(tmp->eng, &bytes, &len, &r->err);
-        for (int64_t s = 0; rc == 0 && s < d->shards; s++) {
-            char name[FPX_NAME_MAX + 1];
-            fpx_def sd;
-            fpx_shard_name(d->uid, s, name);
-            int found = fpx_cluster_def(c, d->tenant, name, &sd, &r->err);
-            if (found == 0)
-                rc =
-                    fpx_err_set(&r->err, FPX_E_INTERNAL, "shard %lld is not defined", (long long)s);
-            if (found == 1) {
-                fpx_def_clear(&sd);
-                rc = fpx_log_publish_trained(c, r, sd.uid, bytes, len, &r->err);
-                if (rc != 0 && s > 0)
-                    fpx_err_set(&r->err, r->err.type,
-                                "shards 0..%lld were trained, shard %lld and after were not: %s",
-                                (long long)s - 1, (long long)s, r->err.msg);
-            } else {
-                rc = -1;
-            }
-        }
-        free(x);
-        free(bytes);
-    }
-    fpx_index_free(tmp);
-    if (rc != 0)
-        return -1;
-    /* Read back from every shard: applied where it is read (the shards this
-     * node holds apply it on delivery; an info waits for nothing, so the
-     * answer says true once trained). */
-    fpx_out o;
-    fpx_out_init(&o);
-    fpx_reply_ok(r, &o, 0);
-    msgpack_packer *m = fpx_out_meta(&o);
-    msgpack_pack_map(m, 2);
-    fpx_pack_cstr(m, "is_trained");
-    msgpack_pack_true(m);
-    fpx_pack_cstr(m, "ntotal");
-    msgpack_pack_int64(m, ntotal);
-    return fpx_shard_reply(r, &o);
 }
 
 static int serve_drop(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
@@ -897,7 +730,7 @@ static int serve_remove_ids(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     if (on_every_shard(c, r, d, "remove_ids", "removed", &removed) != 0)
         return -1;
     int ok;
-    int64_t ntotal = ntotal_of(c, r, d, &ok);
+    int64_t ntotal = fpx_shard_ntotal(c, r, d, &ok);
     return ok ? reply_counts(r, "removed", removed, ntotal) : -1;
 }
 
@@ -931,7 +764,7 @@ static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
     if (!strcmp(op, "delete_vector"))
         return serve_delete_vector(c, r, d);
     if (!strcmp(op, "train"))
-        return serve_train(c, r, d);
+        return fpx_shard_train(c, r, d);
     if (!strcmp(op, "remove_ids"))
         return serve_remove_ids(c, r, d);
     if (!strcmp(op, "list_keys"))
@@ -944,7 +777,7 @@ static int shard_serve(fpx_cluster *c, fpx_req *r, const fpx_def *d) {
         int ok;
         if (on_every_shard(c, r, d, op, NULL, &sum) != 0)
             return -1;
-        int64_t ntotal = ntotal_of(c, r, d, &ok);
+        int64_t ntotal = fpx_shard_ntotal(c, r, d, &ok);
         return ok ? reply_counts(r, NULL, 0, ntotal) : -1;
     }
     if (!strcmp(op, "reset")) {

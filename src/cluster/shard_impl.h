@@ -60,6 +60,14 @@ int fpx_shard_call(fpx_cluster *c, fpx_req *r, const fpx_def *d, int64_t i, fpx_
 int fpx_shard_calls(scall *k, int64_t n, fpx_req *r);
 /* The reply of r: o, finished into r->relay. */
 int fpx_shard_reply(fpx_req *r, fpx_out *o);
+/* Catches this node's replica of shard s (when it holds one) up with the
+ * shard's stream; a failure is logged and leaves the replica as it was. */
+void fpx_shard_sync(fpx_cluster *c, const fpx_def *d, int64_t s);
+/* The vectors of d over its shards (*ok 0, with r->err, when a shard could
+ * not be asked). */
+int64_t fpx_shard_ntotal(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok);
+/* shard_train.c: train of a sharded index, answering r as one server would. */
+int fpx_shard_train(fpx_cluster *c, fpx_req *r, const fpx_def *d);
 
 /* shard_read.c: the reads of a sharded index d, each answering r as one
  * server would (r->relay), or -1 with r->err. */
