@@ -3434,36 +3434,35 @@ void fpx_engine_copy_members(fpx_engine *dst, const fpx_engine *src) {
 }
 
 const char *fpx_engine_member_param(int i, int64_t *dflt) {
-    static const char *const names[] = {
-        "parallel_mode", "use_heap", "search_bounded_queue", "use_precomputed_table", "max_codes",
-        "polysemous_ht", "quantizer_max_codes", "quantizer_polysemous_ht",
+    static const struct {
+        const char *name;
+        int64_t dflt;
+    } members[] = {
+        {"parallel_mode", 0},
+        {"use_heap", 1},
+        {"search_bounded_queue", 1},
+        {"use_precomputed_table", FPX_MEMBER_CHOSEN},
+        {"max_codes", 0},
+        {"polysemous_ht", 0},
+        {"quantizer_max_codes", 0},
+        {"quantizer_polysemous_ht", 0},
         /* an untrained IVF's k-means: its constructor's values are not FAISS's
          * reader's, so they are kept whatever they are */
-        "cp_niter", "cp_nredo", "cp_seed", "cp_max_points_per_centroid", "cp_spherical",
-        "cp_int_centroids", "cp_update_index", "cp_frozen_centroids"};
-    static const int64_t dflts[] = {0,
-                                    1,
-                                    1,
-                                    FPX_MEMBER_CHOSEN,
-                                    0,
-                                    0,
-                                    0,
-                                    0,
-                                    FPX_MEMBER_CHOSEN,
-                                    FPX_MEMBER_CHOSEN,
-                                    FPX_MEMBER_CHOSEN,
-                                    FPX_MEMBER_CHOSEN,
-                                    FPX_MEMBER_CHOSEN,
-                                    FPX_MEMBER_CHOSEN,
-                                    FPX_MEMBER_CHOSEN,
-                                    FPX_MEMBER_CHOSEN};
-    static_assert(sizeof dflts == sizeof names / sizeof names[0] * sizeof dflts[0],
-                  "one default per name");
-    static_assert(sizeof names / sizeof names[0] <= FPX_MEMBERS_MAX, "FPX_MEMBERS_MAX");
-    if (i < 0 || i >= (int)(sizeof names / sizeof names[0]))
+        {"cp_niter", FPX_MEMBER_CHOSEN},
+        {"cp_nredo", FPX_MEMBER_CHOSEN},
+        {"cp_seed", FPX_MEMBER_CHOSEN},
+        {"cp_max_points_per_centroid", FPX_MEMBER_CHOSEN},
+        {"cp_spherical", FPX_MEMBER_CHOSEN},
+        {"cp_int_centroids", FPX_MEMBER_CHOSEN},
+        {"cp_update_index", FPX_MEMBER_CHOSEN},
+        {"cp_frozen_centroids", FPX_MEMBER_CHOSEN},
+    };
+    enum { N = sizeof members / sizeof members[0] };
+    static_assert(N <= FPX_MEMBERS_MAX, "FPX_MEMBERS_MAX");
+    if (i < 0 || i >= N)
         return nullptr;
-    *dflt = dflts[i];
-    return names[i];
+    *dflt = members[i].dflt;
+    return members[i].name;
 }
 
 int fpx_engine_get_member(fpx_engine *e, const char *name, int64_t *value) {
