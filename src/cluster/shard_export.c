@@ -7,12 +7,11 @@
  * trained type share one training (the trained empty index is in every
  * shard's log). This node reads the S exports back, appends them into one
  * index (FAISS's merge_from, with its checks; binary flat codes, which
- * FAISS 1.7.3 cannot merge, are appended as they are; an HNSW over flat
- * storage is built again from its exact vectors), puts the vectors in label
- * order, and exports that: the labels of adds without ids are FAISS's
+ * FAISS 1.7.3 cannot merge, are appended as they are; an HNSW, which it
+ * cannot merge either, is built again from its codes), puts the vectors in
+ * label order, and exports that: the labels of adds without ids are FAISS's
  * numbering, so label order is the order one server holds them in. A type
- * FAISS cannot merge (an HNSW over other storage, ...) fails whole with
- * the reason. The part "quantizer"
+ * FAISS cannot merge fails whole with the reason. The part "quantizer"
  * is shard 0's: every shard has the same.
  */
 #include "internal.h"

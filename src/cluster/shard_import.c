@@ -6,11 +6,11 @@
  * A vector goes where an add would have sent it: to shard FNV(key) mod S
  * when the import's items give it a caller key, else to shard label mod S.
  * Shard i's content is the index's vectors of shard i, in their order, with
- * the same codes and training (FAISS remove_ids on a copy, an HNSW over
- * flat storage built again from its exact vectors: fpx_engine_compact),
- * exported with their labels, and the items of those labels. A type whose
- * vectors cannot be left out (other HNSW storages, ...) cannot be cut and
- * is refused. Each part then becomes its shard's import (import.c).
+ * the same codes and training (FAISS remove_ids on a copy, an HNSW built
+ * again from its codes: fpx_engine_compact), exported with their labels,
+ * and the items of those labels. A type whose vectors cannot be left out
+ * (IndexRefine, NSG, ...) cannot be cut and is refused. Each part then
+ * becomes its shard's import (import.c).
  */
 #include "internal.h"
 
@@ -61,7 +61,7 @@ static int cut_part(const fpx_index *ix, const uint64_t *words, int64_t count, i
     int64_t nslots = fpx_engine_ntotal(ix->eng);
     fpx_bitset bits = {words, nslots, count};
     fpx_engine *sub = NULL;
-    int rc = fpx_engine_compact(ix->eng, &bits, &sub, err);
+    int rc = fpx_engine_compact(ix->eng, &bits, 1, &sub, err);
     if (rc == 1)
         return fpx_err_set(err, FPX_E_UNSUPPORTED,
                            "an index of type '%s' cannot be cut into shards: FAISS cannot leave "

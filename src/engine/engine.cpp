@@ -197,9 +197,29 @@ void write_float(const Index *idx, faiss::IOWriter *w) {
     faiss::write_index(idx, w);
 }
 
+/* FAISS 1.7.3 reads an Index2Layer's coarse quantizer without making it
+ * the owner's (its factory does): every copy read back leaked it. */
+void own_two_level_quantizer(Index *idx) {
+    for (;;) {
+        if (auto pt = dynamic_cast<faiss::IndexPreTransform *>(idx))
+            idx = pt->index;
+        else if (auto m = dynamic_cast<faiss::IndexIDMap *>(idx))
+            idx = m->index;
+        else if (auto h = dynamic_cast<faiss::IndexHNSW *>(idx))
+            idx = h->storage;
+        else if (auto rf = dynamic_cast<faiss::IndexRefine *>(idx))
+            idx = rf->base_index;
+        else
+            break;
+    }
+    if (auto tl = dynamic_cast<faiss::Index2Layer *>(idx))
+        tl->q1.own_fields = true;
+}
+
 /* faiss::read_index, the flag of untrained residual quantizers cleared. */
 Index *read_float(faiss::IOReader *r) {
     Index *idx = faiss::read_index(r);
+    own_two_level_quantizer(idx);
     for (auto rq : residual_quantizers(idx))
         if (!rq->is_trained)
             rq->train_type &= ~faiss::ResidualQuantizer::Skip_codebook_tables;
@@ -2896,17 +2916,33 @@ int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err) {
 
 namespace {
 
-/* An emptied copy of HNSW index h (its settings) with the n vectors x added
- * in order: the graph FAISS builds from them. */
-Index *hnsw_flat_with(const faiss::IndexHNSWFlat *h, const float *x, idx_t n) {
+/* The storage of an HNSW index whose vectors are held as codes of a fixed
+ * size (flat, SQ, PQ, 2-level storage), or nullptr. */
+faiss::IndexFlatCodes *hnsw_codes(const Index *idx) {
+    auto h = dynamic_cast<const faiss::IndexHNSW *>(idx);
+    return h ? dynamic_cast<faiss::IndexFlatCodes *>(h->storage) : nullptr;
+}
+
+/* An emptied copy of HNSW index h (its settings and its storage's training)
+ * holding the n codes given, in order. FAISS cannot move codes between HNSW
+ * graphs, so the graph is built again: the codes, decoded, are added in
+ * order (the graph FAISS builds from those vectors; from the very vectors
+ * for flat storage), and the storage then takes the codes themselves, in
+ * case encoding a decoded vector again gave another code. */
+Index *hnsw_with_codes(const faiss::IndexHNSW *h, const uint8_t *codes, idx_t n) {
     faiss::VectorIOWriter cw;
     write_float(h, &cw);
     faiss::VectorIOReader cr;
     cr.data.swap(cw.data);
     std::unique_ptr<Index> c(read_float(&cr));
     c->reset();
+    std::vector<float> x((size_t)n * (size_t)h->d);
+    if (n)
+        h->storage->sa_decode(n, codes, x.data());
     in_team(
-        n, [&] { c->add(n, x); }, Work::build);
+        n, [&] { c->add(n, x.data()); }, Work::build);
+    auto fc = hnsw_codes(c.get());
+    memcpy(fc->codes.data(), codes, (size_t)n * fc->code_size);
     return c.release();
 }
 
@@ -2959,19 +2995,28 @@ int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     auto fo = other->index ? dynamic_cast<faiss::IndexIVFFastScan *>(other->index.get()) : nullptr;
     if (ft && fo)
         return append_ivf_fast_scan(e, other, ft, fo, err);
-    auto he = e->index ? dynamic_cast<faiss::IndexHNSWFlat *>(e->index.get()) : nullptr;
-    auto ho = other->index ? dynamic_cast<faiss::IndexHNSWFlat *>(other->index.get()) : nullptr;
-    if (he && ho) { /* no merge_from: the other's exact vectors join the graph */
-        if (he->d != ho->d || he->metric_type != ho->metric_type)
-            return set_err(err, FPX_E_VALIDATION, "HNSW indexes of another dimension or metric");
+    auto he = e->index ? hnsw_codes(e->index.get()) : nullptr;
+    auto ho = other->index ? hnsw_codes(other->index.get()) : nullptr;
+    if (he && ho) { /* no merge_from: the other's vectors join the graph */
+        auto h = dynamic_cast<faiss::IndexHNSW *>(e->index.get());
+        auto oh = dynamic_cast<faiss::IndexHNSW *>(other->index.get());
+        if (h->d != oh->d || h->metric_type != oh->metric_type || typeid(*he) != typeid(*ho) ||
+            he->code_size != ho->code_size)
+            return set_err(err, FPX_E_VALIDATION,
+                           "HNSW indexes of another dimension, metric or storage");
+        if (check_merge_training(he, ho, err))
+            return -1;
         try {
-            idx_t n = ho->ntotal;
-            std::vector<float> x((size_t)n * (size_t)ho->d);
-            for (idx_t p = 0; p < n; p++)
-                ho->storage->reconstruct(p, x.data() + (size_t)p * (size_t)ho->d);
+            idx_t n = ho->ntotal, n0 = he->ntotal;
+            std::vector<float> x((size_t)n * (size_t)h->d);
+            if (n)
+                ho->sa_decode(n, ho->codes.data(), x.data());
             in_team(
-                n, [&] { he->add(n, x.data()); }, Work::build);
-            ho->reset();
+                n, [&] { h->add(n, x.data()); }, Work::build);
+            /* the other's codes as they are (see hnsw_with_codes) */
+            memcpy(he->codes.data() + (size_t)n0 * he->code_size, ho->codes.data(),
+                   (size_t)n * ho->code_size);
+            oh->reset();
             return 0;
         }
         FPX_CATCH(err, FPX_E_FAISS)
@@ -3029,12 +3074,13 @@ int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *
             rewrite_ivf_ids(ivf, [&](idx_t id) { return inv[(size_t)id]; });
             return 0;
         }
-        if (auto h = dynamic_cast<faiss::IndexHNSWFlat *>(e->index.get())) {
-            /* the graph is built again from the exact vectors in the new order */
-            std::vector<float> x((size_t)n * (size_t)h->d);
-            for (int64_t p = 0; p < n; p++)
-                h->storage->reconstruct(order[p], x.data() + (size_t)p * (size_t)h->d);
-            e->index.reset(hnsw_flat_with(h, x.data(), n));
+        if (auto fc = hnsw_codes(e->index.get())) {
+            /* the graph is built again from the codes in the new order */
+            std::vector<uint8_t> codes(fc->codes.begin(),
+                                       fc->codes.begin() + (ptrdiff_t)((size_t)n * fc->code_size));
+            permute_codes(codes, fc->code_size, order, (size_t)n);
+            auto h = dynamic_cast<const faiss::IndexHNSW *>(e->index.get());
+            e->index.reset(hnsw_with_codes(h, codes.data(), n));
             return 0;
         }
         Index *core = e->index.get();
@@ -3738,26 +3784,28 @@ int compact_copy(const typename K::Ix *idx, const fpx_bitset *live,
     return 0;
 }
 
-/* An HNSW index over flat storage holds its vectors exactly: the live ones,
- * added again in order to an emptied copy, make the graph FAISS would have
- * built from them. nullptr for every other type. */
-Index *rebuild_hnsw_flat(const Index *idx, const fpx_bitset *live) {
-    auto h = dynamic_cast<const faiss::IndexHNSWFlat *>(idx);
-    if (!h)
+/* An HNSW index built again from its live codes, in order (hnsw_with_codes):
+ * over flat storage, the graph FAISS builds from the exact vectors; over
+ * other storage (any_storage), the one it builds from the decoded vectors.
+ * nullptr for every other type. */
+Index *rebuild_hnsw(const Index *idx, const fpx_bitset *live, int any_storage) {
+    auto fc = hnsw_codes(idx);
+    if (!fc || (!any_storage && !dynamic_cast<const faiss::IndexHNSWFlat *>(idx)))
         return nullptr;
-    std::vector<float> x((size_t)live->count * (size_t)h->d);
+    std::vector<uint8_t> codes((size_t)live->count * fc->code_size);
     idx_t n = 0;
-    for (idx_t p = 0; p < h->ntotal; p++)
+    for (idx_t p = 0; p < idx->ntotal; p++)
         if ((live->words[p >> 6] >> (p & 63)) & 1)
-            h->storage->reconstruct(p, x.data() + (size_t)(n++) * (size_t)h->d);
-    return hnsw_flat_with(h, x.data(), n);
+            memcpy(&codes[(size_t)(n++) * fc->code_size], &fc->codes[(size_t)p * fc->code_size],
+                   fc->code_size);
+    return hnsw_with_codes(dynamic_cast<const faiss::IndexHNSW *>(idx), codes.data(), n);
 }
 
 } // namespace
 
 extern "C" {
 
-int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine **out,
+int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, int any_hnsw, fpx_engine **out,
                        fpx_err *err) {
     std::shared_lock<std::shared_mutex> knobs(e->knobs); /* hnsw.efSearch as set */
     try {
@@ -3771,7 +3819,7 @@ int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine *
         }
         std::unique_ptr<Index> idx;
         if (compact_copy<FloatKind>(e->index.get(), live, idx)) {
-            idx.reset(rebuild_hnsw_flat(e->index.get(), live));
+            idx.reset(rebuild_hnsw(e->index.get(), live, any_hnsw));
             if (!idx)
                 return 1;
         }

@@ -307,8 +307,9 @@ int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err);
  * puts them; binary flat indexes, which FAISS 1.7.3 cannot merge, append
  * their codes, an IVF fast-scan index (whose lists FAISS 1.7.3 cannot
  * append to in a merge) joins each list's codes and packs them again, and
- * an HNSW index over flat storage adds the other's exact vectors to its
- * graph. other is left empty. */
+ * an HNSW index over storage of fixed-size codes (flat, SQ, PQ) adds the
+ * other's vectors (decoded) to its graph and keeps the other's codes as
+ * they are. other is left empty. */
 int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err);
 /*
  * Reorders e's vectors: position p takes the vector at position order[p]
@@ -316,8 +317,10 @@ int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err);
  * indexes (under pre-transforms) and binary flat indexes move their codes,
  * fast-scan indexes unpack theirs, move them and pack them again;
  * an IVF index's lists keep their codes and renumber their ids; an HNSW
- * index over flat storage is built again from its exact vectors in the new
- * order. Other types fail (FPX_E_UNSUPPORTED), unchanged.
+ * index over storage of fixed-size codes is built again from its codes in
+ * the new order (the graph FAISS builds from their decoded vectors: the
+ * exact vectors for flat storage), which it keeps as they are. Other types
+ * fail (FPX_E_UNSUPPORTED), unchanged.
  */
 int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *err);
 
@@ -401,10 +404,14 @@ int fpx_engine_export(const fpx_engine *e, const fpx_bitset *live, const int64_t
  * A new engine holding e's live positions only, in order: position p of the
  * copy is e's p-th live position, with the same codes and the same settings.
  * FAISS remove_ids on a copy (an IVF index's list ids then renumbered); an
- * HNSW index over flat storage is rebuilt from its exact vectors instead.
+ * HNSW index over flat storage is rebuilt from its exact vectors instead,
+ * and with any_hnsw one over other storage of fixed-size codes (SQ, PQ)
+ * from its codes (their decoded vectors make the graph; the codes are
+ * kept as they are).
  * 0; 1 when this type cannot leave positions out (nothing made); -1 on error.
  */
-int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, fpx_engine **out, fpx_err *err);
+int fpx_engine_compact(const fpx_engine *e, const fpx_bitset *live, int any_hnsw, fpx_engine **out,
+                       fpx_err *err);
 
 /*
  * Reads a FAISS-serialized index (as from write_index). IndexIDMap/IDMap2

@@ -29,7 +29,7 @@ int fpx_index_compact_build(const fpx_index *ix, fpx_index **out, fpx_err *err) 
     *out = NULL;
     fpx_bitset live = fpx_index_live(ix);
     fpx_engine *eng;
-    int rc = fpx_engine_compact(ix->eng, &live, &eng, err);
+    int rc = fpx_engine_compact(ix->eng, &live, 0, &eng, err);
     if (rc != 0)
         return rc;
     fpx_index *c = fpx_index_alloc(ix->tenant, ix->name, "", 0, eng);

@@ -361,11 +361,39 @@ def test_import_with_shards_answers_as_one_server(cl, fresh_server):
         cs[0].drop(name)
 
 
+def test_import_hnsw_over_codes_with_shards(cl, fresh_server):
+    """An HNSW over SQ storage imported with shards is cut into its shards
+    with its codes as they are (each shard's graph built from them): a
+    search that visits every vector (efSearch past ntotal) answers as one
+    server given the same import, distances included, and its export holds
+    the imported codes."""
+    d, name = 8, unique("ishhsq")
+    idx = faiss.index_factory(d, "HNSW8,SQ8")
+    x = rand(150, d, 44)
+    idx.train(x)
+    idx.add(x)
+    blob = faiss.serialize_index(idx).tobytes()
+    one, cs = one_and_sharded(cl, fresh_server, name, blob, 3)
+    q = rand(5, d, 45)
+    hd = {"operation": "search", "index_id": name, "k": 6, "vector_shape": [5, d],
+          "params": {"efSearch": 256}}
+    want = one.call(hd, q.tobytes())
+    assert want[0]["status"] == "ok"
+    for c in cs:
+        assert c.call(hd, q.tobytes()) == want
+    exp = faiss.deserialize_index(np.frombuffer(
+        cs[1].ok({"operation": "export_index", "index_id": name})[1], "uint8").copy())
+    codes = [faiss.vector_to_array(faiss.downcast_index(e.storage).codes) for e in (idx, exp)]
+    assert np.array_equal(codes[0], codes[1])
+    one.drop(name)
+    cs[0].drop(name)
+
+
 def test_import_with_shards_refused_whole(cl):
     """A type whose vectors cannot be left out cannot be cut into shards: a
     clear error, and nothing named."""
     d = 8
-    idx = faiss.index_factory(d, "HNSW8,SQ8")
+    idx = faiss.index_factory(d, "SQ8,RFlat")  # IndexRefine has no remove_ids
     x = rand(100, d, 43)
     idx.train(x)
     idx.add(x)

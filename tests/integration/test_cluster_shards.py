@@ -293,15 +293,6 @@ def test_unsupported_and_bad_shards(cl):
     h = c.error({"operation": "get_index_info", "index_id": ".shard-" + "0" * 32 + "-0"})
     assert h["error_type"] == "validation_error"
     c.drop(name)
-    # FAISS has no merge_from for HNSW over other than flat storage
-    c.ok({"operation": "create_index", "index_id": name, "dimension": 8, "shards": 2,
-          "index_type": "HNSW8,SQ8"})
-    assert c.train(name, rand(64, 8, 2))["is_trained"]
-    c.add(name, rand(40, 8, 3))
-    h = c.error({"operation": "export_index", "index_id": name})
-    assert h["error_type"] == "unsupported" and "export_index" in h["message"], h
-    assert c.info(name)["ntotal"] == 40
-    c.drop(name)
 
 
 def test_ivf_fast_scan_export_is_one_servers(cl, fresh_server):
@@ -389,6 +380,44 @@ def test_hnsw_export_is_built_from_every_shard(cl):
     _, I = exp.search(x, 1)
     assert np.array_equal(I[:, 0], np.arange(90))
     c.drop(name)
+
+
+@pytest.mark.parametrize("index_type", ["HNSW8,SQ8", "HNSW8,PQ2np", "HNSW8_4+PQ2"])
+def test_hnsw_over_codes_export_is_one_servers(cl, fresh_server, index_type):
+    """A sharded HNSW over SQ, PQ or two-level storage exports what one server
+    holding the same vectors does: the same codes, in label order, under the
+    same training, in a graph FAISS builds from their decoded vectors. With
+    efSearch past ntotal FAISS's search of either export visits every vector,
+    so both answer alike, distances included."""
+    import faiss
+    plain, cs = fresh_server.client(), clients(cl)
+    d, name = 8, unique("hnswc")
+    h = {"operation": "create_index", "index_id": name, "dimension": d,
+         "index_type": index_type}
+    cs[0].ok(dict(h, shards=3))
+    plain.ok(h)
+    t, x = rand(600, d, 21), rand(90, d, 22)
+    for c in (cs[1], plain):
+        assert c.train(name, t)["is_trained"]
+        c.add(name, x[:50])
+        c.add(name, x[50:])
+
+    def exported(c):
+        blob = c.ok({"operation": "export_index", "index_id": name})[1]
+        return faiss.deserialize_index(np.frombuffer(blob, "uint8").copy())
+
+    want, got = exported(plain), exported(cs[2])
+    assert type(got) is type(want) and got.ntotal == want.ntotal == 90
+    codes = [faiss.vector_to_array(faiss.downcast_index(e.storage).codes) for e in (want, got)]
+    assert np.array_equal(codes[0], codes[1])
+    q = rand(6, d, 23)
+    for e in (want, got):
+        e.hnsw.efSearch = 128
+    Dw, Iw = want.search(q, 5)
+    Dg, Ig = got.search(q, 5)
+    assert np.array_equal(Iw, Ig) and np.array_equal(Dw, Dg)
+    cs[0].drop(name)
+    plain.drop(name)
 
 
 def test_restart_empty_rebuilds_shards(cl):
