@@ -20,6 +20,10 @@ Figures (ratios of two measurements of this run):
 - sharded search p50 and p99: the same searches on an index of 3 shards (one
   replica each, one per node) through a node, which asks its own shard and the
   two nodes holding the others and joins the hits, over the plain server's;
+- sharded HNSW recall: 1-recall@1 and 10-recall@10 (against the exact
+  neighbours) of HNSW32 at efSearch 16 and 64, 3 shards (each its own graph over
+  a third of the vectors, searched for k, the hits joined) over one server's
+  HNSW32 holding every vector;
 - failover: after kill -9 of a NATS server, and after kill -9 of a node, the time
   until the first write and the first search that succeed through a surviving node
   (requests sent back to back from the kill on, each retried at once when it fails).
@@ -124,6 +128,36 @@ def sharded(p, n1, n2, a, x, q):
              pct(ls, s) / pct(lp, s)) for what, s in (("p50", 50), ("p99", 99))]
 
 
+def recall(I, gt, k):
+    """k-recall@k: the share of the k true nearest found among the k returned."""
+    return np.mean([len(set(I[i, :k]) & set(gt[i, :k])) / k for i in range(len(gt))])
+
+
+def hnsw_recall(p, n1, n2, a, x, q):
+    """Recall of an HNSW32 index of 3 shards against one server's, on the same
+    vectors and queries (their exact neighbours from a flat index)."""
+    p.ok({"operation": "create_index", "index_id": "hnsw", "dimension": a.d,
+          "index_type": "HNSW32"})
+    n1.ok({"operation": "create_index", "index_id": "hsh", "dimension": a.d, "shards": 3,
+           "replicas": 1, "index_type": "HNSW32"})
+    p.create("exact", a.d)
+    for i in range(0, a.n, 5000):
+        p.add("hnsw", x[i:i + 5000])
+        n1.add("hsh", x[i:i + 5000])
+        p.add("exact", x[i:i + 5000])
+    nq = min(len(q), 500)
+    _, gt, _ = p.search("exact", q[:nq], 10)
+    rows = []
+    for ef in (16, 64):
+        _, Ip, _ = p.search("hnsw", q[:nq], 10, params={"efSearch": ef})
+        _, Is, _ = n2.search("hsh", q[:nq], 10, params={"efSearch": ef})
+        for k in (1, 10):
+            one, sh = recall(Ip, gt, k), recall(Is, gt, k)
+            rows.append(("HNSW32 %d-recall@%d, efSearch %d (3 shards)" % (k, k, ef), one, sh,
+                         sh / one))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -155,6 +189,7 @@ def main():
         n1, n2, n3 = (Client(n.endpoint) for n in cl.nodes)
 
         rows += sharded(p, n1, n2, a, x, q)
+        rows += hnsw_recall(p, n1, n2, a, x, q)
         if a.only == "all":
             # ingest: the same keyless adds, a replica on every node
             p.create("ing", a.d)
