@@ -61,6 +61,7 @@
 #include <atomic>
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <type_traits>
 #include <typeinfo>
 #include <omp.h>
 #include <pthread.h>
@@ -3676,6 +3677,23 @@ void write_wrapped(typename K::Ix *c, const std::vector<idx_t> &ids, faiss::IOWr
     K::write(&m, w);
 }
 
+/* An HNSW index built again from its live codes, in order (hnsw_with_codes):
+ * over flat storage, the graph FAISS builds from the exact vectors; over
+ * other storage (any_storage), the one it builds from the decoded vectors.
+ * nullptr for every other type. */
+Index *rebuild_hnsw(const Index *idx, const fpx_bitset *live, int any_storage) {
+    auto fc = hnsw_codes(idx);
+    if (!fc || (!any_storage && !dynamic_cast<const faiss::IndexHNSWFlat *>(idx)))
+        return nullptr;
+    std::vector<uint8_t> codes((size_t)live->count * fc->code_size);
+    idx_t n = 0;
+    for (idx_t p = 0; p < idx->ntotal; p++)
+        if ((live->words[p >> 6] >> (p & 63)) & 1)
+            memcpy(&codes[(size_t)(n++) * fc->code_size], &fc->codes[(size_t)p * fc->code_size],
+                   fc->code_size);
+    return hnsw_with_codes(dynamic_cast<const faiss::IndexHNSW *>(idx), codes.data(), n);
+}
+
 /* fpx_engine_export for either kind of index. */
 template <class K>
 int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_t *labels,
@@ -3693,7 +3711,17 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
          * lists' ids rewritten (below) */
         auto ivf = K::ivf_of(c.get());
         auto aside = map_aside(ivf);
-        if (live->count < ntotal) {
+        /* FAISS cannot remove from an HNSW graph: one is built from the
+         * live codes, as FAISS builds it from their vectors */
+        bool rebuilt = false;
+        if constexpr (std::is_same_v<typename K::Ix, Index>) {
+            if (live->count < ntotal)
+                if (Index *h = rebuild_hnsw(idx, live, 1)) {
+                    c.reset(h);
+                    rebuilt = true;
+                }
+        }
+        if (!rebuilt && live->count < ntotal) {
             DeadSelector dead(live);
             try {
                 if (!remove_from_fast_scan(c.get(), dead))
@@ -3782,23 +3810,6 @@ int compact_copy(const typename K::Ix *idx, const fpx_bitset *live,
     }
     out = std::move(c);
     return 0;
-}
-
-/* An HNSW index built again from its live codes, in order (hnsw_with_codes):
- * over flat storage, the graph FAISS builds from the exact vectors; over
- * other storage (any_storage), the one it builds from the decoded vectors.
- * nullptr for every other type. */
-Index *rebuild_hnsw(const Index *idx, const fpx_bitset *live, int any_storage) {
-    auto fc = hnsw_codes(idx);
-    if (!fc || (!any_storage && !dynamic_cast<const faiss::IndexHNSWFlat *>(idx)))
-        return nullptr;
-    std::vector<uint8_t> codes((size_t)live->count * fc->code_size);
-    idx_t n = 0;
-    for (idx_t p = 0; p < idx->ntotal; p++)
-        if ((live->words[p >> 6] >> (p & 63)) & 1)
-            memcpy(&codes[(size_t)(n++) * fc->code_size], &fc->codes[(size_t)p * fc->code_size],
-                   fc->code_size);
-    return hnsw_with_codes(dynamic_cast<const faiss::IndexHNSW *>(idx), codes.data(), n);
 }
 
 } // namespace
