@@ -65,6 +65,16 @@ int fpx_synced_wait(fpx_req *r, int rc);
 /* delete_index, r->ix locked exclusively: removes the definition and the
  * stream, then the replica here; the other nodes drop theirs. */
 int fpx_cluster_drop(fpx_req *r);
+/* merge_from in a cluster (merge.c): sent to a node holding both indexes
+ * (from the dispatcher, before the index is looked up); from server/merge.c,
+ * fences the other
+ * index's stream (bind), empties it through its stream once the target
+ * merged (run), and lifts the fence of a merge that did not happen or
+ * leaves it to be finished (release). */
+int fpx_cluster_merge_routed(fpx_req *r); /* 1: relayed (r->relay) or failed (r->err) */
+int fpx_cluster_merge_fence(fpx_req *r);
+int fpx_cluster_merge_reset(fpx_req *r);
+void fpx_cluster_merge_abandon(fpx_req *r);
 
 /* The routing ids of the sockets that forward requests to another node
  * start with this: net.c marks such requests forwarded (never forwarded

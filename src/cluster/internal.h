@@ -285,6 +285,19 @@ int fpx_node_lookup(fpx_cluster *c, const char *node, char *endpoint, size_t cap
  * the reply says it was not published, or when its message id makes a
  * second publish harmless (client_id and request_id). */
 int fpx_forward_to_holders(fpx_cluster *c, fpx_req *r, const char *placement);
+/* log.c: publishes rec to the stream of the index with unique id uid, with
+ * message id msgid (a second publish of it within JetStream's window is
+ * stored once): its stream sequence in *seq. */
+int fpx_log_publish_rec(fpx_cluster *c, const uint8_t *uid, const fpx_walrec *rec,
+                        const char *msgid, uint64_t *seq, fpx_err *err);
+/* merge.c: merge_from's route (for the target t, one index): 0 served here
+ * (this node holds both indexes), 1 sent to a node that does (r->relay),
+ * -1 with r->err. */
+int fpx_cluster_merge_route(fpx_cluster *c, fpx_req *r, const fpx_def *t);
+/* merge.c: finishes, through the streams, the merges out of replicas held
+ * here that are fenced for longer than a node takes to do it (a node that
+ * began one stopped): once a second, from the lease reaper. */
+void fpx_cluster_merge_finish_pass(fpx_cluster *c);
 /* Closes every forwarding socket (no request in flight any more). */
 void fpx_forward_stop(fpx_cluster *c);
 

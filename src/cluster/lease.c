@@ -488,6 +488,7 @@ static void *reaper_main(void *arg) {
             continue;
         renew_touched(c, 1); /* first: a lease a request renewed is never reaped */
         reap_pass(c, pass);
+        fpx_cluster_merge_finish_pass(c); /* merges whose node stopped (merge.c) */
         if (pass % orphan_every == 0)
             fpx_orphan_pass(c);
     }

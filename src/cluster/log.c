@@ -273,6 +273,10 @@ int fpx_log_follow(fpx_cluster *c, fpx_replica *rep, fpx_err *err) {
  */
 static void message_id(fpx_cluster *c, const fpx_req *r, char *out /* MSGID_MAX */) {
     const msgpack_object *rid = r->rid;
+    if (r->merge_id[0] && r->rec.op == FPX_WAL_MERGE) { /* as a node finishing it sends it */
+        snprintf(out, MSGID_MAX, "merge-%s", r->merge_id);
+        return;
+    }
     if (!r->client_id[0] || !rid) {
         snprintf(out, MSGID_MAX, "%s-%s-%llu", c->s->cfg->node_id, c->boot,
                  (unsigned long long)atomic_fetch_add(&c->next_msg, 1));
@@ -307,14 +311,23 @@ static void message_id(fpx_cluster *c, const fpx_req *r, char *out /* MSGID_MAX 
  * stores it once) until FPX_PUBLISH_DEADLINE_MS passed. expect_last: the
  * stream's last sequence the record was built against (0: any). *dup: the
  * stream held that id already (its sequence is *seq). */
+/* A record of len bytes over the NATS servers' max_payload: err, 1. */
+static int too_big(fpx_cluster *c, size_t len, fpx_err *err) {
+    int64_t max = natsConnection_GetMaxPayload(c->nc);
+    if (max <= 0 || len <= (size_t)max)
+        return 0;
+    fpx_err_set(err, FPX_E_LIMIT,
+                "this write's log record is %zu bytes, more than the NATS servers' max_payload "
+                "(%lld bytes): send fewer vectors per request (a merge_from's record holds the "
+                "other index's vectors)",
+                len, (long long)max);
+    return 1;
+}
+
 static int publish(fpx_cluster *c, const char *subject, const uint8_t *p, size_t len,
                    const char *msgid, uint64_t expect_last, uint64_t *seq, int *dup, fpx_err *err) {
-    int64_t max = natsConnection_GetMaxPayload(c->nc);
-    if (max > 0 && len > (size_t)max)
-        return fpx_err_set(err, FPX_E_LIMIT,
-                           "this write's log record is %zu bytes, more than the NATS servers' "
-                           "max_payload (%lld bytes): send fewer vectors per request",
-                           len, (long long)max);
+    if (too_big(c, len, err))
+        return -1;
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = msgid;
@@ -380,6 +393,8 @@ int fpx_cluster_write(fpx_req *r) {
     }
     if (rc == 0)
         rc = rec_encode(&rec, &payload, &len, &r->err);
+    if (rc == 0 && too_big(c, len, &r->err))
+        rc = -1; /* refused before anything is sent */
     if (rc == 0) {
         r->published = 1; /* from here, the write may be stored whatever the reply */
         rc = publish(c, subject, payload, len, msgid, expect, &seq, &dup, &r->err);
@@ -403,9 +418,24 @@ int fpx_cluster_write(fpx_req *r) {
         int a = apply_next(ix, &rec, &why, &r->err);
         if (a > 0)
             r->err = why;
+        r->merge_refused = a > 0 && rec.op == FPX_WAL_MERGE;
         rc = a == 0 ? 0 : -1;
     }
     free(trained);
+    return rc;
+}
+
+int fpx_log_publish_rec(fpx_cluster *c, const uint8_t *uid, const fpx_walrec *rec,
+                        const char *msgid, uint64_t *seq, fpx_err *err) {
+    char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
+    fpx_cluster_stream_names(uid, stream, subject);
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    int dup = 0;
+    int rc = rec_encode(rec, &payload, &len, err);
+    if (rc == 0)
+        rc = publish(c, subject, payload, len, msgid, 0, seq, &dup, err);
+    free(payload);
     return rc;
 }
 

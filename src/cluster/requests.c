@@ -24,16 +24,6 @@
 int fpx_cluster_admit(fpx_req *r) {
     fpx_cluster *c = r->s->cluster;
     const char *op = r->op->name;
-    /* Its emptying of the source and its merge into the target are records
-     * of two streams, which JetStream cannot write at once: a write to the
-     * source through another node in between would be lost or doubled
-     * (docs/cluster.md, "Not yet served"). */
-    if (!strcmp(op, "merge_from"))
-        return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
-                           "merge_from is not served by a cluster in this version: it writes "
-                           "two indexes' logs, which the cluster cannot do at once without "
-                           "losing or doubling a write made to the source meanwhile; copy the "
-                           "vectors with reconstruct_n and add_vectors, then reset the source");
     if (!strcmp(op, "ping"))
         return 0;
     if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)

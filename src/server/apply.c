@@ -317,6 +317,19 @@ static int apply_merge(fpx_index *ix, const fpx_walrec *rec, const msgpack_objec
     int64_t add_id;
     if (!a || fpx_obj_int(a, &add_id))
         return fpx_err_set(err, FPX_E_INTERNAL, "merge record without a valid add_id");
+    /* Which index gave the vectors, and its last sequence then: its reset
+     * comes next in its own log (merge.c). Records of earlier versions do
+     * not say. */
+    const msgpack_object *u = meta ? fpx_map_get(meta, "from_uid") : NULL;
+    const msgpack_object *q = meta ? fpx_map_get(meta, "from_seq") : NULL;
+    int64_t seq;
+    int from = u && q && u->type == MSGPACK_OBJECT_BIN && u->via.bin.size == FPX_UID_BYTES &&
+               fpx_obj_int(q, &seq) == 0 && seq >= 0;
+    /* In a cluster, a merge finished by another node after this one's
+     * publish may come twice (docs/cluster.md, "merge_from"): taken once. */
+    for (const fpx_merge_todo *t = ix->merge_todo; from && t; t = t->next)
+        if (t->seq == (uint64_t)seq && !memcmp(t->uid, u->via.bin.ptr, FPX_UID_BYTES))
+            return 0;
     fpx_engine *other;
     int64_t *labels;
     int wrapper;
@@ -325,14 +338,7 @@ static int apply_merge(fpx_index *ix, const fpx_walrec *rec, const msgpack_objec
     int rc = fpx_index_merge(ix, other, labels, add_id, err);
     free(labels);
     fpx_engine_free(other);
-    /* Which index gave the vectors, and its last sequence then: its reset
-     * comes next in its own log (merge.c). Records of earlier versions do
-     * not say. */
-    const msgpack_object *u = meta ? fpx_map_get(meta, "from_uid") : NULL;
-    const msgpack_object *q = meta ? fpx_map_get(meta, "from_seq") : NULL;
-    int64_t seq;
-    if (rc == 0 && u && q && u->type == MSGPACK_OBJECT_BIN && u->via.bin.size == FPX_UID_BYTES &&
-        fpx_obj_int(q, &seq) == 0 && seq >= 0) {
+    if (rc == 0 && from) {
         fpx_merge_todo *t = malloc(sizeof *t);
         if (!t)
             return fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
@@ -342,6 +348,58 @@ static int apply_merge(fpx_index *ix, const fpx_walrec *rec, const msgpack_objec
         ix->merge_todo = t;
     }
     return rc;
+}
+
+/* ---- merge_from in a cluster: the fence ------------------------------------------- */
+
+/* meta's string key as a C string into out (cap bytes): 0, or -1. */
+static int meta_str(const msgpack_object *meta, const char *key, char *out, size_t cap) {
+    const msgpack_object *o = meta ? fpx_map_get(meta, key) : NULL;
+    const char *p;
+    size_t n;
+    if (!o || fpx_obj_str(o, &p, &n) || n == 0 || n >= cap)
+        return -1;
+    memcpy(out, p, n);
+    out[n] = 0;
+    return 0;
+}
+
+/* A merge_from out of ix begins: its content as of this record is what the
+ * target takes, so every later write of its stream is refused until the
+ * merge's reset, or an unfence if the merge did not happen. */
+static int apply_fence(fpx_index *ix, const msgpack_object *meta, fpx_err *err) {
+    char id[FPX_FENCE_ID_MAX + 1], to[FPX_NAME_MAX + 1];
+    const msgpack_object *u = meta ? fpx_map_get(meta, "to_uid") : NULL;
+    const msgpack_object *a = meta ? fpx_map_get(meta, "add_id") : NULL;
+    int64_t add_id;
+    if (meta_str(meta, "merge_id", id, sizeof id) || meta_str(meta, "to", to, sizeof to) || !u ||
+        u->type != MSGPACK_OBJECT_BIN || u->via.bin.size != FPX_UID_BYTES || !a ||
+        fpx_obj_int(a, &add_id))
+        return fpx_err_set(err, FPX_E_INTERNAL, "a merge fence record without its fields");
+    if (ix->fence_id[0])
+        return fpx_err_set(err, FPX_E_UNAVAILABLE,
+                           "index '%s' is being merged into '%s' (merge_from) already; try again "
+                           "once that merge is done",
+                           ix->name, ix->fence_to);
+    if (fpx_index_has_entries(ix))
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "index '%s' holds caller keys or metadata, which merge_from does not "
+                           "move",
+                           ix->name);
+    snprintf(ix->fence_id, sizeof ix->fence_id, "%s", id);
+    snprintf(ix->fence_to, sizeof ix->fence_to, "%s", to);
+    memcpy(ix->fence_to_uid, u->via.bin.ptr, FPX_UID_BYTES);
+    ix->fence_add_id = add_id;
+    ix->fence_seq = ix->seq;
+    ix->fence_ms = fpx_now_ns() / 1000000;
+    return 0;
+}
+
+/* Whether meta names ix's fence (its merge_id). */
+static int names_fence(const fpx_index *ix, const msgpack_object *meta) {
+    char id[FPX_FENCE_ID_MAX + 1];
+    return ix->fence_id[0] && meta_str(meta, "merge_id", id, sizeof id) == 0 &&
+           !strcmp(id, ix->fence_id);
 }
 
 /* ---- the one apply -------------------------------------------------------------- */
@@ -362,6 +420,17 @@ int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
     int rc;
     int64_t count;
     const void *x = rec->data;
+    /* A fenced index (merge_from in a cluster) takes only what ends the
+     * fence: the merge's reset, or the unfence. */
+    if (ix->fence_id[0] && rec->op != FPX_WAL_SKIP && rec->op != FPX_WAL_FENCE &&
+        !((rec->op == FPX_WAL_RESET || rec->op == FPX_WAL_UNFENCE) && names_fence(ix, meta))) {
+        rc = fpx_err_set(err, FPX_E_UNAVAILABLE,
+                         "index '%s' is being merged into '%s' (merge_from): try again once the "
+                         "merge is done",
+                         ix->name, ix->fence_to);
+        msgpack_unpacked_destroy(&u);
+        return rc;
+    }
     switch (rec->op) {
     case FPX_WAL_ADD:
         rc = fpx_index_check_items(meta, rec->n, err);
@@ -382,7 +451,23 @@ int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         rc = apply_remove(ix, meta, err);
         break;
     case FPX_WAL_RESET:
+        /* a merge's reset empties only the index it fenced, and only once:
+         * sent again after an unfence, it changes nothing */
+        if (meta && fpx_map_get(meta, "merge_id") && !names_fence(ix, meta)) {
+            rc = 0;
+            break;
+        }
         rc = fpx_index_reset(ix, err);
+        if (rc == 0)
+            ix->fence_id[0] = 0;
+        break;
+    case FPX_WAL_FENCE:
+        rc = apply_fence(ix, meta, err);
+        break;
+    case FPX_WAL_UNFENCE:
+        if (names_fence(ix, meta))
+            ix->fence_id[0] = 0;
+        rc = 0;
         break;
     case FPX_WAL_PARAM:
         rc = apply_param(ix, meta, err);

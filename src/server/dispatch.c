@@ -214,6 +214,9 @@ static int lock_index(fpx_req *r, fpx_lockmode mode) {
 /* The request's index: in a cluster, one defined a moment ago through
  * another node may not be open here yet. */
 static fpx_index *index_of(fpx_req *r) {
+    /* merge_from in a cluster runs where both indexes are held */
+    if (r->s->cluster && r->op->run == fpx_op_merged && fpx_cluster_merge_routed(r))
+        return NULL;
     fpx_index *ix = fpx_req_index(r);
     if (!ix && r->s->cluster && r->err.type == FPX_E_NOT_FOUND)
         ix = fpx_cluster_index(r);

@@ -50,6 +50,8 @@ typedef struct fpx_blob {
 
 /* Bytes of an index's unique id: random, given at creation, never reused. */
 #define FPX_UID_BYTES 16
+/* A merge_from's id in a cluster: 32 hex digits. */
+#define FPX_FENCE_ID_MAX 32
 
 typedef struct fpx_index {
     char tenant[FPX_NAME_MAX + 1];
@@ -140,6 +142,16 @@ typedef struct fpx_index {
      * index's lock; a restart finishes it from the target's merge_todo. */
     int merge_owed;
     char merge_owed_to[FPX_NAME_MAX + 1];
+    /* Cluster mode: a merge_from out of this index fenced it (its stream's
+     * record fence_seq, docs/cluster.md "merge_from"). Until the merge's
+     * reset or an unfence with this id, every replica refuses the stream's
+     * other writes. Kept in snapshots; fence_id empty: none. fence_ms is
+     * when this replica applied or loaded it (monotonic, not kept). */
+    char fence_id[FPX_FENCE_ID_MAX + 1];
+    char fence_to[FPX_NAME_MAX + 1];
+    uint8_t fence_to_uid[FPX_UID_BYTES];
+    int64_t fence_add_id;
+    uint64_t fence_seq, fence_ms;
     /* Copies of nlive and snap_bytes + wal_bytes, readable without the lock
      * (tenant quotas sum them over a tenant's indexes; registry.c). */
     atomic_llong use_vectors, use_bytes;
@@ -231,6 +243,10 @@ int fpx_index_remove(fpx_index *ix, int64_t n, const int64_t *labels, int64_t lo
  * both); on flat-code indexes they take the next labels, and add_id must be 0,
  * as FAISS says. Succeeds whole or changes nothing.
  */
+/* Whether ix has a live vector with a caller key or metadata: FAISS has
+ * neither, and merge_from would have to move them. */
+int fpx_index_has_entries(const fpx_index *ix);
+
 int fpx_index_merge(fpx_index *ix, fpx_engine *other, const int64_t *olabels, int64_t add_id,
                     fpx_err *err);
 

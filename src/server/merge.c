@@ -13,6 +13,7 @@
  * so a merge waiting for its target only waits for them to end.
  */
 #include "apply.h"
+#include "cluster/cluster.h"
 #include "index_impl.h"
 #include "ops.h"
 #include "util.h"
@@ -100,9 +101,7 @@ int fpx_prep_merge(fpx_req *r) {
     return 0;
 }
 
-/* The other index's live vectors with a key or metadata: FAISS has neither,
- * and the merge would have to move them. */
-static int has_keys(const fpx_index *ix) {
+int fpx_index_has_entries(const fpx_index *ix) {
     for (int64_t s = 0; s < ix->nslots; s++)
         if (fpx_bit_get(ix->alive, s) && ((ix->keys && ix->keys[s]) || (ix->meta && ix->meta[s])))
             return 1;
@@ -139,7 +138,11 @@ int fpx_bind_merge(fpx_req *r) {
     /* a reset it owes comes first: its vectors are another index's now */
     if (fpx_merge_pay(other, &r->err) != 0)
         return -1;
-    if (has_keys(other))
+    /* in a cluster, its stream is fenced first: what it holds then is what
+     * the target takes, whatever other nodes write to it meanwhile */
+    if (r->s->cluster && fpx_cluster_merge_fence(r) != 0)
+        return -1;
+    if (fpx_index_has_entries(other))
         return fpx_err_set(&r->err, FPX_E_VALIDATION,
                            "index '%s' holds caller keys or metadata, which merge_from does not "
                            "move",
@@ -153,22 +156,31 @@ int fpx_bind_merge(fpx_req *r) {
     r->copy = buf; /* freed by the dispatcher */
     msgpack_packer pk;
     fpx_req_recmeta(r, &pk);
-    msgpack_pack_map(&pk, 4);
-    fpx_pack_cstr(&pk, "add_id");
-    msgpack_pack_int64(&pk, r->i0);
-    fpx_pack_cstr(&pk, "from");
-    fpx_pack_cstr(&pk, other->name);
-    fpx_pack_cstr(&pk, "from_uid");
-    msgpack_pack_bin(&pk, FPX_UID_BYTES);
-    msgpack_pack_bin_body(&pk, other->uid, FPX_UID_BYTES);
-    fpx_pack_cstr(&pk, "from_seq");
-    msgpack_pack_uint64(&pk, other->seq);
+    fpx_merge_pack_meta(&pk, other, other->seq, r->i0, r->merge_id);
     if (!r->recmeta.data)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
     r->rec =
         (fpx_walrec){FPX_WAL_MERGE,  0, other->nlive, buf, blen, (const uint8_t *)r->recmeta.data,
                      r->recmeta.size};
     return 0;
+}
+
+void fpx_merge_pack_meta(msgpack_packer *pk, const fpx_index *other, uint64_t seq, int64_t add_id,
+                         const char *merge_id) {
+    msgpack_pack_map(pk, 4 + (merge_id[0] != 0));
+    fpx_pack_cstr(pk, "add_id");
+    msgpack_pack_int64(pk, add_id);
+    fpx_pack_cstr(pk, "from");
+    fpx_pack_cstr(pk, other->name);
+    fpx_pack_cstr(pk, "from_uid");
+    msgpack_pack_bin(pk, FPX_UID_BYTES);
+    msgpack_pack_bin_body(pk, other->uid, FPX_UID_BYTES);
+    fpx_pack_cstr(pk, "from_seq");
+    msgpack_pack_uint64(pk, seq);
+    if (merge_id[0]) {
+        fpx_pack_cstr(pk, "merge_id");
+        fpx_pack_cstr(pk, merge_id);
+    }
 }
 
 /* FAISS's IDMap merges only with an IDMap, and a bare index only with a bare
@@ -225,6 +237,17 @@ int fpx_merge_pay(fpx_index *ix, fpx_err *err) {
     return 0;
 }
 
+static int merged_reply(fpx_req *r, fpx_out *o, int64_t moved) {
+    fpx_reply_ok(r, o, 0);
+    msgpack_packer *m = fpx_out_meta(o);
+    msgpack_pack_map(m, 2);
+    fpx_pack_cstr(m, "merged");
+    msgpack_pack_int64(m, moved);
+    fpx_pack_cstr(m, "ntotal");
+    msgpack_pack_int64(m, r->ix->nlive);
+    return 0;
+}
+
 /* The target has merged (logged and applied): the other is emptied, as
  * FAISS's merge_from leaves it, by a reset of its own log, once the target's
  * record is durable. Before that, a power loss could keep the reset and lose
@@ -234,6 +257,12 @@ int fpx_op_merged(fpx_req *r, fpx_out *o) {
     fpx_index *other = r->other;
     int64_t moved = other->nlive;
     fpx_err e = {0};
+    if (r->s->cluster) { /* the reset goes through the other's stream */
+        if (fpx_cluster_merge_reset(r) != 0)
+            return -1;
+        r->other_emptied = 1;
+        return merged_reply(r, o, moved);
+    }
     if (fpx_store_sync(r->ix, r->logged_seq, &e) != 0)
         return fpx_err_set(&r->err, e.type,
                            "the vectors of '%s' were merged into '%s', but the merge could not "
@@ -254,14 +283,7 @@ int fpx_op_merged(fpx_req *r, fpx_out *o) {
                            other->name, r->ix->name, other->name, e.msg);
     }
     drop_todo(r->ix, other->uid, seq0); /* its apply noted the reset to come: it came */
-    fpx_reply_ok(r, o, 0);
-    msgpack_packer *m = fpx_out_meta(o);
-    msgpack_pack_map(m, 2);
-    fpx_pack_cstr(m, "merged");
-    msgpack_pack_int64(m, moved);
-    fpx_pack_cstr(m, "ntotal");
-    msgpack_pack_int64(m, r->ix->nlive);
-    return 0;
+    return merged_reply(r, o, moved);
 }
 
 /* The index of tenant with unique id uid, or NULL (s->indexes at start, no
@@ -329,10 +351,20 @@ void fpx_merge_finish(fpx_server *s) {
     }
 }
 
+void fpx_merge_lock(void) {
+    pthread_mutex_lock(&merge_lock);
+}
+
+void fpx_merge_unlock(void) {
+    pthread_mutex_unlock(&merge_lock);
+}
+
 void fpx_merge_release(fpx_req *r) {
     fpx_index *other = r->other;
     if (!other)
         return;
+    if (r->merge_state == 1) /* fenced, and not merged: lifted, or left to finish */
+        fpx_cluster_merge_abandon(r);
     r->other = NULL;
     pthread_rwlock_unlock(&other->lock);
     if (r->other_emptied) /* as after any reset */

@@ -127,6 +127,14 @@ int fpx_merge_pay(fpx_index *ix, fpx_err *err);
 /* Unlocks and releases the other index of a merge_from (the target's lock is
  * already released), then lets the next merge run. Any request may call it. */
 void fpx_merge_release(fpx_req *r);
+/* The meta of a merge record: add_id, the other index's name, unique id and
+ * sequence seq (its last record before the merge), and in a cluster the
+ * merge's id (empty: none). */
+void fpx_merge_pack_meta(msgpack_packer *pk, const fpx_index *other, uint64_t seq, int64_t add_id,
+                         const char *merge_id);
+/* The server-wide lock merges take before the other index's lock. */
+void fpx_merge_lock(void);
+void fpx_merge_unlock(void);
 
 /* ops_codec.c: FAISS's standalone codec (sa_encode, sa_decode), as reads. */
 int fpx_bind_sa_encode(fpx_req *r);

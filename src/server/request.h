@@ -37,6 +37,11 @@ typedef struct fpx_req {
      * until fpx_merge_release (merge.c), with the server's merge lock held */
     fpx_index *other;
     int other_emptied; /* its reset was logged: a snapshot is due */
+    /* merge_from in a cluster (src/cluster/merge.c): the merge's id, once
+     * the other index is fenced; merge_state 1 fenced, 2 done (its reset
+     * applied); merge_refused: the target's replicas refused the merge */
+    char merge_id[FPX_FENCE_ID_MAX + 1];
+    int merge_state, merge_refused;
     /* A search counted among those arriving at ix's batcher (batch.h) from
      * bind, before its lock: the one before it on its connection, already
      * searching, waits for it. The search handler, or the dispatcher on an

@@ -59,7 +59,9 @@ int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
         return -1;
     if (fpx_store_load_all(cfg->data_dir, fpx_apply, found_index, refused_index, s, err) != 0)
         return -1;
-    fpx_merge_finish(s);
+    /* A cluster's replicas finish merges through their streams (src/cluster/merge.c) */
+    if (!cfg->cluster_urls[0])
+        fpx_merge_finish(s);
     if (start_snapper(s, err) != 0 || start_reclaimer(s, err) != 0)
         return -1;
     return fpx_lease_start(s, err);

@@ -65,7 +65,8 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
     const char *mnames[FPX_MEMBERS_MAX];
     int64_t mvals[FPX_MEMBERS_MAX];
     int nmembers = changed_members(ix, mnames, mvals);
-    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0) + (npending > 0) + (nmembers > 0));
+    msgpack_pack_map(h, 9 + (ix->lease_seconds > 0) + (npending > 0) + (nmembers > 0) +
+                            (ix->fence_id[0] != 0));
     fpx_pack_cstr(h, "format");
     fpx_pack_cstr(h, SNAP_FORMAT);
     fpx_pack_cstr(h, "version");
@@ -97,6 +98,16 @@ int fpx_index_write(const fpx_index *ix, fpx_write_fn fn, void *ctx, fpx_err *er
             msgpack_pack_bin_body(h, t->uid, FPX_UID_BYTES);
             msgpack_pack_uint64(h, t->seq);
         }
+    }
+    if (ix->fence_id[0]) { /* a merge_from out of it in a cluster (apply.c) */
+        fpx_pack_cstr(h, "merge_fence");
+        msgpack_pack_array(h, 5);
+        fpx_pack_cstr(h, ix->fence_id);
+        fpx_pack_cstr(h, ix->fence_to);
+        msgpack_pack_bin(h, FPX_UID_BYTES);
+        msgpack_pack_bin_body(h, ix->fence_to_uid, FPX_UID_BYTES);
+        msgpack_pack_int64(h, ix->fence_add_id);
+        msgpack_pack_uint64(h, ix->fence_seq);
     }
     if (nmembers > 0) { /* absent when all are FAISS's defaults, as earlier versions wrote */
         fpx_pack_cstr(h, "settings");
@@ -173,6 +184,31 @@ static int load_blob_table(fpx_index *ix, const msgpack_object *t, fpx_blob ***d
     return 0;
 }
 
+/* The snapshot's merge_fence (absent when none): [id, to, to_uid, add_id,
+ * seq] (apply.c). */
+static int load_fence(fpx_index *ix, const msgpack_object *a) {
+    if (!a)
+        return 0;
+    const msgpack_object *e =
+        a->type == MSGPACK_OBJECT_ARRAY && a->via.array.size == 5 ? a->via.array.ptr : NULL;
+    int64_t add_id, seq;
+    if (!e || e[0].type != MSGPACK_OBJECT_STR || e[0].via.str.size == 0 ||
+        e[0].via.str.size > FPX_FENCE_ID_MAX || e[1].type != MSGPACK_OBJECT_STR ||
+        e[1].via.str.size == 0 || e[1].via.str.size > FPX_NAME_MAX ||
+        e[2].type != MSGPACK_OBJECT_BIN || e[2].via.bin.size != FPX_UID_BYTES ||
+        fpx_obj_int(&e[3], &add_id) || fpx_obj_int(&e[4], &seq) || seq < 0)
+        return -1;
+    memcpy(ix->fence_id, e[0].via.str.ptr, e[0].via.str.size);
+    ix->fence_id[e[0].via.str.size] = 0;
+    memcpy(ix->fence_to, e[1].via.str.ptr, e[1].via.str.size);
+    ix->fence_to[e[1].via.str.size] = 0;
+    memcpy(ix->fence_to_uid, e[2].via.bin.ptr, FPX_UID_BYTES);
+    ix->fence_add_id = add_id;
+    ix->fence_seq = (uint64_t)seq;
+    ix->fence_ms = fpx_now_ns() / 1000000;
+    return 0;
+}
+
 /* The snapshot's merges_pending (absent when none): each [uid, seq]. */
 static int load_pending(fpx_index *ix, const msgpack_object *a) {
     if (!a)
@@ -242,7 +278,8 @@ int fpx_index_decode(const char *tenant, const char *name, const uint8_t *buf, s
     int64_t lease; /* absent in snapshots of indexes without a lease */
     if (get_i64(h, "lease_seconds", &lease) == 0 && lease > 0)
         ix->lease_seconds = lease;
-    if (load_pending(ix, fpx_map_get(h, "merges_pending")) != 0)
+    if (load_pending(ix, fpx_map_get(h, "merges_pending")) != 0 ||
+        load_fence(ix, fpx_map_get(h, "merge_fence")) != 0)
         goto bad;
     const msgpack_object *settings = fpx_map_get(h, "settings");
     if (settings) {

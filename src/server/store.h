@@ -33,7 +33,10 @@ typedef enum fpx_walop {
     FPX_WAL_LEASE = 7,   /* meta: {"lease_seconds": int}, 0: no lease (set_lease) */
     FPX_WAL_TRAINED = 8, /* data: the trained index as FAISS serializes it; replaces the engine */
     FPX_WAL_SKIP = 9,    /* cluster mode: a stream record that failed to apply on every replica */
-    FPX_WAL_MERGE = 10   /* data: the other index's export; meta: {"add_id": int, "from": name} */
+    FPX_WAL_MERGE = 10,  /* data: the other index's export; meta: {"add_id": int, "from": name} */
+    /* cluster mode: a merge_from out of this index (docs/cluster.md, "merge_from") */
+    FPX_WAL_FENCE = 11,  /* meta: {"merge_id": str, "to": name, "to_uid": bin, "add_id": int} */
+    FPX_WAL_UNFENCE = 12 /* meta: {"merge_id": str}: the merge did not happen */
 } fpx_walop;
 
 #define FPX_WAL_LABELS 1u /* flag of FPX_WAL_ADD: labels follow the vectors */

@@ -9,9 +9,8 @@ rebuilt from them by a node restarted on an empty data dir (no peer holding
 it) as well as from a peer's snapshot; that bad bytes get the single
 server's error and leave nothing behind (no listed index, no definition in
 the bucket, no stream); that an import with shards answers as one server
-given the same import; that the CLI's restore works against a cluster, and
-its backup saves sharded indexes and restores them with their shards; and
-that merge_from is refused with a clear error, changing nothing.
+given the same import; and that the CLI's restore works against a cluster,
+and its backup saves sharded indexes and restores them with their shards.
 """
 import shutil
 import time
@@ -408,23 +407,22 @@ def test_import_with_shards_refused_whole(cl):
     assert not definition_stored(cl, name) and streams(cl) == had
 
 
-def test_merge_from_refused_unchanged(cl):
-    """merge_from is refused in a cluster with a clear error, and neither
-    index changes."""
-    d = 8
-    a, b = unique("ma"), unique("mb")
+def test_merge_over_max_payload_refused_unfenced(cl):
+    """A merge_from whose record would not fit NATS's max_payload (1 MB here)
+    is refused before it is sent, and the other index is not left fenced: it
+    takes writes at once, and neither index changed."""
+    d = 64
     cs = [n.client() for n in cl.nodes]
+    a, b = unique("mpa"), unique("mpb")
     cs[0].create(a, d)
     cs[0].create(b, d)
-    cs[0].add(a, rand(10, d, 1))
-    cs[0].add(b, rand(5, d, 2))
-    before = (synced(cs, a), synced(cs, b))
-    h = cs[1].error({"operation": "merge_from", "index_id": a, "other": b})
-    assert h["error_type"] == "unsupported", h
-    assert "merge_from" in h["message"] and "cluster" in h["message"]
-    # nothing was written to either stream, and every replica has both
-    assert (synced(cs, a), synced(cs, b)) == before
-    for c in cs:
-        assert c.info(a)["ntotal"] == 10 and c.info(b)["ntotal"] == 5
+    for i in range(3):  # 1.5 MB in records under 1 MB
+        cs[0].add(b, rand(2000, d, 80 + i))
+    synced(cs, b)
+    e = cs[1].error({"operation": "merge_from", "index_id": a, "other": b})
+    assert e["error_type"] == "limit_exceeded" and "max_payload" in e["message"], e
+    assert cs[2].add(b, rand(1, d, 90))["ntotal"] == 6001
+    synced(cs, a)
+    assert all(c.info(a)["ntotal"] == 0 for c in cs)
     cs[0].drop(a)
     cs[0].drop(b)
