@@ -130,6 +130,21 @@ static int catch_up(fpx_cluster *c, fpx_index *ix, fpx_err *err) {
     return ix->seq < last ? fpx_log_catch_up(c, ix, last, err) : 0;
 }
 
+/* Publishes the record op (data, meta) to ix's stream under msgid and
+ * applies it here (ix locked exclusively); meta is destroyed. */
+static int send_applied(fpx_cluster *c, fpx_index *ix, fpx_walop op, const uint8_t *data,
+                        size_t dlen, int64_t n, msgpack_sbuffer *meta, const char *msgid,
+                        fpx_err *err) {
+    fpx_walrec rec = {op, 0, n, data, dlen, (const uint8_t *)meta->data, meta->size};
+    uint64_t seq = 0;
+    int rc = meta->data ? fpx_log_publish_rec(c, ix->uid, &rec, msgid, &seq, err)
+                        : fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
+    msgpack_sbuffer_destroy(meta);
+    if (rc == 0 && ix->seq < seq)
+        rc = fpx_log_catch_up(c, ix, seq, err);
+    return rc;
+}
+
 /* Publishes the record op (meta {"merge_id": id}) of merge id to ix's
  * stream (ix locked exclusively) and applies it here. */
 static int end_fence(fpx_cluster *c, fpx_index *ix, fpx_walop op, const char *id, fpx_err *err) {
@@ -142,14 +157,7 @@ static int end_fence(fpx_cluster *c, fpx_index *ix, fpx_walop op, const char *id
     fpx_pack_cstr(&pk, id);
     char msgid[64];
     snprintf(msgid, sizeof msgid, "merge-%s-%s", op == FPX_WAL_RESET ? "reset" : "unfence", id);
-    fpx_walrec rec = {op, 0, 0, NULL, 0, (const uint8_t *)sb.data, sb.size};
-    uint64_t seq = 0;
-    int rc = sb.data ? fpx_log_publish_rec(c, ix->uid, &rec, msgid, &seq, err)
-                     : fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-    if (rc == 0 && ix->seq < seq)
-        rc = fpx_log_catch_up(c, ix, seq, err);
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
+    return send_applied(c, ix, op, NULL, 0, 0, &sb, msgid, err);
 }
 
 int fpx_cluster_merge_fence(fpx_req *r) {
@@ -178,14 +186,7 @@ int fpx_cluster_merge_fence(fpx_req *r) {
     msgpack_pack_int64(&pk, r->i0);
     char msgid[64];
     snprintf(msgid, sizeof msgid, "merge-fence-%s", id);
-    fpx_walrec rec = {FPX_WAL_FENCE, 0, 0, NULL, 0, (const uint8_t *)sb.data, sb.size};
-    uint64_t seq = 0;
-    int rc = sb.data ? fpx_log_publish_rec(c, other->uid, &rec, msgid, &seq, &r->err)
-                     : fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    msgpack_sbuffer_destroy(&sb);
-    if (rc == 0 && other->seq < seq)
-        rc = fpx_log_catch_up(c, other, seq, &r->err);
-    if (rc != 0)
+    if (send_applied(c, other, FPX_WAL_FENCE, NULL, 0, 0, &sb, msgid, &r->err) != 0)
         return -1;
     if (strcmp(other->fence_id, id) != 0) { /* its replicas refused it: why, as they said */
         if (other->fence_id[0])
@@ -259,13 +260,7 @@ static int send_merge(fpx_cluster *c, fpx_index *ix, fpx_index *other, fpx_err *
     fpx_merge_pack_meta(&pk, other, other->fence_seq, other->fence_add_id, other->fence_id);
     char msgid[64];
     snprintf(msgid, sizeof msgid, "merge-%s", other->fence_id);
-    fpx_walrec rec = {FPX_WAL_MERGE, 0, other->nlive, buf, blen, (const uint8_t *)sb.data, sb.size};
-    uint64_t seq = 0;
-    int rc = sb.data ? fpx_log_publish_rec(c, ix->uid, &rec, msgid, &seq, err)
-                     : fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
-    if (rc == 0 && ix->seq < seq)
-        rc = fpx_log_catch_up(c, ix, seq, err);
-    msgpack_sbuffer_destroy(&sb);
+    int rc = send_applied(c, ix, FPX_WAL_MERGE, buf, blen, other->nlive, &sb, msgid, err);
     free(buf);
     return rc;
 }
