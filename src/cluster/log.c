@@ -425,8 +425,10 @@ int fpx_cluster_write(fpx_req *r) {
     return rc;
 }
 
-int fpx_log_publish_rec(fpx_cluster *c, const uint8_t *uid, const fpx_walrec *rec,
-                        const char *msgid, uint64_t *seq, fpx_err *err) {
+/* rec, encoded, published to the stream of the index with unique id uid
+ * (expect_last as publish takes it). */
+static int publish_rec(fpx_cluster *c, const uint8_t *uid, const fpx_walrec *rec, const char *msgid,
+                       uint64_t expect_last, uint64_t *seq, fpx_err *err) {
     char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX];
     fpx_cluster_stream_names(uid, stream, subject);
     uint8_t *payload = NULL;
@@ -434,27 +436,23 @@ int fpx_log_publish_rec(fpx_cluster *c, const uint8_t *uid, const fpx_walrec *re
     int dup = 0;
     int rc = rec_encode(rec, &payload, &len, err);
     if (rc == 0)
-        rc = publish(c, subject, payload, len, msgid, 0, seq, &dup, err);
+        rc = publish(c, subject, payload, len, msgid, expect_last, seq, &dup, err);
     free(payload);
     return rc;
 }
 
+int fpx_log_publish_rec(fpx_cluster *c, const uint8_t *uid, const fpx_walrec *rec,
+                        const char *msgid, uint64_t *seq, fpx_err *err) {
+    return publish_rec(c, uid, rec, msgid, 0, seq, err);
+}
+
 int fpx_log_publish_trained(fpx_cluster *c, fpx_req *r, const uint8_t *uid, const uint8_t *bytes,
                             size_t n, fpx_err *err) {
-    char stream[8 + FPX_UID_HEX], subject[8 + FPX_UID_HEX], msgid[MSGID_MAX];
-    fpx_cluster_stream_names(uid, stream, subject);
+    char msgid[MSGID_MAX];
     fpx_walrec rec = {FPX_WAL_TRAINED, 0, 0, bytes, n, NULL, 0};
-    uint8_t *payload = NULL;
-    size_t len = 0;
     uint64_t expect = 0, seq = 0;
-    int dup = 0;
     message_id(c, r, msgid);
     /* One record per shard: the message ids of the shards' streams never meet. */
     int rc = fpx_log_last_seq(c, uid, &expect, err);
-    if (rc == 0)
-        rc = rec_encode(&rec, &payload, &len, err);
-    if (rc == 0)
-        rc = publish(c, subject, payload, len, msgid, expect, &seq, &dup, err);
-    free(payload);
-    return rc;
+    return rc == 0 ? publish_rec(c, uid, &rec, msgid, expect, &seq, err) : rc;
 }

@@ -27,7 +27,7 @@
  */
 #include "internal.h"
 
-#include "engine/engine.h"
+#include "server/apply.h"
 #include "server/index.h"
 #include "server/ops.h"
 #include "server/util.h"
@@ -188,20 +188,11 @@ int fpx_cluster_merge_fence(fpx_req *r) {
     snprintf(msgid, sizeof msgid, "merge-fence-%s", id);
     if (send_applied(c, other, FPX_WAL_FENCE, NULL, 0, 0, &sb, msgid, &r->err) != 0)
         return -1;
-    if (strcmp(other->fence_id, id) != 0) { /* its replicas refused it: why, as they said */
-        if (other->fence_id[0])
-            return fpx_err_set(&r->err, FPX_E_UNAVAILABLE,
-                               "index '%s' is being merged into '%s' (merge_from) already; try "
-                               "again once that merge is done",
-                               other->name, other->fence_to);
-        if (fpx_index_has_entries(other))
-            return fpx_err_set(&r->err, FPX_E_VALIDATION,
-                               "index '%s' holds caller keys or metadata, which merge_from does "
-                               "not move",
-                               other->name);
-        return fpx_err_set(&r->err, FPX_E_INTERNAL, "the fence of index '%s' did not apply",
-                           other->name);
-    }
+    if (strcmp(other->fence_id, id) != 0) /* its replicas refused it: why, as they said */
+        return fpx_fence_refusal(other, &r->err)
+                   ? -1
+                   : fpx_err_set(&r->err, FPX_E_INTERNAL, "the fence of index '%s' did not apply",
+                                 other->name);
     snprintf(r->merge_id, sizeof r->merge_id, "%s", id);
     r->merge_state = 1;
     return 0;
@@ -247,11 +238,9 @@ static int merged(const fpx_index *ix, const fpx_index *other) {
 /* The merge record of other's fence, published to ix's stream and applied
  * here (both locked exclusively). */
 static int send_merge(fpx_cluster *c, fpx_index *ix, fpx_index *other, fpx_err *err) {
-    fpx_bitset live = fpx_index_live(other);
     uint8_t *buf = NULL;
     size_t blen = 0;
-    if (fpx_engine_export(other->eng, &live, other->labels,
-                          fpx_index_type_has_idmap(other->index_type), &buf, &blen, err))
+    if (fpx_index_export(other, &buf, &blen, err))
         return -1;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);

@@ -3700,27 +3700,27 @@ int export_index(const typename K::Ix *idx, const fpx_bitset *live, const int64_
                  int idmap, uint8_t **buf, size_t *len, fpx_err *err) {
     idx_t ntotal = idx->ntotal;
     try {
-        /* A copy through FAISS's own serialization: clone_index does not
-         * know every type (HNSW among them, in 1.7.3). */
-        faiss::VectorIOWriter cw;
-        K::write(idx, &cw);
-        faiss::VectorIOReader cr;
-        cr.data.swap(cw.data);
-        std::unique_ptr<typename K::Ix> c(K::read(&cr));
+        /* FAISS cannot remove from an HNSW graph: one is built from the
+         * live codes, as FAISS builds it from their vectors */
+        std::unique_ptr<typename K::Ix> c;
+        if constexpr (std::is_same_v<typename K::Ix, Index>) {
+            if (live->count < ntotal)
+                c.reset(rebuild_hnsw(idx, live, 1));
+        }
+        bool rebuilt = c != nullptr;
+        if (!rebuilt) {
+            /* A copy through FAISS's own serialization: clone_index does not
+             * know every type (HNSW among them, in 1.7.3). */
+            faiss::VectorIOWriter cw;
+            K::write(idx, &cw);
+            faiss::VectorIOReader cr;
+            cr.data.swap(cw.data);
+            c.reset(K::read(&cr));
+        }
         /* the direct map goes for the removal, and comes back with the
          * lists' ids rewritten (below) */
         auto ivf = K::ivf_of(c.get());
         auto aside = map_aside(ivf);
-        /* FAISS cannot remove from an HNSW graph: one is built from the
-         * live codes, as FAISS builds it from their vectors */
-        bool rebuilt = false;
-        if constexpr (std::is_same_v<typename K::Ix, Index>) {
-            if (live->count < ntotal)
-                if (Index *h = rebuild_hnsw(idx, live, 1)) {
-                    c.reset(h);
-                    rebuilt = true;
-                }
-        }
         if (!rebuilt && live->count < ntotal) {
             DeadSelector dead(live);
             try {

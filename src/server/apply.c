@@ -364,6 +364,20 @@ static int meta_str(const msgpack_object *meta, const char *key, char *out, size
     return 0;
 }
 
+int fpx_fence_refusal(const fpx_index *ix, fpx_err *err) {
+    if (ix->fence_id[0])
+        return fpx_err_set(err, FPX_E_UNAVAILABLE,
+                           "index '%s' is being merged into '%s' (merge_from) already; try again "
+                           "once that merge is done",
+                           ix->name, ix->fence_to);
+    if (fpx_index_has_entries(ix))
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "index '%s' holds caller keys or metadata, which merge_from does not "
+                           "move",
+                           ix->name);
+    return 0;
+}
+
 /* A merge_from out of ix begins: its content as of this record is what the
  * target takes, so every later write of its stream is refused until the
  * merge's reset, or an unfence if the merge did not happen. */
@@ -376,16 +390,8 @@ static int apply_fence(fpx_index *ix, const msgpack_object *meta, fpx_err *err) 
         u->type != MSGPACK_OBJECT_BIN || u->via.bin.size != FPX_UID_BYTES || !a ||
         fpx_obj_int(a, &add_id))
         return fpx_err_set(err, FPX_E_INTERNAL, "a merge fence record without its fields");
-    if (ix->fence_id[0])
-        return fpx_err_set(err, FPX_E_UNAVAILABLE,
-                           "index '%s' is being merged into '%s' (merge_from) already; try again "
-                           "once that merge is done",
-                           ix->name, ix->fence_to);
-    if (fpx_index_has_entries(ix))
-        return fpx_err_set(err, FPX_E_VALIDATION,
-                           "index '%s' holds caller keys or metadata, which merge_from does not "
-                           "move",
-                           ix->name);
+    if (fpx_fence_refusal(ix, err))
+        return -1;
     snprintf(ix->fence_id, sizeof ix->fence_id, "%s", id);
     snprintf(ix->fence_to, sizeof ix->fence_to, "%s", to);
     memcpy(ix->fence_to_uid, u->via.bin.ptr, FPX_UID_BYTES);

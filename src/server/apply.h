@@ -19,6 +19,10 @@
 /* Applies rec to ix (the index's lock held exclusively, or ix not yet shared). */
 int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err);
 
+/* Why ix cannot be fenced for a merge_from out of it in a cluster (a merge
+ * under way, caller keys or metadata): -1 with err, else 0. */
+int fpx_fence_refusal(const fpx_index *ix, fpx_err *err);
+
 /* Turns a train record (FPX_WAL_TRAIN, the training vectors) into the record
  * of its result: ix's engine copied and trained, as FPX_WAL_TRAINED whose
  * data is the trained index in *buf (malloc'd, the caller frees it after the

@@ -768,6 +768,12 @@ fpx_bitset fpx_index_live(const fpx_index *ix) {
     return b;
 }
 
+int fpx_index_export(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *err) {
+    fpx_bitset live = fpx_index_live(ix);
+    return fpx_engine_export(ix->eng, &live, ix->labels, fpx_index_type_has_idmap(ix->index_type),
+                             buf, len, err);
+}
+
 /* ---- invariants ------------------------------------------------------------------- */
 
 int fpx_index_check(const fpx_index *ix, fpx_err *err) {

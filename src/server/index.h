@@ -275,6 +275,10 @@ void fpx_index_compact_free(fpx_index *c);
 /* The live slots as an engine bitset (borrowed from ix). */
 fpx_bitset fpx_index_live(const fpx_index *ix);
 
+/* FAISS's bytes of ix's live vectors under their labels (fpx_engine_export);
+ * *buf is malloc'd. */
+int fpx_index_export(const fpx_index *ix, uint8_t **buf, size_t *len, fpx_err *err);
+
 /* An index around an imported engine (taken, also on failure); labels
  * (NULL: label = position) as fpx_engine_import returns them. */
 int fpx_index_import(const char *tenant, const char *name, const char *index_type, fpx_engine *eng,

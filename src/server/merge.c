@@ -147,11 +147,9 @@ int fpx_bind_merge(fpx_req *r) {
                            "index '%s' holds caller keys or metadata, which merge_from does not "
                            "move",
                            other->name);
-    fpx_bitset live = fpx_index_live(other);
     uint8_t *buf = NULL;
     size_t blen = 0;
-    if (fpx_engine_export(other->eng, &live, other->labels,
-                          fpx_index_type_has_idmap(other->index_type), &buf, &blen, &r->err))
+    if (fpx_index_export(other, &buf, &blen, &r->err))
         return -1;
     r->copy = buf; /* freed by the dispatcher */
     msgpack_packer pk;

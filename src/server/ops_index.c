@@ -117,9 +117,7 @@ int fpx_op_export_index(fpx_req *r, fpx_out *o) {
         if (prc == 0) {
             rc = fpx_engine_serialize_quantizer(ix->eng, &buf, &len, &r->err);
         } else {
-            fpx_bitset live = fpx_index_live(ix);
-            rc = fpx_engine_export(ix->eng, &live, ix->labels,
-                                   fpx_index_type_has_idmap(ix->index_type), &buf, &len, &r->err);
+            rc = fpx_index_export(ix, &buf, &len, &r->err);
         }
         if (rc == 0 && len > r->s->cfg->max_message_size)
             rc = fpx_err_set(&r->err, FPX_E_LIMIT,
