@@ -77,13 +77,13 @@ static int rec_decode(const uint8_t *p, size_t len, fpx_walrec *rec, void **copy
         memcpy(*copy, data, dl);
         data = *copy;
     }
-    *rec = (fpx_walrec){(fpx_walop)fpx_get_u32(p + 4),
-                        fpx_get_u32(p + 8),
-                        (int64_t)fpx_get_u64(p + 16),
-                        dl ? data : NULL,
-                        (size_t)dl,
-                        ml ? p + REC_HDR + dl : NULL,
-                        (size_t)ml};
+    *rec = (fpx_walrec){.op = (fpx_walop)fpx_get_u32(p + 4),
+                        .flags = fpx_get_u32(p + 8),
+                        .n = (int64_t)fpx_get_u64(p + 16),
+                        .data = dl ? data : NULL,
+                        .data_len = (size_t)dl,
+                        .meta = ml ? p + REC_HDR + dl : NULL,
+                        .meta_len = (size_t)ml};
     return 0;
 }
 
@@ -106,7 +106,7 @@ static int apply_next(fpx_index *ix, const fpx_walrec *rec, fpx_err *why, fpx_er
         return fpx_store_sync(ix, ix->seq, err) == 0 ? 0 : -1;
     }
     fpx_store_unlog(ix, before);
-    static const fpx_walrec skip = {FPX_WAL_SKIP, 0, 0, NULL, 0, NULL, 0};
+    static const fpx_walrec skip = {.op = FPX_WAL_SKIP};
     if (fpx_store_log(ix, &skip, err) != 0)
         return -1;
     fpx_store_logged(ix);
@@ -449,7 +449,7 @@ int fpx_log_publish_rec(fpx_cluster *c, const uint8_t *uid, const fpx_walrec *re
 int fpx_log_publish_trained(fpx_cluster *c, fpx_req *r, const uint8_t *uid, const uint8_t *bytes,
                             size_t n, fpx_err *err) {
     char msgid[MSGID_MAX];
-    fpx_walrec rec = {FPX_WAL_TRAINED, 0, 0, bytes, n, NULL, 0};
+    fpx_walrec rec = {.op = FPX_WAL_TRAINED, .data = bytes, .data_len = n};
     uint64_t expect = 0, seq = 0;
     message_id(c, r, msgid);
     /* One record per shard: the message ids of the shards' streams never meet. */

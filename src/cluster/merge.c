@@ -135,7 +135,12 @@ static int catch_up(fpx_cluster *c, fpx_index *ix, fpx_err *err) {
 static int send_applied(fpx_cluster *c, fpx_index *ix, fpx_walop op, const uint8_t *data,
                         size_t dlen, int64_t n, msgpack_sbuffer *meta, const char *msgid,
                         fpx_err *err) {
-    fpx_walrec rec = {op, 0, n, data, dlen, (const uint8_t *)meta->data, meta->size};
+    fpx_walrec rec = {.op = op,
+                      .n = n,
+                      .data = data,
+                      .data_len = dlen,
+                      .meta = (const uint8_t *)meta->data,
+                      .meta_len = meta->size};
     uint64_t seq = 0;
     int rc = meta->data ? fpx_log_publish_rec(c, ix->uid, &rec, msgid, &seq, err)
                         : fpx_err_set(err, FPX_E_INTERNAL, "out of memory");

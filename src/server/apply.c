@@ -303,7 +303,7 @@ int fpx_train_record(const fpx_index *ix, fpx_walrec *rec, uint8_t **buf, fpx_er
         rc = fpx_engine_serialize(e, buf, &len, err);
     fpx_engine_free(e);
     if (rc == 0)
-        *rec = (fpx_walrec){FPX_WAL_TRAINED, 0, 0, *buf, len, NULL, 0};
+        *rec = (fpx_walrec){.op = FPX_WAL_TRAINED, .data = *buf, .data_len = len};
     return rc;
 }
 

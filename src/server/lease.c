@@ -84,8 +84,8 @@ int fpx_prep_set_lease(fpx_req *r) {
     msgpack_pack_int64(&pk, secs);
     if (!r->recmeta.data)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    r->rec = (fpx_walrec){FPX_WAL_LEASE,  0, 0, NULL, 0, (const uint8_t *)r->recmeta.data,
-                          r->recmeta.size};
+    r->rec = (fpx_walrec){
+        .op = FPX_WAL_LEASE, .meta = (const uint8_t *)r->recmeta.data, .meta_len = r->recmeta.size};
     return 0;
 }
 

@@ -157,9 +157,12 @@ int fpx_bind_merge(fpx_req *r) {
     fpx_merge_pack_meta(&pk, other, other->seq, r->i0, r->merge_id);
     if (!r->recmeta.data)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    r->rec =
-        (fpx_walrec){FPX_WAL_MERGE,  0, other->nlive, buf, blen, (const uint8_t *)r->recmeta.data,
-                     r->recmeta.size};
+    r->rec = (fpx_walrec){.op = FPX_WAL_MERGE,
+                          .n = other->nlive,
+                          .data = buf,
+                          .data_len = blen,
+                          .meta = (const uint8_t *)r->recmeta.data,
+                          .meta_len = r->recmeta.size};
     return 0;
 }
 
@@ -194,7 +197,7 @@ int fpx_check_merge(fpx_req *r) {
 
 /* Empties other by a reset of its own log, durable on return. */
 static int empty_other(fpx_index *other, fpx_err *err) {
-    fpx_walrec rec = {FPX_WAL_RESET, 0, 0, NULL, 0, NULL, 0};
+    fpx_walrec rec = {.op = FPX_WAL_RESET};
     uint64_t before = other->wal_bytes;
     if (fpx_store_log(other, &rec, err) != 0)
         return -1;

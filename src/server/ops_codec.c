@@ -50,7 +50,7 @@ static void *codec_reply(fpx_req *r, fpx_out *o, int64_t n, int64_t cols, size_t
 /* sa_encode: float32 rows of the index's dimension (n may be 0: the reply's
  * shape then gives sa_code_size alone). */
 int fpx_bind_sa_encode(fpx_req *r) {
-    return codec_served(r) ? -1 : fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL);
+    return codec_served(r) ? -1 : fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL, NULL);
 }
 
 int fpx_op_sa_encode(fpx_req *r, fpx_out *o) {

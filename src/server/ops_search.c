@@ -166,7 +166,7 @@ static int check_refine_bound(fpx_req *r) {
 }
 
 int fpx_bind_search(fpx_req *r) {
-    if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL))
+    if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL, NULL))
         return -1;
     if (r->want_recons && r->ix->binary)
         return fpx_err_set(&r->err, FPX_E_UNSUPPORTED,
@@ -310,7 +310,7 @@ int fpx_prep_range_search(fpx_req *r) {
 }
 
 int fpx_bind_range_search(fpx_req *r) {
-    return fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL);
+    return fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL, NULL);
 }
 
 int fpx_op_range_search(fpx_req *r, fpx_out *o) {

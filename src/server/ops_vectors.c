@@ -33,8 +33,9 @@ static void pack_ntotal(fpx_req *r, msgpack_packer *m) {
 int fpx_bind_add(fpx_req *r) {
     int with_ids;
     const int64_t *labels;
+    uint32_t crc;
     if (fpx_req_bool(r, "with_ids", &with_ids) ||
-        fpx_req_vectors(r, r->ix, with_ids, &r->n, &r->x, &labels) ||
+        fpx_req_vectors(r, r->ix, with_ids, &r->n, &r->x, &labels, &crc) ||
         fpx_index_check_items(r->msg.meta, r->n, &r->err))
         return -1;
     for (int64_t i = 0; labels && i < r->n; i++) {
@@ -45,9 +46,15 @@ int fpx_bind_add(fpx_req *r) {
                                (long long)i, (long long)label);
     }
     if (r->n > 0) /* the vectors go to the log straight from the message */
-        r->rec = (fpx_walrec){
-            FPX_WAL_ADD,      with_ids ? FPX_WAL_LABELS : 0, r->n, r->x, r->msg.body.data_size,
-            r->msg.body.meta, r->msg.body.meta_size};
+        r->rec = (fpx_walrec){.op = FPX_WAL_ADD,
+                              .flags = with_ids ? FPX_WAL_LABELS : 0,
+                              .n = r->n,
+                              .data = r->x,
+                              .data_len = r->msg.body.data_size,
+                              .meta = r->msg.body.meta,
+                              .meta_len = r->msg.body.meta_size,
+                              .data_crc = crc,
+                              .data_crc_known = 1};
     return 0;
 }
 
@@ -70,11 +77,12 @@ int fpx_op_added(fpx_req *r, fpx_out *o) {
 /* ---- train ----------------------------------------------------------------------- */
 
 int fpx_bind_train(fpx_req *r) {
-    if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL))
+    if (fpx_req_vectors(r, r->ix, 0, &r->n, &r->x, NULL, NULL))
         return -1;
     if (r->n == 0)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "train needs at least one vector");
-    r->rec = (fpx_walrec){FPX_WAL_TRAIN, 0, r->n, r->x, (size_t)r->n * r->ix->row_bytes, NULL, 0};
+    r->rec = (fpx_walrec){
+        .op = FPX_WAL_TRAIN, .n = r->n, .data = r->x, .data_len = (size_t)r->n * r->ix->row_bytes};
     return 0;
 }
 
@@ -111,8 +119,10 @@ int fpx_prep_delete_vector(fpx_req *r) {
     fpx_req_recmeta(r, &pk);
     if (msgpack_pack_object(&pk, *ids) != 0 || !r->recmeta.data)
         return fpx_err_set(&r->err, FPX_E_INTERNAL, "out of memory");
-    r->rec = (fpx_walrec){FPX_WAL_DELETE, 0, cnt, NULL, 0, (const uint8_t *)r->recmeta.data,
-                          r->recmeta.size};
+    r->rec = (fpx_walrec){.op = FPX_WAL_DELETE,
+                          .n = cnt,
+                          .meta = (const uint8_t *)r->recmeta.data,
+                          .meta_len = r->recmeta.size};
     return 0;
 }
 
@@ -133,7 +143,8 @@ int fpx_op_deleted_vectors(fpx_req *r, fpx_out *o) {
 
 /* A record of op whose metadata is r->recmeta (or none). */
 static int meta_record(fpx_req *r, fpx_walop op) {
-    r->rec = (fpx_walrec){op, 0, 0, NULL, 0, (const uint8_t *)r->recmeta.data, r->recmeta.size};
+    r->rec = (fpx_walrec){
+        .op = op, .meta = (const uint8_t *)r->recmeta.data, .meta_len = r->recmeta.size};
     return 0;
 }
 

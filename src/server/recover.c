@@ -362,13 +362,13 @@ static int replay_wal(const char *dir, fpx_index *ix, const snap_info *si, fpx_s
         record_at(&w, off, 0, &seq, &next); /* checked by scan_wal */
         const uint8_t *h = w.buf + off;
         uint64_t dl = fpx_get_u64(h + 32), ml = fpx_get_u64(h + 40);
-        fpx_walrec rec = {(fpx_walop)fpx_get_u32(h + 16),
-                          fpx_get_u32(h + 20) & ~FPX_WAL_HORIZON_MASK,
-                          (int64_t)fpx_get_u64(h + 24),
-                          h + WAL_HDR,
-                          (size_t)dl,
-                          h + WAL_HDR + dl,
-                          (size_t)ml};
+        fpx_walrec rec = {.op = (fpx_walop)fpx_get_u32(h + 16),
+                          .flags = fpx_get_u32(h + 20) & ~FPX_WAL_HORIZON_MASK,
+                          .n = (int64_t)fpx_get_u64(h + 24),
+                          .data = h + WAL_HDR,
+                          .data_len = (size_t)dl,
+                          .meta = h + WAL_HDR + dl,
+                          .meta_len = (size_t)ml};
         if (seq > ix->seq) { /* scan_wal and check_chain made it ix->seq + 1 */
             if (apply(ix, &rec, err) != 0) {
                 rc = -1;

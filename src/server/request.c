@@ -144,9 +144,11 @@ void fpx_req_recmeta(fpx_req *r, msgpack_packer *pk) {
  * a branch per element, which the compiler turns into vector instructions
  * (a scalar isfinite loop that returns at the first hit is not vectorised,
  * and it was a pass over every byte of every add). Only a block with a hit
- * is searched one float at a time. */
-static size_t first_not_finite(const void *x, size_t n) {
-    enum { BLOCK = 1024 };
+ * is searched one float at a time. With crc, the CRC-32C of the floats is
+ * continued in the same pass, each block while it is in the cache (a block
+ * is three of fpx_crc32c's interleaved stripes). */
+static size_t first_not_finite(const void *x, size_t n, uint32_t *crc) {
+    enum { BLOCK = 6144 };
     const uint32_t *u = x;
     for (size_t lo = 0; lo < n; lo += BLOCK) {
         size_t hi = n - lo < BLOCK ? n : lo + BLOCK;
@@ -157,6 +159,8 @@ static size_t first_not_finite(const void *x, size_t n) {
             for (size_t i = lo; i < hi; i++)
                 if ((u[i] & 0x7f800000u) == 0x7f800000u)
                     return i;
+        if (crc)
+            *crc = fpx_crc32c(*crc, u + lo, (hi - lo) * sizeof *u);
     }
     return n;
 }
@@ -168,10 +172,11 @@ static size_t first_not_finite(const void *x, size_t n) {
  * vector_shape [n, d] (d = components per row: dim, or dim/8 bytes), or, for
  * seed-style clients, from dimension (the index's) with n = size / row.
  * *copy receives a malloc'd aligned copy only when the section is misaligned
- * in the message.
+ * in the message. crc, when not NULL, receives the CRC-32C of the whole
+ * section, taken in the pass that checks the floats.
  */
 int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n_out,
-                    const void **x, const int64_t **labels) {
+                    const void **x, const int64_t **labels, uint32_t *crc) {
     const msgpack_object *shape = fpx_map_get(r->h, "vector_shape");
     const msgpack_object *dtype = fpx_map_get(r->h, "dtype");
     size_t size = r->msg.body.data_size;
@@ -234,10 +239,15 @@ int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n
         memcpy(r->copy, p, size);
         p = r->copy;
     }
-    size_t nf = (size_t)n * (size_t)ix->dim, bad = binary ? nf : first_not_finite(p, nf);
+    size_t nf = (size_t)n * (size_t)ix->dim, done = binary ? 0 : nf * sizeof(float);
+    if (crc)
+        *crc = 0;
+    size_t bad = binary ? nf : first_not_finite(p, nf, crc);
     if (bad < nf)
         return fpx_err_set(&r->err, FPX_E_VALIDATION, "vector %zu component %zu is NaN or infinite",
                            bad / (size_t)ix->dim, bad % (size_t)ix->dim);
+    if (crc)
+        *crc = fpx_crc32c(*crc, p + done, size - done);
     *n_out = n;
     *x = n > 0 ? (const void *)p : NULL;
     if (labels)

@@ -118,9 +118,10 @@ int fpx_req_name(fpx_req *r, int allow_name_synonym, char *name);
 fpx_index *fpx_req_index(fpx_req *r);
 /* The vector section as n rows of ix's vectors (float32, or uint8 for a
  * binary index) [+ n int64 labels]; r->copy receives a malloc'd aligned copy
- * when the section was misaligned. */
+ * when the section was misaligned; crc (NULL: not taken) the section's
+ * CRC-32C, for the log record that will carry it. */
 int fpx_req_vectors(fpx_req *r, const fpx_index *ix, int with_labels, int64_t *n_out,
-                    const void **x, const int64_t **labels);
+                    const void **x, const int64_t **labels, uint32_t *crc);
 /* The optional per-search "params" map (nprobe, efSearch, max_codes,
  * quantizer_efSearch, search_type, polysemous_ht) into r->params. */
 int fpx_req_search_params(fpx_req *r);

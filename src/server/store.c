@@ -383,7 +383,8 @@ int fpx_store_log(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
     fpx_put_u64(hdr + 32, rec->data_len);
     fpx_put_u64(hdr + 40, rec->meta_len);
     uint32_t crc = fpx_crc32c(0, hdr + 8, WAL_HDR - 8);
-    crc = fpx_crc32c(crc, rec->data, rec->data_len);
+    crc = rec->data_crc_known ? fpx_crc32c_combine(crc, rec->data_crc, rec->data_len)
+                              : fpx_crc32c(crc, rec->data, rec->data_len);
     crc = fpx_crc32c(crc, rec->meta, rec->meta_len);
     fpx_put_u32(hdr + 4, crc);
     size_t body = WAL_HDR + rec->data_len + rec->meta_len;

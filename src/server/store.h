@@ -55,6 +55,11 @@ typedef struct fpx_walrec {
     size_t data_len;
     const uint8_t *meta;
     size_t meta_len;
+    /* fpx_crc32c(0, data, data_len) when data_crc_known: taken by the
+     * request before it waits for the index's lock (with the NaN check, in
+     * one pass), so that the lock is held only to write and apply. */
+    uint32_t data_crc;
+    int data_crc_known;
 } fpx_walrec;
 
 /* Path of an index folder into buf (FPX_PATH_MAX bytes). */

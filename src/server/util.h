@@ -81,6 +81,10 @@ uint32_t fpx_crc32(uint32_t crc, const void *buf, size_t len);
 uint32_t fpx_crc32c(uint32_t crc, const void *buf, size_t len);
 /* The portable table-driven CRC-32C (the fallback; exposed for tests). */
 uint32_t fpx_crc32c_portable(uint32_t crc, const void *buf, size_t len);
+/* The CRC-32C of A followed by B from crc1 = fpx_crc32c(0, A) and
+ * crc2 = fpx_crc32c(0, B) of len2 bytes: a checksum taken of B before A was
+ * known (a log record's vectors, before its header is written). */
+uint32_t fpx_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2);
 
 /* Little-endian integers in byte buffers (the on-disk formats, hashes), the
  * same on every host. */
