@@ -2351,17 +2351,27 @@ static int add_isolated(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
  * pass gives the same codes, and spares the write path a pass over every
  * vector it ingests (bench/README.md, figure 8); nothing to run on the build
  * team either. */
+static bool plain_flat(const faiss::Index *idx) {
+    return idx && (typeid(*idx) == typeid(faiss::IndexFlat) ||
+                   typeid(*idx) == typeid(faiss::IndexFlatL2) ||
+                   typeid(*idx) == typeid(faiss::IndexFlatIP));
+}
+
 static bool append_flat(fpx_engine *e, int64_t n, const void *x) {
     faiss::Index *idx = e->index.get();
-    if (!idx ||
-        (typeid(*idx) != typeid(faiss::IndexFlat) && typeid(*idx) != typeid(faiss::IndexFlatL2) &&
-         typeid(*idx) != typeid(faiss::IndexFlatIP)))
+    if (!plain_flat(idx))
         return false;
     auto *f = static_cast<faiss::IndexFlat *>(idx);
     const uint8_t *b = static_cast<const uint8_t *>(x);
     f->codes.insert(f->codes.end(), b, b + (size_t)n * f->code_size);
     f->ntotal += n;
     return true;
+}
+
+int fpx_engine_adds_by_copy(const fpx_engine *e) {
+    if (e->bin)
+        return typeid(*e->bin) == typeid(faiss::IndexBinaryFlat);
+    return plain_flat(e->index.get());
 }
 
 /* FAISS 1.7.3's IndexIVF::add (no ids) with a hash-table direct map files

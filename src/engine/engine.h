@@ -207,6 +207,10 @@ void fpx_engine_free(fpx_engine *e);
 int fpx_engine_create_binary(const char *description, int64_t dim_bits, fpx_engine **out,
                              fpx_err *err);
 int fpx_engine_is_binary(const fpx_engine *e);
+/* 1 when an add only appends the vectors to the index's storage (a plain
+ * flat index, float or binary): replaying a log of adds then costs what
+ * loading the same vectors from a snapshot costs. */
+int fpx_engine_adds_by_copy(const fpx_engine *e);
 /* Bytes of one vector: dim*4, or dim/8 for binary indexes. */
 size_t fpx_engine_row_bytes(const fpx_engine *e);
 

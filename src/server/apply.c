@@ -424,7 +424,7 @@ int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
     if (fpx_unpack_stored(rec->meta, rec->meta_len, &u, &meta, err))
         return -1;
     int rc;
-    int64_t count;
+    int64_t count, live_before = ix->nlive;
     const void *x = rec->data;
     /* A fenced index (merge_from in a cluster) takes only what ends the
      * fence: the merge's reset, or the unfence. */
@@ -494,5 +494,11 @@ int fpx_apply(fpx_index *ix, const fpx_walrec *rec, fpx_err *err) {
         rc = fpx_err_set(err, FPX_E_INTERNAL, "unknown log record type %d", (int)rec->op);
     }
     msgpack_unpacked_destroy(&u);
+    if (rc == 0) {
+        if (rec->op == FPX_WAL_ADD && ix->nlive - live_before == rec->n)
+            ix->log_add_bytes += rec->data_len;
+        else if (rec->op != FPX_WAL_PARAM && rec->op != FPX_WAL_LEASE)
+            ix->log_rewrites = 1;
+    }
     return rc;
 }

@@ -109,6 +109,12 @@ typedef struct fpx_index {
     uint64_t snap_seq; /* last write covered by the snapshot on disk */
     uint64_t wal_bytes;
     uint64_t snap_bytes; /* size of the snapshot on disk */
+    /* What the log holds since the snapshot (fpx_apply counts it): 0 while
+     * it is only appends (adds that replaced no vector, settings, leases),
+     * with log_add_bytes of added vectors; 1 once anything else was
+     * applied. fpx_server_snapshot_due reads it. */
+    int log_rewrites;
+    uint64_t log_add_bytes;
     /* Cluster mode: the ids of the nodes holding a replica, comma-separated
      * (owned; NULL on a single server). ix->seq is then the sequence of the
      * last record of the index's stream applied here (docs/cluster.md). */

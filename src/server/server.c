@@ -69,6 +69,18 @@ int fpx_server_init(fpx_server *s, const fpx_config *cfg, fpx_err *err) {
 
 /* ---- background snapshots ------------------------------------------------------- */
 
+/* A log that a snapshot would not improve on: on a single server, only
+ * appends to an index whose adds are copies, at least half of it the
+ * vectors. Replaying it costs what loading the same vectors from a snapshot
+ * costs, and takes the same room on disk; rewriting it would double the
+ * bytes a bulk load writes and hold that index's writers out for as long as
+ * the rewrite takes (bench/README.md, figure 8). In a cluster the streams
+ * are trimmed up to the replicas' snapshots, so snapshots keep their pace. */
+static int log_is_compact(const fpx_server *s, const fpx_index *ix) {
+    return !s->cluster && !ix->log_rewrites && ix->wal_bytes / 2 <= ix->log_add_bytes &&
+           fpx_engine_adds_by_copy(ix->eng);
+}
+
 int fpx_server_snapshot_due(const fpx_server *s, const fpx_index *ix) {
     /* The log may grow to the snapshot's own size before the next one: a
      * snapshot rewrites the whole index, so a fixed threshold would make
@@ -76,7 +88,7 @@ int fpx_server_snapshot_due(const fpx_server *s, const fpx_index *ix) {
     uint64_t threshold = s->cfg->snapshot_bytes;
     if (ix->snap_bytes > threshold)
         threshold = ix->snap_bytes;
-    if (ix->wal_bytes >= threshold)
+    if (ix->wal_bytes >= threshold && !log_is_compact(s, ix))
         return 1;
     return !atomic_load(&ix->compact_off) && fpx_index_compact_due(ix, s->cfg->compact_min_dead);
 }

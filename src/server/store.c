@@ -122,18 +122,39 @@ static size_t ident_pack(uint8_t *buf, uint32_t magic, const fpx_index *ix, uint
 typedef struct snap_out {
     int fd;
     uint32_t crc;
-    uint64_t total; /* bytes handed to snap_put */
+    uint64_t total;   /* bytes handed to snap_put */
+    uint64_t written; /* bytes written to fd */
+    uint64_t kicked;  /* bytes of them handed to the disk's writeback */
     size_t used;
     int failed; /* errno of the failed write, or 0 */
     uint8_t buf[1 << 16];
 } snap_out;
 
-static int snap_flush(snap_out *s) {
-    struct iovec iov = {s->buf, s->used};
-    if (s->used && fpx_writev_all(s->fd, &iov, 1) != 0) {
+/* Bytes between two starts of writeback. */
+#define SNAP_KICK ((uint64_t)8 << 20)
+
+/* Writes n bytes to the file. Every SNAP_KICK bytes their writeback is
+ * started, so that the disk writes while the rest is produced: a machine
+ * with much memory starts writing dirty pages back only at its dirty
+ * thresholds (gigabytes), and the snapshot's fsync, under the index's shared
+ * lock that keeps writers out, would then wait for the whole file. */
+static int snap_out_write(snap_out *s, const void *p, size_t n) {
+    struct iovec iov = {(void *)p, n};
+    if (fpx_writev_all(s->fd, &iov, 1) != 0) {
         s->failed = errno ? errno : EIO;
         return -1;
     }
+    s->written += n;
+    if (s->written - s->kicked >= SNAP_KICK) {
+        fpx_start_writeback(s->fd, s->kicked, s->written - s->kicked);
+        s->kicked = s->written;
+    }
+    return 0;
+}
+
+static int snap_flush(snap_out *s) {
+    if (s->used && snap_out_write(s, s->buf, s->used) != 0)
+        return -1;
     s->used = 0;
     return 0;
 }
@@ -150,10 +171,12 @@ static int snap_put(snap_out *s, const void *p, size_t n) {
     }
     if (snap_flush(s) != 0) /* a big piece (the vectors): straight from the index */
         return -1;
-    struct iovec iov = {(void *)p, n};
-    if (fpx_writev_all(s->fd, &iov, 1) != 0) {
-        s->failed = errno ? errno : EIO;
-        return -1;
+    for (const uint8_t *q = p; n > 0;) {
+        size_t step = n < SNAP_KICK ? n : (size_t)SNAP_KICK;
+        if (snap_out_write(s, q, step) != 0)
+            return -1;
+        q += step;
+        n -= step;
     }
     return 0;
 }
@@ -530,6 +553,9 @@ int fpx_store_snapshot(fpx_index *ix, fpx_err *err) {
          * chains onto it; writes keep going there. */
         fpx_log(FPX_LOG_WARN, "cannot start a new log for %s/%s (the old one is kept): %s",
                 ix->tenant, ix->name, lerr.msg);
+    } else {
+        ix->log_rewrites = 0;
+        ix->log_add_bytes = 0;
     }
     snapshot_synced(ix);
     uint64_t took = fpx_now_ns() - t0;

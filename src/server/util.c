@@ -278,6 +278,10 @@ int fpx_rmtree(const char *path) {
     return rc;
 }
 
+void fpx_start_writeback(int fd, uint64_t off, uint64_t len) {
+    (void)sync_file_range(fd, (off64_t)off, (off64_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
 int fpx_mkdir_p1(const char *path) {
     if (mkdir(path, 0750) == 0 || errno == EEXIST)
         return 0;

@@ -69,6 +69,10 @@ int fpx_run_low_priority(int (*fn)(void *), void *arg);
 /* Gives the calling thread the idle scheduling policy (SCHED_IDLE), and nice
  * 19 where that is refused (Linux sets both thread by thread). */
 void fpx_thread_lower_priority(void);
+/* Starts the writeback of len bytes of fd from off to the disk and returns
+ * without waiting for it (sync_file_range); a hint: where the file system
+ * does not take it, the later fsync writes them all. */
+void fpx_start_writeback(int fd, uint64_t off, uint64_t len);
 /* mkdir that accepts an existing directory. 0 or -1. */
 int fpx_mkdir_p1(const char *path);
 

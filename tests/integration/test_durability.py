@@ -5,6 +5,7 @@ included. FPX_SOAK=N sets the number of kill -9 cycles of the soak test
 import os
 import random
 import struct
+import time
 
 import faiss
 import numpy as np
@@ -443,3 +444,79 @@ def test_untrained_residual_quantizers_survive_a_restart(fresh_server):
         assert np.array_equal(I, ref.search(x[:10], 3)[1]), n
     fresh_server.restart()  # trained, they load as well
     assert fresh_server.client().info("t")["ntotal"] == 2000
+
+
+def _size(server, name, f):
+    return os.path.getsize(os.path.join(server.data_dir, "default", name, f))
+
+
+def _snapshot_of(c, server, name, x):
+    """Adds to a new HNSW index until its log outgrows the threshold, and
+    waits (bounded) for its snapshot: the one background thread writes
+    snapshots in the order they were asked for, so any asked for before it
+    was written."""
+    c.create(name, 8, "HNSW8")
+    before = _size(server, name, "snapshot")
+    for i in range(8):
+        c.add(name, x[i * 40:(i + 1) * 40])
+    for _ in range(200):
+        if _size(server, name, "snapshot") > before:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no snapshot of %s" % name)
+
+
+def test_append_only_flat_log_is_not_rewritten(make_server):
+    """A flat index that only gets appends keeps them in its log past
+    --snapshot-bytes: replaying them costs what loading a snapshot would, so
+    the snapshot is not rewritten (on a single server). They survive kill -9
+    exactly; a write that is not an append (a delete, a key replaced) brings
+    snapshots back, and an HNSW index, whose replay rebuilds a graph, always
+    had them."""
+    s = make_server(extra=["--snapshot-bytes", "4096"])
+    c = s.client()
+    x = rand(2000, 16, 83)
+    c.create("flat", 16)
+    snap0 = _size(s, "flat", "snapshot")
+    for i in range(10):
+        c.add("flat", x[i * 100:(i + 1) * 100])
+    c.add("flat", x[1000:1100], [{"id": "k%d" % i, "metadata": {"i": i}} for i in range(100)])
+    _snapshot_of(c, s, "graph", x[:, :8])  # every snapshot asked for so far is written
+    assert _size(s, "flat", "snapshot") == snap0
+    assert _size(s, "flat", "wal") > 1100 * 16 * 4
+    s.kill9()
+    s.start()
+    c = s.client()
+    ref = faiss.IndexFlatL2(16)
+    ref.add(x[:1100])
+    D, I, _ = c.search("flat", x[:20], 10)
+    Dr, Ir = ref.search(x[:20], 10)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
+
+    # A key added again replaces its vector: the log now holds a dead one.
+    c.add("flat", x[1100:1101], [{"id": "k0", "metadata": {"i": -1}}])
+    for _ in range(200):
+        if _size(s, "flat", "snapshot") > 1100 * 16 * 4:
+            break
+        time.sleep(0.05)
+    assert _size(s, "flat", "snapshot") > 1100 * 16 * 4
+    assert _size(s, "flat", "wal") < 4096
+    assert c.info("flat")["ntotal"] == 1100
+
+
+def test_append_only_log_of_tiny_vectors_is_rewritten(make_server):
+    """Appends of vectors smaller than their records' headers: the log is
+    mostly headers, and a snapshot is written as before."""
+    s = make_server(extra=["--snapshot-bytes", "4096"])
+    c = s.client()
+    c.create("tiny", 1)
+    snap0 = _size(s, "tiny", "snapshot")
+    for i in range(100):
+        c.add("tiny", np.full((1, 1), i, dtype="float32"))
+    for _ in range(200):
+        if _size(s, "tiny", "snapshot") > snap0:
+            break
+        time.sleep(0.05)
+    assert _size(s, "tiny", "snapshot") > snap0
+    assert c.info("tiny")["ntotal"] == 100
