@@ -370,6 +370,17 @@ def test_libfaissproxy_sends_again_after_unavailable(cl):
     while c.call({"operation": "delete_index", "index_id": name})[0]["status"] != "ok":
         assert time.time() < deadline, "the index could not be deleted after the restart"
         time.sleep(0.2)
+    # The streams and buckets elect their leaders one by one: the next tests
+    # start once every node can place, write to and delete an index again.
+    for node in by_id(cl).values():
+        nc, probe = node.client(), unique("probe")
+        while nc.call({"operation": "create_index", "index_id": probe,
+                       "dimension": 4})[0]["status"] != "ok":
+            assert time.time() < deadline, "the cluster did not serve again after the restart"
+            time.sleep(0.2)
+        while nc.call({"operation": "delete_index", "index_id": probe})[0]["status"] != "ok":
+            assert time.time() < deadline, "the cluster did not serve again after the restart"
+            time.sleep(0.2)
 
 
 def test_index_whose_only_node_is_lost(cl):
