@@ -2345,18 +2345,18 @@ static int add_isolated(fpx_engine *e, int64_t n, const void *x, fpx_err *err) {
     return 0;
 }
 
-/* A plain flat index (IndexFlat, IndexFlatL2, IndexFlatIP exactly, its own
- * top level): FAISS's add resizes the codes, which first zero-fills the new
- * bytes, then copies the vectors over them. Appending the bytes in one
- * pass gives the same codes, and spares the write path a pass over every
- * vector it ingests (bench/README.md, figure 8); nothing to run on the build
- * team either. */
 static bool plain_flat(const faiss::Index *idx) {
     return idx && (typeid(*idx) == typeid(faiss::IndexFlat) ||
                    typeid(*idx) == typeid(faiss::IndexFlatL2) ||
                    typeid(*idx) == typeid(faiss::IndexFlatIP));
 }
 
+/* A plain flat index (IndexFlat, IndexFlatL2, IndexFlatIP exactly, its own
+ * top level): FAISS's add resizes the codes, which first zero-fills the new
+ * bytes, then copies the vectors over them. Appending the bytes in one
+ * pass gives the same codes, and spares the write path a pass over every
+ * vector it ingests (bench/README.md, figure 8); nothing to run on the build
+ * team either. */
 static bool append_flat(fpx_engine *e, int64_t n, const void *x) {
     faiss::Index *idx = e->index.get();
     if (!plain_flat(idx))

@@ -34,8 +34,11 @@ int fpx_bind_add(fpx_req *r) {
     int with_ids;
     const int64_t *labels;
     uint32_t crc;
+    /* In a cluster the record goes through the index's stream, and the
+     * replica that logs it checksums what it received. */
+    int local = !r->s->cluster;
     if (fpx_req_bool(r, "with_ids", &with_ids) ||
-        fpx_req_vectors(r, r->ix, with_ids, &r->n, &r->x, &labels, &crc) ||
+        fpx_req_vectors(r, r->ix, with_ids, &r->n, &r->x, &labels, local ? &crc : NULL) ||
         fpx_index_check_items(r->msg.meta, r->n, &r->err))
         return -1;
     for (int64_t i = 0; labels && i < r->n; i++) {
@@ -53,8 +56,8 @@ int fpx_bind_add(fpx_req *r) {
                               .data_len = r->msg.body.data_size,
                               .meta = r->msg.body.meta,
                               .meta_len = r->msg.body.meta_size,
-                              .data_crc = crc,
-                              .data_crc_known = 1};
+                              .data_crc = local ? crc : 0,
+                              .data_crc_known = local};
     return 0;
 }
 

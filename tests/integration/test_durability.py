@@ -450,6 +450,16 @@ def _size(server, name, f):
     return os.path.getsize(os.path.join(server.data_dir, "default", name, f))
 
 
+def _wait_snapshot_grows(server, name, than):
+    """Waits (bounded) until the snapshot of name is larger than `than`
+    bytes; fails if it never is."""
+    for _ in range(200):
+        if _size(server, name, "snapshot") > than:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no new snapshot of %s" % name)
+
+
 def _snapshot_of(c, server, name, x):
     """Adds to a new HNSW index until its log outgrows the threshold, and
     waits (bounded) for its snapshot: the one background thread writes
@@ -459,11 +469,7 @@ def _snapshot_of(c, server, name, x):
     before = _size(server, name, "snapshot")
     for i in range(8):
         c.add(name, x[i * 40:(i + 1) * 40])
-    for _ in range(200):
-        if _size(server, name, "snapshot") > before:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no snapshot of %s" % name)
+    _wait_snapshot_grows(server, name, before)
 
 
 def test_append_only_flat_log_is_not_rewritten(make_server):
@@ -496,11 +502,7 @@ def test_append_only_flat_log_is_not_rewritten(make_server):
 
     # A key added again replaces its vector: the log now holds a dead one.
     c.add("flat", x[1100:1101], [{"id": "k0", "metadata": {"i": -1}}])
-    for _ in range(200):
-        if _size(s, "flat", "snapshot") > 1100 * 16 * 4:
-            break
-        time.sleep(0.05)
-    assert _size(s, "flat", "snapshot") > 1100 * 16 * 4
+    _wait_snapshot_grows(s, "flat", 1100 * 16 * 4)
     assert _size(s, "flat", "wal") < 4096
     assert c.info("flat")["ntotal"] == 1100
 
@@ -514,9 +516,5 @@ def test_append_only_log_of_tiny_vectors_is_rewritten(make_server):
     snap0 = _size(s, "tiny", "snapshot")
     for i in range(100):
         c.add("tiny", np.full((1, 1), i, dtype="float32"))
-    for _ in range(200):
-        if _size(s, "tiny", "snapshot") > snap0:
-            break
-        time.sleep(0.05)
-    assert _size(s, "tiny", "snapshot") > snap0
+    _wait_snapshot_grows(s, "tiny", snap0)
     assert c.info("tiny")["ntotal"] == 100
