@@ -363,7 +363,7 @@ static int catch_up_all(fpx_cluster *c, fpx_err *err) {
     for (fpx_replica *r = c->reps; r && rc == 0; r = r->next) {
         uint64_t last = 0;
         rc = fpx_log_last_seq(c, r->ix->uid, &last, err);
-        pthread_rwlock_wrlock(&r->ix->lock);
+        fpx_index_lock_write(r->ix);
         uint64_t had = r->ix->seq;
         if (rc == 0)
             rc = fpx_log_catch_up(c, r->ix, last, err);

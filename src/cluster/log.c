@@ -154,7 +154,7 @@ int fpx_log_repair(fpx_cluster *c, fpx_replica *rep, uint64_t max, fpx_err *err)
     uint64_t last = 0;
     if (fpx_log_last_seq(c, ix->uid, &last, err) != 0)
         return -1;
-    pthread_rwlock_wrlock(&ix->lock);
+    fpx_index_lock_write(ix);
     uint64_t had = ix->seq;
     int rc = 0;
     if (!ix->dropped && last > had)
@@ -191,7 +191,7 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     jsMsgMetaData_Destroy(md);
     fpx_err err = {0};
     int rc = 0, force = 0, due = 0;
-    pthread_rwlock_wrlock(&ix->lock);
+    fpx_index_lock_write(ix);
     if (!ix->dropped && seq > ix->seq) {
         if (seq > ix->seq + 1)
             rc = fpx_log_catch_up(rep->c, ix, seq - 1, &err);

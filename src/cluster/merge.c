@@ -279,7 +279,7 @@ static void lift_orphan(fpx_cluster *c, fpx_index *other, const char *id) {
         fpx_def_clear(&d);
     if (!gone)
         return; /* a node holding both finishes it */
-    pthread_rwlock_wrlock(&other->lock);
+    fpx_index_lock_write(other);
     int rc = 0;
     if (!other->dropped && !strcmp(other->fence_id, id))
         rc = catch_up(c, other, &err);
@@ -302,8 +302,8 @@ static void finish(fpx_cluster *c, fpx_index *ix, fpx_index *other, const char *
     fpx_err err = {0};
     /* in merge_from's order: the merge lock, the other index, the target */
     fpx_merge_lock();
-    pthread_rwlock_wrlock(&other->lock);
-    pthread_rwlock_wrlock(&ix->lock);
+    fpx_index_lock_write(other);
+    fpx_index_lock_write(ix);
     int rc = 0;
     if (!ix->dropped && !other->dropped && !strcmp(other->fence_id, id)) {
         rc = catch_up(c, other, &err);

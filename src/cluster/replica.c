@@ -41,7 +41,7 @@ static fpx_opening *opening_find(fpx_cluster *c, const char *key) {
 void fpx_replica_drop_local(fpx_server *s, fpx_index *ix, const char *why) {
     fpx_err err = {0};
     int dropped = 0;
-    pthread_rwlock_wrlock(&ix->lock);
+    fpx_index_lock_write(ix);
     if (!ix->dropped) {
         if (fpx_server_drop(s, ix, &err) == 0)
             dropped = 1;
@@ -138,7 +138,7 @@ fpx_replica *fpx_replica_open(fpx_cluster *c, const fpx_def *d, uint64_t rev, fp
         if (rev > rep->rev)
             rep->rev = rev;
         /* Its placement changed (a move, move.c): info and trimming read it. */
-        pthread_rwlock_wrlock(&rep->ix->lock);
+        fpx_index_lock_write(rep->ix);
         char *pl = rep->ix->placement && !strcmp(rep->ix->placement, d->placement)
                        ? NULL
                        : strdup(d->placement);
@@ -223,7 +223,7 @@ static fpx_replica *open_new(fpx_cluster *c, const fpx_def *d, const char *key, 
         fpx_err_set(err, FPX_E_INTERNAL, "out of memory");
         return NULL;
     }
-    pthread_rwlock_wrlock(&ix->lock);
+    fpx_index_lock_write(ix);
     free(ix->placement);
     ix->placement = placement;
     ix->lease_of = fpx_clease_info; /* the cluster's lease, not the replica's */
@@ -244,7 +244,7 @@ static fpx_replica *open_new(fpx_cluster *c, const fpx_def *d, const char *key, 
         uint64_t last = 0;
         fpx_err cerr = {0};
         int rc = fpx_log_last_seq(c, ix->uid, &last, &cerr);
-        pthread_rwlock_wrlock(&ix->lock);
+        fpx_index_lock_write(ix);
         if (rc == 0 && !ix->dropped)
             rc = fpx_log_catch_up(c, ix, last, &cerr);
         pthread_rwlock_unlock(&ix->lock);

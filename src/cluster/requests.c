@@ -48,7 +48,7 @@ int fpx_cluster_sync(fpx_cluster *c, const char *tenant, const char *name, fpx_e
     uint64_t last = 0;
     int rc = fpx_log_last_seq(c, ix->uid, &last, err);
     if (rc == 0) {
-        pthread_rwlock_wrlock(&ix->lock);
+        fpx_index_lock_write(ix);
         if (!ix->dropped && ix->seq < last)
             rc = fpx_log_catch_up(c, ix, last, err);
         pthread_rwlock_unlock(&ix->lock);

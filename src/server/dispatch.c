@@ -196,7 +196,7 @@ static int lock_index(fpx_req *r, fpx_lockmode mode) {
         }
         atomic_fetch_add(&r->s->blocked, 1);
         if (excl)
-            pthread_rwlock_wrlock(&ix->lock);
+            fpx_index_lock_write(ix);
         else
             pthread_rwlock_rdlock(&ix->lock);
         atomic_fetch_sub(&r->s->blocked, 1);

@@ -165,12 +165,15 @@ fpx_index *fpx_index_alloc(const char *tenant, const char *name, const char *typ
     ix->eng = eng;
     /* Writers first: with glibc's default (readers first) a steady stream of
      * searches could hold an add off for ever. Searches wait only while a
-     * write is queued or running. */
+     * write is queued or running, and a write queues only behind short
+     * holders: it waits out a long read at the gate (fpx_index_lock_write). */
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&ix->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&ix->gate_mu, NULL);
+    pthread_cond_init(&ix->gate_cv, NULL);
     fpx_batcher_init(&ix->batch);
     pthread_mutex_init(&ix->sync_mu, NULL);
     pthread_cond_init(&ix->sync_cv, NULL);
@@ -294,6 +297,8 @@ void fpx_index_free(fpx_index *ix) {
     free(ix->placement);
     fpx_index_merge_todo_clear(ix);
     pthread_rwlock_destroy(&ix->lock);
+    pthread_cond_destroy(&ix->gate_cv);
+    pthread_mutex_destroy(&ix->gate_mu);
     fpx_batcher_destroy(&ix->batch);
     if (ix->log_fd >= 0)
         close(ix->log_fd);
@@ -307,6 +312,32 @@ void fpx_index_free(fpx_index *ix) {
 /* Grows the table *t from oldcap elements to cap, the new ones zeroed: when it
  * exists and cap is larger, or when it does not exist yet and is wanted.
  * 0, or -1 (out of memory) with *t as it was. */
+/* A writer holds gate_mu while it waits for the lock, so a long read that
+ * begins meanwhile waits for that writer first and never has one queued
+ * behind it; writers that come later wait on gate_cv, outside the lock. */
+void fpx_index_lock_write(fpx_index *ix) {
+    pthread_mutex_lock(&ix->gate_mu);
+    while (ix->long_reads)
+        pthread_cond_wait(&ix->gate_cv, &ix->gate_mu);
+    pthread_rwlock_wrlock(&ix->lock);
+    pthread_mutex_unlock(&ix->gate_mu);
+}
+
+void fpx_index_long_read_begin(fpx_index *ix) {
+    pthread_mutex_lock(&ix->gate_mu);
+    ix->long_reads++;
+    pthread_mutex_unlock(&ix->gate_mu);
+    pthread_rwlock_rdlock(&ix->lock);
+}
+
+void fpx_index_long_read_end(fpx_index *ix) {
+    pthread_rwlock_unlock(&ix->lock);
+    pthread_mutex_lock(&ix->gate_mu);
+    if (--ix->long_reads == 0)
+        pthread_cond_broadcast(&ix->gate_cv);
+    pthread_mutex_unlock(&ix->gate_mu);
+}
+
 static int grow_table(void **t, size_t elem, int64_t oldcap, int64_t cap, int want) {
     if (*t ? cap <= oldcap : !want)
         return 0;

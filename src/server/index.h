@@ -65,6 +65,13 @@ typedef struct fpx_index {
     size_t row_bytes;
 
     pthread_rwlock_t lock;
+    /* Long reads (a snapshot, a compaction's copy) hold the lock shared for
+     * as long as they take. A writer queued on the lock meanwhile would hold
+     * every search off with it (writers first), so a writer that has to wait
+     * waits here instead, outside the lock, until they end. */
+    pthread_mutex_t gate_mu;
+    pthread_cond_t gate_cv;
+    int long_reads; /* under gate_mu */
     atomic_int refs;
     int dropped;     /* deleted; waiting for the last reference */
     int creating;    /* registered, its files not yet durable: invisible to lookups */
@@ -264,6 +271,14 @@ int fpx_index_reset(fpx_index *ix, fpx_err *err);
  * due: at least min_dead dead slots (0: never) making a quarter of all.
  */
 int fpx_index_compact_due(const fpx_index *ix, int64_t min_dead);
+
+/* The exclusive lock, taken after any long read of ix has ended, without
+ * queueing on the lock behind one (see gate_mu above). */
+void fpx_index_lock_write(fpx_index *ix);
+/* The shared lock for a read that takes long: writers wait outside the lock
+ * until fpx_index_long_read_end, so searches go on meanwhile. */
+void fpx_index_long_read_begin(fpx_index *ix);
+void fpx_index_long_read_end(fpx_index *ix);
 /*
  * Builds, beside ix and without changing it (the caller holds ix's lock
  * shared), an index holding only ix's live slots, in order, with their

@@ -128,7 +128,7 @@ int fpx_bind_merge(fpx_req *r) {
     }
     fpx_lease_renew(other);
     pthread_mutex_lock(&merge_lock);
-    pthread_rwlock_wrlock(&other->lock);
+    fpx_index_lock_write(other);
     r->other = other; /* fpx_merge_release undoes the three */
     if (other->dropped)
         return fpx_err_set(&r->err, FPX_E_NOT_FOUND, "index '%s' not found", other->name);

@@ -120,10 +120,10 @@ void fpx_server_snapshot_later(fpx_server *s, fpx_index *ix, int force) {
  * outside the lock. 1 when ix was compacted.
  */
 static int compact_one(fpx_server *s, fpx_index *ix) {
-    pthread_rwlock_rdlock(&ix->lock);
+    fpx_index_long_read_begin(ix);
     if (ix->dropped || atomic_load(&ix->compact_off) ||
         !fpx_index_compact_due(ix, s->cfg->compact_min_dead)) {
-        pthread_rwlock_unlock(&ix->lock);
+        fpx_index_long_read_end(ix);
         return 0;
     }
     uint64_t seq = ix->seq;
@@ -131,7 +131,7 @@ static int compact_one(fpx_server *s, fpx_index *ix) {
     fpx_index *c = NULL;
     fpx_err err = {0};
     int rc = fpx_index_compact_build(ix, &c, &err);
-    pthread_rwlock_unlock(&ix->lock);
+    fpx_index_long_read_end(ix);
     if (rc == 1) {
         atomic_store(&ix->compact_off, 1);
         fpx_log(FPX_LOG_INFO, "index %s/%s: its type keeps deleted vectors (searches skip them)",
@@ -143,7 +143,7 @@ static int compact_one(fpx_server *s, fpx_index *ix) {
                 ix->tenant, ix->name, err.msg);
         return 0;
     }
-    pthread_rwlock_wrlock(&ix->lock);
+    fpx_index_lock_write(ix);
     int fresh = !ix->dropped && ix->seq == seq;
     if (fresh)
         fpx_index_compact_commit(ix, c);
@@ -157,11 +157,12 @@ static int compact_one(fpx_server *s, fpx_index *ix) {
 
 /* Writes one queued snapshot, after a compaction when one is due. The
  * shared lock keeps writers out (so the snapshot and the log it replaces
- * agree) while searches go on. */
+ * agree) while searches go on: as a long read, with the writers that come
+ * meanwhile waiting outside the lock, where they hold no search off. */
 static void snapshot_one(fpx_server *s, fpx_index *ix, int force) {
     if (compact_one(s, ix))
         force = 1; /* the files shrink with the index */
-    pthread_rwlock_rdlock(&ix->lock);
+    fpx_index_long_read_begin(ix);
     if (!ix->dropped && ix->seq != ix->snap_seq && (force || fpx_server_snapshot_due(s, ix))) {
         fpx_err err = {0};
         if (fpx_store_snapshot(ix, &err) != 0)
@@ -169,7 +170,7 @@ static void snapshot_one(fpx_server *s, fpx_index *ix, int force) {
                     ix->tenant, ix->name, err.msg);
         fpx_server_sync_usage(ix);
     }
-    pthread_rwlock_unlock(&ix->lock);
+    fpx_index_long_read_end(ix);
 }
 
 static void *snapper_main(void *arg) {
@@ -328,6 +329,10 @@ void fpx_server_shutdown(fpx_server *s) {
     pthread_rwlock_destroy(&s->reg_lock);
 }
 
+/* The process _exits right after this, with workers still running. The
+ * registry and every index this takes stay locked on purpose: a worker that
+ * finishes its call meanwhile cannot write behind a final snapshot, or
+ * free an index being written. */
 void fpx_server_snapshot_idle(fpx_server *s) {
     /* A delete_index waiting for a busy index holds the registry for
      * writing: then nothing can be walked safely, and the logs suffice. */

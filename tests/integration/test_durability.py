@@ -5,6 +5,7 @@ included. FPX_SOAK=N sets the number of kill -9 cycles of the soak test
 import os
 import random
 import struct
+import threading
 import time
 
 import faiss
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 from test_storage_integrity import read, wal_records
-from wire import rand
+from conftest import SANITIZED
+from wire import Client, rand
 
 SOAK = int(os.environ.get("FPX_SOAK", "3"))
 
@@ -505,6 +507,87 @@ def test_append_only_flat_log_is_not_rewritten(make_server):
     _wait_snapshot_grows(s, "flat", 1100 * 16 * 4)
     assert _size(s, "flat", "wal") < 4096
     assert c.info("flat")["ntotal"] == 1100
+
+
+def _thread_in_fifo_open(pid):
+    """Whether a thread of pid waits in open() for a FIFO's reader."""
+    openat = {"x86_64": "257", "aarch64": "56"}.get(os.uname().machine)
+    for task in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, task)
+        try:
+            with open(base + "wchan") as f:
+                wchan = f.read()
+            with open(base + "syscall") as f:
+                call = f.read().split()[:1]
+        except OSError:
+            continue  # the thread ended meanwhile
+        if wchan in ("wait_for_partner", "fifo_open") or call == [openat]:
+            return True
+    return False
+
+
+def test_searches_go_on_while_a_snapshot_holds_writes_off(make_server):
+    """A snapshot holds its index's writes off (the snapshot and the log it
+    replaces must agree) but not its searches: a write that comes meanwhile
+    waits outside the index's lock, where it queues no search behind it.
+    The snapshot is held here at its first step: its file is a FIFO that
+    nothing reads yet. Once read, the snapshot fails (a FIFO cannot be
+    synced), the log keeps every write, and the next snapshot is written."""
+    s = make_server(extra=["--snapshot-bytes", "4096"])
+    c = s.client()
+    x = rand(400, 8, 91)
+    c.create("h", 8, "HNSW8")
+    fifo = os.path.join(s.data_dir, "default", "h", "snapshot.tmp")
+    os.mkfifo(fifo)
+    drained = []
+
+    def drain():
+        with open(fifo, "rb") as f:
+            while f.read(65536):
+                pass
+        drained.append(True)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    try:
+        c.add("h", x[:200])  # 6,400 bytes of vectors: past --snapshot-bytes
+        for _ in range(400):
+            if _thread_in_fifo_open(s.proc.pid):
+                break
+            time.sleep(0.025)
+        else:
+            raise AssertionError("the snapshot never opened its file")
+
+        writer = s.client()
+        added = []
+        t = threading.Thread(target=lambda: added.append(writer.add("h", x[200:210])),
+                             daemon=True)
+        t.start()
+        t.join(0.5)
+        assert not added, "a write went on during a snapshot of its index"
+
+        patient = Client(s.endpoint, timeout_ms=30000 if SANITIZED else 10000)
+        s.clients.append(patient)
+        D, I, _ = patient.search("h", x[:5], 1)
+        assert I[:, 0].tolist() == list(range(5))
+        assert not added and t.is_alive(), "the write did not wait for the snapshot"
+    finally:
+        reader.start()
+    reader.join(60)
+    t.join(60)
+    assert drained and len(added) == 1, "the write waiting for the snapshot failed"
+    assert "snapshot of default/h failed" in s.wait_log("snapshot of default/h failed", 10)
+    assert c.info("h")["ntotal"] == 210
+
+    before = _size(s, "h", "snapshot")
+    c.add("h", x[210:400])
+    _wait_snapshot_grows(s, "h", before)
+    s.kill9()
+    s.start()
+    c = s.client()
+    assert c.info("h")["ntotal"] == 400
+    D, I, _ = c.search("h", x[::40], 1)
+    assert I[:, 0].tolist() == list(range(0, 400, 40))
+    assert not os.path.exists(fifo)
 
 
 def test_append_only_log_of_tiny_vectors_is_rewritten(make_server):
