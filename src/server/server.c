@@ -81,6 +81,13 @@ static int log_is_compact(const fpx_server *s, const fpx_index *ix) {
            fpx_engine_adds_by_copy(ix->eng);
 }
 
+/* Whether a final snapshot at shutdown would shorten the next start: not
+ * for a log a snapshot would not improve on, which stays as it is however
+ * long (a clean stop of a bulk-loaded flat index would rewrite it whole). */
+static int snapshot_improves(const fpx_server *s, const fpx_index *ix) {
+    return ix->seq != ix->snap_seq && !log_is_compact(s, ix);
+}
+
 int fpx_server_snapshot_due(const fpx_server *s, const fpx_index *ix) {
     /* The log may grow to the snapshot's own size before the next one: a
      * snapshot rewrites the whole index, so a fixed threshold would make
@@ -309,7 +316,7 @@ void fpx_server_shutdown(fpx_server *s) {
     for (size_t i = 0; i < s->nindexes; i++) {
         fpx_index *ix = s->indexes[i];
         fpx_err err = {0};
-        if (ix->seq != ix->snap_seq && fpx_store_snapshot(ix, &err) != 0)
+        if (snapshot_improves(s, ix) && fpx_store_snapshot(ix, &err) != 0)
             fpx_log(FPX_LOG_WARN, "snapshot of %s/%s at shutdown failed (its log is kept): %s",
                     ix->tenant, ix->name, err.msg);
         fpx_index_unref(ix);
@@ -357,7 +364,7 @@ void fpx_server_snapshot_idle(fpx_server *s) {
             continue;
         }
         fpx_err err = {0};
-        if (ix->dropped || ix->seq == ix->snap_seq)
+        if (ix->dropped || !snapshot_improves(s, ix))
             continue;
         if (fpx_store_snapshot(ix, &err) != 0)
             fpx_log(FPX_LOG_WARN, "snapshot of %s/%s at shutdown failed (its log is kept): %s",
