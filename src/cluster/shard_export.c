@@ -8,7 +8,8 @@
  * shard's log). This node reads the S exports back, appends them into one
  * index (FAISS's merge_from, with its checks; binary flat codes, which
  * FAISS 1.7.3 cannot merge, are appended as they are; an HNSW, which it
- * cannot merge either, is built again from its codes), puts the vectors in
+ * cannot merge either, is built again from its codes, once, in label
+ * order), puts the vectors in
  * label order, and exports that: the labels of adds without ids are FAISS's
  * numbering, so label order is the order one server holds them in. A type
  * FAISS cannot merge fails whole with the reason. The part "quantizer"
@@ -59,7 +60,7 @@ static int append_shards(const sreply *x, int64_t n, fpx_engine **all, int64_t *
             *all = e;
             e = NULL;
         } else if (rc == 0) {
-            rc = fpx_engine_append(*all, e, err);
+            rc = fpx_engine_append(*all, e, 1, err); /* put in label order next */
         }
         fpx_engine_free(e);
         if (rc == 0)

@@ -3001,7 +3001,26 @@ static int append_ivf_fast_scan(fpx_engine *e, fpx_engine *other, faiss::IndexIV
     FPX_CATCH(err, FPX_E_FAISS)
 }
 
-int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err) {
+/* Appends n codes to HNSW index h (storage fc) as vertices of the graph's
+ * ground layer without links, as FAISS lays out a vertex before linking it:
+ * a consistent index in which they are not reached. */
+static void hnsw_append_unlinked(faiss::IndexHNSW *h, faiss::IndexFlatCodes *fc,
+                                 const uint8_t *codes, idx_t n) {
+    faiss::HNSW &g = h->hnsw;
+    size_t cs = fc->code_size, n0 = (size_t)fc->ntotal;
+    fc->codes.resize((n0 + (size_t)n) * cs);
+    if (n)
+        memcpy(fc->codes.data() + n0 * cs, codes, (size_t)n * cs);
+    fc->ntotal += n;
+    for (idx_t i = 0; i < n; i++) {
+        g.levels.push_back(1);
+        g.offsets.push_back(g.offsets.back() + (size_t)g.cum_nb_neighbors(1));
+    }
+    g.neighbors.resize(g.offsets.back(), -1);
+    h->ntotal += n;
+}
+
+int fpx_engine_append(fpx_engine *e, fpx_engine *other, int reorder_next, fpx_err *err) {
     auto ft = e->index ? dynamic_cast<faiss::IndexIVFFastScan *>(e->index.get()) : nullptr;
     auto fo = other->index ? dynamic_cast<faiss::IndexIVFFastScan *>(other->index.get()) : nullptr;
     if (ft && fo)
@@ -3019,6 +3038,11 @@ int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err) {
             return -1;
         try {
             idx_t n = ho->ntotal, n0 = he->ntotal;
+            if (reorder_next) { /* the reordering builds the graph again anyway */
+                hnsw_append_unlinked(h, he, ho->codes.data(), n);
+                oh->reset();
+                return 0;
+            }
             std::vector<float> x((size_t)n * (size_t)h->d);
             if (n)
                 ho->sa_decode(n, ho->codes.data(), x.data());

@@ -313,8 +313,11 @@ int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err);
  * append to in a merge) joins each list's codes and packs them again, and
  * an HNSW index over storage of fixed-size codes (flat, SQ, PQ) adds the
  * other's vectors (decoded) to its graph and keeps the other's codes as
- * they are. other is left empty. */
-int fpx_engine_append(fpx_engine *e, fpx_engine *other, fpx_err *err);
+ * they are. other is left empty. reorder_next: the caller reorders e next
+ * (fpx_engine_permute), which builds an HNSW graph again from its codes:
+ * then an HNSW index takes the other's codes without linking them into its
+ * graph (searches do not reach them until that reordering). */
+int fpx_engine_append(fpx_engine *e, fpx_engine *other, int reorder_next, fpx_err *err);
 /*
  * Reorders e's vectors: position p takes the vector at position order[p]
  * (order a permutation of 0..ntotal-1), codes copied as they are. Flat-code
