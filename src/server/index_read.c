@@ -191,12 +191,17 @@ void fpx_index_pack_info(const fpx_index *ix, msgpack_packer *pk) {
         uint64_t at = atomic_load(&ix->lease_renewed_ns), now = fpx_now_ns();
         left = (double)lease - (now > at ? (double)(now - at) / 1e9 : 0);
     }
-    msgpack_pack_map(pk, 11 + extra + (lease > 0 ? 2 : 0) + (ix->placement ? 2 : 0));
+    int fenced = ix->fence_id[0] != 0;
+    msgpack_pack_map(pk, 11 + extra + (lease > 0 ? 2 : 0) + (ix->placement ? 2 : 0) + fenced);
     if (ix->placement) { /* cluster mode */
         fpx_pack_cstr(pk, "replicas");
         pack_list(pk, ix->placement);
         fpx_pack_cstr(pk, "applied_seq");
         msgpack_pack_uint64(pk, ix->seq);
+    }
+    if (fenced) { /* a merge_from out of it under way: its writes wait */
+        fpx_pack_cstr(pk, "merging_into");
+        fpx_pack_cstr(pk, ix->fence_to);
     }
     fpx_pack_cstr(pk, "params");
     pack_knobs(ix, pk);

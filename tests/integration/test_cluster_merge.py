@@ -127,6 +127,8 @@ def test_fence_left_by_a_stopped_node_is_finished(cl):
     assert e["error_type"] == "unavailable" and "being merged" in e["message"], e
     assert cs[0].error({"operation": "reset", "index_id": b})["error_type"] == "unavailable"
     assert cs[0].info(b)["ntotal"] == 5
+    assert [c.info(b).get("merging_into") for c in cs] == [a] * 3
+    assert "merging_into" not in cs[0].info(a)
     # node3 restarts (a clean stop snapshots its replicas): still fenced there
     cl.nodes[2].stop()
     cl.nodes[2].start()
@@ -144,6 +146,7 @@ def test_fence_left_by_a_stopped_node_is_finished(cl):
         assert I[:, 0].tolist() == list(range(10, 15))
     assert "finished a merge_from into '%s' that its node left undone" % a in cl.nodes[2].log()
     # and b takes writes again
+    assert [c.info(b).get("merging_into") for c in cs] == [None] * 3
     assert cs[1].add(b, xb[:2])["ntotal"] == 2
     cs[0].drop(a)
     cs[0].drop(b)
