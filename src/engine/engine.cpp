@@ -16,6 +16,7 @@
  * (e.g. "IVF0,Flat"); fpx_engine_create refuses those descriptions first.
  */
 #include "engine/engine.h"
+#include "engine/describe.h"
 
 #include <faiss/AutoTune.h>
 #include <faiss/impl/ResidualQuantizer.h>
@@ -245,9 +246,6 @@ constexpr idx_t kParallelMin = 16;
  * threshold: from 3 queries on, one matrix product beats a scan per query
  * (measured on Debian's generic build, bench/README.md). */
 constexpr idx_t kPooledBlasMin = 3;
-
-/* Largest number accepted anywhere in a factory description. */
-constexpr long kMaxFactoryNumber = 1L << 20;
 
 /* Over-fetch searches work on at most this many result slots at a time. */
 constexpr size_t kChunkResults = (size_t)1 << 24;
@@ -1244,195 +1242,6 @@ void search_exact(const Index *idx, idx_t n, const float *x, idx_t k, const fpx_
     search_overfetch(idx, n, x, k, allowed, D, I);
 }
 
-/* The number at desc[i] is the squared radius of "ZnLattice<n>x<r2>_<b>"
- * (checked with the dimension by check_lattice), not a code's bits. */
-static bool lattice_radius(const char *desc, size_t i) {
-    size_t j = i - 1; /* the 'x' */
-    while (j > 0 && desc[j - 1] >= '0' && desc[j - 1] <= '9')
-        j--;
-    return j >= 9 && j < i - 1 && !strncmp(desc + j - 9, "ZnLattice", 9);
-}
-
-/* "ZnLattice<nsq>x<r2>_<nbit>": FAISS's ZnSphereCodecRec, built before
- * IndexLattice checks anything, asserts (Debian's build keeps asserts) that a
- * sub-vector's dimension d/nsq is a power of 2, reads before its tables for
- * dimension 1, counts the lattice points in 64 bits, and caches every point
- * of its lowest levels: (levels) x (r2+1)^2 counts and, for 8 dimensions,
- * about 16 r^3 points of each squared norm r up to r2. Refused unless d/nsq
- * is a power of 2 from 2 on, every count fits in 63 bits, these tables stay
- * under 256 MiB and the scale has at most 16 bits. */
-static int lattice_too_big(const char *desc, double bytes, fpx_err *err) {
-    return set_err(err, FPX_E_VALIDATION,
-                   "index_type \"%s\": ZnLattice tables of %.0f MiB; at most 256 are served", desc,
-                   bytes / (1024 * 1024));
-}
-
-/* Point counts of ZnSphereCodecRec: n(ld, r) points of squared norm r in
- * 2^ld dimensions, r up to r2. */
-struct lattice_counts {
-    std::vector<uint64_t> nv;
-    int r2;
-    uint64_t n(int ld, int r) const {
-        return nv[(size_t)ld * (size_t)(r2 + 1) + (size_t)r];
-    }
-    /* The points of norm r in 2^ld dimensions whose first half has a norm
-     * below a (FAISS's cumulative table, computed as it is read). */
-    uint64_t cum(int ld, int r, int a) const {
-        uint64_t s = 0;
-        for (int i = 0; i < a; i++)
-            s += n(ld - 1, i) * n(ld - 1, r - i);
-        return s;
-    }
-};
-
-/* Whether FAISS's decode of `code` at level ld and norm r runs to its end:
- * it splits the code by a binary search in the cumulative counts and a
- * division by the second half's count, then at level 0 asserts that each
- * norm is a square in float arithmetic. A code past the points it counts
- * can meet a count of 0 (a division by zero) or a norm that is not a
- * square (an assertion that aborts the process in Debian's build). */
-static bool lattice_decodes(const lattice_counts &c, int ld, int r, uint64_t code) {
-    if (ld == 0) {
-        if (r == 0)
-            return true;
-        float q = std::sqrt(r); /* as FAISS computes it */
-        return q * q == (float)r;
-    }
-    int a = 0;
-    uint64_t below = 0;
-    for (int i = 1; i <= r; i++) { /* the last a whose count below is <= code */
-        uint64_t s = below + c.n(ld - 1, i - 1) * c.n(ld - 1, r - i + 1);
-        if (s <= code) {
-            a = i;
-            below = s;
-        }
-        if (s > code)
-            break;
-    }
-    uint64_t rest = code - below, div = c.n(ld - 1, r - a);
-    return div && lattice_decodes(c, ld - 1, a, rest / div) &&
-           lattice_decodes(c, ld - 1, r - a, rest % div);
-}
-
-/* FAISS's constructor fills its decode cache by decoding, for each norm
- * r2sub, the codes from cum(cache + 1, r2, r2 - r2sub) on, one per point of
- * norm r2sub at the cache level. With 2 or 4 dimensions per sub-vector some
- * of them lie past the points of norm r2; each of those must decode. */
-static bool lattice_cache_decodes(const lattice_counts &c, int levels) {
-    int top = levels - 1, cache = std::min(3, levels - 2);
-    uint64_t total = c.n(top, c.r2);
-    for (int r2sub = 0; r2sub <= c.r2; r2sub++) {
-        uint64_t nvi = c.n(cache, r2sub);
-        if (!nvi)
-            continue;
-        uint64_t code0 = c.cum(cache + 1, c.r2, c.r2 - r2sub);
-        for (uint64_t i = total > code0 ? total - code0 : 0; i < nvi; i++)
-            if (!lattice_decodes(c, top, c.r2, code0 + i))
-                return false;
-    }
-    return true;
-}
-
-static int check_lattice(const char *desc, int64_t dim, fpx_err *err) {
-    const char *z = strstr(desc, "ZnLattice");
-    int nsq, r2, nbit;
-    if (!z || sscanf(z, "ZnLattice%dx%d_%d", &nsq, &r2, &nbit) != 3)
-        return 0; /* none, or FAISS's factory refuses it */
-    if (z != desc)
-        return set_err(err, FPX_E_VALIDATION,
-                       "index_type \"%s\": ZnLattice is served as a whole description only", desc);
-    int64_t dsq = nsq > 0 && dim % nsq == 0 ? dim / nsq : 0;
-    if (dsq < 2 || (dsq & (dsq - 1)))
-        return set_err(err, FPX_E_VALIDATION,
-                       "index_type \"%s\": ZnLattice needs d / %d to be a power of 2 from 2 on "
-                       "(d = %lld)",
-                       desc, nsq, (long long)dim);
-    if (nbit > 16)
-        return set_err(err, FPX_E_VALIDATION,
-                       "index_type \"%s\": a ZnLattice scale has at most 16 bits", desc);
-    int levels = 1;
-    while ((int64_t)1 << (levels - 1) < dsq)
-        levels++;
-    /* The count tables alone bound r2 (to about 4096) before they are
-     * filled, in time quadratic in r2. */
-    const double max_bytes = 256.0 * 1024 * 1024;
-    double bytes = 8.0 * levels * (r2 + 1.0) * (r2 + 1.0);
-    if (bytes > max_bytes)
-        return lattice_too_big(desc, bytes, err);
-    const uint64_t cap = (uint64_t)1 << 63;
-    lattice_counts counts{std::vector<uint64_t>((size_t)levels * (size_t)(r2 + 1), 0), r2};
-    std::vector<uint64_t> &nv = counts.nv;
-    for (int r = 0; r <= r2; r++) {
-        int q = (int)std::sqrt((double)r);
-        while (q * q > r)
-            q--;
-        while ((q + 1) * (q + 1) <= r)
-            q++;
-        nv[(size_t)r] = q * q == r ? (r == 0 ? 1 : 2) : 0;
-    }
-    for (int ld = 1; ld < levels; ld++)
-        for (int r = 0; r <= r2; r++) {
-            uint64_t sum = 0, t;
-            for (int a = 0; a <= r; a++) {
-                if (!nv[(size_t)(ld - 1) * (r2 + 1) + a])
-                    continue;
-                if (__builtin_mul_overflow(nv[(size_t)(ld - 1) * (r2 + 1) + a],
-                                           nv[(size_t)(ld - 1) * (r2 + 1) + (r - a)], &t) ||
-                    __builtin_add_overflow(sum, t, &sum) || sum >= cap)
-                    return set_err(err, FPX_E_VALIDATION,
-                                   "index_type \"%s\": ZnLattice with %lld dimensions per "
-                                   "sub-vector and squared radius %d has more than 2^63 points",
-                                   desc, (long long)dsq, r2);
-            }
-            nv[(size_t)ld * (r2 + 1) + r] = sum;
-        }
-    int cache = std::min(3, levels - 2);
-    for (int r = 0; r <= r2; r++)
-        bytes += 4.0 * (double)nv[(size_t)cache * (r2 + 1) + r] * (double)(1 << cache);
-    if (bytes > max_bytes)
-        return lattice_too_big(desc, bytes, err);
-    if (!lattice_cache_decodes(counts, levels))
-        return set_err(err, FPX_E_VALIDATION,
-                       "index_type \"%s\": FAISS 1.7.3's ZnLattice codec for %lld dimensions "
-                       "per sub-vector and squared radius %d decodes codes past its points "
-                       "when it is built (it would abort the process)",
-                       desc, (long long)dsq, r2);
-    return 0;
-}
-
-/* Refuses descriptions that FAISS would abort (not throw) on, or that would
- * allocate absurd amounts: numbers must be 1..2^20, HNSW needs M >= 2, PQ
- * codes at most 16 bits. */
-int check_description(const char *desc, fpx_err *err) {
-    size_t len = strlen(desc);
-    if (len == 0 || len > 255)
-        return set_err(err, FPX_E_VALIDATION, "index_type must be 1..255 characters");
-    for (size_t i = 0; i < len;) {
-        if (desc[i] < '0' || desc[i] > '9') {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        long v = 0;
-        while (j < len && desc[j] >= '0' && desc[j] <= '9') {
-            if (v <= kMaxFactoryNumber)
-                v = v * 10 + (desc[j] - '0');
-            j++;
-        }
-        if (v < 1 || v > kMaxFactoryNumber)
-            return set_err(err, FPX_E_VALIDATION,
-                           "index_type \"%s\": every number must be in 1..%ld", desc,
-                           kMaxFactoryNumber);
-        if (i >= 4 && !strncmp(desc + i - 4, "HNSW", 4) && v < 2)
-            return set_err(err, FPX_E_VALIDATION, "index_type \"%s\": HNSW needs M >= 2", desc);
-        if (i >= 1 && desc[i - 1] == 'x' && v > 16 && !lattice_radius(desc, i))
-            return set_err(err, FPX_E_VALIDATION, "index_type \"%s\": codes are at most 16 bits",
-                           desc);
-        i = j;
-    }
-    return 0;
-}
-
 /* Removes IndexIDMap/IndexIDMap2 wrappers (M2, M: their float or binary
  * types): labels are the server's job, and the wrappers refuse add() without
  * ids and id selectors. */
@@ -1985,7 +1794,7 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
     if (dim < 1 || dim > 65536)
         return set_err(err, FPX_E_VALIDATION, "dimension must be in 1..65536, got %lld",
                        (long long)dim);
-    if (check_description(description, err) || check_lattice(description, dim, err))
+    if (fpx_describe_check(description, err) || fpx_describe_check_lattice(description, dim, err))
         return -1;
     int fm = faiss_metric_of(metric);
     if (fm < 0)
@@ -2051,7 +1860,7 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
                        "a binary index's dimension is in bits: a multiple of 8 in 8..65536, got "
                        "%lld",
                        (long long)dim);
-    if (check_description(description, err))
+    if (fpx_describe_check(description, err))
         return -1;
     if (description[0] != 'B')
         return set_err(err, FPX_E_VALIDATION,
@@ -3971,7 +3780,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
 }
 
 /* An IndexLattice in what FAISS read (at the top or under a wrapper) whose
- * parameters a created one could not have (check_lattice): FAISS's reader
+ * parameters a created one could not have (describe.c): FAISS's reader
  * builds its codec from the bytes' numbers unchecked, which with some of them
  * writes past its buffers. The import's probe process (probe.c) reads the
  * bytes first and stops here, so the server never builds such an index. */
@@ -3982,7 +3791,7 @@ static int check_read_lattice(const Index *idx, fpx_err *err) {
         char desc[96];
         snprintf(desc, sizeof desc, "ZnLattice%dx%d_%d", l->nsq, l->zn_sphere_codec.r2,
                  l->scale_nbit);
-        return check_lattice(desc, l->d, err);
+        return fpx_describe_check_lattice(desc, l->d, err);
     }
     if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
         return check_read_lattice(pt->index, err);

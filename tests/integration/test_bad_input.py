@@ -224,6 +224,8 @@ def test_bad_dimension(client, dim):
 @pytest.mark.parametrize("index_type", [
     "IVF100000000,Flat", "garbage", "HNSW0", "HNSW1", "IVF0,Flat", "NSG0", "PQ8x30", "",
     "x" * 300, 5, "Flat,Flat", "IVF4,", "HNSW99999999999999999999999",
+    # negative numbers: the lattice's counts were sized from one (the server aborted)
+    "ZnLattice1x-2_4", "ZnLattice1x-1_4", "IVF-5,SQ8_uniform", "BHash-3x8", "PQ8x-4",
 ])
 def test_bad_index_types(client, index_type):
     name = unique()
