@@ -1789,6 +1789,39 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
     return fpx_engine_create_metric(description, dim, metric, 0, out, err);
 }
 
+/* FAISS 1.7.3 sizes a linear transform's matrix with an int product of its
+ * dimensions (d_out x d_out for a random rotation to more dimensions than
+ * it reads: a tight frame, QR-factored in O(d_out^3) on its first train).
+ * Past 2^31 the product wraps, and training writes through a matrix too
+ * small (the process dies). Refused before: each transform's output within
+ * the dimensions served, its matrix at most 2^28 floats (1 GiB), and a
+ * rotation's tight frame at most 4096 dimensions (minutes of QR here). */
+static int check_transforms(const Index *idx, fpx_err *err) {
+    auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx);
+    if (!pt)
+        return 0;
+    for (const faiss::VectorTransform *vt : pt->chain) {
+        int64_t din = vt->d_in, dout = vt->d_out;
+        if (dout < 1 || dout > 65536)
+            return set_err(err, FPX_E_VALIDATION,
+                           "a transform to %lld dimensions: its output must be in 1..65536",
+                           (long long)dout);
+        bool frame = dout > din && dynamic_cast<const faiss::RandomRotationMatrix *>(vt);
+        if (frame && dout > 4096)
+            return set_err(err, FPX_E_VALIDATION,
+                           "a random rotation from %lld to %lld dimensions: one to more "
+                           "dimensions than it reads builds a d_out x d_out frame, served up to "
+                           "4096",
+                           (long long)din, (long long)dout);
+        if (din * dout > ((int64_t)1 << 28))
+            return set_err(err, FPX_E_VALIDATION,
+                           "a %lld x %lld transform matrix: at most 2^28 entries (1 GiB) are "
+                           "served",
+                           (long long)din, (long long)dout);
+    }
+    return 0;
+}
+
 int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric metric,
                              double metric_arg, fpx_engine **out, fpx_err *err) {
     if (dim < 1 || dim > 65536)
@@ -1808,7 +1841,7 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
         if (!raw)
             raw = faiss::index_factory((int)dim, description, mt);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
-        if (check_nsg_created(idx.get(), description, err))
+        if (check_transforms(idx.get(), err) || check_nsg_created(idx.get(), description, err))
             return -1;
         if (extra_metric(mt)) {
             Index *core = extra_metric_core(idx.get());
@@ -3837,7 +3870,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         bool wrapped = dynamic_cast<faiss::IndexIDMap *>(raw.get()) != nullptr;
         int wrapper = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<Index> idx(unwrap_idmap(raw.release()));
-        if (check_quantizer_pq(idx.get(), err))
+        if (check_transforms(idx.get(), err) || check_quantizer_pq(idx.get(), err))
             return -1;
         idx_t ntotal = idx->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)

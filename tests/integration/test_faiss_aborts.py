@@ -503,3 +503,38 @@ def test_refine_base_results_held_to_the_results_bound(fresh_server):
     Dl, Il = local.search(q, 10)
     assert (I == Il).all() and np.allclose(D, Dl)
     serving(fresh_server)
+
+
+# ---- transforms: their matrix's size ---------------------------------------------------------
+
+
+def test_transforms_whose_matrix_wraps_are_refused(fresh_server):
+    """FAISS 1.7.3 sizes a linear transform's matrix with an int product of its dimensions: a
+    random rotation from 2 to 65536 dimensions (a 65536 x 65536 frame) wraps it, and its first
+    train ended the process. Refused on create and on import, naming the bound; a rotation
+    inside it is served as FAISS serves it."""
+    c = fresh_server.client()
+    for d, desc, words in [(2, "RR65536,Flat", ("random rotation", "4096")),
+                           (2, "RR1048576,Flat", ("1..65536",)),
+                           (16, "Pad1048576,Flat", ("1..65536",)),
+                           (32768, "RR32768,Flat", ("2^28",))]:
+        refused(create(c, unique("rr"), d, desc), *words)
+    serving(fresh_server)
+    # an untrained rotation to 65536 dimensions, as a FAISS program writes it
+    idx = faiss.IndexPreTransform(faiss.RandomRotationMatrix(2, 65536), faiss.IndexFlatL2(65536))
+    h, _ = call(c, {"operation": "import_index", "index_id": unique("rr")},
+                faiss.serialize_index(idx).tobytes())
+    refused(h, "random rotation", "4096")
+    serving(fresh_server)
+    name = unique("rr")
+    assert create(c, name, 8, "RR64,Flat")["status"] == "ok"
+    x = rand(200, 8, 46)
+    local = faiss.index_factory(8, "RR64,Flat")
+    local.train(x)
+    local.add(x)
+    assert train(c, name, x)["status"] == "ok"
+    assert add(c, name, x)["status"] == "ok"
+    D, I, _ = c.search(name, x[:5], 3)
+    Dl, Il = local.search(x[:5], 3)
+    assert (I == Il).all() and np.allclose(D, Dl)
+    serving(fresh_server)
