@@ -1796,10 +1796,7 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
  * small (the process dies). Refused before: each transform's output within
  * the dimensions served, its matrix at most 2^28 floats (1 GiB), and a
  * rotation's tight frame at most 4096 dimensions (minutes of QR here). */
-static int check_transforms(const Index *idx, fpx_err *err) {
-    auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx);
-    if (!pt)
-        return 0;
+static int check_transform_chain(const faiss::IndexPreTransform *pt, fpx_err *err) {
     for (const faiss::VectorTransform *vt : pt->chain) {
         int64_t din = vt->d_in, dout = vt->d_out;
         if (dout < 1 || dout > 65536)
@@ -1819,6 +1816,24 @@ static int check_transforms(const Index *idx, fpx_err *err) {
                            "served",
                            (long long)din, (long long)dout);
     }
+    return 0;
+}
+
+/* Every transform chain in idx, wherever it stands (under a refinement, an
+ * IDMap, as an IVF's quantizer or an HNSW's storage). */
+static int check_transforms(const Index *idx, fpx_err *err) {
+    if (!idx)
+        return 0;
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        return check_transform_chain(pt, err) || check_transforms(pt->index, err);
+    if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
+        return check_transforms(m->index, err);
+    if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+        return check_transforms(rf->base_index, err) || check_transforms(rf->refine_index, err);
+    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
+        return check_transforms(ivf->quantizer, err);
+    if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx))
+        return check_transforms(h->storage, err);
     return 0;
 }
 

@@ -517,6 +517,7 @@ def test_transforms_whose_matrix_wraps_are_refused(fresh_server):
     for d, desc, words in [(2, "RR65536,Flat", ("random rotation", "4096")),
                            (2, "RR1048576,Flat", ("1..65536",)),
                            (16, "Pad1048576,Flat", ("1..65536",)),
+                           (16, "RR65536,SQ8,RFlat", ("random rotation", "4096")),  # refined
                            (32768, "RR32768,Flat", ("2^28",))]:
         refused(create(c, unique("rr"), d, desc), *words)
     serving(fresh_server)
