@@ -44,8 +44,16 @@ int fpx_describe_check(const char *desc, fpx_err *err) {
             return fpx_err_set(err, FPX_E_VALIDATION,
                                "index_type \"%s\": every number must be in 1..%ld", desc,
                                FPX_MAX_FACTORY_NUMBER);
-        if (i >= 4 && !strncmp(desc + i - 4, "HNSW", 4) && v < 2)
-            return fpx_err_set(err, FPX_E_VALIDATION, "index_type \"%s\": HNSW needs M >= 2", desc);
+        if (i >= 4 && !strncmp(desc + i - 4, "HNSW", 4) && (v < 2 || v > FPX_MAX_GRAPH_DEGREE))
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "index_type \"%s\": HNSW needs M in 2..%d (each vector holds 2M "
+                               "links)",
+                               desc, FPX_MAX_GRAPH_DEGREE);
+        if (i >= 3 && !strncmp(desc + i - 3, "NSG", 3) && v > FPX_MAX_GRAPH_DEGREE)
+            return fpx_err_set(err, FPX_E_VALIDATION,
+                               "index_type \"%s\": NSG needs R at most %d (each vector holds R "
+                               "links)",
+                               desc, FPX_MAX_GRAPH_DEGREE);
         if (i >= 1 && desc[i - 1] == 'x' && v > 16 && !lattice_radius(desc, i))
             return fpx_err_set(err, FPX_E_VALIDATION,
                                "index_type \"%s\": codes are at most 16 bits", desc);

@@ -18,9 +18,14 @@ extern "C" {
 /* Largest number accepted anywhere in a factory description. */
 #define FPX_MAX_FACTORY_NUMBER (1L << 20)
 
-/* Every number in desc in 1..FPX_MAX_FACTORY_NUMBER, an HNSW's M at least 2,
- * a code at most 16 bits; desc 1..255 characters. 0, or -1 with err set
- * (validation). */
+/* Largest HNSW M and NSG R: a graph holds up to 2M (R) links for every
+ * vector, sized when the vectors are added, so one small add to a graph of
+ * M = 2^20 would take gigabytes. */
+#define FPX_MAX_GRAPH_DEGREE 1024
+
+/* Every number in desc in 1..FPX_MAX_FACTORY_NUMBER, an HNSW's M in
+ * 2..FPX_MAX_GRAPH_DEGREE and an NSG's R at most that, a code at most 16
+ * bits; desc 1..255 characters. 0, or -1 with err set (validation). */
 int fpx_describe_check(const char *desc, fpx_err *err);
 
 /* A "ZnLattice<nsq>x<r2>_<nbit>" description (the whole of desc) in dim

@@ -1820,7 +1820,8 @@ static int check_transform_chain(const faiss::IndexPreTransform *pt, fpx_err *er
 }
 
 /* Every transform chain in idx, wherever it stands (under a refinement, an
- * IDMap, as an IVF's quantizer or an HNSW's storage). */
+ * IDMap, as an IVF's quantizer or a graph's storage), and the degree of
+ * every graph. */
 static int check_transforms(const Index *idx, fpx_err *err) {
     if (!idx)
         return 0;
@@ -1832,8 +1833,22 @@ static int check_transforms(const Index *idx, fpx_err *err) {
         return check_transforms(rf->base_index, err) || check_transforms(rf->refine_index, err);
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
         return check_transforms(ivf->quantizer, err);
-    if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx))
+    if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
+        /* an imported graph's degree (a created one's is checked in its
+         * description: describe.c) */
+        if (h->hnsw.nb_neighbors(0) > 2 * FPX_MAX_GRAPH_DEGREE)
+            return set_err(err, FPX_E_VALIDATION,
+                           "an HNSW graph of %d links per vector: M is served up to %d",
+                           h->hnsw.nb_neighbors(0), FPX_MAX_GRAPH_DEGREE);
         return check_transforms(h->storage, err);
+    }
+    if (auto g = dynamic_cast<const faiss::IndexNSG *>(idx)) {
+        if (g->nsg.R > FPX_MAX_GRAPH_DEGREE)
+            return set_err(err, FPX_E_VALIDATION,
+                           "an NSG graph of %d links per vector: R is served up to %d", g->nsg.R,
+                           FPX_MAX_GRAPH_DEGREE);
+        return check_transforms(g->storage, err);
+    }
     return 0;
 }
 

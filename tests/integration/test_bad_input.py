@@ -226,6 +226,8 @@ def test_bad_dimension(client, dim):
     "x" * 300, 5, "Flat,Flat", "IVF4,", "HNSW99999999999999999999999",
     # negative numbers: the lattice's counts were sized from one (the server aborted)
     "ZnLattice1x-2_4", "ZnLattice1x-1_4", "IVF-5,SQ8_uniform", "BHash-3x8", "PQ8x-4",
+    # graphs of more than 1024 (2 x 1024) links a vector
+    "HNSW1025", "IVF16_HNSW4096,Flat", "HNSW1048576,SQ8", "NSG2048",
 ])
 def test_bad_index_types(client, index_type):
     name = unique()

@@ -539,3 +539,20 @@ def test_transforms_whose_matrix_wraps_are_refused(fresh_server):
     Dl, Il = local.search(x[:5], 3)
     assert (I == Il).all() and np.allclose(D, Dl)
     serving(fresh_server)
+
+
+def test_graphs_of_absurd_degree_are_refused(fresh_server):
+    """An HNSW graph holds 2M links for every vector, sized as the vectors are added: with
+    M = 2^20 (a number FAISS's factory takes) one add of 3,000 vectors of 2 dimensions asked
+    for 25 GB. M (and NSG's R) is served up to 1024, created or imported; 1024 is served."""
+    c = fresh_server.client()
+    refused(create(c, unique("g"), 2, "HNSW1048576"), "2..1024")
+    refused(create(c, unique("g"), 8, "NSG2048"), "1024")
+    h, _ = call(c, {"operation": "import_index", "index_id": unique("g")},
+                faiss.serialize_index(faiss.IndexHNSWFlat(8, 2048)).tobytes())
+    refused(h, "M is served up to 1024")
+    serving(fresh_server)
+    name = unique("g")
+    assert create(c, name, 2, "HNSW1024")["status"] == "ok"
+    assert add(c, name, rand(10, 2, 47))["status"] == "ok"
+    serving(fresh_server)
