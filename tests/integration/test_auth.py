@@ -1,9 +1,8 @@
 """Tenants and API keys: keys k1 and k3 belong to alice, k2 to bob."""
-import numpy as np
 import pytest
 
 from conftest import unique
-from wire import Client, rand
+from wire import rand
 
 OPS = [
     {"operation": "ping"},

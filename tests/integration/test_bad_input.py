@@ -1,6 +1,5 @@
 """Every kind of bad input gets a clear error reply of the right kind, changes
 nothing, and the server keeps serving (checked after every case)."""
-import math
 import os
 import struct
 

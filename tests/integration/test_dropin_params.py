@@ -794,7 +794,7 @@ def test_ivf_clustering_parameters_on_the_wire(make_server):
     s = make_server()
     c = s.client()
     d = 8
-    xt, xq = rand(2000, d, 61), rand(20, d, 62)
+    xt = rand(2000, d, 61)
     ivf, pre, flat = unique("cpivf"), unique("cppre"), unique("cpflat")
     c.create(ivf, d, "IVF16,Flat")
     c.create(pre, d, "PCA4,IVF16,Flat")

@@ -9,7 +9,6 @@ through our own protocol and after a restart.
 import os
 import subprocess
 import sys
-import time
 
 import faiss
 import msgpack

@@ -6,13 +6,12 @@ killed with SIGKILL leaves nothing behind once the lease lapsed."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import BUILD, ROOT, SANITIZED, unique
-from wire import ServerError, rand
+from wire import rand
 
 LEASE = 2  # seconds: short, so the tests stay quick
 # Bounded waits for a lapse: the lease, the reaper's tick, and a margin for a

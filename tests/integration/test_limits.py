@@ -2,7 +2,6 @@
 answered with limit_exceeded while the server keeps serving everyone else."""
 import threading
 
-import numpy as np
 
 from wire import Client, dealer, dealer_recv, dealer_send, encode, rand
 

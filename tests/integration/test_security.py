@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from conftest import BUILD, ROOT, SANITIZED, SANITIZER_MARKS, SERVER, unique
-from wire import Client, decode, encode, rand
+from wire import decode, encode, rand
 
 TEST_CLIENT = os.path.join(BUILD, "faiss-proxy-test-client")
 PROGRAM_C = os.path.join(BUILD, "program_c")
