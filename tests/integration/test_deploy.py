@@ -257,6 +257,11 @@ def test_compose_file_runs_a_cluster(tmp_path):
         cs[0].ok({"operation": "create_index", "index_id": "docs", "dimension": d, "shards": 3})
         x = rand(300, d, 1)
         cs[1].add("docs", x)
+        # another node sees the write once its replicas applied it (docs/cluster.md,
+        # "What a read sees"): typically at once, later on a slow (sanitized) run
+        deadline = time.time() + 30
+        while any(c.info("docs")["ntotal"] != 300 for c in cs) and time.time() < deadline:
+            time.sleep(0.05)
         info = cs[2].info("docs")
         assert info["shards"] == 3 and info["ntotal"] == 300
         held = {node for shard in info["shard_map"] for node in shard}
