@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -86,7 +87,26 @@ static uint64_t own_address_space(void) {
     return (uint64_t)pages * (uint64_t)(page > 0 ? page : 4096);
 }
 
+/* The child ends with the server: one killed meanwhile (kill -9, the OOM
+ * killer) would leave a graph build that never ends running on, at the
+ * lowest priority but for good. Its signal mask, inherited through
+ * posix_spawn from a thread that blocks the stop signals, is cleared so
+ * that SIGTERM ends it too. The death signal follows the spawning thread, a
+ * worker that lives as long as the server. */
+static void end_with_the_server(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* gone already: the server holds the message pipe's other end open
+     * until it has reaped this process */
+    struct pollfd p = {.fd = PROBE_FD_MSG, .events = 0};
+    if (poll(&p, 1, 0) == 1 && (p.revents & POLLERR))
+        _exit(2);
+}
+
 int fpx_probe_main(void) {
+    end_with_the_server();
     /* The reader is the import's longest piece of work: at the lowest
      * priority it takes a core only when requests leave one free. The idle
      * policy, not nice 19 alone: the fair scheduler lets a nice-19 process
@@ -265,6 +285,7 @@ void fpx_probe_set_build_timeout(int seconds) {
 }
 
 int fpx_probe_build_main(void) {
+    end_with_the_server();
     /* The tenant's bulk work: after requests, as the import's reader */
     fpx_thread_lower_priority();
     struct stat st;

@@ -6,14 +6,16 @@ hands it to FAISS as it is, ends the server (every tenant with it) or holds one 
 and the index's lock for good. Each test sends it to a server of its own, expects the error
 that names the bound, checks that the server still answers, and that the inputs just inside
 the bound are served as FAISS serves them."""
+import os
 import time
 
 import faiss
 import numpy as np
 import pytest
+import zmq
 
 from conftest import unique
-from wire import rand
+from wire import Client, rand
 
 
 def call(c, header, data=b""):
@@ -117,6 +119,57 @@ def test_nsg_build_that_never_ends_is_stopped(make_server):
     srv.restart()
     c = srv.client()
     assert c.info(stuck)["ntotal"] == 0 and c.info(other)["ntotal"] == 50
+
+
+def _children(pid):
+    """The processes pid started, from every one of its threads."""
+    out = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def test_graph_build_ends_with_a_killed_server(make_server):
+    """The child process that runs an NSG build that never ends is stopped at
+    --graph-build-timeout by its server; a server killed meanwhile (kill -9, the OOM
+    killer) cannot stop it, so the child ends with it instead of drawing for good."""
+    import threading
+    srv = make_server(extra=["--graph-build-timeout", "600"])
+    c = srv.client()
+    stuck = unique("nsg")
+    assert create(c, stuck, 8, "NSG3")["status"] == "ok"
+    endpoint = srv.endpoint
+
+    def build():  # its reply never comes: the thread's own socket, closed by it
+        adder = Client(endpoint, timeout_ms=3000)
+        try:
+            call(adder, {"operation": "add_vectors", "index_id": stuck,
+                         "vector_shape": [150, 8]}, rand(150, 8, 12).tobytes())
+        except zmq.ZMQError:
+            pass
+        adder.close()
+
+    t = threading.Thread(target=build)
+    t.start()
+    server_pid = srv.proc.pid
+    deadline = time.time() + 30
+    while not _children(server_pid):
+        assert time.time() < deadline, "no build process started"
+        time.sleep(0.05)
+    child = _children(server_pid)[0]
+    srv.kill9()
+    deadline = time.time() + 10
+    while os.path.exists("/proc/%d" % child):
+        with open("/proc/%d/stat" % child) as f:
+            if f.read().split(") ")[-1].startswith("Z"):
+                break  # ended, not yet reaped by whoever adopted it
+        assert time.time() < deadline, "the build process outlived its server"
+        time.sleep(0.05)
+    t.join(30)
 
 
 def test_nsg_quantizer_build_that_never_ends_or_dies_is_stopped(make_server):
