@@ -1821,18 +1821,31 @@ static int check_transform_chain(const faiss::IndexPreTransform *pt, fpx_err *er
 
 /* Every transform chain in idx, wherever it stands (under a refinement, an
  * IDMap, as an IVF's quantizer or a graph's storage), and the degree of
- * every graph. */
-static int check_transforms(const Index *idx, fpx_err *err) {
+ * every graph. read: idx is what FAISS read from untrusted bytes, so an
+ * IndexLattice is checked too for parameters a created one could not have
+ * (describe.c; a created one was checked in its description): FAISS's
+ * reader builds its codec from the bytes' numbers unchecked, which with
+ * some of them writes past its buffers. The import's probe process
+ * (probe.c) reads the bytes first and stops here, so the server never
+ * builds such an index. */
+static int check_parts(const Index *idx, bool read, fpx_err *err) {
     if (!idx)
         return 0;
+    auto l = read ? dynamic_cast<const faiss::IndexLattice *>(idx) : nullptr;
+    if (l) {
+        char desc[96];
+        snprintf(desc, sizeof desc, "ZnLattice%dx%d_%d", l->nsq, l->zn_sphere_codec.r2,
+                 l->scale_nbit);
+        return fpx_describe_check_lattice(desc, l->d, err);
+    }
     if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
-        return check_transform_chain(pt, err) || check_transforms(pt->index, err);
+        return check_transform_chain(pt, err) || check_parts(pt->index, read, err);
     if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
-        return check_transforms(m->index, err);
+        return check_parts(m->index, read, err);
     if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
-        return check_transforms(rf->base_index, err) || check_transforms(rf->refine_index, err);
+        return check_parts(rf->base_index, read, err) || check_parts(rf->refine_index, read, err);
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
-        return check_transforms(ivf->quantizer, err);
+        return check_parts(ivf->quantizer, read, err);
     if (auto h = dynamic_cast<const faiss::IndexHNSW *>(idx)) {
         /* an imported graph's degree (a created one's is checked in its
          * description: describe.c) */
@@ -1840,14 +1853,14 @@ static int check_transforms(const Index *idx, fpx_err *err) {
             return set_err(err, FPX_E_VALIDATION,
                            "an HNSW graph of %d links per vector: M is served up to %d",
                            h->hnsw.nb_neighbors(0), FPX_MAX_GRAPH_DEGREE);
-        return check_transforms(h->storage, err);
+        return check_parts(h->storage, read, err);
     }
     if (auto g = dynamic_cast<const faiss::IndexNSG *>(idx)) {
         if (g->nsg.R > FPX_MAX_GRAPH_DEGREE)
             return set_err(err, FPX_E_VALIDATION,
                            "an NSG graph of %d links per vector: R is served up to %d", g->nsg.R,
                            FPX_MAX_GRAPH_DEGREE);
-        return check_transforms(g->storage, err);
+        return check_parts(g->storage, read, err);
     }
     return 0;
 }
@@ -1871,7 +1884,7 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
         if (!raw)
             raw = faiss::index_factory((int)dim, description, mt);
         std::unique_ptr<Index> idx(unwrap_idmap(raw));
-        if (check_transforms(idx.get(), err) || check_nsg_created(idx.get(), description, err))
+        if (check_parts(idx.get(), false, err) || check_nsg_created(idx.get(), description, err))
             return -1;
         if (extra_metric(mt)) {
             Index *core = extra_metric_core(idx.get());
@@ -3842,31 +3855,6 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
     FPX_CATCH(err, FPX_E_VALIDATION)
 }
 
-/* An IndexLattice in what FAISS read (at the top or under a wrapper) whose
- * parameters a created one could not have (describe.c): FAISS's reader
- * builds its codec from the bytes' numbers unchecked, which with some of them
- * writes past its buffers. The import's probe process (probe.c) reads the
- * bytes first and stops here, so the server never builds such an index. */
-static int check_read_lattice(const Index *idx, fpx_err *err) {
-    if (!idx)
-        return 0;
-    if (auto l = dynamic_cast<const faiss::IndexLattice *>(idx)) {
-        char desc[96];
-        snprintf(desc, sizeof desc, "ZnLattice%dx%d_%d", l->nsq, l->zn_sphere_codec.r2,
-                 l->scale_nbit);
-        return fpx_describe_check_lattice(desc, l->d, err);
-    }
-    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
-        return check_read_lattice(pt->index, err);
-    if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
-        return check_read_lattice(m->index, err);
-    if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
-        return check_read_lattice(rf->base_index, err) || check_read_lattice(rf->refine_index, err);
-    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
-        return check_read_lattice(ivf->quantizer, err);
-    return 0;
-}
-
 /* An IndexPQ coarse quantizer set to search_type 2 with a code size that is
  * not a multiple of 8 (check_pq_search_type): every assignment of the IVF
  * (its adds, searches and trains) would end the process, and no request can
@@ -3890,7 +3878,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
     try {
         BufReader r(buf, len);
         std::unique_ptr<Index> raw(read_float(&r));
-        if (check_read_lattice(raw.get(), err))
+        if (check_parts(raw.get(), true, err))
             return -1;
         std::vector<idx_t> id_map;
         if (auto m2 = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()))
@@ -3900,7 +3888,7 @@ int fpx_engine_import(const uint8_t *buf, size_t len, fpx_engine **out, int64_t 
         bool wrapped = dynamic_cast<faiss::IndexIDMap *>(raw.get()) != nullptr;
         int wrapper = dynamic_cast<faiss::IndexIDMap2 *>(raw.get()) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<Index> idx(unwrap_idmap(raw.release()));
-        if (check_transforms(idx.get(), err) || check_quantizer_pq(idx.get(), err))
+        if (check_quantizer_pq(idx.get(), err))
             return -1;
         idx_t ntotal = idx->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)
