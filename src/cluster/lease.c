@@ -165,6 +165,11 @@ int fpx_clease_info(void *ctx, const uint8_t *uid, int64_t *secs, double *remain
     if (!cached_lease(ctx, uid, key, &v))
         return 0;
     int64_t left = v.state == 'L' ? v.at_ms - wall_ms() : 0; /* D: lapsed, being dropped */
+    /* Until the create's fpx_clease_begin reaches this node's copy, the
+     * entry still covers the create's time as well: never more than the
+     * lease itself is left. */
+    if (left > v.secs * 1000)
+        left = v.secs * 1000;
     *secs = v.secs;
     *remaining = left > 0 ? (double)left / 1000.0 : 0;
     return 1;

@@ -290,8 +290,9 @@ int64_t fpx_shard_ntotal(fpx_cluster *c, fpx_req *r, const fpx_def *d, int *ok) 
 }
 
 static const char *const summed[] = {"ntotal", "tombstones", "write_seq", NULL};
-static const char *const replaced[] = {"index_id", "has_keys",  "replicas", "applied_seq",
-                                       "shards",   "shard_map", NULL};
+static const char *const replaced[] = {"index_id",      "has_keys",        "replicas",
+                                       "applied_seq",   "shards",          "shard_map",
+                                       "lease_seconds", "lease_remaining", NULL};
 
 static int listed_in(const msgpack_object *k, const char *const *names) {
     for (const char *const *p = names; *p; p++)
