@@ -1917,8 +1917,21 @@ static int check_hash_bits(int d, int nhash, int bits, fpx_err *err) {
     return 0;
 }
 
-static int check_binary_hash(const BinIndex *b, fpx_err *err) {
+/* A binary index's parts that FAISS takes unchecked: a hash's bits, and an
+ * imported graph's degree (as check_parts for float indexes). */
+static int check_binary_parts(const BinIndex *b, fpx_err *err) {
     int bits, nhash = 1;
+    if (!b)
+        return 0;
+    if (auto ivf = dynamic_cast<const faiss::IndexBinaryIVF *>(b))
+        return check_binary_parts(ivf->quantizer, err);
+    if (auto h = dynamic_cast<const faiss::IndexBinaryHNSW *>(b)) {
+        if (h->hnsw.nb_neighbors(0) > 2 * FPX_MAX_GRAPH_DEGREE)
+            return set_err(err, FPX_E_VALIDATION,
+                           "a binary HNSW graph of %d links per vector: M is served up to %d",
+                           h->hnsw.nb_neighbors(0), FPX_MAX_GRAPH_DEGREE);
+        return check_binary_parts(h->storage, err);
+    }
     if (auto hh = dynamic_cast<const faiss::IndexBinaryHash *>(b)) {
         bits = hh->b;
     } else if (auto mh = dynamic_cast<const faiss::IndexBinaryMultiHash *>(b)) {
@@ -1950,7 +1963,7 @@ int fpx_engine_create_binary(const char *description, int64_t dim, fpx_engine **
         return -1;
     try {
         std::unique_ptr<BinIndex> b(faiss::index_binary_factory((int)dim, description));
-        if (check_binary_hash(b.get(), err))
+        if (check_binary_parts(b.get(), err))
             return -1;
         *out = new fpx_engine{nullptr, std::move(b), {}, {}, {}, {}};
         return 0;
@@ -3828,7 +3841,7 @@ static int import_binary(const uint8_t *buf, size_t len, fpx_engine **out, int64
         bool wrapped = m != nullptr;
         int wrapper = dynamic_cast<faiss::IndexBinaryIDMap2 *>(m) ? 2 : wrapped ? 1 : 0;
         std::unique_ptr<BinIndex> b(unwrap_binary_idmap(raw.release()));
-        if (check_binary_hash(b.get(), err))
+        if (check_binary_parts(b.get(), err))
             return -1;
         idx_t ntotal = b->ntotal;
         if (wrapped && (idx_t)id_map.size() != ntotal)

@@ -604,6 +604,9 @@ def test_graphs_of_absurd_degree_are_refused(fresh_server):
     h, _ = call(c, {"operation": "import_index", "index_id": unique("g")},
                 faiss.serialize_index(faiss.IndexHNSWFlat(8, 2048)).tobytes())
     refused(h, "M is served up to 1024")
+    h, _ = call(c, {"operation": "import_index", "index_id": unique("g")},
+                faiss.serialize_index_binary(faiss.IndexBinaryHNSW(16, 2048)).tobytes())
+    refused(h, "binary HNSW", "M is served up to 1024")
     serving(fresh_server)
     name = unique("g")
     assert create(c, name, 2, "HNSW1024")["status"] == "ok"
