@@ -1810,6 +1810,18 @@ static int check_transform_chain(const faiss::IndexPreTransform *pt, fpx_err *er
                            "dimensions than it reads builds a d_out x d_out frame, served up to "
                            "4096",
                            (long long)din, (long long)dout);
+        /* OPQ's training rotates in max(d_in, d_out) dimensions and ITQ's in
+         * d_out: a square matrix of that side, four more for its work and an
+         * SVD of one each of its 50 iterations (at 65536, 80 GB) */
+        bool opq = dynamic_cast<const faiss::OPQMatrix *>(vt) != nullptr;
+        bool itq = dynamic_cast<const faiss::ITQMatrix *>(vt) ||
+                   dynamic_cast<const faiss::ITQTransform *>(vt);
+        int64_t side = opq ? (din > dout ? din : dout) : dout;
+        if ((opq || itq) && !vt->is_trained && side > 4096)
+            return set_err(err, FPX_E_VALIDATION,
+                           "an %s rotation of %lld dimensions: its training builds and factors "
+                           "square matrices of that side, served up to 4096",
+                           opq ? "OPQ" : "ITQ", (long long)side);
         if (din * dout > ((int64_t)1 << 28))
             return set_err(err, FPX_E_VALIDATION,
                            "a %lld x %lld transform matrix: at most 2^28 entries (1 GiB) are "

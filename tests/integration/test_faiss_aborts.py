@@ -594,6 +594,33 @@ def test_transforms_whose_matrix_wraps_are_refused(fresh_server):
     serving(fresh_server)
 
 
+def test_rotations_trained_past_4096_dimensions_are_refused(fresh_server):
+    """FAISS's OPQ training rotates in max(d_in, d_out) dimensions and ITQ's in d_out: square
+    matrices of that side, five of them and an SVD per iteration. At 65536 that is 80 GB, a
+    server killed by the kernel; a matrix of in x out entries inside the 2^28 bound does not
+    say so. Those past 4096 dimensions are refused (FAISS 1.7.3 writes them as a plain linear
+    transform, which an import never trains); one inside it trains and answers as FAISS."""
+    c = fresh_server.client()
+    for d, desc, kind in [(64, "OPQ8_65536,Flat", "OPQ"), (8192, "OPQ8,PQ8", "OPQ"),
+                          (8192, "OPQ8_64,Flat", "OPQ"), (64, "OPQ8_8192,IVF4,Flat", "OPQ"),
+                          (8192, "ITQ8192,LSHt", "ITQ")]:
+        refused(create(c, unique("opq"), d, desc), kind + " rotation", "4096")
+    serving(fresh_server)
+    name = unique("opq")
+    assert create(c, name, 16, "OPQ4_32,Flat")["status"] == "ok"
+    x = rand(300, 16, 48)
+    local = faiss.index_factory(16, "OPQ4_32,Flat")
+    local.train(x)
+    local.add(x)
+    assert train(c, name, x)["status"] == "ok"
+    assert add(c, name, x)["status"] == "ok"
+    _, I, _ = c.search(name, x[:20], 5)
+    _, Il = local.search(x[:20], 5)
+    same = sum(len(set(a) & set(b)) for a, b in zip(I.tolist(), Il.tolist()))
+    assert same >= 0.9 * I.size, (I, Il)
+    serving(fresh_server)
+
+
 def test_graphs_of_absurd_degree_are_refused(fresh_server):
     """An HNSW graph holds 2M links for every vector, sized as the vectors are added: with
     M = 2^20 (a number FAISS's factory takes) one add of 3,000 vectors of 2 dimensions asked
