@@ -35,48 +35,38 @@ static int by_label(const void *a, const void *b) {
     return (x->label > y->label) - (x->label < y->label);
 }
 
-/* The shards' exports x[0..n) appended into *all (positions of shard i after
- * those of shards before it), their labels into (*labels)[0..*count). */
-static int append_shards(const sreply *x, int64_t n, fpx_engine **all, int64_t **labels,
+/* The shards' exports x[0..n) read into parts[0..n), their labels into
+ * (*labels)[0..*count) (part i's after those of the parts before it). */
+static int import_shards(const sreply *x, int64_t n, fpx_engine **parts, int64_t **labels,
                          int64_t *count, fpx_err *err) {
-    int rc = 0;
-    for (int64_t i = 0; rc == 0 && i < n; i++) {
-        fpx_engine *e = NULL;
+    for (int64_t i = 0; i < n; i++) {
         int64_t *lab = NULL;
         int had = 0;
-        if (fpx_engine_import(x[i].m.body.data, x[i].m.body.data_size, &e, &lab, &had, err))
+        if (fpx_engine_import(x[i].m.body.data, x[i].m.body.data_size, &parts[i], &lab, &had, err))
             return -1;
-        int64_t m = fpx_engine_ntotal(e);
+        int64_t m = fpx_engine_ntotal(parts[i]);
         int64_t *grown = realloc(*labels, sizeof(int64_t) * (size_t)(*count + m + 1));
         if (!grown) {
-            rc = fpx_err_set(err, FPX_E_INTERNAL, "out of memory joining the shards");
-        } else {
-            *labels = grown;
-            for (int64_t j = 0; j < m; j++)
-                grown[*count + j] = lab ? lab[j] : j;
+            free(lab);
+            return fpx_err_set(err, FPX_E_INTERNAL, "out of memory joining the shards");
         }
+        *labels = grown;
+        for (int64_t j = 0; j < m; j++)
+            grown[*count + j] = lab ? lab[j] : j;
         free(lab);
-        if (rc == 0 && !*all) {
-            *all = e;
-            e = NULL;
-        } else if (rc == 0) {
-            rc = fpx_engine_append(*all, e, 1, err); /* put in label order next */
-        }
-        fpx_engine_free(e);
-        if (rc == 0)
-            *count += m;
+        *count += m;
     }
-    return rc;
+    return 0;
 }
 
 /* The bytes of the whole index d from its shards' exports x[0..S). */
 static int join_exports(const fpx_def *d, const sreply *x, uint8_t **buf, size_t *len,
                         fpx_err *err) {
-    fpx_engine *all = NULL;
+    fpx_engine *parts[FPX_SHARDS_MAX] = {0};
     int64_t *labels = NULL, count = 0, *order = NULL;
     labeled *byl = NULL;
     uint64_t *words = NULL;
-    int rc = append_shards(x, d->shards, &all, &labels, &count, err);
+    int rc = import_shards(x, d->shards, parts, &labels, &count, err);
     size_t n = (size_t)count;
     if (rc == 0) {
         order = malloc(sizeof *order * (n + 1));
@@ -97,8 +87,8 @@ static int join_exports(const fpx_def *d, const sreply *x, uint8_t **buf, size_t
             labels[p] = byl[p].label;
         }
     }
-    if (rc == 0)
-        rc = fpx_engine_permute(all, order, count, err);
+    if (rc == 0) /* shard i's positions after those of shards before it, in label order */
+        rc = fpx_engine_join(parts, d->shards, order, count, err);
     if (rc != 0 && err->type != FPX_E_INTERNAL) {
         fpx_err why = *err;
         rc = fpx_err_set(err, FPX_E_UNSUPPORTED,
@@ -110,10 +100,11 @@ static int join_exports(const fpx_def *d, const sreply *x, uint8_t **buf, size_t
     if (rc == 0) {
         memset(words, 0xff, sizeof *words * (n / 64 + 1));
         fpx_bitset live = {words, count, count};
-        rc = fpx_engine_export(all, &live, labels, fpx_index_type_has_idmap(d->index_type), buf,
-                               len, err);
+        rc = fpx_engine_export(parts[0], &live, labels, fpx_index_type_has_idmap(d->index_type),
+                               buf, len, err);
     }
-    fpx_engine_free(all);
+    for (int64_t i = 0; i < d->shards; i++)
+        fpx_engine_free(parts[i]);
     free(labels);
     free(order);
     free(byl);

@@ -2930,7 +2930,13 @@ static void hnsw_append_unlinked(faiss::IndexHNSW *h, faiss::IndexFlatCodes *fc,
     h->ntotal += n;
 }
 
-int fpx_engine_append(fpx_engine *e, fpx_engine *other, int reorder_next, fpx_err *err) {
+/* other's vectors after e's, as fpx_engine_merge (with its checks first)
+ * puts them; binary flat indexes, which FAISS 1.7.3 cannot merge, append
+ * their codes, an IVF fast-scan index joins each list's codes and packs them
+ * again, and an HNSW index over storage of fixed-size codes takes the
+ * other's codes without linking them into its graph: fpx_engine_join's
+ * reordering builds the graph next. other is left empty. */
+static int append_part(fpx_engine *e, fpx_engine *other, fpx_err *err) {
     auto ft = e->index ? dynamic_cast<faiss::IndexIVFFastScan *>(e->index.get()) : nullptr;
     auto fo = other->index ? dynamic_cast<faiss::IndexIVFFastScan *>(other->index.get()) : nullptr;
     if (ft && fo)
@@ -2947,20 +2953,7 @@ int fpx_engine_append(fpx_engine *e, fpx_engine *other, int reorder_next, fpx_er
         if (check_merge_training(he, ho, err))
             return -1;
         try {
-            idx_t n = ho->ntotal, n0 = he->ntotal;
-            if (reorder_next) { /* the reordering builds the graph again anyway */
-                hnsw_append_unlinked(h, he, ho->codes.data(), n);
-                oh->reset();
-                return 0;
-            }
-            std::vector<float> x((size_t)n * (size_t)h->d);
-            if (n)
-                ho->sa_decode(n, ho->codes.data(), x.data());
-            in_team(
-                n, [&] { h->add(n, x.data()); }, Work::build);
-            /* the other's codes as they are (see hnsw_with_codes) */
-            memcpy(he->codes.data() + (size_t)n0 * he->code_size, ho->codes.data(),
-                   (size_t)n * ho->code_size);
+            hnsw_append_unlinked(h, he, ho->codes.data(), ho->ntotal);
             oh->reset();
             return 0;
         }
@@ -2991,7 +2984,9 @@ static void permute_codes(std::vector<uint8_t> &codes, size_t cs, const int64_t 
     codes.swap(out);
 }
 
-int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *err) {
+/* Reorders e's vectors as fpx_engine_join says: position p takes position
+ * order[p]; a type that cannot be reordered fails, unchanged. */
+static int permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *err) {
     int64_t ntotal = fpx_engine_ntotal(e);
     if (n != ntotal)
         return set_err(err, FPX_E_INTERNAL, "a reordering of %lld positions for %lld vectors",
@@ -3053,6 +3048,18 @@ int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *
     }
     FPX_CATCH(err, FPX_E_FAISS)
 }
+
+int fpx_engine_join(fpx_engine **parts, int64_t n, const int64_t *order, int64_t count,
+                    fpx_err *err) {
+    int rc = 0;
+    for (int64_t i = 1; i < n; i++) { /* each part's memory goes as soon as it is in */
+        rc = rc || append_part(parts[0], parts[i], err);
+        fpx_engine_free(parts[i]);
+        parts[i] = nullptr;
+    }
+    return rc ? -1 : permute(parts[0], order, count, err);
+}
+
 /* Runs fn, a call of FAISS's standalone codec, on a float index: binary ones
  * have none in FAISS 1.7.3. */
 static int codec_call(const fpx_engine *e, fpx_err *err, const std::function<void()> &fn) {

@@ -307,29 +307,24 @@ int fpx_engine_merge(fpx_engine *e, fpx_engine *other, fpx_err *err);
  * first), changing neither index. */
 int fpx_engine_merge_check(fpx_engine *e, fpx_engine *other, fpx_err *err);
 
-/* other's vectors after e's, as fpx_engine_merge (with its checks first)
- * puts them; binary flat indexes, which FAISS 1.7.3 cannot merge, append
- * their codes, an IVF fast-scan index (whose lists FAISS 1.7.3 cannot
- * append to in a merge) joins each list's codes and packs them again, and
- * an HNSW index over storage of fixed-size codes (flat, SQ, PQ) adds the
- * other's vectors (decoded) to its graph and keeps the other's codes as
- * they are. other is left empty. reorder_next: the caller reorders e next
- * (fpx_engine_permute), which builds an HNSW graph again from its codes:
- * then an HNSW index takes the other's codes without linking them into its
- * graph (searches do not reach them until that reordering). */
-int fpx_engine_append(fpx_engine *e, fpx_engine *other, int reorder_next, fpx_err *err);
 /*
- * Reorders e's vectors: position p takes the vector at position order[p]
- * (order a permutation of 0..ntotal-1), codes copied as they are. Flat-code
- * indexes (under pre-transforms) and binary flat indexes move their codes,
- * fast-scan indexes unpack theirs, move them and pack them again;
- * an IVF index's lists keep their codes and renumber their ids; an HNSW
- * index over storage of fixed-size codes is built again from its codes in
+ * The vectors of parts[0..n) (indexes of one type, dimension and training)
+ * joined into parts[0], in the order order[0..count) gives: position p takes
+ * position order[p] of their concatenation (part i's positions after those
+ * of the parts before it; order a permutation of 0..count-1). The other
+ * parts are freed, each as soon as it is joined (and set to NULL). Codes
+ * are kept as they are: flat-code indexes (under pre-transforms) and binary
+ * flat indexes move their codes, fast-scan indexes unpack theirs, move them
+ * and pack them again, IVF indexes join their lists (FAISS's merge_from,
+ * with its checks; a fast-scan IVF's list by list, which FAISS 1.7.3 cannot
+ * merge) and renumber their ids, and an HNSW index over storage of
+ * fixed-size codes (flat, SQ, PQ) is built once, from the joined codes in
  * the new order (the graph FAISS builds from their decoded vectors: the
- * exact vectors for flat storage), which it keeps as they are. Other types
- * fail (FPX_E_UNSUPPORTED), unchanged.
+ * exact vectors for flat storage). Other types fail (FPX_E_UNSUPPORTED); on
+ * failure parts[0] may hold part of the join and is to be discarded.
  */
-int fpx_engine_permute(fpx_engine *e, const int64_t *order, int64_t n, fpx_err *err);
+int fpx_engine_join(fpx_engine **parts, int64_t n, const int64_t *order, int64_t count,
+                    fpx_err *err);
 
 /*
  * FAISS's standalone codec of the index (sa_code_size, sa_encode, sa_decode):
