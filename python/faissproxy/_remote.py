@@ -11,32 +11,20 @@ naming it: nothing is kept on the Python object where it would change no result 
 docs/python.md for what is served).
 """
 import ctypes
-import itertools
-import os
 import re
-import socket
 import struct
-import time
 
-import msgpack
 import numpy as np
 
 from . import _lib, _stats
 from ._lib import check, client, lib
+from ._attrs import _set_served
+from ._wire import _call, _index_meta, _rows, _search_reply, _unique_name
 from ._params import (IDSelector, IDSelectorAll, IDSelectorArray, IDSelectorBatch,
                       IDSelectorBitmap, IDSelectorRange, _ptr, _wire_params)
 
 METRIC_INNER_PRODUCT = 0
 METRIC_L2 = 1
-
-_seq = itertools.count()
-
-
-def _unique_name():
-    host = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())[:40]
-    name = "fpxpy-%s-%d-%x-%d" % (host, os.getpid(), int(time.time()), next(_seq))
-    _lib.generated[name] = _lib.configured_server()  # deleted at exit unless kept
-    return name
 
 
 def _metric_name(metric):
@@ -46,150 +34,6 @@ def _metric_name(metric):
         return b"IP"
     raise RuntimeError("faissproxy: metric %r is not one of FAISS 1.7.3's metric types "
                        "(the extra ones are created by faissproxy._metrics)" % (metric,))
-
-
-def _rows(x, d, dtype="float32"):
-    x = np.ascontiguousarray(x, dtype=dtype)
-    n, d2 = x.shape
-    assert d2 == d
-    return x, n
-
-
-# ---- requests built here ------------------------------------------------------------------
-# For the fields libfaissproxy has no typed call for (search params and id selectors, the
-# info map's faiss_classes): the body is built here and sent with fpx_client_request_raw.
-
-_raw = lib.fpx_client_request_raw
-_raw.restype = ctypes.c_int
-_raw.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                 ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
-_raw = _lib._counting(_raw)  # a request sent, as the typed calls count (requests_sent)
-
-
-def _call(header, data=b"", meta=None):
-    """Sends one request (header map, data bytes, metadata); returns the reply's header,
-    data bytes and metadata, or raises as the typed calls do."""
-    header = dict(header)
-    with _lib.Config.lock:
-        key = _lib.Config.api_key if _lib.Config.api_key is not None else os.environ.get(
-            "FAISS_PROXY_API_KEY")
-        tenant = _lib.Config.tenant_id if _lib.Config.tenant_id is not None else \
-            os.environ.get("FAISS_PROXY_TENANT")
-    if key:
-        header["api_key"] = key
-    if tenant:
-        header["tenant_id"] = tenant
-    hb = msgpack.packb(header, use_bin_type=True)
-    mb = b"" if meta is None else msgpack.packb(meta, use_bin_type=True)
-    pre = msgpack.packb({"header_size": len(hb), "vector_size": len(data),
-                         "metadata_size": len(mb)})
-    body = b"".join((pre, hb, data, mb))
-    out = ctypes.POINTER(ctypes.c_uint8)()
-    n = ctypes.c_size_t()
-    h = client()
-    check(_raw(h, body, len(body), ctypes.byref(out), ctypes.byref(n)), h)
-    reply = ctypes.string_at(out, n.value)
-    _lib.libc.free(out)
-    u = msgpack.Unpacker(raw=False, strict_map_key=False)
-    u.feed(reply)
-    sizes = u.unpack()
-    off = u.tell()
-    hs, vs = sizes["header_size"], sizes.get("vector_size", 0)
-    rh = msgpack.unpackb(reply[off:off + hs], raw=False, strict_map_key=False)
-    rd = reply[off + hs:off + hs + vs]
-    rm = reply[off + hs + vs:]
-    rm = msgpack.unpackb(rm, raw=False, strict_map_key=False) if rm else None
-    if rh.get("status") != "ok":
-        raise _lib.ServerError(rh.get("error_type", ""), rh.get("message", ""))
-    return rh, rd, rm
-
-
-def _index_meta(name):
-    """The server's info map of an index."""
-    return _call({"operation": "get_index_info", "index_id": name})[2] or {}
-
-
-# ---- attributes ---------------------------------------------------------------------------
-
-# Attributes FAISS's objects have that a program may set, but that the server's index does not
-# take from here: writing one raises instead of being kept on the Python object, where it
-# would change nothing (a silently different result).
-_UNSERVED = frozenset((
-    "d", "ntotal", "is_trained", "metric_type", "metric_arg", "by_residual", "code_size",
-    "parallel_mode", "use_precomputed_table", "scan_table_threshold", "quantizer_trains_alone",
-    "own_fields", "own_invlists", "cp", "clustering_index", "direct_map", "invlists", "nlist",
-    "quantizer", "pq", "sq", "do_polysemous_training", "polysemous_training", "search_type",
-    "polysemous_ht", "encode_signs", "xb", "codes", "storage", "hnsw", "index", "id_map",
-    "rev_map", "nprobe", "max_codes", "efSearch", "efConstruction", "k_factor", "base_index",
-    "refine_index", "chain", "prefix_len", "ksub", "M", "nbits", "upper_beam",
-    "search_bounded_queue", "check_relative_distance", "use_heap", "query_batch_size",
-))
-
-
-def _plain_in_faiss(obj, name):
-    """Would FAISS's Python object of obj's class keep name as a plain attribute (local
-    faiss's class of that name has no such member)? False when that cannot be told."""
-    from . import _local_faiss
-    local = _local_faiss()
-    cls = getattr(local, type(obj).__name__, None) if local is not None else None
-    return isinstance(cls, type) and not hasattr(cls, name)
-
-
-_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
-
-
-def _holds(obj, name, value):
-    """Does obj's attribute name read back the number value already?"""
-    if not isinstance(value, _SCALARS):
-        return False
-    try:
-        current = getattr(obj, name)
-    except Exception:  # an attribute not served for reading either
-        return False
-    return isinstance(current, _SCALARS) and current == value
-
-
-def _set_served(obj, name, value):
-    """__setattr__ of served objects: private names are the object's own; a FAISS attribute
-    with a setter here reaches the server; any other write raises, naming the attribute."""
-    if name.startswith("_"):
-        object.__setattr__(obj, name, value)
-        return
-    attr = getattr(type(obj), name, None)
-    if isinstance(attr, property) and attr.fset is not None:
-        attr.fset(obj, value)
-        return
-    what = "%s.%s" % (type(obj).__name__, name)
-    if name in ("nprobe", "max_codes") and isinstance(obj, Index) and not any(
-            "IVF" in c for c in obj._classes):
-        # FAISS's Python object of an index with no IVF anywhere keeps the value as a plain
-        # attribute, which no search reads: so does this one
-        object.__setattr__(obj, name, value)
-        return
-    if _plain_in_faiss(obj, name) and name not in ("nprobe", "max_codes"):
-        # FAISS's Python object of this class has no such member: it keeps the value as a
-        # plain attribute that nothing reads (a typo included), and so does this one
-        object.__setattr__(obj, name, value)
-        return
-    if name in _UNSERVED or attr is not None:
-        if _holds(obj, name, value):
-            return  # FAISS's write of the value its member holds changes nothing
-        hint = ""
-        if name in ("nprobe", "max_codes") and not isinstance(obj, (_IVF, _IVFView)):
-            hint = (" (this index is not an IVF at its top: use faiss.extract_index_ivf(index)."
-                    "%s or faiss.ParameterSpace().set_index_parameter(index, %r, value))"
-                    % (name, name))
-        raise NotImplementedError("faissproxy: setting %s is not served: the server's index "
-                                  "would not use it%s" % (what, hint))
-    raise AttributeError("faissproxy: %s is not an attribute FAISS has; a served index keeps "
-                         "no local attributes" % what)
-
-
-
-def _search_reply(data, n, k, D, I):
-    """A search reply's data section into D (n, k) and I (n, k): distances, then labels."""
-    D[:] = np.frombuffer(data, "float32", n * k).reshape(n, k)
-    I[:] = np.frombuffer(data, "int64", n * k, offset=4 * n * k).reshape(n, k)
 
 
 class _HNSWParams:
