@@ -76,7 +76,10 @@ typedef struct fpx_index {
     int dropped;     /* deleted; waiting for the last reference */
     int creating;    /* registered, its files not yet durable: invisible to lookups */
     int snap_queued; /* waiting for the background snapshot writer (server.c) */
-    int snap_force;  /* that snapshot is wanted whatever the log's size */
+    /* 1 while that writer writes a snapshot to disk without the lock
+     * (fpx_store_snapshot_write): no other snapshot may start meanwhile */
+    atomic_int snap_writing;
+    int snap_force; /* that snapshot is wanted whatever the log's size */
     /* The engine's type cannot be compacted (set once, by the snapshot
      * writer, on the first try; read by every writer). */
     atomic_int compact_off;

@@ -163,20 +163,40 @@ static int compact_one(fpx_server *s, fpx_index *ix) {
 }
 
 /* Writes one queued snapshot, after a compaction when one is due. The
- * shared lock keeps writers out (so the snapshot and the log it replaces
- * agree) while searches go on: as a long read, with the writers that come
- * meanwhile waiting outside the lock, where they hold no search off. */
+ * snapshot and the log it replaces must agree, so writers are kept out
+ * while the state is copied to memory and while the new log is started (as
+ * long reads: the writers that come meanwhile wait outside the lock, where
+ * they hold no search off); the copy is written to disk between the two,
+ * with writes going on. A state too large to copy is written under the
+ * lock. */
 static void snapshot_one(fpx_server *s, fpx_index *ix, int force) {
     if (compact_one(s, ix))
         force = 1; /* the files shrink with the index */
     fpx_index_long_read_begin(ix);
-    if (!ix->dropped && ix->seq != ix->snap_seq && (force || fpx_server_snapshot_due(s, ix))) {
-        fpx_err err = {0};
-        if (fpx_store_snapshot(ix, &err) != 0)
-            fpx_log(FPX_LOG_WARN, "snapshot of %s/%s failed (the log keeps the data): %s",
-                    ix->tenant, ix->name, err.msg);
-        fpx_server_sync_usage(ix);
+    if (ix->dropped || ix->seq == ix->snap_seq || !(force || fpx_server_snapshot_due(s, ix))) {
+        fpx_index_long_read_end(ix);
+        return;
     }
+    fpx_err err = {0};
+    fpx_snap_job *job = NULL;
+    int rc = fpx_store_snapshot_take(ix, &job, &err);
+    if (rc == 1) {
+        rc = fpx_store_snapshot(ix, &err);
+    } else if (rc == 0) {
+        atomic_store(&ix->snap_writing, 1);
+        fpx_index_long_read_end(ix);
+        rc = fpx_store_snapshot_write(job, &err);
+        fpx_index_long_read_begin(ix);
+        if (rc == 0 && !ix->dropped)
+            rc = fpx_store_snapshot_finish(ix, job, &err);
+        atomic_store(&ix->snap_writing, 0);
+        fpx_store_snapshot_drop(job);
+    }
+    if (rc != 0 && !ix->dropped)
+        fpx_log(FPX_LOG_WARN, "snapshot of %s/%s failed (the log keeps the data): %s", ix->tenant,
+                ix->name, err.msg);
+    if (!ix->dropped)
+        fpx_server_sync_usage(ix);
     fpx_index_long_read_end(ix);
 }
 
@@ -364,6 +384,10 @@ void fpx_server_snapshot_idle(fpx_server *s) {
             continue;
         }
         fpx_err err = {0};
+        if (atomic_load(&ix->snap_writing)) { /* its snapshot is being written */
+            busy++;
+            continue;
+        }
         if (ix->dropped || !snapshot_improves(s, ix))
             continue;
         if (fpx_store_snapshot(ix, &err) != 0)

@@ -565,6 +565,227 @@ int fpx_store_snapshot(fpx_index *ix, fpx_err *err) {
     return 0;
 }
 
+/* ---- a snapshot written while writes go on ---------------------------------------- */
+
+/* A snapshot larger than this (by its last size, or as it is taken) is
+ * written under the lock as before: a copy of it in memory would cost as
+ * much memory as the index. */
+#define SNAP_MEM_MAX ((size_t)512 << 20)
+
+struct fpx_snap_job {
+    int dirfd;    /* the index's folder, wherever a delete moves it meanwhile */
+    uint8_t *buf; /* identity header and body, as the file carries them */
+    size_t len, cap;
+    uint32_t crc;
+    int over; /* grew past SNAP_MEM_MAX */
+    uint64_t seq, wal_at, t0;
+    int rewrites;
+    uint64_t add_bytes;
+};
+
+static int mem_write(void *ctx, const void *p, size_t n) {
+    fpx_snap_job *j = ctx;
+    if (j->len + n > SNAP_MEM_MAX) {
+        j->over = 1;
+        return -1;
+    }
+    if (j->len + n > j->cap) {
+        size_t cap = j->cap ? j->cap : (size_t)1 << 20;
+        while (cap < j->len + n)
+            cap *= 2;
+        uint8_t *b = realloc(j->buf, cap);
+        if (!b)
+            return -1;
+        j->buf = b;
+        j->cap = cap;
+    }
+    memcpy(j->buf + j->len, p, n);
+    j->len += n;
+    j->crc = fpx_crc32c(j->crc, p, n);
+    return 0;
+}
+
+void fpx_store_snapshot_drop(fpx_snap_job *j) {
+    if (!j)
+        return;
+    if (j->dirfd >= 0)
+        close(j->dirfd);
+    free(j->buf);
+    free(j);
+}
+
+int fpx_store_snapshot_take(fpx_index *ix, fpx_snap_job **out, fpx_err *err) {
+    *out = NULL;
+    pthread_mutex_lock(&ix->sync_mu);
+    int broken = ix->log_broken[0] != 0;
+    pthread_mutex_unlock(&ix->sync_mu);
+    if (broken || ix->snap_bytes > SNAP_MEM_MAX)
+        return 1;
+    char dir[FPX_PATH_MAX];
+    if (fpx_store_index_dir(ix->data_dir, ix->tenant, ix->name, dir))
+        return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
+    fpx_snap_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory taking a snapshot");
+    j->t0 = fpx_now_ns();
+    j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (j->dirfd < 0) {
+        fpx_store_io_err(err, "cannot open", dir);
+        fpx_store_snapshot_drop(j);
+        return -1;
+    }
+    uint8_t id[ID_MAX];
+    fpx_err werr = {0};
+    int rc = mem_write(j, id, ident_pack(id, SNAP_MAGIC, ix, ix->seq));
+    if (rc == 0)
+        rc = fpx_index_write(ix, mem_write, j, &werr);
+    if (rc != 0) {
+        int over = j->over;
+        fpx_store_snapshot_drop(j);
+        if (over)
+            return 1;
+        if (werr.msg[0])
+            *err = werr;
+        else
+            fpx_err_set(err, FPX_E_INTERNAL, "out of memory taking a snapshot");
+        return -1;
+    }
+    j->seq = ix->seq;
+    j->wal_at = ix->wal_bytes;
+    j->rewrites = ix->log_rewrites;
+    j->add_bytes = ix->log_add_bytes;
+    *out = j;
+    return 0;
+}
+
+int fpx_store_snapshot_write(fpx_snap_job *j, fpx_err *err) {
+    uint8_t trailer[8];
+    fpx_put_u32(trailer, j->crc);
+    fpx_put_u32(trailer + 4, SNAP_MAGIC);
+    int fd = openat(j->dirfd, "snapshot.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return fpx_store_io_err(err, "cannot create", "snapshot.tmp");
+    uint64_t kicked = 0;
+    int rc = 0;
+    for (size_t off = 0; rc == 0 && off < j->len;) {
+        size_t step = j->len - off < SNAP_KICK ? j->len - off : (size_t)SNAP_KICK;
+        struct iovec iov = {j->buf + off, step};
+        rc = fpx_writev_all(fd, &iov, 1);
+        off += step;
+        if (rc == 0 && off - kicked >= SNAP_KICK) { /* see snap_out_write */
+            fpx_start_writeback(fd, kicked, off - kicked);
+            kicked = off;
+        }
+    }
+    if (rc == 0) {
+        struct iovec iov = {trailer, sizeof trailer};
+        rc = fpx_writev_all(fd, &iov, 1);
+    }
+    if (rc == 0)
+        rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (rc == 0)
+        rc = renameat(j->dirfd, "snapshot.tmp", j->dirfd, "snapshot");
+    else
+        errno = e;
+    if (rc != 0) {
+        fpx_store_io_err(err, "cannot write snapshot", "snapshot.tmp");
+        unlinkat(j->dirfd, "snapshot.tmp", 0);
+        return -1;
+    }
+    if (fsync(j->dirfd) != 0)
+        return fpx_store_io_err(err, "cannot sync the folder of", "snapshot");
+    return 0;
+}
+
+/* Starts a new log after the snapshot at j->seq holding the records the old
+ * one got since (from j->wal_at on), fsync'd before it replaces the old
+ * one: wal.tmp, renamed over wal, folder fsync'd. */
+static int restart_log(const char *dir, fpx_index *ix, const fpx_snap_job *j, fpx_err *err) {
+    char tmp[FPX_PATH_MAX], fin[FPX_PATH_MAX];
+    fpx_path(tmp, "%s/wal.tmp", dir);
+    fpx_path(fin, "%s/wal", dir);
+    uint8_t id[ID_MAX];
+    size_t len = ident_pack(id, LOG_MAGIC, ix, j->seq);
+    size_t tail = (size_t)(ix->wal_bytes - j->wal_at);
+    uint8_t *rest = tail ? malloc(tail) : NULL;
+    if (tail && !rest)
+        return fpx_err_set(err, FPX_E_INTERNAL, "out of memory starting a new log");
+    int in = tail ? open(fin, O_RDONLY | O_CLOEXEC) : -1;
+    if (tail && (in < 0 || pread(in, rest, tail, (off_t)j->wal_at) != (ssize_t)tail)) {
+        fpx_store_io_err(err, "cannot read", fin);
+        if (in >= 0)
+            close(in);
+        free(rest);
+        return -1;
+    }
+    if (in >= 0)
+        close(in);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    struct iovec iov[2] = {{id, len}, {rest, tail}};
+    if (fd < 0 || fpx_writev_all(fd, iov, 2) != 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        free(rest);
+        errno = e;
+        return fpx_store_io_err(err, "cannot write", tmp);
+    }
+    close(fd);
+    free(rest);
+    if (fpx_rename_over(tmp, fin) != 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        return fpx_store_io_err(err, "cannot rename into place", fin);
+    }
+    ix->wal_bytes = len + tail;
+    if (fpx_fsync_dir(dir) != 0)
+        return fpx_store_io_err(err, "cannot sync", dir);
+    return 0;
+}
+
+int fpx_store_snapshot_finish(fpx_index *ix, fpx_snap_job *j, fpx_err *err) {
+    char dir[FPX_PATH_MAX];
+    if (fpx_store_index_dir(ix->data_dir, ix->tenant, ix->name, dir))
+        return fpx_err_set(err, FPX_E_INTERNAL, "data path too long");
+    ix->snap_seq = j->seq;
+    ix->snap_bytes = (uint64_t)j->len + 8;
+    pthread_mutex_lock(&ix->sync_mu);
+    int broken = ix->log_broken[0] != 0;
+    pthread_mutex_unlock(&ix->sync_mu);
+    fpx_err lerr = {0};
+    if (broken || restart_log(dir, ix, j, &lerr) != 0) {
+        /* Harmless: the old log reaches the new snapshot's seq, so it still
+         * chains onto it; writes keep going there. */
+        if (!broken)
+            fpx_log(FPX_LOG_WARN, "cannot start a new log for %s/%s (the old one is kept): %s",
+                    ix->tenant, ix->name, lerr.msg);
+        return 0;
+    }
+    ix->log_rewrites = ix->log_rewrites > j->rewrites; /* the records since, if any */
+    ix->log_add_bytes -= ix->log_add_bytes >= j->add_bytes ? j->add_bytes : ix->log_add_bytes;
+    /* Every record up to ix->seq is in the new log, synced: writes waiting
+     * for their sync are durable, and the old log's descriptor goes. */
+    pthread_mutex_lock(&ix->sync_mu);
+    if (ix->log_fd >= 0) {
+        close(ix->log_fd);
+        ix->log_fd = -1;
+    }
+    if (ix->seq > ix->synced_seq)
+        ix->synced_seq = ix->seq;
+    pthread_cond_broadcast(&ix->sync_cv);
+    pthread_mutex_unlock(&ix->sync_mu);
+    uint64_t took = fpx_now_ns() - j->t0;
+    fpx_stats_snapshot(took, ix->snap_bytes);
+    fpx_log(FPX_LOG_DEBUG, "snapshot of %s/%s at seq %llu in %.1f ms (writes went on: seq %llu)",
+            ix->tenant, ix->name, (unsigned long long)j->seq, (double)took / 1e6,
+            (unsigned long long)ix->seq);
+    return 0;
+}
+
 /* Renames the folder of tenant's index name to a ".deleted." name, durably. */
 static int retire_dir(const char *data_dir, const char *tenant, const char *name,
                       char gone[FPX_PATH_MAX], fpx_err *err) {

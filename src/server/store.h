@@ -93,6 +93,24 @@ int fpx_store_sync(fpx_index *ix, uint64_t seq, fpx_err *err);
 
 /* Writes a new snapshot and starts a new log after it. */
 int fpx_store_snapshot(fpx_index *ix, fpx_err *err);
+
+/*
+ * A snapshot in three steps, so that writers wait for a copy in memory
+ * rather than for the disk: _take under the index's shared lock (writers
+ * out) copies its state; _write, without the lock, writes it to the index's
+ * folder (the one it had at _take, wherever a delete moved it since) and
+ * syncs it; _finish, under the shared lock again, starts a new log after it
+ * that holds the records written meanwhile. A crash at any point leaves a
+ * snapshot and a log that chain (the old log reaches past the new
+ * snapshot's seq). _take gives 1 when the state is too large to copy (the
+ * caller writes it with fpx_store_snapshot) or the log is broken; a job
+ * that is not finished is dropped with fpx_store_snapshot_drop.
+ */
+typedef struct fpx_snap_job fpx_snap_job;
+int fpx_store_snapshot_take(fpx_index *ix, fpx_snap_job **job, fpx_err *err);
+int fpx_store_snapshot_write(fpx_snap_job *job, fpx_err *err);
+int fpx_store_snapshot_finish(fpx_index *ix, fpx_snap_job *job, fpx_err *err);
+void fpx_store_snapshot_drop(fpx_snap_job *job);
 /* Writes ix's snapshot body alone (snapshot.h, no file header) to fd,
  * buffered, as the snapshot file carries it; *size and *crc receive its
  * length and CRC-32C. The caller holds ix's lock (shared is enough). */
