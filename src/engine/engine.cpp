@@ -65,6 +65,8 @@
 #include <type_traits>
 #include <typeinfo>
 #include <omp.h>
+#include <regex>
+#include <string>
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
@@ -1796,6 +1798,24 @@ int fpx_engine_create(const char *description, int64_t dim, fpx_metric metric, f
  * small (the process dies). Refused before: each transform's output within
  * the dimensions served, its matrix at most 2^28 floats (1 GiB), and a
  * rotation's tight frame at most 4096 dimensions (minutes of QR here). */
+/* A random rotation from din to dout dimensions (what names it: "RR<d>",
+ * an IndexLSH's), as FAISS 1.7.3 builds it: one to more dimensions than it
+ * reads QR-factors a dout x dout frame, and its matrix is sized with an int
+ * product that wraps past 2^31. */
+static int check_random_rotation(const char *what, int64_t din, int64_t dout, fpx_err *err) {
+    if (dout > din && dout > 4096)
+        return set_err(err, FPX_E_VALIDATION,
+                       "%s from %lld to %lld dimensions: one to more dimensions than it reads "
+                       "builds a d_out x d_out frame, served up to 4096",
+                       what, (long long)din, (long long)dout);
+    if (din * dout > ((int64_t)1 << 28))
+        return set_err(err, FPX_E_VALIDATION,
+                       "%s from %lld to %lld dimensions: a matrix of at most 2^28 entries (1 "
+                       "GiB) is served",
+                       what, (long long)din, (long long)dout);
+    return 0;
+}
+
 static int check_transform_chain(const faiss::IndexPreTransform *pt, fpx_err *err) {
     for (const faiss::VectorTransform *vt : pt->chain) {
         int64_t din = vt->d_in, dout = vt->d_out;
@@ -1803,13 +1823,9 @@ static int check_transform_chain(const faiss::IndexPreTransform *pt, fpx_err *er
             return set_err(err, FPX_E_VALIDATION,
                            "a transform to %lld dimensions: its output must be in 1..65536",
                            (long long)dout);
-        bool frame = dout > din && dynamic_cast<const faiss::RandomRotationMatrix *>(vt);
-        if (frame && dout > 4096)
-            return set_err(err, FPX_E_VALIDATION,
-                           "a random rotation from %lld to %lld dimensions: one to more "
-                           "dimensions than it reads builds a d_out x d_out frame, served up to "
-                           "4096",
-                           (long long)din, (long long)dout);
+        if (dynamic_cast<const faiss::RandomRotationMatrix *>(vt) &&
+            check_random_rotation("a random rotation", din, dout, err))
+            return -1;
         /* OPQ's training rotates in max(d_in, d_out) dimensions and ITQ's in
          * d_out: a square matrix of that side, four more for its work and an
          * SVD of one each of its 50 iterations (at 65536, 80 GB) */
@@ -1877,6 +1893,47 @@ static int check_parts(const Index *idx, bool read, fpx_err *err) {
     return 0;
 }
 
+/* The IndexLSH parts of idx, wherever they stand: their rotation's size. */
+static int check_lsh_parts(const Index *idx, fpx_err *err) {
+    if (!idx)
+        return 0;
+    if (auto l = dynamic_cast<const faiss::IndexLSH *>(idx))
+        return check_random_rotation("an IndexLSH's rotation (LSH<nbits>r)", l->d, l->nbits, err);
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *>(idx))
+        return check_lsh_parts(pt->index, err);
+    if (auto m = dynamic_cast<const faiss::IndexIDMap *>(idx))
+        return check_lsh_parts(m->index, err);
+    if (auto rf = dynamic_cast<const faiss::IndexRefine *>(idx))
+        return check_lsh_parts(rf->base_index, err) || check_lsh_parts(rf->refine_index, err);
+    if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(idx))
+        return check_lsh_parts(ivf->quantizer, err);
+    return 0;
+}
+
+/* FAISS 1.7.3's IndexLSH draws its rotation (the "r" of LSH[<nbits>]r) in
+ * its constructor, from the dimension the transforms before it give and its
+ * bit count, before anything could check it. build_extension's
+ * LSH<nbits>r[t] is the whole description, over dim; the factory's LSHr[t]
+ * takes as many bits as it gets dimensions, which its transforms give: the
+ * description is built first without the rotation, its IndexLSH parts
+ * checked, then the real one built. */
+static int check_lsh_rotations(const char *description, int dim, faiss::MetricType mt,
+                               fpx_err *err) {
+    static const std::regex rotated("LSH([0-9]*)r");
+    std::string d(description);
+    if (!std::regex_search(d, rotated))
+        return 0;
+    long nbits = 0;
+    int used = 0;
+    if (sscanf(description, "LSH%ld%n", &nbits, &used) == 1 && description[used] == 'r')
+        return check_random_rotation("an IndexLSH's rotation (LSH<nbits>r)", dim, nbits, err);
+    std::string plain = std::regex_replace(d, rotated, "LSH$1");
+    std::unique_ptr<Index> idx(build_extension(plain.c_str(), dim, mt));
+    if (!idx)
+        idx.reset(faiss::index_factory(dim, plain.c_str(), mt));
+    return check_lsh_parts(idx.get(), err);
+}
+
 int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric metric,
                              double metric_arg, fpx_engine **out, fpx_err *err) {
     if (dim < 1 || dim > 65536)
@@ -1892,6 +1949,8 @@ int fpx_engine_create_metric(const char *description, int64_t dim, fpx_metric me
         return set_err(err, FPX_E_VALIDATION, "metric_arg must be finite");
     try {
         faiss::MetricType mt = (faiss::MetricType)fm;
+        if (check_lsh_rotations(description, (int)dim, mt, err))
+            return -1;
         Index *raw = build_extension(description, (int)dim, mt);
         if (!raw)
             raw = faiss::index_factory((int)dim, description, mt);

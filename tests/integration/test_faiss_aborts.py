@@ -564,14 +564,22 @@ def test_refine_base_results_held_to_the_results_bound(fresh_server):
 def test_transforms_whose_matrix_wraps_are_refused(fresh_server):
     """FAISS 1.7.3 sizes a linear transform's matrix with an int product of its dimensions: a
     random rotation from 2 to 65536 dimensions (a 65536 x 65536 frame) wraps it, and its first
-    train ended the process. Refused on create and on import, naming the bound; a rotation
-    inside it is served as FAISS serves it."""
+    train ended the process; an IndexLSH's rotation ("LSHr") is drawn as the factory builds it,
+    so "Pad65536,LSHrt" ended it at create. Refused on create and on import, naming the bound;
+    a rotation inside it is served as FAISS serves it."""
     c = fresh_server.client()
     for d, desc, words in [(2, "RR65536,Flat", ("random rotation", "4096")),
                            (2, "RR1048576,Flat", ("1..65536",)),
                            (16, "Pad1048576,Flat", ("1..65536",)),
                            (16, "RR65536,SQ8,RFlat", ("random rotation", "4096")),  # refined
-                           (32768, "RR32768,Flat", ("2^28",))]:
+                           (32768, "RR32768,Flat", ("2^28",)),
+                           # IndexLSH draws its rotation as the factory builds it
+                           (16, "Pad65536,LSHrt", ("IndexLSH's rotation", "2^28")),
+                           (65536, "LSHr", ("IndexLSH's rotation", "2^28")),
+                           (16, "LSH65536r", ("IndexLSH's rotation", "4096")),
+                           (20000, "LSHrt", ("IndexLSH's rotation", "2^28")),
+                           (64, "PCA16,IVF4,Flat,Refine(Pad20000,LSHrt)",
+                            ("IndexLSH's rotation", "2^28"))]:
         refused(create(c, unique("rr"), d, desc), *words)
     serving(fresh_server)
     # an untrained rotation to 65536 dimensions, as a FAISS program writes it
@@ -591,6 +599,16 @@ def test_transforms_whose_matrix_wraps_are_refused(fresh_server):
     D, I, _ = c.search(name, x[:5], 3)
     Dl, Il = local.search(x[:5], 3)
     assert (I == Il).all() and np.allclose(D, Dl)
+    name = unique("rr")
+    assert create(c, name, 8, "Pad16,LSHrt")["status"] == "ok"
+    local = faiss.index_factory(8, "Pad16,LSHrt")
+    local.train(x)
+    local.add(x)
+    assert train(c, name, x)["status"] == "ok"
+    assert add(c, name, x)["status"] == "ok"
+    D, I, _ = c.search(name, x[:5], 3)
+    Dl, Il = local.search(x[:5], 3)
+    assert np.array_equal(D, Dl)
     serving(fresh_server)
 
 
