@@ -65,7 +65,6 @@
 #include <type_traits>
 #include <typeinfo>
 #include <omp.h>
-#include <regex>
 #include <string>
 #include <pthread.h>
 #include <signal.h>
@@ -1919,15 +1918,27 @@ static int check_lsh_parts(const Index *idx, fpx_err *err) {
  * checked, then the real one built. */
 static int check_lsh_rotations(const char *description, int dim, faiss::MetricType mt,
                                fpx_err *err) {
-    static const std::regex rotated("LSH([0-9]*)r");
-    std::string d(description);
-    if (!std::regex_search(d, rotated))
-        return 0;
     long nbits = 0;
     int used = 0;
     if (sscanf(description, "LSH%ld%n", &nbits, &used) == 1 && description[used] == 'r')
         return check_random_rotation("an IndexLSH's rotation (LSH<nbits>r)", dim, nbits, err);
-    std::string plain = std::regex_replace(d, rotated, "LSH$1");
+    /* the description with the r of every LSH[<nbits>]r dropped */
+    std::string plain;
+    bool rotated = false;
+    for (const char *p = description; *p;) {
+        if (strncmp(p, "LSH", 3) != 0) {
+            plain += *p++;
+            continue;
+        }
+        const char *q = p + 3;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        plain.append(p, (size_t)(q - p));
+        rotated = rotated || *q == 'r';
+        p = *q == 'r' ? q + 1 : q;
+    }
+    if (!rotated)
+        return 0;
     std::unique_ptr<Index> idx(build_extension(plain.c_str(), dim, mt));
     if (!idx)
         idx.reset(faiss::index_factory(dim, plain.c_str(), mt));

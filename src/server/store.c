@@ -517,18 +517,18 @@ int fpx_store_sync(fpx_index *ix, uint64_t seq, fpx_err *err) {
     return rc;
 }
 
-/* The snapshot just written covers every record up to ix->seq: writes that
- * wait for their sync are durable, and the log descriptor (of the file the
- * new log replaced) is closed. Under the index's lock (no writer between
- * append and apply). */
-static void snapshot_synced(fpx_index *ix) {
+/* The snapshot just written, and the new log after it, hold every record up
+ * to seq durably: writes that wait for their sync are durable, and the log
+ * descriptor (of the file the new log replaced) is closed. Under the index's
+ * lock (no writer between append and apply). */
+static void snapshot_synced(fpx_index *ix, uint64_t seq) {
     pthread_mutex_lock(&ix->sync_mu);
     if (ix->log_fd >= 0) {
         close(ix->log_fd);
         ix->log_fd = -1;
     }
-    if (ix->snap_seq > ix->synced_seq)
-        ix->synced_seq = ix->snap_seq;
+    if (seq > ix->synced_seq)
+        ix->synced_seq = seq;
     pthread_cond_broadcast(&ix->sync_cv);
     pthread_mutex_unlock(&ix->sync_mu);
 }
@@ -557,7 +557,7 @@ int fpx_store_snapshot(fpx_index *ix, fpx_err *err) {
         ix->log_rewrites = 0;
         ix->log_add_bytes = 0;
     }
-    snapshot_synced(ix);
+    snapshot_synced(ix, ix->snap_seq);
     uint64_t took = fpx_now_ns() - t0;
     fpx_stats_snapshot(took, ix->snap_bytes);
     fpx_log(FPX_LOG_DEBUG, "snapshot of %s/%s at seq %llu in %.1f ms", ix->tenant, ix->name,
@@ -767,17 +767,7 @@ int fpx_store_snapshot_finish(fpx_index *ix, fpx_snap_job *j, fpx_err *err) {
     }
     ix->log_rewrites = ix->log_rewrites > j->rewrites; /* the records since, if any */
     ix->log_add_bytes -= ix->log_add_bytes >= j->add_bytes ? j->add_bytes : ix->log_add_bytes;
-    /* Every record up to ix->seq is in the new log, synced: writes waiting
-     * for their sync are durable, and the old log's descriptor goes. */
-    pthread_mutex_lock(&ix->sync_mu);
-    if (ix->log_fd >= 0) {
-        close(ix->log_fd);
-        ix->log_fd = -1;
-    }
-    if (ix->seq > ix->synced_seq)
-        ix->synced_seq = ix->seq;
-    pthread_cond_broadcast(&ix->sync_cv);
-    pthread_mutex_unlock(&ix->sync_mu);
+    snapshot_synced(ix, ix->seq); /* the records since S are in the new log, synced */
     uint64_t took = fpx_now_ns() - j->t0;
     fpx_stats_snapshot(took, ix->snap_bytes);
     fpx_log(FPX_LOG_DEBUG, "snapshot of %s/%s at seq %llu in %.1f ms (writes went on: seq %llu)",
