@@ -20,10 +20,32 @@ static bool lattice_radius(const char *desc, size_t i) {
     return j >= 9 && j < i - 1 && !strncmp(desc + j - 9, "ZnLattice", 9);
 }
 
+/* A multi-index quantizer, "IMI2x<b>", "Residual<M>x<b>" or an HNSW's
+ * "_2x<b>+PQ", has 2^(M b) lists, each an empty list header of FAISS's
+ * (24 bytes) from the start: "IMI2x16" asked for 96 GiB at create. Held to
+ * the 2^20 lists of "IVF<n>". */
+static int multi_index_check(const char *desc, fpx_err *err) {
+    for (const char *p = desc; *p; p++) {
+        int m = 0, b = 0;
+        if ((!strncmp(p, "IMI", 3) && sscanf(p, "IMI%dx%d", &m, &b) == 2) ||
+            (!strncmp(p, "Residual", 8) && sscanf(p, "Residual%dx%d", &m, &b) == 2) ||
+            (!strncmp(p, "_2x", 3) && (m = 2, sscanf(p, "_2x%d", &b) == 1))) {
+            if ((long)m * b > 20)
+                return fpx_err_set(err, FPX_E_VALIDATION,
+                                   "index_type \"%s\": a multi-index quantizer of %d x %d bits "
+                                   "has 2^%ld lists, at most 2^20 are served (as for IVF<n>)",
+                                   desc, m, b, (long)m * b);
+        }
+    }
+    return 0;
+}
+
 int fpx_describe_check(const char *desc, fpx_err *err) {
     size_t len = strlen(desc);
     if (len == 0 || len > 255)
         return fpx_err_set(err, FPX_E_VALIDATION, "index_type must be 1..255 characters");
+    if (multi_index_check(desc, err))
+        return -1;
     for (size_t i = 0; i < len;) {
         if (desc[i] == '-' && desc[i + 1] >= '0' && desc[i + 1] <= '9')
             return fpx_err_set(err, FPX_E_VALIDATION,

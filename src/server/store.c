@@ -628,6 +628,11 @@ int fpx_store_snapshot_take(fpx_index *ix, fpx_snap_job **out, fpx_err *err) {
     if (!j)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory taking a snapshot");
     j->t0 = fpx_now_ns();
+    /* room for what the files hold now, so that the copy is seldom moved */
+    uint64_t guess = ix->snap_bytes + ix->wal_bytes + ((uint64_t)1 << 20);
+    j->cap = guess < SNAP_MEM_MAX ? (size_t)guess : SNAP_MEM_MAX;
+    if (!(j->buf = malloc(j->cap)))
+        j->cap = 0;
     j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (j->dirfd < 0) {
         fpx_store_io_err(err, "cannot open", dir);

@@ -610,6 +610,21 @@ def test_transforms_whose_matrix_wraps_are_refused(fresh_server):
     serving(fresh_server)
 
 
+def test_multi_index_quantizers_past_2_20_lists_are_refused(fresh_server):
+    """A multi-index quantizer of M x b bits has 2^(M b) lists, each an empty list header FAISS
+    allocates at create: "IMI2x16" asked for 96 GiB (under AddressSanitizer, the server's end;
+    without it, an allocation the kernel may grant and then kill the server for). Held to the
+    2^20 lists of IVF<n>; 2^20 is served."""
+    c = fresh_server.client()
+    for d, desc in [(16, "IMI2x16,Flat"), (16, "IMI2x11,PQ8"), (16, "Residual2x12,PQ8"),
+                    (16, "HNSW32_2x11+PQ8"), (32, "PCA16,IMI2x15,Flat")]:
+        refused(create(c, unique("imi"), d, desc), "multi-index", "2^20")
+    serving(fresh_server)
+    for d, desc in [(16, "IMI2x10,Flat"), (16, "Residual2x10,PQ8"), (16, "HNSW32_2x10+PQ8")]:
+        assert create(c, unique("imi"), d, desc)["status"] == "ok", desc
+    serving(fresh_server)
+
+
 def test_rotations_trained_past_4096_dimensions_are_refused(fresh_server):
     """FAISS's OPQ training rotates in max(d_in, d_out) dimensions and ITQ's in d_out: square
     matrices of that side, five of them and an SVD per iteration. At 65536 that is 80 GB, a
