@@ -205,6 +205,12 @@ int fpx_index_type_is_binary(const char *index_type) {
     return binary_factory(index_type) != NULL;
 }
 
+static fpx_create_check_fn create_check;
+
+void fpx_index_set_create_check(fpx_create_check_fn fn) {
+    create_check = fn;
+}
+
 /* The engine index_type and metric describe, new and empty; metric_arg
  * (NULL: none given) only with the metrics past L2 and IP. */
 static int make_engine(const char *index_type, int64_t dim, const char *metric,
@@ -227,6 +233,8 @@ static int make_engine(const char *index_type, int64_t dim, const char *metric,
                            "metric_arg applies to the metrics L1, Linf, Lp, Canberra, "
                            "BrayCurtis and JensenShannon (FAISS does not keep it with %s)",
                            fpx_metric_name(m));
+    if (create_check && create_check(factory, dim, (int)m, err))
+        return -1;
     return fpx_engine_create_metric(factory, dim, m, metric_arg ? *metric_arg : 0, eng, err);
 }
 

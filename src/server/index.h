@@ -344,6 +344,12 @@ int fpx_index_list_keys(const fpx_index *ix, uint64_t cursor, int64_t limit, siz
  * keys be listed once. On failure the caller discards ix. */
 int fpx_index_attach_keys(fpx_index *ix, const msgpack_object *items, fpx_err *err);
 
+/* A check of a float description before FAISS builds it in this process
+ * (the server's: probe.c, fpx_probe_create), set once at start: 0, or -1
+ * with err. */
+typedef int (*fpx_create_check_fn)(const char *description, int64_t dim, int metric, fpx_err *err);
+void fpx_index_set_create_check(fpx_create_check_fn fn);
+
 /* Packs the info map: index_id, dimension, index_type, metric, ntotal,
  * is_trained, has_keys, tombstones (deleted vectors still held), and for a
  * leased index lease_seconds and

@@ -106,6 +106,8 @@ int main(int argc, char **argv) {
         _exit(fpx_probe_main());
     if (argc == 2 && !strcmp(argv[1], FPX_PROBE_BUILD_ARG))
         _exit(fpx_probe_build_main());
+    if (argc == 2 && !strcmp(argv[1], FPX_PROBE_CREATE_ARG))
+        _exit(fpx_probe_create_main());
     use_huge_pages(argv);
     fpx_config cfg;
     int rc = fpx_config_load(&cfg, argc, argv);
@@ -142,6 +144,7 @@ int main(int argc, char **argv) {
     fpx_batch_limit_results((int64_t)(cfg.max_message_size / 12));
     fpx_engine_stats_wait_ms((int64_t)cfg.stats_wait_ms);
     fpx_probe_set_build_timeout(cfg.graph_build_timeout);
+    fpx_index_set_create_check(fpx_probe_create);
     fpx_engine_set_isolated_add(fpx_probe_build_add);
     if (fpx_engine_tune_for_server() != 0)
         fpx_log(FPX_LOG_DEBUG, "the BLAS in use is not OpenBLAS: its threading is left as is");

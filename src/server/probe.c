@@ -24,6 +24,11 @@
  * and the vectors, adds, and hands back the index's bytes, within a time
  * the operator sets (--graph-build-timeout); the server takes them only
  * then, and a build that never ends or dies leaves the index as it was.
+ *
+ * And it builds, once per description, a new index whose description has a
+ * coarse quantizer (FPX_PROBE_CREATE_ARG): FAISS 1.7.3's factory loses the
+ * quantizer when the IVF's constructor then refuses its arguments, a leak
+ * in the server on every such create.
  */
 #define _GNU_SOURCE
 #include "probe.h"
@@ -34,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -151,9 +157,10 @@ static int above_fixed(int fd) {
     return moved;
 }
 
-/* Starts the probe (a build when out_fd >= 0) over memfd, its messages to
- * msg_w. 0 with *pid, or -1. */
-static int spawn_probe(int memfd, int msg_w, int out_fd, pid_t *pid, fpx_err *err) {
+/* Starts the probe of mode arg (FPX_PROBE_*_ARG) over memfd, its messages
+ * to msg_w (and a build's bytes to out_fd, when >= 0). 0 with *pid, or -1. */
+static int spawn_probe(const char *arg, int memfd, int msg_w, int out_fd, pid_t *pid,
+                       fpx_err *err) {
     posix_spawn_file_actions_t fa;
     if (posix_spawn_file_actions_init(&fa) != 0)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory starting the import probe");
@@ -166,8 +173,9 @@ static int spawn_probe(int memfd, int msg_w, int out_fd, pid_t *pid, fpx_err *er
         rc = posix_spawn_file_actions_adddup2(&fa, out_fd, PROBE_FD_OUT);
     if (rc == 0)
         rc = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-    char arg0[] = "faiss-proxy-server", arg1[] = FPX_PROBE_ARG, arg1b[] = FPX_PROBE_BUILD_ARG;
-    char *argv[] = {arg0, out_fd >= 0 ? arg1b : arg1, NULL};
+    char arg0[] = "faiss-proxy-server", arg1[32];
+    snprintf(arg1, sizeof arg1, "%s", arg);
+    char *argv[] = {arg0, arg1, NULL};
     if (rc == 0)
         rc = posix_spawn(pid, "/proc/self/exe", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -209,11 +217,11 @@ static int read_message(int fd, uint64_t deadline, char *msg, size_t cap) {
     return timed_out;
 }
 
-/* Runs the probe over in (a build when out_fd >= 0) for at most seconds:
- * -1 (err set) when it could not start, 1 when it was stopped at the
+/* Runs the probe of mode arg over in (a build's bytes to out_fd) for at most
+ * seconds: -1 (err set) when it could not start, 1 when it was stopped at the
  * deadline, 0 when it ended (*status as waitpid gives it, msg what it said). */
-static int run_probe(int in, int out_fd, uint64_t seconds, char *msg, size_t cap, int *status,
-                     fpx_err *err) {
+static int run_probe(const char *arg, int in, int out_fd, uint64_t seconds, char *msg, size_t cap,
+                     int *status, fpx_err *err) {
     int fds[2] = {-1, -1};
     if (pipe2(fds, O_CLOEXEC) != 0 || (fds[0] = above_fixed(fds[0])) < 0 ||
         (fds[1] = above_fixed(fds[1])) < 0) {
@@ -225,7 +233,7 @@ static int run_probe(int in, int out_fd, uint64_t seconds, char *msg, size_t cap
         return fpx_err_set(err, FPX_E_INTERNAL, "cannot make the probe's pipe: %s", strerror(e));
     }
     pid_t pid;
-    int rc = spawn_probe(in, fds[1], out_fd, &pid, err);
+    int rc = spawn_probe(arg, in, fds[1], out_fd, &pid, err);
     close(fds[1]);
     if (rc != 0) {
         close(fds[0]);
@@ -254,7 +262,7 @@ int fpx_probe_import(const uint8_t *buf, size_t len, fpx_err *err) {
     char msg[sizeof err->msg];
     int status;
     uint64_t seconds = PROBE_SECONDS + len / 50000000u;
-    int ran = run_probe(memfd, -1, seconds, msg, sizeof msg, &status, err);
+    int ran = run_probe(FPX_PROBE_ARG, memfd, -1, seconds, msg, sizeof msg, &status, err);
     close(memfd);
     if (ran < 0)
         return -1;
@@ -368,7 +376,7 @@ int fpx_probe_build_add(const uint8_t *index, size_t index_len, int64_t n, int64
     char msg[sizeof err->msg];
     int status;
     uint64_t seconds = (uint64_t)build_timeout_s + (uint64_t)n * (uint64_t)d / 100000u;
-    int timed_out = run_probe(in, res, seconds, msg, sizeof msg, &status, err);
+    int timed_out = run_probe(FPX_PROBE_BUILD_ARG, in, res, seconds, msg, sizeof msg, &status, err);
     close(in);
     if (timed_out < 0) {
         close(res);
@@ -397,5 +405,101 @@ int fpx_probe_build_add(const uint8_t *index, size_t index_len, int64_t n, int64
                        "FAISS's NSG graph build died on these vectors (%s %d); the index is "
                        "unchanged",
                        WIFSIGNALED(status) ? "signal" : "exit status",
+                       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
+/* ---- creates with a coarse quantizer ----------------------------------------------- */
+
+/* A create's input: this header, then the description. */
+typedef struct create_header {
+    int64_t dim;
+    int32_t metric;
+} create_header;
+
+int fpx_probe_create_main(void) {
+    end_with_the_server();
+    struct stat st;
+    create_header h;
+    if (fstat(PROBE_FD_BYTES, &st) != 0 || (size_t)st.st_size <= sizeof h ||
+        (size_t)st.st_size > sizeof h + 4096)
+        return 2;
+    char buf[sizeof h + 4097];
+    if (pread(PROBE_FD_BYTES, buf, (size_t)st.st_size, 0) != st.st_size)
+        return 2;
+    buf[st.st_size] = 0;
+    memcpy(&h, buf, sizeof h);
+    fpx_engine *eng;
+    fpx_err e = {0};
+    if (fpx_engine_create_metric(buf + sizeof h, h.dim, (fpx_metric)h.metric, 0, &eng, &e) != 0) {
+        ssize_t w = write(PROBE_FD_MSG, e.msg, strnlen(e.msg, sizeof e.msg));
+        (void)w;
+        return 1;
+    }
+    return 0; /* no cleanup: the process is thrown away */
+}
+
+/* Descriptions known to build, so that a create of one of them again
+ * starts no process: (dimension, metric, description), replaced in turn. */
+#define KNOWN_MAX 64
+static struct {
+    pthread_mutex_t mu;
+    char key[KNOWN_MAX][300];
+    unsigned next;
+} known = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int known_good(const char *key, int add) {
+    pthread_mutex_lock(&known.mu);
+    int found = 0;
+    for (unsigned i = 0; i < KNOWN_MAX && !found; i++)
+        found = !strcmp(known.key[i], key);
+    if (!found && add) {
+        snprintf(known.key[known.next], sizeof known.key[0], "%s", key);
+        known.next = (known.next + 1) % KNOWN_MAX;
+    }
+    pthread_mutex_unlock(&known.mu);
+    return found;
+}
+
+int fpx_probe_create(const char *description, int64_t dim, int metric, fpx_err *err) {
+    if (!strstr(description, "IVF") && !strstr(description, "IMI") &&
+        !strstr(description, "Residual"))
+        return 0; /* no coarse quantizer: FAISS's factory loses nothing when it refuses */
+    char key[300];
+    snprintf(key, sizeof key, "%lld/%d/%s", (long long)dim, metric, description);
+    if (strlen(description) > 255 || known_good(key, 0))
+        return 0;
+    create_header h = {dim, metric};
+    int memfd = new_memfd("faiss-proxy-create");
+    if (memfd < 0 || fpx_write_all(memfd, &h, sizeof h) != 0 ||
+        fpx_write_all(memfd, description, strlen(description)) != 0) {
+        int e = errno;
+        if (memfd >= 0)
+            close(memfd);
+        return fpx_err_set(err, FPX_E_INTERNAL, "cannot hand the description to its probe: %s",
+                           strerror(e));
+    }
+    char msg[sizeof err->msg];
+    int status;
+    int ran =
+        run_probe(FPX_PROBE_CREATE_ARG, memfd, -1, PROBE_SECONDS, msg, sizeof msg, &status, err);
+    close(memfd);
+    if (ran < 0)
+        return -1;
+    if (ran)
+        return fpx_err_set(err, FPX_E_VALIDATION,
+                           "index_type \"%s\": FAISS took longer than %d s to build it",
+                           description, PROBE_SECONDS);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        known_good(key, 1);
+        return 0;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 1) {
+        /* the message as the server's own create gives it (a validation_error
+         * whatever the probe's type was: only descriptions fail here) */
+        fpx_err_set(err, FPX_E_VALIDATION, "%s", msg[0] ? msg : "FAISS cannot build it");
+        return -1;
+    }
+    return fpx_err_set(err, FPX_E_VALIDATION, "index_type \"%s\": FAISS died building it (%s %d)",
+                       description, WIFSIGNALED(status) ? "signal" : "exit status",
                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 }

@@ -46,4 +46,23 @@ void fpx_probe_set_build_timeout(int seconds);
  * exit status (0: built, 1: FAISS failed, 2: bad input). */
 int fpx_probe_build_main(void);
 
+/* The argument that makes faiss-proxy-server the process of a create. */
+#define FPX_PROBE_CREATE_ARG "--probe-create"
+
+/*
+ * FAISS 1.7.3's index_factory hands an IVF's coarse quantizer to the IVF's
+ * constructor as a raw pointer and loses it when that constructor refuses its
+ * arguments ("IVF4,PQ7" where 7 does not divide the dimension). A
+ * description with a coarse quantizer (IVF, IMI, Residual) is therefore built
+ * first in a child process: 0 when it builds (remembered for the next
+ * creates of it), else -1 with FAISS's message as a validation_error. Others
+ * return 0 at once.
+ */
+int fpx_probe_create(const char *description, int64_t dim, int metric, fpx_err *err);
+
+/* The create process's own main: dimension, metric and description from fd
+ * 3, FAISS's message to fd 4; returns the exit status (0: built, 1: FAISS
+ * refused, 2: bad input). */
+int fpx_probe_create_main(void);
+
 #endif
