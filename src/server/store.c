@@ -261,19 +261,22 @@ static int write_snapshot(const char *dir, fpx_index *ix, fpx_err *err) {
     return 0;
 }
 
-/* Starts a new log in dir following the snapshot at ix->seq: wal.tmp holding
- * the identity header alone, fsync'd, renamed over wal, folder fsync'd. The
- * log is never truncated in place, so it always has its header. */
-static int start_log(const char *dir, fpx_index *ix, fpx_err *err) {
+/* Starts a new log in dir following the snapshot at seq base: wal.tmp
+ * holding the identity header and then tail[0..tail_len) (whole records that
+ * follow base), fsync'd, renamed over wal, folder fsync'd. The log is never
+ * truncated in place, so it always has its header. */
+static int start_log_after(const char *dir, fpx_index *ix, uint64_t base, const uint8_t *tail,
+                           size_t tail_len, fpx_err *err) {
     char tmp[FPX_PATH_MAX], fin[FPX_PATH_MAX];
     fpx_path(tmp, "%s/wal.tmp", dir);
     fpx_path(fin, "%s/wal", dir);
     uint8_t id[ID_MAX];
-    size_t len = ident_pack(id, LOG_MAGIC, ix, ix->seq);
+    size_t len = ident_pack(id, LOG_MAGIC, ix, base);
+    struct iovec iov[2] = {{id, len}, {(void *)tail, tail_len}};
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)
         return fpx_store_io_err(err, "cannot create", tmp);
-    if (fpx_write_all(fd, id, len) != 0 || fsync(fd) != 0) {
+    if (fpx_writev_all(fd, iov, 2) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -287,10 +290,15 @@ static int start_log(const char *dir, fpx_index *ix, fpx_err *err) {
         errno = e;
         return fpx_store_io_err(err, "cannot rename into place", fin);
     }
-    ix->wal_bytes = len;
+    ix->wal_bytes = len + tail_len;
     if (fpx_fsync_dir(dir) != 0)
         return fpx_store_io_err(err, "cannot sync", dir);
     return 0;
+}
+
+/* A new log in dir following the snapshot at ix->seq, empty. */
+static int start_log(const char *dir, fpx_index *ix, fpx_err *err) {
+    return start_log_after(dir, ix, ix->seq, NULL, 0, err);
 }
 
 int fpx_store_create(const char *data_dir, fpx_index *ix, fpx_err *err) {
@@ -705,51 +713,24 @@ int fpx_store_snapshot_write(fpx_snap_job *j, fpx_err *err) {
 }
 
 /* Starts a new log after the snapshot at j->seq holding the records the old
- * one got since (from j->wal_at on), fsync'd before it replaces the old
- * one: wal.tmp, renamed over wal, folder fsync'd. */
+ * one got since (from j->wal_at on), read back from it. */
 static int restart_log(const char *dir, fpx_index *ix, const fpx_snap_job *j, fpx_err *err) {
-    char tmp[FPX_PATH_MAX], fin[FPX_PATH_MAX];
-    fpx_path(tmp, "%s/wal.tmp", dir);
+    char fin[FPX_PATH_MAX];
     fpx_path(fin, "%s/wal", dir);
-    uint8_t id[ID_MAX];
-    size_t len = ident_pack(id, LOG_MAGIC, ix, j->seq);
     size_t tail = (size_t)(ix->wal_bytes - j->wal_at);
     uint8_t *rest = tail ? malloc(tail) : NULL;
     if (tail && !rest)
         return fpx_err_set(err, FPX_E_INTERNAL, "out of memory starting a new log");
     int in = tail ? open(fin, O_RDONLY | O_CLOEXEC) : -1;
-    if (tail && (in < 0 || pread(in, rest, tail, (off_t)j->wal_at) != (ssize_t)tail)) {
-        fpx_store_io_err(err, "cannot read", fin);
-        if (in >= 0)
-            close(in);
-        free(rest);
-        return -1;
-    }
+    int rc = 0;
+    if (tail && (in < 0 || pread(in, rest, tail, (off_t)j->wal_at) != (ssize_t)tail))
+        rc = fpx_store_io_err(err, "cannot read", fin);
     if (in >= 0)
         close(in);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    struct iovec iov[2] = {{id, len}, {rest, tail}};
-    if (fd < 0 || fpx_writev_all(fd, iov, 2) != 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        unlink(tmp);
-        free(rest);
-        errno = e;
-        return fpx_store_io_err(err, "cannot write", tmp);
-    }
-    close(fd);
+    if (rc == 0)
+        rc = start_log_after(dir, ix, j->seq, rest, tail, err);
     free(rest);
-    if (fpx_rename_over(tmp, fin) != 0) {
-        int e = errno;
-        unlink(tmp);
-        errno = e;
-        return fpx_store_io_err(err, "cannot rename into place", fin);
-    }
-    ix->wal_bytes = len + tail;
-    if (fpx_fsync_dir(dir) != 0)
-        return fpx_store_io_err(err, "cannot sync", dir);
-    return 0;
+    return rc;
 }
 
 int fpx_store_snapshot_finish(fpx_index *ix, fpx_snap_job *j, fpx_err *err) {
@@ -771,7 +752,7 @@ int fpx_store_snapshot_finish(fpx_index *ix, fpx_snap_job *j, fpx_err *err) {
         return 0;
     }
     ix->log_rewrites = ix->log_rewrites > j->rewrites; /* the records since, if any */
-    ix->log_add_bytes -= ix->log_add_bytes >= j->add_bytes ? j->add_bytes : ix->log_add_bytes;
+    ix->log_add_bytes = ix->log_add_bytes > j->add_bytes ? ix->log_add_bytes - j->add_bytes : 0;
     snapshot_synced(ix, ix->seq); /* the records since S are in the new log, synced */
     uint64_t took = fpx_now_ns() - j->t0;
     fpx_stats_snapshot(took, ix->snap_bytes);
